@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the Debian packages keel's build and tests need (only those missing).
+# Run as root or with sudo available. Safe to run repeatedly.
+set -euo pipefail
+pkgs=(cmake ninja-build g++ pkg-config nlohmann-json3-dev libcli11-dev libutf8proc-dev
+      libpcre2-dev libgtest-dev libgmock-dev libbenchmark-dev clang python3)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "keel setup: installing ${missing[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,53 @@
+// A loaded checkpoint: config, generation defaults and per-layer weight views
+// (pointing into the mmap'd safetensors). Loading checks that every tensor the
+// architecture needs is present with the right shape and a supported dtype, so
+// later stages never see a malformed model.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "model/safetensors.h"
+
+namespace keel::model {
+
+struct LayerWeights {
+  const TensorView* attn_norm = nullptr;   // input_layernorm.weight [H]
+  const TensorView* wq = nullptr;          // q_proj.weight [nh*hd, H]
+  const TensorView* wk = nullptr;          // k_proj.weight [nkv*hd, H]
+  const TensorView* wv = nullptr;          // v_proj.weight [nkv*hd, H]
+  const TensorView* bq = nullptr;          // q_proj.bias (qkv_bias) [nh*hd]
+  const TensorView* bk = nullptr;
+  const TensorView* bv = nullptr;
+  const TensorView* q_norm = nullptr;      // qwen3: q_norm.weight [hd]
+  const TensorView* k_norm = nullptr;      // qwen3: k_norm.weight [hd]
+  const TensorView* wo = nullptr;          // o_proj.weight [H, nh*hd]
+  const TensorView* bo = nullptr;          // o_proj.bias (o_bias) [H]
+  const TensorView* mlp_norm = nullptr;    // post_attention_layernorm.weight [H]
+  const TensorView* w_gate = nullptr;      // gate_proj.weight [I, H]
+  const TensorView* w_up = nullptr;        // up_proj.weight [I, H]
+  const TensorView* w_down = nullptr;      // down_proj.weight [H, I]
+};
+
+struct Model {
+  std::string dir;
+  ModelConfig config;
+  GenerationConfig generation;
+  WeightStore weights;
+  const TensorView* embed = nullptr;       // model.embed_tokens.weight [V, H]
+  const TensorView* final_norm = nullptr;  // model.norm.weight [H]
+  const TensorView* lm_head = nullptr;     // lm_head.weight [V, H], or embed when tied
+  std::vector<LayerWeights> layers;
+
+  /// Loads config.json, generation_config.json (optional) and the weights from
+  /// `dir`, validating names, shapes and dtypes. Shows a progress bar while
+  /// touching the weights when that takes over a second.
+  static Model load(const std::string& dir);
+  /// Bytes of weights read per decoded token (every matrix once; the embedding
+  /// contributes one row, the LM head its whole matrix).
+  uint64_t bytes_per_token() const;
+};
+
+}  // namespace keel::model
