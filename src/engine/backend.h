@@ -1,0 +1,48 @@
+// The interface every way of running a model implements for the frontends (CLI,
+// chat, server): the reference forward pass, the CPU executor and the CUDA
+// executor. A backend runs prefill and the decode loop for one sequence and
+// reports each token as soon as it exists, so the frontends can stream.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/sampling.h"
+
+namespace keel::engine {
+
+struct GenerateRequest {
+  std::vector<int32_t> prompt;      // must be non-empty
+  int32_t max_tokens = 128;         // tokens to generate at most
+  SamplingParams sampling;
+  std::vector<int32_t> eos_ids;     // generation ends after producing one of these
+};
+
+struct GenerateResult {
+  std::vector<int32_t> output;      // generated ids (an EOS that ended it included)
+  double prefill_ms = 0;            // time to the first generated token
+  double decode_ms_per_token = 0;   // mean over the tokens after the first
+  std::string stop_reason;          // "eos", "max_tokens", "stopped" (callback), "context"
+};
+
+/// Called with each generated token; return false to stop generation early.
+using TokenCallback = std::function<bool(int32_t token)>;
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string_view name() const = 0;
+  /// Context length this backend was set up for (prompt + generated tokens).
+  virtual int64_t max_context() const = 0;
+  /// Prefills the prompt, then decodes until EOS, max_tokens, the context end
+  /// or the callback returns false. Each call starts from an empty KV cache.
+  virtual GenerateResult generate(const GenerateRequest& req, const TokenCallback& on_token) = 0;
+  /// Teacher-forced logits [ids.size(), vocab], row t = logits after ids[0..t].
+  virtual std::vector<float> score(std::span<const int32_t> ids) = 0;
+};
+
+}  // namespace keel::engine
