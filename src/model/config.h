@@ -42,6 +42,7 @@ struct ModelConfig {
   bool o_bias = false;         // llama/mistral attention_bias also biases o_proj
   bool mlp_bias = false;
   bool qk_norm = false;        // qwen3
+  int64_t sliding_window = 0;  // > 0: attention sees only the last N positions (mistral v0.1)
   RopeConfig rope;
   DType dtype = DType::BF16;   // declared torch dtype (informational)
   int64_t bos_id = -1;
@@ -56,6 +57,9 @@ struct ModelConfig {
   int64_t kv_dim() const { return n_kv_heads * head_dim; }
   /// Number of parameters (embedding and LM head counted once when tied).
   int64_t param_count() const;
+  /// Bytes of weights read per decoded token if every weight is stored as
+  /// `weights` (as Model::bytes_per_token, but from the config alone).
+  uint64_t bytes_per_token(DType weights) const;
 };
 
 /// Defaults from generation_config.json (all optional).

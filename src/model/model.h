@@ -29,8 +29,13 @@ struct LayerWeights {
   const TensorView* w_gate = nullptr;      // gate_proj.weight [I, H]
   const TensorView* w_up = nullptr;        // up_proj.weight [I, H]
   const TensorView* w_down = nullptr;      // down_proj.weight [H, I]
+  const TensorView* b_gate = nullptr;      // llama mlp_bias: gate_proj.bias [I]
+  const TensorView* b_up = nullptr;        // llama mlp_bias: up_proj.bias [I]
+  const TensorView* b_down = nullptr;      // llama mlp_bias: down_proj.bias [H]
 };
 
+/// Model is movable (views point into WeightStore's map nodes and mappings,
+/// which a move keeps in place) and not copyable.
 struct Model {
   std::string dir;
   ModelConfig config;
@@ -40,6 +45,7 @@ struct Model {
   const TensorView* final_norm = nullptr;  // model.norm.weight [H]
   const TensorView* lm_head = nullptr;     // lm_head.weight [V, H], or embed when tied
   std::vector<LayerWeights> layers;
+  DType weight_dtype = DType::BF16;        // dtype of every 2-D weight matrix (checked)
 
   /// Loads config.json, generation_config.json (optional) and the weights from
   /// `dir`, validating names, shapes and dtypes. Shows a progress bar while

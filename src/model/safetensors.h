@@ -51,6 +51,8 @@ class WeightStore {
   const std::map<std::string, TensorView>& all() const { return tensors_; }
   uint64_t total_bytes() const;
   const std::string& where() const { return where_; }
+  /// The mapped files, in the order opened (e.g. to pre-fault their pages).
+  const std::vector<std::unique_ptr<MappedFile>>& files() const { return files_; }
 
  private:
   std::vector<std::unique_ptr<MappedFile>> files_;

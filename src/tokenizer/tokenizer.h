@@ -58,11 +58,13 @@ class Tokenizer {
   struct Impl;
 
  private:
+  friend class StreamDecoder;
   std::unique_ptr<Impl> impl_;
 };
 
 /// Streams decoded text token by token. Bytes of an incomplete UTF-8 sequence
-/// are held back until the sequence completes.
+/// are held back until the sequence completes; the concatenation of every
+/// push() and the final flush() equals Tokenizer::decode(all ids, skip_special).
 class StreamDecoder {
  public:
   explicit StreamDecoder(const Tokenizer& tok, bool skip_special = true);
@@ -74,8 +76,8 @@ class StreamDecoder {
  private:
   const Tokenizer& tok_;
   bool skip_special_;
-  std::vector<int32_t> ids_;
-  size_t emitted_bytes_ = 0;
+  int strip_left_;       // leading decoder strip still to apply (SentencePiece)
+  std::string pending_;  // bytes of an incomplete UTF-8 character
 };
 
 }  // namespace keel::tokenizer

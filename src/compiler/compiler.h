@@ -1,0 +1,48 @@
+// The megakernel compiler's public API: ModelConfig (or a graph) + options ->
+// Program. The pipeline, each pass in its own file and unit-tested alone:
+//   graph::build_decode_graph  (graph/graph.h)   one decode step, primitive ops
+//   fuse                       (fuse.h)          ops -> fused task families
+//   plan_buffers               (buffers.h)       buffer table, KV pages, RoPE constants
+//   partition                  (partition.h)     tiles sized by the cost model, per worker
+//   build_dependencies         (deps.h)          read/write ranges -> counters, waits, signals
+//   place                      (placement.h)     per-worker ordered lists, arena offsets
+// and the tools around it: report / to_json / to_dot (report.h) and the
+// symbolic checker (checker.h).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "compiler/program.h"
+#include "graph/graph.h"
+#include "model/config.h"
+
+namespace keel::compiler {
+
+struct CompileOptions {
+  int workers = 132;           // W: persistent workers (SMs on the GPU)
+  int batch = 1;               // B: sequences decoded together
+  int max_context = 4096;      // tokens per sequence (prompt + generated); 0: the model's
+  int page_size = 64;          // KV cache page, in tokens
+  int ring_len = 0;            // output ring entries per sequence; 0: max_context
+  int row_align = 8;           // matvec tiles cover a multiple of this many rows
+  int o_split_k = 0;           // o_proj k-slices; 0: one per kv-head group
+  int down_split_k = 0;        // down_proj k-slices; 0: auto (4 when I >= 4096, else 1)
+  int attn_chunks = 0;         // KV chunks per (sequence, kv head); 0: auto (fill W)
+  double bandwidth_GBps = 3350;    // cost model: device memory bandwidth (H100 SXM)
+  double task_overhead_us = 1.0;   // cost model: fixed cost per task (wait, launch, epilogue)
+  int predict_context = 1024;      // cost model: KV length assumed for attention tasks
+  bool prune_transitive = true;    // drop waits implied by other waits (full-operator knowledge)
+};
+
+/// Compiles one decode step of `cfg` into a Program. Throws keel::Error for bad
+/// options (naming the option) or an unsupported configuration.
+Program compile(const model::ModelConfig& cfg, const CompileOptions& opt);
+
+/// Same, from an already built (unfused) graph.
+Program compile_graph(const graph::Graph& g, const CompileOptions& opt);
+
+/// Bytes of weights each worker streams per step (index = worker).
+std::vector<uint64_t> bytes_per_worker(const Program& p);
+
+}  // namespace keel::compiler

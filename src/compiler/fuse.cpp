@@ -1,0 +1,163 @@
+// Pattern matching over the primitive op list. Each fused family is matched from
+// its first op (an rmsnorm or a matvec) by following the tensors it produces;
+// the ops absorbed must act only on those tensors.
+#include "compiler/fuse.h"
+
+#include <set>
+
+#include "core/error.h"
+
+namespace keel::compiler {
+
+namespace {
+
+using graph::Op;
+using graph::OpKind;
+
+struct Fuser {
+  const graph::Graph& g;
+  std::vector<bool> used;
+  graph::Graph out;
+
+  [[noreturn]] void cannot(const Op& op, const char* why) {
+    fail("fuse: cannot fuse ", graph::op_kind_name(op.kind), " '", op.name, "' (layer ", op.layer,
+         "): ", why);
+  }
+  bool reads(const Op& op, const std::string& t) {
+    for (auto& i : op.inputs)
+      if (i == t) return true;
+    return false;
+  }
+  // Indices of the unused ops after i that read tensor t.
+  std::vector<size_t> consumers(size_t i, const std::string& t) {
+    std::vector<size_t> r;
+    for (size_t j = i + 1; j < g.ops.size(); ++j)
+      if (!used[j] && reads(g.ops[j], t)) r.push_back(j);
+    return r;
+  }
+  // Absorbs the epilogue ops (bias, head norm, rope) that update `t` in place,
+  // and returns their weights by role prefix.
+  void absorb_in_place(size_t from, const std::string& t, const std::string& prefix, Op& f,
+                       std::set<OpKind> allowed) {
+    for (size_t j = from + 1; j < g.ops.size(); ++j) {
+      const Op& o = g.ops[j];
+      if (used[j] || o.outputs.size() != 1 || o.outputs[0] != t || !allowed.count(o.kind)) continue;
+      used[j] = true;
+      if (o.kind == OpKind::AddBias) f.weights.push_back({prefix + "bias", o.weight("bias")});
+      if (o.kind == OpKind::HeadRmsNorm) f.weights.push_back({prefix + "head_norm", o.weight("norm")});
+    }
+  }
+
+  void norm_group(size_t i) {
+    const Op& norm = g.ops[i];
+    const std::string n = norm.outputs.at(0);
+    std::vector<size_t> mv = consumers(i, n);
+    for (size_t j : mv)
+      if (g.ops[j].kind != OpKind::Matvec) cannot(g.ops[j], "a normed input must feed matvecs only");
+    used[i] = true;
+    Op f;
+    f.layer = norm.layer;
+    f.inputs = norm.inputs;
+    f.weights.push_back({"norm", norm.weight("norm")});
+    if (mv.size() == 3) {  // q, k, v
+      f.kind = OpKind::FusedQkv;
+      f.name = "qkv";
+      const char* pre[3] = {"q_", "k_", "v_"};
+      std::vector<std::string> outs;
+      for (int k = 0; k < 3; ++k) {
+        const Op& m = g.ops[mv[k]];
+        used[mv[k]] = true;
+        f.weights.push_back({cat(pre[k], "W"), m.weight("W")});
+        outs.push_back(m.outputs.at(0));
+        absorb_in_place(mv[k], outs.back(), pre[k], f,
+                        {OpKind::AddBias, OpKind::HeadRmsNorm, OpKind::Rope});
+      }
+      // kv_append consumes k and v; attention reads q.
+      std::vector<size_t> app = consumers(mv[1], outs[1]);
+      size_t kv = SIZE_MAX;
+      for (size_t j : app)
+        if (g.ops[j].kind == OpKind::KvAppend) kv = j;
+      if (kv == SIZE_MAX) cannot(g.ops[mv[1]], "k projection has no kv_append");
+      used[kv] = true;
+      f.inputs.push_back("state");
+      f.outputs = {outs[0]};
+      for (auto& o : g.ops[kv].outputs) f.outputs.push_back(o);
+      out.ops.push_back(f);
+    } else if (mv.size() == 2) {  // gate, up
+      f.kind = OpKind::FusedGateUp;
+      f.name = "gate_up";
+      const char* pre[2] = {"gate_", "up_"};
+      std::vector<std::string> outs;
+      for (int k = 0; k < 2; ++k) {
+        used[mv[k]] = true;
+        f.weights.push_back({cat(pre[k], "W"), g.ops[mv[k]].weight("W")});
+        outs.push_back(g.ops[mv[k]].outputs.at(0));
+        absorb_in_place(mv[k], outs.back(), pre[k], f, {OpKind::AddBias});
+      }
+      std::vector<size_t> sm = consumers(mv[0], outs[0]);
+      if (sm.size() != 1 || g.ops[sm[0]].kind != OpKind::SiluMul)
+        cannot(g.ops[mv[0]], "gate projection must feed exactly one silu_mul");
+      used[sm[0]] = true;
+      f.outputs = g.ops[sm[0]].outputs;
+      out.ops.push_back(f);
+    } else if (mv.size() == 1) {  // LM head
+      used[mv[0]] = true;
+      f.kind = OpKind::FusedLmHead;
+      f.name = "lm_head";
+      f.weights.push_back({"W", g.ops[mv[0]].weight("W")});
+      f.outputs = g.ops[mv[0]].outputs;
+      out.ops.push_back(f);
+    } else {
+      cannot(norm, "a normed input must feed 1 (lm head), 2 (gate/up) or 3 (q/k/v) matvecs");
+    }
+  }
+
+  void residual(size_t i) {
+    const Op& m = g.ops[i];
+    used[i] = true;
+    Op f;
+    f.kind = OpKind::MatvecResidual;
+    f.name = m.name;
+    f.layer = m.layer;
+    f.weights.push_back({"W", m.weight("W")});
+    const std::string t = m.outputs.at(0);
+    absorb_in_place(i, t, "", f, {OpKind::AddBias});
+    std::vector<size_t> add = consumers(i, t);
+    if (add.size() != 1 || g.ops[add[0]].kind != OpKind::Add)
+      cannot(m, "a matvec not after a norm must feed exactly one residual add");
+    used[add[0]] = true;
+    const Op& a = g.ops[add[0]];
+    f.inputs = {m.inputs.at(0)};
+    for (auto& in : a.inputs)
+      if (in != t) f.inputs.push_back(in);
+    f.outputs = a.outputs;
+    out.ops.push_back(f);
+  }
+};
+
+}  // namespace
+
+graph::Graph fuse(const graph::Graph& g) {
+  Fuser fz{g, std::vector<bool>(g.ops.size(), false), {}};
+  fz.out.config = g.config;
+  fz.out.batch = g.batch;
+  for (const auto& t : g.tensors) fz.out.add_tensor(t);
+  for (size_t i = 0; i < g.ops.size(); ++i) {
+    if (fz.used[i]) continue;
+    const Op& op = g.ops[i];
+    switch (op.kind) {
+      case OpKind::RmsNorm: fz.norm_group(i); break;
+      case OpKind::Matvec: fz.residual(i); break;
+      case OpKind::Attention:
+      case OpKind::Step:
+        fz.used[i] = true;
+        fz.out.ops.push_back(op);
+        break;
+      default: fz.cannot(op, "no fused family starts with this operator");
+    }
+  }
+  fz.out.validate();
+  return std::move(fz.out);
+}
+
+}  // namespace keel::compiler

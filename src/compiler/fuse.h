@@ -1,0 +1,20 @@
+// The fuse pass: rewrites a graph of primitive operators into the fused operator
+// families the task set implements, so a decode layer needs few dependency waits:
+//   rmsnorm + q/k/v matvec (+bias, +q/k head norm) + rope + kv_append -> fused_qkv
+//   rmsnorm + gate/up matvec (+bias) + silu_mul                      -> fused_gate_up
+//   matvec (+bias) + residual add                                     -> matvec_residual
+//   final rmsnorm + lm_head matvec                                    -> fused_lm_head
+//   attention, step                                                   -> unchanged
+// Anything else is an error naming the operator, so an unsupported graph never
+// compiles into a wrong Program.
+#pragma once
+
+#include "graph/graph.h"
+
+namespace keel::compiler {
+
+/// Returns the fused graph (same tensors; intermediate tensors that fusion
+/// removed are no longer read or written by any op).
+graph::Graph fuse(const graph::Graph& g);
+
+}  // namespace keel::compiler

@@ -1,0 +1,312 @@
+// The partition pass: fused operators -> tasks, with a worker for each. Matvec
+// operators are cut by water-filling: given each worker's predicted load so far,
+// find the level lambda with sum_w max(0, lambda - load_w) = the operator's cost
+// and give worker w the rows worth (lambda - load_w), rounded to row_align. So
+// every operator is spread over the workers that are behind, and the per-worker
+// totals stay level across the whole step. Coarse tasks (QKV heads, attention
+// chunks, merges, steps) go to the least-loaded worker, in order.
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+
+#include "compiler/passes.h"
+#include "core/error.h"
+
+namespace keel::compiler {
+
+namespace {
+
+struct Partitioner {
+  Build& b;
+  const model::ModelConfig& c;
+  const int W;
+  uint64_t es;  // weight element size
+
+  double cost_us(uint64_t bytes) const {
+    return double(bytes) / b.bytes_per_us_per_worker + b.opt.task_overhead_us;
+  }
+
+  uint16_t begin_op(const char* name, Opcode oc, int layer) {
+    OpDesc d;
+    std::strncpy(d.name, name, sizeof(d.name) - 1);
+    d.opcode = uint16_t(oc);
+    d.layer = int16_t(layer);
+    d.task_begin = uint32_t(b.p.tasks.size());
+    b.p.ops.push_back(d);
+    return uint16_t(b.p.ops.size() - 1);
+  }
+  void end_op() { b.p.ops.back().task_count = uint32_t(b.p.tasks.size()) - b.p.ops.back().task_begin; }
+
+  void emit(TaskDesc t, int worker, double extra_us = 0) {
+    t.cost_us = float(cost_us(t.weight_bytes) + extra_us);
+    b.p.tasks.push_back(t);
+    b.task_worker.push_back(worker);
+    b.load_us[worker] += t.cost_us;
+  }
+  int least_loaded() const {
+    return int(std::min_element(b.load_us.begin(), b.load_us.end()) - b.load_us.begin());
+  }
+
+  // Water-filling: splits `units` rows of `unit_bytes` each (grouped in slices
+  // of `slice` rows, tiles never straddle one) and calls fn(worker, u0, u1).
+  template <class Fn>
+  void water_fill(int64_t units, int64_t slice, uint64_t unit_bytes, Fn fn) {
+    const double total = double(units) * double(unit_bytes) / b.bytes_per_us_per_worker;
+    std::vector<double> sorted = b.load_us;
+    std::sort(sorted.begin(), sorted.end());
+    // lambda: the level where the filled area equals `total`.
+    double lambda = sorted[0] + total, acc = 0;
+    for (int k = 0; k < W; ++k) {
+      acc += sorted[k];
+      const double lvl = (total + acc) / double(k + 1);
+      if (k + 1 == W || lvl <= sorted[k + 1]) {
+        lambda = lvl;
+        break;
+      }
+    }
+    const int64_t align = b.opt.row_align;
+    auto snap = [&](double u) {  // to a row boundary multiple of align within its slice
+      int64_t v = std::clamp<int64_t>(int64_t(u + 0.5), 0, units);
+      int64_t s0 = v / slice * slice, r = v - s0;
+      int64_t rr = std::min<int64_t>((r + align / 2) / align * align, slice);
+      if (s0 + slice > units) rr = std::min<int64_t>(rr, units - s0);
+      return s0 + rr;
+    };
+    double cum = 0;
+    int64_t prev = 0;
+    const double per_unit_us = double(unit_bytes) / b.bytes_per_us_per_worker;
+    for (int w = 0; w < W; ++w) {
+      cum += std::max(0.0, lambda - b.load_us[w]) / per_unit_us;
+      int64_t end = w + 1 == W ? units : snap(cum);
+      end = std::max(end, prev);
+      for (int64_t u = prev; u < end;) {  // split at slice boundaries
+        int64_t stop = std::min(end, (u / slice + 1) * slice);
+        fn(w, u, stop);
+        u = stop;
+      }
+      prev = end;
+    }
+  }
+
+  void qkv(const graph::Op& op) {
+    const int nh = int(c.n_heads), nkv = int(c.n_kv_heads), hd = int(c.head_dim);
+    const int hpt = std::max(1, (nh + 2 * nkv) / W);
+    uint16_t o = begin_op("qkv", Opcode::QkvProj, op.layer);
+    const char* pre[3] = {"q_", "k_", "v_"};
+    const int heads[3] = {nh, nkv, nkv};
+    const std::string out[3] = {cat("q.", op.layer), cat("k_cache.", op.layer), cat("v_cache.", op.layer)};
+    for (int kind = 0; kind < 3; ++kind)
+      for (int h0 = 0; h0 < heads[kind]; h0 += hpt) {
+        const int h1 = std::min(heads[kind], h0 + hpt);
+        TaskDesc t;
+        t.opcode = uint16_t(Opcode::QkvProj);
+        t.op = o;
+        t.layer = int16_t(op.layer);
+        t.buf[0] = b.id(op.inputs.at(0));
+        t.buf[1] = b.id(op.weight("norm"));
+        t.buf[2] = b.id(op.weight(cat(pre[kind], "W")));
+        t.buf[3] = b.id_or_none(op.weight(cat(pre[kind], "bias")));
+        t.buf[4] = kind < 2 ? b.id_or_none(op.weight(cat(pre[kind], "head_norm"))) : -1;
+        t.buf[5] = b.id(out[kind]);
+        t.buf[6] = b.p.h.buf_state;
+        t.buf[7] = b.p.h.buf_page_table;
+        t.row0 = h0 * hd;
+        t.row1 = h1 * hd;
+        t.k0 = 0;
+        t.k1 = int32_t(c.hidden);
+        t.b0 = 0;
+        t.b1 = b.p.h.batch;
+        t.arg[0] = kind;
+        t.arg[1] = h0;
+        t.arg[2] = h1;
+        t.weight_bytes = uint64_t(t.row1 - t.row0) * c.hidden * es;
+        emit(t, least_loaded());
+      }
+    end_op();
+  }
+
+  void attention(const graph::Op& op) {
+    const int nkv = int(c.n_kv_heads), C = b.p.h.n_chunks, B = b.p.h.batch;
+    const double kv_us = double(b.opt.predict_context) / C * double(c.head_dim) * 2 * 2 /
+                         b.bytes_per_us_per_worker;
+    uint16_t o = begin_op("attn_partial", Opcode::AttnPartial, op.layer);
+    const int32_t part = b.id(cat("attn_part.", op.layer));
+    for (int bb = 0; bb < B; ++bb)
+      for (int kvh = 0; kvh < nkv; ++kvh)
+        for (int ch = 0; ch < C; ++ch) {
+          TaskDesc t;
+          t.opcode = uint16_t(Opcode::AttnPartial);
+          t.op = o;
+          t.layer = int16_t(op.layer);
+          t.buf[0] = b.id(op.inputs.at(0));
+          t.buf[1] = b.id(op.inputs.at(1));
+          t.buf[2] = b.id(op.inputs.at(2));
+          t.buf[3] = part;
+          t.buf[4] = b.p.h.buf_state;
+          t.buf[5] = b.p.h.buf_page_table;
+          t.b0 = bb;
+          t.b1 = bb + 1;
+          t.arg[0] = kvh;
+          t.arg[1] = ch;
+          t.arg[2] = C;
+          emit(t, least_loaded(), kv_us);
+        }
+    end_op();
+    o = begin_op("attn_merge", Opcode::AttnMerge, op.layer);
+    for (int bb = 0; bb < B; ++bb)
+      for (int kvh = 0; kvh < nkv; ++kvh) {
+        TaskDesc t;
+        t.opcode = uint16_t(Opcode::AttnMerge);
+        t.op = o;
+        t.layer = int16_t(op.layer);
+        t.buf[0] = part;
+        t.buf[1] = b.id(op.outputs.at(0));
+        t.b0 = bb;
+        t.b1 = bb + 1;
+        t.arg[0] = kvh;
+        t.arg[1] = C;
+        emit(t, least_loaded());
+      }
+    end_op();
+  }
+
+  void matvec_residual(const graph::Op& op) {
+    const graph::Tensor& w = b.fused.tensor(op.weight("W"));
+    const int64_t R = w.rows, K = w.cols;
+    const bool is_o = op.name == "o_proj";
+    int S = is_o ? b.opt.o_split_k : b.opt.down_split_k;
+    if (S <= 0) S = is_o ? int(c.n_kv_heads) : (K >= 4096 ? 4 : 1);
+    KEEL_CHECK(S <= K, "compiler: ", op.name, " split-K ", S, " exceeds K = ", K);
+    uint16_t o = begin_op(op.name.c_str(), Opcode::MatvecResidual, op.layer);
+    const int32_t in = b.id(op.inputs.at(0)), W_ = b.id(op.weight("W")),
+                  bias = b.id_or_none(op.weight("bias"));
+    // Units: S slices of R rows; slice j covers k in [j*K/S, (j+1)*K/S).
+    const uint64_t unit_bytes = uint64_t((K + S - 1) / S) * es;
+    water_fill(R * S, R, unit_bytes, [&](int worker, int64_t u0, int64_t u1) {
+      const int64_t j = u0 / R;
+      TaskDesc t;
+      t.opcode = uint16_t(Opcode::MatvecResidual);
+      t.flags = S > 1 ? kFlagAtomicAccumulate : 0;
+      t.op = o;
+      t.layer = int16_t(op.layer);
+      t.buf[0] = in;
+      t.buf[1] = W_;
+      t.k0 = int32_t(j * K / S);
+      t.k1 = int32_t((j + 1) * K / S);
+      t.buf[2] = t.k0 == 0 ? bias : -1;
+      t.buf[3] = b.p.h.buf_x;
+      t.row0 = int32_t(u0 - j * R);
+      t.row1 = int32_t(u1 - j * R);
+      t.b0 = 0;
+      t.b1 = b.p.h.batch;
+      t.weight_bytes = uint64_t(t.row1 - t.row0) * uint64_t(t.k1 - t.k0) * es;
+      emit(t, worker);
+    });
+    end_op();
+  }
+
+  void gate_up(const graph::Op& op) {
+    uint16_t o = begin_op("gate_up", Opcode::GateUp, op.layer);
+    const int64_t I = c.intermediate;
+    water_fill(I, I, uint64_t(2 * c.hidden) * es, [&](int worker, int64_t u0, int64_t u1) {
+      TaskDesc t;
+      t.opcode = uint16_t(Opcode::GateUp);
+      t.op = o;
+      t.layer = int16_t(op.layer);
+      t.buf[0] = b.id(op.inputs.at(0));
+      t.buf[1] = b.id(op.weight("norm"));
+      t.buf[2] = b.id(op.weight("gate_W"));
+      t.buf[3] = b.id(op.weight("up_W"));
+      t.buf[4] = b.id_or_none(op.weight("gate_bias"));
+      t.buf[5] = b.id_or_none(op.weight("up_bias"));
+      t.buf[6] = b.id(op.outputs.at(0));
+      t.row0 = int32_t(u0);
+      t.row1 = int32_t(u1);
+      t.k0 = 0;
+      t.k1 = int32_t(c.hidden);
+      t.b0 = 0;
+      t.b1 = b.p.h.batch;
+      t.weight_bytes = uint64_t(u1 - u0) * 2 * c.hidden * es;
+      emit(t, worker);
+    });
+    end_op();
+  }
+
+  void lm_head(const graph::Op& op) {
+    uint16_t o = begin_op("lm_head", Opcode::LmHead, -1);
+    int tile = 0;
+    water_fill(c.vocab, c.vocab, uint64_t(c.hidden) * es, [&](int worker, int64_t u0, int64_t u1) {
+      TaskDesc t;
+      t.opcode = uint16_t(Opcode::LmHead);
+      t.op = o;
+      t.buf[0] = b.p.h.buf_x;
+      t.buf[1] = b.id(op.weight("norm"));
+      t.buf[2] = b.id(op.weight("W"));
+      t.buf[3] = b.p.h.buf_logits;
+      t.buf[4] = b.p.h.buf_argmax;
+      t.row0 = int32_t(u0);
+      t.row1 = int32_t(u1);
+      t.k0 = 0;
+      t.k1 = int32_t(c.hidden);
+      t.b0 = 0;
+      t.b1 = b.p.h.batch;
+      t.arg[0] = tile++;
+      t.weight_bytes = uint64_t(u1 - u0) * c.hidden * es;
+      emit(t, worker);
+    });
+    end_op();
+    b.p.h.n_lm_tiles = tile;
+    BufferDesc& am = b.p.buffers[b.p.h.buf_argmax];
+    am.cols = 2 * tile;
+    am.count = uint64_t(b.p.h.batch) * 2 * tile;
+  }
+
+  void step() {
+    uint16_t o = begin_op("step", Opcode::Step, -1);
+    for (int bb = 0; bb < b.p.h.batch; ++bb) {
+      TaskDesc t;
+      t.opcode = uint16_t(Opcode::Step);
+      t.op = o;
+      t.buf[0] = b.p.h.buf_logits;
+      t.buf[1] = b.p.h.buf_argmax;
+      t.buf[2] = b.p.h.buf_embed;
+      t.buf[3] = b.p.h.buf_x;
+      t.buf[4] = b.p.h.buf_state;
+      t.buf[5] = b.p.h.buf_tokens;
+      t.buf[6] = b.p.h.buf_ring;
+      t.buf[7] = b.p.h.buf_control;
+      t.b0 = bb;
+      t.b1 = bb + 1;
+      t.arg[0] = b.p.h.n_lm_tiles;
+      t.weight_bytes = uint64_t(c.hidden) * es;  // one embedding row
+      emit(t, least_loaded());
+    }
+    end_op();
+  }
+};
+
+}  // namespace
+
+void partition(Build& b) {
+  KEEL_CHECK(b.p.tasks.empty(), "compiler: partition ran twice");
+  const model::ModelConfig& c = b.fused.config;
+  Partitioner pt{b, c, b.opt.workers, dtype_size(c.dtype)};
+  b.load_us.assign(size_t(b.opt.workers), 0.0);
+  for (const graph::Op& op : b.fused.ops) {
+    switch (op.kind) {
+      case graph::OpKind::FusedQkv: pt.qkv(op); break;
+      case graph::OpKind::Attention: pt.attention(op); break;
+      case graph::OpKind::MatvecResidual: pt.matvec_residual(op); break;
+      case graph::OpKind::FusedGateUp: pt.gate_up(op); break;
+      case graph::OpKind::FusedLmHead: pt.lm_head(op); break;
+      case graph::OpKind::Step: pt.step(); break;
+      default:
+        fail("compiler: partition got unfused operator ", graph::op_kind_name(op.kind), " '", op.name,
+             "' (run fuse first)");
+    }
+  }
+  b.p.h.n_tasks = uint32_t(b.p.tasks.size());
+  b.p.h.n_ops = uint32_t(b.p.ops.size());
+}
+
+}  // namespace keel::compiler

@@ -1,0 +1,332 @@
+// The Program: what the megakernel compiler produces and what every executor
+// (cpu, cuda) runs. It is plain data (DESIGN invariant 1): fixed-size POD records
+// in flat arrays, indices instead of pointers, a magic and a version. Each array
+// can be copied to the device as is. The file format (save/load in
+// compiler/serialize.h) is documented in docs/program-format.md.
+//
+// Execution model, shared by every executor:
+//  * W workers (one per SM on the GPU). Worker w runs the task indices
+//    worker_tasks[worker_offsets[w] .. worker_offsets[w+1]) in that order, once
+//    per decode step, for steps s = 0, 1, 2, ... Task indices follow one global
+//    topological order and every worker list is increasing, so the lowest
+//    unfinished task can always run (invariant 4).
+//  * Counters: n_counters uint32 counters, zero at launch, never reset. A task,
+//    when done with step s, adds 1 to every counter in its signal list (release).
+//    Before running at step s it waits (acquire), for each WaitDesc in its wait
+//    list, until counter[c] >= expected * (s + offset); a wait whose target is
+//    <= 0 is already satisfied. offset 1 = "producers of this step", offset 0 =
+//    "producers of the previous step". `expected` is the number of tasks that
+//    signal the counter (each signals once per step).
+//  * Step gate: before step s > 0 each worker waits until
+//    counter[step_counter] >= step_expected * s (every Step task of step s-1 is
+//    done), then stops if every SeqState.done is set, control.stop_request is set,
+//    or s == control.max_steps. Every task of a step is an ancestor of that
+//    step's Step tasks (the checker proves it), so a counter can never be pushed
+//    to its target by a producer that runs a step ahead.
+//  * Launch setup (host, before step 0): zero the counters; fill the page table,
+//    Control, each SeqState (pos 0, token = prompt[0], prompt_len, ...), the
+//    tokens history (the prompt), and x[b] = fp32(embedding row of prompt[0]).
+//    Prefill runs as ordinary steps: while pos+1 < prompt_len the Step task feeds
+//    the next prompt token instead of a sampled one and emits nothing.
+//
+// Numerics (both executors): weights as stored, fp32 accumulation; x (residual
+// stream) fp32; normed inputs, q, K/V cache, attention output and MLP hidden are
+// rounded to bf16 where stored; attention partials, softmax and logits fp32.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include "core/dtype.h"
+
+namespace keel::compiler {
+
+inline constexpr uint32_t kProgramMagic = 0x4C45454Bu;  // "KEEL" little-endian
+inline constexpr uint32_t kProgramVersion = 1;
+inline constexpr int kMaxOperands = 8;
+inline constexpr int kMaxArgs = 4;
+inline constexpr int kMaxEos = 8;
+inline constexpr int kNameBytes = 64;
+
+/// Task types. One row per opcode in kOpcodeTable below says what the operand
+/// slots (TaskDesc::buf) and arguments (TaskDesc::arg) mean.
+enum class Opcode : uint16_t {
+  QkvProj = 1,         // norm-matvec for q, k or v heads + epilogue (bias, q/k norm, RoPE, KV append)
+  GateUp = 2,          // norm-matvec of gate and up rows + SiLU(g)*u
+  AttnPartial = 3,     // split-KV attention of one (sequence, kv head, chunk)
+  AttnMerge = 4,       // merges the chunks of one (sequence, kv head)
+  MatvecResidual = 5,  // x[rows] += W[rows, k0:k1] . a[k0:k1] (+ bias on the k0 == 0 slice)
+  LmHead = 6,          // logits[rows] = W[rows] . norm(x), plus the tile's (max, argmax)
+  Step = 7,            // next token, output ring, next embedding into x, position, stop rules
+};
+inline constexpr int kNumOpcodes = 7;
+
+/// TaskDesc::flags bits.
+enum TaskFlags : uint16_t {
+  /// MatvecResidual: other tasks of the same operator add to the same rows of x
+  /// concurrently (split-K), so the add must be atomic (fp32 atomicAdd).
+  kFlagAtomicAccumulate = 1u << 0,
+};
+
+/// One row of the instruction-set table.
+struct OpcodeInfo {
+  Opcode opcode;
+  const char* name;
+  const char* operands[kMaxOperands];  // meaning of buf[i] ("" = unused)
+  const char* args[kMaxArgs];          // meaning of arg[i] ("" = unused)
+  const char* does;
+};
+
+// clang-format off
+/// The instruction set. Rows [row0,row1) are output rows of the weight matrix,
+/// [k0,k1) the reduction slice, [b0,b1) the sequences of the batch a task serves.
+inline constexpr OpcodeInfo kOpcodeTable[kNumOpcodes] = {
+  {Opcode::QkvProj, "qkv_proj",
+   {"x f32[B,H]", "attn_norm w[H]", "W (q_proj|k_proj|v_proj) [rows,H]", "bias [rows] or -1",
+    "head norm w[hd] (q_norm|k_norm) or -1", "out: q bf16[B,nh*hd] | k_cache | v_cache",
+    "state SeqState[B]", "page_table i32[B,pages_per_seq]"},
+   {"kind 0=q 1=k 2=v", "head0", "head1", ""},
+   "n = bf16(x*rsqrt(mean(x^2)+eps)*w); y = W[rows].n (+bias); per head: rmsnorm(y)*hw "
+   "(q/k, if given); RoPE at pos (q/k; inv_freq from the rope constant); q -> bf16 q[b,rows]; "
+   "k/v -> bf16 cache slot at pos through the page table. rows = [head0*hd, head1*hd)"},
+  {Opcode::GateUp, "gate_up",
+   {"x f32[B,H]", "post_attention_layernorm w[H]", "gate_proj W[I,H]", "up_proj W[I,H]",
+    "gate bias or -1", "up bias or -1", "out: h bf16[B,I]", ""},
+   {"", "", "", ""},
+   "n = bf16(rmsnorm(x)*w); h[b,rows] = bf16(silu(Wg[rows].n) * (Wu[rows].n))"},
+  {Opcode::AttnPartial, "attn_partial",
+   {"q bf16[B,nh*hd]", "k_cache", "v_cache", "out: partial f32[B,nkv,C,g,hd+2]",
+    "state SeqState[B]", "page_table i32[B,pages_per_seq]", "", ""},
+   {"kv_head", "chunk", "n_chunks (C)", ""},
+   "for the g = nh/nkv q heads of kv_head, over positions [len*chunk/C, len*(chunk+1)/C) "
+   "with len = pos+1: o = sum softmax(q.k*scale) v unnormalised; writes o[hd], m (max score), "
+   "l (sum of exp) per head, m = -inf and l = 0 when the range is empty. Sequence b0 only."},
+  {Opcode::AttnMerge, "attn_merge",
+   {"partial f32[B,nkv,C,g,hd+2]", "out: attn bf16[B,nh*hd]", "", "", "", "", "", ""},
+   {"kv_head", "n_chunks (C)", "", ""},
+   "combines the C chunks of each of kv_head's q heads (log-sum-exp) into bf16 attn[b0, heads]"},
+  {Opcode::MatvecResidual, "matvec_residual",
+   {"a bf16[B,K]", "W[R,K]", "bias [R] or -1 (added by the k0 == 0 task)", "x f32[B,R] (in/out)",
+    "", "", "", ""},
+   {"", "", "", ""},
+   "x[b,rows] += W[rows,k0:k1].a[b,k0:k1] (+bias); atomic add if kFlagAtomicAccumulate"},
+  {Opcode::LmHead, "lm_head",
+   {"x f32[B,H]", "final norm w[H]", "lm_head W[V,H] (or the tied embedding)",
+    "out: logits f32[B,V]", "out: argmax partial f32[B,T,2] (value, index bits)", "", "", ""},
+   {"tile index", "", "", ""},
+   "n = bf16(rmsnorm(x)*w); logits[b,rows] = W[rows].n; partial[b,tile] = (max, lowest argmax)"},
+  {Opcode::Step, "step",
+   {"logits f32[B,V]", "argmax partial f32[B,T,2]", "embedding W[V,H]", "x f32[B,H] (out)",
+    "state SeqState[B] (in/out)", "tokens i32[B,max_ctx] (history, in/out)",
+    "ring i32[B,ring_len] (out)", "control Control (in)"},
+   {"n_lm_tiles (T)", "", "", ""},
+   "for sequence b0: if done, nothing; if pos+1 < prompt_len the next token is tokens[pos+1] "
+   "(prefill), else greedy = reduce the T partials, or sample (SeqState sampling fields) and "
+   "emit it into ring[n_generated % ring_len], n_generated++, tokens[pos+1] = it; stop rules "
+   "(eos, max_new, context end) set done; else pos++, token = next, x[b] = embed[next]"},
+};
+// clang-format on
+
+inline const OpcodeInfo& opcode_info(Opcode op) { return kOpcodeTable[int(op) - 1]; }
+
+/// One task: a fixed-size record read by both the CPU and the CUDA executor.
+struct TaskDesc {
+  uint16_t opcode = 0;         // Opcode
+  uint16_t flags = 0;          // TaskFlags
+  uint16_t op = 0;             // index into Program::ops (operator instance)
+  int16_t layer = -1;          // decoder layer, -1 outside layers
+  int32_t buf[kMaxOperands];   // operand buffer ids (index into Program::buffers), -1 unused
+  int32_t row0 = 0, row1 = 0;  // output rows [row0, row1)
+  int32_t k0 = 0, k1 = 0;      // reduction slice [k0, k1)
+  int32_t b0 = 0, b1 = 0;      // sequences [b0, b1)
+  int32_t arg[kMaxArgs];       // opcode-specific, see kOpcodeTable
+  uint32_t wait_begin = 0;     // waits[wait_begin .. wait_begin + wait_count)
+  uint32_t wait_count = 0;
+  uint32_t signal_begin = 0;   // signals[signal_begin .. signal_begin + signal_count)
+  uint32_t signal_count = 0;
+  uint64_t weight_bytes = 0;   // bytes of weights this task streams (cost model)
+  float cost_us = 0;           // predicted time at the compile bandwidth (report)
+  uint32_t reserved[5] = {0, 0, 0, 0, 0};
+  TaskDesc() {
+    for (auto& b : buf) b = -1;
+    for (auto& a : arg) a = 0;
+  }
+};
+static_assert(sizeof(TaskDesc) == 128, "TaskDesc is a fixed 128-byte record");
+
+/// A consumer waits until counter >= expected * (step + offset).
+struct WaitDesc {
+  uint32_t counter = 0;
+  uint32_t expected = 0;
+  int32_t offset = 1;   // 1: this step's producers, 0: the previous step's
+  uint32_t reserved = 0;
+};
+static_assert(sizeof(WaitDesc) == 16);
+
+enum class BufferKind : uint8_t {
+  Weight = 0,      // a checkpoint tensor, found by name; offset unused
+  Activation = 1,  // in the workspace arena; may share bytes with other activations (liveness)
+  State = 2,       // in the workspace arena, persistent across steps, set up by the host
+  Kv = 3,          // in the KV arena: pages [n_pages][nkv][page_size][hd] bf16
+  Constant = 4,    // in Program::constants (e.g. RoPE inverse frequencies, f32)
+};
+std::string_view buffer_kind_name(BufferKind k);
+
+struct BufferDesc {
+  char name[kNameBytes] = {};  // tensor name for weights, e.g. "x", "q.3", "k_cache.3"
+  uint8_t kind = 0;            // BufferKind
+  uint8_t dtype = 0;           // DType; for weights the declared dtype (the executor uses the stored one)
+  uint16_t reserved0 = 0;
+  int32_t layer = -1;
+  uint64_t offset = 0;         // byte offset in its arena (workspace, KV, constants)
+  uint64_t count = 0;          // elements (for State buffers of structs: int32 words)
+  int64_t rows = 0, cols = 0;  // 2-D shape where meaningful (weights, [B, n] activations)
+  std::string_view name_view() const;
+};
+static_assert(sizeof(BufferDesc) == 104);
+
+/// Per-sequence state (State buffer "state", B records of 16 int32 words).
+struct SeqState {
+  int32_t pos = 0;           // position of the token being processed this step
+  int32_t token = 0;         // token being processed this step
+  int32_t prompt_len = 0;
+  int32_t n_generated = 0;   // tokens emitted into the ring so far
+  int32_t max_new = 0;       // stop after this many generated tokens
+  int32_t done = 0;          // 1: finished (stop_reason says why)
+  int32_t stop_reason = 0;   // StopReason
+  float temperature = 0;     // sampling (engine::SamplingParams semantics); <= 0: greedy
+  int32_t top_k = 0;
+  float top_p = 1;
+  float min_p = 0;
+  float repetition_penalty = 1;
+  uint32_t seed_lo = 0, seed_hi = 0;
+  int32_t reserved[2] = {0, 0};
+};
+static_assert(sizeof(SeqState) == 64);
+inline constexpr int kSeqStateWords = 16;
+
+enum class StopReason : int32_t { None = 0, Eos = 1, MaxTokens = 2, Context = 3 };
+
+/// The sampling random number both executors draw: a uniform float in [0, 1)
+/// for sequence `seq` when it generates its `n`-th token (splitmix64 of the
+/// seed and the pair), so CPU and GPU sample the same token from the same
+/// probabilities.
+KEEL_HD float rng_uniform(uint64_t seed, uint32_t seq, uint32_t n) {
+  uint64_t z = seed + 0x9E3779B97F4A7C15ull * ((uint64_t(seq) << 32 | n) + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return float(z >> 40) * (1.0f / 16777216.0f);
+}
+
+/// Launch-wide control block (State buffer "control", 16 int32 words).
+struct Control {
+  int32_t max_steps = 0;     // the step gate stops before this step
+  int32_t stop_request = 0;  // set by the host to stop at the next step gate
+  int32_t n_eos = 0;
+  int32_t eos[kMaxEos] = {};
+  int32_t reserved[5] = {};
+};
+static_assert(sizeof(Control) == 64);
+inline constexpr int kControlWords = 16;
+
+/// An operator instance (a node of the graph), for reports and dependency grouping.
+struct OpDesc {
+  char name[32] = {};  // e.g. "qkv", "attn", "merge", "o_proj", "gate_up", "down", "lm_head", "step"
+  uint16_t opcode = 0;
+  int16_t layer = -1;
+  uint32_t task_begin = 0, task_count = 0;  // tasks of one operator are contiguous
+  uint32_t reserved = 0;
+};
+static_assert(sizeof(OpDesc) == 48);
+
+/// Fixed header: model dimensions, launch shape, well-known buffer ids, sizes.
+struct ProgramHeader {
+  uint32_t magic = kProgramMagic;
+  uint32_t version = kProgramVersion;
+  uint32_t header_bytes = sizeof(ProgramHeader);
+  uint32_t task_bytes = sizeof(TaskDesc);
+  // model
+  int32_t arch = 0;  // model::Arch
+  int32_t n_layers = 0, hidden = 0, intermediate = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0,
+          vocab = 0;
+  float rms_eps = 1e-6f;
+  float attn_scale = 1;  // 1/sqrt(head_dim)
+  int32_t qk_norm = 0, qkv_bias = 0, o_bias = 0, mlp_bias = 0, tie_embeddings = 0;
+  // launch shape
+  int32_t n_workers = 0, batch = 0, max_context = 0, page_size = 0, pages_per_seq = 0,
+          n_pages = 0, ring_len = 0;
+  int32_t n_chunks = 0;    // attention KV chunks per (sequence, kv head)
+  int32_t n_lm_tiles = 0;  // LM-head tiles (argmax partials per sequence)
+  // well-known buffers (ids into buffers)
+  int32_t buf_x = -1, buf_state = -1, buf_control = -1, buf_tokens = -1, buf_ring = -1,
+          buf_page_table = -1, buf_logits = -1, buf_argmax = -1, buf_embed = -1, buf_rope = -1;
+  // step gate
+  uint32_t step_counter = 0, step_expected = 0;
+  // array sizes
+  uint32_t n_tasks = 0, n_waits = 0, n_signals = 0, n_counters = 0, n_buffers = 0, n_ops = 0,
+           n_worker_entries = 0;
+  uint32_t reserved0 = 0;
+  uint64_t workspace_bytes = 0, kv_bytes = 0, constants_bytes = 0;
+  uint64_t reserved[4] = {};
+};
+static_assert(sizeof(ProgramHeader) == 248, "ProgramHeader layout is part of the file format");
+static_assert(std::is_trivially_copyable_v<ProgramHeader> && std::is_trivially_copyable_v<TaskDesc> &&
+              std::is_trivially_copyable_v<WaitDesc> && std::is_trivially_copyable_v<BufferDesc> &&
+              std::is_trivially_copyable_v<OpDesc>);
+
+/// A compiled Program. All arrays are POD; indices refer into them.
+struct Program {
+  ProgramHeader h;
+  std::vector<TaskDesc> tasks;             // in global topological order
+  std::vector<WaitDesc> waits;             // flat; TaskDesc::wait_begin/count
+  std::vector<uint32_t> signals;           // flat counter ids; TaskDesc::signal_begin/count
+  std::vector<BufferDesc> buffers;
+  std::vector<OpDesc> ops;
+  std::vector<uint32_t> worker_offsets;    // n_workers + 1
+  std::vector<uint32_t> worker_tasks;      // task indices, worker lists concatenated
+  std::vector<uint8_t> constants;          // Constant buffers' bytes
+
+  const BufferDesc& buffer(int32_t id) const { return buffers.at(size_t(id)); }
+  /// Finds a buffer by name; -1 when absent.
+  int32_t find_buffer(std::string_view name) const;
+  /// The tasks of worker w, in run order.
+  const uint32_t* worker_begin(int w) const { return worker_tasks.data() + worker_offsets[w]; }
+  const uint32_t* worker_end(int w) const { return worker_tasks.data() + worker_offsets[w + 1]; }
+  /// Checks internal consistency (sizes, ids in range, per-worker order increasing,
+  /// every task on exactly one worker); throws keel::Error naming the culprit.
+  void validate() const;
+};
+
+/// A short description of a task, e.g. "#123 gate_up L3 rows [0,96) b[0,1)".
+std::string describe_task(const Program& p, uint32_t task);
+
+// --- What each task reads and writes ----------------------------------------
+// The one definition of every opcode's memory footprint, derived from the
+// TaskDesc alone. The compiler's dependency pass and the checker both use it.
+// Addresses live in "spaces": space 0 is the workspace arena (bytes, so aliased
+// activations overlap), space 1 + id is KV buffer `id` in logical units of
+// (sequence, kv head) — a task touching any position of that head touches the
+// unit, since positions are only known at run time. Weights and constants are
+// read-only and not listed.
+
+enum class AccessMode : uint8_t { Read = 0, Write = 1, Accumulate = 2 };
+
+struct Access {
+  uint32_t space = 0;
+  uint64_t lo = 0, hi = 0;  // [lo, hi)
+  AccessMode mode = AccessMode::Read;
+  int32_t buffer = -1;      // for messages
+};
+
+/// Appends the accesses of `t` to `out` (reads before writes).
+void task_accesses(const Program& p, const TaskDesc& t, std::vector<Access>& out);
+
+/// Formats an access range as "buffer[elements lo..hi)" for messages.
+std::string describe_access(const Program& p, const Access& a);
+
+}  // namespace keel::compiler

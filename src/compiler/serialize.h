@@ -1,0 +1,29 @@
+// Binary save/load of a Program (format in docs/program-format.md): the header
+// record followed by each array as raw little-endian records, then an FNV-1a
+// checksum. Loading checks magic, version, record sizes, truncation, the
+// checksum and every id (Program::validate), and names the file at fault.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "compiler/program.h"
+
+namespace keel::compiler {
+
+/// The Program as the bytes of a .keel file. Deterministic: the same Program
+/// always gives the same bytes.
+std::vector<uint8_t> serialize(const Program& p);
+
+/// Parses and validates the bytes of a .keel file; `source` names it in errors.
+Program deserialize(const uint8_t* data, size_t size, const std::string& source);
+
+/// Writes a Program to `path`; throws keel::Error naming the path on failure.
+void save(const Program& p, const std::string& path);
+
+/// Reads a Program from `path`; throws keel::Error on a missing, truncated or
+/// malformed file.
+Program load(const std::string& path);
+
+}  // namespace keel::compiler

@@ -1,0 +1,88 @@
+// The generate loop over the reference forward pass: prefill the whole prompt in
+// one batched call, sample, then decode one token at a time until a stop rule
+// fires. Stop rules are checked in this order after each token: EOS, the
+// callback asking to stop, max_tokens, the context being full. Timing: prefill_ms
+// runs from the start of prefill to the first sampled token; decode_ms_per_token
+// is the mean time of each later forward + sample (the callback excluded).
+#include "engine/reference_backend.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "core/error.h"
+
+namespace keel::engine {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+}  // namespace
+
+ReferenceBackend::ReferenceBackend(const model::Model& m, int64_t max_context)
+    : fwd_(m, max_context) {}
+
+GenerateResult ReferenceBackend::generate(const GenerateRequest& req, const TokenCallback& on_token) {
+  KEEL_CHECK(!req.prompt.empty(), "generate: the prompt is empty");
+  KEEL_CHECK(req.max_tokens >= 0, "generate: max_tokens must be >= 0, got ", req.max_tokens);
+  const int64_t prompt_len = int64_t(req.prompt.size());
+  KEEL_CHECK(prompt_len <= fwd_.max_context(), "prompt longer than the context: ", prompt_len,
+             " tokens > context length ", fwd_.max_context());
+
+  GenerateResult res;
+  if (req.max_tokens == 0) {
+    res.stop_reason = "max_tokens";
+    return res;
+  }
+  Sampler sampler(req.sampling);
+  std::vector<int32_t> history(req.prompt);
+  history.reserve(req.prompt.size() + size_t(req.max_tokens));
+
+  fwd_.reset();
+  const Clock::time_point t0 = Clock::now();
+  std::vector<float> logits = fwd_.forward(req.prompt);
+  double decode_ms = 0;
+  for (;;) {
+    if (prompt_len + int64_t(res.output.size()) >= fwd_.max_context()) {
+      res.stop_reason = "context";
+      break;
+    }
+    Clock::time_point ts = Clock::now();
+    if (!res.output.empty()) logits = fwd_.forward(std::span<const int32_t>(&res.output.back(), 1));
+    const int32_t tok = sampler.sample(logits, history);
+    if (res.output.empty()) {
+      res.prefill_ms = ms_since(t0);
+    } else {
+      decode_ms += ms_since(ts);
+    }
+    res.output.push_back(tok);
+    history.push_back(tok);
+
+    const bool keep_going = on_token ? on_token(tok) : true;
+    if (std::find(req.eos_ids.begin(), req.eos_ids.end(), tok) != req.eos_ids.end()) {
+      res.stop_reason = "eos";
+      break;
+    }
+    if (!keep_going) {
+      res.stop_reason = "stopped";
+      break;
+    }
+    if (int64_t(res.output.size()) >= req.max_tokens) {
+      res.stop_reason = "max_tokens";
+      break;
+    }
+  }
+  if (res.output.size() > 1) res.decode_ms_per_token = decode_ms / double(res.output.size() - 1);
+  return res;
+}
+
+std::vector<float> ReferenceBackend::score(std::span<const int32_t> ids) {
+  KEEL_CHECK(!ids.empty(), "score: no tokens");
+  fwd_.reset();
+  return fwd_.forward(ids, /*all_logits=*/true);
+}
+
+}  // namespace keel::engine

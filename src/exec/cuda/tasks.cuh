@@ -1,0 +1,492 @@
+// Device implementations of the megakernel's tasks, one function per opcode,
+// shared by the persistent kernel and the per-op / CUDA-graph ablations. All
+// functions run on the CTA's 256 compute threads (warps 0..7); the weight tiles
+// they consume arrive through the shared-memory ring (tiles.cuh geometry), so
+// the task code never touches weight memory itself.
+//
+// Rounding (the CPU twins round at the same points): activations are bf16
+// (normed input, q/k/v, attention output, MLP hidden), accumulation, softmax
+// and the residual stream are fp32, weights are read as stored.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "core/dtype.h"
+#include "exec/cuda/layout.h"
+#include "exec/cuda/primitives.cuh"
+
+namespace keel::exec::cuda::dev {
+
+constexpr int kComputeThreads = 256;
+constexpr int kComputeWarps = kComputeThreads / 32;
+constexpr int kThreads = kComputeThreads + 32;  // + the loader warp
+
+/// Barrier among the compute warps only (the loader warp never joins).
+__device__ __forceinline__ void compute_sync() {
+  asm volatile("bar.sync 1, 256;" ::: "memory");
+}
+
+__device__ __forceinline__ int wtype_size(WType t) { return t == WType::F32 ? 4 : 2; }
+
+/// The matrix a matvec task streams and its row stride.
+struct MatRef {
+  const char* base;
+  int ld;     // elements per stored row (padded)
+  int k;      // valid elements per row
+  WType wt;
+};
+
+__device__ __forceinline__ MatRef task_matrix(const DevModel& m, const DevTask& t) {
+  const DevLayer* L = t.op == Op::LMHEAD ? nullptr : &m.layers[t.layer];
+  switch (t.op) {
+    case Op::QKV: return {static_cast<const char*>(L->wqkv), m.ldh, m.hidden, m.wtype};
+    case Op::OPROJ: return {static_cast<const char*>(L->wo), m.ldq, m.n_heads * m.head_dim, m.wtype};
+    case Op::GATEUP: return {static_cast<const char*>(L->wgu), m.ldh, m.hidden, m.wtype};
+    case Op::DOWN: return {static_cast<const char*>(L->wd), m.ldi, m.inter, m.wtype};
+    case Op::LMHEAD: return {static_cast<const char*>(m.lm_head), m.ldh, m.hidden, m.wtype};
+    default: return {nullptr, 0, 0, m.wtype};
+  }
+}
+
+__device__ __forceinline__ bool is_matvec(Op op) {
+  return op == Op::QKV || op == Op::OPROJ || op == Op::GATEUP || op == Op::DOWN ||
+         op == Op::LMHEAD;
+}
+
+/// Rows per ring stage for a matrix: the largest power of two <= 256 whose
+/// rows fit in one stage. The planner guarantees >= 2.
+__device__ __forceinline__ int chunk_rows(const MatRef& w, uint32_t stage_bytes) {
+  uint32_t row_bytes = uint32_t(w.ld) * wtype_size(w.wt);
+  uint32_t fit = stage_bytes / row_bytes;
+  int cap = 1;
+  while (cap * 2 <= int(fit) && cap * 2 <= 256) cap *= 2;
+  return cap;
+}
+
+// ---- activation preparation -------------------------------------------------
+
+__device__ __forceinline__ float block_sum(float v, float* red) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  v = warp_sum(v);
+  compute_sync();
+  if (lane == 0) red[warp] = v;
+  compute_sync();
+  float s = 0;
+#pragma unroll
+  for (int w = 0; w < kComputeWarps; ++w) s += red[w];
+  return s;
+}
+
+/// act[k] = bf16(bf16(x[k] * rsqrt(mean(x^2) + eps)) * w[k]) for k < n; zero pad to ld.
+__device__ void prep_norm(const float* x, const float* w, int n, int ld, float eps,
+                          uint16_t* act, float* red) {
+  float ss = 0;
+  for (int k = threadIdx.x; k < n; k += kComputeThreads) {
+    float v = __ldcg(x + k);
+    ss += v * v;
+  }
+  ss = block_sum(ss, red);
+  const float r = 1.0f / sqrtf(ss / float(n) + eps);
+  for (int k = threadIdx.x; k < ld; k += kComputeThreads)
+    act[k] = k < n ? f32_to_bf16(round_bf16(__ldcg(x + k) * r) * w[k]) : uint16_t(0);
+}
+
+/// act[k] = src[k] (bf16) for k < n; zero pad to ld.
+__device__ void prep_copy(const uint16_t* src, int n, int ld, uint16_t* act) {
+  for (int k = threadIdx.x; k < ld; k += kComputeThreads)
+    act[k] = k < n ? __ldcg(reinterpret_cast<const unsigned short*>(src) + k) : uint16_t(0);
+}
+
+// ---- the matvec core ----------------------------------------------------------
+
+__device__ __forceinline__ float2 bf16x2_f2(uint32_t v) {
+  return make_float2(bits_f32(v << 16), bits_f32(v & 0xffff0000u));
+}
+
+__device__ __forceinline__ float dot8_bf16(uint4 w, uint4 a) {
+  float2 w0 = bf16x2_f2(w.x), w1 = bf16x2_f2(w.y), w2 = bf16x2_f2(w.z), w3 = bf16x2_f2(w.w);
+  float2 a0 = bf16x2_f2(a.x), a1 = bf16x2_f2(a.y), a2 = bf16x2_f2(a.z), a3 = bf16x2_f2(a.w);
+  float s = w0.x * a0.x;
+  s = fmaf(w0.y, a0.y, s);
+  s = fmaf(w1.x, a1.x, s);
+  s = fmaf(w1.y, a1.y, s);
+  s = fmaf(w2.x, a2.x, s);
+  s = fmaf(w2.y, a2.y, s);
+  s = fmaf(w3.x, a3.x, s);
+  s = fmaf(w3.y, a3.y, s);
+  return s;
+}
+
+__device__ __forceinline__ float2 f16x2_f2(uint32_t v) {
+  return __half22float2(*reinterpret_cast<const __half2*>(&v));
+}
+
+__device__ __forceinline__ float dot8_f16(uint4 w, uint4 a) {
+  float2 w0 = f16x2_f2(w.x), w1 = f16x2_f2(w.y), w2 = f16x2_f2(w.z), w3 = f16x2_f2(w.w);
+  float2 a0 = bf16x2_f2(a.x), a1 = bf16x2_f2(a.y), a2 = bf16x2_f2(a.z), a3 = bf16x2_f2(a.w);
+  float s = w0.x * a0.x;
+  s = fmaf(w0.y, a0.y, s);
+  s = fmaf(w1.x, a1.x, s);
+  s = fmaf(w1.y, a1.y, s);
+  s = fmaf(w2.x, a2.x, s);
+  s = fmaf(w2.y, a2.y, s);
+  s = fmaf(w3.x, a3.x, s);
+  s = fmaf(w3.y, a3.y, s);
+  return s;
+}
+
+/// Dot products of `n` rows of a tile in shared memory with act; row i's sum
+/// lands in res[i]. Threads per row = 256 / cap (cap = chunk_rows).
+__device__ void matvec_tile(const char* tile, const MatRef& w, int n, int cap,
+                            const uint16_t* act, float* res, float* red) {
+  const int tpr = kComputeThreads / cap;
+  const int t = threadIdx.x;
+  const int row = t / tpr, sub = t % tpr;
+  float s = 0;
+  if (row < n) {
+    if (w.wt == WType::F32) {
+      const float4* wr = reinterpret_cast<const float4*>(tile + size_t(row) * w.ld * 4);
+      const uint2* a = reinterpret_cast<const uint2*>(act);
+      for (int v = sub; v < w.ld / 4; v += tpr) {
+        float4 x = wr[v];
+        uint2 av = a[v];
+        float2 a0 = bf16x2_f2(av.x), a1 = bf16x2_f2(av.y);
+        s = fmaf(x.x, a0.x, s);
+        s = fmaf(x.y, a0.y, s);
+        s = fmaf(x.z, a1.x, s);
+        s = fmaf(x.w, a1.y, s);
+      }
+    } else {
+      const uint4* wr = reinterpret_cast<const uint4*>(tile + size_t(row) * w.ld * 2);
+      const uint4* a = reinterpret_cast<const uint4*>(act);
+      if (w.wt == WType::BF16) {
+#pragma unroll 4
+        for (int v = sub; v < w.ld / 8; v += tpr) s += dot8_bf16(wr[v], a[v]);
+      } else {
+        for (int v = sub; v < w.ld / 8; v += tpr) s += dot8_f16(wr[v], a[v]);
+      }
+    }
+  }
+  if (tpr <= 32) {
+    for (int o = tpr / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (sub == 0 && row < n) res[row] = s;
+  } else {
+    s = warp_sum(s);
+    const int warp = t / 32, lane = t % 32;
+    if (lane == 0) red[warp] = s;
+    compute_sync();
+    if (sub == 0 && row < n) {
+      float tot = 0;
+      for (int i = 0; i < tpr / 32; ++i) tot += red[warp + i];
+      res[row] = tot;
+    }
+  }
+}
+
+__device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
+
+/// Writes a finished chunk's rows [r, r + n) (res[] holds the dot products).
+/// LMHEAD keeps the best (value, index) in best_v / best_i per thread.
+__device__ void matvec_epilogue(const DevModel& m, const StepIO& io, const DevTask& t, int r,
+                                int n, const float* res, float& best_v, int& best_i) {
+  const int i = threadIdx.x;
+  const DevLayer* L = t.op == Op::LMHEAD ? nullptr : &m.layers[t.layer];
+  switch (t.op) {
+    case Op::QKV:
+      if (i < n) {
+        float v = res[i] + (L->bqkv ? L->bqkv[r + i] : 0.0f);
+        io.qkv[r + i] = f32_to_bf16(v);
+      }
+      break;
+    case Op::OPROJ:
+      if (i < n) io.x[r + i] += res[i] + (L->bo ? L->bo[r + i] : 0.0f);
+      break;
+    case Op::DOWN:
+      if (i < n) io.x[r + i] += res[i] + (L->bd ? L->bd[r + i] : 0.0f);
+      break;
+    case Op::GATEUP:
+      if (i < n / 2) {
+        float g = res[2 * i] + (L->bgu ? L->bgu[r + 2 * i] : 0.0f);
+        float u = res[2 * i + 1] + (L->bgu ? L->bgu[r + 2 * i + 1] : 0.0f);
+        io.hbuf[(r >> 1) + i] = f32_to_bf16(silu(g) * u);
+      }
+      break;
+    case Op::LMHEAD:
+      if (i < n) {
+        float v = res[i];
+        if (v > best_v || (v == best_v && r + i < best_i)) {
+          best_v = v;
+          best_i = r + i;
+        }
+      }
+      break;
+    default: break;
+  }
+}
+
+/// Reduces the per-thread LM-head bests and stores the tile's winner.
+__device__ void lm_finish(const StepIO& io, const DevTask& t, float best_v, int best_i,
+                          float* redv, int* redi) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  for (int o = 16; o > 0; o >>= 1) {
+    float ov = __shfl_xor_sync(0xffffffffu, best_v, o);
+    int oi = __shfl_xor_sync(0xffffffffu, best_i, o);
+    if (ov > best_v || (ov == best_v && oi < best_i)) {
+      best_v = ov;
+      best_i = oi;
+    }
+  }
+  if (lane == 0) {
+    redv[warp] = best_v;
+    redi[warp] = best_i;
+  }
+  compute_sync();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < kComputeWarps; ++w)
+      if (redv[w] > best_v || (redv[w] == best_v && redi[w] < best_i)) {
+        best_v = redv[w];
+        best_i = redi[w];
+      }
+    io.lm_val[t.index] = best_v;
+    io.lm_idx[t.index] = best_i;
+  }
+}
+
+// ---- attention ----------------------------------------------------------------
+
+/// Positions [lo, len) that step `pos` attends to.
+__device__ __forceinline__ int attn_lo(const DevModel& m, int pos) {
+  return m.sliding_window > 0 ? max(0, pos + 1 - m.sliding_window) : 0;
+}
+
+/// One (kv head, chunk) of split-KV decoding attention for position `pos`.
+/// Scratch (shared) must hold attn_scratch_floats() floats. The last chunk of a
+/// head to finish merges all chunks into io.attn.
+__device__ void attention_task(const DevModel& m, const StepIO& io, const DevTask& t, int pos,
+                               float* sc, int sub_block, int* flag) {
+  const int g = t.row0, c = t.row1, C = t.index;
+  const int hd = m.head_dim, nh = m.n_heads, nkv = m.n_kv_heads, gq = nh / nkv;
+  const int qd = nh * hd, kvd = nkv * hd;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const DevLayer& L = m.layers[t.layer];
+  // Scratch layout (floats): q [gq][hd], k [hd], v [hd], S [gq][sub], m/l/corr [gq] x 3,
+  // then K/V sub-block as bf16 [sub][hd] x 2.
+  float* qs = sc;
+  float* kn = qs + gq * hd;
+  float* vn = kn + hd;
+  float* S = vn + hd;
+  const int gq4 = (gq + 3) & ~3;  // keeps the K/V block 16-byte aligned
+  float* mrun = S + gq * sub_block;
+  float* lrun = mrun + gq4;
+  float* corr = lrun + gq4;
+  uint16_t* ks = reinterpret_cast<uint16_t*>(corr + gq4);
+  uint16_t* vs = ks + sub_block * hd;
+
+  // 1. q (gq heads), k: optional RMSNorm per head, RoPE; v as is. Warp per head.
+  const int half = hd / 2;
+  for (int hh = warp; hh <= gq; hh += kComputeWarps) {
+    const bool is_k = hh == gq;
+    const int off = is_k ? qd + g * hd : (g * gq + hh) * hd;
+    float* dst = is_k ? kn : qs + hh * hd;
+    float ss = 0;
+    for (int d = lane; d < hd; d += 32) {
+      float v = bf16_to_f32(__ldcg(reinterpret_cast<const unsigned short*>(io.qkv) + off + d));
+      dst[d] = v;
+      ss += v * v;
+    }
+    ss = warp_sum(ss);
+    const float* nw = is_k ? L.k_norm : L.q_norm;
+    if (nw) {
+      const float r = 1.0f / sqrtf(ss / float(hd) + m.rms_eps);
+      for (int d = lane; d < hd; d += 32) dst[d] = round_bf16(round_bf16(dst[d] * r) * nw[d]);
+    }
+    __syncwarp();
+    for (int d = lane; d < half; d += 32) {
+      float sn, cs;
+      sincosf(float(pos) * m.inv_freq[d], &sn, &cs);
+      float a = dst[d], b = dst[d + half];
+      float ra = a * cs - b * sn, rb = b * cs + a * sn;
+      dst[d] = round_bf16(ra);
+      dst[d + half] = round_bf16(rb);
+    }
+    __syncwarp();
+  }
+  for (int d = tid; d < hd; d += kComputeThreads)
+    vn[d] = bf16_to_f32(
+        __ldcg(reinterpret_cast<const unsigned short*>(io.qkv) + qd + kvd + g * hd + d));
+  if (tid < gq) {
+    mrun[tid] = -INFINITY;
+    lrun[tid] = 0;
+  }
+  compute_sync();
+  const size_t head_base = (size_t(t.layer) * nkv + g) * size_t(m.max_ctx) * hd;
+  if (c == C - 1) {  // the chunk holding `pos` stores this step's k and v
+    for (int d = tid; d < hd; d += kComputeThreads) {
+      m.k_cache[head_base + size_t(pos) * hd + d] = f32_to_bf16(kn[d]);
+      m.v_cache[head_base + size_t(pos) * hd + d] = f32_to_bf16(vn[d]);
+    }
+  }
+  compute_sync();
+
+  // 2. Flash-decoding over this chunk's positions, sub-block by sub-block.
+  const int lo = attn_lo(m, pos), len = pos + 1 - lo;
+  const int b = lo + int((long long)c * len / C), e = lo + int((long long)(c + 1) * len / C);
+  const float scale = 1.0f / sqrtf(float(hd));
+  constexpr int kMaxO = 8;
+  float o[kMaxO];
+#pragma unroll
+  for (int i = 0; i < kMaxO; ++i) o[i] = 0;
+  const int vec_per_row = hd / 8;
+  for (int sb = b; sb < e; sb += sub_block) {
+    const int n = min(sub_block, e - sb);
+    for (int v = tid; v < n * vec_per_row; v += kComputeThreads) {
+      const int p = v / vec_per_row, q = v % vec_per_row;
+      const size_t src = head_base + size_t(sb + p) * hd + q * 8;
+      reinterpret_cast<uint4*>(ks)[v] = __ldcg(reinterpret_cast<const uint4*>(m.k_cache + src));
+      reinterpret_cast<uint4*>(vs)[v] = __ldcg(reinterpret_cast<const uint4*>(m.v_cache + src));
+    }
+    compute_sync();
+    for (int pr = warp; pr < gq * n; pr += kComputeWarps) {
+      const int j = pr / n, p = pr % n;
+      float s = 0;
+      for (int d = lane; d < hd; d += 32) s += qs[j * hd + d] * bf16_to_f32(ks[p * hd + d]);
+      s = warp_sum(s);
+      if (lane == 0) S[j * sub_block + p] = s * scale;
+    }
+    compute_sync();
+    for (int j = warp; j < gq; j += kComputeWarps) {
+      float mx = -INFINITY;
+      for (int p = lane; p < n; p += 32) mx = fmaxf(mx, S[j * sub_block + p]);
+      mx = warp_max(mx);
+      const float mnew = fmaxf(mrun[j], mx);
+      float ls = 0;
+      for (int p = lane; p < n; p += 32) {
+        float pe = expf(S[j * sub_block + p] - mnew);
+        S[j * sub_block + p] = pe;
+        ls += pe;
+      }
+      ls = warp_sum(ls);
+      __syncwarp();
+      if (lane == 0) {
+        const float cr = mrun[j] == -INFINITY ? 0.0f : expf(mrun[j] - mnew);
+        corr[j] = cr;
+        lrun[j] = lrun[j] * cr + ls;
+        mrun[j] = mnew;
+      }
+    }
+    compute_sync();
+#pragma unroll
+    for (int i = 0; i < kMaxO; ++i) {
+      const int q = tid + i * kComputeThreads;
+      if (q < gq * hd) {
+        const int j = q / hd, d = q % hd;
+        float acc = o[i] * corr[j];
+        for (int p = 0; p < n; ++p) acc = fmaf(S[j * sub_block + p], bf16_to_f32(vs[p * hd + d]), acc);
+        o[i] = acc;
+      }
+    }
+    compute_sync();
+  }
+  // 3. This chunk's partial result.
+#pragma unroll
+  for (int i = 0; i < kMaxO; ++i) {
+    const int q = tid + i * kComputeThreads;
+    if (q < gq * hd) {
+      const int j = q / hd, d = q % hd, h = g * gq + j;
+      io.part_o[(size_t(h) * C + c) * hd + d] = o[i];
+    }
+  }
+  if (tid < gq) {
+    const int h = g * gq + tid;
+    io.part_ml[(size_t(h) * C + c) * 2 + 0] = mrun[tid];
+    io.part_ml[(size_t(h) * C + c) * 2 + 1] = lrun[tid];
+  }
+  compute_sync();
+  // 4. The last chunk of this head to arrive merges.
+  if (tid == 0) {
+    __threadfence();
+    const uint32_t old = atomicAdd(io.arrive + g, 1u);
+    *flag = ((old + 1) % uint32_t(C)) == 0;
+    __threadfence();
+  }
+  compute_sync();
+  if (*flag) {
+    for (int q = tid; q < gq * hd; q += kComputeThreads) {
+      const int j = q / hd, d = q % hd, h = g * gq + j;
+      float M = -INFINITY;
+      for (int cc = 0; cc < C; ++cc) M = fmaxf(M, __ldcg(io.part_ml + (size_t(h) * C + cc) * 2));
+      float l = 0, acc = 0;
+      for (int cc = 0; cc < C; ++cc) {
+        const float mc = __ldcg(io.part_ml + (size_t(h) * C + cc) * 2);
+        if (mc == -INFINITY) continue;
+        const float w = expf(mc - M);
+        l += w * __ldcg(io.part_ml + (size_t(h) * C + cc) * 2 + 1);
+        acc += w * __ldcg(io.part_o + (size_t(h) * C + cc) * hd + d);
+      }
+      io.attn[h * hd + d] = f32_to_bf16(acc / l);
+    }
+  }
+}
+
+/// Floats of shared scratch attention_task needs for a sub-block size.
+__host__ __device__ inline int attn_scratch_floats(int gq, int hd, int sub_block) {
+  // q, k, v, S, m, l, corr (padded to 16 bytes), then K and V sub-blocks in bf16.
+  return gq * hd + 2 * hd + gq * sub_block + 3 * ((gq + 3) & ~3) + sub_block * hd;
+}
+
+// ---- the step task --------------------------------------------------------------
+
+/// Picks the next token (prompt during prefill, else the argmax), publishes a
+/// generated token to the host, applies the stop rules and loads the next
+/// step's embedding into x. Run by one CTA per step.
+__device__ void step_task(const DevModel& m, const StepIO& io, int pos, int* shared_tok) {
+  const int tid = threadIdx.x;
+  if (tid == 0) {
+    float bv = -INFINITY;
+    int bi = 0x7fffffff;
+    for (int i = 0; i < io.n_lm_tasks; ++i) {
+      const float v = __ldcg(io.lm_val + i);
+      const int ix = __ldcg(io.lm_idx + i);
+      if (v > bv || (v == bv && ix < bi) || bi == 0x7fffffff) {
+        bv = v;
+        bi = ix;
+      }
+    }
+    int next;
+    bool stop = false;
+    if (pos + 1 < io.prompt_len) {
+      next = io.prompt[pos + 1];
+    } else {
+      next = bi;
+      const int n = pos + 1 - io.prompt_len;  // index of this generated token
+      if (io.tokens_out) {
+        io.tokens_out[n] = next;
+        __threadfence_system();
+        *io.n_out = n + 1;
+      }
+      for (int i = 0; i < io.n_eos; ++i) stop |= io.eos[i] == next;
+      stop |= n + 1 >= io.max_new;
+    }
+    stop |= pos + 1 >= io.end_pos;
+    if (io.host_stop && *io.host_stop) stop = true;
+    if (stop) *io.dev_stop = 1;
+    if (io.step_ns) io.step_ns[pos - io.start_pos] = globaltimer_ns();
+    if (io.cur_step) *io.cur_step = pos + 1;
+    *shared_tok = next;
+  }
+  compute_sync();
+  const int tok = *shared_tok;
+  for (int k = tid; k < m.hidden; k += kComputeThreads) {
+    const size_t i = size_t(tok) * m.hidden + k;
+    float v;
+    if (m.etype == WType::F32) v = static_cast<const float*>(m.embed)[i];
+    else if (m.etype == WType::F16) v = f16_to_f32(static_cast<const uint16_t*>(m.embed)[i]);
+    else v = bf16_to_f32(static_cast<const uint16_t*>(m.embed)[i]);
+    io.x[k] = v;
+  }
+}
+
+}  // namespace keel::exec::cuda::dev

@@ -1,0 +1,203 @@
+// Runs the keel binary as a user would and checks what it prints: --help on
+// every command, clear errors and non-zero exits on bad flags or bad input, the
+// golden greedy tokens through `generate --json`, `score` against the golden
+// prefill logits, tokenization of a tokenizer-only folder, and the Lily story.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/mapped_file.h"
+#include "model/safetensors.h"
+
+namespace {
+
+const std::string kShared = KEEL_SHARED_DIR;
+const std::string kKeel = std::string(KEEL_BINARY_DIR) + "/keel";
+
+struct CmdResult {
+  int code;
+  std::string out, err;
+};
+
+std::string tmp_path(const std::string& name) {
+  auto dir = std::filesystem::temp_directory_path() / ("keel_cli_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  return (dir / name).string();
+}
+
+CmdResult run(const std::string& args, const std::string& stdin_text = "") {
+  std::string err_file = tmp_path("stderr.txt");
+  std::string in_file = tmp_path("stdin.txt");
+  {
+    std::ofstream(in_file) << stdin_text;
+  }
+  std::string cmd = kKeel + " " + args + " <" + in_file + " 2>" + err_file;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  EXPECT_NE(p, nullptr);
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int status = ::pclose(p);
+  CmdResult r{WIFEXITED(status) ? WEXITSTATUS(status) : 128, out, keel::read_text_file(err_file)};
+  return r;
+}
+
+nlohmann::json golden(const std::string& fixture) {
+  return nlohmann::json::parse(keel::read_text_file(kShared + "/fixtures/" + fixture + "/golden.json"));
+}
+
+std::string model_dir(const std::string& fixture) {
+  return fixture == "stories260K" ? kShared + "/models/stories260K" : kShared + "/fixtures/" + fixture;
+}
+
+std::string join_ids(const std::vector<int>& ids) {
+  std::string s;
+  for (size_t i = 0; i < ids.size(); ++i) s += (i ? "," : "") + std::to_string(ids[i]);
+  return s;
+}
+
+const char* kFixtures[] = {"tiny-llama3", "tiny-qwen2", "tiny-qwen3", "stories260K"};
+
+}  // namespace
+
+TEST(Cli, HelpOnEveryCommand) {
+  for (const char* c : {"generate", "chat", "score", "perplexity", "tokenize", "info", "compile", "bench"}) {
+    CmdResult r = run(std::string(c) + " --help");
+    EXPECT_EQ(r.code, 0) << c;
+    EXPECT_NE(r.out.find("--"), std::string::npos) << c;
+  }
+}
+
+TEST(Cli, BadFlagsFailClearly) {
+  CmdResult r = run("generate --model " + model_dir("tiny-qwen2") + " --prompt-ids 1 --no-such-flag");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE((r.out + r.err).find("--no-such-flag"), std::string::npos) << r.err;
+
+  r = run("generate --model " + model_dir("tiny-qwen2") + " --prompt-ids 1,x,3");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("'x'"), std::string::npos) << r.err;
+
+  r = run("generate --model " + model_dir("tiny-qwen2") + " --prompt-ids 1,99999");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("99999"), std::string::npos) << r.err;
+
+  r = run("generate --model /nonexistent/dir --prompt-ids 1");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE((r.out + r.err).find("/nonexistent/dir"), std::string::npos) << r.err;
+
+  r = run("generate --model " + model_dir("tiny-qwen2") + " --prompt-ids 1 --temperature -3");
+  EXPECT_NE(r.code, 0);
+
+  r = run("");
+  EXPECT_NE(r.code, 0);
+}
+
+TEST(Cli, PromptLongerThanContextIsAnError) {
+  std::vector<int> ids(40, 5);
+  CmdResult r = run("generate --model " + model_dir("tiny-qwen2") + " --context 16 --prompt-ids " + join_ids(ids));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("40 tokens"), std::string::npos) << r.err;
+}
+
+// Greedy tokens through the CLI equal the golden ones up to the first step whose
+// golden margin (top-1 minus top-2 logit) is under 1e-3: there a correct
+// implementation may legitimately pick the other token.
+TEST(Cli, GenerateJsonReproducesGoldenGreedy) {
+  for (const char* f : kFixtures) {
+    auto g = golden(f);
+    for (const auto& p : g["prompts"]) {
+      auto ids = p["ids"].get<std::vector<int>>();
+      auto greedy = p["greedy"].get<std::vector<int>>();
+      auto margins = p["margins"].get<std::vector<double>>();
+      CmdResult r = run("generate --model " + model_dir(f) + " --prompt-ids " + join_ids(ids) +
+                  " --max-tokens 24 --temperature 0 --ignore-eos --json");
+      ASSERT_EQ(r.code, 0) << f << ": " << r.err;
+      auto j = nlohmann::json::parse(r.out);
+      auto out = j["output_ids"].get<std::vector<int>>();
+      ASSERT_EQ(out.size(), 24u) << f;
+      for (size_t i = 0; i < 24; ++i) {
+        if (margins[i] < 1e-3) break;
+        ASSERT_EQ(out[i], greedy[i]) << f << " step " << i;
+      }
+      EXPECT_TRUE(j["timing"].contains("prefill_ms"));
+      EXPECT_TRUE(j["timing"].contains("ms_per_token"));
+    }
+  }
+}
+
+// Teacher-forced logits from `keel score` match transformers' fp32 logits to
+// 1e-4 relative error (the reference pass is fp32 too: what remains is
+// summation order, ~1e-6).
+TEST(Cli, ScoreMatchesGoldenPrefillLogits) {
+  for (const char* f : kFixtures) {
+    auto g = golden(f);
+    auto gold = keel::model::WeightStore::open_files({kShared + "/fixtures/" + f + "/golden.safetensors"});
+    for (size_t i = 0; i < g["prompts"].size(); ++i) {
+      auto ids = g["prompts"][i]["ids"].get<std::vector<int>>();
+      std::string out = tmp_path(std::string(f) + "_logits.safetensors");
+      CmdResult r = run("score --model " + model_dir(f) + " --ids " + join_ids(ids) + " --out " + out);
+      ASSERT_EQ(r.code, 0) << r.err;
+      auto got = keel::model::WeightStore::open_files({out});
+      const auto& a = got.get("logits");
+      const auto& b = gold.get("prompt" + std::to_string(i) + ".prefill_logits");
+      ASSERT_EQ(a.shape, b.shape);
+      double num = 0, den = 0;
+      for (int64_t k = 0; k < a.numel(); ++k) {
+        double d = double(a.at(size_t(k))) - b.at(size_t(k));
+        num += d * d;
+        den += double(b.at(size_t(k))) * b.at(size_t(k));
+      }
+      double rel = std::sqrt(num / den);
+      EXPECT_LE(rel, 1e-4) << f << " prompt " << i;
+      std::printf("[ score ] %s prompt %zu: relative error %.3g\n", f, i, rel);
+    }
+  }
+}
+
+TEST(Cli, StoriesTellsTheLilyStory) {
+  CmdResult r = run("generate --model " + model_dir("stories260K") + " --prompt \"Once upon a time\" --max-tokens 40");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("Once upon a time, there was a little girl named Lily. She loved to play outside in the park.", 0), 0u)
+      << r.out;
+}
+
+TEST(Cli, TokenizeWorksOnTokenizerOnlyFolder) {
+  CmdResult r = run("tokenize --model " + kShared + "/models/qwen3-tokenizer --text \"Hello, world\"");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "9707,11,1879\n");
+  r = run("tokenize --model " + kShared + "/models/qwen3-tokenizer --decode 9707,11,1879");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "Hello, world\n");
+}
+
+TEST(Cli, StopStringEndsGeneration) {
+  CmdResult r = run("generate --model " + model_dir("stories260K") +
+              " --prompt \"Once upon a time\" --max-tokens 48 --stop Lily --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["text"], ", there was a little girl named ");
+  EXPECT_EQ(j["stop_reason"], "stop_string");
+}
+
+TEST(Cli, ChatPlainContinuationEndsAtEndOfInput) {
+  CmdResult r = run("chat --model " + model_dir("stories260K") + " --max-tokens 8", "Once upon a time\n");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_FALSE(r.out.empty());
+}
+
+TEST(Cli, InfoDescribesTheModel) {
+  CmdResult r = run("info --model " + model_dir("tiny-qwen3") + " --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["architecture"], "qwen3");
+  EXPECT_EQ(j["layers"], 2);
+  EXPECT_GT(j["bytes_per_token"].get<double>(), 0);
+  EXPECT_TRUE(j["gpus"].is_array());
+}

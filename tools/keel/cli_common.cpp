@@ -1,0 +1,155 @@
+// Implementation of the shared CLI helpers (see cli_common.h).
+#include "cli_common.h"
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+
+#include "core/error.h"
+#include "core/mapped_file.h"
+#include "engine/reference_backend.h"
+#if KEEL_EXEC_CPU_AVAILABLE
+#include "exec/cpu/cpu_backend.h"
+#endif
+#if KEEL_EXEC_CUDA_AVAILABLE
+#include "exec/cuda/cuda_backend.h"
+#endif
+
+namespace keel::cli {
+
+std::vector<int32_t> parse_ids(const std::string& text, const std::string& flag) {
+  std::vector<int32_t> ids;
+  size_t i = 0;
+  while (i < text.size()) {
+    while (i < text.size() && (std::isspace(static_cast<unsigned char>(text[i])) || text[i] == ','))
+      ++i;
+    if (i >= text.size()) break;
+    size_t j = i;
+    while (j < text.size() && text[j] != ',' && !std::isspace(static_cast<unsigned char>(text[j]))) ++j;
+    int64_t v = 0;
+    auto [p, ec] = std::from_chars(text.data() + i, text.data() + j, v);
+    if (ec != std::errc() || p != text.data() + j || v < 0 || v > INT32_MAX)
+      fail(flag, ": '", text.substr(i, j - i), "' is not a token id (expected comma-separated integers)");
+    ids.push_back(int32_t(v));
+    i = j;
+  }
+  return ids;
+}
+
+std::vector<std::string> available_backends() {
+  std::vector<std::string> b = {"reference"};
+#if KEEL_EXEC_CPU_AVAILABLE
+  b.push_back("cpu");
+#endif
+#if KEEL_EXEC_CUDA_AVAILABLE
+  b.push_back("cuda");
+#endif
+  return b;
+}
+
+void add_backend_flags(CLI::App& cmd, BackendOptions& o) {
+  cmd.add_option("--backend", o.backend, "Executor: reference (fp32 forward pass), cpu (compiled Program on CPU workers), cuda (megakernel)")
+      ->check(CLI::IsMember(available_backends()))
+      ->capture_default_str();
+  cmd.add_option("--workers", o.workers, "cpu backend: number of logical workers (default: 132, an H100's SM count)")
+      ->check(CLI::Range(1, 4096));
+  cmd.add_option("--shuffle", o.shuffle_seed, "cpu backend: randomize worker scheduling with this seed (exposes missing dependencies)")
+      ->check(CLI::NonNegativeNumber);
+  cmd.add_option("--context", o.context, "KV-cache capacity in tokens (default: the model's context, at most 4096)")
+      ->check(CLI::PositiveNumber);
+  cmd.add_option("--launch", o.launch, "cuda backend: megakernel | per-op | graph")
+      ->check(CLI::IsMember({"megakernel", "per-op", "graph"}))
+      ->capture_default_str();
+}
+
+std::unique_ptr<engine::Backend> make_backend(const model::Model& m, const BackendOptions& o) {
+  int64_t ctx = o.context > 0 ? o.context : std::min<int64_t>(m.config.max_position, 4096);
+  if (o.context > m.config.max_position)
+    fail("--context ", o.context, " exceeds the model's context length (max_position_embeddings = ",
+         m.config.max_position, ")");
+  if (o.backend == "reference") return std::make_unique<engine::ReferenceBackend>(m, ctx);
+#if KEEL_EXEC_CPU_AVAILABLE
+  if (o.backend == "cpu") {
+    exec::cpu::CpuBackendOptions co;
+    if (o.workers > 0) co.workers = o.workers;
+    co.shuffle = o.shuffle_seed >= 0;
+    co.shuffle_seed = o.shuffle_seed >= 0 ? uint64_t(o.shuffle_seed) : 0;
+    co.max_context = ctx;
+    return std::make_unique<exec::cpu::CpuBackend>(m, co);
+  }
+#endif
+#if KEEL_EXEC_CUDA_AVAILABLE
+  if (o.backend == "cuda") {
+    exec::cuda::CudaBackendOptions co;
+    co.max_context = ctx;
+    co.launch = o.launch;
+    return std::make_unique<exec::cuda::CudaBackend>(m, co);
+  }
+#endif
+  fail("backend '", o.backend, "' is not built into this keel binary");
+}
+
+void add_sampling_flags(CLI::App& cmd, SamplingFlags& f) {
+  cmd.add_option("--temperature", f.temperature, "Sampling temperature; 0 = greedy (default: generation_config.json, else greedy)")
+      ->check(CLI::Range(0.0, 100.0));
+  cmd.add_option("--top-k", f.top_k, "Keep the k most likely tokens (0 = off)")->check(CLI::NonNegativeNumber);
+  cmd.add_option("--top-p", f.top_p, "Nucleus sampling: keep the smallest set with probability >= p")
+      ->check(CLI::Range(0.0, 1.0));
+  cmd.add_option("--min-p", f.min_p, "Drop tokens below min_p x the top probability")->check(CLI::Range(0.0, 1.0));
+  cmd.add_option("--repetition-penalty", f.repetition_penalty, "Penalize tokens already seen (1 = off)")
+      ->check(CLI::Range(0.01, 100.0));
+  cmd.add_option("--seed", f.seed, "Random seed (same seed, same output)")->capture_default_str();
+}
+
+engine::SamplingParams resolve_sampling(const SamplingFlags& f, const model::GenerationConfig& g) {
+  engine::SamplingParams p;
+  p.seed = f.seed;
+  bool explicit_temp = f.temperature >= 0;
+  if (explicit_temp) {
+    p.temperature = float(f.temperature);
+  } else if (g.do_sample) {
+    p.temperature = g.temperature >= 0 ? float(g.temperature) : 1.0f;
+  }
+  // Filters from generation_config apply only when sampling by its defaults.
+  bool use_g = !explicit_temp && g.do_sample;
+  p.top_k = f.top_k >= 0 ? int32_t(f.top_k) : (use_g && g.top_k >= 0 ? int32_t(g.top_k) : 0);
+  p.top_p = f.top_p >= 0 ? float(f.top_p) : (use_g && g.top_p >= 0 ? float(g.top_p) : 1.0f);
+  p.min_p = f.min_p >= 0 ? float(f.min_p) : (use_g && g.min_p >= 0 ? float(g.min_p) : 0.0f);
+  p.repetition_penalty = f.repetition_penalty >= 0 ? float(f.repetition_penalty)
+                         : (g.repetition_penalty > 0 ? float(g.repetition_penalty) : 1.0f);
+  return p;
+}
+
+std::vector<int32_t> eos_ids(const model::Model& m, const tokenizer::Tokenizer* tok) {
+  std::vector<int32_t> ids;
+  auto add = [&](int64_t v) {
+    if (v >= 0 && v < m.config.vocab && std::find(ids.begin(), ids.end(), int32_t(v)) == ids.end())
+      ids.push_back(int32_t(v));
+  };
+  for (auto v : m.generation.eos_ids) add(v);
+  for (auto v : m.config.eos_ids) add(v);
+  if (tok)
+    for (auto v : tok->eos_ids()) add(v);
+  return ids;
+}
+
+std::unique_ptr<tokenizer::Tokenizer> try_load_tokenizer(const std::string& dir) {
+  if (!file_exists(path_join(dir, "tokenizer.json")) && !file_exists(path_join(dir, "vocab.json")))
+    return nullptr;
+  return std::make_unique<tokenizer::Tokenizer>(tokenizer::Tokenizer::load(dir));
+}
+
+std::vector<int32_t> prompt_ids(const std::string& text, const std::string& ids_text,
+                                const tokenizer::Tokenizer* tok) {
+  std::vector<int32_t> ids;
+  if (!ids_text.empty()) {
+    ids = parse_ids(ids_text, "--prompt-ids");
+  } else {
+    if (!tok) fail("--prompt needs a tokenizer (tokenizer.json or vocab.json + merges.txt) in the model folder; use --prompt-ids instead");
+    ids = tok->encode(text, true);
+  }
+  if (ids.empty()) fail("the prompt is empty: give --prompt TEXT or --prompt-ids 1,2,3");
+  return ids;
+}
+
+}  // namespace keel::cli

@@ -1,0 +1,69 @@
+// Shared pieces of the `keel` subcommands: parsing id lists, building a backend
+// by name, choosing EOS ids and sampling defaults, and the JSON/number helpers
+// the commands print with.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/backend.h"
+#include "engine/sampling.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
+
+namespace keel::cli {
+
+/// Parses "1,2,3" (spaces allowed) into ids; throws keel::Error on bad input.
+std::vector<int32_t> parse_ids(const std::string& text, const std::string& flag);
+
+/// Options that select and configure an execution backend.
+struct BackendOptions {
+  std::string backend = "reference";  // reference | cpu | cuda
+  int workers = 0;                    // cpu: logical workers (0: default)
+  int64_t shuffle_seed = -1;          // cpu: < 0 off
+  int64_t context = 0;                // KV capacity (0: model max, capped)
+  std::string launch = "megakernel";  // cuda: megakernel | per-op | graph
+};
+void add_backend_flags(CLI::App& cmd, BackendOptions& opts);
+std::unique_ptr<engine::Backend> make_backend(const model::Model& m, const BackendOptions& opts);
+/// Names of the backends compiled into this binary.
+std::vector<std::string> available_backends();
+
+/// Sampling flags; unset flags fall back to generation_config.json defaults.
+struct SamplingFlags {
+  double temperature = -1, top_p = -1, min_p = -1, repetition_penalty = -1;
+  int64_t top_k = -1;
+  uint64_t seed = 0;
+};
+void add_sampling_flags(CLI::App& cmd, SamplingFlags& f);
+engine::SamplingParams resolve_sampling(const SamplingFlags& f, const model::GenerationConfig& g);
+
+/// EOS ids: generation_config.json, then config.json, then the tokenizer's.
+std::vector<int32_t> eos_ids(const model::Model& m, const tokenizer::Tokenizer* tok);
+
+/// Loads the tokenizer from `dir` if it has tokenizer files; null otherwise.
+std::unique_ptr<tokenizer::Tokenizer> try_load_tokenizer(const std::string& dir);
+
+/// Encodes a prompt given as --prompt text or --prompt-ids.
+std::vector<int32_t> prompt_ids(const std::string& text, const std::string& ids_text,
+                                const tokenizer::Tokenizer* tok);
+
+/// Registers a subcommand's runner; main() dispatches to the parsed one.
+struct Command {
+  CLI::App* app;
+  std::function<int()> run;
+};
+
+Command register_generate(CLI::App& root);
+Command register_chat(CLI::App& root);
+Command register_score(CLI::App& root);
+Command register_perplexity(CLI::App& root);
+Command register_tokenize(CLI::App& root);
+Command register_info(CLI::App& root);
+Command register_compile(CLI::App& root);
+Command register_bench(CLI::App& root);
+
+}  // namespace keel::cli

@@ -1,0 +1,93 @@
+// `keel chat`: a multi-turn conversation on stdin/stdout using the checkpoint's
+// chat format (ChatML for Qwen, the Llama-3 header format; plain continuation
+// when the tokenizer has no template). Each turn re-renders the conversation and
+// generates until the format's end-of-turn token. Ctrl-D (end of input) ends it.
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "cli_common.h"
+#include "core/error.h"
+#include "engine/text_stream.h"
+
+namespace keel::cli {
+
+namespace {
+struct ChatArgs {
+  std::string model, system;
+  int32_t max_tokens = 512;
+  SamplingFlags sampling;
+  BackendOptions backend;
+};
+
+int run_chat(const ChatArgs& a) {
+  auto tok = try_load_tokenizer(a.model);
+  if (!tok) fail("chat needs a tokenizer (tokenizer.json or vocab.json + merges.txt) in ", a.model);
+  model::Model m = model::Model::load(a.model);
+  auto backend = make_backend(m, a.backend);
+  const bool interactive = ::isatty(STDIN_FILENO) == 1;
+  const auto format = tok->chat_format();
+  std::vector<tokenizer::ChatMessage> messages;
+  if (!a.system.empty()) messages.push_back({"system", a.system});
+  std::fprintf(stderr, "keel chat: %s, %s format, backend %s. Ctrl-D ends.\n",
+               std::string(model::arch_name(m.config.arch)).c_str(),
+               format == tokenizer::ChatFormat::ChatML   ? "ChatML"
+               : format == tokenizer::ChatFormat::Llama3 ? "Llama-3"
+                                                         : "plain (no chat template)",
+               std::string(backend->name()).c_str());
+  std::string line;
+  uint64_t turn = 0;
+  for (;;) {
+    if (interactive) {
+      std::fputs("> ", stdout);
+      std::fflush(stdout);
+    }
+    if (!std::getline(std::cin, line)) break;
+    if (line.empty()) continue;
+    messages.push_back({"user", line});
+    std::string rendered = tok->render_chat(messages, true);
+    // The rendered Llama-3 text already starts with <|begin_of_text|>; plain
+    // continuation still gets the tokenizer's BOS.
+    bool add_special = format == tokenizer::ChatFormat::None;
+    engine::GenerateRequest req;
+    req.prompt = tok->encode(rendered, add_special);
+    if (int64_t(req.prompt.size()) >= backend->max_context()) {
+      std::fprintf(stderr, "keel chat: the conversation (%zu tokens) no longer fits the context (%lld); ending.\n",
+                   req.prompt.size(), (long long)backend->max_context());
+      break;
+    }
+    req.max_tokens = a.max_tokens;
+    req.sampling = resolve_sampling(a.sampling, m.generation);
+    req.sampling.seed += turn++;
+    req.eos_ids = eos_ids(m, tok.get());
+    engine::TextStream stream(*tok, {}, req.prompt);
+    backend->generate(req, [&](int32_t t) {
+      std::string piece = stream.push(t);
+      std::fwrite(piece.data(), 1, piece.size(), stdout);
+      std::fflush(stdout);
+      return true;
+    });
+    std::string tail = stream.finish();
+    std::fwrite(tail.data(), 1, tail.size(), stdout);
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
+    messages.push_back({"assistant", stream.text()});
+  }
+  if (interactive) std::fputc('\n', stdout);
+  return 0;
+}
+}  // namespace
+
+Command register_chat(CLI::App& root) {
+  auto a = std::make_shared<ChatArgs>();
+  CLI::App* c = root.add_subcommand("chat", "Multi-turn chat with the checkpoint's chat template (Ctrl-D ends)");
+  c->add_option("--model", a->model, "Checkpoint folder")->required()->check(CLI::ExistingDirectory);
+  c->add_option("--system", a->system, "System message");
+  c->add_option("--max-tokens", a->max_tokens, "Tokens per reply at most")->check(CLI::Range(1, 1 << 20))->capture_default_str();
+  add_sampling_flags(*c, a->sampling);
+  add_backend_flags(*c, a->backend);
+  return {c, [a] { return run_chat(*a); }};
+}
+
+}  // namespace keel::cli
