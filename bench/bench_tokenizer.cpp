@@ -3,9 +3,11 @@
 // numbers — built here by repeating a fixed set of snippets. Reports bytes/s
 // (MB/s) through SetBytesProcessed, and bytes per token as a counter. The
 // BPE word cache is warm after the first iteration, as it is in a server
-// that has been running a while.
+// that has been running a while; BM_EncodeRandomWords1MB encodes made-up
+// words that rarely repeat, to show the rate when most words miss the cache.
 #include <benchmark/benchmark.h>
 
+#include <random>
 #include <string>
 #include <vector>
 
@@ -62,6 +64,40 @@ void BM_EncodeMixed1MB(benchmark::State& state) {
   state.counters["bytes/token"] = double(text.size()) / double(tokens);
 }
 BENCHMARK(BM_EncodeMixed1MB)->Unit(benchmark::kMillisecond);
+
+// About 1 MB of random syllable words and numbers: most words are new.
+std::string random_words(size_t bytes) {
+  static const char* const syllables[] = {"ka", "lo", "mi", "tran", "ster", "qu", "ix", "pho", "zen", "dra",
+                                          "ul", "bre", "ost", "nym", "vek", "ha", "scri", "ju", "er", "on"};
+  std::mt19937 rng(7);
+  std::string text;
+  while (text.size() < bytes) {
+    int n = 1 + int(rng() % 4);
+    for (int i = 0; i < n; ++i) text += syllables[rng() % 20];
+    if (rng() % 9 == 0) {
+      text += ", ";
+    } else if (rng() % 13 == 0) {
+      text += ' ';
+      text += std::to_string(rng() % 100000);
+      text += ' ';
+    } else {
+      text += ' ';
+    }
+  }
+  text.resize(bytes);
+  return text;
+}
+
+void BM_EncodeRandomWords1MB(benchmark::State& state) {
+  const Tokenizer& tok = qwen3();
+  std::string text = random_words(1 << 20);
+  for (auto _ : state) {
+    auto ids = tok.encode(text, false);
+    benchmark::DoNotOptimize(ids.data());
+  }
+  state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(text.size()));
+}
+BENCHMARK(BM_EncodeRandomWords1MB)->Unit(benchmark::kMillisecond);
 
 void BM_DecodeMixed1MB(benchmark::State& state) {
   const Tokenizer& tok = qwen3();

@@ -42,7 +42,7 @@ int32_t add_buffer(Build& b, const std::string& name, BufferKind kind, DType dt,
 std::vector<float> rope_inv_freq(const model::ModelConfig& c) {
   const int64_t half = c.head_dim / 2;
   const model::RopeConfig& r = c.rope;
-  std::vector<float> f(size_t(half));
+  std::vector<float> f(static_cast<size_t>(half));
   for (int64_t i = 0; i < half; ++i) {
     double v = 1.0 / std::pow(r.theta, double(2 * i) / double(c.head_dim));
     if (r.type == model::RopeType::Linear) {
@@ -123,6 +123,29 @@ void allocate_arenas(Build& b) {
       first[id] = std::min(first[id], int(t.op));
       last[id] = std::max(last[id], int(t.op));
     }
+  // A layer's activations all stay live for the whole layer: sharing bytes
+  // inside a layer would add false write-after-read waits between tasks that
+  // are otherwise independent (e.g. attn.3 over q.3 would make every merge wait
+  // for every attention chunk); across layers the waits are implied anyway.
+  std::vector<int> layer_first, layer_last;
+  for (uint32_t o = 0; o < p.ops.size(); ++o) {
+    int l = p.ops[o].layer;
+    if (l < 0) continue;
+    if (size_t(l) >= layer_first.size()) {
+      layer_first.resize(size_t(l) + 1, INT32_MAX);
+      layer_last.resize(size_t(l) + 1, -1);
+    }
+    layer_first[l] = std::min(layer_first[l], int(o));
+    layer_last[l] = std::max(layer_last[l], int(o));
+  }
+  for (size_t i = 0; i < p.buffers.size(); ++i) {
+    const BufferDesc& d = p.buffers[i];
+    if (BufferKind(d.kind) == BufferKind::Activation && d.layer >= 0 && last[i] >= 0 &&
+        size_t(d.layer) < layer_first.size()) {
+      first[i] = std::min(first[i], layer_first[d.layer]);
+      last[i] = std::max(last[i], layer_last[d.layer]);
+    }
+  }
   uint64_t ws = 0, kv = 0;
   for (BufferDesc& d : p.buffers)
     if (BufferKind(d.kind) == BufferKind::State) {

@@ -22,7 +22,7 @@ namespace keel::compiler {
 struct CompileOptions {
   int workers = 132;           // W: persistent workers (SMs on the GPU)
   int batch = 1;               // B: sequences decoded together
-  int max_context = 4096;      // tokens per sequence (prompt + generated); 0: the model's
+  int max_context = 0;         // tokens per sequence (prompt + generated); 0: min(model max, 4096)
   int page_size = 64;          // KV cache page, in tokens
   int ring_len = 0;            // output ring entries per sequence; 0: max_context
   int row_align = 8;           // matvec tiles cover a multiple of this many rows

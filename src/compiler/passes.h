@@ -63,4 +63,9 @@ void build_dependencies(Build& b);
 /// earlier tasks of the same step, so the lowest unfinished task can always run.
 void place(Build& b);
 
+/// Part of place(): drops same-step waits already implied by worker order and
+/// the task's other waits (vector clocks over one step). Runs when
+/// opt.prune_transitive is set.
+void prune_worker_order(Build& b);
+
 }  // namespace keel::compiler

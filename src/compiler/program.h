@@ -19,8 +19,9 @@
 //    signal the counter (each signals once per step).
 //  * Step gate: before step s > 0 each worker waits until
 //    counter[step_counter] >= step_expected * s (every Step task of step s-1 is
-//    done), then stops if every SeqState.done is set, control.stop_request is set,
-//    or s == control.max_steps. Every task of a step is an ancestor of that
+//    done), then stops if every SeqState.done is set or s == control.max_steps.
+//    (The host's control.stop_request is read by the Step tasks, which turn it
+//    into SeqState.done, so every worker takes the same decision.) Every task of a step is an ancestor of that
 //    step's Step tasks (the checker proves it), so a counter can never be pushed
 //    to its target by a producer that runs a step ahead.
 //  * Launch setup (host, before step 0): zero the counters; fill the page table,
@@ -209,7 +210,7 @@ struct SeqState {
 static_assert(sizeof(SeqState) == 64);
 inline constexpr int kSeqStateWords = 16;
 
-enum class StopReason : int32_t { None = 0, Eos = 1, MaxTokens = 2, Context = 3 };
+enum class StopReason : int32_t { None = 0, Eos = 1, MaxTokens = 2, Context = 3, Stopped = 4 };
 
 /// The sampling random number both executors draw: a uniform float in [0, 1)
 /// for sequence `seq` when it generates its `n`-th token (splitmix64 of the
@@ -226,7 +227,7 @@ KEEL_HD float rng_uniform(uint64_t seed, uint32_t seq, uint32_t n) {
 /// Launch-wide control block (State buffer "control", 16 int32 words).
 struct Control {
   int32_t max_steps = 0;     // the step gate stops before this step
-  int32_t stop_request = 0;  // set by the host to stop at the next step gate
+  int32_t stop_request = 0;  // set by the host; the next Step tasks mark their sequences done
   int32_t n_eos = 0;
   int32_t eos[kMaxEos] = {};
   int32_t reserved[5] = {};

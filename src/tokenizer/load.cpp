@@ -53,6 +53,16 @@ AddedToken added_from_json(const json& t, int32_t id) {
   return a;
 }
 
+// True when a component (or one nested in a Sequence) has the given type.
+bool has_type(const json& j, const std::string& type) {
+  if (j.is_array()) return std::any_of(j.begin(), j.end(), [&](const json& e) { return has_type(e, type); });
+  if (!j.is_object()) return false;
+  if (j.contains("type") && j["type"] == type) return true;
+  for (const char* list : {"decoders", "pretokenizers", "normalizers", "processors"})
+    if (j.contains(list) && has_type(j[list], type)) return true;
+  return false;
+}
+
 // Everything load() gathers before building the Impl.
 struct Parts {
   bool byte_level = false;
@@ -194,7 +204,7 @@ Parts read_tokenizer_json(const std::string& path, Tokenizer::Impl& impl) {
     impl.pre = PreTokenizer::from_json(j.value("pre_tokenizer", json()), path + ": pre_tokenizer");
     p.decoder = j.value("decoder", json());
     p.post_processor = j.value("post_processor", json());
-    p.byte_level = impl.pre.has_byte_level() || (p.decoder.is_object() && p.decoder.dump().find("\"ByteLevel\"") != std::string::npos);
+    p.byte_level = impl.pre.has_byte_level() || has_type(p.decoder, "ByteLevel");
 
     p.opts.byte_fallback = model.value("byte_fallback", false);
     p.opts.fuse_unk = model.value("fuse_unk", false);
@@ -311,7 +321,15 @@ std::unique_ptr<Tokenizer::Impl> load_impl(const std::string& dir) {
     impl->pieces[id] = t.content;
     impl->flags[id] = Tokenizer::Impl::kExists | (t.special ? Tokenizer::Impl::kSpecial : 0);
     impl->added_ids[t.content] = id;
-    (t.normalized && !impl->normalizer.empty() ? normalized : raw).push_back(t);
+    if (t.normalized && !impl->normalizer.empty()) {
+      // Like Hugging Face, a normalized token's content is normalized too, so
+      // it matches the text it would appear in after normalization.
+      AddedToken n = t;
+      n.content = impl->normalizer.apply(t.content);
+      normalized.push_back(std::move(n));
+    } else {
+      raw.push_back(t);
+    }
   }
   impl->raw_added = AddedTokenMatcher(raw);
   impl->normalized_added = AddedTokenMatcher(normalized);

@@ -8,6 +8,10 @@
 #include <pcre2.h>
 #include <utf8proc.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <vector>
+
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -28,27 +32,70 @@ std::string type_of(const json& j, const std::string& where) {
   return j["type"].get<std::string>();
 }
 
-// True when code point cp is its own normal form in every context: a starter
-// (combining class 0) with no decomposition that never takes part in a
-// composition. Hangul and Tibetan are left to utf8proc (algorithmic
-// composition, subjoined letters). Checked exhaustively against utf8proc's
-// NFC when written: every such character is unchanged alone and none appears
-// after the first position of any canonical decomposition.
-bool normalization_inert(int32_t cp) {
-  if ((cp >= 0x1100 && cp <= 0x11ff) || (cp >= 0xac00 && cp <= 0xd7a3) || (cp >= 0x0f00 && cp <= 0x0fff)) return false;
-  const utf8proc_property_t* p = utf8proc_get_property(cp);
-  return p->combining_class == 0 && p->decomp_seqindex == UINT16_MAX && p->comb_index == UINT16_MAX &&
-         !p->comp_exclusion;
+// Code points that a normalization form leaves alone in every context: a
+// starter (combining class 0) that maps to itself and is never the second
+// element of a canonical composition. A run of such characters is its own
+// normal form, so most CJK, Cyrillic, accented Latin and emoji text skips
+// utf8proc. One table per form, built on first use (~200k look-ups).
+class InertTable {
+ public:
+  explicit InertTable(utf8proc_option_t opts) : bits_(kLimit / 8, 0) {
+    std::vector<bool> second(kLimit, false);
+    utf8proc_int32_t buf[32];
+    int last = 0;
+    for (int32_t cp = 0; cp < kLimit; ++cp) {
+      if (cp >= 0xd800 && cp <= 0xdfff) continue;
+      utf8proc_ssize_t n = utf8proc_decompose_char(cp, buf, 32, UTF8PROC_DECOMPOSE, &last);
+      for (utf8proc_ssize_t i = 1; i < n && i < 32; ++i)
+        if (buf[i] < kLimit) second[size_t(buf[i])] = true;
+    }
+    for (int32_t cp = 0x80; cp < kLimit; ++cp) {
+      if ((cp >= 0xd800 && cp <= 0xdfff) || second[size_t(cp)]) continue;
+      if (utf8proc_get_property(cp)->combining_class != 0) continue;
+      last = 0;
+      utf8proc_ssize_t n = utf8proc_decompose_char(cp, buf, 32, opts, &last);
+      if (n > 1 && n <= 32 && (opts & UTF8PROC_COMPOSE)) n = utf8proc_normalize_utf32(buf, n, opts);
+      if (n == 1 && buf[0] == cp) bits_[size_t(cp) >> 3] |= uint8_t(1u << (cp & 7));
+    }
+  }
+  bool inert(int32_t cp) const {
+    if (cp < kLimit) return (bits_[size_t(cp) >> 3] >> (cp & 7)) & 1;
+    // Above the table no character decomposes or composes.
+    return utf8proc_get_property(cp)->combining_class == 0 && utf8proc_get_property(cp)->decomp_seqindex == UINT16_MAX;
+  }
+
+ private:
+  static constexpr int32_t kLimit = 0x30000;  // every decomposable character lies below
+  std::vector<uint8_t> bits_;
+};
+
+const InertTable& inert_table(utf8proc_option_t opts) {
+  auto form = [](int flags) { return utf8proc_option_t(UTF8PROC_STABLE | flags); };
+  bool compat = opts & UTF8PROC_COMPAT;
+  if (opts & UTF8PROC_COMPOSE) {
+    if (compat) {
+      static const InertTable nfkc(form(UTF8PROC_COMPOSE | UTF8PROC_COMPAT));
+      return nfkc;
+    }
+    static const InertTable nfc(form(UTF8PROC_COMPOSE));
+    return nfc;
+  }
+  if (compat) {
+    static const InertTable nfkd(form(UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT));
+    return nfkd;
+  }
+  static const InertTable nfd(form(UTF8PROC_DECOMPOSE));
+  return nfd;
 }
 
-// True when every character of the (valid UTF-8) run is normalization-inert.
-bool run_is_inert(const unsigned char* p, size_t n) {
+// True when every character of the (valid UTF-8) run is inert under the form.
+bool run_is_inert(const InertTable& table, const unsigned char* p, size_t n) {
   for (size_t i = 0; i < n;) {
     size_t len = utf8_len(p[i]);
     int32_t cp = len == 2   ? ((p[i] & 0x1f) << 6) | (p[i + 1] & 0x3f)
                  : len == 3 ? ((p[i] & 0x0f) << 12) | ((p[i + 1] & 0x3f) << 6) | (p[i + 2] & 0x3f)
                             : ((p[i] & 0x07) << 18) | ((p[i + 1] & 0x3f) << 12) | ((p[i + 2] & 0x3f) << 6) | (p[i + 3] & 0x3f);
-    if (!normalization_inert(cp)) return false;
+    if (!table.inert(cp)) return false;
     i += len;
   }
   return true;
@@ -60,6 +107,7 @@ bool run_is_inert(const unsigned char* p, size_t n) {
 // ASCII never composes with what precedes it and is its own normal form, and
 // so are inert characters (most CJK, Cyrillic, emoji ...).
 std::string unicode_normalize(std::string_view s, utf8proc_option_t opts) {
+  const InertTable& table = inert_table(opts);
   std::string out;
   out.reserve(s.size());
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());
@@ -75,7 +123,7 @@ std::string unicode_normalize(std::string_view s, utf8proc_option_t opts) {
     out.append(s.data() + i, chunk - i);
     size_t e = k;
     while (e < n && p[e] >= 0x80) ++e;
-    if (run_is_inert(p + k, e - k)) {
+    if (run_is_inert(table, p + k, e - k)) {
       out.append(s.data() + chunk, e - chunk);
       i = e;
       continue;
@@ -294,7 +342,7 @@ Regex::Regex(const std::string& pattern, bool literal, const std::string& where)
     pcre2_get_error_message(err, msg, sizeof msg);
     fail(where, ": cannot compile regex at offset ", offset, ": ", reinterpret_cast<const char*>(msg));
   }
-  pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);  // falls back to the interpreter if JIT is unavailable
+  jit_ = pcre2_jit_compile(code, PCRE2_JIT_COMPLETE) == 0;  // else the interpreter runs it
   code_ = code;
 }
 
@@ -308,7 +356,8 @@ void Regex::find_all(std::string_view text, std::vector<std::pair<size_t, size_t
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   size_t pos = 0;
   while (pos <= text.size()) {
-    int rc = pcre2_match(code, subject, text.size(), pos, PCRE2_NO_UTF_CHECK, md, state.ctx);
+    int rc = jit_ ? pcre2_jit_match(code, subject, text.size(), pos, 0, md, state.ctx)
+                  : pcre2_match(code, subject, text.size(), pos, PCRE2_NO_UTF_CHECK, md, state.ctx);
     if (rc == PCRE2_ERROR_NOMATCH) break;
     if (rc < 0) {
       pcre2_match_data_free(md);
@@ -342,7 +391,6 @@ PreTokenizer PreTokenizer::split_then_byte_level(const std::string& pattern) {
   Step split(Op::Split);
   split.regex = std::make_shared<Regex>(pattern, false, "Qwen2 split regex");
   p.steps_.push_back(split);
-  p.steps_.emplace_back(Op::ByteLevel);
   p.has_byte_level_ = true;
   return p;
 }
@@ -370,7 +418,9 @@ void PreTokenizer::parse(const json& j, const std::string& where) {
     Step s(Op::ByteLevel);
     s.add_prefix_space = j.value("add_prefix_space", false);
     if (j.value("use_regex", true)) s.regex = std::make_shared<Regex>(kGpt2Pattern, false, where);
-    steps_.push_back(s);
+    // The BPE model takes raw bytes, so the byte-to-character mapping itself
+    // is not a step here; without prefix or regex ByteLevel splits nothing.
+    if (s.add_prefix_space || s.regex) steps_.push_back(s);
     has_byte_level_ = true;
   } else if (type == "Metaspace") {
     Step s(Op::Metaspace);
@@ -399,9 +449,16 @@ void PreTokenizer::parse(const json& j, const std::string& where) {
 
 void PreTokenizer::split(std::string_view text, bool first, std::deque<std::string>& arena,
                          std::vector<std::string_view>& words) const {
+  if (steps_.empty()) {
+    if (!text.empty()) words.push_back(text);
+    return;
+  }
   std::vector<std::string_view> cur{text}, next;
   std::vector<std::pair<size_t, size_t>> matches;
-  for (const Step& st : steps_) {
+  for (size_t si = 0; si < steps_.size(); ++si) {
+    const Step& st = steps_[si];
+    // The last step writes straight into `words` (every step drops empty pieces).
+    std::vector<std::string_view>& dst = si + 1 == steps_.size() ? words : next;
     next.clear();
     for (size_t pi = 0; pi < cur.size(); ++pi) {
       std::string_view piece = cur[pi];
@@ -409,7 +466,7 @@ void PreTokenizer::split(std::string_view text, bool first, std::deque<std::stri
         case Op::Split:
           matches.clear();
           st.regex->find_all(piece, matches);
-          apply_behavior(piece, matches, st.behavior, st.invert, next);
+          apply_behavior(piece, matches, st.behavior, st.invert, dst);
           break;
         case Op::ByteLevel:
           if (st.add_prefix_space && (piece.empty() || piece[0] != ' ')) {
@@ -420,9 +477,9 @@ void PreTokenizer::split(std::string_view text, bool first, std::deque<std::stri
           if (st.regex) {
             matches.clear();
             st.regex->find_all(piece, matches);
-            apply_behavior(piece, matches, SplitBehavior::Isolated, false, next);
-          } else {
-            next.push_back(piece);
+            apply_behavior(piece, matches, SplitBehavior::Isolated, false, dst);
+          } else if (!piece.empty()) {
+            dst.push_back(piece);
           }
           break;
         case Op::Metaspace: {
@@ -436,9 +493,9 @@ void PreTokenizer::split(std::string_view text, bool first, std::deque<std::stri
             matches.clear();
             for (size_t k = 0; (k = v.find(st.replacement, k)) != std::string_view::npos; k += st.replacement.size())
               matches.emplace_back(k, k + st.replacement.size());
-            apply_behavior(v, matches, SplitBehavior::MergedWithNext, false, next);
-          } else {
-            next.push_back(v);
+            apply_behavior(v, matches, SplitBehavior::MergedWithNext, false, dst);
+          } else if (!v.empty()) {
+            dst.push_back(v);
           }
           break;
         }
@@ -446,8 +503,6 @@ void PreTokenizer::split(std::string_view text, bool first, std::deque<std::stri
     }
     std::swap(cur, next);
   }
-  for (std::string_view w : cur)
-    if (!w.empty()) words.push_back(w);
 }
 
 }  // namespace keel::tokenizer

@@ -50,6 +50,7 @@ class Regex {
 
  private:
   void* code_ = nullptr;  // pcre2_code_8
+  bool jit_ = false;      // JIT-compiled: match through pcre2_jit_match
 };
 
 enum class SplitBehavior { Isolated, Removed, MergedWithPrevious, MergedWithNext, Contiguous };
@@ -75,7 +76,8 @@ class PreTokenizer {
     std::shared_ptr<Regex> regex;  // Split, ByteLevel with use_regex
     SplitBehavior behavior = SplitBehavior::Isolated;
     bool invert = false;
-    bool add_prefix_space = false;  // ByteLevel
+    bool add_prefix_space = false;  // ByteLevel (ids are bytes already, so without
+                                    // prefix or regex the step changes nothing)
     std::string replacement;        // Metaspace
     enum class Prepend { Always, First, Never } prepend = Prepend::Always;
     bool split = true;  // Metaspace

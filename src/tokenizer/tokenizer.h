@@ -35,24 +35,36 @@ class Tokenizer {
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;
 
-  /// Encodes text. With add_special, prepends BOS when the tokenizer's
-  /// post-processor / config says so (e.g. stories260K, Llama-3).
+  /// Encodes text. Added/special tokens written in the text are recognised.
+  /// With add_special, adds what the post-processor template says (BOS for
+  /// stories260K); without a template, BOS when tokenizer_config.json's
+  /// add_bos_token is true, or when it is absent but a bos_token is named
+  /// (Llama-3 converted from tiktoken). Invalid UTF-8 is read as U+FFFD.
+  /// Thread-safe.
   std::vector<int32_t> encode(std::string_view text, bool add_special = true) const;
-  /// Decodes ids to text (skip_special drops added special tokens).
+  /// Decodes ids to text (skip_special drops added special tokens). Invalid
+  /// UTF-8 becomes U+FFFD; ids outside the vocabulary decode to nothing.
   std::string decode(const std::vector<int32_t>& ids, bool skip_special = false) const;
 
   Kind kind() const;
   std::string_view kind_name() const;
   int64_t vocab_size() const;           // including added tokens
   std::optional<int32_t> bos_id() const;
-  std::vector<int32_t> eos_ids() const;  // from tokenizer_config.json
+  /// tokenizer_config.json's eos_token, then whichever of <|eot_id|>,
+  /// <|im_end|>, <|endoftext|>, <|end_of_text|> exist (chat and base models of
+  /// these families stop on them whatever the config names); </s> if none.
+  std::vector<int32_t> eos_ids() const;
   std::optional<int32_t> token_id(std::string_view token) const;
-  std::string token_text(int32_t id) const;  // raw vocab piece
+  std::string token_text(int32_t id) const;  // raw vocab piece; throws for unknown ids
   bool is_special(int32_t id) const;
 
   ChatFormat chat_format() const;
   /// Renders messages with the checkpoint's chat format and, if
-  /// add_generation_prompt, the assistant header. Plain concatenation when None.
+  /// add_generation_prompt, the assistant header. ChatML:
+  /// <|im_start|>role\ncontent<|im_end|>\n. Llama3: BOS once, then
+  /// <|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|> with content
+  /// trimmed as Meta's template does (encode the result with add_special=false).
+  /// Plain concatenation of the contents when None.
   std::string render_chat(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
 
   struct Impl;

@@ -5,10 +5,13 @@
 
 #include <filesystem>
 #include <fstream>
+#include <random>
+#include <thread>
 #include <unistd.h>
 
 #include "core/error.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/utf8.h"
 #include "tokenizer_fixtures.h"
 
 namespace keel::tokenizer {
@@ -137,15 +140,16 @@ TEST(Tokenizer, StreamingHoldsBackPartialCharacters) {
 
 TEST(Tokenizer, DecodeReplacesInvalidUtf8) {
   const Tokenizer& q = testing::qwen3();
-  // 144841 ... are byte-level pieces of multi-byte characters; a lone first
-  // byte of a 4-byte character has no completion.
-  Ids emoji = q.encode("😀", false);
-  ASSERT_GT(emoji.size(), 0u);
-  Ids bytes_only;
-  for (int b = 0xf0; b <= 0xf0; ++b) bytes_only.push_back(*q.token_id(q.token_text(emoji.front()).substr(0, 2)));
-  EXPECT_EQ(q.decode(bytes_only), "\xef\xbf\xbd");
+  // "ð" is byte 0xF0 in the byte-level alphabet: the lead byte of a 4-byte
+  // character that never completes.
+  std::optional<int32_t> lead = q.token_id("ð");
+  ASSERT_TRUE(lead.has_value());
+  EXPECT_EQ(q.decode({*lead}), "\xef\xbf\xbd");
+  EXPECT_EQ(q.decode({*lead, 9707}), "\xef\xbf\xbdHello");
   StreamDecoder dec(q);
-  EXPECT_EQ(dec.push(bytes_only[0]), "");
+  EXPECT_EQ(dec.push(*lead), "");
+  EXPECT_EQ(dec.push(9707), "\xef\xbf\xbdHello");
+  EXPECT_EQ(dec.push(*lead), "");
   EXPECT_EQ(dec.flush(), "\xef\xbf\xbd");
   // Unknown ids decode to nothing.
   EXPECT_EQ(q.decode({9707, 999999, -5, 1879}), "Hello world");
@@ -248,6 +252,81 @@ TEST(TokenizerErrors, BadFields) {
 
 // A hand-written SentencePiece-style tokenizer: Metaspace pre-tokenizer,
 // merges as [a, b] pairs, byte fallback, fuse_unk, added tokens with lstrip/rstrip.
+// A hand-written byte-level tokenizer: GPT-2 style ByteLevel pre-tokenizer
+// with its own regex, ignore_merges, and a template adding BOS and EOS.
+nlohmann::json byte_level_tokenizer(bool ignore_merges) {
+  nlohmann::json vocab = nlohmann::json::object();
+  auto piece = [](std::string_view bytes) {
+    std::string s;
+    for (unsigned char b : bytes) append_utf8(s, byte_level_char(b));
+    return s;
+  };
+  for (int b = 0; b < 256; ++b) vocab[piece(std::string(1, char(b)))] = b;
+  vocab[piece(" a")] = 256;
+  vocab[piece(" ab")] = 257;
+  vocab[piece("ab")] = 258;
+  return {
+      {"added_tokens",
+       {{{"id", 259}, {"content", "<s>"}, {"special", true}},
+        {{"id", 260}, {"content", "</s>"}, {"special", true}},
+        {{"id", 261}, {"content", "zz"}, {"special", false}, {"normalized", false}, {"single_word", true}}}},
+      {"normalizer", nullptr},
+      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
+      {"post_processor",
+       {{"type", "TemplateProcessing"},
+        {"single", {{{"SpecialToken", {{"id", "<s>"}}}}, {{"Sequence", {{"id", "A"}}}}, {{"SpecialToken", {{"id", "</s>"}}}}}},
+        {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {259}}}}, {"</s>", {{"id", "</s>"}, {"ids", {260}}}}}}}},
+      {"decoder", {{"type", "ByteLevel"}}},
+      {"model",
+       {{"type", "BPE"},
+        {"ignore_merges", ignore_merges},
+        {"vocab", vocab},
+        {"merges", {piece(" ") + " a", piece(" a") + " b"}}}}};
+}
+
+TEST(Tokenizer, HandWrittenByteLevelTokenizer) {
+  for (bool ignore_merges : {false, true}) {
+    TempDir d;
+    d.write("tokenizer.json", byte_level_tokenizer(ignore_merges).dump());
+    Tokenizer t = Tokenizer::load(d.path());
+    SCOPED_TRACE(ignore_merges);
+    EXPECT_EQ(t.kind(), Kind::ByteLevelBpe);
+    // "ab" has no merge path (no "a b" merge) but is in the vocab as a whole.
+    Ids ab = ignore_merges ? Ids{258} : Ids{'a', 'b'};
+    Ids want = {259};
+    want.insert(want.end(), ab.begin(), ab.end());
+    want.insert(want.end(), {257, 256, 260});
+    EXPECT_EQ(t.encode("ab ab a", true), want);
+    EXPECT_EQ(t.decode(want), "<s>ab ab a</s>");
+    EXPECT_EQ(t.decode(want, true), "ab ab a");
+    EXPECT_EQ(t.bos_id(), 259);
+    EXPECT_TRUE(t.is_special(260));
+    // single_word: "zz" is the added token only when not glued to a word.
+    EXPECT_EQ(t.encode("zz a", false), (Ids{261, 256}));
+    EXPECT_EQ(t.encode("azz", false), (Ids{'a', 'z', 'z'}));
+    EXPECT_FALSE(t.is_special(261));
+    EXPECT_EQ(t.decode({261}, /*skip_special=*/true), "zz");
+  }
+}
+
+// A normalized added token is matched on normalized text, and its content is
+// normalized too (here it gains the SentencePiece "▁"), as in Hugging Face.
+TEST(Tokenizer, NormalizedAddedToken) {
+  TempDir d;
+  d.write("tokenizer.json", R"({
+    "added_tokens": [{"id": 6, "content": "foo", "special": false, "normalized": true}],
+    "normalizer": {"type": "Sequence", "normalizers": [
+      {"type": "Prepend", "prepend": "▁"}, {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]},
+    "pre_tokenizer": null,
+    "decoder": null,
+    "model": {"type": "BPE", "unk_token": "<unk>",
+      "vocab": {"<unk>": 0, "▁": 1, "a": 2, "f": 3, "o": 4, "▁a": 5},
+      "merges": ["▁ a"]}})");
+  Tokenizer t = Tokenizer::load(d.path());
+  EXPECT_EQ(t.encode("a foo", false), (Ids{5, 6}));
+  EXPECT_EQ(t.encode("afoo", false), (Ids{5, 3, 4, 4}));
+}
+
 TEST(Tokenizer, HandWrittenMetaspaceTokenizer) {
   TempDir d;
   d.write("tokenizer.json", R"({
@@ -269,6 +348,74 @@ TEST(Tokenizer, HandWrittenMetaspaceTokenizer) {
   EXPECT_EQ(t.decode({5, 5}), "ab ab");
   EXPECT_EQ(t.bos_id(), std::nullopt);
   EXPECT_EQ(t.vocab_size(), 10);
+}
+
+}  // namespace
+}  // namespace keel::tokenizer
+
+namespace keel::tokenizer {
+namespace {
+
+TEST(Tokenizer, ConcurrentEncodeAgrees) {
+  // encode() is const and shared between threads: the word cache is taken by
+  // at most one caller at a time, the others run uncached.
+  const Tokenizer& q = testing::qwen3();
+  std::string text;
+  for (int i = 0; i < 200; ++i) text += "Thread " + std::to_string(i) + " says 你好, café 😀 and x += " + std::to_string(i * 7) + ";\n";
+  Ids want = q.encode(text);
+  std::vector<Ids> got(4);
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < got.size(); ++t)
+    threads.emplace_back([&, t] {
+      for (int rep = 0; rep < 5; ++rep) got[t] = q.encode(text);
+    });
+  for (auto& th : threads) th.join();
+  for (const Ids& g : got) EXPECT_EQ(g, want);
+}
+
+TEST(Tokenizer, LongInputs) {
+  // Long runs stress the regex JIT stack (whitespace lookahead) and, for
+  // SentencePiece (no pre-tokenizer: the whole text is one word), the
+  // O(n log n) merge loop.
+  const Tokenizer& q = testing::qwen3();
+  std::string spaces(200000, ' ');
+  EXPECT_EQ(q.decode(q.encode(spaces + "x" + spaces)), spaces + "x" + spaces);
+  const Tokenizer& s = testing::stories();
+  std::string story;
+  while (story.size() < 300000) story += "Once upon a time, there was a little girl named Lily. ";
+  Ids ids = s.encode(story, false);
+  EXPECT_EQ(s.decode(ids), story);
+  EXPECT_LT(ids.size(), story.size() / 2);
+}
+
+}  // namespace
+}  // namespace keel::tokenizer
+
+namespace keel::tokenizer {
+namespace {
+
+// Random strings over a pool of ASCII, whitespace runs, accented letters
+// (already NFC), CJK, emoji and ZWJ: encode then decode must give the text
+// back exactly (Qwen3/Llama-3: byte-level; stories260K: byte fallback, with
+// the prepended "▁" stripped again), and streaming must agree with decode.
+TEST(Tokenizer, RandomRoundTrips) {
+  const std::vector<std::string> pool = {"a", "b", "Z", "0", "7", " ", "  ", "\n", "\t", "\r\n", "'s", ",", ".",
+                                         "!", "#", "é", "ü", "ß", "中", "文", "日本", "😀", "👍🏽", "\u200d",
+                                         "Ω", "й", "ع", "—", "x", "the", " of", "{", "}"};
+  std::mt19937 rng(42);
+  for (const Tokenizer* tok : {&testing::qwen3(), &testing::llama3(), &testing::stories()}) {
+    for (int trial = 0; trial < 400; ++trial) {
+      std::string s;
+      size_t n = 1 + rng() % 24;
+      for (size_t i = 0; i < n; ++i) s += pool[rng() % pool.size()];
+      Ids ids = tok->encode(s, false);
+      ASSERT_EQ(tok->decode(ids), s) << tok->kind_name();
+      StreamDecoder dec(*tok, false);
+      std::string streamed;
+      for (int32_t id : ids) streamed += dec.push(id);
+      ASSERT_EQ(streamed + dec.flush(), s) << tok->kind_name();
+    }
+  }
 }
 
 }  // namespace

@@ -35,7 +35,7 @@ std::vector<GpuInfo> list_gpus() {
     g.cc_major = p.major;
     g.cc_minor = p.minor;
     g.sm_count = p.multiProcessorCount;
-    g.memory_bytes = p.totalGlobalMem;
+    g.total_memory = p.totalGlobalMem;
     g.l2_bytes = p.l2CacheSize;
     g.smem_per_block_optin = int(p.sharedMemPerBlockOptin);
     g.smem_per_sm = int(p.sharedMemPerMultiprocessor);

@@ -16,7 +16,7 @@ struct GpuInfo {
   std::string name;
   int cc_major = 0, cc_minor = 0;
   int sm_count = 0;
-  uint64_t memory_bytes = 0;        // total global memory
+  uint64_t total_memory = 0;        // total global memory (bytes)
   uint64_t memory_free_bytes = 0;   // free at the time of the query
   int l2_bytes = 0;
   int smem_per_block_optin = 0;     // max dynamic shared memory a block may opt in to

@@ -68,6 +68,8 @@ class Executor {
   /// writes a Chrome/Perfetto trace of every SM's tasks.
   std::vector<double> time_steps(LaunchMode mode, int start_pos, int steps,
                                  const std::string& trace_json = {});
+  /// The argmax token of every step of the last time_steps() run, in order.
+  const std::vector<int32_t>& last_step_tokens() const;
   /// Fills the KV cache below `upto` with random bf16 values.
   void fill_kv_random(int upto, uint64_t seed = 7);
 

@@ -127,4 +127,11 @@ struct Params {
   int32_t trace_cap;
 };
 
+/// Floats of shared scratch the attention task needs for a sub-block size:
+/// q, k, v, scores, m / l / correction (each padded to 16 bytes), then the K and
+/// V sub-blocks in bf16.
+constexpr int attn_scratch_floats(int gq, int hd, int sub_block) {
+  return gq * hd + 2 * hd + gq * sub_block + 3 * ((gq + 3) & ~3) + sub_block * hd;
+}
+
 }  // namespace keel::exec::cuda

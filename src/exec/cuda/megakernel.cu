@@ -179,7 +179,7 @@ __device__ void run_cta(const Params& P, int stage_filter) {
             attention_task(m, io, t, s, reinterpret_cast<float*>(act), P.attn_sub, &S.flag);
             break;
           }
-          case Op::STEP: step_task(m, io, s, &S.tok); break;
+          case Op::STEP: step_task(m, io, s, &S.tok, S.redv, S.redi); break;
           default: break;
         }
         compute_sync();

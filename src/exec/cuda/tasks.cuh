@@ -414,27 +414,39 @@ __device__ void attention_task(const DevModel& m, const StepIO& io, const DevTas
   }
   compute_sync();
   if (*flag) {
-    for (int q = tid; q < gq * hd; q += kComputeThreads) {
-      const int j = q / hd, d = q % hd, h = g * gq + j;
+    // Chunk weights first (one thread per (head, chunk)), then each output
+    // element sums its C partials with independent loads in flight.
+    float* ml = sc;               // [gq][C][2]
+    float* wgt = ml + 2 * gq * C;  // [gq][C]
+    float* inv_l = wgt + gq * C;  // [gq]
+    for (int q = tid; q < gq * C; q += kComputeThreads) {
+      const int jj = q / C, cc = q % C, h = g * gq + jj;
+      ml[2 * q] = __ldcg(io.part_ml + (size_t(h) * C + cc) * 2);
+      ml[2 * q + 1] = __ldcg(io.part_ml + (size_t(h) * C + cc) * 2 + 1);
+    }
+    compute_sync();
+    if (tid < gq) {
       float M = -INFINITY;
-      for (int cc = 0; cc < C; ++cc) M = fmaxf(M, __ldcg(io.part_ml + (size_t(h) * C + cc) * 2));
-      float l = 0, acc = 0;
+      for (int cc = 0; cc < C; ++cc) M = fmaxf(M, ml[2 * (tid * C + cc)]);
+      float l = 0;
       for (int cc = 0; cc < C; ++cc) {
-        const float mc = __ldcg(io.part_ml + (size_t(h) * C + cc) * 2);
-        if (mc == -INFINITY) continue;
-        const float w = expf(mc - M);
-        l += w * __ldcg(io.part_ml + (size_t(h) * C + cc) * 2 + 1);
-        acc += w * __ldcg(io.part_o + (size_t(h) * C + cc) * hd + d);
+        const float mc = ml[2 * (tid * C + cc)];
+        const float w = mc == -INFINITY ? 0.0f : expf(mc - M);
+        wgt[tid * C + cc] = w;
+        l += w * ml[2 * (tid * C + cc) + 1];
       }
-      io.attn[h * hd + d] = f32_to_bf16(acc / l);
+      inv_l[tid] = 1.0f / l;
+    }
+    compute_sync();
+    for (int q = tid; q < gq * hd; q += kComputeThreads) {
+      const int jj = q / hd, d = q % hd, h = g * gq + jj;
+      const float* po = io.part_o + size_t(h) * C * hd + d;
+      float acc = 0;
+#pragma unroll 8
+      for (int cc = 0; cc < C; ++cc) acc = fmaf(wgt[jj * C + cc], __ldcg(po + size_t(cc) * hd), acc);
+      io.attn[h * hd + d] = f32_to_bf16(acc * inv_l[jj]);
     }
   }
-}
-
-/// Floats of shared scratch attention_task needs for a sub-block size.
-__host__ __device__ inline int attn_scratch_floats(int gq, int hd, int sub_block) {
-  // q, k, v, S, m, l, corr (padded to 16 bytes), then K and V sub-blocks in bf16.
-  return gq * hd + 2 * hd + gq * sub_block + 3 * ((gq + 3) & ~3) + sub_block * hd;
 }
 
 // ---- the step task --------------------------------------------------------------
@@ -442,19 +454,40 @@ __host__ __device__ inline int attn_scratch_floats(int gq, int hd, int sub_block
 /// Picks the next token (prompt during prefill, else the argmax), publishes a
 /// generated token to the host, applies the stop rules and loads the next
 /// step's embedding into x. Run by one CTA per step.
-__device__ void step_task(const DevModel& m, const StepIO& io, int pos, int* shared_tok) {
-  const int tid = threadIdx.x;
-  if (tid == 0) {
-    float bv = -INFINITY;
-    int bi = 0x7fffffff;
-    for (int i = 0; i < io.n_lm_tasks; ++i) {
-      const float v = __ldcg(io.lm_val + i);
-      const int ix = __ldcg(io.lm_idx + i);
-      if (v > bv || (v == bv && ix < bi) || bi == 0x7fffffff) {
-        bv = v;
-        bi = ix;
-      }
+__device__ void step_task(const DevModel& m, const StepIO& io, int pos, int* shared_tok,
+                          float* redv, int* redi) {
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  // Parallel argmax over the LM-head tiles' winners (lowest index on ties; NaN never wins).
+  float bv = -INFINITY;
+  int bi = 0x7fffffff;
+  for (int i = tid; i < io.n_lm_tasks; i += kComputeThreads) {
+    const float v = __ldcg(io.lm_val + i);
+    const int ix = __ldcg(io.lm_idx + i);
+    if (v > bv || (v == bv && ix < bi)) {
+      bv = v;
+      bi = ix;
     }
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+    if (ov > bv || (ov == bv && oi < bi)) {
+      bv = ov;
+      bi = oi;
+    }
+  }
+  if (lane == 0) {
+    redv[warp] = bv;
+    redi[warp] = bi;
+  }
+  compute_sync();
+  if (tid == 0) {
+    for (int w = 1; w < kComputeWarps; ++w)
+      if (redv[w] > bv || (redv[w] == bv && redi[w] < bi)) {
+        bv = redv[w];
+        bi = redi[w];
+      }
+    if (bi < 0 || bi >= m.vocab) bi = 0;  // all logits NaN: keep the embedding lookup in range
     int next;
     bool stop = false;
     if (pos + 1 < io.prompt_len) {

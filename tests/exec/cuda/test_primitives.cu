@@ -24,12 +24,12 @@ TEST(CudaDeviceInfo, ListsTheCard) {
   auto g = list_gpus();
   ASSERT_FALSE(g.empty());
   EXPECT_GT(g[0].sm_count, 0);
-  EXPECT_GT(g[0].memory_bytes, 0u);
+  EXPECT_GT(g[0].total_memory, 0u);
   EXPECT_GT(g[0].l2_bytes, 0);
   std::printf("GPU 0: %s cc %d.%d, %d SMs, %.1f GiB, L2 %d MiB, smem opt-in %d KiB, "
               "bus %d bit, peak %.0f GB/s\n",
               g[0].name.c_str(), g[0].cc_major, g[0].cc_minor, g[0].sm_count,
-              g[0].memory_bytes / 1073741824.0, g[0].l2_bytes >> 20, g[0].smem_per_block_optin >> 10,
+              g[0].total_memory / 1073741824.0, g[0].l2_bytes >> 20, g[0].smem_per_block_optin >> 10,
               g[0].memory_bus_bits, g[0].peak_bandwidth_gbs());
 }
 

@@ -1,0 +1,97 @@
+// compile(): validates options, runs the passes in order (see compiler.h) and
+// validates the result. Also the Build helpers the passes share.
+#include "compiler/compiler.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "compiler/fuse.h"
+#include "compiler/passes.h"
+#include "core/error.h"
+
+namespace keel::compiler {
+
+int32_t Build::id(const std::string& name) const {
+  auto it = buf_id.find(name);
+  KEEL_CHECK(it != buf_id.end(), "compiler: no buffer '", name, "'");
+  return it->second;
+}
+
+int32_t Build::id_or_none(const std::string& name) const {
+  if (name.empty()) return -1;
+  auto it = buf_id.find(name);
+  return it == buf_id.end() ? -1 : it->second;
+}
+
+Build begin_build(const graph::Graph& g, const CompileOptions& opt_in) {
+  Build b;
+  b.opt = opt_in;
+  CompileOptions& o = b.opt;
+  const model::ModelConfig& c = g.config;
+  if (o.max_context <= 0) o.max_context = int(c.max_position > 0 ? std::min<int64_t>(c.max_position, 4096) : 4096);
+  KEEL_CHECK(o.workers >= 1 && o.workers <= 65536, "compile: --workers must be in [1, 65536], got ", o.workers);
+  KEEL_CHECK(o.batch >= 1 && o.batch <= 4096, "compile: --batch must be in [1, 4096], got ", o.batch);
+  KEEL_CHECK(o.batch == g.batch, "compile: the graph was built for batch ", g.batch, ", options say ", o.batch);
+  KEEL_CHECK(o.max_context >= 2, "compile: --max-context must be >= 2, got ", o.max_context);
+  KEEL_CHECK(c.max_position <= 0 || o.max_context <= c.max_position, "compile: --max-context ",
+             o.max_context, " exceeds the model's max_position_embeddings ", c.max_position);
+  KEEL_CHECK(o.page_size >= 1, "compile: --page-size must be >= 1, got ", o.page_size);
+  KEEL_CHECK(o.row_align >= 1, "compile: row_align must be >= 1");
+  KEEL_CHECK(o.bandwidth_GBps > 0 && o.task_overhead_us >= 0, "compile: bad cost model parameters");
+  KEEL_CHECK(o.o_split_k >= 0 && o.down_split_k >= 0 && o.attn_chunks >= 0, "compile: negative split option");
+  if (o.ring_len <= 0) o.ring_len = o.max_context;
+  b.fused = fuse(g);
+  b.bytes_per_us_per_worker = o.bandwidth_GBps * 1e3 / double(o.workers);
+  ProgramHeader& h = b.p.h;
+  h.arch = int32_t(c.arch);
+  h.n_layers = int32_t(c.n_layers);
+  h.hidden = int32_t(c.hidden);
+  h.intermediate = int32_t(c.intermediate);
+  h.n_heads = int32_t(c.n_heads);
+  h.n_kv_heads = int32_t(c.n_kv_heads);
+  h.head_dim = int32_t(c.head_dim);
+  h.vocab = int32_t(c.vocab);
+  h.rms_eps = float(c.rms_eps);
+  h.attn_scale = float(1.0 / std::sqrt(double(c.head_dim)));
+  h.qk_norm = c.qk_norm;
+  h.qkv_bias = c.qkv_bias;
+  h.o_bias = c.o_bias;
+  h.mlp_bias = c.mlp_bias;
+  h.tie_embeddings = c.tie_embeddings;
+  h.n_workers = o.workers;
+  h.batch = o.batch;
+  h.max_context = o.max_context;
+  h.page_size = o.page_size;
+  h.pages_per_seq = (o.max_context + o.page_size - 1) / o.page_size;
+  h.n_pages = h.pages_per_seq * o.batch;
+  h.ring_len = o.ring_len;
+  int C = o.attn_chunks;
+  if (C == 0) C = std::clamp(o.workers / int(o.batch * c.n_kv_heads), 1, 32);
+  h.n_chunks = std::min(C, o.max_context);
+  return b;
+}
+
+Program compile_graph(const graph::Graph& g, const CompileOptions& opt) {
+  Build b = begin_build(g, opt);
+  plan_buffers(b);
+  partition(b);
+  allocate_arenas(b);
+  build_dependencies(b);
+  place(b);
+  b.p.h.n_buffers = uint32_t(b.p.buffers.size());
+  b.p.validate();
+  return std::move(b.p);
+}
+
+Program compile(const model::ModelConfig& cfg, const CompileOptions& opt) {
+  return compile_graph(graph::build_decode_graph(cfg, opt.batch), opt);
+}
+
+std::vector<uint64_t> bytes_per_worker(const Program& p) {
+  std::vector<uint64_t> out(size_t(p.h.n_workers), 0);
+  for (int w = 0; w < p.h.n_workers; ++w)
+    for (const uint32_t* t = p.worker_begin(w); t != p.worker_end(w); ++t) out[w] += p.tasks[*t].weight_bytes;
+  return out;
+}
+
+}  // namespace keel::compiler

@@ -1,0 +1,59 @@
+// The CPU implementations of the Program's opcodes, one function per opcode,
+// named like the opcode (the CUDA implementations in src/exec/cuda carry the
+// same names). Each reads only its TaskDesc and the buffers it names, and
+// rounds where the GPU does: bf16 normed inputs, q, K/V, attention output and
+// MLP hidden; fp32 residual stream, accumulation, softmax and logits.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "compiler/program.h"
+#include "core/dtype.h"
+
+namespace keel::exec::cpu {
+
+using compiler::Program;
+using compiler::TaskDesc;
+
+/// Host hooks the Step task calls (the GPU instead writes the ring and lets
+/// the host poll it).
+struct StepHooks {
+  /// Called with the logits of sequence b for the token it processed this step,
+  /// before any sampling transform. May be empty.
+  std::function<void(int b, const float* logits)> capture;
+  /// Called when sequence b emits a token.
+  std::function<void(int b, int32_t token)> on_token;
+};
+
+/// What a task needs to find its operands: a base pointer and dtype per buffer.
+struct TaskContext {
+  const Program* p = nullptr;
+  std::vector<uint8_t*> ptr;   // per buffer id (weights: the bound tensor)
+  std::vector<DType> dtype;    // per buffer id (weights: the stored dtype)
+  const StepHooks* hooks = nullptr;
+
+  template <class T>
+  T* as(int32_t buf) const { return reinterpret_cast<T*>(ptr[size_t(buf)]); }
+};
+
+void qkv_proj(const TaskContext& c, const TaskDesc& t);
+void gate_up(const TaskContext& c, const TaskDesc& t);
+void attn_partial(const TaskContext& c, const TaskDesc& t);
+void attn_merge(const TaskContext& c, const TaskDesc& t);
+void matvec_residual(const TaskContext& c, const TaskDesc& t);
+void lm_head(const TaskContext& c, const TaskDesc& t);
+void step(const TaskContext& c, const TaskDesc& t);
+
+/// Runs one task by opcode.
+void run_task(const TaskContext& c, const TaskDesc& t);
+
+/// The Step task's token choice when sampling (temperature > 0): repetition
+/// penalty over `history`, temperature, top-k, top-p, min-p, then a draw with
+/// uniform `u` over the survivors in ascending id order (engine::Sampler's
+/// semantics, with the Program's counter-based random number). Modifies logits.
+int32_t sample_token(float* logits, int64_t vocab, const int32_t* history, int64_t n_history,
+                     const compiler::SeqState& s, float u);
+
+}  // namespace keel::exec::cpu
