@@ -37,7 +37,25 @@ if has bench; then
   run_bench qwen3-1.7b --config "$D/shared/models/qwen3-tokenizer/Qwen3-1.7B/config.json"
   run_bench qwen3-8b --config "$D/shared/models/qwen3-tokenizer/Qwen3-8B/config.json"
   grep -v RESULT "$OUT/bench.log"
-  rm -f "$OUT"/trace-llama3.2-1b.json "$OUT"/trace-qwen3-1.7b.json "$OUT"/trace-stories260K.json
+  # Where the megakernel's time goes: per task kind, mean busy and wait time per task.
+  for n in stories260K llama3.2-1b qwen3-8b; do
+    [[ -f "$OUT/trace-$n.json" ]] || continue
+    python3 - "$OUT/trace-$n.json" "$n" <<'PY'
+import json, sys, collections
+ev = json.load(open(sys.argv[1]))["traceEvents"]
+busy = collections.defaultdict(list); wait = collections.defaultdict(float); cnt = collections.Counter()
+last = {}
+for e in sorted(ev, key=lambda e: (e["tid"], e["ts"])):
+    if e["name"] == "wait":
+        last[e["tid"]] = e["dur"]; continue
+    k = e["name"].split()[0]
+    busy[k].append(e["dur"]); wait[k] += last.pop(e["tid"], 0.0); cnt[k] += 1
+print(f"trace {sys.argv[2]}: per task kind: n, mean busy us, mean wait us")
+for k in busy:
+    print(f"  {k:7s} {cnt[k]:6d} {sum(busy[k])/cnt[k]:8.2f} {wait[k]/cnt[k]:8.2f}")
+PY
+  done
+  rm -f "$OUT"/trace-qwen3-1.7b.json "$OUT"/trace-stories260K.json "$OUT"/trace-qwen3-8b.json
 fi
 
 if has peer; then

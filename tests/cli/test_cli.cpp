@@ -201,3 +201,31 @@ TEST(Cli, InfoDescribesTheModel) {
   EXPECT_GT(j["bytes_per_token"].get<double>(), 0);
   EXPECT_TRUE(j["gpus"].is_array());
 }
+
+// Issue acceptance: Qwen3-8B at 132 workers compiles (shapes only) and every
+// worker streams within 5% of the mean bytes.
+TEST(Cli, CompileQwen3_8BIsBalanced) {
+  CmdResult r = run("compile --config " + kShared + "/models/qwen3-tokenizer/Qwen3-8B/config.json --workers 132 --batch 1 --report");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto at = r.out.find("max/mean ");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  double ratio = std::stod(r.out.substr(at + 9));
+  EXPECT_LE(ratio, 1.05) << r.out;
+  EXPECT_NE(r.out.find("ms/token"), std::string::npos);
+}
+
+TEST(Cli, CompileSavesCheckableProgramAndRejectsMalformedOnes) {
+  std::string out = tmp_path("stories.keel");
+  CmdResult r = run("compile --model " + model_dir("stories260K") + " --workers 7 --batch 3 --check --out " + out);
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = run("compile --program " + out + " --check --report");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("loaded"), std::string::npos);
+  // Truncate the file: a clear error naming it.
+  std::string bytes = keel::read_text_file(out);
+  std::string cut = tmp_path("cut.keel");
+  std::ofstream(cut, std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+  r = run("compile --program " + cut + " --report");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find(cut), std::string::npos) << r.err;
+}

@@ -75,6 +75,12 @@ RunResult CpuExecutor::run(const std::vector<Sequence>& seqs, const RunOptions& 
              " eos ids");
   // --- launch setup ---
   std::fill(workspace_.begin(), workspace_.end(), 0);
+  // Activations start as NaN, so reading one before it is written (a missing
+  // dependency) poisons the output instead of reading a plausible zero.
+  for (const compiler::BufferDesc& b : p_.buffers)
+    if (BufferKind(b.kind) == BufferKind::Activation)
+      std::memset(reinterpret_cast<uint8_t*>(workspace_.data()) + b.offset, 0xff,
+                  b.count * dtype_size(DType(b.dtype)));
   for (uint32_t c = 0; c < h.n_counters; ++c) impl_->counters[c].store(0, std::memory_order_relaxed);
   int32_t* pt = ctx_.as<int32_t>(h.buf_page_table);
   for (int64_t i = 0; i < int64_t(B) * h.pages_per_seq; ++i) pt[i] = int32_t(i);
@@ -149,7 +155,7 @@ RunResult CpuExecutor::run(const std::vector<Sequence>& seqs, const RunOptions& 
     uint32_t pos = 0;
     bool finished = false;
   };
-  std::vector<Worker> workers(size_t(W));
+  std::vector<Worker> workers(static_cast<size_t>(W));
   std::atomic<int> unfinished{W};
   std::atomic<bool> failed{false};
   std::atomic<uint64_t> tasks_run{0};

@@ -67,7 +67,7 @@ void qkv_proj(const TaskContext& c, const TaskDesc& t) {
   const auto& h = c.p->h;
   const int64_t H = h.hidden, hd = h.head_dim, half = hd / 2;
   const int kind = t.arg[0];
-  std::vector<float> n(size_t(H)), y(size_t(hd));
+  std::vector<float> n(static_cast<size_t>(H)), y(static_cast<size_t>(hd));
   const float* inv_freq = c.as<float>(h.buf_rope);
   for (int b = t.b0; b < t.b1; ++b) {
     rms_norm_bf16(c, c.as<float>(t.buf[0]) + b * H, t.buf[1], H, n.data());
@@ -107,7 +107,7 @@ void qkv_proj(const TaskContext& c, const TaskDesc& t) {
 void gate_up(const TaskContext& c, const TaskDesc& t) {
   const auto& h = c.p->h;
   const int64_t H = h.hidden, I = h.intermediate;
-  std::vector<float> n(size_t(H));
+  std::vector<float> n(static_cast<size_t>(H));
   for (int b = t.b0; b < t.b1; ++b) {
     rms_norm_bf16(c, c.as<float>(t.buf[0]) + b * H, t.buf[1], H, n.data());
     uint16_t* out = c.as<uint16_t>(t.buf[6]) + b * I;
@@ -128,7 +128,7 @@ void attn_partial(const TaskContext& c, const TaskDesc& t) {
   const int64_t len = int64_t(c.as<SeqState>(t.buf[4])[b].pos) + 1;
   const int64_t p0 = len * chunk / C, p1 = len * (chunk + 1) / C;
   float* part = c.as<float>(t.buf[3]) + ((int64_t(b) * h.n_kv_heads + kvh) * C + chunk) * g * (hd + 2);
-  std::vector<float> q(size_t(hd)), o(size_t(hd)), s(size_t(std::max<int64_t>(p1 - p0, 1)));
+  std::vector<float> q(static_cast<size_t>(hd)), o(static_cast<size_t>(hd)), s(size_t(std::max<int64_t>(p1 - p0, 1)));
   for (int64_t j = 0; j < g; ++j) {
     const uint16_t* qh = c.as<uint16_t>(t.buf[0]) + int64_t(b) * h.n_heads * hd + (kvh * g + j) * hd;
     for (int64_t i = 0; i < hd; ++i) q[size_t(i)] = bf16_to_f32(qh[i]);
@@ -161,7 +161,7 @@ void attn_merge(const TaskContext& c, const TaskDesc& t) {
   const int b = t.b0, kvh = t.arg[0];
   const float* part = c.as<float>(t.buf[0]) + (int64_t(b) * h.n_kv_heads + kvh) * C * g * (hd + 2);
   uint16_t* out = c.as<uint16_t>(t.buf[1]) + int64_t(b) * h.n_heads * hd;
-  std::vector<float> o(size_t(hd));
+  std::vector<float> o(static_cast<size_t>(hd));
   for (int64_t j = 0; j < g; ++j) {
     float M = -INFINITY;
     for (int64_t ch = 0; ch < C; ++ch) M = std::max(M, part[(ch * g + j) * (hd + 2) + hd]);
@@ -182,7 +182,7 @@ void matvec_residual(const TaskContext& c, const TaskDesc& t) {
   const compiler::BufferDesc& a = c.p->buffer(t.buf[0]);
   const compiler::BufferDesc& w = c.p->buffer(t.buf[1]);
   const compiler::BufferDesc& x = c.p->buffer(t.buf[3]);
-  std::vector<float> av(size_t(a.cols));
+  std::vector<float> av(static_cast<size_t>(a.cols));
   for (int b = t.b0; b < t.b1; ++b) {
     const uint16_t* ab = c.as<uint16_t>(t.buf[0]) + b * a.cols;
     for (int64_t k = t.k0; k < t.k1; ++k) av[size_t(k)] = bf16_to_f32(ab[k]);
@@ -201,7 +201,7 @@ void matvec_residual(const TaskContext& c, const TaskDesc& t) {
 void lm_head(const TaskContext& c, const TaskDesc& t) {
   const auto& h = c.p->h;
   const int64_t H = h.hidden, V = h.vocab, T = h.n_lm_tiles;
-  std::vector<float> n(size_t(H));
+  std::vector<float> n(static_cast<size_t>(H));
   for (int b = t.b0; b < t.b1; ++b) {
     rms_norm_bf16(c, c.as<float>(t.buf[0]) + b * H, t.buf[1], H, n.data());
     float* logits = c.as<float>(t.buf[3]) + b * V;

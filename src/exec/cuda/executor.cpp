@@ -287,12 +287,19 @@ struct Executor::Impl {
     size_t attn_bytes = size_t(attn_scratch_floats(gq, dm.head_dim, attn_sub)) * 4;
     size_t act = std::max(size_t(std::max({dm.ldh, dm.ldq, dm.ldi})) * 2, attn_bytes);
     act_bytes = uint32_t((act + 127) / 128 * 128);
+    // Per-task results (every matvec task but the LM head's keeps its rows' sums).
+    int max_rows = 0;
+    for (const auto& t : tasks)
+      if (t.op == Op::QKV || t.op == Op::OPROJ || t.op == Op::GATEUP || t.op == Op::DOWN)
+        max_rows = std::max(max_rows, t.row1 - t.row0);
+    const size_t res_bytes = (size_t(max_rows) * 4 + 127) / 128 * 128;
     const size_t budget = smem_optin - kStaticSmemReserve;
-    KEEL_CHECK(budget > act_bytes + 2 * size_t(stage_bytes),
-               "cuda backend: rows of ", row_max, " bytes do not fit two ring stages in ",
-               smem_optin, " bytes of shared memory");
-    n_stages = int(std::min<size_t>(kMaxRingStages, (budget - act_bytes) / stage_bytes));
-    dyn_smem = size_t(n_stages) * stage_bytes + act_bytes;
+    KEEL_CHECK(budget > act_bytes + res_bytes + 2 * size_t(stage_bytes),
+               "cuda backend: rows of ", row_max, " bytes and tasks of ", max_rows,
+               " rows do not fit two ring stages in ", smem_optin,
+               " bytes of shared memory (use more workers)");
+    n_stages = int(std::min<size_t>(kMaxRingStages, (budget - act_bytes - res_bytes) / stage_bytes));
+    dyn_smem = size_t(n_stages) * stage_bytes + act_bytes + res_bytes;
     const int per_sm = prepare_kernels(dyn_smem);
     KEEL_CHECK(per_sm >= 1 && grid <= per_sm * sms, "cuda backend: ", grid,
                " workers cannot be co-resident (", per_sm, " block(s) per SM x ", sms, " SMs)");

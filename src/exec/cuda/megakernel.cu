@@ -24,8 +24,8 @@ using namespace dev;
 struct alignas(16) SmemStatic {
   uint64_t full[kMaxRingStages];
   uint64_t empty[kMaxRingStages];
-  float res[256];
   float red[kComputeWarps];
+  float red2[2][kComputeWarps];
   float redv[kComputeWarps];
   int redi[kComputeWarps];
   int flag, tok, abort, stop;
@@ -48,6 +48,7 @@ __device__ void run_cta(const Params& P, int stage_filter) {
   const uint32_t SB = P.stage_bytes;
   char* ring = reinterpret_cast<char*>(dsmem);
   uint16_t* act = reinterpret_cast<uint16_t*>(dsmem + size_t(NS) * SB);
+  float* res = reinterpret_cast<float*>(dsmem + size_t(NS) * SB + P.act_bytes);  // [max task rows]
   const StepIO& io = P.io;
   const DevModel& m = P.m;
   int s0, s1;
@@ -160,18 +161,32 @@ __device__ void run_cta(const Params& P, int stage_filter) {
             const int cap = chunk_rows(w, P.stage_bytes);
             float best_v = -INFINITY;
             int best_i = 0x7fffffff;
+            int parity = 0;
             for (int r = t.row0; r < t.row1; r += cap) {
               const int n = min(cap, t.row1 - r);
               const int slot = seq % NS;
               mbar_wait(&S.full[slot], (seq / NS) & 1);
-              matvec_tile(ring + size_t(slot) * SB, w, n, cap, act, S.res, S.red);
+              int row;
+              float sum;
+              const bool leader = matvec_tile(ring + size_t(slot) * SB, w, n, cap, act,
+                                              S.red2[parity], &row, &sum);
+              parity ^= 1;
               __syncwarp();
               if (lane == 0) mbar_arrive(&S.empty[slot]);
               ++seq;
-              compute_sync();
-              matvec_epilogue(m, io, t, r, n, S.res, best_v, best_i);
-              compute_sync();
+              if (leader) {
+                if (t.op == Op::LMHEAD) {
+                  if (sum > best_v || (sum == best_v && r + row < best_i)) {
+                    best_v = sum;
+                    best_i = r + row;
+                  }
+                } else {
+                  res[r - t.row0 + row] = sum;
+                }
+              }
             }
+            compute_sync();
+            if (t.op != Op::LMHEAD) matvec_epilogue(m, io, t, res);
             if (t.op == Op::LMHEAD) lm_finish(io, t, best_v, best_i, S.redv, S.redi);
             break;
           }

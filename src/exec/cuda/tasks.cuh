@@ -81,22 +81,72 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
 }
 
 /// act[k] = bf16(bf16(x[k] * rsqrt(mean(x^2) + eps)) * w[k]) for k < n; zero pad to ld.
+/// Fast path: x is read once, 16 bytes per load, every load in flight before
+/// the first use (x lives in L2, written by other SMs: a latency-bound read).
 __device__ void prep_norm(const float* x, const float* w, int n, int ld, float eps,
                           uint16_t* act, float* red) {
+  constexpr int kMaxVec = 8;  // float4 per thread: n <= 8192
+  const int tid = threadIdx.x;
+  if (n % 4 == 0 && n <= kMaxVec * 4 * kComputeThreads) {
+    float4 v[kMaxVec];
+    float ss = 0;
+#pragma unroll
+    for (int i = 0; i < kMaxVec; ++i) {
+      const int q = tid + i * kComputeThreads;
+      v[i] = q * 4 < n ? __ldcg(reinterpret_cast<const float4*>(x) + q) : make_float4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int i = 0; i < kMaxVec; ++i) ss += v[i].x * v[i].x + v[i].y * v[i].y + v[i].z * v[i].z + v[i].w * v[i].w;
+    ss = block_sum(ss, red);
+    const float r = 1.0f / sqrtf(ss / float(n) + eps);
+#pragma unroll
+    for (int i = 0; i < kMaxVec; ++i) {
+      const int q = tid + i * kComputeThreads;
+      if (q * 4 < n) {
+        const float4 g = __ldg(reinterpret_cast<const float4*>(w) + q);
+        uint2 o;
+        o.x = uint32_t(f32_to_bf16(round_bf16(v[i].x * r) * g.x)) |
+              (uint32_t(f32_to_bf16(round_bf16(v[i].y * r) * g.y)) << 16);
+        o.y = uint32_t(f32_to_bf16(round_bf16(v[i].z * r) * g.z)) |
+              (uint32_t(f32_to_bf16(round_bf16(v[i].w * r) * g.w)) << 16);
+        reinterpret_cast<uint2*>(act)[q] = o;
+      }
+    }
+    for (int k = n + tid; k < ld; k += kComputeThreads) act[k] = 0;
+    return;
+  }
   float ss = 0;
-  for (int k = threadIdx.x; k < n; k += kComputeThreads) {
+  for (int k = tid; k < n; k += kComputeThreads) {
     float v = __ldcg(x + k);
     ss += v * v;
   }
   ss = block_sum(ss, red);
   const float r = 1.0f / sqrtf(ss / float(n) + eps);
-  for (int k = threadIdx.x; k < ld; k += kComputeThreads)
+  for (int k = tid; k < ld; k += kComputeThreads)
     act[k] = k < n ? f32_to_bf16(round_bf16(__ldcg(x + k) * r) * w[k]) : uint16_t(0);
 }
 
-/// act[k] = src[k] (bf16) for k < n; zero pad to ld.
+/// act[k] = src[k] (bf16) for k < n; zero pad to ld. 16-byte loads, unrolled.
 __device__ void prep_copy(const uint16_t* src, int n, int ld, uint16_t* act) {
-  for (int k = threadIdx.x; k < ld; k += kComputeThreads)
+  const int tid = threadIdx.x;
+  if (n % 8 == 0) {
+    const int nv = n / 8;
+    const uint4* s4 = reinterpret_cast<const uint4*>(src);
+    uint4* a4 = reinterpret_cast<uint4*>(act);
+    int q = tid;
+    for (; q + 3 * kComputeThreads < nv; q += 4 * kComputeThreads) {
+      const uint4 a = __ldcg(s4 + q), b = __ldcg(s4 + q + kComputeThreads),
+                  c = __ldcg(s4 + q + 2 * kComputeThreads), d = __ldcg(s4 + q + 3 * kComputeThreads);
+      a4[q] = a;
+      a4[q + kComputeThreads] = b;
+      a4[q + 2 * kComputeThreads] = c;
+      a4[q + 3 * kComputeThreads] = d;
+    }
+    for (; q < nv; q += kComputeThreads) a4[q] = __ldcg(s4 + q);
+    for (int k = n + tid; k < ld; k += kComputeThreads) act[k] = 0;
+    return;
+  }
+  for (int k = tid; k < ld; k += kComputeThreads)
     act[k] = k < n ? __ldcg(reinterpret_cast<const unsigned short*>(src) + k) : uint16_t(0);
 }
 
@@ -138,10 +188,14 @@ __device__ __forceinline__ float dot8_f16(uint4 w, uint4 a) {
   return s;
 }
 
-/// Dot products of `n` rows of a tile in shared memory with act; row i's sum
-/// lands in res[i]. Threads per row = 256 / cap (cap = chunk_rows).
-__device__ void matvec_tile(const char* tile, const MatRef& w, int n, int cap,
-                            const uint16_t* act, float* res, float* red) {
+/// Dot products of `n` rows of a tile in shared memory with act. Threads per
+/// row = 256 / cap (cap = chunk_rows); returns true in the row's leader thread
+/// (sub == 0), with the row in *row_out and its sum in *sum. `red` holds 8
+/// floats (callers alternate two buffers between consecutive tiles, so one
+/// barrier per tile suffices).
+__device__ __forceinline__ bool matvec_tile(const char* tile, const MatRef& w, int n, int cap,
+                                            const uint16_t* act, float* red, int* row_out,
+                                            float* sum) {
   const int tpr = kComputeThreads / cap;
   const int t = threadIdx.x;
   const int row = t / tpr, sub = t % tpr;
@@ -163,64 +217,63 @@ __device__ void matvec_tile(const char* tile, const MatRef& w, int n, int cap,
       const uint4* wr = reinterpret_cast<const uint4*>(tile + size_t(row) * w.ld * 2);
       const uint4* a = reinterpret_cast<const uint4*>(act);
       if (w.wt == WType::BF16) {
-#pragma unroll 4
-        for (int v = sub; v < w.ld / 8; v += tpr) s += dot8_bf16(wr[v], a[v]);
+        float s1 = 0;
+        int v = sub;
+        for (; v + tpr < w.ld / 8; v += 2 * tpr) {
+          s += dot8_bf16(wr[v], a[v]);
+          s1 += dot8_bf16(wr[v + tpr], a[v + tpr]);
+        }
+        if (v < w.ld / 8) s += dot8_bf16(wr[v], a[v]);
+        s += s1;
       } else {
         for (int v = sub; v < w.ld / 8; v += tpr) s += dot8_f16(wr[v], a[v]);
       }
     }
   }
+  *row_out = row;
   if (tpr <= 32) {
     for (int o = tpr / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    if (sub == 0 && row < n) res[row] = s;
-  } else {
-    s = warp_sum(s);
-    const int warp = t / 32, lane = t % 32;
-    if (lane == 0) red[warp] = s;
-    compute_sync();
-    if (sub == 0 && row < n) {
-      float tot = 0;
-      for (int i = 0; i < tpr / 32; ++i) tot += red[warp + i];
-      res[row] = tot;
-    }
+    *sum = s;
+    return sub == 0 && row < n;
   }
+  s = warp_sum(s);
+  const int warp = t / 32, lane = t % 32;
+  if (lane == 0) red[warp] = s;
+  compute_sync();
+  if (sub == 0 && row < n) {
+    float tot = 0;
+    for (int i = 0; i < tpr / 32; ++i) tot += red[warp + i];
+    *sum = tot;
+    return true;
+  }
+  return false;
 }
 
 __device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
 
-/// Writes a finished chunk's rows [r, r + n) (res[] holds the dot products).
-/// LMHEAD keeps the best (value, index) in best_v / best_i per thread.
-__device__ void matvec_epilogue(const DevModel& m, const StepIO& io, const DevTask& t, int r,
-                                int n, const float* res, float& best_v, int& best_i) {
-  const int i = threadIdx.x;
-  const DevLayer* L = t.op == Op::LMHEAD ? nullptr : &m.layers[t.layer];
+/// Writes a finished task's rows [row0, row1) from res[] (res[i] = row0 + i),
+/// every row's global reads in flight at once.
+__device__ void matvec_epilogue(const DevModel& m, const StepIO& io, const DevTask& t,
+                                const float* res) {
+  const DevLayer& L = m.layers[t.layer];
+  const int r0 = t.row0, n = t.row1 - t.row0;
   switch (t.op) {
     case Op::QKV:
-      if (i < n) {
-        float v = res[i] + (L->bqkv ? L->bqkv[r + i] : 0.0f);
-        io.qkv[r + i] = f32_to_bf16(v);
-      }
+      for (int i = threadIdx.x; i < n; i += kComputeThreads)
+        io.qkv[r0 + i] = f32_to_bf16(res[i] + (L.bqkv ? L.bqkv[r0 + i] : 0.0f));
       break;
     case Op::OPROJ:
-      if (i < n) io.x[r + i] += res[i] + (L->bo ? L->bo[r + i] : 0.0f);
+    case Op::DOWN: {
+      const float* b = t.op == Op::OPROJ ? L.bo : L.bd;
+      for (int i = threadIdx.x; i < n; i += kComputeThreads)
+        io.x[r0 + i] = __ldcg(io.x + r0 + i) + res[i] + (b ? b[r0 + i] : 0.0f);
       break;
-    case Op::DOWN:
-      if (i < n) io.x[r + i] += res[i] + (L->bd ? L->bd[r + i] : 0.0f);
-      break;
+    }
     case Op::GATEUP:
-      if (i < n / 2) {
-        float g = res[2 * i] + (L->bgu ? L->bgu[r + 2 * i] : 0.0f);
-        float u = res[2 * i + 1] + (L->bgu ? L->bgu[r + 2 * i + 1] : 0.0f);
-        io.hbuf[(r >> 1) + i] = f32_to_bf16(silu(g) * u);
-      }
-      break;
-    case Op::LMHEAD:
-      if (i < n) {
-        float v = res[i];
-        if (v > best_v || (v == best_v && r + i < best_i)) {
-          best_v = v;
-          best_i = r + i;
-        }
+      for (int i = threadIdx.x; i < n / 2; i += kComputeThreads) {
+        const float g = res[2 * i] + (L.bgu ? L.bgu[r0 + 2 * i] : 0.0f);
+        const float u = res[2 * i + 1] + (L.bgu ? L.bgu[r0 + 2 * i + 1] : 0.0f);
+        io.hbuf[(r0 >> 1) + i] = f32_to_bf16(silu(g) * u);
       }
       break;
     default: break;
