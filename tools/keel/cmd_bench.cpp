@@ -1,9 +1,15 @@
 // `keel bench`: decode speed on the GPU against the card's measured read
 // bandwidth, per launch mode (megakernel, per-op kernels, CUDA graph).
 #include <cstdio>
+#include <nlohmann/json.hpp>
 
 #include "cli_common.h"
 #include "core/error.h"
+#include "core/mapped_file.h"
+#include "model/config.h"
+#if KEEL_EXEC_CUDA_AVAILABLE
+#include "exec/cuda/bench.h"
+#endif
 
 namespace keel::cli {
 
@@ -16,7 +22,46 @@ struct BenchArgs {
 };
 
 int run_bench(const BenchArgs& a) {
-  fail("bench: not yet wired");
+#if KEEL_EXEC_CUDA_AVAILABLE
+  namespace kc = exec::cuda;
+  if (!kc::have_gpu()) fail("bench: no usable CUDA GPU on this machine");
+  kc::BenchOptions opt;
+  opt.context = a.context;
+  opt.steps = a.tokens;
+  opt.batch = a.batch;
+  opt.trace_json = a.trace;
+  if (a.launch == "megakernel") opt.modes = {kc::LaunchMode::Megakernel};
+  if (a.launch == "per-op") opt.modes = {kc::LaunchMode::PerOp};
+  if (a.launch == "graph") opt.modes = {kc::LaunchMode::Graph};
+  std::string name;
+  kc::BenchReport rep;
+  if (!a.config.empty()) {
+    model::ModelConfig cfg = model::ModelConfig::load(a.config);
+    name = a.config;
+    rep = kc::bench_random(cfg, opt);
+  } else {
+    model::Model m = model::Model::load(a.model);
+    name = a.model;
+    rep = kc::bench_model(m, opt);
+  }
+  if (a.json) {
+    nlohmann::json rows = nlohmann::json::array();
+    for (const auto& r : rep.rows)
+      rows.push_back({{"launch", std::string(kc::launch_mode_name(r.mode))}, {"ms_per_token", r.ms_per_token},
+                      {"ms_p10", r.ms_p10}, {"ms_p90", r.ms_p90}, {"weight_GBps", r.weight_gbs},
+                      {"pct_of_read_bw", r.pct_of_read_bw}});
+    nlohmann::json j = {{"model", name}, {"gpu", rep.gpu}, {"sms", rep.sms}, {"read_bw_GBps", rep.read_bw_gbs},
+                        {"bytes_per_token", rep.bytes_per_token}, {"floor_ms", rep.floor_ms},
+                        {"tasks_per_step", rep.tasks_per_step}, {"context", a.context}, {"batch", a.batch},
+                        {"rows", rows}};
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf("%s", rep.table(name).c_str());
+  }
+  return 0;
+#else
+  fail("bench: this keel was built without CUDA (configure with -DKEEL_CUDA=ON on a machine with nvcc)");
+#endif
 }
 }  // namespace
 
