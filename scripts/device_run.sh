@@ -5,7 +5,7 @@
 # context 512), runs the PyTorch CUDA-graph peer, and prints one table. Logs go
 # under $OUT. Binaries and fixtures come from the carried folder .device/
 # (scripts/device_pack.sh fills it on the build machine).
-#   usage: scripts/device_run.sh [tests|bench|peer|all]...
+#   usage: scripts/device_run.sh [tests|bench|peer|cli|tune|all]...
 set -u
 D=${KEEL_DEVICE_DIR:-.device}
 OUT=${OUT:-/tmp/keel-out}
@@ -56,6 +56,35 @@ for k in busy:
 PY
   done
   rm -f "$OUT"/trace-qwen3-1.7b.json "$OUT"/trace-stories260K.json "$OUT"/trace-qwen3-8b.json
+fi
+
+# The keel CLI end to end on the GPU (when the pack carries it).
+if [[ " $what " == *" cli "* || " $what " == *" all "* ]] && [[ -x "$D/keel" ]]; then
+  {
+    "$D/keel" info --model "$D/shared/models/stories260K"
+    "$D/keel" generate --model "$D/shared/models/stories260K" --backend cuda \
+      --prompt "Once upon a time" --max-tokens 48
+    echo
+    "$D/keel" generate --model "$D/shared/models/stories260K" --backend reference \
+      --prompt "Once upon a time" --max-tokens 48
+    echo
+    "$D/keel" bench --config "$D/shared/models/qwen3-tokenizer/Qwen3-8B/config.json" --random-weights --launch all
+  } > "$OUT/cli.log" 2>&1
+  cat "$OUT/cli.log"
+fi
+
+# Ring / copy tunables (environment overrides read by the planner), megakernel only.
+if [[ " $what " == *" tune "* ]]; then
+  # stage KB, copy KB, L2 hint, L2 prefetch chunks ahead, max ring stages
+  tune_cfgs=("32 32 1 0 6" "64 64 1 0 3" "96 96 1 0 2" "64 64 0 0 3" "64 64 1 2 3")
+  for cfg in "${tune_cfgs[@]}"; do
+    set -- $cfg
+    for m in qwen3-8b:$D/shared/models/qwen3-tokenizer/Qwen3-8B/config.json llama3.2-1b:$D/configs/llama3.2-1b.json; do
+      KEEL_CUDA_STAGE_KB=$1 KEEL_CUDA_COPY_KB=$2 KEEL_CUDA_L2_HINT=$3 KEEL_CUDA_L2_AHEAD=$4 KEEL_CUDA_MAX_STAGES=$5 timeout 120 "$D/keel_cuda_bench" \
+        --name "${m%%:*}" --config "${m#*:}" --steps 64 --modes megakernel 2>&1 | grep RESULT | \
+        sed "s/^/stage=$1KB copy=$2KB hint=$3 l2ahead=$4 stages<=$5 /"
+    done
+  done | tee "$OUT/tune.log"
 fi
 
 if has peer; then

@@ -23,7 +23,8 @@ struct Inst {
 struct Seg {
   uint64_t hi = 0;
   std::vector<Inst> writers, readers;
-  int32_t accum_op = -1;
+  int32_t accum_op = -1;    // writers are atomic accumulates of this operator
+  std::vector<Inst> before; // what the accumulate group's members must all follow
 };
 using SegMap = std::map<uint64_t, Seg>;
 
@@ -213,18 +214,26 @@ struct Checker {
               seg.readers.push_back(me);
               return;
             }
-            const bool same_accum = a.mode == AccessMode::Accumulate && seg.accum_op == op;
-            if (!same_accum)
-              for (const Inst& w : seg.writers)
-                if (!knows(s, t, w)) return unordered(w, "also written by");
+            const bool same_accum = a.mode == AccessMode::Accumulate && seg.accum_op == op && seg.readers.empty();
+            if (same_accum) {  // commutes with the group, but follows what the group follows
+              for (const Inst& o : seg.before)
+                if (!knows(s, t, o)) return unordered(o, "accumulated after an access by");
+              seg.writers.push_back(me);
+              return;
+            }
+            for (const Inst& w : seg.writers)
+              if (!knows(s, t, w)) return unordered(w, "also written by");
             for (const Inst& rd : seg.readers)
               if (!knows(s, t, rd)) return unordered(rd, "still read by");
-            if (same_accum) {
-              seg.writers.push_back(me);
+            if (a.mode == AccessMode::Accumulate) {
+              seg.before = seg.writers;
+              seg.before.insert(seg.before.end(), seg.readers.begin(), seg.readers.end());
+              seg.accum_op = op;
             } else {
-              seg.writers.assign(1, me);
-              seg.accum_op = a.mode == AccessMode::Accumulate ? op : -1;
+              seg.before.clear();
+              seg.accum_op = -1;
             }
+            seg.writers.assign(1, me);
             seg.readers.clear();
           });
           if (!ok) return false;

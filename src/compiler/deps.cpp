@@ -22,7 +22,8 @@ namespace {
 struct Seg {
   uint64_t hi = 0;
   std::vector<uint32_t> writers, readers;
-  int32_t accum_op = -1;  // writers are accumulates of this operator
+  int32_t accum_op = -1;          // writers are accumulates of this operator
+  std::vector<uint32_t> before;   // accesses every member of that group must follow
 };
 using SegMap = std::map<uint64_t, Seg>;
 
@@ -107,13 +108,19 @@ void build_dependencies(Build& b) {
               s.writers.assign(1, inst);
               s.readers.clear();
               s.accum_op = -1;
+              s.before.clear();
               break;
             case AccessMode::Accumulate:
-              add(s.readers);
-              if (s.accum_op == op) {
+              if (s.accum_op == op && s.readers.empty()) {
+                // Commutes with the group's other adds, but must follow
+                // everything the group's first add followed.
+                add(s.before);
                 s.writers.push_back(inst);
               } else {
                 add(s.writers);
+                add(s.readers);
+                s.before = s.writers;
+                s.before.insert(s.before.end(), s.readers.begin(), s.readers.end());
                 s.writers.assign(1, inst);
                 s.accum_op = op;
               }

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstring>
 #include <numeric>
+#include <unordered_map>
 
 #include "compiler/passes.h"
 #include "core/error.h"
@@ -37,14 +38,36 @@ struct Partitioner {
   }
   void end_op() { b.p.ops.back().task_count = uint32_t(b.p.tasks.size()) - b.p.ops.back().task_begin; }
 
+  // Predicted schedule: when each worker is free, and when the current
+  // operator's inputs are ready (operator-level barrier approximation).
+  double ready = 0, op_finish = 0;
+  std::vector<double> bytes;  // weight bytes assigned per worker so far
+
+  double avail(int w) const { return std::max(b.load_us[size_t(w)], ready); }
   void emit(TaskDesc t, int worker, double extra_us = 0) {
     t.cost_us = float(cost_us(t.weight_bytes) + extra_us);
     b.p.tasks.push_back(t);
     b.task_worker.push_back(worker);
-    b.load_us[worker] += t.cost_us;
+    b.load_us[size_t(worker)] = avail(worker) + t.cost_us;
+    bytes[size_t(worker)] += double(t.weight_bytes);
+    op_finish = std::max(op_finish, b.load_us[size_t(worker)]);
   }
+  // The worker free first (coarse tasks: attention, merges, steps).
   int least_loaded() const {
-    return int(std::min_element(b.load_us.begin(), b.load_us.end()) - b.load_us.begin());
+    int best = 0;
+    for (int w = 1; w < W; ++w)
+      if (avail(w) < avail(best)) best = w;
+    return best;
+  }
+  // The worker that has streamed the fewest bytes, among those free first
+  // (QKV heads: rotates the coarse head tiles over the workers layer by layer).
+  int fewest_bytes() const {
+    int best = 0;
+    for (int w = 1; w < W; ++w)
+      if (bytes[size_t(w)] < bytes[size_t(best)] ||
+          (bytes[size_t(w)] == bytes[size_t(best)] && avail(w) < avail(best)))
+        best = w;
+    return best;
   }
 
   // Water-filling: splits `units` rows of `unit_bytes` each (grouped in slices
@@ -52,7 +75,8 @@ struct Partitioner {
   template <class Fn>
   void water_fill(int64_t units, int64_t slice, uint64_t unit_bytes, Fn fn) {
     const double total = double(units) * double(unit_bytes) / b.bytes_per_us_per_worker;
-    std::vector<double> sorted = b.load_us;
+    std::vector<double> sorted(static_cast<size_t>(W));
+    for (int w = 0; w < W; ++w) sorted[size_t(w)] = avail(w);
     std::sort(sorted.begin(), sorted.end());
     // lambda: the level where the filled area equals `total`.
     double lambda = sorted[0] + total, acc = 0;
@@ -76,7 +100,7 @@ struct Partitioner {
     int64_t prev = 0;
     const double per_unit_us = double(unit_bytes) / b.bytes_per_us_per_worker;
     for (int w = 0; w < W; ++w) {
-      cum += std::max(0.0, lambda - b.load_us[w]) / per_unit_us;
+      cum += std::max(0.0, lambda - avail(w)) / per_unit_us;
       int64_t end = w + 1 == W ? units : snap(cum);
       end = std::max(end, prev);
       for (int64_t u = prev; u < end;) {  // split at slice boundaries
@@ -120,7 +144,7 @@ struct Partitioner {
         t.arg[1] = h0;
         t.arg[2] = h1;
         t.weight_bytes = uint64_t(t.row1 - t.row0) * c.hidden * es;
-        emit(t, least_loaded());
+        emit(t, fewest_bytes());
       }
     end_op();
   }
@@ -152,6 +176,7 @@ struct Partitioner {
           emit(t, least_loaded(), kv_us);
         }
     end_op();
+    ready = std::max(ready, op_finish);
     o = begin_op("attn_merge", Opcode::AttnMerge, op.layer);
     for (int bb = 0; bb < B; ++bb)
       for (int kvh = 0; kvh < nkv; ++kvh) {
@@ -290,9 +315,17 @@ struct Partitioner {
 void partition(Build& b) {
   KEEL_CHECK(b.p.tasks.empty(), "compiler: partition ran twice");
   const model::ModelConfig& c = b.fused.config;
-  Partitioner pt{b, c, b.opt.workers, dtype_size(c.dtype)};
+  Partitioner pt{b, c, b.opt.workers, dtype_size(c.dtype), 0, 0, {}};
   b.load_us.assign(size_t(b.opt.workers), 0.0);
+  // Operator-level readiness: an operator starts after the last writer of
+  // what it reads and after the last writer and readers of what it writes.
+  std::unordered_map<std::string, double> written, read;
+  pt.bytes.assign(size_t(b.opt.workers), 0.0);
   for (const graph::Op& op : b.fused.ops) {
+    pt.ready = 0;
+    for (const std::string& in : op.inputs) pt.ready = std::max(pt.ready, written[in]);
+    for (const std::string& out : op.outputs) pt.ready = std::max({pt.ready, written[out], read[out]});
+    pt.op_finish = pt.ready;
     switch (op.kind) {
       case graph::OpKind::FusedQkv: pt.qkv(op); break;
       case graph::OpKind::Attention: pt.attention(op); break;
@@ -303,6 +336,11 @@ void partition(Build& b) {
       default:
         fail("compiler: partition got unfused operator ", graph::op_kind_name(op.kind), " '", op.name,
              "' (run fuse first)");
+    }
+    for (const std::string& in : op.inputs) read[in] = std::max(read[in], pt.op_finish);
+    for (const std::string& out : op.outputs) {
+      written[out] = pt.op_finish;
+      read[out] = 0;
     }
   }
   b.p.h.n_tasks = uint32_t(b.p.tasks.size());

@@ -52,6 +52,151 @@ std::string describe_task(const Program& p, uint32_t task) {
   return os.str();
 }
 
+namespace {
+
+// Per-opcode operand checks, so a loaded Program can never make an executor
+// index outside a buffer: operand kinds and dtypes, weight shapes against the
+// row/k ranges, arguments against the header, and every workspace/KV range
+// (task_accesses checks those bounds).
+void validate_operands(const Program& p) {
+  const ProgramHeader& h = p.h;
+  auto want = [&](int32_t id, BufferKind kind, uint64_t count, const char* what) {
+    KEEL_CHECK(id >= 0 && size_t(id) < p.buffers.size() && BufferKind(p.buffers[id].kind) == kind,
+               "program: ", what, " buffer is missing or of the wrong kind");
+    KEEL_CHECK(count == 0 || p.buffers[id].count == count, "program: ", what, " buffer has ",
+               p.buffers[id].count, " elements, expected ", count);
+  };
+  const uint64_t B = uint64_t(h.batch);
+  want(h.buf_x, BufferKind::State, B * h.hidden, "x");
+  want(h.buf_state, BufferKind::State, B * kSeqStateWords, "state");
+  want(h.buf_control, BufferKind::State, kControlWords, "control");
+  want(h.buf_tokens, BufferKind::State, B * h.max_context, "tokens");
+  want(h.buf_ring, BufferKind::State, B * h.ring_len, "ring");
+  want(h.buf_page_table, BufferKind::State, B * h.pages_per_seq, "page_table");
+  want(h.buf_logits, BufferKind::State, B * h.vocab, "logits");
+  want(h.buf_argmax, BufferKind::State, B * 2 * h.n_lm_tiles, "argmax");
+  want(h.buf_embed, BufferKind::Weight, uint64_t(h.vocab) * h.hidden, "embedding");
+  want(h.buf_rope, BufferKind::Constant, uint64_t(h.head_dim / 2), "rope");
+  KEEL_CHECK(h.head_dim % 2 == 0 && h.ring_len > 0 && h.n_layers > 0 && h.intermediate > 0,
+             "program: bad dimensions in the header");
+  const uint64_t kv_count = uint64_t(h.n_pages) * h.n_kv_heads * h.page_size * h.head_dim;
+  std::vector<Access> acc;
+  for (size_t i = 0; i < p.tasks.size(); ++i) {
+    const TaskDesc& t = p.tasks[i];
+    auto where = [&] { return describe_task(p, uint32_t(i)); };
+    auto weight = [&](int slot, int64_t rows, int64_t cols, bool optional) {
+      const int32_t id = t.buf[slot];
+      if (id < 0) {
+        KEEL_CHECK(optional, "program: task ", where(), " lacks weight operand ", slot);
+        return;
+      }
+      const BufferDesc& b = p.buffers[id];
+      KEEL_CHECK(BufferKind(b.kind) == BufferKind::Weight && b.rows >= rows && b.cols == cols &&
+                     b.count == uint64_t(b.rows) * uint64_t(b.cols),
+                 "program: task ", where(), " operand ", slot, " '", b.name_view(), "' has shape [", b.rows,
+                 ",", b.cols, "], needs at least [", rows, ",", cols, "]");
+    };
+    auto kv = [&](int slot) {
+      const int32_t id = t.buf[slot];
+      KEEL_CHECK(id >= 0 && BufferKind(p.buffers[id].kind) == BufferKind::Kv && p.buffers[id].count == kv_count &&
+                     DType(p.buffers[id].dtype) == DType::BF16,
+                 "program: task ", where(), " operand ", slot, " is not a KV cache of ", kv_count, " bf16 elements");
+    };
+    auto is_state = [&](int slot, int32_t id) {
+      KEEL_CHECK(t.buf[slot] == id, "program: task ", where(), " operand ", slot, " must be the well-known buffer ", id);
+    };
+    const int64_t hd = h.head_dim;
+    switch (Opcode(t.opcode)) {
+      case Opcode::QkvProj: {
+        const int kind = t.arg[0];
+        const int64_t heads = kind == 0 ? h.n_heads : h.n_kv_heads;
+        KEEL_CHECK(kind >= 0 && kind <= 2 && 0 <= t.arg[1] && t.arg[1] < t.arg[2] && t.arg[2] <= heads &&
+                       t.row0 == t.arg[1] * hd && t.row1 == t.arg[2] * hd,
+                   "program: task ", where(), " has bad head range");
+        is_state(0, h.buf_x);
+        weight(1, 1, h.hidden, false);
+        weight(2, heads * hd, h.hidden, false);
+        weight(3, 1, heads * hd, true);
+        weight(4, 1, hd, true);
+        if (kind == 0) {
+          const BufferDesc& q = p.buffers[t.buf[5] < 0 ? 0 : t.buf[5]];
+          KEEL_CHECK(t.buf[5] >= 0 && BufferKind(q.kind) == BufferKind::Activation && DType(q.dtype) == DType::BF16 &&
+                         q.count == uint64_t(h.batch) * h.n_heads * hd,
+                     "program: task ", where(), " q output is not bf16 [B, n_heads*head_dim]");
+        } else {
+          kv(5);
+        }
+        is_state(6, h.buf_state);
+        is_state(7, h.buf_page_table);
+        break;
+      }
+      case Opcode::GateUp:
+        is_state(0, h.buf_x);
+        weight(1, 1, h.hidden, false);
+        weight(2, t.row1, h.hidden, false);
+        weight(3, t.row1, h.hidden, false);
+        weight(4, 1, h.intermediate, true);
+        weight(5, 1, h.intermediate, true);
+        KEEL_CHECK(t.row1 <= h.intermediate && t.buf[6] >= 0 && DType(p.buffers[t.buf[6]].dtype) == DType::BF16,
+                   "program: task ", where(), " has bad rows or output");
+        break;
+      case Opcode::AttnPartial:
+        KEEL_CHECK(t.arg[0] >= 0 && t.arg[0] < h.n_kv_heads && t.arg[1] >= 0 && t.arg[1] < t.arg[2] &&
+                       t.arg[2] == h.n_chunks && t.b1 == t.b0 + 1,
+                   "program: task ", where(), " has bad kv head, chunk or sequence");
+        kv(1);
+        kv(2);
+        is_state(4, h.buf_state);
+        is_state(5, h.buf_page_table);
+        KEEL_CHECK(t.buf[0] >= 0 && DType(p.buffers[t.buf[0]].dtype) == DType::BF16 && t.buf[3] >= 0 &&
+                       DType(p.buffers[t.buf[3]].dtype) == DType::F32,
+                   "program: task ", where(), " has bad q or partial operands");
+        break;
+      case Opcode::AttnMerge:
+        KEEL_CHECK(t.arg[0] >= 0 && t.arg[0] < h.n_kv_heads && t.arg[1] == h.n_chunks && t.b1 == t.b0 + 1 &&
+                       t.buf[0] >= 0 && DType(p.buffers[t.buf[0]].dtype) == DType::F32 && t.buf[1] >= 0 &&
+                       DType(p.buffers[t.buf[1]].dtype) == DType::BF16,
+                   "program: task ", where(), " has bad kv head, chunks or operands");
+        break;
+      case Opcode::MatvecResidual: {
+        KEEL_CHECK(t.buf[0] >= 0 && t.buf[1] >= 0 && DType(p.buffers[t.buf[0]].dtype) == DType::BF16,
+                   "program: task ", where(), " lacks its input or weight");
+        const BufferDesc& a = p.buffers[t.buf[0]];
+        weight(1, t.row1, a.cols, false);
+        weight(2, 1, h.hidden, true);
+        is_state(3, h.buf_x);
+        KEEL_CHECK(t.k1 <= a.cols && t.row1 <= h.hidden && p.buffers[t.buf[1]].rows == h.hidden,
+                   "program: task ", where(), " has rows or k outside its matrix");
+        break;
+      }
+      case Opcode::LmHead:
+        is_state(0, h.buf_x);
+        weight(1, 1, h.hidden, false);
+        weight(2, t.row1, h.hidden, false);
+        is_state(3, h.buf_logits);
+        is_state(4, h.buf_argmax);
+        KEEL_CHECK(t.row1 <= h.vocab && t.arg[0] >= 0 && t.arg[0] < h.n_lm_tiles, "program: task ", where(),
+                   " has rows or tile out of range");
+        break;
+      case Opcode::Step:
+        is_state(0, h.buf_logits);
+        is_state(1, h.buf_argmax);
+        is_state(2, h.buf_embed);
+        is_state(3, h.buf_x);
+        is_state(4, h.buf_state);
+        is_state(5, h.buf_tokens);
+        is_state(6, h.buf_ring);
+        is_state(7, h.buf_control);
+        KEEL_CHECK(t.arg[0] == h.n_lm_tiles && t.b1 == t.b0 + 1, "program: task ", where(), " has bad tiles or sequence");
+        break;
+    }
+    acc.clear();
+    task_accesses(p, t, acc);  // bounds of every workspace and KV range
+  }
+}
+
+}  // namespace
+
 void Program::validate() const {
   const ProgramHeader& hd = h;
   KEEL_CHECK(hd.magic == kProgramMagic, "program: bad magic");
@@ -149,6 +294,7 @@ void Program::validate() const {
   }
   for (size_t i = 0; i < tasks.size(); ++i)
     KEEL_CHECK(seen[i], "program: task ", describe_task(*this, uint32_t(i)), " is on no worker");
+  validate_operands(*this);
 }
 
 namespace {

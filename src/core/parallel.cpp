@@ -43,50 +43,62 @@ class Pool {
 
   void run(size_t n, size_t chunks, const std::function<void(size_t, size_t)>& fn) {
     std::lock_guard<std::mutex> serial(run_mu_);
+    Job job{&fn, n, chunks};
     std::unique_lock<std::mutex> lk(mu_);
-    fn_ = &fn;
-    n_ = n;
-    chunks_ = chunks;
-    next_.store(0);
-    done_ = 0;
+    job_ = &job;
     ++generation_;
     cv_.notify_all();
     lk.unlock();
-    work();  // the caller helps
+    work(job);  // the caller helps
     lk.lock();
-    done_cv_.wait(lk, [&] { return done_ == chunks_; });
-    fn_ = nullptr;
+    // The job lives on this stack frame: wait until every chunk is done and no
+    // worker still holds a pointer to it.
+    done_cv_.wait(lk, [&] { return job.done == job.chunks && job.active == 0; });
+    job_ = nullptr;
   }
 
  private:
-  void work() {
+  // One parallel_for call. Immutable but for the counters; workers join it
+  // under mu_ (active++) and leave under mu_, so a late worker can never take
+  // a chunk of a later job.
+  struct Job {
+    const std::function<void(size_t, size_t)>* fn;
+    size_t n, chunks;
+    std::atomic<size_t> next{0};
+    size_t done = 0;  // guarded by mu_
+    int active = 0;   // workers inside work(); guarded by mu_
+  };
+
+  void work(Job& j) {
     for (;;) {
-      size_t c = next_.fetch_add(1);
-      if (c >= chunks_) return;
-      size_t b = n_ * c / chunks_, e = n_ * (c + 1) / chunks_;
-      (*fn_)(b, e);
+      size_t c = j.next.fetch_add(1);
+      if (c >= j.chunks) return;
+      size_t b = j.n * c / j.chunks, e = j.n * (c + 1) / j.chunks;
+      (*j.fn)(b, e);
       std::lock_guard<std::mutex> lk(mu_);
-      if (++done_ == chunks_) done_cv_.notify_all();
+      if (++j.done == j.chunks) done_cv_.notify_all();
     }
   }
   void loop() {
     uint64_t seen = 0;
     for (;;) {
       std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait(lk, [&] { return stop_ || (generation_ != seen && fn_ != nullptr); });
+      cv_.wait(lk, [&] { return stop_ || (generation_ != seen && job_ != nullptr); });
       if (stop_) return;
       seen = generation_;
+      Job* j = job_;
+      ++j->active;
       lk.unlock();
-      work();
+      work(*j);
+      lk.lock();
+      if (--j->active == 0 && j->done == j->chunks) done_cv_.notify_all();
     }
   }
 
   std::vector<std::thread> threads_;
   std::mutex mu_, run_mu_;
   std::condition_variable cv_, done_cv_;
-  const std::function<void(size_t, size_t)>* fn_ = nullptr;
-  size_t n_ = 0, chunks_ = 0, done_ = 0;
-  std::atomic<size_t> next_{0};
+  Job* job_ = nullptr;
   uint64_t generation_ = 0;
   bool stop_ = false;
 };

@@ -264,9 +264,20 @@ ModelConfig ModelConfig::parse(const std::string& json_text, const std::string& 
   c.mlp_bias = row->honours_mlp_bias && mlp_bias;
   c.qk_norm = row->qk_norm;
 
-  // Sliding-window attention: mistral uses `sliding_window` when set; qwen2/3
-  // only when `use_sliding_window` is true.
+  // Sliding-window attention: mistral uses `sliding_window` in every layer when
+  // set; qwen2/3 only when `use_sliding_window` is true, and then (as in
+  // transformers) only in the layers from `max_window_layers` (default 28) on.
   bool window_on = (c.arch == Arch::Mistral) || f.boolean("use_sliding_window", false);
+  if (window_on && c.arch != Arch::Mistral) {
+    int64_t first_sliding = f.opt_int("max_window_layers", 28);
+    if (first_sliding < 0) f.bad("max_window_layers", cat("must not be negative, got ", first_sliding));
+    if (first_sliding >= c.n_layers) {
+      window_on = false;  // no layer reaches max_window_layers: full attention everywhere
+    } else if (first_sliding > 0 && f.has("sliding_window")) {
+      f.bad("max_window_layers", cat("(", first_sliding, ") mixes full-attention and sliding-window layers (",
+                                     c.n_layers, " layers); keel supports one attention kind for all layers"));
+    }
+  }
   if (window_on && f.has("sliding_window")) c.sliding_window = f.size("sliding_window", kMaxPosition);
   else f.opt_int("sliding_window", 0);  // still type-checked
 

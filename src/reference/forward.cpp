@@ -4,7 +4,7 @@
 //   x = embed[token]
 //   per layer:  h = rmsnorm(x) ; q,k,v = h·Wq,Wk,Wv (+bias) ; [qwen3: rmsnorm each
 //               q/k head] ; RoPE (rotate_half layout) on q,k ; append k,v to the
-//               cache ; causal GQA attention, softmax in fp32 ; x += o·Wo (+bias)
+//               cache ; causal GQA attention (sliding window when set), softmax in fp32 ; x += o·Wo (+bias)
 //               h = rmsnorm(x) ; x += Wdown·(silu(Wgate·h) * Wup·h)
 //   logits = rmsnorm(x)·lm_head   (lm_head = embed when tied)
 //
@@ -202,7 +202,8 @@ void Forward::rope(float* heads, int64_t n_heads, int64_t pos) const {
 
 /// Causal attention for n new tokens at positions first .. first+n-1, whose keys
 /// and values are already in the cache: out[t, head] = softmax(q·K / sqrt(hd)) · V
-/// over cache positions [0, first + t]. Query head h reads key/value head
+/// over cache positions [0, first + t], or only the last sliding_window of them
+/// when the config sets one (mistral). Query head h reads key/value head
 /// h / (nh / nkv).
 void Forward::attention(const Layer& L, const std::vector<float>& q, int64_t first, int64_t n,
                         std::vector<float>& out) const {
@@ -214,22 +215,23 @@ void Forward::attention(const Layer& L, const std::vector<float>& q, int64_t fir
     for (size_t item = b; item < e; ++item) {
       const int64_t t = int64_t(item) / nh, h = int64_t(item) % nh;
       const int64_t len = first + t + 1;  // causal: sees itself and everything before
+      const int64_t from = cfg_.sliding_window > 0 ? std::max<int64_t>(0, len - cfg_.sliding_window) : 0;
       const float* qh = q.data() + t * nh * hd + h * hd;
       const int64_t kv_off = (h / group) * hd;
       score.resize(size_t(len));
       float mx = -INFINITY;
-      for (int64_t p = 0; p < len; ++p) {
+      for (int64_t p = from; p < len; ++p) {
         score[size_t(p)] = dot(qh, L.k_cache.data() + p * kvd + kv_off, hd) * scale;
         mx = std::max(mx, score[size_t(p)]);
       }
       float sum = 0;
-      for (int64_t p = 0; p < len; ++p) {
+      for (int64_t p = from; p < len; ++p) {
         score[size_t(p)] = std::exp(score[size_t(p)] - mx);
         sum += score[size_t(p)];
       }
       float* o = out.data() + t * nh * hd + h * hd;
       std::fill(o, o + hd, 0.0f);
-      for (int64_t p = 0; p < len; ++p) {
+      for (int64_t p = from; p < len; ++p) {
         const float pw = score[size_t(p)] / sum;
         const float* v = L.v_cache.data() + p * kvd + kv_off;
         for (int64_t i = 0; i < hd; ++i) o[i] += pw * v[i];

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -228,4 +229,123 @@ TEST(Cli, CompileSavesCheckableProgramAndRejectsMalformedOnes) {
   r = run("compile --program " + cut + " --report");
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find(cut), std::string::npos) << r.err;
+}
+
+TEST(Cli, UnknownCommandIsNamed) {
+  CmdResult r = run("frobnicate --model x");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("unknown command 'frobnicate'"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("generate"), std::string::npos) << r.err;  // lists the real ones
+}
+
+namespace {
+
+/// A model folder in the temp dir: `config` plus one-layer llama weights (f32,
+/// tied embeddings, small deterministic values) and symlinks to the tokenizer
+/// files of `tokenizer_dir`, so a real chat template drives a model whose
+/// vocabulary matches the tokenizer's.
+std::string make_chat_model(const std::string& name, const std::string& tokenizer_dir, int64_t vocab) {
+  namespace fs = std::filesystem;
+  fs::path dir = tmp_path(name);
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const int64_t H = 8, I = 16, heads = 2, kv = 1, hd = 4;
+  nlohmann::json cfg = {{"model_type", "llama"}, {"hidden_size", H}, {"intermediate_size", I},
+                        {"num_hidden_layers", 1}, {"num_attention_heads", heads},
+                        {"num_key_value_heads", kv}, {"head_dim", hd}, {"vocab_size", vocab},
+                        {"max_position_embeddings", 256}, {"rms_norm_eps", 1e-5},
+                        {"tie_word_embeddings", true}, {"torch_dtype", "float32"}};
+  std::ofstream(dir / "config.json") << cfg.dump();
+  std::vector<std::pair<std::string, std::vector<int64_t>>> shapes = {
+      {"model.embed_tokens.weight", {vocab, H}}, {"model.norm.weight", {H}},
+      {"model.layers.0.input_layernorm.weight", {H}}, {"model.layers.0.post_attention_layernorm.weight", {H}},
+      {"model.layers.0.self_attn.q_proj.weight", {heads * hd, H}},
+      {"model.layers.0.self_attn.k_proj.weight", {kv * hd, H}},
+      {"model.layers.0.self_attn.v_proj.weight", {kv * hd, H}},
+      {"model.layers.0.self_attn.o_proj.weight", {H, heads * hd}},
+      {"model.layers.0.mlp.gate_proj.weight", {I, H}}, {"model.layers.0.mlp.up_proj.weight", {I, H}},
+      {"model.layers.0.mlp.down_proj.weight", {H, I}}};
+  std::vector<std::vector<float>> data;
+  std::vector<const float*> ptrs;
+  uint32_t state = 12345;
+  for (const auto& [tensor, shape] : shapes) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    std::vector<float> v(size_t(n), 1.0f);  // norms stay 1
+    if (shape.size() == 2)
+      for (float& x : v) x = float(int((state = state * 1664525u + 1013904223u) >> 24) - 128) / 256.0f;
+    data.push_back(std::move(v));
+  }
+  for (const auto& v : data) ptrs.push_back(v.data());
+  keel::model::write_safetensors_f32((dir / "model.safetensors").string(), shapes, ptrs);
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+    fs::create_symlink(fs::path(tokenizer_dir) / f, dir / f);
+  return dir.string();
+}
+
+}  // namespace
+
+// Chat through real ChatML (Qwen3) and Llama-3 templates: two turns are
+// rendered, encoded and answered, and end-of-input ends the session cleanly.
+// The weights are random, so only the path is checked, not the words.
+TEST(Cli, ChatTemplatesRenderAndEndAtEndOfInput) {
+  struct Case { const char* name; const char* tokenizer; int64_t vocab; const char* format; };
+  for (const Case& c : {Case{"chat_qwen3", "qwen3-tokenizer", 151936, "ChatML"},
+                        Case{"chat_llama3", "llama3-tokenizer", 128256, "Llama-3"}}) {
+    std::string dir = make_chat_model(c.name, kShared + "/models/" + c.tokenizer, c.vocab);
+    CmdResult r = run("chat --model " + dir + " --max-tokens 3 --temperature 0", "Hello there\n\nAnd again?\n");
+    EXPECT_EQ(r.code, 0) << c.name << ": " << r.err;
+    EXPECT_NE(r.err.find(c.format), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 2) << c.name << ": one line per turn: " << r.out;
+    r = run("chat --model " + dir, "");  // Ctrl-D at once
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out, "");
+  }
+}
+
+// A tokenizer whose ids the model cannot embed (its files belong to another
+// checkpoint) is named as the culprit in chat, perplexity and generate --prompt,
+// instead of an anonymous out-of-vocabulary id from the backend.
+TEST(Cli, TokenizerOfAnotherCheckpointIsNamed) {
+  namespace fs = std::filesystem;
+  fs::path dir = tmp_path("mismatch");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  for (const auto& e : fs::directory_iterator(model_dir("tiny-qwen3")))
+    if (e.path().filename() != "golden.json") fs::copy_file(e.path(), dir / e.path().filename());
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+    fs::create_symlink(fs::path(kShared) / "models/qwen3-tokenizer" / f, dir / f);
+  std::string text_file = tmp_path("mismatch.txt");
+  std::ofstream(text_file) << "Hello there, general Kenobi";
+  for (const std::string& cmd : {"chat --model " + dir.string(), "perplexity --model " + dir.string() + " --file " + text_file,
+                                 "generate --model " + dir.string() + " --prompt Hello"}) {
+    CmdResult r = run(cmd, "Hello\n");
+    EXPECT_EQ(r.code, 1) << cmd;
+    EXPECT_NE(r.err.find("the tokenizer in " + dir.string()), std::string::npos) << cmd << ": " << r.err;
+    EXPECT_NE(r.err.find("512"), std::string::npos) << r.err;  // the model's vocabulary
+  }
+}
+
+// The README's `--stop "\n\n"`: the shell passes a backslash and an n, which
+// keel must read as a newline (before, it waited for a literal backslash-n and
+// ran to --max-tokens). The story's first paragraph ends in a newline.
+TEST(Cli, StopStringEscapesMeanNewlines) {
+  CmdResult r = run("generate --model " + model_dir("stories260K") +
+                    " --prompt \"Once upon a time\" --max-tokens 200 --stop '\\n' --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["stop_reason"], "stop_string");
+  std::string text = j["text"];
+  EXPECT_EQ(text.find('\n'), std::string::npos) << text;
+  EXPECT_FALSE(text.empty());
+}
+
+// Issue acceptance (compiler): the compiled Program on CPU workers, in shuffle
+// mode, tells the same story as the reference.
+TEST(Cli, CpuBackendTellsTheLilyStory) {
+  CmdResult r = run("generate --model " + model_dir("stories260K") +
+                    " --prompt \"Once upon a time\" --max-tokens 40 --backend cpu --workers 132 --shuffle 3");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("Once upon a time, there was a little girl named Lily. She loved to play outside in the park.", 0), 0u)
+      << r.out;
 }

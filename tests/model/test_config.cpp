@@ -240,8 +240,18 @@ TEST(Config, SlidingWindow) {
   j["sliding_window"] = 128;
   j["use_sliding_window"] = false;
   EXPECT_EQ(parse_json(j).sliding_window, 0);
+  // transformers slides only layers >= max_window_layers (default 28): none of
+  // these two layers by default, all of them with 0, a mix (unsupported) with 1.
   j["use_sliding_window"] = true;
+  EXPECT_EQ(parse_json(j).sliding_window, 0);
+  j["max_window_layers"] = 2;
+  EXPECT_EQ(parse_json(j).sliding_window, 0);
+  j["max_window_layers"] = 0;
   EXPECT_EQ(parse_json(j).sliding_window, 128);
+  j["max_window_layers"] = 1;
+  expect_config_error(j, "max_window_layers", "sliding-window");
+  j["max_window_layers"] = -1;
+  expect_config_error(j, "max_window_layers", "negative");
 }
 
 TEST(Config, ParamCountSmall) {

@@ -185,6 +185,39 @@ TEST(Forward, ResetGivesIdenticalResults) {
   EXPECT_EQ(a, b);  // same inputs, same deterministic order: bit-identical
 }
 
+// Sliding-window attention (mistral's sliding_window): with a window of one,
+// every position attends only to itself, whose softmax weight is exactly 1, so
+// its logits depend on its own token alone, whatever precedes it, in prefill and
+// through the KV cache alike. A window covering the whole sequence changes
+// nothing. (Before the reference honoured sliding_window it attended to all.)
+TEST(Forward, SlidingWindowLimitsAttention) {
+  model::Model m = load_stories();
+  const std::vector<int32_t> ids = {1, 403, 407, 261, 70};
+  const std::vector<int32_t> last = {70};
+  Forward full(m);
+  const std::vector<float> all = full.forward(ids, true);
+  m.config.sliding_window = 1;
+  Forward win1(m);
+  const std::vector<float> alone = win1.forward(last);
+  const std::vector<float> in_prefill = win1.forward(ids);  // continues at positions 1..5
+  win1.reset();
+  win1.forward(std::span<const int32_t>(ids.data(), 4));
+  const std::vector<float> in_decode = win1.forward(last);
+  // The same float operations on the same inputs (RoPE rotates q and k only, and
+  // a single softmax weight is exactly 1): only the position differs, so allow
+  // a few ulps of the logits (|logit| < 20) and no more.
+  const size_t V = size_t(m.config.vocab);
+  for (size_t v = 0; v < V; ++v) {
+    ASSERT_NEAR(in_prefill[v], alone[v], 1e-5) << "vocab " << v;
+    ASSERT_NEAR(in_decode[v], alone[v], 1e-5) << "vocab " << v;
+  }
+  // Full attention really does depend on the earlier tokens here.
+  EXPECT_GT(rel_err(all.data() + 4 * V, alone.data(), V), 1e-2);
+  m.config.sliding_window = int64_t(ids.size());
+  Forward wide(m);
+  EXPECT_EQ(wide.forward(ids, true), all);  // identical arithmetic: bit-identical
+}
+
 // The tiny-llama3 golden is computed with llama3 RoPE scaling; plain RoPE must
 // not pass it, or the fixture would not be checking the scaling at all.
 TEST(Forward, Llama3RopeScalingIsExercised) {

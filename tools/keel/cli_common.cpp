@@ -51,7 +51,7 @@ void add_backend_flags(CLI::App& cmd, BackendOptions& o) {
   cmd.add_option("--backend", o.backend, "Executor: reference (fp32 forward pass), cpu (compiled Program on CPU workers), cuda (megakernel)")
       ->check(CLI::IsMember(available_backends()))
       ->capture_default_str();
-  cmd.add_option("--workers", o.workers, "cpu backend: number of logical workers (default: 132, an H100's SM count)")
+  cmd.add_option("--workers", o.workers, "cpu backend: number of logical workers the Program is compiled for (default: 8)")
       ->check(CLI::Range(1, 4096));
   cmd.add_option("--shuffle", o.shuffle_seed, "cpu backend: randomize worker scheduling with this seed (exposes missing dependencies)")
       ->check(CLI::NonNegativeNumber);
@@ -137,6 +137,34 @@ std::unique_ptr<tokenizer::Tokenizer> try_load_tokenizer(const std::string& dir)
   if (!file_exists(path_join(dir, "tokenizer.json")) && !file_exists(path_join(dir, "vocab.json")))
     return nullptr;
   return std::make_unique<tokenizer::Tokenizer>(tokenizer::Tokenizer::load(dir));
+}
+
+void check_ids_fit_model(const std::vector<int32_t>& ids, const model::Model& m, const std::string& source) {
+  for (int32_t id : ids) {
+    if (id >= 0 && id < m.config.vocab) continue;
+    if (source.rfind("--", 0) == 0)
+      fail(source, ": token id ", id, " is outside the vocabulary (", m.config.vocab, " tokens)");
+    fail("the tokenizer in ", source, " produced token id ", id, " but the model's vocabulary has ",
+         m.config.vocab, " tokens: the tokenizer files do not belong to this checkpoint");
+  }
+}
+
+std::string unescape(const std::string& text) {
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (c == '\\' && i + 1 < text.size()) {
+      char n = text[i + 1];
+      char r = n == 'n' ? '\n' : n == 't' ? '\t' : n == 'r' ? '\r' : n == '\\' ? '\\' : 0;
+      if (r) {
+        out.push_back(r);
+        ++i;
+        continue;
+      }
+    }
+    out.push_back(c);
+  }
+  return out;
 }
 
 std::vector<int32_t> prompt_ids(const std::string& text, const std::string& ids_text,

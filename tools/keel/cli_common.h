@@ -47,6 +47,15 @@ std::vector<int32_t> eos_ids(const model::Model& m, const tokenizer::Tokenizer* 
 /// Loads the tokenizer from `dir` if it has tokenizer files; null otherwise.
 std::unique_ptr<tokenizer::Tokenizer> try_load_tokenizer(const std::string& dir);
 
+/// Checks that every id fits the model's vocabulary. `source` names where the
+/// ids came from ("--prompt-ids", or the tokenizer, whose files may belong to
+/// another checkpoint); throws keel::Error naming it otherwise.
+void check_ids_fit_model(const std::vector<int32_t>& ids, const model::Model& m, const std::string& source);
+
+/// Expands the escapes \n, \t, \r and \\ in a flag value typed on a shell
+/// line (`--stop "\n\n"`); other backslashes are kept as they are.
+std::string unescape(const std::string& text);
+
 /// Encodes a prompt given as --prompt text or --prompt-ids.
 std::vector<int32_t> prompt_ids(const std::string& text, const std::string& ids_text,
                                 const tokenizer::Tokenizer* tok);

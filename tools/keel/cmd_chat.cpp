@@ -52,6 +52,7 @@ int run_chat(const ChatArgs& a) {
     bool add_special = format == tokenizer::ChatFormat::None;
     engine::GenerateRequest req;
     req.prompt = tok->encode(rendered, add_special);
+    check_ids_fit_model(req.prompt, m, a.model);
     if (int64_t(req.prompt.size()) >= backend->max_context()) {
       std::fprintf(stderr, "keel chat: the conversation (%zu tokens) no longer fits the context (%lld); ending.\n",
                    req.prompt.size(), (long long)backend->max_context());

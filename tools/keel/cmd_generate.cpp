@@ -23,9 +23,7 @@ int run_generate(const GenerateArgs& a) {
   auto tok = try_load_tokenizer(a.model);
   std::vector<int32_t> ids = prompt_ids(a.prompt, a.prompt_ids, tok.get());
   model::Model m = model::Model::load(a.model);
-  for (int32_t id : ids)
-    KEEL_CHECK(id < m.config.vocab, "--prompt-ids: token id ", id, " is outside the vocabulary (",
-               m.config.vocab, " tokens)");
+  check_ids_fit_model(ids, m, a.prompt_ids.empty() ? a.model : std::string("--prompt-ids"));
   auto backend = make_backend(m, a.backend);
   KEEL_CHECK(int64_t(ids.size()) < backend->max_context(), "the prompt has ", ids.size(),
              " tokens but the context holds ", backend->max_context(),
@@ -39,7 +37,9 @@ int run_generate(const GenerateArgs& a) {
   if (!a.no_eos) req.eos_ids = eos_ids(m, tok.get());
 
   std::unique_ptr<engine::TextStream> stream;
-  if (tok) stream = std::make_unique<engine::TextStream>(*tok, a.stops, ids);
+  std::vector<std::string> stops;
+  for (const std::string& s : a.stops) stops.push_back(unescape(s));
+  if (tok) stream = std::make_unique<engine::TextStream>(*tok, stops, ids);
   bool stream_out = !a.json && tok;
   if (stream_out) {
     std::fputs(a.prompt_ids.empty() ? a.prompt.c_str() : tok->decode(ids, true).c_str(), stdout);
@@ -97,7 +97,7 @@ Command register_generate(CLI::App& root) {
   auto* pi = c->add_option("--prompt-ids", a->prompt_ids, "Prompt as token ids, e.g. 1,2,3");
   p->excludes(pi);
   c->add_option("--max-tokens", a->max_tokens, "Tokens to generate at most")->check(CLI::Range(1, 1 << 20))->capture_default_str();
-  c->add_option("--stop", a->stops, "Stop when this text appears (repeatable)");
+  c->add_option("--stop", a->stops, "Stop when this text appears (repeatable; \\n, \\t, \\r, \\\\ escapes)");
   c->add_flag("--ignore-eos", a->no_eos, "Do not stop at EOS tokens");
   c->add_flag("--json", a->json, "Print one JSON object (prompt_ids, output_ids, text, timing) instead of streaming");
   add_sampling_flags(*c, a->sampling);

@@ -46,6 +46,7 @@ int run_perplexity(const PplArgs& a) {
   std::vector<int32_t> ids = tok->encode(text, true);
   KEEL_CHECK(ids.size() >= 2, a.file, ": too little text to score (", ids.size(), " tokens)");
   model::Model m = model::Model::load(a.model);
+  check_ids_fit_model(ids, m, a.model);
   auto backend = make_backend(m, a.backend);
   const size_t window = size_t(backend->max_context());
   const int64_t V = m.config.vocab;

@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
+#include <string>
 #include <vector>
 
 #include "cli_common.h"
@@ -20,6 +21,20 @@ int main(int argc, char** argv) {
       keel::cli::register_tokenize(app),   keel::cli::register_info(app),
       keel::cli::register_compile(app),    keel::cli::register_bench(app),
   };
+  // CLI11 reports an unknown first word only as "A subcommand is required":
+  // name it, and list the commands there are.
+  if (argc > 1 && argv[1][0] != '-') {
+    std::string known;
+    bool found = false;
+    for (const auto& c : cmds) {
+      found = found || c.app->get_name() == argv[1];
+      known += (known.empty() ? "" : ", ") + c.app->get_name();
+    }
+    if (!found) {
+      std::fprintf(stderr, "keel: unknown command '%s' (commands: %s; see keel --help)\n", argv[1], known.c_str());
+      return 1;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -153,7 +153,7 @@ RunResult CpuExecutor::run(const std::vector<Sequence>& seqs, const RunOptions& 
     std::atomic<bool> busy{false};
     int step = 0;
     uint32_t pos = 0;
-    bool finished = false;
+    std::atomic<bool> finished{false};  // read by threads scanning for work
   };
   std::vector<Worker> workers(static_cast<size_t>(W));
   std::atomic<int> unfinished{W};
@@ -182,13 +182,13 @@ RunResult CpuExecutor::run(const std::vector<Sequence>& seqs, const RunOptions& 
     const uint32_t len = uint32_t(p_.worker_end(w) - list);
     int ran = 0;
     bool moved = false;
-    while (!k.finished && ran < budget) {
+    while (!k.finished.load(std::memory_order_relaxed) && ran < budget) {
       if (k.pos == 0) {  // step gate
         if (k.step > 0 &&
             int64_t(counters[h.step_counter].load(std::memory_order_acquire)) < int64_t(h.step_expected) * k.step)
           break;
         if (len == 0) {  // nothing to run, ever
-          k.finished = true;
+          k.finished.store(true, std::memory_order_relaxed);
           unfinished.fetch_sub(1);
           moved = true;
           break;
@@ -196,7 +196,7 @@ RunResult CpuExecutor::run(const std::vector<Sequence>& seqs, const RunOptions& 
         bool all_done = true;
         for (int b = 0; b < B; ++b) all_done &= states[b].done != 0;
         if (all_done || k.step >= ctl.max_steps) {
-          k.finished = true;
+          k.finished.store(true, std::memory_order_relaxed);
           unfinished.fetch_sub(1);
           moved = true;
           break;
@@ -233,7 +233,7 @@ RunResult CpuExecutor::run(const std::vector<Sequence>& seqs, const RunOptions& 
       int w = opt.shuffle ? int(rng() % uint64_t(W)) : cursor;
       cursor = (cursor + 1) % W;
       Worker& k = workers[size_t(w)];
-      if (k.finished || k.busy.exchange(true, std::memory_order_acquire)) continue;
+      if (k.finished.load(std::memory_order_relaxed) || k.busy.exchange(true, std::memory_order_acquire)) continue;
       int ran = 0;
       try {
         ran = advance(w, opt.shuffle ? 1 : 64);
@@ -254,7 +254,7 @@ RunResult CpuExecutor::run(const std::vector<Sequence>& seqs, const RunOptions& 
           std::lock_guard<std::mutex> lk(host_mu);
           std::string where;
           for (int v = 0; v < W && where.size() < 400; ++v)
-            if (!workers[size_t(v)].finished && p_.worker_end(v) != p_.worker_begin(v))
+            if (!workers[size_t(v)].finished.load() && p_.worker_end(v) != p_.worker_begin(v))
               where += cat(" [worker ", v, " step ", workers[size_t(v)].step, " at ",
                            compiler::describe_task(p_, p_.worker_begin(v)[workers[size_t(v)].pos]), "]");
           error = std::make_exception_ptr(Error(cat("cpu executor: no task could run for ", opt.hang_seconds,

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "exec/cuda/device_info.h"
 #include "exec/cuda/executor.h"
 
 namespace keel::model {

@@ -20,6 +20,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <thread>
@@ -101,7 +102,8 @@ struct Executor::Impl {
   std::vector<DevTask> tasks;
   std::vector<int32_t> list_begin;
   int n_counters = 0, n_lm = 0, attn_chunks = 1, n_stage_ids = 0;
-  uint32_t stage_bytes = 0, act_bytes = 0;
+  uint32_t stage_bytes = 0, act_bytes = 0, copy_bytes = 32768;
+  int l2_hint = 1, l2_ahead = 0;
   int n_stages = 0, attn_sub = 32;
   size_t dyn_smem = 0;
   DevTask* tasks_d = nullptr;
@@ -282,23 +284,57 @@ struct Executor::Impl {
     // Shared memory: ring stages + activation / attention scratch.
     const size_t es = wsize(dm.wtype);
     size_t row_max = std::max({2 * size_t(dm.ldh) * es, size_t(dm.ldq) * es, size_t(dm.ldi) * es});
-    stage_bytes = uint32_t(std::max<size_t>(32768, (row_max + 15) / 16 * 16));
+    // Tunables (environment overrides for experiments; see docs/cuda-executor.md).
+    auto env_int = [](const char* name, long dflt) {
+      const char* e = std::getenv(name);
+      return e && *e ? std::strtol(e, nullptr, 10) : dflt;
+    };
+    stage_bytes = uint32_t(std::max<size_t>(size_t(env_int("KEEL_CUDA_STAGE_KB", 64)) * 1024,
+                                            (row_max + 15) / 16 * 16));
+    copy_bytes = uint32_t(std::max(1L, env_int("KEEL_CUDA_COPY_KB", 64))) * 1024;
+    l2_hint = int(env_int("KEEL_CUDA_L2_HINT", 1));
+    l2_ahead = int(env_int("KEEL_CUDA_L2_AHEAD", 0));
     attn_sub = 32;
     size_t attn_bytes = size_t(attn_scratch_floats(gq, dm.head_dim, attn_sub)) * 4;
     size_t act = std::max(size_t(std::max({dm.ldh, dm.ldq, dm.ldi})) * 2, attn_bytes);
     act_bytes = uint32_t((act + 127) / 128 * 128);
     // Per-task results (every matvec task but the LM head's keeps its rows' sums).
+    // With several warps per row a task keeps (warps per row + 1) floats per row.
+    auto cap_for = [&](int ld) {
+      const size_t fit = stage_bytes / (size_t(ld) * es);
+      int cap = 1;
+      while (size_t(cap) * 2 <= fit && cap * 2 <= 256) cap *= 2;
+      return cap;
+    };
     int max_rows = 0;
-    for (const auto& t : tasks)
-      if (t.op == Op::QKV || t.op == Op::OPROJ || t.op == Op::GATEUP || t.op == Op::DOWN)
-        max_rows = std::max(max_rows, t.row1 - t.row0);
-    const size_t res_bytes = (size_t(max_rows) * 4 + 127) / 128 * 128;
+    size_t res_floats = 0;
+    for (const auto& t : tasks) {
+      int ld = 0;
+      if (t.op == Op::QKV || t.op == Op::GATEUP) ld = dm.ldh;
+      else if (t.op == Op::OPROJ) ld = dm.ldq;
+      else if (t.op == Op::DOWN) ld = dm.ldi;
+      else continue;
+      const int wpr = std::max(1, 256 / cap_for(ld) / 32);
+      max_rows = std::max(max_rows, t.row1 - t.row0);
+      res_floats = std::max(res_floats, size_t(t.row1 - t.row0) * (wpr > 1 ? wpr + 1 : 1));
+    }
+    const size_t res_bytes = (res_floats * 4 + 127) / 128 * 128;
     const size_t budget = smem_optin - kStaticSmemReserve;
     KEEL_CHECK(budget > act_bytes + res_bytes + 2 * size_t(stage_bytes),
                "cuda backend: rows of ", row_max, " bytes and tasks of ", max_rows,
                " rows do not fit two ring stages in ", smem_optin,
                " bytes of shared memory (use more workers)");
     n_stages = int(std::min<size_t>(kMaxRingStages, (budget - act_bytes - res_bytes) / stage_bytes));
+    n_stages = std::max(2, std::min(n_stages, int(env_int("KEEL_CUDA_MAX_STAGES", kMaxRingStages))));
+    // Shared memory the ring leaves over goes to the activation / attention
+    // scratch: a larger attention sub-block holds a whole split-KV chunk, which
+    // the task prefetches before its input wait.
+    act_bytes = uint32_t((budget - res_bytes - size_t(n_stages) * stage_bytes) / 128 * 128);
+    const int gq4 = (gq + 3) & ~3;
+    const int fixed = gq * dm.head_dim + 2 * dm.head_dim + 3 * gq4;
+    attn_sub = std::clamp((int(act_bytes / 4) - fixed) / (gq + dm.head_dim) / 4 * 4, 4, 256);
+    KEEL_CHECK(size_t(attn_scratch_floats(gq, dm.head_dim, attn_sub)) * 4 <= act_bytes,
+               "cuda backend: attention scratch does not fit");
     dyn_smem = size_t(n_stages) * stage_bytes + act_bytes + res_bytes;
     const int per_sm = prepare_kernels(dyn_smem);
     KEEL_CHECK(per_sm >= 1 && grid <= per_sm * sms, "cuda backend: ", grid,
@@ -340,6 +376,9 @@ struct Executor::Impl {
     P.n_stages = n_stages;
     P.act_bytes = act_bytes;
     P.attn_sub = attn_sub;
+    P.copy_bytes = copy_bytes;
+    P.l2_hint = l2_hint;
+    P.l2_ahead = l2_ahead;
     P.timeout_ns = uint64_t(opt.watchdog_s * 1e9);
     P.abort_flag = static_cast<uint32_t*>(alloc(4));
     P.sm_state = static_cast<SmState*>(alloc(sizeof(SmState) * size_t(grid)));

@@ -14,7 +14,7 @@ namespace keel::exec::cuda {
 /// Static shared memory the kernel uses besides the dynamic ring + act buffer.
 constexpr size_t kStaticSmemReserve = 4096;
 constexpr int kKernelThreads = 288;  // 8 compute warps + 1 loader warp
-constexpr int kMaxRingStages = 8;
+constexpr int kMaxRingStages = 16;
 
 /// Enables the dynamic shared memory size on both kernels and returns how many
 /// blocks of the persistent kernel fit per SM at that size.

@@ -120,6 +120,9 @@ struct Params {
   int32_t n_stages;         // ring depth
   uint32_t act_bytes;       // activation buffer in smem
   int32_t attn_sub;         // attention sub-block (positions per K/V load), multiple of 4
+  uint32_t copy_bytes;      // the loader splits a stage into bulk copies of at most this
+  int32_t l2_hint;          // 1: weights stream with an L2 evict-first hint
+  int32_t l2_ahead;         // chunks past the ring the loader prefetches into L2 (0: off, measured slower)
   uint64_t timeout_ns;      // watchdog: a wait with no progress this long aborts
   uint32_t* abort_flag;     // set by the first CTA that times out
   SmState* sm_state;        // [grid]

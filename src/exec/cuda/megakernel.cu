@@ -37,6 +37,50 @@ __device__ __forceinline__ bool task_selected(const DevTask& t, int stage_filter
   return stage_filter < 0 || t.stage == stage_filter;
 }
 
+/// One ring stage of weights: `bytes` contiguous bytes at `src`.
+struct ChunkRef {
+  const char* src;
+  uint32_t bytes;
+};
+
+/// Walks a CTA's weight chunks in execution order: steps, then its tasks, then
+/// each matvec task's rows in chunk_rows() pieces. The loader's copy cursor and
+/// the compute warps see the same sequence.
+struct ChunkCursor {
+  int s, i, r;  // step, task index, next row (-1: task not started)
+  __device__ bool next(const Params& P, const DevTask* tasks, int nt, int s1, int stage_filter,
+                       uint32_t SB, ChunkRef* out) {
+    while (s < s1) {
+      if (i >= nt) {
+        i = 0;
+        r = -1;
+        ++s;
+        continue;
+      }
+      const DevTask t = tasks[i];
+      if (!is_matvec(t.op) || !task_selected(t, stage_filter)) {
+        ++i;
+        continue;
+      }
+      if (r < 0) r = t.row0;
+      if (r >= t.row1) {
+        ++i;
+        r = -1;
+        continue;
+      }
+      const MatRef w = task_matrix(P.m, t);
+      const int cap = chunk_rows(w, SB);
+      const size_t row_bytes = size_t(w.ld) * wtype_size(w.wt);
+      const int n = min(cap, t.row1 - r);
+      out->src = w.base + size_t(r) * row_bytes;
+      out->bytes = uint32_t(n * row_bytes);
+      r += cap;
+      return true;
+    }
+    return false;
+  }
+};
+
 template <bool kPersistent>
 __device__ void run_cta(const Params& P, int stage_filter) {
   extern __shared__ __align__(128) unsigned char dsmem[];
@@ -75,31 +119,39 @@ __device__ void run_cta(const Params& P, int stage_filter) {
   uint32_t seq = 0;  // ring sequence number (loader: issued; compute: consumed)
   if (warp == kComputeWarps) {
     // ---------------- loader warp ----------------
+    // Lane 0 walks the CTA's chunk sequence (the same one the compute warps
+    // consume) and issues one bulk copy per ring stage, without looking at any
+    // activation counter. A second cursor runs P.l2_ahead chunks further ahead
+    // and asks L2 to prefetch them, so HBM keeps streaming while the compute
+    // warps wait on a dependency and the ring is full.
     if (lane == 0) {
       const uint64_t policy = policy_evict_first();
-      for (int s = s0; s < s1; ++s) {
-        for (int i = 0; i < nt; ++i) {
-          const DevTask t = tasks[i];
-          if (!is_matvec(t.op) || !task_selected(t, stage_filter)) continue;
-          const MatRef w = task_matrix(m, t);
-          const int cap = chunk_rows(w, SB);
-          const size_t row_bytes = size_t(w.ld) * wtype_size(w.wt);
-          for (int r = t.row0; r < t.row1; r += cap) {
-            const int n = min(cap, t.row1 - r);
-            const int slot = seq % NS;
-            if (seq >= uint32_t(NS)) {
-              const uint32_t parity = ((seq / NS) - 1) & 1;
-              while (!mbar_try_wait(&S.empty[slot], parity))
-                if (S.quit) goto loader_done;
-            }
-            const uint32_t bytes = uint32_t(n * row_bytes);
-            mbar_arrive_expect_tx(&S.full[slot], bytes);
-            bulk_g2s_stream(ring + size_t(slot) * SB, w.base + size_t(r) * row_bytes, bytes,
-                            &S.full[slot], policy);
-            ++seq;
-            S.issued = seq;
-          }
+      ChunkCursor cur{s0, 0, -1}, pf{s0, 0, -1};
+      uint32_t pf_seq = 0;
+      ChunkRef c;
+      while (cur.next(P, tasks, nt, s1, stage_filter, SB, &c)) {
+        // Keep the L2 prefetch cursor ahead of this chunk.
+        ChunkRef pc;
+        while (pf_seq < seq + uint32_t(NS) + uint32_t(P.l2_ahead) &&
+               pf.next(P, tasks, nt, s1, stage_filter, SB, &pc)) {
+          if (pf_seq >= seq + uint32_t(NS)) bulk_prefetch_l2(pc.src, pc.bytes);
+          ++pf_seq;
         }
+        const int slot = seq % NS;
+        if (seq >= uint32_t(NS)) {
+          const uint32_t parity = ((seq / NS) - 1) & 1;
+          while (!mbar_test_wait(&S.empty[slot], parity))
+            if (S.quit) goto loader_done;
+        }
+        char* dst0 = ring + size_t(slot) * SB;
+        mbar_arrive_expect_tx(&S.full[slot], c.bytes);
+        for (uint32_t off = 0; off < c.bytes; off += P.copy_bytes) {
+          const uint32_t nb = min(P.copy_bytes, c.bytes - off);
+          if (P.l2_hint) bulk_g2s_stream(dst0 + off, c.src + off, nb, &S.full[slot], policy);
+          else bulk_g2s(dst0 + off, c.src + off, nb, &S.full[slot]);
+        }
+        ++seq;
+        S.issued = seq;
       }
     loader_done:;
     }
@@ -128,6 +180,7 @@ __device__ void run_cta(const Params& P, int stage_filter) {
         if (!task_selected(t, stage_filter)) continue;
         uint64_t t_start = 0, t_waited = 0;
         if (tid == 0 && P.trace) t_start = globaltimer_ns();
+        if (t.op == Op::ATTN) attention_prefetch(m, t, s, reinterpret_cast<float*>(act), P.attn_sub);
         if (kPersistent && t.wait_counter >= 0) {
           if (tid == 0) {
             const uint32_t target = t.wait_per_step * uint32_t(s - s0 + t.wait_offset);
@@ -150,6 +203,7 @@ __device__ void run_cta(const Params& P, int stage_filter) {
           case Op::GATEUP:
           case Op::DOWN:
           case Op::LMHEAD: {
+            const float pre = t.op == Op::LMHEAD ? 0.0f : epilogue_prefetch(m, io, t);
             const MatRef w = task_matrix(m, t);
             const DevLayer* L = t.op == Op::LMHEAD ? nullptr : &m.layers[t.layer];
             if (t.op == Op::QKV) prep_norm(io.x, L->attn_norm, m.hidden, w.ld, m.rms_eps, act, S.red);
@@ -162,14 +216,18 @@ __device__ void run_cta(const Params& P, int stage_filter) {
             float best_v = -INFINITY;
             int best_i = 0x7fffffff;
             int parity = 0;
+            // Warps per row; > 1 keeps per-warp shares (no barrier per stage), except
+            // in the LM head, whose rows are not stored.
+            const int wpr = t.op == Op::LMHEAD ? 1 : max(1, kComputeThreads / cap / 32);
             for (int r = t.row0; r < t.row1; r += cap) {
               const int n = min(cap, t.row1 - r);
               const int slot = seq % NS;
               mbar_wait(&S.full[slot], (seq / NS) & 1);
               int row;
               float sum;
-              const bool leader = matvec_tile(ring + size_t(slot) * SB, w, n, cap, act,
-                                              S.red2[parity], &row, &sum);
+              const bool leader =
+                  matvec_tile(ring + size_t(slot) * SB, w, n, cap, act, S.red2[parity], &row, &sum,
+                              wpr > 1 ? res + (r - t.row0) * wpr : nullptr);
               parity ^= 1;
               __syncwarp();
               if (lane == 0) mbar_arrive(&S.empty[slot]);
@@ -186,12 +244,12 @@ __device__ void run_cta(const Params& P, int stage_filter) {
               }
             }
             compute_sync();
-            if (t.op != Op::LMHEAD) matvec_epilogue(m, io, t, res);
+            if (t.op != Op::LMHEAD) matvec_epilogue(m, io, t, res, wpr, pre);
             if (t.op == Op::LMHEAD) lm_finish(io, t, best_v, best_i, S.redv, S.redi);
             break;
           }
           case Op::ATTN: {
-            attention_task(m, io, t, s, reinterpret_cast<float*>(act), P.attn_sub, &S.flag);
+            attention_task(m, io, t, s, reinterpret_cast<float*>(act), P.attn_sub, &S.flag, true);
             break;
           }
           case Op::STEP: step_task(m, io, s, &S.tok, S.redv, S.redi); break;
@@ -199,10 +257,9 @@ __device__ void run_cta(const Params& P, int stage_filter) {
         }
         compute_sync();
         if (tid == 0) {
-          if (t.signal_counter >= 0) {
-            __threadfence();
-            red_release_add(io.counters + t.signal_counter, 1);
-          }
+          // The barrier above orders every thread's writes before this release
+          // (release is cumulative), so no separate fence is needed.
+          if (t.signal_counter >= 0) red_release_add(io.counters + t.signal_counter, 1);
           if (P.trace && trace_n < P.trace_cap) {
             uint64_t* e = P.trace + (size_t(b) * P.trace_cap + trace_n) * 4;
             e[0] = uint64_t(i) | (uint64_t(s) << 32);

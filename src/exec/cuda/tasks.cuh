@@ -1,7 +1,7 @@
 // Device implementations of the megakernel's tasks, one function per opcode,
 // shared by the persistent kernel and the per-op / CUDA-graph ablations. All
 // functions run on the CTA's 256 compute threads (warps 0..7); the weight tiles
-// they consume arrive through the shared-memory ring (tiles.cuh geometry), so
+// they consume arrive through the shared-memory ring (chunk_rows() geometry), so
 // the task code never touches weight memory itself.
 //
 // Rounding (the CPU twins round at the same points): activations are bf16
@@ -190,12 +190,14 @@ __device__ __forceinline__ float dot8_f16(uint4 w, uint4 a) {
 
 /// Dot products of `n` rows of a tile in shared memory with act. Threads per
 /// row = 256 / cap (cap = chunk_rows); returns true in the row's leader thread
-/// (sub == 0), with the row in *row_out and its sum in *sum. `red` holds 8
+/// (sub == 0), with the row in *row_out and its sum in *sum. With several warps
+/// per row and `part` set, each warp stores its share in part[row * warps_per_row
+/// + w] instead and no thread returns true. Otherwise `red` holds 8
 /// floats (callers alternate two buffers between consecutive tiles, so one
 /// barrier per tile suffices).
 __device__ __forceinline__ bool matvec_tile(const char* tile, const MatRef& w, int n, int cap,
                                             const uint16_t* act, float* red, int* row_out,
-                                            float* sum) {
+                                            float* sum, float* part) {
   const int tpr = kComputeThreads / cap;
   const int t = threadIdx.x;
   const int row = t / tpr, sub = t % tpr;
@@ -216,18 +218,43 @@ __device__ __forceinline__ bool matvec_tile(const char* tile, const MatRef& w, i
     } else {
       const uint4* wr = reinterpret_cast<const uint4*>(tile + size_t(row) * w.ld * 2);
       const uint4* a = reinterpret_cast<const uint4*>(act);
+      // Eight independent accumulators: with only 8 compute warps per SM, one
+      // dependent FMA chain per thread leaves the FMA pipes idle (measured:
+      // ~26 GB/s per SM); eight chains keep them busy.
+      float c0 = 0, c1 = 0, c2 = 0, c3 = 0, c4 = 0, c5 = 0, c6 = 0, c7 = 0;
+      const int nvec = w.ld / 8;
       if (w.wt == WType::BF16) {
-        float s1 = 0;
-        int v = sub;
-        for (; v + tpr < w.ld / 8; v += 2 * tpr) {
-          s += dot8_bf16(wr[v], a[v]);
-          s1 += dot8_bf16(wr[v + tpr], a[v + tpr]);
+#pragma unroll 2
+        for (int v = sub; v < nvec; v += tpr) {
+          const uint4 wv = wr[v], av = a[v];
+          const float2 w0 = bf16x2_f2(wv.x), w1 = bf16x2_f2(wv.y), w2 = bf16x2_f2(wv.z), w3 = bf16x2_f2(wv.w);
+          const float2 a0 = bf16x2_f2(av.x), a1 = bf16x2_f2(av.y), a2 = bf16x2_f2(av.z), a3 = bf16x2_f2(av.w);
+          c0 = fmaf(w0.x, a0.x, c0);
+          c1 = fmaf(w0.y, a0.y, c1);
+          c2 = fmaf(w1.x, a1.x, c2);
+          c3 = fmaf(w1.y, a1.y, c3);
+          c4 = fmaf(w2.x, a2.x, c4);
+          c5 = fmaf(w2.y, a2.y, c5);
+          c6 = fmaf(w3.x, a3.x, c6);
+          c7 = fmaf(w3.y, a3.y, c7);
         }
-        if (v < w.ld / 8) s += dot8_bf16(wr[v], a[v]);
-        s += s1;
       } else {
-        for (int v = sub; v < w.ld / 8; v += tpr) s += dot8_f16(wr[v], a[v]);
+#pragma unroll 2
+        for (int v = sub; v < nvec; v += tpr) {
+          const uint4 wv = wr[v], av = a[v];
+          const float2 w0 = f16x2_f2(wv.x), w1 = f16x2_f2(wv.y), w2 = f16x2_f2(wv.z), w3 = f16x2_f2(wv.w);
+          const float2 a0 = bf16x2_f2(av.x), a1 = bf16x2_f2(av.y), a2 = bf16x2_f2(av.z), a3 = bf16x2_f2(av.w);
+          c0 = fmaf(w0.x, a0.x, c0);
+          c1 = fmaf(w0.y, a0.y, c1);
+          c2 = fmaf(w1.x, a1.x, c2);
+          c3 = fmaf(w1.y, a1.y, c3);
+          c4 = fmaf(w2.x, a2.x, c4);
+          c5 = fmaf(w2.y, a2.y, c5);
+          c6 = fmaf(w3.x, a3.x, c6);
+          c7 = fmaf(w3.y, a3.y, c7);
+        }
       }
+      s = ((c0 + c1) + (c2 + c3)) + ((c4 + c5) + (c6 + c7));
     }
   }
   *row_out = row;
@@ -238,6 +265,12 @@ __device__ __forceinline__ bool matvec_tile(const char* tile, const MatRef& w, i
   }
   s = warp_sum(s);
   const int warp = t / 32, lane = t % 32;
+  if (part) {
+    // No barrier: each warp leaves its share of the row for the epilogue, which
+    // adds the tpr/32 shares in a fixed order (deterministic).
+    if (lane == 0 && row < n) part[row * (tpr / 32) + (sub / 32)] = s;
+    return false;
+  }
   if (lane == 0) red[warp] = s;
   compute_sync();
   if (sub == 0 && row < n) {
@@ -253,20 +286,46 @@ __device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
 
 /// Writes a finished task's rows [row0, row1) from res[] (res[i] = row0 + i),
 /// every row's global reads in flight at once.
+/// Global values a matvec task's epilogue needs for row row0 + threadIdx.x,
+/// loaded right after the task's input wait so the round trip overlaps the
+/// weight streaming: the residual row (OPROJ / DOWN) or the bias (QKV).
+__device__ __forceinline__ float epilogue_prefetch(const DevModel& m, const StepIO& io,
+                                                  const DevTask& t) {
+  const int i = t.row0 + threadIdx.x;
+  if (threadIdx.x >= t.row1 - t.row0) return 0.0f;
+  const DevLayer& L = m.layers[t.layer];
+  if (t.op == Op::OPROJ || t.op == Op::DOWN) return __ldcg(io.x + i);
+  if (t.op == Op::QKV && L.bqkv) return L.bqkv[i];
+  return 0.0f;
+}
+
 __device__ void matvec_epilogue(const DevModel& m, const StepIO& io, const DevTask& t,
-                                const float* res) {
+                                float* res, int wpr, float pre) {
   const DevLayer& L = m.layers[t.layer];
   const int r0 = t.row0, n = t.row1 - t.row0;
+  if (wpr > 1) {  // fold the per-warp shares, in order, into res[0 .. n)
+    for (int i = threadIdx.x; i < n; i += kComputeThreads) {
+      float v = 0;
+      for (int j = 0; j < wpr; ++j) v += res[i * wpr + j];
+      res[n * wpr + i] = v;
+    }
+    compute_sync();
+    res += n * wpr;
+  }
   switch (t.op) {
     case Op::QKV:
-      for (int i = threadIdx.x; i < n; i += kComputeThreads)
-        io.qkv[r0 + i] = f32_to_bf16(res[i] + (L.bqkv ? L.bqkv[r0 + i] : 0.0f));
+      for (int i = threadIdx.x; i < n; i += kComputeThreads) {
+        const float b = i < kComputeThreads ? pre : (L.bqkv ? L.bqkv[r0 + i] : 0.0f);
+        io.qkv[r0 + i] = f32_to_bf16(res[i] + b);
+      }
       break;
     case Op::OPROJ:
     case Op::DOWN: {
       const float* b = t.op == Op::OPROJ ? L.bo : L.bd;
-      for (int i = threadIdx.x; i < n; i += kComputeThreads)
-        io.x[r0 + i] = __ldcg(io.x + r0 + i) + res[i] + (b ? b[r0 + i] : 0.0f);
+      for (int i = threadIdx.x; i < n; i += kComputeThreads) {
+        const float xi = i < kComputeThreads ? pre : __ldcg(io.x + r0 + i);
+        io.x[r0 + i] = xi + res[i] + (b ? b[r0 + i] : 0.0f);
+      }
       break;
     }
     case Op::GATEUP:
@@ -315,11 +374,42 @@ __device__ __forceinline__ int attn_lo(const DevModel& m, int pos) {
   return m.sliding_window > 0 ? max(0, pos + 1 - m.sliding_window) : 0;
 }
 
+/// Shared-memory K / V sub-block buffers inside the attention scratch.
+__device__ __forceinline__ void attn_kv_smem(float* sc, int gq, int hd, int sub_block, uint16_t** ks,
+                                             uint16_t** vs) {
+  const int gq4 = (gq + 3) & ~3;
+  *ks = reinterpret_cast<uint16_t*>(sc + gq * hd + 2 * hd + gq * sub_block + 3 * gq4);
+  *vs = *ks + sub_block * hd;
+}
+
+/// Before the task's input wait: loads the chunk's first sub-block of cached
+/// K / V (positions < pos, written in earlier steps, so no dependency on this
+/// step's QKV) into shared memory, taking one L2 round trip off the critical path.
+__device__ void attention_prefetch(const DevModel& m, const DevTask& t, int pos, float* sc,
+                                   int sub_block) {
+  const int g = t.row0, c = t.row1, C = t.index;
+  const int hd = m.head_dim, nkv = m.n_kv_heads, gq = m.n_heads / nkv;
+  const int lo = attn_lo(m, pos), len = pos + 1 - lo;
+  const int b = lo + int((long long)c * len / C), e = lo + int((long long)(c + 1) * len / C);
+  const int n = min(sub_block, e - b);
+  uint16_t *ks, *vs;
+  attn_kv_smem(sc, gq, hd, sub_block, &ks, &vs);
+  const size_t head_base = (size_t(t.layer) * nkv + g) * size_t(m.max_ctx) * hd;
+  const int vec_per_row = hd / 8;
+  for (int v = threadIdx.x; v < n * vec_per_row; v += kComputeThreads) {
+    const int p = v / vec_per_row, q = v % vec_per_row;
+    if (b + p == pos) continue;
+    const size_t src = head_base + size_t(b + p) * hd + q * 8;
+    reinterpret_cast<uint4*>(ks)[v] = __ldcg(reinterpret_cast<const uint4*>(m.k_cache + src));
+    reinterpret_cast<uint4*>(vs)[v] = __ldcg(reinterpret_cast<const uint4*>(m.v_cache + src));
+  }
+}
+
 /// One (kv head, chunk) of split-KV decoding attention for position `pos`.
 /// Scratch (shared) must hold attn_scratch_floats() floats. The last chunk of a
 /// head to finish merges all chunks into io.attn.
 __device__ void attention_task(const DevModel& m, const StepIO& io, const DevTask& t, int pos,
-                               float* sc, int sub_block, int* flag) {
+                               float* sc, int sub_block, int* flag, bool prefetched) {
   const int g = t.row0, c = t.row1, C = t.index;
   const int hd = m.head_dim, nh = m.n_heads, nkv = m.n_kv_heads, gq = nh / nkv;
   const int qd = nh * hd, kvd = nkv * hd;
@@ -395,12 +485,20 @@ __device__ void attention_task(const DevModel& m, const StepIO& io, const DevTas
   const int vec_per_row = hd / 8;
   for (int sb = b; sb < e; sb += sub_block) {
     const int n = min(sub_block, e - sb);
-    for (int v = tid; v < n * vec_per_row; v += kComputeThreads) {
-      const int p = v / vec_per_row, q = v % vec_per_row;
-      const size_t src = head_base + size_t(sb + p) * hd + q * 8;
-      reinterpret_cast<uint4*>(ks)[v] = __ldcg(reinterpret_cast<const uint4*>(m.k_cache + src));
-      reinterpret_cast<uint4*>(vs)[v] = __ldcg(reinterpret_cast<const uint4*>(m.v_cache + src));
+    if (!(prefetched && sb == b)) {
+      for (int v = tid; v < n * vec_per_row; v += kComputeThreads) {
+        const int p = v / vec_per_row, q = v % vec_per_row;
+        if (sb + p == pos) continue;  // this step's k / v come from registers below
+        const size_t src = head_base + size_t(sb + p) * hd + q * 8;
+        reinterpret_cast<uint4*>(ks)[v] = __ldcg(reinterpret_cast<const uint4*>(m.k_cache + src));
+        reinterpret_cast<uint4*>(vs)[v] = __ldcg(reinterpret_cast<const uint4*>(m.v_cache + src));
+      }
     }
+    if (pos >= sb && pos < sb + n)
+      for (int d = tid; d < hd; d += kComputeThreads) {
+        ks[(pos - sb) * hd + d] = f32_to_bf16(kn[d]);
+        vs[(pos - sb) * hd + d] = f32_to_bf16(vn[d]);
+      }
     compute_sync();
     for (int pr = warp; pr < gq * n; pr += kComputeWarps) {
       const int j = pr / n, p = pr % n;
@@ -460,10 +558,10 @@ __device__ void attention_task(const DevModel& m, const StepIO& io, const DevTas
   compute_sync();
   // 4. The last chunk of this head to arrive merges.
   if (tid == 0) {
-    __threadfence();
-    const uint32_t old = atomicAdd(io.arrive + g, 1u);
+    // Release: this CTA's partials (ordered before by the barrier) become visible
+    // with the count; acquire: the merger then sees every other chunk's partials.
+    const uint32_t old = atom_add_acq_rel(io.arrive + g, 1u);
     *flag = ((old + 1) % uint32_t(C)) == 0;
-    __threadfence();
   }
   compute_sync();
   if (*flag) {

@@ -1,0 +1,500 @@
+// The compiler, pass by pass (fuse, buffers, partition, dependencies,
+// placement), the checker, serialization, reports, option errors, and the
+// Qwen3-8B @ 132 workers balance (bytes per worker max/mean <= 1.05).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <random>
+#include <set>
+
+#include "compiler/checker.h"
+#include "compiler/compiler.h"
+#include "compiler/fuse.h"
+#include "compiler/passes.h"
+#include "compiler/report.h"
+#include "compiler/serialize.h"
+#include "core/error.h"
+#include "core/mapped_file.h"
+#include "model/config.h"
+
+namespace keel::compiler {
+namespace {
+
+model::ModelConfig tiny(model::Arch a) {
+  model::ModelConfig c;
+  c.arch = a;
+  c.hidden = 64;
+  c.intermediate = 176;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.head_dim = 16;
+  c.vocab = 512;
+  c.max_position = 2048;
+  c.qkv_bias = a == model::Arch::Qwen2;
+  c.qk_norm = a == model::Arch::Qwen3;
+  c.tie_embeddings = a != model::Arch::Qwen3;
+  return c;
+}
+
+model::ModelConfig shared_config(const std::string& rel) {
+  return model::ModelConfig::load(path_join(KEEL_SHARED_DIR, rel));
+}
+
+CompileOptions opts(int w, int b, int ctx = 128) {
+  CompileOptions o;
+  o.workers = w;
+  o.batch = b;
+  o.max_context = ctx;
+  o.page_size = 16;
+  return o;
+}
+
+std::string op_name(const Program& p, const TaskDesc& t) { return p.ops[t.op].name; }
+
+// --- fuse ---------------------------------------------------------------------
+
+TEST(Fuse, EachFamilyBecomesFiveOpsPerLayer) {
+  for (auto a : {model::Arch::Llama, model::Arch::Qwen2, model::Arch::Qwen3}) {
+    graph::Graph f = fuse(graph::build_decode_graph(tiny(a), 1));
+    using K = graph::OpKind;
+    std::vector<K> want;
+    for (int l = 0; l < 2; ++l)
+      want.insert(want.end(), {K::FusedQkv, K::Attention, K::MatvecResidual, K::FusedGateUp, K::MatvecResidual});
+    want.insert(want.end(), {K::FusedLmHead, K::Step});
+    ASSERT_EQ(f.ops.size(), want.size());
+    for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(f.ops[i].kind, want[i]) << i;
+    const graph::Op& qkv = f.ops[0];
+    EXPECT_EQ(qkv.weight("q_bias").empty(), a != model::Arch::Qwen2);
+    EXPECT_EQ(qkv.weight("k_head_norm").empty(), a != model::Arch::Qwen3);
+    EXPECT_EQ(qkv.outputs, (std::vector<std::string>{"q.0", "k_cache.0", "v_cache.0"}));
+    EXPECT_EQ(f.ops[2].name, "o_proj");
+    EXPECT_EQ(f.ops[2].inputs, (std::vector<std::string>{"attn.0", "x"}));
+    EXPECT_EQ(f.ops[4].outputs, std::vector<std::string>{"x"});
+  }
+}
+
+TEST(Fuse, UnfusableGraphIsAnError) {
+  graph::Graph g = graph::build_decode_graph(tiny(model::Arch::Llama), 1);
+  // A gate projection that feeds nothing but a second residual add.
+  auto it = std::find_if(g.ops.begin(), g.ops.end(), [](const graph::Op& o) { return o.kind == graph::OpKind::SiluMul; });
+  g.ops.erase(it);
+  try {
+    fuse(g);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("gate_proj"), std::string::npos) << e.what();
+  }
+}
+
+// --- buffers & partition --------------------------------------------------------
+
+TEST(Buffers, LayersShareActivationBytesAndLiveOnesDoNot) {
+  Program p = compile(tiny(model::Arch::Qwen3), opts(7, 3));
+  const BufferDesc& q0 = p.buffer(p.find_buffer("q.0"));
+  const BufferDesc& q1 = p.buffer(p.find_buffer("q.1"));
+  EXPECT_EQ(q0.offset, q1.offset);  // layer 1 reuses layer 0's bytes
+  for (int l = 0; l < 2; ++l) {
+    std::vector<const BufferDesc*> live;
+    for (const char* n : {"q.", "attn_part.", "attn.", "h."}) live.push_back(&p.buffer(p.find_buffer(cat(n, l))));
+    for (const BufferDesc& s : p.buffers)
+      if (BufferKind(s.kind) == BufferKind::State) live.push_back(&s);
+    for (size_t i = 0; i < live.size(); ++i)
+      for (size_t j = i + 1; j < live.size(); ++j) {
+        uint64_t a0 = live[i]->offset, a1 = a0 + live[i]->count * dtype_size(DType(live[i]->dtype));
+        uint64_t b0 = live[j]->offset, b1 = b0 + live[j]->count * dtype_size(DType(live[j]->dtype));
+        EXPECT_TRUE(a1 <= b0 || b1 <= a0) << live[i]->name_view() << " overlaps " << live[j]->name_view();
+      }
+  }
+  // KV: [pages][kv heads][page][head_dim] bf16, per layer, K and V.
+  EXPECT_EQ(p.h.pages_per_seq, 8);
+  EXPECT_EQ(p.h.n_pages, 24);
+  EXPECT_EQ(p.buffer(p.find_buffer("k_cache.1")).count, uint64_t(24 * 2 * 16 * 16));
+  // RoPE constant, default scaling: theta^(-2i/hd).
+  const float* inv = reinterpret_cast<const float*>(p.constants.data());
+  EXPECT_FLOAT_EQ(inv[0], 1.0f);
+  EXPECT_NEAR(inv[1], std::pow(10000.0, -2.0 / 16), 1e-7);
+}
+
+// Every matvec operator's tiles cover rows x k exactly once.
+void expect_exact_cover(const Program& p) {
+  std::map<uint16_t, std::map<std::pair<int, int>, int>> cover;  // op -> (row, k) -> count
+  for (const TaskDesc& t : p.tasks) {
+    const Opcode oc = Opcode(t.opcode);
+    if (oc != Opcode::GateUp && oc != Opcode::MatvecResidual && oc != Opcode::LmHead && oc != Opcode::QkvProj) continue;
+    for (int r = t.row0; r < t.row1; ++r) cover[t.op][{r + (oc == Opcode::QkvProj ? 100000 * t.arg[0] : 0), t.k0}]++;
+  }
+  for (auto& [op, m] : cover) {
+    for (auto& [rk, n] : m) ASSERT_EQ(n, 1) << p.ops[op].name << " row " << rk.first << " k " << rk.second;
+  }
+}
+
+TEST(Partition, TilesCoverEveryRowOnceAndRespectHeadsAndSlices) {
+  for (int w : {1, 3, 7, 132}) {
+    Program p = compile(tiny(model::Arch::Qwen2), opts(w, 3));
+    expect_exact_cover(p);
+    int lm = 0, steps = 0;
+    std::set<int> tiles;
+    for (const TaskDesc& t : p.tasks) {
+      switch (Opcode(t.opcode)) {
+        case Opcode::QkvProj:
+          EXPECT_EQ(t.row0 % 16, 0);  // whole heads, so the epilogue can fuse
+          EXPECT_EQ(t.row1 % 16, 0);
+          EXPECT_EQ(t.row0, t.arg[1] * 16);
+          break;
+        case Opcode::MatvecResidual:
+          if (op_name(p, t) == "o_proj") {  // one k-slice per kv-head group
+            EXPECT_EQ(t.k1 - t.k0, 32);
+            EXPECT_TRUE(t.flags & kFlagAtomicAccumulate);
+          }
+          break;
+        case Opcode::LmHead:
+          ++lm;
+          tiles.insert(t.arg[0]);
+          break;
+        case Opcode::Step: ++steps; break;
+        default: break;
+      }
+    }
+    EXPECT_EQ(lm, p.h.n_lm_tiles);
+    EXPECT_EQ(int(tiles.size()), lm);
+    EXPECT_EQ(steps, 3);
+    EXPECT_EQ(p.buffer(p.h.buf_argmax).count, uint64_t(3 * 2 * lm));
+  }
+}
+
+TEST(Partition, SplitKDownProjOnLargeModels) {
+  Program p = compile(shared_config("models/qwen3-tokenizer/Qwen3-8B/config.json"), opts(132, 1, 4096));
+  std::set<int> slices;
+  for (const TaskDesc& t : p.tasks)
+    if (op_name(p, t) == "down_proj" && t.layer == 0) slices.insert(t.k0);
+  EXPECT_EQ(slices, (std::set<int>{0, 3072, 6144, 9216}));
+  expect_exact_cover(p);
+}
+
+// --- dependencies & placement ------------------------------------------------
+
+TEST(Dependencies, CountersMatchSignalersAndWaitOnlyBackwards) {
+  Program p = compile(tiny(model::Arch::Llama), opts(3, 1));
+  std::vector<uint32_t> signalers(p.h.n_counters, 0), last(p.h.n_counters, 0);
+  for (uint32_t t = 0; t < p.tasks.size(); ++t)
+    for (uint32_t i = 0; i < p.tasks[t].signal_count; ++i) {
+      uint32_t c = p.signals[p.tasks[t].signal_begin + i];
+      signalers[c]++;
+      last[c] = t;
+    }
+  for (uint32_t t = 0; t < p.tasks.size(); ++t)
+    for (uint32_t i = 0; i < p.tasks[t].wait_count; ++i) {
+      const WaitDesc& w = p.waits[p.tasks[t].wait_begin + i];
+      EXPECT_EQ(w.expected, signalers[w.counter]);
+      EXPECT_EQ(w.offset, 1);  // cross-step waits are implied by the step gate
+      EXPECT_LT(last[w.counter], t);
+    }
+  // The first operator reads only x, written by the previous step: no waits.
+  for (uint32_t t = 0; t < p.ops[0].task_count; ++t) EXPECT_EQ(p.tasks[t].wait_count, 0u);
+  // The Step task waits on the LM head alone (everything else is implied).
+  const TaskDesc& st = p.tasks.back();
+  ASSERT_EQ(st.wait_count, 1u);
+  EXPECT_EQ(p.waits[st.wait_begin].expected, uint32_t(p.h.n_lm_tiles));
+  EXPECT_EQ(p.h.step_expected, 1u);
+}
+
+TEST(Dependencies, PruningKeepsFewWaitsPerTask) {
+  Program p = compile(shared_config("models/qwen3-tokenizer/Qwen3-8B/config.json"), opts(132, 1, 4096));
+  uint32_t mx = 0;
+  for (const TaskDesc& t : p.tasks) mx = std::max(mx, t.wait_count);
+  EXPECT_LE(mx, 2u);
+  EXPECT_LT(double(p.waits.size()) / double(p.tasks.size()), 1.5);
+}
+
+TEST(Placement, WorkerListsFollowTheGlobalOrder) {
+  Program p = compile(tiny(model::Arch::Qwen3), opts(7, 3));
+  std::vector<int> seen(p.tasks.size(), 0);
+  for (int w = 0; w < 7; ++w)
+    for (const uint32_t* t = p.worker_begin(w); t != p.worker_end(w); ++t) {
+      if (t != p.worker_begin(w)) {
+        EXPECT_LT(t[-1], t[0]);
+      }
+      seen[*t]++;
+    }
+  for (int s : seen) EXPECT_EQ(s, 1);
+}
+
+// --- checker -------------------------------------------------------------------
+
+Program drop_wait(Program q, uint32_t w) {
+  q.waits.erase(q.waits.begin() + w);
+  for (auto& t : q.tasks) {
+    if (w >= t.wait_begin && w < t.wait_begin + t.wait_count) {
+      --t.wait_count;
+    } else if (t.wait_begin > w) {
+      --t.wait_begin;
+    }
+  }
+  q.h.n_waits = uint32_t(q.waits.size());
+  return q;
+}
+
+TEST(Checker, AcceptsCompiledPrograms) {
+  for (auto a : {model::Arch::Llama, model::Arch::Qwen2, model::Arch::Qwen3})
+    for (int w : {1, 3, 7, 132})
+      for (int b : {1, 3}) {
+        CheckResult r = check(compile(tiny(a), opts(w, b)), 3);
+        EXPECT_TRUE(r.ok) << r.error;
+        EXPECT_GT(r.accesses, 0u);
+      }
+}
+
+TEST(Checker, EveryRemovedWaitIsCaught) {
+  Program p = compile(tiny(model::Arch::Qwen3), opts(7, 3));
+  for (uint32_t w = 0; w < p.waits.size(); ++w) {
+    CheckResult r = check(drop_wait(p, w), 3);
+    EXPECT_FALSE(r.ok) << "wait " << w;
+    EXPECT_NE(r.error.find("without waiting"), std::string::npos) << r.error;
+  }
+  // A random sample on a larger Program.
+  Program big = compile(tiny(model::Arch::Llama), opts(132, 3));
+  std::mt19937 rng(1);
+  for (int i = 0; i < 40; ++i) {
+    const uint32_t w = rng() % uint32_t(big.waits.size());
+    EXPECT_FALSE(check(drop_wait(big, w), 2).ok) << "wait " << w;
+  }
+}
+
+// Regression: split-K accumulates of one operator commute with each other but
+// each must follow the readers the group's first add followed (here: every QKV
+// task reads x before o_proj adds to it). Before the fix, the k-slice 1 tasks
+// of o_proj had no wait on QKV and neither the compiler nor the checker noticed.
+TEST(Checker, AccumulateGroupsFollowEarlierReaders) {
+  // One task per worker, so worker order implies nothing.
+  CompileOptions o = opts(1000, 1);
+  o.attn_chunks = 2;
+  Build b = begin_build(graph::build_decode_graph(tiny(model::Arch::Llama), 1), o);
+  plan_buffers(b);
+  partition(b);
+  ASSERT_LE(b.p.tasks.size(), 1000u);
+  for (size_t t = 0; t < b.task_worker.size(); ++t) b.task_worker[t] = int32_t(t);
+  allocate_arenas(b);
+  build_dependencies(b);
+  place(b);
+  b.p.h.n_buffers = uint32_t(b.p.buffers.size());
+  Program& p = b.p;
+  ASSERT_TRUE(check(p, 3).ok);
+  // The compiler: every o_proj task of a later k-slice waits for all 8 QKV tasks.
+  std::vector<uint32_t> victims;
+  for (uint32_t t = 0; t < p.tasks.size(); ++t) {
+    const TaskDesc& td = p.tasks[t];
+    if (op_name(p, td) != "o_proj" || td.k0 == 0) continue;
+    bool found = false;
+    for (uint32_t i = 0; i < td.wait_count; ++i)
+      if (p.waits[td.wait_begin + i].expected == 8) {
+        found = true;
+        victims.push_back(td.wait_begin + i);
+      }
+    EXPECT_TRUE(found) << describe_task(p, t);
+  }
+  // The checker: without one of those waits, an add to x overtakes a QKV read.
+  ASSERT_FALSE(victims.empty());
+  for (uint32_t w : victims) {
+    CheckResult r = check(drop_wait(p, w), 3);
+    EXPECT_FALSE(r.ok);
+    EXPECT_NE(r.error.find("accumulated after an access"), std::string::npos) << r.error;
+  }
+}
+
+TEST(Checker, StructuralErrors) {
+  Program p = compile(tiny(model::Arch::Llama), opts(3, 1));
+  Program q = p;
+  q.waits[0].expected += 1;
+  EXPECT_NE(check(q).error.find("signal"), std::string::npos);
+  // A wait on a counter signalled by a later task can deadlock.
+  q = p;
+  uint32_t t0 = 0;
+  while (p.tasks[t0].wait_count == 0) ++t0;
+  q.waits[p.tasks[t0].wait_begin].counter = p.h.step_counter;
+  q.waits[p.tasks[t0].wait_begin].expected = p.h.step_expected;
+  EXPECT_NE(check(q).error.find("deadlock"), std::string::npos);
+  // Steps need >= 2.
+  EXPECT_THROW(check(p, 1), Error);
+}
+
+TEST(Checker, OddSizesCompileAndCheck) {
+  // Deliberately awkward shapes: rows not multiples of row_align, vocab 1002,
+  // GQA 6/3, head_dim 12, more workers than rows.
+  for (int w : {1, 5, 37, 200})
+    for (int b : {1, 2}) {
+      model::ModelConfig c = tiny(model::Arch::Qwen3);
+      c.hidden = 72;
+      c.intermediate = 37;
+      c.n_heads = 6;
+      c.n_kv_heads = 3;
+      c.head_dim = 12;
+      c.vocab = 1002;
+      c.n_layers = 3;
+      Program p = compile(c, opts(w, b, 50));
+      expect_exact_cover(p);
+      CheckResult r = check(p, 3);
+      EXPECT_TRUE(r.ok) << "W" << w << " B" << b << ": " << r.error;
+    }
+}
+
+TEST(Checker, EveryBiasCompilesAndChecks) {
+  model::ModelConfig c = tiny(model::Arch::Llama);
+  c.qkv_bias = c.o_bias = c.mlp_bias = true;
+  for (int w : {1, 7}) {
+    Program p = compile(c, opts(w, 2));
+    int biased = 0;
+    for (const TaskDesc& t : p.tasks)
+      if (Opcode(t.opcode) == Opcode::MatvecResidual && t.buf[2] >= 0) {
+        EXPECT_EQ(t.k0, 0);  // only the first k-slice adds the bias
+        ++biased;
+      }
+    EXPECT_GT(biased, 0);
+    std::vector<uint8_t> bytes = serialize(p);
+    EXPECT_NO_THROW(deserialize(bytes.data(), bytes.size(), "biases"));
+    EXPECT_TRUE(check(p, 2).ok);
+  }
+}
+
+// --- serialization --------------------------------------------------------------
+
+TEST(Serialize, RoundTripIsByteIdentical) {
+  Program p = compile(tiny(model::Arch::Qwen3), opts(7, 3));
+  std::vector<uint8_t> a = serialize(p);
+  Program q = deserialize(a.data(), a.size(), "memory");
+  EXPECT_EQ(serialize(q), a);
+  const std::string path = cat(KEEL_BINARY_DIR, "/test_compiler_roundtrip.keel");
+  save(p, path);
+  Program r = load(path);
+  EXPECT_EQ(serialize(r), a);
+  EXPECT_EQ(r.tasks.size(), p.tasks.size());
+  EXPECT_EQ(std::memcmp(r.tasks.data(), p.tasks.data(), p.tasks.size() * sizeof(TaskDesc)), 0);
+}
+
+void expect_load_error(std::vector<uint8_t> bytes, const std::string& needle) {
+  try {
+    deserialize(bytes.data(), bytes.size(), "bad.keel");
+    FAIL() << "no error for " << needle;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("bad.keel"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Serialize, MalformedFilesGiveClearErrors) {
+  Program p = compile(tiny(model::Arch::Llama), opts(3, 1));
+  const std::vector<uint8_t> good = serialize(p);
+  std::vector<uint8_t> b = good;
+  b[0] ^= 1;
+  expect_load_error(b, "bad magic");
+  b = good;
+  b[4] = 99;
+  expect_load_error(b, "version");
+  for (size_t cut : {size_t(3), size_t(100), sizeof(ProgramHeader) + 4, good.size() / 2, good.size() - 1})
+    expect_load_error(std::vector<uint8_t>(good.begin(), good.begin() + cut), cut < 16 ? "not a keel program" : "truncated");
+  b = good;
+  b[good.size() / 2] ^= 0x40;
+  expect_load_error(b, "");  // some error (checksum or a field), naming the file
+  Program q = p;
+  q.tasks[5].buf[2] = 9999;
+  expect_load_error(serialize(q), "out of range");
+  q = p;
+  q.waits[0].counter = 1u << 30;
+  expect_load_error(serialize(q), "out of range");
+  q = p;
+  std::swap(q.worker_tasks[0], q.worker_tasks[1]);
+  expect_load_error(serialize(q), "topological order");
+  EXPECT_THROW(load(cat(KEEL_BINARY_DIR, "/no_such_program.keel")), Error);
+}
+
+// Random field corruptions behind a valid checksum: the loader either rejects
+// the file with keel::Error or accepts a Program whose every range is in bounds.
+TEST(Serialize, CorruptFieldsNeverCrash) {
+  Program p = compile(tiny(model::Arch::Qwen2), opts(5, 2));
+  std::mt19937 rng(3);
+  int rejected = 0;
+  for (int i = 0; i < 400; ++i) {
+    Program q = p;
+    uint8_t* bytes = reinterpret_cast<uint8_t*>(q.tasks.data());
+    const size_t n = q.tasks.size() * sizeof(TaskDesc);
+    for (int k = 0; k < 1 + int(rng() % 3); ++k) bytes[rng() % n] = uint8_t(rng());
+    std::vector<uint8_t> file = serialize(q);
+    try {
+      Program r = deserialize(file.data(), file.size(), "fuzz");
+      std::vector<Access> acc;
+      for (const TaskDesc& t : r.tasks) task_accesses(r, t, acc);
+    } catch (const Error&) {
+      ++rejected;
+    }
+  }
+  EXPECT_GT(rejected, 100);
+}
+
+// --- reports ---------------------------------------------------------------------
+
+TEST(Report, TextJsonDot) {
+  Program p = compile(tiny(model::Arch::Qwen3), opts(7, 1));
+  const std::string r = report(p, 3350);
+  for (const char* s : {"bytes per worker", "max/mean", "critical path", "ms/token", "gate_up", "lm_head"})
+    EXPECT_NE(r.find(s), std::string::npos) << s << "\n" << r;
+  const std::string j = to_json(p);
+  EXPECT_NE(j.find("\"tasks\""), std::string::npos);
+  EXPECT_NE(j.find("\"qkv_proj\""), std::string::npos);
+  const std::string d = to_dot(p), dt = to_dot(p, true);
+  EXPECT_EQ(d.rfind("digraph keel {", 0), 0u);
+  EXPECT_NE(d.find("->"), std::string::npos);
+  EXPECT_GT(dt.size(), d.size());
+  Simulation s = simulate(p, 3350);
+  EXPECT_GT(s.step_us, s.floor_us);
+  EXPECT_FALSE(s.critical.empty());
+  EXPECT_EQ(Opcode(p.tasks[s.critical.back()].opcode), Opcode::Step);
+}
+
+TEST(Options, BadOptionsNameTheOption) {
+  const model::ModelConfig c = tiny(model::Arch::Llama);
+  auto msg = [&](CompileOptions o) {
+    try {
+      compile(c, o);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  CompileOptions o = opts(0, 1);
+  EXPECT_NE(msg(o).find("--workers"), std::string::npos);
+  o = opts(3, 1);
+  o.page_size = 0;
+  EXPECT_NE(msg(o).find("--page-size"), std::string::npos);
+  o = opts(3, 1, 4096);
+  EXPECT_NE(msg(o).find("--max-context"), std::string::npos);
+  o = opts(3, 0);
+  EXPECT_NE(msg(o).find("batch"), std::string::npos);
+}
+
+// --- Qwen3-8B @ 132 workers -------------------------------------------------------
+
+TEST(Qwen3_8B, BalancedAt132Workers) {
+  const model::ModelConfig c = shared_config("models/qwen3-tokenizer/Qwen3-8B/config.json");
+  CompileOptions o = opts(132, 1, 4096);
+  const auto t0 = std::chrono::steady_clock::now();
+  Program p = compile(c, o);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  std::vector<uint64_t> bpw = bytes_per_worker(p);
+  double mean = 0;
+  for (uint64_t v : bpw) mean += double(v);
+  mean /= double(bpw.size());
+  const double ratio = double(*std::max_element(bpw.begin(), bpw.end())) / mean;
+  std::cout << "[ figures ] Qwen3-8B @132: compile " << ms << " ms, " << p.tasks.size() << " tasks, bytes/worker max/mean "
+            << ratio << "\n"
+            << report(p, 3350);
+  EXPECT_LE(ratio, 1.05);
+  CheckResult r = check(p, 2);
+  EXPECT_TRUE(r.ok) << r.error;
+}
+
+}  // namespace
+}  // namespace keel::compiler
