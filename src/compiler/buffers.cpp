@@ -1,6 +1,6 @@
 // The buffers pass: the buffer table (plan_buffers) and the arena layout
 // (allocate_arenas). Activations are laid out first-fit by lifetime, measured in
-// operator indices, so q.3 can reuse the bytes q.2 no longer needs; the
+// operator indices, so qkv.3 can reuse the bytes qkv.1 no longer needs; the
 // dependency pass sees the sharing (it works on arena byte ranges) and orders
 // the tasks accordingly.
 #include <algorithm>
@@ -95,7 +95,8 @@ void plan_buffers(Build& b) {
   const uint64_t part = uint64_t(B) * c.n_kv_heads * h.n_chunks * g_heads * (c.head_dim + 2);
   const uint64_t kv_count = uint64_t(h.n_pages) * c.n_kv_heads * h.page_size * c.head_dim;
   for (int l = 0; l < c.n_layers; ++l) {
-    add_buffer(b, cat("q.", l), BufferKind::Activation, DType::BF16, uint64_t(B) * c.q_dim(), B, c.q_dim(), l);
+    const int64_t qkv = c.q_dim() + 2 * c.kv_dim();  // raw [q; k; v] rows (QkvProj's output)
+    add_buffer(b, cat("qkv.", l), BufferKind::Activation, DType::BF16, uint64_t(B) * qkv, B, qkv, l);
     add_buffer(b, cat("attn_part.", l), BufferKind::Activation, DType::F32, part, B,
                int64_t(part / B), l);
     add_buffer(b, cat("attn.", l), BufferKind::Activation, DType::BF16, uint64_t(B) * c.q_dim(), B, c.q_dim(), l);
@@ -125,7 +126,7 @@ void allocate_arenas(Build& b) {
     }
   // A layer's activations all stay live for the whole layer: sharing bytes
   // inside a layer would add false write-after-read waits between tasks that
-  // are otherwise independent (e.g. attn.3 over q.3 would make every merge wait
+  // are otherwise independent (e.g. attn.3 over qkv.3 would make every merge wait
   // for every attention chunk); across layers the waits are implied anyway.
   std::vector<int> layer_first, layer_last;
   for (uint32_t o = 0; o < p.ops.size(); ++o) {

@@ -3,6 +3,7 @@
 // the ops absorbed must act only on those tensors.
 #include "compiler/fuse.h"
 
+#include <map>
 #include <set>
 
 #include "core/error.h"
@@ -18,6 +19,9 @@ struct Fuser {
   const graph::Graph& g;
   std::vector<bool> used;
   graph::Graph out;
+  // q tensor -> (qkv tensor holding its raw rows, q epilogue weights), for the
+  // attention op that reads it.
+  std::map<std::string, std::pair<std::string, std::vector<std::pair<std::string, std::string>>>> q_epilogue;
 
   [[noreturn]] void cannot(const Op& op, const char* why) {
     fail("fuse: cannot fuse ", graph::op_kind_name(op.kind), " '", op.name, "' (layer ", op.layer,
@@ -35,17 +39,21 @@ struct Fuser {
       if (!used[j] && reads(g.ops[j], t)) r.push_back(j);
     return r;
   }
-  // Absorbs the epilogue ops (bias, head norm, rope) that update `t` in place,
-  // and returns their weights by role prefix.
-  void absorb_in_place(size_t from, const std::string& t, const std::string& prefix, Op& f,
+  // Absorbs the epilogue ops of the `allowed` kinds (bias, head norm, rope) that
+  // update `t` in place, adding their weights to f by role prefix; returns
+  // whether a rope was among them.
+  bool absorb_in_place(size_t from, const std::string& t, const std::string& prefix, Op& f,
                        std::set<OpKind> allowed) {
+    bool roped = false;
     for (size_t j = from + 1; j < g.ops.size(); ++j) {
       const Op& o = g.ops[j];
       if (used[j] || o.outputs.size() != 1 || o.outputs[0] != t || !allowed.count(o.kind)) continue;
       used[j] = true;
       if (o.kind == OpKind::AddBias) f.weights.push_back({prefix + "bias", o.weight("bias")});
       if (o.kind == OpKind::HeadRmsNorm) f.weights.push_back({prefix + "head_norm", o.weight("norm")});
+      if (o.kind == OpKind::Rope) roped = true;
     }
+    return roped;
   }
 
   void norm_group(size_t i) {
@@ -60,6 +68,10 @@ struct Fuser {
     f.inputs = norm.inputs;
     f.weights.push_back({"norm", norm.weight("norm")});
     if (mv.size() == 3) {  // q, k, v
+      // rmsnorm + q/k/v matvecs (+bias) -> fused_qkv, writing the raw rows of
+      // the concatenation [q; k; v] to qkv.<layer> (row tiles, like gate/up);
+      // k head norm + k rope + kv_append -> fused_kv_append (per kv head); the q
+      // head norm and q rope move into the attention op that reads q.
       f.kind = OpKind::FusedQkv;
       f.name = "qkv";
       const char* pre[3] = {"q_", "k_", "v_"};
@@ -69,20 +81,34 @@ struct Fuser {
         used[mv[k]] = true;
         f.weights.push_back({cat(pre[k], "W"), m.weight("W")});
         outs.push_back(m.outputs.at(0));
-        absorb_in_place(mv[k], outs.back(), pre[k], f,
-                        {OpKind::AddBias, OpKind::HeadRmsNorm, OpKind::Rope});
+        absorb_in_place(mv[k], outs.back(), pre[k], f, {OpKind::AddBias});
       }
+      const std::string qkv = cat("qkv.", norm.layer);
+      const model::ModelConfig& c = g.config;
+      out.add_tensor({qkv, graph::TensorKind::Activation, DType::BF16, g.batch, c.q_dim() + 2 * c.kv_dim(),
+                      norm.layer});
+      f.outputs = {qkv};
+      // The epilogues: in-place head norm and rope of q and k (v has none).
+      Op qe, kv;
+      const bool q_roped = absorb_in_place(mv[0], outs[0], "q_", qe, {OpKind::HeadRmsNorm, OpKind::Rope});
+      const bool k_roped = absorb_in_place(mv[1], outs[1], "k_", kv, {OpKind::HeadRmsNorm, OpKind::Rope});
+      if (!q_roped || !k_roped)
+        cannot(g.ops[mv[0]], "q and k must each be roped (the attention and KV append tasks apply RoPE)");
       // kv_append consumes k and v; attention reads q.
       std::vector<size_t> app = consumers(mv[1], outs[1]);
-      size_t kv = SIZE_MAX;
+      size_t ka = SIZE_MAX;
       for (size_t j : app)
-        if (g.ops[j].kind == OpKind::KvAppend) kv = j;
-      if (kv == SIZE_MAX) cannot(g.ops[mv[1]], "k projection has no kv_append");
-      used[kv] = true;
-      f.inputs.push_back("state");
-      f.outputs = {outs[0]};
-      for (auto& o : g.ops[kv].outputs) f.outputs.push_back(o);
+        if (g.ops[j].kind == OpKind::KvAppend) ka = j;
+      if (ka == SIZE_MAX) cannot(g.ops[mv[1]], "k projection has no kv_append");
+      used[ka] = true;
+      kv.kind = OpKind::FusedKvAppend;
+      kv.name = "kv_append";
+      kv.layer = norm.layer;
+      kv.inputs = {qkv, "state"};
+      kv.outputs = g.ops[ka].outputs;
+      q_epilogue[outs[0]] = {qkv, qe.weights};
       out.ops.push_back(f);
+      out.ops.push_back(kv);
     } else if (mv.size() == 2) {  // gate, up
       f.kind = OpKind::FusedGateUp;
       f.name = "gate_up";
@@ -138,7 +164,7 @@ struct Fuser {
 }  // namespace
 
 graph::Graph fuse(const graph::Graph& g) {
-  Fuser fz{g, std::vector<bool>(g.ops.size(), false), {}};
+  Fuser fz{g, std::vector<bool>(g.ops.size(), false), {}, {}};
   fz.out.config = g.config;
   fz.out.batch = g.batch;
   for (const auto& t : g.tensors) fz.out.add_tensor(t);
@@ -148,7 +174,16 @@ graph::Graph fuse(const graph::Graph& g) {
     switch (op.kind) {
       case OpKind::RmsNorm: fz.norm_group(i); break;
       case OpKind::Matvec: fz.residual(i); break;
-      case OpKind::Attention:
+      case OpKind::Attention: {
+        fz.used[i] = true;
+        graph::Op a = op;
+        auto it = fz.q_epilogue.find(a.inputs.at(0));
+        if (it == fz.q_epilogue.end()) fz.cannot(op, "attention must read q from a fused q/k/v projection");
+        a.inputs[0] = it->second.first;
+        for (const auto& w : it->second.second) a.weights.push_back(w);
+        fz.out.ops.push_back(std::move(a));
+        break;
+      }
       case OpKind::Step:
         fz.used[i] = true;
         fz.out.ops.push_back(op);

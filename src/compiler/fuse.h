@@ -1,10 +1,14 @@
 // The fuse pass: rewrites a graph of primitive operators into the fused operator
 // families the task set implements, so a decode layer needs few dependency waits:
-//   rmsnorm + q/k/v matvec (+bias, +q/k head norm) + rope + kv_append -> fused_qkv
-//   rmsnorm + gate/up matvec (+bias) + silu_mul                      -> fused_gate_up
-//   matvec (+bias) + residual add                                     -> matvec_residual
-//   final rmsnorm + lm_head matvec                                    -> fused_lm_head
-//   attention, step                                                   -> unchanged
+//   rmsnorm + q/k/v matvec (+bias)                 -> fused_qkv (raw rows qkv.<layer>)
+//   k head norm + k rope + kv_append               -> fused_kv_append
+//   q head norm + q rope + attention               -> attention (reads qkv.<layer>)
+//   rmsnorm + gate/up matvec (+bias) + silu_mul    -> fused_gate_up
+//   matvec (+bias) + residual add                  -> matvec_residual
+//   final rmsnorm + lm_head matvec                 -> fused_lm_head
+//   step                                           -> unchanged
+// Splitting the q/k epilogues off the projection lets its rows be tiled freely
+// (the epilogues need whole heads; the projection does not).
 // Anything else is an error naming the operator, so an unsupported graph never
 // compiles into a wrong Program.
 #pragma once
@@ -13,8 +17,8 @@
 
 namespace keel::compiler {
 
-/// Returns the fused graph (same tensors; intermediate tensors that fusion
-/// removed are no longer read or written by any op).
+/// Returns the fused graph (the same tensors plus qkv.<layer>; intermediate
+/// tensors that fusion removed are no longer read or written by any op).
 graph::Graph fuse(const graph::Graph& g);
 
 }  // namespace keel::compiler

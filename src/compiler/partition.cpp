@@ -3,8 +3,10 @@
 // find the level lambda with sum_w max(0, lambda - load_w) = the operator's cost
 // and give worker w the rows worth (lambda - load_w), rounded to row_align. So
 // every operator is spread over the workers that are behind, and the per-worker
-// totals stay level across the whole step. Coarse tasks (QKV heads, attention
-// chunks, merges, steps) go to the least-loaded worker, in order.
+// totals stay level across the whole step. QKV rows are water-filled too (the
+// q/k epilogues that need whole heads live in AttnPartial and KvAppend). Coarse
+// tasks (KV appends, attention chunks, merges, steps) go to the least-loaded
+// worker, in order.
 #include <algorithm>
 #include <cstring>
 #include <numeric>
@@ -41,7 +43,6 @@ struct Partitioner {
   // Predicted schedule: when each worker is free, and when the current
   // operator's inputs are ready (operator-level barrier approximation).
   double ready = 0, op_finish = 0;
-  std::vector<double> bytes;  // weight bytes assigned per worker so far
 
   double avail(int w) const { return std::max(b.load_us[size_t(w)], ready); }
   void emit(TaskDesc t, int worker, double extra_us = 0) {
@@ -49,7 +50,6 @@ struct Partitioner {
     b.p.tasks.push_back(t);
     b.task_worker.push_back(worker);
     b.load_us[size_t(worker)] = avail(worker) + t.cost_us;
-    bytes[size_t(worker)] += double(t.weight_bytes);
     op_finish = std::max(op_finish, b.load_us[size_t(worker)]);
   }
   // The worker free first (coarse tasks: attention, merges, steps).
@@ -59,21 +59,19 @@ struct Partitioner {
       if (avail(w) < avail(best)) best = w;
     return best;
   }
-  // The worker that has streamed the fewest bytes, among those free first
-  // (QKV heads: rotates the coarse head tiles over the workers layer by layer).
-  int fewest_bytes() const {
-    int best = 0;
-    for (int w = 1; w < W; ++w)
-      if (bytes[size_t(w)] < bytes[size_t(best)] ||
-          (bytes[size_t(w)] == bytes[size_t(best)] && avail(w) < avail(best)))
-        best = w;
-    return best;
-  }
-
-  // Water-filling: splits `units` rows of `unit_bytes` each (grouped in slices
-  // of `slice` rows, tiles never straddle one) and calls fn(worker, u0, u1).
+  // Water-filling: splits `units` rows of `unit_bytes` each into tiles that
+  // never straddle a slice boundary (`cuts`: increasing, from 0 to units) and
+  // calls fn(worker, u0, u1) for each tile, in row order.
   template <class Fn>
   void water_fill(int64_t units, int64_t slice, uint64_t unit_bytes, Fn fn) {
+    std::vector<int64_t> cuts;
+    for (int64_t u = 0; u < units; u += slice) cuts.push_back(u);
+    cuts.push_back(units);
+    water_fill_cuts(cuts, unit_bytes, fn);
+  }
+  template <class Fn>
+  void water_fill_cuts(const std::vector<int64_t>& cuts, uint64_t unit_bytes, Fn fn) {
+    const int64_t units = cuts.back();
     const double total = double(units) * double(unit_bytes) / b.bytes_per_us_per_worker;
     std::vector<double> sorted(static_cast<size_t>(W));
     for (int w = 0; w < W; ++w) sorted[size_t(w)] = avail(w);
@@ -89,12 +87,16 @@ struct Partitioner {
       }
     }
     const int64_t align = b.opt.row_align;
+    // The slice [cuts[i], cuts[i+1]) holding row v (the last one for v == units).
+    auto slice_of = [&](int64_t v) {
+      size_t i = size_t(std::upper_bound(cuts.begin(), cuts.end(), v) - cuts.begin());
+      return std::min(i, cuts.size() - 1) - 1;
+    };
     auto snap = [&](double u) {  // to a row boundary multiple of align within its slice
-      int64_t v = std::clamp<int64_t>(int64_t(u + 0.5), 0, units);
-      int64_t s0 = v / slice * slice, r = v - s0;
-      int64_t rr = std::min<int64_t>((r + align / 2) / align * align, slice);
-      if (s0 + slice > units) rr = std::min<int64_t>(rr, units - s0);
-      return s0 + rr;
+      const int64_t v = std::clamp<int64_t>(int64_t(u + 0.5), 0, units);
+      const size_t i = slice_of(v);
+      const int64_t s0 = cuts[i], s1 = cuts[i + 1];
+      return s0 + std::min<int64_t>((v - s0 + align / 2) / align * align, s1 - s0);
     };
     double cum = 0;
     int64_t prev = 0;
@@ -104,7 +106,7 @@ struct Partitioner {
       int64_t end = w + 1 == W ? units : snap(cum);
       end = std::max(end, prev);
       for (int64_t u = prev; u < end;) {  // split at slice boundaries
-        int64_t stop = std::min(end, (u / slice + 1) * slice);
+        const int64_t stop = std::min(end, cuts[slice_of(u) + 1]);
         fn(w, u, stop);
         u = stop;
       }
@@ -112,39 +114,59 @@ struct Partitioner {
     }
   }
 
+  // The raw [q; k; v] rows, water-filled like gate/up; a tile lies inside one
+  // part (q, k or v), so it streams one weight matrix.
   void qkv(const graph::Op& op) {
-    const int nh = int(c.n_heads), nkv = int(c.n_kv_heads), hd = int(c.head_dim);
-    const int hpt = std::max(1, (nh + 2 * nkv) / W);
+    const int64_t H = c.hidden;
+    const int64_t off[3] = {qkv_part_begin(b.p.h, 0), qkv_part_begin(b.p.h, 1), qkv_part_begin(b.p.h, 2)};
+    const std::vector<int64_t> cuts = {off[0], off[1], off[2], qkv_width(b.p.h)};
     uint16_t o = begin_op("qkv", Opcode::QkvProj, op.layer);
     const char* pre[3] = {"q_", "k_", "v_"};
-    const int heads[3] = {nh, nkv, nkv};
-    const std::string out[3] = {cat("q.", op.layer), cat("k_cache.", op.layer), cat("v_cache.", op.layer)};
-    for (int kind = 0; kind < 3; ++kind)
-      for (int h0 = 0; h0 < heads[kind]; h0 += hpt) {
-        const int h1 = std::min(heads[kind], h0 + hpt);
+    const int32_t x = b.id(op.inputs.at(0)), norm = b.id(op.weight("norm")), out = b.id(op.outputs.at(0));
+    water_fill_cuts(cuts, uint64_t(H) * es, [&](int worker, int64_t u0, int64_t u1) {
+      const int part = u0 < off[1] ? 0 : u0 < off[2] ? 1 : 2;
+      TaskDesc t;
+      t.opcode = uint16_t(Opcode::QkvProj);
+      t.op = o;
+      t.layer = int16_t(op.layer);
+      t.buf[0] = x;
+      t.buf[1] = norm;
+      t.buf[2] = b.id(op.weight(cat(pre[part], "W")));
+      t.buf[3] = b.id_or_none(op.weight(cat(pre[part], "bias")));
+      t.buf[4] = out;
+      t.row0 = int32_t(u0);
+      t.row1 = int32_t(u1);
+      t.k0 = 0;
+      t.k1 = int32_t(H);
+      t.b0 = 0;
+      t.b1 = b.p.h.batch;
+      t.arg[0] = part;
+      t.arg[1] = int32_t(off[part]);
+      t.weight_bytes = uint64_t(u1 - u0) * uint64_t(H) * es;
+      emit(t, worker);
+    });
+    end_op();
+  }
+
+  // One KV append per (sequence, kv head): k epilogue, then k and v into the cache.
+  void kv_append(const graph::Op& op) {
+    uint16_t o = begin_op("kv_append", Opcode::KvAppend, op.layer);
+    for (int bb = 0; bb < b.p.h.batch; ++bb)
+      for (int kvh = 0; kvh < int(c.n_kv_heads); ++kvh) {
         TaskDesc t;
-        t.opcode = uint16_t(Opcode::QkvProj);
+        t.opcode = uint16_t(Opcode::KvAppend);
         t.op = o;
         t.layer = int16_t(op.layer);
         t.buf[0] = b.id(op.inputs.at(0));
-        t.buf[1] = b.id(op.weight("norm"));
-        t.buf[2] = b.id(op.weight(cat(pre[kind], "W")));
-        t.buf[3] = b.id_or_none(op.weight(cat(pre[kind], "bias")));
-        t.buf[4] = kind < 2 ? b.id_or_none(op.weight(cat(pre[kind], "head_norm"))) : -1;
-        t.buf[5] = b.id(out[kind]);
-        t.buf[6] = b.p.h.buf_state;
-        t.buf[7] = b.p.h.buf_page_table;
-        t.row0 = h0 * hd;
-        t.row1 = h1 * hd;
-        t.k0 = 0;
-        t.k1 = int32_t(c.hidden);
-        t.b0 = 0;
-        t.b1 = b.p.h.batch;
-        t.arg[0] = kind;
-        t.arg[1] = h0;
-        t.arg[2] = h1;
-        t.weight_bytes = uint64_t(t.row1 - t.row0) * c.hidden * es;
-        emit(t, fewest_bytes());
+        t.buf[1] = b.id_or_none(op.weight("k_head_norm"));
+        t.buf[2] = b.id(op.outputs.at(0));
+        t.buf[3] = b.id(op.outputs.at(1));
+        t.buf[4] = b.p.h.buf_state;
+        t.buf[5] = b.p.h.buf_page_table;
+        t.b0 = bb;
+        t.b1 = bb + 1;
+        t.arg[0] = kvh;
+        emit(t, least_loaded());
       }
     end_op();
   }
@@ -168,6 +190,7 @@ struct Partitioner {
           t.buf[3] = part;
           t.buf[4] = b.p.h.buf_state;
           t.buf[5] = b.p.h.buf_page_table;
+          t.buf[6] = b.id_or_none(op.weight("q_head_norm"));
           t.b0 = bb;
           t.b1 = bb + 1;
           t.arg[0] = kvh;
@@ -315,12 +338,11 @@ struct Partitioner {
 void partition(Build& b) {
   KEEL_CHECK(b.p.tasks.empty(), "compiler: partition ran twice");
   const model::ModelConfig& c = b.fused.config;
-  Partitioner pt{b, c, b.opt.workers, dtype_size(c.dtype), 0, 0, {}};
+  Partitioner pt{b, c, b.opt.workers, dtype_size(c.dtype), 0, 0};
   b.load_us.assign(size_t(b.opt.workers), 0.0);
   // Operator-level readiness: an operator starts after the last writer of
   // what it reads and after the last writer and readers of what it writes.
   std::unordered_map<std::string, double> written, read;
-  pt.bytes.assign(size_t(b.opt.workers), 0.0);
   for (const graph::Op& op : b.fused.ops) {
     pt.ready = 0;
     for (const std::string& in : op.inputs) pt.ready = std::max(pt.ready, written[in]);
@@ -328,6 +350,7 @@ void partition(Build& b) {
     pt.op_finish = pt.ready;
     switch (op.kind) {
       case graph::OpKind::FusedQkv: pt.qkv(op); break;
+      case graph::OpKind::FusedKvAppend: pt.kv_append(op); break;
       case graph::OpKind::Attention: pt.attention(op); break;
       case graph::OpKind::MatvecResidual: pt.matvec_residual(op); break;
       case graph::OpKind::FusedGateUp: pt.gate_up(op); break;

@@ -34,17 +34,18 @@ Build begin_build(const graph::Graph& g, const CompileOptions& opt);
 
 /// Buffers pass (1/2): declares every buffer — weights by tensor name, the state
 /// buffers (x, state, control, tokens, ring, page_table, logits, argmax), the
-/// per-layer activations (q, attn_part, attn, h), the paged KV caches and the
+/// per-layer activations (qkv, attn_part, attn, h), the paged KV caches and the
 /// RoPE constant. Sizes only; offsets come from allocate_arenas.
 void plan_buffers(Build& b);
 
 /// Partition pass: splits every fused operator into tasks and assigns each to
 /// a worker. Matvec tiles are sized by water-filling the cost model (bytes
 /// streamed / per-worker bandwidth + a fixed per-task overhead) so every worker
-/// ends each operator with near-equal predicted time; QKV tiles cover whole
-/// heads (the epilogue needs them); o_proj and down_proj are split-K; attention
-/// is split-KV into chunks plus merge tasks; the LM head is tiled with a partial
-/// argmax per tile; one Step task per sequence.
+/// ends each operator with near-equal predicted time (QKV rows too: tiles of
+/// the raw [q; k; v] rows that never straddle a part); one KvAppend per
+/// (sequence, kv head); o_proj and down_proj are split-K; attention is split-KV
+/// into chunks plus merge tasks; the LM head is tiled with a partial argmax per
+/// tile; one Step task per sequence.
 void partition(Build& b);
 
 /// Buffers pass (2/2): lays out the workspace arena (state buffers first, then

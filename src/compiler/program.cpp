@@ -47,8 +47,8 @@ std::string describe_task(const Program& p, uint32_t task) {
   os << " b [" << t.b0 << "," << t.b1 << ")";
   Opcode oc = Opcode(t.opcode);
   if (oc == Opcode::AttnPartial) os << " kvh " << t.arg[0] << " chunk " << t.arg[1];
-  if (oc == Opcode::AttnMerge) os << " kvh " << t.arg[0];
-  if (oc == Opcode::QkvProj) os << " kind " << "qkv"[std::clamp(t.arg[0], 0, 2)] << " heads [" << t.arg[1] << "," << t.arg[2] << ")";
+  if (oc == Opcode::AttnMerge || oc == Opcode::KvAppend) os << " kvh " << t.arg[0];
+  if (oc == Opcode::QkvProj) os << " part " << "qkv"[std::clamp(t.arg[0], 0, 2)];
   return os.str();
 }
 
@@ -102,34 +102,42 @@ void validate_operands(const Program& p) {
                      DType(p.buffers[id].dtype) == DType::BF16,
                  "program: task ", where(), " operand ", slot, " is not a KV cache of ", kv_count, " bf16 elements");
     };
+    auto qkv = [&](int slot) {  // the raw [q; k; v] activation
+      const int32_t id = t.buf[slot];
+      KEEL_CHECK(id >= 0 && BufferKind(p.buffers[id].kind) == BufferKind::Activation &&
+                     DType(p.buffers[id].dtype) == DType::BF16 && p.buffers[id].count == B * uint64_t(qkv_width(h)),
+                 "program: task ", where(), " operand ", slot, " is not a bf16 qkv activation [B, ",
+                 qkv_width(h), "]");
+    };
     auto is_state = [&](int slot, int32_t id) {
       KEEL_CHECK(t.buf[slot] == id, "program: task ", where(), " operand ", slot, " must be the well-known buffer ", id);
     };
     const int64_t hd = h.head_dim;
     switch (Opcode(t.opcode)) {
       case Opcode::QkvProj: {
-        const int kind = t.arg[0];
-        const int64_t heads = kind == 0 ? h.n_heads : h.n_kv_heads;
-        KEEL_CHECK(kind >= 0 && kind <= 2 && 0 <= t.arg[1] && t.arg[1] < t.arg[2] && t.arg[2] <= heads &&
-                       t.row0 == t.arg[1] * hd && t.row1 == t.arg[2] * hd,
-                   "program: task ", where(), " has bad head range");
+        const int part = t.arg[0];
+        KEEL_CHECK(part >= 0 && part <= 2, "program: task ", where(), " has bad part ", part);
+        const int64_t n = (part == 0 ? h.n_heads : h.n_kv_heads) * hd, off = qkv_part_begin(h, part);
+        KEEL_CHECK(t.arg[1] == off && off <= t.row0 && t.row0 < t.row1 && t.row1 <= off + n && t.k0 == 0 &&
+                       t.k1 == h.hidden,
+                   "program: task ", where(), " has rows outside its part or a bad k range");
         is_state(0, h.buf_x);
         weight(1, 1, h.hidden, false);
-        weight(2, heads * hd, h.hidden, false);
-        weight(3, 1, heads * hd, true);
-        weight(4, 1, hd, true);
-        if (kind == 0) {
-          const BufferDesc& q = p.buffers[t.buf[5] < 0 ? 0 : t.buf[5]];
-          KEEL_CHECK(t.buf[5] >= 0 && BufferKind(q.kind) == BufferKind::Activation && DType(q.dtype) == DType::BF16 &&
-                         q.count == uint64_t(h.batch) * h.n_heads * hd,
-                     "program: task ", where(), " q output is not bf16 [B, n_heads*head_dim]");
-        } else {
-          kv(5);
-        }
-        is_state(6, h.buf_state);
-        is_state(7, h.buf_page_table);
+        weight(2, n, h.hidden, false);
+        weight(3, 1, n, true);
+        qkv(4);
         break;
       }
+      case Opcode::KvAppend:
+        KEEL_CHECK(t.arg[0] >= 0 && t.arg[0] < h.n_kv_heads && t.b1 == t.b0 + 1, "program: task ", where(),
+                   " has bad kv head or sequence");
+        qkv(0);
+        weight(1, 1, hd, true);
+        kv(2);
+        kv(3);
+        is_state(4, h.buf_state);
+        is_state(5, h.buf_page_table);
+        break;
       case Opcode::GateUp:
         is_state(0, h.buf_x);
         weight(1, 1, h.hidden, false);
@@ -144,13 +152,14 @@ void validate_operands(const Program& p) {
         KEEL_CHECK(t.arg[0] >= 0 && t.arg[0] < h.n_kv_heads && t.arg[1] >= 0 && t.arg[1] < t.arg[2] &&
                        t.arg[2] == h.n_chunks && t.b1 == t.b0 + 1,
                    "program: task ", where(), " has bad kv head, chunk or sequence");
+        qkv(0);
         kv(1);
         kv(2);
         is_state(4, h.buf_state);
         is_state(5, h.buf_page_table);
-        KEEL_CHECK(t.buf[0] >= 0 && DType(p.buffers[t.buf[0]].dtype) == DType::BF16 && t.buf[3] >= 0 &&
-                       DType(p.buffers[t.buf[3]].dtype) == DType::F32,
-                   "program: task ", where(), " has bad q or partial operands");
+        weight(6, 1, hd, true);
+        KEEL_CHECK(t.buf[3] >= 0 && DType(p.buffers[t.buf[3]].dtype) == DType::F32,
+                   "program: task ", where(), " has a bad partial operand");
         break;
       case Opcode::AttnMerge:
         KEEL_CHECK(t.arg[0] >= 0 && t.arg[0] < h.n_kv_heads && t.arg[1] == h.n_chunks && t.b1 == t.b0 + 1 &&
@@ -335,23 +344,26 @@ void task_accesses(const Program& p, const TaskDesc& t, std::vector<Access>& out
   const ProgramHeader& h = p.h;
   const uint64_t H = h.hidden, hd = h.head_dim, nkv = h.n_kv_heads;
   const uint64_t g = h.n_heads / h.n_kv_heads, C = h.n_chunks;
-  const uint64_t S = kSeqStateWords;
+  const uint64_t S = kSeqStateWords, QKV = uint64_t(qkv_width(h));
   auto need = [&](int slot) {
     KEEL_CHECK(t.buf[slot] >= 0, "program: task with opcode ", t.opcode, " lacks operand ", slot);
     return t.buf[slot];
   };
   using M = AccessMode;
   switch (Opcode(t.opcode)) {
-    case Opcode::QkvProj: {
+    case Opcode::QkvProj:
       s.rows(need(0), t.b0, t.b1, H, 0, H, M::Read);
-      s.rows(need(6), t.b0, t.b1, S, 0, S, M::Read);
-      int kind = t.arg[0];
-      if (kind == 0) {
-        s.rows(need(5), t.b0, t.b1, h.n_heads * hd, t.row0, t.row1, M::Write);
-      } else {
-        s.rows(need(7), t.b0, t.b1, h.pages_per_seq, 0, h.pages_per_seq, M::Read);
-        for (int b = t.b0; b < t.b1; ++b)
-          s.kv(need(5), b * nkv + t.arg[1], b * nkv + t.arg[2], M::Write);
+      s.rows(need(4), t.b0, t.b1, QKV, t.row0, t.row1, M::Write);
+      break;
+    case Opcode::KvAppend: {
+      const uint64_t kvh = t.arg[0], k0 = qkv_part_begin(h, 1) + kvh * hd, v0 = qkv_part_begin(h, 2) + kvh * hd;
+      s.rows(need(0), t.b0, t.b1, QKV, k0, k0 + hd, M::Read);
+      s.rows(need(0), t.b0, t.b1, QKV, v0, v0 + hd, M::Read);
+      s.rows(need(4), t.b0, t.b1, S, 0, S, M::Read);
+      s.rows(need(5), t.b0, t.b1, h.pages_per_seq, 0, h.pages_per_seq, M::Read);
+      for (int b = t.b0; b < t.b1; ++b) {
+        s.kv(need(2), b * nkv + kvh, b * nkv + kvh + 1, M::Write);
+        s.kv(need(3), b * nkv + kvh, b * nkv + kvh + 1, M::Write);
       }
       break;
     }
@@ -361,7 +373,7 @@ void task_accesses(const Program& p, const TaskDesc& t, std::vector<Access>& out
       break;
     case Opcode::AttnPartial: {
       uint64_t kvh = t.arg[0], c = t.arg[1];
-      s.rows(need(0), t.b0, t.b1, h.n_heads * hd, kvh * g * hd, (kvh + 1) * g * hd, M::Read);
+      s.rows(need(0), t.b0, t.b1, QKV, kvh * g * hd, (kvh + 1) * g * hd, M::Read);
       s.rows(need(4), t.b0, t.b1, S, 0, S, M::Read);
       s.rows(need(5), t.b0, t.b1, h.pages_per_seq, 0, h.pages_per_seq, M::Read);
       for (int b = t.b0; b < t.b1; ++b) {

@@ -31,8 +31,10 @@
 //    the next prompt token instead of a sampled one and emits nothing.
 //
 // Numerics (both executors): weights as stored, fp32 accumulation; x (residual
-// stream) fp32; normed inputs, q, K/V cache, attention output and MLP hidden are
-// rounded to bf16 where stored; attention partials, softmax and logits fp32.
+// stream) fp32; normed inputs, raw q/k/v projections, K/V cache, attention
+// output and MLP hidden are rounded to bf16 where stored; q is rounded to bf16
+// after its epilogue (head norm, RoPE in fp32, inside AttnPartial); attention
+// partials, softmax and logits fp32.
 #pragma once
 
 #include <cstddef>
@@ -47,7 +49,7 @@
 namespace keel::compiler {
 
 inline constexpr uint32_t kProgramMagic = 0x4C45454Bu;  // "KEEL" little-endian
-inline constexpr uint32_t kProgramVersion = 1;
+inline constexpr uint32_t kProgramVersion = 2;  // 2: raw qkv rows, KvAppend, q epilogue in AttnPartial
 inline constexpr int kMaxOperands = 8;
 inline constexpr int kMaxArgs = 4;
 inline constexpr int kMaxEos = 8;
@@ -56,15 +58,16 @@ inline constexpr int kNameBytes = 64;
 /// Task types. One row per opcode in kOpcodeTable below says what the operand
 /// slots (TaskDesc::buf) and arguments (TaskDesc::arg) mean.
 enum class Opcode : uint16_t {
-  QkvProj = 1,         // norm-matvec for q, k or v heads + epilogue (bias, q/k norm, RoPE, KV append)
+  QkvProj = 1,         // norm-matvec over a row tile of [q; k; v] (+ bias) -> raw bf16 qkv rows
   GateUp = 2,          // norm-matvec of gate and up rows + SiLU(g)*u
-  AttnPartial = 3,     // split-KV attention of one (sequence, kv head, chunk)
+  AttnPartial = 3,     // q epilogue + split-KV attention of one (sequence, kv head, chunk)
   AttnMerge = 4,       // merges the chunks of one (sequence, kv head)
   MatvecResidual = 5,  // x[rows] += W[rows, k0:k1] . a[k0:k1] (+ bias on the k0 == 0 slice)
   LmHead = 6,          // logits[rows] = W[rows] . norm(x), plus the tile's (max, argmax)
   Step = 7,            // next token, output ring, next embedding into x, position, stop rules
+  KvAppend = 8,        // k epilogue (k norm, RoPE) + append k and v of one (sequence, kv head) at pos
 };
-inline constexpr int kNumOpcodes = 7;
+inline constexpr int kNumOpcodes = 8;
 
 /// TaskDesc::flags bits.
 enum TaskFlags : uint16_t {
@@ -87,25 +90,26 @@ struct OpcodeInfo {
 /// [k0,k1) the reduction slice, [b0,b1) the sequences of the batch a task serves.
 inline constexpr OpcodeInfo kOpcodeTable[kNumOpcodes] = {
   {Opcode::QkvProj, "qkv_proj",
-   {"x f32[B,H]", "attn_norm w[H]", "W (q_proj|k_proj|v_proj) [rows,H]", "bias [rows] or -1",
-    "head norm w[hd] (q_norm|k_norm) or -1", "out: q bf16[B,nh*hd] | k_cache | v_cache",
-    "state SeqState[B]", "page_table i32[B,pages_per_seq]"},
-   {"kind 0=q 1=k 2=v", "head0", "head1", ""},
-   "n = bf16(x*rsqrt(mean(x^2)+eps)*w); y = W[rows].n (+bias); per head: rmsnorm(y)*hw "
-   "(q/k, if given); RoPE at pos (q/k; inv_freq from the rope constant); q -> bf16 q[b,rows]; "
-   "k/v -> bf16 cache slot at pos through the page table. rows = [head0*hd, head1*hd)"},
+   {"x f32[B,H]", "attn_norm w[H]", "W (q_proj|k_proj|v_proj) [n,H]", "bias [n] or -1",
+    "out: qkv bf16[B,(nh+2*nkv)*hd]", "", "", ""},
+   {"part 0=q 1=k 2=v", "first row of that part in qkv (0, nh*hd, (nh+nkv)*hd)", "", ""},
+   "n = bf16(x*rsqrt(mean(x^2)+eps)*w); qkv[b,r] = bf16(W[r-arg1].n (+bias[r-arg1])) for r in "
+   "[row0,row1), rows of the concatenation [q; k; v] inside one part (n = that part's rows). Raw: "
+   "the head norm and RoPE are applied by AttnPartial (q) and KvAppend (k)"},
   {Opcode::GateUp, "gate_up",
    {"x f32[B,H]", "post_attention_layernorm w[H]", "gate_proj W[I,H]", "up_proj W[I,H]",
     "gate bias or -1", "up bias or -1", "out: h bf16[B,I]", ""},
    {"", "", "", ""},
    "n = bf16(rmsnorm(x)*w); h[b,rows] = bf16(silu(Wg[rows].n) * (Wu[rows].n))"},
   {Opcode::AttnPartial, "attn_partial",
-   {"q bf16[B,nh*hd]", "k_cache", "v_cache", "out: partial f32[B,nkv,C,g,hd+2]",
-    "state SeqState[B]", "page_table i32[B,pages_per_seq]", "", ""},
+   {"qkv bf16[B,(nh+2*nkv)*hd] (raw q rows)", "k_cache", "v_cache", "out: partial f32[B,nkv,C,g,hd+2]",
+    "state SeqState[B]", "page_table i32[B,pages_per_seq]", "q_norm w[hd] or -1", ""},
    {"kv_head", "chunk", "n_chunks (C)", ""},
-   "for the g = nh/nkv q heads of kv_head, over positions [len*chunk/C, len*(chunk+1)/C) "
-   "with len = pos+1: o = sum softmax(q.k*scale) v unnormalised; writes o[hd], m (max score), "
-   "l (sum of exp) per head, m = -inf and l = 0 when the range is empty. Sequence b0 only."},
+   "q epilogue for the g = nh/nkv q heads of kv_head (every chunk recomputes it): q = bf16(rope("
+   "rmsnorm(raw q)*qw)) (norm only if qw given; RoPE at pos, inv_freq from the rope constant); then over "
+   "positions [len*chunk/C, len*(chunk+1)/C) with len = pos+1: o = sum softmax(q.k*scale) v "
+   "unnormalised; writes o[hd], m (max score), l (sum of exp) per head, m = -inf and l = 0 when the "
+   "range is empty. Sequence b0 only."},
   {Opcode::AttnMerge, "attn_merge",
    {"partial f32[B,nkv,C,g,hd+2]", "out: attn bf16[B,nh*hd]", "", "", "", "", "", ""},
    {"kv_head", "n_chunks (C)", "", ""},
@@ -129,6 +133,12 @@ inline constexpr OpcodeInfo kOpcodeTable[kNumOpcodes] = {
    "(prefill), else greedy = reduce the T partials, or sample (SeqState sampling fields) and "
    "emit it into ring[n_generated % ring_len], n_generated++, tokens[pos+1] = it; stop rules "
    "(eos, max_new, context end) set done; else pos++, token = next, x[b] = embed[next]"},
+  {Opcode::KvAppend, "kv_append",
+   {"qkv bf16[B,(nh+2*nkv)*hd] (raw k and v rows)", "k_norm w[hd] or -1", "out: k_cache", "out: v_cache",
+    "state SeqState[B]", "page_table i32[B,pages_per_seq]", "", ""},
+   {"kv_head", "", "", ""},
+   "for sequence b0: k = bf16(rope(rmsnorm(raw k of kv_head)*kw)) (norm only if kw given; RoPE at "
+   "pos), v = raw v of kv_head; both into the cache slot at pos through the page table"},
 };
 // clang-format on
 
@@ -178,7 +188,7 @@ enum class BufferKind : uint8_t {
 std::string_view buffer_kind_name(BufferKind k);
 
 struct BufferDesc {
-  char name[kNameBytes] = {};  // tensor name for weights, e.g. "x", "q.3", "k_cache.3"
+  char name[kNameBytes] = {};  // tensor name for weights, e.g. "x", "qkv.3", "k_cache.3"
   uint8_t kind = 0;            // BufferKind
   uint8_t dtype = 0;           // DType; for weights the declared dtype (the executor uses the stored one)
   uint16_t reserved0 = 0;
@@ -276,6 +286,16 @@ struct ProgramHeader {
   uint64_t reserved[4] = {};
 };
 static_assert(sizeof(ProgramHeader) == 248, "ProgramHeader layout is part of the file format");
+
+/// Columns of the raw qkv activation (QkvProj's output): the concatenation
+/// [q; k; v] of one sequence, (n_heads + 2 * n_kv_heads) * head_dim. Part p
+/// starts at column 0, n_heads*hd, (n_heads+n_kv_heads)*hd for q, k, v.
+inline int64_t qkv_width(const ProgramHeader& h) {
+  return (int64_t(h.n_heads) + 2 * int64_t(h.n_kv_heads)) * h.head_dim;
+}
+inline int64_t qkv_part_begin(const ProgramHeader& h, int part) {
+  return (part == 0 ? 0 : part == 1 ? int64_t(h.n_heads) : int64_t(h.n_heads) + h.n_kv_heads) * h.head_dim;
+}
 static_assert(std::is_trivially_copyable_v<ProgramHeader> && std::is_trivially_copyable_v<TaskDesc> &&
               std::is_trivially_copyable_v<WaitDesc> && std::is_trivially_copyable_v<BufferDesc> &&
               std::is_trivially_copyable_v<OpDesc>);

@@ -38,12 +38,14 @@ enum class OpKind : uint8_t {
   HeadRmsNorm,  // per head: out = rmsnorm(head) * w
   Rope,         // rotary embedding at each sequence's position
   KvAppend,     // k, v -> cache slot at position
-  Attention,    // causal attention of q over the cache (GQA)
+  Attention,    // causal attention of q over the cache (GQA); after fuse it also
+                // applies the q epilogue (q head norm, rope) to the raw q rows
   SiluMul,      // out = bf16(silu(a) * b)
   Add,          // residual: x += in
   Step,         // token selection, output, next embedding into x
   // fused operators (compiler::fuse) — one per task family of the Program
-  FusedQkv,        // rmsnorm + q/k/v matvec + bias + head norm + rope + KV append
+  FusedQkv,        // rmsnorm + q/k/v matvec (+bias) -> raw [q; k; v] rows (bf16)
+  FusedKvAppend,   // k head norm + k rope + KV append of k and v (reads the raw rows)
   FusedGateUp,     // rmsnorm + gate/up matvec (+bias) + silu*mul
   MatvecResidual,  // x += W . in (+bias)
   FusedLmHead,     // final rmsnorm + LM head matvec + partial argmax

@@ -58,23 +58,49 @@ std::string op_name(const Program& p, const TaskDesc& t) { return p.ops[t.op].na
 
 // --- fuse ---------------------------------------------------------------------
 
-TEST(Fuse, EachFamilyBecomesFiveOpsPerLayer) {
+TEST(Fuse, EachFamilyBecomesSixOpsPerLayer) {
   for (auto a : {model::Arch::Llama, model::Arch::Qwen2, model::Arch::Qwen3}) {
     graph::Graph f = fuse(graph::build_decode_graph(tiny(a), 1));
     using K = graph::OpKind;
     std::vector<K> want;
     for (int l = 0; l < 2; ++l)
-      want.insert(want.end(), {K::FusedQkv, K::Attention, K::MatvecResidual, K::FusedGateUp, K::MatvecResidual});
+      want.insert(want.end(), {K::FusedQkv, K::FusedKvAppend, K::Attention, K::MatvecResidual, K::FusedGateUp,
+                               K::MatvecResidual});
     want.insert(want.end(), {K::FusedLmHead, K::Step});
     ASSERT_EQ(f.ops.size(), want.size());
     for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(f.ops[i].kind, want[i]) << i;
+    // The projection writes the raw [q; k; v] rows; the head norms and RoPE
+    // moved to the KV append (k) and the attention (q).
     const graph::Op& qkv = f.ops[0];
     EXPECT_EQ(qkv.weight("q_bias").empty(), a != model::Arch::Qwen2);
-    EXPECT_EQ(qkv.weight("k_head_norm").empty(), a != model::Arch::Qwen3);
-    EXPECT_EQ(qkv.outputs, (std::vector<std::string>{"q.0", "k_cache.0", "v_cache.0"}));
-    EXPECT_EQ(f.ops[2].name, "o_proj");
-    EXPECT_EQ(f.ops[2].inputs, (std::vector<std::string>{"attn.0", "x"}));
-    EXPECT_EQ(f.ops[4].outputs, std::vector<std::string>{"x"});
+    EXPECT_EQ(qkv.weight("v_bias").empty(), a != model::Arch::Qwen2);
+    EXPECT_TRUE(qkv.weight("k_head_norm").empty());
+    EXPECT_EQ(qkv.outputs, std::vector<std::string>{"qkv.0"});
+    EXPECT_EQ(f.tensor("qkv.0").cols, 4 * 16 + 2 * 2 * 16);
+    EXPECT_EQ(f.tensor("qkv.0").dtype, DType::BF16);
+    const graph::Op& kv = f.ops[1];
+    EXPECT_EQ(kv.inputs, (std::vector<std::string>{"qkv.0", "state"}));
+    EXPECT_EQ(kv.outputs, (std::vector<std::string>{"k_cache.0", "v_cache.0"}));
+    EXPECT_EQ(kv.weight("k_head_norm").empty(), a != model::Arch::Qwen3);
+    const graph::Op& at = f.ops[2];
+    EXPECT_EQ(at.inputs.at(0), "qkv.0");
+    EXPECT_EQ(at.weight("q_head_norm").empty(), a != model::Arch::Qwen3);
+    EXPECT_EQ(f.ops[3].name, "o_proj");
+    EXPECT_EQ(f.ops[3].inputs, (std::vector<std::string>{"attn.0", "x"}));
+    EXPECT_EQ(f.ops[5].outputs, std::vector<std::string>{"x"});
+  }
+}
+
+TEST(Fuse, UnropedKIsAnError) {
+  // The KV append task always applies RoPE, so a graph without it must not fuse.
+  graph::Graph g = graph::build_decode_graph(tiny(model::Arch::Llama), 1);
+  auto it = std::find_if(g.ops.begin(), g.ops.end(), [](const graph::Op& o) { return o.name == "k_rope"; });
+  g.ops.erase(it);
+  try {
+    fuse(g);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("roped"), std::string::npos) << e.what();
   }
 }
 
@@ -95,12 +121,14 @@ TEST(Fuse, UnfusableGraphIsAnError) {
 
 TEST(Buffers, LayersShareActivationBytesAndLiveOnesDoNot) {
   Program p = compile(tiny(model::Arch::Qwen3), opts(7, 3));
-  const BufferDesc& q0 = p.buffer(p.find_buffer("q.0"));
-  const BufferDesc& q1 = p.buffer(p.find_buffer("q.1"));
+  const BufferDesc& q0 = p.buffer(p.find_buffer("qkv.0"));
+  const BufferDesc& q1 = p.buffer(p.find_buffer("qkv.1"));
   EXPECT_EQ(q0.offset, q1.offset);  // layer 1 reuses layer 0's bytes
+  EXPECT_EQ(q0.count, uint64_t(3 * (4 + 2 * 2) * 16));  // B x [q; k; v], bf16
+  EXPECT_EQ(DType(q0.dtype), DType::BF16);
   for (int l = 0; l < 2; ++l) {
     std::vector<const BufferDesc*> live;
-    for (const char* n : {"q.", "attn_part.", "attn.", "h."}) live.push_back(&p.buffer(p.find_buffer(cat(n, l))));
+    for (const char* n : {"qkv.", "attn_part.", "attn.", "h."}) live.push_back(&p.buffer(p.find_buffer(cat(n, l))));
     for (const BufferDesc& s : p.buffers)
       if (BufferKind(s.kind) == BufferKind::State) live.push_back(&s);
     for (size_t i = 0; i < live.size(); ++i)
@@ -126,10 +154,35 @@ void expect_exact_cover(const Program& p) {
   for (const TaskDesc& t : p.tasks) {
     const Opcode oc = Opcode(t.opcode);
     if (oc != Opcode::GateUp && oc != Opcode::MatvecResidual && oc != Opcode::LmHead && oc != Opcode::QkvProj) continue;
-    for (int r = t.row0; r < t.row1; ++r) cover[t.op][{r + (oc == Opcode::QkvProj ? 100000 * t.arg[0] : 0), t.k0}]++;
+    for (int r = t.row0; r < t.row1; ++r) cover[t.op][{r, t.k0}]++;
   }
   for (auto& [op, m] : cover) {
     for (auto& [rk, n] : m) ASSERT_EQ(n, 1) << p.ops[op].name << " row " << rk.first << " k " << rk.second;
+    if (Opcode(p.ops[op].opcode) == Opcode::QkvProj) {  // every raw q/k/v row
+      ASSERT_EQ(int64_t(m.size()), qkv_width(p.h)) << p.ops[op].name << " L" << p.ops[op].layer;
+      ASSERT_EQ(m.rbegin()->first.first, qkv_width(p.h) - 1);
+    }
+  }
+}
+
+// QKV tiles: inside one part (q, k or v), aligned to row_align from the part's
+// start (or ending at the part's end), naming that part's weight and bias.
+void expect_qkv_tiles(const Program& p, int align) {
+  for (const TaskDesc& t : p.tasks) {
+    if (Opcode(t.opcode) != Opcode::QkvProj) continue;
+    const int part = t.arg[0];
+    ASSERT_TRUE(part >= 0 && part <= 2);
+    const int64_t b0 = qkv_part_begin(p.h, part), n = (part == 0 ? p.h.n_heads : p.h.n_kv_heads) * p.h.head_dim;
+    EXPECT_EQ(t.arg[1], b0);
+    EXPECT_GE(t.row0, b0);
+    EXPECT_LE(t.row1, b0 + n) << describe_task(p, uint32_t(&t - p.tasks.data()));
+    EXPECT_LT(t.row0, t.row1);
+    EXPECT_EQ((t.row0 - b0) % align, 0);
+    EXPECT_TRUE((t.row1 - b0) % align == 0 || t.row1 == b0 + n);
+    const std::string w(p.buffer(t.buf[2]).name_view());
+    EXPECT_NE(w.find(cat("self_attn.", "qkv"[part], "_proj.weight")), std::string::npos) << w;
+    EXPECT_EQ(t.weight_bytes,
+              uint64_t(t.row1 - t.row0) * uint64_t(p.h.hidden) * dtype_size(DType(p.buffer(t.buf[2]).dtype)));
   }
 }
 
@@ -137,15 +190,11 @@ TEST(Partition, TilesCoverEveryRowOnceAndRespectHeadsAndSlices) {
   for (int w : {1, 3, 7, 132}) {
     Program p = compile(tiny(model::Arch::Qwen2), opts(w, 3));
     expect_exact_cover(p);
+    expect_qkv_tiles(p, 8);
     int lm = 0, steps = 0;
     std::set<int> tiles;
     for (const TaskDesc& t : p.tasks) {
       switch (Opcode(t.opcode)) {
-        case Opcode::QkvProj:
-          EXPECT_EQ(t.row0 % 16, 0);  // whole heads, so the epilogue can fuse
-          EXPECT_EQ(t.row1 % 16, 0);
-          EXPECT_EQ(t.row0, t.arg[1] * 16);
-          break;
         case Opcode::MatvecResidual:
           if (op_name(p, t) == "o_proj") {  // one k-slice per kv-head group
             EXPECT_EQ(t.k1 - t.k0, 32);
@@ -174,6 +223,131 @@ TEST(Partition, SplitKDownProjOnLargeModels) {
     if (op_name(p, t) == "down_proj" && t.layer == 0) slices.insert(t.k0);
   EXPECT_EQ(slices, (std::set<int>{0, 3072, 6144, 9216}));
   expect_exact_cover(p);
+}
+
+// QKV row tiles on deliberately odd shapes: head_dim 10 or 12, one kv head,
+// parts whose sizes are not multiples of row_align (60, 10, 10 rows), row_align
+// 1, 3 and 8, more workers than rows. Every raw q/k/v row is produced exactly
+// once per layer, by a tile inside one part, and the Program checks.
+TEST(Partition, QkvRowsCoveredOnceOnOddShapes) {
+  struct Shape {
+    int nh, nkv, hd;
+  };
+  for (const Shape sh : {Shape{6, 3, 12}, Shape{6, 1, 10}, Shape{5, 5, 2}})
+    for (int align : {1, 3, 8})
+      for (int w : {1, 5, 37, 200}) {
+        model::ModelConfig c = tiny(model::Arch::Qwen3);
+        c.hidden = 72;
+        c.intermediate = 37;
+        c.n_heads = sh.nh;
+        c.n_kv_heads = sh.nkv;
+        c.head_dim = sh.hd;
+        c.vocab = 301;
+        c.n_layers = 2;
+        CompileOptions o = opts(w, 2, 40);
+        o.row_align = align;
+        Program p = compile(c, o);
+        SCOPED_TRACE(cat("nh ", sh.nh, " nkv ", sh.nkv, " hd ", sh.hd, " align ", align, " W ", w));
+        expect_exact_cover(p);
+        expect_qkv_tiles(p, align);
+        int appends = 0;
+        for (const TaskDesc& t : p.tasks) appends += Opcode(t.opcode) == Opcode::KvAppend;
+        EXPECT_EQ(appends, 2 * 2 * sh.nkv);  // layers x batch x kv heads
+        CheckResult r = check(p, 2);
+        EXPECT_TRUE(r.ok) << r.error;
+      }
+}
+
+// Qwen3-8B at 132 workers: the QKV phase of every layer is spread over (nearly)
+// every worker in tiles of about a 132nd of the layer's q/k/v bytes, instead of
+// 48 whole-head tasks.
+TEST(Partition, QkvSpreadsOverAllWorkersOnQwen3_8B) {
+  Program p = compile(shared_config("models/qwen3-tokenizer/Qwen3-8B/config.json"), opts(132, 1, 4096));
+  for (const OpDesc& od : p.ops) {
+    if (Opcode(od.opcode) != Opcode::QkvProj) continue;
+    std::set<int> workers;
+    uint64_t bytes = 0, biggest = 0;
+    for (uint32_t t = od.task_begin; t < od.task_begin + od.task_count; ++t) {
+      bytes += p.tasks[t].weight_bytes;
+      biggest = std::max(biggest, p.tasks[t].weight_bytes);
+    }
+    for (int w = 0; w < 132; ++w)
+      for (const uint32_t* t = p.worker_begin(w); t != p.worker_end(w); ++t)
+        if (*t >= od.task_begin && *t < od.task_begin + od.task_count) workers.insert(w);
+    // Water-filling gives every worker behind the level a share; a few that
+    // are ahead (they finished the previous layer's tail late) may get none.
+    EXPECT_GE(workers.size(), 120u) << "layer " << od.layer;
+    // The largest tile is within 2x of the even share (rows snap to 8 and the
+    // levels differ a little); a whole head was 1 MB = 2.7x the share.
+    EXPECT_LE(double(biggest), 2.0 * double(bytes) / 132) << "layer " << od.layer;
+  }
+}
+
+// The footprints task_accesses declares for the three QKV-phase opcodes.
+TEST(Accesses, QkvKvAppendAndAttentionFootprints) {
+  const model::ModelConfig c = tiny(model::Arch::Qwen3);  // nh 4, nkv 2, hd 16: width 128
+  Program p = compile(c, opts(7, 3));
+  const int64_t width = qkv_width(p.h), hd = 16, qd = 64, kvd = 32;
+  ASSERT_EQ(width, 128);
+  const int32_t qkv0 = p.find_buffer("qkv.0");
+  const uint64_t base = p.buffer(qkv0).offset;
+  auto bytes = [&](int b, int64_t c0, int64_t c1) {  // qkv.0[b, c0:c1) in workspace bytes
+    return std::pair<uint64_t, uint64_t>(base + uint64_t(b * width + c0) * 2, base + uint64_t(b * width + c1) * 2);
+  };
+  int seen[3] = {0, 0, 0};
+  for (const TaskDesc& t : p.tasks) {
+    if (t.layer != 0) continue;
+    std::vector<Access> acc;
+    task_accesses(p, t, acc);
+    std::set<std::pair<uint64_t, uint64_t>> qkv_reads, qkv_writes;
+    std::set<std::pair<uint32_t, AccessMode>> kv;  // (buffer, mode) with unit checked below
+    for (const Access& a : acc) {
+      if (a.buffer == qkv0) (a.mode == AccessMode::Read ? qkv_reads : qkv_writes).insert({a.lo, a.hi});
+      if (a.space != 0) {
+        kv.insert({uint32_t(a.buffer), a.mode});
+        EXPECT_EQ(a.hi, a.lo + 1);  // one (sequence, kv head) unit
+        EXPECT_EQ(a.lo, uint64_t(t.b0 * 2 + t.arg[0]));
+      }
+    }
+    const int32_t kc = p.find_buffer("k_cache.0"), vc = p.find_buffer("v_cache.0");
+    switch (Opcode(t.opcode)) {
+      case Opcode::QkvProj: {  // writes its rows of every sequence, nothing else of qkv
+        ++seen[0];
+        std::set<std::pair<uint64_t, uint64_t>> want;
+        for (int b = 0; b < 3; ++b) want.insert(bytes(b, t.row0, t.row1));
+        EXPECT_EQ(qkv_writes, want);
+        EXPECT_TRUE(qkv_reads.empty());
+        EXPECT_TRUE(kv.empty());
+        break;
+      }
+      case Opcode::KvAppend: {  // reads k and v rows of its head; writes its KV unit
+        ++seen[1];
+        const int b = t.b0, h = t.arg[0];
+        EXPECT_EQ(qkv_reads, (std::set<std::pair<uint64_t, uint64_t>>{bytes(b, qd + h * hd, qd + (h + 1) * hd),
+                                                                        bytes(b, qd + kvd + h * hd, qd + kvd + (h + 1) * hd)}));
+        EXPECT_TRUE(qkv_writes.empty());
+        EXPECT_EQ(kv, (std::set<std::pair<uint32_t, AccessMode>>{{uint32_t(kc), AccessMode::Write},
+                                                                 {uint32_t(vc), AccessMode::Write}}));
+        EXPECT_EQ(t.buf[1], p.find_buffer("model.layers.0.self_attn.k_norm.weight"));
+        break;
+      }
+      case Opcode::AttnPartial: {  // reads the raw q rows of its 2 heads only; reads its KV unit
+        ++seen[2];
+        const int b = t.b0, h = t.arg[0];
+        EXPECT_EQ(qkv_reads, (std::set<std::pair<uint64_t, uint64_t>>{bytes(b, h * 2 * hd, (h + 1) * 2 * hd)}));
+        EXPECT_TRUE(qkv_writes.empty());
+        EXPECT_EQ(kv, (std::set<std::pair<uint32_t, AccessMode>>{{uint32_t(kc), AccessMode::Read},
+                                                                 {uint32_t(vc), AccessMode::Read}}));
+        EXPECT_EQ(t.buf[6], p.find_buffer("model.layers.0.self_attn.q_norm.weight"));
+        break;
+      }
+      default: break;
+    }
+  }
+  EXPECT_GT(seen[0], 0);
+  EXPECT_EQ(seen[1], 3 * 2);  // batch x kv heads
+  EXPECT_EQ(seen[2], 3 * 2 * p.h.n_chunks);
+  EXPECT_TRUE(check(p, 3).ok);
 }
 
 // --- dependencies & placement ------------------------------------------------
@@ -284,14 +458,19 @@ TEST(Checker, AccumulateGroupsFollowEarlierReaders) {
   b.p.h.n_buffers = uint32_t(b.p.buffers.size());
   Program& p = b.p;
   ASSERT_TRUE(check(p, 3).ok);
-  // The compiler: every o_proj task of a later k-slice waits for all 8 QKV tasks.
+  // The compiler: every o_proj task of a later k-slice waits for all the QKV
+  // tasks of its layer.
+  std::map<int, uint32_t> n_qkv;
+  for (const OpDesc& od : p.ops)
+    if (Opcode(od.opcode) == Opcode::QkvProj) n_qkv[od.layer] = od.task_count;
   std::vector<uint32_t> victims;
   for (uint32_t t = 0; t < p.tasks.size(); ++t) {
     const TaskDesc& td = p.tasks[t];
     if (op_name(p, td) != "o_proj" || td.k0 == 0) continue;
+    ASSERT_GT(n_qkv[td.layer], 2u);
     bool found = false;
     for (uint32_t i = 0; i < td.wait_count; ++i)
-      if (p.waits[td.wait_begin + i].expected == 8) {
+      if (p.waits[td.wait_begin + i].expected == n_qkv[td.layer]) {
         found = true;
         victims.push_back(td.wait_begin + i);
       }
@@ -337,6 +516,7 @@ TEST(Checker, OddSizesCompileAndCheck) {
       c.n_layers = 3;
       Program p = compile(c, opts(w, b, 50));
       expect_exact_cover(p);
+      expect_qkv_tiles(p, 8);
       CheckResult r = check(p, 3);
       EXPECT_TRUE(r.ok) << "W" << w << " B" << b << ": " << r.error;
     }

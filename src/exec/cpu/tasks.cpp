@@ -53,6 +53,28 @@ void rms_norm_bf16(const TaskContext& c, const float* x, int32_t w_buf, int64_t 
   for (int64_t i = 0; i < n; ++i) out[i] = round_bf16(x[i] * inv * load(c, w_buf, size_t(i)));
 }
 
+// The q/k epilogue on one head y[hd] (fp32, from the raw bf16 projection):
+// y = rmsnorm(y) * w if a head norm is given, then RoPE at `pos` on the
+// half-split pairs (i, i + hd/2) with the Program's inverse frequencies.
+void head_epilogue(const TaskContext& c, int32_t norm_buf, int64_t pos, float* y) {
+  const auto& h = c.p->h;
+  const int64_t hd = h.head_dim, half = hd / 2;
+  if (norm_buf >= 0) {
+    float ss = 0;
+    for (int64_t i = 0; i < hd; ++i) ss += y[i] * y[i];
+    const float inv = 1.0f / std::sqrt(ss / float(hd) + h.rms_eps);
+    for (int64_t i = 0; i < hd; ++i) y[i] = y[i] * inv * load(c, norm_buf, size_t(i));
+  }
+  const float* inv_freq = c.as<float>(h.buf_rope);
+  for (int64_t i = 0; i < half; ++i) {
+    const float ang = float(pos) * inv_freq[i];
+    const float cs = std::cos(ang), sn = std::sin(ang);
+    const float a = y[i], b = y[i + half];
+    y[i] = a * cs - b * sn;
+    y[i + half] = b * cs + a * sn;
+  }
+}
+
 uint16_t* kv_slot(const TaskContext& c, int32_t cache, int b, int head, int64_t pos) {
   const auto& h = c.p->h;
   const int32_t* pt = c.as<int32_t>(h.buf_page_table) + int64_t(b) * h.pages_per_seq;
@@ -65,42 +87,35 @@ uint16_t* kv_slot(const TaskContext& c, int32_t cache, int b, int head, int64_t 
 
 void qkv_proj(const TaskContext& c, const TaskDesc& t) {
   const auto& h = c.p->h;
-  const int64_t H = h.hidden, hd = h.head_dim, half = hd / 2;
-  const int kind = t.arg[0];
-  std::vector<float> n(static_cast<size_t>(H)), y(static_cast<size_t>(hd));
-  const float* inv_freq = c.as<float>(h.buf_rope);
+  const int64_t H = h.hidden, width = compiler::qkv_width(h), off = t.arg[1];
+  std::vector<float> n(static_cast<size_t>(H));
   for (int b = t.b0; b < t.b1; ++b) {
     rms_norm_bf16(c, c.as<float>(t.buf[0]) + b * H, t.buf[1], H, n.data());
-    const int64_t pos = c.as<SeqState>(t.buf[6])[b].pos;
-    for (int head = t.arg[1]; head < t.arg[2]; ++head) {
-      for (int64_t i = 0; i < hd; ++i) {
-        const int64_t r = head * hd + i;
-        y[size_t(i)] = dot_row(c.ptr[size_t(t.buf[2])], c.dtype[size_t(t.buf[2])], r, H, 0, H, n.data());
-        if (t.buf[3] >= 0) y[size_t(i)] += load(c, t.buf[3], size_t(r));
-      }
-      if (kind < 2 && t.buf[4] >= 0) {  // q/k head RMSNorm (fp32)
-        float ss = 0;
-        for (float v : y) ss += v * v;
-        const float inv = 1.0f / std::sqrt(ss / float(hd) + h.rms_eps);
-        for (int64_t i = 0; i < hd; ++i) y[size_t(i)] = y[size_t(i)] * inv * load(c, t.buf[4], size_t(i));
-      }
-      if (kind < 2) {  // RoPE, half-split pairs (i, i + hd/2)
-        for (int64_t i = 0; i < half; ++i) {
-          const float ang = float(pos) * inv_freq[i];
-          const float cs = std::cos(ang), sn = std::sin(ang);
-          const float a = y[size_t(i)], bb = y[size_t(i + half)];
-          y[size_t(i)] = a * cs - bb * sn;
-          y[size_t(i + half)] = bb * cs + a * sn;
-        }
-      }
-      if (kind == 0) {
-        uint16_t* q = c.as<uint16_t>(t.buf[5]) + b * int64_t(h.n_heads) * hd + head * hd;
-        for (int64_t i = 0; i < hd; ++i) q[i] = f32_to_bf16(y[size_t(i)]);
-      } else {
-        uint16_t* dst = kv_slot(c, t.buf[5], b, head, pos);
-        for (int64_t i = 0; i < hd; ++i) dst[i] = f32_to_bf16(y[size_t(i)]);
-      }
+    uint16_t* out = c.as<uint16_t>(t.buf[4]) + b * width;
+    for (int64_t r = t.row0; r < t.row1; ++r) {
+      float y = dot_row(c.ptr[size_t(t.buf[2])], c.dtype[size_t(t.buf[2])], r - off, H, 0, H, n.data());
+      if (t.buf[3] >= 0) y += load(c, t.buf[3], size_t(r - off));
+      out[r] = f32_to_bf16(y);
     }
+  }
+}
+
+void kv_append(const TaskContext& c, const TaskDesc& t) {
+  const auto& h = c.p->h;
+  const int64_t hd = h.head_dim;
+  const int b = t.b0, kvh = t.arg[0];
+  const int64_t pos = c.as<SeqState>(t.buf[4])[b].pos;
+  const uint16_t* raw = c.as<uint16_t>(t.buf[0]) + b * compiler::qkv_width(h);
+  const uint16_t* k = raw + compiler::qkv_part_begin(h, 1) + kvh * hd;
+  const uint16_t* v = raw + compiler::qkv_part_begin(h, 2) + kvh * hd;
+  std::vector<float> y(static_cast<size_t>(hd));
+  for (int64_t i = 0; i < hd; ++i) y[size_t(i)] = bf16_to_f32(k[i]);
+  head_epilogue(c, t.buf[1], pos, y.data());
+  uint16_t* kd = kv_slot(c, t.buf[2], b, kvh, pos);
+  uint16_t* vd = kv_slot(c, t.buf[3], b, kvh, pos);
+  for (int64_t i = 0; i < hd; ++i) {
+    kd[i] = f32_to_bf16(y[size_t(i)]);
+    vd[i] = v[i];  // already bf16: copied, not rounded twice
   }
 }
 
@@ -129,9 +144,13 @@ void attn_partial(const TaskContext& c, const TaskDesc& t) {
   const int64_t p0 = len * chunk / C, p1 = len * (chunk + 1) / C;
   float* part = c.as<float>(t.buf[3]) + ((int64_t(b) * h.n_kv_heads + kvh) * C + chunk) * g * (hd + 2);
   std::vector<float> q(static_cast<size_t>(hd)), o(static_cast<size_t>(hd)), s(size_t(std::max<int64_t>(p1 - p0, 1)));
+  const int64_t pos = len - 1;
   for (int64_t j = 0; j < g; ++j) {
-    const uint16_t* qh = c.as<uint16_t>(t.buf[0]) + int64_t(b) * h.n_heads * hd + (kvh * g + j) * hd;
+    // q epilogue: head norm and RoPE in fp32 on the raw row, then bf16 (q's rounding point).
+    const uint16_t* qh = c.as<uint16_t>(t.buf[0]) + int64_t(b) * compiler::qkv_width(h) + (kvh * g + j) * hd;
     for (int64_t i = 0; i < hd; ++i) q[size_t(i)] = bf16_to_f32(qh[i]);
+    head_epilogue(c, t.buf[6], pos, q.data());
+    for (int64_t i = 0; i < hd; ++i) q[size_t(i)] = round_bf16(q[size_t(i)]);
     float m = -INFINITY;
     for (int64_t pp = p0; pp < p1; ++pp) {
       const uint16_t* k = kv_slot(c, t.buf[1], b, kvh, pp);
@@ -354,6 +373,7 @@ void run_task(const TaskContext& c, const TaskDesc& t) {
     case Opcode::MatvecResidual: return matvec_residual(c, t);
     case Opcode::LmHead: return lm_head(c, t);
     case Opcode::Step: return step(c, t);
+    case Opcode::KvAppend: return kv_append(c, t);
   }
   fail("cpu executor: unknown opcode ", t.opcode);
 }

@@ -1,8 +1,9 @@
 // The CPU implementations of the Program's opcodes, one function per opcode,
 // named like the opcode (the CUDA implementations in src/exec/cuda carry the
 // same names). Each reads only its TaskDesc and the buffers it names, and
-// rounds where the GPU does: bf16 normed inputs, q, K/V, attention output and
-// MLP hidden; fp32 residual stream, accumulation, softmax and logits.
+// rounds where the GPU does: bf16 normed inputs, raw q/k/v projections, q after
+// its epilogue, K/V, attention output and MLP hidden; fp32 residual stream,
+// accumulation, q/k head norm and RoPE, softmax and logits.
 #pragma once
 
 #include <cstdint>
@@ -45,6 +46,7 @@ void attn_merge(const TaskContext& c, const TaskDesc& t);
 void matvec_residual(const TaskContext& c, const TaskDesc& t);
 void lm_head(const TaskContext& c, const TaskDesc& t);
 void step(const TaskContext& c, const TaskDesc& t);
+void kv_append(const TaskContext& c, const TaskDesc& t);
 
 /// Runs one task by opcode.
 void run_task(const TaskContext& c, const TaskDesc& t);

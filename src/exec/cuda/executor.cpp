@@ -102,7 +102,7 @@ struct Executor::Impl {
   std::vector<DevTask> tasks;
   std::vector<int32_t> list_begin;
   int n_counters = 0, n_lm = 0, attn_chunks = 1, n_stage_ids = 0;
-  uint32_t stage_bytes = 0, act_bytes = 0, copy_bytes = 32768;
+  uint32_t stage_bytes = 0, act_bytes = 0, res_bytes = 0, copy_bytes = 32768;
   int l2_hint = 1, l2_ahead = 0;
   int n_stages = 0, attn_sub = 32;
   size_t dyn_smem = 0;
@@ -318,24 +318,31 @@ struct Executor::Impl {
       max_rows = std::max(max_rows, t.row1 - t.row0);
       res_floats = std::max(res_floats, size_t(t.row1 - t.row0) * (wpr > 1 ? wpr + 1 : 1));
     }
-    const size_t res_bytes = (res_floats * 4 + 127) / 128 * 128;
+    res_bytes = uint32_t((res_floats * 4 + 127) / 128 * 128);
+    size_t max_tasks = 0;
+    for (size_t b = 0; b + 1 < list_begin.size(); ++b)
+      max_tasks = std::max(max_tasks, size_t(list_begin[b + 1] - list_begin[b]));
+    const size_t tlist_bytes = (max_tasks * sizeof(DevTask) + 127) / 128 * 128;
+    KEEL_CHECK(tlist_bytes <= 32768, "cuda backend: ", max_tasks,
+               " tasks per SM exceed the shared-memory task list (use more workers)");
+    const size_t fixed_bytes = res_bytes + tlist_bytes;
     const size_t budget = smem_optin - kStaticSmemReserve;
-    KEEL_CHECK(budget > act_bytes + res_bytes + 2 * size_t(stage_bytes),
+    KEEL_CHECK(budget > act_bytes + fixed_bytes + 2 * size_t(stage_bytes),
                "cuda backend: rows of ", row_max, " bytes and tasks of ", max_rows,
                " rows do not fit two ring stages in ", smem_optin,
                " bytes of shared memory (use more workers)");
-    n_stages = int(std::min<size_t>(kMaxRingStages, (budget - act_bytes - res_bytes) / stage_bytes));
+    n_stages = int(std::min<size_t>(kMaxRingStages, (budget - act_bytes - fixed_bytes) / stage_bytes));
     n_stages = std::max(2, std::min(n_stages, int(env_int("KEEL_CUDA_MAX_STAGES", kMaxRingStages))));
     // Shared memory the ring leaves over goes to the activation / attention
     // scratch: a larger attention sub-block holds a whole split-KV chunk, which
     // the task prefetches before its input wait.
-    act_bytes = uint32_t((budget - res_bytes - size_t(n_stages) * stage_bytes) / 128 * 128);
+    act_bytes = uint32_t((budget - fixed_bytes - size_t(n_stages) * stage_bytes) / 128 * 128);
     const int gq4 = (gq + 3) & ~3;
     const int fixed = gq * dm.head_dim + 2 * dm.head_dim + 3 * gq4;
     attn_sub = std::clamp((int(act_bytes / 4) - fixed) / (gq + dm.head_dim) / 4 * 4, 4, 256);
     KEEL_CHECK(size_t(attn_scratch_floats(gq, dm.head_dim, attn_sub)) * 4 <= act_bytes,
                "cuda backend: attention scratch does not fit");
-    dyn_smem = size_t(n_stages) * stage_bytes + act_bytes + res_bytes;
+    dyn_smem = size_t(n_stages) * stage_bytes + act_bytes + fixed_bytes;
     const int per_sm = prepare_kernels(dyn_smem);
     KEEL_CHECK(per_sm >= 1 && grid <= per_sm * sms, "cuda backend: ", grid,
                " workers cannot be co-resident (", per_sm, " block(s) per SM x ", sms, " SMs)");
@@ -344,6 +351,17 @@ struct Executor::Impl {
   void setup_io() {
     tasks_d = upload(tasks);
     list_begin_d = upload(list_begin);
+    // Per CTA and stage, the [first, end) of its tasks of that stage (lists follow stage order).
+    std::vector<int32_t> range(size_t(grid) * n_stage_ids * 2, 0);
+    for (int b = 0; b < grid; ++b)
+      for (int i = list_begin[size_t(b)]; i < list_begin[size_t(b) + 1]; ++i) {
+        const int local = i - list_begin[size_t(b)];
+        int32_t* r = &range[(size_t(b) * n_stage_ids + tasks[size_t(i)].stage) * 2];
+        if (r[1] == 0) r[0] = local;
+        r[1] = local + 1;
+      }
+    P.stage_range = upload(range);
+    P.n_stage_ids = n_stage_ids;
     const int C = attn_chunks;
     StepIO& io = P.io;
     io.x = static_cast<float*>(alloc(size_t(dm.hidden) * 4));
@@ -375,6 +393,7 @@ struct Executor::Impl {
     P.stage_bytes = stage_bytes;
     P.n_stages = n_stages;
     P.act_bytes = act_bytes;
+    P.res_bytes = res_bytes;
     P.attn_sub = attn_sub;
     P.copy_bytes = copy_bytes;
     P.l2_hint = l2_hint;

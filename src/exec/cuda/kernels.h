@@ -12,7 +12,7 @@
 namespace keel::exec::cuda {
 
 /// Static shared memory the kernel uses besides the dynamic ring + act buffer.
-constexpr size_t kStaticSmemReserve = 4096;
+constexpr size_t kStaticSmemReserve = 2048;
 constexpr int kKernelThreads = 288;  // 8 compute warps + 1 loader warp
 constexpr int kMaxRingStages = 16;
 

@@ -35,7 +35,7 @@ struct DevTask {
   int32_t index;            // LMHEAD: partial slot; ATTN: number of chunks
   int32_t stage;            // stage id = counter it signals (per-op mode runs one stage)
 };
-static_assert(sizeof(DevTask) == 36, "DevTask is a fixed-size POD");
+static_assert(sizeof(DevTask) == 36, "DevTask is a fixed-size POD (9 words, copied as such)");
 
 struct DevLayer {
   const float* attn_norm;   // [H] fp32
@@ -115,10 +115,13 @@ struct Params {
   StepIO io;
   const DevTask* tasks;     // all lists, concatenated
   const int32_t* list_begin;  // [grid + 1]: CTA b runs tasks[list_begin[b] .. list_begin[b+1])
+  const int32_t* stage_range;  // [grid][n_stage_ids][2]: CTA b's tasks of a stage (per-op mode)
+  int32_t n_stage_ids;
   int32_t step_counter;     // index of the STEP stage counter
   uint32_t stage_bytes;     // ring stage size
   int32_t n_stages;         // ring depth
   uint32_t act_bytes;       // activation buffer in smem
+  uint32_t res_bytes;       // per-task row results in smem (then the task list)
   int32_t attn_sub;         // attention sub-block (positions per K/V load), multiple of 4
   uint32_t copy_bytes;      // the loader splits a stage into bulk copies of at most this
   int32_t l2_hint;          // 1: weights stream with an L2 evict-first hint

@@ -47,12 +47,12 @@ struct ChunkRef {
 /// each matvec task's rows in chunk_rows() pieces. The loader's copy cursor and
 /// the compute warps see the same sequence.
 struct ChunkCursor {
-  int s, i, r;  // step, task index, next row (-1: task not started)
+  int s, i, r, i0;  // step, task index, next row (-1: task not started), first task
   __device__ bool next(const Params& P, const DevTask* tasks, int nt, int s1, int stage_filter,
                        uint32_t SB, ChunkRef* out) {
     while (s < s1) {
       if (i >= nt) {
-        i = 0;
+        i = i0;
         r = -1;
         ++s;
         continue;
@@ -86,13 +86,23 @@ __device__ void run_cta(const Params& P, int stage_filter) {
   extern __shared__ __align__(128) unsigned char dsmem[];
   __shared__ SmemStatic S;
   const int b = blockIdx.x, tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  const DevTask* tasks = P.tasks + P.list_begin[b];
-  const int nt = P.list_begin[b + 1] - P.list_begin[b];
+  const DevTask* gtasks = P.tasks + P.list_begin[b];
+  int nt = P.list_begin[b + 1] - P.list_begin[b];
+  int i_begin = 0;
+  if (stage_filter >= 0) {  // per-op: only this stage's tasks (contiguous in the list)
+    i_begin = P.stage_range[(size_t(b) * P.n_stage_ids + stage_filter) * 2];
+    nt = P.stage_range[(size_t(b) * P.n_stage_ids + stage_filter) * 2 + 1];
+  }
   const int NS = P.n_stages;
   const uint32_t SB = P.stage_bytes;
   char* ring = reinterpret_cast<char*>(dsmem);
   uint16_t* act = reinterpret_cast<uint16_t*>(dsmem + size_t(NS) * SB);
   float* res = reinterpret_cast<float*>(dsmem + size_t(NS) * SB + P.act_bytes);  // [max task rows]
+  // The CTA's task list lives in shared memory: reading a descriptor from
+  // global memory between two tasks put an L2 round trip on the critical path.
+  DevTask* tasks = reinterpret_cast<DevTask*>(dsmem + size_t(NS) * SB + P.act_bytes + P.res_bytes);
+  for (int k = i_begin * 9 + tid; k < nt * 9; k += blockDim.x)  // 9 words per DevTask
+    reinterpret_cast<uint32_t*>(tasks)[k] = reinterpret_cast<const uint32_t*>(gtasks)[k];
   const StepIO& io = P.io;
   const DevModel& m = P.m;
   int s0, s1;
@@ -126,7 +136,7 @@ __device__ void run_cta(const Params& P, int stage_filter) {
     // warps wait on a dependency and the ring is full.
     if (lane == 0) {
       const uint64_t policy = policy_evict_first();
-      ChunkCursor cur{s0, 0, -1}, pf{s0, 0, -1};
+      ChunkCursor cur{s0, i_begin, -1, i_begin}, pf{s0, i_begin, -1, i_begin};
       uint32_t pf_seq = 0;
       ChunkRef c;
       while (cur.next(P, tasks, nt, s1, stage_filter, SB, &c)) {
@@ -175,12 +185,14 @@ __device__ void run_cta(const Params& P, int stage_filter) {
         compute_sync();
         if (S.abort || S.stop) break;
       }
-      for (int i = 0; i < nt; ++i) {
+      for (int i = i_begin; i < nt; ++i) {
         const DevTask& t = tasks[i];
         if (!task_selected(t, stage_filter)) continue;
         uint64_t t_start = 0, t_waited = 0;
         if (tid == 0 && P.trace) t_start = globaltimer_ns();
         if (t.op == Op::ATTN) attention_prefetch(m, t, s, reinterpret_cast<float*>(act), P.attn_sub);
+        NormPre np;
+        norm_prefetch(m, t, np);
         if (kPersistent && t.wait_counter >= 0) {
           if (tid == 0) {
             const uint32_t target = t.wait_per_step * uint32_t(s - s0 + t.wait_offset);
@@ -206,7 +218,8 @@ __device__ void run_cta(const Params& P, int stage_filter) {
             const float pre = t.op == Op::LMHEAD ? 0.0f : epilogue_prefetch(m, io, t);
             const MatRef w = task_matrix(m, t);
             const DevLayer* L = t.op == Op::LMHEAD ? nullptr : &m.layers[t.layer];
-            if (t.op == Op::QKV) prep_norm(io.x, L->attn_norm, m.hidden, w.ld, m.rms_eps, act, S.red);
+            if (np.fast) prep_norm_pre(io.x, np, m.hidden, w.ld, m.rms_eps, act, S.red);
+            else if (t.op == Op::QKV) prep_norm(io.x, L->attn_norm, m.hidden, w.ld, m.rms_eps, act, S.red);
             else if (t.op == Op::GATEUP) prep_norm(io.x, L->mlp_norm, m.hidden, w.ld, m.rms_eps, act, S.red);
             else if (t.op == Op::LMHEAD) prep_norm(io.x, m.final_norm, m.hidden, w.ld, m.rms_eps, act, S.red);
             else if (t.op == Op::OPROJ) prep_copy(io.attn, w.k, w.ld, act);

@@ -126,6 +126,63 @@ __device__ void prep_norm(const float* x, const float* w, int n, int ld, float e
     act[k] = k < n ? f32_to_bf16(round_bf16(__ldcg(x + k) * r) * w[k]) : uint16_t(0);
 }
 
+/// Norm weights of a norm-matvec task, loaded into registers before the task's
+/// input wait (they are constants), so only the x loads remain after it.
+struct NormPre {
+  static constexpr int kMaxVec = 8;
+  float4 g[kMaxVec];
+  const float* w;  // null: not a norm task
+  bool fast;
+};
+
+__device__ __forceinline__ void norm_prefetch(const DevModel& m, const DevTask& t, NormPre& np) {
+  np.w = nullptr;
+  np.fast = false;
+  if (t.op == Op::QKV) np.w = m.layers[t.layer].attn_norm;
+  else if (t.op == Op::GATEUP) np.w = m.layers[t.layer].mlp_norm;
+  else if (t.op == Op::LMHEAD) np.w = m.final_norm;
+  const int n = m.hidden;
+  np.fast = np.w && n % 4 == 0 && n <= NormPre::kMaxVec * 4 * kComputeThreads;
+  if (!np.fast) return;
+#pragma unroll
+  for (int i = 0; i < NormPre::kMaxVec; ++i) {
+    const int q = threadIdx.x + i * kComputeThreads;
+    np.g[i] = q * 4 < n ? __ldg(reinterpret_cast<const float4*>(np.w) + q) : make_float4(0, 0, 0, 0);
+  }
+}
+
+/// prep_norm with the weights already in registers (np.fast).
+__device__ __forceinline__ void prep_norm_pre(const float* x, const NormPre& np, int n, int ld,
+                                              float eps, uint16_t* act, float* red) {
+  const int tid = threadIdx.x;
+  float4 v[NormPre::kMaxVec];
+  float ss = 0;
+#pragma unroll
+  for (int i = 0; i < NormPre::kMaxVec; ++i) {
+    const int q = tid + i * kComputeThreads;
+    v[i] = q * 4 < n ? __ldcg(reinterpret_cast<const float4*>(x) + q) : make_float4(0, 0, 0, 0);
+  }
+#pragma unroll
+  for (int i = 0; i < NormPre::kMaxVec; ++i)
+    ss += v[i].x * v[i].x + v[i].y * v[i].y + v[i].z * v[i].z + v[i].w * v[i].w;
+  ss = block_sum(ss, red);
+  const float r = 1.0f / sqrtf(ss / float(n) + eps);
+#pragma unroll
+  for (int i = 0; i < NormPre::kMaxVec; ++i) {
+    const int q = tid + i * kComputeThreads;
+    if (q * 4 < n) {
+      const float4 g = np.g[i];
+      uint2 o;
+      o.x = uint32_t(f32_to_bf16(round_bf16(v[i].x * r) * g.x)) |
+            (uint32_t(f32_to_bf16(round_bf16(v[i].y * r) * g.y)) << 16);
+      o.y = uint32_t(f32_to_bf16(round_bf16(v[i].z * r) * g.z)) |
+            (uint32_t(f32_to_bf16(round_bf16(v[i].w * r) * g.w)) << 16);
+      reinterpret_cast<uint2*>(act)[q] = o;
+    }
+  }
+  for (int k = n + tid; k < ld; k += kComputeThreads) act[k] = 0;
+}
+
 /// act[k] = src[k] (bf16) for k < n; zero pad to ld. 16-byte loads, unrolled.
 __device__ void prep_copy(const uint16_t* src, int n, int ld, uint16_t* act) {
   const int tid = threadIdx.x;
