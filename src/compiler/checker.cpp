@@ -9,6 +9,7 @@
 #include <map>
 #include <unordered_map>
 
+#include "compiler/interval_map.h"
 #include "core/error.h"
 
 namespace keel::compiler {
@@ -26,37 +27,7 @@ struct Seg {
   int32_t accum_op = -1;    // writers are atomic accumulates of this operator
   std::vector<Inst> before; // what the accumulate group's members must all follow
 };
-using SegMap = std::map<uint64_t, Seg>;
-
-void split_at(SegMap& m, uint64_t at) {
-  auto it = m.upper_bound(at);
-  if (it == m.begin()) return;
-  --it;
-  if (it->first < at && at < it->second.hi) {
-    Seg right = it->second;
-    it->second.hi = at;
-    m.emplace(at, std::move(right));
-  }
-}
-
-template <class Fn>
-void cover(SegMap& m, uint64_t lo, uint64_t hi, Fn fn) {
-  if (lo >= hi) return;
-  split_at(m, lo);
-  split_at(m, hi);
-  uint64_t cur = lo;
-  auto it = m.lower_bound(lo);
-  while (cur < hi) {
-    if (it == m.end() || it->first > cur) {
-      Seg s;
-      s.hi = it == m.end() ? hi : std::min(hi, it->first);
-      it = m.emplace_hint(it, cur, std::move(s));
-    }
-    fn(it->first, it->second);
-    cur = it->second.hi;
-    ++it;
-  }
-}
+using SegMap = IntervalMap<Seg>;
 
 struct Checker {
   const Program& p;
@@ -193,7 +164,7 @@ struct Checker {
           ++r.accesses;
           SegMap& m = spaces[a.space];
           bool ok = true;
-          cover(m, a.lo, a.hi, [&](uint64_t lo, Seg& seg) {
+          m.cover(a.lo, a.hi, [&](uint64_t lo, Seg& seg) {
             if (!ok) return;
             Access here = a;
             here.lo = lo;

@@ -13,6 +13,7 @@
 #include <unordered_map>
 
 #include "compiler/passes.h"
+#include "compiler/interval_map.h"
 #include "core/error.h"
 
 namespace keel::compiler {
@@ -25,40 +26,7 @@ struct Seg {
   int32_t accum_op = -1;          // writers are accumulates of this operator
   std::vector<uint32_t> before;   // accesses every member of that group must follow
 };
-using SegMap = std::map<uint64_t, Seg>;
-
-void split_at(SegMap& m, uint64_t at) {
-  auto it = m.upper_bound(at);
-  if (it == m.begin()) return;
-  --it;
-  if (it->first < at && at < it->second.hi) {
-    Seg right = it->second;
-    it->second.hi = at;
-    m.emplace(at, std::move(right));
-  }
-}
-
-// Calls fn(seg) for the segments exactly covering [lo, hi), creating empty
-// segments for gaps.
-template <class Fn>
-void cover(SegMap& m, uint64_t lo, uint64_t hi, Fn fn) {
-  if (lo >= hi) return;
-  split_at(m, lo);
-  split_at(m, hi);
-  uint64_t cur = lo;
-  auto it = m.lower_bound(lo);
-  while (cur < hi) {
-    if (it == m.end() || it->first > cur) {
-      uint64_t end = it == m.end() ? hi : std::min(hi, it->first);
-      Seg s;
-      s.hi = end;
-      it = m.emplace_hint(it, cur, std::move(s));
-    }
-    fn(it->second);
-    cur = it->second.hi;
-    ++it;
-  }
-}
+using SegMap = IntervalMap<Seg>;
 
 struct VecHash {
   size_t operator()(const std::vector<uint32_t>& v) const {
@@ -96,7 +64,7 @@ void build_dependencies(Build& b) {
       };
       for (const Access& a : acc[t]) {
         SegMap& m = spaces[a.space];
-        cover(m, a.lo, a.hi, [&](Seg& s) {
+        m.cover(a.lo, a.hi, [&](uint64_t, Seg& s) {
           switch (a.mode) {
             case AccessMode::Read:
               add(s.writers);
