@@ -35,6 +35,12 @@ Build begin_build(const graph::Graph& g, const CompileOptions& opt_in) {
   KEEL_CHECK(o.max_context >= 2, "compile: --max-context must be >= 2, got ", o.max_context);
   KEEL_CHECK(c.max_position <= 0 || o.max_context <= c.max_position, "compile: --max-context ",
              o.max_context, " exceeds the model's max_position_embeddings ", c.max_position);
+  // Attention tasks attend over every cached position; a sliding window only
+  // changes the result once the context outgrows it, so such contexts are
+  // refused rather than silently computed differently from the model.
+  KEEL_CHECK(c.sliding_window <= 0 || o.max_context <= c.sliding_window, "compile: the model uses sliding-window attention (window ",
+             c.sliding_window, " tokens), which compiled Programs do not implement yet; use a context of at most ",
+             c.sliding_window, " tokens (--context), got ", o.max_context);
   KEEL_CHECK(o.page_size >= 1, "compile: --page-size must be >= 1, got ", o.page_size);
   KEEL_CHECK(o.row_align >= 1, "compile: row_align must be >= 1");
   KEEL_CHECK(o.bandwidth_GBps > 0 && o.task_overhead_us >= 0, "compile: bad cost model parameters");

@@ -349,3 +349,19 @@ TEST(Cli, CpuBackendTellsTheLilyStory) {
   EXPECT_EQ(r.out.rfind("Once upon a time, there was a little girl named Lily. She loved to play outside in the park.", 0), 0u)
       << r.out;
 }
+
+// Every numeric flag rejects garbage with a usage error, never a crash (a
+// custom --top-p validator once aborted on "abc"), and --top-p 0 is refused up
+// front rather than failing later inside the sampler.
+TEST(Cli, NumericFlagsRejectGarbage) {
+  for (const char* flag : {"--temperature", "--top-k", "--top-p", "--min-p", "--repetition-penalty", "--seed",
+                           "--max-tokens", "--context", "--workers", "--shuffle"}) {
+    CmdResult r = run("generate --model " + model_dir("stories260K") + " --prompt hi " + flag + " abc");
+    EXPECT_GT(r.code, 0) << flag;
+    EXPECT_LT(r.code, 128) << flag << " crashed: " << r.err;
+    EXPECT_NE(r.err.find(flag), std::string::npos) << flag << ": " << r.err;
+  }
+  CmdResult r = run("generate --model " + model_dir("stories260K") + " --prompt hi --top-p 0");
+  EXPECT_GT(r.code, 0);
+  EXPECT_NE(r.err.find("(0, 1]"), std::string::npos) << r.err;
+}

@@ -678,3 +678,23 @@ TEST(Qwen3_8B, BalancedAt132Workers) {
 
 }  // namespace
 }  // namespace keel::compiler
+
+namespace keel::compiler {
+// A sliding window shorter than the context would change attention: refused
+// with an error naming the window, instead of a silently different model.
+TEST(Compile, SlidingWindowShorterThanContextIsAnError) {
+  model::ModelConfig c = tiny(model::Arch::Mistral);
+  c.sliding_window = 64;
+  CompileOptions o;
+  o.workers = 7;
+  o.max_context = 128;
+  try {
+    compile(c, o);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("window 64"), std::string::npos) << e.what();
+  }
+  o.max_context = 64;
+  EXPECT_NO_THROW(compile(c, o));
+}
+}  // namespace keel::compiler

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <cstdlib>
 
 #include "core/error.h"
 #include "core/mapped_file.h"
@@ -94,7 +95,14 @@ void add_sampling_flags(CLI::App& cmd, SamplingFlags& f) {
       ->check(CLI::Range(0.0, 100.0));
   cmd.add_option("--top-k", f.top_k, "Keep the k most likely tokens (0 = off)")->check(CLI::NonNegativeNumber);
   cmd.add_option("--top-p", f.top_p, "Nucleus sampling: keep the smallest set with probability >= p")
-      ->check(CLI::Range(0.0, 1.0));
+      ->check(CLI::Validator(
+          [](std::string& v) {
+            char* end = nullptr;
+            double d = std::strtod(v.c_str(), &end);
+            bool ok = end != v.c_str() && *end == 0 && d > 0 && d <= 1;
+            return ok ? std::string() : std::string("must be a number in (0, 1], got '" + v + "'");
+          },
+          "(0, 1]"));
   cmd.add_option("--min-p", f.min_p, "Drop tokens below min_p x the top probability")->check(CLI::Range(0.0, 1.0));
   cmd.add_option("--repetition-penalty", f.repetition_penalty, "Penalize tokens already seen (1 = off)")
       ->check(CLI::Range(0.01, 100.0));
