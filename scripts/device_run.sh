@@ -5,7 +5,10 @@
 # context 512), runs the PyTorch CUDA-graph peer, and prints one table. Logs go
 # under $OUT. Binaries and fixtures come from the carried folder .device/
 # (scripts/device_pack.sh fills it on the build machine).
-#   usage: scripts/device_run.sh [tests|bench|peer|cli|tune|all]...
+#   usage: scripts/device_run.sh [tests|bench|peer|cli|tune|ab|all]...
+# ab: megakernel ms/token of a baseline build ($D/base/keel_cuda_bench, e.g. the
+# committed tree's) against this build, interleaved, and of this build under the
+# environment variants listed in $KEEL_AB_VARIANTS ("NAME:VAR=V,VAR=V;...").
 set -u
 D=${KEEL_DEVICE_DIR:-.device}
 OUT=${OUT:-/tmp/keel-out}
@@ -85,6 +88,80 @@ if [[ " $what " == *" tune "* ]]; then
         sed "s/^/stage=$1KB copy=$2KB hint=$3 l2ahead=$4 stages<=$5 /"
     done
   done | tee "$OUT/tune.log"
+fi
+
+if [[ " $what " == *" ab "* ]]; then
+  ab_models=(llama3.2-1b:$D/configs/llama3.2-1b.json
+             qwen3-1.7b:$D/shared/models/qwen3-tokenizer/Qwen3-1.7B/config.json
+             qwen3-8b:$D/shared/models/qwen3-tokenizer/Qwen3-8B/config.json)
+  IFS=';' read -r -a ab_vars <<< "${KEEL_AB_VARIANTS:-}"
+  for round in 1 2; do
+    for m in "${ab_models[@]}"; do
+      if [[ -x "$D/base/keel_cuda_bench" ]]; then
+        timeout 120 "$D/base/keel_cuda_bench" --name "${m%%:*}" --config "${m#*:}" --steps ${KEEL_AB_STEPS:-128} \
+          --modes megakernel 2>&1 | grep RESULT | sed "s/^/r$round base /"
+      fi
+      for xb in ${KEEL_AB_BINS:-}; do  # other builds: $D/<dir>/keel_cuda_bench
+        timeout 120 "$D/$xb/keel_cuda_bench" --name "${m%%:*}" --config "${m#*:}" --steps ${KEEL_AB_STEPS:-128} \
+          --modes megakernel 2>&1 | grep RESULT | sed "s/^/r$round $xb /"
+      done
+      for v in new "${ab_vars[@]}"; do
+        [[ -z "$v" ]] && continue
+        vname=${v%%:*}; venv=""
+        [[ "$v" == *:* ]] && venv=${v#*:}
+        env ${venv//,/ } timeout 120 "$D/keel_cuda_bench" --name "${m%%:*}" --config "${m#*:}" \
+          --steps ${KEEL_AB_STEPS:-128} --modes megakernel 2>&1 | grep RESULT | sed "s/^/r$round $vname /"
+      done
+    done
+    [[ -n "${KEEL_AB_ONE_ROUND:-}" ]] && break
+  done | tee "$OUT/ab.log"
+fi
+
+# Critical path per stage kind from megakernel traces (baseline build and this one):
+# inc = last end of the stage - last end of the stage before it (what the stage
+# adds to the step), lat = first task start after its wait - that previous end.
+if [[ " $what " == *" trace "* ]]; then
+  for m in llama3.2-1b:$D/configs/llama3.2-1b.json qwen3-8b:$D/shared/models/qwen3-tokenizer/Qwen3-8B/config.json; do
+    for bin in base/keel_cuda_bench keel_cuda_bench; do
+      [[ -x "$D/$bin" ]] || continue
+      timeout 120 "$D/$bin" --name "${m%%:*}" --config "${m#*:}" --steps 32 --modes megakernel \
+        --trace /tmp/tr.json 2>&1 | grep RESULT | sed "s|^|$bin |"
+      python3 - /tmp/tr.json <<'PY'
+import json, sys, collections
+ev = json.load(open(sys.argv[1]))["traceEvents"]
+st = collections.defaultdict(lambda: [1e18, 0.0, 0.0, 0, 1e18])  # min start, max end, busy sum, n, min busy start
+waits = {}
+for e in ev:
+    if e["name"] == "wait":
+        waits[(e["tid"], e["ts"] + e["dur"])] = e["dur"]; continue
+    op, L = e["name"].split()
+    k = (e["args"]["step"], int(L[1:]) if op not in ("lmhead", "step") else 999, op)
+    s = st[k]; s[0] = min(s[0], e["ts"]); s[1] = max(s[1], e["ts"] + e["dur"]); s[2] += e["dur"]; s[3] += 1
+    s[4] = min(s[4], e["ts"])
+order = {"qkv": 0, "attn": 1, "oproj": 2, "gateup": 3, "down": 4, "lmhead": 5, "step": 6}
+keys = sorted(st, key=lambda k: (k[0], k[1], order[k[2]]))
+inc = collections.defaultdict(list); lat = collections.defaultdict(list); busy = collections.defaultdict(list)
+prev = None
+for k in keys:
+    if prev is not None and k[0] > min(x[0] for x in keys):
+        inc[k[2]].append(st[k][1] - st[prev][1]); lat[k[2]].append(st[k][4] - st[prev][1])
+        busy[k[2]].append(st[k][2] / st[k][3])
+    prev = k
+print("  stage   inc_us  lat_us  busy_us (means per layer, steps after the first)")
+tot = 0
+for op in order:
+    if op in inc:
+        n = len(inc[op]); tot += sum(inc[op])
+        print(f"  {op:7s} {sum(inc[op])/n:7.2f} {sum(lat[op])/n:7.2f} {sum(busy[op])/n:7.2f}")
+# One attention -> O-proj hand-off in detail (second traced step, middle layer).
+s2 = sorted(set(k[0] for k in keys))[1]; lm = max(k[1] for k in keys if k[1] != 999) // 2
+a = sorted(e["ts"] + e["dur"] for e in ev if e["name"] == f"attn L{lm}" and e["args"]["step"] == s2)
+o = sorted(e["ts"] for e in ev if e["name"] == f"oproj L{lm}" and e["args"]["step"] == s2)
+print(f"  step {s2} layer {lm}: last attn ends (us before the last): {[round(a[-1] - x, 2) for x in a[-6:]]}")
+print(f"  first oproj starts after it: {[round(x - a[-1], 2) for x in o[:6]]}")
+PY
+    done
+  done | tee "$OUT/trace.log"
 fi
 
 if has peer; then

@@ -1,0 +1,82 @@
+// The interface between the ProgramExecutor's host code (program_executor.cpp)
+// and its persistent kernel (program_kernel.cu): the kernel parameter block
+// DevProgram (device addresses of the uploaded Program arrays and arenas), the
+// status records the kernel leaves for the host, and the launchers. Host
+// header (CUDA runtime API only, no device code).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "compiler/program.h"
+
+namespace keel::exec::cuda::prog {
+
+inline constexpr int kThreads = 256;     // threads per CTA (8 warps)
+inline constexpr int kMaxHeadDim = 256;  // attention keeps head_dim/32 floats per lane in registers
+
+/// Device-side errors (DevStatus::error); the host turns them into keel::Error.
+enum DevError : int32_t {
+  kErrNone = 0,
+  kErrTimeout = 1,    // a wait saw no progress for the watchdog deadline
+  kErrBadPage = 2,    // page table entry out of range
+  kErrBadToken = 3,   // a Step chose a token outside the vocabulary
+  kErrBadOpcode = 4,
+  kErrHeadDim = 5,    // head_dim > kMaxHeadDim
+};
+
+/// Per-CTA state, written when the CTA stops (normally or not), for the
+/// watchdog report.
+struct CtaState {
+  int32_t step = 0, list_pos = 0, task = -1;
+  int32_t reason = 0;          // 0 running, 1 finished, 2 timed out waiting, 3 left on abort, 4 task error
+  uint32_t counter = 0, target = 0, value = 0;
+  int32_t reserved = 0;
+};
+
+struct DevStatus {
+  int32_t error = 0;           // DevError, first one wins
+  int32_t task = -1;           // task that raised it
+  int32_t detail = 0;          // e.g. the bad page or token
+  int32_t cta = -1;
+};
+
+/// Everything a task and the kernel need, passed by value as the kernel parameter.
+struct DevProgram {
+  compiler::ProgramHeader h;
+  const compiler::TaskDesc* tasks = nullptr;
+  const compiler::WaitDesc* waits = nullptr;
+  const uint32_t* signals = nullptr;
+  const uint32_t* worker_offsets = nullptr;
+  const uint32_t* worker_tasks = nullptr;
+  uint8_t* const* ptr = nullptr;     // per buffer id: device address (weights: the uploaded tensor)
+  const uint8_t* dtype = nullptr;    // per buffer id: DType (weights: the stored dtype)
+  const int64_t* cols = nullptr;     // per buffer id: BufferDesc::cols
+  uint32_t* counters = nullptr;
+  DevStatus* status = nullptr;
+  CtaState* cta = nullptr;           // [n_workers]
+  uint32_t* abort = nullptr;         // non-zero: every CTA leaves
+  int32_t* host_ring = nullptr;      // mapped pinned [B * ring_len]: tokens as produced
+  int32_t* host_count = nullptr;     // mapped pinned [B]: tokens published per sequence
+  float* capture = nullptr;          // optional [B, max_context, V]: logits per processed position
+  int32_t* capture_rows = nullptr;   // [B]: rows captured
+  uint64_t timeout_ns = 0;
+};
+
+/// Bytes of dynamic shared memory the tasks of `h` need (see program_tasks.cuh).
+size_t dynamic_smem_bytes(const compiler::ProgramHeader& h);
+
+/// Sets the kernel's shared-memory attribute and returns how many CTAs of it
+/// can be co-resident on `device` (blocks per SM x SMs).
+int max_coresident_ctas(int device, size_t smem);
+
+/// The persistent launch: grid = h.n_workers CTAs, cooperative (so the driver
+/// refuses a grid that cannot be co-resident instead of hanging).
+void launch_program(const DevProgram& P, size_t smem, cudaStream_t stream);
+
+/// Test hook: task `task` once on one CTA, no waits, no signals.
+void launch_single_task(const DevProgram& P, uint32_t task, size_t smem, cudaStream_t stream);
+
+}  // namespace keel::exec::cuda::prog
