@@ -21,7 +21,7 @@ nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,clocks.mem,powe
 cat "$OUT/gpu.txt"
 
 if has tests; then
-  for t in test_cuda_primitives test_cuda_megakernel; do
+  for t in test_cuda_primitives test_cuda_megakernel test_program_gpu; do
     timeout 300 "$D/$t" > "$OUT/$t.log" 2>&1
     echo "$t: rc=$? $(grep -E '^\[  (PASSED|FAILED)' "$OUT/$t.log" | tr '\n' ' ')"
     grep -E '^\[  FAILED|Failure|Expected|Which is|error' "$OUT/$t.log" | head -20
