@@ -64,17 +64,25 @@ using testing::rel_err;
 constexpr double kF32Abs = 1e-4, kF32Rel = 1e-4;
 constexpr double kBf16Abs = 1e-4, kBf16Rel = 1.0 / 128;
 // Whole Program, GPU vs CPU logits (relative L2 per position). Both executors
-// round at the same points; the rare bf16 rounding flip (one ulp, above) caused
-// by a different summation order propagates through the layers and moves the
-// logits by ~1e-3 relative on these models. 1e-2 is 10x that; a real bug
-// (missing wait, wrong head, stale KV) gives > 1e-1.
-constexpr double kCpuGpuTol = 1e-2;
+// round at the same points, but a different summation order flips the odd bf16
+// rounding (one ulp, above), and the flips compound through layers and steps.
+// Each executor lands ~1.2-1.5% from the fp32 golden on stories260K (a trained
+// model, the most sensitive here; the tiny fixtures stay under 0.6% GPU vs
+// CPU), so the two may differ by up to the sum: measured worst 1.1% on an H200.
+// 3e-2 bounds that by the triangle inequality with kGoldenTol's own margin; a
+// real bug (missing wait, wrong head, stale KV) gives > 1e-1.
+constexpr double kCpuGpuTol = 3e-2;
 // GPU vs the fp32 Hugging Face golden: the CPU executor's tolerance and reason
 // (tests/exec/test_exec_cpu.cpp: bf16 rounding points, 1.48% measured worst).
 constexpr double kGoldenTol = 3e-2;
-// Whole-run buffers (relative L2 per buffer, NaN == NaN): the same argument as
-// kCpuGpuTol.
-constexpr double kBufferTol = 1e-2;
+// Whole-run buffers (relative L2 per buffer, NaN == NaN), compared at the last
+// step, after every earlier step's rounding flips have propagated into the KV
+// cache. Small bf16 buffers feel a flip most: stories260K's attention output
+// (64 values per sequence; the attn.<l> buffers share bytes across layers)
+// differed by up to 2.0% and its MLP hidden h by 2.3% on an H200, while its
+// logits stayed within 1.1%.
+// 4e-2 keeps a 2x margin; a real bug gives errors of order 1.
+constexpr double kBufferTol = 4e-2;
 
 struct Loaded {
   testing::Golden golden;
