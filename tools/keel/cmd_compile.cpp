@@ -45,7 +45,9 @@ int run_compile(const CompileArgs& a) {
     p = compiler::compile(cfg, opt);
   }
   double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  if (a.check) {
+  // A loaded file may have been edited or corrupted in ways that still pass the
+  // loader's bounds checks (e.g. a dropped wait): always prove it safe.
+  if (a.check || !a.program.empty()) {
     auto t1 = std::chrono::steady_clock::now();
     compiler::check_or_throw(p);
     double cms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count();
