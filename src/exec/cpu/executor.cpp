@@ -5,6 +5,7 @@
 // on. Workers never block a thread, so any number of them share any number of
 // threads without deadlock, as long as the Program is deadlock-free.
 #include "exec/cpu/executor.h"
+#include "exec/cpu/launch_state.h"
 
 #include <algorithm>
 #include <atomic>
@@ -69,60 +70,17 @@ CpuExecutor::~CpuExecutor() = default;
 RunResult CpuExecutor::run(const std::vector<Sequence>& seqs, const RunOptions& opt) {
   const auto& h = p_.h;
   const int B = h.batch, W = h.n_workers;
-  KEEL_CHECK(!seqs.empty() && int(seqs.size()) <= B, "cpu executor: ", seqs.size(),
-             " sequences for a Program compiled for batch ", B);
-  KEEL_CHECK(opt.eos_ids.size() <= size_t(compiler::kMaxEos), "cpu executor: at most ", compiler::kMaxEos,
-             " eos ids");
-  // --- launch setup ---
-  std::fill(workspace_.begin(), workspace_.end(), 0);
-  // Activations start as NaN, so reading one before it is written (a missing
-  // dependency) poisons the output instead of reading a plausible zero.
-  for (const compiler::BufferDesc& b : p_.buffers)
-    if (BufferKind(b.kind) == BufferKind::Activation)
-      std::memset(reinterpret_cast<uint8_t*>(workspace_.data()) + b.offset, 0xff,
-                  b.count * dtype_size(DType(b.dtype)));
+  // --- launch setup (launch_state.h), then the counters ---
+  const void* embed = ctx_.ptr[size_t(h.buf_embed)];
+  const DType embed_dtype = ctx_.dtype[size_t(h.buf_embed)];
+  write_launch_state(
+      p_, seqs, opt.eos_ids, reinterpret_cast<uint8_t*>(workspace_.data()),
+      [&](int32_t tok, float* row) {
+        for (int64_t i = 0; i < h.hidden; ++i) row[i] = load_as_f32(embed, embed_dtype, size_t(tok) * h.hidden + i);
+      },
+      "cpu executor");
   for (uint32_t c = 0; c < h.n_counters; ++c) impl_->counters[c].store(0, std::memory_order_relaxed);
-  int32_t* pt = ctx_.as<int32_t>(h.buf_page_table);
-  for (int64_t i = 0; i < int64_t(B) * h.pages_per_seq; ++i) pt[i] = int32_t(i);
-  Control& ctl = *ctx_.as<Control>(h.buf_control);
-  ctl = Control{};
-  ctl.n_eos = int32_t(opt.eos_ids.size());
-  for (size_t i = 0; i < opt.eos_ids.size(); ++i) ctl.eos[i] = opt.eos_ids[i];
-  int max_steps = 0;
-  for (int b = 0; b < B; ++b) {
-    SeqState& s = ctx_.as<SeqState>(h.buf_state)[b];
-    s = SeqState{};
-    int32_t* tokens = ctx_.as<int32_t>(h.buf_tokens) + int64_t(b) * h.max_context;
-    float* x = ctx_.as<float>(h.buf_x) + int64_t(b) * h.hidden;
-    if (b >= int(seqs.size())) {  // an idle slot: done from the start
-      s.done = 1;
-      s.prompt_len = 1;
-      continue;
-    }
-    const Sequence& q = seqs[size_t(b)];
-    KEEL_CHECK(!q.prompt.empty(), "cpu executor: sequence ", b, " has an empty prompt");
-    KEEL_CHECK(int64_t(q.prompt.size()) <= h.max_context, "cpu executor: sequence ", b, " prompt of ",
-               q.prompt.size(), " tokens exceeds the context of ", h.max_context);
-    KEEL_CHECK(q.max_new >= 1, "cpu executor: sequence ", b, " max_new must be >= 1");
-    for (int32_t id : q.prompt)
-      KEEL_CHECK(id >= 0 && id < h.vocab, "cpu executor: sequence ", b, " token ", id, " outside the vocabulary of ",
-                 h.vocab);
-    std::copy(q.prompt.begin(), q.prompt.end(), tokens);
-    s.prompt_len = int32_t(q.prompt.size());
-    s.token = q.prompt[0];
-    s.max_new = q.max_new;
-    s.temperature = q.sampling.temperature;
-    s.top_k = q.sampling.top_k;
-    s.top_p = q.sampling.top_p;
-    s.min_p = q.sampling.min_p;
-    s.repetition_penalty = q.sampling.repetition_penalty;
-    s.seed_lo = uint32_t(q.sampling.seed);
-    s.seed_hi = uint32_t(q.sampling.seed >> 32);
-    for (int64_t i = 0; i < h.hidden; ++i)
-      x[i] = load_as_f32(ctx_.ptr[size_t(h.buf_embed)], ctx_.dtype[size_t(h.buf_embed)], size_t(q.prompt[0]) * h.hidden + i);
-    max_steps = std::max(max_steps, int(q.prompt.size()) - 1 + q.max_new);
-  }
-  ctl.max_steps = max_steps;
+  const Control& ctl = *ctx_.as<Control>(h.buf_control);
 
   RunResult res;
   res.seqs.resize(seqs.size());

@@ -9,6 +9,7 @@
 // ring to on_token as they appear and turns a false return into
 // control.stop_request (written on a second stream while the kernel runs).
 #include "exec/cuda/program_executor.h"
+#include "exec/cpu/launch_state.h"
 
 #include <cuda_runtime_api.h>
 
@@ -244,63 +245,18 @@ cpu::RunResult ProgramExecutor::run(const std::vector<cpu::Sequence>& seqs, cons
   const auto& h = p.h;
   const int B = h.batch;
   KEEL_CUDA_CHECK(cudaSetDevice(I.device));
-  KEEL_CHECK(!seqs.empty() && int(seqs.size()) <= B, "cuda program executor: ", seqs.size(),
-             " sequences for a Program compiled for batch ", B);
-  KEEL_CHECK(opt.eos_ids.size() <= size_t(compiler::kMaxEos), "cuda program executor: at most ", compiler::kMaxEos,
-             " eos ids");
-  // ---- launch setup: a host image of the workspace ----
+  // ---- launch setup (launch_state.h) into a host image of the workspace ----
   std::vector<uint8_t> ws(h.workspace_bytes, 0);
-  for (const compiler::BufferDesc& b : p.buffers)
-    if (BufferKind(b.kind) == BufferKind::Activation)  // NaN: a read before a write poisons the output
-      std::memset(ws.data() + b.offset, 0xff, b.count * dtype_size(DType(b.dtype)));
-  auto at = [&](int32_t buf) { return ws.data() + p.buffer(buf).offset; };
-  int32_t* pt = reinterpret_cast<int32_t*>(at(h.buf_page_table));
-  for (int64_t i = 0; i < int64_t(B) * h.pages_per_seq; ++i) pt[i] = int32_t(i);
-  Control ctl{};
-  ctl.n_eos = int32_t(opt.eos_ids.size());
-  for (size_t i = 0; i < opt.eos_ids.size(); ++i) ctl.eos[i] = opt.eos_ids[i];
-  int max_steps = 0;
-  for (int b = 0; b < B; ++b) {
-    SeqState s{};
-    int32_t* tokens = reinterpret_cast<int32_t*>(at(h.buf_tokens)) + int64_t(b) * h.max_context;
-    if (b >= int(seqs.size())) {  // an idle slot: done from the start
-      s.done = 1;
-      s.prompt_len = 1;
-      std::memcpy(at(h.buf_state) + sizeof(SeqState) * size_t(b), &s, sizeof s);
-      continue;
-    }
-    const cpu::Sequence& q = seqs[size_t(b)];
-    KEEL_CHECK(!q.prompt.empty(), "cuda program executor: sequence ", b, " has an empty prompt");
-    KEEL_CHECK(int64_t(q.prompt.size()) <= h.max_context, "cuda program executor: sequence ", b, " prompt of ",
-               q.prompt.size(), " tokens exceeds the context of ", h.max_context);
-    KEEL_CHECK(q.max_new >= 1, "cuda program executor: sequence ", b, " max_new must be >= 1");
-    for (int32_t id : q.prompt)
-      KEEL_CHECK(id >= 0 && id < h.vocab, "cuda program executor: sequence ", b, " token ", id,
-                 " outside the vocabulary of ", h.vocab);
-    std::copy(q.prompt.begin(), q.prompt.end(), tokens);
-    s.prompt_len = int32_t(q.prompt.size());
-    s.token = q.prompt[0];
-    s.max_new = q.max_new;
-    s.temperature = q.sampling.temperature;
-    s.top_k = q.sampling.top_k;
-    s.top_p = q.sampling.top_p;
-    s.min_p = q.sampling.min_p;
-    s.repetition_penalty = q.sampling.repetition_penalty;
-    s.seed_lo = uint32_t(q.sampling.seed);
-    s.seed_hi = uint32_t(q.sampling.seed >> 32);
-    std::memcpy(at(h.buf_state) + sizeof(SeqState) * size_t(b), &s, sizeof s);
-    // x[b] = fp32(embedding row of prompt[0]), converted from the stored dtype
-    const size_t esz = dtype_size(DType(I.dtype[size_t(h.buf_embed)]));  // read back from the device copy
-    std::vector<uint8_t> row(size_t(h.hidden) * esz);
-    KEEL_CUDA_CHECK(cudaMemcpy(row.data(), I.ptr[size_t(h.buf_embed)] + size_t(q.prompt[0]) * row.size(),
-                               row.size(), cudaMemcpyDeviceToHost));
-    float* x = reinterpret_cast<float*>(at(h.buf_x)) + int64_t(b) * h.hidden;
-    const DType edt = DType(I.dtype[size_t(h.buf_embed)]);
-    for (int64_t i = 0; i < h.hidden; ++i) x[i] = load_as_f32(row.data(), edt, size_t(i));
-    max_steps = std::max(max_steps, int(q.prompt.size()) - 1 + q.max_new);
-  }
-  ctl.max_steps = max_steps;
-  std::memcpy(at(h.buf_control), &ctl, sizeof ctl);
+  const DType edt = DType(I.dtype[size_t(h.buf_embed)]);
+  std::vector<uint8_t> row(size_t(h.hidden) * dtype_size(edt));
+  write_launch_state(
+      p, seqs, opt.eos_ids, ws.data(),
+      [&](int32_t tok, float* x) {  // the embedding row, read back from the device copy
+        KEEL_CUDA_CHECK(cudaMemcpy(row.data(), I.ptr[size_t(h.buf_embed)] + size_t(tok) * row.size(), row.size(),
+                                   cudaMemcpyDeviceToHost));
+        for (int64_t i = 0; i < h.hidden; ++i) x[i] = load_as_f32(row.data(), edt, size_t(i));
+      },
+      "cuda program executor");
   KEEL_CUDA_CHECK(cudaMemcpy(I.workspace, ws.data(), ws.size(), cudaMemcpyHostToDevice));
   prog::DevProgram P = I.P;
   KEEL_CUDA_CHECK(cudaMemset(P.counters, 0, std::max<uint32_t>(h.n_counters, 1) * 4ull));
