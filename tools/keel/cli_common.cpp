@@ -58,9 +58,6 @@ void add_backend_flags(CLI::App& cmd, BackendOptions& o) {
       ->check(CLI::NonNegativeNumber);
   cmd.add_option("--context", o.context, "KV-cache capacity in tokens (default: the model's context, at most 4096)")
       ->check(CLI::PositiveNumber);
-  cmd.add_option("--launch", o.launch, "cuda backend: megakernel | per-op | graph")
-      ->check(CLI::IsMember({"megakernel", "per-op", "graph"}))
-      ->capture_default_str();
 }
 
 std::unique_ptr<engine::Backend> make_backend(const model::Model& m, const BackendOptions& o) {
@@ -83,7 +80,6 @@ std::unique_ptr<engine::Backend> make_backend(const model::Model& m, const Backe
   if (o.backend == "cuda") {
     exec::cuda::CudaBackendOptions co;
     co.max_context = ctx;
-    co.launch = o.launch;
     return std::make_unique<exec::cuda::CudaBackend>(m, co);
   }
 #endif
