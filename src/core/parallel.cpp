@@ -1,12 +1,15 @@
 // Thread pool behind parallel_for: persistent workers wait on a condition
 // variable for a job (a range function and a chunk count), take chunks with an
-// atomic counter and signal completion.
+// atomic counter and signal completion. An exception thrown by a chunk is
+// carried back to the caller once every chunk has finished; a parallel_for
+// called from inside a chunk runs inline (the pool is already busy).
 #include "core/parallel.h"
 
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
+#include <exception>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -27,6 +30,10 @@ int host_threads() {
 
 namespace {
 
+// True on pool threads and on a caller while its job runs: a nested
+// parallel_for then runs inline instead of deadlocking on run_mu_.
+thread_local bool t_in_pool = false;
+
 class Pool {
  public:
   explicit Pool(int n) {
@@ -43,7 +50,11 @@ class Pool {
 
   void run(size_t n, size_t chunks, const std::function<void(size_t, size_t)>& fn) {
     std::lock_guard<std::mutex> serial(run_mu_);
-    Job job{&fn, n, chunks};
+    t_in_pool = true;
+    Job job;
+    job.fn = &fn;
+    job.n = n;
+    job.chunks = chunks;
     std::unique_lock<std::mutex> lk(mu_);
     job_ = &job;
     ++generation_;
@@ -55,6 +66,8 @@ class Pool {
     // worker still holds a pointer to it.
     done_cv_.wait(lk, [&] { return job.done == job.chunks && job.active == 0; });
     job_ = nullptr;
+    t_in_pool = false;
+    if (job.error) std::rethrow_exception(job.error);
   }
 
  private:
@@ -62,11 +75,12 @@ class Pool {
   // under mu_ (active++) and leave under mu_, so a late worker can never take
   // a chunk of a later job.
   struct Job {
-    const std::function<void(size_t, size_t)>* fn;
-    size_t n, chunks;
+    const std::function<void(size_t, size_t)>* fn = nullptr;
+    size_t n = 0, chunks = 0;
     std::atomic<size_t> next{0};
     size_t done = 0;  // guarded by mu_
     int active = 0;   // workers inside work(); guarded by mu_
+    std::exception_ptr error;  // the first chunk's exception; guarded by mu_
   };
 
   void work(Job& j) {
@@ -74,12 +88,19 @@ class Pool {
       size_t c = j.next.fetch_add(1);
       if (c >= j.chunks) return;
       size_t b = j.n * c / j.chunks, e = j.n * (c + 1) / j.chunks;
-      (*j.fn)(b, e);
+      std::exception_ptr err;
+      try {
+        (*j.fn)(b, e);
+      } catch (...) {
+        err = std::current_exception();
+      }
       std::lock_guard<std::mutex> lk(mu_);
+      if (err && !j.error) j.error = err;
       if (++j.done == j.chunks) done_cv_.notify_all();
     }
   }
   void loop() {
+    t_in_pool = true;
     uint64_t seen = 0;
     for (;;) {
       std::unique_lock<std::mutex> lk(mu_);
@@ -114,7 +135,7 @@ void parallel_for(size_t n, const std::function<void(size_t, size_t)>& fn, size_
   if (n == 0) return;
   grain = std::max<size_t>(grain, 1);
   size_t chunks = std::min<size_t>(size_t(host_threads()) * 4, (n + grain - 1) / grain);
-  if (chunks <= 1 || host_threads() == 1) {
+  if (chunks <= 1 || host_threads() == 1 || t_in_pool) {
     fn(0, n);
     return;
   }

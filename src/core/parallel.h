@@ -13,7 +13,9 @@ namespace keel {
 int host_threads();
 
 /// Runs fn(begin, end) over a partition of [0, n) on the shared pool and waits.
-/// `grain` is the smallest chunk worth a thread.
+/// `grain` is the smallest chunk worth a thread. If fn throws, the first
+/// exception is rethrown here after every chunk has finished. Called from
+/// inside fn, it runs the whole range inline.
 void parallel_for(size_t n, const std::function<void(size_t begin, size_t end)>& fn,
                   size_t grain = 1);
 

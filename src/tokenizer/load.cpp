@@ -382,6 +382,11 @@ std::unique_ptr<Tokenizer::Impl> load_impl(const std::string& dir) {
   } catch (const json::exception& e) {
     fail(p.origin, ": post_processor: ", e.what());
   }
+  // The template's ids become BOS and encode()'s output: they must name tokens.
+  for (const auto* ids : {&impl->prefix_ids, &impl->suffix_ids})
+    for (int32_t id : *ids)
+      KEEL_CHECK(impl->valid_id(id), p.origin, ": post_processor: special token id ", id,
+                 " is not in the vocabulary (size ", impl->pieces.size(), ")");
   if (auto b = config_token(cfg, "bos_token")) impl->bos = find(*b);
   if (!impl->bos && !impl->prefix_ids.empty()) impl->bos = impl->prefix_ids.front();
   std::optional<int32_t> cfg_eos;

@@ -309,6 +309,18 @@ TEST(Tokenizer, HandWrittenByteLevelTokenizer) {
   }
 }
 
+// A template id outside the vocabulary is a load error naming the field (it
+// used to load, then became the BOS id and indexed past the piece table).
+TEST(TokenizerErrors, TemplateIdOutsideVocab) {
+  TempDir d;
+  nlohmann::json j = byte_level_tokenizer(false);
+  j["post_processor"]["special_tokens"]["<s>"]["ids"] = {99999};
+  d.write("tokenizer.json", j.dump());
+  std::string e = error_of(d.path());
+  EXPECT_NE(e.find("post_processor"), std::string::npos) << e;
+  EXPECT_NE(e.find("99999"), std::string::npos) << e;
+}
+
 // A normalized added token is matched on normalized text, and its content is
 // normalized too (here it gains the SentencePiece "▁"), as in Hugging Face.
 TEST(Tokenizer, NormalizedAddedToken) {
