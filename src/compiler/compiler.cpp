@@ -3,6 +3,7 @@
 #include "compiler/compiler.h"
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 
 #include "compiler/fuse.h"
@@ -42,6 +43,10 @@ Build begin_build(const graph::Graph& g, const CompileOptions& opt_in) {
              c.sliding_window, " tokens), which compiled Programs do not implement yet; use a context of at most ",
              c.sliding_window, " tokens (--context), got ", o.max_context);
   KEEL_CHECK(o.page_size >= 1, "compile: --page-size must be >= 1, got ", o.page_size);
+  // Page and KV counts are int32 in the Program header: check them in int64 first.
+  const int64_t pages = (int64_t(o.max_context) + o.page_size - 1) / o.page_size * o.batch;
+  KEEL_CHECK(pages <= INT32_MAX && int64_t(o.max_context) * o.batch <= INT32_MAX, "compile: --context ",
+             o.max_context, " x --batch ", o.batch, " is too large for one Program (at most 2^31 cached tokens)");
   KEEL_CHECK(o.row_align >= 1, "compile: row_align must be >= 1");
   KEEL_CHECK(o.bandwidth_GBps > 0 && o.task_overhead_us >= 0, "compile: bad cost model parameters");
   KEEL_CHECK(o.o_split_k >= 0 && o.down_split_k >= 0 && o.attn_chunks >= 0, "compile: negative split option");
@@ -68,7 +73,7 @@ Build begin_build(const graph::Graph& g, const CompileOptions& opt_in) {
   h.batch = o.batch;
   h.max_context = o.max_context;
   h.page_size = o.page_size;
-  h.pages_per_seq = (o.max_context + o.page_size - 1) / o.page_size;
+  h.pages_per_seq = int32_t((int64_t(o.max_context) + o.page_size - 1) / o.page_size);
   h.n_pages = h.pages_per_seq * o.batch;
   h.ring_len = o.ring_len;
   int C = o.attn_chunks;

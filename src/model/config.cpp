@@ -165,8 +165,17 @@ RopeType parse_rope_type(const std::string& t, const std::string& source, const 
 }
 
 /// Reads RoPE settings from `rope_parameters` (v5) or `rope_theta` + `rope_scaling` (v4).
+// Partial RoPE (rotating only a fraction of each head) is not implemented:
+// refuse it rather than silently rotating the whole head.
+void reject_partial_rotary(const Fields& f) {
+  if (f.has("partial_rotary_factor") && f.number("partial_rotary_factor", 1.0) != 1.0)
+    f.bad("partial_rotary_factor", cat("is ", f.number("partial_rotary_factor", 1.0),
+                                       "; keel supports only RoPE over the whole head (1.0)"));
+}
+
 RopeConfig parse_rope(const json& j, const Fields& top, const std::string& source) {
   RopeConfig r;
+  reject_partial_rotary(top);
   r.theta = top.positive("rope_theta", 10000.0);
   const char* key = nullptr;
   if (top.has("rope_parameters")) key = "rope_parameters";
@@ -175,6 +184,7 @@ RopeConfig parse_rope(const json& j, const Fields& top, const std::string& sourc
   const json& p = j.at(key);
   if (!p.is_object()) top.bad(key, cat("must be an object or null, got ", p.type_name()));
   Fields f(p, source, std::string(key) + ".");
+  reject_partial_rotary(f);
   r.theta = f.positive("rope_theta", r.theta);
   std::string type_field = f.has("rope_type") ? "rope_type" : "type";
   std::string type = f.str(type_field.c_str(), "default");
@@ -326,10 +336,10 @@ GenerationConfig GenerationConfig::parse(const std::string& json_text, const std
     f.bad("temperature", cat("must be >= 0, got ", g.temperature));
   g.top_k = f.opt_int("top_k", -1);
   if (f.has("top_k") && g.top_k < 0) f.bad("top_k", cat("must be >= 0, got ", g.top_k));
-  for (auto [key, dst] : {std::pair{"top_p", &g.top_p}, std::pair{"min_p", &g.min_p}}) {
-    *dst = f.number(key, -1);
-    if (f.has(key) && !(*dst >= 0 && *dst <= 1)) f.bad(key, cat("must be in [0, 1], got ", *dst));
-  }
+  g.top_p = f.number("top_p", -1);
+  if (f.has("top_p") && !(g.top_p > 0 && g.top_p <= 1)) f.bad("top_p", cat("must be in (0, 1], got ", g.top_p));
+  g.min_p = f.number("min_p", -1);
+  if (f.has("min_p") && !(g.min_p >= 0 && g.min_p <= 1)) f.bad("min_p", cat("must be in [0, 1], got ", g.min_p));
   g.repetition_penalty = f.number("repetition_penalty", -1);
   if (f.has("repetition_penalty") && !(g.repetition_penalty > 0 && g.repetition_penalty < 1e30))
     f.bad("repetition_penalty", cat("must be positive, got ", g.repetition_penalty));

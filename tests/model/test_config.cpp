@@ -438,6 +438,20 @@ TEST(GenerationConfig, LoadOptional) {
                {dir.file("generation_config.json"), "'top_k'"});
 }
 
+// Partial RoPE is not implemented: a config asking for it is refused (top level
+// or inside rope_parameters), never run with the whole head rotated.
+TEST(ConfigErrors, PartialRotaryFactorIsRefused) {
+  json j = base_config();
+  j["partial_rotary_factor"] = 0.5;
+  expect_config_error(j, "partial_rotary_factor", "whole head");
+  j = base_config();
+  j["rope_parameters"]["partial_rotary_factor"] = 0.25;
+  expect_config_error(j, "rope_parameters.partial_rotary_factor", "whole head");
+  j = base_config();
+  j["partial_rotary_factor"] = 1.0;
+  EXPECT_NO_THROW(parse_json(j));
+}
+
 TEST(GenerationConfigErrors, BadFields) {
   struct Case {
     const char* field;
@@ -445,7 +459,8 @@ TEST(GenerationConfigErrors, BadFields) {
   };
   const Case cases[] = {{"eos_token_id", "2"}, {"eos_token_id", -1},  {"bos_token_id", "1"},
                         {"temperature", "hot"}, {"temperature", -0.5}, {"top_k", 2.5},
-                        {"top_k", -2},          {"top_p", 1.5},        {"min_p", "0.1"},
+                        {"top_k", -2},          {"top_p", 1.5},        {"top_p", 0},
+                        {"min_p", "0.1"},
                         {"repetition_penalty", 0}, {"do_sample", 1}};
   for (const Case& c : cases) {
     SCOPED_TRACE(std::string(c.field) + " = " + c.value.dump());

@@ -45,10 +45,8 @@ int run_generate(const GenerateArgs& a) {
     std::fputs(a.prompt_ids.empty() ? a.prompt.c_str() : tok->decode(ids, true).c_str(), stdout);
     std::fflush(stdout);
   }
-  std::vector<int32_t> out;
   bool hit_stop = false;
   auto result = backend->generate(req, [&](int32_t t) {
-    out.push_back(t);
     if (!stream) return true;
     std::string piece = stream->push(t);
     if (stream_out && !piece.empty()) {
