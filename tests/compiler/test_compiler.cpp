@@ -17,6 +17,7 @@
 #include "compiler/passes.h"
 #include "compiler/report.h"
 #include "compiler/serialize.h"
+#include "common/tiny_config.h"
 #include "core/error.h"
 #include "core/mapped_file.h"
 #include "model/config.h"
@@ -24,22 +25,7 @@
 namespace keel::compiler {
 namespace {
 
-model::ModelConfig tiny(model::Arch a) {
-  model::ModelConfig c;
-  c.arch = a;
-  c.hidden = 64;
-  c.intermediate = 176;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.head_dim = 16;
-  c.vocab = 512;
-  c.max_position = 2048;
-  c.qkv_bias = a == model::Arch::Qwen2;
-  c.qk_norm = a == model::Arch::Qwen3;
-  c.tie_embeddings = a != model::Arch::Qwen3;
-  return c;
-}
+model::ModelConfig tiny(model::Arch a) { return testing::tiny_config(a); }
 
 model::ModelConfig shared_config(const std::string& rel) {
   return model::ModelConfig::load(path_join(KEEL_SHARED_DIR, rel));

@@ -43,21 +43,8 @@ constexpr double kLogitsTol = 3e-2;
 // the bf16 error above moves logits by well under 0.05 on these models.
 constexpr double kMargin = 0.1;
 
-struct Loaded {
-  Golden golden;
-  model::Model model;
-};
-
-const Loaded& fixture(const std::string& name) {
-  static std::map<std::string, std::unique_ptr<Loaded>> cache;
-  auto& slot = cache[name];
-  if (!slot) {
-    slot = std::make_unique<Loaded>();
-    slot->golden = load_golden(name);
-    slot->model = model::Model::load(slot->golden.model_dir);
-  }
-  return *slot;
-}
+using Loaded = testing::LoadedFixture;
+inline const Loaded& fixture(const std::string& name) { return testing::loaded_fixture(name); }
 
 compiler::Program compile_for(const model::Model& m, int workers, int batch, int ctx = 128) {
   compiler::CompileOptions o;

@@ -5,28 +5,14 @@
 
 #include <algorithm>
 
+#include "common/tiny_config.h"
 #include "core/error.h"
 #include "graph/graph.h"
 
 namespace keel::graph {
 namespace {
 
-model::ModelConfig cfg(model::Arch a) {
-  model::ModelConfig c;
-  c.arch = a;
-  c.hidden = 64;
-  c.intermediate = 160;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.head_dim = 16;
-  c.vocab = 512;
-  c.max_position = 2048;
-  c.qkv_bias = a == model::Arch::Qwen2;
-  c.qk_norm = a == model::Arch::Qwen3;
-  c.tie_embeddings = a != model::Arch::Qwen3;
-  return c;
-}
+model::ModelConfig cfg(model::Arch a) { return testing::tiny_config(a, 160); }
 
 int count(const Graph& g, OpKind k) {
   return int(std::count_if(g.ops.begin(), g.ops.end(), [&](const Op& o) { return o.kind == k; }));

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstdint>
 #include <fstream>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -14,6 +16,7 @@
 
 #include "core/error.h"
 #include "core/mapped_file.h"
+#include "model/model.h"
 #include "model/safetensors.h"
 
 namespace keel::testing {
@@ -63,6 +66,22 @@ inline Golden load_golden(const std::string& name) {
 }
 
 /// ‖out − ref‖ / ‖ref‖ over one row of `n` values (accumulated in double).
+/// A fixture's goldens with its model loaded, cached for the whole test binary.
+struct LoadedFixture {
+  Golden golden;
+  model::Model model;
+};
+inline const LoadedFixture& loaded_fixture(const std::string& name) {
+  static std::map<std::string, std::unique_ptr<LoadedFixture>> cache;
+  auto& slot = cache[name];
+  if (!slot) {
+    slot = std::make_unique<LoadedFixture>();
+    slot->golden = load_golden(name);
+    slot->model = model::Model::load(slot->golden.model_dir);
+  }
+  return *slot;
+}
+
 inline double rel_err(const float* out, const float* ref, size_t n) {
   double num = 0, den = 0;
   for (size_t i = 0; i < n; ++i) {

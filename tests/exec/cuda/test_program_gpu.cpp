@@ -84,21 +84,8 @@ constexpr double kGoldenTol = 3e-2;
 // 4e-2 keeps a 2x margin; a real bug gives errors of order 1.
 constexpr double kBufferTol = 4e-2;
 
-struct Loaded {
-  testing::Golden golden;
-  model::Model model;
-};
-
-const Loaded& fixture(const std::string& name) {
-  static std::map<std::string, std::unique_ptr<Loaded>> cache;
-  auto& slot = cache[name];
-  if (!slot) {
-    slot = std::make_unique<Loaded>();
-    slot->golden = testing::load_golden(name);
-    slot->model = model::Model::load(slot->golden.model_dir);
-  }
-  return *slot;
-}
+using Loaded = testing::LoadedFixture;
+inline const Loaded& fixture(const std::string& name) { return testing::loaded_fixture(name); }
 
 Program compile_for(const model::Model& m, int workers, int batch, int ctx = 128) {
   compiler::CompileOptions o;
