@@ -22,7 +22,7 @@ cat "$OUT/gpu.txt"
 
 if has tests; then
   for t in test_cuda_primitives test_cuda_megakernel test_program_gpu; do
-    timeout 300 "$D/$t" > "$OUT/$t.log" 2>&1
+    timeout ${KEEL_TEST_TIMEOUT:-300} "$D/$t" > "$OUT/$t.log" 2>&1
     echo "$t: rc=$? $(grep -E '^\[  (PASSED|FAILED)' "$OUT/$t.log" | tr '\n' ' ')"
     grep -E '^\[  FAILED|Failure|Expected|Which is|error' "$OUT/$t.log" | head -20
   done
@@ -76,7 +76,8 @@ if [[ " $what " == *" cli "* || " $what " == *" all "* ]] && [[ -x "$D/keel" ]];
   cat "$OUT/cli.log"
 fi
 
-# Ring / copy tunables (environment overrides read by the planner), megakernel only.
+# Ring tunables (environment overrides read by ProgramExecutor: KEEL_CUDA_STAGE_KB, KEEL_CUDA_MAX_STAGES,
+# KEEL_CUDA_L2_HINT; the copy-size and L2-ahead columns are ignored since the planner was removed), megakernel only.
 if [[ " $what " == *" tune "* ]]; then
   # stage KB, copy KB, L2 hint, L2 prefetch chunks ahead, max ring stages
   tune_cfgs=("32 32 1 0 6" "64 64 1 0 3" "96 96 1 0 2" "64 64 0 0 3" "64 64 1 2 3")
@@ -134,8 +135,9 @@ waits = {}
 for e in ev:
     if e["name"] == "wait":
         waits[(e["tid"], e["ts"] + e["dur"])] = e["dur"]; continue
-    op, L = e["name"].split()
-    k = (e["args"]["step"], int(L[1:]) if op not in ("lmhead", "step") else 999, op)
+    parts = e["name"].split()
+    op = parts[0]
+    k = (e["args"]["step"], int(parts[1][1:]) if len(parts) > 1 else 999, op)
     s = st[k]; s[0] = min(s[0], e["ts"]); s[1] = max(s[1], e["ts"] + e["dur"]); s[2] += e["dur"]; s[3] += 1
     s[4] = min(s[4], e["ts"])
 order = {"qkv": 0, "attn": 1, "oproj": 2, "gateup": 3, "down": 4, "lmhead": 5, "step": 6}

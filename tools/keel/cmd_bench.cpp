@@ -15,7 +15,7 @@ namespace keel::cli {
 
 namespace {
 struct BenchArgs {
-  std::string model, config, launch = "megakernel", trace;
+  std::string model, config, launch = "megakernel", trace, dtype = "bf16";
   bool random_weights = false, json = false;
   int tokens = 256, batch = 1;
   int64_t context = 512;
@@ -30,6 +30,8 @@ int run_bench(const BenchArgs& a) {
   opt.steps = a.tokens;
   opt.batch = a.batch;
   opt.trace_json = a.trace;
+  opt.progress = !a.json;
+  opt.random_dtype = a.dtype == "f32" ? DType::F32 : a.dtype == "f16" ? DType::F16 : DType::BF16;
   if (a.launch == "megakernel") opt.modes = {kc::LaunchMode::Megakernel};
   if (a.launch == "per-op") opt.modes = {kc::LaunchMode::PerOp};
   if (a.launch == "graph") opt.modes = {kc::LaunchMode::Graph};
@@ -71,7 +73,9 @@ Command register_bench(CLI::App& root) {
   auto* m = c->add_option("--model", a->model, "Checkpoint folder")->check(CLI::ExistingDirectory);
   auto* f = c->add_option("--config", a->config, "A config.json (with --random-weights)")->check(CLI::ExistingFile);
   m->excludes(f);
-  c->add_flag("--random-weights", a->random_weights, "Random bf16 weights of the config's shapes, made on the GPU");
+  c->add_flag("--random-weights", a->random_weights, "Random weights of the config's shapes, made on the GPU");
+  c->add_option("--dtype", a->dtype, "Dtype of the random weights")
+      ->check(CLI::IsMember({"bf16", "f16", "f32"}))->capture_default_str();
   c->add_option("--tokens", a->tokens, "Decode steps to time (median over them, at least 128)")->check(CLI::Range(1, 1 << 20))->capture_default_str();
   c->add_option("--context", a->context, "KV length the timed steps attend over")->check(CLI::PositiveNumber)->capture_default_str();
   c->add_option("--batch", a->batch, "Sequences per step")->check(CLI::Range(1, 1024))->capture_default_str();

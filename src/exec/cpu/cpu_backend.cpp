@@ -15,28 +15,20 @@ CpuBackend::CpuBackend(const model::Model& m, const CpuBackendOptions& opt) : mo
   exec_ = std::make_unique<CpuExecutor>(program_, m);
 }
 
-engine::GenerateResult CpuBackend::generate(const engine::GenerateRequest& req, const engine::TokenCallback& on_token) {
-  KEEL_CHECK(!req.prompt.empty(), "cpu backend: empty prompt");
-  KEEL_CHECK(int64_t(req.prompt.size()) <= max_context(), "cpu backend: prompt of ", req.prompt.size(),
-             " tokens exceeds the context of ", max_context());
-  KEEL_CHECK(req.max_tokens >= 1, "cpu backend: max_tokens must be >= 1");
-  KEEL_CHECK(req.eos_ids.size() <= size_t(compiler::kMaxEos), "cpu backend: at most ", compiler::kMaxEos, " eos ids");
+Sequence sequence_for(const engine::GenerateRequest& req, int64_t max_context, const char* who) {
+  KEEL_CHECK(!req.prompt.empty(), who, ": empty prompt");
+  KEEL_CHECK(int64_t(req.prompt.size()) <= max_context, who, ": prompt of ", req.prompt.size(),
+             " tokens exceeds the context of ", max_context);
+  KEEL_CHECK(req.max_tokens >= 1, who, ": max_tokens must be >= 1");
+  KEEL_CHECK(req.eos_ids.size() <= size_t(compiler::kMaxEos), who, ": at most ", compiler::kMaxEos, " eos ids");
   Sequence s;
   s.prompt = req.prompt;
   s.max_new = req.max_tokens;
   s.sampling = req.sampling;
-  RunOptions ro;
-  ro.threads = opt_.threads;
-  ro.shuffle = opt_.shuffle;
-  ro.shuffle_seed = opt_.shuffle_seed;
-  ro.eos_ids = req.eos_ids;
-  bool stopped = false;
-  if (on_token)
-    ro.on_token = [&](int, int32_t tok) {
-      if (!on_token(tok)) stopped = true;
-      return !stopped;
-    };
-  RunResult r = exec_->run({s}, ro);
+  return s;
+}
+
+engine::GenerateResult result_of(const RunResult& r, bool stopped) {
   engine::GenerateResult g;
   g.output = r.seqs[0].tokens;
   g.prefill_ms = r.first_token_ms;
@@ -49,6 +41,27 @@ engine::GenerateResult CpuBackend::generate(const engine::GenerateRequest& req, 
     default: g.stop_reason = stopped ? "stopped" : "max_tokens";
   }
   return g;
+}
+
+RunOptions run_options_for(const engine::GenerateRequest& req, const engine::TokenCallback& on_token, bool* stopped) {
+  RunOptions ro;
+  ro.eos_ids = req.eos_ids;
+  if (on_token)
+    ro.on_token = [on_token, stopped](int, int32_t tok) {
+      if (!on_token(tok)) *stopped = true;
+      return !*stopped;
+    };
+  return ro;
+}
+
+engine::GenerateResult CpuBackend::generate(const engine::GenerateRequest& req, const engine::TokenCallback& on_token) {
+  const Sequence s = sequence_for(req, max_context(), "cpu backend");
+  bool stopped = false;
+  RunOptions ro = run_options_for(req, on_token, &stopped);
+  ro.threads = opt_.threads;
+  ro.shuffle = opt_.shuffle;
+  ro.shuffle_seed = opt_.shuffle_seed;
+  return result_of(exec_->run({s}, ro), stopped);
 }
 
 std::vector<float> CpuBackend::score(std::span<const int32_t> ids) {

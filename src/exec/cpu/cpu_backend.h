@@ -20,6 +20,15 @@ struct CpuBackendOptions {
   uint64_t shuffle_seed = 0;
 };
 
+/// Request checks and mapping shared by the backends that run a Program (cpu,
+/// cuda): `who` names the backend in errors.
+Sequence sequence_for(const engine::GenerateRequest& req, int64_t max_context, const char* who);
+/// eos ids and the token callback of a request; *stopped turns true when the
+/// callback asks to stop (it must outlive the run).
+RunOptions run_options_for(const engine::GenerateRequest& req, const engine::TokenCallback& on_token, bool* stopped);
+/// The engine's view of sequence 0 of a run; `stopped`: the callback asked to stop.
+engine::GenerateResult result_of(const RunResult& r, bool stopped);
+
 class CpuBackend : public engine::Backend {
  public:
   /// Compiles `m` (B = 1) and binds the executor; `m` must outlive the backend.

@@ -4,29 +4,65 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "compiler/compiler.h"
 #include "core/error.h"
 #include "exec/cuda/device_info.h"
 #include "model/model.h"
 
 namespace keel::exec::cuda {
 
-BenchReport bench_executor(Executor& ex, const BenchOptions& opt) {
-  KEEL_CHECK(opt.batch == 1, "cuda bench: batch ", opt.batch, " is not implemented (batch 1 only)");
+namespace {
+
+/// Compile options for the bench; shortens opt.context when the model's context is too short.
+compiler::CompileOptions compile_options(const model::ModelConfig& cfg, BenchOptions& opt) {
   KEEL_CHECK(opt.steps >= 2, "cuda bench: need at least 2 steps");
+  KEEL_CHECK(opt.context >= 1, "cuda bench: context must be >= 1");
+  const auto gpus = list_gpus();
+  KEEL_CHECK(opt.device >= 0 && size_t(opt.device) < gpus.size(), "cuda bench: no CUDA device ", opt.device);
+  const int64_t extra = opt.steps + opt.warmup + 8;
+  if (opt.context + extra > cfg.max_position) {
+    KEEL_CHECK(cfg.max_position > extra, "cuda bench: ", opt.steps + opt.warmup, " steps do not fit the model's context of ",
+               cfg.max_position);
+    std::fprintf(stderr, "bench: context %lld + %lld steps exceed the model's %lld positions; timing from position %lld\n",
+                 (long long)opt.context, (long long)extra, (long long)cfg.max_position,
+                 (long long)(cfg.max_position - extra));
+    opt.context = cfg.max_position - extra;
+  }
+  compiler::CompileOptions co;
+  co.workers = gpus[size_t(opt.device)].sm_count;
+  co.batch = opt.batch;
+  co.max_context = int(opt.context + extra);
+  return co;
+}
+
+void note(const BenchOptions& opt, const std::string& what) {
+  if (opt.progress) std::fprintf(stderr, "bench: %s\n", what.c_str());
+}
+
+}  // namespace
+
+BenchReport bench_executor(ProgramExecutor& ex, const BenchOptions& opt) {
+  KEEL_CHECK(opt.steps >= 2, "cuda bench: need at least 2 steps");
+  const auto& h = ex.program().h;
   BenchReport r;
-  auto gpus = list_gpus();
+  const auto gpus = list_gpus();
   KEEL_CHECK(!gpus.empty(), "cuda bench: no CUDA device");
   r.gpu = gpus[size_t(opt.device)].name;
   r.sms = gpus[size_t(opt.device)].sm_count;
+  r.batch = h.batch;
+  note(opt, "measuring the read bandwidth");
   r.read_bw_gbs = measure_read_bandwidth(opt.device);
-  r.bytes_per_token = ex.weight_bytes_per_token();
+  r.bytes_per_token = ex.weight_bytes_per_step();
   r.floor_ms = double(r.bytes_per_token) / (r.read_bw_gbs * 1e9) * 1e3;
-  r.tasks_per_step = ex.tasks_per_step();
+  r.tasks_per_step = ex.program().tasks.size();
+  r.ring_stages = ex.ring_stages();
+  r.stage_bytes = ex.stage_bytes();
   const int total = opt.steps + opt.warmup;
-  KEEL_CHECK(opt.context + total <= ex.max_context(), "cuda bench: context ", opt.context, " + ", total,
-             " steps exceed the executor's context ", ex.max_context());
-  ex.fill_kv_random(int(opt.context));
+  KEEL_CHECK(opt.context + total < h.max_context, "cuda bench: context ", opt.context, " + ", total,
+             " steps exceed the Program's context ", h.max_context);
+  ex.fill_kv_random();
   for (LaunchMode mode : opt.modes) {
+    note(opt, cat("timing ", total, " steps, ", launch_mode_name(mode)));
     std::vector<double> ms = ex.time_steps(mode, int(opt.context), total,
                                            mode == LaunchMode::Megakernel ? opt.trace_json : "");
     if (int(ms.size()) > opt.warmup) ms.erase(ms.begin(), ms.begin() + opt.warmup);
@@ -43,30 +79,37 @@ BenchReport bench_executor(Executor& ex, const BenchOptions& opt) {
   return r;
 }
 
-BenchReport bench_model(const model::Model& m, const BenchOptions& opt) {
-  ExecutorOptions eo;
+BenchReport bench_model(const model::Model& m, const BenchOptions& given) {
+  BenchOptions opt = given;
+  note(opt, "compiling and uploading " + m.dir);
+  const compiler::Program p = compiler::compile(m.config, compile_options(m.config, opt));
+  ProgramExecutorOptions eo;
   eo.device = opt.device;
-  eo.max_context = opt.context + opt.steps + opt.warmup + 8;
-  auto ex = Executor::from_model(m, eo);
-  return bench_executor(*ex, opt);
+  ProgramExecutor ex(p, m, eo);
+  return bench_executor(ex, opt);
 }
 
-BenchReport bench_random(const model::ModelConfig& cfg, const BenchOptions& opt) {
-  ExecutorOptions eo;
+BenchReport bench_random(const model::ModelConfig& given_cfg, const BenchOptions& given) {
+  BenchOptions opt = given;
+  model::ModelConfig cfg = given_cfg;
+  cfg.dtype = opt.random_dtype;
+  note(opt, cat("compiling and generating random ", dtype_name(cfg.dtype), " weights"));
+  ProgramExecutorOptions eo;
   eo.device = opt.device;
-  eo.max_context = opt.context + opt.steps + opt.warmup + 8;
-  auto ex = Executor::random(cfg, eo);
-  return bench_executor(*ex, opt);
+  ProgramExecutor ex(cfg, compile_options(cfg, opt), 1, eo);
+  return bench_executor(ex, opt);
 }
 
 std::string BenchReport::table(const std::string& model_name) const {
   std::string s;
   char buf[512];
   std::snprintf(buf, sizeof buf,
-                "%s on %s (%d SMs): %.3f GB/token, read bandwidth %.0f GB/s, floor %.3f ms/token\n",
-                model_name.c_str(), gpu.c_str(), sms, bytes_per_token / 1e9, read_bw_gbs, floor_ms);
+                "%s on %s (%d SMs), batch %d: %.3f GB of weights per step, read bandwidth %.0f GB/s, floor %.3f "
+                "ms/step; %zu tasks per step, ring %d x %u KiB\n",
+                model_name.c_str(), gpu.c_str(), sms, batch, double(bytes_per_token) / 1e9, read_bw_gbs, floor_ms,
+                tasks_per_step, ring_stages, stage_bytes / 1024);
   s += buf;
-  s += "| mode | ms/token (p50) | p10 | p90 | weight GB/s | % of read bw |\n|---|---|---|---|---|---|\n";
+  s += "| mode | ms/step (p50) | p10 | p90 | weight GB/s | % of read bw |\n|---|---|---|---|---|---|\n";
   for (const auto& r : rows) {
     std::snprintf(buf, sizeof buf, "| %s | %.4f | %.4f | %.4f | %.0f | %.1f |\n",
                   std::string(launch_mode_name(r.mode)).c_str(), r.ms_per_token, r.ms_p10, r.ms_p90,

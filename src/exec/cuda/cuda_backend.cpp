@@ -1,43 +1,54 @@
-// CudaBackend (see cuda_backend.h): request checks, then one megakernel launch.
+// CudaBackend (see cuda_backend.h): compile for the device, then one
+// megakernel launch per request.
 #include "exec/cuda/cuda_backend.h"
 
+#include "compiler/compiler.h"
 #include "core/error.h"
+#include "exec/cpu/cpu_backend.h"
+#include "exec/cuda/device_info.h"
 
 namespace keel::exec::cuda {
 
 CudaBackend::CudaBackend(const model::Model& m, const CudaBackendOptions& opt) {
-  KEEL_CHECK(opt.launch == "megakernel" || opt.launch == "per-op" || opt.launch == "graph",
-             "cuda backend: unknown launch mode '", opt.launch, "'");
-  ExecutorOptions eo;
+  compiler::CompileOptions co;
+  co.batch = 1;
+  co.max_context = int(opt.max_context);
+  const auto gpus = list_gpus();
+  KEEL_CHECK(opt.device >= 0 && size_t(opt.device) < gpus.size(), "cuda backend: no CUDA device ", opt.device,
+             " (", gpus.size(), " found)");
+  co.workers = gpus[size_t(opt.device)].sm_count;  // one worker per SM
+  ProgramExecutorOptions eo;
   eo.device = opt.device;
-  eo.max_context = opt.max_context;
-  eo.workers = opt.workers;
   eo.watchdog_s = opt.watchdog_s;
-  exec_ = Executor::from_model(m, eo);
+  const compiler::Program p = compiler::compile(m.config, co);
+  exec_ = std::make_unique<ProgramExecutor>(p, m, eo);
 }
 
 CudaBackend::~CudaBackend() = default;
 
-int64_t CudaBackend::max_context() const { return exec_->max_context(); }
+int64_t CudaBackend::max_context() const { return exec_->program().h.max_context; }
 
 engine::GenerateResult CudaBackend::generate(const engine::GenerateRequest& req,
                                              const engine::TokenCallback& on_token) {
-  KEEL_CHECK(req.sampling.greedy(), "cuda backend: only greedy decoding (--temperature 0) is "
-             "implemented on the device; use --backend cpu or reference to sample");
-  KEEL_CHECK(req.sampling.repetition_penalty == 1.0f,
-             "cuda backend: --repetition-penalty is not implemented on the device");
-  engine::GenerateResult r;
-  auto st = exec_->generate(req.prompt, req.max_tokens, req.eos_ids, on_token);
-  r.output = std::move(st.tokens);
-  r.prefill_ms = st.first_token_ms;
-  r.decode_ms_per_token = st.decode_ms_per_token;
-  r.stop_reason = st.stop_reason;
-  return r;
+  const cpu::Sequence s = cpu::sequence_for(req, max_context(), "cuda backend");
+  bool stopped = false;
+  return cpu::result_of(exec_->run({s}, cpu::run_options_for(req, on_token, &stopped)), stopped);
 }
 
-std::vector<float> CudaBackend::score(std::span<const int32_t>) {
-  fail("cuda backend: score (teacher-forced logits) is not implemented on the GPU; use "
-       "--backend cpu or --backend reference");
+std::vector<float> CudaBackend::score(std::span<const int32_t> ids) {
+  KEEL_CHECK(!ids.empty(), "cuda backend: score needs at least one token");
+  KEEL_CHECK(int64_t(ids.size()) <= max_context(), "cuda backend: ", ids.size(), " tokens exceed the context of ",
+             max_context());
+  cpu::Sequence s;
+  s.prompt.assign(ids.begin(), ids.end());
+  s.max_new = 1;
+  cpu::RunOptions ro;
+  ro.capture_logits = true;
+  cpu::RunResult r = exec_->run({s}, ro);
+  const size_t V = size_t(exec_->program().h.vocab);
+  KEEL_CHECK(r.seqs[0].logits.size() == ids.size() * V, "cuda backend: captured ", r.seqs[0].logits.size() / V,
+             " logit rows for ", ids.size(), " tokens");
+  return std::move(r.seqs[0].logits);
 }
 
 }  // namespace keel::exec::cuda

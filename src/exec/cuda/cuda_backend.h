@@ -1,32 +1,34 @@
-// CudaBackend: the engine::Backend over the CUDA executor, for
-// `keel generate --backend cuda` and `keel chat`. generate() runs prefill and
-// decode in one megakernel launch and streams tokens to the callback as the
-// kernel publishes them; the per-op and graph launch modes are for benchmarks
-// only (bench.h). Greedy decoding only (sampling happens on the device, and
-// only argmax is implemented there so far).
+// CudaBackend: the engine::Backend over the CUDA ProgramExecutor, for
+// `keel generate --backend cuda`, `keel chat` and `keel score`. The model is
+// compiled into a Program for the device's SM count (batch 1); generate() runs
+// prefill and decode in one persistent megakernel launch and streams tokens to
+// the callback as the kernel publishes them. Sampling (temperature, top-k,
+// top-p, min-p, repetition penalty) runs on the device with the same random
+// draws as the CPU executor.
 #pragma once
 
 #include <memory>
+#include <span>
 #include <string>
+#include <vector>
 
+#include "compiler/program.h"
 #include "engine/backend.h"
-#include "exec/cuda/executor.h"
+#include "exec/cuda/program_executor.h"
 #include "model/model.h"
 
 namespace keel::exec::cuda {
 
 struct CudaBackendOptions {
-  int64_t max_context = 0;           // 0: min(model context, 4096)
-  std::string launch = "megakernel"; // generation always uses the megakernel
+  int64_t max_context = 0;  // 0: min(model context, 4096)
   int device = 0;
-  int workers = 0;                   // 0: the device's SM count
-  double watchdog_s = 3.0;
+  double watchdog_s = 5.0;
 };
 
 class CudaBackend : public engine::Backend {
  public:
-  /// Uploads the weights; throws keel::Error when there is no usable GPU or
-  /// not enough GPU memory.
+  /// Compiles and uploads `m`; throws keel::Error when there is no usable GPU
+  /// or not enough GPU memory. `m` must outlive the backend.
   CudaBackend(const model::Model& m, const CudaBackendOptions& opt = {});
   ~CudaBackend() override;
 
@@ -34,13 +36,13 @@ class CudaBackend : public engine::Backend {
   int64_t max_context() const override;
   engine::GenerateResult generate(const engine::GenerateRequest& req,
                                   const engine::TokenCallback& on_token) override;
-  /// Not available on this backend (throws keel::Error naming the alternative).
+  /// Teacher-forced logits of every position ([ids, vocab]), captured on the device.
   std::vector<float> score(std::span<const int32_t> ids) override;
 
-  Executor& executor() { return *exec_; }
+  ProgramExecutor& executor() { return *exec_; }
 
  private:
-  std::unique_ptr<Executor> exec_;
+  std::unique_ptr<ProgramExecutor> exec_;
 };
 
 }  // namespace keel::exec::cuda

@@ -8,6 +8,9 @@
 // cooperative launch, then a polling loop that hands tokens from the pinned
 // ring to on_token as they appear and turns a false return into
 // control.stop_request (written on a second stream while the kernel runs).
+// time_steps(): the same launch setup with every sequence placed at a given
+// position, then the megakernel, or one launch per operator (optionally in a
+// CUDA graph), timed per step.
 #include "exec/cuda/program_executor.h"
 #include "exec/cpu/launch_state.h"
 
@@ -16,7 +19,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <string>
 #include <thread>
@@ -25,8 +30,18 @@
 #include "core/error.h"
 #include "exec/cuda/cuda_check.h"
 #include "exec/cuda/program_kernel.h"
+#include "exec/cuda/random_weights.h"
 
 namespace keel::exec::cuda {
+
+std::string_view launch_mode_name(LaunchMode m) {
+  switch (m) {
+    case LaunchMode::Megakernel: return "megakernel";
+    case LaunchMode::PerOp: return "per-op";
+    case LaunchMode::Graph: return "graph";
+  }
+  return "?";
+}
 
 using compiler::BufferKind;
 using compiler::Control;
@@ -77,6 +92,11 @@ const char* error_name(int e) {
   return "unknown device error";
 }
 
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::atoi(v) : fallback;
+}
+
 }  // namespace
 
 struct ProgramExecutor::Impl {
@@ -97,6 +117,13 @@ struct ProgramExecutor::Impl {
   int32_t* stop_one = nullptr;        // pinned source of the stop_request write
   float* capture = nullptr;           // device, allocated on the first capture run
   int32_t* capture_rows = nullptr;
+  std::string gpu_name;
+  uint64_t weight_bytes = 0;          // per step, stored dtypes
+  bool per_op_ok = false;             // operators are contiguous per worker and in dependency order
+  std::string per_op_why;
+  std::vector<int32_t> last_tokens;
+  uint64_t* step_ns = nullptr;        // device [step_ns_cap]
+  int32_t step_ns_cap = 0;
 
   ~Impl() {
     if (stream) cudaStreamDestroy(stream);
@@ -106,17 +133,26 @@ struct ProgramExecutor::Impl {
   }
 };
 
-ProgramExecutor::ProgramExecutor(const compiler::Program& given, const model::Model& m,
-                                 const ProgramExecutorOptions& opt)
-    : impl_(new Impl) {
-  Impl& I = *impl_;
+namespace {
+
+/// Opens the device and returns its SM count.
+int open_device(int device) {
   int n_dev = 0;
   const cudaError_t e = cudaGetDeviceCount(&n_dev);
   KEEL_CHECK(e == cudaSuccess && n_dev > 0, "cuda program executor: no CUDA device (", cudaGetErrorString(e), ")");
-  KEEL_CHECK(opt.device >= 0 && opt.device < n_dev, "cuda program executor: device ", opt.device, " of ", n_dev);
-  I.device = opt.device;
-  I.watchdog_s = opt.watchdog_s;
-  KEEL_CUDA_CHECK(cudaSetDevice(I.device));
+  KEEL_CHECK(device >= 0 && device < n_dev, "cuda program executor: device ", device, " of ", n_dev);
+  KEEL_CUDA_CHECK(cudaSetDevice(device));
+  int sms = 0;
+  KEEL_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  return sms;
+}
+
+}  // namespace
+
+ProgramExecutor::ProgramExecutor(const compiler::Program& given, const model::Model& m,
+                                 const ProgramExecutorOptions& opt)
+    : impl_(new Impl) {
+  const int sms = open_device(opt.device);
   given.validate();
   {
     const auto& h = given.h;
@@ -125,8 +161,6 @@ ProgramExecutor::ProgramExecutor(const compiler::Program& given, const model::Mo
                    h.head_dim == m.config.head_dim && h.intermediate == m.config.intermediate,
                "cuda program executor: the Program was compiled for different model dimensions than ", m.dir);
   }
-  int sms = 0;
-  KEEL_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, I.device));
   if (!opt.keep_worker_count && given.h.n_workers != sms) {
     compiler::CompileOptions o;
     o.workers = sms;
@@ -139,31 +173,85 @@ ProgramExecutor::ProgramExecutor(const compiler::Program& given, const model::Mo
   } else {
     p_ = given;
   }
+  setup(&m, opt, 0);
+}
+
+ProgramExecutor::ProgramExecutor(const model::ModelConfig& cfg, const compiler::CompileOptions& co, uint64_t seed,
+                                 const ProgramExecutorOptions& opt)
+    : impl_(new Impl) {
+  const int sms = open_device(opt.device);
+  compiler::CompileOptions o = co;
+  if (!opt.keep_worker_count) o.workers = sms;
+  p_ = compiler::compile(cfg, o);
+  setup(nullptr, opt, seed);
+}
+
+void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions& opt, uint64_t seed) {
+  Impl& I = *impl_;
+  I.device = opt.device;
+  I.watchdog_s = opt.watchdog_s;
+  {
+    cudaDeviceProp prop{};
+    KEEL_CUDA_CHECK(cudaGetDeviceProperties(&prop, I.device));
+    I.gpu_name = prop.name;
+  }
+  int sms = 0;
+  KEEL_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, I.device));
   const compiler::Program& p = p_;
   const auto& h = p.h;
   KEEL_CHECK(h.head_dim <= prog::kMaxHeadDim, "cuda program executor: head_dim ", h.head_dim, " exceeds ",
              prog::kMaxHeadDim);
-  // ---- shared memory and co-residency ----
-  I.smem = prog::dynamic_smem_bytes(h);
+  // ---- shared memory: the work area, then as many ring stages as fit ----
+  const size_t work = prog::work_smem_bytes(h);
   int optin = 0;
   KEEL_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, I.device));
-  KEEL_CHECK(I.smem + 4096 <= size_t(optin), "cuda program executor: the tasks need ", I.smem,
+  const size_t stat = prog::static_smem_bytes();
+  KEEL_CHECK(work + stat <= size_t(optin), "cuda program executor: the tasks need ", work + stat,
              " bytes of shared memory (hidden ", h.hidden, ", intermediate ", h.intermediate, "), the device allows ",
              optin);
+  uint32_t stage = uint32_t(std::max(0, env_int("KEEL_CUDA_STAGE_KB", opt.stage_kib))) * 1024u;
+  int max_stages = env_int("KEEL_CUDA_MAX_STAGES", opt.max_stages);
+  if (max_stages <= 0 || max_stages > prog::kMaxRingStages) max_stages = prog::kMaxRingStages;
+  int stages = 0;
+  while (stage >= 16 * 1024) {
+    stages = std::min<int>(max_stages, int((size_t(optin) - stat - work) / stage));
+    if (stages >= 2) break;
+    stage /= 2;
+    stages = 0;
+  }
+  if (stages < 2) stage = 0, stages = 0;
+  // The rest of the shared memory goes to the work area (attention prefetches K/V rows into it).
+  const size_t work_all = std::max(work, (size_t(optin) - stat - size_t(stages) * stage) / 128 * 128);
+  I.smem = work_all + size_t(stages) * stage;
   const int co = prog::max_coresident_ctas(I.device, I.smem);
   KEEL_CHECK(h.n_workers >= 1 && h.n_workers <= co, "cuda program executor: the Program has ", h.n_workers,
              " workers but only ", co, " CTAs can be co-resident on device ", I.device, " (", sms,
              " SMs); recompile it for at most that many workers");
   // ---- memory: weights (unique tensors) + KV + workspace must fit ----
-  std::map<std::string, const model::TensorView*> tensors;
+  struct WeightSrc {
+    const model::TensorView* tv = nullptr;  // checkpoint tensor, or null (random)
+    DType dtype = DType::F32;
+    uint64_t count = 0;
+    int64_t rows = 0, cols = 0;
+  };
+  std::map<std::string, WeightSrc> tensors;
   uint64_t weight_bytes = 0;
   for (const compiler::BufferDesc& b : p.buffers) {
     if (BufferKind(b.kind) != BufferKind::Weight) continue;
     const std::string name(b.name_view());
-    const model::TensorView& tv = m.weights.get(name);
-    KEEL_CHECK(uint64_t(tv.numel()) == b.count, "cuda program executor: weight '", name, "' has ", tv.numel(),
-               " elements in ", tv.file, ", the Program expects ", b.count);
-    if (tensors.emplace(name, &tv).second) weight_bytes += tv.nbytes;
+    WeightSrc w;
+    if (m) {
+      w.tv = &m->weights.get(name);
+      KEEL_CHECK(uint64_t(w.tv->numel()) == b.count, "cuda program executor: weight '", name, "' has ",
+                 w.tv->numel(), " elements in ", w.tv->file, ", the Program expects ", b.count);
+      w.dtype = w.tv->dtype;
+    } else {
+      w.dtype = DType(b.dtype);
+    }
+    w.count = b.count;
+    w.rows = b.rows;
+    w.cols = b.cols;
+    if (tensors.emplace(name, w).second) weight_bytes += w.count * dtype_size(w.dtype);
   }
   const uint64_t other = h.workspace_bytes + h.constants_bytes + p.tasks.size() * sizeof(compiler::TaskDesc) +
                          p.waits.size() * sizeof(compiler::WaitDesc) + (64ull << 20);
@@ -172,14 +260,28 @@ ProgramExecutor::ProgramExecutor(const compiler::Program& given, const model::Mo
   KEEL_CHECK(weight_bytes + h.kv_bytes + other <= free_b, "cuda program executor: weights ",
              double(weight_bytes) / kGiB, " GiB + KV cache ", double(h.kv_bytes) / kGiB, " GiB + workspace ",
              double(other) / kGiB, " GiB do not fit the ", double(free_b) / kGiB, " GiB free on device ", I.device,
-             " (", m.dir, "); lower the batch or the context");
-  // ---- upload ----
+             m ? cat(" (", m->dir, ")") : std::string(), "; lower the batch or the context");
+  // ---- upload (or generate) ----
+  KEEL_CUDA_CHECK(cudaStreamCreateWithFlags(&I.stream, cudaStreamNonBlocking));
+  KEEL_CUDA_CHECK(cudaStreamCreateWithFlags(&I.ctl_stream, cudaStreamNonBlocking));
   std::map<std::string, uint8_t*> dev_weights;
-  for (const auto& [name, tv] : tensors) {
-    void* d = device_alloc(tv->nbytes, I.owned);
-    KEEL_CUDA_CHECK(cudaMemcpy(d, tv->data, tv->nbytes, cudaMemcpyHostToDevice));
+  uint64_t sd = seed * 1000003u;
+  for (const auto& [name, w] : tensors) {
+    const size_t nbytes = w.count * dtype_size(w.dtype);
+    void* d = device_alloc(nbytes, I.owned);
+    if (w.tv) {
+      KEEL_CUDA_CHECK(cudaMemcpy(d, w.tv->data, nbytes, cudaMemcpyHostToDevice));
+    } else {
+      // Matrices: uniform with unit-ish output variance; vectors named *norm*: ~1; other vectors (biases): ~0.
+      const bool matrix = w.rows > 1 && w.cols > 1;
+      const bool norm = name.find("norm") != std::string::npos;
+      const bool embed = name.find("embed") != std::string::npos;
+      const float scale = matrix ? (embed ? 1.0f : 1.7f / std::sqrt(float(w.cols))) : norm ? 0.05f : 0.02f;
+      fill_random(d, w.dtype, w.count, !matrix && norm ? 1.0f : 0.0f, scale, ++sd, I.stream);
+    }
     dev_weights[name] = static_cast<uint8_t*>(d);
   }
+  KEEL_CUDA_CHECK(cudaStreamSynchronize(I.stream));
   I.workspace = static_cast<uint8_t*>(device_alloc(h.workspace_bytes, I.owned));
   I.kv = static_cast<uint8_t*>(device_alloc(h.kv_bytes, I.owned));
   uint8_t* constants = device_copy(p.constants, I.owned);
@@ -199,13 +301,82 @@ ProgramExecutor::ProgramExecutor(const compiler::Program& given, const model::Mo
       case BufferKind::Kv: I.ptr[i] = I.kv + b.offset; break;
       case BufferKind::Constant: I.ptr[i] = constants + b.offset; break;
       case BufferKind::Weight: {
-        const model::TensorView* tv = tensors.at(std::string(b.name_view()));
+        const WeightSrc& w = tensors.at(std::string(b.name_view()));
         I.ptr[i] = dev_weights.at(std::string(b.name_view()));
-        I.dtype[i] = uint8_t(tv->dtype);
-        I.bytes[i] = tv->nbytes;
+        I.dtype[i] = uint8_t(w.dtype);
+        I.bytes[i] = w.count * dtype_size(w.dtype);
         break;
       }
     }
+  }
+  // ---- weight bytes per step: every task's tile in the stored dtype ----
+  for (const compiler::TaskDesc& t : p.tasks) {
+    if (t.weight_bytes == 0) continue;
+    int32_t wb = -1;
+    switch (compiler::Opcode(t.opcode)) {
+      case compiler::Opcode::QkvProj:
+      case compiler::Opcode::GateUp:
+      case compiler::Opcode::LmHead:
+      case compiler::Opcode::Step: wb = t.buf[2]; break;
+      case compiler::Opcode::MatvecResidual: wb = t.buf[1]; break;
+      default: break;
+    }
+    const double ratio = wb >= 0 ? double(dtype_size(DType(I.dtype[size_t(wb)]))) /
+                                       double(dtype_size(DType(p.buffers[size_t(wb)].dtype)))
+                                 : 1.0;
+    I.weight_bytes += uint64_t(double(t.weight_bytes) * ratio);
+  }
+  // ---- derived tables: first two waits per list entry; operator ranges per worker ----
+  std::vector<uint32_t> wait_pre(size_t(p.worker_tasks.size()) * 8, 0);
+  for (size_t e = 0; e < p.worker_tasks.size(); ++e) {
+    const compiler::TaskDesc& t = p.tasks[p.worker_tasks[e]];
+    for (uint32_t k = 0; k < std::min<uint32_t>(t.wait_count, 2); ++k) {
+      const compiler::WaitDesc& w = p.waits[t.wait_begin + k];
+      uint32_t* q = &wait_pre[e * 8 + k * 4];
+      q[0] = w.counter;
+      q[1] = w.expected;
+      q[2] = uint32_t(w.offset);
+      q[3] = t.wait_count;
+    }
+    wait_pre[e * 8 + 3] = t.wait_count;
+  }
+  const uint32_t n_ops = uint32_t(p.ops.size());
+  std::vector<uint32_t> op_range(size_t(h.n_workers) * n_ops * 2, 0);
+  I.per_op_ok = true;
+  for (int w = 0; w < h.n_workers && I.per_op_ok; ++w) {
+    const uint32_t b0 = p.worker_offsets[size_t(w)], b1 = p.worker_offsets[size_t(w) + 1];
+    int last_op = -1;
+    for (uint32_t e = b0; e < b1; ++e) {
+      const int op = p.tasks[p.worker_tasks[e]].op;
+      uint32_t* r = &op_range[(size_t(w) * n_ops + uint32_t(op)) * 2];
+      if (op != last_op) {
+        if (r[1] != 0 || op < last_op) {
+          I.per_op_ok = false;
+          I.per_op_why = cat("worker ", w, "'s tasks of operator ", op, " are not contiguous and in order");
+          break;
+        }
+        r[0] = e - b0;
+        last_op = op;
+      }
+      ++r[1];
+    }
+  }
+  if (I.per_op_ok) {  // every wait of this step must be on an earlier operator
+    std::vector<int> max_signal_op(h.n_counters, -1);
+    for (const compiler::TaskDesc& t : p.tasks)
+      for (uint32_t k = 0; k < t.signal_count; ++k) {
+        int& m_op = max_signal_op[p.signals[t.signal_begin + k]];
+        m_op = std::max<int>(m_op, t.op);
+      }
+    for (const compiler::TaskDesc& t : p.tasks)
+      for (uint32_t k = 0; k < t.wait_count; ++k) {
+        const compiler::WaitDesc& w = p.waits[t.wait_begin + k];
+        if (w.offset == 1 && max_signal_op[w.counter] >= t.op && w.counter != h.step_counter) {
+          I.per_op_ok = false;
+          I.per_op_why = cat(compiler::describe_task(p, uint32_t(&t - p.tasks.data())),
+                             " waits on an operator that does not come before it");
+        }
+      }
   }
   prog::DevProgram& P = I.P;
   P.h = h;
@@ -217,11 +388,25 @@ ProgramExecutor::ProgramExecutor(const compiler::Program& given, const model::Mo
   P.ptr = device_copy(I.ptr, I.owned);
   P.dtype = device_copy(I.dtype, I.owned);
   P.cols = device_copy(cols, I.owned);
+  P.wait_pre = reinterpret_cast<const uint4*>(device_copy(wait_pre, I.owned));
+  P.op_range = reinterpret_cast<const uint2*>(device_copy(op_range, I.owned));
+  P.n_stages = stages;
+  P.stage_bytes = stage;
+  P.work_bytes = uint32_t(work_all);
+  P.l2_hint = env_int("KEEL_CUDA_L2_HINT", opt.l2_evict_first ? 1 : 0);
+  {  // the weight tile of every worker-list entry, derived on the device from the same function the tasks use
+    auto* tiles = static_cast<prog::TileDesc*>(
+        device_alloc(sizeof(prog::TileDesc) * std::max<size_t>(p.worker_tasks.size(), 1), I.owned));
+    prog::build_tile_table(P, tiles, I.stream);
+    P.tiles = tiles;
+  }
   P.counters = static_cast<uint32_t*>(device_alloc(std::max<uint32_t>(h.n_counters, 1) * 4ull, I.owned));
   P.status = static_cast<prog::DevStatus*>(device_alloc(sizeof(prog::DevStatus), I.owned));
   P.cta = static_cast<prog::CtaState*>(device_alloc(sizeof(prog::CtaState) * size_t(h.n_workers), I.owned));
   P.abort = static_cast<uint32_t*>(device_alloc(4, I.owned));
   P.capture_rows = static_cast<int32_t*>(device_alloc(sizeof(int32_t) * size_t(h.batch), I.owned));
+  I.step_ns_cap = h.max_context + 2;
+  I.step_ns = static_cast<uint64_t*>(device_alloc(sizeof(uint64_t) * size_t(I.step_ns_cap), I.owned));
   auto pinned = [&](size_t bytes) {
     void* hp = nullptr;
     KEEL_CUDA_CHECK(cudaHostAlloc(&hp, bytes, cudaHostAllocMapped));
@@ -233,30 +418,42 @@ ProgramExecutor::ProgramExecutor(const compiler::Program& given, const model::Mo
   I.host_count = pinned(sizeof(int32_t) * size_t(h.batch));
   I.stop_one = pinned(sizeof(int32_t));
   *I.stop_one = 1;
-  KEEL_CUDA_CHECK(cudaStreamCreateWithFlags(&I.stream, cudaStreamNonBlocking));
-  KEEL_CUDA_CHECK(cudaStreamCreateWithFlags(&I.ctl_stream, cudaStreamNonBlocking));
 }
 
 ProgramExecutor::~ProgramExecutor() = default;
 
-cpu::RunResult ProgramExecutor::run(const std::vector<cpu::Sequence>& seqs, const cpu::RunOptions& opt) {
-  Impl& I = *impl_;
-  const compiler::Program& p = p_;
+namespace {
+
+/// The launch setup of program.h for `seqs` (launch_state.h) into a host image
+/// of the workspace, uploaded; counters, status and CTA states zeroed. With
+/// start_pos > 0 every sequence is placed at that position with its prompt
+/// consumed (bench: the KV cache below it is whatever the arena holds).
+prog::DevProgram prepare(ProgramExecutor::Impl& I, const compiler::Program& p, const std::vector<cpu::Sequence>& seqs,
+                         const std::vector<int32_t>& eos, int start_pos, int max_steps) {
   const auto& h = p.h;
   const int B = h.batch;
-  KEEL_CUDA_CHECK(cudaSetDevice(I.device));
-  // ---- launch setup (launch_state.h) into a host image of the workspace ----
   std::vector<uint8_t> ws(h.workspace_bytes, 0);
   const DType edt = DType(I.dtype[size_t(h.buf_embed)]);
   std::vector<uint8_t> row(size_t(h.hidden) * dtype_size(edt));
   write_launch_state(
-      p, seqs, opt.eos_ids, ws.data(),
+      p, seqs, eos, ws.data(),
       [&](int32_t tok, float* x) {  // the embedding row, read back from the device copy
         KEEL_CUDA_CHECK(cudaMemcpy(row.data(), I.ptr[size_t(h.buf_embed)] + size_t(tok) * row.size(), row.size(),
                                    cudaMemcpyDeviceToHost));
         for (int64_t i = 0; i < h.hidden; ++i) x[i] = load_as_f32(row.data(), edt, size_t(i));
       },
       "cuda program executor");
+  if (start_pos > 0 || max_steps > 0) {
+    SeqState* st = reinterpret_cast<SeqState*>(ws.data() + p.buffer(h.buf_state).offset);
+    for (size_t b = 0; b < seqs.size(); ++b) {
+      if (start_pos > 0) {
+        st[b].pos = start_pos;
+        st[b].prompt_len = 1;
+      }
+    }
+    Control* ctl = reinterpret_cast<Control*>(ws.data() + p.buffer(h.buf_control).offset);
+    if (max_steps > 0) ctl->max_steps = max_steps;
+  }
   KEEL_CUDA_CHECK(cudaMemcpy(I.workspace, ws.data(), ws.size(), cudaMemcpyHostToDevice));
   prog::DevProgram P = I.P;
   KEEL_CUDA_CHECK(cudaMemset(P.counters, 0, std::max<uint32_t>(h.n_counters, 1) * 4ull));
@@ -268,6 +465,44 @@ cpu::RunResult ProgramExecutor::run(const std::vector<cpu::Sequence>& seqs, cons
   std::memset(I.host_count, 0, sizeof(int32_t) * size_t(B));
   KEEL_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&P.host_ring), I.host_ring, 0));
   KEEL_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&P.host_count), I.host_count, 0));
+  P.timeout_ns = uint64_t(I.watchdog_s * 1e9);
+  return P;
+}
+
+/// Throws keel::Error with the device's error and every unfinished CTA's state.
+void check_status(ProgramExecutor::Impl& I, const compiler::Program& p, const prog::DevProgram& P) {
+  const auto& h = p.h;
+  prog::DevStatus st;
+  KEEL_CUDA_CHECK(cudaMemcpy(&st, P.status, sizeof st, cudaMemcpyDeviceToHost));
+  if (st.error == prog::kErrNone) return;
+  std::vector<prog::CtaState> cta(size_t(h.n_workers));
+  KEEL_CUDA_CHECK(cudaMemcpy(cta.data(), P.cta, sizeof(prog::CtaState) * cta.size(), cudaMemcpyDeviceToHost));
+  std::string where;
+  int listed = 0;
+  for (int w = 0; w < h.n_workers && listed < 24; ++w) {
+    const prog::CtaState& c = cta[size_t(w)];
+    if (c.reason == 1) continue;
+    ++listed;
+    where += cat("\n  CTA ", w, " step ", c.step, ": ", reason_name(c.reason));
+    if (c.task >= 0) where += cat(" at ", compiler::describe_task(p, uint32_t(c.task)));
+    else if (c.reason == 2 || c.reason == 3) where += " at the step gate";
+    if (c.reason == 2 || c.reason == 3) where += cat(", counter ", c.counter, " = ", c.value, " < ", c.target);
+  }
+  (void)I;
+  fail("cuda program executor: ", error_name(st.error), " (detail ", st.detail, ") raised by CTA ", st.cta,
+       st.task >= 0 ? cat(" in ", compiler::describe_task(p, uint32_t(st.task))) : std::string(),
+       "; CTA states:", where);
+}
+
+}  // namespace
+
+cpu::RunResult ProgramExecutor::run(const std::vector<cpu::Sequence>& seqs, const cpu::RunOptions& opt) {
+  Impl& I = *impl_;
+  const compiler::Program& p = p_;
+  const auto& h = p.h;
+  const int B = h.batch;
+  KEEL_CUDA_CHECK(cudaSetDevice(I.device));
+  prog::DevProgram P = prepare(I, p, seqs, opt.eos_ids, 0, 0);
   P.capture = nullptr;
   if (opt.capture_logits) {
     if (!I.capture)
@@ -330,28 +565,7 @@ cpu::RunResult ProgramExecutor::run(const std::vector<cpu::Sequence>& seqs, cons
   KEEL_CUDA_CHECK(cudaStreamSynchronize(I.ctl_stream));
   drain();
   res.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-
-  // ---- errors: the device status and every CTA's state ----
-  prog::DevStatus st;
-  KEEL_CUDA_CHECK(cudaMemcpy(&st, P.status, sizeof st, cudaMemcpyDeviceToHost));
-  if (st.error != prog::kErrNone) {
-    std::vector<prog::CtaState> cta(size_t(h.n_workers));
-    KEEL_CUDA_CHECK(cudaMemcpy(cta.data(), P.cta, sizeof(prog::CtaState) * cta.size(), cudaMemcpyDeviceToHost));
-    std::string where;
-    int listed = 0;
-    for (int w = 0; w < h.n_workers && listed < 24; ++w) {
-      const prog::CtaState& c = cta[size_t(w)];
-      if (c.reason == 1) continue;
-      ++listed;
-      where += cat("\n  CTA ", w, " step ", c.step, ": ", reason_name(c.reason));
-      if (c.task >= 0) where += cat(" at ", compiler::describe_task(p, uint32_t(c.task)));
-      else if (c.reason == 2 || c.reason == 3) where += " at the step gate";
-      if (c.reason == 2 || c.reason == 3) where += cat(", counter ", c.counter, " = ", c.value, " < ", c.target);
-    }
-    fail("cuda program executor: ", error_name(st.error), " (detail ", st.detail, ") raised by CTA ", st.cta,
-         st.task >= 0 ? cat(" in ", compiler::describe_task(p, uint32_t(st.task))) : std::string(),
-         "; CTA states:", where);
-  }
+  check_status(I, p, P);
   // ---- results ----
   std::vector<SeqState> states(static_cast<size_t>(B));
   KEEL_CUDA_CHECK(cudaMemcpy(states.data(), I.ptr[size_t(h.buf_state)], sizeof(SeqState) * size_t(B),
@@ -377,6 +591,125 @@ cpu::RunResult ProgramExecutor::run(const std::vector<cpu::Sequence>& seqs, cons
   }
   return res;
 }
+
+void ProgramExecutor::fill_kv_random(uint64_t seed) {
+  Impl& I = *impl_;
+  KEEL_CUDA_CHECK(cudaSetDevice(I.device));
+  fill_random(I.kv, DType::BF16, p_.h.kv_bytes / 2, 0.0f, 1.0f, seed, I.stream);
+  KEEL_CUDA_CHECK(cudaStreamSynchronize(I.stream));
+}
+
+std::vector<double> ProgramExecutor::time_steps(LaunchMode mode, int start_pos, int steps,
+                                                const std::string& trace_json) {
+  Impl& I = *impl_;
+  const compiler::Program& p = p_;
+  const auto& h = p.h;
+  KEEL_CHECK(steps >= 2 && start_pos >= 1 && int64_t(start_pos) + steps < h.max_context, "cuda bench: ", steps,
+             " steps from position ", start_pos, " do not fit the context of ", h.max_context);
+  KEEL_CHECK(mode == LaunchMode::Megakernel || I.per_op_ok, "cuda bench: per-op launches of this Program are "
+             "not possible: ", I.per_op_why);
+  KEEL_CUDA_CHECK(cudaSetDevice(I.device));
+  std::vector<cpu::Sequence> seqs(size_t(h.batch));
+  for (auto& s : seqs) {
+    s.prompt = {0};
+    s.max_new = steps + 1;
+  }
+  prog::DevProgram P = prepare(I, p, seqs, {}, start_pos, steps);
+  std::vector<double> ms;
+  if (mode == LaunchMode::Megakernel) {
+    P.step_ns = I.step_ns;
+    P.step_ns_cap = I.step_ns_cap;
+    const int cap = int(p.worker_tasks.size() / size_t(h.n_workers) + 8) * std::min(steps, 4);
+    if (!trace_json.empty()) {
+      P.trace = static_cast<uint64_t*>(device_alloc(size_t(h.n_workers) * size_t(cap) * 32, I.owned));
+      P.trace_cap = cap;
+    }
+    prog::launch_program(P, I.smem, I.stream);
+    KEEL_CUDA_CHECK(cudaStreamSynchronize(I.stream));
+    check_status(I, p, P);
+    std::vector<uint64_t> ns(size_t(steps) + 1, 0);
+    KEEL_CUDA_CHECK(cudaMemcpy(ns.data(), I.step_ns, size_t(steps) * 8, cudaMemcpyDeviceToHost));
+    for (int s = 1; s < steps; ++s) ms.push_back(double(ns[size_t(s)] - ns[size_t(s - 1)]) * 1e-6);
+    if (P.trace) {
+      std::vector<uint64_t> tr(size_t(h.n_workers) * size_t(cap) * 4);
+      KEEL_CUDA_CHECK(cudaMemcpy(tr.data(), P.trace, tr.size() * 8, cudaMemcpyDeviceToHost));
+      uint64_t t_min = ~0ull;
+      for (size_t k = 0; k < tr.size(); k += 4)
+        if (tr[k + 1]) t_min = std::min(t_min, tr[k + 1]);
+      std::ofstream f(trace_json);
+      KEEL_CHECK(f.good(), "cuda bench: cannot write ", trace_json);
+      f << "{\"traceEvents\":[\n";
+      bool first = true;
+      for (int w = 0; w < h.n_workers; ++w)
+        for (int k = 0; k < cap; ++k) {
+          const uint64_t* e = &tr[(size_t(w) * size_t(cap) + size_t(k)) * 4];
+          if (!e[1] || !e[3]) continue;
+          const uint32_t pos = uint32_t(e[0] & 0xffffffffu), step = uint32_t(e[0] >> 32);
+          const compiler::TaskDesc& t = p.tasks[p.worker_tasks[p.worker_offsets[size_t(w)] + pos]];
+          const compiler::OpDesc& op = p.ops[t.op];
+          auto ev = [&](const std::string& name, uint64_t a, uint64_t z) {
+            f << (first ? "" : ",\n") << "{\"name\":\"" << name << "\",\"ph\":\"X\",\"pid\":0,\"tid\":" << w
+              << ",\"ts\":" << double(a - t_min) * 1e-3 << ",\"dur\":" << double(z - a) * 1e-3
+              << ",\"args\":{\"step\":" << step << "}}";
+            first = false;
+          };
+          if (e[2] > e[1]) ev("wait", e[1], e[2]);
+          ev(op.layer >= 0 ? cat(op.name, " L", op.layer) : std::string(op.name), e[2], e[3]);
+        }
+      f << "\n]}\n";
+    }
+  } else {
+    std::vector<cudaEvent_t> ev(size_t(steps) + 1);
+    for (auto& e : ev) KEEL_CUDA_CHECK(cudaEventCreate(&e));
+    cudaGraphExec_t exec = nullptr;
+    cudaGraph_t graph = nullptr;
+    auto cleanup = [&] {
+      for (auto& e : ev) cudaEventDestroy(e);
+      if (exec) cudaGraphExecDestroy(exec);
+      if (graph) cudaGraphDestroy(graph);
+    };
+    try {
+      auto one_step = [&] {
+        for (uint32_t op = 0; op < h.n_ops; ++op) prog::launch_op(P, int(op), I.smem, I.stream);
+      };
+      if (mode == LaunchMode::Graph) {
+        KEEL_CUDA_CHECK(cudaStreamBeginCapture(I.stream, cudaStreamCaptureModeThreadLocal));
+        one_step();
+        KEEL_CUDA_CHECK(cudaStreamEndCapture(I.stream, &graph));
+        KEEL_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+      }
+      KEEL_CUDA_CHECK(cudaEventRecord(ev[0], I.stream));
+      for (int s = 0; s < steps; ++s) {
+        if (exec) KEEL_CUDA_CHECK(cudaGraphLaunch(exec, I.stream));
+        else one_step();
+        KEEL_CUDA_CHECK(cudaEventRecord(ev[size_t(s) + 1], I.stream));
+      }
+      KEEL_CUDA_CHECK(cudaStreamSynchronize(I.stream));
+      check_status(I, p, P);
+      for (int s = 1; s < steps; ++s) {  // the first step includes the graph upload
+        float t = 0;
+        KEEL_CUDA_CHECK(cudaEventElapsedTime(&t, ev[size_t(s)], ev[size_t(s) + 1]));
+        ms.push_back(t);
+      }
+    } catch (...) {
+      cleanup();
+      throw;
+    }
+    cleanup();
+  }
+  // sequence 0's tokens of these steps: the history after start_pos
+  I.last_tokens.assign(size_t(steps), 0);
+  KEEL_CUDA_CHECK(cudaMemcpy(I.last_tokens.data(),
+                             I.ptr[size_t(h.buf_tokens)] + (size_t(start_pos) + 1) * sizeof(int32_t),
+                             size_t(steps) * sizeof(int32_t), cudaMemcpyDeviceToHost));
+  return ms;
+}
+
+const std::vector<int32_t>& ProgramExecutor::last_step_tokens() const { return impl_->last_tokens; }
+uint64_t ProgramExecutor::weight_bytes_per_step() const { return impl_->weight_bytes; }
+int ProgramExecutor::ring_stages() const { return impl_->P.n_stages; }
+uint32_t ProgramExecutor::stage_bytes() const { return impl_->P.stage_bytes; }
+const std::string& ProgramExecutor::device_name() const { return impl_->gpu_name; }
 
 std::vector<uint8_t> ProgramExecutor::download_buffer(int32_t id) const {
   KEEL_CHECK(id >= 0 && size_t(id) < impl_->ptr.size(), "cuda program executor: no buffer ", id);

@@ -9,6 +9,10 @@
 // ring while the kernel runs. A stalled kernel is stopped by its watchdog and
 // reported as keel::Error with every CTA's state.
 //
+// Launch modes (the ablations of `keel bench`): the persistent megakernel; one
+// kernel launch per operator of the Program (per-op, the same task code with
+// no waits); and those launches captured in a CUDA graph.
+//
 // The run interface is the CPU executor's (exec::cpu::Sequence / RunOptions /
 // RunResult), so tests and the engine drive either executor the same way.
 // Plain host header: no CUDA includes.
@@ -16,13 +20,19 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "compiler/program.h"
 #include "exec/cpu/executor.h"
+#include "compiler/compiler.h"
 #include "model/model.h"
 
 namespace keel::exec::cuda {
+
+enum class LaunchMode { Megakernel, PerOp, Graph };
+std::string_view launch_mode_name(LaunchMode m);
 
 struct ProgramExecutorOptions {
   int device = 0;
@@ -32,6 +42,12 @@ struct ProgramExecutorOptions {
   /// fit co-resident on the device.
   bool keep_worker_count = false;
   double watchdog_s = 5.0;  // a wait that sees no progress this long stops the kernel
+  /// Weight ring: stage size in KiB and the most stages (0: as many as fit, at
+  /// most 8). stage_kib = 0 turns the ring off (weights read from global memory).
+  /// Overridable for experiments by KEEL_CUDA_STAGE_KB / KEEL_CUDA_MAX_STAGES.
+  int stage_kib = 64;
+  int max_stages = 0;
+  bool l2_evict_first = true;  // KEEL_CUDA_L2_HINT=0 turns it off
 };
 
 class ProgramExecutor {
@@ -41,6 +57,11 @@ class ProgramExecutor {
   /// no device, the weights + KV + workspace do not fit the free GPU memory, or
   /// the Program does not match the model.
   ProgramExecutor(const compiler::Program& p, const model::Model& m, const ProgramExecutorOptions& opt = {});
+  /// Random weights of `cfg`'s shapes in the Program's declared dtype, generated
+  /// on the GPU (no checkpoint): the Program is compiled from `cfg` with `co`
+  /// (workers = the SM count unless keep_worker_count).
+  ProgramExecutor(const model::ModelConfig& cfg, const compiler::CompileOptions& co, uint64_t seed,
+                  const ProgramExecutorOptions& opt = {});
   ~ProgramExecutor();
   ProgramExecutor(const ProgramExecutor&) = delete;
   ProgramExecutor& operator=(const ProgramExecutor&) = delete;
@@ -51,6 +72,22 @@ class ProgramExecutor {
   /// watchdog when > 0 and smaller). threads / shuffle / on_step are CPU-only
   /// and ignored.
   cpu::RunResult run(const std::vector<cpu::Sequence>& seqs, const cpu::RunOptions& opt);
+
+  /// Bench: fills the whole KV arena with random bf16 values.
+  void fill_kv_random(uint64_t seed = 7);
+  /// Bench: `steps` greedy decode steps of every sequence from position
+  /// `start_pos` (the KV cache below it as it is, e.g. fill_kv_random) in
+  /// `mode`; returns each step's time in ms (steps - 1 values). With
+  /// `trace_json` (megakernel), writes a Chrome/Perfetto trace of every CTA's
+  /// tasks (start, wait end, end).
+  std::vector<double> time_steps(LaunchMode mode, int start_pos, int steps, const std::string& trace_json = {});
+  /// The tokens of sequence 0 of the last time_steps() run, one per step.
+  const std::vector<int32_t>& last_step_tokens() const;
+  /// Weight bytes streamed per step (every task's tile, in the stored dtype).
+  uint64_t weight_bytes_per_step() const;
+  int ring_stages() const;
+  uint32_t stage_bytes() const;
+  const std::string& device_name() const;
 
   /// The Program this executor runs (recompiled for the SM count if it had to be).
   const compiler::Program& program() const { return p_; }
@@ -69,8 +106,10 @@ class ProgramExecutor {
   /// no signals, on the current device buffers (a tiny test kernel).
   void run_single_task(uint32_t task);
 
+  struct Impl;  // host state (program_executor.cpp)
+
  private:
-  struct Impl;
+  void setup(const model::Model* m, const ProgramExecutorOptions& opt, uint64_t seed);
   compiler::Program p_;
   bool recompiled_ = false;
   std::unique_ptr<Impl> impl_;

@@ -1,14 +1,27 @@
 // The persistent kernel that runs a compiler::Program (the execution model at
 // the top of compiler/program.h): grid = n_workers CTAs, one per SM, all
 // co-resident (cooperative launch). CTA w walks worker_tasks[worker_offsets[w]
-// .. worker_offsets[w+1]) once per step. Per task: thread 0 waits on each
-// WaitDesc (ld.acquire.gpu polled with __nanosleep back-off, primitives.cuh),
-// the CTA runs the task (program_tasks.cuh), then thread 0 fences and adds 1 to
-// each signalled counter (red.release.gpu). Before step s > 0 the step gate
-// waits for counter[step_counter] >= step_expected * s and stops when every
-// sequence is done or s == control.max_steps. A wait that sees no progress for
-// the watchdog deadline, or a task that finds bad data, sets the abort flag;
-// every CTA then leaves and records where it was (CtaState) for the host.
+// .. worker_offsets[w+1]) once per step.
+//
+// Warp roles. Warps 0..7 (compute): per task, thread 0 waits on each WaitDesc
+// (ld.acquire.gpu polled with __nanosleep back-off, primitives.cuh), the eight
+// warps run the task (program_tasks.cuh), then thread 0 adds 1 to each
+// signalled counter (red.release.gpu, cumulative over the CTA's writes that the
+// barrier before it ordered). Warp 8 (loader): walks the same list, step after
+// step, and copies every weight tile (weight_tile()) into the shared-memory ring
+// with cp.async.bulk as soon as a stage is free, never looking at a counter
+// (DESIGN invariant 6): while the compute warps wait for attention or for the
+// last SM of an operator, the coming tasks' weights are already landing.
+//
+// Before step s > 0 the step gate waits for counter[step_counter] >=
+// step_expected * s and stops when every sequence is done or s ==
+// control.max_steps. A wait that sees no progress for the watchdog deadline, or
+// a task that finds bad data, sets the abort flag; every CTA then leaves and
+// records where it was (CtaState) for the host.
+//
+// The next task's descriptor and first two waits are loaded into warp 0's
+// registers while the current task runs, so no L2 round trip for them sits
+// between two tasks.
 #include <algorithm>
 
 #include "exec/cuda/cuda_check.h"
@@ -21,12 +34,17 @@ namespace {
 
 constexpr int kScratchFloats = 64;
 
-/// Copies the 128-byte TaskDesc into shared memory (first warp).
-__device__ __forceinline__ void load_desc(TaskDesc* dst, const TaskDesc* src) {
-  static_assert(sizeof(TaskDesc) == 32 * 4);
-  if (threadIdx.x < 32)
-    reinterpret_cast<uint32_t*>(dst)[threadIdx.x] = reinterpret_cast<const uint32_t*>(src)[threadIdx.x];
-}
+struct alignas(16) SmemStatic {
+  uint64_t full[kMaxRingStages];
+  uint64_t empty[kMaxRingStages];
+  uint32_t desc[2][sizeof(TaskDesc) / 4];  // compute: current / next descriptor
+  TileDesc tile[2];                        // compute: current / next task's weight tile
+  float scratch[kScratchFloats];
+  float red[4 * kWarps];
+  int go;
+  volatile int quit;
+  volatile uint32_t issued;
+};
 
 __device__ void record(const DevProgram& P, int step, int list_pos, int task, int reason, uint32_t counter,
                        uint32_t target) {
@@ -50,97 +68,312 @@ __device__ bool wait_or_leave(const DevProgram& P, uint32_t c, uint32_t target, 
   return false;
 }
 
-__global__ void __launch_bounds__(kThreads, 1) program_kernel(const DevProgram P) {
-  extern __shared__ float4 dyn_smem[];
-  float* smem = reinterpret_cast<float*>(dyn_smem);
-  __shared__ float scratch[kScratchFloats];
-  __shared__ alignas(16) uint32_t desc_words[sizeof(TaskDesc) / 4];  // raw: no dynamic init in shared
-  TaskDesc& desc = *reinterpret_cast<TaskDesc*>(desc_words);
-  __shared__ int go;
-  const compiler::ProgramHeader& h = P.h;
-  const uint32_t begin = P.worker_offsets[blockIdx.x], len = P.worker_offsets[blockIdx.x + 1] - begin;
-  const uint32_t* list = P.worker_tasks + begin;
-  const compiler::SeqState* states = reinterpret_cast<const compiler::SeqState*>(P.ptr[h.buf_state]);
-  const compiler::Control* ctl = reinterpret_cast<const compiler::Control*>(P.ptr[h.buf_control]);
+__device__ __forceinline__ const TaskDesc& as_desc(const uint32_t* words) {
+  return *reinterpret_cast<const TaskDesc*>(words);
+}
+
+/// The loader warp: every weight tile of the CTA's tasks, in execution order,
+/// step after step (persistent) or for one operator (per-op), until the
+/// compute warps say quit.
+/// Lanes 0..7 hold the 8 words of a TileDesc; every lane gets the whole tile.
+__device__ __forceinline__ Tile tile_from_lanes(uint32_t word) {
+  uint32_t w[8];
+#pragma unroll
+  for (int k = 0; k < 8; ++k) w[k] = __shfl_sync(0xffffffffu, word, k);
+  Tile T;
+  static_assert(sizeof(Tile) == sizeof(w));
+  memcpy(&T, w, sizeof w);
+  return T;
+}
+
+__device__ __forceinline__ uint32_t tile_word(const DevProgram& P, uint32_t entry, int lane) {
+  return lane < 8 ? __ldg(reinterpret_cast<const uint32_t*>(P.tiles + entry) + lane) : 0u;
+}
+
+__device__ void loader(const DevProgram& P, SmemStatic& S, char* ring, uint32_t begin, uint32_t i0, uint32_t i1,
+                       bool persistent) {
+  const int lane = threadIdx.x & 31;
+  const uint64_t policy = dev::policy_evict_first();
+  const uint32_t NS = uint32_t(P.n_stages), SB = P.stage_bytes;
+  uint32_t seq = 0;
   for (int step = 0;; ++step) {
-    // ---- step gate ----
-    __syncthreads();  // every thread has read `go` of the last task
-    if (threadIdx.x == 0) {
-      go = 1;
-      if (len == 0) {
-        go = 0;
-      } else if (step > 0 &&
-                 !wait_or_leave(P, h.step_counter, h.step_expected * uint32_t(step), step, -1, -1)) {
-        go = -1;
-      } else {
-        bool all_done = true;
-        for (int b = 0; b < h.batch; ++b)
-          all_done &= reinterpret_cast<const volatile int32_t*>(&states[b].done)[0] != 0;
-        if (all_done || step >= reinterpret_cast<const volatile int32_t*>(&ctl->max_steps)[0]) go = 0;
-      }
-      if (go == 0) record(P, step, 0, -1, 1, 0, 0);
-    }
-    __syncthreads();
-    if (go != 1) return;
-    // ---- the worker's tasks of this step ----
-    for (uint32_t i = 0; i < len; ++i) {
-      const uint32_t task = list[i];
-      load_desc(&desc, P.tasks + task);
-      __syncthreads();
-      if (threadIdx.x == 0) {
-        go = 1;
-        for (uint32_t k = 0; k < desc.wait_count && go == 1; ++k) {
-          const compiler::WaitDesc w = P.waits[desc.wait_begin + k];
-          const int64_t target = int64_t(w.expected) * (int64_t(step) + w.offset);
-          if (target > 0 && !wait_or_leave(P, w.counter, uint32_t(target), step, int(i), int(task))) go = -1;
+    // A list without weight tiles would otherwise spin here forever after the
+    // compute warps are done: look at quit once per step (lane 0 decides).
+    if (__shfl_sync(0xffffffffu, lane == 0 ? int(S.quit) : 0, 0)) return;
+    uint32_t next = i0 < i1 ? tile_word(P, begin + i0, lane) : 0u;  // the tile table, one entry ahead
+    for (uint32_t i = i0; i < i1; ++i) {
+      const Tile T = tile_from_lanes(next);
+      if (i + 1 < i1) next = tile_word(P, begin + i + 1, lane);
+      if (T.cap == 0) continue;
+      for (int r0 = 0; r0 < T.rows; r0 += T.cap) {
+        const int n = min(T.cap, T.rows - r0);
+        const uint32_t slot = seq % NS;
+        if (seq >= NS) {  // wait for the slot to be free; the decision is the warp's (lane 0's)
+          const uint32_t parity = ((seq / NS) - 1) & 1;
+          for (;;) {
+            int state = 0;  // 1: free, 2: quit
+            if (lane == 0) state = dev::mbar_test_wait(&S.empty[slot], parity) ? 1 : S.quit ? 2 : 0;
+            state = __shfl_sync(0xffffffffu, state, 0);
+            if (state == 1) break;
+            if (state == 2) return;
+          }
         }
-      }
-      __syncthreads();
-      if (go != 1) return;
-      run_task(P, desc, int32_t(task), smem, scratch);
-      __syncthreads();
-      if (threadIdx.x == 0) {
-        if (*reinterpret_cast<volatile uint32_t*>(P.abort) != 0) {
-          record(P, step, int(i), int(task), P.status->task == int32_t(task) ? 4 : 3, 0, 0);
-          go = -1;
-        } else {
-          __threadfence();  // the CTA's writes (ordered before by bar.sync) before the counts
-          for (uint32_t k = 0; k < desc.signal_count; ++k)
-            dev::red_release_add(P.counters + P.signals[desc.signal_begin + k], 1);
+        char* dst = ring + size_t(slot) * SB;
+        const uint32_t bytes = uint32_t(n) * T.seg;
+        if (lane == 0) dev::mbar_arrive_expect_tx(&S.full[slot], bytes * uint32_t(T.nmat));
+        __syncwarp();
+        if (T.stride == T.seg) {  // contiguous rows: one copy per matrix
+          if (lane < T.nmat) {
+            const uint8_t* from = T.base[lane] + uint64_t(r0) * T.stride;
+            if (P.l2_hint) dev::bulk_g2s_stream(dst + size_t(lane) * bytes, from, bytes, &S.full[slot], policy);
+            else dev::bulk_g2s(dst + size_t(lane) * bytes, from, bytes, &S.full[slot]);
+          }
+        } else {  // one copy per row segment, spread over the lanes
+          for (int k = lane; k < n * T.nmat; k += 32) {
+            const int m = k / n, j = k % n;
+            const uint8_t* from = T.base[m] + uint64_t(r0 + j) * T.stride;
+            char* to = dst + size_t(m) * bytes + size_t(j) * T.seg;
+            if (P.l2_hint) dev::bulk_g2s_stream(to, from, T.seg, &S.full[slot], policy);
+            else dev::bulk_g2s(to, from, T.seg, &S.full[slot]);
+          }
         }
+        ++seq;
+        if (lane == 0) S.issued = seq;
       }
-      __syncthreads();
-      if (go != 1) return;
     }
+    if (!persistent) return;  // per-op: one operator of one step
   }
 }
 
-__global__ void __launch_bounds__(kThreads, 1) single_task_kernel(const DevProgram P, uint32_t task) {
-  extern __shared__ float4 dyn_smem[];
-  __shared__ float scratch[kScratchFloats];
-  __shared__ alignas(16) uint32_t desc_words[sizeof(TaskDesc) / 4];
-  TaskDesc& desc = *reinterpret_cast<TaskDesc*>(desc_words);
-  load_desc(&desc, P.tasks + task);
+/// Warp 0 loads the descriptor of list entry `i` into registers (lane l: word l)
+/// and lanes 0..7 the entry's first two waits.
+struct Prefetch {
+  uint32_t word = 0;  // descriptor word `lane`
+  uint32_t aux = 0;   // lanes 0..7: the first two waits; lanes 8..15: the tile
+  __device__ void issue(const DevProgram& P, const uint32_t* list, uint32_t begin, uint32_t i, uint32_t len) {
+    if (i >= len) return;
+    const int lane = threadIdx.x & 31;
+    word = __ldg(reinterpret_cast<const uint32_t*>(P.tasks + list[i]) + lane);
+    if (lane < 8) aux = __ldg(reinterpret_cast<const uint32_t*>(P.wait_pre + size_t(begin + i) * 2) + lane);
+    else if (lane < 16 && P.tiles) aux = __ldg(reinterpret_cast<const uint32_t*>(P.tiles + begin + i) + lane - 8);
+  }
+};
+
+__device__ void compute(const DevProgram& P, SmemStatic& S, char* ring, float* work, const uint32_t* list,
+                        uint32_t begin, uint32_t i0, uint32_t i1, bool persistent) {
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const compiler::ProgramHeader& h = P.h;
+  const compiler::SeqState* states = reinterpret_cast<const compiler::SeqState*>(P.ptr[h.buf_state]);
+  const compiler::Control* ctl = reinterpret_cast<const compiler::Control*>(P.ptr[h.buf_control]);
+  RingView R{ring, S.full, S.empty, P.n_stages, P.stage_bytes, 0, S.red, P.abort, P.timeout_ns, nullptr};
+  Prefetch pre;
+  int trace_n = 0;
+  for (int step = 0;; ++step) {
+    // ---- step gate ----
+    if (persistent) {
+      csync();  // every thread has read `go` of the last task
+      if (tid == 0) {
+        S.go = 1;
+        if (i1 == 0) {
+          S.go = 0;
+        } else if (step > 0 &&
+                   !wait_or_leave(P, h.step_counter, h.step_expected * uint32_t(step), step, -1, -1)) {
+          S.go = -1;
+        } else {
+          bool all_done = true;
+          for (int b = 0; b < h.batch; ++b)
+            all_done &= reinterpret_cast<const volatile int32_t*>(&states[b].done)[0] != 0;
+          if (all_done || step >= reinterpret_cast<const volatile int32_t*>(&ctl->max_steps)[0]) S.go = 0;
+        }
+        if (S.go == 0) record(P, step, 0, -1, 1, 0, 0);
+        if (S.go == 1 && blockIdx.x == 0 && P.step_ns && step < P.step_ns_cap)
+          P.step_ns[step] = dev::globaltimer_ns();
+      }
+      csync();
+      if (S.go != 1) return;
+    }
+    if (warp == 0) pre.issue(P, list, begin, i0, i1);
+    int cur = 0;
+    for (uint32_t i = i0; i < i1; ++i) {
+      // ---- descriptor and waits of this task (prefetched during the last one) ----
+      uint32_t wd = 0, n_waits = 0;
+      if (warp == 0) {
+        S.desc[cur][lane] = pre.word;
+        wd = pre.aux;
+        if (lane >= 8 && lane < 16) reinterpret_cast<uint32_t*>(&S.tile[cur])[lane - 8] = pre.aux;
+      }
+      csync();
+      const TaskDesc& t = as_desc(S.desc[cur]);
+      R.tile = P.tiles ? &S.tile[cur] : nullptr;
+      const uint32_t task = list[i];
+      uint64_t t_start = 0, t_waited = 0;
+      if (P.trace && tid == 0) t_start = dev::globaltimer_ns();
+      // Work that does not depend on this step's producers, done before the wait:
+      // the attention task's K/V rows of earlier positions (fast path only).
+      const int g = h.n_heads / h.n_kv_heads;
+      if (t.opcode == uint16_t(compiler::Opcode::AttnPartial) &&
+          ((g <= 8 && (h.head_dim == 32 || h.head_dim == 64 || h.head_dim == 128)) || (g <= 4 && h.head_dim == 256)))
+        attn_prefetch(P, t, work);
+      if (warp == 0) {
+        // lanes 0..7 hold (counter, expected, offset, n_waits) of the first two waits
+        const uint32_t c0 = __shfl_sync(0xffffffffu, wd, 0), e0 = __shfl_sync(0xffffffffu, wd, 1);
+        const int32_t o0 = int32_t(__shfl_sync(0xffffffffu, wd, 2));
+        n_waits = __shfl_sync(0xffffffffu, wd, 3);
+        const uint32_t c1 = __shfl_sync(0xffffffffu, wd, 4), e1 = __shfl_sync(0xffffffffu, wd, 5);
+        const int32_t o1 = int32_t(__shfl_sync(0xffffffffu, wd, 6));
+        pre.issue(P, list, begin, i + 1, i1);  // the next task's, in flight while this one runs
+        if (lane == 0) {
+          S.go = 1;
+          if (persistent) {
+            for (uint32_t k = 0; k < n_waits && S.go == 1; ++k) {
+              uint32_t c, e;
+              int32_t o;
+              if (k == 0) c = c0, e = e0, o = o0;
+              else if (k == 1) c = c1, e = e1, o = o1;
+              else {
+                const compiler::WaitDesc w = P.waits[t.wait_begin + k];
+                c = w.counter, e = w.expected, o = w.offset;
+              }
+              const int64_t target = int64_t(e) * (int64_t(step) + o);
+              if (target > 0 && !wait_or_leave(P, c, uint32_t(target), step, int(i), int(task))) S.go = -1;
+            }
+          }
+          if (P.trace) t_waited = dev::globaltimer_ns();
+        }
+      }
+      csync();
+      if (S.go != 1) return;
+      run_task(P, t, int32_t(task), work, S.scratch, R);
+      csync();
+      if (tid == 0) {
+        if (*reinterpret_cast<volatile uint32_t*>(P.abort) != 0) {
+          record(P, step, int(i), int(task), P.status->task == int32_t(task) ? 4 : 3, 0, 0);
+          S.go = -1;
+        } else if (persistent) {
+          // The barrier above ordered every compute thread's writes before this
+          // release (cumulative), so no separate fence is needed.
+          for (uint32_t k = 0; k < t.signal_count; ++k)
+            dev::red_release_add(P.counters + P.signals[t.signal_begin + k], 1);
+        }
+        if (P.trace && trace_n < P.trace_cap) {
+          uint64_t* e = P.trace + (size_t(blockIdx.x) * P.trace_cap + trace_n) * 4;
+          e[0] = uint64_t(i) | (uint64_t(step) << 32);
+          e[1] = t_start;
+          e[2] = t_waited;
+          e[3] = dev::globaltimer_ns();
+          ++trace_n;
+        }
+      }
+      cur ^= 1;
+      csync();
+      if (S.go != 1) return;
+    }
+    if (!persistent) return;
+  }
+}
+
+__device__ void run_cta(const DevProgram& P, int op_filter) {
+  extern __shared__ __align__(128) unsigned char dyn_smem[];
+  __shared__ SmemStatic S;
+  char* ring = reinterpret_cast<char*>(dyn_smem);
+  float* work = reinterpret_cast<float*>(dyn_smem + size_t(P.n_stages) * P.stage_bytes);
+  const uint32_t begin = P.worker_offsets[blockIdx.x], len = P.worker_offsets[blockIdx.x + 1] - begin;
+  const uint32_t* list = P.worker_tasks + begin;
+  uint32_t i0 = 0, i1 = len;
+  if (op_filter >= 0) {
+    const uint2 r = P.op_range[size_t(blockIdx.x) * P.h.n_ops + op_filter];
+    i0 = r.x;
+    i1 = r.x + r.y;
+  }
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < P.n_stages; ++s) {
+      dev::mbar_init(&S.full[s], 1);
+      dev::mbar_init(&S.empty[s], kWarps);
+    }
+    dev::fence_mbar_init();
+    S.quit = 0;
+    S.issued = 0;
+  }
   __syncthreads();
-  run_task(P, desc, int32_t(task), reinterpret_cast<float*>(dyn_smem), scratch);
+  if (threadIdx.x >= kThreads) {
+    if (P.n_stages > 0) loader(P, S, ring, begin, i0, i1, op_filter < 0);
+  } else {
+    compute(P, S, ring, work, list, begin, i0, i1, op_filter < 0);
+    if (threadIdx.x == 0) S.quit = 1;
+  }
+  __syncthreads();
+  // Let every bulk copy that was issued land before the CTA's shared memory goes away.
+  if (threadIdx.x == 0 && P.n_stages > 0) {
+    // Stages [0, issued) were issued; wait for the last NS of them (earlier ones
+    // were consumed, so they completed).
+    const uint32_t issued = S.issued, NS = uint32_t(P.n_stages);
+    for (uint32_t k = issued > NS ? issued - NS : 0; k < issued; ++k)
+      dev::mbar_wait(&S.full[k % NS], (k / NS) & 1);
+  }
+}
+
+__global__ void __launch_bounds__(kBlockThreads, 1) program_kernel(const __grid_constant__ DevProgram P) {
+  run_cta(P, -1);
+}
+
+__global__ void __launch_bounds__(kBlockThreads, 1) op_kernel(const __grid_constant__ DevProgram P, int op) {
+  run_cta(P, op);
+}
+
+__global__ void __launch_bounds__(kThreads, 1) single_task_kernel(const __grid_constant__ DevProgram P,
+                                                                  uint32_t task) {
+  extern __shared__ __align__(128) unsigned char dyn_smem[];
+  __shared__ float scratch[kScratchFloats];
+  __shared__ float red[4 * kWarps];
+  __shared__ alignas(16) uint32_t desc_words[sizeof(TaskDesc) / 4];
+  if (threadIdx.x < 32) desc_words[threadIdx.x] = reinterpret_cast<const uint32_t*>(P.tasks + task)[threadIdx.x];
+  __syncthreads();
+  DevProgram Q = P;
+  Q.n_stages = 0;    // weights straight from global memory (no loader in this test kernel)
+  Q.work_bytes = 0;  // and no K/V prefetch
+  RingView R{nullptr, nullptr, nullptr, 0, 0, 0, red, P.abort, P.timeout_ns, nullptr};
+  run_task(Q, as_desc(desc_words), int32_t(task), reinterpret_cast<float*>(dyn_smem + 0), scratch, R);
+}
+
+__global__ void tile_table_kernel(const __grid_constant__ DevProgram P, TileDesc* out) {
+  const uint32_t n = P.worker_offsets[P.h.n_workers];
+  for (uint32_t e = blockIdx.x * blockDim.x + threadIdx.x; e < n; e += gridDim.x * blockDim.x)
+    out[e] = weight_tile(P, P.tasks[P.worker_tasks[e]]);
 }
 
 }  // namespace
 
-size_t dynamic_smem_bytes(const compiler::ProgramHeader& h) {
+void build_tile_table(const DevProgram& P, TileDesc* tiles, cudaStream_t stream) {
+  tile_table_kernel<<<64, 256, 0, stream>>>(P, tiles);
+  KEEL_CUDA_CHECK_LAUNCH("tile_table_kernel");
+  KEEL_CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+size_t work_smem_bytes(const compiler::ProgramHeader& h) {
+  // bf16 activation vector of a matvec (the longest reduction) ...
   int64_t vec = std::max<int64_t>(h.hidden, h.intermediate);
   vec = std::max<int64_t>(vec, int64_t(h.n_heads) * h.head_dim);
-  vec = std::max<int64_t>(vec, (int64_t(h.n_heads) + 2 * int64_t(h.n_kv_heads)) * h.head_dim);
-  const int64_t attn = kMaxHeadDim + int64_t(kThreads / 32) * (kMaxHeadDim + 2);
-  return size_t(std::max(vec, attn)) * sizeof(float);
+  const int64_t act = (vec + 8) * 2;
+  // ... or the attention task's fp32 scratch
+  const int64_t g = h.n_heads / std::max(h.n_kv_heads, 1);
+  const int64_t attn = std::max<int64_t>(kMaxHeadDim + int64_t(kWarps) * (kMaxHeadDim + 2),
+                                         g * h.head_dim + int64_t(kWarps) * g * (h.head_dim + 2)) * 4;
+  return size_t((std::max(act, attn) + 127) / 128 * 128);
+}
+
+size_t static_smem_bytes() {
+  cudaFuncAttributes a{};
+  KEEL_CUDA_CHECK(cudaFuncGetAttributes(&a, program_kernel));
+  return a.sharedSizeBytes;
 }
 
 int max_coresident_ctas(int device, size_t smem) {
   KEEL_CUDA_CHECK(cudaSetDevice(device));
   KEEL_CUDA_CHECK(cudaFuncSetAttribute(program_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  KEEL_CUDA_CHECK(cudaFuncSetAttribute(op_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   KEEL_CUDA_CHECK(cudaFuncSetAttribute(single_task_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   int per_sm = 0, sms = 0;
-  KEEL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, program_kernel, kThreads, smem));
+  KEEL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, program_kernel, kBlockThreads, smem));
   KEEL_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   return per_sm * sms;
 }
@@ -148,8 +381,13 @@ int max_coresident_ctas(int device, size_t smem) {
 void launch_program(const DevProgram& P, size_t smem, cudaStream_t stream) {
   void* args[] = {const_cast<DevProgram*>(&P)};
   KEEL_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(program_kernel), dim3(P.h.n_workers),
-                                              dim3(kThreads), args, smem, stream));
+                                              dim3(kBlockThreads), args, smem, stream));
   KEEL_CUDA_CHECK_LAUNCH("program_kernel");
+}
+
+void launch_op(const DevProgram& P, int op, size_t smem, cudaStream_t stream) {
+  op_kernel<<<P.h.n_workers, kBlockThreads, smem, stream>>>(P, op);
+  KEEL_CUDA_CHECK_LAUNCH("op_kernel");
 }
 
 void launch_single_task(const DevProgram& P, uint32_t task, size_t smem, cudaStream_t stream) {

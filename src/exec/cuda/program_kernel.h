@@ -14,8 +14,10 @@
 
 namespace keel::exec::cuda::prog {
 
-inline constexpr int kThreads = 256;     // threads per CTA (8 warps)
-inline constexpr int kMaxHeadDim = 256;  // attention keeps head_dim/32 floats per lane in registers
+inline constexpr int kThreads = 256;          // compute threads per CTA (8 warps); every task runs on these
+inline constexpr int kBlockThreads = kThreads + 32;  // + the loader warp (warp 8)
+inline constexpr int kMaxHeadDim = 256;       // attention keeps head_dim/32 floats per lane in registers
+inline constexpr int kMaxRingStages = 8;
 
 /// Device-side errors (DevStatus::error); the host turns them into keel::Error.
 enum DevError : int32_t {
@@ -43,6 +45,24 @@ struct DevStatus {
   int32_t cta = -1;
 };
 
+/// The weight bytes a matvec task streams through the ring (program_tasks.cuh
+/// weight_tile()): rows [row0, row1) of one matrix (two for GateUp: gate then up
+/// in each stage), each row a segment of `seg` bytes `stride` bytes after the
+/// previous; cap rows per ring stage, 0 when the task does not use the ring.
+/// One per worker-list entry, computed on the device at setup, so neither the
+/// loader nor the compute warps chase descriptor and buffer-table pointers
+/// between tasks.
+struct alignas(16) TileDesc {
+  const uint8_t* base[2];  // row row0's first streamed byte in each matrix
+  uint32_t stride;
+  uint32_t seg;
+  int32_t rows;
+  int16_t cap;
+  uint8_t nmat;
+  uint8_t dt;              // DType of the weights
+};
+static_assert(sizeof(TileDesc) == 32);
+
 /// Everything a task and the kernel need, passed by value as the kernel parameter.
 struct DevProgram {
   compiler::ProgramHeader h;
@@ -63,10 +83,33 @@ struct DevProgram {
   float* capture = nullptr;          // optional [B, max_context, V]: logits per processed position
   int32_t* capture_rows = nullptr;   // [B]: rows captured
   uint64_t timeout_ns = 0;
+  // Weight ring (DESIGN invariant 6): the loader warp streams every weight tile of the
+  // CTA's tasks into n_stages stages of stage_bytes (0 stages: tasks read weights from
+  // global memory directly).
+  int32_t n_stages = 0;
+  uint32_t stage_bytes = 0;
+  uint32_t work_bytes = 0;           // dynamic shared memory after the ring (activations, attention)
+  int32_t l2_hint = 1;               // weights stream with an L2 evict-first hint
+  // Per worker-list entry (same index as worker_tasks): the task's first two waits,
+  // derived from the Program at upload so the next task's waits are prefetched.
+  const uint4* wait_pre = nullptr;   // [n_worker_entries][2]: (counter, expected, offset, n_waits)
+  // Per worker and operator: (first position in the worker's list, count) of
+  // that operator's tasks, contiguous in the list (per-op launches).
+  const uint2* op_range = nullptr;   // [n_workers][n_ops]
+  const TileDesc* tiles = nullptr;   // [n_worker_entries] (null until built)
+  // Optional timing (bench, --trace).
+  uint64_t* step_ns = nullptr;       // [max steps]: CTA 0's globaltimer when step s passes its gate
+  int32_t step_ns_cap = 0;
+  uint64_t* trace = nullptr;         // [n_workers][trace_cap][4]: (list_pos | step << 32, start, waited, end)
+  int32_t trace_cap = 0;
 };
 
-/// Bytes of dynamic shared memory the tasks of `h` need (see program_tasks.cuh).
-size_t dynamic_smem_bytes(const compiler::ProgramHeader& h);
+
+
+/// Bytes of dynamic shared memory the tasks of `h` need besides the ring (see program_tasks.cuh).
+size_t work_smem_bytes(const compiler::ProgramHeader& h);
+/// Static shared memory of the kernel (for the ring budget).
+size_t static_smem_bytes();
 
 /// Sets the kernel's shared-memory attribute and returns how many CTAs of it
 /// can be co-resident on `device` (blocks per SM x SMs).
@@ -75,6 +118,10 @@ int max_coresident_ctas(int device, size_t smem);
 /// The persistent launch: grid = h.n_workers CTAs, cooperative (so the driver
 /// refuses a grid that cannot be co-resident instead of hanging).
 void launch_program(const DevProgram& P, size_t smem, cudaStream_t stream);
+/// Fills tiles[e] for every worker-list entry e (P.n_stages / stage_bytes set).
+void build_tile_table(const DevProgram& P, TileDesc* tiles, cudaStream_t stream);
+/// One operator of one step on every CTA (per-op ablation; capturable in a CUDA graph).
+void launch_op(const DevProgram& P, int op, size_t smem, cudaStream_t stream);
 
 /// Test hook: task `task` once on one CTA, no waits, no signals.
 void launch_single_task(const DevProgram& P, uint32_t task, size_t smem, cudaStream_t stream);

@@ -8,10 +8,18 @@
 // caller) and the buffers it names through DevProgram::ptr. The only
 // differences from the CPU are summation order and libm ulps.
 //
-// Structure kept ready for a loader warp (DESIGN invariant 6): every matvec
-// reads its weight rows through warp_dot(), the one place a shared-memory
-// weight ring (primitives.cuh Ring) would be consumed instead of global loads.
+// Weights reach the matvec opcodes (QkvProj, GateUp, MatvecResidual, LmHead)
+// through the CTA's shared-memory ring (DESIGN invariant 6): weight_tile() says
+// which bytes a task streams and in what pieces; the loader warp
+// (program_kernel.cu) copies them in exactly that order, and ring_matvec()
+// consumes them. A task whose rows cannot be bulk-copied (segments not 16-byte
+// aligned, a row larger than a stage, batch > 1) reads its weights from global
+// memory through warp_dot() instead; both paths round identically.
+// Tasks run on the kThreads compute threads only: barriers are csync() (named
+// barrier 1), never __syncthreads(), because the loader warp does not join.
 #pragma once
+
+#include <cuda_fp16.h>
 
 #include <cstdint>
 
@@ -29,6 +37,9 @@ using compiler::TaskDesc;
 
 inline constexpr int kWarps = kThreads / 32;
 
+/// Barrier of the compute warps (the loader warp never joins).
+__device__ __forceinline__ void csync() { asm volatile("bar.sync 1, %0;" ::"n"(kThreads) : "memory"); }
+
 /// Device twins of compiler::qkv_width / qkv_part_begin (host-only there).
 __device__ __forceinline__ int64_t qkv_w(const ProgramHeader& h) {
   return (int64_t(h.n_heads) + 2 * int64_t(h.n_kv_heads)) * h.head_dim;
@@ -39,12 +50,15 @@ __device__ __forceinline__ int64_t qkv_begin(const ProgramHeader& h, int part) {
 
 template <class T>
 __device__ __forceinline__ T* bp(const DevProgram& P, int32_t buf) {
-  return reinterpret_cast<T*>(P.ptr[buf]);
+  // The buffer table is constant for the launch: the read-only path keeps it in L1.
+  return reinterpret_cast<T*>(__ldg(reinterpret_cast<const unsigned long long*>(P.ptr) + buf));
 }
 
+__device__ __forceinline__ DType buf_dtype(const DevProgram& P, int32_t buf) { return DType(__ldg(P.dtype + buf)); }
+
 __device__ __forceinline__ float load_f32(const DevProgram& P, int32_t buf, int64_t i) {
-  const uint8_t* p = P.ptr[buf];
-  switch (DType(P.dtype[buf])) {
+  const uint8_t* p = bp<const uint8_t>(P, buf);
+  switch (buf_dtype(P, buf)) {
     case DType::F32: return reinterpret_cast<const float*>(p)[i];
     case DType::BF16: return bf16_to_f32(reinterpret_cast<const uint16_t*>(p)[i]);
     case DType::F16: return f16_to_f32(reinterpret_cast<const uint16_t*>(p)[i]);
@@ -67,9 +81,9 @@ __device__ void dev_fail(const DevProgram& P, int32_t code, int32_t task, int32_
 __device__ float block_sum(float v, float* scratch) {
   v = dev::warp_sum(v);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  __syncthreads();
+  csync();
   if (lane == 0) scratch[warp] = v;
-  __syncthreads();
+  csync();
   float s = 0;
   for (int i = 0; i < kWarps; ++i) s += scratch[i];
   return s;
@@ -78,9 +92,9 @@ __device__ float block_sum(float v, float* scratch) {
 __device__ float block_max(float v, float* scratch) {
   v = dev::warp_max(v);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  __syncthreads();
+  csync();
   if (lane == 0) scratch[warp] = v;
-  __syncthreads();
+  csync();
   float s = -INFINITY;
   for (int i = 0; i < kWarps; ++i) s = fmaxf(s, scratch[i]);
   return s;
@@ -90,9 +104,9 @@ __device__ double block_sum_d(double v, double* scratch) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  __syncthreads();
+  csync();
   if (lane == 0) scratch[warp] = v;
-  __syncthreads();
+  csync();
   double s = 0;
   for (int i = 0; i < kWarps; ++i) s += scratch[i];
   return s;
@@ -102,9 +116,9 @@ __device__ uint32_t block_sum_u(uint32_t v, uint32_t* scratch) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  __syncthreads();
+  csync();
   if (lane == 0) scratch[warp] = v;
-  __syncthreads();
+  csync();
   uint32_t s = 0;
   for (int i = 0; i < kWarps; ++i) s += scratch[i];
   return s;
@@ -124,9 +138,9 @@ __device__ void block_argmax(float& v, int32_t& i, float* fscratch, int32_t* isc
     if (better(ov, oi, v, i)) v = ov, i = oi;
   }
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  __syncthreads();
+  csync();
   if (lane == 0) fscratch[warp] = v, iscratch[warp] = i;
-  __syncthreads();
+  csync();
   v = -INFINITY;
   i = INT32_MAX;
   for (int w = 0; w < kWarps; ++w)
@@ -135,48 +149,267 @@ __device__ void block_argmax(float& v, int32_t& i, float* fscratch, int32_t* isc
 
 // ---- building blocks ---------------------------------------------------------
 
-/// One warp: fp32 dot of weight row `row` (stored dtype) over [k0, k1) with
-/// the shared-memory vector v (indexed by k). Every lane gets the sum.
-__device__ float warp_dot(const uint8_t* w, DType dt, int64_t row, int64_t cols, int64_t k0, int64_t k1,
-                          const float* v) {
+/// One warp: fp32 dot of weight row `row` (stored dtype, `cols` per row) over
+/// columns [k0, k0 + n) with the bf16 shared-memory vector v[0 .. n). Every lane
+/// gets the sum. (The fallback for tasks that do not stream through the ring.)
+__device__ float warp_dot(const uint8_t* w, DType dt, int64_t row, int64_t cols, int64_t k0, int64_t n,
+                          const uint16_t* v) {
   const int lane = threadIdx.x & 31;
   float acc = 0;
   if (dt == DType::BF16 || dt == DType::F16) {
-    const uint16_t* r = reinterpret_cast<const uint16_t*>(w) + row * cols;
+    const uint16_t* r = reinterpret_cast<const uint16_t*>(w) + row * cols + k0;
     const bool bf = dt == DType::BF16;
-    if (((k0 | k1 | cols) & 7) == 0 && (reinterpret_cast<uintptr_t>(w) & 15) == 0) {
-      for (int64_t k = k0 + lane * 8; k < k1; k += 256) {
+    if (((k0 | n | cols) & 7) == 0 && (reinterpret_cast<uintptr_t>(w) & 15) == 0) {
+      for (int64_t k = lane * 8; k < n; k += 256) {
         const uint4 q = __ldg(reinterpret_cast<const uint4*>(r + k));
-        const uint32_t wd[4] = {q.x, q.y, q.z, q.w};
+        const uint4 a = *reinterpret_cast<const uint4*>(v + k);
+        const uint32_t wd[4] = {q.x, q.y, q.z, q.w}, ad[4] = {a.x, a.y, a.z, a.w};
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
           const uint16_t lo = uint16_t(wd[j] & 0xffffu), hi = uint16_t(wd[j] >> 16);
-          acc += (bf ? bf16_to_f32(lo) : f16_to_f32(lo)) * v[k + 2 * j];
-          acc += (bf ? bf16_to_f32(hi) : f16_to_f32(hi)) * v[k + 2 * j + 1];
+          acc += (bf ? bf16_to_f32(lo) : f16_to_f32(lo)) * bits_f32(ad[j] << 16);
+          acc += (bf ? bf16_to_f32(hi) : f16_to_f32(hi)) * bits_f32(ad[j] & 0xffff0000u);
         }
       }
-    } else {
-      for (int64_t k = k0 + lane; k < k1; k += 32) {
-        const uint16_t e = __ldg(r + k);
-        acc += (bf ? bf16_to_f32(e) : f16_to_f32(e)) * v[k];
-      }
+      return dev::warp_sum(acc);
+    }
+    for (int64_t k = lane; k < n; k += 32) {
+      const uint16_t e = __ldg(r + k);
+      acc += (bf ? bf16_to_f32(e) : f16_to_f32(e)) * bf16_to_f32(v[k]);
     }
   } else {
-    const float* r = reinterpret_cast<const float*>(w) + row * cols;
-    for (int64_t k = k0 + lane; k < k1; k += 32) acc += __ldg(r + k) * v[k];
+    const float* r = reinterpret_cast<const float*>(w) + row * cols + k0;
+    for (int64_t k = lane; k < n; k += 32) acc += __ldg(r + k) * bf16_to_f32(v[k]);
   }
   return dev::warp_sum(acc);
 }
 
-/// n = bf16(x * rsqrt(mean(x^2) + eps) * w) into shared `out` (fp32 values).
-__device__ void rms_norm_bf16(const DevProgram& P, const float* x, int32_t w_buf, int64_t n, float* out,
-                              float* scratch) {
+/// act = bf16(x * rsqrt(mean(x^2) + eps) * w) into shared memory (bf16 bits).
+/// x is read once with every load in flight (it lives in L2, written by other SMs).
+__device__ void rms_norm_act(const DevProgram& P, const float* x, int32_t w_buf, int64_t n, uint16_t* act,
+                             float* scratch) {
+  constexpr int kVec = 8;  // float4 per thread: n <= 8192 on the fast path
+  const uint8_t* wp = bp<const uint8_t>(P, w_buf);
+  const DType wdt = buf_dtype(P, w_buf);
+  if (n % 4 == 0 && n <= int64_t(kVec) * 4 * kThreads && (reinterpret_cast<uintptr_t>(x) & 15) == 0) {
+    float4 v[kVec];
+    float ss = 0;
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) {
+      const int64_t q = threadIdx.x + int64_t(i) * kThreads;
+      v[i] = q * 4 < n ? __ldcg(reinterpret_cast<const float4*>(x) + q) : make_float4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) ss += v[i].x * v[i].x + v[i].y * v[i].y + v[i].z * v[i].z + v[i].w * v[i].w;
+    ss = block_sum(ss, scratch);
+    const float inv = 1.0f / sqrtf(ss / float(n) + P.h.rms_eps);
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) {
+      const int64_t q = threadIdx.x + int64_t(i) * kThreads;
+      if (q * 4 < n) {
+        const float e[4] = {v[i].x, v[i].y, v[i].z, v[i].w};
+        uint16_t o[4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) o[j] = f32_to_bf16(e[j] * inv * load_as_f32(wp, wdt, size_t(q * 4 + j)));
+        reinterpret_cast<uint2*>(act)[q] = make_uint2(uint32_t(o[0]) | uint32_t(o[1]) << 16,
+                                                      uint32_t(o[2]) | uint32_t(o[3]) << 16);
+      }
+    }
+    csync();
+    return;
+  }
   float ss = 0;
-  for (int64_t i = threadIdx.x; i < n; i += kThreads) ss += x[i] * x[i];
+  for (int64_t i = threadIdx.x; i < n; i += kThreads) ss += __ldcg(x + i) * __ldcg(x + i);
   ss = block_sum(ss, scratch);
   const float inv = 1.0f / sqrtf(ss / float(n) + P.h.rms_eps);
-  for (int64_t i = threadIdx.x; i < n; i += kThreads) out[i] = round_bf16(x[i] * inv * load_f32(P, w_buf, i));
-  __syncthreads();
+  for (int64_t i = threadIdx.x; i < n; i += kThreads)
+    act[i] = f32_to_bf16(__ldcg(x + i) * inv * load_as_f32(wp, wdt, size_t(i)));
+  csync();
+}
+
+/// act[0 .. n) = a[0 .. n) (bf16), 16-byte loads when aligned.
+__device__ void copy_act(const uint16_t* a, int64_t n, uint16_t* act) {
+  if (n % 8 == 0 && (reinterpret_cast<uintptr_t>(a) & 15) == 0) {
+    for (int64_t q = threadIdx.x; q < n / 8; q += kThreads)
+      reinterpret_cast<uint4*>(act)[q] = __ldcg(reinterpret_cast<const uint4*>(a) + q);
+  } else {
+    for (int64_t i = threadIdx.x; i < n; i += kThreads) act[i] = __ldcg(a + i);
+  }
+  csync();
+}
+
+// ---- the weight ring ------------------------------------------------------------
+
+using Tile = TileDesc;  // program_kernel.h
+
+/// The tile of task t (see TileDesc): the loader and the compute warps both
+/// use the table built from this at setup, so they agree on every stage.
+__device__ __forceinline__ Tile weight_tile(const DevProgram& P, const TaskDesc& t) {
+  Tile T;
+  T.base[0] = T.base[1] = nullptr;
+  T.stride = 0;
+  T.seg = 0;
+  T.rows = t.row1 - t.row0;
+  T.cap = 0;
+  T.nmat = 0;
+  T.dt = uint8_t(DType::F32);
+  int32_t m0 = -1, m1 = -1;
+  int64_t first = t.row0, k0 = 0, k1 = 0, cols = 0;
+  switch (compiler::Opcode(t.opcode)) {
+    case compiler::Opcode::QkvProj: m0 = t.buf[2]; first = t.row0 - t.arg[1]; cols = P.h.hidden; break;
+    case compiler::Opcode::GateUp: m0 = t.buf[2]; m1 = t.buf[3]; cols = P.h.hidden; break;
+    case compiler::Opcode::LmHead: m0 = t.buf[2]; cols = P.h.hidden; break;
+    case compiler::Opcode::MatvecResidual: m0 = t.buf[1]; cols = __ldg(P.cols + m0); k0 = t.k0; k1 = t.k1; break;
+    default: return T;
+  }
+  if (k1 == 0) k1 = cols;
+  const DType dt = buf_dtype(P, m0);
+  const int64_t esz = dt == DType::F32 ? 4 : 2;
+  T.dt = uint8_t(dt);
+  T.nmat = m1 >= 0 ? 2 : 1;
+  const uint64_t seg = uint64_t((k1 - k0) * esz), stride = uint64_t(cols * esz);
+  T.seg = uint32_t(seg);
+  T.stride = uint32_t(stride);
+  T.base[0] = bp<const uint8_t>(P, m0) + (first * cols + k0) * esz;
+  if (m1 >= 0) T.base[1] = bp<const uint8_t>(P, m1) + (first * cols + k0) * esz;
+  const bool same_dt = m1 < 0 || buf_dtype(P, m1) == dt;
+  const bool aligned = (seg % 16) == 0 && (stride % 16) == 0 && stride < (1ull << 32) &&
+                       ((reinterpret_cast<uintptr_t>(T.base[0]) | reinterpret_cast<uintptr_t>(T.base[1])) & 15) == 0;
+  if (P.n_stages > 0 && t.b1 - t.b0 == 1 && same_dt && aligned && T.rows > 0 && seg > 0 &&
+      uint64_t(T.nmat) * seg <= P.stage_bytes)
+    T.cap = int16_t(min(uint64_t(P.stage_bytes) / (uint64_t(T.nmat) * seg), uint64_t(1024)));
+  return T;
+}
+
+/// The compute side of the ring: stage `seq` lives in slot seq % n_stages with
+/// phase (seq / n_stages) & 1.
+struct RingView {
+  char* ring;
+  uint64_t* full;
+  uint64_t* empty;
+  int32_t n_stages;
+  uint32_t stage_bytes;
+  uint32_t seq;      // stages consumed so far (same value in every compute thread)
+  float* red;        // [2][2 * kWarps] partial sums when several warps share a row
+  uint32_t* abort;   // the kernel's abort flag
+  uint64_t timeout_ns;
+  const Tile* tile;  // the current task's tile (shared memory), or null: compute it
+};
+
+__device__ __forceinline__ Tile task_tile(const DevProgram& P, const TaskDesc& t, const RingView& R) {
+  return R.tile ? *R.tile : weight_tile(P, t);
+}
+
+/// Waits for a stage to land. Gives up (false) when the kernel is aborting or
+/// nothing arrived for the watchdog deadline (then raises the timeout error), so
+/// a loader bug ends in the watchdog's report, never a silent hang.
+__device__ __forceinline__ bool ring_wait(const DevProgram& P, RingView& R, int slot) {
+  const uint32_t parity = (R.seq / uint32_t(R.n_stages)) & 1;
+  if (dev::mbar_test_wait(&R.full[slot], parity)) return true;
+  const uint64_t start = dev::globaltimer_ns();
+  for (int spin = 0;; ++spin) {
+    if (dev::mbar_test_wait(&R.full[slot], parity)) return true;
+    if ((spin & 1023) == 1023) {
+      if (*reinterpret_cast<volatile uint32_t*>(R.abort)) return false;
+      if (dev::globaltimer_ns() - start > R.timeout_ns) {
+        if ((threadIdx.x & 31) == 0) dev_fail(P, kErrTimeout, -1, -2 - slot);
+        return false;
+      }
+    }
+  }
+}
+
+__device__ __forceinline__ float2 bf16x2_f2(uint32_t v) {
+  return make_float2(bits_f32(v << 16), bits_f32(v & 0xffff0000u));
+}
+__device__ __forceinline__ float2 f16x2_f2(uint32_t v) { return __half22float2(*reinterpret_cast<const __half2*>(&v)); }
+
+/// Partial dot of a row segment in shared memory with act, over 16-byte vectors
+/// v = v0, v0 + step, ... (eight independent FMA chains).
+__device__ __forceinline__ float smem_dot(const char* row, DType dt, uint32_t seg, const uint16_t* act, int v0,
+                                          int step) {
+  float c0 = 0, c1 = 0, c2 = 0, c3 = 0, c4 = 0, c5 = 0, c6 = 0, c7 = 0;
+  const int nvec = int(seg / 16);
+  if (dt == DType::F32) {
+    const float4* wr = reinterpret_cast<const float4*>(row);
+    const uint2* a = reinterpret_cast<const uint2*>(act);
+    for (int v = v0; v < nvec; v += step) {
+      const float4 w = wr[v];
+      const uint2 av = a[v];
+      const float2 a0 = bf16x2_f2(av.x), a1 = bf16x2_f2(av.y);
+      c0 = fmaf(w.x, a0.x, c0);
+      c1 = fmaf(w.y, a0.y, c1);
+      c2 = fmaf(w.z, a1.x, c2);
+      c3 = fmaf(w.w, a1.y, c3);
+    }
+  } else {
+    const uint4* wr = reinterpret_cast<const uint4*>(row);
+    const uint4* a = reinterpret_cast<const uint4*>(act);
+    const bool bf = dt == DType::BF16;
+#pragma unroll 2
+    for (int v = v0; v < nvec; v += step) {
+      const uint4 wv = wr[v], av = a[v];
+      const float2 w0 = bf ? bf16x2_f2(wv.x) : f16x2_f2(wv.x), w1 = bf ? bf16x2_f2(wv.y) : f16x2_f2(wv.y);
+      const float2 w2 = bf ? bf16x2_f2(wv.z) : f16x2_f2(wv.z), w3 = bf ? bf16x2_f2(wv.w) : f16x2_f2(wv.w);
+      const float2 a0 = bf16x2_f2(av.x), a1 = bf16x2_f2(av.y), a2 = bf16x2_f2(av.z), a3 = bf16x2_f2(av.w);
+      c0 = fmaf(w0.x, a0.x, c0);
+      c1 = fmaf(w0.y, a0.y, c1);
+      c2 = fmaf(w1.x, a1.x, c2);
+      c3 = fmaf(w1.y, a1.y, c3);
+      c4 = fmaf(w2.x, a2.x, c4);
+      c5 = fmaf(w2.y, a2.y, c5);
+      c6 = fmaf(w3.x, a3.x, c6);
+      c7 = fmaf(w3.y, a3.y, c7);
+    }
+  }
+  return ((c0 + c1) + (c2 + c3)) + ((c4 + c5) + (c6 + c7));
+}
+
+/// Streams the task's tile through the ring: for every row r of [0, T.rows) one
+/// thread calls epi(r, y0, y1) with the row's dot products (y1: the second
+/// matrix, GateUp). With at least kWarps rows in a stage a warp takes whole
+/// rows; with fewer, kWarps / n warps share a row (fixed-order combine).
+template <class Epi>
+__device__ __forceinline__ void ring_matvec(const DevProgram& P, const Tile& T, const uint16_t* act, RingView& R,
+                                            Epi&& epi) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  int parity = 0;
+  for (int r0 = 0; r0 < T.rows; r0 += T.cap) {
+    const int n = min(T.cap, T.rows - r0);
+    const int slot = int(R.seq % uint32_t(R.n_stages));
+    const char* stage = R.ring + size_t(slot) * R.stage_bytes;
+    if (!ring_wait(P, R, slot)) return;  // aborting: the kernel leaves after this task
+    if (n >= kWarps) {
+      for (int j = warp; j < n; j += kWarps) {
+        float y0 = dev::warp_sum(smem_dot(stage + size_t(j) * T.seg, DType(T.dt), T.seg, act, lane, 32));
+        float y1 = 0;
+        if (T.nmat == 2) y1 = dev::warp_sum(smem_dot(stage + size_t(n + j) * T.seg, DType(T.dt), T.seg, act, lane, 32));
+        if (lane == 0) epi(r0 + j, y0, y1);
+      }
+      __syncwarp();
+      if (lane == 0) dev::mbar_arrive(&R.empty[slot]);
+    } else {
+      const int wpr = kWarps / n, row = warp / wpr, part = warp % wpr;
+      float* red = R.red + parity * 2 * kWarps;
+      if (row < n) {
+        const float y0 = dev::warp_sum(smem_dot(stage + size_t(row) * T.seg, DType(T.dt), T.seg, act, part * 32 + lane, 32 * wpr));
+        float y1 = 0;
+        if (T.nmat == 2)
+          y1 = dev::warp_sum(smem_dot(stage + size_t(n + row) * T.seg, DType(T.dt), T.seg, act, part * 32 + lane, 32 * wpr));
+        if (lane == 0) red[warp] = y0, red[kWarps + warp] = y1;
+      }
+      __syncwarp();
+      if (lane == 0) dev::mbar_arrive(&R.empty[slot]);
+      csync();
+      if (row < n && part == 0 && lane == 0) {
+        float y0 = 0, y1 = 0;
+        for (int k = 0; k < wpr; ++k) y0 += red[warp + k], y1 += red[kWarps + warp + k];
+        epi(r0 + row, y0, y1);
+      }
+      parity ^= 1;  // the next stage writes the other half: one barrier per stage suffices
+    }
+    ++R.seq;
+  }
 }
 
 /// q/k epilogue on one head y[hd] in shared memory (fp32): optional head
@@ -189,7 +422,7 @@ __device__ void head_epilogue(const DevProgram& P, int32_t norm_buf, int64_t pos
     ss = block_sum(ss, scratch);
     const float inv = 1.0f / sqrtf(ss / float(hd) + P.h.rms_eps);
     for (int64_t i = threadIdx.x; i < hd; i += kThreads) y[i] = y[i] * inv * load_f32(P, norm_buf, i);
-    __syncthreads();
+    csync();
   }
   const float* inv_freq = bp<const float>(P, P.h.buf_rope);
   for (int64_t i = threadIdx.x; i < half; i += kThreads) {
@@ -199,7 +432,7 @@ __device__ void head_epilogue(const DevProgram& P, int32_t norm_buf, int64_t pos
     y[i] = a * cs - b * sn;
     y[i + half] = b * cs + a * sn;
   }
-  __syncthreads();
+  csync();
 }
 
 /// Cache slot of (sequence b, kv head, pos); nullptr (and a device error) on a bad page.
@@ -218,20 +451,30 @@ __device__ uint16_t* kv_slot(const DevProgram& P, int32_t cache, int b, int head
 // `smem` is the dynamic shared memory: at least max(hidden, intermediate,
 // n_heads*head_dim, qkv width) + kWarps*(kMaxHeadDim+2) + 64 floats.
 
-__device__ void qkv_proj(const DevProgram& P, const TaskDesc& t, float* smem, float* scratch) {
+__device__ void qkv_proj(const DevProgram& P, const TaskDesc& t, float* smem, float* scratch, RingView& R) {
   const ProgramHeader& h = P.h;
   const int64_t H = h.hidden, width = qkv_w(h), off = t.arg[1];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const DType wdt = DType(P.dtype[t.buf[2]]);
+  uint16_t* act = reinterpret_cast<uint16_t*>(smem);
+  const Tile T = task_tile(P, t, R);
   for (int b = t.b0; b < t.b1; ++b) {
-    rms_norm_bf16(P, bp<const float>(P, t.buf[0]) + b * H, t.buf[1], H, smem, scratch);
+    rms_norm_act(P, bp<const float>(P, t.buf[0]) + b * H, t.buf[1], H, act, scratch);
     uint16_t* out = bp<uint16_t>(P, t.buf[4]) + b * width;
-    for (int64_t r = t.row0 + warp; r < t.row1; r += kWarps) {
-      float y = warp_dot(P.ptr[t.buf[2]], wdt, r - off, H, 0, H, smem);
-      if (t.buf[3] >= 0) y += load_f32(P, t.buf[3], r - off);
-      if (lane == 0) out[r] = f32_to_bf16(y);
+    if (T.cap > 0) {
+      ring_matvec(P, T, act, R, [&](int i, float y, float) {
+        const int64_t r = t.row0 + i;
+        if (t.buf[3] >= 0) y += load_f32(P, t.buf[3], r - off);
+        out[r] = f32_to_bf16(y);
+      });
+    } else {
+      for (int64_t r = t.row0 + warp; r < t.row1; r += kWarps) {
+        float y = warp_dot(P.ptr[t.buf[2]], wdt, r - off, H, 0, H, act);
+        if (t.buf[3] >= 0) y += load_f32(P, t.buf[3], r - off);
+        if (lane == 0) out[r] = f32_to_bf16(y);
+      }
     }
-    __syncthreads();
+    csync();
   }
 }
 
@@ -244,7 +487,7 @@ __device__ void kv_append(const DevProgram& P, const TaskDesc& t, int32_t task, 
   const uint16_t* k = raw + qkv_begin(h, 1) + kvh * hd;
   const uint16_t* v = raw + qkv_begin(h, 2) + kvh * hd;
   for (int64_t i = threadIdx.x; i < hd; i += kThreads) smem[i] = bf16_to_f32(k[i]);
-  __syncthreads();
+  csync();
   head_epilogue(P, t.buf[1], pos, smem, scratch);
   uint16_t* kd = kv_slot(P, t.buf[2], b, kvh, pos, task);
   uint16_t* vd = kv_slot(P, t.buf[3], b, kvh, pos, task);
@@ -255,23 +498,285 @@ __device__ void kv_append(const DevProgram& P, const TaskDesc& t, int32_t task, 
   }
 }
 
-__device__ void gate_up(const DevProgram& P, const TaskDesc& t, float* smem, float* scratch) {
+__device__ void gate_up(const DevProgram& P, const TaskDesc& t, float* smem, float* scratch, RingView& R) {
   const ProgramHeader& h = P.h;
   const int64_t H = h.hidden, I = h.intermediate;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const DType gdt = DType(P.dtype[t.buf[2]]), udt = DType(P.dtype[t.buf[3]]);
+  uint16_t* act = reinterpret_cast<uint16_t*>(smem);
+  const Tile T = task_tile(P, t, R);
   for (int b = t.b0; b < t.b1; ++b) {
-    rms_norm_bf16(P, bp<const float>(P, t.buf[0]) + b * H, t.buf[1], H, smem, scratch);
+    rms_norm_act(P, bp<const float>(P, t.buf[0]) + b * H, t.buf[1], H, act, scratch);
     uint16_t* out = bp<uint16_t>(P, t.buf[6]) + b * I;
-    for (int64_t r = t.row0 + warp; r < t.row1; r += kWarps) {
-      float g = warp_dot(P.ptr[t.buf[2]], gdt, r, H, 0, H, smem);
-      float u = warp_dot(P.ptr[t.buf[3]], udt, r, H, 0, H, smem);
+    auto finish = [&](int64_t r, float g, float u) {
       if (t.buf[4] >= 0) g += load_f32(P, t.buf[4], r);
       if (t.buf[5] >= 0) u += load_f32(P, t.buf[5], r);
-      if (lane == 0) out[r] = f32_to_bf16(g / (1.0f + expf(-g)) * u);
+      out[r] = f32_to_bf16(g / (1.0f + expf(-g)) * u);
+    };
+    if (T.cap > 0) {
+      ring_matvec(P, T, act, R, [&](int i, float g, float u) { finish(t.row0 + i, g, u); });
+    } else {
+      for (int64_t r = t.row0 + warp; r < t.row1; r += kWarps) {
+        const float g = warp_dot(P.ptr[t.buf[2]], gdt, r, H, 0, H, act);
+        const float u = warp_dot(P.ptr[t.buf[3]], udt, r, H, 0, H, act);
+        if (lane == 0) finish(r, g, u);
+      }
     }
-    __syncthreads();
+    csync();
   }
+}
+
+// ---- attention ----------------------------------------------------------------
+
+
+/// KP contiguous bf16 of a K/V row (lane l holds elements [l*KP, (l+1)*KP)),
+/// through L2 (the cache is written by other SMs).
+template <int KP>
+__device__ __forceinline__ void load_row(const uint16_t* p, float (&x)[KP]) {
+  if constexpr (KP == 8) {
+    const uint4 v = __ldcg(reinterpret_cast<const uint4*>(p));
+    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) x[2 * i] = bits_f32(w[i] << 16), x[2 * i + 1] = bits_f32(w[i] & 0xffff0000u);
+  } else if constexpr (KP == 4) {
+    const uint2 v = __ldcg(reinterpret_cast<const uint2*>(p));
+    x[0] = bits_f32(v.x << 16), x[1] = bits_f32(v.x & 0xffff0000u);
+    x[2] = bits_f32(v.y << 16), x[3] = bits_f32(v.y & 0xffff0000u);
+  } else if constexpr (KP == 2) {
+    const uint32_t v = __ldcg(reinterpret_cast<const unsigned int*>(p));
+    x[0] = bits_f32(v << 16), x[1] = bits_f32(v & 0xffff0000u);
+  } else {
+    x[0] = bf16_to_f32(__ldcg(reinterpret_cast<const unsigned short*>(p)));
+  }
+}
+
+/// One position of an online softmax: score s, value row v (this lane's KP elements).
+template <int KP>
+__device__ __forceinline__ void online_softmax_step(float s, const float (&v)[KP], float& m, float& l,
+                                                    float (&o)[KP]) {
+  const float mn = fmaxf(m, s);
+  const float c = expf(m - mn), ex = expf(s - mn);
+  l = l * c + ex;
+#pragma unroll
+  for (int e = 0; e < KP; ++e) o[e] = o[e] * c + ex * v[e];
+  m = mn;
+}
+
+/// The chunk's unnormalised partial of g heads, [g][hd + 2] = (o, m, l), from
+/// the warps' online-softmax states wo[kWarps][g][hd + 2] (a warp that saw no
+/// position has l = 0 and is skipped).
+__device__ void merge_warp_partials(const float* wo, int g, int hd, float* part) {
+  for (int k = threadIdx.x; k < g * (hd + 2); k += kThreads) {
+    const int j = k / (hd + 2), i = k % (hd + 2);
+    float M = -INFINITY;
+    for (int w = 0; w < kWarps; ++w) M = fmaxf(M, wo[(w * g + j) * (hd + 2) + hd]);
+    float acc = 0, L = 0;
+    for (int w = 0; w < kWarps; ++w) {
+      const float* blk = wo + (w * g + j) * (hd + 2);
+      if (blk[hd + 1] == 0.0f) continue;
+      const float sc = expf(blk[hd] - M);
+      if (i < hd) acc += blk[i] * sc;
+      else L += blk[hd + 1] * sc;
+    }
+    part[k] = i < hd ? acc : i == hd ? M : L;
+  }
+}
+
+template <int KP>
+__device__ __forceinline__ void load_row_smem(const uint16_t* p, float (&x)[KP]) {
+#pragma unroll
+  for (int e = 0; e < KP; ++e) x[e] = bf16_to_f32(p[e]);
+}
+
+/// Where attn_partial_fast keeps its scratch in the work area: q [g][hd] and the
+/// warps' partials [kWarps][g][hd + 2] (fp32), then K/V rows of the positions it
+/// prefetched before its wait ([n][2][hd] bf16).
+struct AttnSmem {
+  int64_t p0, p1, pos;
+  int n_pf;           // positions [p0, p0 + n_pf) are in kv (all < pos: written in earlier steps)
+  uint16_t* kv;
+};
+
+/// Byte offset in the work area of the K/V prefetch (after q and the partials);
+/// the 16 bytes before it hold the position the prefetch saw.
+__device__ __forceinline__ int64_t attn_kv_offset(const ProgramHeader& h) {
+  const int64_t hd = h.head_dim, g = h.n_heads / h.n_kv_heads;
+  return ((g * hd + int64_t(kWarps) * g * (hd + 2)) * 4 + 15) / 16 * 16 + 16;
+}
+
+/// from_smem: take pos from what attn_prefetch stored (it ran before the wait,
+/// in the same step) instead of another L2 round trip.
+__device__ __forceinline__ AttnSmem attn_smem(const DevProgram& P, const TaskDesc& t, float* smem, bool from_smem) {
+  const ProgramHeader& h = P.h;
+  const int64_t hd = h.head_dim, C = t.arg[2];
+  AttnSmem a;
+  const int64_t kv_off = attn_kv_offset(h);
+  int64_t* stash = reinterpret_cast<int64_t*>(reinterpret_cast<char*>(smem) + kv_off - 16);
+  const int64_t len =
+      (from_smem ? *stash : int64_t(reinterpret_cast<const volatile SeqState*>(bp<const SeqState>(P, t.buf[4]))[t.b0].pos)) + 1;
+  a.pos = len - 1;
+  a.p0 = len * t.arg[1] / C;
+  a.p1 = len * (t.arg[1] + 1) / C;
+  a.kv = reinterpret_cast<uint16_t*>(reinterpret_cast<char*>(smem) + kv_off);
+  const int64_t room = (int64_t(P.work_bytes) - kv_off) / (4 * hd);
+  const int64_t want = min(a.p1, a.pos) - a.p0;
+  const int64_t n = want < room ? want : room;
+  a.n_pf = n > 0 ? int(n) : 0;
+  return a;
+}
+
+/// Before the attention task's wait (all compute threads): copies the K and V
+/// rows of its chunk's positions below pos, written in earlier steps, into
+/// shared memory with cp.async, so their latency overlaps the wait.
+__device__ void attn_prefetch(const DevProgram& P, const TaskDesc& t, float* smem) {
+  const ProgramHeader& h = P.h;
+  if (P.work_bytes == 0 || t.b1 - t.b0 != 1 || h.head_dim % 32 != 0) return;
+  const AttnSmem a = attn_smem(P, t, smem, false);
+  if (threadIdx.x == 0) reinterpret_cast<int64_t*>(reinterpret_cast<char*>(smem) + attn_kv_offset(h) - 16)[0] = a.pos;
+  const int hd = h.head_dim, vecs = hd * 2 / 16, kvh = t.arg[0];
+  const int32_t* pt = bp<const int32_t>(P, h.buf_page_table) + int64_t(t.b0) * h.pages_per_seq;
+  const uint16_t* caches[2] = {bp<const uint16_t>(P, t.buf[1]), bp<const uint16_t>(P, t.buf[2])};
+  for (int idx = threadIdx.x; idx < a.n_pf * 2 * vecs; idx += kThreads) {
+    const int row = idx / (2 * vecs), which = (idx / vecs) & 1, v = idx % vecs;
+    const int64_t p = a.p0 + row;
+    const int64_t page = __ldg(pt + p / h.page_size);
+    if (page < 0 || page >= h.n_pages) continue;  // the task reports it
+    const uint16_t* src = caches[which] + ((page * h.n_kv_heads + kvh) * h.page_size + p % h.page_size) * hd + v * 8;
+    uint16_t* dst = a.kv + (int64_t(row) * 2 + which) * hd + v * 8;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dev::smem_addr(dst)), "l"(src) : "memory");
+  }
+  asm volatile("cp.async.commit_group;" ::: "memory");
+}
+
+/// attn_partial for head_dim = 32 * KP and at most kMaxGroup q heads per kv
+/// head. Warp j < g runs head j's q epilogue (norm by a warp reduction, RoPE
+/// pairs (i, i + hd/2) across lanes l and l ^ 16); then every warp takes
+/// positions p0 + warp, p0 + warp + kWarps, ... two at a time, reads each K and
+/// V row once for all g heads (q in registers) and keeps an online softmax per
+/// head; the warps' (o, m, l) are merged at the end. Same roundings as the
+/// generic version (q rounded to bf16 after its epilogue; fp32 softmax).
+template <int KP, int kMaxGroup>
+__device__ void attn_partial_fast(const DevProgram& P, const TaskDesc& t, int32_t task, float* smem) {
+  const ProgramHeader& h = P.h;
+  constexpr int hd = 32 * KP, half = hd / 2;
+  const int g = h.n_heads / h.n_kv_heads, C = t.arg[2];
+  const int b = t.b0, kvh = t.arg[0], chunk = t.arg[1];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  // The same positions attn_prefetch copied (it ran before the wait whenever there is a work area).
+  const AttnSmem A = attn_smem(P, t, smem, P.work_bytes > 0);
+  const int64_t p0 = A.p0, p1 = A.p1, pos = A.pos, pf_end = A.p0 + A.n_pf;
+  float* qs = smem;           // [g][hd]
+  float* wo = smem + g * hd;  // [kWarps][g][hd + 2]
+  asm volatile("cp.async.wait_all;" ::: "memory");  // this thread's prefetch copies (the barrier below: everyone's)
+  // ---- q epilogue, one warp per head ----
+  if (warp < g) {
+    const uint16_t* qh = bp<const uint16_t>(P, t.buf[0]) + int64_t(b) * qkv_w(h) + (int64_t(kvh) * g + warp) * hd;
+    float y[KP];
+    load_row<KP>(qh + lane * KP, y);
+    if (t.buf[6] >= 0) {
+      float ss = 0;
+#pragma unroll
+      for (int e = 0; e < KP; ++e) ss += y[e] * y[e];
+      ss = dev::warp_sum(ss);
+      const float inv = 1.0f / sqrtf(ss / float(hd) + h.rms_eps);
+#pragma unroll
+      for (int e = 0; e < KP; ++e) y[e] = y[e] * inv * load_f32(P, t.buf[6], lane * KP + e);
+    }
+    const float* inv_freq = bp<const float>(P, h.buf_rope);
+#pragma unroll
+    for (int e = 0; e < KP; ++e) {
+      const int i = lane * KP + e;
+      const float other = __shfl_xor_sync(0xffffffffu, y[e], 16);  // element i +- hd/2
+      const float ang = float(pos) * inv_freq[i < half ? i : i - half];
+      const float cs = cosf(ang), sn = sinf(ang);
+      const float r = i < half ? y[e] * cs - other * sn : y[e] * cs + other * sn;
+      qs[warp * hd + i] = round_bf16(r);
+    }
+  }
+  csync();
+  float q[kMaxGroup][KP], m[kMaxGroup], l[kMaxGroup], o[kMaxGroup][KP];
+#pragma unroll
+  for (int j = 0; j < kMaxGroup; ++j) {
+    m[j] = -INFINITY;
+    l[j] = 0;
+#pragma unroll
+    for (int e = 0; e < KP; ++e) {
+      q[j][e] = j < g ? qs[j * hd + lane * KP + e] : 0.0f;
+      o[j][e] = 0;
+    }
+  }
+  const int32_t* pt = bp<const int32_t>(P, h.buf_page_table) + int64_t(b) * h.pages_per_seq;
+  const uint16_t* kc = bp<const uint16_t>(P, t.buf[1]);
+  const uint16_t* vc = bp<const uint16_t>(P, t.buf[2]);
+  auto row_off = [&](int64_t p, bool* ok) -> int64_t {
+    const int64_t page = __ldcg(pt + p / h.page_size);
+    if (page < 0 || page >= h.n_pages) {
+      *ok = false;
+      if (lane == 0) dev_fail(P, kErrBadPage, task, int32_t(page));
+      return 0;
+    }
+    return ((page * h.n_kv_heads + kvh) * h.page_size + p % h.page_size) * hd + lane * KP;
+  };
+  bool ok = true;
+  for (int64_t pa = p0 + warp; pa < p1 && ok; pa += 2 * kWarps) {
+    const int64_t pb = pa + kWarps;
+    const bool two = pb < p1;
+    // page-table lookups only for rows not prefetched (an L2 round trip each)
+    const int64_t oa = pa < pf_end ? 0 : row_off(pa, &ok);
+    const int64_t ob = !two || pb < pf_end ? 0 : row_off(pb, &ok);
+    if (!ok) break;
+    float ka[KP], va[KP], kb[KP], vb[KP];
+    if (pa < pf_end) {
+      load_row_smem<KP>(A.kv + (pa - p0) * 2 * hd + lane * KP, ka);
+      load_row_smem<KP>(A.kv + ((pa - p0) * 2 + 1) * hd + lane * KP, va);
+    } else {
+      load_row<KP>(kc + oa, ka);
+      load_row<KP>(vc + oa, va);
+    }
+    if (two && pb < pf_end) {
+      load_row_smem<KP>(A.kv + (pb - p0) * 2 * hd + lane * KP, kb);
+      load_row_smem<KP>(A.kv + ((pb - p0) * 2 + 1) * hd + lane * KP, vb);
+    } else {
+      load_row<KP>(kc + ob, kb);
+      load_row<KP>(vc + ob, vb);
+    }
+    float da[kMaxGroup], db[kMaxGroup];
+#pragma unroll
+    for (int j = 0; j < kMaxGroup; ++j) {
+      da[j] = db[j] = 0;
+      if (j < g) {
+#pragma unroll
+        for (int e = 0; e < KP; ++e) da[j] = fmaf(q[j][e], ka[e], da[j]), db[j] = fmaf(q[j][e], kb[e], db[j]);
+      }
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1)
+#pragma unroll
+      for (int j = 0; j < kMaxGroup; ++j)
+        if (j < g) {
+          da[j] += __shfl_xor_sync(0xffffffffu, da[j], off);
+          db[j] += __shfl_xor_sync(0xffffffffu, db[j], off);
+        }
+#pragma unroll
+    for (int j = 0; j < kMaxGroup; ++j) {
+      if (j >= g) continue;
+      online_softmax_step<KP>(da[j] * h.attn_scale, va, m[j], l[j], o[j]);
+      if (two) online_softmax_step<KP>(db[j] * h.attn_scale, vb, m[j], l[j], o[j]);
+    }
+  }
+  // ---- merge the warps' partials into the chunk's ----
+#pragma unroll
+  for (int j = 0; j < kMaxGroup; ++j) {
+    if (j >= g) continue;
+    float* mine = wo + (warp * g + j) * (hd + 2);
+#pragma unroll
+    for (int e = 0; e < KP; ++e) mine[lane * KP + e] = o[j][e];
+    if (lane == 0) mine[hd] = m[j], mine[hd + 1] = l[j];
+  }
+  csync();
+  float* part = bp<float>(P, t.buf[3]) + ((int64_t(b) * h.n_kv_heads + kvh) * C + chunk) * g * (hd + 2);
+  merge_warp_partials(wo, g, hd, part);
+  csync();
 }
 
 /// Split-KV attention of one (sequence, kv head, chunk). Each warp runs an
@@ -292,10 +797,10 @@ __device__ void attn_partial(const DevProgram& P, const TaskDesc& t, int32_t tas
   for (int64_t j = 0; j < g; ++j) {
     const uint16_t* qh = bp<const uint16_t>(P, t.buf[0]) + int64_t(b) * qkv_w(h) + (kvh * g + j) * hd;
     for (int64_t i = threadIdx.x; i < hd; i += kThreads) q[i] = bf16_to_f32(qh[i]);
-    __syncthreads();
+    csync();
     head_epilogue(P, t.buf[6], pos, q, scratch);
     for (int64_t i = threadIdx.x; i < hd; i += kThreads) q[i] = round_bf16(q[i]);
-    __syncthreads();
+    csync();
     float m = -INFINITY, l = 0, o[kPer];
 #pragma unroll
     for (int e = 0; e < kPer; ++e) o[e] = 0;
@@ -327,22 +832,9 @@ __device__ void attn_partial(const DevProgram& P, const TaskDesc& t, int32_t tas
       if (i < hd) mine[i] = o[e];
     }
     if (lane == 0) mine[hd] = m, mine[hd + 1] = l;
-    __syncthreads();
-    float M = -INFINITY;
-    for (int w = 0; w < kWarps; ++w) M = fmaxf(M, wo[w * (hd + 2) + hd]);
-    float* dst = part + j * (hd + 2);
-    for (int64_t i = threadIdx.x; i < hd + 2; i += kThreads) {
-      float acc = 0, L = 0;
-      for (int w = 0; w < kWarps; ++w) {
-        const float* blk = wo + w * (hd + 2);
-        if (blk[hd + 1] == 0.0f) continue;  // this warp saw no position
-        const float sc = expf(blk[hd] - M);
-        if (i < hd) acc += blk[i] * sc;
-        else L += blk[hd + 1] * sc;
-      }
-      dst[i] = i < hd ? acc : i == hd ? M : L;
-    }
-    __syncthreads();
+    csync();
+    merge_warp_partials(wo, 1, int(hd), part + j * (hd + 2));
+    csync();
   }
 }
 
@@ -368,43 +860,59 @@ __device__ void attn_merge(const DevProgram& P, const TaskDesc& t) {
   }
 }
 
-__device__ void matvec_residual(const DevProgram& P, const TaskDesc& t, float* smem) {
+/// x[rows] += W[rows, k0:k1] . a[k0:k1] (+ bias). The add is an fp32 atomic
+/// (red.global.add) whether or not other tasks add to the same rows: with a
+/// single writer it is the same one rounding as x += y, and it needs no read.
+__device__ void matvec_residual(const DevProgram& P, const TaskDesc& t, float* smem, RingView& R) {
   const int64_t acols = P.cols[t.buf[0]], wcols = P.cols[t.buf[1]], xcols = P.cols[t.buf[3]];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const DType wdt = DType(P.dtype[t.buf[1]]);
-  const bool atomic = t.flags & compiler::kFlagAtomicAccumulate;
+  const int64_t K = t.k1 - t.k0;
+  uint16_t* act = reinterpret_cast<uint16_t*>(smem);
+  const Tile T = task_tile(P, t, R);
   for (int b = t.b0; b < t.b1; ++b) {
-    const uint16_t* ab = bp<const uint16_t>(P, t.buf[0]) + b * acols;
-    for (int64_t k = t.k0 + threadIdx.x; k < t.k1; k += kThreads) smem[k] = bf16_to_f32(ab[k]);
-    __syncthreads();
+    copy_act(bp<const uint16_t>(P, t.buf[0]) + b * acols + t.k0, K, act);
     float* xb = bp<float>(P, t.buf[3]) + b * xcols;
-    for (int64_t r = t.row0 + warp; r < t.row1; r += kWarps) {
-      float acc = warp_dot(P.ptr[t.buf[1]], wdt, r, wcols, t.k0, t.k1, smem);
-      if (t.buf[2] >= 0) acc += load_f32(P, t.buf[2], r);
-      if (lane == 0) {
-        if (atomic) atomicAdd(&xb[r], acc);
-        else xb[r] += acc;
+    auto finish = [&](int64_t r, float y) {
+      if (t.buf[2] >= 0) y += load_f32(P, t.buf[2], r);
+      atomicAdd(&xb[r], y);
+    };
+    if (T.cap > 0) {
+      ring_matvec(P, T, act, R, [&](int i, float y, float) { finish(t.row0 + i, y); });
+    } else {
+      for (int64_t r = t.row0 + warp; r < t.row1; r += kWarps) {
+        const float y = warp_dot(P.ptr[t.buf[1]], wdt, r, wcols, t.k0, K, act);
+        if (lane == 0) finish(r, y);
       }
     }
-    __syncthreads();
+    csync();
   }
 }
 
-__device__ void lm_head(const DevProgram& P, const TaskDesc& t, float* smem, float* scratch) {
+__device__ void lm_head(const DevProgram& P, const TaskDesc& t, float* smem, float* scratch, RingView& R) {
   const ProgramHeader& h = P.h;
   const int64_t H = h.hidden, V = h.vocab, T = h.n_lm_tiles;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const DType wdt = DType(P.dtype[t.buf[2]]);
   int32_t* iscratch = reinterpret_cast<int32_t*>(scratch + 32);
+  uint16_t* act = reinterpret_cast<uint16_t*>(smem);
+  const Tile W = task_tile(P, t, R);
   for (int b = t.b0; b < t.b1; ++b) {
-    rms_norm_bf16(P, bp<const float>(P, t.buf[0]) + b * H, t.buf[1], H, smem, scratch);
+    rms_norm_act(P, bp<const float>(P, t.buf[0]) + b * H, t.buf[1], H, act, scratch);
     float* logits = bp<float>(P, t.buf[3]) + b * V;
     float best = -INFINITY;
     int32_t best_i = INT32_MAX;
-    for (int64_t r = t.row0 + warp; r < t.row1; r += kWarps) {
-      const float y = warp_dot(P.ptr[t.buf[2]], wdt, r, H, 0, H, smem);
-      if (lane == 0) logits[r] = y;
+    auto finish = [&](int64_t r, float y) {
+      logits[r] = y;
       if (better(y, int32_t(r), best, best_i)) best = y, best_i = int32_t(r);
+    };
+    if (W.cap > 0) {
+      ring_matvec(P, W, act, R, [&](int i, float y, float) { finish(t.row0 + i, y); });
+    } else {
+      for (int64_t r = t.row0 + warp; r < t.row1; r += kWarps) {
+        const float y = warp_dot(P.ptr[t.buf[2]], wdt, r, H, 0, H, act);
+        if (lane == 0) finish(r, y);
+      }
     }
     block_argmax(best, best_i, scratch, iscratch);
     if (threadIdx.x == 0) {
@@ -413,7 +921,7 @@ __device__ void lm_head(const DevProgram& P, const TaskDesc& t, float* smem, flo
       part[0] = best;
       part[1] = __int_as_float(best_i);
     }
-    __syncthreads();
+    csync();
   }
 }
 
@@ -455,7 +963,7 @@ __device__ int32_t sample_token(float* logits, int64_t V, const int32_t* history
         logits[id] = l > 0 ? l / s.repetition_penalty : l * s.repetition_penalty;
       }
     }
-    __syncthreads();
+    csync();
   }
   if (s.temperature <= 0) return block_argmax_logits(logits, V, scratch);
   float mx = -INFINITY;
@@ -516,9 +1024,9 @@ __device__ int32_t sample_token(float* logits, int64_t V, const int32_t* history
         }
       s_pick = last;
     }
-    __syncthreads();
+    csync();
     p_last = s_pick;
-    __syncthreads();
+    csync();
   }
   const double cut = s.min_p > 0.0f ? log(double(s.min_p)) : -INFINITY;
   auto alive = [&](int64_t i) {
@@ -538,11 +1046,11 @@ __device__ int32_t sample_token(float* logits, int64_t V, const int32_t* history
     if (alive(i)) mine += double(float(exp(double(logits[i]) - mx))), last_alive = int32_t(i);
   range_sum[threadIdx.x] = mine;
   if (threadIdx.x == 0) s_pick = -1;
-  __syncthreads();
+  csync();
   if (last_alive >= 0) atomicMax(&s_pick, last_alive);  // idx.back() if the walk never stops
-  __syncthreads();
+  csync();
   const int32_t fallback = s_pick;
-  __syncthreads();
+  csync();
   if (threadIdx.x == 0) {
     double total = 0;
     for (int k = 0; k < kThreads; ++k) total += range_sum[k];
@@ -567,9 +1075,9 @@ __device__ int32_t sample_token(float* logits, int64_t V, const int32_t* history
     }
     s_pick = pick;
   }
-  __syncthreads();
+  csync();
   const int32_t r = s_pick;
-  __syncthreads();
+  csync();
   return r;
 }
 
@@ -591,9 +1099,9 @@ __device__ void step(const DevProgram& P, const TaskDesc& t, int32_t task, float
   }
   const volatile Control& ctl = *bp<Control>(P, t.buf[7]);
   if (threadIdx.x == 0) s_go = ctl.stop_request;  // written by the host while the kernel runs
-  __syncthreads();
+  csync();
   const bool stop = s_go != 0;
-  __syncthreads();
+  csync();
   if (stop) {
     if (threadIdx.x == 0) {
       s.done = 1;
@@ -655,10 +1163,10 @@ __device__ void step(const DevProgram& P, const TaskDesc& t, int32_t task, float
       }
     }
   }
-  __syncthreads();
+  csync();
   const int32_t next = s_next;
   const bool go = s_go;
-  __syncthreads();
+  csync();
   if (!go) return;
   if (next < 0 || next >= V) {
     if (threadIdx.x == 0) dev_fail(P, kErrBadToken, task, next);
@@ -673,14 +1181,23 @@ __device__ void step(const DevProgram& P, const TaskDesc& t, int32_t task, float
 }
 
 /// Runs task `task` (its descriptor already in shared memory as `t`) on the whole CTA.
-__device__ void run_task(const DevProgram& P, const TaskDesc& t, int32_t task, float* smem, float* scratch) {
+__device__ void run_task(const DevProgram& P, const TaskDesc& t, int32_t task, float* smem, float* scratch,
+                         RingView& R) {
   switch (compiler::Opcode(t.opcode)) {
-    case compiler::Opcode::QkvProj: return qkv_proj(P, t, smem, scratch);
-    case compiler::Opcode::GateUp: return gate_up(P, t, smem, scratch);
-    case compiler::Opcode::AttnPartial: return attn_partial(P, t, task, smem, scratch);
+    case compiler::Opcode::QkvProj: return qkv_proj(P, t, smem, scratch, R);
+    case compiler::Opcode::GateUp: return gate_up(P, t, smem, scratch, R);
+    case compiler::Opcode::AttnPartial: {
+      // Fast path: q of every head of the group in registers (up to 8 heads, 4 for head_dim 256).
+      const int g = P.h.n_heads / P.h.n_kv_heads, hd = P.h.head_dim;
+      if (g <= 8 && hd == 32) return attn_partial_fast<1, 8>(P, t, task, smem);
+      if (g <= 8 && hd == 64) return attn_partial_fast<2, 8>(P, t, task, smem);
+      if (g <= 8 && hd == 128) return attn_partial_fast<4, 8>(P, t, task, smem);
+      if (g <= 4 && hd == 256) return attn_partial_fast<8, 4>(P, t, task, smem);
+      return attn_partial(P, t, task, smem, scratch);
+    }
     case compiler::Opcode::AttnMerge: return attn_merge(P, t);
-    case compiler::Opcode::MatvecResidual: return matvec_residual(P, t, smem);
-    case compiler::Opcode::LmHead: return lm_head(P, t, smem, scratch);
+    case compiler::Opcode::MatvecResidual: return matvec_residual(P, t, smem, R);
+    case compiler::Opcode::LmHead: return lm_head(P, t, smem, scratch, R);
     case compiler::Opcode::Step: return step(P, t, task, scratch);
     case compiler::Opcode::KvAppend: return kv_append(P, t, task, smem, scratch);
   }

@@ -1,5 +1,5 @@
-// keel_cuda_bench: the CUDA executor's bench API from the command line, for
-// scripts/device_run.sh until `keel bench` is wired to it.
+// keel_cuda_bench: the CUDA bench API (ProgramExecutor) from the command line, for
+// scripts/device_run.sh (RESULT lines to parse; `keel bench` is the user-facing twin).
 //   keel_cuda_bench (--config FILE | --model DIR) [--name NAME] [--context 512]
 //                   [--steps 256] [--modes megakernel,per-op,graph] [--trace FILE]
 #include <cstdio>
