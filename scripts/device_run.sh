@@ -47,15 +47,17 @@ if has bench; then
 import json, sys, collections
 ev = json.load(open(sys.argv[1]))["traceEvents"]
 busy = collections.defaultdict(list); wait = collections.defaultdict(float); cnt = collections.Counter()
+prep = collections.defaultdict(float); stage = collections.defaultdict(float)
 last = {}
 for e in sorted(ev, key=lambda e: (e["tid"], e["ts"])):
     if e["name"] == "wait":
         last[e["tid"]] = e["dur"]; continue
     k = e["name"].split()[0]
     busy[k].append(e["dur"]); wait[k] += last.pop(e["tid"], 0.0); cnt[k] += 1
-print(f"trace {sys.argv[2]}: per task kind: n, mean busy us, mean wait us")
+    prep[k] += e["args"].get("prep_us", 0.0); stage[k] += e["args"].get("stage_us", 0.0)
+print(f"trace {sys.argv[2]}: per task kind: n, mean busy us, mean wait us, of busy: input prep, first-stage wait")
 for k in busy:
-    print(f"  {k:7s} {cnt[k]:6d} {sum(busy[k])/cnt[k]:8.2f} {wait[k]/cnt[k]:8.2f}")
+    print(f"  {k:12s} {cnt[k]:6d} {sum(busy[k])/cnt[k]:8.2f} {wait[k]/cnt[k]:8.2f} {prep[k]/cnt[k]:8.2f} {stage[k]/cnt[k]:8.2f}")
 PY
   done
   rm -f "$OUT"/trace-qwen3-1.7b.json "$OUT"/trace-stories260K.json "$OUT"/trace-qwen3-8b.json
@@ -89,6 +91,17 @@ if [[ " $what " == *" tune "* ]]; then
         sed "s/^/stage=$1KB copy=$2KB hint=$3 l2ahead=$4 stages<=$5 /"
     done
   done | tee "$OUT/tune.log"
+fi
+
+# Partition experiments (compile options read by the bench from the environment), megakernel only.
+if [[ " $what " == *" partition "* ]]; then
+  for v in "default:" "o_split_1:KEEL_O_SPLIT_K=1" "down_split_1:KEEL_DOWN_SPLIT_K=1" "down_split_8:KEEL_DOWN_SPLIT_K=8" \
+           "chunks_8:KEEL_ATTN_CHUNKS=8" "chunks_32:KEEL_ATTN_CHUNKS=32" ${KEEL_PART_VARIANTS:-}; do
+    for m in qwen3-8b:$D/shared/models/qwen3-tokenizer/Qwen3-8B/config.json llama3.2-1b:$D/configs/llama3.2-1b.json; do
+      env ${v#*:} timeout 120 "$D/keel_cuda_bench" --name "${m%%:*}" --config "${m#*:}" --steps 128 --modes megakernel \
+        2>&1 | grep RESULT | sed "s/^/${v%%:*} /"
+    done
+  done | tee "$OUT/partition.log"
 fi
 
 if [[ " $what " == *" ab "* ]]; then

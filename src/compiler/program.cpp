@@ -330,7 +330,7 @@ struct AccessSink {
     const BufferDesc& b = p.buffer(buf);
     KEEL_CHECK(BufferKind(b.kind) == BufferKind::Kv, "program: operand '", b.name_view(),
                "' is not a KV buffer");
-    uint64_t units = uint64_t(p.h.batch) * p.h.n_kv_heads;
+    uint64_t units = 2 * uint64_t(p.h.batch) * p.h.n_kv_heads;  // per (b, kv head): history, current position
     KEEL_CHECK(lo <= hi && hi <= units, "program: KV access [", lo, ",", hi, ") outside '",
                b.name_view(), "'");
     out.push_back({1u + uint32_t(buf), lo, hi, m, buf});
@@ -361,9 +361,10 @@ void task_accesses(const Program& p, const TaskDesc& t, std::vector<Access>& out
       s.rows(need(0), t.b0, t.b1, QKV, v0, v0 + hd, M::Read);
       s.rows(need(4), t.b0, t.b1, S, 0, S, M::Read);
       s.rows(need(5), t.b0, t.b1, h.pages_per_seq, 0, h.pages_per_seq, M::Read);
-      for (int b = t.b0; b < t.b1; ++b) {
-        s.kv(need(2), b * nkv + kvh, b * nkv + kvh + 1, M::Write);
-        s.kv(need(3), b * nkv + kvh, b * nkv + kvh + 1, M::Write);
+      for (int b = t.b0; b < t.b1; ++b) {  // the current position's slot only
+        const uint64_t u = 2 * (b * nkv + kvh) + 1;
+        s.kv(need(2), u, u + 1, M::Write);
+        s.kv(need(3), u, u + 1, M::Write);
       }
       break;
     }
@@ -376,9 +377,13 @@ void task_accesses(const Program& p, const TaskDesc& t, std::vector<Access>& out
       s.rows(need(0), t.b0, t.b1, QKV, kvh * g * hd, (kvh + 1) * g * hd, M::Read);
       s.rows(need(4), t.b0, t.b1, S, 0, S, M::Read);
       s.rows(need(5), t.b0, t.b1, h.pages_per_seq, 0, h.pages_per_seq, M::Read);
+      // attn_chunk_range: chunks < C-1 read only earlier positions (the history
+      // unit, written in earlier steps), the last chunk the current position.
+      const uint64_t lo = C <= 1 || c == C - 1 ? (C <= 1 ? 0 : 1) : 0, hi = C <= 1 || c == C - 1 ? 2 : 1;
       for (int b = t.b0; b < t.b1; ++b) {
-        s.kv(need(1), b * nkv + kvh, b * nkv + kvh + 1, M::Read);
-        s.kv(need(2), b * nkv + kvh, b * nkv + kvh + 1, M::Read);
+        const uint64_t u = 2 * (b * nkv + kvh);
+        s.kv(need(1), u + lo, u + hi, M::Read);
+        s.kv(need(2), u + lo, u + hi, M::Read);
       }
       uint64_t part = g * (hd + 2);  // one (b, kvh, chunk) block
       for (int b = t.b0; b < t.b1; ++b) {

@@ -49,7 +49,7 @@
 namespace keel::compiler {
 
 inline constexpr uint32_t kProgramMagic = 0x4C45454Bu;  // "KEEL" little-endian
-inline constexpr uint32_t kProgramVersion = 2;  // 2: raw qkv rows, KvAppend, q epilogue in AttnPartial
+inline constexpr uint32_t kProgramVersion = 3;  // 3: attention chunks split [0, pos), the last chunk is pos
 inline constexpr int kMaxOperands = 8;
 inline constexpr int kMaxArgs = 4;
 inline constexpr int kMaxEos = 8;
@@ -107,7 +107,7 @@ inline constexpr OpcodeInfo kOpcodeTable[kNumOpcodes] = {
    {"kv_head", "chunk", "n_chunks (C)", ""},
    "q epilogue for the g = nh/nkv q heads of kv_head (every chunk recomputes it): q = bf16(rope("
    "rmsnorm(raw q)*qw)) (norm only if qw given; RoPE at pos, inv_freq from the rope constant); then over "
-   "positions [len*chunk/C, len*(chunk+1)/C) with len = pos+1: o = sum softmax(q.k*scale) v "
+   "positions attn_chunk_range(pos, chunk, C) (chunks < C-1 split [0, pos), the last is pos): o = sum softmax(q.k*scale) v "
    "unnormalised; writes o[hd], m (max score), l (sum of exp) per head, m = -inf and l = 0 when the "
    "range is empty. Sequence b0 only."},
   {Opcode::AttnMerge, "attn_merge",
@@ -221,6 +221,24 @@ static_assert(sizeof(SeqState) == 64);
 inline constexpr int kSeqStateWords = 16;
 
 enum class StopReason : int32_t { None = 0, Eos = 1, MaxTokens = 2, Context = 3, Stopped = 4 };
+
+/// Positions [*p0, *p1) that AttnPartial chunk `chunk` of C attends to when the
+/// sequence is at position pos: chunks 0..C-2 split [0, pos) (K/V written in
+/// earlier steps, so they need not wait for this step's KvAppend), the last
+/// chunk is pos itself (written by this step's KvAppend); with C == 1 the one
+/// chunk is [0, pos]. A chunk may be empty.
+KEEL_HD void attn_chunk_range(int64_t pos, int64_t chunk, int64_t C, int64_t* p0, int64_t* p1) {
+  if (C <= 1) {
+    *p0 = 0;
+    *p1 = pos + 1;
+  } else if (chunk == C - 1) {
+    *p0 = pos;
+    *p1 = pos + 1;
+  } else {
+    *p0 = pos * chunk / (C - 1);
+    *p1 = pos * (chunk + 1) / (C - 1);
+  }
+}
 
 /// The sampling random number both executors draw: a uniform float in [0, 1)
 /// for sequence `seq` when it generates its `n`-th token (splitmix64 of the

@@ -291,8 +291,15 @@ TEST(Accesses, QkvKvAppendAndAttentionFootprints) {
       if (a.buffer == qkv0) (a.mode == AccessMode::Read ? qkv_reads : qkv_writes).insert({a.lo, a.hi});
       if (a.space != 0) {
         kv.insert({uint32_t(a.buffer), a.mode});
-        EXPECT_EQ(a.hi, a.lo + 1);  // one (sequence, kv head) unit
-        EXPECT_EQ(a.lo, uint64_t(t.b0 * 2 + t.arg[0]));
+        // Per (sequence, kv head) u = b * 2 + kvh, two units: 2u = earlier positions,
+        // 2u + 1 = this step's position. KvAppend writes 2u + 1; attention chunks
+        // before the last read 2u, the last chunk 2u + 1 (attn_chunk_range).
+        // With a single chunk it reads both.
+        const uint64_t u = uint64_t(t.b0 * 2 + t.arg[0]);
+        const bool append = Opcode(t.opcode) == Opcode::KvAppend;
+        const bool both = !append && t.arg[2] == 1, current = append || t.arg[1] == t.arg[2] - 1;
+        EXPECT_EQ(a.lo, 2 * u + (current && !both ? 1 : 0));
+        EXPECT_EQ(a.hi, a.lo + (both ? 2 : 1));
       }
     }
     const int32_t kc = p.find_buffer("k_cache.0"), vc = p.find_buffer("v_cache.0");

@@ -141,7 +141,8 @@ void attn_partial(const TaskContext& c, const TaskDesc& t) {
   const int64_t hd = h.head_dim, g = h.n_heads / h.n_kv_heads, C = t.arg[2];
   const int b = t.b0, kvh = t.arg[0], chunk = t.arg[1];
   const int64_t len = int64_t(c.as<SeqState>(t.buf[4])[b].pos) + 1;
-  const int64_t p0 = len * chunk / C, p1 = len * (chunk + 1) / C;
+  int64_t p0 = 0, p1 = 0;
+  compiler::attn_chunk_range(len - 1, chunk, C, &p0, &p1);
   float* part = c.as<float>(t.buf[3]) + ((int64_t(b) * h.n_kv_heads + kvh) * C + chunk) * g * (hd + 2);
   std::vector<float> q(static_cast<size_t>(hd)), o(static_cast<size_t>(hd)), s(size_t(std::max<int64_t>(p1 - p0, 1)));
   const int64_t pos = len - 1;

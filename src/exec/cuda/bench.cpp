@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 
 #include "compiler/compiler.h"
 #include "core/error.h"
@@ -32,6 +33,15 @@ compiler::CompileOptions compile_options(const model::ModelConfig& cfg, BenchOpt
   co.workers = gpus[size_t(opt.device)].sm_count;
   co.batch = opt.batch;
   co.max_context = int(opt.context + extra);
+  // Partition experiments (0 = the compiler's choice).
+  auto env = [](const char* name) {
+    const char* v = std::getenv(name);
+    return v && *v ? std::atoi(v) : 0;
+  };
+  co.o_split_k = env("KEEL_O_SPLIT_K");
+  co.down_split_k = env("KEEL_DOWN_SPLIT_K");
+  co.attn_chunks = env("KEEL_ATTN_CHUNKS");
+  tune_for_gpu(co);
   return co;
 }
 

@@ -17,6 +17,7 @@ CudaBackend::CudaBackend(const model::Model& m, const CudaBackendOptions& opt) {
   KEEL_CHECK(opt.device >= 0 && size_t(opt.device) < gpus.size(), "cuda backend: no CUDA device ", opt.device,
              " (", gpus.size(), " found)");
   co.workers = gpus[size_t(opt.device)].sm_count;  // one worker per SM
+  tune_for_gpu(co);
   ProgramExecutorOptions eo;
   eo.device = opt.device;
   eo.watchdog_s = opt.watchdog_s;

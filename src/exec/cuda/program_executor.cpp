@@ -133,6 +133,10 @@ struct ProgramExecutor::Impl {
   }
 };
 
+void tune_for_gpu(compiler::CompileOptions& o) {
+  if (o.o_split_k == 0) o.o_split_k = 1;
+}
+
 namespace {
 
 /// Opens the device and returns its SM count.
@@ -168,6 +172,7 @@ ProgramExecutor::ProgramExecutor(const compiler::Program& given, const model::Mo
     o.max_context = given.h.max_context;
     o.page_size = given.h.page_size;
     o.ring_len = given.h.ring_len;
+    tune_for_gpu(o);
     p_ = compiler::compile(m.config, o);
     recompiled_ = true;
   } else {
@@ -621,7 +626,8 @@ std::vector<double> ProgramExecutor::time_steps(LaunchMode mode, int start_pos, 
     P.step_ns_cap = I.step_ns_cap;
     const int cap = int(p.worker_tasks.size() / size_t(h.n_workers) + 8) * std::min(steps, 4);
     if (!trace_json.empty()) {
-      P.trace = static_cast<uint64_t*>(device_alloc(size_t(h.n_workers) * size_t(cap) * 32, I.owned));
+      P.trace = static_cast<uint64_t*>(
+          device_alloc(size_t(h.n_workers) * size_t(cap) * prog::kTraceWords * 8, I.owned));
       P.trace_cap = cap;
     }
     prog::launch_program(P, I.smem, I.stream);
@@ -631,10 +637,11 @@ std::vector<double> ProgramExecutor::time_steps(LaunchMode mode, int start_pos, 
     KEEL_CUDA_CHECK(cudaMemcpy(ns.data(), I.step_ns, size_t(steps) * 8, cudaMemcpyDeviceToHost));
     for (int s = 1; s < steps; ++s) ms.push_back(double(ns[size_t(s)] - ns[size_t(s - 1)]) * 1e-6);
     if (P.trace) {
-      std::vector<uint64_t> tr(size_t(h.n_workers) * size_t(cap) * 4);
+      constexpr size_t kW = prog::kTraceWords;
+      std::vector<uint64_t> tr(size_t(h.n_workers) * size_t(cap) * kW);
       KEEL_CUDA_CHECK(cudaMemcpy(tr.data(), P.trace, tr.size() * 8, cudaMemcpyDeviceToHost));
       uint64_t t_min = ~0ull;
-      for (size_t k = 0; k < tr.size(); k += 4)
+      for (size_t k = 0; k < tr.size(); k += kW)
         if (tr[k + 1]) t_min = std::min(t_min, tr[k + 1]);
       std::ofstream f(trace_json);
       KEEL_CHECK(f.good(), "cuda bench: cannot write ", trace_json);
@@ -642,19 +649,22 @@ std::vector<double> ProgramExecutor::time_steps(LaunchMode mode, int start_pos, 
       bool first = true;
       for (int w = 0; w < h.n_workers; ++w)
         for (int k = 0; k < cap; ++k) {
-          const uint64_t* e = &tr[(size_t(w) * size_t(cap) + size_t(k)) * 4];
-          if (!e[1] || !e[3]) continue;
+          const uint64_t* e = &tr[(size_t(w) * size_t(cap) + size_t(k)) * kW];
+          if (!e[1] || !e[5]) continue;
           const uint32_t pos = uint32_t(e[0] & 0xffffffffu), step = uint32_t(e[0] >> 32);
           const compiler::TaskDesc& t = p.tasks[p.worker_tasks[p.worker_offsets[size_t(w)] + pos]];
           const compiler::OpDesc& op = p.ops[t.op];
-          auto ev = [&](const std::string& name, uint64_t a, uint64_t z) {
+          auto us = [&](uint64_t a, uint64_t z) { return a && z >= a ? double(z - a) * 1e-3 : 0.0; };
+          auto ev = [&](const std::string& name, uint64_t a, uint64_t z, const std::string& extra) {
             f << (first ? "" : ",\n") << "{\"name\":\"" << name << "\",\"ph\":\"X\",\"pid\":0,\"tid\":" << w
               << ",\"ts\":" << double(a - t_min) * 1e-3 << ",\"dur\":" << double(z - a) * 1e-3
-              << ",\"args\":{\"step\":" << step << "}}";
+              << ",\"args\":{\"step\":" << step << extra << "}}";
             first = false;
           };
-          if (e[2] > e[1]) ev("wait", e[1], e[2]);
-          ev(op.layer >= 0 ? cat(op.name, " L", op.layer) : std::string(op.name), e[2], e[3]);
+          if (e[2] > e[1]) ev("wait", e[1], e[2], "");
+          // prep_us: wait end -> input vector ready; stage_us: -> first ring stage landed
+          const std::string extra = e[3] ? cat(",\"prep_us\":", us(e[2], e[3]), ",\"stage_us\":", us(e[3], e[4])) : "";
+          ev(op.layer >= 0 ? cat(op.name, " L", op.layer) : std::string(op.name), e[2], e[5], extra);
         }
       f << "\n]}\n";
     }

@@ -209,11 +209,14 @@ __device__ void compute(const DevProgram& P, SmemStatic& S, char* ring, float* w
       uint64_t t_start = 0, t_waited = 0;
       if (P.trace && tid == 0) t_start = dev::globaltimer_ns();
       // Work that does not depend on this step's producers, done before the wait:
-      // the attention task's K/V rows of earlier positions (fast path only).
+      // the attention task's K/V rows of earlier positions (fast path only), a
+      // norm-matvec task's norm weights.
       const int g = h.n_heads / h.n_kv_heads;
       if (t.opcode == uint16_t(compiler::Opcode::AttnPartial) &&
           ((g <= 8 && (h.head_dim == 32 || h.head_dim == 64 || h.head_dim == 128)) || (g <= 4 && h.head_dim == 256)))
         attn_prefetch(P, t, work);
+      else
+        norm_prefetch(P, t, work);  // norm-matvec tasks: their norm weights
       if (warp == 0) {
         // lanes 0..7 hold (counter, expected, offset, n_waits) of the first two waits
         const uint32_t c0 = __shfl_sync(0xffffffffu, wd, 0), e0 = __shfl_sync(0xffffffffu, wd, 1);
@@ -256,11 +259,14 @@ __device__ void compute(const DevProgram& P, SmemStatic& S, char* ring, float* w
             dev::red_release_add(P.counters + P.signals[t.signal_begin + k], 1);
         }
         if (P.trace && trace_n < P.trace_cap) {
-          uint64_t* e = P.trace + (size_t(blockIdx.x) * P.trace_cap + trace_n) * 4;
+          uint64_t* e = P.trace + (size_t(blockIdx.x) * P.trace_cap + trace_n) * kTraceWords;
           e[0] = uint64_t(i) | (uint64_t(step) << 32);
           e[1] = t_start;
           e[2] = t_waited;
-          e[3] = dev::globaltimer_ns();
+          e[3] = R.t_prep;
+          e[4] = R.t_first;
+          e[5] = dev::globaltimer_ns();
+          R.t_prep = R.t_first = 0;
           ++trace_n;
         }
       }

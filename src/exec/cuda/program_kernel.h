@@ -18,6 +18,7 @@ inline constexpr int kThreads = 256;          // compute threads per CTA (8 warp
 inline constexpr int kBlockThreads = kThreads + 32;  // + the loader warp (warp 8)
 inline constexpr int kMaxHeadDim = 256;       // attention keeps head_dim/32 floats per lane in registers
 inline constexpr int kMaxRingStages = 8;
+inline constexpr int kTraceWords = 6;
 
 /// Device-side errors (DevStatus::error); the host turns them into keel::Error.
 enum DevError : int32_t {
@@ -100,7 +101,10 @@ struct DevProgram {
   // Optional timing (bench, --trace).
   uint64_t* step_ns = nullptr;       // [max steps]: CTA 0's globaltimer when step s passes its gate
   int32_t step_ns_cap = 0;
-  uint64_t* trace = nullptr;         // [n_workers][trace_cap][4]: (list_pos | step << 32, start, waited, end)
+  // [n_workers][trace_cap][kTraceWords]: (list_pos | step << 32, start, waited, prep, first, end):
+  // prep = the task's input vector is ready, first = its first ring stage has landed
+  // (0 for tasks without a ring tile).
+  uint64_t* trace = nullptr;
   int32_t trace_cap = 0;
 };
 

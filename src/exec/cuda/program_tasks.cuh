@@ -184,12 +184,46 @@ __device__ float warp_dot(const uint8_t* w, DType dt, int64_t row, int64_t cols,
   return dev::warp_sum(acc);
 }
 
+/// Where a norm-matvec task (QkvProj, GateUp, LmHead) finds its norm weights
+/// in the work area, after the longest bf16 input vector; null when they do not
+/// fit or cannot be bulk-copied (then they are read from global memory).
+__device__ __forceinline__ const uint8_t* norm_smem(const DevProgram& P, const TaskDesc& t, float* smem) {
+  const compiler::Opcode op = compiler::Opcode(t.opcode);
+  if (P.work_bytes == 0 ||
+      (op != compiler::Opcode::QkvProj && op != compiler::Opcode::GateUp && op != compiler::Opcode::LmHead))
+    return nullptr;
+  const ProgramHeader& h = P.h;
+  int64_t vec = h.hidden > h.intermediate ? h.hidden : h.intermediate;
+  if (int64_t(h.n_heads) * h.head_dim > vec) vec = int64_t(h.n_heads) * h.head_dim;
+  const int64_t off = (2 * (vec + 8) + 127) / 128 * 128;
+  const int64_t bytes = int64_t(h.hidden) * dtype_size(buf_dtype(P, t.buf[1]));
+  if (off + bytes > int64_t(P.work_bytes) || bytes % 16 != 0 ||
+      (reinterpret_cast<uintptr_t>(bp<const uint8_t>(P, t.buf[1])) & 15) != 0)
+    return nullptr;
+  return reinterpret_cast<const uint8_t*>(smem) + off;
+}
+
+/// Before a norm-matvec task's wait (all compute threads): its norm weights
+/// (constants) into shared memory with cp.async; rms_norm_act waits for them.
+__device__ void norm_prefetch(const DevProgram& P, const TaskDesc& t, float* smem) {
+  const uint8_t* dst = norm_smem(P, t, smem);
+  if (!dst) return;
+  const uint8_t* src = bp<const uint8_t>(P, t.buf[1]);
+  const int64_t n16 = int64_t(P.h.hidden) * dtype_size(buf_dtype(P, t.buf[1])) / 16;
+  for (int64_t k = threadIdx.x; k < n16; k += kThreads)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dev::smem_addr(dst + k * 16)), "l"(src + k * 16)
+                 : "memory");
+  asm volatile("cp.async.commit_group;" ::: "memory");
+}
+
 /// act = bf16(x * rsqrt(mean(x^2) + eps) * w) into shared memory (bf16 bits).
 /// x is read once with every load in flight (it lives in L2, written by other SMs).
 __device__ void rms_norm_act(const DevProgram& P, const float* x, int32_t w_buf, int64_t n, uint16_t* act,
-                             float* scratch) {
+                             float* scratch, const uint8_t* w_smem = nullptr) {
   constexpr int kVec = 8;  // float4 per thread: n <= 8192 on the fast path
-  const uint8_t* wp = bp<const uint8_t>(P, w_buf);
+  // The weights: prefetched into shared memory before the wait (norm_prefetch), or global.
+  if (w_smem) asm volatile("cp.async.wait_all;" ::: "memory");  // block_sum's barrier publishes them
+  const uint8_t* wp = w_smem ? w_smem : bp<const uint8_t>(P, w_buf);
   const DType wdt = buf_dtype(P, w_buf);
   if (n % 4 == 0 && n <= int64_t(kVec) * 4 * kThreads && (reinterpret_cast<uintptr_t>(x) & 15) == 0) {
     float4 v[kVec];
@@ -294,6 +328,7 @@ struct RingView {
   uint32_t* abort;   // the kernel's abort flag
   uint64_t timeout_ns;
   const Tile* tile;  // the current task's tile (shared memory), or null: compute it
+  uint64_t t_prep = 0, t_first = 0;  // trace (thread 0): input ready, first stage landed
 };
 
 __device__ __forceinline__ Tile task_tile(const DevProgram& P, const TaskDesc& t, const RingView& R) {
@@ -378,7 +413,10 @@ __device__ __forceinline__ void ring_matvec(const DevProgram& P, const Tile& T, 
     const int n = min(T.cap, T.rows - r0);
     const int slot = int(R.seq % uint32_t(R.n_stages));
     const char* stage = R.ring + size_t(slot) * R.stage_bytes;
+    const bool timed = P.trace && threadIdx.x == 0 && r0 == 0;
+    if (timed) R.t_prep = dev::globaltimer_ns();
     if (!ring_wait(P, R, slot)) return;  // aborting: the kernel leaves after this task
+    if (timed) R.t_first = dev::globaltimer_ns();
     if (n >= kWarps) {
       for (int j = warp; j < n; j += kWarps) {
         float y0 = dev::warp_sum(smem_dot(stage + size_t(j) * T.seg, DType(T.dt), T.seg, act, lane, 32));
@@ -459,7 +497,7 @@ __device__ void qkv_proj(const DevProgram& P, const TaskDesc& t, float* smem, fl
   uint16_t* act = reinterpret_cast<uint16_t*>(smem);
   const Tile T = task_tile(P, t, R);
   for (int b = t.b0; b < t.b1; ++b) {
-    rms_norm_act(P, bp<const float>(P, t.buf[0]) + b * H, t.buf[1], H, act, scratch);
+    rms_norm_act(P, bp<const float>(P, t.buf[0]) + b * H, t.buf[1], H, act, scratch, norm_smem(P, t, smem));
     uint16_t* out = bp<uint16_t>(P, t.buf[4]) + b * width;
     if (T.cap > 0) {
       ring_matvec(P, T, act, R, [&](int i, float y, float) {
@@ -506,7 +544,7 @@ __device__ void gate_up(const DevProgram& P, const TaskDesc& t, float* smem, flo
   uint16_t* act = reinterpret_cast<uint16_t*>(smem);
   const Tile T = task_tile(P, t, R);
   for (int b = t.b0; b < t.b1; ++b) {
-    rms_norm_act(P, bp<const float>(P, t.buf[0]) + b * H, t.buf[1], H, act, scratch);
+    rms_norm_act(P, bp<const float>(P, t.buf[0]) + b * H, t.buf[1], H, act, scratch, norm_smem(P, t, smem));
     uint16_t* out = bp<uint16_t>(P, t.buf[6]) + b * I;
     auto finish = [&](int64_t r, float g, float u) {
       if (t.buf[4] >= 0) g += load_f32(P, t.buf[4], r);
@@ -615,8 +653,7 @@ __device__ __forceinline__ AttnSmem attn_smem(const DevProgram& P, const TaskDes
   const int64_t len =
       (from_smem ? *stash : int64_t(reinterpret_cast<const volatile SeqState*>(bp<const SeqState>(P, t.buf[4]))[t.b0].pos)) + 1;
   a.pos = len - 1;
-  a.p0 = len * t.arg[1] / C;
-  a.p1 = len * (t.arg[1] + 1) / C;
+  compiler::attn_chunk_range(a.pos, t.arg[1], C, &a.p0, &a.p1);
   a.kv = reinterpret_cast<uint16_t*>(reinterpret_cast<char*>(smem) + kv_off);
   const int64_t room = (int64_t(P.work_bytes) - kv_off) / (4 * hd);
   const int64_t want = min(a.p1, a.pos) - a.p0;
@@ -788,7 +825,8 @@ __device__ void attn_partial(const DevProgram& P, const TaskDesc& t, int32_t tas
   const int b = t.b0, kvh = t.arg[0], chunk = t.arg[1];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t len = int64_t(bp<const SeqState>(P, t.buf[4])[b].pos) + 1;
-  const int64_t p0 = len * chunk / C, p1 = len * (chunk + 1) / C;
+  int64_t p0 = 0, p1 = 0;
+  compiler::attn_chunk_range(len - 1, chunk, C, &p0, &p1);
   const int64_t pos = len - 1;
   float* part = bp<float>(P, t.buf[3]) + ((int64_t(b) * h.n_kv_heads + kvh) * C + chunk) * g * (hd + 2);
   float* q = smem;                    // [hd]
@@ -898,7 +936,7 @@ __device__ void lm_head(const DevProgram& P, const TaskDesc& t, float* smem, flo
   uint16_t* act = reinterpret_cast<uint16_t*>(smem);
   const Tile W = task_tile(P, t, R);
   for (int b = t.b0; b < t.b1; ++b) {
-    rms_norm_act(P, bp<const float>(P, t.buf[0]) + b * H, t.buf[1], H, act, scratch);
+    rms_norm_act(P, bp<const float>(P, t.buf[0]) + b * H, t.buf[1], H, act, scratch, norm_smem(P, t, smem));
     float* logits = bp<float>(P, t.buf[3]) + b * V;
     float best = -INFINITY;
     int32_t best_i = INT32_MAX;
