@@ -103,7 +103,7 @@ struct DevProgram {
   int32_t step_ns_cap = 0;
   // [n_workers][trace_cap][kTraceWords]: (list_pos | step << 32, start, waited, prep, first, end):
   // prep = the task's input vector is ready, first = its first ring stage has landed
-  // (0 for tasks without a ring tile).
+  // (attention: q epilogue done, positions done; 0 for other tasks without a ring tile).
   uint64_t* trace = nullptr;
   int32_t trace_cap = 0;
 };

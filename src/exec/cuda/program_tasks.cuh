@@ -693,7 +693,7 @@ __device__ void attn_prefetch(const DevProgram& P, const TaskDesc& t, float* sme
 /// head; the warps' (o, m, l) are merged at the end. Same roundings as the
 /// generic version (q rounded to bf16 after its epilogue; fp32 softmax).
 template <int KP, int kMaxGroup>
-__device__ void attn_partial_fast(const DevProgram& P, const TaskDesc& t, int32_t task, float* smem) {
+__device__ void attn_partial_fast(const DevProgram& P, const TaskDesc& t, int32_t task, float* smem, RingView& R) {
   const ProgramHeader& h = P.h;
   constexpr int hd = 32 * KP, half = hd / 2;
   const int g = h.n_heads / h.n_kv_heads, C = t.arg[2];
@@ -731,6 +731,7 @@ __device__ void attn_partial_fast(const DevProgram& P, const TaskDesc& t, int32_
     }
   }
   csync();
+  if (P.trace && threadIdx.x == 0) R.t_prep = dev::globaltimer_ns();  // trace: q epilogue done
   float q[kMaxGroup][KP], m[kMaxGroup], l[kMaxGroup], o[kMaxGroup][KP];
 #pragma unroll
   for (int j = 0; j < kMaxGroup; ++j) {
@@ -801,6 +802,7 @@ __device__ void attn_partial_fast(const DevProgram& P, const TaskDesc& t, int32_
       if (two) online_softmax_step<KP>(db[j] * h.attn_scale, vb, m[j], l[j], o[j]);
     }
   }
+  if (P.trace && threadIdx.x == 0) R.t_first = dev::globaltimer_ns();  // trace: positions done
   // ---- merge the warps' partials into the chunk's ----
 #pragma unroll
   for (int j = 0; j < kMaxGroup; ++j) {
@@ -1227,10 +1229,10 @@ __device__ void run_task(const DevProgram& P, const TaskDesc& t, int32_t task, f
     case compiler::Opcode::AttnPartial: {
       // Fast path: q of every head of the group in registers (up to 8 heads, 4 for head_dim 256).
       const int g = P.h.n_heads / P.h.n_kv_heads, hd = P.h.head_dim;
-      if (g <= 8 && hd == 32) return attn_partial_fast<1, 8>(P, t, task, smem);
-      if (g <= 8 && hd == 64) return attn_partial_fast<2, 8>(P, t, task, smem);
-      if (g <= 8 && hd == 128) return attn_partial_fast<4, 8>(P, t, task, smem);
-      if (g <= 4 && hd == 256) return attn_partial_fast<8, 4>(P, t, task, smem);
+      if (g <= 8 && hd == 32) return attn_partial_fast<1, 8>(P, t, task, smem, R);
+      if (g <= 8 && hd == 64) return attn_partial_fast<2, 8>(P, t, task, smem, R);
+      if (g <= 8 && hd == 128) return attn_partial_fast<4, 8>(P, t, task, smem, R);
+      if (g <= 4 && hd == 256) return attn_partial_fast<8, 4>(P, t, task, smem, R);
       return attn_partial(P, t, task, smem, scratch);
     }
     case compiler::Opcode::AttnMerge: return attn_merge(P, t);
