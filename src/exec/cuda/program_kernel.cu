@@ -363,7 +363,7 @@ size_t work_smem_bytes(const compiler::ProgramHeader& h) {
   // ... or the attention task's fp32 scratch
   const int64_t g = h.n_heads / std::max(h.n_kv_heads, 1);
   const int64_t attn = std::max<int64_t>(kMaxHeadDim + int64_t(kWarps) * (kMaxHeadDim + 2),
-                                         g * h.head_dim + int64_t(kWarps) * g * (h.head_dim + 2)) * 4;
+                                         g * h.head_dim + int64_t(kWarps) * g * (h.head_dim + 2)) * 4 + 64;
   return size_t((std::max(act, attn) + 127) / 128 * 128);
 }
 

@@ -626,20 +626,21 @@ __device__ __forceinline__ void load_row_smem(const uint16_t* p, float (&x)[KP])
   for (int e = 0; e < KP; ++e) x[e] = bf16_to_f32(p[e]);
 }
 
-/// Where attn_partial_fast keeps its scratch in the work area: q [g][hd] and the
-/// warps' partials [kWarps][g][hd + 2] (fp32), then K/V rows of the positions it
-/// prefetched before its wait ([n][2][hd] bf16).
+/// Where attn_partial_fast keeps its scratch in the work area: q [g][hd] (fp32),
+/// the position, then the K/V rows of the positions it prefetched before its wait
+/// ([n][2][hd] bf16), later overwritten by the warps' partials [kWarps][g][hd + 2].
 struct AttnSmem {
   int64_t p0, p1, pos;
   int n_pf;           // positions [p0, p0 + n_pf) are in kv (all < pos: written in earlier steps)
   uint16_t* kv;
 };
 
-/// Byte offset in the work area of the K/V prefetch (after q and the partials);
-/// the 16 bytes before it hold the position the prefetch saw.
+/// Byte offset in the work area of the K/V prefetch (after q); the 16 bytes
+/// before it hold the position the prefetch saw. The warps' partials reuse the
+/// K/V space once every warp is past its position loop.
 __device__ __forceinline__ int64_t attn_kv_offset(const ProgramHeader& h) {
   const int64_t hd = h.head_dim, g = h.n_heads / h.n_kv_heads;
-  return ((g * hd + int64_t(kWarps) * g * (hd + 2)) * 4 + 15) / 16 * 16 + 16;
+  return (g * hd * 4 + 15) / 16 * 16 + 16;
 }
 
 /// from_smem: take pos from what attn_prefetch stored (it ran before the wait,
@@ -702,10 +703,9 @@ __device__ void attn_partial_fast(const DevProgram& P, const TaskDesc& t, int32_
   // The same positions attn_prefetch copied (it ran before the wait whenever there is a work area).
   const AttnSmem A = attn_smem(P, t, smem, P.work_bytes > 0);
   const int64_t p0 = A.p0, p1 = A.p1, pos = A.pos, pf_end = A.p0 + A.n_pf;
-  float* qs = smem;           // [g][hd]
-  float* wo = smem + g * hd;  // [kWarps][g][hd + 2]
-  asm volatile("cp.async.wait_all;" ::: "memory");  // this thread's prefetch copies (the barrier below: everyone's)
-  // ---- q epilogue, one warp per head ----
+  float* qs = smem;                               // [g][hd]
+  float* wo = reinterpret_cast<float*>(A.kv);     // [kWarps][g][hd + 2], after the position loop
+  // ---- q epilogue, one warp per head (while the K/V prefetch may still land) ----
   if (warp < g) {
     const uint16_t* qh = bp<const uint16_t>(P, t.buf[0]) + int64_t(b) * qkv_w(h) + (int64_t(kvh) * g + warp) * hd;
     float y[KP];
@@ -730,6 +730,7 @@ __device__ void attn_partial_fast(const DevProgram& P, const TaskDesc& t, int32_
       qs[warp * hd + i] = round_bf16(r);
     }
   }
+  asm volatile("cp.async.wait_all;" ::: "memory");  // this thread's prefetch copies; the barrier: everyone's
   csync();
   if (P.trace && threadIdx.x == 0) R.t_prep = dev::globaltimer_ns();  // trace: q epilogue done
   float q[kMaxGroup][KP], m[kMaxGroup], l[kMaxGroup], o[kMaxGroup][KP];
@@ -771,7 +772,10 @@ __device__ void attn_partial_fast(const DevProgram& P, const TaskDesc& t, int32_
       load_row<KP>(kc + oa, ka);
       load_row<KP>(vc + oa, va);
     }
-    if (two && pb < pf_end) {
+    if (!two) {  // no second position: nothing to load (its results are not used)
+#pragma unroll
+      for (int e = 0; e < KP; ++e) kb[e] = ka[e], vb[e] = va[e];
+    } else if (pb < pf_end) {
       load_row_smem<KP>(A.kv + (pb - p0) * 2 * hd + lane * KP, kb);
       load_row_smem<KP>(A.kv + ((pb - p0) * 2 + 1) * hd + lane * KP, vb);
     } else {
@@ -803,6 +807,7 @@ __device__ void attn_partial_fast(const DevProgram& P, const TaskDesc& t, int32_
     }
   }
   if (P.trace && threadIdx.x == 0) R.t_first = dev::globaltimer_ns();  // trace: positions done
+  csync();  // every warp is done with the K/V rows: the partials take their place
   // ---- merge the warps' partials into the chunk's ----
 #pragma unroll
   for (int j = 0; j < kMaxGroup; ++j) {
