@@ -218,7 +218,7 @@ __device__ void norm_prefetch(const DevProgram& P, const TaskDesc& t, float* sme
 
 /// act = bf16(x * rsqrt(mean(x^2) + eps) * w) into shared memory (bf16 bits).
 /// x is read once with every load in flight (it lives in L2, written by other SMs).
-__device__ void rms_norm_act(const DevProgram& P, const float* x, int32_t w_buf, int64_t n, uint16_t* act,
+__device__ __noinline__ void rms_norm_act(const DevProgram& P, const float* x, int32_t w_buf, int64_t n, uint16_t* act,
                              float* scratch, const uint8_t* w_smem = nullptr) {
   constexpr int kVec = 8;  // float4 per thread: n <= 8192 on the fast path
   // The weights: prefetched into shared memory before the wait (norm_prefetch), or global.
