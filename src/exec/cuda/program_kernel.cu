@@ -90,7 +90,7 @@ __device__ __forceinline__ uint32_t tile_word(const DevProgram& P, uint32_t entr
   return lane < 8 ? __ldg(reinterpret_cast<const uint32_t*>(P.tiles + entry) + lane) : 0u;
 }
 
-__device__ void loader(const DevProgram& P, SmemStatic& S, char* ring, uint32_t begin, uint32_t i0, uint32_t i1,
+__device__ __forceinline__ void loader(const DevProgram& P, SmemStatic& S, char* ring, uint32_t begin, uint32_t i0, uint32_t i1,
                        bool persistent) {
   const int lane = threadIdx.x & 31;
   const uint64_t policy = dev::policy_evict_first();
@@ -124,14 +124,14 @@ __device__ void loader(const DevProgram& P, SmemStatic& S, char* ring, uint32_t 
         __syncwarp();
         if (T.stride == T.seg) {  // contiguous rows: one copy per matrix
           if (lane < T.nmat) {
-            const uint8_t* from = T.base[lane] + uint64_t(r0) * T.stride;
+            const uint8_t* from = (lane == 0 ? T.base[0] : T.base[1]) + uint64_t(r0) * T.stride;
             if (P.l2_hint) dev::bulk_g2s_stream(dst + size_t(lane) * bytes, from, bytes, &S.full[slot], policy);
             else dev::bulk_g2s(dst + size_t(lane) * bytes, from, bytes, &S.full[slot]);
           }
         } else {  // one copy per row segment, spread over the lanes
           for (int k = lane; k < n * T.nmat; k += 32) {
             const int m = k / n, j = k % n;
-            const uint8_t* from = T.base[m] + uint64_t(r0 + j) * T.stride;
+            const uint8_t* from = (m == 0 ? T.base[0] : T.base[1]) + uint64_t(r0 + j) * T.stride;
             char* to = dst + size_t(m) * bytes + size_t(j) * T.seg;
             if (P.l2_hint) dev::bulk_g2s_stream(to, from, T.seg, &S.full[slot], policy);
             else dev::bulk_g2s(to, from, T.seg, &S.full[slot]);
@@ -159,7 +159,7 @@ struct Prefetch {
   }
 };
 
-__device__ void compute(const DevProgram& P, SmemStatic& S, char* ring, float* work, const uint32_t* list,
+__device__ __forceinline__ void compute(const DevProgram& P, SmemStatic& S, char* ring, float* work, const uint32_t* list,
                         uint32_t begin, uint32_t i0, uint32_t i1, bool persistent) {
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const compiler::ProgramHeader& h = P.h;
@@ -278,7 +278,7 @@ __device__ void compute(const DevProgram& P, SmemStatic& S, char* ring, float* w
   }
 }
 
-__device__ void run_cta(const DevProgram& P, int op_filter) {
+__device__ __forceinline__ void run_cta(const DevProgram& P, int op_filter) {
   extern __shared__ __align__(128) unsigned char dyn_smem[];
   __shared__ SmemStatic S;
   char* ring = reinterpret_cast<char*>(dyn_smem);

@@ -152,7 +152,7 @@ __device__ void block_argmax(float& v, int32_t& i, float* fscratch, int32_t* isc
 /// One warp: fp32 dot of weight row `row` (stored dtype, `cols` per row) over
 /// columns [k0, k0 + n) with the bf16 shared-memory vector v[0 .. n). Every lane
 /// gets the sum. (The fallback for tasks that do not stream through the ring.)
-__device__ float warp_dot(const uint8_t* w, DType dt, int64_t row, int64_t cols, int64_t k0, int64_t n,
+__device__ __noinline__ float warp_dot(const uint8_t* w, DType dt, int64_t row, int64_t cols, int64_t k0, int64_t n,
                           const uint16_t* v) {
   const int lane = threadIdx.x & 31;
   float acc = 0;
@@ -216,46 +216,67 @@ __device__ void norm_prefetch(const DevProgram& P, const TaskDesc& t, float* sme
   asm volatile("cp.async.commit_group;" ::: "memory");
 }
 
+/// Element i of a weight vector stored as WD (known at compile time: one code path per dtype).
+template <DType WD>
+__device__ __forceinline__ float wload(const uint8_t* w, int64_t i) {
+  if constexpr (WD == DType::F32) return reinterpret_cast<const float*>(w)[i];
+  else if constexpr (WD == DType::BF16) return bf16_to_f32(reinterpret_cast<const uint16_t*>(w)[i]);
+  else return f16_to_f32(reinterpret_cast<const uint16_t*>(w)[i]);
+}
+
+inline constexpr int kNormVec = 8;  // float4 per thread on the fast path: n <= 8192
+
+/// The fast path's second half: act[q*4 .. q*4+4) = bf16(v * inv * w) for this thread's float4s.
+template <DType WD>
+__device__ __forceinline__ void norm_store(const float4 (&v)[kNormVec], float inv, const uint8_t* w, int64_t n,
+                                           uint16_t* act) {
+#pragma unroll
+  for (int i = 0; i < kNormVec; ++i) {
+    const int64_t q = threadIdx.x + int64_t(i) * kThreads;
+    if (q * 4 < n) {
+      const uint32_t o0 = f32_to_bf16(v[i].x * inv * wload<WD>(w, q * 4 + 0));
+      const uint32_t o1 = f32_to_bf16(v[i].y * inv * wload<WD>(w, q * 4 + 1));
+      const uint32_t o2 = f32_to_bf16(v[i].z * inv * wload<WD>(w, q * 4 + 2));
+      const uint32_t o3 = f32_to_bf16(v[i].w * inv * wload<WD>(w, q * 4 + 3));
+      reinterpret_cast<uint2*>(act)[q] = make_uint2(o0 | o1 << 16, o2 | o3 << 16);
+    }
+  }
+}
+
 /// act = bf16(x * rsqrt(mean(x^2) + eps) * w) into shared memory (bf16 bits).
 /// x is read once with every load in flight (it lives in L2, written by other SMs).
+/// Out of line and with one unrolled store loop per weight dtype: this runs
+/// before every norm-matvec, and its code must stay small (instruction cache).
 __device__ __noinline__ void rms_norm_act(const DevProgram& P, const float* x, int32_t w_buf, int64_t n, uint16_t* act,
-                             float* scratch, const uint8_t* w_smem = nullptr) {
-  constexpr int kVec = 8;  // float4 per thread: n <= 8192 on the fast path
+                                          float* scratch, const uint8_t* w_smem = nullptr) {
   // The weights: prefetched into shared memory before the wait (norm_prefetch), or global.
   if (w_smem) asm volatile("cp.async.wait_all;" ::: "memory");  // block_sum's barrier publishes them
   const uint8_t* wp = w_smem ? w_smem : bp<const uint8_t>(P, w_buf);
   const DType wdt = buf_dtype(P, w_buf);
-  if (n % 4 == 0 && n <= int64_t(kVec) * 4 * kThreads && (reinterpret_cast<uintptr_t>(x) & 15) == 0) {
-    float4 v[kVec];
+  if (n % 4 == 0 && n <= int64_t(kNormVec) * 4 * kThreads && (reinterpret_cast<uintptr_t>(x) & 15) == 0) {
+    float4 v[kNormVec];
     float ss = 0;
 #pragma unroll
-    for (int i = 0; i < kVec; ++i) {
+    for (int i = 0; i < kNormVec; ++i) {
       const int64_t q = threadIdx.x + int64_t(i) * kThreads;
       v[i] = q * 4 < n ? __ldcg(reinterpret_cast<const float4*>(x) + q) : make_float4(0, 0, 0, 0);
     }
 #pragma unroll
-    for (int i = 0; i < kVec; ++i) ss += v[i].x * v[i].x + v[i].y * v[i].y + v[i].z * v[i].z + v[i].w * v[i].w;
+    for (int i = 0; i < kNormVec; ++i) ss += v[i].x * v[i].x + v[i].y * v[i].y + v[i].z * v[i].z + v[i].w * v[i].w;
     ss = block_sum(ss, scratch);
     const float inv = 1.0f / sqrtf(ss / float(n) + P.h.rms_eps);
-#pragma unroll
-    for (int i = 0; i < kVec; ++i) {
-      const int64_t q = threadIdx.x + int64_t(i) * kThreads;
-      if (q * 4 < n) {
-        const float e[4] = {v[i].x, v[i].y, v[i].z, v[i].w};
-        uint16_t o[4];
-#pragma unroll
-        for (int j = 0; j < 4; ++j) o[j] = f32_to_bf16(e[j] * inv * load_as_f32(wp, wdt, size_t(q * 4 + j)));
-        reinterpret_cast<uint2*>(act)[q] = make_uint2(uint32_t(o[0]) | uint32_t(o[1]) << 16,
-                                                      uint32_t(o[2]) | uint32_t(o[3]) << 16);
-      }
-    }
+    if (wdt == DType::BF16) norm_store<DType::BF16>(v, inv, wp, n, act);
+    else if (wdt == DType::F32) norm_store<DType::F32>(v, inv, wp, n, act);
+    else norm_store<DType::F16>(v, inv, wp, n, act);
     csync();
     return;
   }
   float ss = 0;
+#pragma unroll 1
   for (int64_t i = threadIdx.x; i < n; i += kThreads) ss += __ldcg(x + i) * __ldcg(x + i);
   ss = block_sum(ss, scratch);
   const float inv = 1.0f / sqrtf(ss / float(n) + P.h.rms_eps);
+#pragma unroll 1
   for (int64_t i = threadIdx.x; i < n; i += kThreads)
     act[i] = f32_to_bf16(__ldcg(x + i) * inv * load_as_f32(wp, wdt, size_t(i)));
   csync();
@@ -359,15 +380,16 @@ __device__ __forceinline__ float2 bf16x2_f2(uint32_t v) {
 }
 __device__ __forceinline__ float2 f16x2_f2(uint32_t v) { return __half22float2(*reinterpret_cast<const __half2*>(&v)); }
 
-/// Partial dot of a row segment in shared memory with act, over 16-byte vectors
-/// v = v0, v0 + step, ... (eight independent FMA chains).
-__device__ __forceinline__ float smem_dot(const char* row, DType dt, uint32_t seg, const uint16_t* act, int v0,
-                                          int step) {
+/// Partial dot of a row segment (stored as DT) in shared memory with act, over
+/// 16-byte vectors v = v0, v0 + step, ... (eight independent FMA chains).
+template <DType DT>
+__device__ __forceinline__ float smem_dot(const char* row, uint32_t seg, const uint16_t* act, int v0, int step) {
   float c0 = 0, c1 = 0, c2 = 0, c3 = 0, c4 = 0, c5 = 0, c6 = 0, c7 = 0;
   const int nvec = int(seg / 16);
-  if (dt == DType::F32) {
+  if constexpr (DT == DType::F32) {
     const float4* wr = reinterpret_cast<const float4*>(row);
     const uint2* a = reinterpret_cast<const uint2*>(act);
+#pragma unroll 1
     for (int v = v0; v < nvec; v += step) {
       const float4 w = wr[v];
       const uint2 av = a[v];
@@ -380,7 +402,7 @@ __device__ __forceinline__ float smem_dot(const char* row, DType dt, uint32_t se
   } else {
     const uint4* wr = reinterpret_cast<const uint4*>(row);
     const uint4* a = reinterpret_cast<const uint4*>(act);
-    const bool bf = dt == DType::BF16;
+    constexpr bool bf = DT == DType::BF16;
 #pragma unroll 2
     for (int v = v0; v < nvec; v += step) {
       const uint4 wv = wr[v], av = a[v];
@@ -400,15 +422,60 @@ __device__ __forceinline__ float smem_dot(const char* row, DType dt, uint32_t se
   return ((c0 + c1) + (c2 + c3)) + ((c4 + c5) + (c6 + c7));
 }
 
-/// Streams the task's tile through the ring: for every row r of [0, T.rows) one
-/// thread calls epi(r, y0, y1) with the row's dot products (y1: the second
-/// matrix, GateUp). With at least kWarps rows in a stage a warp takes whole
-/// rows; with fewer, kWarps / n warps share a row (fixed-order combine).
-template <class Epi>
-__device__ __forceinline__ void ring_matvec(const DevProgram& P, const Tile& T, const uint16_t* act, RingView& R,
-                                            Epi&& epi) {
+/// What a matvec task (QkvProj, GateUp, MatvecResidual, LmHead) does with the
+/// dot products of each of its rows, and where its weights are when they do not
+/// come through the ring. One engine (matvec_rows) serves all four opcodes, so
+/// the hot loop exists once in the kernel's code (instruction cache).
+enum EpiKind : int32_t { kEpiQkv, kEpiGateUp, kEpiResidual, kEpiLogits };
+struct MatvecJob {
+  int32_t kind;
+  int32_t bias0 = -1, bias1 = -1;  // bias buffers (GateUp: gate, up), or -1
+  int64_t row0, row1;              // the task's output rows
+  int64_t shift = 0;               // weight and bias row = output row - shift (QkvProj's part offset)
+  void* out;                       // bf16 rows (QkvProj, GateUp) or fp32 (residual stream, logits)
+  // weights in global memory (the path for tiles that cannot be bulk-copied)
+  const uint8_t* w0 = nullptr;
+  const uint8_t* w1 = nullptr;
+  DType dt0 = DType::BF16, dt1 = DType::BF16;
+  int64_t cols = 0, k0 = 0, K = 0;
+  // LmHead: the best (value, row) this thread saw
+  float best = -INFINITY;
+  int32_t best_i = INT32_MAX;
+};
+
+__device__ __forceinline__ void apply_epi(const DevProgram& P, MatvecJob& J, int64_t r, float y0, float y1) {
+  switch (J.kind) {
+    case kEpiQkv:
+      if (J.bias0 >= 0) y0 += load_f32(P, J.bias0, r - J.shift);
+      static_cast<uint16_t*>(J.out)[r] = f32_to_bf16(y0);
+      break;
+    case kEpiGateUp:
+      if (J.bias0 >= 0) y0 += load_f32(P, J.bias0, r);
+      if (J.bias1 >= 0) y1 += load_f32(P, J.bias1, r);
+      static_cast<uint16_t*>(J.out)[r] = f32_to_bf16(y0 / (1.0f + expf(-y0)) * y1);
+      break;
+    case kEpiResidual:
+      // fp32 atomic (red.global.add) whether or not other tasks add to the same rows:
+      // with a single writer it is the same one rounding as x += y, and it needs no read.
+      if (J.bias0 >= 0) y0 += load_f32(P, J.bias0, r);
+      atomicAdd(static_cast<float*>(J.out) + r, y0);
+      break;
+    default:
+      static_cast<float*>(J.out)[r] = y0;
+      if (better(y0, int32_t(r), J.best, J.best_i)) J.best = y0, J.best_i = int32_t(r);
+  }
+}
+
+/// Streams the task's tile through the ring (weights stored as DT): every row r
+/// of [0, T.rows) gets its epilogue from one thread. With at least kWarps rows
+/// in a stage a warp takes whole rows; with fewer, kWarps / n warps share a row
+/// (fixed-order combine).
+template <DType DT>
+__device__ __forceinline__ void ring_rows(const DevProgram& P, const Tile& T, const uint16_t* act, RingView& R,
+                                          MatvecJob& J) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   int parity = 0;
+#pragma unroll 1
   for (int r0 = 0; r0 < T.rows; r0 += T.cap) {
     const int n = min(T.cap, T.rows - r0);
     const int slot = int(R.seq % uint32_t(R.n_stages));
@@ -417,37 +484,64 @@ __device__ __forceinline__ void ring_matvec(const DevProgram& P, const Tile& T, 
     if (timed) R.t_prep = dev::globaltimer_ns();
     if (!ring_wait(P, R, slot)) return;  // aborting: the kernel leaves after this task
     if (timed) R.t_first = dev::globaltimer_ns();
-    if (n >= kWarps) {
-      for (int j = warp; j < n; j += kWarps) {
-        float y0 = dev::warp_sum(smem_dot(stage + size_t(j) * T.seg, DType(T.dt), T.seg, act, lane, 32));
-        float y1 = 0;
-        if (T.nmat == 2) y1 = dev::warp_sum(smem_dot(stage + size_t(n + j) * T.seg, DType(T.dt), T.seg, act, lane, 32));
-        if (lane == 0) epi(r0 + j, y0, y1);
+    // wpr warps per row: 1 when the stage has at least kWarps rows (a warp walks
+    // rows j, j + kWarps, ...), else kWarps / n sharing each row's vectors.
+    const int wpr = n >= kWarps ? 1 : kWarps / n, part = warp % wpr;
+#pragma unroll 1
+    for (int j = warp / wpr; j < n; j += kWarps / wpr) {
+      const char* row = stage + size_t(j) * T.seg;
+      const float y0 = dev::warp_sum(smem_dot<DT>(row, T.seg, act, part * 32 + lane, 32 * wpr));
+      const float y1 =
+          T.nmat == 2 ? dev::warp_sum(smem_dot<DT>(row + size_t(n) * T.seg, T.seg, act, part * 32 + lane, 32 * wpr))
+                      : 0.0f;
+      if (lane == 0) {
+        if (wpr == 1) apply_epi(P, J, J.row0 + r0 + j, y0, y1);
+        else R.red[parity * 2 * kWarps + warp] = y0, R.red[parity * 2 * kWarps + kWarps + warp] = y1;
       }
-      __syncwarp();
-      if (lane == 0) dev::mbar_arrive(&R.empty[slot]);
-    } else {
-      const int wpr = kWarps / n, row = warp / wpr, part = warp % wpr;
-      float* red = R.red + parity * 2 * kWarps;
-      if (row < n) {
-        const float y0 = dev::warp_sum(smem_dot(stage + size_t(row) * T.seg, DType(T.dt), T.seg, act, part * 32 + lane, 32 * wpr));
-        float y1 = 0;
-        if (T.nmat == 2)
-          y1 = dev::warp_sum(smem_dot(stage + size_t(n + row) * T.seg, DType(T.dt), T.seg, act, part * 32 + lane, 32 * wpr));
-        if (lane == 0) red[warp] = y0, red[kWarps + warp] = y1;
-      }
-      __syncwarp();
-      if (lane == 0) dev::mbar_arrive(&R.empty[slot]);
+    }
+    __syncwarp();
+    if (lane == 0) dev::mbar_arrive(&R.empty[slot]);
+    if (wpr > 1) {
       csync();
-      if (row < n && part == 0 && lane == 0) {
+      const float* red = R.red + parity * 2 * kWarps;
+      if (warp / wpr < n && part == 0 && lane == 0) {
         float y0 = 0, y1 = 0;
         for (int k = 0; k < wpr; ++k) y0 += red[warp + k], y1 += red[kWarps + warp + k];
-        epi(r0 + row, y0, y1);
+        apply_epi(P, J, J.row0 + r0 + warp / wpr, y0, y1);
       }
       parity ^= 1;  // the next stage writes the other half: one barrier per stage suffices
     }
     ++R.seq;
   }
+}
+
+/// The matvec of rows [J.row0, J.row1) with the bf16 input act: through the
+/// ring when the task has a tile (T.cap > 0), else from global memory with
+/// warp_dot (same rounding). Ends with a barrier.
+__device__ void matvec_rows(const DevProgram& P, const Tile& T, const uint16_t* act, RingView& R,
+                                         MatvecJob& J) {
+  if (T.cap > 0) {
+    if (DType(T.dt) == DType::BF16) ring_rows<DType::BF16>(P, T, act, R, J);
+    else if (DType(T.dt) == DType::F32) ring_rows<DType::F32>(P, T, act, R, J);
+    else ring_rows<DType::F16>(P, T, act, R, J);
+  } else {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+#pragma unroll 1
+    for (int64_t r = J.row0 + warp; r < J.row1; r += kWarps) {
+      const float y0 = warp_dot(J.w0, J.dt0, r - J.shift, J.cols, J.k0, J.K, act);
+      const float y1 = J.w1 ? warp_dot(J.w1, J.dt1, r - J.shift, J.cols, J.k0, J.K, act) : 0.0f;
+      if (lane == 0) apply_epi(P, J, r, y0, y1);
+    }
+  }
+  csync();
+}
+
+/// (cos, sin) of the RoPE angle pos * inv_freq, rounded like the CPU twin's
+/// cosf / sinf (libm ulps apart). Out of line: the full-range sine and cosine
+/// carry a large slow path, and every inlined copy of it costs instruction cache.
+__device__ __noinline__ float2 rope_cs(int64_t pos, float inv_freq) {
+  const float ang = float(pos) * inv_freq;
+  return make_float2(cosf(ang), sinf(ang));
 }
 
 /// q/k epilogue on one head y[hd] in shared memory (fp32): optional head
@@ -463,9 +557,10 @@ __device__ void head_epilogue(const DevProgram& P, int32_t norm_buf, int64_t pos
     csync();
   }
   const float* inv_freq = bp<const float>(P, P.h.buf_rope);
+#pragma unroll 1
   for (int64_t i = threadIdx.x; i < half; i += kThreads) {
-    const float ang = float(pos) * inv_freq[i];
-    const float cs = cosf(ang), sn = sinf(ang);
+    const float2 r = rope_cs(pos, inv_freq[i]);
+    const float cs = r.x, sn = r.y;
     const float a = y[i], b = y[i + half];
     y[i] = a * cs - b * sn;
     y[i + half] = b * cs + a * sn;
@@ -491,28 +586,22 @@ __device__ uint16_t* kv_slot(const DevProgram& P, int32_t cache, int b, int head
 
 __device__ void qkv_proj(const DevProgram& P, const TaskDesc& t, float* smem, float* scratch, RingView& R) {
   const ProgramHeader& h = P.h;
-  const int64_t H = h.hidden, width = qkv_w(h), off = t.arg[1];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const DType wdt = DType(P.dtype[t.buf[2]]);
+  const int64_t H = h.hidden, width = qkv_w(h);
   uint16_t* act = reinterpret_cast<uint16_t*>(smem);
   const Tile T = task_tile(P, t, R);
+  MatvecJob J;
+  J.kind = kEpiQkv;
+  J.bias0 = t.buf[3];
+  J.row0 = t.row0;
+  J.row1 = t.row1;
+  J.shift = t.arg[1];
+  J.w0 = P.ptr[t.buf[2]];
+  J.dt0 = buf_dtype(P, t.buf[2]);
+  J.cols = J.K = H;
   for (int b = t.b0; b < t.b1; ++b) {
     rms_norm_act(P, bp<const float>(P, t.buf[0]) + b * H, t.buf[1], H, act, scratch, norm_smem(P, t, smem));
-    uint16_t* out = bp<uint16_t>(P, t.buf[4]) + b * width;
-    if (T.cap > 0) {
-      ring_matvec(P, T, act, R, [&](int i, float y, float) {
-        const int64_t r = t.row0 + i;
-        if (t.buf[3] >= 0) y += load_f32(P, t.buf[3], r - off);
-        out[r] = f32_to_bf16(y);
-      });
-    } else {
-      for (int64_t r = t.row0 + warp; r < t.row1; r += kWarps) {
-        float y = warp_dot(P.ptr[t.buf[2]], wdt, r - off, H, 0, H, act);
-        if (t.buf[3] >= 0) y += load_f32(P, t.buf[3], r - off);
-        if (lane == 0) out[r] = f32_to_bf16(y);
-      }
-    }
-    csync();
+    J.out = bp<uint16_t>(P, t.buf[4]) + b * width;
+    matvec_rows(P, T, act, R, J);
   }
 }
 
@@ -539,28 +628,23 @@ __device__ void kv_append(const DevProgram& P, const TaskDesc& t, int32_t task, 
 __device__ void gate_up(const DevProgram& P, const TaskDesc& t, float* smem, float* scratch, RingView& R) {
   const ProgramHeader& h = P.h;
   const int64_t H = h.hidden, I = h.intermediate;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const DType gdt = DType(P.dtype[t.buf[2]]), udt = DType(P.dtype[t.buf[3]]);
   uint16_t* act = reinterpret_cast<uint16_t*>(smem);
   const Tile T = task_tile(P, t, R);
+  MatvecJob J;
+  J.kind = kEpiGateUp;
+  J.bias0 = t.buf[4];
+  J.bias1 = t.buf[5];
+  J.row0 = t.row0;
+  J.row1 = t.row1;
+  J.w0 = P.ptr[t.buf[2]];
+  J.w1 = P.ptr[t.buf[3]];
+  J.dt0 = buf_dtype(P, t.buf[2]);
+  J.dt1 = buf_dtype(P, t.buf[3]);
+  J.cols = J.K = H;
   for (int b = t.b0; b < t.b1; ++b) {
     rms_norm_act(P, bp<const float>(P, t.buf[0]) + b * H, t.buf[1], H, act, scratch, norm_smem(P, t, smem));
-    uint16_t* out = bp<uint16_t>(P, t.buf[6]) + b * I;
-    auto finish = [&](int64_t r, float g, float u) {
-      if (t.buf[4] >= 0) g += load_f32(P, t.buf[4], r);
-      if (t.buf[5] >= 0) u += load_f32(P, t.buf[5], r);
-      out[r] = f32_to_bf16(g / (1.0f + expf(-g)) * u);
-    };
-    if (T.cap > 0) {
-      ring_matvec(P, T, act, R, [&](int i, float g, float u) { finish(t.row0 + i, g, u); });
-    } else {
-      for (int64_t r = t.row0 + warp; r < t.row1; r += kWarps) {
-        const float g = warp_dot(P.ptr[t.buf[2]], gdt, r, H, 0, H, act);
-        const float u = warp_dot(P.ptr[t.buf[3]], udt, r, H, 0, H, act);
-        if (lane == 0) finish(r, g, u);
-      }
-    }
-    csync();
+    J.out = bp<uint16_t>(P, t.buf[6]) + b * I;
+    matvec_rows(P, T, act, R, J);
   }
 }
 
@@ -673,13 +757,14 @@ __device__ void attn_prefetch(const DevProgram& P, const TaskDesc& t, float* sme
   if (threadIdx.x == 0) reinterpret_cast<int64_t*>(reinterpret_cast<char*>(smem) + attn_kv_offset(h) - 16)[0] = a.pos;
   const int hd = h.head_dim, vecs = hd * 2 / 16, kvh = t.arg[0];
   const int32_t* pt = bp<const int32_t>(P, h.buf_page_table) + int64_t(t.b0) * h.pages_per_seq;
-  const uint16_t* caches[2] = {bp<const uint16_t>(P, t.buf[1]), bp<const uint16_t>(P, t.buf[2])};
+  const uint16_t* kcache = bp<const uint16_t>(P, t.buf[1]);
+  const uint16_t* vcache = bp<const uint16_t>(P, t.buf[2]);
   for (int idx = threadIdx.x; idx < a.n_pf * 2 * vecs; idx += kThreads) {
     const int row = idx / (2 * vecs), which = (idx / vecs) & 1, v = idx % vecs;
     const int64_t p = a.p0 + row;
     const int64_t page = __ldg(pt + p / h.page_size);
     if (page < 0 || page >= h.n_pages) continue;  // the task reports it
-    const uint16_t* src = caches[which] + ((page * h.n_kv_heads + kvh) * h.page_size + p % h.page_size) * hd + v * 8;
+    const uint16_t* src = (which ? vcache : kcache) + ((page * h.n_kv_heads + kvh) * h.page_size + p % h.page_size) * hd + v * 8;
     uint16_t* dst = a.kv + (int64_t(row) * 2 + which) * hd + v * 8;
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dev::smem_addr(dst)), "l"(src) : "memory");
   }
@@ -724,8 +809,8 @@ __device__ void attn_partial_fast(const DevProgram& P, const TaskDesc& t, int32_
     for (int e = 0; e < KP; ++e) {
       const int i = lane * KP + e;
       const float other = __shfl_xor_sync(0xffffffffu, y[e], 16);  // element i +- hd/2
-      const float ang = float(pos) * inv_freq[i < half ? i : i - half];
-      const float cs = cosf(ang), sn = sinf(ang);
+      const float2 rc = rope_cs(pos, inv_freq[i < half ? i : i - half]);
+      const float cs = rc.x, sn = rc.y;
       const float r = i < half ? y[e] * cs - other * sn : y[e] * cs + other * sn;
       qs[warp * hd + i] = round_bf16(r);
     }
@@ -905,60 +990,49 @@ __device__ void attn_merge(const DevProgram& P, const TaskDesc& t) {
   }
 }
 
-/// x[rows] += W[rows, k0:k1] . a[k0:k1] (+ bias). The add is an fp32 atomic
-/// (red.global.add) whether or not other tasks add to the same rows: with a
-/// single writer it is the same one rounding as x += y, and it needs no read.
+/// x[rows] += W[rows, k0:k1] . a[k0:k1] (+ bias), the add an fp32 atomic (apply_epi).
 __device__ void matvec_residual(const DevProgram& P, const TaskDesc& t, float* smem, RingView& R) {
-  const int64_t acols = P.cols[t.buf[0]], wcols = P.cols[t.buf[1]], xcols = P.cols[t.buf[3]];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const DType wdt = DType(P.dtype[t.buf[1]]);
-  const int64_t K = t.k1 - t.k0;
+  const int64_t acols = P.cols[t.buf[0]], xcols = P.cols[t.buf[3]];
   uint16_t* act = reinterpret_cast<uint16_t*>(smem);
   const Tile T = task_tile(P, t, R);
+  MatvecJob J;
+  J.kind = kEpiResidual;
+  J.bias0 = t.buf[2];
+  J.row0 = t.row0;
+  J.row1 = t.row1;
+  J.w0 = P.ptr[t.buf[1]];
+  J.dt0 = buf_dtype(P, t.buf[1]);
+  J.cols = P.cols[t.buf[1]];
+  J.k0 = t.k0;
+  J.K = t.k1 - t.k0;
   for (int b = t.b0; b < t.b1; ++b) {
-    copy_act(bp<const uint16_t>(P, t.buf[0]) + b * acols + t.k0, K, act);
-    float* xb = bp<float>(P, t.buf[3]) + b * xcols;
-    auto finish = [&](int64_t r, float y) {
-      if (t.buf[2] >= 0) y += load_f32(P, t.buf[2], r);
-      atomicAdd(&xb[r], y);
-    };
-    if (T.cap > 0) {
-      ring_matvec(P, T, act, R, [&](int i, float y, float) { finish(t.row0 + i, y); });
-    } else {
-      for (int64_t r = t.row0 + warp; r < t.row1; r += kWarps) {
-        const float y = warp_dot(P.ptr[t.buf[1]], wdt, r, wcols, t.k0, K, act);
-        if (lane == 0) finish(r, y);
-      }
-    }
-    csync();
+    copy_act(bp<const uint16_t>(P, t.buf[0]) + b * acols + t.k0, J.K, act);
+    J.out = bp<float>(P, t.buf[3]) + b * xcols;
+    matvec_rows(P, T, act, R, J);
   }
 }
 
 __device__ void lm_head(const DevProgram& P, const TaskDesc& t, float* smem, float* scratch, RingView& R) {
   const ProgramHeader& h = P.h;
   const int64_t H = h.hidden, V = h.vocab, T = h.n_lm_tiles;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const DType wdt = DType(P.dtype[t.buf[2]]);
   int32_t* iscratch = reinterpret_cast<int32_t*>(scratch + 32);
   uint16_t* act = reinterpret_cast<uint16_t*>(smem);
   const Tile W = task_tile(P, t, R);
+  MatvecJob J;
+  J.kind = kEpiLogits;
+  J.row0 = t.row0;
+  J.row1 = t.row1;
+  J.w0 = P.ptr[t.buf[2]];
+  J.dt0 = buf_dtype(P, t.buf[2]);
+  J.cols = J.K = H;
   for (int b = t.b0; b < t.b1; ++b) {
     rms_norm_act(P, bp<const float>(P, t.buf[0]) + b * H, t.buf[1], H, act, scratch, norm_smem(P, t, smem));
-    float* logits = bp<float>(P, t.buf[3]) + b * V;
-    float best = -INFINITY;
-    int32_t best_i = INT32_MAX;
-    auto finish = [&](int64_t r, float y) {
-      logits[r] = y;
-      if (better(y, int32_t(r), best, best_i)) best = y, best_i = int32_t(r);
-    };
-    if (W.cap > 0) {
-      ring_matvec(P, W, act, R, [&](int i, float y, float) { finish(t.row0 + i, y); });
-    } else {
-      for (int64_t r = t.row0 + warp; r < t.row1; r += kWarps) {
-        const float y = warp_dot(P.ptr[t.buf[2]], wdt, r, H, 0, H, act);
-        if (lane == 0) finish(r, y);
-      }
-    }
+    J.out = bp<float>(P, t.buf[3]) + b * V;
+    J.best = -INFINITY;
+    J.best_i = INT32_MAX;
+    matvec_rows(P, W, act, R, J);
+    float best = J.best;
+    int32_t best_i = J.best_i;
     block_argmax(best, best_i, scratch, iscratch);
     if (threadIdx.x == 0) {
       if (best_i == INT32_MAX) best_i = t.row0;  // every logit NaN: the CPU keeps row0 and -inf
@@ -992,7 +1066,7 @@ __device__ int32_t block_argmax_logits(const float* logits, int64_t V, float* sc
 /// transforms). Modifies logits in place like the CPU. Returns the token.
 /// Top-k and top-p thresholds are found by a bitwise search over float keys
 /// (32 counting passes), the draw by a block prefix sum over id ranges.
-__device__ int32_t sample_token(float* logits, int64_t V, const int32_t* history, int64_t n_history,
+__device__ __noinline__ int32_t sample_token(float* logits, int64_t V, const int32_t* history, int64_t n_history,
                                 const SeqState& s, float u, float* scratch) {
   __shared__ double dscratch[kWarps];
   __shared__ uint32_t uscratch[kWarps];
@@ -1226,17 +1300,27 @@ __device__ void step(const DevProgram& P, const TaskDesc& t, int32_t task, float
 }
 
 /// Runs task `task` (its descriptor already in shared memory as `t`) on the whole CTA.
-__device__ void run_task(const DevProgram& P, const TaskDesc& t, int32_t task, float* smem, float* scratch,
+__device__ __forceinline__ void run_task(const DevProgram& P, const TaskDesc& t, int32_t task, float* smem, float* scratch,
                          RingView& R) {
   switch (compiler::Opcode(t.opcode)) {
     case compiler::Opcode::QkvProj: return qkv_proj(P, t, smem, scratch, R);
     case compiler::Opcode::GateUp: return gate_up(P, t, smem, scratch, R);
     case compiler::Opcode::AttnPartial: {
-      // Fast path: q of every head of the group in registers (up to 8 heads, 4 for head_dim 256).
+      // Fast path: q of every head of the group in registers (up to 8 heads, 4 for
+      // head_dim 256), instantiated for the group size rounded up to 2 / 4 / 8 so the
+      // loop a model runs is no longer than its group needs (instruction cache).
       const int g = P.h.n_heads / P.h.n_kv_heads, hd = P.h.head_dim;
+      if (hd == 64) {
+        if (g <= 2) return attn_partial_fast<2, 2>(P, t, task, smem, R);
+        if (g <= 4) return attn_partial_fast<2, 4>(P, t, task, smem, R);
+        if (g <= 8) return attn_partial_fast<2, 8>(P, t, task, smem, R);
+      }
+      if (hd == 128) {
+        if (g <= 2) return attn_partial_fast<4, 2>(P, t, task, smem, R);
+        if (g <= 4) return attn_partial_fast<4, 4>(P, t, task, smem, R);
+        if (g <= 8) return attn_partial_fast<4, 8>(P, t, task, smem, R);
+      }
       if (g <= 8 && hd == 32) return attn_partial_fast<1, 8>(P, t, task, smem, R);
-      if (g <= 8 && hd == 64) return attn_partial_fast<2, 8>(P, t, task, smem, R);
-      if (g <= 8 && hd == 128) return attn_partial_fast<4, 8>(P, t, task, smem, R);
       if (g <= 4 && hd == 256) return attn_partial_fast<8, 4>(P, t, task, smem, R);
       return attn_partial(P, t, task, smem, scratch);
     }
