@@ -47,7 +47,8 @@ if has bench; then
 import json, sys, collections
 ev = json.load(open(sys.argv[1]))["traceEvents"]
 busy = collections.defaultdict(list); wait = collections.defaultdict(float); cnt = collections.Counter()
-prep = collections.defaultdict(float); stage = collections.defaultdict(float)
+prep = collections.defaultdict(float); stage = collections.defaultdict(float); tail = collections.defaultdict(float)
+stream = collections.defaultdict(float); after = collections.defaultdict(float)
 last = {}
 for e in sorted(ev, key=lambda e: (e["tid"], e["ts"])):
     if e["name"] == "wait":
@@ -55,9 +56,11 @@ for e in sorted(ev, key=lambda e: (e["tid"], e["ts"])):
     k = e["name"].split()[0]
     busy[k].append(e["dur"]); wait[k] += last.pop(e["tid"], 0.0); cnt[k] += 1
     prep[k] += e["args"].get("prep_us", 0.0); stage[k] += e["args"].get("stage_us", 0.0)
-print(f"trace {sys.argv[2]}: per task kind: n, mean busy us, mean wait us, of busy: input prep, first-stage wait")
+    tail[k] += e["args"].get("tail_us", 0.0)
+    stream[k] += e["args"].get("stream_us", 0.0); after[k] += e["args"].get("after_us", 0.0)
+print(f"trace {sys.argv[2]}: per task kind: n, mean busy us, mean wait us, of busy: input prep, first-stage wait, first -> last stage landed, last stage -> done, tail (barrier + signals)")
 for k in busy:
-    print(f"  {k:12s} {cnt[k]:6d} {sum(busy[k])/cnt[k]:8.2f} {wait[k]/cnt[k]:8.2f} {prep[k]/cnt[k]:8.2f} {stage[k]/cnt[k]:8.2f}")
+    print(f"  {k:12s} {cnt[k]:6d} {sum(busy[k])/cnt[k]:8.2f} {wait[k]/cnt[k]:8.2f} {prep[k]/cnt[k]:8.2f} {stage[k]/cnt[k]:8.2f} {stream[k]/cnt[k]:8.2f} {after[k]/cnt[k]:8.2f} {tail[k]/cnt[k]:8.2f}")
 PY
   done
   rm -f "$OUT"/trace-qwen3-1.7b.json "$OUT"/trace-stories260K.json "$OUT"/trace-qwen3-8b.json
@@ -153,7 +156,8 @@ for e in ev:
     k = (e["args"]["step"], int(parts[1][1:]) if len(parts) > 1 else 999, op)
     s = st[k]; s[0] = min(s[0], e["ts"]); s[1] = max(s[1], e["ts"] + e["dur"]); s[2] += e["dur"]; s[3] += 1
     s[4] = min(s[4], e["ts"])
-order = {"qkv": 0, "attn": 1, "oproj": 2, "gateup": 3, "down": 4, "lmhead": 5, "step": 6}
+order = {"qkv": 0, "kv_append": 1, "attn_partial": 2, "attn_merge": 3, "o_proj": 4, "gate_up": 5, "down_proj": 6,
+         "lm_head": 7, "step": 8}
 keys = sorted(st, key=lambda k: (k[0], k[1], order[k[2]]))
 inc = collections.defaultdict(list); lat = collections.defaultdict(list); busy = collections.defaultdict(list)
 prev = None
@@ -170,9 +174,9 @@ for op in order:
         print(f"  {op:7s} {sum(inc[op])/n:7.2f} {sum(lat[op])/n:7.2f} {sum(busy[op])/n:7.2f}")
 # One attention -> O-proj hand-off in detail (second traced step, middle layer).
 s2 = sorted(set(k[0] for k in keys))[1]; lm = max(k[1] for k in keys if k[1] != 999) // 2
-a = sorted(e["ts"] + e["dur"] for e in ev if e["name"] == f"attn L{lm}" and e["args"]["step"] == s2)
-o = sorted(e["ts"] for e in ev if e["name"] == f"oproj L{lm}" and e["args"]["step"] == s2)
-print(f"  step {s2} layer {lm}: last attn ends (us before the last): {[round(a[-1] - x, 2) for x in a[-6:]]}")
+a = sorted(e["ts"] + e["dur"] for e in ev if e["name"] == f"attn_merge L{lm}" and e["args"]["step"] == s2)
+o = sorted(e["ts"] for e in ev if e["name"] == f"o_proj L{lm}" and e["args"]["step"] == s2)
+print(f"  step {s2} layer {lm}: last attn_merge ends (us before the last): {[round(a[-1] - x, 2) for x in a[-6:]]}")
 print(f"  first oproj starts after it: {[round(x - a[-1], 2) for x in o[:6]]}")
 PY
     done

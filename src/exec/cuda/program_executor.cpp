@@ -662,8 +662,12 @@ std::vector<double> ProgramExecutor::time_steps(LaunchMode mode, int start_pos, 
             first = false;
           };
           if (e[2] > e[1]) ev("wait", e[1], e[2], "");
-          // prep_us: wait end -> input vector ready; stage_us: -> first ring stage landed
-          const std::string extra = e[3] ? cat(",\"prep_us\":", us(e[2], e[3]), ",\"stage_us\":", us(e[3], e[4])) : "";
+          // prep_us: wait end -> input vector ready; stage_us: -> first ring stage landed;
+          // tail_us: the task's code returned -> barrier, signals and this record done
+          std::string extra = e[3] ? cat(",\"prep_us\":", us(e[2], e[3]), ",\"stage_us\":", us(e[3], e[4])) : "";
+          extra += cat(",\"tail_us\":", us(e[6], e[5]));
+          // stream_us: first -> last ring stage landed; after_us: last stage landed -> code returned
+          if (e[7]) extra += cat(",\"stream_us\":", us(e[4], e[7]), ",\"after_us\":", us(e[7], e[6]));
           ev(op.layer >= 0 ? cat(op.name, " L", op.layer) : std::string(op.name), e[2], e[5], extra);
         }
       f << "\n]}\n";

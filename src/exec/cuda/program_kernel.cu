@@ -13,6 +13,14 @@
 // (DESIGN invariant 6): while the compute warps wait for attention or for the
 // last SM of an operator, the coming tasks' weights are already landing.
 //
+// Warp 9 (signaller): adds 1 to each counter a finished task signals
+// (red.release.gpu) while the compute warps go on with the next task: a release
+// waits for the CTA's last writes to reach L2 (about a microsecond under a
+// saturated weight stream), which no longer sits between two tasks. The compute
+// warps hand over each finished task through two shared-memory slots and an
+// mbarrier per slot (arrive: release, wait: acquire, both CTA scope), so the
+// signaller's release is cumulative over every compute thread's writes of the task.
+//
 // Before step s > 0 the step gate waits for counter[step_counter] >=
 // step_expected * s and stops when every sequence is done or s ==
 // control.max_steps. A wait that sees no progress for the watchdog deadline, or
@@ -44,7 +52,43 @@ struct alignas(16) SmemStatic {
   int go;
   volatile int quit;
   volatile uint32_t issued;
+  // compute -> signaller: task of hand-over k in slot k & 1 (-1: leave), its
+  // mbarrier done[k & 1] (one arrival per compute warp); sig_done = hand-overs
+  // the signaller has finished (a slot is reused only after that).
+  uint64_t done[2];
+  volatile int32_t sig_task[2];
+  volatile uint32_t sig_done;
+  uint32_t sig_seq;  // compute: hand-overs published so far
 };
+
+/// Compute warps, every thread: hands `task` (or -1: the signaller leaves) to the
+/// signaller once this warp's writes are issued.
+__device__ __forceinline__ void hand_over(SmemStatic& S, int32_t task) {
+  const uint32_t k = S.sig_seq;  // same value in every compute thread (written before a barrier)
+  if (threadIdx.x == 0) {
+    while (k >= 2 && S.sig_done < k - 1) {  // the slot's previous hand-over is signalled
+    }
+    S.sig_task[k & 1] = task;
+  }
+  csync();  // the slot is written; every warp's task writes are issued
+  if ((threadIdx.x & 31) == 0) dev::mbar_arrive(&S.done[k & 1]);
+  if (threadIdx.x == 0) S.sig_seq = k + 1;
+}
+
+/// The signaller warp (lane 0 works): hand-over after hand-over, the finished
+/// task's signals.
+__device__ __forceinline__ void signaller(const DevProgram& P, SmemStatic& S) {
+  if (threadIdx.x % 32 != 0) return;
+  for (uint32_t k = 0;; ++k) {
+    dev::mbar_wait(&S.done[k & 1], (k >> 1) & 1);
+    const int32_t task = S.sig_task[k & 1];
+    if (task < 0) return;
+    const compiler::TaskDesc& t = P.tasks[task];
+    const uint32_t n = __ldg(&t.signal_count), b = __ldg(&t.signal_begin);
+    for (uint32_t j = 0; j < n; ++j) dev::red_release_add(P.counters + __ldg(P.signals + b + j), 1);
+    S.sig_done = k + 1;
+  }
+}
 
 __device__ void record(const DevProgram& P, int step, int list_pos, int task, int reason, uint32_t counter,
                        uint32_t target) {
@@ -247,16 +291,14 @@ __device__ __forceinline__ void compute(const DevProgram& P, SmemStatic& S, char
       csync();
       if (S.go != 1) return;
       run_task(P, t, int32_t(task), work, S.scratch, R);
-      csync();
+      uint64_t t_ran = 0;
+      if (P.trace && tid == 0) t_ran = dev::globaltimer_ns();
+      if (persistent && t.signal_count > 0) hand_over(S, int32_t(task));  // ends with a barrier
+      else csync();
       if (tid == 0) {
-        if (*reinterpret_cast<volatile uint32_t*>(P.abort) != 0) {
+        if (cta_stop() != 0) {
           record(P, step, int(i), int(task), P.status->task == int32_t(task) ? 4 : 3, 0, 0);
           S.go = -1;
-        } else if (persistent) {
-          // The barrier above ordered every compute thread's writes before this
-          // release (cumulative), so no separate fence is needed.
-          for (uint32_t k = 0; k < t.signal_count; ++k)
-            dev::red_release_add(P.counters + P.signals[t.signal_begin + k], 1);
         }
         if (P.trace && trace_n < P.trace_cap) {
           uint64_t* e = P.trace + (size_t(blockIdx.x) * P.trace_cap + trace_n) * kTraceWords;
@@ -266,7 +308,9 @@ __device__ __forceinline__ void compute(const DevProgram& P, SmemStatic& S, char
           e[3] = R.t_prep;
           e[4] = R.t_first;
           e[5] = dev::globaltimer_ns();
-          R.t_prep = R.t_first = 0;
+          e[6] = t_ran;
+          e[7] = R.t_last;
+          R.t_prep = R.t_first = R.t_last = 0;
           ++trace_n;
         }
       }
@@ -297,15 +341,24 @@ __device__ __forceinline__ void run_cta(const DevProgram& P, int op_filter) {
       dev::mbar_init(&S.empty[s], kWarps);
     }
     dev::fence_mbar_init();
+    dev::mbar_init(&S.done[0], kWarps);
+    dev::mbar_init(&S.done[1], kWarps);
+    dev::fence_mbar_init();
     S.quit = 0;
     S.issued = 0;
+    S.sig_done = 0;
+    S.sig_seq = 0;
+    cta_stop() = 0;
   }
   __syncthreads();
-  if (threadIdx.x >= kThreads) {
+  if (threadIdx.x >= kThreads + 32) {
+    if (op_filter < 0) signaller(P, S);
+  } else if (threadIdx.x >= kThreads) {
     if (P.n_stages > 0) loader(P, S, ring, begin, i0, i1, op_filter < 0);
   } else {
     compute(P, S, ring, work, list, begin, i0, i1, op_filter < 0);
     if (threadIdx.x == 0) S.quit = 1;
+    if (op_filter < 0) hand_over(S, -1);  // the signaller leaves after the last signals
   }
   __syncthreads();
   // Let every bulk copy that was issued land before the CTA's shared memory goes away.

@@ -15,10 +15,10 @@
 namespace keel::exec::cuda::prog {
 
 inline constexpr int kThreads = 256;          // compute threads per CTA (8 warps); every task runs on these
-inline constexpr int kBlockThreads = kThreads + 32;  // + the loader warp (warp 8)
+inline constexpr int kBlockThreads = kThreads + 64;  // + the loader warp (8) and the signaller warp (9)
 inline constexpr int kMaxHeadDim = 256;       // attention keeps head_dim/32 floats per lane in registers
 inline constexpr int kMaxRingStages = 8;
-inline constexpr int kTraceWords = 6;
+inline constexpr int kTraceWords = 8;
 
 /// Device-side errors (DevStatus::error); the host turns them into keel::Error.
 enum DevError : int32_t {
@@ -101,7 +101,7 @@ struct DevProgram {
   // Optional timing (bench, --trace).
   uint64_t* step_ns = nullptr;       // [max steps]: CTA 0's globaltimer when step s passes its gate
   int32_t step_ns_cap = 0;
-  // [n_workers][trace_cap][kTraceWords]: (list_pos | step << 32, start, waited, prep, first, end):
+  // [n_workers][trace_cap][kTraceWords]: (list_pos | step << 32, start, waited, prep, first, end, ran, last stage landed):
   // prep = the task's input vector is ready, first = its first ring stage has landed
   // (attention: q epilogue done, positions done; 0 for other tasks without a ring tile).
   uint64_t* trace = nullptr;

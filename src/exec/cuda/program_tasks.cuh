@@ -66,7 +66,18 @@ __device__ __forceinline__ float load_f32(const DevProgram& P, int32_t buf, int6
   return 0.0f;
 }
 
+/// Set when this CTA must stop after its current task: one of its threads raised
+/// a device error (dev_fail) or saw the abort flag while waiting for a ring stage.
+/// Read at every task end instead of the global abort flag (an L2 round trip per
+/// task on the critical path); other CTAs' errors reach this one through its
+/// counter waits, which poll the abort flag.
+__device__ __forceinline__ volatile uint32_t& cta_stop() {
+  __shared__ uint32_t flag;
+  return flag;
+}
+
 __device__ void dev_fail(const DevProgram& P, int32_t code, int32_t task, int32_t detail) {
+  cta_stop() = 1;
   if (atomicCAS(&P.status->error, 0, code) == 0) {
     P.status->task = task;
     P.status->detail = detail;
@@ -349,7 +360,7 @@ struct RingView {
   uint32_t* abort;   // the kernel's abort flag
   uint64_t timeout_ns;
   const Tile* tile;  // the current task's tile (shared memory), or null: compute it
-  uint64_t t_prep = 0, t_first = 0;  // trace (thread 0): input ready, first stage landed
+  uint64_t t_prep = 0, t_first = 0, t_last = 0;  // trace (thread 0): input ready, first / last stage landed
 };
 
 __device__ __forceinline__ Tile task_tile(const DevProgram& P, const TaskDesc& t, const RingView& R) {
@@ -366,7 +377,10 @@ __device__ __forceinline__ bool ring_wait(const DevProgram& P, RingView& R, int 
   for (int spin = 0;; ++spin) {
     if (dev::mbar_test_wait(&R.full[slot], parity)) return true;
     if ((spin & 1023) == 1023) {
-      if (*reinterpret_cast<volatile uint32_t*>(R.abort)) return false;
+      if (*reinterpret_cast<volatile uint32_t*>(R.abort)) {
+        cta_stop() = 1;
+        return false;
+      }
       if (dev::globaltimer_ns() - start > R.timeout_ns) {
         if ((threadIdx.x & 31) == 0) dev_fail(P, kErrTimeout, -1, -2 - slot);
         return false;
@@ -484,6 +498,7 @@ __device__ __forceinline__ void ring_rows(const DevProgram& P, const Tile& T, co
     if (timed) R.t_prep = dev::globaltimer_ns();
     if (!ring_wait(P, R, slot)) return;  // aborting: the kernel leaves after this task
     if (timed) R.t_first = dev::globaltimer_ns();
+    if (P.trace && threadIdx.x == 0 && r0 + T.cap >= T.rows) R.t_last = dev::globaltimer_ns();
     // wpr warps per row: 1 when the stage has at least kWarps rows (a warp walks
     // rows j, j + kWarps, ...), else kWarps / n sharing each row's vectors.
     const int wpr = n >= kWarps ? 1 : kWarps / n, part = warp % wpr;
