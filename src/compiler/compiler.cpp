@@ -48,7 +48,8 @@ Build begin_build(const graph::Graph& g, const CompileOptions& opt_in) {
   KEEL_CHECK(pages <= INT32_MAX && int64_t(o.max_context) * o.batch <= INT32_MAX, "compile: --context ",
              o.max_context, " x --batch ", o.batch, " is too large for one Program (at most 2^31 cached tokens)");
   KEEL_CHECK(o.row_align >= 1, "compile: row_align must be >= 1");
-  KEEL_CHECK(o.bandwidth_GBps > 0 && o.task_overhead_us >= 0, "compile: bad cost model parameters");
+  KEEL_CHECK(o.bandwidth_GBps > 0 && o.task_overhead_us >= 0 && o.attn_task_us >= 0 && o.kv_append_us >= 0,
+             "compile: bad cost model parameters");
   KEEL_CHECK(o.o_split_k >= 0 && o.down_split_k >= 0 && o.attn_chunks >= 0, "compile: negative split option");
   if (o.ring_len <= 0) o.ring_len = o.max_context;
   b.fused = fuse(g);

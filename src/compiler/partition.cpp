@@ -52,11 +52,15 @@ struct Partitioner {
     b.load_us[size_t(worker)] = avail(worker) + t.cost_us;
     op_finish = std::max(op_finish, b.load_us[size_t(worker)]);
   }
-  // The worker free first (coarse tasks: attention, merges, steps).
+  // The worker free first (coarse tasks: attention, merges, steps); among workers
+  // free at the operator's ready time, the one that became idle earliest (so an
+  // attention chunk avoids a worker that ran a KV append, which the operator-level
+  // readiness cannot see).
   int least_loaded() const {
     int best = 0;
     for (int w = 1; w < W; ++w)
-      if (avail(w) < avail(best)) best = w;
+      if (avail(w) < avail(best) || (avail(w) == avail(best) && b.load_us[size_t(w)] < b.load_us[size_t(best)]))
+        best = w;
     return best;
   }
   // Water-filling: splits `units` rows of `unit_bytes` each into tiles that
@@ -166,38 +170,44 @@ struct Partitioner {
         t.b0 = bb;
         t.b1 = bb + 1;
         t.arg[0] = kvh;
-        emit(t, least_loaded());
+        emit(t, least_loaded(), b.opt.kv_append_us);
       }
     end_op();
   }
 
+  // Attention chunks go to the least-loaded workers with realistic fixed costs, so
+  // no worker runs two of them while another runs none. The chunks that need this
+  // step's KV append (the last of each kv head) are placed after all the others:
+  // they may share a worker with an append (they wait for it anyway), an earlier
+  // chunk should not.
   void attention(const graph::Op& op) {
     const int nkv = int(c.n_kv_heads), C = b.p.h.n_chunks, B = b.p.h.batch;
     const double kv_us = double(b.opt.predict_context) / C * double(c.head_dim) * 2 * 2 /
                          b.bytes_per_us_per_worker;
     uint16_t o = begin_op("attn_partial", Opcode::AttnPartial, op.layer);
     const int32_t part = b.id(cat("attn_part.", op.layer));
-    for (int bb = 0; bb < B; ++bb)
-      for (int kvh = 0; kvh < nkv; ++kvh)
-        for (int ch = 0; ch < C; ++ch) {
-          TaskDesc t;
-          t.opcode = uint16_t(Opcode::AttnPartial);
-          t.op = o;
-          t.layer = int16_t(op.layer);
-          t.buf[0] = b.id(op.inputs.at(0));
-          t.buf[1] = b.id(op.inputs.at(1));
-          t.buf[2] = b.id(op.inputs.at(2));
-          t.buf[3] = part;
-          t.buf[4] = b.p.h.buf_state;
-          t.buf[5] = b.p.h.buf_page_table;
-          t.buf[6] = b.id_or_none(op.weight("q_head_norm"));
-          t.b0 = bb;
-          t.b1 = bb + 1;
-          t.arg[0] = kvh;
-          t.arg[1] = ch;
-          t.arg[2] = C;
-          emit(t, least_loaded(), kv_us);
-        }
+    for (int last = 0; last < 2; ++last)
+      for (int bb = 0; bb < B; ++bb)
+        for (int kvh = 0; kvh < nkv; ++kvh)
+          for (int ch = last ? C - 1 : 0; ch < (last ? C : C - 1); ++ch) {
+            TaskDesc t;
+            t.opcode = uint16_t(Opcode::AttnPartial);
+            t.op = o;
+            t.layer = int16_t(op.layer);
+            t.buf[0] = b.id(op.inputs.at(0));
+            t.buf[1] = b.id(op.inputs.at(1));
+            t.buf[2] = b.id(op.inputs.at(2));
+            t.buf[3] = part;
+            t.buf[4] = b.p.h.buf_state;
+            t.buf[5] = b.p.h.buf_page_table;
+            t.buf[6] = b.id_or_none(op.weight("q_head_norm"));
+            t.b0 = bb;
+            t.b1 = bb + 1;
+            t.arg[0] = kvh;
+            t.arg[1] = ch;
+            t.arg[2] = C;
+            emit(t, least_loaded(), kv_us + b.opt.attn_task_us);
+          }
     end_op();
     ready = std::max(ready, op_finish);
     o = begin_op("attn_merge", Opcode::AttnMerge, op.layer);
