@@ -11,12 +11,15 @@
 // Weights reach the matvec opcodes (QkvProj, GateUp, MatvecResidual, LmHead)
 // through the CTA's shared-memory ring (DESIGN invariant 6): weight_tile() says
 // which bytes a task streams and in what pieces; the loader warp
-// (program_kernel.cu) copies them in exactly that order, and ring_matvec()
-// consumes them. A task whose rows cannot be bulk-copied (segments not 16-byte
-// aligned, a row larger than a stage, batch > 1) reads its weights from global
-// memory through warp_dot() instead; both paths round identically.
+// (program_kernel.cu) copies them in exactly that order, and matvec_rows() (one
+// engine for the four opcodes, the epilogue chosen by MatvecJob::kind) consumes
+// them with ring_rows(). A task whose rows cannot be bulk-copied (segments not
+// 16-byte aligned, a row larger than a stage, batch > 1) reads its weights from
+// global memory through warp_dot() instead; both paths round identically.
 // Tasks run on the kThreads compute threads only: barriers are csync() (named
-// barrier 1), never __syncthreads(), because the loader warp does not join.
+// barrier 1), never __syncthreads(), because the loader and signaller warps do
+// not join. Hot-path helpers stay inlined: an out-of-line call keeps its frame in
+// local memory, which measured 13-40% slower (docs/cuda-executor.md).
 #pragma once
 
 #include <cuda_fp16.h>
