@@ -156,8 +156,8 @@ for e in ev:
     k = (e["args"]["step"], int(parts[1][1:]) if len(parts) > 1 else 999, op)
     s = st[k]; s[0] = min(s[0], e["ts"]); s[1] = max(s[1], e["ts"] + e["dur"]); s[2] += e["dur"]; s[3] += 1
     s[4] = min(s[4], e["ts"])
-order = {"qkv": 0, "kv_append": 1, "attn_partial": 2, "attn_merge": 3, "o_proj": 4, "gate_up": 5, "down_proj": 6,
-         "lm_head": 7, "step": 8}
+order = {"qkv": 0, "kv_append": 1, "attn_partial": 2, "attn_merge": 3, "attention": 3, "o_proj": 4, "gate_up": 5,
+         "down_proj": 6, "lm_head": 7, "step": 8}  # kv_append, attn_partial, attn_merge: Programs before v4
 keys = sorted(st, key=lambda k: (k[0], k[1], order[k[2]]))
 inc = collections.defaultdict(list); lat = collections.defaultdict(list); busy = collections.defaultdict(list)
 prev = None
@@ -174,9 +174,9 @@ for op in order:
         print(f"  {op:7s} {sum(inc[op])/n:7.2f} {sum(lat[op])/n:7.2f} {sum(busy[op])/n:7.2f}")
 # One attention -> O-proj hand-off in detail (second traced step, middle layer).
 s2 = sorted(set(k[0] for k in keys))[1]; lm = max(k[1] for k in keys if k[1] != 999) // 2
-a = sorted(e["ts"] + e["dur"] for e in ev if e["name"] == f"attn_merge L{lm}" and e["args"]["step"] == s2)
+a = sorted(e["ts"] + e["dur"] for e in ev if e["name"] in (f"attention L{lm}", f"attn_merge L{lm}") and e["args"]["step"] == s2)
 o = sorted(e["ts"] for e in ev if e["name"] == f"o_proj L{lm}" and e["args"]["step"] == s2)
-print(f"  step {s2} layer {lm}: last attn_merge ends (us before the last): {[round(a[-1] - x, 2) for x in a[-6:]]}")
+print(f"  step {s2} layer {lm}: last attention chunk ends (us before the last): {[round(a[-1] - x, 2) for x in a[-6:]]}")
 print(f"  first oproj starts after it: {[round(x - a[-1], 2) for x in o[:6]]}")
 PY
     done

@@ -33,7 +33,7 @@ struct CompileOptions {
   double task_overhead_us = 1.0;   // cost model: fixed cost per task (wait, launch, epilogue)
   int predict_context = 1024;      // cost model: KV length assumed for attention tasks
   double attn_task_us = 5.0;       // cost model: an attention chunk's fixed time (q epilogue, partial merge)
-  double kv_append_us = 2.0;       // cost model: a KV append's fixed time (k epilogue, two cache rows)
+  double kv_append_us = 2.0;       // cost model: the appending chunk's extra time (k epilogue, two cache rows)
   bool prune_transitive = true;    // drop waits implied by other waits (full-operator knowledge)
 };
 

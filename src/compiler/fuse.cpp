@@ -19,9 +19,14 @@ struct Fuser {
   const graph::Graph& g;
   std::vector<bool> used;
   graph::Graph out;
-  // q tensor -> (qkv tensor holding its raw rows, q epilogue weights), for the
-  // attention op that reads it.
-  std::map<std::string, std::pair<std::string, std::vector<std::pair<std::string, std::string>>>> q_epilogue;
+  // q tensor -> what the attention op that reads it takes over: the qkv tensor
+  // holding the raw rows, the q and k epilogue weights, the KV caches it appends to.
+  struct Epilogue {
+    std::string qkv;
+    std::vector<std::pair<std::string, std::string>> weights;
+    std::vector<std::string> caches;
+  };
+  std::map<std::string, Epilogue> q_epilogue;
 
   [[noreturn]] void cannot(const Op& op, const char* why) {
     fail("fuse: cannot fuse ", graph::op_kind_name(op.kind), " '", op.name, "' (layer ", op.layer,
@@ -70,8 +75,8 @@ struct Fuser {
     if (mv.size() == 3) {  // q, k, v
       // rmsnorm + q/k/v matvecs (+bias) -> fused_qkv, writing the raw rows of
       // the concatenation [q; k; v] to qkv.<layer> (row tiles, like gate/up);
-      // k head norm + k rope + kv_append -> fused_kv_append (per kv head); the q
-      // head norm and q rope move into the attention op that reads q.
+      // the q epilogue (head norm, rope), the k epilogue and the kv_append move
+      // into the attention op that reads q (its chunk at pos appends k and v).
       f.kind = OpKind::FusedQkv;
       f.name = "qkv";
       const char* pre[3] = {"q_", "k_", "v_"};
@@ -101,14 +106,12 @@ struct Fuser {
         if (g.ops[j].kind == OpKind::KvAppend) ka = j;
       if (ka == SIZE_MAX) cannot(g.ops[mv[1]], "k projection has no kv_append");
       used[ka] = true;
-      kv.kind = OpKind::FusedKvAppend;
-      kv.name = "kv_append";
-      kv.layer = norm.layer;
-      kv.inputs = {qkv, "state"};
-      kv.outputs = g.ops[ka].outputs;
-      q_epilogue[outs[0]] = {qkv, qe.weights};
+      Epilogue& e = q_epilogue[outs[0]];
+      e.qkv = qkv;
+      e.weights = qe.weights;
+      e.weights.insert(e.weights.end(), kv.weights.begin(), kv.weights.end());
+      e.caches = g.ops[ka].outputs;
       out.ops.push_back(f);
-      out.ops.push_back(kv);
     } else if (mv.size() == 2) {  // gate, up
       f.kind = OpKind::FusedGateUp;
       f.name = "gate_up";
@@ -179,8 +182,9 @@ graph::Graph fuse(const graph::Graph& g) {
         graph::Op a = op;
         auto it = fz.q_epilogue.find(a.inputs.at(0));
         if (it == fz.q_epilogue.end()) fz.cannot(op, "attention must read q from a fused q/k/v projection");
-        a.inputs[0] = it->second.first;
-        for (const auto& w : it->second.second) a.weights.push_back(w);
+        a.inputs[0] = it->second.qkv;
+        for (const auto& w : it->second.weights) a.weights.push_back(w);
+        for (const std::string& c : it->second.caches) a.outputs.push_back(c);
         fz.out.ops.push_back(std::move(a));
         break;
       }

@@ -1,8 +1,8 @@
 // The fuse pass: rewrites a graph of primitive operators into the fused operator
 // families the task set implements, so a decode layer needs few dependency waits:
 //   rmsnorm + q/k/v matvec (+bias)                 -> fused_qkv (raw rows qkv.<layer>)
-//   k head norm + k rope + kv_append               -> fused_kv_append
-//   q head norm + q rope + attention               -> attention (reads qkv.<layer>)
+//   q and k head norm + rope + kv_append + attention -> attention (reads qkv.<layer>,
+//                                                     appends to the KV caches)
 //   rmsnorm + gate/up matvec (+bias) + silu_mul    -> fused_gate_up
 //   matvec (+bias) + residual add                  -> matvec_residual
 //   final rmsnorm + lm_head matvec                 -> fused_lm_head

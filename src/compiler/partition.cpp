@@ -4,9 +4,8 @@
 // and give worker w the rows worth (lambda - load_w), rounded to row_align. So
 // every operator is spread over the workers that are behind, and the per-worker
 // totals stay level across the whole step. QKV rows are water-filled too (the
-// q/k epilogues that need whole heads live in AttnPartial and KvAppend). Coarse
-// tasks (KV appends, attention chunks, merges, steps) go to the least-loaded
-// worker, in order.
+// q/k epilogues that need whole heads live in the Attention tasks). Coarse
+// tasks (attention chunks, steps) go to the least-loaded worker, in order.
 #include <algorithm>
 #include <cstring>
 #include <numeric>
@@ -152,46 +151,25 @@ struct Partitioner {
     end_op();
   }
 
-  // One KV append per (sequence, kv head): k epilogue, then k and v into the cache.
-  void kv_append(const graph::Op& op) {
-    uint16_t o = begin_op("kv_append", Opcode::KvAppend, op.layer);
-    for (int bb = 0; bb < b.p.h.batch; ++bb)
-      for (int kvh = 0; kvh < int(c.n_kv_heads); ++kvh) {
-        TaskDesc t;
-        t.opcode = uint16_t(Opcode::KvAppend);
-        t.op = o;
-        t.layer = int16_t(op.layer);
-        t.buf[0] = b.id(op.inputs.at(0));
-        t.buf[1] = b.id_or_none(op.weight("k_head_norm"));
-        t.buf[2] = b.id(op.outputs.at(0));
-        t.buf[3] = b.id(op.outputs.at(1));
-        t.buf[4] = b.p.h.buf_state;
-        t.buf[5] = b.p.h.buf_page_table;
-        t.b0 = bb;
-        t.b1 = bb + 1;
-        t.arg[0] = kvh;
-        emit(t, least_loaded(), b.opt.kv_append_us);
-      }
-    end_op();
-  }
-
-  // Attention chunks go to the least-loaded workers with realistic fixed costs, so
-  // no worker runs two of them while another runs none. The chunks that need this
-  // step's KV append (the last of each kv head) are placed after all the others:
-  // they may share a worker with an append (they wait for it anyway), an earlier
-  // chunk should not.
+  // Attention: C chunks per (sequence, kv head), to the least-loaded workers with
+  // realistic fixed costs, so no worker runs two of them while another runs none.
+  // The chunks that append this step's k and v (the last of each kv head, which
+  // need the k and v rows of the projection) are placed after all the others.
+  // arg 3 numbers the (layer, sequence, kv head) group; build_dependencies turns
+  // it into the group's arrival counter.
   void attention(const graph::Op& op) {
     const int nkv = int(c.n_kv_heads), C = b.p.h.n_chunks, B = b.p.h.batch;
     const double kv_us = double(b.opt.predict_context) / C * double(c.head_dim) * 2 * 2 /
                          b.bytes_per_us_per_worker;
-    uint16_t o = begin_op("attn_partial", Opcode::AttnPartial, op.layer);
+    uint16_t o = begin_op("attention", Opcode::Attention, op.layer);
     const int32_t part = b.id(cat("attn_part.", op.layer));
+    const int32_t group0 = int32_t(b.n_arrival_groups);
     for (int last = 0; last < 2; ++last)
       for (int bb = 0; bb < B; ++bb)
         for (int kvh = 0; kvh < nkv; ++kvh)
           for (int ch = last ? C - 1 : 0; ch < (last ? C : C - 1); ++ch) {
             TaskDesc t;
-            t.opcode = uint16_t(Opcode::AttnPartial);
+            t.opcode = uint16_t(Opcode::Attention);
             t.op = o;
             t.layer = int16_t(op.layer);
             t.buf[0] = b.id(op.inputs.at(0));
@@ -199,32 +177,18 @@ struct Partitioner {
             t.buf[2] = b.id(op.inputs.at(2));
             t.buf[3] = part;
             t.buf[4] = b.p.h.buf_state;
-            t.buf[5] = b.p.h.buf_page_table;
-            t.buf[6] = b.id_or_none(op.weight("q_head_norm"));
+            t.buf[5] = b.id_or_none(op.weight("q_head_norm"));
+            t.buf[6] = b.id_or_none(op.weight("k_head_norm"));
+            t.buf[7] = b.id(op.outputs.at(0));
             t.b0 = bb;
             t.b1 = bb + 1;
             t.arg[0] = kvh;
             t.arg[1] = ch;
             t.arg[2] = C;
-            emit(t, least_loaded(), kv_us + b.opt.attn_task_us);
+            t.arg[3] = group0 + bb * nkv + kvh;
+            emit(t, least_loaded(), (last ? b.opt.kv_append_us : kv_us) + b.opt.attn_task_us);
           }
-    end_op();
-    ready = std::max(ready, op_finish);
-    o = begin_op("attn_merge", Opcode::AttnMerge, op.layer);
-    for (int bb = 0; bb < B; ++bb)
-      for (int kvh = 0; kvh < nkv; ++kvh) {
-        TaskDesc t;
-        t.opcode = uint16_t(Opcode::AttnMerge);
-        t.op = o;
-        t.layer = int16_t(op.layer);
-        t.buf[0] = part;
-        t.buf[1] = b.id(op.outputs.at(0));
-        t.b0 = bb;
-        t.b1 = bb + 1;
-        t.arg[0] = kvh;
-        t.arg[1] = C;
-        emit(t, least_loaded());
-      }
+    b.n_arrival_groups += uint32_t(B * nkv);
     end_op();
   }
 
@@ -360,7 +324,6 @@ void partition(Build& b) {
     pt.op_finish = pt.ready;
     switch (op.kind) {
       case graph::OpKind::FusedQkv: pt.qkv(op); break;
-      case graph::OpKind::FusedKvAppend: pt.kv_append(op); break;
       case graph::OpKind::Attention: pt.attention(op); break;
       case graph::OpKind::MatvecResidual: pt.matvec_residual(op); break;
       case graph::OpKind::FusedGateUp: pt.gate_up(op); break;

@@ -23,6 +23,7 @@ struct Build {
   std::vector<int32_t> task_worker;                 // partition: worker of each task
   std::vector<double> load_us;                      // partition: predicted µs per worker
   double bytes_per_us_per_worker = 0;               // cost model: bandwidth / W
+  uint32_t n_arrival_groups = 0;                    // partition: attention (layer, sequence, kv head) groups
 
   int32_t id(const std::string& name) const;        // throws naming the buffer
   int32_t id_or_none(const std::string& name) const;  // -1 when absent or ""
@@ -42,10 +43,10 @@ void plan_buffers(Build& b);
 /// a worker. Matvec tiles are sized by water-filling the cost model (bytes
 /// streamed / per-worker bandwidth + a fixed per-task overhead) so every worker
 /// ends each operator with near-equal predicted time (QKV rows too: tiles of
-/// the raw [q; k; v] rows that never straddle a part); one KvAppend per
-/// (sequence, kv head); o_proj and down_proj are split-K; attention is split-KV
-/// into chunks plus merge tasks; the LM head is tiled with a partial argmax per
-/// tile; one Step task per sequence.
+/// the raw [q; k; v] rows that never straddle a part); o_proj and down_proj are
+/// split-K; attention is split-KV into chunks per (sequence, kv head), the one
+/// at pos appending k and v, the last to finish merging; the LM head is tiled
+/// with a partial argmax per tile; one Step task per sequence.
 void partition(Build& b);
 
 /// Buffers pass (2/2): lays out the workspace arena (state buffers first, then
@@ -56,7 +57,8 @@ void allocate_arenas(Build& b);
 /// Dependencies pass: replays two steps of the task list over interval maps of
 /// each address space (task_accesses), derives RAW / WAR / WAW producers of
 /// every task, drops waits the step gate or other waits already imply, and
-/// turns each distinct producer set into one counter.
+/// turns each distinct producer set into one counter. Then one arrival counter
+/// per attention group (the Attention tasks' arg 3), after those.
 void build_dependencies(Build& b);
 
 /// Placement pass: writes the per-worker ordered lists (increasing task index =

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <unordered_map>
 
 #include "core/error.h"
 
@@ -46,8 +47,7 @@ std::string describe_task(const Program& p, uint32_t task) {
   if (t.k1 > t.k0) os << " k [" << t.k0 << "," << t.k1 << ")";
   os << " b [" << t.b0 << "," << t.b1 << ")";
   Opcode oc = Opcode(t.opcode);
-  if (oc == Opcode::AttnPartial) os << " kvh " << t.arg[0] << " chunk " << t.arg[1];
-  if (oc == Opcode::AttnMerge || oc == Opcode::KvAppend) os << " kvh " << t.arg[0];
+  if (oc == Opcode::Attention) os << " kvh " << t.arg[0] << " chunk " << t.arg[1];
   if (oc == Opcode::QkvProj) os << " part " << "qkv"[std::clamp(t.arg[0], 0, 2)];
   return os.str();
 }
@@ -128,16 +128,6 @@ void validate_operands(const Program& p) {
         qkv(4);
         break;
       }
-      case Opcode::KvAppend:
-        KEEL_CHECK(t.arg[0] >= 0 && t.arg[0] < h.n_kv_heads && t.b1 == t.b0 + 1, "program: task ", where(),
-                   " has bad kv head or sequence");
-        qkv(0);
-        weight(1, 1, hd, true);
-        kv(2);
-        kv(3);
-        is_state(4, h.buf_state);
-        is_state(5, h.buf_page_table);
-        break;
       case Opcode::GateUp:
         is_state(0, h.buf_x);
         weight(1, 1, h.hidden, false);
@@ -148,24 +138,21 @@ void validate_operands(const Program& p) {
         KEEL_CHECK(t.row1 <= h.intermediate && t.buf[6] >= 0 && DType(p.buffers[t.buf[6]].dtype) == DType::BF16,
                    "program: task ", where(), " has bad rows or output");
         break;
-      case Opcode::AttnPartial:
+      case Opcode::Attention:
         KEEL_CHECK(t.arg[0] >= 0 && t.arg[0] < h.n_kv_heads && t.arg[1] >= 0 && t.arg[1] < t.arg[2] &&
                        t.arg[2] == h.n_chunks && t.b1 == t.b0 + 1,
                    "program: task ", where(), " has bad kv head, chunk or sequence");
+        KEEL_CHECK(t.arg[3] >= 0 && uint32_t(t.arg[3]) < h.n_counters, "program: task ", where(),
+                   " has arrival counter ", t.arg[3], " out of range (", h.n_counters, " counters)");
         qkv(0);
         kv(1);
         kv(2);
         is_state(4, h.buf_state);
-        is_state(5, h.buf_page_table);
+        weight(5, 1, hd, true);
         weight(6, 1, hd, true);
-        KEEL_CHECK(t.buf[3] >= 0 && DType(p.buffers[t.buf[3]].dtype) == DType::F32,
-                   "program: task ", where(), " has a bad partial operand");
-        break;
-      case Opcode::AttnMerge:
-        KEEL_CHECK(t.arg[0] >= 0 && t.arg[0] < h.n_kv_heads && t.arg[1] == h.n_chunks && t.b1 == t.b0 + 1 &&
-                       t.buf[0] >= 0 && DType(p.buffers[t.buf[0]].dtype) == DType::F32 && t.buf[1] >= 0 &&
-                       DType(p.buffers[t.buf[1]].dtype) == DType::BF16,
-                   "program: task ", where(), " has bad kv head, chunks or operands");
+        KEEL_CHECK(t.buf[3] >= 0 && DType(p.buffers[t.buf[3]].dtype) == DType::F32 && t.buf[7] >= 0 &&
+                       DType(p.buffers[t.buf[7]].dtype) == DType::BF16,
+                   "program: task ", where(), " has a bad partial or output operand");
         break;
       case Opcode::MatvecResidual: {
         KEEL_CHECK(t.buf[0] >= 0 && t.buf[1] >= 0 && DType(p.buffers[t.buf[0]].dtype) == DType::BF16,
@@ -202,6 +189,29 @@ void validate_operands(const Program& p) {
     acc.clear();
     task_accesses(p, t, acc);  // bounds of every workspace and KV range
   }
+  // Arrival counters: each belongs to the C chunks of one (operator, sequence,
+  // kv head) and to nothing else (no signal, no wait), or "last" would be wrong.
+  struct Arrival {
+    uint32_t op = UINT32_MAX, n = 0;
+    int32_t b = 0, kvh = 0;
+  };
+  std::unordered_map<uint32_t, Arrival> arrivals;
+  for (size_t i = 0; i < p.tasks.size(); ++i) {
+    const TaskDesc& t = p.tasks[i];
+    if (Opcode(t.opcode) != Opcode::Attention) continue;
+    Arrival& a = arrivals[uint32_t(t.arg[3])];
+    if (a.n == 0) a = {t.op, 0, t.b0, t.arg[0]};
+    KEEL_CHECK(a.op == t.op && a.b == t.b0 && a.kvh == t.arg[0], "program: task ", describe_task(p, uint32_t(i)),
+               " shares arrival counter ", t.arg[3], " with another operator, sequence or kv head");
+    ++a.n;
+  }
+  for (const auto& [c, a] : arrivals)
+    KEEL_CHECK(a.n == uint32_t(h.n_chunks), "program: arrival counter ", c, " has ", a.n, " chunks, expected ",
+               h.n_chunks);
+  for (uint32_t c : p.signals)
+    KEEL_CHECK(!arrivals.count(c), "program: arrival counter ", c, " is also signalled");
+  for (const WaitDesc& w : p.waits)
+    KEEL_CHECK(!arrivals.count(w.counter), "program: arrival counter ", w.counter, " is also waited on");
 }
 
 }  // namespace
@@ -355,50 +365,45 @@ void task_accesses(const Program& p, const TaskDesc& t, std::vector<Access>& out
       s.rows(need(0), t.b0, t.b1, H, 0, H, M::Read);
       s.rows(need(4), t.b0, t.b1, QKV, t.row0, t.row1, M::Write);
       break;
-    case Opcode::KvAppend: {
-      const uint64_t kvh = t.arg[0], k0 = qkv_part_begin(h, 1) + kvh * hd, v0 = qkv_part_begin(h, 2) + kvh * hd;
-      s.rows(need(0), t.b0, t.b1, QKV, k0, k0 + hd, M::Read);
-      s.rows(need(0), t.b0, t.b1, QKV, v0, v0 + hd, M::Read);
-      s.rows(need(4), t.b0, t.b1, S, 0, S, M::Read);
-      s.rows(need(5), t.b0, t.b1, h.pages_per_seq, 0, h.pages_per_seq, M::Read);
-      for (int b = t.b0; b < t.b1; ++b) {  // the current position's slot only
-        const uint64_t u = 2 * (b * nkv + kvh) + 1;
-        s.kv(need(2), u, u + 1, M::Write);
-        s.kv(need(3), u, u + 1, M::Write);
-      }
-      break;
-    }
     case Opcode::GateUp:
       s.rows(need(0), t.b0, t.b1, H, 0, H, M::Read);
       s.rows(need(6), t.b0, t.b1, h.intermediate, t.row0, t.row1, M::Write);
       break;
-    case Opcode::AttnPartial: {
-      uint64_t kvh = t.arg[0], c = t.arg[1];
+    case Opcode::Attention: {
+      const uint64_t kvh = t.arg[0], c = t.arg[1];
+      // The chunk covering pos (attn_chunk_range) appends k and v there: it reads
+      // the raw k and v rows and writes the current-position unit; the others read
+      // only earlier positions (the history unit, written in earlier steps).
+      const bool appends = C <= 1 || c == C - 1;
       s.rows(need(0), t.b0, t.b1, QKV, kvh * g * hd, (kvh + 1) * g * hd, M::Read);
+      if (appends) {
+        const uint64_t k0 = qkv_part_begin(h, 1) + kvh * hd, v0 = qkv_part_begin(h, 2) + kvh * hd;
+        s.rows(need(0), t.b0, t.b1, QKV, k0, k0 + hd, M::Read);
+        s.rows(need(0), t.b0, t.b1, QKV, v0, v0 + hd, M::Read);
+      }
       s.rows(need(4), t.b0, t.b1, S, 0, S, M::Read);
-      s.rows(need(5), t.b0, t.b1, h.pages_per_seq, 0, h.pages_per_seq, M::Read);
-      // attn_chunk_range: chunks < C-1 read only earlier positions (the history
-      // unit, written in earlier steps), the last chunk the current position.
-      const uint64_t lo = C <= 1 || c == C - 1 ? (C <= 1 ? 0 : 1) : 0, hi = C <= 1 || c == C - 1 ? 2 : 1;
+      s.rows(h.buf_page_table, t.b0, t.b1, h.pages_per_seq, 0, h.pages_per_seq, M::Read);
       for (int b = t.b0; b < t.b1; ++b) {
         const uint64_t u = 2 * (b * nkv + kvh);
-        s.kv(need(1), u + lo, u + hi, M::Read);
-        s.kv(need(2), u + lo, u + hi, M::Read);
+        if (C <= 1 || !appends) {
+          s.kv(need(1), u, u + 1, M::Read);
+          s.kv(need(2), u, u + 1, M::Read);
+        }
+        if (appends) {
+          s.kv(need(1), u + 1, u + 2, M::Write);
+          s.kv(need(2), u + 1, u + 2, M::Write);
+        }
       }
-      uint64_t part = g * (hd + 2);  // one (b, kvh, chunk) block
+      // Partials and output: the C chunks of one (sequence, kv head) hand over
+      // through their arrival counter (the last merges), so to the dependency
+      // pass and the checker they are accumulates of one operator: they run
+      // concurrently, and a reader of attn waits for all of them.
+      const uint64_t part = g * (hd + 2);
       for (int b = t.b0; b < t.b1; ++b) {
-        uint64_t base = ((b * nkv + kvh) * C + c) * part;
-        s.ws(need(3), base, base + part, M::Write);
+        const uint64_t base = (b * nkv + kvh) * C * part;
+        s.ws(need(3), base, base + C * part, M::Accumulate);
       }
-      break;
-    }
-    case Opcode::AttnMerge: {
-      uint64_t kvh = t.arg[0], part = g * (hd + 2);
-      for (int b = t.b0; b < t.b1; ++b) {
-        uint64_t base = (b * nkv + kvh) * C * part;
-        s.ws(need(0), base, base + C * part, M::Read);
-      }
-      s.rows(need(1), t.b0, t.b1, h.n_heads * hd, kvh * g * hd, (kvh + 1) * g * hd, M::Write);
+      s.rows(need(7), t.b0, t.b1, h.n_heads * hd, kvh * g * hd, (kvh + 1) * g * hd, M::Accumulate);
       break;
     }
     case Opcode::MatvecResidual: {

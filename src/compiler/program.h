@@ -16,7 +16,9 @@
 //    list, until counter[c] >= expected * (s + offset); a wait whose target is
 //    <= 0 is already satisfied. offset 1 = "producers of this step", offset 0 =
 //    "producers of the previous step". `expected` is the number of tasks that
-//    signal the counter (each signals once per step).
+//    signal the counter (each signals once per step). The last counters are
+//    arrival counters (Attention arg 3): neither signalled nor waited on, the C
+//    chunks of one (layer, sequence, kv head) add to theirs to find the last.
 //  * Step gate: before step s > 0 each worker waits until
 //    counter[step_counter] >= step_expected * s (every Step task of step s-1 is
 //    done), then stops if every SeqState.done is set or s == control.max_steps.
@@ -33,7 +35,7 @@
 // Numerics (both executors): weights as stored, fp32 accumulation; x (residual
 // stream) fp32; normed inputs, raw q/k/v projections, K/V cache, attention
 // output and MLP hidden are rounded to bf16 where stored; q is rounded to bf16
-// after its epilogue (head norm, RoPE in fp32, inside AttnPartial); attention
+// after its epilogue (head norm, RoPE in fp32, inside Attention); attention
 // partials, softmax and logits fp32.
 #pragma once
 
@@ -49,7 +51,7 @@
 namespace keel::compiler {
 
 inline constexpr uint32_t kProgramMagic = 0x4C45454Bu;  // "KEEL" little-endian
-inline constexpr uint32_t kProgramVersion = 3;  // 3: attention chunks split [0, pos), the last chunk is pos
+inline constexpr uint32_t kProgramVersion = 4;  // 4: one Attention opcode (KV append and merge folded in)
 inline constexpr int kMaxOperands = 8;
 inline constexpr int kMaxArgs = 4;
 inline constexpr int kMaxEos = 8;
@@ -60,14 +62,12 @@ inline constexpr int kNameBytes = 64;
 enum class Opcode : uint16_t {
   QkvProj = 1,         // norm-matvec over a row tile of [q; k; v] (+ bias) -> raw bf16 qkv rows
   GateUp = 2,          // norm-matvec of gate and up rows + SiLU(g)*u
-  AttnPartial = 3,     // q epilogue + split-KV attention of one (sequence, kv head, chunk)
-  AttnMerge = 4,       // merges the chunks of one (sequence, kv head)
-  MatvecResidual = 5,  // x[rows] += W[rows, k0:k1] . a[k0:k1] (+ bias on the k0 == 0 slice)
-  LmHead = 6,          // logits[rows] = W[rows] . norm(x), plus the tile's (max, argmax)
-  Step = 7,            // next token, output ring, next embedding into x, position, stop rules
-  KvAppend = 8,        // k epilogue (k norm, RoPE) + append k and v of one (sequence, kv head) at pos
+  Attention = 3,       // one KV chunk of one (sequence, kv head); the last to finish merges
+  MatvecResidual = 4,  // x[rows] += W[rows, k0:k1] . a[k0:k1] (+ bias on the k0 == 0 slice)
+  LmHead = 5,          // logits[rows] = W[rows] . norm(x), plus the tile's (max, argmax)
+  Step = 6,            // next token, output ring, next embedding into x, position, stop rules
 };
-inline constexpr int kNumOpcodes = 8;
+inline constexpr int kNumOpcodes = 6;
 
 /// TaskDesc::flags bits.
 enum TaskFlags : uint16_t {
@@ -95,25 +95,26 @@ inline constexpr OpcodeInfo kOpcodeTable[kNumOpcodes] = {
    {"part 0=q 1=k 2=v", "first row of that part in qkv (0, nh*hd, (nh+nkv)*hd)", "", ""},
    "n = bf16(x*rsqrt(mean(x^2)+eps)*w); qkv[b,r] = bf16(W[r-arg1].n (+bias[r-arg1])) for r in "
    "[row0,row1), rows of the concatenation [q; k; v] inside one part (n = that part's rows). Raw: "
-   "the head norm and RoPE are applied by AttnPartial (q) and KvAppend (k)"},
+   "the head norm and RoPE are applied by Attention (q in every chunk, k in the chunk that appends it)"},
   {Opcode::GateUp, "gate_up",
    {"x f32[B,H]", "post_attention_layernorm w[H]", "gate_proj W[I,H]", "up_proj W[I,H]",
     "gate bias or -1", "up bias or -1", "out: h bf16[B,I]", ""},
    {"", "", "", ""},
    "n = bf16(rmsnorm(x)*w); h[b,rows] = bf16(silu(Wg[rows].n) * (Wu[rows].n))"},
-  {Opcode::AttnPartial, "attn_partial",
-   {"qkv bf16[B,(nh+2*nkv)*hd] (raw q rows)", "k_cache", "v_cache", "out: partial f32[B,nkv,C,g,hd+2]",
-    "state SeqState[B]", "page_table i32[B,pages_per_seq]", "q_norm w[hd] or -1", ""},
-   {"kv_head", "chunk", "n_chunks (C)", ""},
-   "q epilogue for the g = nh/nkv q heads of kv_head (every chunk recomputes it): q = bf16(rope("
-   "rmsnorm(raw q)*qw)) (norm only if qw given; RoPE at pos, inv_freq from the rope constant); then over "
-   "positions attn_chunk_range(pos, chunk, C) (chunks < C-1 split [0, pos), the last is pos): o = sum softmax(q.k*scale) v "
-   "unnormalised; writes o[hd], m (max score), l (sum of exp) per head, m = -inf and l = 0 when the "
-   "range is empty. Sequence b0 only."},
-  {Opcode::AttnMerge, "attn_merge",
-   {"partial f32[B,nkv,C,g,hd+2]", "out: attn bf16[B,nh*hd]", "", "", "", "", "", ""},
-   {"kv_head", "n_chunks (C)", "", ""},
-   "combines the C chunks of each of kv_head's q heads (log-sum-exp) into bf16 attn[b0, heads]"},
+  {Opcode::Attention, "attention",
+   {"qkv bf16[B,(nh+2*nkv)*hd] (raw q, k, v rows)", "k_cache (in/out)", "v_cache (in/out)",
+    "partial f32[B,nkv,C,g,hd+2] (scratch)", "state SeqState[B]", "q_norm w[hd] or -1", "k_norm w[hd] or -1",
+    "out: attn bf16[B,nh*hd]"},
+   {"kv_head", "chunk", "n_chunks (C)", "arrival counter"},
+   "chunk `chunk` of (sequence b0, kv_head). q epilogue for its g = nh/nkv q heads (every chunk recomputes "
+   "it): q = bf16(rope(rmsnorm(raw q)*qw)) (norm only if qw given; RoPE at pos, inv_freq from the rope "
+   "constant). The chunk that covers pos (the last; with C = 1 the only one) first appends k = bf16(rope("
+   "rmsnorm(raw k)*kw)) and the raw v at pos (cache slot through the page table). Then over positions "
+   "attn_chunk_range(pos, chunk, C): o = sum softmax(q.k*scale) v unnormalised, written with m (max score) "
+   "and l (sum of exp) per head as the chunk's partial (m = -inf, l = 0 when the range is empty). Then it "
+   "adds 1 to counter `arrival` (acq_rel; zeroed at launch like every counter, added to by the C chunks "
+   "once per step and by no one else); the chunk whose add makes it a multiple of C is the last of this "
+   "step and merges the C partials in chunk order (log-sum-exp) into bf16 attn[b0, heads of kv_head]"},
   {Opcode::MatvecResidual, "matvec_residual",
    {"a bf16[B,K]", "W[R,K]", "bias [R] or -1 (added by the k0 == 0 task)", "x f32[B,R] (in/out)",
     "", "", "", ""},
@@ -133,12 +134,6 @@ inline constexpr OpcodeInfo kOpcodeTable[kNumOpcodes] = {
    "(prefill), else greedy = reduce the T partials, or sample (SeqState sampling fields) and "
    "emit it into ring[n_generated % ring_len], n_generated++, tokens[pos+1] = it; stop rules "
    "(eos, max_new, context end) set done; else pos++, token = next, x[b] = embed[next]"},
-  {Opcode::KvAppend, "kv_append",
-   {"qkv bf16[B,(nh+2*nkv)*hd] (raw k and v rows)", "k_norm w[hd] or -1", "out: k_cache", "out: v_cache",
-    "state SeqState[B]", "page_table i32[B,pages_per_seq]", "", ""},
-   {"kv_head", "", "", ""},
-   "for sequence b0: k = bf16(rope(rmsnorm(raw k of kv_head)*kw)) (norm only if kw given; RoPE at "
-   "pos), v = raw v of kv_head; both into the cache slot at pos through the page table"},
 };
 // clang-format on
 
@@ -222,10 +217,10 @@ inline constexpr int kSeqStateWords = 16;
 
 enum class StopReason : int32_t { None = 0, Eos = 1, MaxTokens = 2, Context = 3, Stopped = 4 };
 
-/// Positions [*p0, *p1) that AttnPartial chunk `chunk` of C attends to when the
+/// Positions [*p0, *p1) that Attention chunk `chunk` of C attends to when the
 /// sequence is at position pos: chunks 0..C-2 split [0, pos) (K/V written in
-/// earlier steps, so they need not wait for this step's KvAppend), the last
-/// chunk is pos itself (written by this step's KvAppend); with C == 1 the one
+/// earlier steps, so they need not wait for this step's k and v rows), the last
+/// chunk is pos itself (which that chunk appends first); with C == 1 the one
 /// chunk is [0, pos]. A chunk may be empty.
 KEEL_HD void attn_chunk_range(int64_t pos, int64_t chunk, int64_t C, int64_t* p0, int64_t* p1) {
   if (C <= 1) {

@@ -71,7 +71,7 @@ Simulation simulate(const Program& p, double bw, double overhead, int context) {
     }
     if (why[t] >= 0 && why[t] == prev_on_worker[t]) via_wait[t] = false;
     double bytes = double(td.weight_bytes);
-    if (Opcode(td.opcode) == Opcode::AttnPartial)
+    if (Opcode(td.opcode) == Opcode::Attention)
       bytes += double(context) / std::max(1, td.arg[2]) * p.h.head_dim * 2 * 2;
     const double cost = bytes / per_worker + overhead;
     finish[t] = start + cost;

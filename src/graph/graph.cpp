@@ -24,7 +24,6 @@ std::string_view op_kind_name(OpKind k) {
     case OpKind::Add: return "add";
     case OpKind::Step: return "step";
     case OpKind::FusedQkv: return "fused_qkv";
-    case OpKind::FusedKvAppend: return "fused_kv_append";
     case OpKind::FusedGateUp: return "fused_gate_up";
     case OpKind::MatvecResidual: return "matvec_residual";
     case OpKind::FusedLmHead: return "fused_lm_head";

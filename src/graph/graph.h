@@ -39,13 +39,13 @@ enum class OpKind : uint8_t {
   Rope,         // rotary embedding at each sequence's position
   KvAppend,     // k, v -> cache slot at position
   Attention,    // causal attention of q over the cache (GQA); after fuse it also
-                // applies the q epilogue (q head norm, rope) to the raw q rows
+                // applies the q and k epilogues (head norm, rope) to the raw rows
+                // and appends k and v (its outputs then include the caches)
   SiluMul,      // out = bf16(silu(a) * b)
   Add,          // residual: x += in
   Step,         // token selection, output, next embedding into x
   // fused operators (compiler::fuse) — one per task family of the Program
   FusedQkv,        // rmsnorm + q/k/v matvec (+bias) -> raw [q; k; v] rows (bf16)
-  FusedKvAppend,   // k head norm + k rope + KV append of k and v (reads the raw rows)
   FusedGateUp,     // rmsnorm + gate/up matvec (+bias) + silu*mul
   MatvecResidual,  // x += W . in (+bias)
   FusedLmHead,     // final rmsnorm + LM head matvec + partial argmax

@@ -44,19 +44,18 @@ std::string op_name(const Program& p, const TaskDesc& t) { return p.ops[t.op].na
 
 // --- fuse ---------------------------------------------------------------------
 
-TEST(Fuse, EachFamilyBecomesSixOpsPerLayer) {
+TEST(Fuse, EachFamilyBecomesFiveOpsPerLayer) {
   for (auto a : {model::Arch::Llama, model::Arch::Qwen2, model::Arch::Qwen3}) {
     graph::Graph f = fuse(graph::build_decode_graph(tiny(a), 1));
     using K = graph::OpKind;
     std::vector<K> want;
     for (int l = 0; l < 2; ++l)
-      want.insert(want.end(), {K::FusedQkv, K::FusedKvAppend, K::Attention, K::MatvecResidual, K::FusedGateUp,
-                               K::MatvecResidual});
+      want.insert(want.end(), {K::FusedQkv, K::Attention, K::MatvecResidual, K::FusedGateUp, K::MatvecResidual});
     want.insert(want.end(), {K::FusedLmHead, K::Step});
     ASSERT_EQ(f.ops.size(), want.size());
     for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(f.ops[i].kind, want[i]) << i;
-    // The projection writes the raw [q; k; v] rows; the head norms and RoPE
-    // moved to the KV append (k) and the attention (q).
+    // The projection writes the raw [q; k; v] rows; the head norms, RoPE and
+    // the KV append moved to the attention.
     const graph::Op& qkv = f.ops[0];
     EXPECT_EQ(qkv.weight("q_bias").empty(), a != model::Arch::Qwen2);
     EXPECT_EQ(qkv.weight("v_bias").empty(), a != model::Arch::Qwen2);
@@ -64,21 +63,19 @@ TEST(Fuse, EachFamilyBecomesSixOpsPerLayer) {
     EXPECT_EQ(qkv.outputs, std::vector<std::string>{"qkv.0"});
     EXPECT_EQ(f.tensor("qkv.0").cols, 4 * 16 + 2 * 2 * 16);
     EXPECT_EQ(f.tensor("qkv.0").dtype, DType::BF16);
-    const graph::Op& kv = f.ops[1];
-    EXPECT_EQ(kv.inputs, (std::vector<std::string>{"qkv.0", "state"}));
-    EXPECT_EQ(kv.outputs, (std::vector<std::string>{"k_cache.0", "v_cache.0"}));
-    EXPECT_EQ(kv.weight("k_head_norm").empty(), a != model::Arch::Qwen3);
-    const graph::Op& at = f.ops[2];
-    EXPECT_EQ(at.inputs.at(0), "qkv.0");
+    const graph::Op& at = f.ops[1];
+    EXPECT_EQ(at.inputs, (std::vector<std::string>{"qkv.0", "k_cache.0", "v_cache.0", "state"}));
+    EXPECT_EQ(at.outputs, (std::vector<std::string>{"attn.0", "k_cache.0", "v_cache.0"}));
     EXPECT_EQ(at.weight("q_head_norm").empty(), a != model::Arch::Qwen3);
-    EXPECT_EQ(f.ops[3].name, "o_proj");
-    EXPECT_EQ(f.ops[3].inputs, (std::vector<std::string>{"attn.0", "x"}));
-    EXPECT_EQ(f.ops[5].outputs, std::vector<std::string>{"x"});
+    EXPECT_EQ(at.weight("k_head_norm").empty(), a != model::Arch::Qwen3);
+    EXPECT_EQ(f.ops[2].name, "o_proj");
+    EXPECT_EQ(f.ops[2].inputs, (std::vector<std::string>{"attn.0", "x"}));
+    EXPECT_EQ(f.ops[4].outputs, std::vector<std::string>{"x"});
   }
 }
 
 TEST(Fuse, UnropedKIsAnError) {
-  // The KV append task always applies RoPE, so a graph without it must not fuse.
+  // The attention task always applies RoPE to k, so a graph without it must not fuse.
   graph::Graph g = graph::build_decode_graph(tiny(model::Arch::Llama), 1);
   auto it = std::find_if(g.ops.begin(), g.ops.end(), [](const graph::Op& o) { return o.name == "k_rope"; });
   g.ops.erase(it);
@@ -236,8 +233,9 @@ TEST(Partition, QkvRowsCoveredOnceOnOddShapes) {
         SCOPED_TRACE(cat("nh ", sh.nh, " nkv ", sh.nkv, " hd ", sh.hd, " align ", align, " W ", w));
         expect_exact_cover(p);
         expect_qkv_tiles(p, align);
-        int appends = 0;
-        for (const TaskDesc& t : p.tasks) appends += Opcode(t.opcode) == Opcode::KvAppend;
+        int appends = 0;  // chunks covering pos: the last of each (layer, sequence, kv head)
+        for (const TaskDesc& t : p.tasks)
+          appends += Opcode(t.opcode) == Opcode::Attention && t.arg[1] == t.arg[2] - 1;
         EXPECT_EQ(appends, 2 * 2 * sh.nkv);  // layers x batch x kv heads
         CheckResult r = check(p, 2);
         EXPECT_TRUE(r.ok) << r.error;
@@ -269,37 +267,42 @@ TEST(Partition, QkvSpreadsOverAllWorkersOnQwen3_8B) {
   }
 }
 
-// The footprints task_accesses declares for the three QKV-phase opcodes.
-TEST(Accesses, QkvKvAppendAndAttentionFootprints) {
+// The footprints task_accesses declares for the QKV-phase opcodes.
+TEST(Accesses, QkvAndAttentionFootprints) {
   const model::ModelConfig c = tiny(model::Arch::Qwen3);  // nh 4, nkv 2, hd 16: width 128
-  Program p = compile(c, opts(7, 3));
+  for (int C : {1, 3}) {
+  SCOPED_TRACE(cat(C, " chunks"));
+  CompileOptions o = opts(7, 3);
+  o.attn_chunks = C;
+  Program p = compile(c, o);
+  ASSERT_EQ(p.h.n_chunks, C);
   const int64_t width = qkv_width(p.h), hd = 16, qd = 64, kvd = 32;
   ASSERT_EQ(width, 128);
-  const int32_t qkv0 = p.find_buffer("qkv.0");
+  const int32_t qkv0 = p.find_buffer("qkv.0"), part0 = p.find_buffer("attn_part.0"), attn0 = p.find_buffer("attn.0");
   const uint64_t base = p.buffer(qkv0).offset;
   auto bytes = [&](int b, int64_t c0, int64_t c1) {  // qkv.0[b, c0:c1) in workspace bytes
     return std::pair<uint64_t, uint64_t>(base + uint64_t(b * width + c0) * 2, base + uint64_t(b * width + c1) * 2);
   };
-  int seen[3] = {0, 0, 0};
+  int seen[2] = {0, 0};
+  std::map<int32_t, int> arrivals;
   for (const TaskDesc& t : p.tasks) {
     if (t.layer != 0) continue;
     std::vector<Access> acc;
     task_accesses(p, t, acc);
     std::set<std::pair<uint64_t, uint64_t>> qkv_reads, qkv_writes;
-    std::set<std::pair<uint32_t, AccessMode>> kv;  // (buffer, mode) with unit checked below
+    std::set<std::pair<int32_t, AccessMode>> kv, other;  // (buffer, mode)
     for (const Access& a : acc) {
       if (a.buffer == qkv0) (a.mode == AccessMode::Read ? qkv_reads : qkv_writes).insert({a.lo, a.hi});
+      else if (a.buffer == part0 || a.buffer == attn0) other.insert({a.buffer, a.mode});
       if (a.space != 0) {
-        kv.insert({uint32_t(a.buffer), a.mode});
+        kv.insert({a.buffer, a.mode});
         // Per (sequence, kv head) u = b * 2 + kvh, two units: 2u = earlier positions,
-        // 2u + 1 = this step's position. KvAppend writes 2u + 1; attention chunks
-        // before the last read 2u, the last chunk 2u + 1 (attn_chunk_range).
-        // With a single chunk it reads both.
+        // 2u + 1 = this step's position. The last chunk writes 2u + 1 (it appends
+        // k and v); the chunks before it read 2u (attn_chunk_range); a single
+        // chunk does both.
         const uint64_t u = uint64_t(t.b0 * 2 + t.arg[0]);
-        const bool append = Opcode(t.opcode) == Opcode::KvAppend;
-        const bool both = !append && t.arg[2] == 1, current = append || t.arg[1] == t.arg[2] - 1;
-        EXPECT_EQ(a.lo, 2 * u + (current && !both ? 1 : 0));
-        EXPECT_EQ(a.hi, a.lo + (both ? 2 : 1));
+        EXPECT_EQ(a.lo, 2 * u + (a.mode == AccessMode::Write ? 1 : 0));
+        EXPECT_EQ(a.hi, a.lo + 1);
       }
     }
     const int32_t kc = p.find_buffer("k_cache.0"), vc = p.find_buffer("v_cache.0");
@@ -313,34 +316,64 @@ TEST(Accesses, QkvKvAppendAndAttentionFootprints) {
         EXPECT_TRUE(kv.empty());
         break;
       }
-      case Opcode::KvAppend: {  // reads k and v rows of its head; writes its KV unit
+      case Opcode::Attention: {  // the raw q rows of its 2 heads (+ k, v rows of its head when last)
         ++seen[1];
+        ++arrivals[t.arg[3]];
         const int b = t.b0, h = t.arg[0];
-        EXPECT_EQ(qkv_reads, (std::set<std::pair<uint64_t, uint64_t>>{bytes(b, qd + h * hd, qd + (h + 1) * hd),
-                                                                        bytes(b, qd + kvd + h * hd, qd + kvd + (h + 1) * hd)}));
+        const bool last = t.arg[1] == t.arg[2] - 1;
+        std::set<std::pair<uint64_t, uint64_t>> want = {bytes(b, h * 2 * hd, (h + 1) * 2 * hd)};
+        if (last) {
+          want.insert(bytes(b, qd + h * hd, qd + (h + 1) * hd));
+          want.insert(bytes(b, qd + kvd + h * hd, qd + kvd + (h + 1) * hd));
+        }
+        EXPECT_EQ(qkv_reads, want);
         EXPECT_TRUE(qkv_writes.empty());
-        EXPECT_EQ(kv, (std::set<std::pair<uint32_t, AccessMode>>{{uint32_t(kc), AccessMode::Write},
-                                                                 {uint32_t(vc), AccessMode::Write}}));
-        EXPECT_EQ(t.buf[1], p.find_buffer("model.layers.0.self_attn.k_norm.weight"));
-        break;
-      }
-      case Opcode::AttnPartial: {  // reads the raw q rows of its 2 heads only; reads its KV unit
-        ++seen[2];
-        const int b = t.b0, h = t.arg[0];
-        EXPECT_EQ(qkv_reads, (std::set<std::pair<uint64_t, uint64_t>>{bytes(b, h * 2 * hd, (h + 1) * 2 * hd)}));
-        EXPECT_TRUE(qkv_writes.empty());
-        EXPECT_EQ(kv, (std::set<std::pair<uint32_t, AccessMode>>{{uint32_t(kc), AccessMode::Read},
-                                                                 {uint32_t(vc), AccessMode::Read}}));
-        EXPECT_EQ(t.buf[6], p.find_buffer("model.layers.0.self_attn.q_norm.weight"));
+        std::set<std::pair<int32_t, AccessMode>> want_kv;
+        for (int32_t cache : {kc, vc}) {
+          if (C == 1 || !last) want_kv.insert({cache, AccessMode::Read});
+          if (last) want_kv.insert({cache, AccessMode::Write});
+        }
+        EXPECT_EQ(kv, want_kv);
+        // partials and output: accumulates of the operator (the arrival counter orders them)
+        EXPECT_EQ(other, (std::set<std::pair<int32_t, AccessMode>>{{part0, AccessMode::Accumulate},
+                                                                    {attn0, AccessMode::Accumulate}}));
+        EXPECT_EQ(t.buf[5], p.find_buffer("model.layers.0.self_attn.q_norm.weight"));
+        EXPECT_EQ(t.buf[6], p.find_buffer("model.layers.0.self_attn.k_norm.weight"));
         break;
       }
       default: break;
     }
   }
   EXPECT_GT(seen[0], 0);
-  EXPECT_EQ(seen[1], 3 * 2);  // batch x kv heads
-  EXPECT_EQ(seen[2], 3 * 2 * p.h.n_chunks);
+  EXPECT_EQ(seen[1], 3 * 2 * p.h.n_chunks);
+  // one arrival counter per (sequence, kv head), shared by its C chunks, after the dependency counters
+  EXPECT_EQ(arrivals.size(), size_t(3 * 2));
+  for (const auto& [cnt, n] : arrivals) {
+    EXPECT_EQ(n, p.h.n_chunks);
+    EXPECT_LT(uint32_t(cnt), p.h.n_counters);
+    EXPECT_TRUE(std::find(p.signals.begin(), p.signals.end(), uint32_t(cnt)) == p.signals.end());
+  }
   EXPECT_TRUE(check(p, 3).ok);
+  }
+}
+
+TEST(Program, ArrivalCounterMisuseIsRejected) {
+  Program p = compile(tiny(model::Arch::Llama), opts(3, 1));
+  auto first_attention = [&](Program& q) -> TaskDesc& {
+    return *std::find_if(q.tasks.begin(), q.tasks.end(),
+                         [](const TaskDesc& t) { return Opcode(t.opcode) == Opcode::Attention; });
+  };
+  {
+    Program q = p;  // a counter that tasks signal
+    first_attention(q).arg[3] = int32_t(q.signals.at(0));
+    EXPECT_THROW(q.validate(), Error);
+  }
+  {
+    Program q = p;  // out of range
+    first_attention(q).arg[3] = int32_t(q.h.n_counters);
+    EXPECT_THROW(q.validate(), Error);
+  }
+  EXPECT_NO_THROW(p.validate());
 }
 
 // --- dependencies & placement ------------------------------------------------

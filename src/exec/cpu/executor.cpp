@@ -63,6 +63,7 @@ CpuExecutor::CpuExecutor(const compiler::Program& p, const model::Model& m) : p_
     }
   }
   impl_->counters.reset(new std::atomic<uint32_t>[std::max<uint32_t>(h.n_counters, 1)]);
+  ctx_.counters = impl_->counters.get();
 }
 
 CpuExecutor::~CpuExecutor() = default;

@@ -100,25 +100,6 @@ void qkv_proj(const TaskContext& c, const TaskDesc& t) {
   }
 }
 
-void kv_append(const TaskContext& c, const TaskDesc& t) {
-  const auto& h = c.p->h;
-  const int64_t hd = h.head_dim;
-  const int b = t.b0, kvh = t.arg[0];
-  const int64_t pos = c.as<SeqState>(t.buf[4])[b].pos;
-  const uint16_t* raw = c.as<uint16_t>(t.buf[0]) + b * compiler::qkv_width(h);
-  const uint16_t* k = raw + compiler::qkv_part_begin(h, 1) + kvh * hd;
-  const uint16_t* v = raw + compiler::qkv_part_begin(h, 2) + kvh * hd;
-  std::vector<float> y(static_cast<size_t>(hd));
-  for (int64_t i = 0; i < hd; ++i) y[size_t(i)] = bf16_to_f32(k[i]);
-  head_epilogue(c, t.buf[1], pos, y.data());
-  uint16_t* kd = kv_slot(c, t.buf[2], b, kvh, pos);
-  uint16_t* vd = kv_slot(c, t.buf[3], b, kvh, pos);
-  for (int64_t i = 0; i < hd; ++i) {
-    kd[i] = f32_to_bf16(y[size_t(i)]);
-    vd[i] = v[i];  // already bf16: copied, not rounded twice
-  }
-}
-
 void gate_up(const TaskContext& c, const TaskDesc& t) {
   const auto& h = c.p->h;
   const int64_t H = h.hidden, I = h.intermediate;
@@ -136,21 +117,68 @@ void gate_up(const TaskContext& c, const TaskDesc& t) {
   }
 }
 
-void attn_partial(const TaskContext& c, const TaskDesc& t) {
+namespace {
+
+// The chunk at pos appends k (after its epilogue, rounded to bf16) and the raw v.
+void append_kv(const TaskContext& c, const TaskDesc& t, int64_t pos) {
+  const auto& h = c.p->h;
+  const int64_t hd = h.head_dim;
+  const int b = t.b0, kvh = t.arg[0];
+  const uint16_t* raw = c.as<uint16_t>(t.buf[0]) + b * compiler::qkv_width(h);
+  const uint16_t* k = raw + compiler::qkv_part_begin(h, 1) + kvh * hd;
+  const uint16_t* v = raw + compiler::qkv_part_begin(h, 2) + kvh * hd;
+  std::vector<float> y(static_cast<size_t>(hd));
+  for (int64_t i = 0; i < hd; ++i) y[size_t(i)] = bf16_to_f32(k[i]);
+  head_epilogue(c, t.buf[6], pos, y.data());
+  uint16_t* kd = kv_slot(c, t.buf[1], b, kvh, pos);
+  uint16_t* vd = kv_slot(c, t.buf[2], b, kvh, pos);
+  for (int64_t i = 0; i < hd; ++i) {
+    kd[i] = f32_to_bf16(y[size_t(i)]);
+    vd[i] = v[i];  // already bf16: copied, not rounded twice
+  }
+}
+
+// The last chunk of the step: the C partials of each head, log-sum-exp in chunk order.
+void merge_chunks(const TaskContext& c, const TaskDesc& t) {
+  const auto& h = c.p->h;
+  const int64_t hd = h.head_dim, g = h.n_heads / h.n_kv_heads, C = t.arg[2];
+  const int b = t.b0, kvh = t.arg[0];
+  const float* part = c.as<float>(t.buf[3]) + (int64_t(b) * h.n_kv_heads + kvh) * C * g * (hd + 2);
+  uint16_t* out = c.as<uint16_t>(t.buf[7]) + int64_t(b) * h.n_heads * hd;
+  std::vector<float> o(static_cast<size_t>(hd));
+  for (int64_t j = 0; j < g; ++j) {
+    float M = -INFINITY;
+    for (int64_t ch = 0; ch < C; ++ch) M = std::max(M, part[(ch * g + j) * (hd + 2) + hd]);
+    std::fill(o.begin(), o.end(), 0.0f);
+    float L = 0;
+    for (int64_t ch = 0; ch < C; ++ch) {
+      const float* blk = part + (ch * g + j) * (hd + 2);
+      if (blk[hd + 1] == 0.0f) continue;  // empty chunk
+      const float sc = std::exp(blk[hd] - M);
+      L += blk[hd + 1] * sc;
+      for (int64_t i = 0; i < hd; ++i) o[size_t(i)] += blk[i] * sc;
+    }
+    for (int64_t i = 0; i < hd; ++i) out[(kvh * g + j) * hd + i] = f32_to_bf16(o[size_t(i)] / L);
+  }
+}
+
+}  // namespace
+
+void attention(const TaskContext& c, const TaskDesc& t) {
   const auto& h = c.p->h;
   const int64_t hd = h.head_dim, g = h.n_heads / h.n_kv_heads, C = t.arg[2];
   const int b = t.b0, kvh = t.arg[0], chunk = t.arg[1];
-  const int64_t len = int64_t(c.as<SeqState>(t.buf[4])[b].pos) + 1;
+  const int64_t pos = c.as<SeqState>(t.buf[4])[b].pos;
   int64_t p0 = 0, p1 = 0;
-  compiler::attn_chunk_range(len - 1, chunk, C, &p0, &p1);
+  compiler::attn_chunk_range(pos, chunk, C, &p0, &p1);
+  if (p0 <= pos && pos < p1) append_kv(c, t, pos);
   float* part = c.as<float>(t.buf[3]) + ((int64_t(b) * h.n_kv_heads + kvh) * C + chunk) * g * (hd + 2);
   std::vector<float> q(static_cast<size_t>(hd)), o(static_cast<size_t>(hd)), s(size_t(std::max<int64_t>(p1 - p0, 1)));
-  const int64_t pos = len - 1;
   for (int64_t j = 0; j < g; ++j) {
     // q epilogue: head norm and RoPE in fp32 on the raw row, then bf16 (q's rounding point).
     const uint16_t* qh = c.as<uint16_t>(t.buf[0]) + int64_t(b) * compiler::qkv_width(h) + (kvh * g + j) * hd;
     for (int64_t i = 0; i < hd; ++i) q[size_t(i)] = bf16_to_f32(qh[i]);
-    head_epilogue(c, t.buf[6], pos, q.data());
+    head_epilogue(c, t.buf[5], pos, q.data());
     for (int64_t i = 0; i < hd; ++i) q[size_t(i)] = round_bf16(q[size_t(i)]);
     float m = -INFINITY;
     for (int64_t pp = p0; pp < p1; ++pp) {
@@ -173,29 +201,11 @@ void attn_partial(const TaskContext& c, const TaskDesc& t) {
     dst[hd] = m;
     dst[hd + 1] = l;
   }
-}
-
-void attn_merge(const TaskContext& c, const TaskDesc& t) {
-  const auto& h = c.p->h;
-  const int64_t hd = h.head_dim, g = h.n_heads / h.n_kv_heads, C = t.arg[1];
-  const int b = t.b0, kvh = t.arg[0];
-  const float* part = c.as<float>(t.buf[0]) + (int64_t(b) * h.n_kv_heads + kvh) * C * g * (hd + 2);
-  uint16_t* out = c.as<uint16_t>(t.buf[1]) + int64_t(b) * h.n_heads * hd;
-  std::vector<float> o(static_cast<size_t>(hd));
-  for (int64_t j = 0; j < g; ++j) {
-    float M = -INFINITY;
-    for (int64_t ch = 0; ch < C; ++ch) M = std::max(M, part[(ch * g + j) * (hd + 2) + hd]);
-    std::fill(o.begin(), o.end(), 0.0f);
-    float L = 0;
-    for (int64_t ch = 0; ch < C; ++ch) {
-      const float* blk = part + (ch * g + j) * (hd + 2);
-      if (blk[hd + 1] == 0.0f) continue;  // empty chunk
-      const float sc = std::exp(blk[hd] - M);
-      L += blk[hd + 1] * sc;
-      for (int64_t i = 0; i < hd; ++i) o[size_t(i)] += blk[i] * sc;
-    }
-    for (int64_t i = 0; i < hd; ++i) out[(kvh * g + j) * hd + i] = f32_to_bf16(o[size_t(i)] / L);
-  }
+  // Arrival: the chunk that completes this step's C adds merges (acq_rel: it sees
+  // every other chunk's partial, and they see nothing of its merge they need).
+  KEEL_CHECK(c.counters != nullptr, "cpu executor: attention task without counters");
+  const uint32_t old = c.counters[t.arg[3]].fetch_add(1, std::memory_order_acq_rel);
+  if ((old + 1) % uint32_t(C) == 0) merge_chunks(c, t);
 }
 
 void matvec_residual(const TaskContext& c, const TaskDesc& t) {
@@ -369,12 +379,10 @@ void run_task(const TaskContext& c, const TaskDesc& t) {
   switch (Opcode(t.opcode)) {
     case Opcode::QkvProj: return qkv_proj(c, t);
     case Opcode::GateUp: return gate_up(c, t);
-    case Opcode::AttnPartial: return attn_partial(c, t);
-    case Opcode::AttnMerge: return attn_merge(c, t);
+    case Opcode::Attention: return attention(c, t);
     case Opcode::MatvecResidual: return matvec_residual(c, t);
     case Opcode::LmHead: return lm_head(c, t);
     case Opcode::Step: return step(c, t);
-    case Opcode::KvAppend: return kv_append(c, t);
   }
   fail("cpu executor: unknown opcode ", t.opcode);
 }

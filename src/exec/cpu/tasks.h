@@ -6,6 +6,7 @@
 // accumulation, q/k head norm and RoPE, softmax and logits.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <vector>
@@ -34,6 +35,8 @@ struct TaskContext {
   std::vector<uint8_t*> ptr;   // per buffer id (weights: the bound tensor)
   std::vector<DType> dtype;    // per buffer id (weights: the stored dtype)
   const StepHooks* hooks = nullptr;
+  /// The Program's counters (the Attention tasks add to their arrival counter).
+  std::atomic<uint32_t>* counters = nullptr;
 
   template <class T>
   T* as(int32_t buf) const { return reinterpret_cast<T*>(ptr[size_t(buf)]); }
@@ -41,12 +44,10 @@ struct TaskContext {
 
 void qkv_proj(const TaskContext& c, const TaskDesc& t);
 void gate_up(const TaskContext& c, const TaskDesc& t);
-void attn_partial(const TaskContext& c, const TaskDesc& t);
-void attn_merge(const TaskContext& c, const TaskDesc& t);
+void attention(const TaskContext& c, const TaskDesc& t);
 void matvec_residual(const TaskContext& c, const TaskDesc& t);
 void lm_head(const TaskContext& c, const TaskDesc& t);
 void step(const TaskContext& c, const TaskDesc& t);
-void kv_append(const TaskContext& c, const TaskDesc& t);
 
 /// Runs one task by opcode.
 void run_task(const TaskContext& c, const TaskDesc& t);

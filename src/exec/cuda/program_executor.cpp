@@ -22,6 +22,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <iomanip>
 #include <map>
 #include <string>
 #include <thread>
@@ -644,6 +645,7 @@ std::vector<double> ProgramExecutor::time_steps(LaunchMode mode, int start_pos, 
       for (size_t k = 0; k < tr.size(); k += kW)
         if (tr[k + 1]) t_min = std::min(t_min, tr[k + 1]);
       std::ofstream f(trace_json);
+      f << std::fixed << std::setprecision(3);  // microseconds to the nanosecond (6 digits would round to 1 us)
       KEEL_CHECK(f.good(), "cuda bench: cannot write ", trace_json);
       f << "{\"traceEvents\":[\n";
       bool first = true;
@@ -754,6 +756,12 @@ void ProgramExecutor::upload_kv(const std::vector<uint8_t>& bytes) {
   KEEL_CHECK(bytes.size() == p_.h.kv_bytes, "cuda program executor: KV image of ", bytes.size(),
              " bytes, expected ", p_.h.kv_bytes);
   KEEL_CUDA_CHECK(cudaMemcpy(impl_->kv, bytes.data(), bytes.size(), cudaMemcpyHostToDevice));
+}
+
+void ProgramExecutor::set_counters(uint32_t value) {
+  KEEL_CUDA_CHECK(cudaSetDevice(impl_->device));
+  const std::vector<uint32_t> v(std::max<uint32_t>(p_.h.n_counters, 1), value);
+  KEEL_CUDA_CHECK(cudaMemcpy(impl_->P.counters, v.data(), v.size() * 4, cudaMemcpyHostToDevice));
 }
 
 void ProgramExecutor::run_single_task(uint32_t task) {

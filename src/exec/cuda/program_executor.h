@@ -112,6 +112,9 @@ class ProgramExecutor {
   /// Test hook: runs task `task` once on one CTA at step 0 with no waits and
   /// no signals, on the current device buffers (a tiny test kernel).
   void run_single_task(uint32_t task);
+  /// Test hook: sets every counter to `value` (e.g. so that the next Attention
+  /// task to arrive is the last of its step and merges).
+  void set_counters(uint32_t value);
 
   struct Impl;  // host state (program_executor.cpp)
 

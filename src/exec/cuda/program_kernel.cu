@@ -256,7 +256,7 @@ __device__ __forceinline__ void compute(const DevProgram& P, SmemStatic& S, char
       // the attention task's K/V rows of earlier positions (fast path only), a
       // norm-matvec task's norm weights.
       const int g = h.n_heads / h.n_kv_heads;
-      if (t.opcode == uint16_t(compiler::Opcode::AttnPartial) &&
+      if (t.opcode == uint16_t(compiler::Opcode::Attention) &&
           ((g <= 8 && (h.head_dim == 32 || h.head_dim == 64 || h.head_dim == 128)) || (g <= 4 && h.head_dim == 256)))
         attn_prefetch(P, t, work);
       else
@@ -417,7 +417,9 @@ size_t work_smem_bytes(const compiler::ProgramHeader& h) {
   const int64_t g = h.n_heads / std::max(h.n_kv_heads, 1);
   const int64_t attn = std::max<int64_t>(kMaxHeadDim + int64_t(kWarps) * (kMaxHeadDim + 2),
                                          g * h.head_dim + int64_t(kWarps) * g * (h.head_dim + 2)) * 4 + 64;
-  return size_t((std::max(act, attn) + 127) / 128 * 128);
+  // ... or the merge's maxima, sums and totals
+  const int64_t merge = (2 * int64_t(h.n_chunks) + 1) * g * 4;
+  return size_t((std::max({act, attn, merge}) + 127) / 128 * 128);
 }
 
 size_t static_smem_bytes() {

@@ -623,26 +623,6 @@ __device__ void qkv_proj(const DevProgram& P, const TaskDesc& t, float* smem, fl
   }
 }
 
-__device__ void kv_append(const DevProgram& P, const TaskDesc& t, int32_t task, float* smem, float* scratch) {
-  const ProgramHeader& h = P.h;
-  const int64_t hd = h.head_dim;
-  const int b = t.b0, kvh = t.arg[0];
-  const int64_t pos = bp<const SeqState>(P, t.buf[4])[b].pos;
-  const uint16_t* raw = bp<const uint16_t>(P, t.buf[0]) + b * qkv_w(h);
-  const uint16_t* k = raw + qkv_begin(h, 1) + kvh * hd;
-  const uint16_t* v = raw + qkv_begin(h, 2) + kvh * hd;
-  for (int64_t i = threadIdx.x; i < hd; i += kThreads) smem[i] = bf16_to_f32(k[i]);
-  csync();
-  head_epilogue(P, t.buf[1], pos, smem, scratch);
-  uint16_t* kd = kv_slot(P, t.buf[2], b, kvh, pos, task);
-  uint16_t* vd = kv_slot(P, t.buf[3], b, kvh, pos, task);
-  if (!kd || !vd) return;
-  for (int64_t i = threadIdx.x; i < hd; i += kThreads) {
-    kd[i] = f32_to_bf16(smem[i]);
-    vd[i] = v[i];  // already bf16: copied, not rounded twice
-  }
-}
-
 __device__ void gate_up(const DevProgram& P, const TaskDesc& t, float* smem, float* scratch, RingView& R) {
   const ProgramHeader& h = P.h;
   const int64_t H = h.hidden, I = h.intermediate;
@@ -728,18 +708,20 @@ __device__ __forceinline__ void load_row_smem(const uint16_t* p, float (&x)[KP])
   for (int e = 0; e < KP; ++e) x[e] = bf16_to_f32(p[e]);
 }
 
-/// Where attn_partial_fast keeps its scratch in the work area: q [g][hd] (fp32),
-/// the position, then the K/V rows of the positions it prefetched before its wait
-/// ([n][2][hd] bf16), later overwritten by the warps' partials [kWarps][g][hd + 2].
+/// Where attention_fast keeps its scratch in the work area: q [g][hd] (fp32),
+/// the position, the K and V rows of pos when the chunk appends them ([2][hd]
+/// bf16), then the K/V rows of the positions it prefetched before its wait
+/// ([n][2][hd] bf16); the warps' partials [kWarps][g][hd + 2] later take the
+/// place of both.
 struct AttnSmem {
   int64_t p0, p1, pos;
   int n_pf;           // positions [p0, p0 + n_pf) are in kv (all < pos: written in earlier steps)
+  uint16_t* cur;      // K and V rows of pos (the appending chunk)
   uint16_t* kv;
 };
 
-/// Byte offset in the work area of the K/V prefetch (after q); the 16 bytes
-/// before it hold the position the prefetch saw. The warps' partials reuse the
-/// K/V space once every warp is past its position loop.
+/// Byte offset in the work area of the current rows (after q); the 16 bytes
+/// before it hold the position the prefetch saw.
 __device__ __forceinline__ int64_t attn_kv_offset(const ProgramHeader& h) {
   const int64_t hd = h.head_dim, g = h.n_heads / h.n_kv_heads;
   return (g * hd * 4 + 15) / 16 * 16 + 16;
@@ -757,8 +739,9 @@ __device__ __forceinline__ AttnSmem attn_smem(const DevProgram& P, const TaskDes
       (from_smem ? *stash : int64_t(reinterpret_cast<const volatile SeqState*>(bp<const SeqState>(P, t.buf[4]))[t.b0].pos)) + 1;
   a.pos = len - 1;
   compiler::attn_chunk_range(a.pos, t.arg[1], C, &a.p0, &a.p1);
-  a.kv = reinterpret_cast<uint16_t*>(reinterpret_cast<char*>(smem) + kv_off);
-  const int64_t room = (int64_t(P.work_bytes) - kv_off) / (4 * hd);
+  a.cur = reinterpret_cast<uint16_t*>(reinterpret_cast<char*>(smem) + kv_off);
+  a.kv = a.cur + 2 * hd;
+  const int64_t room = (int64_t(P.work_bytes) - kv_off - 4 * hd) / (4 * hd);
   const int64_t want = min(a.p1, a.pos) - a.p0;
   const int64_t n = want < room ? want : room;
   a.n_pf = n > 0 ? int(n) : 0;
@@ -789,15 +772,86 @@ __device__ void attn_prefetch(const DevProgram& P, const TaskDesc& t, float* sme
   asm volatile("cp.async.commit_group;" ::: "memory");
 }
 
-/// attn_partial for head_dim = 32 * KP and at most kMaxGroup q heads per kv
-/// head. Warp j < g runs head j's q epilogue (norm by a warp reduction, RoPE
-/// pairs (i, i + hd/2) across lanes l and l ^ 16); then every warp takes
-/// positions p0 + warp, p0 + warp + kWarps, ... two at a time, reads each K and
-/// V row once for all g heads (q in registers) and keeps an online softmax per
-/// head; the warps' (o, m, l) are merged at the end. Same roundings as the
-/// generic version (q rounded to bf16 after its epilogue; fp32 softmax).
+/// Stores a lane's KP fp32 values as bf16 at p (16/8/4/2-byte stores).
+template <int KP>
+__device__ __forceinline__ void store_row_bf16(uint16_t* p, const float (&x)[KP]) {
+  uint32_t w[(KP + 1) / 2];
+#pragma unroll
+  for (int i = 0; i < KP / 2; ++i) w[i] = uint32_t(f32_to_bf16(x[2 * i])) | uint32_t(f32_to_bf16(x[2 * i + 1])) << 16;
+  if constexpr (KP == 8) *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
+  else if constexpr (KP == 4) *reinterpret_cast<uint2*>(p) = make_uint2(w[0], w[1]);
+  else if constexpr (KP == 2) *reinterpret_cast<uint32_t*>(p) = w[0];
+  else *p = f32_to_bf16(x[0]);
+}
+
+/// The merge, run by the chunk that arrived last: the C partials of each of the
+/// g heads (log-sum-exp in chunk order, like the CPU twin) into bf16 attn. The
+/// partials come through L2 (other SMs wrote them); `smem` holds the per-(chunk,
+/// head) maxima and sums, then the scale factors.
+__device__ void merge_chunks(const DevProgram& P, const TaskDesc& t, float* smem) {
+  const ProgramHeader& h = P.h;
+  const int hd = h.head_dim, g = h.n_heads / h.n_kv_heads, C = t.arg[2], b = t.b0, kvh = t.arg[0];
+  const float* part = bp<const float>(P, t.buf[3]) + (int64_t(b) * h.n_kv_heads + kvh) * C * g * (hd + 2);
+  uint16_t* out = bp<uint16_t>(P, t.buf[7]) + int64_t(b) * h.n_heads * hd + int64_t(kvh) * g * hd;
+  float* ms = smem;           // [C][g] maxima, then scale factors (0 for an empty chunk)
+  float* ls = smem + C * g;   // [C][g] sums of exp
+  float* Ls = ls + C * g;     // [g] the heads' totals
+  for (int k = threadIdx.x; k < C * g; k += kThreads) {
+    const float2 ml = __ldcg(reinterpret_cast<const float2*>(part + int64_t(k) * (hd + 2) + hd));
+    ms[k] = ml.x;
+    ls[k] = ml.y;
+  }
+  csync();
+  for (int j = threadIdx.x; j < g; j += kThreads) {
+    float M = -INFINITY;
+    for (int ch = 0; ch < C; ++ch) M = fmaxf(M, ms[ch * g + j]);
+    float L = 0;
+    for (int ch = 0; ch < C; ++ch) {
+      const float l = ls[ch * g + j];
+      const float sc = l == 0.0f ? 0.0f : expf(ms[ch * g + j] - M);  // an empty chunk adds nothing
+      if (l != 0.0f) L += l * sc;
+      ms[ch * g + j] = sc;
+    }
+    Ls[j] = L;
+  }
+  csync();
+  for (int e = threadIdx.x; e < g * hd; e += kThreads) {
+    const int j = e / hd, i = e % hd;
+    float o = 0;
+#pragma unroll 8
+    for (int ch = 0; ch < C; ++ch) o += __ldcg(part + int64_t(ch * g + j) * (hd + 2) + i) * ms[ch * g + j];
+    out[e] = f32_to_bf16(o / Ls[j]);
+  }
+}
+
+/// After the chunk's partial is stored (every compute thread): adds 1 to the
+/// arrival counter (acq_rel: releases this CTA's partial, which the barrier
+/// before it ordered, and acquires the others'); the chunk that completes this
+/// step's C adds merges. `flag` is a word of shared memory.
+__device__ __forceinline__ void arrive_and_merge(const DevProgram& P, const TaskDesc& t, float* smem, float* flag) {
+  csync();
+  if (threadIdx.x == 0) {
+    const uint32_t old = dev::atom_add_acq_rel(P.counters + t.arg[3], 1);
+    *flag = (old + 1) % uint32_t(t.arg[2]) == 0 ? 1.0f : 0.0f;
+  }
+  csync();
+  if (*flag != 0.0f) merge_chunks(P, t, smem);
+}
+
+/// The Attention opcode for head_dim = 32 * KP and at most kMaxGroup q heads
+/// per kv head. Warp j < g runs head j's q epilogue (norm by a warp reduction,
+/// RoPE pairs (i, i + hd/2) across lanes l and l ^ 16); in the chunk that covers
+/// pos, warp g (warp 0 when g fills the CTA) also runs the k epilogue and
+/// appends k and v to the cache, keeping both rows in shared memory for its own
+/// use. Then every warp takes positions p0 + warp, p0 + warp + kWarps, ... two
+/// at a time, reads each K and V row once for all g heads (q in registers) and
+/// keeps an online softmax per head; the warps' (o, m, l) are merged into the
+/// chunk's partial; the last chunk to arrive merges the C partials. Same
+/// roundings as the generic version (q and k rounded to bf16 after their
+/// epilogues; fp32 softmax).
 template <int KP, int kMaxGroup>
-__device__ void attn_partial_fast(const DevProgram& P, const TaskDesc& t, int32_t task, float* smem, RingView& R) {
+__device__ void attention_fast(const DevProgram& P, const TaskDesc& t, int32_t task, float* smem, float* scratch,
+                               RingView& R) {
   const ProgramHeader& h = P.h;
   constexpr int hd = 32 * KP, half = hd / 2;
   const int g = h.n_heads / h.n_kv_heads, C = t.arg[2];
@@ -806,36 +860,60 @@ __device__ void attn_partial_fast(const DevProgram& P, const TaskDesc& t, int32_
   // The same positions attn_prefetch copied (it ran before the wait whenever there is a work area).
   const AttnSmem A = attn_smem(P, t, smem, P.work_bytes > 0);
   const int64_t p0 = A.p0, p1 = A.p1, pos = A.pos, pf_end = A.p0 + A.n_pf;
+  const bool appends = p0 <= pos && pos < p1;
   float* qs = smem;                               // [g][hd]
-  float* wo = reinterpret_cast<float*>(A.kv);     // [kWarps][g][hd + 2], after the position loop
-  // ---- q epilogue, one warp per head (while the K/V prefetch may still land) ----
-  if (warp < g) {
-    const uint16_t* qh = bp<const uint16_t>(P, t.buf[0]) + int64_t(b) * qkv_w(h) + (int64_t(kvh) * g + warp) * hd;
-    float y[KP];
-    load_row<KP>(qh + lane * KP, y);
-    if (t.buf[6] >= 0) {
+  float* wo = reinterpret_cast<float*>(A.cur);    // [kWarps][g][hd + 2], after the position loop
+  const float* inv_freq = bp<const float>(P, h.buf_rope);
+  const uint16_t* raw = bp<const uint16_t>(P, t.buf[0]) + int64_t(b) * qkv_w(h);
+  // Head norm (weight norm_buf, if any) and RoPE at pos of a lane's KP elements of one head.
+  auto epilogue = [&](float (&y)[KP], int32_t norm_buf) {
+    if (norm_buf >= 0) {
       float ss = 0;
 #pragma unroll
       for (int e = 0; e < KP; ++e) ss += y[e] * y[e];
       ss = dev::warp_sum(ss);
       const float inv = 1.0f / sqrtf(ss / float(hd) + h.rms_eps);
 #pragma unroll
-      for (int e = 0; e < KP; ++e) y[e] = y[e] * inv * load_f32(P, t.buf[6], lane * KP + e);
+      for (int e = 0; e < KP; ++e) y[e] = y[e] * inv * load_f32(P, norm_buf, lane * KP + e);
     }
-    const float* inv_freq = bp<const float>(P, h.buf_rope);
 #pragma unroll
     for (int e = 0; e < KP; ++e) {
       const int i = lane * KP + e;
       const float other = __shfl_xor_sync(0xffffffffu, y[e], 16);  // element i +- hd/2
       const float2 rc = rope_cs(pos, inv_freq[i < half ? i : i - half]);
       const float cs = rc.x, sn = rc.y;
-      const float r = i < half ? y[e] * cs - other * sn : y[e] * cs + other * sn;
-      qs[warp * hd + i] = round_bf16(r);
+      y[e] = i < half ? y[e] * cs - other * sn : y[e] * cs + other * sn;
+    }
+  };
+  // ---- q epilogue, one warp per head (while the K/V prefetch may still land) ----
+  if (warp < g) {
+    float y[KP];
+    load_row<KP>(raw + (int64_t(kvh) * g + warp) * hd + lane * KP, y);
+    epilogue(y, t.buf[5]);
+#pragma unroll
+    for (int e = 0; e < KP; ++e) qs[warp * hd + lane * KP + e] = round_bf16(y[e]);
+  }
+  // ---- k epilogue and KV append at pos (the chunk that covers it) ----
+  if (appends && warp == (g < kWarps ? g : 0)) {
+    float y[KP], v[KP];
+    load_row<KP>(raw + qkv_begin(h, 1) + int64_t(kvh) * hd + lane * KP, y);
+    load_row<KP>(raw + qkv_begin(h, 2) + int64_t(kvh) * hd + lane * KP, v);  // bf16 values: stored back exactly
+    epilogue(y, t.buf[6]);
+    store_row_bf16<KP>(A.cur + lane * KP, y);
+    store_row_bf16<KP>(A.cur + hd + lane * KP, v);
+    const int32_t* pt = bp<const int32_t>(P, h.buf_page_table) + int64_t(b) * h.pages_per_seq;
+    const int64_t page = __ldcg(pt + pos / h.page_size);
+    if (page < 0 || page >= h.n_pages) {
+      if (lane == 0) dev_fail(P, kErrBadPage, task, int32_t(page));
+    } else {
+      const int64_t off = ((page * h.n_kv_heads + kvh) * h.page_size + pos % h.page_size) * hd + lane * KP;
+      store_row_bf16<KP>(bp<uint16_t>(P, t.buf[1]) + off, y);
+      store_row_bf16<KP>(bp<uint16_t>(P, t.buf[2]) + off, v);
     }
   }
   asm volatile("cp.async.wait_all;" ::: "memory");  // this thread's prefetch copies; the barrier: everyone's
   csync();
-  if (P.trace && threadIdx.x == 0) R.t_prep = dev::globaltimer_ns();  // trace: q epilogue done
+  if (P.trace && threadIdx.x == 0) R.t_prep = dev::globaltimer_ns();  // trace: q (and k) epilogue done
   float q[kMaxGroup][KP], m[kMaxGroup], l[kMaxGroup], o[kMaxGroup][KP];
 #pragma unroll
   for (int j = 0; j < kMaxGroup; ++j) {
@@ -850,7 +928,10 @@ __device__ void attn_partial_fast(const DevProgram& P, const TaskDesc& t, int32_
   const int32_t* pt = bp<const int32_t>(P, h.buf_page_table) + int64_t(b) * h.pages_per_seq;
   const uint16_t* kc = bp<const uint16_t>(P, t.buf[1]);
   const uint16_t* vc = bp<const uint16_t>(P, t.buf[2]);
+  // K and V of position p: pos from the rows appended above, earlier prefetched
+  // positions from shared memory, the rest from the cache through L2.
   auto row_off = [&](int64_t p, bool* ok) -> int64_t {
+    if (p == pos || p < pf_end) return 0;
     const int64_t page = __ldcg(pt + p / h.page_size);
     if (page < 0 || page >= h.n_pages) {
       *ok = false;
@@ -859,31 +940,33 @@ __device__ void attn_partial_fast(const DevProgram& P, const TaskDesc& t, int32_
     }
     return ((page * h.n_kv_heads + kvh) * h.page_size + p % h.page_size) * hd + lane * KP;
   };
+  auto load_kv = [&](int64_t p, int64_t off, float (&k)[KP], float (&v)[KP]) {
+    if (p == pos) {
+      load_row_smem<KP>(A.cur + lane * KP, k);
+      load_row_smem<KP>(A.cur + hd + lane * KP, v);
+    } else if (p < pf_end) {
+      load_row_smem<KP>(A.kv + (p - p0) * 2 * hd + lane * KP, k);
+      load_row_smem<KP>(A.kv + ((p - p0) * 2 + 1) * hd + lane * KP, v);
+    } else {
+      load_row<KP>(kc + off, k);
+      load_row<KP>(vc + off, v);
+    }
+  };
   bool ok = true;
   for (int64_t pa = p0 + warp; pa < p1 && ok; pa += 2 * kWarps) {
     const int64_t pb = pa + kWarps;
     const bool two = pb < p1;
-    // page-table lookups only for rows not prefetched (an L2 round trip each)
-    const int64_t oa = pa < pf_end ? 0 : row_off(pa, &ok);
-    const int64_t ob = !two || pb < pf_end ? 0 : row_off(pb, &ok);
+    // page-table lookups only for rows not in shared memory (an L2 round trip each)
+    const int64_t oa = row_off(pa, &ok);
+    const int64_t ob = two ? row_off(pb, &ok) : 0;
     if (!ok) break;
     float ka[KP], va[KP], kb[KP], vb[KP];
-    if (pa < pf_end) {
-      load_row_smem<KP>(A.kv + (pa - p0) * 2 * hd + lane * KP, ka);
-      load_row_smem<KP>(A.kv + ((pa - p0) * 2 + 1) * hd + lane * KP, va);
-    } else {
-      load_row<KP>(kc + oa, ka);
-      load_row<KP>(vc + oa, va);
-    }
-    if (!two) {  // no second position: nothing to load (its results are not used)
+    load_kv(pa, oa, ka, va);
+    if (two) {
+      load_kv(pb, ob, kb, vb);
+    } else {  // no second position: nothing to load (its results are not used)
 #pragma unroll
       for (int e = 0; e < KP; ++e) kb[e] = ka[e], vb[e] = va[e];
-    } else if (pb < pf_end) {
-      load_row_smem<KP>(A.kv + (pb - p0) * 2 * hd + lane * KP, kb);
-      load_row_smem<KP>(A.kv + ((pb - p0) * 2 + 1) * hd + lane * KP, vb);
-    } else {
-      load_row<KP>(kc + ob, kb);
-      load_row<KP>(vc + ob, vb);
     }
     float da[kMaxGroup], db[kMaxGroup];
 #pragma unroll
@@ -923,30 +1006,46 @@ __device__ void attn_partial_fast(const DevProgram& P, const TaskDesc& t, int32_
   csync();
   float* part = bp<float>(P, t.buf[3]) + ((int64_t(b) * h.n_kv_heads + kvh) * C + chunk) * g * (hd + 2);
   merge_warp_partials(wo, g, hd, part);
-  csync();
+  arrive_and_merge(P, t, smem, scratch);
 }
 
-/// Split-KV attention of one (sequence, kv head, chunk). Each warp runs an
-/// online softmax over positions p0 + warp, p0 + warp + kWarps, ...; the warps'
-/// (o, m, l) are then merged into the chunk's unnormalised partial.
-__device__ void attn_partial(const DevProgram& P, const TaskDesc& t, int32_t task, float* smem, float* scratch) {
+/// The Attention opcode for any head_dim <= kMaxHeadDim and group size: the
+/// chunk at pos appends k and v first; each warp runs an online softmax over
+/// positions p0 + warp, p0 + warp + kWarps, ...; the warps' (o, m, l) are merged
+/// into the chunk's unnormalised partial; the last chunk to arrive merges.
+__device__ void attention(const DevProgram& P, const TaskDesc& t, int32_t task, float* smem, float* scratch) {
   const ProgramHeader& h = P.h;
   const int64_t hd = h.head_dim, g = h.n_heads / h.n_kv_heads, C = t.arg[2];
   const int b = t.b0, kvh = t.arg[0], chunk = t.arg[1];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int64_t len = int64_t(bp<const SeqState>(P, t.buf[4])[b].pos) + 1;
+  const int64_t pos = bp<const SeqState>(P, t.buf[4])[b].pos;
   int64_t p0 = 0, p1 = 0;
-  compiler::attn_chunk_range(len - 1, chunk, C, &p0, &p1);
-  const int64_t pos = len - 1;
+  compiler::attn_chunk_range(pos, chunk, C, &p0, &p1);
+  const uint16_t* raw = bp<const uint16_t>(P, t.buf[0]) + int64_t(b) * qkv_w(h);
+  if (p0 <= pos && pos < p1) {  // k epilogue, then k and v into the cache at pos
+    const uint16_t* k = raw + qkv_begin(h, 1) + kvh * hd;
+    const uint16_t* v = raw + qkv_begin(h, 2) + kvh * hd;
+    for (int64_t i = threadIdx.x; i < hd; i += kThreads) smem[i] = bf16_to_f32(k[i]);
+    csync();
+    head_epilogue(P, t.buf[6], pos, smem, scratch);
+    uint16_t* kd = kv_slot(P, t.buf[1], b, kvh, pos, task);
+    uint16_t* vd = kv_slot(P, t.buf[2], b, kvh, pos, task);
+    if (kd && vd)
+      for (int64_t i = threadIdx.x; i < hd; i += kThreads) {
+        kd[i] = f32_to_bf16(smem[i]);
+        vd[i] = v[i];  // already bf16: copied, not rounded twice
+      }
+    csync();
+  }
   float* part = bp<float>(P, t.buf[3]) + ((int64_t(b) * h.n_kv_heads + kvh) * C + chunk) * g * (hd + 2);
   float* q = smem;                    // [hd]
   float* wo = smem + kMaxHeadDim;     // [kWarps][hd + 2]: each warp's o, m, l
   constexpr int kPer = kMaxHeadDim / 32;
   for (int64_t j = 0; j < g; ++j) {
-    const uint16_t* qh = bp<const uint16_t>(P, t.buf[0]) + int64_t(b) * qkv_w(h) + (kvh * g + j) * hd;
+    const uint16_t* qh = raw + (kvh * g + j) * hd;
     for (int64_t i = threadIdx.x; i < hd; i += kThreads) q[i] = bf16_to_f32(qh[i]);
     csync();
-    head_epilogue(P, t.buf[6], pos, q, scratch);
+    head_epilogue(P, t.buf[5], pos, q, scratch);
     for (int64_t i = threadIdx.x; i < hd; i += kThreads) q[i] = round_bf16(q[i]);
     csync();
     float m = -INFINITY, l = 0, o[kPer];
@@ -984,28 +1083,7 @@ __device__ void attn_partial(const DevProgram& P, const TaskDesc& t, int32_t tas
     merge_warp_partials(wo, 1, int(hd), part + j * (hd + 2));
     csync();
   }
-}
-
-__device__ void attn_merge(const DevProgram& P, const TaskDesc& t) {
-  const ProgramHeader& h = P.h;
-  const int64_t hd = h.head_dim, g = h.n_heads / h.n_kv_heads, C = t.arg[1];
-  const int b = t.b0, kvh = t.arg[0];
-  const float* part = bp<const float>(P, t.buf[0]) + (int64_t(b) * h.n_kv_heads + kvh) * C * g * (hd + 2);
-  uint16_t* out = bp<uint16_t>(P, t.buf[1]) + int64_t(b) * h.n_heads * hd;
-  for (int64_t e = threadIdx.x; e < g * hd; e += kThreads) {
-    const int64_t j = e / hd, i = e % hd;
-    float M = -INFINITY;
-    for (int64_t ch = 0; ch < C; ++ch) M = fmaxf(M, part[(ch * g + j) * (hd + 2) + hd]);
-    float o = 0, L = 0;
-    for (int64_t ch = 0; ch < C; ++ch) {
-      const float* blk = part + (ch * g + j) * (hd + 2);
-      if (blk[hd + 1] == 0.0f) continue;  // empty chunk
-      const float sc = expf(blk[hd] - M);
-      L += blk[hd + 1] * sc;
-      o += blk[i] * sc;
-    }
-    out[(kvh * g + j) * hd + i] = f32_to_bf16(o / L);
-  }
+  arrive_and_merge(P, t, smem, scratch);
 }
 
 /// x[rows] += W[rows, k0:k1] . a[k0:k1] (+ bias), the add an fp32 atomic (apply_epi).
@@ -1323,30 +1401,28 @@ __device__ __forceinline__ void run_task(const DevProgram& P, const TaskDesc& t,
   switch (compiler::Opcode(t.opcode)) {
     case compiler::Opcode::QkvProj: return qkv_proj(P, t, smem, scratch, R);
     case compiler::Opcode::GateUp: return gate_up(P, t, smem, scratch, R);
-    case compiler::Opcode::AttnPartial: {
+    case compiler::Opcode::Attention: {
       // Fast path: q of every head of the group in registers (up to 8 heads, 4 for
       // head_dim 256), instantiated for the group size rounded up to 2 / 4 / 8 so the
       // loop a model runs is no longer than its group needs (instruction cache).
       const int g = P.h.n_heads / P.h.n_kv_heads, hd = P.h.head_dim;
       if (hd == 64) {
-        if (g <= 2) return attn_partial_fast<2, 2>(P, t, task, smem, R);
-        if (g <= 4) return attn_partial_fast<2, 4>(P, t, task, smem, R);
-        if (g <= 8) return attn_partial_fast<2, 8>(P, t, task, smem, R);
+        if (g <= 2) return attention_fast<2, 2>(P, t, task, smem, scratch, R);
+        if (g <= 4) return attention_fast<2, 4>(P, t, task, smem, scratch, R);
+        if (g <= 8) return attention_fast<2, 8>(P, t, task, smem, scratch, R);
       }
       if (hd == 128) {
-        if (g <= 2) return attn_partial_fast<4, 2>(P, t, task, smem, R);
-        if (g <= 4) return attn_partial_fast<4, 4>(P, t, task, smem, R);
-        if (g <= 8) return attn_partial_fast<4, 8>(P, t, task, smem, R);
+        if (g <= 2) return attention_fast<4, 2>(P, t, task, smem, scratch, R);
+        if (g <= 4) return attention_fast<4, 4>(P, t, task, smem, scratch, R);
+        if (g <= 8) return attention_fast<4, 8>(P, t, task, smem, scratch, R);
       }
-      if (g <= 8 && hd == 32) return attn_partial_fast<1, 8>(P, t, task, smem, R);
-      if (g <= 4 && hd == 256) return attn_partial_fast<8, 4>(P, t, task, smem, R);
-      return attn_partial(P, t, task, smem, scratch);
+      if (g <= 8 && hd == 32) return attention_fast<1, 8>(P, t, task, smem, scratch, R);
+      if (g <= 4 && hd == 256) return attention_fast<8, 4>(P, t, task, smem, scratch, R);
+      return attention(P, t, task, smem, scratch);
     }
-    case compiler::Opcode::AttnMerge: return attn_merge(P, t);
     case compiler::Opcode::MatvecResidual: return matvec_residual(P, t, smem, R);
     case compiler::Opcode::LmHead: return lm_head(P, t, smem, scratch, R);
     case compiler::Opcode::Step: return step(P, t, task, scratch);
-    case compiler::Opcode::KvAppend: return kv_append(P, t, task, smem, scratch);
   }
   if (threadIdx.x == 0) dev_fail(P, kErrBadOpcode, task, t.opcode);
 }

@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -87,12 +88,13 @@ constexpr double kBufferTol = 4e-2;
 using Loaded = testing::LoadedFixture;
 inline const Loaded& fixture(const std::string& name) { return testing::loaded_fixture(name); }
 
-Program compile_for(const model::Model& m, int workers, int batch, int ctx = 128) {
+Program compile_for(const model::Model& m, int workers, int batch, int ctx = 128, int chunks = 0) {
   compiler::CompileOptions o;
   o.workers = workers;
   o.batch = batch;
   o.max_context = int(std::min<int64_t>(ctx, m.config.max_position));
   o.page_size = 16;
+  o.attn_chunks = chunks;
   return compiler::compile(m.config, o);
 }
 
@@ -298,7 +300,7 @@ class TaskTwins : public ::testing::TestWithParam<std::string> {};
 TEST_P(TaskTwins, EachOpcodeMatchesItsCpuTwin) {
   SKIP_WITHOUT_GPU();
   const Loaded& f = fixture(GetParam());
-  const Program p = compile_for(f.model, 5, 3, 37);
+  const Program p = compile_for(f.model, 5, 3, 37, 3);  // 3 chunks: history chunks and the one at pos
   ProgramExecutorOptions o;
   o.keep_worker_count = true;
   ProgramExecutor ex(p, f.model, o);
@@ -316,6 +318,13 @@ TEST_P(TaskTwins, EachOpcodeMatchesItsCpuTwin) {
       ex.upload_workspace(ws);
       ex.upload_kv(kv);
       cpu::TaskContext c = host_context(p, f.model, ws, kv);
+      // Every counter one short of a multiple of the chunk count: an Attention
+      // task is then the last of its step to arrive, so the merge runs too.
+      const uint32_t arrived = uint32_t(p.h.n_chunks - 1);
+      std::vector<std::atomic<uint32_t>> counters(std::max<uint32_t>(p.h.n_counters, 1));
+      for (auto& cnt : counters) cnt.store(arrived);
+      c.counters = counters.data();
+      ex.set_counters(arrived);
       cpu::run_task(c, p.tasks[t]);
       ex.run_single_task(t);
       std::string culprit;
