@@ -13,6 +13,9 @@
 // (DESIGN invariant 6): while the compute warps wait for attention or for the
 // last SM of an operator, the coming tasks' weights are already landing.
 //
+// Warps 10 and 11 are idle: they complete the third warpgroup, whose registers
+// the compute warps take over (setmaxnreg, run_cta).
+//
 // Warp 9 (signaller): adds 1 to each counter a finished task signals
 // (red.release.gpu) while the compute warps go on with the next task: a release
 // waits for the CTA's last writes to reach L2 (about a microsecond under a
@@ -41,6 +44,8 @@ namespace keel::exec::cuda::prog {
 namespace {
 
 constexpr int kScratchFloats = 64;
+constexpr int kSideRegs = 40, kComputeRegs = 232;  // setmaxnreg, see run_cta
+static_assert(kSideRegs * 128 + kComputeRegs * kThreads <= 168 * kBlockThreads && kBlockThreads == kThreads + 128);
 
 struct alignas(16) SmemStatic {
   uint64_t full[kMaxRingStages];
@@ -351,15 +356,27 @@ __device__ __forceinline__ void run_cta(const DevProgram& P, int op_filter) {
     cta_stop() = 0;
   }
   __syncthreads();
-  if (threadIdx.x >= kThreads + 32) {
-    if (op_filter < 0) signaller(P, S);
-  } else if (threadIdx.x >= kThreads) {
-    if (P.n_stages > 0) loader(P, S, ring, begin, i0, i1, op_filter < 0);
-  } else {
-    compute(P, S, ring, work, list, begin, i0, i1, op_filter < 0);
-    if (threadIdx.x == 0) S.quit = 1;
-    if (op_filter < 0) hand_over(S, -1);  // the signaller leaves after the last signals
+  // Registers: the CTA is launched at 168 per thread (384 threads, one per SM);
+  // the third warpgroup (loader, signaller, two idle warps) needs few and hands
+  // the rest to the two compute warpgroups (setmaxnreg; kSideRegs * 128 +
+  // kComputeRegs * 256 <= 168 * 384). The two paths never merge again, so ptxas
+  // allocates each under its own limit.
+  if (threadIdx.x >= kThreads) {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(kSideRegs) : "memory");
+    if (threadIdx.x >= kThreads + 64) {
+      // idle: waits at the barrier below
+    } else if (threadIdx.x >= kThreads + 32) {
+      if (op_filter < 0) signaller(P, S);
+    } else if (P.n_stages > 0) {
+      loader(P, S, ring, begin, i0, i1, op_filter < 0);
+    }
+    __syncthreads();
+    return;
   }
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(kComputeRegs) : "memory");
+  compute(P, S, ring, work, list, begin, i0, i1, op_filter < 0);
+  if (threadIdx.x == 0) S.quit = 1;
+  if (op_filter < 0) hand_over(S, -1);  // the signaller leaves after the last signals
   __syncthreads();
   // Let every bulk copy that was issued land before the CTA's shared memory goes away.
   if (threadIdx.x == 0 && P.n_stages > 0) {

@@ -15,7 +15,9 @@
 namespace keel::exec::cuda::prog {
 
 inline constexpr int kThreads = 256;          // compute threads per CTA (8 warps); every task runs on these
-inline constexpr int kBlockThreads = kThreads + 64;  // + the loader warp (8) and the signaller warp (9)
+// + a third warpgroup: the loader warp (8), the signaller warp (9) and two idle
+// warps; that warpgroup gives its registers to the compute warpgroups (setmaxnreg)
+inline constexpr int kBlockThreads = kThreads + 128;
 inline constexpr int kMaxHeadDim = 256;       // attention keeps head_dim/32 floats per lane in registers
 inline constexpr int kMaxRingStages = 8;
 inline constexpr int kTraceWords = 8;
