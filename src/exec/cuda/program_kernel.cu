@@ -64,6 +64,8 @@ struct alignas(16) SmemStatic {
   volatile int32_t sig_task[2];
   volatile uint32_t sig_done;
   uint32_t sig_seq;  // compute: hand-overs published so far
+  int32_t pos[kPosCache];     // the first sequences' positions, read at each step's start
+  int32_t pages[kPageCache];  // the page table when it fits (it is fixed for a launch)
 };
 
 /// Compute warps, every thread: hands `task` (or -1: the signaller leaves) to the
@@ -215,6 +217,8 @@ __device__ __forceinline__ void compute(const DevProgram& P, SmemStatic& S, char
   const compiler::SeqState* states = reinterpret_cast<const compiler::SeqState*>(P.ptr[h.buf_state]);
   const compiler::Control* ctl = reinterpret_cast<const compiler::Control*>(P.ptr[h.buf_control]);
   RingView R{ring, S.full, S.empty, P.n_stages, P.stage_bytes, 0, S.red, P.abort, P.timeout_ns, nullptr};
+  R.pos = S.pos;
+  R.pages = int64_t(h.batch) * h.pages_per_seq <= kPageCache ? S.pages : nullptr;
   Prefetch pre;
   int trace_n = 0;
   for (int step = 0;; ++step) {
@@ -232,6 +236,8 @@ __device__ __forceinline__ void compute(const DevProgram& P, SmemStatic& S, char
           bool all_done = true;
           for (int b = 0; b < h.batch; ++b)
             all_done &= reinterpret_cast<const volatile int32_t*>(&states[b].done)[0] != 0;
+          for (int b = 0; b < h.batch && b < kPosCache; ++b)  // final for this step: the gate acquired it
+            S.pos[b] = reinterpret_cast<const volatile int32_t*>(&states[b].pos)[0];
           if (all_done || step >= reinterpret_cast<const volatile int32_t*>(&ctl->max_steps)[0]) S.go = 0;
         }
         if (S.go == 0) record(P, step, 0, -1, 1, 0, 0);
@@ -240,6 +246,9 @@ __device__ __forceinline__ void compute(const DevProgram& P, SmemStatic& S, char
       }
       csync();
       if (S.go != 1) return;
+    } else {  // per-op: one operator of one step per launch; the positions are final
+      if (tid < h.batch && tid < kPosCache) S.pos[tid] = reinterpret_cast<const volatile int32_t*>(&states[tid].pos)[0];
+      csync();
     }
     if (warp == 0) pre.issue(P, list, begin, i0, i1);
     int cur = 0;
@@ -263,7 +272,7 @@ __device__ __forceinline__ void compute(const DevProgram& P, SmemStatic& S, char
       const int g = h.n_heads / h.n_kv_heads;
       if (t.opcode == uint16_t(compiler::Opcode::Attention) &&
           ((g <= 8 && (h.head_dim == 32 || h.head_dim == 64 || h.head_dim == 128)) || (g <= 4 && h.head_dim == 256)))
-        attn_prefetch(P, t, work);
+        attn_prefetch(P, t, work, R);
       else
         norm_prefetch(P, t, work);  // norm-matvec tasks: their norm weights
       if (warp == 0) {
@@ -354,6 +363,12 @@ __device__ __forceinline__ void run_cta(const DevProgram& P, int op_filter) {
     S.sig_done = 0;
     S.sig_seq = 0;
     cta_stop() = 0;
+  }
+  {  // the page table is written by the host before the launch and fixed during it
+    const int32_t n = P.h.batch * P.h.pages_per_seq;
+    const int32_t* pt = reinterpret_cast<const int32_t*>(P.ptr[P.h.buf_page_table]);
+    if (n <= kPageCache)
+      for (int32_t i = threadIdx.x; i < n; i += blockDim.x) S.pages[i] = pt[i];
   }
   __syncthreads();
   // Registers: the CTA is launched at 168 per thread (384 threads, one per SM);

@@ -364,7 +364,32 @@ struct RingView {
   uint64_t timeout_ns;
   const Tile* tile;  // the current task's tile (shared memory), or null: compute it
   uint64_t t_prep = 0, t_first = 0, t_last = 0;  // trace (thread 0): input ready, first / last stage landed
+  // The CTA's copies (shared memory) of the first kPosCache sequences' positions,
+  // taken at the step start, and of the page table (fixed for a launch) when it
+  // has at most kPageCache entries; null: read global memory.
+  const int32_t* pos = nullptr;
+  const int32_t* pages = nullptr;
 };
+
+inline constexpr int kPosCache = 8;
+inline constexpr int kPageCache = 512;
+
+/// Position of sequence b this step.
+__device__ __forceinline__ int64_t seq_pos(const DevProgram& P, const RingView& R, int b) {
+  if (R.pos && b < kPosCache) return R.pos[b];
+  return reinterpret_cast<const volatile SeqState*>(bp<const SeqState>(P, P.h.buf_state))[b].pos;
+}
+
+/// Page (an index into the KV arena's pages) holding position p of sequence b.
+__device__ __forceinline__ int64_t page_of(const DevProgram& P, const RingView& R, int b, int64_t p) {
+  const int32_t idx = b * P.h.pages_per_seq + int32_t(p) / P.h.page_size;
+  return R.pages ? R.pages[idx] : __ldcg(bp<const int32_t>(P, P.h.buf_page_table) + idx);
+}
+
+/// Element offset in a KV cache of (page, kv head, position p, element e).
+__device__ __forceinline__ int64_t kv_offset(const ProgramHeader& h, int64_t page, int kvh, int64_t p, int e) {
+  return ((page * h.n_kv_heads + kvh) * h.page_size + int32_t(p) % h.page_size) * h.head_dim + e;
+}
 
 __device__ __forceinline__ Tile task_tile(const DevProgram& P, const TaskDesc& t, const RingView& R) {
   return R.tile ? *R.tile : weight_tile(P, t);
@@ -729,14 +754,14 @@ __device__ __forceinline__ int64_t attn_kv_offset(const ProgramHeader& h) {
 
 /// from_smem: take pos from what attn_prefetch stored (it ran before the wait,
 /// in the same step) instead of another L2 round trip.
-__device__ __forceinline__ AttnSmem attn_smem(const DevProgram& P, const TaskDesc& t, float* smem, bool from_smem) {
+__device__ __forceinline__ AttnSmem attn_smem(const DevProgram& P, const TaskDesc& t, float* smem, const RingView& R,
+                                              bool from_smem) {
   const ProgramHeader& h = P.h;
   const int64_t hd = h.head_dim, C = t.arg[2];
   AttnSmem a;
   const int64_t kv_off = attn_kv_offset(h);
   int64_t* stash = reinterpret_cast<int64_t*>(reinterpret_cast<char*>(smem) + kv_off - 16);
-  const int64_t len =
-      (from_smem ? *stash : int64_t(reinterpret_cast<const volatile SeqState*>(bp<const SeqState>(P, t.buf[4]))[t.b0].pos)) + 1;
+  const int64_t len = (from_smem ? *stash : seq_pos(P, R, t.b0)) + 1;
   a.pos = len - 1;
   compiler::attn_chunk_range(a.pos, t.arg[1], C, &a.p0, &a.p1);
   a.cur = reinterpret_cast<uint16_t*>(reinterpret_cast<char*>(smem) + kv_off);
@@ -751,21 +776,20 @@ __device__ __forceinline__ AttnSmem attn_smem(const DevProgram& P, const TaskDes
 /// Before the attention task's wait (all compute threads): copies the K and V
 /// rows of its chunk's positions below pos, written in earlier steps, into
 /// shared memory with cp.async, so their latency overlaps the wait.
-__device__ void attn_prefetch(const DevProgram& P, const TaskDesc& t, float* smem) {
+__device__ void attn_prefetch(const DevProgram& P, const TaskDesc& t, float* smem, const RingView& R) {
   const ProgramHeader& h = P.h;
   if (P.work_bytes == 0 || t.b1 - t.b0 != 1 || h.head_dim % 32 != 0) return;
-  const AttnSmem a = attn_smem(P, t, smem, false);
+  const AttnSmem a = attn_smem(P, t, smem, R, false);
   if (threadIdx.x == 0) reinterpret_cast<int64_t*>(reinterpret_cast<char*>(smem) + attn_kv_offset(h) - 16)[0] = a.pos;
   const int hd = h.head_dim, vecs = hd * 2 / 16, kvh = t.arg[0];
-  const int32_t* pt = bp<const int32_t>(P, h.buf_page_table) + int64_t(t.b0) * h.pages_per_seq;
   const uint16_t* kcache = bp<const uint16_t>(P, t.buf[1]);
   const uint16_t* vcache = bp<const uint16_t>(P, t.buf[2]);
   for (int idx = threadIdx.x; idx < a.n_pf * 2 * vecs; idx += kThreads) {
     const int row = idx / (2 * vecs), which = (idx / vecs) & 1, v = idx % vecs;
     const int64_t p = a.p0 + row;
-    const int64_t page = __ldg(pt + p / h.page_size);
+    const int64_t page = page_of(P, R, t.b0, p);
     if (page < 0 || page >= h.n_pages) continue;  // the task reports it
-    const uint16_t* src = (which ? vcache : kcache) + ((page * h.n_kv_heads + kvh) * h.page_size + p % h.page_size) * hd + v * 8;
+    const uint16_t* src = (which ? vcache : kcache) + kv_offset(h, page, kvh, p, v * 8);
     uint16_t* dst = a.kv + (int64_t(row) * 2 + which) * hd + v * 8;
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dev::smem_addr(dst)), "l"(src) : "memory");
   }
@@ -858,7 +882,7 @@ __device__ void attention_fast(const DevProgram& P, const TaskDesc& t, int32_t t
   const int b = t.b0, kvh = t.arg[0], chunk = t.arg[1];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   // The same positions attn_prefetch copied (it ran before the wait whenever there is a work area).
-  const AttnSmem A = attn_smem(P, t, smem, P.work_bytes > 0);
+  const AttnSmem A = attn_smem(P, t, smem, R, P.work_bytes > 0);
   const int64_t p0 = A.p0, p1 = A.p1, pos = A.pos, pf_end = A.p0 + A.n_pf;
   const bool appends = p0 <= pos && pos < p1;
   float* qs = smem;                               // [g][hd]
@@ -901,12 +925,11 @@ __device__ void attention_fast(const DevProgram& P, const TaskDesc& t, int32_t t
     epilogue(y, t.buf[6]);
     store_row_bf16<KP>(A.cur + lane * KP, y);
     store_row_bf16<KP>(A.cur + hd + lane * KP, v);
-    const int32_t* pt = bp<const int32_t>(P, h.buf_page_table) + int64_t(b) * h.pages_per_seq;
-    const int64_t page = __ldcg(pt + pos / h.page_size);
+    const int64_t page = page_of(P, R, b, pos);
     if (page < 0 || page >= h.n_pages) {
       if (lane == 0) dev_fail(P, kErrBadPage, task, int32_t(page));
     } else {
-      const int64_t off = ((page * h.n_kv_heads + kvh) * h.page_size + pos % h.page_size) * hd + lane * KP;
+      const int64_t off = kv_offset(h, page, kvh, pos, lane * KP);
       store_row_bf16<KP>(bp<uint16_t>(P, t.buf[1]) + off, y);
       store_row_bf16<KP>(bp<uint16_t>(P, t.buf[2]) + off, v);
     }
@@ -925,20 +948,19 @@ __device__ void attention_fast(const DevProgram& P, const TaskDesc& t, int32_t t
       o[j][e] = 0;
     }
   }
-  const int32_t* pt = bp<const int32_t>(P, h.buf_page_table) + int64_t(b) * h.pages_per_seq;
   const uint16_t* kc = bp<const uint16_t>(P, t.buf[1]);
   const uint16_t* vc = bp<const uint16_t>(P, t.buf[2]);
   // K and V of position p: pos from the rows appended above, earlier prefetched
   // positions from shared memory, the rest from the cache through L2.
   auto row_off = [&](int64_t p, bool* ok) -> int64_t {
     if (p == pos || p < pf_end) return 0;
-    const int64_t page = __ldcg(pt + p / h.page_size);
+    const int64_t page = page_of(P, R, b, p);
     if (page < 0 || page >= h.n_pages) {
       *ok = false;
       if (lane == 0) dev_fail(P, kErrBadPage, task, int32_t(page));
       return 0;
     }
-    return ((page * h.n_kv_heads + kvh) * h.page_size + p % h.page_size) * hd + lane * KP;
+    return kv_offset(h, page, kvh, p, lane * KP);
   };
   auto load_kv = [&](int64_t p, int64_t off, float (&k)[KP], float (&v)[KP]) {
     if (p == pos) {
