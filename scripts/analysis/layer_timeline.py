@@ -55,3 +55,11 @@ for e in ev:
             ph["store+arrive+merge"].append(e["dur"] - a.get("prep_us", 0) - a.get("stage_us", 0) - a.get("tail_us", 0))
 if ph:
     print("attention phases (mean / max us):", {k: (round(sum(v) / len(v), 2), round(max(v), 2)) for k, v in ph.items()})
+# One layer's boundaries in detail: the last 3 producers to end, the first 3 consumers to start.
+s = steps[len(steps) // 2]; l = layers[len(layers) // 2]
+order = [(s, l - 1, "down_proj"), (s, l, "qkv"), (s, l, "attention"), (s, l, "o_proj"), (s, l, "gate_up"), (s, l, "down_proj")]
+t0 = max(x[2] for x in tasks[order[0]])
+for a, b in zip(order, order[1:]):
+    pa = sorted(tasks[a], key=lambda x: x[2])[-3:]; cb = sorted(tasks[b], key=lambda x: x[1])[:3]
+    print(f"  {a[2]} -> {b[2]}: last ends (sm, end) {[(x[0], round(x[2]-t0, 2)) for x in pa]}; first starts (sm, wait start, start) "
+          f"{[(x[0], round(waits.get((x[0], round(x[1], 3)), x[1]) - t0, 2), round(x[1]-t0, 2)) for x in cb]}")
