@@ -580,11 +580,13 @@ __device__ void matvec_rows(const DevProgram& P, const Tile& T, const uint16_t* 
 }
 
 /// (cos, sin) of the RoPE angle pos * inv_freq, rounded like the CPU twin's
-/// cosf / sinf (libm ulps apart). Out of line: the full-range sine and cosine
+/// cosf / sinf (libm ulps apart); sincosf shares one range reduction. Out of line: the full-range sine and cosine
 /// carry a large slow path, and every inlined copy of it costs instruction cache.
 __device__ __noinline__ float2 rope_cs(int64_t pos, float inv_freq) {
   const float ang = float(pos) * inv_freq;
-  return make_float2(cosf(ang), sinf(ang));
+  float sn, cs;
+  sincosf(ang, &sn, &cs);  // one range reduction for both
+  return make_float2(cs, sn);
 }
 
 /// q/k epilogue on one head y[hd] in shared memory (fp32): optional head
@@ -867,9 +869,10 @@ __device__ __forceinline__ void arrive_and_merge(const DevProgram& P, const Task
 /// RoPE pairs (i, i + hd/2) across lanes l and l ^ 16); in the chunk that covers
 /// pos, warp g (warp 0 when g fills the CTA) also runs the k epilogue and
 /// appends k and v to the cache, keeping both rows in shared memory for its own
-/// use. Then every warp takes positions p0 + warp, p0 + warp + kWarps, ... two
-/// at a time, reads each K and V row once for all g heads (q in registers) and
-/// keeps an online softmax per head; the warps' (o, m, l) are merged into the
+/// use. Then every warp takes positions p0 + warp, p0 + warp + kWarps, ... one
+/// per pass (the smallest loop measured fastest: the loop runs a few times per
+/// task, so its code size matters more than its ILP), reads each K and V row once
+/// for all g heads (q in registers) and keeps an online softmax per head; the warps' (o, m, l) are merged into the
 /// chunk's partial; the last chunk to arrive merges the C partials. Same
 /// roundings as the generic version (q and k rounded to bf16 after their
 /// epilogues; fp32 softmax).
@@ -975,44 +978,28 @@ __device__ void attention_fast(const DevProgram& P, const TaskDesc& t, int32_t t
     }
   };
   bool ok = true;
-  for (int64_t pa = p0 + warp; pa < p1 && ok; pa += 2 * kWarps) {
-    const int64_t pb = pa + kWarps;
-    const bool two = pb < p1;
-    // page-table lookups only for rows not in shared memory (an L2 round trip each)
+  for (int64_t pa = p0 + warp; pa < p1 && ok; pa += kWarps) {  // one position per pass
     const int64_t oa = row_off(pa, &ok);
-    const int64_t ob = two ? row_off(pb, &ok) : 0;
     if (!ok) break;
-    float ka[KP], va[KP], kb[KP], vb[KP];
+    float ka[KP], va[KP];
     load_kv(pa, oa, ka, va);
-    if (two) {
-      load_kv(pb, ob, kb, vb);
-    } else {  // no second position: nothing to load (its results are not used)
-#pragma unroll
-      for (int e = 0; e < KP; ++e) kb[e] = ka[e], vb[e] = va[e];
-    }
-    float da[kMaxGroup], db[kMaxGroup];
+    float da[kMaxGroup];
 #pragma unroll
     for (int j = 0; j < kMaxGroup; ++j) {
-      da[j] = db[j] = 0;
+      da[j] = 0;
       if (j < g) {
 #pragma unroll
-        for (int e = 0; e < KP; ++e) da[j] = fmaf(q[j][e], ka[e], da[j]), db[j] = fmaf(q[j][e], kb[e], db[j]);
+        for (int e = 0; e < KP; ++e) da[j] = fmaf(q[j][e], ka[e], da[j]);
       }
     }
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1)
 #pragma unroll
       for (int j = 0; j < kMaxGroup; ++j)
-        if (j < g) {
-          da[j] += __shfl_xor_sync(0xffffffffu, da[j], off);
-          db[j] += __shfl_xor_sync(0xffffffffu, db[j], off);
-        }
+        if (j < g) da[j] += __shfl_xor_sync(0xffffffffu, da[j], off);
 #pragma unroll
-    for (int j = 0; j < kMaxGroup; ++j) {
-      if (j >= g) continue;
-      online_softmax_step<KP>(da[j] * h.attn_scale, va, m[j], l[j], o[j]);
-      if (two) online_softmax_step<KP>(db[j] * h.attn_scale, vb, m[j], l[j], o[j]);
-    }
+    for (int j = 0; j < kMaxGroup; ++j)
+      if (j < g) online_softmax_step<KP>(da[j] * h.attn_scale, va, m[j], l[j], o[j]);
   }
   if (P.trace && threadIdx.x == 0) R.t_first = dev::globaltimer_ns();  // trace: positions done
   csync();  // every warp is done with the K/V rows: the partials take their place
