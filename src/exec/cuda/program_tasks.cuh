@@ -217,6 +217,11 @@ __device__ __forceinline__ const uint8_t* norm_smem(const DevProgram& P, const T
   return reinterpret_cast<const uint8_t*>(smem) + off;
 }
 
+/// The pre-wait copies (norm weights, K/V rows) are issued by warps 1..7 only:
+/// thread 0 polls the task's counters right after, and its acquire loads queued
+/// behind its own copies measured 0.3-1.4% slower end to end (H100).
+inline constexpr int kPrefetchFirst = 32;
+
 /// Before a norm-matvec task's wait (all compute threads): its norm weights
 /// (constants) into shared memory with cp.async; rms_norm_act waits for them.
 __device__ void norm_prefetch(const DevProgram& P, const TaskDesc& t, float* smem) {
@@ -224,9 +229,10 @@ __device__ void norm_prefetch(const DevProgram& P, const TaskDesc& t, float* sme
   if (!dst) return;
   const uint8_t* src = bp<const uint8_t>(P, t.buf[1]);
   const int64_t n16 = int64_t(P.h.hidden) * dtype_size(buf_dtype(P, t.buf[1])) / 16;
-  for (int64_t k = threadIdx.x; k < n16; k += kThreads)
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dev::smem_addr(dst + k * 16)), "l"(src + k * 16)
-                 : "memory");
+  if (threadIdx.x >= kPrefetchFirst)
+    for (int64_t k = int64_t(threadIdx.x) - kPrefetchFirst; k < n16; k += kThreads - kPrefetchFirst)
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dev::smem_addr(dst + k * 16)), "l"(src + k * 16)
+                   : "memory");
   asm volatile("cp.async.commit_group;" ::: "memory");
 }
 
@@ -786,7 +792,8 @@ __device__ void attn_prefetch(const DevProgram& P, const TaskDesc& t, float* sme
   const int hd = h.head_dim, vecs = hd * 2 / 16, kvh = t.arg[0];
   const uint16_t* kcache = bp<const uint16_t>(P, t.buf[1]);
   const uint16_t* vcache = bp<const uint16_t>(P, t.buf[2]);
-  for (int idx = threadIdx.x; idx < a.n_pf * 2 * vecs; idx += kThreads) {
+  for (int idx = int(threadIdx.x) - kPrefetchFirst; threadIdx.x >= kPrefetchFirst && idx < a.n_pf * 2 * vecs;
+       idx += kThreads - kPrefetchFirst) {
     const int row = idx / (2 * vecs), which = (idx / vecs) & 1, v = idx % vecs;
     const int64_t p = a.p0 + row;
     const int64_t page = page_of(P, R, t.b0, p);
