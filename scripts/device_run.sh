@@ -5,7 +5,7 @@
 # context 512), runs the PyTorch CUDA-graph peer, and prints one table. Logs go
 # under $OUT. Binaries and fixtures come from the carried folder .device/
 # (scripts/device_pack.sh fills it on the build machine).
-#   usage: scripts/device_run.sh [tests|bench|peer|cli|tune|ab|all]...
+#   usage: scripts/device_run.sh [tests|bench|peer|cli|tune|ab|trace|partition|micro|all]...
 # ab: megakernel ms/token of a baseline build ($D/base/keel_cuda_bench, e.g. the
 # committed tree's) against this build, interleaved, and of this build under the
 # environment variants listed in $KEEL_AB_VARIANTS ("NAME:VAR=V,VAR=V;...").
@@ -105,6 +105,12 @@ if [[ " $what " == *" partition "* ]]; then
         2>&1 | grep RESULT | sed "s/^/${v%%:*} /"
     done
   done | tee "$OUT/partition.log"
+fi
+
+# micro: release latency with the SM's loader idle / streaming (bench/micro, built here with nvcc).
+if [[ " $what " == *" micro "* ]]; then
+  nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a bench/micro/release_latency.cu -o "$OUT/release_latency" &&
+    { "$OUT/release_latency" 64; "$OUT/release_latency" 16; } | tee "$OUT/micro.log"
 fi
 
 if [[ " $what " == *" ab "* ]]; then
