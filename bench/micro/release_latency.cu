@@ -6,7 +6,8 @@
 //   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a release_latency.cu -o rl && ./rl [stage_kib]
 // H100, 2026-11-26: fence.acq_rel.gpu 999 cycles idle, 6798 streaming;
 // red.release 1001 / 6320; atom.acq_rel 1494 / 7826; atom.relaxed 610 / 2049;
-// fence.acq_rel.cta 183 / 183 (docs/cuda-executor.md).
+// fence.acq_rel.cta 183 / 183; fence.acq_rel.gpu with the loader holding new
+// copies meanwhile 1059 / 4062 (docs/cuda-executor.md).
 #include <cstdio>
 #include <cstdint>
 #include <cstdlib>
@@ -22,12 +23,13 @@ __global__ void __launch_bounds__(64, 1) k(const char* src, size_t src_bytes, ui
                                            int stream, int mode, int iters, uint32_t kStage) {
   extern __shared__ __align__(128) char ring[];
   __shared__ __align__(8) uint64_t full[kStages];
-  __shared__ volatile int quit;
+  __shared__ volatile int quit, hold;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) asm volatile("mbarrier.init.shared.b64 [%0], 1;" ::"r"(smem_u32(&full[s])));
     asm volatile("fence.mbarrier_init.release.cluster;");
     quit = 0;
+    hold = 0;
   }
   __syncthreads();
   if (warp == 1) {
@@ -41,6 +43,8 @@ __global__ void __launch_bounds__(64, 1) k(const char* src, size_t src_bytes, ui
         while (!done)
           asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
                        : "=r"(done) : "r"(smem_u32(&full[slot])), "r"(parity) : "memory");
+      }
+      while (hold && !quit) {  // mode 5: no new copies while thread 0 publishes
       }
       asm volatile("mbarrier.arrive.expect_tx.shared.b64 _, [%0], %1;" ::"r"(smem_u32(&full[slot])), "r"(kStage) : "memory");
       asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
@@ -62,6 +66,7 @@ __global__ void __launch_bounds__(64, 1) k(const char* src, size_t src_bytes, ui
   uint32_t* mine = flags + blockIdx.x * 32;
   unsigned long long total = 0;
   for (int i = 0; i < iters; ++i) {
+    if (mode == 5) hold = 1;
     const uint64_t t0 = cycles();
     for (int w = 0; w < 8; ++w) mine[1 + w] = i + w;  // some data to publish
     if (mode == 0) asm volatile("fence.acq_rel.gpu;" ::: "memory");
@@ -69,7 +74,9 @@ __global__ void __launch_bounds__(64, 1) k(const char* src, size_t src_bytes, ui
     else if (mode == 2) { uint32_t o; asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(o) : "l"(mine) : "memory"); mine[16] = o; }
     else if (mode == 3) { uint32_t o; asm volatile("atom.relaxed.gpu.global.add.u32 %0, [%1], 1;" : "=r"(o) : "l"(mine) : "memory"); mine[16] = o; }
     else if (mode == 4) asm volatile("fence.acq_rel.cta;" ::: "memory");
+    else if (mode == 5) asm volatile("fence.acq_rel.gpu;" ::: "memory");
     const uint64_t t1 = cycles();  // atomics: after the store of their result, so after they returned
+    hold = 0;
     total += t1 - t0;
     __nanosleep(2000);
   }
@@ -93,8 +100,8 @@ int main(int argc, char** argv) {
     printf("cannot set %u bytes of shared memory\n", kStages * kStage);
     return 1;
   }
-  const char* names[] = {"fence.acq_rel.gpu", "red.release.gpu", "atom.acq_rel.gpu", "atom.relaxed.gpu (no fence)", "fence.acq_rel.cta"};
-  for (int mode = 0; mode < 5; ++mode)
+  const char* names[] = {"fence.acq_rel.gpu", "red.release.gpu", "atom.acq_rel.gpu", "atom.relaxed.gpu (no fence)", "fence.acq_rel.cta", "fence.acq_rel.gpu, loader held"};
+  for (int mode = 0; mode < 6; ++mode)
     for (int stream = 0; stream < 2; ++stream) {
       k<<<sms, 64, kStages * kStage>>>(src, src_bytes, flags, out, stream, mode, 200, kStage);
       cudaError_t e = cudaGetLastError();
