@@ -623,12 +623,12 @@ __device__ void head_epilogue(const DevProgram& P, int32_t norm_buf, int64_t pos
 __device__ uint16_t* kv_slot(const DevProgram& P, int32_t cache, int b, int head, int64_t pos, int32_t task) {
   const ProgramHeader& h = P.h;
   const int32_t* pt = bp<const int32_t>(P, h.buf_page_table) + int64_t(b) * h.pages_per_seq;
-  const int64_t page = pt[pos / h.page_size], slot = pos % h.page_size;
+  const int64_t page = pt[int32_t(pos) / h.page_size];
   if (page < 0 || page >= h.n_pages) {
     if ((threadIdx.x & 31) == 0) dev_fail(P, kErrBadPage, task, int32_t(page));
     return nullptr;
   }
-  return bp<uint16_t>(P, cache) + ((page * h.n_kv_heads + head) * h.page_size + slot) * h.head_dim;
+  return bp<uint16_t>(P, cache) + kv_offset(h, page, head, pos, 0);
 }
 
 // ---- the opcodes ---------------------------------------------------------------
