@@ -136,6 +136,7 @@ struct ProgramExecutor::Impl {
 
 void tune_for_gpu(compiler::CompileOptions& o) {
   if (o.o_split_k == 0) o.o_split_k = 1;
+  if (o.down_split_k == 0) o.down_split_k = 2;
 }
 
 namespace {
@@ -400,6 +401,8 @@ void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions&
   P.stage_bytes = stage;
   P.work_bytes = uint32_t(work_all);
   P.l2_hint = env_int("KEEL_CUDA_L2_HINT", opt.l2_evict_first ? 1 : 0);
+  P.loader_hold = std::clamp(env_int("KEEL_CUDA_HOLD", opt.loader_hold), 0, 3);
+  P.max_inflight = uint32_t(std::clamp(env_int("KEEL_CUDA_INFLIGHT", opt.max_inflight), 0, std::max(stages - 1, 0)));
   {  // the weight tile of every worker-list entry, derived on the device from the same function the tasks use
     auto* tiles = static_cast<prog::TileDesc*>(
         device_alloc(sizeof(prog::TileDesc) * std::max<size_t>(p.worker_tasks.size(), 1), I.owned));

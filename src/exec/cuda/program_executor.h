@@ -48,13 +48,25 @@ struct ProgramExecutorOptions {
   int stage_kib = 64;
   int max_stages = 0;
   bool l2_evict_first = true;  // KEEL_CUDA_L2_HINT=0 turns it off
+  /// Stages the loader keeps in flight at most (0: the whole ring). A gpu-scope
+  /// release and every other load of the SM wait behind the bulk copies in
+  /// flight; one 64 KiB stage per SM (8.4 MiB on 132 SMs) still saturates HBM.
+  /// KEEL_CUDA_INFLIGHT overrides.
+  int max_inflight = 1;
+  /// The loader's hold (KEEL_CUDA_HOLD overrides): 0 none; 1 after a streaming
+  /// task that an attention task follows, until the task's signals are
+  /// published; 2 after every streaming task; 3 as 2, and before an attention
+  /// task also until that task has read its inputs.
+  int loader_hold = 3;
 };
 
 /// Compile options tuned for this executor, where `o` leaves the compiler to
 /// choose (0): O-proj as full-K row tiles (measured on an H200: 6.56 -> 6.21 ms
 /// on the Qwen3-8B shape, 1.557 -> 1.414 on Llama-3.2-1B, against one k-slice
 /// per kv-head group, whose 1 KiB row segments and atomics cost more than the
-/// earlier start saves).
+/// earlier start saves); down_proj in 2 k-slices (H100, with the loader's
+/// one-stage-in-flight and hold: 1.243 -> 1.236 ms on Llama-3.2-1B, 6.04 -> 6.02
+/// on Qwen3-8B, against the compiler's 4).
 void tune_for_gpu(compiler::CompileOptions& o);
 
 class ProgramExecutor {

@@ -11,7 +11,11 @@
 // step, and copies every weight tile (weight_tile()) into the shared-memory ring
 // with cp.async.bulk as soon as a stage is free, never looking at a counter
 // (DESIGN invariant 6): while the compute warps wait for attention or for the
-// last SM of an operator, the coming tasks' weights are already landing.
+// last SM of an operator, the coming tasks' weights are already landing. It
+// keeps at most P.max_inflight stages in flight and holds after a streaming
+// task until the task's signals are published (P.loader_hold, hold_done): a
+// gpu-scope release, and every other load of the SM, waits behind the SM's bulk
+// copies in flight. The hold follows only this CTA's own warps.
 //
 // Warps 10 and 11 are idle: they complete the third warpgroup, whose registers
 // the compute warps take over (setmaxnreg, run_cta).
@@ -62,6 +66,12 @@ struct alignas(16) SmemStatic {
   // the signaller has finished (a slot is reused only after that).
   uint64_t done[2];
   volatile int32_t sig_task[2];
+  volatile uint32_t sig_entry[2];  // its entry number (release_entry)
+  // Entry number (step * list length + position + 1) of the latest task whose
+  // signals are published (or that has none); raised with atomicMax by the
+  // compute warps and the signaller. The loader's hold (P.loader_hold) reads it.
+  uint32_t released;
+  volatile uint32_t gate;  // entry number the compute warps have read the inputs of (RingView::gate)
   volatile uint32_t sig_done;
   uint32_t sig_seq;  // compute: hand-overs published so far
   int32_t pos[kPosCache];     // the first sequences' positions, read at each step's start
@@ -70,12 +80,13 @@ struct alignas(16) SmemStatic {
 
 /// Compute warps, every thread: hands `task` (or -1: the signaller leaves) to the
 /// signaller once this warp's writes are issued.
-__device__ __forceinline__ void hand_over(SmemStatic& S, int32_t task) {
+__device__ __forceinline__ void hand_over(SmemStatic& S, int32_t task, uint32_t entry = 0) {
   const uint32_t k = S.sig_seq;  // same value in every compute thread (written before a barrier)
   if (threadIdx.x == 0) {
     while (k >= 2 && S.sig_done < k - 1) {  // the slot's previous hand-over is signalled
     }
     S.sig_task[k & 1] = task;
+    S.sig_entry[k & 1] = entry;
   }
   csync();  // the slot is written; every warp's task writes are issued
   if ((threadIdx.x & 31) == 0) dev::mbar_arrive(&S.done[k & 1]);
@@ -93,6 +104,7 @@ __device__ __forceinline__ void signaller(const DevProgram& P, SmemStatic& S) {
     const compiler::TaskDesc& t = P.tasks[task];
     const uint32_t n = __ldg(&t.signal_count), b = __ldg(&t.signal_begin);
     for (uint32_t j = 0; j < n; ++j) dev::red_release_add(P.counters + __ldg(P.signals + b + j), 1);
+    atomicMax(&S.released, S.sig_entry[k & 1]);
     S.sig_done = k + 1;
   }
 }
@@ -141,17 +153,70 @@ __device__ __forceinline__ uint32_t tile_word(const DevProgram& P, uint32_t entr
   return lane < 8 ? __ldg(reinterpret_cast<const uint32_t*>(P.tiles + entry) + lane) : 0u;
 }
 
+/// Calls f(offset in the stage, global source, bytes) for each bulk transfer of
+/// rows [r0, r0 + n) of tile T, spread over the loader's lanes: one per matrix
+/// when rows are contiguous, else one per row segment.
+template <class F>
+__device__ __forceinline__ void piece_transfers(const Tile& T, int r0, int n, int lane, F&& f) {
+  const uint32_t bytes = uint32_t(n) * T.seg;
+  if (T.stride == T.seg) {
+    if (lane < T.nmat) f(size_t(lane) * bytes, (lane == 0 ? T.base[0] : T.base[1]) + uint64_t(r0) * T.stride, bytes);
+  } else {
+    for (int k = lane; k < n * T.nmat; k += 32) {
+      const int m = k / n, j = k % n;
+      f(size_t(m) * bytes + size_t(j) * T.seg, (m == 0 ? T.base[0] : T.base[1]) + uint64_t(r0 + j) * T.stride, T.seg);
+    }
+  }
+}
+
+/// The loader warp waits for a phase of `bar`; the decision is lane 0's. False: quit.
+__device__ __forceinline__ bool loader_wait(SmemStatic& S, uint64_t* bar, uint32_t parity, int lane) {
+  for (;;) {
+    int state = 0;  // 1: completed, 2: quit
+    if (lane == 0) state = dev::mbar_test_wait(bar, parity) ? 1 : S.quit ? 2 : 0;
+    state = __shfl_sync(0xffffffffu, state, 0);
+    if (state) return state == 1;
+  }
+}
+
+/// The loader's hold (P.loader_hold; 1: when the next entry streams no weights,
+/// 2: after every entry): after the last copy of entry `entry`, wait until its
+/// signals are published. A gpu-scope release waits for the SM's bulk copies in
+/// flight, so copies issued for the next task before the release would delay the
+/// task's consumers by their whole transfer. False: quit.
+__device__ __forceinline__ bool hold_done(const DevProgram& P, SmemStatic& S, int lane, uint32_t next_word, bool has_next,
+                                          uint32_t entry) {
+  static_assert(offsetof(TileDesc, cap) == 28);  // word 7, low half
+  const bool next_streams = has_next && (__shfl_sync(0xffffffffu, next_word, 7) & 0xffffu) != 0;
+  if (P.loader_hold == 1 && next_streams) return true;
+  // hold 3: before a task that streams nothing (attention), also until it has
+  // read its inputs (RingView::gate), so its loads do not queue behind the copies.
+  const bool gated = P.loader_hold >= 3 && has_next && !next_streams;
+  for (;;) {
+    int state = 0;  // 1: go on, 2: quit
+    if (lane == 0)
+      state = int32_t(*reinterpret_cast<volatile uint32_t*>(&S.released) - entry) >= 0 &&
+                      (!gated || int32_t(S.gate - (entry + 1)) >= 0)
+                  ? 1
+              : S.quit ? 2
+                       : 0;
+    state = __shfl_sync(0xffffffffu, state, 0);
+    if (state) return state == 1;
+  }
+}
+
 __device__ __forceinline__ void loader(const DevProgram& P, SmemStatic& S, char* ring, uint32_t begin, uint32_t i0, uint32_t i1,
                        bool persistent) {
   const int lane = threadIdx.x & 31;
   const uint64_t policy = dev::policy_evict_first();
-  const uint32_t NS = uint32_t(P.n_stages), SB = P.stage_bytes;
+  const uint32_t NS = uint32_t(P.n_stages), SB = P.stage_bytes, K = P.max_inflight;
   uint32_t seq = 0;
   for (int step = 0;; ++step) {
     // A list without weight tiles would otherwise spin here forever after the
     // compute warps are done: look at quit once per step (lane 0 decides).
     if (__shfl_sync(0xffffffffu, lane == 0 ? int(S.quit) : 0, 0)) return;
     uint32_t next = i0 < i1 ? tile_word(P, begin + i0, lane) : 0u;  // the tile table, one entry ahead
+    const uint32_t entry0 = uint32_t(step) * (i1 - i0) + 1;             // entry number of i0 (hold_done)
     for (uint32_t i = i0; i < i1; ++i) {
       const Tile T = tile_from_lanes(next);
       if (i + 1 < i1) next = tile_word(P, begin + i + 1, lane);
@@ -159,38 +224,25 @@ __device__ __forceinline__ void loader(const DevProgram& P, SmemStatic& S, char*
       for (int r0 = 0; r0 < T.rows; r0 += T.cap) {
         const int n = min(T.cap, T.rows - r0);
         const uint32_t slot = seq % NS;
-        if (seq >= NS) {  // wait for the slot to be free; the decision is the warp's (lane 0's)
-          const uint32_t parity = ((seq / NS) - 1) & 1;
-          for (;;) {
-            int state = 0;  // 1: free, 2: quit
-            if (lane == 0) state = dev::mbar_test_wait(&S.empty[slot], parity) ? 1 : S.quit ? 2 : 0;
-            state = __shfl_sync(0xffffffffu, state, 0);
-            if (state == 1) break;
-            if (state == 2) return;
-          }
-        }
+        // With P.max_inflight = K, wait for stage seq - K to have landed: a
+        // gpu-scope release (the signaller's) and every other load of this SM
+        // queue behind the copies in flight, so fewer in flight make them
+        // cheaper. Then for the slot to be free.
+        if (K && seq >= K && !loader_wait(S, &S.full[(seq - K) % NS], ((seq - K) / NS) & 1, lane)) return;
+        if (seq >= NS && !loader_wait(S, &S.empty[slot], ((seq / NS) - 1) & 1, lane)) return;
         char* dst = ring + size_t(slot) * SB;
         const uint32_t bytes = uint32_t(n) * T.seg;
         if (lane == 0) dev::mbar_arrive_expect_tx(&S.full[slot], bytes * uint32_t(T.nmat));
         __syncwarp();
-        if (T.stride == T.seg) {  // contiguous rows: one copy per matrix
-          if (lane < T.nmat) {
-            const uint8_t* from = (lane == 0 ? T.base[0] : T.base[1]) + uint64_t(r0) * T.stride;
-            if (P.l2_hint) dev::bulk_g2s_stream(dst + size_t(lane) * bytes, from, bytes, &S.full[slot], policy);
-            else dev::bulk_g2s(dst + size_t(lane) * bytes, from, bytes, &S.full[slot]);
-          }
-        } else {  // one copy per row segment, spread over the lanes
-          for (int k = lane; k < n * T.nmat; k += 32) {
-            const int m = k / n, j = k % n;
-            const uint8_t* from = (m == 0 ? T.base[0] : T.base[1]) + uint64_t(r0 + j) * T.stride;
-            char* to = dst + size_t(m) * bytes + size_t(j) * T.seg;
-            if (P.l2_hint) dev::bulk_g2s_stream(to, from, T.seg, &S.full[slot], policy);
-            else dev::bulk_g2s(to, from, T.seg, &S.full[slot]);
-          }
-        }
+        piece_transfers(T, r0, n, lane, [&](size_t off, const uint8_t* from, uint32_t b) {
+          if (P.l2_hint) dev::bulk_g2s_stream(dst + off, from, b, &S.full[slot], policy);
+          else dev::bulk_g2s(dst + off, from, b, &S.full[slot]);
+        });
         ++seq;
         if (lane == 0) S.issued = seq;
       }
+      if (P.loader_hold && persistent && !hold_done(P, S, lane, next, i + 1 < i1, entry0 + (i - i0)))
+        return;
     }
     if (!persistent) return;  // per-op: one operator of one step
   }
@@ -219,6 +271,7 @@ __device__ __forceinline__ void compute(const DevProgram& P, SmemStatic& S, char
   RingView R{ring, S.full, S.empty, P.n_stages, P.stage_bytes, 0, S.red, P.abort, P.timeout_ns, nullptr};
   R.pos = S.pos;
   R.pages = int64_t(h.batch) * h.pages_per_seq <= kPageCache ? S.pages : nullptr;
+  R.gate = &S.gate;
   Prefetch pre;
   int trace_n = 0;
   for (int step = 0;; ++step) {
@@ -304,11 +357,18 @@ __device__ __forceinline__ void compute(const DevProgram& P, SmemStatic& S, char
       }
       csync();
       if (S.go != 1) return;
+      const uint32_t entry = uint32_t(step) * (i1 - i0) + (i - i0) + 1;
+      R.entry = entry;
       run_task(P, t, int32_t(task), work, S.scratch, R);
       uint64_t t_ran = 0;
       if (P.trace && tid == 0) t_ran = dev::globaltimer_ns();
-      if (persistent && t.signal_count > 0) hand_over(S, int32_t(task));  // ends with a barrier
-      else csync();
+      if (tid == 0) S.gate = entry;
+      if (persistent && t.signal_count > 0) {
+        hand_over(S, int32_t(task), entry);  // ends with a barrier
+      } else {
+        if (tid == 0) atomicMax(&S.released, entry);
+        csync();
+      }
       if (tid == 0) {
         if (cta_stop() != 0) {
           record(P, step, int(i), int(task), P.status->task == int32_t(task) ? 4 : 3, 0, 0);
@@ -361,6 +421,8 @@ __device__ __forceinline__ void run_cta(const DevProgram& P, int op_filter) {
     S.quit = 0;
     S.issued = 0;
     S.sig_done = 0;
+    S.released = 0;
+    S.gate = 0;
     S.sig_seq = 0;
     cta_stop() = 0;
   }

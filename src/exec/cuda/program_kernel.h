@@ -93,6 +93,8 @@ struct DevProgram {
   uint32_t stage_bytes = 0;
   uint32_t work_bytes = 0;           // dynamic shared memory after the ring (activations, attention)
   int32_t l2_hint = 1;               // weights stream with an L2 evict-first hint
+  uint32_t max_inflight = 0;         // the loader keeps at most this many stages in flight (0: n_stages)
+  int32_t loader_hold = 0;           // 1/2: the loader waits for a task's signals (hold_done)
   // Per worker-list entry (same index as worker_tasks): the task's first two waits,
   // derived from the Program at upload so the next task's waits are prefetched.
   const uint4* wait_pre = nullptr;   // [n_worker_entries][2]: (counter, expected, offset, n_waits)

@@ -375,6 +375,10 @@ struct RingView {
   // has at most kPageCache entries; null: read global memory.
   const int32_t* pos = nullptr;
   const int32_t* pages = nullptr;
+  // The loader's gate (program_kernel.cu hold_done): thread 0 stores the running
+  // task's entry number once the task has read its inputs; null: none.
+  volatile uint32_t* gate = nullptr;
+  uint32_t entry = 0;
 };
 
 inline constexpr int kPosCache = 8;
@@ -946,7 +950,10 @@ __device__ void attention_fast(const DevProgram& P, const TaskDesc& t, int32_t t
   }
   asm volatile("cp.async.wait_all;" ::: "memory");  // this thread's prefetch copies; the barrier: everyone's
   csync();
-  if (P.trace && threadIdx.x == 0) R.t_prep = dev::globaltimer_ns();  // trace: q (and k) epilogue done
+  if (threadIdx.x == 0) {
+    if (R.gate) *R.gate = R.entry;                              // the loader may stream again
+    if (P.trace) R.t_prep = dev::globaltimer_ns();              // trace: q (and k) epilogue done
+  }
   float q[kMaxGroup][KP], m[kMaxGroup], l[kMaxGroup], o[kMaxGroup][KP];
 #pragma unroll
   for (int j = 0; j < kMaxGroup; ++j) {
