@@ -28,7 +28,7 @@ struct BenchOptions {
   int warmup = 16;            // steps dropped from the front
   int batch = 1;              // sequences per step
   std::vector<LaunchMode> modes = {LaunchMode::Megakernel, LaunchMode::PerOp, LaunchMode::Graph};
-  std::string trace_json;     // megakernel per-SM timeline (Chrome/Perfetto JSON), optional
+  std::string trace_json;     // megakernel per-SM timeline (Chrome/Perfetto JSON) of a separate 8-step launch, optional
   int device = 0;
   bool progress = false;      // one line on stderr per phase
   DType random_dtype = DType::BF16;  // bench_random: the weights' dtype (whatever the config declares)

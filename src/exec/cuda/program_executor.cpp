@@ -401,7 +401,7 @@ void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions&
   P.stage_bytes = stage;
   P.work_bytes = uint32_t(work_all);
   P.l2_hint = env_int("KEEL_CUDA_L2_HINT", opt.l2_evict_first ? 1 : 0);
-  P.loader_hold = std::clamp(env_int("KEEL_CUDA_HOLD", opt.loader_hold), 0, 3);
+  P.loader_hold = std::clamp(env_int("KEEL_CUDA_HOLD", opt.loader_hold), 0, 4);
   P.max_inflight = uint32_t(std::clamp(env_int("KEEL_CUDA_INFLIGHT", opt.max_inflight), 0, std::max(stages - 1, 0)));
   {  // the weight tile of every worker-list entry, derived on the device from the same function the tasks use
     auto* tiles = static_cast<prog::TileDesc*>(

@@ -56,8 +56,10 @@ struct ProgramExecutorOptions {
   /// The loader's hold (KEEL_CUDA_HOLD overrides): 0 none; 1 after a streaming
   /// task that an attention task follows, until the task's signals are
   /// published; 2 after every streaming task; 3 as 2, and before an attention
-  /// task also until that task has read its inputs.
-  int loader_hold = 3;
+  /// task also until that task has read its inputs; 4 as 3, but the next
+  /// streaming task's copies go on until the compute warps start the task held
+  /// for (its weights land while they still run attention).
+  int loader_hold = 4;
 };
 
 /// Compile options tuned for this executor, where `o` leaves the compiler to

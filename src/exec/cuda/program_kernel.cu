@@ -71,7 +71,8 @@ struct alignas(16) SmemStatic {
   // signals are published (or that has none); raised with atomicMax by the
   // compute warps and the signaller. The loader's hold (P.loader_hold) reads it.
   uint32_t released;
-  volatile uint32_t gate;  // entry number the compute warps have read the inputs of (RingView::gate)
+  volatile uint32_t gate;     // entry number the compute warps have read the inputs of (RingView::gate)
+  volatile uint32_t started;  // entry number the compute warps run now (or ran last)
   volatile uint32_t sig_done;
   uint32_t sig_seq;  // compute: hand-overs published so far
   int32_t pos[kPosCache];     // the first sequences' positions, read at each step's start
@@ -179,16 +180,39 @@ __device__ __forceinline__ bool loader_wait(SmemStatic& S, uint64_t* bar, uint32
   }
 }
 
+/// Hold 4: before the next copy after the streaming entry `pending`: go on while
+/// the compute warps have not started it (its release is far away: e.g. they
+/// run attention, and the next task's weights may land meanwhile), else wait
+/// until its signals are published. False: quit.
+__device__ __forceinline__ bool hold_pending(SmemStatic& S, int lane, uint32_t& pending) {
+  for (;;) {
+    int state = 0;  // 1: published, 3: not started, 2: quit
+    if (lane == 0)
+      state = int32_t(*reinterpret_cast<volatile uint32_t*>(&S.released) - pending) >= 0 ? 1
+              : int32_t(S.started - pending) < 0                                          ? 3
+              : S.quit                                                                     ? 2
+                                                                                           : 0;
+    state = __shfl_sync(0xffffffffu, state, 0);
+    if (state == 1) pending = 0;
+    if (state) return state != 2;
+  }
+}
+
 /// The loader's hold (P.loader_hold; 1: when the next entry streams no weights,
-/// 2: after every entry): after the last copy of entry `entry`, wait until its
+/// 2: after every entry, 3: and before a non-streaming entry until it read its
+/// inputs, 4: as 3 with hold_pending): after the last copy of entry `entry`, wait until its
 /// signals are published. A gpu-scope release waits for the SM's bulk copies in
 /// flight, so copies issued for the next task before the release would delay the
 /// task's consumers by their whole transfer. False: quit.
 __device__ __forceinline__ bool hold_done(const DevProgram& P, SmemStatic& S, int lane, uint32_t next_word, bool has_next,
-                                          uint32_t entry) {
+                                          uint32_t entry, uint32_t& pending) {
   static_assert(offsetof(TileDesc, cap) == 28);  // word 7, low half
   const bool next_streams = has_next && (__shfl_sync(0xffffffffu, next_word, 7) & 0xffffu) != 0;
   if (P.loader_hold == 1 && next_streams) return true;
+  if (P.loader_hold >= 4 && next_streams) {  // hold 4: only once the compute warps run it (hold_pending)
+    pending = entry;
+    return true;
+  }
   // hold 3: before a task that streams nothing (attention), also until it has
   // read its inputs (RingView::gate), so its loads do not queue behind the copies.
   const bool gated = P.loader_hold >= 3 && has_next && !next_streams;
@@ -208,16 +232,16 @@ __device__ __forceinline__ bool hold_done(const DevProgram& P, SmemStatic& S, in
 __device__ __forceinline__ void loader(const DevProgram& P, SmemStatic& S, char* ring, uint32_t begin, uint32_t i0, uint32_t i1,
                        bool persistent) {
   const int lane = threadIdx.x & 31;
-  const uint64_t policy = dev::policy_evict_first();
   const uint32_t NS = uint32_t(P.n_stages), SB = P.stage_bytes, K = P.max_inflight;
-  uint32_t seq = 0;
-  for (int step = 0;; ++step) {
+  uint32_t seq = 0, pending = 0;  // pending: hold 4's entry (hold_pending)
+  uint32_t entry = 0;             // entry number (step * list length + position + 1) of entry i
+  for (;;) {
     // A list without weight tiles would otherwise spin here forever after the
     // compute warps are done: look at quit once per step (lane 0 decides).
     if (__shfl_sync(0xffffffffu, lane == 0 ? int(S.quit) : 0, 0)) return;
     uint32_t next = i0 < i1 ? tile_word(P, begin + i0, lane) : 0u;  // the tile table, one entry ahead
-    const uint32_t entry0 = uint32_t(step) * (i1 - i0) + 1;             // entry number of i0 (hold_done)
     for (uint32_t i = i0; i < i1; ++i) {
+      ++entry;
       const Tile T = tile_from_lanes(next);
       if (i + 1 < i1) next = tile_word(P, begin + i + 1, lane);
       if (T.cap == 0) continue;
@@ -230,18 +254,19 @@ __device__ __forceinline__ void loader(const DevProgram& P, SmemStatic& S, char*
         // cheaper. Then for the slot to be free.
         if (K && seq >= K && !loader_wait(S, &S.full[(seq - K) % NS], ((seq - K) / NS) & 1, lane)) return;
         if (seq >= NS && !loader_wait(S, &S.empty[slot], ((seq / NS) - 1) & 1, lane)) return;
+        if (pending && !hold_pending(S, lane, pending)) return;
         char* dst = ring + size_t(slot) * SB;
         const uint32_t bytes = uint32_t(n) * T.seg;
         if (lane == 0) dev::mbar_arrive_expect_tx(&S.full[slot], bytes * uint32_t(T.nmat));
         __syncwarp();
         piece_transfers(T, r0, n, lane, [&](size_t off, const uint8_t* from, uint32_t b) {
-          if (P.l2_hint) dev::bulk_g2s_stream(dst + off, from, b, &S.full[slot], policy);
+          if (P.l2_hint) dev::bulk_g2s_stream(dst + off, from, b, &S.full[slot], dev::policy_evict_first());
           else dev::bulk_g2s(dst + off, from, b, &S.full[slot]);
         });
         ++seq;
         if (lane == 0) S.issued = seq;
       }
-      if (P.loader_hold && persistent && !hold_done(P, S, lane, next, i + 1 < i1, entry0 + (i - i0)))
+      if (P.loader_hold && persistent && !hold_done(P, S, lane, next, i + 1 < i1, entry, pending))
         return;
     }
     if (!persistent) return;  // per-op: one operator of one step
@@ -359,6 +384,7 @@ __device__ __forceinline__ void compute(const DevProgram& P, SmemStatic& S, char
       if (S.go != 1) return;
       const uint32_t entry = uint32_t(step) * (i1 - i0) + (i - i0) + 1;
       R.entry = entry;
+      if (tid == 0) S.started = entry;
       run_task(P, t, int32_t(task), work, S.scratch, R);
       uint64_t t_ran = 0;
       if (P.trace && tid == 0) t_ran = dev::globaltimer_ns();
@@ -423,6 +449,7 @@ __device__ __forceinline__ void run_cta(const DevProgram& P, int op_filter) {
     S.sig_done = 0;
     S.released = 0;
     S.gate = 0;
+    S.started = 0;
     S.sig_seq = 0;
     cta_stop() = 0;
   }
