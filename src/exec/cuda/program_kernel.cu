@@ -66,7 +66,7 @@ struct alignas(16) SmemStatic {
   // the signaller has finished (a slot is reused only after that).
   uint64_t done[2];
   volatile int32_t sig_task[2];
-  volatile uint32_t sig_entry[2];  // its entry number (release_entry)
+  volatile uint32_t sig_entry[2];  // its entry number (for `released`)
   // Entry number (step * list length + position + 1) of the latest task whose
   // signals are published (or that has none); raised with atomicMax by the
   // compute warps and the signaller. The loader's hold (P.loader_hold) reads it.
