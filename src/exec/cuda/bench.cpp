@@ -14,25 +14,27 @@ namespace keel::exec::cuda {
 
 namespace {
 
-/// Compile options for the bench; shortens opt.context when the model's context is too short.
+/// Compile options for the bench; moves opt.context when the steps around it do
+/// not fit the model's context.
 compiler::CompileOptions compile_options(const model::ModelConfig& cfg, BenchOptions& opt) {
   KEEL_CHECK(opt.steps >= 2, "cuda bench: need at least 2 steps");
   KEEL_CHECK(opt.context >= 1, "cuda bench: context must be >= 1");
   const auto gpus = list_gpus();
   KEEL_CHECK(opt.device >= 0 && size_t(opt.device) < gpus.size(), "cuda bench: no CUDA device ", opt.device);
-  const int64_t extra = opt.steps + opt.warmup + 8;
-  if (opt.context + extra > cfg.max_position) {
-    KEEL_CHECK(cfg.max_position > extra, "cuda bench: ", opt.steps + opt.warmup, " steps do not fit the model's context of ",
-               cfg.max_position);
-    std::fprintf(stderr, "bench: context %lld + %lld steps exceed the model's %lld positions; timing from position %lld\n",
-                 (long long)opt.context, (long long)extra, (long long)cfg.max_position,
-                 (long long)(cfg.max_position - extra));
-    opt.context = cfg.max_position - extra;
+  const int64_t total = opt.steps + opt.warmup, margin = 8;
+  KEEL_CHECK(cfg.max_position > total + margin, "cuda bench: ", total, " steps do not fit the model's context of ",
+             cfg.max_position);
+  const int64_t end = first_bench_position(opt) + total + margin;
+  if (end > cfg.max_position) {
+    const int64_t moved = opt.context - (end - cfg.max_position);
+    std::fprintf(stderr, "bench: %lld steps around context %lld exceed the model's %lld positions; timing around %lld\n",
+                 (long long)total, (long long)opt.context, (long long)cfg.max_position, (long long)moved);
+    opt.context = moved;
   }
   compiler::CompileOptions co;
   co.workers = gpus[size_t(opt.device)].sm_count;
   co.batch = opt.batch;
-  co.max_context = int(opt.context + extra);
+  co.max_context = int(first_bench_position(opt) + total + margin);
   // Partition experiments (0 = the compiler's choice).
   auto env = [](const char* name) {
     const char* v = std::getenv(name);
@@ -51,6 +53,10 @@ void note(const BenchOptions& opt, const std::string& what) {
 
 }  // namespace
 
+int64_t first_bench_position(const BenchOptions& opt) {
+  return std::max<int64_t>(1, opt.context - opt.warmup - opt.steps / 2);
+}
+
 BenchReport bench_executor(ProgramExecutor& ex, const BenchOptions& opt) {
   KEEL_CHECK(opt.steps >= 2, "cuda bench: need at least 2 steps");
   const auto& h = ex.program().h;
@@ -68,17 +74,23 @@ BenchReport bench_executor(ProgramExecutor& ex, const BenchOptions& opt) {
   r.ring_stages = ex.ring_stages();
   r.stage_bytes = ex.stage_bytes();
   const int total = opt.steps + opt.warmup;
-  KEEL_CHECK(opt.context + total < h.max_context, "cuda bench: context ", opt.context, " + ", total,
-             " steps exceed the Program's context ", h.max_context);
+  const int64_t first = first_bench_position(opt);
+  KEEL_CHECK(first + total < h.max_context, "cuda bench: ", total, " steps from position ", first,
+             " exceed the Program's context ", h.max_context);
+  r.first_position = first + opt.warmup;
+  r.last_position = first + total - 1;
+  if (opt.context - opt.warmup - opt.steps / 2 < 1)
+    std::fprintf(stderr, "bench: the steps start at position 1; the median timed step attends over %lld positions\n",
+                 (long long)(r.first_position + opt.steps / 2));
   ex.fill_kv_random();
   for (LaunchMode mode : opt.modes) {
     note(opt, cat("timing ", total, " steps, ", launch_mode_name(mode)));
     // Timed without the trace (its timestamps cost the tasks time); the trace is
     // a separate short launch over the same positions.
-    std::vector<double> ms = ex.time_steps(mode, int(opt.context), total, "");
+    std::vector<double> ms = ex.time_steps(mode, int(first), total, "");
     if (mode == LaunchMode::Megakernel && !opt.trace_json.empty()) {
       note(opt, "tracing 8 steps, megakernel");
-      ex.time_steps(mode, int(opt.context), std::min(total, 8), opt.trace_json);
+      ex.time_steps(mode, int(opt.context), std::min(total, 8), opt.trace_json);  // at the context itself
     }
     if (int(ms.size()) > opt.warmup) ms.erase(ms.begin(), ms.begin() + opt.warmup);
     std::sort(ms.begin(), ms.end());
@@ -120,9 +132,9 @@ std::string BenchReport::table(const std::string& model_name) const {
   char buf[512];
   std::snprintf(buf, sizeof buf,
                 "%s on %s (%d SMs), batch %d: %.3f GB of weights per step, read bandwidth %.0f GB/s, floor %.3f "
-                "ms/step; %zu tasks per step, ring %d x %u KiB\n",
+                "ms/step; %zu tasks per step, ring %d x %u KiB; timed positions %lld..%lld\n",
                 model_name.c_str(), gpu.c_str(), sms, batch, double(bytes_per_token) / 1e9, read_bw_gbs, floor_ms,
-                tasks_per_step, ring_stages, stage_bytes / 1024);
+                tasks_per_step, ring_stages, stage_bytes / 1024, (long long)first_position, (long long)last_position);
   s += buf;
   s += "| mode | ms/step (p50) | p10 | p90 | weight GB/s | % of read bw |\n|---|---|---|---|---|---|\n";
   for (const auto& r : rows) {

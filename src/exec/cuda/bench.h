@@ -2,9 +2,10 @@
 // random weights of a config's shape, made on the GPU) compiled into a Program
 // for the device and run by the ProgramExecutor in each launch mode, against
 // the streaming-read bandwidth measured in the same run. Every figure means
-// something on its own: ms/token (median over the timed steps after warm-up,
-// with the KV cache filled to `context`), weight GB/s, and % of the measured
-// bandwidth.
+// something on its own: ms/token at `context` (the median over timed steps
+// whose positions are centred on `context`: a step's cost grows with the
+// positions it attends over, so the median step is the one at `context`),
+// weight GB/s, and % of the measured bandwidth.
 #pragma once
 
 #include <cstdint>
@@ -23,7 +24,7 @@ struct ModelConfig;
 namespace keel::exec::cuda {
 
 struct BenchOptions {
-  int64_t context = 512;      // KV length the first timed step attends over
+  int64_t context = 512;      // KV length the middle timed step attends over (first_timed_position)
   int steps = 256;            // timed steps per mode (>= 128 recommended)
   int warmup = 16;            // steps dropped from the front
   int batch = 1;              // sequences per step
@@ -52,13 +53,19 @@ struct BenchReport {
   size_t tasks_per_step = 0;
   int ring_stages = 0;
   uint32_t stage_bytes = 0;
+  int64_t first_position = 0;  // the first timed step's position (after warm-up)
+  int64_t last_position = 0;   // the last timed step's
   std::vector<BenchRow> rows;
   /// A small Markdown table.
   std::string table(const std::string& model_name) const;
 };
 
-/// Benches a loaded checkpoint. When context + steps do not fit the model's
-/// context, the timed steps start earlier (said on stderr).
+/// Position of the first warm-up step, so that the timed steps
+/// [first + warmup, first + warmup + steps) are centred on opt.context (at least 1).
+int64_t first_bench_position(const BenchOptions& opt);
+
+/// Benches a loaded checkpoint. When the steps around opt.context do not fit the
+/// model's context, or start before position 1, the window moves (said on stderr).
 BenchReport bench_model(const model::Model& m, const BenchOptions& opt);
 /// Benches random weights of `cfg`'s shapes (opt.random_dtype, generated on the GPU).
 BenchReport bench_random(const model::ModelConfig& cfg, const BenchOptions& opt);
