@@ -887,7 +887,7 @@ __device__ __forceinline__ void arrive_and_merge(const DevProgram& P, const Task
 /// chunk's partial; the last chunk to arrive merges the C partials. Same
 /// roundings as the generic version (q and k rounded to bf16 after their
 /// epilogues; fp32 softmax).
-template <int KP, int kMaxGroup>
+template <int KP, int kMaxGroup, bool kExact>
 __device__ void attention_fast(const DevProgram& P, const TaskDesc& t, int32_t task, float* smem, float* scratch,
                                RingView& R) {
   const ProgramHeader& h = P.h;
@@ -961,7 +961,7 @@ __device__ void attention_fast(const DevProgram& P, const TaskDesc& t, int32_t t
     l[j] = 0;
 #pragma unroll
     for (int e = 0; e < KP; ++e) {
-      q[j][e] = j < g ? qs[j * hd + lane * KP + e] : 0.0f;
+      q[j][e] = (kExact || j < g) ? qs[j * hd + lane * KP + e] : 0.0f;
       o[j][e] = 0;
     }
   }
@@ -1001,7 +1001,7 @@ __device__ void attention_fast(const DevProgram& P, const TaskDesc& t, int32_t t
 #pragma unroll
     for (int j = 0; j < kMaxGroup; ++j) {
       da[j] = 0;
-      if (j < g) {
+      if ((kExact || j < g)) {
 #pragma unroll
         for (int e = 0; e < KP; ++e) da[j] = fmaf(q[j][e], ka[e], da[j]);
       }
@@ -1010,17 +1010,17 @@ __device__ void attention_fast(const DevProgram& P, const TaskDesc& t, int32_t t
     for (int off = 16; off > 0; off >>= 1)
 #pragma unroll
       for (int j = 0; j < kMaxGroup; ++j)
-        if (j < g) da[j] += __shfl_xor_sync(0xffffffffu, da[j], off);
+        if ((kExact || j < g)) da[j] += __shfl_xor_sync(0xffffffffu, da[j], off);
 #pragma unroll
     for (int j = 0; j < kMaxGroup; ++j)
-      if (j < g) online_softmax_step<KP>(da[j] * h.attn_scale, va, m[j], l[j], o[j]);
+      if ((kExact || j < g)) online_softmax_step<KP>(da[j] * h.attn_scale, va, m[j], l[j], o[j]);
   }
   if (P.trace && threadIdx.x == 0) R.t_first = dev::globaltimer_ns();  // trace: positions done
   csync();  // every warp is done with the K/V rows: the partials take their place
   // ---- merge the warps' partials into the chunk's ----
 #pragma unroll
   for (int j = 0; j < kMaxGroup; ++j) {
-    if (j >= g) continue;
+    if ((!kExact && j >= g)) continue;
     float* mine = wo + (warp * g + j) * (hd + 2);
 #pragma unroll
     for (int e = 0; e < KP; ++e) mine[lane * KP + e] = o[j][e];
@@ -1426,21 +1426,27 @@ __device__ __forceinline__ void run_task(const DevProgram& P, const TaskDesc& t,
     case compiler::Opcode::GateUp: return gate_up(P, t, smem, scratch, R);
     case compiler::Opcode::Attention: {
       // Fast path: q of every head of the group in registers (up to 8 heads, 4 for
-      // head_dim 256), instantiated for the group size rounded up to 2 / 4 / 8 so the
-      // loop a model runs is no longer than its group needs (instruction cache).
+      // head_dim 256). Group sizes 2 / 4 / 8 (1 / 3 / 5-7: the next instantiation, with
+      // run-time guards) get an exact instantiation: a guard j < g around the
+      // per-position butterfly puts each shuffle in its own convergence region
+      // (BSSY / BSYNC), which serialises the heads' reductions.
       const int g = P.h.n_heads / P.h.n_kv_heads, hd = P.h.head_dim;
       if (hd == 64) {
-        if (g <= 2) return attention_fast<2, 2>(P, t, task, smem, scratch, R);
-        if (g <= 4) return attention_fast<2, 4>(P, t, task, smem, scratch, R);
-        if (g <= 8) return attention_fast<2, 8>(P, t, task, smem, scratch, R);
+        if (g == 2) return attention_fast<2, 2, true>(P, t, task, smem, scratch, R);
+        if (g == 4) return attention_fast<2, 4, true>(P, t, task, smem, scratch, R);
+        if (g == 8) return attention_fast<2, 8, true>(P, t, task, smem, scratch, R);
+        if (g <= 8) return attention_fast<2, 8, false>(P, t, task, smem, scratch, R);
       }
       if (hd == 128) {
-        if (g <= 2) return attention_fast<4, 2>(P, t, task, smem, scratch, R);
-        if (g <= 4) return attention_fast<4, 4>(P, t, task, smem, scratch, R);
-        if (g <= 8) return attention_fast<4, 8>(P, t, task, smem, scratch, R);
+        if (g == 2) return attention_fast<4, 2, true>(P, t, task, smem, scratch, R);
+        if (g == 4) return attention_fast<4, 4, true>(P, t, task, smem, scratch, R);
+        if (g == 8) return attention_fast<4, 8, true>(P, t, task, smem, scratch, R);
+        if (g <= 8) return attention_fast<4, 8, false>(P, t, task, smem, scratch, R);
       }
-      if (g <= 8 && hd == 32) return attention_fast<1, 8>(P, t, task, smem, scratch, R);
-      if (g <= 4 && hd == 256) return attention_fast<8, 4>(P, t, task, smem, scratch, R);
+      if (hd == 32 && g == 8) return attention_fast<1, 8, true>(P, t, task, smem, scratch, R);
+      if (hd == 32 && g <= 8) return attention_fast<1, 8, false>(P, t, task, smem, scratch, R);
+      if (hd == 256 && g == 4) return attention_fast<8, 4, true>(P, t, task, smem, scratch, R);
+      if (hd == 256 && g <= 4) return attention_fast<8, 4, false>(P, t, task, smem, scratch, R);
       return attention(P, t, task, smem, scratch);
     }
     case compiler::Opcode::MatvecResidual: return matvec_residual(P, t, smem, R);

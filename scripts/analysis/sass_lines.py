@@ -1,0 +1,19 @@
+import re, sys, subprocess, glob
+# nvdisasm -g output: "//## File "path", line N" comments precede instructions
+path, lo, hi, fn = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+txt = subprocess.run(["nvdisasm", "-g", "-c", path], capture_output=True, text=True).stdout
+cur_fn = None; cur = None; out = []; counts = {}
+for line in txt.splitlines():
+    m = re.match(r'\s*\.text\.(\S+):', line)
+    if m: cur_fn = m.group(1); continue
+    m = re.search(r'//## File "([^"]+)", line (\d+)', line)
+    if m: cur = (m.group(1).split('/')[-1], int(m.group(2))); continue
+    if cur_fn and fn in cur_fn and cur and cur[0] == 'program_tasks.cuh' and lo <= cur[1] <= hi and re.search(r'/\*[0-9a-f]{4,}\*/', line):
+        ins = line.split('*/', 1)[1].strip()
+        out.append(f"{cur[1]}: {ins}")
+        op = ins.split()[0] if ins else ''
+        if op.startswith('@'): op = ins.split()[1]
+        op = op.split('.')[0]
+        counts[op] = counts.get(op, 0) + 1
+print(len(out), "instructions;", sorted(counts.items(), key=lambda kv: -kv[1])[:30])
+for l in out[:400]: print(l)
