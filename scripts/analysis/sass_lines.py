@@ -1,3 +1,12 @@
+#!/usr/bin/env python3
+"""SASS instructions of one kernel attributed to a line range of program_tasks.cuh.
+
+On the GPU machine (cuobjdump and nvdisasm come with the toolkit; the build has -lineinfo):
+  cuobjdump -xelf all .device/keel_cuda_bench        # writes program_kernel.sm_90a.cubin
+  python3 scripts/analysis/sass_lines.py program_kernel.sm_90a.cubin 990 1017 program_kernel
+Prints the opcode histogram (BSSY/BSYNC pairs, branches, shuffles ...) and the
+instructions with their source line, over every template instantiation.
+"""
 import re, sys, subprocess, glob
 # nvdisasm -g output: "//## File "path", line N" comments precede instructions
 path, lo, hi, fn = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
