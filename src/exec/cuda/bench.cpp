@@ -86,11 +86,11 @@ BenchReport bench_executor(ProgramExecutor& ex, const BenchOptions& opt) {
   for (LaunchMode mode : opt.modes) {
     note(opt, cat("timing ", total, " steps, ", launch_mode_name(mode)));
     // Timed without the trace (its timestamps cost the tasks time); the trace is
-    // a separate short launch over the same positions.
+    // a separate 8-step launch from the context itself.
     std::vector<double> ms = ex.time_steps(mode, int(first), total, "");
     if (mode == LaunchMode::Megakernel && !opt.trace_json.empty()) {
       note(opt, "tracing 8 steps, megakernel");
-      ex.time_steps(mode, int(opt.context), std::min(total, 8), opt.trace_json);  // at the context itself
+      ex.time_steps(mode, int(opt.context), std::min(total, 8), opt.trace_json);
     }
     if (int(ms.size()) > opt.warmup) ms.erase(ms.begin(), ms.begin() + opt.warmup);
     std::sort(ms.begin(), ms.end());

@@ -886,7 +886,8 @@ __device__ __forceinline__ void arrive_and_merge(const DevProgram& P, const Task
 /// for all g heads (q in registers) and keeps an online softmax per head; the warps' (o, m, l) are merged into the
 /// chunk's partial; the last chunk to arrive merges the C partials. Same
 /// roundings as the generic version (q and k rounded to bf16 after their
-/// epilogues; fp32 softmax).
+/// epilogues; fp32 softmax). kExact: g == kMaxGroup, so no head needs a
+/// run-time guard (a guarded shuffle is a convergence region of its own).
 template <int KP, int kMaxGroup, bool kExact>
 __device__ void attention_fast(const DevProgram& P, const TaskDesc& t, int32_t task, float* smem, float* scratch,
                                RingView& R) {
@@ -1001,7 +1002,7 @@ __device__ void attention_fast(const DevProgram& P, const TaskDesc& t, int32_t t
 #pragma unroll
     for (int j = 0; j < kMaxGroup; ++j) {
       da[j] = 0;
-      if ((kExact || j < g)) {
+      if (kExact || j < g) {
 #pragma unroll
         for (int e = 0; e < KP; ++e) da[j] = fmaf(q[j][e], ka[e], da[j]);
       }
@@ -1010,17 +1011,17 @@ __device__ void attention_fast(const DevProgram& P, const TaskDesc& t, int32_t t
     for (int off = 16; off > 0; off >>= 1)
 #pragma unroll
       for (int j = 0; j < kMaxGroup; ++j)
-        if ((kExact || j < g)) da[j] += __shfl_xor_sync(0xffffffffu, da[j], off);
+        if (kExact || j < g) da[j] += __shfl_xor_sync(0xffffffffu, da[j], off);
 #pragma unroll
     for (int j = 0; j < kMaxGroup; ++j)
-      if ((kExact || j < g)) online_softmax_step<KP>(da[j] * h.attn_scale, va, m[j], l[j], o[j]);
+      if (kExact || j < g) online_softmax_step<KP>(da[j] * h.attn_scale, va, m[j], l[j], o[j]);
   }
   if (P.trace && threadIdx.x == 0) R.t_first = dev::globaltimer_ns();  // trace: positions done
   csync();  // every warp is done with the K/V rows: the partials take their place
   // ---- merge the warps' partials into the chunk's ----
 #pragma unroll
   for (int j = 0; j < kMaxGroup; ++j) {
-    if ((!kExact && j >= g)) continue;
+    if (!kExact && j >= g) continue;
     float* mine = wo + (warp * g + j) * (hd + 2);
 #pragma unroll
     for (int e = 0; e < KP; ++e) mine[lane * KP + e] = o[j][e];
