@@ -170,25 +170,14 @@ __device__ __forceinline__ void piece_transfers(const Tile& T, int r0, int n, in
   }
 }
 
-/// a >= b for entry numbers (compared mod 2^32).
-__device__ __forceinline__ bool reached(uint32_t a, uint32_t b) { return int32_t(a - b) >= 0; }
-
-/// The entry number of the latest task whose signals are published (SmemStatic::released).
-__device__ __forceinline__ uint32_t published(SmemStatic& S) { return *reinterpret_cast<volatile uint32_t*>(&S.released); }
-
-/// The loader warp polls until lane 0's probe() is non-zero and returns that
-/// value (the decision is lane 0's, the whole warp follows it).
-template <class F>
-__device__ __forceinline__ int loader_poll(int lane, F&& probe) {
-  for (;;) {
-    const int state = __shfl_sync(0xffffffffu, lane == 0 ? probe() : 0, 0);
-    if (state) return state;
-  }
-}
-
-/// The loader warp waits for a phase of `bar`. False: quit.
+/// The loader warp waits for a phase of `bar`; the decision is lane 0's. False: quit.
 __device__ __forceinline__ bool loader_wait(SmemStatic& S, uint64_t* bar, uint32_t parity, int lane) {
-  return loader_poll(lane, [&] { return dev::mbar_test_wait(bar, parity) ? 1 : S.quit ? 2 : 0; }) == 1;
+  for (;;) {
+    int state = 0;  // 1: completed, 2: quit
+    if (lane == 0) state = dev::mbar_test_wait(bar, parity) ? 1 : S.quit ? 2 : 0;
+    state = __shfl_sync(0xffffffffu, state, 0);
+    if (state) return state == 1;
+  }
 }
 
 /// Hold 4: before the next copy after the streaming entry `pending`: go on while
@@ -196,12 +185,17 @@ __device__ __forceinline__ bool loader_wait(SmemStatic& S, uint64_t* bar, uint32
 /// run attention, and the next task's weights may land meanwhile), else wait
 /// until its signals are published. False: quit.
 __device__ __forceinline__ bool hold_pending(SmemStatic& S, int lane, uint32_t& pending) {
-  // 1: published, 3: not started, 2: quit
-  const int state = loader_poll(lane, [&] {
-    return reached(published(S), pending) ? 1 : !reached(S.started, pending) ? 3 : S.quit ? 2 : 0;
-  });
-  if (state == 1) pending = 0;
-  return state != 2;
+  for (;;) {
+    int state = 0;  // 1: published, 3: not started, 2: quit
+    if (lane == 0)
+      state = int32_t(*reinterpret_cast<volatile uint32_t*>(&S.released) - pending) >= 0 ? 1
+              : int32_t(S.started - pending) < 0                                          ? 3
+              : S.quit                                                                     ? 2
+                                                                                           : 0;
+    state = __shfl_sync(0xffffffffu, state, 0);
+    if (state == 1) pending = 0;
+    if (state) return state != 2;
+  }
 }
 
 /// The loader's hold (P.loader_hold; 1: when the next entry streams no weights,
@@ -222,9 +216,17 @@ __device__ __forceinline__ bool hold_done(const DevProgram& P, SmemStatic& S, in
   // hold 3: before a task that streams nothing (attention), also until it has
   // read its inputs (RingView::gate), so its loads do not queue behind the copies.
   const bool gated = P.loader_hold >= 3 && has_next && !next_streams;
-  return loader_poll(lane, [&] {
-           return reached(published(S), entry) && (!gated || reached(S.gate, entry + 1)) ? 1 : S.quit ? 2 : 0;
-         }) == 1;
+  for (;;) {
+    int state = 0;  // 1: go on, 2: quit
+    if (lane == 0)
+      state = int32_t(*reinterpret_cast<volatile uint32_t*>(&S.released) - entry) >= 0 &&
+                      (!gated || int32_t(S.gate - (entry + 1)) >= 0)
+                  ? 1
+              : S.quit ? 2
+                       : 0;
+    state = __shfl_sync(0xffffffffu, state, 0);
+    if (state) return state == 1;
+  }
 }
 
 __device__ __forceinline__ void loader(const DevProgram& P, SmemStatic& S, char* ring, uint32_t begin, uint32_t i0, uint32_t i1,
