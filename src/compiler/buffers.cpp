@@ -13,6 +13,8 @@
 
 namespace keel::compiler {
 
+using namespace program;  // the passes build a Program
+
 namespace {
 
 constexpr uint64_t kAlign = 256;

@@ -12,6 +12,8 @@
 
 namespace keel::compiler {
 
+using namespace program;  // the passes build a Program
+
 int32_t Build::id(const std::string& name) const {
   auto it = buf_id.find(name);
   KEEL_CHECK(it != buf_id.end(), "compiler: no buffer '", name, "'");

@@ -13,11 +13,25 @@
 #include <cstdint>
 #include <string>
 
-#include "compiler/program.h"
+#include "program/program.h"
 #include "graph/graph.h"
 #include "model/config.h"
 
 namespace keel::compiler {
+
+// The compiler builds Programs: their types are used unqualified in its passes.
+using program::Access;
+using program::AccessMode;
+using program::BufferDesc;
+using program::BufferKind;
+using program::Control;
+using program::Opcode;
+using program::OpDesc;
+using program::Program;
+using program::ProgramHeader;
+using program::SeqState;
+using program::TaskDesc;
+using program::WaitDesc;
 
 struct CompileOptions {
   int workers = 132;           // W: persistent workers (SMs on the GPU)

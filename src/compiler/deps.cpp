@@ -13,10 +13,12 @@
 #include <unordered_map>
 
 #include "compiler/passes.h"
-#include "compiler/interval_map.h"
+#include "program/interval_map.h"
 #include "core/error.h"
 
 namespace keel::compiler {
+
+using namespace program;  // the passes build a Program
 
 namespace {
 

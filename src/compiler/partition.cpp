@@ -16,6 +16,8 @@
 
 namespace keel::compiler {
 
+using namespace program;  // the passes build a Program
+
 namespace {
 
 struct Partitioner {

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "compiler/compiler.h"
-#include "compiler/program.h"
+#include "program/program.h"
 #include "graph/graph.h"
 
 namespace keel::compiler {

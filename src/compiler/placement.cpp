@@ -11,6 +11,8 @@
 
 namespace keel::compiler {
 
+using namespace program;  // the passes build a Program
+
 void place(Build& b) {
   Program& p = b.p;
   const uint32_t N = uint32_t(p.tasks.size());

@@ -16,6 +16,8 @@
 
 namespace keel::compiler {
 
+using namespace program;  // the passes build a Program
+
 namespace {
 
 std::string op_name(const Program& p, uint32_t op) {

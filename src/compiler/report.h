@@ -6,9 +6,11 @@
 #include <string>
 #include <vector>
 
-#include "compiler/program.h"
+#include "program/program.h"
 
 namespace keel::compiler {
+
+using program::Program;
 
 /// Result of simulating one decode step with the cost model: every worker runs
 /// its list in order, a task starts when its worker is free and its waits are

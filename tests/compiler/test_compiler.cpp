@@ -11,18 +11,19 @@
 #include <random>
 #include <set>
 
-#include "compiler/checker.h"
+#include "program/checker.h"
 #include "compiler/compiler.h"
 #include "compiler/fuse.h"
 #include "compiler/passes.h"
 #include "compiler/report.h"
-#include "compiler/serialize.h"
+#include "program/serialize.h"
 #include "common/tiny_config.h"
 #include "core/error.h"
 #include "core/mapped_file.h"
 #include "model/config.h"
 
 namespace keel::compiler {
+using namespace program;
 namespace {
 
 model::ModelConfig tiny(model::Arch a) { return testing::tiny_config(a); }

@@ -15,7 +15,7 @@
 #include <map>
 #include <random>
 
-#include "compiler/checker.h"
+#include "program/checker.h"
 #include "compiler/compiler.h"
 #include "exec/cpu/cpu_backend.h"
 #include "exec/cpu/executor.h"
@@ -46,7 +46,7 @@ constexpr double kMargin = 0.1;
 using Loaded = testing::LoadedFixture;
 inline const Loaded& fixture(const std::string& name) { return testing::loaded_fixture(name); }
 
-compiler::Program compile_for(const model::Model& m, int workers, int batch, int ctx = 128) {
+program::Program compile_for(const model::Model& m, int workers, int batch, int ctx = 128) {
   compiler::CompileOptions o;
   o.workers = workers;
   o.batch = batch;
@@ -80,8 +80,8 @@ class Golden_ : public ::testing::TestWithParam<Case> {};
 TEST_P(Golden_, LogitsMatchReference) {
   const Case& c = GetParam();
   const Loaded& f = fixture(c.model);
-  compiler::Program p = compile_for(f.model, c.workers, c.batch);
-  compiler::check_or_throw(p, 3);
+  program::Program p = compile_for(f.model, c.workers, c.batch);
+  program::check_or_throw(p, 3);
   CpuExecutor ex(p, f.model);
   reference::Forward ref(f.model, p.h.max_context);
   const int64_t V = p.h.vocab;
@@ -130,7 +130,7 @@ TEST_P(Golden_, LogitsMatchReference) {
 TEST_P(Golden_, GreedyTokens) {
   const Case& c = GetParam();
   const Loaded& f = fixture(c.model);
-  compiler::Program p = compile_for(f.model, c.workers, c.batch);
+  program::Program p = compile_for(f.model, c.workers, c.batch);
   CpuExecutor ex(p, f.model);
   const size_t n = f.golden.prompts.size();
   for (size_t first = 0; first < n; first += size_t(c.batch)) {
@@ -146,7 +146,7 @@ TEST_P(Golden_, GreedyTokens) {
       const auto& g = f.golden.prompts[first + k];
       const auto& out = r.seqs[k].tokens;
       ASSERT_EQ(out.size(), g.greedy.size());
-      EXPECT_EQ(r.seqs[k].stop, compiler::StopReason::MaxTokens);
+      EXPECT_EQ(r.seqs[k].stop, program::StopReason::MaxTokens);
       if (c.model == "stories260K") {
         EXPECT_EQ(out, g.greedy) << "prompt " << first + k;
         continue;
@@ -175,7 +175,7 @@ INSTANTIATE_TEST_SUITE_P(All, Golden_, ::testing::ValuesIn(all_cases()), case_na
 TEST(CpuExecutor, StopsAtEosAndContext) {
   const Loaded& f = fixture("stories260K");
   const auto& g = f.golden.prompts[0];
-  compiler::Program p = compile_for(f.model, 5, 1, 64);
+  program::Program p = compile_for(f.model, 5, 1, 64);
   CpuExecutor ex(p, f.model);
   Sequence s;
   s.prompt = g.ids;
@@ -183,25 +183,25 @@ TEST(CpuExecutor, StopsAtEosAndContext) {
   RunOptions ro = shuffled(3);
   ro.eos_ids = {g.greedy[5]};
   RunResult r = ex.run({s}, ro);
-  EXPECT_EQ(r.seqs[0].stop, compiler::StopReason::Eos);
+  EXPECT_EQ(r.seqs[0].stop, program::StopReason::Eos);
   ASSERT_GE(r.seqs[0].tokens.size(), 1u);
   EXPECT_EQ(r.seqs[0].tokens.back(), g.greedy[5]);
   // Context: 64 positions, the prompt takes T, so T-1 prefill steps + (64 - T + 1) generated tokens.
   s.max_new = 1000;
   r = ex.run({s}, shuffled(4));
-  EXPECT_EQ(r.seqs[0].stop, compiler::StopReason::Context);
+  EXPECT_EQ(r.seqs[0].stop, program::StopReason::Context);
   EXPECT_EQ(int(r.seqs[0].tokens.size()), 64 - int(g.ids.size()) + 1);
   // Early stop from the token callback.
   ro = shuffled(5);
   ro.on_token = [&](int, int32_t) { return false; };
   r = ex.run({s}, ro);
-  EXPECT_EQ(r.seqs[0].stop, compiler::StopReason::Stopped);
+  EXPECT_EQ(r.seqs[0].stop, program::StopReason::Stopped);
   EXPECT_EQ(r.seqs[0].tokens.size(), 1u);
 }
 
 TEST(CpuExecutor, BadRequestsAreErrors) {
   const Loaded& f = fixture("tiny-qwen3");
-  compiler::Program p = compile_for(f.model, 3, 1, 32);
+  program::Program p = compile_for(f.model, 3, 1, 32);
   CpuExecutor ex(p, f.model);
   Sequence s;
   EXPECT_THROW(ex.run({s}, {}), Error);  // empty prompt
@@ -215,7 +215,7 @@ TEST(CpuExecutor, BadRequestsAreErrors) {
 
 TEST(CpuExecutor, SamplingIsSeededAndMatchesBatchSlots) {
   const Loaded& f = fixture("stories260K");
-  compiler::Program p = compile_for(f.model, 7, 3);
+  program::Program p = compile_for(f.model, 7, 3);
   CpuExecutor ex(p, f.model);
   Sequence s;
   s.prompt = f.golden.prompts[0].ids;
@@ -270,8 +270,8 @@ TEST(CpuBackend, GenerateAndScore) {
 
 // --- mutation ----------------------------------------------------------------
 
-compiler::Program without_wait(const compiler::Program& p, uint32_t w) {
-  compiler::Program q = p;
+program::Program without_wait(const program::Program& p, uint32_t w) {
+  program::Program q = p;
   q.waits.erase(q.waits.begin() + w);
   for (auto& t : q.tasks) {
     if (w >= t.wait_begin && w < t.wait_begin + t.wait_count) {
@@ -294,8 +294,8 @@ TEST(Mutation, EveryRemovedWaitIsCaught) {
   for (const M& mc : {M{"tiny-qwen3", 7, 3, 1, 4}, M{"tiny-llama3", 7, 3, 1, 4}, M{"stories260K", 132, 3, 8, 40}}) {
     const Loaded& f = fixture(mc.name);
     const char* name = mc.name;
-    compiler::Program p = compile_for(f.model, mc.workers, mc.batch, 64);
-    ASSERT_TRUE(compiler::check(p).ok);
+    program::Program p = compile_for(f.model, mc.workers, mc.batch, 64);
+    ASSERT_TRUE(program::check(p).ok);
     CpuExecutor base_ex(p, f.model);
     std::vector<Sequence> seqs;
     for (size_t i = 0; i < 3; ++i) {
@@ -310,8 +310,8 @@ TEST(Mutation, EveryRemovedWaitIsCaught) {
     std::mt19937 rng(7);
     for (uint32_t w = 0; w < p.waits.size(); ++w) {
       if (rng() % mc.check_one_in != 0) continue;
-      compiler::Program q = without_wait(p, w);
-      compiler::CheckResult r = compiler::check(q);
+      program::Program q = without_wait(p, w);
+      program::CheckResult r = program::check(q);
       ++total;
       EXPECT_FALSE(r.ok) << name << ": removing wait " << w << " went unnoticed";
       caught_by_checker += !r.ok;

@@ -5,10 +5,10 @@
 #include <cstdio>
 
 #include "cli_common.h"
-#include "compiler/checker.h"
+#include "program/checker.h"
 #include "compiler/compiler.h"
 #include "compiler/report.h"
-#include "compiler/serialize.h"
+#include "program/serialize.h"
 #include "core/error.h"
 #include "core/mapped_file.h"
 #include "model/config.h"
@@ -26,11 +26,11 @@ struct CompileArgs {
 
 int run_compile(const CompileArgs& a) {
   std::string source;
-  compiler::Program p;
+  program::Program p;
   auto t0 = std::chrono::steady_clock::now();
   if (!a.program.empty()) {
     source = a.program;
-    p = compiler::load(a.program);
+    p = program::load(a.program);
   } else {
     source = !a.config.empty() ? a.config : path_join(a.model, "config.json");
     model::ModelConfig cfg = model::ModelConfig::load(source);
@@ -49,12 +49,12 @@ int run_compile(const CompileArgs& a) {
   // loader's bounds checks (e.g. a dropped wait): always prove it safe.
   if (a.check || !a.program.empty()) {
     auto t1 = std::chrono::steady_clock::now();
-    compiler::check_or_throw(p);
+    program::check_or_throw(p);
     double cms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count();
     std::fprintf(stderr, "checked: every read is covered by a dependency, no write overtakes a read, no deadlock (%.0f ms)\n", cms);
   }
   if (!a.out.empty()) {
-    compiler::save(p, a.out);
+    program::save(p, a.out);
     std::fprintf(stderr, "wrote %s\n", a.out.c_str());
   }
   if (a.dump == "json") std::printf("%s\n", compiler::to_json(p).c_str());

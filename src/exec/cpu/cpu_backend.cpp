@@ -20,7 +20,7 @@ Sequence sequence_for(const engine::GenerateRequest& req, int64_t max_context, c
   KEEL_CHECK(int64_t(req.prompt.size()) <= max_context, who, ": prompt of ", req.prompt.size(),
              " tokens exceeds the context of ", max_context);
   KEEL_CHECK(req.max_tokens >= 1, who, ": max_tokens must be >= 1");
-  KEEL_CHECK(req.eos_ids.size() <= size_t(compiler::kMaxEos), who, ": at most ", compiler::kMaxEos, " eos ids");
+  KEEL_CHECK(req.eos_ids.size() <= size_t(program::kMaxEos), who, ": at most ", program::kMaxEos, " eos ids");
   Sequence s;
   s.prompt = req.prompt;
   s.max_new = req.max_tokens;
@@ -35,9 +35,9 @@ engine::GenerateResult result_of(const RunResult& r, bool stopped) {
   const size_t n = g.output.size();
   g.decode_ms_per_token = n > 1 ? (r.ms - r.first_token_ms) / double(n - 1) : 0;
   switch (r.seqs[0].stop) {
-    case compiler::StopReason::Eos: g.stop_reason = "eos"; break;
-    case compiler::StopReason::Context: g.stop_reason = "context"; break;
-    case compiler::StopReason::Stopped: g.stop_reason = "stopped"; break;
+    case program::StopReason::Eos: g.stop_reason = "eos"; break;
+    case program::StopReason::Context: g.stop_reason = "context"; break;
+    case program::StopReason::Stopped: g.stop_reason = "stopped"; break;
     default: g.stop_reason = stopped ? "stopped" : "max_tokens";
   }
   return g;

@@ -37,12 +37,12 @@ class CpuBackend : public engine::Backend {
   int64_t max_context() const override { return program_.h.max_context; }
   engine::GenerateResult generate(const engine::GenerateRequest& req, const engine::TokenCallback& on_token) override;
   std::vector<float> score(std::span<const int32_t> ids) override;
-  const compiler::Program& program() const { return program_; }
+  const program::Program& program() const { return program_; }
 
  private:
   const model::Model& model_;
   CpuBackendOptions opt_;
-  compiler::Program program_;
+  program::Program program_;
   std::unique_ptr<CpuExecutor> exec_;
 };
 

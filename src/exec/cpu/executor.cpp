@@ -20,15 +20,15 @@
 
 namespace keel::exec::cpu {
 
-using compiler::BufferKind;
-using compiler::Control;
-using compiler::SeqState;
+using program::BufferKind;
+using program::Control;
+using program::SeqState;
 
 struct CpuExecutor::Impl {
   std::unique_ptr<std::atomic<uint32_t>[]> counters;
 };
 
-CpuExecutor::CpuExecutor(const compiler::Program& p, const model::Model& m) : p_(p), impl_(new Impl) {
+CpuExecutor::CpuExecutor(const program::Program& p, const model::Model& m) : p_(p), impl_(new Impl) {
   p.validate();
   const auto& h = p.h;
   KEEL_CHECK(h.hidden == m.config.hidden && h.vocab == m.config.vocab && h.n_layers == m.config.n_layers &&
@@ -43,7 +43,7 @@ CpuExecutor::CpuExecutor(const compiler::Program& p, const model::Model& m) : p_
   uint8_t* ws = reinterpret_cast<uint8_t*>(workspace_.data());
   uint8_t* kv = reinterpret_cast<uint8_t*>(kv_.data());
   for (size_t i = 0; i < p.buffers.size(); ++i) {
-    const compiler::BufferDesc& b = p.buffers[i];
+    const program::BufferDesc& b = p.buffers[i];
     ctx_.dtype[i] = DType(b.dtype);
     switch (BufferKind(b.kind)) {
       case BufferKind::Activation:
@@ -125,9 +125,9 @@ RunResult CpuExecutor::run(const std::vector<Sequence>& seqs, const RunOptions& 
   auto now_ns = [&] {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
   };
-  auto ready = [&](const compiler::TaskDesc& t, int step) {
+  auto ready = [&](const program::TaskDesc& t, int step) {
     for (uint32_t i = 0; i < t.wait_count; ++i) {
-      const compiler::WaitDesc& w = p_.waits[t.wait_begin + i];
+      const program::WaitDesc& w = p_.waits[t.wait_begin + i];
       const int64_t target = int64_t(w.expected) * (step + w.offset);
       if (target > 0 && int64_t(counters[w.counter].load(std::memory_order_acquire)) < target) return false;
     }
@@ -161,7 +161,7 @@ RunResult CpuExecutor::run(const std::vector<Sequence>& seqs, const RunOptions& 
           break;
         }
       }
-      const compiler::TaskDesc& t = p_.tasks[list[k.pos]];
+      const program::TaskDesc& t = p_.tasks[list[k.pos]];
       if (!ready(t, k.step)) break;
       run_task(ctx, t);
       bool last_step_task = false;
@@ -215,7 +215,7 @@ RunResult CpuExecutor::run(const std::vector<Sequence>& seqs, const RunOptions& 
           for (int v = 0; v < W && where.size() < 400; ++v)
             if (!workers[size_t(v)].finished.load() && p_.worker_end(v) != p_.worker_begin(v))
               where += cat(" [worker ", v, " step ", workers[size_t(v)].step, " at ",
-                           compiler::describe_task(p_, p_.worker_begin(v)[workers[size_t(v)].pos]), "]");
+                           program::describe_task(p_, p_.worker_begin(v)[workers[size_t(v)].pos]), "]");
           error = std::make_exception_ptr(Error(cat("cpu executor: no task could run for ", opt.hang_seconds,
                                                     " s (deadlock?):", where)));
         }
@@ -230,7 +230,7 @@ RunResult CpuExecutor::run(const std::vector<Sequence>& seqs, const RunOptions& 
   res.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   res.tasks_run = tasks_run.load();
   res.steps = int(counters[h.step_counter].load() / std::max<uint32_t>(h.step_expected, 1));
-  for (size_t b = 0; b < seqs.size(); ++b) res.seqs[b].stop = compiler::StopReason(states[b].stop_reason);
+  for (size_t b = 0; b < seqs.size(); ++b) res.seqs[b].stop = program::StopReason(states[b].stop_reason);
   return res;
 }
 

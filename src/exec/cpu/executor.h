@@ -12,7 +12,7 @@
 #include <memory>
 #include <vector>
 
-#include "compiler/program.h"
+#include "program/program.h"
 #include "engine/sampling.h"
 #include "exec/cpu/tasks.h"
 #include "model/model.h"
@@ -43,7 +43,7 @@ struct RunOptions {
 struct SequenceOutput {
   std::vector<int32_t> tokens;      // generated ids (an EOS that ended it included)
   std::vector<float> logits;        // capture_logits: [positions, vocab], row t = after token t
-  compiler::StopReason stop = compiler::StopReason::None;
+  program::StopReason stop = program::StopReason::None;
 };
 
 struct RunResult {
@@ -58,7 +58,7 @@ class CpuExecutor {
  public:
   /// Binds the Program's weight buffers to the model's tensors by name (shape
   /// and count checked) and allocates the workspace and KV arenas.
-  CpuExecutor(const compiler::Program& p, const model::Model& m);
+  CpuExecutor(const program::Program& p, const model::Model& m);
   ~CpuExecutor();
   CpuExecutor(const CpuExecutor&) = delete;
   CpuExecutor& operator=(const CpuExecutor&) = delete;
@@ -66,13 +66,13 @@ class CpuExecutor {
   /// Runs up to B sequences (the Program's batch) to completion.
   RunResult run(const std::vector<Sequence>& seqs, const RunOptions& opt);
 
-  const compiler::Program& program() const { return p_; }
+  const program::Program& program() const { return p_; }
   /// The bytes of buffer `id` (workspace, KV, constant or bound weight).
   const uint8_t* buffer_data(int32_t id) const { return ctx_.ptr.at(size_t(id)); }
 
  private:
   struct Impl;
-  const compiler::Program& p_;
+  const program::Program& p_;
   std::vector<uint64_t> workspace_, kv_;  // 8-byte aligned arenas
   TaskContext ctx_;
   std::unique_ptr<Impl> impl_;

@@ -8,20 +8,20 @@
 
 namespace keel::exec {
 
-using compiler::BufferKind;
-using compiler::Control;
-using compiler::SeqState;
+using program::BufferKind;
+using program::Control;
+using program::SeqState;
 
-void write_launch_state(const compiler::Program& p, const std::vector<cpu::Sequence>& seqs,
+void write_launch_state(const program::Program& p, const std::vector<cpu::Sequence>& seqs,
                         const std::vector<int32_t>& eos_ids, uint8_t* ws,
                         const std::function<void(int32_t, float*)>& embed, const char* who) {
   const auto& h = p.h;
   const int B = h.batch;
   KEEL_CHECK(!seqs.empty() && int(seqs.size()) <= B, who, ": ", seqs.size(),
              " sequences for a Program compiled for batch ", B);
-  KEEL_CHECK(eos_ids.size() <= size_t(compiler::kMaxEos), who, ": at most ", compiler::kMaxEos, " eos ids");
+  KEEL_CHECK(eos_ids.size() <= size_t(program::kMaxEos), who, ": at most ", program::kMaxEos, " eos ids");
   std::memset(ws, 0, h.workspace_bytes);
-  for (const compiler::BufferDesc& b : p.buffers)
+  for (const program::BufferDesc& b : p.buffers)
     if (BufferKind(b.kind) == BufferKind::Activation)
       std::memset(ws + b.offset, 0xff, b.count * dtype_size(DType(b.dtype)));
   auto at = [&](int32_t buf) { return ws + p.buffer(buf).offset; };

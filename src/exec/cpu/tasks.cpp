@@ -13,10 +13,10 @@
 
 namespace keel::exec::cpu {
 
-using compiler::Control;
-using compiler::Opcode;
-using compiler::SeqState;
-using compiler::StopReason;
+using program::Control;
+using program::Opcode;
+using program::SeqState;
+using program::StopReason;
 
 namespace {
 
@@ -87,7 +87,7 @@ uint16_t* kv_slot(const TaskContext& c, int32_t cache, int b, int head, int64_t 
 
 void qkv_proj(const TaskContext& c, const TaskDesc& t) {
   const auto& h = c.p->h;
-  const int64_t H = h.hidden, width = compiler::qkv_width(h), off = t.arg[1];
+  const int64_t H = h.hidden, width = program::qkv_width(h), off = t.arg[1];
   std::vector<float> n(static_cast<size_t>(H));
   for (int b = t.b0; b < t.b1; ++b) {
     rms_norm_bf16(c, c.as<float>(t.buf[0]) + b * H, t.buf[1], H, n.data());
@@ -124,9 +124,9 @@ void append_kv(const TaskContext& c, const TaskDesc& t, int64_t pos) {
   const auto& h = c.p->h;
   const int64_t hd = h.head_dim;
   const int b = t.b0, kvh = t.arg[0];
-  const uint16_t* raw = c.as<uint16_t>(t.buf[0]) + b * compiler::qkv_width(h);
-  const uint16_t* k = raw + compiler::qkv_part_begin(h, 1) + kvh * hd;
-  const uint16_t* v = raw + compiler::qkv_part_begin(h, 2) + kvh * hd;
+  const uint16_t* raw = c.as<uint16_t>(t.buf[0]) + b * program::qkv_width(h);
+  const uint16_t* k = raw + program::qkv_part_begin(h, 1) + kvh * hd;
+  const uint16_t* v = raw + program::qkv_part_begin(h, 2) + kvh * hd;
   std::vector<float> y(static_cast<size_t>(hd));
   for (int64_t i = 0; i < hd; ++i) y[size_t(i)] = bf16_to_f32(k[i]);
   head_epilogue(c, t.buf[6], pos, y.data());
@@ -170,13 +170,13 @@ void attention(const TaskContext& c, const TaskDesc& t) {
   const int b = t.b0, kvh = t.arg[0], chunk = t.arg[1];
   const int64_t pos = c.as<SeqState>(t.buf[4])[b].pos;
   int64_t p0 = 0, p1 = 0;
-  compiler::attn_chunk_range(pos, chunk, C, &p0, &p1);
+  program::attn_chunk_range(pos, chunk, C, &p0, &p1);
   if (p0 <= pos && pos < p1) append_kv(c, t, pos);
   float* part = c.as<float>(t.buf[3]) + ((int64_t(b) * h.n_kv_heads + kvh) * C + chunk) * g * (hd + 2);
   std::vector<float> q(static_cast<size_t>(hd)), o(static_cast<size_t>(hd)), s(size_t(std::max<int64_t>(p1 - p0, 1)));
   for (int64_t j = 0; j < g; ++j) {
     // q epilogue: head norm and RoPE in fp32 on the raw row, then bf16 (q's rounding point).
-    const uint16_t* qh = c.as<uint16_t>(t.buf[0]) + int64_t(b) * compiler::qkv_width(h) + (kvh * g + j) * hd;
+    const uint16_t* qh = c.as<uint16_t>(t.buf[0]) + int64_t(b) * program::qkv_width(h) + (kvh * g + j) * hd;
     for (int64_t i = 0; i < hd; ++i) q[size_t(i)] = bf16_to_f32(qh[i]);
     head_epilogue(c, t.buf[5], pos, q.data());
     for (int64_t i = 0; i < hd; ++i) q[size_t(i)] = round_bf16(q[size_t(i)]);
@@ -209,9 +209,9 @@ void attention(const TaskContext& c, const TaskDesc& t) {
 }
 
 void matvec_residual(const TaskContext& c, const TaskDesc& t) {
-  const compiler::BufferDesc& a = c.p->buffer(t.buf[0]);
-  const compiler::BufferDesc& w = c.p->buffer(t.buf[1]);
-  const compiler::BufferDesc& x = c.p->buffer(t.buf[3]);
+  const program::BufferDesc& a = c.p->buffer(t.buf[0]);
+  const program::BufferDesc& w = c.p->buffer(t.buf[1]);
+  const program::BufferDesc& x = c.p->buffer(t.buf[3]);
   std::vector<float> av(static_cast<size_t>(a.cols));
   for (int b = t.b0; b < t.b1; ++b) {
     const uint16_t* ab = c.as<uint16_t>(t.buf[0]) + b * a.cols;
@@ -220,7 +220,7 @@ void matvec_residual(const TaskContext& c, const TaskDesc& t) {
     for (int64_t r = t.row0; r < t.row1; ++r) {
       float acc = dot_row(c.ptr[size_t(t.buf[1])], c.dtype[size_t(t.buf[1])], r, w.cols, t.k0, t.k1, av.data());
       if (t.buf[2] >= 0) acc += load(c, t.buf[2], size_t(r));
-      if (t.flags & compiler::kFlagAtomicAccumulate)
+      if (t.flags & program::kFlagAtomicAccumulate)
         std::atomic_ref<float>(xb[r]).fetch_add(acc, std::memory_order_relaxed);
       else
         xb[r] += acc;
@@ -353,7 +353,7 @@ void step(const TaskContext& c, const TaskDesc& t) {
       }
     } else {
       const uint64_t seed = uint64_t(s.seed_hi) << 32 | s.seed_lo;
-      next = sample_token(logits, V, tokens, s.pos + 1, s, compiler::rng_uniform(seed, uint32_t(b), uint32_t(s.n_generated)));
+      next = sample_token(logits, V, tokens, s.pos + 1, s, program::rng_uniform(seed, uint32_t(b), uint32_t(s.n_generated)));
     }
     int32_t* ring = c.as<int32_t>(t.buf[6]) + int64_t(b) * h.ring_len;
     ring[s.n_generated % h.ring_len] = next;
@@ -361,7 +361,7 @@ void step(const TaskContext& c, const TaskDesc& t) {
     if (s.pos + 1 < h.max_context) tokens[s.pos + 1] = next;
     if (c.hooks && c.hooks->on_token) c.hooks->on_token(b, next);
     bool eos = false;
-    for (int i = 0; i < std::min(ctl.n_eos, compiler::kMaxEos); ++i) eos |= ctl.eos[i] == next;
+    for (int i = 0; i < std::min(ctl.n_eos, program::kMaxEos); ++i) eos |= ctl.eos[i] == next;
     if (eos || s.n_generated >= s.max_new || s.pos + 1 >= h.max_context) {
       s.done = 1;
       s.stop_reason = int32_t(eos ? StopReason::Eos : s.n_generated >= s.max_new ? StopReason::MaxTokens : StopReason::Context);

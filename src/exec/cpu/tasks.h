@@ -11,13 +11,13 @@
 #include <functional>
 #include <vector>
 
-#include "compiler/program.h"
+#include "program/program.h"
 #include "core/dtype.h"
 
 namespace keel::exec::cpu {
 
-using compiler::Program;
-using compiler::TaskDesc;
+using program::Program;
+using program::TaskDesc;
 
 /// Host hooks the Step task calls (the GPU instead writes the ring and lets
 /// the host poll it).
@@ -57,6 +57,6 @@ void run_task(const TaskContext& c, const TaskDesc& t);
 /// uniform `u` over the survivors in ascending id order (engine::Sampler's
 /// semantics, with the Program's counter-based random number). Modifies logits.
 int32_t sample_token(float* logits, int64_t vocab, const int32_t* history, int64_t n_history,
-                     const compiler::SeqState& s, float u);
+                     const program::SeqState& s, float u);
 
 }  // namespace keel::exec::cpu

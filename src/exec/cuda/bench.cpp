@@ -109,7 +109,7 @@ BenchReport bench_executor(ProgramExecutor& ex, const BenchOptions& opt) {
 BenchReport bench_model(const model::Model& m, const BenchOptions& given) {
   BenchOptions opt = given;
   note(opt, "compiling and uploading " + m.dir);
-  const compiler::Program p = compiler::compile(m.config, compile_options(m.config, opt));
+  const program::Program p = compiler::compile(m.config, compile_options(m.config, opt));
   ProgramExecutorOptions eo;
   eo.device = opt.device;
   ProgramExecutor ex(p, m, eo);

@@ -21,7 +21,7 @@ CudaBackend::CudaBackend(const model::Model& m, const CudaBackendOptions& opt) {
   ProgramExecutorOptions eo;
   eo.device = opt.device;
   eo.watchdog_s = opt.watchdog_s;
-  const compiler::Program p = compiler::compile(m.config, co);
+  const program::Program p = compiler::compile(m.config, co);
   exec_ = std::make_unique<ProgramExecutor>(p, m, eo);
 }
 

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "compiler/program.h"
+#include "program/program.h"
 #include "engine/backend.h"
 #include "exec/cuda/program_executor.h"
 #include "model/model.h"

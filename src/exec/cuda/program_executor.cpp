@@ -1,4 +1,4 @@
-// ProgramExecutor: the host side of running a compiler::Program on the GPU.
+// ProgramExecutor: the host side of running a program::Program on the GPU.
 // Construction: pick the worker count (recompile for the SM count unless told
 // to keep it), check co-residency and memory, upload the Program arrays as they
 // are, one device copy per named weight tensor, the constants, and zeroed
@@ -44,9 +44,9 @@ std::string_view launch_mode_name(LaunchMode m) {
   return "?";
 }
 
-using compiler::BufferKind;
-using compiler::Control;
-using compiler::SeqState;
+using program::BufferKind;
+using program::Control;
+using program::SeqState;
 
 namespace {
 
@@ -155,7 +155,7 @@ int open_device(int device) {
 
 }  // namespace
 
-ProgramExecutor::ProgramExecutor(const compiler::Program& given, const model::Model& m,
+ProgramExecutor::ProgramExecutor(const program::Program& given, const model::Model& m,
                                  const ProgramExecutorOptions& opt)
     : impl_(new Impl) {
   const int sms = open_device(opt.device);
@@ -204,7 +204,7 @@ void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions&
   }
   int sms = 0;
   KEEL_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, I.device));
-  const compiler::Program& p = p_;
+  const program::Program& p = p_;
   const auto& h = p.h;
   KEEL_CHECK(h.head_dim <= prog::kMaxHeadDim, "cuda program executor: head_dim ", h.head_dim, " exceeds ",
              prog::kMaxHeadDim);
@@ -243,7 +243,7 @@ void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions&
   };
   std::map<std::string, WeightSrc> tensors;
   uint64_t weight_bytes = 0;
-  for (const compiler::BufferDesc& b : p.buffers) {
+  for (const program::BufferDesc& b : p.buffers) {
     if (BufferKind(b.kind) != BufferKind::Weight) continue;
     const std::string name(b.name_view());
     WeightSrc w;
@@ -260,8 +260,8 @@ void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions&
     w.cols = b.cols;
     if (tensors.emplace(name, w).second) weight_bytes += w.count * dtype_size(w.dtype);
   }
-  const uint64_t other = h.workspace_bytes + h.constants_bytes + p.tasks.size() * sizeof(compiler::TaskDesc) +
-                         p.waits.size() * sizeof(compiler::WaitDesc) + (64ull << 20);
+  const uint64_t other = h.workspace_bytes + h.constants_bytes + p.tasks.size() * sizeof(program::TaskDesc) +
+                         p.waits.size() * sizeof(program::WaitDesc) + (64ull << 20);
   size_t free_b = 0, total_b = 0;
   KEEL_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
   KEEL_CHECK(weight_bytes + h.kv_bytes + other <= free_b, "cuda program executor: weights ",
@@ -298,7 +298,7 @@ void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions&
   I.dtype.assign(nb, 0);
   std::vector<int64_t> cols(nb, 0);
   for (size_t i = 0; i < nb; ++i) {
-    const compiler::BufferDesc& b = p.buffers[i];
+    const program::BufferDesc& b = p.buffers[i];
     I.dtype[i] = b.dtype;
     I.bytes[i] = b.count * dtype_size(DType(b.dtype));
     cols[i] = b.cols;
@@ -317,15 +317,15 @@ void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions&
     }
   }
   // ---- weight bytes per step: every task's tile in the stored dtype ----
-  for (const compiler::TaskDesc& t : p.tasks) {
+  for (const program::TaskDesc& t : p.tasks) {
     if (t.weight_bytes == 0) continue;
     int32_t wb = -1;
-    switch (compiler::Opcode(t.opcode)) {
-      case compiler::Opcode::QkvProj:
-      case compiler::Opcode::GateUp:
-      case compiler::Opcode::LmHead:
-      case compiler::Opcode::Step: wb = t.buf[2]; break;
-      case compiler::Opcode::MatvecResidual: wb = t.buf[1]; break;
+    switch (program::Opcode(t.opcode)) {
+      case program::Opcode::QkvProj:
+      case program::Opcode::GateUp:
+      case program::Opcode::LmHead:
+      case program::Opcode::Step: wb = t.buf[2]; break;
+      case program::Opcode::MatvecResidual: wb = t.buf[1]; break;
       default: break;
     }
     const double ratio = wb >= 0 ? double(dtype_size(DType(I.dtype[size_t(wb)]))) /
@@ -336,9 +336,9 @@ void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions&
   // ---- derived tables: first two waits per list entry; operator ranges per worker ----
   std::vector<uint32_t> wait_pre(size_t(p.worker_tasks.size()) * 8, 0);
   for (size_t e = 0; e < p.worker_tasks.size(); ++e) {
-    const compiler::TaskDesc& t = p.tasks[p.worker_tasks[e]];
+    const program::TaskDesc& t = p.tasks[p.worker_tasks[e]];
     for (uint32_t k = 0; k < std::min<uint32_t>(t.wait_count, 2); ++k) {
-      const compiler::WaitDesc& w = p.waits[t.wait_begin + k];
+      const program::WaitDesc& w = p.waits[t.wait_begin + k];
       uint32_t* q = &wait_pre[e * 8 + k * 4];
       q[0] = w.counter;
       q[1] = w.expected;
@@ -370,17 +370,17 @@ void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions&
   }
   if (I.per_op_ok) {  // every wait of this step must be on an earlier operator
     std::vector<int> max_signal_op(h.n_counters, -1);
-    for (const compiler::TaskDesc& t : p.tasks)
+    for (const program::TaskDesc& t : p.tasks)
       for (uint32_t k = 0; k < t.signal_count; ++k) {
         int& m_op = max_signal_op[p.signals[t.signal_begin + k]];
         m_op = std::max<int>(m_op, t.op);
       }
-    for (const compiler::TaskDesc& t : p.tasks)
+    for (const program::TaskDesc& t : p.tasks)
       for (uint32_t k = 0; k < t.wait_count; ++k) {
-        const compiler::WaitDesc& w = p.waits[t.wait_begin + k];
+        const program::WaitDesc& w = p.waits[t.wait_begin + k];
         if (w.offset == 1 && max_signal_op[w.counter] >= t.op && w.counter != h.step_counter) {
           I.per_op_ok = false;
-          I.per_op_why = cat(compiler::describe_task(p, uint32_t(&t - p.tasks.data())),
+          I.per_op_why = cat(program::describe_task(p, uint32_t(&t - p.tasks.data())),
                              " waits on an operator that does not come before it");
         }
       }
@@ -437,7 +437,7 @@ namespace {
 /// of the workspace, uploaded; counters, status and CTA states zeroed. With
 /// start_pos > 0 every sequence is placed at that position with its prompt
 /// consumed (bench: the KV cache below it is whatever the arena holds).
-prog::DevProgram prepare(ProgramExecutor::Impl& I, const compiler::Program& p, const std::vector<cpu::Sequence>& seqs,
+prog::DevProgram prepare(ProgramExecutor::Impl& I, const program::Program& p, const std::vector<cpu::Sequence>& seqs,
                          const std::vector<int32_t>& eos, int start_pos, int max_steps) {
   const auto& h = p.h;
   const int B = h.batch;
@@ -479,7 +479,7 @@ prog::DevProgram prepare(ProgramExecutor::Impl& I, const compiler::Program& p, c
 }
 
 /// Throws keel::Error with the device's error and every unfinished CTA's state.
-void check_status(ProgramExecutor::Impl& I, const compiler::Program& p, const prog::DevProgram& P) {
+void check_status(ProgramExecutor::Impl& I, const program::Program& p, const prog::DevProgram& P) {
   const auto& h = p.h;
   prog::DevStatus st;
   KEEL_CUDA_CHECK(cudaMemcpy(&st, P.status, sizeof st, cudaMemcpyDeviceToHost));
@@ -493,13 +493,13 @@ void check_status(ProgramExecutor::Impl& I, const compiler::Program& p, const pr
     if (c.reason == 1) continue;
     ++listed;
     where += cat("\n  CTA ", w, " step ", c.step, ": ", reason_name(c.reason));
-    if (c.task >= 0) where += cat(" at ", compiler::describe_task(p, uint32_t(c.task)));
+    if (c.task >= 0) where += cat(" at ", program::describe_task(p, uint32_t(c.task)));
     else if (c.reason == 2 || c.reason == 3) where += " at the step gate";
     if (c.reason == 2 || c.reason == 3) where += cat(", counter ", c.counter, " = ", c.value, " < ", c.target);
   }
   (void)I;
   fail("cuda program executor: ", error_name(st.error), " (detail ", st.detail, ") raised by CTA ", st.cta,
-       st.task >= 0 ? cat(" in ", compiler::describe_task(p, uint32_t(st.task))) : std::string(),
+       st.task >= 0 ? cat(" in ", program::describe_task(p, uint32_t(st.task))) : std::string(),
        "; CTA states:", where);
 }
 
@@ -507,7 +507,7 @@ void check_status(ProgramExecutor::Impl& I, const compiler::Program& p, const pr
 
 cpu::RunResult ProgramExecutor::run(const std::vector<cpu::Sequence>& seqs, const cpu::RunOptions& opt) {
   Impl& I = *impl_;
-  const compiler::Program& p = p_;
+  const program::Program& p = p_;
   const auto& h = p.h;
   const int B = h.batch;
   KEEL_CUDA_CHECK(cudaSetDevice(I.device));
@@ -584,7 +584,7 @@ cpu::RunResult ProgramExecutor::run(const std::vector<cpu::Sequence>& seqs, cons
   res.steps = int(steps_count / std::max<uint32_t>(h.step_expected, 1));
   res.tasks_run = uint64_t(res.steps) * p.tasks.size();
   for (size_t b = 0; b < seqs.size(); ++b) {
-    res.seqs[b].stop = compiler::StopReason(states[b].stop_reason);
+    res.seqs[b].stop = program::StopReason(states[b].stop_reason);
     KEEL_CHECK(int32_t(res.seqs[b].tokens.size()) == states[b].n_generated, "cuda program executor: sequence ", b,
                " generated ", states[b].n_generated, " tokens but ", res.seqs[b].tokens.size(), " reached the host");
   }
@@ -611,7 +611,7 @@ void ProgramExecutor::fill_kv_random(uint64_t seed) {
 std::vector<double> ProgramExecutor::time_steps(LaunchMode mode, int start_pos, int steps,
                                                 const std::string& trace_json) {
   Impl& I = *impl_;
-  const compiler::Program& p = p_;
+  const program::Program& p = p_;
   const auto& h = p.h;
   KEEL_CHECK(steps >= 2 && start_pos >= 1 && int64_t(start_pos) + steps < h.max_context, "cuda bench: ", steps,
              " steps from position ", start_pos, " do not fit the context of ", h.max_context);
@@ -657,8 +657,8 @@ std::vector<double> ProgramExecutor::time_steps(LaunchMode mode, int start_pos, 
           const uint64_t* e = &tr[(size_t(w) * size_t(cap) + size_t(k)) * kW];
           if (!e[1] || !e[5]) continue;
           const uint32_t pos = uint32_t(e[0] & 0xffffffffu), step = uint32_t(e[0] >> 32);
-          const compiler::TaskDesc& t = p.tasks[p.worker_tasks[p.worker_offsets[size_t(w)] + pos]];
-          const compiler::OpDesc& op = p.ops[t.op];
+          const program::TaskDesc& t = p.tasks[p.worker_tasks[p.worker_offsets[size_t(w)] + pos]];
+          const program::OpDesc& op = p.ops[t.op];
           auto us = [&](uint64_t a, uint64_t z) { return a && z >= a ? double(z - a) * 1e-3 : 0.0; };
           auto ev = [&](const std::string& name, uint64_t a, uint64_t z, const std::string& extra) {
             f << (first ? "" : ",\n") << "{\"name\":\"" << name << "\",\"ph\":\"X\",\"pid\":0,\"tid\":" << w
@@ -779,7 +779,7 @@ void ProgramExecutor::run_single_task(uint32_t task) {
   prog::DevStatus st;
   KEEL_CUDA_CHECK(cudaMemcpy(&st, I.P.status, sizeof st, cudaMemcpyDeviceToHost));
   KEEL_CHECK(st.error == prog::kErrNone, "cuda program executor: ", error_name(st.error), " (detail ", st.detail,
-             ") in ", compiler::describe_task(p_, task));
+             ") in ", program::describe_task(p_, task));
 }
 
 }  // namespace keel::exec::cuda

@@ -1,4 +1,4 @@
-// The CUDA executor of compiler::Program (DESIGN invariant 1: the CPU and the
+// The CUDA executor of program::Program (DESIGN invariant 1: the CPU and the
 // GPU run the same Program). The host uploads the Program's arrays as they are,
 // binds every weight buffer by name to a device copy of the checkpoint tensor,
 // allocates the workspace / KV / constants arenas at the Program's offsets,
@@ -24,7 +24,7 @@
 #include <string_view>
 #include <vector>
 
-#include "compiler/program.h"
+#include "program/program.h"
 #include "exec/cpu/executor.h"
 #include "compiler/compiler.h"
 #include "model/model.h"
@@ -77,7 +77,7 @@ class ProgramExecutor {
   /// executor does) and allocates the arenas. Throws keel::Error when there is
   /// no device, the weights + KV + workspace do not fit the free GPU memory, or
   /// the Program does not match the model.
-  ProgramExecutor(const compiler::Program& p, const model::Model& m, const ProgramExecutorOptions& opt = {});
+  ProgramExecutor(const program::Program& p, const model::Model& m, const ProgramExecutorOptions& opt = {});
   /// Random weights of `cfg`'s shapes in the Program's declared dtype, generated
   /// on the GPU (no checkpoint): the Program is compiled from `cfg` with `co`
   /// (workers = the SM count unless keep_worker_count).
@@ -111,7 +111,7 @@ class ProgramExecutor {
   const std::string& device_name() const;
 
   /// The Program this executor runs (recompiled for the SM count if it had to be).
-  const compiler::Program& program() const { return p_; }
+  const program::Program& program() const { return p_; }
   /// True when the constructor recompiled the given Program.
   bool recompiled() const { return recompiled_; }
   int workers() const { return int(p_.h.n_workers); }
@@ -134,7 +134,7 @@ class ProgramExecutor {
 
  private:
   void setup(const model::Model* m, const ProgramExecutorOptions& opt, uint64_t seed);
-  compiler::Program p_;
+  program::Program p_;
   bool recompiled_ = false;
   std::unique_ptr<Impl> impl_;
 };

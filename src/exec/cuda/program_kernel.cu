@@ -1,5 +1,5 @@
-// The persistent kernel that runs a compiler::Program (the execution model at
-// the top of compiler/program.h): grid = n_workers CTAs, one per SM, all
+// The persistent kernel that runs a program::Program (the execution model at
+// the top of program/program.h): grid = n_workers CTAs, one per SM, all
 // co-resident (cooperative launch). CTA w walks worker_tasks[worker_offsets[w]
 // .. worker_offsets[w+1]) once per step.
 //
@@ -102,7 +102,7 @@ __device__ __forceinline__ void signaller(const DevProgram& P, SmemStatic& S) {
     dev::mbar_wait(&S.done[k & 1], (k >> 1) & 1);
     const int32_t task = S.sig_task[k & 1];
     if (task < 0) return;
-    const compiler::TaskDesc& t = P.tasks[task];
+    const program::TaskDesc& t = P.tasks[task];
     const uint32_t n = __ldg(&t.signal_count), b = __ldg(&t.signal_begin);
     for (uint32_t j = 0; j < n; ++j) dev::red_release_add(P.counters + __ldg(P.signals + b + j), 1);
     atomicMax(&S.released, S.sig_entry[k & 1]);
@@ -290,9 +290,9 @@ struct Prefetch {
 __device__ __forceinline__ void compute(const DevProgram& P, SmemStatic& S, char* ring, float* work, const uint32_t* list,
                         uint32_t begin, uint32_t i0, uint32_t i1, bool persistent) {
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const compiler::ProgramHeader& h = P.h;
-  const compiler::SeqState* states = reinterpret_cast<const compiler::SeqState*>(P.ptr[h.buf_state]);
-  const compiler::Control* ctl = reinterpret_cast<const compiler::Control*>(P.ptr[h.buf_control]);
+  const program::ProgramHeader& h = P.h;
+  const program::SeqState* states = reinterpret_cast<const program::SeqState*>(P.ptr[h.buf_state]);
+  const program::Control* ctl = reinterpret_cast<const program::Control*>(P.ptr[h.buf_control]);
   RingView R{ring, S.full, S.empty, P.n_stages, P.stage_bytes, 0, S.red, P.abort, P.timeout_ns, nullptr};
   R.pos = S.pos;
   R.pages = int64_t(h.batch) * h.pages_per_seq <= kPageCache ? S.pages : nullptr;
@@ -348,7 +348,7 @@ __device__ __forceinline__ void compute(const DevProgram& P, SmemStatic& S, char
       // the attention task's K/V rows of earlier positions (fast path only), a
       // norm-matvec task's norm weights.
       const int g = h.n_heads / h.n_kv_heads;
-      if (t.opcode == uint16_t(compiler::Opcode::Attention) &&
+      if (t.opcode == uint16_t(program::Opcode::Attention) &&
           ((g <= 8 && (h.head_dim == 32 || h.head_dim == 64 || h.head_dim == 128)) || (g <= 4 && h.head_dim == 256)))
         attn_prefetch(P, t, work, R);
       else
@@ -370,7 +370,7 @@ __device__ __forceinline__ void compute(const DevProgram& P, SmemStatic& S, char
               if (k == 0) c = c0, e = e0, o = o0;
               else if (k == 1) c = c1, e = e1, o = o1;
               else {
-                const compiler::WaitDesc w = P.waits[t.wait_begin + k];
+                const program::WaitDesc w = P.waits[t.wait_begin + k];
                 c = w.counter, e = w.expected, o = w.offset;
               }
               const int64_t target = int64_t(e) * (int64_t(step) + o);
@@ -529,7 +529,7 @@ void build_tile_table(const DevProgram& P, TileDesc* tiles, cudaStream_t stream)
   KEEL_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
-size_t work_smem_bytes(const compiler::ProgramHeader& h) {
+size_t work_smem_bytes(const program::ProgramHeader& h) {
   // bf16 activation vector of a matvec (the longest reduction) ...
   int64_t vec = std::max<int64_t>(h.hidden, h.intermediate);
   vec = std::max<int64_t>(vec, int64_t(h.n_heads) * h.head_dim);

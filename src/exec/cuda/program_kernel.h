@@ -10,7 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "compiler/program.h"
+#include "program/program.h"
 
 namespace keel::exec::cuda::prog {
 
@@ -68,9 +68,9 @@ static_assert(sizeof(TileDesc) == 32);
 
 /// Everything a task and the kernel need, passed by value as the kernel parameter.
 struct DevProgram {
-  compiler::ProgramHeader h;
-  const compiler::TaskDesc* tasks = nullptr;
-  const compiler::WaitDesc* waits = nullptr;
+  program::ProgramHeader h;
+  const program::TaskDesc* tasks = nullptr;
+  const program::WaitDesc* waits = nullptr;
   const uint32_t* signals = nullptr;
   const uint32_t* worker_offsets = nullptr;
   const uint32_t* worker_tasks = nullptr;
@@ -115,7 +115,7 @@ struct DevProgram {
 
 
 /// Bytes of dynamic shared memory the tasks of `h` need besides the ring (see program_tasks.cuh).
-size_t work_smem_bytes(const compiler::ProgramHeader& h);
+size_t work_smem_bytes(const program::ProgramHeader& h);
 /// Static shared memory of the kernel (for the ring budget).
 size_t static_smem_bytes();
 

@@ -1,4 +1,4 @@
-// Device implementations of the Program's opcodes (compiler/program.h,
+// Device implementations of the Program's opcodes (program/program.h,
 // kOpcodeTable), one __device__ function per opcode, named like its CPU twin in
 // src/exec/cpu/tasks.cpp and rounding at the same points: bf16 normed inputs,
 // raw q/k/v rows, q after its epilogue, K/V, attention output and MLP hidden;
@@ -26,24 +26,24 @@
 
 #include <cstdint>
 
-#include "compiler/program.h"
+#include "program/program.h"
 #include "core/dtype.h"
 #include "exec/cuda/primitives.cuh"
 #include "exec/cuda/program_kernel.h"
 
 namespace keel::exec::cuda::prog {
 
-using compiler::Control;
-using compiler::ProgramHeader;
-using compiler::SeqState;
-using compiler::TaskDesc;
+using program::Control;
+using program::ProgramHeader;
+using program::SeqState;
+using program::TaskDesc;
 
 inline constexpr int kWarps = kThreads / 32;
 
 /// Barrier of the compute warps (the loader warp never joins).
 __device__ __forceinline__ void csync() { asm volatile("bar.sync 1, %0;" ::"n"(kThreads) : "memory"); }
 
-/// Device twins of compiler::qkv_width / qkv_part_begin (host-only there).
+/// Device twins of program::qkv_width / qkv_part_begin (host-only there).
 __device__ __forceinline__ int64_t qkv_w(const ProgramHeader& h) {
   return (int64_t(h.n_heads) + 2 * int64_t(h.n_kv_heads)) * h.head_dim;
 }
@@ -202,9 +202,9 @@ __device__ __noinline__ float warp_dot(const uint8_t* w, DType dt, int64_t row, 
 /// in the work area, after the longest bf16 input vector; null when they do not
 /// fit or cannot be bulk-copied (then they are read from global memory).
 __device__ __forceinline__ const uint8_t* norm_smem(const DevProgram& P, const TaskDesc& t, float* smem) {
-  const compiler::Opcode op = compiler::Opcode(t.opcode);
+  const program::Opcode op = program::Opcode(t.opcode);
   if (P.work_bytes == 0 ||
-      (op != compiler::Opcode::QkvProj && op != compiler::Opcode::GateUp && op != compiler::Opcode::LmHead))
+      (op != program::Opcode::QkvProj && op != program::Opcode::GateUp && op != program::Opcode::LmHead))
     return nullptr;
   const ProgramHeader& h = P.h;
   int64_t vec = h.hidden > h.intermediate ? h.hidden : h.intermediate;
@@ -330,11 +330,11 @@ __device__ __forceinline__ Tile weight_tile(const DevProgram& P, const TaskDesc&
   T.dt = uint8_t(DType::F32);
   int32_t m0 = -1, m1 = -1;
   int64_t first = t.row0, k0 = 0, k1 = 0, cols = 0;
-  switch (compiler::Opcode(t.opcode)) {
-    case compiler::Opcode::QkvProj: m0 = t.buf[2]; first = t.row0 - t.arg[1]; cols = P.h.hidden; break;
-    case compiler::Opcode::GateUp: m0 = t.buf[2]; m1 = t.buf[3]; cols = P.h.hidden; break;
-    case compiler::Opcode::LmHead: m0 = t.buf[2]; cols = P.h.hidden; break;
-    case compiler::Opcode::MatvecResidual: m0 = t.buf[1]; cols = __ldg(P.cols + m0); k0 = t.k0; k1 = t.k1; break;
+  switch (program::Opcode(t.opcode)) {
+    case program::Opcode::QkvProj: m0 = t.buf[2]; first = t.row0 - t.arg[1]; cols = P.h.hidden; break;
+    case program::Opcode::GateUp: m0 = t.buf[2]; m1 = t.buf[3]; cols = P.h.hidden; break;
+    case program::Opcode::LmHead: m0 = t.buf[2]; cols = P.h.hidden; break;
+    case program::Opcode::MatvecResidual: m0 = t.buf[1]; cols = __ldg(P.cols + m0); k0 = t.k0; k1 = t.k1; break;
     default: return T;
   }
   if (k1 == 0) k1 = cols;
@@ -775,7 +775,7 @@ __device__ __forceinline__ AttnSmem attn_smem(const DevProgram& P, const TaskDes
   int64_t* stash = reinterpret_cast<int64_t*>(reinterpret_cast<char*>(smem) + kv_off - 16);
   const int64_t len = (from_smem ? *stash : seq_pos(P, R, t.b0)) + 1;
   a.pos = len - 1;
-  compiler::attn_chunk_range(a.pos, t.arg[1], C, &a.p0, &a.p1);
+  program::attn_chunk_range(a.pos, t.arg[1], C, &a.p0, &a.p1);
   a.cur = reinterpret_cast<uint16_t*>(reinterpret_cast<char*>(smem) + kv_off);
   a.kv = a.cur + 2 * hd;
   const int64_t room = (int64_t(P.work_bytes) - kv_off - 4 * hd) / (4 * hd);
@@ -1044,7 +1044,7 @@ __device__ void attention(const DevProgram& P, const TaskDesc& t, int32_t task, 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t pos = bp<const SeqState>(P, t.buf[4])[b].pos;
   int64_t p0 = 0, p1 = 0;
-  compiler::attn_chunk_range(pos, chunk, C, &p0, &p1);
+  program::attn_chunk_range(pos, chunk, C, &p0, &p1);
   const uint16_t* raw = bp<const uint16_t>(P, t.buf[0]) + int64_t(b) * qkv_w(h);
   if (p0 <= pos && pos < p1) {  // k epilogue, then k and v into the cache at pos
     const uint16_t* k = raw + qkv_begin(h, 1) + kvh * hd;
@@ -1344,7 +1344,7 @@ __device__ void step(const DevProgram& P, const TaskDesc& t, int32_t task, float
   if (stop) {
     if (threadIdx.x == 0) {
       s.done = 1;
-      s.stop_reason = int32_t(compiler::StopReason::Stopped);
+      s.stop_reason = int32_t(program::StopReason::Stopped);
     }
     return;
   }
@@ -1376,7 +1376,7 @@ __device__ void step(const DevProgram& P, const TaskDesc& t, int32_t task, float
       copy.min_p = s.min_p;
       copy.repetition_penalty = s.repetition_penalty;
       const uint64_t seed = uint64_t(s.seed_hi) << 32 | s.seed_lo;
-      const float u = compiler::rng_uniform(seed, uint32_t(b), uint32_t(s.n_generated));
+      const float u = program::rng_uniform(seed, uint32_t(b), uint32_t(s.n_generated));
       next = sample_token(logits, V, tokens, pos + 1, copy, u, scratch);
     }
     if (threadIdx.x == 0) {
@@ -1392,12 +1392,12 @@ __device__ void step(const DevProgram& P, const TaskDesc& t, int32_t task, float
         *reinterpret_cast<volatile int32_t*>(&P.host_count[b]) = n + 1;
       }
       bool eos = false;
-      for (int i = 0; i < min(ctl.n_eos, compiler::kMaxEos); ++i) eos |= ctl.eos[i] == next;
+      for (int i = 0; i < min(ctl.n_eos, program::kMaxEos); ++i) eos |= ctl.eos[i] == next;
       if (eos || n + 1 >= s.max_new || pos + 1 >= h.max_context) {
         s.done = 1;
-        s.stop_reason = int32_t(eos ? compiler::StopReason::Eos
-                                    : n + 1 >= s.max_new ? compiler::StopReason::MaxTokens
-                                                         : compiler::StopReason::Context);
+        s.stop_reason = int32_t(eos ? program::StopReason::Eos
+                                    : n + 1 >= s.max_new ? program::StopReason::MaxTokens
+                                                         : program::StopReason::Context);
         s_go = 0;
       }
     }
@@ -1422,10 +1422,10 @@ __device__ void step(const DevProgram& P, const TaskDesc& t, int32_t task, float
 /// Runs task `task` (its descriptor already in shared memory as `t`) on the whole CTA.
 __device__ __forceinline__ void run_task(const DevProgram& P, const TaskDesc& t, int32_t task, float* smem, float* scratch,
                          RingView& R) {
-  switch (compiler::Opcode(t.opcode)) {
-    case compiler::Opcode::QkvProj: return qkv_proj(P, t, smem, scratch, R);
-    case compiler::Opcode::GateUp: return gate_up(P, t, smem, scratch, R);
-    case compiler::Opcode::Attention: {
+  switch (program::Opcode(t.opcode)) {
+    case program::Opcode::QkvProj: return qkv_proj(P, t, smem, scratch, R);
+    case program::Opcode::GateUp: return gate_up(P, t, smem, scratch, R);
+    case program::Opcode::Attention: {
       // Fast path: q of every head of the group in registers (up to 8 heads, 4 for
       // head_dim 256). Group sizes 2 / 4 / 8 (1 / 3 / 5-7: the next instantiation, with
       // run-time guards) get an exact instantiation: a guard j < g around the
@@ -1450,9 +1450,9 @@ __device__ __forceinline__ void run_task(const DevProgram& P, const TaskDesc& t,
       if (hd == 256 && g <= 4) return attention_fast<8, 4, false>(P, t, task, smem, scratch, R);
       return attention(P, t, task, smem, scratch);
     }
-    case compiler::Opcode::MatvecResidual: return matvec_residual(P, t, smem, R);
-    case compiler::Opcode::LmHead: return lm_head(P, t, smem, scratch, R);
-    case compiler::Opcode::Step: return step(P, t, task, scratch);
+    case program::Opcode::MatvecResidual: return matvec_residual(P, t, smem, R);
+    case program::Opcode::LmHead: return lm_head(P, t, smem, scratch, R);
+    case program::Opcode::Step: return step(P, t, task, scratch);
   }
   if (threadIdx.x == 0) dev_fail(P, kErrBadOpcode, task, t.opcode);
 }

@@ -219,13 +219,13 @@ TEST(CudaRandomWeights, Qwen3_8BShapeRunsInEveryModeAndAgreesWithTheCpu) {
   std::filesystem::create_directories(dir);
   {
     std::ofstream(dir / "config.json") << raw.dump(2);
-    const compiler::Program& p = ex.program();
+    const program::Program& p = ex.program();
     std::vector<std::pair<std::string, std::vector<int64_t>>> shapes;
     std::vector<std::vector<float>> values;
     std::map<std::string, bool> seen;
     for (size_t i = 0; i < p.buffers.size(); ++i) {
       const auto& b = p.buffers[i];
-      if (compiler::BufferKind(b.kind) != compiler::BufferKind::Weight) continue;
+      if (program::BufferKind(b.kind) != program::BufferKind::Weight) continue;
       const std::string name(b.name_view());
       if (seen[name]) continue;
       seen[name] = true;
@@ -246,7 +246,7 @@ TEST(CudaRandomWeights, Qwen3_8BShapeRunsInEveryModeAndAgreesWithTheCpu) {
   compiler::CompileOptions cc;
   cc.workers = 16;
   cc.max_context = 32;
-  const compiler::Program cp = compiler::compile(m.config, cc);
+  const program::Program cp = compiler::compile(m.config, cc);
   cpu::CpuExecutor cpu_ex(cp, m);
   cpu::Sequence s;
   s.prompt = prompt;

@@ -1,4 +1,4 @@
-// GPU tests of the CUDA executor that runs compiler::Program (ProgramExecutor),
+// GPU tests of the CUDA executor that runs program::Program (ProgramExecutor),
 // with the CPU executor as the oracle (label gpu; every test skips without a
 // device):
 //  * task twins: every opcode's device function vs its CPU twin (exec/cpu/
@@ -47,10 +47,10 @@ static std::string keel_test_shared_dir() {
 namespace keel::exec::cuda {
 namespace {
 
-using compiler::BufferKind;
-using compiler::Opcode;
-using compiler::Program;
-using compiler::SeqState;
+using program::BufferKind;
+using program::Opcode;
+using program::Program;
+using program::SeqState;
 using testing::rel_err;
 
 #define SKIP_WITHOUT_GPU() \
@@ -161,7 +161,7 @@ double rel_l2_nan(const std::vector<float>& gpu, const std::vector<float>& cpu) 
 /// (prefill, greedy, sampling), argmax partials with valid indices. Activations
 /// share bytes (liveness), so `t`'s own operands are filled last: they are live
 /// together, hence disjoint, and each ends up holding data of its own type.
-void random_arenas(const Program& p, const compiler::TaskDesc& t, std::vector<uint8_t>& ws, std::vector<uint8_t>& kv,
+void random_arenas(const Program& p, const program::TaskDesc& t, std::vector<uint8_t>& ws, std::vector<uint8_t>& kv,
                    uint64_t seed) {
   const auto& h = p.h;
   std::mt19937_64 rng(seed);
@@ -171,7 +171,7 @@ void random_arenas(const Program& p, const compiler::TaskDesc& t, std::vector<ui
   auto* kvw = reinterpret_cast<uint16_t*>(kv.data());
   for (size_t i = 0; i < kv.size() / 2; ++i) kvw[i] = f32_to_bf16(uni(rng));
   auto fill = [&](int32_t id) {
-    const compiler::BufferDesc& b = p.buffers[size_t(id)];
+    const program::BufferDesc& b = p.buffers[size_t(id)];
     const BufferKind kind = BufferKind(b.kind);
     if (kind != BufferKind::Activation && kind != BufferKind::State) return;
     if (is_int_buffer(p, id) || id == h.buf_argmax) return;
@@ -228,8 +228,8 @@ void random_arenas(const Program& p, const compiler::TaskDesc& t, std::vector<ui
     }
     st[b] = s;
   }
-  auto* ctl = reinterpret_cast<compiler::Control*>(ws.data() + p.buffer(h.buf_control).offset);
-  *ctl = compiler::Control{};
+  auto* ctl = reinterpret_cast<program::Control*>(ws.data() + p.buffer(h.buf_control).offset);
+  *ctl = program::Control{};
   ctl->max_steps = 1000;
 }
 
@@ -241,7 +241,7 @@ cpu::TaskContext host_context(const Program& p, const model::Model& m, std::vect
   c.ptr.assign(p.buffers.size(), nullptr);
   c.dtype.assign(p.buffers.size(), DType::F32);
   for (size_t i = 0; i < p.buffers.size(); ++i) {
-    const compiler::BufferDesc& b = p.buffers[i];
+    const program::BufferDesc& b = p.buffers[i];
     c.dtype[i] = DType(b.dtype);
     switch (BufferKind(b.kind)) {
       case BufferKind::Activation:
@@ -264,7 +264,7 @@ double compare_arenas(const Program& p, const std::vector<uint8_t>& gws, const s
                       const std::vector<uint8_t>& gkv, const std::vector<uint8_t>& ckv, std::string& culprit) {
   double worst = 0;
   for (int32_t id = 0; id < int32_t(p.buffers.size()); ++id) {
-    const compiler::BufferDesc& b = p.buffers[size_t(id)];
+    const program::BufferDesc& b = p.buffers[size_t(id)];
     const BufferKind kind = BufferKind(b.kind);
     if (kind == BufferKind::Weight || kind == BufferKind::Constant) continue;
     const bool in_kv = kind == BufferKind::Kv;
@@ -307,7 +307,7 @@ TEST_P(TaskTwins, EachOpcodeMatchesItsCpuTwin) {
   // up to 4 tasks of each opcode: first, last, and two in between
   std::map<uint16_t, std::vector<uint32_t>> by_op;
   for (uint32_t t = 0; t < p.tasks.size(); ++t) by_op[p.tasks[t].opcode].push_back(t);
-  ASSERT_EQ(by_op.size(), size_t(compiler::kNumOpcodes)) << "the Program lacks some opcode";
+  ASSERT_EQ(by_op.size(), size_t(program::kNumOpcodes)) << "the Program lacks some opcode";
   for (const auto& [op, list] : by_op) {
     std::vector<uint32_t> pick = {list.front(), list[list.size() / 3], list[2 * list.size() / 3], list.back()};
     pick.erase(std::unique(pick.begin(), pick.end()), pick.end());
@@ -330,10 +330,10 @@ TEST_P(TaskTwins, EachOpcodeMatchesItsCpuTwin) {
       std::string culprit;
       const double v = compare_arenas(p, ex.download_workspace(), ws, ex.download_kv(), kv, culprit);
       worst = std::max(worst, v);
-      EXPECT_LE(v, 1.0) << GetParam() << " " << compiler::describe_task(p, t) << ": buffer '" << culprit
+      EXPECT_LE(v, 1.0) << GetParam() << " " << program::describe_task(p, t) << ": buffer '" << culprit
                         << "' differs from the CPU twin (violation x" << v << " of the tolerance)";
     }
-    std::cout << "[ figures ] " << GetParam() << " " << compiler::opcode_info(Opcode(op)).name
+    std::cout << "[ figures ] " << GetParam() << " " << program::opcode_info(Opcode(op)).name
               << ": worst GPU-vs-CPU deviation " << worst << " of the tolerance over " << pick.size() << " tasks\n";
   }
 }
@@ -412,7 +412,7 @@ TEST_P(WholeProgram, LogitsAndBuffersMatchCpu) {
     }
     // buffer by buffer: the state of the last step of this run in both executors
     for (int32_t id = 0; id < int32_t(p.buffers.size()); ++id) {
-      const compiler::BufferDesc& b = p.buffers[size_t(id)];
+      const program::BufferDesc& b = p.buffers[size_t(id)];
       const BufferKind kind = BufferKind(b.kind);
       if (kind == BufferKind::Weight || kind == BufferKind::Constant) continue;
       const std::vector<uint8_t> g = gpu.download_buffer(id);
@@ -473,7 +473,7 @@ TEST(ProgramGpu, Stories260KGoldenGreedyIds) {
       for (size_t s = 0; s < seqs.size(); ++s) {
         EXPECT_EQ(r.seqs[s].tokens, f.golden.prompts[first + s].greedy) << "B" << batch << " prompt " << first + s;
         EXPECT_EQ(streamed[s], r.seqs[s].tokens) << "streamed tokens";
-        EXPECT_EQ(r.seqs[s].stop, compiler::StopReason::MaxTokens);
+        EXPECT_EQ(r.seqs[s].stop, program::StopReason::MaxTokens);
       }
     }
     std::cout << "[ figures ] stories260K B" << batch << " W" << ex.workers() << ": golden greedy ids match\n";
@@ -494,18 +494,18 @@ TEST(ProgramGpu, StopRulesMatchCpu) {
   cpu::RunOptions ro;
   ro.eos_ids = {g.greedy[5]};
   cpu::RunResult r = ex.run({s}, ro);
-  EXPECT_EQ(r.seqs[0].stop, compiler::StopReason::Eos);
+  EXPECT_EQ(r.seqs[0].stop, program::StopReason::Eos);
   ASSERT_GE(r.seqs[0].tokens.size(), 1u);
   EXPECT_LE(r.seqs[0].tokens.size(), 6u);
   EXPECT_EQ(r.seqs[0].tokens.back(), g.greedy[5]);
   s.max_new = 1000;  // the context (64) ends it
   r = ex.run({s}, {});
-  EXPECT_EQ(r.seqs[0].stop, compiler::StopReason::Context);
+  EXPECT_EQ(r.seqs[0].stop, program::StopReason::Context);
   EXPECT_EQ(int(r.seqs[0].tokens.size()), 64 - int(g.ids.size()) + 1);
   ro = {};
   ro.on_token = [](int, int32_t) { return false; };  // stop after the first token
   r = ex.run({s}, ro);
-  EXPECT_EQ(r.seqs[0].stop, compiler::StopReason::Stopped);
+  EXPECT_EQ(r.seqs[0].stop, program::StopReason::Stopped);
   EXPECT_GE(r.seqs[0].tokens.size(), 1u);
   // The kernel keeps decoding until the host's write lands (a few steps of
   // tens of microseconds each), unlike the CPU's exactly-one; it must still
@@ -549,7 +549,7 @@ TEST(ProgramGpu, WatchdogReportsADeadlock) {
   Program p = compile_for(f.model, 3, 1, 32);
   // worker 0's first task waits for a count nothing will ever reach
   const uint32_t t = p.worker_tasks[p.worker_offsets[0]];
-  compiler::WaitDesc w;
+  program::WaitDesc w;
   w.counter = 0;
   w.expected = 1u << 20;
   w.offset = 1;

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <map>
 
-namespace keel::compiler {
+namespace keel::program {
 
 /// Seg must have a `uint64_t hi` member (the segment's end) and be copyable;
 /// the key of each map entry is the segment's start.
@@ -51,4 +51,4 @@ class IntervalMap {
   std::map<uint64_t, Seg> m_;
 };
 
-}  // namespace keel::compiler
+}  // namespace keel::program

@@ -3,16 +3,16 @@
 // are known complete. A wait at step s for counter c with offset o is satisfied
 // only after every signaler of c finished step s+o-1, so it joins their clocks
 // (memoised per counter and step). The step gate joins the Step tasks' clocks.
-#include "compiler/checker.h"
+#include "program/checker.h"
 
 #include <algorithm>
 #include <map>
 #include <unordered_map>
 
-#include "compiler/interval_map.h"
+#include "program/interval_map.h"
 #include "core/error.h"
 
-namespace keel::compiler {
+namespace keel::program {
 
 namespace {
 
@@ -229,4 +229,4 @@ void check_or_throw(const Program& p, int steps) {
   KEEL_CHECK(r.ok, r.error);
 }
 
-}  // namespace keel::compiler
+}  // namespace keel::program

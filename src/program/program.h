@@ -2,7 +2,7 @@
 // (cpu, cuda) runs. It is plain data (DESIGN invariant 1): fixed-size POD records
 // in flat arrays, indices instead of pointers, a magic and a version. Each array
 // can be copied to the device as is. The file format (save/load in
-// compiler/serialize.h) is documented in docs/program-format.md.
+// program/serialize.h) is documented in docs/program-format.md.
 //
 // Execution model, shared by every executor:
 //  * W workers (one per SM on the GPU). Worker w runs the task indices
@@ -48,7 +48,7 @@
 
 #include "core/dtype.h"
 
-namespace keel::compiler {
+namespace keel::program {
 
 inline constexpr uint32_t kProgramMagic = 0x4C45454Bu;  // "KEEL" little-endian
 inline constexpr uint32_t kProgramVersion = 4;  // 4: one Attention opcode (KV append and merge folded in)
@@ -363,4 +363,4 @@ void task_accesses(const Program& p, const TaskDesc& t, std::vector<Access>& out
 /// Formats an access range as "buffer[elements lo..hi)" for messages.
 std::string describe_access(const Program& p, const Access& a);
 
-}  // namespace keel::compiler
+}  // namespace keel::program

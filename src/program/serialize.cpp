@@ -1,7 +1,7 @@
 // Program <-> bytes. Every array is written as a count-prefixed run of fixed-size
 // records so a reader can bound every read before it happens; a trailing FNV-1a
 // checksum over everything before it catches corruption.
-#include "compiler/serialize.h"
+#include "program/serialize.h"
 
 #include <cstdio>
 #include <cstring>
@@ -9,7 +9,7 @@
 #include "core/error.h"
 #include "core/mapped_file.h"
 
-namespace keel::compiler {
+namespace keel::program {
 
 namespace {
 
@@ -140,4 +140,4 @@ Program load(const std::string& path) {
   return deserialize(reinterpret_cast<const uint8_t*>(f.data()), f.size(), path);
 }
 
-}  // namespace keel::compiler
+}  // namespace keel::program

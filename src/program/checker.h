@@ -17,9 +17,9 @@
 
 #include <string>
 
-#include "compiler/program.h"
+#include "program/program.h"
 
-namespace keel::compiler {
+namespace keel::program {
 
 struct CheckResult {
   bool ok = true;
@@ -35,4 +35,4 @@ CheckResult check(const Program& p, int steps = 3);
 /// check() that throws keel::Error with the violation.
 void check_or_throw(const Program& p, int steps = 3);
 
-}  // namespace keel::compiler
+}  // namespace keel::program

@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "compiler/program.h"
+#include "program/program.h"
 
-namespace keel::compiler {
+namespace keel::program {
 
 /// The Program as the bytes of a .keel file. Deterministic: the same Program
 /// always gives the same bytes.
@@ -26,4 +26,4 @@ void save(const Program& p, const std::string& path);
 /// malformed file.
 Program load(const std::string& path);
 
-}  // namespace keel::compiler
+}  // namespace keel::program

@@ -1,7 +1,7 @@
 // Program helpers: validation of the plain-data arrays, task descriptions for
 // messages, and task_accesses — the single definition of what each opcode reads
 // and writes, shared by the dependency pass and the checker.
-#include "compiler/program.h"
+#include "program/program.h"
 
 #include <algorithm>
 #include <cstring>
@@ -9,7 +9,7 @@
 
 #include "core/error.h"
 
-namespace keel::compiler {
+namespace keel::program {
 
 std::string_view buffer_kind_name(BufferKind k) {
   switch (k) {
@@ -453,4 +453,4 @@ std::string describe_access(const Program& p, const Access& a) {
   return cat(b.name_view(), "[", lo, ",", hi, ")", unit);
 }
 
-}  // namespace keel::compiler
+}  // namespace keel::program
