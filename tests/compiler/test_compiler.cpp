@@ -614,6 +614,11 @@ TEST(Serialize, MalformedFilesGiveClearErrors) {
   q = p;
   std::swap(q.worker_tasks[0], q.worker_tasks[1]);
   expect_load_error(serialize(q), "topological order");
+  // Found by fuzz_program: a counter count no signal or task uses made the
+  // checker (and executors) allocate 6 GiB for a 10 KB file.
+  q = p;
+  q.h.n_counters = 1u << 28;
+  expect_load_error(serialize(q), "counters, more than its");
   EXPECT_THROW(load(cat(KEEL_BINARY_DIR, "/no_such_program.keel")), Error);
 }
 
