@@ -459,3 +459,29 @@ TEST(Cli, ChatDropsTheOldestTurnsWhenTheContextIsFull) {
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("does not fit the context"), std::string::npos) << r.err;
 }
+
+// `keel info` crashed (stack overflow) on a header whose data_offsets nests
+// 200,000 deep, and a model.safetensors that is a directory was "missing".
+TEST(Cli, HostileCheckpointFilesGiveOneLineErrors) {
+  namespace fs = std::filesystem;
+  fs::path dir = tmp_path("hostile_ckpt");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  fs::copy_file(model_dir("stories260K") + "/config.json", dir / "config.json");
+  const size_t depth = 200000;
+  std::string header = R"({"a":{"dtype":"F32","shape":[1],"data_offsets":)" + std::string(depth, '[') +
+                       std::string(depth, ']') + "}}";
+  std::string bytes(8, '\0');
+  for (int i = 0; i < 8; ++i) bytes[size_t(i)] = char((uint64_t(header.size()) >> (8 * i)) & 0xff);
+  std::ofstream(dir / "model.safetensors", std::ios::binary) << bytes << header;
+  CmdResult r = run("info --model " + dir.string());
+  EXPECT_EQ(r.code, 1) << r.err.substr(0, 300);
+  EXPECT_NE(r.err.find("model.safetensors: JSON nested deeper than 64 levels"), std::string::npos) << r.err.substr(0, 300);
+  EXPECT_LT(r.err.size(), 300u);
+
+  fs::remove(dir / "model.safetensors");
+  fs::create_directories(dir / "model.safetensors");
+  r = run("info --model " + dir.string());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("model.safetensors: is a directory"), std::string::npos) << r.err;
+}
