@@ -11,7 +11,6 @@
 // count are refused, not ignored.
 #include "model/model.h"
 
-
 #include <algorithm>
 #include <atomic>
 #include <charconv>
@@ -178,9 +177,9 @@ void check_no_extra_layers(const Model& m) {
   for (const auto& [name, view] : m.weights.all()) {
     if (name.compare(0, kPrefix.size(), kPrefix) != 0) continue;
     int64_t layer = -1;
-    const char* b = name.data() + kPrefix.size();
-    auto [end, ec] = std::from_chars(b, name.data() + name.size(), layer);
-    if (ec == std::errc() && *end == '.' && layer >= m.config.n_layers)
+    const char* const last = name.data() + name.size();
+    auto [end, ec] = std::from_chars(name.data() + kPrefix.size(), last, layer);
+    if (ec == std::errc() && end != last && *end == '.' && layer >= m.config.n_layers)
       fail(path_join(m.dir, "config.json"), ": field 'num_hidden_layers' is ", m.config.n_layers,
            " but the checkpoint holds tensors of layer ", layer, " ('", name, "', in ", view.file, ")");
   }
@@ -193,8 +192,12 @@ DType majority_matrix_dtype(const Model& m) {
   for (const auto& [name, view] : m.weights.all())
     if (view.shape.size() == 2) ++votes[view.dtype];
   DType best = m.embed->dtype;
+  int best_votes = 0;
   for (const auto& [dtype, n] : votes)
-    if (n > votes[best]) best = dtype;
+    if (n > best_votes || (n == best_votes && dtype == m.embed->dtype)) {
+      best = dtype;
+      best_votes = n;
+    }
   return best;
 }
 
