@@ -39,15 +39,22 @@ json parse_json_file(const std::string& path) {
   }
 }
 
+// A piece or key from the file, for an error message: at most 64 bytes of it.
+std::string clip(std::string_view s) {
+  constexpr size_t kMax = 64;
+  return s.size() <= kMax ? std::string(s) : cat(s.substr(0, kMax), "... (", s.size(), " bytes)");
+}
+
 // A token id as written in a file: an integer in [0, 2^31 - 1]. Fractions,
 // exponents and larger numbers are refused, never truncated (a BOS id of 2^40
-// must not become 0).
-int32_t token_id(const json& v, const std::string& where) {
-  if (v.is_number_integer() && !v.is_number_unsigned() && v.get<int64_t>() < 0)
-    fail(where, ": negative token id ", v.get<int64_t>());
+// must not become 0). `where()` names the field, built only on failure.
+template <class Where>
+int32_t token_id(const json& v, const Where& where) {
   if (v.is_number_unsigned() && v.get<uint64_t>() <= uint64_t(INT32_MAX)) return int32_t(v.get<uint64_t>());
-  if (v.is_number()) fail(where, ": token id ", v.dump(), " is not an integer in [0, 2147483647]");
-  fail(where, ": token id must be an integer, got ", v.type_name());
+  if (v.is_number_integer() && !v.is_number_unsigned() && v.get<int64_t>() < 0)
+    fail(where(), ": negative token id ", v.get<int64_t>());
+  if (v.is_number()) fail(where(), ": token id ", v.dump(), " is not an integer in [0, 2147483647]");
+  fail(where(), ": token id must be an integer, got ", v.type_name());
 }
 
 // A token named in tokenizer_config.json: a string, {"content": ...} or null.
@@ -198,9 +205,10 @@ void parse_post_processor(const json& j, const std::string& where, Tokenizer::Im
         std::string name = item["SpecialToken"].at("id").get<std::string>();
         KEEL_CHECK(specials.contains(name), where, ".special_tokens: no entry for \"", name, "\"");
         const json& ids = specials[name].at("ids");
-        for (size_t k = 0; k < ids.size(); ++k)
-          (after ? impl.suffix_ids : impl.prefix_ids)
-              .push_back(token_id(ids[k], cat(where, ".special_tokens[\"", name, "\"].ids[", k, "]")));
+        for (size_t k = 0; k < ids.size(); ++k) {
+          auto field = [&] { return cat(where, ".special_tokens[\"", clip(name), "\"].ids[", k, "]"); };
+          (after ? impl.suffix_ids : impl.prefix_ids).push_back(token_id(ids[k], field));
+        }
       }
     }
   } else {
@@ -235,8 +243,10 @@ Parts read_tokenizer_json(const std::string& path, Tokenizer::Impl& impl) {
     const json& vocab = model.at("vocab");
     KEEL_CHECK(vocab.is_object(), path, ": model.vocab must be an object");
     p.vocab.reserve(vocab.size());
-    for (auto it = vocab.begin(); it != vocab.end(); ++it)
-      p.vocab.emplace(it.key(), token_id(it.value(), cat(path, ": model.vocab[\"", it.key(), "\"]")));
+    for (auto it = vocab.begin(); it != vocab.end(); ++it) {
+      auto field = [&] { return cat(path, ": model.vocab[\"", clip(it.key()), "\"]"); };
+      p.vocab.emplace(it.key(), token_id(it.value(), field));
+    }
     if (model.contains("unk_token") && model["unk_token"].is_string()) {
       auto it = p.vocab.find(model["unk_token"].get<std::string>());
       KEEL_CHECK(it != p.vocab.end(), path, ": model.unk_token is not in the vocab");
@@ -259,7 +269,7 @@ Parts read_tokenizer_json(const std::string& path, Tokenizer::Impl& impl) {
     if (j.contains("added_tokens") && j["added_tokens"].is_array())
       for (size_t i = 0; i < j["added_tokens"].size(); ++i) {
         const json& t = j["added_tokens"][i];
-        int32_t id = token_id(t.at("id"), cat(path, ": added_tokens[", i, "].id"));
+        int32_t id = token_id(t.at("id"), [&] { return cat(path, ": added_tokens[", i, "].id"); });
         p.added[id] = added_from_json(t, id);
       }
   } catch (const json::exception& e) {
@@ -275,8 +285,10 @@ Parts read_vocab_and_merges(const std::string& vocab_path, const std::string& me
   json vocab = parse_json_file(vocab_path);
   KEEL_CHECK(vocab.is_object(), vocab_path, ": expected an object of piece -> id");
   try {
-    for (auto it = vocab.begin(); it != vocab.end(); ++it)
-      p.vocab.emplace(it.key(), token_id(it.value(), cat(vocab_path, ": \"", it.key(), "\"")));
+    for (auto it = vocab.begin(); it != vocab.end(); ++it) {
+      auto field = [&] { return cat(vocab_path, ": \"", clip(it.key()), "\""); };
+      p.vocab.emplace(it.key(), token_id(it.value(), field));
+    }
   } catch (const json::exception& e) {
     fail(vocab_path, ": ", e.what());
   }
@@ -324,7 +336,7 @@ std::unique_ptr<Tokenizer::Impl> load_impl(const std::string& dir) {
         uint32_t id = 0;
         auto [end, ec] = std::from_chars(key.data(), key.data() + key.size(), id);
         if (ec != std::errc() || end != key.data() + key.size() || id > uint32_t(INT32_MAX))
-          fail(cj, ": added_tokens_decoder: key \"", key, "\" is not a token id (an integer in [0, 2147483647])");
+          fail(cj, ": added_tokens_decoder: key \"", clip(key), "\" is not a token id (an integer in [0, 2147483647])");
         if (!p.added.count(int32_t(id))) p.added[int32_t(id)] = added_from_json(it.value(), int32_t(id));
       }
   } catch (const json::exception& e) {

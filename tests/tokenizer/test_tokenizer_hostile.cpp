@@ -152,6 +152,15 @@ TEST(TokenizerHostile, HugeIdDoesNotAllocateTheRange) {
   EXPECT_EQ(Tokenizer::load(ok.path()).encode("ab", false), (std::vector<int32_t>{1000}));
 }
 
+// A 100 KB piece with a bad id is named by its first 64 bytes, not echoed whole.
+TEST(TokenizerHostile, LongPiecesAreClippedInErrors) {
+  json j = small_tokenizer();
+  j["model"]["vocab"][std::string(100000, 'x')] = 1.5;
+  const std::string e = error_of(j);
+  EXPECT_NE(e.find(std::string(64, 'x') + "... (100000 bytes)"), std::string::npos) << e.substr(0, 300);
+  EXPECT_LT(e.size(), 400u);
+}
+
 // A key that is not a number was reported as "added_tokens_decoder: stoi".
 TEST(TokenizerHostile, AddedTokensDecoderKeysAreNamed) {
   for (const char* key : {"abc", "12x", "-5", "99999999999", ""}) {
