@@ -173,8 +173,8 @@ void check_ids_fit_model(const std::vector<int32_t>& ids, const model::Model& m,
 
 void check_tokenizer_fits_model(const tokenizer::Tokenizer& tok, const model::Model& m, const std::string& dir) {
   if (tok.vocab_size() > m.config.vocab)
-    fail("the tokenizer in ", dir, " has ", tok.vocab_size(), " tokens but the model's vocabulary (config.json vocab_size) has ", m.config.vocab,
-         ": the tokenizer files do not belong to this checkpoint");
+    fail("the tokenizer in ", dir, " has ", tok.vocab_size(), " tokens but the model's vocabulary (config.json ",
+         "vocab_size) has ", m.config.vocab, ": the tokenizer files do not belong to this checkpoint");
 }
 
 std::string unescape(const std::string& text) {
