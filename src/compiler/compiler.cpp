@@ -13,9 +13,11 @@
 namespace keel::compiler {
 
 namespace {
-/// Most tasks one Program may hold: a 126-layer model (Llama-3.1-405B) at
-/// batch 1024 needs about a million.
-constexpr int64_t kMaxTasks = int64_t(1) << 21;
+/// Most tasks one Program may hold (as estimated before compiling): an
+/// 80-layer model with 8 kv heads (Llama-3-70B) at batch 512 needs about
+/// 420 thousand. The costliest shape allowed (16384 heads, 7 layers) took
+/// 10 s and 0.6 GB to compile on a busy 2-core machine.
+constexpr int64_t kMaxTasks = int64_t(1) << 19;
 /// Matrix operators per layer (qkv, o, gate-up, down), counted twice for split-K.
 constexpr int64_t kMatrixOpsPerLayer = 8;
 }  // namespace
@@ -65,13 +67,15 @@ Build begin_build(const graph::Graph& g, const CompileOptions& opt_in) {
   C = std::min(C, o.max_context);
   // Sizes config.json accepts can still ask for tens of millions of tasks
   // (minutes and tens of GB to compile): refuse those before building. Per
-  // layer: the attention chunks, plus at most a tile per worker (or row) for
-  // each of the few matrix operators (split-K may double that).
+  // layer: the attention chunks, the q/k/v projection's tiles (which never
+  // straddle a head), plus at most a tile per worker (or row) for each of the
+  // few matrix operators (split-K may double that).
   const int64_t tiles = std::min<int64_t>(o.workers, c.q_dim() + c.hidden + c.intermediate);
-  const int64_t per_layer = int64_t(o.batch) * c.n_kv_heads * C + kMatrixOpsPerLayer * tiles;
+  const int64_t per_layer = int64_t(o.batch) * c.n_kv_heads * C + c.n_heads + 2 * c.n_kv_heads +
+                            kMatrixOpsPerLayer * tiles;
   KEEL_CHECK(c.n_layers * per_layer <= kMaxTasks, "compile: num_hidden_layers ", c.n_layers, " x about ", per_layer,
-             " tasks per layer (num_key_value_heads ", c.n_kv_heads, ", --batch ", o.batch, ", --workers ", o.workers,
-             ") exceeds the ", kMaxTasks, " tasks one Program may hold");
+             " tasks per layer (num_attention_heads ", c.n_heads, ", num_key_value_heads ", c.n_kv_heads, ", --batch ",
+             o.batch, ", --workers ", o.workers, ") exceeds the ", kMaxTasks, " tasks one Program may hold");
   b.fused = fuse(g);
   b.bytes_per_us_per_worker = o.bandwidth_GBps * 1e3 / double(o.workers);
   ProgramHeader& h = b.p.h;
