@@ -3,13 +3,15 @@
 # SECONDS (default 60) on a copy of its seed corpus in build/fuzz/corpus/, so
 # the checked-in seeds stay small. A crash, sanitizer report or uncaught
 # exception stops the run and leaves the reproducer in build/fuzz/artifacts/.
-# Usage: scripts/fuzz.sh [SECONDS] [TARGET...]   (targets: safetensors config)
+# Inputs may be up to 256 KiB, so nesting far deeper than any parser accepts
+# stays reachable. Usage: scripts/fuzz.sh [SECONDS] [TARGET...]
+# (targets: safetensors config tokenizer chat_template program)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-60}"
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(safetensors config)
+((${#targets[@]})) || targets=(safetensors config tokenizer chat_template program)
 
 cmake --preset fuzz >/dev/null
 fuzzers=()
@@ -22,8 +24,10 @@ for t in "${targets[@]}"; do
   mkdir -p "$work" build/fuzz/artifacts
   cp -n fuzz/corpus/"$t"/* "$work"/ 2>/dev/null || true
   echo "== fuzz_$t for ${secs}s (corpus $work)"
-  if ! build/fuzz/fuzz/fuzz_"$t" "$work" -dict=fuzz/"$t".dict -max_total_time="$secs" \
-      -max_len=4096 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+  dict=()
+  [[ -f fuzz/"$t".dict ]] && dict=(-dict=fuzz/"$t".dict)
+  if ! build/fuzz/fuzz/fuzz_"$t" "$work" "${dict[@]}" -max_total_time="$secs" \
+      -max_len=262144 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
       -artifact_prefix=build/fuzz/artifacts/"$t"- 2>build/fuzz/fuzz_"$t".log; then
     echo "fuzz_$t: FOUND A PROBLEM (see build/fuzz/fuzz_$t.log and build/fuzz/artifacts/)"
     tail -n 40 build/fuzz/fuzz_"$t".log

@@ -14,6 +14,16 @@ namespace keel::compiler {
 
 using namespace program;  // the passes build a Program
 
+namespace {
+/// Most tasks one Program may hold (as estimated before compiling): an
+/// 80-layer model with 8 kv heads (Llama-3-70B) at batch 512 needs about
+/// 420 thousand. The costliest shape allowed (16384 heads, 7 layers) took
+/// 10 s and 0.6 GB to compile on a busy 2-core machine.
+constexpr int64_t kMaxTasks = int64_t(1) << 19;
+/// Matrix operators per layer (qkv, o, gate-up, down), counted twice for split-K.
+constexpr int64_t kMatrixOpsPerLayer = 8;
+}  // namespace
+
 int32_t Build::id(const std::string& name) const {
   auto it = buf_id.find(name);
   KEEL_CHECK(it != buf_id.end(), "compiler: no buffer '", name, "'");
@@ -35,8 +45,8 @@ Build begin_build(const graph::Graph& g, const CompileOptions& opt_in) {
   KEEL_CHECK(o.workers >= 1 && o.workers <= 65536, "compile: --workers must be in [1, 65536], got ", o.workers);
   KEEL_CHECK(o.batch >= 1 && o.batch <= 4096, "compile: --batch must be in [1, 4096], got ", o.batch);
   KEEL_CHECK(o.batch == g.batch, "compile: the graph was built for batch ", g.batch, ", options say ", o.batch);
-  KEEL_CHECK(o.max_context >= 2, "compile: --max-context must be >= 2, got ", o.max_context);
-  KEEL_CHECK(c.max_position <= 0 || o.max_context <= c.max_position, "compile: --max-context ",
+  KEEL_CHECK(o.max_context >= 2, "compile: --context must be >= 2, got ", o.max_context);
+  KEEL_CHECK(c.max_position <= 0 || o.max_context <= c.max_position, "compile: --context ",
              o.max_context, " exceeds the model's max_position_embeddings ", c.max_position);
   // Attention tasks attend over every cached position; a sliding window only
   // changes the result once the context outgrows it, so such contexts are
@@ -54,6 +64,20 @@ Build begin_build(const graph::Graph& g, const CompileOptions& opt_in) {
              "compile: bad cost model parameters");
   KEEL_CHECK(o.o_split_k >= 0 && o.down_split_k >= 0 && o.attn_chunks >= 0, "compile: negative split option");
   if (o.ring_len <= 0) o.ring_len = o.max_context;
+  int C = o.attn_chunks;
+  if (C == 0) C = std::clamp(o.workers / int(o.batch * c.n_kv_heads), 1, 32);
+  C = std::min(C, o.max_context);
+  // Sizes config.json accepts can still ask for tens of millions of tasks
+  // (minutes and tens of GB to compile): refuse those before building. Per
+  // layer: the attention chunks, the q/k/v projection's tiles (which never
+  // straddle a head), plus at most a tile per worker (or row) for each of the
+  // few matrix operators (split-K may double that).
+  const int64_t tiles = std::min<int64_t>(o.workers, c.q_dim() + c.hidden + c.intermediate);
+  const int64_t per_layer = int64_t(o.batch) * c.n_kv_heads * C + c.n_heads + 2 * c.n_kv_heads +
+                            kMatrixOpsPerLayer * tiles;
+  KEEL_CHECK(c.n_layers * per_layer <= kMaxTasks, "compile: num_hidden_layers ", c.n_layers, " x about ", per_layer,
+             " tasks per layer (num_attention_heads ", c.n_heads, ", num_key_value_heads ", c.n_kv_heads, ", --batch ",
+             o.batch, ", --workers ", o.workers, ") exceeds the ", kMaxTasks, " tasks one Program may hold");
   b.fused = fuse(g);
   b.bytes_per_us_per_worker = o.bandwidth_GBps * 1e3 / double(o.workers);
   ProgramHeader& h = b.p.h;
@@ -79,9 +103,7 @@ Build begin_build(const graph::Graph& g, const CompileOptions& opt_in) {
   h.pages_per_seq = int32_t((int64_t(o.max_context) + o.page_size - 1) / o.page_size);
   h.n_pages = h.pages_per_seq * o.batch;
   h.ring_len = o.ring_len;
-  int C = o.attn_chunks;
-  if (C == 0) C = std::clamp(o.workers / int(o.batch * c.n_kv_heads), 1, 32);
-  h.n_chunks = std::min(C, o.max_context);
+  h.n_chunks = C;
   return b;
 }
 

@@ -5,6 +5,7 @@
 
 #include <map>
 #include <set>
+#include <unordered_map>
 
 #include "core/error.h"
 
@@ -27,21 +28,34 @@ struct Fuser {
     std::vector<std::string> caches;
   };
   std::map<std::string, Epilogue> q_epilogue;
+  // tensor -> the ops that read it / the single-output ops that write it, in
+  // op order: matching follows tensors through these instead of rescanning the
+  // op list, which made fusing quadratic in the layer count (a config of 4096
+  // layers took minutes).
+  std::unordered_map<std::string, std::vector<size_t>> readers, writers;
+
+  void index_tensors() {
+    for (size_t j = 0; j < g.ops.size(); ++j) {
+      const Op& o = g.ops[j];
+      for (const std::string& t : o.inputs) {
+        std::vector<size_t>& r = readers[t];
+        if (r.empty() || r.back() != j) r.push_back(j);
+      }
+      if (o.outputs.size() == 1) writers[o.outputs[0]].push_back(j);
+    }
+  }
 
   [[noreturn]] void cannot(const Op& op, const char* why) {
     fail("fuse: cannot fuse ", graph::op_kind_name(op.kind), " '", op.name, "' (layer ", op.layer,
          "): ", why);
   }
-  bool reads(const Op& op, const std::string& t) {
-    for (auto& i : op.inputs)
-      if (i == t) return true;
-    return false;
-  }
   // Indices of the unused ops after i that read tensor t.
   std::vector<size_t> consumers(size_t i, const std::string& t) {
     std::vector<size_t> r;
-    for (size_t j = i + 1; j < g.ops.size(); ++j)
-      if (!used[j] && reads(g.ops[j], t)) r.push_back(j);
+    auto it = readers.find(t);
+    if (it == readers.end()) return r;
+    for (size_t j : it->second)
+      if (j > i && !used[j]) r.push_back(j);
     return r;
   }
   // Absorbs the epilogue ops of the `allowed` kinds (bias, head norm, rope) that
@@ -50,9 +64,11 @@ struct Fuser {
   bool absorb_in_place(size_t from, const std::string& t, const std::string& prefix, Op& f,
                        std::set<OpKind> allowed) {
     bool roped = false;
-    for (size_t j = from + 1; j < g.ops.size(); ++j) {
+    auto it = writers.find(t);
+    if (it == writers.end()) return roped;
+    for (size_t j : it->second) {
       const Op& o = g.ops[j];
-      if (used[j] || o.outputs.size() != 1 || o.outputs[0] != t || !allowed.count(o.kind)) continue;
+      if (j <= from || used[j] || !allowed.count(o.kind)) continue;
       used[j] = true;
       if (o.kind == OpKind::AddBias) f.weights.push_back({prefix + "bias", o.weight("bias")});
       if (o.kind == OpKind::HeadRmsNorm) f.weights.push_back({prefix + "head_norm", o.weight("norm")});
@@ -167,7 +183,8 @@ struct Fuser {
 }  // namespace
 
 graph::Graph fuse(const graph::Graph& g) {
-  Fuser fz{g, std::vector<bool>(g.ops.size(), false), {}, {}};
+  Fuser fz{g, std::vector<bool>(g.ops.size(), false), {}, {}, {}, {}};
+  fz.index_tensors();
   fz.out.config = g.config;
   fz.out.batch = g.batch;
   for (const auto& t : g.tensors) fz.out.add_tensor(t);

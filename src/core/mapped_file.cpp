@@ -80,7 +80,16 @@ std::string read_text_file(const std::string& path) {
 
 bool file_exists(const std::string& path) {
   struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+  if (::stat(path.c_str(), &st) == 0) {
+    if (S_ISREG(st.st_mode)) return true;
+    fail(path, ": is ", S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO" : "a special file",
+         ", not a regular file");
+  }
+  const int e = errno;
+  if (::lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode))
+    fail(path, ": is a symbolic link whose target cannot be read (", std::strerror(e), ")");
+  if (e == ENOENT || e == ENOTDIR) return false;
+  fail(path, ": cannot stat: ", std::strerror(e));
 }
 
 std::string path_join(const std::string& dir, const std::string& name) {

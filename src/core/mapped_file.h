@@ -33,7 +33,9 @@ class MappedFile {
 /// Reads a whole (small) file into a string; throws keel::Error naming the path.
 std::string read_text_file(const std::string& path);
 
-/// True if the path names an existing regular file.
+/// True if the path names a regular file (or a link to one), false if nothing
+/// is there. Anything else at the path (a directory, a FIFO, a dangling link)
+/// throws keel::Error naming it, so callers never report such a file "missing".
 bool file_exists(const std::string& path);
 
 /// Joins a directory and a file name with one '/'.

@@ -21,19 +21,29 @@ namespace keel::engine {
 int32_t argmax(std::span<const float> logits) {
   KEEL_CHECK(!logits.empty(), "argmax of an empty logits vector");
   size_t best = 0;
-  for (size_t i = 1; i < logits.size(); ++i)
+  bool nan = std::isnan(logits[0]);
+  for (size_t i = 1; i < logits.size(); ++i) {
     if (logits[i] > logits[best]) best = i;  // strict: the lowest index wins ties
+    nan |= std::isnan(logits[i]);
+  }
+  // NaN compares false with everything, so the answer would be token 0.
+  KEEL_CHECK(!nan, "the model produced NaN logits (non-finite weights or activations)");
   return int32_t(best);
 }
 
-Sampler::Sampler(const SamplingParams& p) : p_(p), rng_(p.seed) {
-  KEEL_CHECK(std::isfinite(p.temperature), "sampling: temperature must be finite");
-  KEEL_CHECK(p.top_k >= 0, "sampling: top_k must be >= 0, got ", p.top_k);
-  KEEL_CHECK(p.top_p > 0.0f && p.top_p <= 1.0f, "sampling: top_p must be in (0, 1], got ", p.top_p);
-  KEEL_CHECK(p.min_p >= 0.0f && p.min_p <= 1.0f, "sampling: min_p must be in [0, 1], got ", p.min_p);
-  KEEL_CHECK(p.repetition_penalty > 0.0f, "sampling: repetition_penalty must be > 0, got ",
-             p.repetition_penalty);
+void validate(const SamplingParams& p) {
+  // Written so that NaN fails every check (each comparison with NaN is false).
+  const float t = p.temperature;
+  KEEL_CHECK(t == 0.0f || (t >= kMinTemperature && t <= kMaxTemperature), "--temperature: must be 0 (greedy) or in [",
+             kMinTemperature, ", ", kMaxTemperature, "], got ", t);
+  KEEL_CHECK(p.top_k >= 0, "--top-k: must be >= 0, got ", p.top_k);
+  KEEL_CHECK(p.top_p > 0.0f && p.top_p <= 1.0f, "--top-p: must be in (0, 1], got ", p.top_p);
+  KEEL_CHECK(p.min_p >= 0.0f && p.min_p <= 1.0f, "--min-p: must be in [0, 1], got ", p.min_p);
+  KEEL_CHECK(p.repetition_penalty > 0.0f && p.repetition_penalty <= kMaxRepetitionPenalty,
+             "--repetition-penalty: must be in (0, ", kMaxRepetitionPenalty, "], got ", p.repetition_penalty);
 }
+
+Sampler::Sampler(const SamplingParams& p) : p_(p), rng_(p.seed) { validate(p); }
 
 int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> history) {
   KEEL_CHECK(!logits.empty(), "sampling from an empty logits vector");
@@ -53,6 +63,9 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> histor
   }
   if (p_.greedy()) return argmax(logits);
 
+  // A temperature near kMinTemperature can still overflow huge logits to
+  // +inf; the limit is greedy, taken on the logits before they are scaled.
+  const int32_t best = argmax(logits);
   for (float& l : logits) l /= p_.temperature;
 
   // Candidates: every token with a non-NaN, non -inf logit.
@@ -66,7 +79,7 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> histor
     }
   }
   KEEL_CHECK(!idx_.empty(), "sampling: every logit is -inf or NaN");
-  if (mx == INFINITY) return argmax(logits);  // a tiny temperature overflowed: the limit is greedy
+  if (mx == INFINITY) return best;  // the temperature overflowed a logit: the limit is greedy
   auto higher = [&](int32_t a, int32_t b) {
     return logits[size_t(a)] > logits[size_t(b)] || (logits[size_t(a)] == logits[size_t(b)] && a < b);
   };

@@ -20,7 +20,20 @@ struct SamplingParams {
   bool greedy() const { return temperature <= 0.0f; }
 };
 
-/// Index of the largest logit (lowest index on ties).
+/// Smallest temperature above 0 accepted: below it, logits / temperature
+/// overflows float for ordinary logits (0 asks for greedy decoding instead).
+inline constexpr float kMinTemperature = 1e-3f;
+inline constexpr float kMaxTemperature = 100.0f;
+inline constexpr float kMaxRepetitionPenalty = 100.0f;
+
+/// Checks every field; throws keel::Error naming the CLI flag of the field at
+/// fault (--temperature, --top-k, --top-p, --min-p, --repetition-penalty) for
+/// NaN, infinite or out-of-range values. The one place sampling values are
+/// validated: the CLI calls it on the flags it was given, Sampler on its input.
+void validate(const SamplingParams& p);
+
+/// Index of the largest logit (lowest index on ties); throws keel::Error when
+/// any logit is NaN rather than answering token 0.
 int32_t argmax(std::span<const float> logits);
 
 class Sampler {

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json_depth.h"
 #include "core/mapped_file.h"
 
 namespace keel::model {
@@ -127,6 +128,7 @@ class Fields {
 
 json parse_object(const std::string& text, const std::string& source) {
   json j;
+  check_json_depth(text, source);
   try {
     j = json::parse(text);
   } catch (const json::exception& e) {

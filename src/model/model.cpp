@@ -5,15 +5,20 @@
 // of llama.cpp's per-architecture name tables; which features an architecture
 // has is decided by the architecture table in config.cpp. After resolving, the
 // mapped pages are touched once so that the first decode step does not stall
-// on disk reads, with a progress bar for big checkpoints.
+// on disk reads, with a progress bar for big checkpoints; that pass also reads
+// every element, so a NaN or infinite weight is reported at load instead of
+// turning every logit into NaN. Tensors of layers beyond the config's layer
+// count are refused, not ignored.
 #include "model/model.h"
 
-#include <unistd.h>
-
 #include <algorithm>
-
+#include <atomic>
+#include <charconv>
+#include <cstring>
+#include <map>
 
 #include "core/error.h"
+#include "core/parallel.h"
 #include "core/progress.h"
 
 namespace keel::model {
@@ -112,29 +117,88 @@ const TensorView* resolve(const Model& m, const std::string& name, Shape shape, 
   return &t;
 }
 
-/// Reads one byte per page of every mapped file so the OS pages the weights in
-/// now rather than during the first decode steps. Returns a checksum of the
-/// bytes read (the reads are volatile, so they happen either way).
-unsigned prefault(const WeightStore& ws, const std::string& label) {
+/// True when elements [begin, end) of `t` hold a NaN or an infinity: the
+/// exponent bits are all ones. Branch-free per element, so it vectorizes.
+template <class Word>
+bool any_non_finite(const std::byte* data, size_t begin, size_t end, Word exponent) {
+  bool bad = false;
+  for (size_t i = begin; i < end; ++i) {
+    Word w;
+    std::memcpy(&w, data + i * sizeof(Word), sizeof(Word));
+    bad |= (w & exponent) == exponent;
+  }
+  return bad;
+}
+
+bool any_non_finite(const TensorView& t, size_t begin, size_t end) {
+  switch (t.dtype) {
+    case DType::F32: return any_non_finite<uint32_t>(t.data, begin, end, 0x7f800000u);
+    case DType::F16: return any_non_finite<uint16_t>(t.data, begin, end, uint16_t(0x7c00));
+    case DType::BF16: return any_non_finite<uint16_t>(t.data, begin, end, uint16_t(0x7f80));
+  }
+  return false;
+}
+
+/// Reads every element of the tensors the model uses, which pages the weights
+/// in now rather than during the first decode steps, and fails naming the
+/// first tensor that holds a NaN or an infinity.
+void load_and_check_finite(const Model& m, const std::string& label) {
+  std::vector<const TensorView*> used = {m.embed, m.final_norm};
+  if (m.lm_head != m.embed) used.push_back(m.lm_head);
+  for (const LayerWeights& lw : m.layers)
+    for (const TensorRow& row : kLayerTensors)
+      if (const TensorView* t = lw.*row.slot) used.push_back(t);
   uint64_t total = 0;
-  for (const auto& f : ws.files()) total += f->size();
-  long page_size = ::sysconf(_SC_PAGESIZE);
-  const size_t page = page_size > 0 ? size_t(page_size) : 4096;
+  for (const TensorView* t : used) total += t->nbytes;
   Progress progress(label, total);
   uint64_t done = 0;
-  unsigned sink = 0;
-  for (const auto& f : ws.files()) {
-    const volatile unsigned char* p = reinterpret_cast<const volatile unsigned char*>(f->data());
-    constexpr size_t kChunk = size_t(64) << 20;  // progress granularity
-    for (size_t off = 0; off < f->size(); off += kChunk) {
-      size_t end = std::min(f->size(), off + kChunk);
-      for (size_t i = off; i < end; i += page) sink += p[i];
-      done += end - off;
-      progress.update(done);
+  constexpr size_t kChunk = size_t(1) << 20;  // elements per parallel chunk
+  for (const TensorView* t : used) {
+    const size_t n = t->nbytes / dtype_size(t->dtype), chunks = (n + kChunk - 1) / kChunk;
+    std::atomic<bool> bad{false};
+    parallel_for(chunks, [&](size_t c0, size_t c1) {
+      if (any_non_finite(*t, c0 * kChunk, std::min(n, c1 * kChunk))) bad = true;
+    });
+    if (bad) {
+      size_t i = 0;
+      while (i < n && !any_non_finite(*t, i, i + 1)) ++i;
+      fail(t->file, ": tensor '", t->name, "' holds a non-finite value (NaN or infinity) at element ", i);
     }
+    done += t->nbytes;
+    progress.update(done);
   }
   progress.finish();
-  return sink;
+}
+
+/// Fails when the checkpoint holds tensors for layers the config does not
+/// declare: running with fewer layers than were trained gives wrong output.
+void check_no_extra_layers(const Model& m) {
+  constexpr std::string_view kPrefix = "model.layers.";
+  for (const auto& [name, view] : m.weights.all()) {
+    if (name.compare(0, kPrefix.size(), kPrefix) != 0) continue;
+    int64_t layer = -1;
+    const char* const last = name.data() + name.size();
+    auto [end, ec] = std::from_chars(name.data() + kPrefix.size(), last, layer);
+    if (ec == std::errc() && end != last && *end == '.' && layer >= m.config.n_layers)
+      fail(path_join(m.dir, "config.json"), ": field 'num_hidden_layers' is ", m.config.n_layers,
+           " but the checkpoint holds tensors of layer ", layer, " ('", name, "', in ", view.file, ")");
+  }
+}
+
+/// The dtype most weight matrices share; a tensor that differs from it is the
+/// one to blame in a mixed-dtype checkpoint.
+DType majority_matrix_dtype(const Model& m) {
+  std::map<DType, int> votes;
+  for (const auto& [name, view] : m.weights.all())
+    if (view.shape.size() == 2) ++votes[view.dtype];
+  DType best = m.embed->dtype;
+  int best_votes = 0;
+  for (const auto& [dtype, n] : votes)
+    if (n > best_votes || (n == best_votes && dtype == m.embed->dtype)) {
+      best = dtype;
+      best_votes = n;
+    }
+  return best;
 }
 
 }  // namespace
@@ -154,8 +218,9 @@ Model Model::load(const std::string& dir) {
   m.weights = WeightStore::open_dir(dir);
 
   m.embed = resolve(m, kEmbedName, mat(Dim::Vocab, Dim::Hidden), nullptr);
-  m.weight_dtype = m.embed->dtype;
+  m.weight_dtype = majority_matrix_dtype(m);
   const DType* wd = &m.weight_dtype;
+  m.embed = resolve(m, kEmbedName, mat(Dim::Vocab, Dim::Hidden), wd);
   m.final_norm = resolve(m, kNormName, vec(Dim::Hidden), wd);
   if (m.config.tie_embeddings) {
     m.lm_head = m.embed;  // transformers ties lm_head to the embedding, ignoring a stored copy
@@ -175,7 +240,8 @@ Model Model::load(const std::string& dir) {
     }
   }
 
-  (void)prefault(m.weights, "loading " + dir);
+  check_no_extra_layers(m);
+  load_and_check_finite(m, "loading " + dir);
   return m;
 }
 

@@ -14,6 +14,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/json_depth.h"
 
 namespace keel::model {
 
@@ -90,6 +91,7 @@ std::vector<TensorView> parse_safetensors(const std::byte* bytes, size_t size, c
          size, " bytes)");
   const char* hbegin = reinterpret_cast<const char*>(bytes + 8);
   json header;
+  check_json_depth(std::string_view(hbegin, header_len), source);
   try {
     header = json::parse(hbegin, hbegin + header_len);
   } catch (const json::exception& e) {
@@ -120,16 +122,18 @@ std::vector<TensorView> parse_safetensors(const std::byte* bytes, size_t size, c
     for (const json& d : shape) {
       uint64_t dim = parse_count(d, source, name, "shape dimension");
       if (dim > uint64_t(INT64_MAX) || __builtin_mul_overflow(numel, dim, &numel) || numel > uint64_t(INT64_MAX))
-        fail(source, ": tensor '", name, "': shape ", shape.dump(), " overflows the element count");
+        fail(source, ": tensor '", name, "': shape dimension ", dim, " after ", shape_str(v.shape),
+             " overflows the element count");
       v.shape.push_back(int64_t(dim));
     }
     uint64_t nbytes = 0;
     if (__builtin_mul_overflow(numel, uint64_t(dtype_size(v.dtype)), &nbytes))
-      fail(source, ": tensor '", name, "': shape ", shape.dump(), " overflows the byte count");
+      fail(source, ": tensor '", name, "': shape ", shape_str(v.shape), " overflows the byte count");
 
     const json& offs = field(entry, "data_offsets", source, name);
     if (!offs.is_array() || offs.size() != 2)
-      fail(source, ": tensor '", name, "': data_offsets must be an array of two integers, got ", offs.dump());
+      fail(source, ": tensor '", name, "': data_offsets must be an array of two integers, got ", offs.type_name(),
+           offs.is_array() ? cat(" of ", offs.size(), " elements") : std::string());
     uint64_t begin = parse_count(offs[0], source, name, "data offset");
     uint64_t end = parse_count(offs[1], source, name, "data offset");
     if (end < begin) fail(source, ": tensor '", name, "': data_offsets [", begin, ", ", end, "] are reversed");
@@ -193,8 +197,10 @@ WeightStore WeightStore::open_dir(const std::string& dir) {
     fail(dir, ": no model.safetensors or model.safetensors.index.json (not a safetensors checkpoint)");
 
   json index;
+  const std::string index_text = read_text_file(index_path);
+  check_json_depth(index_text, index_path);
   try {
-    index = json::parse(read_text_file(index_path));
+    index = json::parse(index_text);
   } catch (const json::exception& e) {
     fail(index_path, ": not valid JSON: ", e.what());
   }

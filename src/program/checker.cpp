@@ -29,6 +29,9 @@ struct Seg {
 };
 using SegMap = IntervalMap<Seg>;
 
+/// Most vector-clock entries (4 bytes each) the checker allocates: 1 GiB.
+constexpr uint64_t kMaxClockEntries = uint64_t(1) << 28;
+
 struct Checker {
   const Program& p;
   int S;
@@ -219,6 +222,11 @@ struct Checker {
 CheckResult check(const Program& p, int steps) {
   KEEL_CHECK(steps >= 2, "checker: needs at least 2 steps, got ", steps);
   p.validate();
+  // The vector clocks take (tasks + counters) x steps x workers entries.
+  const uint64_t entries = (uint64_t(p.h.n_tasks) + p.h.n_counters) * uint64_t(steps) * uint64_t(p.h.n_workers);
+  KEEL_CHECK(entries <= kMaxClockEntries, "checker: the Program is too large to check (", p.h.n_tasks, " tasks and ",
+             p.h.n_counters, " counters on ", p.h.n_workers, " workers need ", entries, " clock entries, limit ",
+             kMaxClockEntries, ")");
   Checker c{p, steps, uint32_t(p.tasks.size()), p.h.n_workers, {}, {}, {}, {}, {}, {}, {}, {}};
   if (c.structure() && c.clocks()) c.races();
   return c.r;

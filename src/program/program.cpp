@@ -236,6 +236,11 @@ void Program::validate() const {
              "program: page table cannot hold max_context tokens per sequence");
   KEEL_CHECK(hd.step_counter < hd.n_counters, "program: step counter ", hd.step_counter,
              " out of range (", hd.n_counters, " counters)");
+  // Every counter is signalled by some task or is an attention group's arrival
+  // counter (one per task at most): more than that is a corrupt count, and the
+  // executors and the checker size arrays by it.
+  KEEL_CHECK(uint64_t(hd.n_counters) <= uint64_t(hd.n_signals) + hd.n_tasks, "program: ", hd.n_counters,
+             " counters, more than its ", hd.n_signals, " signals and ", hd.n_tasks, " tasks could use");
   auto check_buf = [&](int32_t id, const char* what) {
     KEEL_CHECK(id >= 0 && size_t(id) < buffers.size(), "program: well-known buffer ", what,
                " id ", id, " out of range");

@@ -8,11 +8,13 @@
 // the file and field at fault.
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <map>
 
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json_depth.h"
 #include "core/mapped_file.h"
 #include "tokenizer/tokenizer_impl.h"
 #include "tokenizer/utf8.h"
@@ -22,13 +24,37 @@ namespace {
 
 using json = nlohmann::json;
 
+/// Ids may leave at most this many numbers unused: the id -> piece tables are
+/// sized by the largest id, so one id of 2^31 - 1 would otherwise allocate
+/// tens of GiB for a file of a few bytes.
+constexpr size_t kMaxUnusedIds = size_t(1) << 16;
+
 json parse_json_file(const std::string& path) {
   std::string text = read_text_file(path);
+  check_json_depth(text, path);
   try {
     return json::parse(text);
   } catch (const json::exception& e) {
     fail(path, ": invalid JSON: ", e.what());
   }
+}
+
+// A piece or key from the file, for an error message: at most 64 bytes of it.
+std::string clip(std::string_view s) {
+  constexpr size_t kMax = 64;
+  return s.size() <= kMax ? std::string(s) : cat(s.substr(0, kMax), "... (", s.size(), " bytes)");
+}
+
+// A token id as written in a file: an integer in [0, 2^31 - 1]. Fractions,
+// exponents and larger numbers are refused, never truncated (a BOS id of 2^40
+// must not become 0). `where()` names the field, built only on failure.
+template <class Where>
+int32_t token_id(const json& v, const Where& where) {
+  if (v.is_number_unsigned() && v.get<uint64_t>() <= uint64_t(INT32_MAX)) return int32_t(v.get<uint64_t>());
+  if (v.is_number_integer() && !v.is_number_unsigned() && v.get<int64_t>() < 0)
+    fail(where(), ": negative token id ", v.get<int64_t>());
+  if (v.is_number()) fail(where(), ": token id ", v.dump(), " is not an integer in [0, 2147483647]");
+  fail(where(), ": token id must be an integer, got ", v.type_name());
 }
 
 // A token named in tokenizer_config.json: a string, {"content": ...} or null.
@@ -178,7 +204,11 @@ void parse_post_processor(const json& j, const std::string& where, Tokenizer::Im
       } else if (item.contains("SpecialToken")) {
         std::string name = item["SpecialToken"].at("id").get<std::string>();
         KEEL_CHECK(specials.contains(name), where, ".special_tokens: no entry for \"", name, "\"");
-        for (const json& id : specials[name].at("ids")) (after ? impl.suffix_ids : impl.prefix_ids).push_back(id.get<int32_t>());
+        const json& ids = specials[name].at("ids");
+        for (size_t k = 0; k < ids.size(); ++k) {
+          auto field = [&] { return cat(where, ".special_tokens[\"", clip(name), "\"].ids[", k, "]"); };
+          (after ? impl.suffix_ids : impl.prefix_ids).push_back(token_id(ids[k], field));
+        }
       }
     }
   } else {
@@ -213,7 +243,10 @@ Parts read_tokenizer_json(const std::string& path, Tokenizer::Impl& impl) {
     const json& vocab = model.at("vocab");
     KEEL_CHECK(vocab.is_object(), path, ": model.vocab must be an object");
     p.vocab.reserve(vocab.size());
-    for (auto it = vocab.begin(); it != vocab.end(); ++it) p.vocab.emplace(it.key(), it.value().get<int32_t>());
+    for (auto it = vocab.begin(); it != vocab.end(); ++it) {
+      auto field = [&] { return cat(path, ": model.vocab[\"", clip(it.key()), "\"]"); };
+      p.vocab.emplace(it.key(), token_id(it.value(), field));
+    }
     if (model.contains("unk_token") && model["unk_token"].is_string()) {
       auto it = p.vocab.find(model["unk_token"].get<std::string>());
       KEEL_CHECK(it != p.vocab.end(), path, ": model.unk_token is not in the vocab");
@@ -234,8 +267,9 @@ Parts read_tokenizer_json(const std::string& path, Tokenizer::Impl& impl) {
       }
     }
     if (j.contains("added_tokens") && j["added_tokens"].is_array())
-      for (const json& t : j["added_tokens"]) {
-        int32_t id = t.at("id").get<int32_t>();
+      for (size_t i = 0; i < j["added_tokens"].size(); ++i) {
+        const json& t = j["added_tokens"][i];
+        int32_t id = token_id(t.at("id"), [&] { return cat(path, ": added_tokens[", i, "].id"); });
         p.added[id] = added_from_json(t, id);
       }
   } catch (const json::exception& e) {
@@ -251,7 +285,10 @@ Parts read_vocab_and_merges(const std::string& vocab_path, const std::string& me
   json vocab = parse_json_file(vocab_path);
   KEEL_CHECK(vocab.is_object(), vocab_path, ": expected an object of piece -> id");
   try {
-    for (auto it = vocab.begin(); it != vocab.end(); ++it) p.vocab.emplace(it.key(), it.value().get<int32_t>());
+    for (auto it = vocab.begin(); it != vocab.end(); ++it) {
+      auto field = [&] { return cat(vocab_path, ": \"", clip(it.key()), "\""); };
+      p.vocab.emplace(it.key(), token_id(it.value(), field));
+    }
   } catch (const json::exception& e) {
     fail(vocab_path, ": ", e.what());
   }
@@ -295,10 +332,14 @@ std::unique_ptr<Tokenizer::Impl> load_impl(const std::string& dir) {
   try {
     if (cfg.contains("added_tokens_decoder") && cfg["added_tokens_decoder"].is_object())
       for (auto it = cfg["added_tokens_decoder"].begin(); it != cfg["added_tokens_decoder"].end(); ++it) {
-        int32_t id = std::stoi(it.key());
-        if (!p.added.count(id)) p.added[id] = added_from_json(it.value(), id);
+        const std::string& key = it.key();
+        uint32_t id = 0;
+        auto [end, ec] = std::from_chars(key.data(), key.data() + key.size(), id);
+        if (ec != std::errc() || end != key.data() + key.size() || id > uint32_t(INT32_MAX))
+          fail(cj, ": added_tokens_decoder: key \"", clip(key), "\" is not a token id (an integer in [0, 2147483647])");
+        if (!p.added.count(int32_t(id))) p.added[int32_t(id)] = added_from_json(it.value(), int32_t(id));
       }
-  } catch (const std::exception& e) {
+  } catch (const json::exception& e) {
     fail(cj, ": added_tokens_decoder: ", e.what());
   }
 
@@ -306,7 +347,14 @@ std::unique_ptr<Tokenizer::Impl> load_impl(const std::string& dir) {
   impl->kind = p.byte_level ? Kind::ByteLevelBpe : Kind::SentencePieceBpe;
   int32_t max_id = -1;
   for (const auto& [piece, id] : p.vocab) max_id = std::max(max_id, id);
-  if (!p.added.empty()) max_id = std::max(max_id, p.added.rbegin()->first);
+  const size_t entries = p.vocab.size() + p.added.size();
+  KEEL_CHECK(size_t(std::max(max_id, 0)) < entries + kMaxUnusedIds, p.origin, ": model.vocab: token id ", max_id,
+             " leaves more than ", kMaxUnusedIds, " ids unused (the files hold ", entries, " tokens)");
+  if (!p.added.empty()) {
+    max_id = std::max(max_id, p.added.rbegin()->first);
+    KEEL_CHECK(size_t(max_id) < entries + kMaxUnusedIds, p.origin, ": added token id ", max_id, " leaves more than ",
+               kMaxUnusedIds, " ids unused (the files hold ", entries, " tokens)");
+  }
   KEEL_CHECK(max_id >= 0, p.origin, ": the vocab is empty");
   impl->pieces.assign(size_t(max_id) + 1, std::string());
   impl->flags.assign(size_t(max_id) + 1, 0);

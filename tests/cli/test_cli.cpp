@@ -365,3 +365,123 @@ TEST(Cli, NumericFlagsRejectGarbage) {
   EXPECT_GT(r.code, 0);
   EXPECT_NE(r.err.find("(0, 1]"), std::string::npos) << r.err;
 }
+
+// --- issue 16: hostile or odd flags and folders -------------------------------------
+
+// NaN passed CLI11's range checks and was then taken as "unset"; 1e-40 was
+// accepted and overflowed the logits. Each is refused naming the flag.
+TEST(Cli, SamplingFlagsRefuseNanAndTinyValues) {
+  for (const char* bad : {"--temperature nan", "--temperature 1e-40", "--min-p nan", "--repetition-penalty nan",
+                          "--temperature inf", "--repetition-penalty -nan"}) {
+    CmdResult r = run("generate --model " + model_dir("stories260K") + " --prompt-ids 1 --max-tokens 2 " + bad);
+    EXPECT_GT(r.code, 0) << bad << ": " << r.err;  // 1 (keel's check) or CLI11's usage error code
+    EXPECT_LT(r.code, 128) << bad << " crashed: " << r.err;
+    EXPECT_EQ(r.out, "") << bad;
+    const std::string flag = std::string(bad).substr(0, std::string(bad).find(' '));
+    EXPECT_NE(r.err.find(flag), std::string::npos) << bad << ": " << r.err;
+  }
+}
+
+// --top-k 4294967301 acted as 5 (truncated to 32 bits); a k beyond the
+// vocabulary keeps every token, so it samples exactly as --top-k 0 does.
+TEST(Cli, HugeTopKIsNotTruncated) {
+  auto tokens = [](const std::string& k) {
+    CmdResult r = run("generate --model " + model_dir("stories260K") +
+                      " --prompt-ids 1 --max-tokens 24 --temperature 1.5 --seed 11 --json --top-k " + k);
+    EXPECT_EQ(r.code, 0) << r.err;
+    return r.code == 0 ? nlohmann::json::parse(r.out)["output_ids"] : nlohmann::json();
+  };
+  const nlohmann::json all = tokens("0"), huge = tokens("4294967301"), five = tokens("5");
+  EXPECT_EQ(huge, all);
+  EXPECT_NE(huge, five);  // 24 tokens at temperature 1.5: top-5 sampling differs somewhere
+}
+
+// perplexity --context 1 printed nan (no token is predicted in a 1-token window).
+TEST(Cli, PerplexityNeedsTwoTokenWindows) {
+  std::string text_file = tmp_path("ppl.txt");
+  std::ofstream(text_file) << "Once upon a time, there was a little girl named Lily.";
+  CmdResult r = run("perplexity --model " + model_dir("stories260K") + " --file " + text_file + " --context 1");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.err.find("--context"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out.find("nan"), std::string::npos) << r.out;
+  r = run("perplexity --model " + model_dir("stories260K") + " --file " + text_file + " --context 2");
+  EXPECT_EQ(r.code, 0) << r.err;
+}
+
+// --decode ",," succeeded and printed an empty line.
+TEST(Cli, DecodeOfNoIdsIsAnError) {
+  CmdResult r = run("tokenize --model " + model_dir("stories260K") + " --decode ,,");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("--decode"), std::string::npos) << r.err;
+}
+
+// With --prompt-ids, a tokenizer of another checkpoint went unnoticed (the ids
+// came from the flag) and decoded the output with the wrong vocabulary.
+TEST(Cli, ForeignTokenizerIsCaughtAtLoad) {
+  namespace fs = std::filesystem;
+  fs::path dir = tmp_path("foreign");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  for (const auto& e : fs::directory_iterator(model_dir("tiny-qwen3")))
+    if (e.path().filename() != "golden.json") fs::copy_file(e.path(), dir / e.path().filename());
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+    fs::create_symlink(fs::path(kShared) / "models/qwen3-tokenizer" / f, dir / f);
+  CmdResult r = run("generate --model " + dir.string() + " --prompt-ids 1,2 --max-tokens 2");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("the tokenizer in " + dir.string()), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("151669"), std::string::npos) << r.err;  // the tokenizer's size
+}
+
+// Range errors printed CLI11's bounds of a double, 300 digits long.
+TEST(Cli, RangeErrorsAreShort) {
+  for (const char* bad : {"--context 0", "--context -5", "--top-k -1", "--shuffle -1", "--workers 0"}) {
+    CmdResult r = run("generate --model " + model_dir("stories260K") + " --prompt-ids 1 " + std::string(bad));
+    EXPECT_GT(r.code, 0) << bad;
+    const std::string flag = std::string(bad).substr(0, std::string(bad).find(' '));
+    EXPECT_NE(r.err.find(flag), std::string::npos) << bad << ": " << r.err;
+    EXPECT_LT(r.err.size(), 200u) << bad << ": " << r.err;
+  }
+}
+
+// Chat used to exit 0 after "no longer fits the context; ending". Now the
+// oldest turns are dropped so the conversation goes on; a message that does
+// not fit even alone is an error.
+TEST(Cli, ChatDropsTheOldestTurnsWhenTheContextIsFull) {
+  std::string lines;
+  for (int i = 0; i < 6; ++i) lines += "Once upon a time there was a girl named Lily and she\n";
+  CmdResult r = run("chat --model " + model_dir("stories260K") + " --context 48 --max-tokens 8", lines);
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("dropped the oldest turn"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 6) << "one reply per message: " << r.out;
+  std::string huge;
+  for (int i = 0; i < 20; ++i) huge += "Once upon a time there was a girl named Lily. ";
+  r = run("chat --model " + model_dir("stories260K") + " --context 48 --max-tokens 8", huge + "\n");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("does not fit the context"), std::string::npos) << r.err;
+}
+
+// `keel info` crashed (stack overflow) on a header whose data_offsets nests
+// 200,000 deep, and a model.safetensors that is a directory was "missing".
+TEST(Cli, HostileCheckpointFilesGiveOneLineErrors) {
+  namespace fs = std::filesystem;
+  fs::path dir = tmp_path("hostile_ckpt");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  fs::copy_file(model_dir("stories260K") + "/config.json", dir / "config.json");
+  const size_t depth = 200000;
+  std::string header = R"({"a":{"dtype":"F32","shape":[1],"data_offsets":)" + std::string(depth, '[') +
+                       std::string(depth, ']') + "}}";
+  std::string bytes(8, '\0');
+  for (int i = 0; i < 8; ++i) bytes[size_t(i)] = char((uint64_t(header.size()) >> (8 * i)) & 0xff);
+  std::ofstream(dir / "model.safetensors", std::ios::binary) << bytes << header;
+  CmdResult r = run("info --model " + dir.string());
+  EXPECT_EQ(r.code, 1) << r.err.substr(0, 300);
+  EXPECT_NE(r.err.find("model.safetensors: JSON nested deeper than 64 levels"), std::string::npos) << r.err.substr(0, 300);
+  EXPECT_LT(r.err.size(), 300u);
+
+  fs::remove(dir / "model.safetensors");
+  fs::create_directories(dir / "model.safetensors");
+  r = run("info --model " + dir.string());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("model.safetensors: is a directory"), std::string::npos) << r.err;
+}

@@ -615,6 +615,11 @@ TEST(Serialize, MalformedFilesGiveClearErrors) {
   q = p;
   std::swap(q.worker_tasks[0], q.worker_tasks[1]);
   expect_load_error(serialize(q), "topological order");
+  // Found by fuzz_program: a counter count no signal or task uses made the
+  // checker (and executors) allocate 6 GiB for a 10 KB file.
+  q = p;
+  q.h.n_counters = 1u << 28;
+  expect_load_error(serialize(q), "counters, more than its");
   EXPECT_THROW(load(cat(KEEL_BINARY_DIR, "/no_such_program.keel")), Error);
 }
 
@@ -677,9 +682,41 @@ TEST(Options, BadOptionsNameTheOption) {
   o.page_size = 0;
   EXPECT_NE(msg(o).find("--page-size"), std::string::npos);
   o = opts(3, 1, 4096);
-  EXPECT_NE(msg(o).find("--max-context"), std::string::npos);
+  // The CLI flag is --context (there is no --max-context flag).
+  EXPECT_NE(msg(o).find("--context 4096"), std::string::npos);
   o = opts(3, 0);
   EXPECT_NE(msg(o).find("batch"), std::string::npos);
+}
+
+// Issue 16: sizes that config.json accepts (4096 layers, 16384 kv heads) made
+// `keel compile` run for minutes and take 17 GB. Such Programs are refused
+// up front, naming the fields; a deep but plausible model still compiles, and
+// fusing no longer rescans the op list per op (4096 layers took over 30 s).
+TEST(Options, HugeConfigsAreRefusedUpFront) {
+  model::ModelConfig c = tiny(model::Arch::Llama);
+  c.n_layers = 4096;
+  c.n_heads = c.n_kv_heads = 16384;
+  c.head_dim = 64;
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    compile(c, opts(132, 1));
+    ADD_FAILURE() << "a Program of ~67 million tasks was compiled";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("num_hidden_layers 4096"), std::string::npos) << m;
+    EXPECT_NE(m.find("num_attention_heads 16384, num_key_value_heads 16384"), std::string::npos) << m;
+  }
+  // Building the 4096-layer graph is all the work done: well under the minutes
+  // it took (10 s leaves room for a loaded machine and sanitizers).
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 10.0);
+
+  model::ModelConfig deep = tiny(model::Arch::Llama);
+  deep.n_layers = 1024;
+  const auto t1 = std::chrono::steady_clock::now();
+  Program p = compile(deep, opts(4, 1));
+  EXPECT_EQ(p.h.n_layers, 1024);
+  // Was about 3 s in fusing alone (quadratic); linear now. 20 s: sanitizers.
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count(), 20.0);
 }
 
 // --- Qwen3-8B @ 132 workers -------------------------------------------------------

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "core/error.h"
@@ -229,6 +230,65 @@ TEST(Sampling, RejectsBadParameters) {
   sp = {};
   sp.min_p = 1.5f;
   EXPECT_THROW(Sampler{sp}, Error);
+}
+
+// Issue 16: what error message names the flag, for each bad value.
+std::string validate_error(const SamplingParams& sp) {
+  try {
+    validate(sp);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Sampling, ValidateRejectsNanAndTinyValuesNamingTheFlag) {
+  const float nan = std::nanf("");
+  SamplingParams sp;
+  sp.temperature = nan;
+  EXPECT_NE(validate_error(sp).find("--temperature"), std::string::npos);
+  // 1e-40 is a float denormal: logits / 1e-40 overflow to +inf.
+  sp.temperature = 1e-40f;
+  EXPECT_NE(validate_error(sp).find("--temperature"), std::string::npos);
+  sp = {};
+  sp.min_p = nan;
+  EXPECT_NE(validate_error(sp).find("--min-p"), std::string::npos);
+  sp = {};
+  sp.repetition_penalty = nan;
+  EXPECT_NE(validate_error(sp).find("--repetition-penalty"), std::string::npos);
+  sp = {};
+  sp.top_p = nan;
+  EXPECT_NE(validate_error(sp).find("--top-p"), std::string::npos);
+  sp = {};
+  sp.repetition_penalty = INFINITY;
+  EXPECT_NE(validate_error(sp).find("--repetition-penalty"), std::string::npos);
+  EXPECT_EQ(validate_error(SamplingParams{}), "");
+  sp = {};
+  sp.temperature = kMinTemperature;
+  EXPECT_EQ(validate_error(sp), "");
+}
+
+TEST(Sampling, OverflowingTemperatureFallsBackToTheTrueArgmax) {
+  // At the smallest temperature, logits of 1e36 overflow to +inf after the
+  // division; the limit is greedy on the logits as given (token 2 here), not
+  // the first +inf (token 0).
+  SamplingParams sp;
+  sp.temperature = kMinTemperature;
+  Sampler s(sp);
+  std::vector<float> l = {1e36f, -1.0f, 3e36f, 2e36f};
+  EXPECT_EQ(s.sample(l, {}), 2);
+}
+
+TEST(Sampling, NanLogitsAreAnErrorNotTokenZero) {
+  std::vector<float> l = {std::nanf(""), std::nanf(""), std::nanf("")};
+  EXPECT_THROW(argmax(l), Error);
+  Sampler greedy(SamplingParams{});
+  EXPECT_THROW(greedy.sample(l, {}), Error);
+  SamplingParams sp;
+  sp.temperature = 1.0f;
+  Sampler s(sp);
+  std::vector<float> some = {0.0f, std::nanf(""), 1.0f};
+  EXPECT_THROW(s.sample(some, {}), Error);
 }
 
 TEST(Sampling, ExcludedLogitsAreNeverDrawn) {

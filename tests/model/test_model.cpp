@@ -187,6 +187,8 @@ struct Synthetic {
     "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 40,
     "max_position_embeddings": 64, "rms_norm_eps": 1e-5, "tie_word_embeddings": false})");
   std::vector<std::pair<std::string, std::vector<int64_t>>> tensors;
+  std::string poisoned;  // a tensor whose element 3 write() sets to `poison`
+  float poison = 0;
 
   Synthetic() {
     tensors = {{"model.embed_tokens.weight", {40, 16}}, {"model.norm.weight", {16}}, {"lm_head.weight", {40, 16}}};
@@ -219,6 +221,7 @@ struct Synthetic {
       for (int64_t d : shape) n *= d;
       std::vector<float> v(static_cast<size_t>(n));
       for (size_t i = 0; i < v.size(); ++i) v[i] = float(i) * 0.001f;
+      if (name == poisoned) v[3] = poison;
       data.push_back(std::move(v));
     }
     for (const auto& v : data) ptrs.push_back(v.data());
@@ -316,6 +319,48 @@ TEST(ModelErrors, MixedDtypes) {
   s.dir.write("model.safetensors.index.json", index.dump());
   expect_error([&] { Model::load(s.dir.str()); },
                {s.dir.file("b.safetensors"), "'model.layers.1.mlp.up_proj.weight'", "BF16", "F32"});
+}
+
+// Issue 16: the odd tensor is the one blamed. Before, the embedding's dtype set
+// the standard, so an f16 embedding among f32 matrices blamed lm_head.weight.
+TEST(ModelErrors, MixedDtypesBlameTheOddTensor) {
+  Synthetic s;
+  s.drop("model.embed_tokens.weight");
+  s.write();
+  std::filesystem::rename(s.dir.file("model.safetensors"), s.dir.file("a.safetensors"));
+  s.dir.write("b.safetensors", safetensors_bytes(R"({"model.embed_tokens.weight":)"
+                                                 R"({"dtype":"F16","shape":[40,16],"data_offsets":[0,1280]}})",
+                                                 1280));
+  json index = {{"weight_map", json::object()}};
+  for (const auto& [name, shape] : s.tensors) index["weight_map"][name] = "a.safetensors";
+  index["weight_map"]["model.embed_tokens.weight"] = "b.safetensors";
+  s.dir.write("model.safetensors.index.json", index.dump());
+  expect_error([&] { Model::load(s.dir.str()); },
+               {s.dir.file("b.safetensors"), "'model.embed_tokens.weight' has dtype F16", "F32"});
+}
+
+// Issue 16: a config with fewer layers than the checkpoint used to run on the
+// first layers only and ignore the rest.
+TEST(ModelErrors, CheckpointHasMoreLayersThanTheConfig) {
+  Synthetic s;
+  s.config["num_hidden_layers"] = 1;
+  s.write();
+  expect_error([&] { Model::load(s.dir.str()); },
+               {s.dir.file("config.json"), "'num_hidden_layers'", "layer 1", "model.layers.1."});
+}
+
+// Issue 16: NaN or infinite weights are refused at load, naming the tensor
+// (they used to give token 0 forever, or NaN logits with exit code 0).
+TEST(ModelErrors, NonFiniteWeightsAreNamed) {
+  for (float bad : {std::nanf(""), INFINITY, -INFINITY}) {
+    for (const char* tensor : {"model.layers.1.mlp.down_proj.weight", "model.norm.weight", "lm_head.weight"}) {
+      Synthetic s;
+      s.poisoned = tensor;
+      s.poison = bad;
+      std::string path = s.write();
+      expect_error([&] { Model::load(s.dir.str()); }, {path, std::string("'") + tensor + "'", "non-finite", "element 3"});
+    }
+  }
 }
 
 TEST(ModelErrors, MissingOrBadConfig) {

@@ -164,6 +164,26 @@ TEST(SafetensorsErrors, BadOffsets) {
                      {"'w'", "aligned"});
 }
 
+// Issue 16: a header nested 200,000 levels deep (in data_offsets) overflowed
+// the stack when the error message dumped it; it is refused before parsing,
+// and a wrong data_offsets is described without printing it back.
+TEST(SafetensorsErrors, DeeplyNestedHeader) {
+  const size_t depth = 200000;
+  std::string header = R"({"a":{"dtype":"F32","shape":[1],"data_offsets":)" + std::string(depth, '[') +
+                       std::string(depth, ']') + "}}";
+  expect_parse_error(safetensors_bytes(header, 8), {"mem.safetensors", "nested deeper than"});
+  std::string shallow = R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[[[0]],[4],[5]]}})";
+  expect_parse_error(safetensors_bytes(shallow, 8), {"'a'", "data_offsets", "array of 3 elements"});
+  // A data_offsets of the wrong type is named by its type only.
+  std::string text = R"({"a":{"dtype":"F32","shape":[1],"data_offsets":")" + std::string(100000, 'x') + "\"}}";
+  try {
+    parse_bytes(safetensors_bytes(text, 8));
+    ADD_FAILURE() << "a string data_offsets was accepted";
+  } catch (const Error& e) {
+    EXPECT_LT(std::string(e.what()).size(), 300u) << "the message repeats the untrusted value";
+  }
+}
+
 TEST(SafetensorsErrors, Overlap) {
   expect_parse_error(safetensors_bytes(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},)"
                                        R"("b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",

@@ -55,9 +55,9 @@ void add_backend_flags(CLI::App& cmd, BackendOptions& o) {
   cmd.add_option("--workers", o.workers, "cpu backend: number of logical workers the Program is compiled for (default: 8)")
       ->check(CLI::Range(1, 4096));
   cmd.add_option("--shuffle", o.shuffle_seed, "cpu backend: randomize worker scheduling with this seed (exposes missing dependencies)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(int64_t(0), INT64_MAX));
   cmd.add_option("--context", o.context, "KV-cache capacity in tokens (default: the model's context, at most 4096)")
-      ->check(CLI::PositiveNumber);
+      ->check(kContextRange);
 }
 
 std::unique_ptr<engine::Backend> make_backend(const model::Model& m, const BackendOptions& o) {
@@ -89,7 +89,7 @@ std::unique_ptr<engine::Backend> make_backend(const model::Model& m, const Backe
 void add_sampling_flags(CLI::App& cmd, SamplingFlags& f) {
   cmd.add_option("--temperature", f.temperature, "Sampling temperature; 0 = greedy (default: generation_config.json, else greedy)")
       ->check(CLI::Range(0.0, 100.0));
-  cmd.add_option("--top-k", f.top_k, "Keep the k most likely tokens (0 = off)")->check(CLI::NonNegativeNumber);
+  cmd.add_option("--top-k", f.top_k, "Keep the k most likely tokens (0 = off)")->check(CLI::Range(int64_t(0), INT64_MAX));
   cmd.add_option("--top-p", f.top_p, "Nucleus sampling: keep the smallest set with probability >= p")
       ->check(CLI::Validator(
           [](std::string& v) {
@@ -106,6 +106,19 @@ void add_sampling_flags(CLI::App& cmd, SamplingFlags& f) {
 }
 
 engine::SamplingParams resolve_sampling(const SamplingFlags& f, const model::GenerationConfig& g) {
+  // A flag is unset at -1. NaN passes CLI11's range checks, so every flag
+  // given is first validated on its own, naming it, before defaults mix in.
+  auto given = [](double v) { return !(v == -1); };
+  // A top-k beyond the vocabulary keeps every token: clamp, never truncate.
+  auto k32 = [](int64_t k) { return int32_t(std::min<int64_t>(k, INT32_MAX)); };
+  engine::SamplingParams flags;
+  if (given(f.temperature)) flags.temperature = float(f.temperature);
+  if (f.top_k >= 0) flags.top_k = k32(f.top_k);
+  if (given(f.top_p)) flags.top_p = float(f.top_p);
+  if (given(f.min_p)) flags.min_p = float(f.min_p);
+  if (given(f.repetition_penalty)) flags.repetition_penalty = float(f.repetition_penalty);
+  engine::validate(flags);
+
   engine::SamplingParams p;
   p.seed = f.seed;
   bool explicit_temp = f.temperature >= 0;
@@ -116,11 +129,16 @@ engine::SamplingParams resolve_sampling(const SamplingFlags& f, const model::Gen
   }
   // Filters from generation_config apply only when sampling by its defaults.
   bool use_g = !explicit_temp && g.do_sample;
-  p.top_k = f.top_k >= 0 ? int32_t(f.top_k) : (use_g && g.top_k >= 0 ? int32_t(g.top_k) : 0);
+  p.top_k = f.top_k >= 0 ? k32(f.top_k) : (use_g && g.top_k >= 0 ? k32(g.top_k) : 0);
   p.top_p = f.top_p >= 0 ? float(f.top_p) : (use_g && g.top_p >= 0 ? float(g.top_p) : 1.0f);
   p.min_p = f.min_p >= 0 ? float(f.min_p) : (use_g && g.min_p >= 0 ? float(g.min_p) : 0.0f);
   p.repetition_penalty = f.repetition_penalty >= 0 ? float(f.repetition_penalty)
                          : (g.repetition_penalty > 0 ? float(g.repetition_penalty) : 1.0f);
+  try {
+    engine::validate(p);
+  } catch (const Error& e) {
+    fail("generation_config.json: ", e.what(), " (a sampling default)");
+  }
   return p;
 }
 
@@ -151,6 +169,12 @@ void check_ids_fit_model(const std::vector<int32_t>& ids, const model::Model& m,
     fail("the tokenizer in ", source, " produced token id ", id, " but the model's vocabulary has ",
          m.config.vocab, " tokens: the tokenizer files do not belong to this checkpoint");
   }
+}
+
+void check_tokenizer_fits_model(const tokenizer::Tokenizer& tok, const model::Model& m, const std::string& dir) {
+  if (tok.vocab_size() > m.config.vocab)
+    fail("the tokenizer in ", dir, " has ", tok.vocab_size(), " tokens but the model's vocabulary (config.json ",
+         "vocab_size) has ", m.config.vocab, ": the tokenizer files do not belong to this checkpoint");
 }
 
 std::string unescape(const std::string& text) {

@@ -16,6 +16,11 @@
 
 namespace keel::cli {
 
+/// The range of every --context flag: up to config.json's largest accepted
+/// max_position_embeddings. (CLI11's PositiveNumber would print the bounds of a
+/// double, 300 digits long, in its error.)
+inline const CLI::Range kContextRange(int64_t(1), int64_t(1) << 30);
+
 /// Parses "1,2,3" (spaces allowed) into ids; throws keel::Error on bad input.
 std::vector<int32_t> parse_ids(const std::string& text, const std::string& flag);
 
@@ -50,6 +55,11 @@ std::unique_ptr<tokenizer::Tokenizer> try_load_tokenizer(const std::string& dir)
 /// ids came from ("--prompt-ids", or the tokenizer, whose files may belong to
 /// another checkpoint); throws keel::Error naming it otherwise.
 void check_ids_fit_model(const std::vector<int32_t>& ids, const model::Model& m, const std::string& source);
+
+/// Checks, at load, that the tokenizer found in `dir` can belong to the model:
+/// it may not have more tokens than config.json's vocab_size (checkpoints pad
+/// the vocabulary, so fewer is fine). Throws keel::Error naming both otherwise.
+void check_tokenizer_fits_model(const tokenizer::Tokenizer& tok, const model::Model& m, const std::string& dir);
 
 /// Expands the escapes \n, \t, \r and \\ in a flag value typed on a shell
 /// line (`--stop "\n\n"`); other backslashes are kept as they are.

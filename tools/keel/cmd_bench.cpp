@@ -78,7 +78,7 @@ Command register_bench(CLI::App& root) {
   c->add_option("--dtype", a->dtype, "Dtype of the random weights")
       ->check(CLI::IsMember({"bf16", "f16", "f32"}))->capture_default_str();
   c->add_option("--tokens", a->tokens, "Decode steps to time (median over them, at least 128)")->check(CLI::Range(1, 1 << 20))->capture_default_str();
-  c->add_option("--context", a->context, "KV length the median timed step attends over (the timed steps are centred on it)")->check(CLI::PositiveNumber)->capture_default_str();
+  c->add_option("--context", a->context, "KV length the median timed step attends over (the timed steps are centred on it)")->check(kContextRange)->capture_default_str();
   c->add_option("--batch", a->batch, "Sequences per step")->check(CLI::Range(1, 1024))->capture_default_str();
   c->add_option("--launch", a->launch, "megakernel | per-op | graph | all")
       ->check(CLI::IsMember({"megakernel", "per-op", "graph", "all"}))->capture_default_str();

@@ -2,6 +2,9 @@
 // chat format (ChatML for Qwen, the Llama-3 header format; plain continuation
 // when the tokenizer has no template). Each turn re-renders the conversation and
 // generates until the format's end-of-turn token. Ctrl-D (end of input) ends it.
+// When the conversation outgrows the context, the oldest turns (after the
+// system message) are dropped, with a note on stderr; a message that does not
+// fit even alone is an error.
 #include <unistd.h>
 
 #include <cstdio>
@@ -25,6 +28,7 @@ int run_chat(const ChatArgs& a) {
   auto tok = try_load_tokenizer(a.model);
   if (!tok) fail("chat needs a tokenizer (tokenizer.json or vocab.json + merges.txt) in ", a.model);
   model::Model m = model::Model::load(a.model);
+  check_tokenizer_fits_model(*tok, m, a.model);
   auto backend = make_backend(m, a.backend);
   const bool interactive = ::isatty(STDIN_FILENO) == 1;
   const auto format = tok->chat_format();
@@ -46,18 +50,24 @@ int run_chat(const ChatArgs& a) {
     if (!std::getline(std::cin, line)) break;
     if (line.empty()) continue;
     messages.push_back({"user", line});
-    std::string rendered = tok->render_chat(messages, true);
     // The rendered Llama-3 text already starts with <|begin_of_text|>; plain
     // continuation still gets the tokenizer's BOS.
     bool add_special = format == tokenizer::ChatFormat::None;
     engine::GenerateRequest req;
-    req.prompt = tok->encode(rendered, add_special);
-    check_ids_fit_model(req.prompt, m, a.model);
-    if (int64_t(req.prompt.size()) >= backend->max_context()) {
-      std::fprintf(stderr, "keel chat: the conversation (%zu tokens) no longer fits the context (%lld); ending.\n",
-                   req.prompt.size(), (long long)backend->max_context());
-      break;
+    const size_t first = a.system.empty() ? 0 : 1;  // the system message is kept
+    for (;;) {
+      req.prompt = tok->encode(tok->render_chat(messages, true), add_special);
+      if (int64_t(req.prompt.size()) < backend->max_context()) break;
+      if (messages.size() - first <= 1)
+        fail("chat: the message (", req.prompt.size(), " tokens with the chat format) does not fit the context (",
+             backend->max_context(), " tokens); raise --context or send a shorter message");
+      // Drop the oldest turn: a user message and the reply that followed it.
+      size_t n = messages.size() - first > 2 && messages[first + 1].role == "assistant" ? 2 : 1;
+      messages.erase(messages.begin() + std::ptrdiff_t(first), messages.begin() + std::ptrdiff_t(first + n));
+      std::fprintf(stderr, "keel chat: dropped the oldest turn so the conversation fits the context (%lld tokens)\n",
+                   (long long)backend->max_context());
     }
+    check_ids_fit_model(req.prompt, m, a.model);
     req.max_tokens = a.max_tokens;
     req.sampling = resolve_sampling(a.sampling, m.generation);
     req.sampling.seed += turn++;

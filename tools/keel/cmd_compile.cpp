@@ -82,14 +82,14 @@ Command register_compile(CLI::App& root) {
   f->excludes(pr);
   c->add_option("--workers", a->workers, "Workers (SMs) to partition for")->check(CLI::Range(1, 4096))->capture_default_str();
   c->add_option("--batch", a->batch, "Sequences decoded per step")->check(CLI::Range(1, 1024))->capture_default_str();
-  c->add_option("--context", a->context, "KV-cache capacity per sequence (capped at the model's context)")->check(CLI::PositiveNumber)->capture_default_str();
+  c->add_option("--context", a->context, "KV-cache capacity per sequence (capped at the model's context)")->check(kContextRange)->capture_default_str();
   c->add_option("--out", a->out, "Write the binary Program to this file");
   c->add_option("--dump", a->dump, "Print the Program as json or dot")->check(CLI::IsMember({"json", "dot"}));
   c->add_flag("--report", a->report, "Print tasks per operator, bytes per worker, critical path, predicted ms/token");
   c->add_option("--dtype", a->dtype, "Weight dtype to plan for (default: the config's dtype field)")
       ->check(CLI::IsMember({"bf16", "f16", "f32"}));
   c->add_flag("--check", a->check, "Run the symbolic Program checker (dependencies, write-after-read, deadlock)");
-  c->add_option("--bandwidth", a->bandwidth, "Memory bandwidth in GB/s for the prediction")->check(CLI::PositiveNumber)->capture_default_str();
+  c->add_option("--bandwidth", a->bandwidth, "Memory bandwidth in GB/s for the prediction")->check(CLI::Range(0.001, 1e6))->capture_default_str();
   return {c, [a] {
             if (a->model.empty() && a->config.empty() && a->program.empty())
               fail("compile: give --model DIR, --config config.json or --program FILE");

@@ -23,6 +23,7 @@ int run_generate(const GenerateArgs& a) {
   auto tok = try_load_tokenizer(a.model);
   std::vector<int32_t> ids = prompt_ids(a.prompt, a.prompt_ids, tok.get());
   model::Model m = model::Model::load(a.model);
+  if (tok) check_tokenizer_fits_model(*tok, m, a.model);
   check_ids_fit_model(ids, m, a.prompt_ids.empty() ? a.model : std::string("--prompt-ids"));
   auto backend = make_backend(m, a.backend);
   KEEL_CHECK(int64_t(ids.size()) < backend->max_context(), "the prompt has ", ids.size(),

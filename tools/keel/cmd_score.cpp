@@ -46,9 +46,12 @@ int run_perplexity(const PplArgs& a) {
   std::vector<int32_t> ids = tok->encode(text, true);
   KEEL_CHECK(ids.size() >= 2, a.file, ": too little text to score (", ids.size(), " tokens)");
   model::Model m = model::Model::load(a.model);
+  check_tokenizer_fits_model(*tok, m, a.model);
   check_ids_fit_model(ids, m, a.model);
   auto backend = make_backend(m, a.backend);
   const size_t window = size_t(backend->max_context());
+  // A window of one token predicts nothing: the mean would be 0 / 0.
+  KEEL_CHECK(window >= 2, "--context: perplexity needs windows of at least 2 tokens, got ", window);
   const int64_t V = m.config.vocab;
   double nll = 0;
   size_t counted = 0;

@@ -20,6 +20,7 @@ int run_tokenize(const TokenizeArgs& a) {
   if (!tok) fail(a.model, ": no tokenizer.json (or vocab.json + merges.txt) found");
   if (!a.decode.empty()) {
     std::vector<int32_t> ids = parse_ids(a.decode, "--decode");
+    KEEL_CHECK(!ids.empty(), "--decode: no token ids given (expected comma-separated integers)");
     for (int32_t id : ids)
       KEEL_CHECK(id < tok->vocab_size(), "--decode: token id ", id, " is outside the vocabulary (",
                  tok->vocab_size(), ")");
