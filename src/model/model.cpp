@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "core/progress.h"
+#include "model/gguf.h"
 
 namespace keel::model {
 
@@ -139,7 +140,8 @@ unsigned prefault(const WeightStore& ws, const std::string& label) {
 
 }  // namespace
 
-Model Model::load(const std::string& dir) {
+Model Model::load(const std::string& dir, DType gguf_dtype) {
+  if (looks_like_gguf(dir)) return load_gguf(dir, gguf_dtype);
   Model m;
   m.dir = dir;
   m.config = ModelConfig::load(path_join(dir, "config.json"));
@@ -153,30 +155,33 @@ Model Model::load(const std::string& dir) {
          m.config.vocab, ")");
   m.weights = WeightStore::open_dir(dir);
 
-  m.embed = resolve(m, kEmbedName, mat(Dim::Vocab, Dim::Hidden), nullptr);
-  m.weight_dtype = m.embed->dtype;
-  const DType* wd = &m.weight_dtype;
-  m.final_norm = resolve(m, kNormName, vec(Dim::Hidden), wd);
-  if (m.config.tie_embeddings) {
-    m.lm_head = m.embed;  // transformers ties lm_head to the embedding, ignoring a stored copy
-  } else {
-    if (!m.weights.has(kLmHeadName))
-      fail(m.weights.where(), ": tensor '", kLmHeadName,
-           "' is missing and config.json does not set tie_word_embeddings");
-    m.lm_head = resolve(m, kLmHeadName, mat(Dim::Vocab, Dim::Hidden), wd);
-  }
-
-  m.layers.resize(size_t(m.config.n_layers));
-  for (int64_t l = 0; l < m.config.n_layers; ++l) {
-    const std::string prefix = "model.layers." + std::to_string(l) + ".";
-    for (const TensorRow& row : kLayerTensors) {
-      if (!required(m.config, row.when)) continue;
-      m.layers[size_t(l)].*row.slot = resolve(m, prefix + row.name, row.shape, wd);
-    }
-  }
-
+  m.bind_tensors();
   (void)prefault(m.weights, "loading " + dir);
   return m;
+}
+
+void Model::bind_tensors() {
+  embed = resolve(*this, kEmbedName, mat(Dim::Vocab, Dim::Hidden), nullptr);
+  weight_dtype = embed->dtype;
+  const DType* wd = &weight_dtype;
+  final_norm = resolve(*this, kNormName, vec(Dim::Hidden), wd);
+  if (config.tie_embeddings) {
+    lm_head = embed;  // transformers ties lm_head to the embedding, ignoring a stored copy
+  } else {
+    if (!weights.has(kLmHeadName))
+      fail(weights.where(), ": tensor '", kLmHeadName,
+           "' is missing and config.json does not set tie_word_embeddings");
+    lm_head = resolve(*this, kLmHeadName, mat(Dim::Vocab, Dim::Hidden), wd);
+  }
+
+  layers.resize(size_t(config.n_layers));
+  for (int64_t l = 0; l < config.n_layers; ++l) {
+    const std::string prefix = "model.layers." + std::to_string(l) + ".";
+    for (const TensorRow& row : kLayerTensors) {
+      if (!required(config, row.when)) continue;
+      layers[size_t(l)].*row.slot = resolve(*this, prefix + row.name, row.shape, wd);
+    }
+  }
 }
 
 uint64_t Model::bytes_per_token() const {
