@@ -8,6 +8,7 @@
 // the file and field at fault.
 #include <algorithm>
 #include <cctype>
+#include <cstring>
 #include <map>
 
 #include <nlohmann/json.hpp>
@@ -186,8 +187,7 @@ void parse_post_processor(const json& j, const std::string& where, Tokenizer::Im
   }
 }
 
-Parts read_tokenizer_json(const std::string& path, Tokenizer::Impl& impl) {
-  json j = parse_json_file(path);
+Parts parse_tokenizer_json(const json& j, const std::string& path, Tokenizer::Impl& impl) {
   Parts p;
   p.origin = path;
   try {
@@ -244,6 +244,10 @@ Parts read_tokenizer_json(const std::string& path, Tokenizer::Impl& impl) {
   return p;
 }
 
+Parts read_tokenizer_json(const std::string& path, Tokenizer::Impl& impl) {
+  return parse_tokenizer_json(parse_json_file(path), path, impl);
+}
+
 Parts read_vocab_and_merges(const std::string& vocab_path, const std::string& merges_path, Tokenizer::Impl& impl) {
   Parts p;
   p.origin = vocab_path;
@@ -275,6 +279,38 @@ Parts read_vocab_and_merges(const std::string& vocab_path, const std::string& me
   return p;
 }
 
+std::unique_ptr<Tokenizer::Impl> build_impl(std::unique_ptr<Tokenizer::Impl> impl, Parts p, const json& cfg,
+                                            const std::string& cj);
+
+/// The default system prompt of a ChatML template: the literal
+/// '<|im_start|>system\n...<|im_end|>' it writes when the conversation does
+/// not start with a system message (SmolLM2, Qwen2.5). Empty when the template
+/// writes no such literal. Jinja escapes (\n, \', \") in the literal are undone.
+std::string chatml_default_system(const std::string& tmpl) {
+  if (tmpl.find("'system'") == std::string::npos && tmpl.find("\"system\"") == std::string::npos) return {};
+  for (const char* head : {"<|im_start|>system\n", "<|im_start|>system\\n"}) {
+    for (size_t at = tmpl.find(head); at != std::string::npos; at = tmpl.find(head, at + 1)) {
+      size_t begin = at + std::strlen(head);
+      size_t end = tmpl.find("<|im_end|>", begin);
+      if (end == std::string::npos) break;
+      std::string_view raw(tmpl.data() + begin, end - begin);
+      std::string out;
+      bool literal = true;
+      for (size_t i = 0; i < raw.size() && literal; ++i) {
+        if (raw[i] == '\\' && i + 1 < raw.size()) {
+          char n = raw[++i];
+          out.push_back(n == 'n' ? '\n' : n == 't' ? '\t' : n);
+        } else {
+          literal = raw[i] != '{' && raw[i] != '}' && raw[i] != '\'' && raw[i] != '"';
+          out.push_back(raw[i]);
+        }
+      }
+      if (literal && !out.empty()) return out;
+    }
+  }
+  return {};
+}
+
 }  // namespace
 
 std::unique_ptr<Tokenizer::Impl> load_impl(const std::string& dir) {
@@ -291,6 +327,22 @@ std::unique_ptr<Tokenizer::Impl> load_impl(const std::string& dir) {
   }
   json cfg = file_exists(cj) ? parse_json_file(cj) : json::object();
   KEEL_CHECK(cfg.is_object(), cj, ": expected a JSON object");
+  // transformers 5.x saves the chat template only to chat_template.jinja.
+  std::string jinja = path_join(dir, "chat_template.jinja");
+  if (!cfg.contains("chat_template") && file_exists(jinja)) cfg["chat_template"] = read_text_file(jinja);
+  return build_impl(std::move(impl), std::move(p), cfg, cj);
+}
+
+std::unique_ptr<Tokenizer::Impl> load_impl_json(const json& tokenizer, const json& config, const std::string& origin) {
+  auto impl = std::make_unique<Tokenizer::Impl>();
+  Parts p = parse_tokenizer_json(tokenizer, origin, *impl);
+  return build_impl(std::move(impl), std::move(p), config, origin);
+}
+
+namespace {
+
+std::unique_ptr<Tokenizer::Impl> build_impl(std::unique_ptr<Tokenizer::Impl> impl, Parts p, const json& cfg,
+                                            const std::string& cj) {
 
   try {
     if (cfg.contains("added_tokens_decoder") && cfg["added_tokens_decoder"].is_object())
@@ -429,7 +481,10 @@ std::unique_ptr<Tokenizer::Impl> load_impl(const std::string& dir) {
   }
   if (tmpl.find("<|im_start|>") != std::string::npos) impl->chat = ChatFormat::ChatML;
   else if (tmpl.find("<|start_header_id|>") != std::string::npos) impl->chat = ChatFormat::Llama3;
+  if (impl->chat == ChatFormat::ChatML) impl->default_system = chatml_default_system(tmpl);
   return impl;
 }
+
+}  // namespace
 
 }  // namespace keel::tokenizer
