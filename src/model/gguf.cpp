@@ -183,9 +183,11 @@ GgufFile GgufFile::parse(const std::byte* bytes, size_t size, const std::string&
   uint64_t n_tensors = r.scalar<uint64_t>("tensor count");
   uint64_t n_kv = r.scalar<uint64_t>("metadata count");
   // Each entry takes at least a key length, a type and a value of 1 byte.
-  if (n_kv > r.left() / 13) fail(source, ": metadata count ", n_kv, " does not fit in the file (", size, " bytes)");
+  if (n_kv > r.left() / 13)
+    fail(source, ": truncated or corrupt GGUF: metadata count ", n_kv, " does not fit in the file (", size, " bytes)");
   if (n_tensors > r.left() / 24)
-    fail(source, ": tensor count ", n_tensors, " does not fit in the file (", size, " bytes)");
+    fail(source, ": truncated or corrupt GGUF: tensor count ", n_tensors, " does not fit in the file (", size,
+         " bytes)");
 
   for (uint64_t k = 0; k < n_kv; ++k) {
     std::string key = r.string("metadata key #" + std::to_string(k));
