@@ -139,7 +139,9 @@ GgufValue read_value(Reader& r, GgufType t, const std::string& what) {
   uint64_t count = r.scalar<uint64_t>(what + " (array length)");
   if (v.elem == GgufType::Array) r.value(GgufType::Array, v, what);
   const uint64_t each = min_size(v.elem);
-  if (count > r.left() / each) r.need(count * each, what + " (" + std::to_string(count) + " array elements)");
+  if (count > r.left() / each)
+    r.need(r.left() + 1, what + " (" + std::to_string(count) + " array elements of at least " + std::to_string(each) +
+                             " bytes)");
   GgufValue e;
   if (v.elem == GgufType::String) v.strings.reserve(size_t(count));
   else if (v.elem == GgufType::F32 || v.elem == GgufType::F64) v.floats.reserve(size_t(count));

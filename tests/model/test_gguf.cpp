@@ -126,6 +126,12 @@ TEST(Gguf, HostileCountsAndLengthsAreRejectedBeforeAllocating) {
   w.add_raw_kv(GgufWriter::str("k") + GgufWriter::raw(uint32_t(9)) + GgufWriter::raw(uint32_t(4)) +
                GgufWriter::raw(uint64_t(1) << 60));
   expect_error([&] { parse(w.bytes()); }, {"metadata 'k'", "array elements"});
+  // 2^61 strings of at least 8 bytes: the byte count wraps to 0 in 64 bits
+  // (found by fuzz_gguf: the check multiplied before comparing).
+  GgufWriter wrap;
+  wrap.add_raw_kv(GgufWriter::str("k") + GgufWriter::raw(uint32_t(9)) + GgufWriter::raw(uint32_t(8)) +
+                  GgufWriter::raw(uint64_t(1) << 61) + std::string(64, 'x'));
+  expect_error([&] { parse(wrap.bytes()); }, {"metadata 'k'", "array elements"});
   GgufWriter s;
   s.add_raw_kv(GgufWriter::raw(uint64_t(1) << 62) + std::string(64, 'k'));
   expect_error([&] { parse(s.bytes()); }, {"absurdly large"});
@@ -174,23 +180,26 @@ TEST(GgufBlocks, UnpermuteInvertsLlamaCppPermute) {
         EXPECT_EQ(unpermute_qk_row(h * d + p * d / 2 + i, rows, heads), h * d + 2 * i + p);
 }
 
-/// Writes a Hugging Face llama checkpoint as llama.cpp's converter would (F32).
+/// Writes a Hugging Face checkpoint as llama.cpp's converter would (F32):
+/// llama Q/K rows permuted, qwen2/qwen3 as they are.
 std::string write_as_gguf(const Model& hf, const TempDir& dir, bool with_rope_freqs) {
   const ModelConfig& c = hf.config;
+  const std::string arch = c.model_type;
+  const bool llama = arch == "llama";
   GgufWriter w;
-  w.add_string("general.architecture", "llama");
-  w.add_u32("llama.block_count", uint32_t(c.n_layers));
-  w.add_u32("llama.context_length", uint32_t(c.max_position));
-  w.add_u32("llama.embedding_length", uint32_t(c.hidden));
-  w.add_u32("llama.feed_forward_length", uint32_t(c.intermediate));
-  w.add_u32("llama.attention.head_count", uint32_t(c.n_heads));
-  w.add_u32("llama.attention.head_count_kv", uint32_t(c.n_kv_heads));
-  w.add_u32("llama.attention.key_length", uint32_t(c.head_dim));
-  w.add_u32("llama.rope.dimension_count", uint32_t(c.head_dim));
-  w.add_f32("llama.rope.freq_base", float(c.rope.theta));
-  w.add_f32("llama.attention.layer_norm_rms_epsilon", float(c.rms_eps));
+  w.add_string("general.architecture", arch);
+  w.add_u32(arch + ".block_count", uint32_t(c.n_layers));
+  w.add_u32(arch + ".context_length", uint32_t(c.max_position));
+  w.add_u32(arch + ".embedding_length", uint32_t(c.hidden));
+  w.add_u32(arch + ".feed_forward_length", uint32_t(c.intermediate));
+  w.add_u32(arch + ".attention.head_count", uint32_t(c.n_heads));
+  w.add_u32(arch + ".attention.head_count_kv", uint32_t(c.n_kv_heads));
+  w.add_u32(arch + ".attention.key_length", uint32_t(c.head_dim));
+  w.add_u32(arch + ".rope.dimension_count", uint32_t(c.head_dim));
+  w.add_f32(arch + ".rope.freq_base", float(c.rope.theta));
+  w.add_f32(arch + ".attention.layer_norm_rms_epsilon", float(c.rms_eps));
   w.add_u32("general.file_type", 0);
-  if (with_rope_freqs) w.add_u32("llama.rope.scaling.original_context_length", uint32_t(c.rope.original_max_position));
+  if (with_rope_freqs) w.add_u32(arch + ".rope.scaling.original_context_length", uint32_t(c.rope.original_max_position));
   auto put = [&](const std::string& name, const TensorView& t, int64_t permute_heads) {
     std::vector<float> v = t.to_f32();
     const int64_t rows = t.shape[0], cols = t.shape.size() == 2 ? t.shape[1] : 1;
@@ -212,8 +221,17 @@ std::string write_as_gguf(const Model& hf, const TempDir& dir, bool with_rope_fr
     const LayerWeights& L = hf.layers[size_t(l)];
     const std::string b = "blk." + std::to_string(l) + ".";
     put(b + "attn_norm.weight", *L.attn_norm, 0);
-    put(b + "attn_q.weight", *L.wq, c.n_heads);
-    put(b + "attn_k.weight", *L.wk, c.n_kv_heads);
+    put(b + "attn_q.weight", *L.wq, llama ? c.n_heads : 0);
+    put(b + "attn_k.weight", *L.wk, llama ? c.n_kv_heads : 0);
+    if (L.bq) {
+      put(b + "attn_q.bias", *L.bq, llama ? c.n_heads : 0);
+      put(b + "attn_k.bias", *L.bk, llama ? c.n_kv_heads : 0);
+      put(b + "attn_v.bias", *L.bv, 0);
+    }
+    if (L.q_norm) {
+      put(b + "attn_q_norm.weight", *L.q_norm, 0);
+      put(b + "attn_k_norm.weight", *L.k_norm, 0);
+    }
     put(b + "attn_v.weight", *L.wv, 0);
     put(b + "attn_output.weight", *L.wo, 0);
     put(b + "ffn_norm.weight", *L.mlp_norm, 0);
@@ -266,6 +284,26 @@ TEST(GgufModel, TinyLlamaAsLlamaCppWritesItLoadsTheSameWeights) {
   const Model b = Model::load(path, DType::BF16);
   EXPECT_EQ(b.weight_dtype, DType::BF16);
   EXPECT_EQ(b.layers[1].wk->to_f32(), hf.layers[1].wk->to_f32());  // bf16 values survive f32 -> bf16
+}
+
+// qwen2 (q/k/v biases) and qwen3 (per-head q/k norms, sharded in the
+// fixture) are stored unpermuted; their biases and norms map too.
+TEST(GgufModel, QwenFixturesLoadTheSameWeights) {
+  for (const char* name : {"tiny-qwen2", "tiny-qwen3"}) {
+    SCOPED_TRACE(name);
+    const Model hf = Model::load(std::string(KEEL_SHARED_DIR) + "/fixtures/" + name);
+    TempDir dir;
+    const Model g = Model::load(write_as_gguf(hf, dir, false), DType::F32);
+    EXPECT_EQ(g.config.arch, hf.config.arch);
+    EXPECT_EQ(g.config.qkv_bias, hf.config.qkv_bias);
+    EXPECT_EQ(g.config.qk_norm, hf.config.qk_norm);
+    EXPECT_EQ(g.config.rope.theta, hf.config.rope.theta);
+    for (const auto& [tname, t] : hf.weights.all()) {
+      SCOPED_TRACE(tname);
+      ASSERT_TRUE(g.weights.has(tname));
+      EXPECT_EQ(g.weights.get(tname).to_f32(), t.to_f32());
+    }
+  }
 }
 
 TEST(GgufModel, MetadataErrorsNameTheKey) {
