@@ -3,13 +3,13 @@
 # SECONDS (default 60) on a copy of its seed corpus in build/fuzz/corpus/, so
 # the checked-in seeds stay small. A crash, sanitizer report or uncaught
 # exception stops the run and leaves the reproducer in build/fuzz/artifacts/.
-# Usage: scripts/fuzz.sh [SECONDS] [TARGET...]   (targets: safetensors config)
+# Usage: scripts/fuzz.sh [SECONDS] [TARGET...]   (targets: safetensors config gguf)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-60}"
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(safetensors config)
+((${#targets[@]})) || targets=(safetensors config gguf)
 
 cmake --preset fuzz >/dev/null
 fuzzers=()
