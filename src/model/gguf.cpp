@@ -232,7 +232,8 @@ GgufFile GgufFile::parse(const std::byte* bytes, size_t size, const std::string&
     if (uint64_t(t.dims[0]) % info->block_elems != 0)
       fail(source, ": ", what, ": row length ", t.dims[0], " is not a multiple of the ", info->name, " block (",
            info->block_elems, ")");
-    t.nbytes = numel / info->block_elems * info->block_bytes;
+    if (__builtin_mul_overflow(numel / info->block_elems, uint64_t(info->block_bytes), &t.nbytes))
+      fail(source, ": ", what, ": ", numel, " elements of ", info->name, " overflow the byte count");
     t.offset = r.scalar<uint64_t>(what + " (offset)");
     if (t.offset % alignment != 0)
       fail(source, ": ", what, ": offset ", t.offset, " is not a multiple of the alignment (", alignment, ")");

@@ -116,6 +116,9 @@ TEST(Gguf, UnsupportedAndUnknownTypesNameTheTensor) {
   GgufWriter u = small_file();
   u.add_tensor({"blk.0.ffn_up.weight", {32}, 77, std::string(32, '\0')});
   expect_error([&] { parse(u.bytes()); }, {"'blk.0.ffn_up.weight'", "unknown element type 77"});
+  GgufWriter big = small_file();  // 2^62 f32 elements: 2^64 bytes wraps to 0
+  big.add_tensor({"blk.0.ffn_up.weight", {uint64_t(1) << 31, uint64_t(1) << 31}, 0, ""});
+  expect_error([&] { parse(big.bytes()); }, {"'blk.0.ffn_up.weight'", "overflow the byte count"});
   GgufWriter b = small_file();
   b.add_tensor({"blk.0.ffn_up.weight", {33}, 2, std::string(36, '\0')});  // Q4_0 rows of 33
   expect_error([&] { parse(b.bytes()); }, {"'blk.0.ffn_up.weight'", "multiple of the Q4_0 block"});
