@@ -4,8 +4,10 @@
 //  - vocab.json + merges.txt (no tokenizer.json): treated as a Qwen2-style
 //    byte-level BPE (NFC, the Qwen2 split regex), as transformers does.
 // tokenizer_config.json, when present, adds added_tokens_decoder, the BOS/EOS
-// tokens, add_bos_token/add_eos_token and the chat template. Every error names
-// the file and field at fault.
+// tokens, add_bos_token/add_eos_token and the chat template (or
+// chat_template.jinja beside it, where transformers 5.x writes it). GGUF files
+// come in through load_impl_json (gguf_tokenizer.cpp). Every error names the
+// file and field at fault.
 #include <algorithm>
 #include <cctype>
 #include <cstring>
@@ -343,7 +345,6 @@ namespace {
 
 std::unique_ptr<Tokenizer::Impl> build_impl(std::unique_ptr<Tokenizer::Impl> impl, Parts p, const json& cfg,
                                             const std::string& cj) {
-
   try {
     if (cfg.contains("added_tokens_decoder") && cfg["added_tokens_decoder"].is_object())
       for (auto it = cfg["added_tokens_decoder"].begin(); it != cfg["added_tokens_decoder"].end(); ++it) {
