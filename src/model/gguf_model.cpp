@@ -194,22 +194,32 @@ json config_json(const GgufFile& g, const GgufArch& arch, DType dtype) {
   return c;
 }
 
+const GgufArch& find_arch(const GgufFile& g) {
+  const std::string name = g.need_string("general.architecture");
+  for (const GgufArch& a : kGgufArchs)
+    if (a.gguf == name) return a;
+  fail(g.source(), ": metadata 'general.architecture' is '", name,
+       "', which keel does not support (supported: llama, mistral, qwen2, qwen3)");
+}
+
+ModelConfig parse_config(const GgufFile& g, DType dtype) {
+  return ModelConfig::parse(config_json(g, find_arch(g), dtype).dump(), g.source() + " (GGUF metadata)");
+}
+
 }  // namespace
+
+ModelConfig Model::load_gguf_config(const std::string& path, DType dtype) {
+  return parse_config(GgufFile::open(path), dtype);
+}
 
 Model Model::load_gguf(const std::string& path, DType dtype) {
   KEEL_CHECK(dtype == DType::F32 || dtype == DType::BF16, path, ": GGUF weights convert to F32 or BF16 only");
   GgufFile g = GgufFile::open(path);
-  const std::string arch_name = g.need_string("general.architecture");
-  const GgufArch* arch = nullptr;
-  for (const GgufArch& a : kGgufArchs)
-    if (a.gguf == arch_name) arch = &a;
-  if (!arch)
-    fail(path, ": metadata 'general.architecture' is '", arch_name,
-         "', which keel does not support (supported: llama, mistral, qwen2, qwen3)");
+  const GgufArch* arch = &find_arch(g);
 
   Model m;
   m.dir = path;
-  m.config = ModelConfig::parse(config_json(g, *arch, dtype).dump(), path + " (GGUF metadata)");
+  m.config = parse_config(g, dtype);
   for (int64_t id : m.config.eos_ids) m.generation.eos_ids.push_back(id);
   if (auto e = g.get_int("tokenizer.ggml.eot_token_id"); e && *e >= 0 && *e < m.config.vocab &&
                                                           *e != (m.config.eos_ids.empty() ? -1 : m.config.eos_ids[0]))

@@ -60,6 +60,8 @@ struct Model {
   /// weights dequantized to `dtype` (F32 or BF16) under their Hugging Face
   /// names (gguf_model.cpp).
   static Model load_gguf(const std::string& path, DType dtype);
+  /// The config of a GGUF file alone (no weights read), as load_gguf makes it.
+  static ModelConfig load_gguf_config(const std::string& path, DType dtype);
   /// Resolves and checks every tensor the config needs from `weights` (both
   /// loaders end with it).
   void bind_tensors();

@@ -1,7 +1,7 @@
 // The keel binary on GGUF input, run as a user would: corrupt files each give
 // one error line naming the problem; and on the real SmolLM2 GGUF (skipped
 // when scripts/fetch_models.sh has not fetched it): `keel info` shows the
-// quantization, `keel chat` answers the capital question with Paris, and
+// quantization (and `keel tokenize` and `keel compile` read the file), `keel chat` answers the capital question with Paris, and
 // `keel generate --model ollama:smollm2:135m` resolves an Ollama store laid out
 // here from the same file and reproduces the golden greedy tokens.
 #include <gtest/gtest.h>
@@ -120,6 +120,9 @@ TEST(CliGguf, InfoShowsQuantization) {
   const CmdResult t = run("tokenize --json --text \"Hello, world!\" --model " + smollm2());
   ASSERT_EQ(t.code, 0) << t.err;
   EXPECT_NE(t.out.find("19556"), std::string::npos) << t.out;  // "Hello" (tests/data/smollm2/tokenize.json)
+  const CmdResult c = run("compile --workers 8 --model " + smollm2());  // the metadata alone
+  ASSERT_EQ(c.code, 0) << c.err;
+  EXPECT_NE(c.err.find("compiled"), std::string::npos) << c.err;
 }
 
 TEST(CliGguf, ChatAnswersParis) {
