@@ -140,6 +140,32 @@ TEST(SmolLM2, ConfigAndQuantizationFromMetadata) {
   EXPECT_NE(m.gguf_quantization.find("210 Q4_1"), std::string::npos) << m.gguf_quantization;
 }
 
+// transformers' own reading of the metadata (its config.json for this file)
+// and keel's must agree on every field keel uses.
+TEST(SmolLM2, ConfigEqualsTransformersConfig) {
+  REQUIRE_SMOLLM2();
+  const model::ModelConfig g = model::Model::load_gguf_config(gguf_path(), DType::F32);
+  const model::ModelConfig t =
+      model::ModelConfig::load(std::string(KEEL_SOURCE_DIR) + "/tests/data/smollm2/hf_folder/config.json");
+  EXPECT_EQ(g.arch, t.arch);
+  EXPECT_EQ(g.hidden, t.hidden);
+  EXPECT_EQ(g.intermediate, t.intermediate);
+  EXPECT_EQ(g.n_layers, t.n_layers);
+  EXPECT_EQ(g.n_heads, t.n_heads);
+  EXPECT_EQ(g.n_kv_heads, t.n_kv_heads);
+  EXPECT_EQ(g.head_dim, t.head_dim);
+  EXPECT_EQ(g.vocab, t.vocab);
+  EXPECT_EQ(g.max_position, t.max_position);
+  EXPECT_EQ(g.rms_eps, t.rms_eps);
+  EXPECT_EQ(g.tie_embeddings, t.tie_embeddings);
+  EXPECT_EQ(g.qkv_bias, t.qkv_bias);
+  EXPECT_EQ(g.mlp_bias, t.mlp_bias);
+  EXPECT_EQ(g.rope.type, t.rope.type);
+  EXPECT_EQ(g.rope.theta, t.rope.theta);
+  EXPECT_EQ(g.bos_id, t.bos_id);
+  EXPECT_EQ(g.eos_ids, t.eos_ids);
+}
+
 /// Largest |keel - golden| over the sampled logits of one row, over the largest
 /// |golden| of the row: the relative error the issue bounds.
 struct RowCheck {
