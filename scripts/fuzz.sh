@@ -5,13 +5,13 @@
 # exception stops the run and leaves the reproducer in build/fuzz/artifacts/.
 # Inputs may be up to 256 KiB, so nesting far deeper than any parser accepts
 # stays reachable. Usage: scripts/fuzz.sh [SECONDS] [TARGET...]
-# (targets: safetensors config tokenizer chat_template program)
+# (targets: safetensors config tokenizer chat_template program gguf)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-60}"
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(safetensors config tokenizer chat_template program)
+((${#targets[@]})) || targets=(safetensors config tokenizer chat_template program gguf)
 
 cmake --preset fuzz >/dev/null
 fuzzers=()

@@ -92,6 +92,11 @@ bool file_exists(const std::string& path) {
   fail(path, ": cannot stat: ", std::strerror(e));
 }
 
+bool is_regular_file(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
 std::string path_join(const std::string& dir, const std::string& name) {
   if (dir.empty()) return name;
   if (dir.back() == '/') return dir + name;

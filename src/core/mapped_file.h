@@ -38,6 +38,11 @@ std::string read_text_file(const std::string& path);
 /// throws keel::Error naming it, so callers never report such a file "missing".
 bool file_exists(const std::string& path);
 
+/// True if the path names a regular file (or a link to one); false for
+/// anything else, including nothing. Never throws: for "is this a file or a
+/// folder?" questions, where a folder is a valid answer.
+bool is_regular_file(const std::string& path);
+
 /// Joins a directory and a file name with one '/'.
 std::string path_join(const std::string& dir, const std::string& name);
 

@@ -20,6 +20,7 @@
 #include "core/error.h"
 #include "core/parallel.h"
 #include "core/progress.h"
+#include "model/gguf.h"
 
 namespace keel::model {
 
@@ -203,7 +204,8 @@ DType majority_matrix_dtype(const Model& m) {
 
 }  // namespace
 
-Model Model::load(const std::string& dir) {
+Model Model::load(const std::string& dir, DType gguf_dtype) {
+  if (looks_like_gguf(dir)) return load_gguf(dir, gguf_dtype);
   Model m;
   m.dir = dir;
   m.config = ModelConfig::load(path_join(dir, "config.json"));
@@ -217,32 +219,35 @@ Model Model::load(const std::string& dir) {
          m.config.vocab, ")");
   m.weights = WeightStore::open_dir(dir);
 
-  m.embed = resolve(m, kEmbedName, mat(Dim::Vocab, Dim::Hidden), nullptr);
-  m.weight_dtype = majority_matrix_dtype(m);
-  const DType* wd = &m.weight_dtype;
-  m.embed = resolve(m, kEmbedName, mat(Dim::Vocab, Dim::Hidden), wd);
-  m.final_norm = resolve(m, kNormName, vec(Dim::Hidden), wd);
-  if (m.config.tie_embeddings) {
-    m.lm_head = m.embed;  // transformers ties lm_head to the embedding, ignoring a stored copy
-  } else {
-    if (!m.weights.has(kLmHeadName))
-      fail(m.weights.where(), ": tensor '", kLmHeadName,
-           "' is missing and config.json does not set tie_word_embeddings");
-    m.lm_head = resolve(m, kLmHeadName, mat(Dim::Vocab, Dim::Hidden), wd);
-  }
-
-  m.layers.resize(size_t(m.config.n_layers));
-  for (int64_t l = 0; l < m.config.n_layers; ++l) {
-    const std::string prefix = "model.layers." + std::to_string(l) + ".";
-    for (const TensorRow& row : kLayerTensors) {
-      if (!required(m.config, row.when)) continue;
-      m.layers[size_t(l)].*row.slot = resolve(m, prefix + row.name, row.shape, wd);
-    }
-  }
-
-  check_no_extra_layers(m);
+  m.bind_tensors();
   load_and_check_finite(m, "loading " + dir);
   return m;
+}
+
+void Model::bind_tensors() {
+  embed = resolve(*this, kEmbedName, mat(Dim::Vocab, Dim::Hidden), nullptr);
+  weight_dtype = majority_matrix_dtype(*this);
+  const DType* wd = &weight_dtype;
+  embed = resolve(*this, kEmbedName, mat(Dim::Vocab, Dim::Hidden), wd);
+  final_norm = resolve(*this, kNormName, vec(Dim::Hidden), wd);
+  if (config.tie_embeddings) {
+    lm_head = embed;  // transformers ties lm_head to the embedding, ignoring a stored copy
+  } else {
+    if (!weights.has(kLmHeadName))
+      fail(weights.where(), ": tensor '", kLmHeadName,
+           "' is missing and config.json does not set tie_word_embeddings");
+    lm_head = resolve(*this, kLmHeadName, mat(Dim::Vocab, Dim::Hidden), wd);
+  }
+
+  layers.resize(size_t(config.n_layers));
+  for (int64_t l = 0; l < config.n_layers; ++l) {
+    const std::string prefix = "model.layers." + std::to_string(l) + ".";
+    for (const TensorRow& row : kLayerTensors) {
+      if (!required(config, row.when)) continue;
+      layers[size_t(l)].*row.slot = resolve(*this, prefix + row.name, row.shape, wd);
+    }
+  }
+  check_no_extra_layers(*this);
 }
 
 uint64_t Model::bytes_per_token() const {

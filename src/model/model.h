@@ -46,11 +46,25 @@ struct Model {
   const TensorView* lm_head = nullptr;     // lm_head.weight [V, H], or embed when tied
   std::vector<LayerWeights> layers;
   DType weight_dtype = DType::BF16;        // dtype of every 2-D weight matrix (checked)
+  /// For a GGUF file: how its weights were stored (e.g. "Q4_1 (file type
+  /// MOSTLY_Q4_1): 182 Q4_1, 31 F32, ..."); empty for a Hugging Face folder.
+  std::string gguf_quantization;
 
   /// Loads config.json, generation_config.json (optional) and the weights from
   /// `dir`, validating names, shapes and dtypes. Shows a progress bar while
   /// touching the weights when that takes over a second.
-  static Model load(const std::string& dir);
+  /// A `.gguf` file (or any file starting with the GGUF magic) is read with
+  /// load_gguf, its weights dequantized to `gguf_dtype`.
+  static Model load(const std::string& dir, DType gguf_dtype = DType::BF16);
+  /// Loads a GGUF file: config and generation defaults from its metadata,
+  /// weights dequantized to `dtype` (F32 or BF16) under their Hugging Face
+  /// names (gguf_model.cpp).
+  static Model load_gguf(const std::string& path, DType dtype);
+  /// The config of a GGUF file alone (no weights read), as load_gguf makes it.
+  static ModelConfig load_gguf_config(const std::string& path, DType dtype);
+  /// Resolves and checks every tensor the config needs from `weights` (both
+  /// loaders end with it).
+  void bind_tensors();
   /// Bytes of weights read per decoded token (every matrix once; the embedding
   /// contributes one row, the LM head its whole matrix).
   uint64_t bytes_per_token() const;

@@ -239,6 +239,21 @@ WeightStore WeightStore::open_dir(const std::string& dir) {
   return ws;
 }
 
+std::byte* WeightStore::add_owned(const std::string& name, DType dtype, std::vector<int64_t> shape,
+                                  const std::string& file) {
+  TensorView v;
+  v.name = name;
+  v.dtype = dtype;
+  v.shape = std::move(shape);
+  v.file = file;
+  v.nbytes = size_t(v.numel()) * dtype_size(dtype);
+  owned_.push_back(std::make_unique<std::byte[]>(v.nbytes));
+  v.data = owned_.back().get();
+  auto [it, fresh] = tensors_.emplace(name, std::move(v));
+  KEEL_CHECK(fresh, file, ": tensor '", name, "' appears twice");
+  return owned_.back().get();
+}
+
 bool WeightStore::has(const std::string& name) const { return tensors_.count(name) != 0; }
 
 const TensorView& WeightStore::get(const std::string& name) const {

@@ -51,11 +51,17 @@ class WeightStore {
   const std::map<std::string, TensorView>& all() const { return tensors_; }
   uint64_t total_bytes() const;
   const std::string& where() const { return where_; }
+  /// Adds a tensor whose bytes the store owns (weights converted at load time,
+  /// such as dequantized GGUF tensors); returns its zeroed buffer to fill.
+  /// `file` names where it came from, for messages.
+  std::byte* add_owned(const std::string& name, DType dtype, std::vector<int64_t> shape, const std::string& file);
+  void set_where(std::string where) { where_ = std::move(where); }
   /// The mapped files, in the order opened (e.g. to pre-fault their pages).
   const std::vector<std::unique_ptr<MappedFile>>& files() const { return files_; }
 
  private:
   std::vector<std::unique_ptr<MappedFile>> files_;
+  std::vector<std::unique_ptr<std::byte[]>> owned_;
   std::map<std::string, TensorView> tensors_;
   std::string where_;
 };

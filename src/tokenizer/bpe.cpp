@@ -64,7 +64,6 @@ BpeModel::BpeModel(StringIdMap vocab, const std::vector<std::pair<std::string, s
     }
     auto it = vocab_.find(key);
     if (it != vocab_.end()) byte_ids_[b] = it->second;
-    if (opts_.byte_level) KEEL_CHECK(byte_ids_[b] >= 0, origin, ": byte-level vocab lacks the token for byte ", b);
   }
 }
 
@@ -127,7 +126,19 @@ void BpeModel::merge_symbols(std::string_view word, std::vector<int32_t>& out) c
 
   const auto* p = reinterpret_cast<const unsigned char*>(word.data());
   if (opts_.byte_level) {
-    for (size_t i = 0; i < word.size(); ++i) push_symbol(byte_ids_[p[i]]);
+    // A byte without a token (SmolLM2's vocabulary lacks 21 of the 256) becomes
+    // <unk> when the model names one, else it is dropped: Hugging Face
+    // tokenizers' BPE does the same.
+    bool last_unk = false;
+    for (size_t i = 0; i < word.size(); ++i) {
+      if (byte_ids_[p[i]] >= 0) {
+        push_symbol(byte_ids_[p[i]]);
+        last_unk = false;
+      } else if (opts_.unk_id) {
+        if (!(opts_.fuse_unk && last_unk)) push_symbol(*opts_.unk_id);
+        last_unk = true;
+      }
+    }
   } else {
     bool last_unk = false;
     for (size_t i = 0; i < word.size();) {

@@ -4,11 +4,14 @@
 //  - vocab.json + merges.txt (no tokenizer.json): treated as a Qwen2-style
 //    byte-level BPE (NFC, the Qwen2 split regex), as transformers does.
 // tokenizer_config.json, when present, adds added_tokens_decoder, the BOS/EOS
-// tokens, add_bos_token/add_eos_token and the chat template. Every error names
-// the file and field at fault.
+// tokens, add_bos_token/add_eos_token and the chat template (or
+// chat_template.jinja beside it, where transformers 5.x writes it). GGUF files
+// come in through load_impl_json (gguf_tokenizer.cpp). Every error names the
+// file and field at fault.
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <cstring>
 #include <map>
 
 #include <nlohmann/json.hpp>
@@ -51,8 +54,11 @@ std::string clip(std::string_view s) {
 template <class Where>
 int32_t token_id(const json& v, const Where& where) {
   if (v.is_number_unsigned() && v.get<uint64_t>() <= uint64_t(INT32_MAX)) return int32_t(v.get<uint64_t>());
-  if (v.is_number_integer() && !v.is_number_unsigned() && v.get<int64_t>() < 0)
-    fail(where(), ": negative token id ", v.get<int64_t>());
+  if (v.is_number_integer() && !v.is_number_unsigned()) {  // a signed integer (e.g. built in memory)
+    const int64_t id = v.get<int64_t>();
+    if (id < 0) fail(where(), ": negative token id ", id);
+    if (id <= INT32_MAX) return int32_t(id);
+  }
   if (v.is_number()) fail(where(), ": token id ", v.dump(), " is not an integer in [0, 2147483647]");
   fail(where(), ": token id must be an integer, got ", v.type_name());
 }
@@ -216,8 +222,7 @@ void parse_post_processor(const json& j, const std::string& where, Tokenizer::Im
   }
 }
 
-Parts read_tokenizer_json(const std::string& path, Tokenizer::Impl& impl) {
-  json j = parse_json_file(path);
+Parts parse_tokenizer_json(const json& j, const std::string& path, Tokenizer::Impl& impl) {
   Parts p;
   p.origin = path;
   try {
@@ -278,6 +283,10 @@ Parts read_tokenizer_json(const std::string& path, Tokenizer::Impl& impl) {
   return p;
 }
 
+Parts read_tokenizer_json(const std::string& path, Tokenizer::Impl& impl) {
+  return parse_tokenizer_json(parse_json_file(path), path, impl);
+}
+
 Parts read_vocab_and_merges(const std::string& vocab_path, const std::string& merges_path, Tokenizer::Impl& impl) {
   Parts p;
   p.origin = vocab_path;
@@ -312,6 +321,38 @@ Parts read_vocab_and_merges(const std::string& vocab_path, const std::string& me
   return p;
 }
 
+std::unique_ptr<Tokenizer::Impl> build_impl(std::unique_ptr<Tokenizer::Impl> impl, Parts p, const json& cfg,
+                                            const std::string& cj);
+
+/// The default system prompt of a ChatML template: the literal
+/// '<|im_start|>system\n...<|im_end|>' it writes when the conversation does
+/// not start with a system message (SmolLM2, Qwen2.5). Empty when the template
+/// writes no such literal. Jinja escapes (\n, \', \") in the literal are undone.
+std::string chatml_default_system(const std::string& tmpl) {
+  if (tmpl.find("'system'") == std::string::npos && tmpl.find("\"system\"") == std::string::npos) return {};
+  for (const char* head : {"<|im_start|>system\n", "<|im_start|>system\\n"}) {
+    for (size_t at = tmpl.find(head); at != std::string::npos; at = tmpl.find(head, at + 1)) {
+      size_t begin = at + std::strlen(head);
+      size_t end = tmpl.find("<|im_end|>", begin);
+      if (end == std::string::npos) break;
+      std::string_view raw(tmpl.data() + begin, end - begin);
+      std::string out;
+      bool literal = true;
+      for (size_t i = 0; i < raw.size() && literal; ++i) {
+        if (raw[i] == '\\' && i + 1 < raw.size()) {
+          char n = raw[++i];
+          out.push_back(n == 'n' ? '\n' : n == 't' ? '\t' : n);
+        } else {
+          literal = raw[i] != '{' && raw[i] != '}' && raw[i] != '\'' && raw[i] != '"';
+          out.push_back(raw[i]);
+        }
+      }
+      if (literal && !out.empty()) return out;
+    }
+  }
+  return {};
+}
+
 }  // namespace
 
 std::unique_ptr<Tokenizer::Impl> load_impl(const std::string& dir) {
@@ -328,7 +369,22 @@ std::unique_ptr<Tokenizer::Impl> load_impl(const std::string& dir) {
   }
   json cfg = file_exists(cj) ? parse_json_file(cj) : json::object();
   KEEL_CHECK(cfg.is_object(), cj, ": expected a JSON object");
+  // transformers 5.x saves the chat template only to chat_template.jinja.
+  std::string jinja = path_join(dir, "chat_template.jinja");
+  if (!cfg.contains("chat_template") && file_exists(jinja)) cfg["chat_template"] = read_text_file(jinja);
+  return build_impl(std::move(impl), std::move(p), cfg, cj);
+}
 
+std::unique_ptr<Tokenizer::Impl> load_impl_json(const json& tokenizer, const json& config, const std::string& origin) {
+  auto impl = std::make_unique<Tokenizer::Impl>();
+  Parts p = parse_tokenizer_json(tokenizer, origin, *impl);
+  return build_impl(std::move(impl), std::move(p), config, origin);
+}
+
+namespace {
+
+std::unique_ptr<Tokenizer::Impl> build_impl(std::unique_ptr<Tokenizer::Impl> impl, Parts p, const json& cfg,
+                                            const std::string& cj) {
   try {
     if (cfg.contains("added_tokens_decoder") && cfg["added_tokens_decoder"].is_object())
       for (auto it = cfg["added_tokens_decoder"].begin(); it != cfg["added_tokens_decoder"].end(); ++it) {
@@ -477,7 +533,10 @@ std::unique_ptr<Tokenizer::Impl> load_impl(const std::string& dir) {
   }
   if (tmpl.find("<|im_start|>") != std::string::npos) impl->chat = ChatFormat::ChatML;
   else if (tmpl.find("<|start_header_id|>") != std::string::npos) impl->chat = ChatFormat::Llama3;
+  if (impl->chat == ChatFormat::ChatML) impl->default_system = chatml_default_system(tmpl);
   return impl;
 }
+
+}  // namespace
 
 }  // namespace keel::tokenizer

@@ -13,7 +13,7 @@ namespace keel::tokenizer {
 
 Tokenizer Tokenizer::load(const std::string& dir) {
   Tokenizer t;
-  t.impl_ = load_impl(dir);
+  t.impl_ = is_gguf_path(dir) ? load_impl_gguf(dir) : load_impl(dir);
   return t;
 }
 
@@ -155,6 +155,8 @@ std::string Tokenizer::render_chat(const std::vector<ChatMessage>& messages, boo
   std::string out;
   switch (im.chat) {
     case ChatFormat::ChatML:
+      if (!im.default_system.empty() && (messages.empty() || messages.front().role != "system"))
+        out += "<|im_start|>system\n" + im.default_system + "<|im_end|>\n";
       for (const ChatMessage& m : messages) out += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n";
       if (add_generation_prompt) out += "<|im_start|>assistant\n";
       break;

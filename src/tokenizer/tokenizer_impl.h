@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "tokenizer/added_tokens.h"
 #include "tokenizer/bpe.h"
 #include "tokenizer/pipeline.h"
@@ -39,6 +41,7 @@ struct Tokenizer::Impl {
   std::optional<int32_t> bos;
   std::vector<int32_t> eos;
   ChatFormat chat = ChatFormat::None;
+  std::string default_system;  // ChatML: the system prompt the template adds when none is given
 
   bool valid_id(int32_t id) const { return id >= 0 && size_t(id) < flags.size() && (flags[id] & kExists); }
   bool special(int32_t id) const { return valid_id(id) && (flags[id] & kSpecial); }
@@ -46,5 +49,14 @@ struct Tokenizer::Impl {
 
 /// Builds the Impl from a folder (load.cpp).
 std::unique_ptr<Tokenizer::Impl> load_impl(const std::string& dir);
+/// Builds the Impl from a tokenizer.json object and a tokenizer_config.json
+/// object (load.cpp); `origin` names their source in errors. The GGUF reader
+/// (gguf_tokenizer.cpp) writes its metadata into these two objects.
+std::unique_ptr<Tokenizer::Impl> load_impl_json(const nlohmann::json& tokenizer, const nlohmann::json& config,
+                                                const std::string& origin);
+/// True for a path load_impl_gguf reads (a .gguf name or the GGUF magic).
+bool is_gguf_path(const std::string& path);
+/// Builds the Impl from a GGUF file's tokenizer.ggml.* metadata (gguf_tokenizer.cpp).
+std::unique_ptr<Tokenizer::Impl> load_impl_gguf(const std::string& path);
 
 }  // namespace keel::tokenizer

@@ -156,6 +156,8 @@ std::vector<int32_t> eos_ids(const model::Model& m, const tokenizer::Tokenizer* 
 }
 
 std::unique_ptr<tokenizer::Tokenizer> try_load_tokenizer(const std::string& dir) {
+  // A file (a GGUF, or an Ollama blob) carries its tokenizer in its metadata.
+  if (is_regular_file(dir)) return std::make_unique<tokenizer::Tokenizer>(tokenizer::Tokenizer::load(dir));
   if (!file_exists(path_join(dir, "tokenizer.json")) && !file_exists(path_join(dir, "vocab.json")))
     return nullptr;
   return std::make_unique<tokenizer::Tokenizer>(tokenizer::Tokenizer::load(dir));

@@ -48,7 +48,8 @@ engine::SamplingParams resolve_sampling(const SamplingFlags& f, const model::Gen
 /// EOS ids: generation_config.json, then config.json, then the tokenizer's.
 std::vector<int32_t> eos_ids(const model::Model& m, const tokenizer::Tokenizer* tok);
 
-/// Loads the tokenizer from `dir` if it has tokenizer files; null otherwise.
+/// Loads the tokenizer from `dir` if it has tokenizer files, or from a GGUF
+/// file's metadata when `dir` names a file; null otherwise.
 std::unique_ptr<tokenizer::Tokenizer> try_load_tokenizer(const std::string& dir);
 
 /// Checks that every id fits the model's vocabulary. `source` names where the

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_common.h"
+#include "model_source.h"
 #include "core/error.h"
 #include "core/mapped_file.h"
 #include "model/config.h"
@@ -71,7 +72,7 @@ int run_bench(const BenchArgs& a) {
 Command register_bench(CLI::App& root) {
   auto a = std::make_shared<BenchArgs>();
   CLI::App* c = root.add_subcommand("bench", "Measure decode ms/token and % of the GPU's read bandwidth");
-  auto* m = c->add_option("--model", a->model, "Checkpoint folder")->check(CLI::ExistingDirectory);
+  auto* m = c->add_option("--model", a->model, "Checkpoint folder")->transform(model_source());
   auto* f = c->add_option("--config", a->config, "A config.json (with --random-weights)")->check(CLI::ExistingFile);
   m->excludes(f);
   c->add_flag("--random-weights", a->random_weights, "Random weights of the config's shapes, made on the GPU");

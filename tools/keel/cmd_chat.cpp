@@ -11,6 +11,7 @@
 #include <iostream>
 
 #include "cli_common.h"
+#include "model_source.h"
 #include "core/error.h"
 #include "engine/text_stream.h"
 
@@ -27,7 +28,7 @@ struct ChatArgs {
 int run_chat(const ChatArgs& a) {
   auto tok = try_load_tokenizer(a.model);
   if (!tok) fail("chat needs a tokenizer (tokenizer.json or vocab.json + merges.txt) in ", a.model);
-  model::Model m = model::Model::load(a.model);
+  model::Model m = model::Model::load(a.model, gguf_dtype(a.backend.backend));
   check_tokenizer_fits_model(*tok, m, a.model);
   auto backend = make_backend(m, a.backend);
   const bool interactive = ::isatty(STDIN_FILENO) == 1;
@@ -93,7 +94,7 @@ int run_chat(const ChatArgs& a) {
 Command register_chat(CLI::App& root) {
   auto a = std::make_shared<ChatArgs>();
   CLI::App* c = root.add_subcommand("chat", "Multi-turn chat with the checkpoint's chat template (Ctrl-D ends)");
-  c->add_option("--model", a->model, "Checkpoint folder")->required()->check(CLI::ExistingDirectory);
+  c->add_option("--model", a->model, "Checkpoint folder or GGUF file (or ollama:NAME[:TAG])")->required()->transform(model_source());
   c->add_option("--system", a->system, "System message");
   c->add_option("--max-tokens", a->max_tokens, "Tokens per reply at most")->check(CLI::Range(1, 1 << 20))->capture_default_str();
   add_sampling_flags(*c, a->sampling);

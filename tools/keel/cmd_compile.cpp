@@ -5,6 +5,9 @@
 #include <cstdio>
 
 #include "cli_common.h"
+#include "model/gguf.h"
+#include "model/model.h"
+#include "model_source.h"
 #include "program/checker.h"
 #include "compiler/compiler.h"
 #include "compiler/report.h"
@@ -32,8 +35,9 @@ int run_compile(const CompileArgs& a) {
     source = a.program;
     p = program::load(a.program);
   } else {
-    source = !a.config.empty() ? a.config : path_join(a.model, "config.json");
-    model::ModelConfig cfg = model::ModelConfig::load(source);
+    const bool gguf = a.config.empty() && model::looks_like_gguf(a.model);
+    source = !a.config.empty() ? a.config : gguf ? a.model : path_join(a.model, "config.json");
+    model::ModelConfig cfg = gguf ? model::Model::load_gguf_config(source, DType::BF16) : model::ModelConfig::load(source);
     if (a.dtype == "bf16") cfg.dtype = DType::BF16;
     if (a.dtype == "f16") cfg.dtype = DType::F16;
     if (a.dtype == "f32") cfg.dtype = DType::F32;
@@ -75,7 +79,7 @@ int run_compile(const CompileArgs& a) {
 Command register_compile(CLI::App& root) {
   auto a = std::make_shared<CompileArgs>();
   CLI::App* c = root.add_subcommand("compile", "Compile a model's shapes into a task Program (no weights needed)");
-  auto* m = c->add_option("--model", a->model, "Checkpoint folder (only config.json is read)")->check(CLI::ExistingDirectory);
+  auto* m = c->add_option("--model", a->model, "Checkpoint folder (only config.json is read), GGUF file (only its metadata), or ollama:NAME[:TAG]")->transform(model_source());
   auto* f = c->add_option("--config", a->config, "A config.json file")->check(CLI::ExistingFile);
   auto* pr = c->add_option("--program", a->program, "Load a saved Program file instead of compiling (to check, report or dump it)")->check(CLI::ExistingFile);
   m->excludes(f)->excludes(pr);

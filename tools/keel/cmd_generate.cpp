@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_common.h"
+#include "model_source.h"
 #include "core/error.h"
 #include "engine/text_stream.h"
 
@@ -22,7 +23,7 @@ struct GenerateArgs {
 int run_generate(const GenerateArgs& a) {
   auto tok = try_load_tokenizer(a.model);
   std::vector<int32_t> ids = prompt_ids(a.prompt, a.prompt_ids, tok.get());
-  model::Model m = model::Model::load(a.model);
+  model::Model m = model::Model::load(a.model, gguf_dtype(a.backend.backend));
   if (tok) check_tokenizer_fits_model(*tok, m, a.model);
   check_ids_fit_model(ids, m, a.prompt_ids.empty() ? a.model : std::string("--prompt-ids"));
   auto backend = make_backend(m, a.backend);
@@ -91,7 +92,7 @@ int run_generate(const GenerateArgs& a) {
 Command register_generate(CLI::App& root) {
   auto a = std::make_shared<GenerateArgs>();
   CLI::App* c = root.add_subcommand("generate", "Generate a continuation of a prompt, streaming the text");
-  c->add_option("--model", a->model, "Checkpoint folder (config.json, *.safetensors, tokenizer)")->required()->check(CLI::ExistingDirectory);
+  c->add_option("--model", a->model, "Checkpoint folder (config.json, *.safetensors, tokenizer), GGUF file, or ollama:NAME[:TAG]")->required()->transform(model_source());
   auto* p = c->add_option("--prompt", a->prompt, "Prompt text");
   auto* pi = c->add_option("--prompt-ids", a->prompt_ids, "Prompt as token ids, e.g. 1,2,3");
   p->excludes(pi);

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_common.h"
+#include "model_source.h"
 #include "core/error.h"
 #if KEEL_EXEC_CUDA_AVAILABLE
 #include "exec/cuda/device_info.h"
@@ -38,8 +39,18 @@ nlohmann::json gpus_json() {
   return g;
 }
 
+std::string chat_format_name(tokenizer::ChatFormat f) {
+  switch (f) {
+    case tokenizer::ChatFormat::ChatML: return "ChatML";
+    case tokenizer::ChatFormat::Llama3: return "Llama-3";
+    case tokenizer::ChatFormat::None: break;
+  }
+  return "none";
+}
+
 int run_info(const InfoArgs& a) {
-  model::Model m = model::Model::load(a.model);
+  // GGUF weights are shown as the reference backend converts them (f32).
+  model::Model m = model::Model::load(a.model, gguf_dtype("reference"));
   const auto& c = m.config;
   std::map<std::string, uint64_t> dtype_bytes;
   for (const auto& [name, t] : m.weights.all()) dtype_bytes[std::string(dtype_name(t.dtype))] += t.nbytes;
@@ -54,6 +65,8 @@ int run_info(const InfoArgs& a) {
                         {"weight_bytes", m.weights.total_bytes()}, {"dtypes", dtype_bytes},
                         {"tied_embeddings", c.tie_embeddings}, {"qkv_bias", c.qkv_bias}, {"qk_norm", c.qk_norm},
                         {"tokenizer", tok ? std::string(tok->kind_name()) : std::string("none")},
+                        {"chat_format", tok ? chat_format_name(tok->chat_format()) : std::string("none")},
+                        {"gguf_quantization", m.gguf_quantization.empty() ? nlohmann::json() : nlohmann::json(m.gguf_quantization)},
                         {"gpus", gpus}};
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
@@ -70,7 +83,12 @@ int run_info(const InfoArgs& a) {
   for (const auto& [d, b] : dtype_bytes) std::printf("  [%s %s]", d.c_str(), human_bytes(double(b)).c_str());
   std::printf("\nper token      %s streamed per decoded token (batch 1)\n", human_bytes(double(m.bytes_per_token())).c_str());
   std::printf("context        %lld tokens\n", (long long)c.max_position);
-  std::printf("tokenizer      %s\n", tok ? std::string(tok->kind_name()).c_str() : "none found");
+  if (!m.gguf_quantization.empty())
+    std::printf("quantization   GGUF %s; dequantized at load to F32 (reference backend) or BF16 (cpu, cuda)\n",
+                m.gguf_quantization.c_str());
+  std::printf("tokenizer      %s", tok ? std::string(tok->kind_name()).c_str() : "none found");
+  if (tok) std::printf(", chat format %s", chat_format_name(tok->chat_format()).c_str());
+  std::printf("\n");
   if (gpus.empty()) {
 #if KEEL_EXEC_CUDA_AVAILABLE
     std::printf("gpus           none visible\n");
@@ -90,7 +108,7 @@ int run_info(const InfoArgs& a) {
 Command register_info(CLI::App& root) {
   auto a = std::make_shared<InfoArgs>();
   CLI::App* c = root.add_subcommand("info", "Describe a checkpoint and the GPUs this machine has");
-  c->add_option("--model", a->model, "Checkpoint folder")->required()->check(CLI::ExistingDirectory);
+  c->add_option("--model", a->model, "Checkpoint folder or GGUF file (or ollama:NAME[:TAG])")->required()->transform(model_source());
   c->add_flag("--json", a->json, "Print JSON");
   return {c, [a] { return run_info(*a); }};
 }

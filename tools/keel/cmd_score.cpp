@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "cli_common.h"
+#include "model_source.h"
 #include "core/error.h"
 #include "core/mapped_file.h"
 #include "model/safetensors.h"
@@ -20,7 +21,7 @@ struct ScoreArgs {
 int run_score(const ScoreArgs& a) {
   std::vector<int32_t> ids = parse_ids(a.ids, "--ids");
   KEEL_CHECK(!ids.empty(), "--ids: no token ids given");
-  model::Model m = model::Model::load(a.model);
+  model::Model m = model::Model::load(a.model, gguf_dtype(a.backend.backend));
   for (int32_t id : ids)
     KEEL_CHECK(id < m.config.vocab, "--ids: token id ", id, " is outside the vocabulary (", m.config.vocab, ")");
   auto backend = make_backend(m, a.backend);
@@ -45,7 +46,7 @@ int run_perplexity(const PplArgs& a) {
   std::string text = read_text_file(a.file);
   std::vector<int32_t> ids = tok->encode(text, true);
   KEEL_CHECK(ids.size() >= 2, a.file, ": too little text to score (", ids.size(), " tokens)");
-  model::Model m = model::Model::load(a.model);
+  model::Model m = model::Model::load(a.model, gguf_dtype(a.backend.backend));
   check_tokenizer_fits_model(*tok, m, a.model);
   check_ids_fit_model(ids, m, a.model);
   auto backend = make_backend(m, a.backend);
@@ -82,7 +83,7 @@ int run_perplexity(const PplArgs& a) {
 Command register_score(CLI::App& root) {
   auto a = std::make_shared<ScoreArgs>();
   CLI::App* c = root.add_subcommand("score", "Teacher-forced logits for a token sequence, saved as safetensors");
-  c->add_option("--model", a->model, "Checkpoint folder")->required()->check(CLI::ExistingDirectory);
+  c->add_option("--model", a->model, "Checkpoint folder or GGUF file (or ollama:NAME[:TAG])")->required()->transform(model_source());
   c->add_option("--ids", a->ids, "Token ids, e.g. 1,2,3")->required();
   c->add_option("--out", a->out, "Output .safetensors file (tensor `logits`, F32 [T, V])")->required();
   add_backend_flags(*c, a->backend);
@@ -92,7 +93,7 @@ Command register_score(CLI::App& root) {
 Command register_perplexity(CLI::App& root) {
   auto a = std::make_shared<PplArgs>();
   CLI::App* c = root.add_subcommand("perplexity", "Perplexity of a text file under the model");
-  c->add_option("--model", a->model, "Checkpoint folder")->required()->check(CLI::ExistingDirectory);
+  c->add_option("--model", a->model, "Checkpoint folder or GGUF file (or ollama:NAME[:TAG])")->required()->transform(model_source());
   c->add_option("--file", a->file, "Text file")->required()->check(CLI::ExistingFile);
   add_backend_flags(*c, a->backend);
   return {c, [a] { return run_perplexity(*a); }};

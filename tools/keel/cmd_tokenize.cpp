@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_common.h"
+#include "model_source.h"
 #include "core/error.h"
 #include "core/mapped_file.h"
 
@@ -51,7 +52,7 @@ int run_tokenize(const TokenizeArgs& a) {
 Command register_tokenize(CLI::App& root) {
   auto a = std::make_shared<TokenizeArgs>();
   CLI::App* c = root.add_subcommand("tokenize", "Text to token ids, or ids to text with --decode");
-  c->add_option("--model", a->model, "Folder with tokenizer.json (or vocab.json + merges.txt)")->required()->check(CLI::ExistingDirectory);
+  c->add_option("--model", a->model, "Folder with tokenizer.json (or vocab.json + merges.txt), GGUF file, or ollama:NAME[:TAG]")->required()->transform(model_source());
   auto* t = c->add_option("--text", a->text, "Text to encode");
   auto* f = c->add_option("--file", a->file, "File whose text to encode")->check(CLI::ExistingFile);
   auto* d = c->add_option("--decode", a->decode, "Token ids to decode, e.g. 1,2,3");
