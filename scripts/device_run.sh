@@ -5,7 +5,10 @@
 # context 512), runs the PyTorch CUDA-graph peer, and prints one table. Logs go
 # under $OUT. Binaries and fixtures come from the carried folder .device/
 # (scripts/device_pack.sh fills it on the build machine).
-#   usage: scripts/device_run.sh [tests|bench|peer|cli|tune|ab|trace|partition|micro|all]...
+#   usage: scripts/device_run.sh [tests|bench|peer|cli|smollm2|tune|ab|trace|partition|micro|all]...
+# smollm2: the real chat model (GGUF at $KEEL_SMOLLM2, e.g. carried in two halves
+# and joined there: the file is larger than one call may carry) on the CUDA
+# backend against the CPU executor: greedy tokens on five prompts, chat, bench.
 # ab: megakernel ms/token of a baseline build ($D/base/keel_cuda_bench, e.g. the
 # committed tree's) against this build, interleaved, and of this build under the
 # environment variants listed in $KEEL_AB_VARIANTS ("NAME:VAR=V,VAR=V;...").
@@ -187,6 +190,26 @@ print(f"  first oproj starts after it: {[round(x - a[-1], 2) for x in o[:6]]}")
 PY
     done
   done | tee "$OUT/trace.log"
+fi
+
+if has smollm2 && [[ -f "${KEEL_SMOLLM2:-}" ]]; then
+  G=$KEEL_SMOLLM2
+  for p in "What is the capital of France?" "Write a haiku about the sea." "List three prime numbers." \
+           "Once upon a time" "The quick brown fox"; do
+    for be in cpu cuda; do
+      timeout 120 "$D/keel" generate --model "$G" --backend $be --prompt "$p" --temperature 0 --max-tokens 48 \
+        --ignore-eos --json > "$OUT/smollm2-$be.json" 2>> "$OUT/smollm2.log"
+    done
+    python3 - "$OUT/smollm2-cpu.json" "$OUT/smollm2-cuda.json" "$p" <<'PY'
+import json, sys
+a, b = (json.load(open(f)) for f in sys.argv[1:3])
+same = a["output_ids"] == b["output_ids"]
+print(f"smollm2 {'EQUAL' if same else 'DIFFER'} cpu/cuda greedy ({len(b['output_ids'])} tokens), "
+      f"cuda {b['timing']['ms_per_token']:.3f} ms/token: {sys.argv[3]!r}")
+PY
+  done
+  printf 'What is the capital of France?\n' | timeout 120 "$D/keel" chat --max-tokens 24 --model "$G" --backend cuda
+  timeout 200 "$D/keel" bench --model "$G" --context 512 2>&1 | grep -E "^\||on NVIDIA"
 fi
 
 if has peer; then
