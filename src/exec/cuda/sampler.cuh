@@ -1,0 +1,166 @@
+// The Step task's sampler on one CTA: the device twin of exec::cpu::sample_token
+// (src/exec/cpu/sampler.cpp), drawing the same token from the same logits and
+// uniform. Included by program_tasks.cuh (it uses that file's block reductions).
+#pragma once
+
+#include "exec/cuda/program_tasks.cuh"
+
+namespace keel::exec::cuda::prog {
+
+using program::SeqState;
+
+/// Order-preserving key of a float (larger float -> larger key; -0 and +0 alike,
+/// as the CPU's float compares see them).
+__device__ __forceinline__ uint32_t fkey(float f) {
+  const uint32_t u = __float_as_uint(f + 0.0f);  // -0 + 0 = +0
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+__device__ int32_t block_argmax_logits(const float* logits, int64_t V, float* scratch) {
+  float bv = -INFINITY;
+  int32_t bi = INT32_MAX;
+  for (int64_t i = threadIdx.x; i < V; i += kThreads)
+    if (better(logits[i], int32_t(i), bv, bi)) bv = logits[i], bi = int32_t(i);
+  block_argmax(bv, bi, scratch, reinterpret_cast<int32_t*>(scratch + 32));
+  return bi == INT32_MAX ? 0 : bi;  // the CPU starts at index 0
+}
+
+/// exec::cpu::sample_token on one CTA (see its definition for the order of the
+/// transforms). Modifies logits in place like the CPU. Returns the token.
+/// Top-k and top-p thresholds are found by a bitwise search over float keys
+/// (32 counting passes), the draw by a block prefix sum over id ranges.
+__device__ __noinline__ int32_t sample_token(float* logits, int64_t V, const int32_t* history, int64_t n_history,
+                                const SeqState& s, float u, float* scratch) {
+  __shared__ double dscratch[kWarps];
+  __shared__ uint32_t uscratch[kWarps];
+  __shared__ double range_sum[kThreads];
+  __shared__ int32_t s_pick;
+  if (s.repetition_penalty != 1.0f && n_history > 0) {
+    for (int64_t i = threadIdx.x; i < n_history; i += kThreads) {
+      const int32_t id = history[i];
+      bool first = true;  // each distinct id once
+      for (int64_t j = 0; j < i && first; ++j) first = history[j] != id;
+      if (first && id >= 0 && id < V) {
+        const float l = logits[id];
+        logits[id] = l > 0 ? l / s.repetition_penalty : l * s.repetition_penalty;
+      }
+    }
+    csync();
+  }
+  if (s.temperature <= 0) return block_argmax_logits(logits, V, scratch);
+  float mx = -INFINITY;
+  uint32_t n_cand = 0;
+  for (int64_t i = threadIdx.x; i < V; i += kThreads) {
+    logits[i] /= s.temperature;
+    if (logits[i] > -INFINITY) mx = fmaxf(mx, logits[i]), ++n_cand;
+  }
+  mx = block_max(mx, scratch);
+  n_cand = block_sum_u(n_cand, uscratch);
+  if (n_cand == 0 || mx == INFINITY) return block_argmax_logits(logits, V, scratch);
+  auto cand = [&](int64_t i) { return logits[i] > -INFINITY; };
+  // top-k: keep logits >= the k-th largest value (its key: the largest t with count(key >= t) >= k).
+  uint32_t kth_key = 0;
+  if (s.top_k > 0 && uint32_t(s.top_k) < n_cand) {
+    for (int bit = 31; bit >= 0; --bit) {
+      const uint32_t t = kth_key | (1u << bit);
+      uint32_t c = 0;
+      for (int64_t i = threadIdx.x; i < V; i += kThreads) c += cand(i) && fkey(logits[i]) >= t;
+      if (block_sum_u(c, uscratch) >= uint32_t(s.top_k)) kth_key = t;
+    }
+  }
+  auto alive_k = [&](int64_t i) { return cand(i) && fkey(logits[i]) >= kth_key; };
+  // top-p over the top-k survivors, sorted by (value desc, id asc): the smallest prefix whose
+  // probability reaches p. Its last value v* is the largest key t with mass(key >= t) >= p*total;
+  // ties at v* are taken in id order.
+  uint32_t p_key = 0;
+  int32_t p_last = INT32_MAX;
+  uint32_t n_k = 0;
+  for (int64_t i = threadIdx.x; i < V; i += kThreads) n_k += alive_k(i);
+  n_k = block_sum_u(n_k, uscratch);
+  if (s.top_p < 1.0f && n_k > 1) {
+    double tot = 0;
+    for (int64_t i = threadIdx.x; i < V; i += kThreads)
+      if (alive_k(i)) tot += exp(double(logits[i]) - mx);
+    const double total = block_sum_d(tot, dscratch);
+    const double goal = double(s.top_p) * total;
+    for (int bit = 31; bit >= 0; --bit) {
+      const uint32_t t = p_key | (1u << bit);
+      double mass = 0;
+      for (int64_t i = threadIdx.x; i < V; i += kThreads)
+        if (alive_k(i) && fkey(logits[i]) >= t) mass += exp(double(logits[i]) - mx);
+      if (block_sum_d(mass, dscratch) >= goal) p_key = t;
+    }
+    // mass strictly above v*, then the ties at v* in id order (one thread: ties are rare)
+    double above = 0;
+    for (int64_t i = threadIdx.x; i < V; i += kThreads)
+      if (alive_k(i) && fkey(logits[i]) > p_key) above += exp(double(logits[i]) - mx);
+    above = block_sum_d(above, dscratch);
+    if (threadIdx.x == 0) {
+      double cum = above;
+      int32_t last = INT32_MAX;
+      for (int64_t i = 0; i < V; ++i)
+        if (alive_k(i) && fkey(logits[i]) == p_key) {
+          cum += exp(double(logits[i]) - mx);
+          last = int32_t(i);
+          if (cum >= goal) break;
+        }
+      s_pick = last;
+    }
+    csync();
+    p_last = s_pick;
+    csync();
+  }
+  const double cut = s.min_p > 0.0f ? log(double(s.min_p)) : -INFINITY;
+  auto alive = [&](int64_t i) {
+    if (!alive_k(i)) return false;
+    if (p_last != INT32_MAX) {
+      const uint32_t k = fkey(logits[i]);
+      if (k < p_key || (k == p_key && i > p_last)) return false;
+    }
+    return !(s.min_p > 0.0f && double(logits[i]) - mx < cut);
+  };
+  // Draw: survivors in ascending id order with weights float(exp(l - max)).
+  const int64_t per = (V + kThreads - 1) / kThreads;
+  const int64_t lo = threadIdx.x * per, hi = lo + per < V ? lo + per : V;
+  double mine = 0;
+  int32_t last_alive = -1;
+  for (int64_t i = lo; i < hi; ++i)
+    if (alive(i)) mine += double(float(exp(double(logits[i]) - mx))), last_alive = int32_t(i);
+  range_sum[threadIdx.x] = mine;
+  if (threadIdx.x == 0) s_pick = -1;
+  csync();
+  if (last_alive >= 0) atomicMax(&s_pick, last_alive);  // idx.back() if the walk never stops
+  csync();
+  const int32_t fallback = s_pick;
+  csync();
+  if (threadIdx.x == 0) {
+    double total = 0;
+    for (int k = 0; k < kThreads; ++k) total += range_sum[k];
+    const double target = double(u) * total;
+    double cum = 0;
+    int32_t pick = fallback;
+    for (int k = 0; k < kThreads && pick == fallback; ++k) {
+      if (cum + range_sum[k] <= target) {
+        cum += range_sum[k];
+        continue;
+      }
+      const int64_t a = k * per, z = a + per < V ? a + per : V;
+      for (int64_t i = a; i < z; ++i)
+        if (alive(i)) {
+          cum += double(float(exp(double(logits[i]) - mx)));
+          if (target < cum) {
+            pick = int32_t(i);
+            break;
+          }
+        }
+      break;
+    }
+    s_pick = pick;
+  }
+  csync();
+  const int32_t r = s_pick;
+  csync();
+  return r;
+}
+
+}  // namespace keel::exec::cuda::prog
