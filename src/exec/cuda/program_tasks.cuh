@@ -397,10 +397,8 @@ __device__ __forceinline__ int64_t page_of(const DevProgram& P, const RingView& 
   return R.pages ? R.pages[idx] : __ldcg(bp<const int32_t>(P, P.h.buf_page_table) + idx);
 }
 
-/// Element offset in a KV cache of (page, kv head, position p, element e).
-__device__ __forceinline__ int64_t kv_offset(const ProgramHeader& h, int64_t page, int kvh, int64_t p, int e) {
-  return program::kv_offset(h, page, kvh, p, e);
-}
+// Element offsets in a KV cache: program::kv_offset (program/rules.h), found
+// by argument-dependent lookup from the ProgramHeader argument.
 
 __device__ __forceinline__ Tile task_tile(const DevProgram& P, const TaskDesc& t, const RingView& R) {
   return R.tile ? *R.tile : weight_tile(P, t);
