@@ -290,9 +290,9 @@ void step(const TaskContext& c, const TaskDesc& t) {
         }
       }
     } else {
-      const uint64_t seed = uint64_t(s.seed_hi) << 32 | s.seed_lo;
-      next = program::sample_token(logits, V, tokens, s.pos + 1, program::sampling_of(s),
-                                   program::rng_uniform(seed, uint32_t(b), uint32_t(s.n_generated)));
+      const program::SamplingParams sp = program::sampling_of(s);
+      next = program::sample_token(logits, V, tokens, s.pos + 1, sp,
+                                   program::rng_uniform(sp.seed, uint32_t(b), uint32_t(s.n_generated)));
     }
     int32_t* ring = c.as<int32_t>(t.buf[6]) + int64_t(b) * h.ring_len;
     ring[s.n_generated % h.ring_len] = next;

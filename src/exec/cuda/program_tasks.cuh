@@ -1222,15 +1222,9 @@ __device__ void step(const DevProgram& P, const TaskDesc& t, int32_t task, float
         }
       }
     } else {
-      SeqState copy;
-      copy.temperature = s.temperature;
-      copy.top_k = s.top_k;
-      copy.top_p = s.top_p;
-      copy.min_p = s.min_p;
-      copy.repetition_penalty = s.repetition_penalty;
-      const uint64_t seed = uint64_t(s.seed_hi) << 32 | s.seed_lo;
-      const float u = program::rng_uniform(seed, uint32_t(b), uint32_t(s.n_generated));
-      next = sample_token(logits, V, tokens, pos + 1, copy, u, scratch);
+      const program::SamplingParams sp = program::sampling_of(const_cast<const SeqState&>(s));  // set at launch
+      const float u = program::rng_uniform(sp.seed, uint32_t(b), uint32_t(s.n_generated));
+      next = sample_token(logits, V, tokens, pos + 1, sp, u, scratch);
     }
     if (threadIdx.x == 0) {
       s_go = 1;

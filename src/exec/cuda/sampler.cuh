@@ -11,8 +11,6 @@
 
 namespace keel::exec::cuda::prog {
 
-using program::SeqState;
-
 /// Order-preserving key of a float (larger float -> larger key; -0 and +0 alike,
 /// as the CPU's float compares see them).
 __device__ __forceinline__ uint32_t fkey(float f) {
@@ -34,7 +32,7 @@ __device__ int32_t block_argmax_logits(const float* logits, int64_t V, float* sc
 /// Top-k and top-p thresholds are found by a bitwise search over float keys
 /// (32 counting passes), the draw by a block prefix sum over id ranges.
 __device__ __noinline__ int32_t sample_token(float* logits, int64_t V, const int32_t* history, int64_t n_history,
-                                const SeqState& s, float u, float* scratch) {
+                                const program::SamplingParams& s, float u, float* scratch) {
   __shared__ double dscratch[kWarps];
   __shared__ uint32_t uscratch[kWarps];
   __shared__ double range_sum[kThreads];
@@ -50,7 +48,7 @@ __device__ __noinline__ int32_t sample_token(float* logits, int64_t V, const int
     }
     csync();
   }
-  if (s.temperature <= 0) return block_argmax_logits(logits, V, scratch);
+  if (s.greedy()) return block_argmax_logits(logits, V, scratch);
   float mx = -INFINITY, bv = -INFINITY;  // (bv, bi): argmax of the logits before the temperature
   int32_t bi = INT32_MAX;
   uint32_t n_cand = 0;
