@@ -13,7 +13,7 @@ namespace keel::engine {
 const std::vector<BackendEntry>& backend_registry() {
   static const std::vector<BackendEntry> registry = [] {
     std::vector<BackendEntry> r;
-    r.push_back({"reference", "fp32 forward pass (the ground truth)",
+    r.push_back({"reference", "fp32 forward pass, the ground truth",
                  [](const model::Model& m, const BackendConfig& c) -> std::unique_ptr<Backend> {
                    return std::make_unique<ReferenceBackend>(m, c.max_context);
                  }});
