@@ -5,13 +5,15 @@
 # context 512), runs the PyTorch CUDA-graph peer, and prints one table. Logs go
 # under $OUT. Binaries and fixtures come from the carried folder .device/
 # (scripts/device_pack.sh fills it on the build machine).
-#   usage: scripts/device_run.sh [tests|bench|peer|cli|smollm2|tune|ab|trace|partition|micro|all]...
+#   usage: scripts/device_run.sh [tests|bench|peer|cli|smollm2|ab|trace|micro|all]...
+# Every measurement goes through `keel bench` (the one bench driver; --json),
+# whose knobs are flags printed with its results, never environment variables.
 # smollm2: the real chat model (GGUF at $KEEL_SMOLLM2, e.g. carried in two halves
 # and joined there: the file is larger than one call may carry) on the CUDA
 # backend against the CPU executor: greedy tokens on five prompts, chat, bench.
-# ab: megakernel ms/token of a baseline build ($D/base/keel_cuda_bench, e.g. the
-# committed tree's) against this build, interleaved, and of this build under the
-# environment variants listed in $KEEL_AB_VARIANTS ("NAME:VAR=V,VAR=V;...").
+# ab: megakernel ms/token of a baseline build ($D/base/keel, e.g. the committed
+# tree's) against this build, interleaved, and of this build with the extra
+# `keel bench` flags listed in $KEEL_AB_VARIANTS ("NAME:--flag v,--flag v;...").
 set -u
 D=${KEEL_DEVICE_DIR:-.device}
 OUT=${OUT:-/tmp/keel-out}
@@ -19,6 +21,22 @@ mkdir -p "$OUT"
 export KEEL_SHARED_DIR=$D/shared
 what=${*:-all}
 has() { [[ " $what " == *" $1 "* || " $what " == *" all "* ]]; }
+# kbench BIN NAME ARGS...: `BIN bench ARGS --json` (killed after $kb_timeout
+# seconds, default 240), printed as lines "RESULT name launch ms/token
+# %read-bw read-GB/s GB/token" for the tables below (the whole JSON is kept in
+# $OUT/bench-NAME.json).
+kbench() {
+  local bin=$1 name=$2; shift 2
+  timeout "${kb_timeout:-240}" "$bin" bench "$@" --json > "$OUT/bench-$name.json" ||
+    { echo "bench $name failed (rc=$?)"; return 1; }
+  python3 - "$OUT/bench-$name.json" "$name" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+for r in j["rows"]:
+    print("RESULT %s %s %.4f %.1f %.0f %.3f" % (sys.argv[2], r["launch"], r["ms_per_token"], r["pct_of_read_bw"],
+                                             j["read_bw_GBps"], j["bytes_per_token"] / 1e9))
+PY
+}
 
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,clocks.mem,power.draw --format=csv > "$OUT/gpu.txt" 2>&1
 cat "$OUT/gpu.txt"
@@ -35,14 +53,14 @@ if has bench; then
   : > "$OUT/bench.log"
   run_bench() {  # name, args...
     local name=$1; shift
-    timeout 240 "$D/keel_cuda_bench" --name "$name" --context 512 --steps 256 "$@" \
+    kb_timeout=240 kbench "$D/keel" "$name" --context 512 --tokens 256 --launch all "$@" \
       --trace "$OUT/trace-$name.json" >> "$OUT/bench.log" 2>&1 || echo "bench $name failed (rc=$?)" | tee -a "$OUT/bench.log"
   }
   run_bench stories260K --model "$D/shared/models/stories260K"
-  run_bench llama3.2-1b --config "$D/configs/llama3.2-1b.json"
-  run_bench qwen3-1.7b --config "$D/shared/models/qwen3-tokenizer/Qwen3-1.7B/config.json"
-  run_bench qwen3-8b --config "$D/shared/models/qwen3-tokenizer/Qwen3-8B/config.json"
-  grep -v RESULT "$OUT/bench.log"
+  run_bench llama3.2-1b --config "$D/configs/llama3.2-1b.json" --random-weights
+  run_bench qwen3-1.7b --config "$D/shared/models/qwen3-tokenizer/Qwen3-1.7B/config.json" --random-weights
+  run_bench qwen3-8b --config "$D/shared/models/qwen3-tokenizer/Qwen3-8B/config.json" --random-weights
+  cat "$OUT/bench.log"
   # Where the megakernel's time goes: per task kind, mean busy and wait time per task.
   for n in stories260K llama3.2-1b qwen3-8b; do
     [[ -f "$OUT/trace-$n.json" ]] || continue
@@ -84,32 +102,6 @@ if [[ " $what " == *" cli "* || " $what " == *" all "* ]] && [[ -x "$D/keel" ]];
   cat "$OUT/cli.log"
 fi
 
-# Ring tunables (environment overrides read by ProgramExecutor: KEEL_CUDA_STAGE_KB, KEEL_CUDA_MAX_STAGES,
-# KEEL_CUDA_L2_HINT; the copy-size and L2-ahead columns are ignored since the planner was removed), megakernel only.
-if [[ " $what " == *" tune "* ]]; then
-  # stage KB, copy KB, L2 hint, L2 prefetch chunks ahead, max ring stages
-  tune_cfgs=("32 32 1 0 6" "64 64 1 0 3" "96 96 1 0 2" "64 64 0 0 3" "64 64 1 2 3")
-  for cfg in "${tune_cfgs[@]}"; do
-    set -- $cfg
-    for m in qwen3-8b:$D/shared/models/qwen3-tokenizer/Qwen3-8B/config.json llama3.2-1b:$D/configs/llama3.2-1b.json; do
-      KEEL_CUDA_STAGE_KB=$1 KEEL_CUDA_COPY_KB=$2 KEEL_CUDA_L2_HINT=$3 KEEL_CUDA_L2_AHEAD=$4 KEEL_CUDA_MAX_STAGES=$5 timeout 120 "$D/keel_cuda_bench" \
-        --name "${m%%:*}" --config "${m#*:}" --steps 64 --modes megakernel 2>&1 | grep RESULT | \
-        sed "s/^/stage=$1KB copy=$2KB hint=$3 l2ahead=$4 stages<=$5 /"
-    done
-  done | tee "$OUT/tune.log"
-fi
-
-# Partition experiments (compile options read by the bench from the environment), megakernel only.
-if [[ " $what " == *" partition "* ]]; then
-  for v in "default:" "o_split_1:KEEL_O_SPLIT_K=1" "down_split_1:KEEL_DOWN_SPLIT_K=1" "down_split_8:KEEL_DOWN_SPLIT_K=8" \
-           "chunks_8:KEEL_ATTN_CHUNKS=8" "chunks_32:KEEL_ATTN_CHUNKS=32" ${KEEL_PART_VARIANTS:-}; do
-    for m in qwen3-8b:$D/shared/models/qwen3-tokenizer/Qwen3-8B/config.json llama3.2-1b:$D/configs/llama3.2-1b.json; do
-      env ${v#*:} timeout 120 "$D/keel_cuda_bench" --name "${m%%:*}" --config "${m#*:}" --steps 128 --modes megakernel \
-        2>&1 | grep RESULT | sed "s/^/${v%%:*} /"
-    done
-  done | tee "$OUT/partition.log"
-fi
-
 # micro: release latency with the SM's loader idle / streaming (bench/micro, built here with nvcc).
 if [[ " $what " == *" micro "* ]]; then
   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a bench/micro/release_latency.cu -o "$OUT/release_latency" &&
@@ -123,20 +115,18 @@ if [[ " $what " == *" ab "* ]]; then
   IFS=';' read -r -a ab_vars <<< "${KEEL_AB_VARIANTS:-}"
   for round in 1 2; do
     for m in "${ab_models[@]}"; do
-      if [[ -x "$D/base/keel_cuda_bench" ]]; then
-        timeout 120 "$D/base/keel_cuda_bench" --name "${m%%:*}" --config "${m#*:}" --steps ${KEEL_AB_STEPS:-128} \
-          --modes megakernel 2>&1 | grep RESULT | sed "s/^/r$round base /"
+      args=(--config "${m#*:}" --random-weights --tokens ${KEEL_AB_STEPS:-128} --launch megakernel)
+      if [[ -x "$D/base/keel" ]]; then
+        kb_timeout=120 kbench "$D/base/keel" "${m%%:*}" "${args[@]}" 2>&1 | grep RESULT | sed "s/^/r$round base /"
       fi
-      for xb in ${KEEL_AB_BINS:-}; do  # other builds: $D/<dir>/keel_cuda_bench
-        timeout 120 "$D/$xb/keel_cuda_bench" --name "${m%%:*}" --config "${m#*:}" --steps ${KEEL_AB_STEPS:-128} \
-          --modes megakernel 2>&1 | grep RESULT | sed "s/^/r$round $xb /"
+      for xb in ${KEEL_AB_BINS:-}; do  # other builds: $D/<dir>/keel
+        kb_timeout=120 kbench "$D/$xb/keel" "${m%%:*}" "${args[@]}" 2>&1 | grep RESULT | sed "s/^/r$round $xb /"
       done
       for v in new "${ab_vars[@]}"; do
         [[ -z "$v" ]] && continue
-        vname=${v%%:*}; venv=""
-        [[ "$v" == *:* ]] && venv=${v#*:}
-        env ${venv//,/ } timeout 120 "$D/keel_cuda_bench" --name "${m%%:*}" --config "${m#*:}" \
-          --steps ${KEEL_AB_STEPS:-128} --modes megakernel 2>&1 | grep RESULT | sed "s/^/r$round $vname /"
+        vname=${v%%:*}; vflags=""
+        [[ "$v" == *:* ]] && vflags=${v#*:}
+        kb_timeout=120 kbench "$D/keel" "${m%%:*}" "${args[@]}" ${vflags//,/ } 2>&1 | grep RESULT | sed "s/^/r$round $vname /"
       done
     done
     [[ -n "${KEEL_AB_ONE_ROUND:-}" ]] && break
@@ -148,9 +138,9 @@ fi
 # adds to the step), lat = first task start after its wait - that previous end.
 if [[ " $what " == *" trace "* ]]; then
   for m in llama3.2-1b:$D/configs/llama3.2-1b.json qwen3-8b:$D/shared/models/qwen3-tokenizer/Qwen3-8B/config.json; do
-    for bin in base/keel_cuda_bench keel_cuda_bench; do
+    for bin in base/keel keel; do
       [[ -x "$D/$bin" ]] || continue
-      timeout 120 "$D/$bin" --name "${m%%:*}" --config "${m#*:}" --steps 32 --modes megakernel \
+      kb_timeout=120 kbench "$D/$bin" "${m%%:*}" --config "${m#*:}" --random-weights --tokens 32 --launch megakernel \
         --trace /tmp/tr.json 2>&1 | grep RESULT | sed "s|^|$bin |"
       python3 - /tmp/tr.json <<'PY'
 import json, sys, collections

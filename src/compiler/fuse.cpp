@@ -11,6 +11,14 @@
 
 namespace keel::compiler {
 
+std::string_view kind_name(graph::OpKind k) {
+  if (k == kFusedQkv) return "fused_qkv";
+  if (k == kFusedGateUp) return "fused_gate_up";
+  if (k == kMatvecResidual) return "matvec_residual";
+  if (k == kFusedLmHead) return "fused_lm_head";
+  return graph::op_kind_name(k);
+}
+
 namespace {
 
 using graph::Op;
@@ -93,7 +101,7 @@ struct Fuser {
       // the concatenation [q; k; v] to qkv.<layer> (row tiles, like gate/up);
       // the q epilogue (head norm, rope), the k epilogue and the kv_append move
       // into the attention op that reads q (its chunk at pos appends k and v).
-      f.kind = OpKind::FusedQkv;
+      f.kind = kFusedQkv;
       f.name = "qkv";
       const char* pre[3] = {"q_", "k_", "v_"};
       std::vector<std::string> outs;
@@ -129,7 +137,7 @@ struct Fuser {
       e.caches = g.ops[ka].outputs;
       out.ops.push_back(f);
     } else if (mv.size() == 2) {  // gate, up
-      f.kind = OpKind::FusedGateUp;
+      f.kind = kFusedGateUp;
       f.name = "gate_up";
       const char* pre[2] = {"gate_", "up_"};
       std::vector<std::string> outs;
@@ -147,7 +155,7 @@ struct Fuser {
       out.ops.push_back(f);
     } else if (mv.size() == 1) {  // LM head
       used[mv[0]] = true;
-      f.kind = OpKind::FusedLmHead;
+      f.kind = kFusedLmHead;
       f.name = "lm_head";
       f.weights.push_back({"W", g.ops[mv[0]].weight("W")});
       f.outputs = g.ops[mv[0]].outputs;
@@ -161,7 +169,7 @@ struct Fuser {
     const Op& m = g.ops[i];
     used[i] = true;
     Op f;
-    f.kind = OpKind::MatvecResidual;
+    f.kind = kMatvecResidual;
     f.name = m.name;
     f.layer = m.layer;
     f.weights.push_back({"W", m.weight("W")});

@@ -17,6 +17,17 @@
 
 namespace keel::compiler {
 
+/// The fused operator kinds: the compiler's, in the range graph.h reserves
+/// for it; only fuse() writes them, and partition turns each into tasks.
+inline constexpr graph::OpKind kFusedQkv = graph::OpKind(graph::kFirstCompilerOpKind + 0);  // rmsnorm + q/k/v matvec (+bias) -> raw [q; k; v] rows (bf16)
+inline constexpr graph::OpKind kFusedGateUp = graph::OpKind(graph::kFirstCompilerOpKind + 1);  // rmsnorm + gate/up matvec (+bias) + silu*mul
+inline constexpr graph::OpKind kMatvecResidual = graph::OpKind(graph::kFirstCompilerOpKind + 2);  // x += W . in (+bias)
+inline constexpr graph::OpKind kFusedLmHead = graph::OpKind(graph::kFirstCompilerOpKind + 3);  // final rmsnorm + LM head matvec + partial argmax
+
+/// The name of any op kind: the fused ones ("fused_qkv", ...) and the
+/// primitives (graph::op_kind_name).
+std::string_view kind_name(graph::OpKind k);
+
 /// Returns the fused graph (the same tensors plus qkv.<layer>; intermediate
 /// tensors that fusion removed are no longer read or written by any op).
 graph::Graph fuse(const graph::Graph& g);

@@ -11,6 +11,7 @@
 #include <numeric>
 #include <unordered_map>
 
+#include "compiler/fuse.h"
 #include "compiler/passes.h"
 #include "core/error.h"
 
@@ -324,17 +325,13 @@ void partition(Build& b) {
     for (const std::string& in : op.inputs) pt.ready = std::max(pt.ready, written[in]);
     for (const std::string& out : op.outputs) pt.ready = std::max({pt.ready, written[out], read[out]});
     pt.op_finish = pt.ready;
-    switch (op.kind) {
-      case graph::OpKind::FusedQkv: pt.qkv(op); break;
-      case graph::OpKind::Attention: pt.attention(op); break;
-      case graph::OpKind::MatvecResidual: pt.matvec_residual(op); break;
-      case graph::OpKind::FusedGateUp: pt.gate_up(op); break;
-      case graph::OpKind::FusedLmHead: pt.lm_head(op); break;
-      case graph::OpKind::Step: pt.step(); break;
-      default:
-        fail("compiler: partition got unfused operator ", graph::op_kind_name(op.kind), " '", op.name,
-             "' (run fuse first)");
-    }
+    if (op.kind == kFusedQkv) pt.qkv(op);  // (an if chain: the fused kinds are not graph::OpKind enumerators)
+    else if (op.kind == graph::OpKind::Attention) pt.attention(op);
+    else if (op.kind == kMatvecResidual) pt.matvec_residual(op);
+    else if (op.kind == kFusedGateUp) pt.gate_up(op);
+    else if (op.kind == kFusedLmHead) pt.lm_head(op);
+    else if (op.kind == graph::OpKind::Step) pt.step();
+    else fail("compiler: partition got unfused operator ", kind_name(op.kind), " '", op.name, "' (run fuse first)");
     for (const std::string& in : op.inputs) read[in] = std::max(read[in], pt.op_finish);
     for (const std::string& out : op.outputs) {
       written[out] = pt.op_finish;

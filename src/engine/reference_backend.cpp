@@ -1,7 +1,8 @@
 // The generate loop over the reference forward pass: prefill the whole prompt in
 // one batched call, sample, then decode one token at a time until a stop rule
-// fires. Stop rules are checked in this order after each token: EOS, the
-// callback asking to stop, max_tokens, the context being full. Timing: prefill_ms
+// fires. The stop rules and the prompt bound are program/rules.h's (EOS, the
+// callback asking to stop, max_tokens, the context being full, in that order),
+// the sampler program/sampling.h's, as on every backend. Timing: prefill_ms
 // runs from the start of prefill to the first sampled token; decode_ms_per_token
 // is the mean time of each later forward + sample (the callback excluded).
 #include "engine/reference_backend.h"
@@ -10,6 +11,7 @@
 #include <chrono>
 
 #include "core/error.h"
+#include "program/rules.h"
 
 namespace keel::engine {
 namespace {
@@ -26,11 +28,9 @@ ReferenceBackend::ReferenceBackend(const model::Model& m, int64_t max_context)
     : fwd_(m, max_context) {}
 
 GenerateResult ReferenceBackend::generate(const GenerateRequest& req, const TokenCallback& on_token) {
-  KEEL_CHECK(!req.prompt.empty(), "generate: the prompt is empty");
   KEEL_CHECK(req.max_tokens >= 0, "generate: max_tokens must be >= 0, got ", req.max_tokens);
   const int64_t prompt_len = int64_t(req.prompt.size());
-  KEEL_CHECK(prompt_len <= fwd_.max_context(), "prompt longer than the context: ", prompt_len,
-             " tokens > context length ", fwd_.max_context());
+  program::check_prompt_fits(prompt_len, fwd_.max_context(), "reference backend");
 
   GenerateResult res;
   if (req.max_tokens == 0) {
@@ -45,11 +45,11 @@ GenerateResult ReferenceBackend::generate(const GenerateRequest& req, const Toke
   const Clock::time_point t0 = Clock::now();
   std::vector<float> logits = fwd_.forward(req.prompt);
   double decode_ms = 0;
+  if (program::context_full(prompt_len, fwd_.max_context())) {  // a prompt of max_context tokens
+    res.stop_reason = program::stop_reason_name(program::StopReason::Context);
+    return res;
+  }
   for (;;) {
-    if (prompt_len + int64_t(res.output.size()) >= fwd_.max_context()) {
-      res.stop_reason = "context";
-      break;
-    }
     Clock::time_point ts = Clock::now();
     if (!res.output.empty()) logits = fwd_.forward(std::span<const int32_t>(&res.output.back(), 1));
     const int32_t tok = sampler.sample(logits, history);
@@ -62,16 +62,12 @@ GenerateResult ReferenceBackend::generate(const GenerateRequest& req, const Toke
     history.push_back(tok);
 
     const bool keep_going = on_token ? on_token(tok) : true;
-    if (std::find(req.eos_ids.begin(), req.eos_ids.end(), tok) != req.eos_ids.end()) {
-      res.stop_reason = "eos";
-      break;
-    }
-    if (!keep_going) {
-      res.stop_reason = "stopped";
-      break;
-    }
-    if (int64_t(res.output.size()) >= req.max_tokens) {
-      res.stop_reason = "max_tokens";
+    const bool eos = std::find(req.eos_ids.begin(), req.eos_ids.end(), tok) != req.eos_ids.end();
+    const program::StopReason stop = program::stop_after_token(
+        eos, !keep_going, int64_t(res.output.size()), req.max_tokens, prompt_len + int64_t(res.output.size()),
+        fwd_.max_context());
+    if (stop != program::StopReason::None) {
+      res.stop_reason = program::stop_reason_name(stop);
       break;
     }
   }

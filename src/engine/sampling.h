@@ -1,54 +1,44 @@
-// Token sampling from logits: greedy, temperature, top-k, top-p, min-p and
-// repetition penalty, driven by a seeded RNG so a seed reproduces the output.
-// The same parameters are handed to the executors that sample on-device.
+// The engine's view of token sampling: the parameters and the sampler are
+// defined once in program/sampling.h (shared by every backend, so a seed gives
+// the same tokens on reference, cpu and cuda); Sampler adds what a host loop
+// needs around it: the draw counter behind the counter-based random number,
+// and clear errors for logits a model should never produce.
 #pragma once
 
 #include <cstdint>
-#include <random>
 #include <span>
-#include <vector>
+
+#include "program/sampling.h"
 
 namespace keel::engine {
 
-struct SamplingParams {
-  float temperature = 0.0f;   // 0: greedy (argmax)
-  int32_t top_k = 0;          // 0: off
-  float top_p = 1.0f;         // 1: off
-  float min_p = 0.0f;         // 0: off
-  float repetition_penalty = 1.0f;  // 1: off; applied to tokens already seen
-  uint64_t seed = 0;
-  bool greedy() const { return temperature <= 0.0f; }
-};
-
-/// Smallest temperature above 0 accepted: below it, logits / temperature
-/// overflows float for ordinary logits (0 asks for greedy decoding instead).
-inline constexpr float kMinTemperature = 1e-3f;
-inline constexpr float kMaxTemperature = 100.0f;
-inline constexpr float kMaxRepetitionPenalty = 100.0f;
-
-/// Checks every field; throws keel::Error naming the CLI flag of the field at
-/// fault (--temperature, --top-k, --top-p, --min-p, --repetition-penalty) for
-/// NaN, infinite or out-of-range values. The one place sampling values are
-/// validated: the CLI calls it on the flags it was given, Sampler on its input.
-void validate(const SamplingParams& p);
+using program::kMaxRepetitionPenalty;
+using program::kMaxTemperature;
+using program::kMinTemperature;
+using program::SamplingParams;
+using program::validate;
 
 /// Index of the largest logit (lowest index on ties); throws keel::Error when
 /// any logit is NaN rather than answering token 0.
 int32_t argmax(std::span<const float> logits);
 
+/// Samples the tokens of one sequence: the n-th call draws with
+/// program::rng_uniform(seed, sequence, n), exactly as the Step task of a
+/// Program does for the sequence in batch slot `sequence`.
 class Sampler {
  public:
-  explicit Sampler(const SamplingParams& p);
-  /// Picks the next token. `history` (prompt + generated) feeds the repetition
-  /// penalty. `logits` is modified in place (penalty, temperature).
+  explicit Sampler(const SamplingParams& p, uint32_t sequence = 0);
+  /// Picks the next token with program::sample_token. `history` (prompt +
+  /// generated) feeds the repetition penalty. `logits` is modified in place
+  /// (penalty, temperature). Throws on NaN logits, and when sampling finds no
+  /// candidate (every logit -inf).
   int32_t sample(std::span<float> logits, std::span<const int32_t> history);
   const SamplingParams& params() const { return p_; }
 
  private:
   SamplingParams p_;
-  std::mt19937_64 rng_;
-  std::vector<int32_t> idx_;
-  std::vector<float> prob_;
+  uint32_t sequence_ = 0;
+  uint32_t n_ = 0;  // tokens drawn so far
 };
 
 }  // namespace keel::engine

@@ -23,12 +23,8 @@ std::string_view op_kind_name(OpKind k) {
     case OpKind::SiluMul: return "silu_mul";
     case OpKind::Add: return "add";
     case OpKind::Step: return "step";
-    case OpKind::FusedQkv: return "fused_qkv";
-    case OpKind::FusedGateUp: return "fused_gate_up";
-    case OpKind::MatvecResidual: return "matvec_residual";
-    case OpKind::FusedLmHead: return "fused_lm_head";
   }
-  return "?";
+  return uint8_t(k) >= kFirstCompilerOpKind ? "compiler op" : "?";
 }
 
 std::string Op::weight(std::string_view role) const {

@@ -2,6 +2,8 @@
 // tensors. build_decode_graph() writes it per architecture from a ModelConfig
 // with primitive operators (rmsnorm, matvec, bias, rope, ...); fuse() (in
 // compiler/fuse.h) rewrites it into the fused operators the task set offers.
+// Those fused kinds belong to the compiler (compiler/fuse.h): the graph only
+// reserves their range of OpKind values.
 // Tensors are named like the checkpoint (weights) or by role and layer
 // ("q.3", "k_cache.3"), so the Program's buffer table can be read by a person.
 #pragma once
@@ -44,12 +46,12 @@ enum class OpKind : uint8_t {
   SiluMul,      // out = bf16(silu(a) * b)
   Add,          // residual: x += in
   Step,         // token selection, output, next embedding into x
-  // fused operators (compiler::fuse) — one per task family of the Program
-  FusedQkv,        // rmsnorm + q/k/v matvec (+bias) -> raw [q; k; v] rows (bf16)
-  FusedGateUp,     // rmsnorm + gate/up matvec (+bias) + silu*mul
-  MatvecResidual,  // x += W . in (+bias)
-  FusedLmHead,     // final rmsnorm + LM head matvec + partial argmax
 };
+/// OpKind values from here on are operators the compiler's passes create
+/// (compiler/fuse.h); the builder never writes them.
+inline constexpr uint8_t kFirstCompilerOpKind = 64;
+/// The name of a primitive kind ("rmsnorm", ...); "compiler op" for the
+/// compiler's kinds (compiler::kind_name names those).
 std::string_view op_kind_name(OpKind k);
 
 /// One operator. Weights are named by role ("W", "norm", "bias", "q_norm", ...).

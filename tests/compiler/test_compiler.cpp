@@ -51,8 +51,8 @@ TEST(Fuse, EachFamilyBecomesFiveOpsPerLayer) {
     using K = graph::OpKind;
     std::vector<K> want;
     for (int l = 0; l < 2; ++l)
-      want.insert(want.end(), {K::FusedQkv, K::Attention, K::MatvecResidual, K::FusedGateUp, K::MatvecResidual});
-    want.insert(want.end(), {K::FusedLmHead, K::Step});
+      want.insert(want.end(), {kFusedQkv, K::Attention, kMatvecResidual, kFusedGateUp, kMatvecResidual});
+    want.insert(want.end(), {kFusedLmHead, K::Step});
     ASSERT_EQ(f.ops.size(), want.size());
     for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(f.ops[i].kind, want[i]) << i;
     // The projection writes the raw [q; k; v] rows; the head norms, RoPE and

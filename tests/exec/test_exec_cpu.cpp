@@ -17,7 +17,7 @@
 
 #include "program/checker.h"
 #include "compiler/compiler.h"
-#include "exec/cpu/cpu_backend.h"
+#include "engine/cpu_backend.h"
 #include "exec/cpu/executor.h"
 #include "reference/forward.h"
 #include "reference/golden.h"
@@ -186,11 +186,18 @@ TEST(CpuExecutor, StopsAtEosAndContext) {
   EXPECT_EQ(r.seqs[0].stop, program::StopReason::Eos);
   ASSERT_GE(r.seqs[0].tokens.size(), 1u);
   EXPECT_EQ(r.seqs[0].tokens.back(), g.greedy[5]);
-  // Context: 64 positions, the prompt takes T, so T-1 prefill steps + (64 - T + 1) generated tokens.
+  // Context: 64 positions, the prompt takes T, so 64 - T generated tokens (a
+  // sequence never holds more than max_context tokens: program::context_full,
+  // the reference's bound); a prompt of 64 tokens generates none.
   s.max_new = 1000;
   r = ex.run({s}, shuffled(4));
   EXPECT_EQ(r.seqs[0].stop, program::StopReason::Context);
-  EXPECT_EQ(int(r.seqs[0].tokens.size()), 64 - int(g.ids.size()) + 1);
+  EXPECT_EQ(int(r.seqs[0].tokens.size()), 64 - int(g.ids.size()));
+  Sequence full = s;
+  full.prompt.resize(64, g.ids.back());
+  r = ex.run({full}, shuffled(6));
+  EXPECT_EQ(r.seqs[0].stop, program::StopReason::Context);
+  EXPECT_TRUE(r.seqs[0].tokens.empty());
   // Early stop from the token callback.
   ro = shuffled(5);
   ro.on_token = [&](int, int32_t) { return false; };
@@ -238,12 +245,12 @@ TEST(CpuExecutor, SamplingIsSeededAndMatchesBatchSlots) {
 
 TEST(CpuBackend, GenerateAndScore) {
   const Loaded& f = fixture("stories260K");
-  CpuBackendOptions o;
+  engine::CpuBackendOptions o;
   o.workers = 7;
   o.shuffle = true;
   o.shuffle_seed = 11;
   o.max_context = 128;
-  CpuBackend be(f.model, o);
+  engine::CpuBackend be(f.model, o);
   EXPECT_EQ(be.name(), "cpu");
   EXPECT_EQ(be.max_context(), 128);
   engine::GenerateRequest req;

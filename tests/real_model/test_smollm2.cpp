@@ -21,7 +21,7 @@
 
 #include "core/mapped_file.h"
 #include "engine/reference_backend.h"
-#include "exec/cpu/cpu_backend.h"
+#include "engine/cpu_backend.h"
 #include "model/gguf.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
@@ -274,9 +274,9 @@ TEST(SmolLM2, ChatAnswersParis) {
 TEST(SmolLM2, CpuExecutorMatchesTransformers) {
   REQUIRE_SMOLLM2();
   const model::Model m = model::Model::load(gguf_path(), DType::BF16);
-  exec::cpu::CpuBackendOptions o;
+  engine::CpuBackendOptions o;
   o.max_context = 256;
-  exec::cpu::CpuBackend be(m, o);
+  engine::CpuBackend be(m, o);
   double worst = 0;
   const json cases = golden("logits.json")["cases"];
   ASSERT_EQ(cases.size(), 3u);

@@ -8,13 +8,7 @@
 
 #include "core/error.h"
 #include "core/mapped_file.h"
-#include "engine/reference_backend.h"
-#if KEEL_EXEC_CPU_AVAILABLE
-#include "exec/cpu/cpu_backend.h"
-#endif
-#if KEEL_EXEC_CUDA_AVAILABLE
-#include "exec/cuda/cuda_backend.h"
-#endif
+#include "engine/backends.h"
 
 namespace keel::cli {
 
@@ -37,19 +31,13 @@ std::vector<int32_t> parse_ids(const std::string& text, const std::string& flag)
   return ids;
 }
 
-std::vector<std::string> available_backends() {
-  std::vector<std::string> b = {"reference"};
-#if KEEL_EXEC_CPU_AVAILABLE
-  b.push_back("cpu");
-#endif
-#if KEEL_EXEC_CUDA_AVAILABLE
-  b.push_back("cuda");
-#endif
-  return b;
-}
+std::vector<std::string> available_backends() { return engine::backend_names(); }
 
 void add_backend_flags(CLI::App& cmd, BackendOptions& o) {
-  cmd.add_option("--backend", o.backend, "Executor: reference (fp32 forward pass), cpu (compiled Program on CPU workers), cuda (megakernel)")
+  std::string help = "Executor, one of the backends built in:";
+  for (const engine::BackendEntry& e : engine::backend_registry())
+    help += cat(" ", e.name, " (", e.description, ")", &e == &engine::backend_registry().back() ? "" : ",");
+  cmd.add_option("--backend", o.backend, help)
       ->check(CLI::IsMember(available_backends()))
       ->capture_default_str();
   cmd.add_option("--workers", o.workers, "cpu backend: number of logical workers the Program is compiled for (default: 8)")
@@ -65,25 +53,11 @@ std::unique_ptr<engine::Backend> make_backend(const model::Model& m, const Backe
   if (o.context > m.config.max_position)
     fail("--context ", o.context, " exceeds the model's context length (max_position_embeddings = ",
          m.config.max_position, ")");
-  if (o.backend == "reference") return std::make_unique<engine::ReferenceBackend>(m, ctx);
-#if KEEL_EXEC_CPU_AVAILABLE
-  if (o.backend == "cpu") {
-    exec::cpu::CpuBackendOptions co;
-    if (o.workers > 0) co.workers = o.workers;
-    co.shuffle = o.shuffle_seed >= 0;
-    co.shuffle_seed = o.shuffle_seed >= 0 ? uint64_t(o.shuffle_seed) : 0;
-    co.max_context = ctx;
-    return std::make_unique<exec::cpu::CpuBackend>(m, co);
-  }
-#endif
-#if KEEL_EXEC_CUDA_AVAILABLE
-  if (o.backend == "cuda") {
-    exec::cuda::CudaBackendOptions co;
-    co.max_context = ctx;
-    return std::make_unique<exec::cuda::CudaBackend>(m, co);
-  }
-#endif
-  fail("backend '", o.backend, "' is not built into this keel binary");
+  engine::BackendConfig cfg;
+  cfg.max_context = ctx;
+  cfg.workers = o.workers;
+  cfg.shuffle_seed = o.shuffle_seed;
+  return engine::make_backend(o.backend, m, cfg);
 }
 
 void add_sampling_flags(CLI::App& cmd, SamplingFlags& f) {

@@ -26,14 +26,14 @@ std::vector<int32_t> parse_ids(const std::string& text, const std::string& flag)
 
 /// Options that select and configure an execution backend.
 struct BackendOptions {
-  std::string backend = "reference";  // reference | cpu | cuda
+  std::string backend = "reference";  // a name of engine::backend_registry()
   int workers = 0;                    // cpu: logical workers (0: default)
   int64_t shuffle_seed = -1;          // cpu: < 0 off
   int64_t context = 0;                // KV capacity (0: model max, capped)
 };
 void add_backend_flags(CLI::App& cmd, BackendOptions& opts);
 std::unique_ptr<engine::Backend> make_backend(const model::Model& m, const BackendOptions& opts);
-/// Names of the backends compiled into this binary.
+/// Names of the backends compiled into this binary (engine::backend_names()).
 std::vector<std::string> available_backends();
 
 /// Sampling flags; unset flags fall back to generation_config.json defaults.

@@ -14,6 +14,7 @@
 #include "model_source.h"
 #include "core/error.h"
 #include "engine/text_stream.h"
+#include "program/rules.h"
 
 namespace keel::cli {
 
@@ -58,7 +59,7 @@ int run_chat(const ChatArgs& a) {
     const size_t first = a.system.empty() ? 0 : 1;  // the system message is kept
     for (;;) {
       req.prompt = tok->encode(tok->render_chat(messages, true), add_special);
-      if (int64_t(req.prompt.size()) < backend->max_context()) break;
+      if (!program::context_full(int64_t(req.prompt.size()), backend->max_context())) break;  // room for a reply
       if (messages.size() - first <= 1)
         fail("chat: the message (", req.prompt.size(), " tokens with the chat format) does not fit the context (",
              backend->max_context(), " tokens); raise --context or send a shorter message");

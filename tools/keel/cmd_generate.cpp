@@ -6,6 +6,7 @@
 #include "cli_common.h"
 #include "model_source.h"
 #include "core/error.h"
+#include "program/rules.h"
 #include "engine/text_stream.h"
 
 namespace keel::cli {
@@ -27,9 +28,7 @@ int run_generate(const GenerateArgs& a) {
   if (tok) check_tokenizer_fits_model(*tok, m, a.model);
   check_ids_fit_model(ids, m, a.prompt_ids.empty() ? a.model : std::string("--prompt-ids"));
   auto backend = make_backend(m, a.backend);
-  KEEL_CHECK(int64_t(ids.size()) < backend->max_context(), "the prompt has ", ids.size(),
-             " tokens but the context holds ", backend->max_context(),
-             " (raise --context up to the model's max_position_embeddings = ", m.config.max_position, ")");
+  program::check_prompt_fits(int64_t(ids.size()), backend->max_context(), "generate");
   if (!a.stops.empty() && !tok) fail("--stop needs a tokenizer in the model folder");
 
   engine::GenerateRequest req;

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/mapped_file.h"
 #include "model/safetensors.h"
+#include "program/rules.h"
 
 namespace keel::cli {
 
@@ -25,8 +26,7 @@ int run_score(const ScoreArgs& a) {
   for (int32_t id : ids)
     KEEL_CHECK(id < m.config.vocab, "--ids: token id ", id, " is outside the vocabulary (", m.config.vocab, ")");
   auto backend = make_backend(m, a.backend);
-  KEEL_CHECK(int64_t(ids.size()) <= backend->max_context(), "--ids: ", ids.size(),
-             " tokens exceed the context (", backend->max_context(), "); raise --context");
+  program::check_prompt_fits(int64_t(ids.size()), backend->max_context(), "--ids");
   std::vector<float> logits = backend->score(ids);
   int64_t T = int64_t(ids.size()), V = m.config.vocab;
   KEEL_CHECK(int64_t(logits.size()) == T * V, "backend returned ", logits.size(), " logits, expected ", T * V);

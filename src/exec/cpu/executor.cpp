@@ -5,7 +5,7 @@
 // on. Workers never block a thread, so any number of them share any number of
 // threads without deadlock, as long as the Program is deadlock-free.
 #include "exec/cpu/executor.h"
-#include "exec/cpu/launch_state.h"
+#include "exec/common/launch_state.h"
 
 #include <algorithm>
 #include <atomic>

@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "core/error.h"
+#include "program/rules.h"
+#include "program/sampling.h"
 
 namespace keel::exec::cpu {
 
@@ -77,10 +79,9 @@ void head_epilogue(const TaskContext& c, int32_t norm_buf, int64_t pos, float* y
 
 uint16_t* kv_slot(const TaskContext& c, int32_t cache, int b, int head, int64_t pos) {
   const auto& h = c.p->h;
-  const int32_t* pt = c.as<int32_t>(h.buf_page_table) + int64_t(b) * h.pages_per_seq;
-  const int64_t page = pt[pos / h.page_size], slot = pos % h.page_size;
+  const int64_t page = c.as<int32_t>(h.buf_page_table)[program::kv_page_entry(h, b, pos)];
   KEEL_CHECK(page >= 0 && page < h.n_pages, "cpu executor: page table entry ", page, " out of range");
-  return c.as<uint16_t>(cache) + ((page * h.n_kv_heads + head) * h.page_size + slot) * h.head_dim;
+  return c.as<uint16_t>(cache) + program::kv_offset(h, page, head, pos, 0);
 }
 
 }  // namespace
@@ -269,6 +270,11 @@ void step(const TaskContext& c, const TaskDesc& t) {
   if (s.pos + 1 < s.prompt_len) {
     next = tokens[s.pos + 1];
   } else {
+    if (program::context_full(s.pos + 1, h.max_context)) {  // a prompt of max_context tokens: nothing to emit
+      s.done = 1;
+      s.stop_reason = int32_t(StopReason::Context);
+      return;
+    }
     if (s.temperature <= 0 && s.repetition_penalty == 1.0f) {
       const float* part = c.as<float>(t.buf[1]) + int64_t(b) * t.arg[0] * 2;
       float best = -INFINITY;
@@ -284,19 +290,20 @@ void step(const TaskContext& c, const TaskDesc& t) {
         }
       }
     } else {
-      const uint64_t seed = uint64_t(s.seed_hi) << 32 | s.seed_lo;
-      next = sample_token(logits, V, tokens, s.pos + 1, s, program::rng_uniform(seed, uint32_t(b), uint32_t(s.n_generated)));
+      const program::SamplingParams sp = program::sampling_of(s);
+      next = program::sample_token(logits, V, tokens, s.pos + 1, sp,
+                                   program::rng_uniform(sp.seed, uint32_t(b), uint32_t(s.n_generated)));
     }
     int32_t* ring = c.as<int32_t>(t.buf[6]) + int64_t(b) * h.ring_len;
     ring[s.n_generated % h.ring_len] = next;
     s.n_generated++;
     if (s.pos + 1 < h.max_context) tokens[s.pos + 1] = next;
     if (c.hooks && c.hooks->on_token) c.hooks->on_token(b, next);
-    bool eos = false;
-    for (int i = 0; i < std::min(ctl.n_eos, program::kMaxEos); ++i) eos |= ctl.eos[i] == next;
-    if (eos || s.n_generated >= s.max_new || s.pos + 1 >= h.max_context) {
+    const StopReason stop = program::stop_after_token(program::is_eos(ctl, next), false, s.n_generated, s.max_new,
+                                                      int64_t(s.pos) + 2, h.max_context);
+    if (stop != StopReason::None) {
       s.done = 1;
-      s.stop_reason = int32_t(eos ? StopReason::Eos : s.n_generated >= s.max_new ? StopReason::MaxTokens : StopReason::Context);
+      s.stop_reason = int32_t(stop);
       return;
     }
   }

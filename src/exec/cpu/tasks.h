@@ -13,7 +13,6 @@
 
 #include "program/program.h"
 #include "core/dtype.h"
-#include "exec/cpu/sampler.h"
 
 namespace keel::exec::cpu {
 

@@ -12,7 +12,7 @@
 // position, then the megakernel, or one launch per operator (optionally in a
 // CUDA graph), timed per step.
 #include "exec/cuda/program_executor.h"
-#include "exec/cpu/launch_state.h"
+#include "exec/common/launch_state.h"
 
 #include <cuda_runtime_api.h>
 
@@ -437,7 +437,7 @@ namespace {
 /// of the workspace, uploaded; counters, status and CTA states zeroed. With
 /// start_pos > 0 every sequence is placed at that position with its prompt
 /// consumed (bench: the KV cache below it is whatever the arena holds).
-prog::DevProgram prepare(ProgramExecutor::Impl& I, const program::Program& p, const std::vector<cpu::Sequence>& seqs,
+prog::DevProgram prepare(ProgramExecutor::Impl& I, const program::Program& p, const std::vector<Sequence>& seqs,
                          const std::vector<int32_t>& eos, int start_pos, int max_steps) {
   const auto& h = p.h;
   const int B = h.batch;
@@ -505,7 +505,7 @@ void check_status(ProgramExecutor::Impl& I, const program::Program& p, const pro
 
 }  // namespace
 
-cpu::RunResult ProgramExecutor::run(const std::vector<cpu::Sequence>& seqs, const cpu::RunOptions& opt) {
+RunResult ProgramExecutor::run(const std::vector<Sequence>& seqs, const RunOptions& opt) {
   Impl& I = *impl_;
   const program::Program& p = p_;
   const auto& h = p.h;
@@ -524,7 +524,7 @@ cpu::RunResult ProgramExecutor::run(const std::vector<cpu::Sequence>& seqs, cons
   P.timeout_ns = uint64_t(wd * 1e9);
 
   // ---- one launch; stream tokens while it runs ----
-  cpu::RunResult res;
+  RunResult res;
   res.seqs.resize(seqs.size());
   std::vector<int32_t> seen(static_cast<size_t>(B), 0);
   bool stop_sent = false, first = true;
@@ -618,7 +618,7 @@ std::vector<double> ProgramExecutor::time_steps(LaunchMode mode, int start_pos, 
   KEEL_CHECK(mode == LaunchMode::Megakernel || I.per_op_ok, "cuda bench: per-op launches of this Program are "
              "not possible: ", I.per_op_why);
   KEEL_CUDA_CHECK(cudaSetDevice(I.device));
-  std::vector<cpu::Sequence> seqs(size_t(h.batch));
+  std::vector<Sequence> seqs(size_t(h.batch));
   for (auto& s : seqs) {
     s.prompt = {0};
     s.max_new = steps + 1;

@@ -13,8 +13,9 @@
 // kernel launch per operator of the Program (per-op, the same task code with
 // no waits); and those launches captured in a CUDA graph.
 //
-// The run interface is the CPU executor's (exec::cpu::Sequence / RunOptions /
-// RunResult), so tests and the engine drive either executor the same way.
+// The run interface is the executors' common contract (exec/common/run.h:
+// Sequence / RunOptions / RunResult), so tests and the engine drive either
+// executor the same way.
 // Plain host header: no CUDA includes.
 #pragma once
 
@@ -25,7 +26,7 @@
 #include <vector>
 
 #include "program/program.h"
-#include "exec/cpu/executor.h"
+#include "exec/common/run.h"
 #include "compiler/compiler.h"
 #include "model/model.h"
 
@@ -92,7 +93,7 @@ class ProgramExecutor {
   /// arrive; false stops the run at the next step), hang_seconds (overrides the
   /// watchdog when > 0 and smaller). threads / shuffle / on_step are CPU-only
   /// and ignored.
-  cpu::RunResult run(const std::vector<cpu::Sequence>& seqs, const cpu::RunOptions& opt);
+  RunResult run(const std::vector<Sequence>& seqs, const RunOptions& opt);
 
   /// Bench: fills the whole KV arena with random bf16 values.
   void fill_kv_random(uint64_t seed = 7);

@@ -27,6 +27,7 @@
 #include <cstdint>
 
 #include "program/program.h"
+#include "program/rules.h"
 #include "core/dtype.h"
 #include "exec/cuda/primitives.cuh"
 #include "exec/cuda/program_kernel.h"
@@ -392,14 +393,12 @@ __device__ __forceinline__ int64_t seq_pos(const DevProgram& P, const RingView& 
 
 /// Page (an index into the KV arena's pages) holding position p of sequence b.
 __device__ __forceinline__ int64_t page_of(const DevProgram& P, const RingView& R, int b, int64_t p) {
-  const int32_t idx = b * P.h.pages_per_seq + int32_t(p) / P.h.page_size;
+  const int32_t idx = program::kv_page_entry(P.h, b, p);
   return R.pages ? R.pages[idx] : __ldcg(bp<const int32_t>(P, P.h.buf_page_table) + idx);
 }
 
-/// Element offset in a KV cache of (page, kv head, position p, element e).
-__device__ __forceinline__ int64_t kv_offset(const ProgramHeader& h, int64_t page, int kvh, int64_t p, int e) {
-  return ((page * h.n_kv_heads + kvh) * h.page_size + int32_t(p) % h.page_size) * h.head_dim + e;
-}
+// Element offsets in a KV cache: program::kv_offset (program/rules.h), found
+// by argument-dependent lookup from the ProgramHeader argument.
 
 __device__ __forceinline__ Tile task_tile(const DevProgram& P, const TaskDesc& t, const RingView& R) {
   return R.tile ? *R.tile : weight_tile(P, t);
@@ -626,8 +625,7 @@ __device__ void head_epilogue(const DevProgram& P, int32_t norm_buf, int64_t pos
 /// Cache slot of (sequence b, kv head, pos); nullptr (and a device error) on a bad page.
 __device__ uint16_t* kv_slot(const DevProgram& P, int32_t cache, int b, int head, int64_t pos, int32_t task) {
   const ProgramHeader& h = P.h;
-  const int32_t* pt = bp<const int32_t>(P, h.buf_page_table) + int64_t(b) * h.pages_per_seq;
-  const int64_t page = pt[int32_t(pos) / h.page_size];
+  const int64_t page = bp<const int32_t>(P, h.buf_page_table)[program::kv_page_entry(h, b, pos)];
   if (page < 0 || page >= h.n_pages) {
     if ((threadIdx.x & 31) == 0) dev_fail(P, kErrBadPage, task, int32_t(page));
     return nullptr;
@@ -1200,6 +1198,13 @@ __device__ void step(const DevProgram& P, const TaskDesc& t, int32_t task, float
   if (pos + 1 < s.prompt_len) {
     if (threadIdx.x == 0) s_next = tokens[pos + 1], s_go = 1;
   } else {
+    if (program::context_full(pos + 1, h.max_context)) {  // a prompt of max_context tokens: nothing to emit
+      if (threadIdx.x == 0) {
+        s.done = 1;
+        s.stop_reason = int32_t(program::StopReason::Context);
+      }
+      return;
+    }
     int32_t next;
     if (s.temperature <= 0 && s.repetition_penalty == 1.0f) {
       next = 0;
@@ -1217,15 +1222,9 @@ __device__ void step(const DevProgram& P, const TaskDesc& t, int32_t task, float
         }
       }
     } else {
-      SeqState copy;
-      copy.temperature = s.temperature;
-      copy.top_k = s.top_k;
-      copy.top_p = s.top_p;
-      copy.min_p = s.min_p;
-      copy.repetition_penalty = s.repetition_penalty;
-      const uint64_t seed = uint64_t(s.seed_hi) << 32 | s.seed_lo;
-      const float u = program::rng_uniform(seed, uint32_t(b), uint32_t(s.n_generated));
-      next = sample_token(logits, V, tokens, pos + 1, copy, u, scratch);
+      const program::SamplingParams sp = program::sampling_of(const_cast<const SeqState&>(s));  // set at launch
+      const float u = program::rng_uniform(sp.seed, uint32_t(b), uint32_t(s.n_generated));
+      next = sample_token(logits, V, tokens, pos + 1, sp, u, scratch);
     }
     if (threadIdx.x == 0) {
       s_go = 1;
@@ -1239,13 +1238,11 @@ __device__ void step(const DevProgram& P, const TaskDesc& t, int32_t task, float
         __threadfence_system();
         *reinterpret_cast<volatile int32_t*>(&P.host_count[b]) = n + 1;
       }
-      bool eos = false;
-      for (int i = 0; i < min(ctl.n_eos, program::kMaxEos); ++i) eos |= ctl.eos[i] == next;
-      if (eos || n + 1 >= s.max_new || pos + 1 >= h.max_context) {
+      const program::StopReason stop = program::stop_after_token(
+          program::is_eos(const_cast<const program::Control&>(ctl), next), false, n + 1, s.max_new, pos + 2, h.max_context);
+      if (stop != program::StopReason::None) {
         s.done = 1;
-        s.stop_reason = int32_t(eos ? program::StopReason::Eos
-                                    : n + 1 >= s.max_new ? program::StopReason::MaxTokens
-                                                         : program::StopReason::Context);
+        s.stop_reason = int32_t(stop);
         s_go = 0;
       }
     }

@@ -1,13 +1,15 @@
-// The Step task's sampler on one CTA: the device twin of exec::cpu::sample_token
-// (src/exec/cpu/sampler.cpp), drawing the same token from the same logits and
-// uniform. Included by program_tasks.cuh (it uses that file's block reductions).
+// The Step task's sampler on one CTA: the device twin of program::sample_token
+// (src/program/sampling.cpp), drawing the same token from the same logits and
+// uniform. The algorithm is parallel (threshold searches instead of sorts), the
+// per-element rules (penalty, ranking, candidates, weights, min-p cut) are the
+// host/device functions of program/sampling.h. Included by program_tasks.cuh
+// (it uses that file's block reductions).
 #pragma once
 
 #include "exec/cuda/program_tasks.cuh"
+#include "program/sampling.h"
 
 namespace keel::exec::cuda::prog {
-
-using program::SeqState;
 
 /// Order-preserving key of a float (larger float -> larger key; -0 and +0 alike,
 /// as the CPU's float compares see them).
@@ -25,12 +27,12 @@ __device__ int32_t block_argmax_logits(const float* logits, int64_t V, float* sc
   return bi == INT32_MAX ? 0 : bi;  // the CPU starts at index 0
 }
 
-/// exec::cpu::sample_token on one CTA (see its definition for the order of the
+/// program::sample_token on one CTA (see its definition for the order of the
 /// transforms). Modifies logits in place like the CPU. Returns the token.
 /// Top-k and top-p thresholds are found by a bitwise search over float keys
 /// (32 counting passes), the draw by a block prefix sum over id ranges.
 __device__ __noinline__ int32_t sample_token(float* logits, int64_t V, const int32_t* history, int64_t n_history,
-                                const SeqState& s, float u, float* scratch) {
+                                const program::SamplingParams& s, float u, float* scratch) {
   __shared__ double dscratch[kWarps];
   __shared__ uint32_t uscratch[kWarps];
   __shared__ double range_sum[kThreads];
@@ -41,23 +43,28 @@ __device__ __noinline__ int32_t sample_token(float* logits, int64_t V, const int
       bool first = true;  // each distinct id once
       for (int64_t j = 0; j < i && first; ++j) first = history[j] != id;
       if (first && id >= 0 && id < V) {
-        const float l = logits[id];
-        logits[id] = l > 0 ? l / s.repetition_penalty : l * s.repetition_penalty;
+        logits[id] = program::apply_repetition_penalty(logits[id], s.repetition_penalty);
       }
     }
     csync();
   }
-  if (s.temperature <= 0) return block_argmax_logits(logits, V, scratch);
-  float mx = -INFINITY;
+  if (s.greedy()) return block_argmax_logits(logits, V, scratch);
+  float mx = -INFINITY, bv = -INFINITY;  // (bv, bi): argmax of the logits before the temperature
+  int32_t bi = INT32_MAX;
   uint32_t n_cand = 0;
   for (int64_t i = threadIdx.x; i < V; i += kThreads) {
-    logits[i] /= s.temperature;
-    if (logits[i] > -INFINITY) mx = fmaxf(mx, logits[i]), ++n_cand;
+    const float raw = logits[i];
+    if (program::ranks_above(raw, int32_t(i), bv, bi)) bv = raw, bi = int32_t(i);
+    logits[i] = raw / s.temperature;
+    if (program::is_candidate(logits[i])) mx = fmaxf(mx, logits[i]), ++n_cand;
   }
   mx = block_max(mx, scratch);
   n_cand = block_sum_u(n_cand, uscratch);
-  if (n_cand == 0 || mx == INFINITY) return block_argmax_logits(logits, V, scratch);
-  auto cand = [&](int64_t i) { return logits[i] > -INFINITY; };
+  if (n_cand == 0 || mx == INFINITY) {  // the limit is greedy on the logits as given (block-uniform branch)
+    block_argmax(bv, bi, scratch, reinterpret_cast<int32_t*>(scratch + 32));
+    return bi == INT32_MAX ? 0 : bi;
+  }
+  auto cand = [&](int64_t i) { return program::is_candidate(logits[i]); };
   // top-k: keep logits >= the k-th largest value (its key: the largest t with count(key >= t) >= k).
   uint32_t kth_key = 0;
   if (s.top_k > 0 && uint32_t(s.top_k) < n_cand) {
@@ -80,27 +87,27 @@ __device__ __noinline__ int32_t sample_token(float* logits, int64_t V, const int
   if (s.top_p < 1.0f && n_k > 1) {
     double tot = 0;
     for (int64_t i = threadIdx.x; i < V; i += kThreads)
-      if (alive_k(i)) tot += exp(double(logits[i]) - mx);
+      if (alive_k(i)) tot += program::top_p_mass(logits[i], mx);
     const double total = block_sum_d(tot, dscratch);
     const double goal = double(s.top_p) * total;
     for (int bit = 31; bit >= 0; --bit) {
       const uint32_t t = p_key | (1u << bit);
       double mass = 0;
       for (int64_t i = threadIdx.x; i < V; i += kThreads)
-        if (alive_k(i) && fkey(logits[i]) >= t) mass += exp(double(logits[i]) - mx);
+        if (alive_k(i) && fkey(logits[i]) >= t) mass += program::top_p_mass(logits[i], mx);
       if (block_sum_d(mass, dscratch) >= goal) p_key = t;
     }
     // mass strictly above v*, then the ties at v* in id order (one thread: ties are rare)
     double above = 0;
     for (int64_t i = threadIdx.x; i < V; i += kThreads)
-      if (alive_k(i) && fkey(logits[i]) > p_key) above += exp(double(logits[i]) - mx);
+      if (alive_k(i) && fkey(logits[i]) > p_key) above += program::top_p_mass(logits[i], mx);
     above = block_sum_d(above, dscratch);
     if (threadIdx.x == 0) {
       double cum = above;
       int32_t last = INT32_MAX;
       for (int64_t i = 0; i < V; ++i)
         if (alive_k(i) && fkey(logits[i]) == p_key) {
-          cum += exp(double(logits[i]) - mx);
+          cum += program::top_p_mass(logits[i], mx);
           last = int32_t(i);
           if (cum >= goal) break;
         }
@@ -110,14 +117,14 @@ __device__ __noinline__ int32_t sample_token(float* logits, int64_t V, const int
     p_last = s_pick;
     csync();
   }
-  const double cut = s.min_p > 0.0f ? log(double(s.min_p)) : -INFINITY;
+  const double cut = program::min_p_cut(s.min_p);
   auto alive = [&](int64_t i) {
     if (!alive_k(i)) return false;
     if (p_last != INT32_MAX) {
       const uint32_t k = fkey(logits[i]);
       if (k < p_key || (k == p_key && i > p_last)) return false;
     }
-    return !(s.min_p > 0.0f && double(logits[i]) - mx < cut);
+    return !(s.min_p > 0.0f && program::min_p_drops(logits[i], mx, cut));
   };
   // Draw: survivors in ascending id order with weights float(exp(l - max)).
   const int64_t per = (V + kThreads - 1) / kThreads;
@@ -125,7 +132,7 @@ __device__ __noinline__ int32_t sample_token(float* logits, int64_t V, const int
   double mine = 0;
   int32_t last_alive = -1;
   for (int64_t i = lo; i < hi; ++i)
-    if (alive(i)) mine += double(float(exp(double(logits[i]) - mx))), last_alive = int32_t(i);
+    if (alive(i)) mine += program::draw_weight(logits[i], mx), last_alive = int32_t(i);
   range_sum[threadIdx.x] = mine;
   if (threadIdx.x == 0) s_pick = -1;
   csync();
@@ -147,7 +154,7 @@ __device__ __noinline__ int32_t sample_token(float* logits, int64_t V, const int
       const int64_t a = k * per, z = a + per < V ? a + per : V;
       for (int64_t i = a; i < z; ++i)
         if (alive(i)) {
-          cum += double(float(exp(double(logits[i]) - mx)));
+          cum += program::draw_weight(logits[i], mx);
           if (target < cum) {
             pick = int32_t(i);
             break;

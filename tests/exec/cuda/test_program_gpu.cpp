@@ -376,21 +376,21 @@ TEST_P(WholeProgram, LogitsAndBuffersMatchCpu) {
   std::string worst_buf_name;
   const size_t n = f.golden.prompts.size();
   for (size_t first = 0; first < n; first += size_t(k.batch)) {
-    std::vector<cpu::Sequence> seqs;
+    std::vector<exec::Sequence> seqs;
     std::vector<size_t> which;
     for (size_t i = first; i < std::min(n, first + size_t(k.batch)); ++i) {
-      cpu::Sequence s;
+      exec::Sequence s;
       s.prompt = f.golden.prompts[i].ids;
       s.prompt.insert(s.prompt.end(), f.golden.prompts[i].greedy.begin(), f.golden.prompts[i].greedy.end());
       s.max_new = 1;
       seqs.push_back(s);
       which.push_back(i);
     }
-    cpu::RunOptions ro;
+    exec::RunOptions ro;
     ro.capture_logits = true;
     ro.threads = 2;
-    const cpu::RunResult want = cpu_ex.run(seqs, ro);
-    const cpu::RunResult got = gpu.run(seqs, ro);
+    const exec::RunResult want = cpu_ex.run(seqs, ro);
+    const exec::RunResult got = gpu.run(seqs, ro);
     ASSERT_EQ(got.steps, want.steps);
     for (size_t s = 0; s < seqs.size(); ++s) {
       const size_t T = seqs[s].prompt.size();
@@ -456,20 +456,20 @@ TEST(ProgramGpu, Stories260KGoldenGreedyIds) {
     ProgramExecutor ex(compile_for(f.model, 7, batch), f.model);  // recompiled for the SM count
     const size_t n = f.golden.prompts.size();
     for (size_t first = 0; first < n; first += size_t(batch)) {
-      std::vector<cpu::Sequence> seqs;
+      std::vector<exec::Sequence> seqs;
       for (size_t i = first; i < std::min(n, first + size_t(batch)); ++i) {
-        cpu::Sequence s;
+        exec::Sequence s;
         s.prompt = f.golden.prompts[i].ids;
         s.max_new = int32_t(f.golden.prompts[i].greedy.size());
         seqs.push_back(s);
       }
       std::vector<std::vector<int32_t>> streamed(seqs.size());
-      cpu::RunOptions ro;
+      exec::RunOptions ro;
       ro.on_token = [&](int b, int32_t t) {
         streamed[size_t(b)].push_back(t);
         return true;
       };
-      const cpu::RunResult r = ex.run(seqs, ro);
+      const exec::RunResult r = ex.run(seqs, ro);
       for (size_t s = 0; s < seqs.size(); ++s) {
         EXPECT_EQ(r.seqs[s].tokens, f.golden.prompts[first + s].greedy) << "B" << batch << " prompt " << first + s;
         EXPECT_EQ(streamed[s], r.seqs[s].tokens) << "streamed tokens";
@@ -488,20 +488,25 @@ TEST(ProgramGpu, StopRulesMatchCpu) {
   o.keep_worker_count = true;
   const Program p = compile_for(f.model, 5, 1, 64);
   ProgramExecutor ex(p, f.model, o);
-  cpu::Sequence s;
+  exec::Sequence s;
   s.prompt = g.ids;
   s.max_new = 40;
-  cpu::RunOptions ro;
+  exec::RunOptions ro;
   ro.eos_ids = {g.greedy[5]};
-  cpu::RunResult r = ex.run({s}, ro);
+  exec::RunResult r = ex.run({s}, ro);
   EXPECT_EQ(r.seqs[0].stop, program::StopReason::Eos);
   ASSERT_GE(r.seqs[0].tokens.size(), 1u);
   EXPECT_LE(r.seqs[0].tokens.size(), 6u);
   EXPECT_EQ(r.seqs[0].tokens.back(), g.greedy[5]);
-  s.max_new = 1000;  // the context (64) ends it
+  s.max_new = 1000;  // the context (64) ends it: 64 - T tokens, as on the reference and the CPU
   r = ex.run({s}, {});
   EXPECT_EQ(r.seqs[0].stop, program::StopReason::Context);
-  EXPECT_EQ(int(r.seqs[0].tokens.size()), 64 - int(g.ids.size()) + 1);
+  EXPECT_EQ(int(r.seqs[0].tokens.size()), 64 - int(g.ids.size()));
+  exec::Sequence full = s;  // a prompt of max_context tokens generates none
+  full.prompt.resize(64, g.ids.back());
+  r = ex.run({full}, {});
+  EXPECT_EQ(r.seqs[0].stop, program::StopReason::Context);
+  EXPECT_TRUE(r.seqs[0].tokens.empty());
   ro = {};
   ro.on_token = [](int, int32_t) { return false; };  // stop after the first token
   r = ex.run({s}, ro);
@@ -510,7 +515,7 @@ TEST(ProgramGpu, StopRulesMatchCpu) {
   // The kernel keeps decoding until the host's write lands (a few steps of
   // tens of microseconds each), unlike the CPU's exactly-one; it must still
   // stop well before the context would have.
-  EXPECT_LT(r.seqs[0].tokens.size(), size_t(64 - int(g.ids.size()) + 1));
+  EXPECT_LT(r.seqs[0].tokens.size(), size_t(64 - int(g.ids.size())));
   std::cout << "[ figures ] stop request honoured after " << r.seqs[0].tokens.size() << " tokens\n";
 }
 
@@ -522,20 +527,20 @@ TEST(ProgramGpu, SamplingMatchesCpu) {
   const Program p = compile_for(f.model, 7, 3);
   ProgramExecutor gpu(p, f.model, o);
   cpu::CpuExecutor cpu_ex(p, f.model);
-  cpu::Sequence s;
+  exec::Sequence s;
   s.prompt = f.golden.prompts[0].ids;
   s.max_new = 20;
   s.sampling.temperature = 0.9f;
   s.sampling.top_k = 40;
   s.sampling.top_p = 0.95f;
   s.sampling.seed = 1234;
-  cpu::Sequence s2 = s;
+  exec::Sequence s2 = s;
   s2.sampling.seed = 99;
   s2.sampling.min_p = 0.02f;
   s2.sampling.repetition_penalty = 1.2f;
   s2.sampling.top_k = 0;
-  const cpu::RunResult a = gpu.run({s2, s, s2}, {});
-  const cpu::RunResult b = cpu_ex.run({s2, s, s2}, {});
+  const exec::RunResult a = gpu.run({s2, s, s2}, {});
+  const exec::RunResult b = cpu_ex.run({s2, s, s2}, {});
   // Same probabilities up to summation order and the same draw: equal unless a
   // draw lands within ~1e-6 of a bucket edge (vanishingly rare for 60 draws).
   for (int k = 0; k < 3; ++k) EXPECT_EQ(a.seqs[size_t(k)].tokens, b.seqs[size_t(k)].tokens) << "slot " << k;
@@ -561,7 +566,7 @@ TEST(ProgramGpu, WatchdogReportsADeadlock) {
   o.keep_worker_count = true;
   o.watchdog_s = 0.5;
   ProgramExecutor ex(p, f.model, o);
-  cpu::Sequence s;
+  exec::Sequence s;
   s.prompt = {1, 2, 3};
   s.max_new = 4;
   try {
@@ -584,7 +589,7 @@ TEST(ProgramGpu, BadRequestsAreErrors) {
   ProgramExecutorOptions o;
   o.keep_worker_count = true;
   ProgramExecutor ex(compile_for(f.model, 3, 1, 32), f.model, o);
-  cpu::Sequence s;
+  exec::Sequence s;
   EXPECT_THROW(ex.run({s}, {}), Error);  // empty prompt
   s.prompt = std::vector<int32_t>(33, 1);
   EXPECT_THROW(ex.run({s}, {}), Error);  // longer than the context

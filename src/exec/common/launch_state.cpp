@@ -1,10 +1,11 @@
 // write_launch_state: see launch_state.h.
-#include "exec/cpu/launch_state.h"
+#include "exec/common/launch_state.h"
 
 #include <algorithm>
 #include <cstring>
 
 #include "core/error.h"
+#include "program/rules.h"
 
 namespace keel::exec {
 
@@ -12,7 +13,7 @@ using program::BufferKind;
 using program::Control;
 using program::SeqState;
 
-void write_launch_state(const program::Program& p, const std::vector<cpu::Sequence>& seqs,
+void write_launch_state(const program::Program& p, const std::vector<Sequence>& seqs,
                         const std::vector<int32_t>& eos_ids, uint8_t* ws,
                         const std::function<void(int32_t, float*)>& embed, const char* who) {
   const auto& h = p.h;
@@ -37,10 +38,8 @@ void write_launch_state(const program::Program& p, const std::vector<cpu::Sequen
       s.done = 1;
       s.prompt_len = 1;
     } else {
-      const cpu::Sequence& q = seqs[size_t(b)];
-      KEEL_CHECK(!q.prompt.empty(), who, ": sequence ", b, " has an empty prompt");
-      KEEL_CHECK(int64_t(q.prompt.size()) <= h.max_context, who, ": sequence ", b, " prompt of ",
-                 q.prompt.size(), " tokens exceeds the context of ", h.max_context);
+      const Sequence& q = seqs[size_t(b)];
+      program::check_prompt_fits(int64_t(q.prompt.size()), h.max_context, cat(who, ": sequence ", b).c_str());
       KEEL_CHECK(q.max_new >= 1, who, ": sequence ", b, " max_new must be >= 1");
       for (int32_t id : q.prompt)
         KEEL_CHECK(id >= 0 && id < h.vocab, who, ": sequence ", b, " token ", id, " outside the vocabulary of ",
@@ -50,6 +49,7 @@ void write_launch_state(const program::Program& p, const std::vector<cpu::Sequen
       s.prompt_len = int32_t(q.prompt.size());
       s.token = q.prompt[0];
       s.max_new = q.max_new;
+      program::validate(q.sampling);
       s.temperature = q.sampling.temperature;
       s.top_k = q.sampling.top_k;
       s.top_p = q.sampling.top_p;

@@ -1,23 +1,26 @@
 // CudaBackend (see cuda_backend.h): compile for the device, then one
 // megakernel launch per request.
-#include "exec/cuda/cuda_backend.h"
+#include "engine/cuda_backend.h"
 
 #include "compiler/compiler.h"
 #include "core/error.h"
-#include "exec/cpu/cpu_backend.h"
+#include "engine/program_backend.h"
 #include "exec/cuda/device_info.h"
 
-namespace keel::exec::cuda {
+namespace keel::engine {
+
+using exec::cuda::ProgramExecutor;
+using exec::cuda::ProgramExecutorOptions;
 
 CudaBackend::CudaBackend(const model::Model& m, const CudaBackendOptions& opt) {
   compiler::CompileOptions co;
   co.batch = 1;
   co.max_context = int(opt.max_context);
-  const auto gpus = list_gpus();
+  const auto gpus = exec::cuda::list_gpus();
   KEEL_CHECK(opt.device >= 0 && size_t(opt.device) < gpus.size(), "cuda backend: no CUDA device ", opt.device,
              " (", gpus.size(), " found)");
   co.workers = gpus[size_t(opt.device)].sm_count;  // one worker per SM
-  tune_for_gpu(co);
+  exec::cuda::tune_for_gpu(co);
   ProgramExecutorOptions eo;
   eo.device = opt.device;
   eo.watchdog_s = opt.watchdog_s;
@@ -29,27 +32,21 @@ CudaBackend::~CudaBackend() = default;
 
 int64_t CudaBackend::max_context() const { return exec_->program().h.max_context; }
 
-engine::GenerateResult CudaBackend::generate(const engine::GenerateRequest& req,
-                                             const engine::TokenCallback& on_token) {
-  const cpu::Sequence s = cpu::sequence_for(req, max_context(), "cuda backend");
+GenerateResult CudaBackend::generate(const GenerateRequest& req, const TokenCallback& on_token) {
+  const exec::Sequence s = sequence_for(req, max_context(), "cuda backend");
   bool stopped = false;
-  return cpu::result_of(exec_->run({s}, cpu::run_options_for(req, on_token, &stopped)), stopped);
+  return result_of(exec_->run({s}, run_options_for(req, on_token, &stopped)), stopped);
 }
 
 std::vector<float> CudaBackend::score(std::span<const int32_t> ids) {
-  KEEL_CHECK(!ids.empty(), "cuda backend: score needs at least one token");
-  KEEL_CHECK(int64_t(ids.size()) <= max_context(), "cuda backend: ", ids.size(), " tokens exceed the context of ",
-             max_context());
-  cpu::Sequence s;
-  s.prompt.assign(ids.begin(), ids.end());
-  s.max_new = 1;
-  cpu::RunOptions ro;
+  const exec::Sequence s = score_sequence(ids, max_context(), "cuda backend: score");
+  exec::RunOptions ro;
   ro.capture_logits = true;
-  cpu::RunResult r = exec_->run({s}, ro);
+  exec::RunResult r = exec_->run({s}, ro);
   const size_t V = size_t(exec_->program().h.vocab);
   KEEL_CHECK(r.seqs[0].logits.size() == ids.size() * V, "cuda backend: captured ", r.seqs[0].logits.size() / V,
              " logit rows for ", ids.size(), " tokens");
   return std::move(r.seqs[0].logits);
 }
 
-}  // namespace keel::exec::cuda
+}  // namespace keel::engine

@@ -5,12 +5,12 @@
 
 #include <memory>
 
-#include "compiler/compiler.h"
 #include "engine/backend.h"
 #include "exec/cpu/executor.h"
 #include "model/model.h"
+#include "program/program.h"
 
-namespace keel::exec::cpu {
+namespace keel::engine {
 
 struct CpuBackendOptions {
   int workers = 8;            // logical workers in the compiled Program
@@ -20,30 +20,22 @@ struct CpuBackendOptions {
   uint64_t shuffle_seed = 0;
 };
 
-/// Request checks and mapping shared by the backends that run a Program (cpu,
-/// cuda): `who` names the backend in errors.
-Sequence sequence_for(const engine::GenerateRequest& req, int64_t max_context, const char* who);
-/// eos ids and the token callback of a request; *stopped turns true when the
-/// callback asks to stop (it must outlive the run).
-RunOptions run_options_for(const engine::GenerateRequest& req, const engine::TokenCallback& on_token, bool* stopped);
-/// The engine's view of sequence 0 of a run; `stopped`: the callback asked to stop.
-engine::GenerateResult result_of(const RunResult& r, bool stopped);
-
-class CpuBackend : public engine::Backend {
+class CpuBackend : public Backend {
  public:
   /// Compiles `m` (B = 1) and binds the executor; `m` must outlive the backend.
   CpuBackend(const model::Model& m, const CpuBackendOptions& opt);
   std::string_view name() const override { return "cpu"; }
   int64_t max_context() const override { return program_.h.max_context; }
-  engine::GenerateResult generate(const engine::GenerateRequest& req, const engine::TokenCallback& on_token) override;
+  GenerateResult generate(const GenerateRequest& req, const TokenCallback& on_token) override;
   std::vector<float> score(std::span<const int32_t> ids) override;
   const program::Program& program() const { return program_; }
 
  private:
+  exec::RunOptions cpu_options(exec::RunOptions ro) const;
   const model::Model& model_;
   CpuBackendOptions opt_;
   program::Program program_;
-  std::unique_ptr<CpuExecutor> exec_;
+  std::unique_ptr<exec::cpu::CpuExecutor> exec_;
 };
 
-}  // namespace keel::exec::cpu
+}  // namespace keel::engine

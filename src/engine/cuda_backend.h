@@ -4,7 +4,8 @@
 // prefill and decode in one persistent megakernel launch and streams tokens to
 // the callback as the kernel publishes them. Sampling (temperature, top-k,
 // top-p, min-p, repetition penalty) runs on the device with the same random
-// draws as the CPU executor.
+// draws as the CPU executor. Built only with CUDA (keel_engine_backends adds it
+// when keel_exec_cuda exists).
 #pragma once
 
 #include <memory>
@@ -12,12 +13,12 @@
 #include <string>
 #include <vector>
 
-#include "program/program.h"
 #include "engine/backend.h"
 #include "exec/cuda/program_executor.h"
+#include "program/program.h"
 #include "model/model.h"
 
-namespace keel::exec::cuda {
+namespace keel::engine {
 
 struct CudaBackendOptions {
   int64_t max_context = 0;  // 0: min(model context, 4096)
@@ -25,7 +26,7 @@ struct CudaBackendOptions {
   double watchdog_s = 5.0;
 };
 
-class CudaBackend : public engine::Backend {
+class CudaBackend : public Backend {
  public:
   /// Compiles and uploads `m`; throws keel::Error when there is no usable GPU
   /// or not enough GPU memory. `m` must outlive the backend.
@@ -34,15 +35,14 @@ class CudaBackend : public engine::Backend {
 
   std::string_view name() const override { return "cuda"; }
   int64_t max_context() const override;
-  engine::GenerateResult generate(const engine::GenerateRequest& req,
-                                  const engine::TokenCallback& on_token) override;
+  GenerateResult generate(const GenerateRequest& req, const TokenCallback& on_token) override;
   /// Teacher-forced logits of every position ([ids, vocab]), captured on the device.
   std::vector<float> score(std::span<const int32_t> ids) override;
 
-  ProgramExecutor& executor() { return *exec_; }
+  exec::cuda::ProgramExecutor& executor() { return *exec_; }
 
  private:
-  std::unique_ptr<ProgramExecutor> exec_;
+  std::unique_ptr<exec::cuda::ProgramExecutor> exec_;
 };
 
-}  // namespace keel::exec::cuda
+}  // namespace keel::engine

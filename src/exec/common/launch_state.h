@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "program/program.h"
-#include "exec/cpu/executor.h"
+#include "exec/common/run.h"
 
 namespace keel::exec {
 
@@ -19,7 +19,7 @@ namespace keel::exec {
 /// each sequence's token history (its prompt) and x[b] = the fp32 embedding row
 /// of prompt[0], written by `embed(token, row)`. Validates the requests and
 /// throws keel::Error naming `who` and the sequence at fault.
-void write_launch_state(const program::Program& p, const std::vector<cpu::Sequence>& seqs,
+void write_launch_state(const program::Program& p, const std::vector<Sequence>& seqs,
                         const std::vector<int32_t>& eos_ids, uint8_t* ws,
                         const std::function<void(int32_t token, float* row)>& embed, const char* who);
 

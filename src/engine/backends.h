@@ -1,0 +1,42 @@
+// The backend registry: every way of running a model, by name ("reference",
+// "cpu", and "cuda" when keel is built with CUDA), with a one-line description
+// and a factory. Frontends (CLI, server) choose a backend here by name; they
+// never know the adapters' types. Adding a backend = one adapter plus one entry
+// in backends.cpp.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/backend.h"
+#include "model/model.h"
+
+namespace keel::engine {
+
+/// What every factory may use; a backend ignores what does not apply to it.
+struct BackendConfig {
+  int64_t max_context = 0;     // KV capacity in tokens (> 0)
+  int workers = 0;             // cpu: logical workers of the compiled Program (0: the default)
+  int64_t shuffle_seed = -1;   // cpu: randomized worker scheduling with this seed (< 0: off)
+};
+
+struct BackendEntry {
+  std::string_view name;
+  std::string_view description;
+  std::function<std::unique_ptr<Backend>(const model::Model&, const BackendConfig&)> make;
+};
+
+/// Every backend built into this binary, in a fixed order (reference first).
+const std::vector<BackendEntry>& backend_registry();
+/// Their names, in registry order.
+std::vector<std::string> backend_names();
+/// "reference, cpu, cuda": the names for help text and errors.
+std::string backend_list();
+/// Builds backend `name`; throws keel::Error naming the registered backends
+/// when `name` is not one of them.
+std::unique_ptr<Backend> make_backend(std::string_view name, const model::Model& m, const BackendConfig& cfg);
+
+}  // namespace keel::engine

@@ -1,0 +1,44 @@
+// CpuBackend: maps engine requests onto CpuExecutor runs. score() feeds the ids
+// as a prompt and captures the logits of every position (prefill steps).
+#include "engine/cpu_backend.h"
+
+#include "compiler/compiler.h"
+#include "core/error.h"
+#include "engine/program_backend.h"
+
+namespace keel::engine {
+
+CpuBackend::CpuBackend(const model::Model& m, const CpuBackendOptions& opt) : model_(m), opt_(opt) {
+  compiler::CompileOptions co;
+  co.workers = opt.workers;
+  co.batch = 1;
+  co.max_context = int(opt.max_context);
+  program_ = compiler::compile(m.config, co);
+  exec_ = std::make_unique<exec::cpu::CpuExecutor>(program_, m);
+}
+
+exec::RunOptions CpuBackend::cpu_options(exec::RunOptions ro) const {
+  ro.threads = opt_.threads;
+  ro.shuffle = opt_.shuffle;
+  ro.shuffle_seed = opt_.shuffle_seed;
+  return ro;
+}
+
+GenerateResult CpuBackend::generate(const GenerateRequest& req, const TokenCallback& on_token) {
+  const exec::Sequence s = sequence_for(req, max_context(), "cpu backend");
+  bool stopped = false;
+  return result_of(exec_->run({s}, cpu_options(run_options_for(req, on_token, &stopped))), stopped);
+}
+
+std::vector<float> CpuBackend::score(std::span<const int32_t> ids) {
+  const exec::Sequence s = score_sequence(ids, max_context(), "cpu backend: score");
+  exec::RunOptions ro;
+  ro.capture_logits = true;
+  exec::RunResult r = exec_->run({s}, cpu_options(ro));
+  KEEL_CHECK(r.seqs[0].logits.size() == ids.size() * size_t(program_.h.vocab),
+             "cpu backend: captured ", r.seqs[0].logits.size() / size_t(program_.h.vocab), " logit rows for ", ids.size(),
+             " tokens");
+  return std::move(r.seqs[0].logits);
+}
+
+}  // namespace keel::engine

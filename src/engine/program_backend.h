@@ -1,0 +1,25 @@
+// What the backends that run a compiled Program (cpu, cuda) share: mapping an
+// engine request onto the executors' run contract (exec/common/run.h) and a
+// run's result back. The adapters live in the engine, above the executors, so
+// the executors never include the engine (dependencies point down the
+// pipeline in DESIGN.md).
+#pragma once
+
+#include "engine/backend.h"
+#include "exec/common/run.h"
+
+namespace keel::engine {
+
+/// The request as one executor sequence; checks the prompt bound
+/// (program::check_prompt_fits), max_tokens and the EOS count, naming `who`.
+exec::Sequence sequence_for(const GenerateRequest& req, int64_t max_context, const char* who);
+/// eos ids and the token callback of a request; *stopped turns true when the
+/// callback asks to stop (it must outlive the run).
+exec::RunOptions run_options_for(const GenerateRequest& req, const TokenCallback& on_token, bool* stopped);
+/// The engine's view of sequence 0 of a run; `stopped`: the callback asked to stop.
+GenerateResult result_of(const exec::RunResult& r, bool stopped);
+/// score(): the ids as a prompt with one token to generate (its logits are
+/// captured at every position); checks the prompt bound, naming `who`.
+exec::Sequence score_sequence(std::span<const int32_t> ids, int64_t max_context, const char* who);
+
+}  // namespace keel::engine

@@ -1,0 +1,53 @@
+// The run contract every executor of a Program honours (cpu and cuda): what a
+// caller asks for (sequences, run options) and what it gets back (tokens,
+// optional logits, stop reasons, timings). The engine's backend adapters and
+// the tests drive either executor through these types; launch_state.h writes
+// the launch setup from them.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "program/program.h"
+#include "program/sampling.h"
+
+namespace keel::exec {
+
+/// One sequence of a batch run.
+struct Sequence {
+  std::vector<int32_t> prompt;        // program::prompt_fits: 1 .. max_context tokens
+  int32_t max_new = 16;               // tokens to generate at most (>= 1)
+  program::SamplingParams sampling;   // temperature 0: greedy
+};
+
+struct RunOptions {
+  std::vector<int32_t> eos_ids;       // at most kMaxEos
+  bool capture_logits = false;        // keep the logits of every processed position
+  /// Called (serialised) for each generated token; return false to stop the run
+  /// at the next step.
+  std::function<bool(int seq, int32_t token)> on_token;
+  double hang_seconds = 60;           // fail if no task can run for this long (cuda: caps the watchdog)
+  // CPU executor only (the CUDA executor ignores them):
+  int threads = 0;                    // host threads; 0: min(hardware threads, workers)
+  bool shuffle = false;               // random ready worker next + random yields
+  uint64_t shuffle_seed = 0;
+  /// Called (serialised) after each step with the executor, to inspect buffers.
+  std::function<void(int step)> on_step;
+};
+
+struct SequenceOutput {
+  std::vector<int32_t> tokens;        // generated ids (an EOS that ended it included)
+  std::vector<float> logits;          // capture_logits: [positions, vocab], row t = after token t
+  program::StopReason stop = program::StopReason::None;
+};
+
+struct RunResult {
+  std::vector<SequenceOutput> seqs;
+  int steps = 0;
+  uint64_t tasks_run = 0;
+  double ms = 0;
+  double first_token_ms = 0;          // time until some sequence emitted its first token
+};
+
+}  // namespace keel::exec
