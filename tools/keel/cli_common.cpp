@@ -58,6 +58,9 @@ void add_backend_flags(CLI::App& cmd, BackendOptions& o) {
       ->check(CLI::Range(int64_t(0), INT64_MAX));
   cmd.add_option("--context", o.context, "KV-cache capacity in tokens (default: the model's context, at most 4096)")
       ->check(kContextRange);
+  cmd.add_option("--target", o.target, "cuda backend: device to compile for (h100, h200, auto = this GPU); a "
+                 "Program that does not fit the GPU is recompiled for it, said on stderr")
+      ->check(CLI::IsMember({"h100", "h200", "auto"}))->capture_default_str();
 }
 
 std::unique_ptr<engine::Backend> make_backend(const model::Model& m, const BackendOptions& o) {
@@ -80,6 +83,7 @@ std::unique_ptr<engine::Backend> make_backend(const model::Model& m, const Backe
   if (o.backend == "cuda") {
     exec::cuda::CudaBackendOptions co;
     co.max_context = ctx;
+    if (o.target != "auto") co.target = compiler::target_preset(o.target);
     return std::make_unique<exec::cuda::CudaBackend>(m, co);
   }
 #endif
