@@ -55,7 +55,8 @@ Target target_for_device(const std::string& device_name, int sms, uint32_t smem_
     const Target t = target_preset(n);
     if (dev.find(n) != std::string::npos && t.sms == sms && t.smem_per_block == smem_per_block) return t;
   }
-  Target t;
+  // Another GPU: the presets' tuning with its own figures.
+  Target t = gpu_preset("gpu");
   t.name = device_name.substr(0, sizeof(program::TargetDesc::name) - 1);
   t.sms = sms;
   t.smem_per_block = smem_per_block;

@@ -54,8 +54,8 @@ std::vector<std::string> target_preset_names();
 /// The Target of a device with these facts: the preset whose figures match and
 /// whose name appears in the device name (an "NVIDIA H200" with 132 SMs and
 /// 227 KiB is exactly "h200", so `keel compile --target h200` and a Program
-/// compiled for the device agree), else "generic" with the device's SM count
-/// and shared memory, named after the device.
+/// compiled for the device agree), else the presets' tuning with the device's
+/// SM count and shared memory, named after the device.
 Target target_for_device(const std::string& device_name, int sms, uint32_t smem_per_block);
 
 /// The Target a Program was compiled for, from its header (so a recompile can
