@@ -372,7 +372,9 @@ TEST_P(WholeProgram, LogitsAndBuffersMatchCpu) {
   o.keep_worker_count = k.workers > 0;
   const Program given = compile_for(f.model, k.workers, k.batch);
   ProgramExecutor gpu(given, f.model, o);
-  if (k.workers == 0) EXPECT_EQ(gpu.workers(), device_sms());
+  if (k.workers == 0) {
+    EXPECT_EQ(gpu.workers(), device_sms());
+  }
   // Run as compiled: not re-planned.
   EXPECT_EQ(program::program_hash(gpu.program()), program::program_hash(given));
   EXPECT_EQ(gpu.ring_stages(), given.h.target.n_stages);
