@@ -269,6 +269,8 @@ void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions&
       const float scale = matrix ? (embed ? 1.0f : 1.7f / std::sqrt(float(w.cols))) : norm ? 0.05f : 0.02f;
       fill_random(d, w.dtype, w.count, !matrix && norm ? 1.0f : 0.0f, scale, ++sd, I.stream);
     }
+    // The Program's tiles assume every weight buffer starts 16-byte aligned (smem_plan.h); cudaMalloc gives 256.
+    KEEL_CHECK((reinterpret_cast<uintptr_t>(d) & 15) == 0, "cuda program executor: weight '", name, "' is not 16-byte aligned");
     dev_weights[name] = static_cast<uint8_t*>(d);
   }
   KEEL_CUDA_CHECK(cudaStreamSynchronize(I.stream));
