@@ -41,6 +41,11 @@ Build begin_build(const graph::Graph& g, const CompileOptions& opt_in) {
   b.opt = opt_in;
   CompileOptions& o = b.opt;
   const model::ModelConfig& c = g.config;
+  KEEL_CHECK(o.target.sms >= 1 && o.target.sms <= 65536, "compile: target '", o.target.name, "' has ", o.target.sms,
+             " SMs");
+  if (o.workers == 0) o.workers = o.target.sms;
+  if (o.o_split_k == 0) o.o_split_k = o.target.o_split_k;
+  if (o.down_split_k == 0) o.down_split_k = o.target.down_split_k;
   if (o.max_context <= 0) o.max_context = int(c.max_position > 0 ? std::min<int64_t>(c.max_position, 4096) : 4096);
   KEEL_CHECK(o.workers >= 1 && o.workers <= 65536, "compile: --workers must be in [1, 65536], got ", o.workers);
   KEEL_CHECK(o.batch >= 1 && o.batch <= 4096, "compile: --batch must be in [1, 4096], got ", o.batch);
@@ -104,6 +109,25 @@ Build begin_build(const graph::Graph& g, const CompileOptions& opt_in) {
   h.n_pages = h.pages_per_seq * o.batch;
   h.ring_len = o.ring_len;
   h.n_chunks = C;
+  // The options as given (0 = the compiler's or the target's choice), so a
+  // recompile for another target makes the same choices.
+  program::OptionsDesc& r = h.options;
+  r.workers = opt_in.workers;
+  r.batch = opt_in.batch;
+  r.max_context = o.max_context;
+  r.page_size = opt_in.page_size;
+  r.ring_len = opt_in.ring_len;
+  r.row_align = opt_in.row_align;
+  r.o_split_k = opt_in.o_split_k;
+  r.down_split_k = opt_in.down_split_k;
+  r.attn_chunks = opt_in.attn_chunks;
+  r.predict_context = opt_in.predict_context;
+  r.prune_transitive = opt_in.prune_transitive;
+  r.weight_dtype = int32_t(c.dtype);
+  r.bandwidth_GBps = opt_in.bandwidth_GBps;
+  r.task_overhead_us = opt_in.task_overhead_us;
+  r.attn_task_us = opt_in.attn_task_us;
+  r.kv_append_us = opt_in.kv_append_us;
   return b;
 }
 
@@ -115,12 +139,35 @@ Program compile_graph(const graph::Graph& g, const CompileOptions& opt) {
   build_dependencies(b);
   place(b);
   b.p.h.n_buffers = uint32_t(b.p.buffers.size());
+  plan_target(b.p, b.opt.target);
   b.p.validate();
   return std::move(b.p);
 }
 
 Program compile(const model::ModelConfig& cfg, const CompileOptions& opt) {
   return compile_graph(graph::build_decode_graph(cfg, opt.batch), opt);
+}
+
+CompileOptions options_of(const Program& p) {
+  const program::OptionsDesc& r = p.h.options;
+  CompileOptions o;
+  o.target = target_of(p);
+  o.workers = r.workers;
+  o.batch = r.batch;
+  o.max_context = r.max_context;
+  o.page_size = r.page_size;
+  o.ring_len = r.ring_len;
+  o.row_align = r.row_align;
+  o.o_split_k = r.o_split_k;
+  o.down_split_k = r.down_split_k;
+  o.attn_chunks = r.attn_chunks;
+  o.predict_context = r.predict_context;
+  o.prune_transitive = r.prune_transitive != 0;
+  o.bandwidth_GBps = r.bandwidth_GBps;
+  o.task_overhead_us = r.task_overhead_us;
+  o.attn_task_us = r.attn_task_us;
+  o.kv_append_us = r.kv_append_us;
+  return o;
 }
 
 std::vector<uint64_t> bytes_per_worker(const Program& p) {

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <string>
 
+#include "compiler/target.h"
 #include "program/program.h"
 #include "graph/graph.h"
 #include "model/config.h"
@@ -34,14 +35,17 @@ using program::TaskDesc;
 using program::WaitDesc;
 
 struct CompileOptions {
-  int workers = 132;           // W: persistent workers (SMs on the GPU)
+  /// The device the Program is planned for (target.h): SMs, shared memory,
+  /// ring, loader policy, split-K choices. Default: the "generic" target.
+  Target target;
+  int workers = 0;             // W: persistent workers; 0: the target's SM count (tests run fewer)
   int batch = 1;               // B: sequences decoded together
   int max_context = 0;         // tokens per sequence (prompt + generated); 0: min(model max, 4096)
   int page_size = 64;          // KV cache page, in tokens
   int ring_len = 0;            // output ring entries per sequence; 0: max_context
   int row_align = 8;           // matvec tiles cover a multiple of this many rows
-  int o_split_k = 0;           // o_proj k-slices; 0: one per kv-head group
-  int down_split_k = 0;        // down_proj k-slices; 0: auto (4 when I >= 4096, else 1)
+  int o_split_k = 0;           // o_proj k-slices; 0: the target's, else one per kv-head group
+  int down_split_k = 0;        // down_proj k-slices; 0: the target's, else 4 when I >= 4096, else 1
   int attn_chunks = 0;         // KV chunks per (sequence, kv head); 0: auto (fill W)
   double bandwidth_GBps = 3350;    // cost model: device memory bandwidth (H100 SXM)
   double task_overhead_us = 1.0;   // cost model: fixed cost per task (wait, launch, epilogue)
@@ -57,6 +61,17 @@ Program compile(const model::ModelConfig& cfg, const CompileOptions& opt);
 
 /// Same, from an already built (unfused) graph.
 Program compile_graph(const graph::Graph& g, const CompileOptions& opt);
+
+/// The options a Program was compiled with (its header's record) and its
+/// target: compile(cfg, options_of(p)) gives p again, and a recompile for
+/// another device changes only `target` (and leaves workers to it).
+CompileOptions options_of(const Program& p);
+
+/// Device-plan pass (target.cpp): resolves the target into the header's
+/// TargetDesc (ring stages, work area, loader policy) and records every task's
+/// rows per ring stage (program::stage_rows) for the declared weight dtypes.
+/// Throws when the tasks' shared memory does not fit the target.
+void plan_target(Program& p, const Target& t);
 
 /// Bytes of weights each worker streams per step (index = worker).
 std::vector<uint64_t> bytes_per_worker(const Program& p);

@@ -107,8 +107,8 @@ std::string report(const Program& p, double bw) {
      << " MiB, KV " << double(h.kv_bytes) / 1048576.0 << " MiB\n";
   // Per operator kind.
   struct Agg {
-    uint64_t tasks = 0, bytes = 0, waits = 0;
-    uint32_t max_waits = 0;
+    uint64_t tasks = 0, bytes = 0, waits = 0, ring_tasks = 0, stages = 0;
+    uint32_t max_waits = 0, min_rows = UINT32_MAX, max_rows = 0;  // rows per ring stage (tiles through the ring)
   };
   std::map<std::string, Agg> per;
   std::vector<std::string> order;
@@ -120,14 +120,31 @@ std::string report(const Program& p, double bw) {
     a.bytes += p.tasks[t].weight_bytes;
     a.waits += p.tasks[t].wait_count;
     a.max_waits = std::max(a.max_waits, p.tasks[t].wait_count);
+    if (const uint32_t r = stage_rows(p.tasks[t])) {
+      a.ring_tasks++;
+      a.stages += (uint32_t(p.tasks[t].row1 - p.tasks[t].row0) + r - 1) / r;
+      a.min_rows = std::min(a.min_rows, r);
+      a.max_rows = std::max(a.max_rows, r);
+    }
   }
   os << "\n" << std::left << std::setw(16) << "operator" << std::right << std::setw(10) << "tasks"
-     << std::setw(14) << "MB/step" << std::setw(12) << "waits/task" << std::setw(10) << "max" << "\n";
+     << std::setw(14) << "MB/step" << std::setw(12) << "waits/task" << std::setw(10) << "max" << std::setw(16)
+     << "rows/stage" << std::setw(14) << "stages/task" << "\n";
   for (const std::string& n : order) {
     const Agg& a = per[n];
     os << std::left << std::setw(16) << n << std::right << std::setw(10) << a.tasks << std::setw(14)
        << std::setprecision(2) << double(a.bytes) / 1e6 << std::setw(12) << double(a.waits) / double(a.tasks)
-       << std::setw(10) << a.max_waits << "\n";
+       << std::setw(10) << a.max_waits;
+    // The weight tiles through the ring: rows per stage (min-max) and stages per task, or "-".
+    if (a.ring_tasks == 0) {
+      os << std::setw(16) << "-" << std::setw(14) << "-";
+    } else {
+      const std::string rows = a.min_rows == a.max_rows ? std::to_string(a.min_rows)
+                                                        : cat(a.min_rows, "-", a.max_rows);
+      os << std::setw(16) << (a.ring_tasks < a.tasks ? cat(rows, " (", a.ring_tasks, ")") : rows) << std::setw(14)
+         << double(a.stages) / double(a.ring_tasks);
+    }
+    os << "\n";
   }
   std::vector<uint64_t> bpw = bytes_per_worker(p);
   uint64_t mn = *std::min_element(bpw.begin(), bpw.end()), mx = *std::max_element(bpw.begin(), bpw.end());
@@ -162,6 +179,13 @@ std::string to_json(const Program& p) {
                  {"step_counter", h.step_counter}, {"step_expected", h.step_expected},
                  {"counters", h.n_counters}, {"workspace_bytes", h.workspace_bytes},
                  {"kv_bytes", h.kv_bytes}};
+  const TargetDesc& tg = h.target;
+  j["target"] = {{"name", target_name(h)}, {"sms", tg.sms}, {"smem_per_block", tg.smem_per_block},
+                 {"static_smem", tg.static_smem}, {"dynamic_smem", tg.dynamic_smem}, {"stage_bytes", tg.stage_bytes},
+                 {"n_stages", tg.n_stages}, {"work_offset", tg.work_offset}, {"work_bytes", tg.work_bytes},
+                 {"work_need", tg.work_need}, {"max_stages", tg.max_stages}, {"max_inflight", tg.max_inflight},
+                 {"loader_hold", tg.loader_hold}, {"l2_evict_first", tg.l2_evict_first},
+                 {"o_split_k", tg.o_split_k}, {"down_split_k", tg.down_split_k}};
   j["well_known"] = {{"x", h.buf_x}, {"state", h.buf_state}, {"control", h.buf_control},
                      {"tokens", h.buf_tokens}, {"ring", h.buf_ring}, {"page_table", h.buf_page_table},
                      {"logits", h.buf_logits}, {"argmax", h.buf_argmax}, {"embed", h.buf_embed},
@@ -190,7 +214,7 @@ std::string to_json(const Program& p) {
     tasks.push_back({{"id", i}, {"opcode", opcode_info(Opcode(t.opcode)).name}, {"op", t.op}, {"layer", t.layer},
                      {"flags", t.flags}, {"buf", t.buf}, {"rows", {t.row0, t.row1}}, {"k", {t.k0, t.k1}},
                      {"b", {t.b0, t.b1}}, {"arg", t.arg}, {"weight_bytes", t.weight_bytes},
-                     {"cost_us", t.cost_us}, {"waits", w}, {"signals", s}});
+                     {"cost_us", t.cost_us}, {"stage_rows", stage_rows(t)}, {"waits", w}, {"signals", s}});
   }
   j["tasks"] = tasks;
   json workers = json::array();

@@ -1,6 +1,7 @@
 // The backend registry (see backends.h).
 #include "engine/backends.h"
 
+#include "compiler/target.h"
 #include "core/error.h"
 #include "engine/cpu_backend.h"
 #include "engine/reference_backend.h"
@@ -31,6 +32,7 @@ const std::vector<BackendEntry>& backend_registry() {
                  [](const model::Model& m, const BackendConfig& c) -> std::unique_ptr<Backend> {
                    CudaBackendOptions o;
                    o.max_context = c.max_context;
+                   if (c.target != "auto") o.target = compiler::target_preset(c.target);
                    return std::make_unique<CudaBackend>(m, o);
                  }});
 #endif

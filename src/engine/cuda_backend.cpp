@@ -2,10 +2,13 @@
 // megakernel launch per request.
 #include "engine/cuda_backend.h"
 
+#include <cstdio>
+
 #include "compiler/compiler.h"
 #include "core/error.h"
 #include "engine/program_backend.h"
 #include "exec/cuda/device_info.h"
+#include "exec/cuda/plan_check.h"
 
 namespace keel::engine {
 
@@ -13,18 +16,30 @@ using exec::cuda::ProgramExecutor;
 using exec::cuda::ProgramExecutorOptions;
 
 CudaBackend::CudaBackend(const model::Model& m, const CudaBackendOptions& opt) {
-  compiler::CompileOptions co;
-  co.batch = 1;
-  co.max_context = int(opt.max_context);
   const auto gpus = exec::cuda::list_gpus();
   KEEL_CHECK(opt.device >= 0 && size_t(opt.device) < gpus.size(), "cuda backend: no CUDA device ", opt.device,
              " (", gpus.size(), " found)");
-  co.workers = gpus[size_t(opt.device)].sm_count;  // one worker per SM
-  exec::cuda::tune_for_gpu(co);
+  model::ModelConfig cfg = m.config;
+  cfg.dtype = m.weight_dtype;  // plan the tiles for the stored weights (config.json may declare another dtype)
+  compiler::CompileOptions co;
+  co.target = opt.target ? *opt.target : exec::cuda::device_target(opt.device);
+  co.batch = 1;
+  co.max_context = int(opt.max_context);
+  program::Program p = compiler::compile(cfg, co);
+  const std::string why = exec::cuda::target_mismatch(p, exec::cuda::device_facts(opt.device));
+  if (!why.empty()) {
+    // Same options, this device's target (and its SM count as workers).
+    compiler::CompileOptions again = compiler::options_of(p);
+    again.target = exec::cuda::device_target(opt.device);
+    again.workers = 0;
+    std::fprintf(stderr, "cuda backend: %s; recompiling with the same options for target %s\n", why.c_str(),
+                 again.target.name.c_str());
+    p = compiler::compile(cfg, again);
+    recompiled_ = true;
+  }
   ProgramExecutorOptions eo;
   eo.device = opt.device;
   eo.watchdog_s = opt.watchdog_s;
-  const program::Program p = compiler::compile(m.config, co);
   exec_ = std::make_unique<ProgramExecutor>(p, m, eo);
 }
 

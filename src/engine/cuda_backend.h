@@ -1,6 +1,8 @@
 // CudaBackend: the engine::Backend over the CUDA ProgramExecutor, for
 // `keel generate --backend cuda`, `keel chat` and `keel score`. The model is
-// compiled into a Program for the device's SM count (batch 1); generate() runs
+// compiled into a Program (batch 1, weights in their stored dtype) for the
+// given target or the device's own; a Program whose target does not fit the
+// device is recompiled with the same options for it, said on stderr. generate() runs
 // prefill and decode in one persistent megakernel launch and streams tokens to
 // the callback as the kernel publishes them. Sampling (temperature, top-k,
 // top-p, min-p, repetition penalty) runs on the device with the same random
@@ -9,10 +11,12 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "compiler/target.h"
 #include "engine/backend.h"
 #include "exec/cuda/program_executor.h"
 #include "program/program.h"
@@ -24,6 +28,8 @@ struct CudaBackendOptions {
   int64_t max_context = 0;  // 0: min(model context, 4096)
   int device = 0;
   double watchdog_s = 5.0;
+  /// The target to compile for; unset: the device's (exec::cuda::device_target).
+  std::optional<compiler::Target> target;
 };
 
 class CudaBackend : public Backend {
@@ -40,9 +46,13 @@ class CudaBackend : public Backend {
   std::vector<float> score(std::span<const int32_t> ids) override;
 
   exec::cuda::ProgramExecutor& executor() { return *exec_; }
+  /// True when the Program compiled for opt.target did not fit the device and
+  /// was recompiled for it (same options).
+  bool recompiled() const { return recompiled_; }
 
  private:
   std::unique_ptr<exec::cuda::ProgramExecutor> exec_;
+  bool recompiled_ = false;
 };
 
 }  // namespace keel::engine

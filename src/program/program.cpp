@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "core/error.h"
+#include "program/smem_plan.h"
 
 namespace keel::program {
 
@@ -30,6 +31,10 @@ int32_t Program::find_buffer(std::string_view name) const {
   for (size_t i = 0; i < buffers.size(); ++i)
     if (buffers[i].name_view() == name) return int32_t(i);
   return -1;
+}
+
+std::string target_name(const ProgramHeader& h) {
+  return std::string(h.target.name, strnlen(h.target.name, sizeof(h.target.name)));
 }
 
 std::string describe_task(const Program& p, uint32_t task) {
@@ -319,6 +324,7 @@ void Program::validate() const {
   for (size_t i = 0; i < tasks.size(); ++i)
     KEEL_CHECK(seen[i], "program: task ", describe_task(*this, uint32_t(i)), " is on no worker");
   validate_operands(*this);
+  check_plan(*this);  // the device plan and every task's rows per ring stage (smem_plan.h)
 }
 
 namespace {

@@ -51,7 +51,10 @@
 namespace keel::program {
 
 inline constexpr uint32_t kProgramMagic = 0x4C45454Bu;  // "KEEL" little-endian
-inline constexpr uint32_t kProgramVersion = 4;  // 4: one Attention opcode (KV append and merge folded in)
+// 4: one Attention opcode (KV append and merge folded in); 5: the Target plan
+// (ring, shared-memory layout, loader policy, compile options) in the header and
+// each task's rows per ring stage.
+inline constexpr uint32_t kProgramVersion = 5;
 inline constexpr int kMaxOperands = 8;
 inline constexpr int kMaxArgs = 4;
 inline constexpr int kMaxEos = 8;
@@ -156,13 +159,20 @@ struct TaskDesc {
   uint32_t signal_count = 0;
   uint64_t weight_bytes = 0;   // bytes of weights this task streams (cost model)
   float cost_us = 0;           // predicted time at the compile bandwidth (report)
-  uint32_t reserved[5] = {0, 0, 0, 0, 0};
+  uint32_t reserved[5] = {0, 0, 0, 0, 0};  // [0]: rows per ring stage (stage_rows()); others 0
   TaskDesc() {
     for (auto& b : buf) b = -1;
     for (auto& a : arg) a = 0;
   }
 };
 static_assert(sizeof(TaskDesc) == 128, "TaskDesc is a fixed 128-byte record");
+
+/// Rows of the task's weight tile per ring stage on the CUDA executor (0: the
+/// task does not stream weights through the ring), decided by the compiler for
+/// its Target (program/smem_plan.h) and followed by the loader and the compute
+/// warps. Kept in reserved word 0.
+KEEL_HD uint32_t stage_rows(const TaskDesc& t) { return t.reserved[0]; }
+inline void set_stage_rows(TaskDesc& t, uint32_t rows) { t.reserved[0] = rows; }
 
 /// A consumer waits until counter >= expected * (step + offset).
 struct WaitDesc {
@@ -268,7 +278,44 @@ struct OpDesc {
 };
 static_assert(sizeof(OpDesc) == 48);
 
-/// Fixed header: model dimensions, launch shape, well-known buffer ids, sizes.
+/// The device plan (Program v5): the Target the compiler planned for, resolved
+/// into the CUDA kernel's shared-memory layout and loader policy. Dynamic
+/// shared memory = [ring: n_stages x stage_bytes][work area: work_bytes]; the
+/// kernel's static shared memory must fit static_smem (checked at launch), and
+/// static_smem + dynamic_smem <= smem_per_block. docs/cuda-executor.md.
+struct TargetDesc {
+  char name[32] = {};           // preset or device name ("h100", "h200", "generic", ...)
+  int32_t sms = 0;              // the target's SM count
+  uint32_t smem_per_block = 0;  // opt-in shared memory per block the layout was planned for
+  uint32_t static_smem = 0;     // bytes reserved for the kernel's static shared memory
+  uint32_t dynamic_smem = 0;    // ring + work area: the launch's dynamic shared memory
+  uint32_t stage_bytes = 0;     // ring stage (0: no ring, every task reads global memory)
+  int32_t n_stages = 0;         // ring stages
+  uint32_t work_offset = 0;     // the work area's offset (= n_stages * stage_bytes)
+  uint32_t work_bytes = 0;      // the work area (at least work_need)
+  uint32_t work_need = 0;       // bytes the tasks need in it (kernel_work_bytes)
+  int32_t max_stages = 0;       // the target's policy: most stages (0: as many as fit, at most 8)
+  int32_t max_inflight = 0;     // the loader keeps at most this many stages in flight (0: the ring)
+  int32_t loader_hold = 0;      // 1: the loader holds around its CTA's releases and attention inputs
+  int32_t l2_evict_first = 0;   // weight copies carry an L2 evict-first hint
+  int32_t o_split_k = 0;        // the target's split-K choices (0: the compiler's)
+  int32_t down_split_k = 0;
+  uint32_t reserved[5] = {};
+};
+static_assert(sizeof(TargetDesc) == 112);
+
+/// The compile options as given (compiler::CompileOptions; 0 = "the compiler's
+/// choice" kept as 0), so a recompile for another device uses the same ones.
+struct OptionsDesc {
+  int32_t workers = 0, batch = 0, max_context = 0, page_size = 0, ring_len = 0, row_align = 0;
+  int32_t o_split_k = 0, down_split_k = 0, attn_chunks = 0, predict_context = 0, prune_transitive = 0;
+  int32_t weight_dtype = 0;  // DType of the weight matrices the Program was planned for
+  double bandwidth_GBps = 0, task_overhead_us = 0, attn_task_us = 0, kv_append_us = 0;
+};
+static_assert(sizeof(OptionsDesc) == 80);
+
+/// Fixed header: model dimensions, launch shape, well-known buffer ids, sizes,
+/// the device plan and the compile options.
 struct ProgramHeader {
   uint32_t magic = kProgramMagic;
   uint32_t version = kProgramVersion;
@@ -297,8 +344,10 @@ struct ProgramHeader {
   uint32_t reserved0 = 0;
   uint64_t workspace_bytes = 0, kv_bytes = 0, constants_bytes = 0;
   uint64_t reserved[4] = {};
+  TargetDesc target;
+  OptionsDesc options;
 };
-static_assert(sizeof(ProgramHeader) == 248, "ProgramHeader layout is part of the file format");
+static_assert(sizeof(ProgramHeader) == 440, "ProgramHeader layout is part of the file format");
 
 /// Columns of the raw qkv activation (QkvProj's output): the concatenation
 /// [q; k; v] of one sequence, (n_heads + 2 * n_kv_heads) * head_dim. Part p
@@ -338,6 +387,9 @@ struct Program {
 
 /// A short description of a task, e.g. "#123 gate_up L3 rows [0,96) b[0,1)".
 std::string describe_task(const Program& p, uint32_t task);
+
+/// The target name (TargetDesc::name) as a string.
+std::string target_name(const ProgramHeader& h);
 
 // --- What each task reads and writes ----------------------------------------
 // The one definition of every opcode's memory footprint, derived from the

@@ -125,6 +125,19 @@ Program deserialize(const uint8_t* data, size_t size, const std::string& source)
   return p;
 }
 
+uint64_t program_hash(const Program& p) {
+  const std::vector<uint8_t> bytes = serialize(p);
+  uint64_t sum = 0;
+  std::memcpy(&sum, bytes.data() + bytes.size() - 8, 8);
+  return sum;
+}
+
+std::string hash_hex(uint64_t hash) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(hash));
+  return buf;
+}
+
 void save(const Program& p, const std::string& path) {
   std::vector<uint8_t> bytes = serialize(p);
   FILE* f = std::fopen(path.c_str(), "wb");

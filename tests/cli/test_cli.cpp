@@ -231,6 +231,42 @@ TEST(Cli, CompileSavesCheckableProgramAndRejectsMalformedOnes) {
   EXPECT_NE(r.err.find(cut), std::string::npos) << r.err;
 }
 
+// Issue 11: `keel compile --target <the device> --report` names the Program's
+// hash (the one `keel bench --json` prints for the same flags: GPU test
+// ProgramGpu.BenchRunsTheProgramItsOptionsCompile), its target, ring and tiles.
+TEST(Cli, CompileForATargetPrintsTheProgramHash) {
+  const std::string cfg = kShared + "/models/qwen3-tokenizer/Qwen3-8B/config.json";
+  auto hash_of = [](const std::string& out) {
+    const auto at = out.find("program hash ");
+    return at == std::string::npos ? std::string() : out.substr(at + 13, 16);
+  };
+  CmdResult a = run("compile --config " + cfg + " --target h200 --dtype bf16 --report");
+  ASSERT_EQ(a.code, 0) << a.err;
+  const std::string h = hash_of(a.out);
+  ASSERT_EQ(h.size(), 16u) << a.out;
+  EXPECT_EQ(h.find_first_not_of("0123456789abcdef"), std::string::npos) << h;
+  EXPECT_NE(a.out.find("target h200: 132 SMs"), std::string::npos) << a.out;
+  EXPECT_NE(a.out.find("ring 3 x 64 KiB"), std::string::npos) << a.out;
+  EXPECT_NE(a.out.find("rows/stage"), std::string::npos) << a.out;
+  // The same flags name the same Program; the flags the report prints rebuild it.
+  EXPECT_EQ(hash_of(run("compile --config " + cfg + " --target h200 --dtype bf16 --report").out), h);
+  const auto flags_at = a.out.find("(keel compile ");
+  ASSERT_NE(flags_at, std::string::npos);
+  const std::string flags = a.out.substr(flags_at + 14, a.out.find(')', flags_at) - flags_at - 14);
+  EXPECT_EQ(hash_of(run("compile --config " + cfg + " " + flags + " --report").out), h) << flags;
+  // Another target or ring: another Program.
+  EXPECT_NE(hash_of(run("compile --config " + cfg + " --target h100 --dtype bf16 --report").out), h);
+  EXPECT_NE(hash_of(run("compile --config " + cfg + " --target h200 --stage-kib 32 --dtype bf16 --report").out), h);
+  // auto asks the GPU: without one (or without CUDA) a clear error naming the flag.
+  CmdResult e = run("compile --config " + cfg + " --target auto --dtype bf16 --report");
+  if (e.code != 0) {
+    EXPECT_EQ(e.code, 1);
+    EXPECT_NE(e.err.find("--target auto"), std::string::npos) << e.err;
+  } else {
+    EXPECT_EQ(hash_of(e.out).size(), 16u) << e.out;
+  }
+}
+
 TEST(Cli, UnknownCommandIsNamed) {
   CmdResult r = run("frobnicate --model x");
   EXPECT_EQ(r.code, 1);

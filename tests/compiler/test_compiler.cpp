@@ -483,6 +483,7 @@ TEST(Checker, AccumulateGroupsFollowEarlierReaders) {
   build_dependencies(b);
   place(b);
   b.p.h.n_buffers = uint32_t(b.p.buffers.size());
+  plan_target(b.p, b.opt.target);
   Program& p = b.p;
   ASSERT_TRUE(check(p, 3).ok);
   // The compiler: every o_proj task of a later k-slice waits for all the QKV
@@ -676,7 +677,7 @@ TEST(Options, BadOptionsNameTheOption) {
     }
     return std::string();
   };
-  CompileOptions o = opts(0, 1);
+  CompileOptions o = opts(-1, 1);  // 0 is "the target's SM count"
   EXPECT_NE(msg(o).find("--workers"), std::string::npos);
   o = opts(3, 1);
   o.page_size = 0;

@@ -46,6 +46,9 @@ void add_backend_flags(CLI::App& cmd, BackendOptions& o) {
       ->check(CLI::Range(int64_t(0), INT64_MAX));
   cmd.add_option("--context", o.context, "KV-cache capacity in tokens (default: the model's context, at most 4096)")
       ->check(kContextRange);
+  cmd.add_option("--target", o.target, "cuda backend: device to compile for (h100, h200, auto = this GPU); a "
+                 "Program that does not fit the GPU is recompiled for it, said on stderr")
+      ->check(CLI::IsMember({"h100", "h200", "auto"}))->capture_default_str();
 }
 
 std::unique_ptr<engine::Backend> make_backend(const model::Model& m, const BackendOptions& o) {
@@ -57,6 +60,7 @@ std::unique_ptr<engine::Backend> make_backend(const model::Model& m, const Backe
   cfg.max_context = ctx;
   cfg.workers = o.workers;
   cfg.shuffle_seed = o.shuffle_seed;
+  cfg.target = o.target;
   return engine::make_backend(o.backend, m, cfg);
 }
 

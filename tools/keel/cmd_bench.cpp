@@ -1,5 +1,7 @@
 // `keel bench`: decode speed on the GPU against the card's measured read
-// bandwidth, per launch mode (megakernel, per-op kernels, CUDA graph).
+// bandwidth, per launch mode (megakernel, per-op kernels, CUDA graph). The
+// Program is compiled for --target (default: this GPU) with the tuning flags
+// of target_flags.h; the output names its hash and every option in force.
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -8,6 +10,7 @@
 #include "core/error.h"
 #include "core/mapped_file.h"
 #include "model/config.h"
+#include "target_flags.h"
 #if KEEL_EXEC_CUDA_AVAILABLE
 #include "exec/cuda/bench.h"
 #endif
@@ -20,6 +23,7 @@ struct BenchArgs {
   bool random_weights = false, json = false;
   int tokens = 256, batch = 1;
   int64_t context = 512;
+  TargetFlags target;
 };
 
 int run_bench(const BenchArgs& a) {
@@ -36,6 +40,10 @@ int run_bench(const BenchArgs& a) {
   if (a.launch == "megakernel") opt.modes = {kc::LaunchMode::Megakernel};
   if (a.launch == "per-op") opt.modes = {kc::LaunchMode::PerOp};
   if (a.launch == "graph") opt.modes = {kc::LaunchMode::Graph};
+  opt.target = resolve_target(a.target, opt.device);
+  opt.o_split_k = a.target.o_split_k;
+  opt.down_split_k = a.target.down_split_k;
+  opt.attn_chunks = a.target.attn_chunks;
   std::string name;
   kc::BenchReport rep;
   if (!a.config.empty()) {
@@ -53,7 +61,27 @@ int run_bench(const BenchArgs& a) {
       rows.push_back({{"launch", std::string(kc::launch_mode_name(r.mode))}, {"ms_per_token", r.ms_per_token},
                       {"ms_p10", r.ms_p10}, {"ms_p90", r.ms_p90}, {"weight_GBps", r.weight_gbs},
                       {"pct_of_read_bw", r.pct_of_read_bw}});
+    const program::TargetDesc& t = rep.header.target;
+    const program::OptionsDesc& o = rep.header.options;
+    // Every tuning option in force: the Program's target (resolved) and compile options.
+    nlohmann::json target = {{"name", program::target_name(rep.header)}, {"sms", t.sms},
+                             {"smem_per_block", t.smem_per_block}, {"static_smem_reserve", t.static_smem},
+                             {"stage_bytes", t.stage_bytes}, {"stages", t.n_stages}, {"max_stages", t.max_stages},
+                             {"work_bytes", t.work_bytes}, {"dynamic_smem", t.dynamic_smem},
+                             {"max_inflight", t.max_inflight}, {"loader_hold", t.loader_hold},
+                             {"l2_evict_first", t.l2_evict_first}, {"o_split_k", t.o_split_k},
+                             {"down_split_k", t.down_split_k}};
+    nlohmann::json options = {{"workers", rep.header.n_workers}, {"batch", o.batch}, {"max_context", o.max_context},
+                              {"page_size", o.page_size}, {"ring_len", o.ring_len}, {"row_align", o.row_align},
+                              {"o_split_k", o.o_split_k}, {"down_split_k", o.down_split_k},
+                              {"attn_chunks", o.attn_chunks}, {"n_chunks", rep.header.n_chunks},
+                              {"weight_dtype", std::string(dtype_name(DType(o.weight_dtype)))},
+                              {"bandwidth_GBps", o.bandwidth_GBps}, {"task_overhead_us", o.task_overhead_us},
+                              {"predict_context", o.predict_context}, {"attn_task_us", o.attn_task_us},
+                              {"kv_append_us", o.kv_append_us}, {"prune_transitive", o.prune_transitive}};
     nlohmann::json j = {{"model", name}, {"gpu", rep.gpu}, {"sms", rep.sms}, {"read_bw_GBps", rep.read_bw_gbs},
+                        {"program_hash", rep.program_hash}, {"compile_flags", compile_flags_of(rep.header)},
+                        {"target", target}, {"compile_options", options},
                         {"bytes_per_token", rep.bytes_per_token}, {"floor_ms", rep.floor_ms},
                         {"tasks_per_step", rep.tasks_per_step}, {"context", a.context}, {"batch", a.batch},
                         {"first_timed_position", rep.first_position}, {"last_timed_position", rep.last_position},
@@ -85,6 +113,7 @@ Command register_bench(CLI::App& root) {
       ->check(CLI::IsMember({"megakernel", "per-op", "graph", "all"}))->capture_default_str();
   c->add_flag("--json", a->json, "Print JSON");
   c->add_option("--trace", a->trace, "Write a per-SM timeline (Chrome/Perfetto JSON)");
+  add_target_flags(*c, a->target, "auto");
   return {c, [a] {
             if (a->model.empty() && a->config.empty()) fail("bench: give --model DIR or --config FILE --random-weights");
             if (!a->config.empty() && !a->random_weights) fail("bench: --config needs --random-weights (no checkpoint to read)");

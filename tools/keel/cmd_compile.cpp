@@ -1,6 +1,10 @@
-// `keel compile`: model shapes -> task Program (no weights needed), with an
-// optional report (tasks per operator, bytes per worker, critical path,
-// predicted ms/token), JSON or Graphviz dumps, and the binary Program file.
+// `keel compile`: model shapes -> task Program for a Target (no weights
+// needed: a checkpoint's safetensors headers give the stored dtype), with an
+// optional report (the Program's hash, target, ring and tiles, tasks per
+// operator, bytes per worker, critical path, predicted ms/token), JSON or
+// Graphviz dumps, and the binary Program file. `--target auto` plans for this
+// GPU; `keel bench --json` prints the hash of the Program it runs, which the
+// report's hash equals for the same flags.
 #include <chrono>
 #include <cstdio>
 
@@ -12,6 +16,8 @@
 #include "compiler/compiler.h"
 #include "compiler/report.h"
 #include "program/serialize.h"
+#include "model/safetensors.h"
+#include "target_flags.h"
 #include "core/error.h"
 #include "core/mapped_file.h"
 #include "model/config.h"
@@ -19,9 +25,26 @@
 namespace keel::cli {
 
 namespace {
+
+/// The dtype most 2-D tensors of the checkpoint in `dir` are stored in (only
+/// the safetensors headers are read); `fallback` when there are none.
+DType stored_matrix_dtype(const std::string& dir, DType fallback) {
+  if (!file_exists(path_join(dir, "model.safetensors")) && !file_exists(path_join(dir, "model.safetensors.index.json")))
+    return fallback;  // a folder with only config.json
+  const model::WeightStore w = model::WeightStore::open_dir(dir);
+  int votes[3] = {0, 0, 0};
+  for (const auto& [name, t] : w.all())
+    if (t.shape.size() == 2) ++votes[int(t.dtype)];
+  int best = -1;
+  for (int d = 0; d < 3; ++d)
+    if (votes[d] > 0 && (best < 0 || votes[d] > votes[best])) best = d;
+  return best < 0 ? fallback : DType(best);
+}
+
 struct CompileArgs {
   std::string model, config, program, out, dump, dtype;
-  int workers = 132, batch = 1;
+  int workers = 0, batch = 1;
+  TargetFlags target;
   int64_t context = 4096;
   double bandwidth = 3350;
   bool report = false, check = false;
@@ -38,10 +61,16 @@ int run_compile(const CompileArgs& a) {
     const bool gguf = a.config.empty() && model::looks_like_gguf(a.model);
     source = !a.config.empty() ? a.config : gguf ? a.model : path_join(a.model, "config.json");
     model::ModelConfig cfg = gguf ? model::Model::load_gguf_config(source, DType::BF16) : model::ModelConfig::load(source);
+    // A checkpoint folder: plan for the dtype its weights are stored in (config.json
+    // may declare another, e.g. Qwen3-8B says float32 for bf16 weights), as the
+    // executors that load them do.
+    if (!gguf && a.config.empty()) cfg.dtype = stored_matrix_dtype(a.model, cfg.dtype);
     if (a.dtype == "bf16") cfg.dtype = DType::BF16;
     if (a.dtype == "f16") cfg.dtype = DType::F16;
     if (a.dtype == "f32") cfg.dtype = DType::F32;
     compiler::CompileOptions opt;
+    opt.target = resolve_target(a.target);
+    apply_compile_flags(a.target, opt);
     opt.workers = a.workers;
     opt.batch = a.batch;
     opt.max_context = int(std::min<int64_t>(a.context, cfg.max_position));
@@ -67,6 +96,9 @@ int run_compile(const CompileArgs& a) {
     std::printf("%s: %s, %u tasks for %d workers, batch %d, context %d; %s in %.1f ms\n", source.c_str(),
                 std::string(model::arch_name(model::Arch(p.h.arch))).c_str(), p.h.n_tasks, p.h.n_workers, p.h.batch,
                 p.h.max_context, a.program.empty() ? "compiled" : "loaded", ms);
+    std::printf("program hash %s (keel compile %s)\n", program::hash_hex(program::program_hash(p)).c_str(),
+                compile_flags_of(p.h).c_str());
+    std::printf("target %s\n", compiler::describe_target(p.h).c_str());
     std::printf("%s", compiler::report(p, a.bandwidth).c_str());
   }
   if (!a.report && a.dump.empty())
@@ -79,17 +111,18 @@ int run_compile(const CompileArgs& a) {
 Command register_compile(CLI::App& root) {
   auto a = std::make_shared<CompileArgs>();
   CLI::App* c = root.add_subcommand("compile", "Compile a model's shapes into a task Program (no weights needed)");
-  auto* m = c->add_option("--model", a->model, "Checkpoint folder (only config.json is read), GGUF file (only its metadata), or ollama:NAME[:TAG]")->transform(model_source());
+  auto* m = c->add_option("--model", a->model, "Checkpoint folder (config.json and the safetensors headers are read), GGUF file (only its metadata), or ollama:NAME[:TAG]")->transform(model_source());
   auto* f = c->add_option("--config", a->config, "A config.json file")->check(CLI::ExistingFile);
   auto* pr = c->add_option("--program", a->program, "Load a saved Program file instead of compiling (to check, report or dump it)")->check(CLI::ExistingFile);
   m->excludes(f)->excludes(pr);
   f->excludes(pr);
-  c->add_option("--workers", a->workers, "Workers (SMs) to partition for")->check(CLI::Range(1, 4096))->capture_default_str();
+  c->add_option("--workers", a->workers, "Workers to partition for (0: the target's SM count)")->check(CLI::Range(0, 4096))->capture_default_str();
+  add_target_flags(*c, a->target, "generic");
   c->add_option("--batch", a->batch, "Sequences decoded per step")->check(CLI::Range(1, 1024))->capture_default_str();
   c->add_option("--context", a->context, "KV-cache capacity per sequence (capped at the model's context)")->check(kContextRange)->capture_default_str();
   c->add_option("--out", a->out, "Write the binary Program to this file");
   c->add_option("--dump", a->dump, "Print the Program as json or dot")->check(CLI::IsMember({"json", "dot"}));
-  c->add_flag("--report", a->report, "Print tasks per operator, bytes per worker, critical path, predicted ms/token");
+  c->add_flag("--report", a->report, "Print the Program's hash, target, ring and tiles, tasks per operator, bytes per worker, critical path, predicted ms/token");
   c->add_option("--dtype", a->dtype, "Weight dtype to plan for (default: the config's dtype field)")
       ->check(CLI::IsMember({"bf16", "f16", "f32"}));
   c->add_flag("--check", a->check, "Run the symbolic Program checker (dependencies, write-after-read, deadlock)");

@@ -3,24 +3,31 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
 
 #include "compiler/compiler.h"
 #include "core/error.h"
 #include "exec/cuda/device_info.h"
+#include "exec/cuda/plan_check.h"
 #include "model/model.h"
+#include "program/serialize.h"
 
 namespace keel::exec::cuda {
 
 namespace {
 
-/// Compile options for the bench; moves opt.context when the steps around it do
-/// not fit the model's context.
-compiler::CompileOptions compile_options(const model::ModelConfig& cfg, BenchOptions& opt) {
+void note(const BenchOptions& opt, const std::string& what) {
+  if (opt.progress) std::fprintf(stderr, "bench: %s\n", what.c_str());
+}
+
+}  // namespace
+
+int64_t first_bench_position(const BenchOptions& opt) {
+  return std::max<int64_t>(1, opt.context - opt.warmup - opt.steps / 2);
+}
+
+compiler::CompileOptions bench_compile_options(const model::ModelConfig& cfg, BenchOptions& opt) {
   KEEL_CHECK(opt.steps >= 2, "cuda bench: need at least 2 steps");
   KEEL_CHECK(opt.context >= 1, "cuda bench: context must be >= 1");
-  const auto gpus = list_gpus();
-  KEEL_CHECK(opt.device >= 0 && size_t(opt.device) < gpus.size(), "cuda bench: no CUDA device ", opt.device);
   const int64_t total = opt.steps + opt.warmup, margin = 8;
   KEEL_CHECK(cfg.max_position > total + margin, "cuda bench: ", total, " steps do not fit the model's context of ",
              cfg.max_position);
@@ -32,29 +39,14 @@ compiler::CompileOptions compile_options(const model::ModelConfig& cfg, BenchOpt
     opt.context = moved;
   }
   compiler::CompileOptions co;
-  co.workers = gpus[size_t(opt.device)].sm_count;
+  co.target = opt.target ? *opt.target : device_target(opt.device);
   co.batch = opt.batch;
-  co.max_context = int(first_bench_position(opt) + total + margin);
-  // Partition experiments (0 = the compiler's choice).
-  auto env = [](const char* name) {
-    const char* v = std::getenv(name);
-    return v && *v ? std::atoi(v) : 0;
-  };
-  co.o_split_k = env("KEEL_O_SPLIT_K");
-  co.down_split_k = env("KEEL_DOWN_SPLIT_K");
-  co.attn_chunks = env("KEEL_ATTN_CHUNKS");
-  tune_for_gpu(co);
+  co.max_context = int(std::max<int64_t>(std::min<int64_t>(cfg.max_position, 4096),
+                                         first_bench_position(opt) + total + margin));
+  co.o_split_k = opt.o_split_k;
+  co.down_split_k = opt.down_split_k;
+  co.attn_chunks = opt.attn_chunks;
   return co;
-}
-
-void note(const BenchOptions& opt, const std::string& what) {
-  if (opt.progress) std::fprintf(stderr, "bench: %s\n", what.c_str());
-}
-
-}  // namespace
-
-int64_t first_bench_position(const BenchOptions& opt) {
-  return std::max<int64_t>(1, opt.context - opt.warmup - opt.steps / 2);
 }
 
 BenchReport bench_executor(ProgramExecutor& ex, const BenchOptions& opt) {
@@ -73,6 +65,8 @@ BenchReport bench_executor(ProgramExecutor& ex, const BenchOptions& opt) {
   r.tasks_per_step = ex.program().tasks.size();
   r.ring_stages = ex.ring_stages();
   r.stage_bytes = ex.stage_bytes();
+  r.program_hash = program::hash_hex(program::program_hash(ex.program()));
+  r.header = h;
   const int total = opt.steps + opt.warmup;
   const int64_t first = first_bench_position(opt);
   KEEL_CHECK(first + total < h.max_context, "cuda bench: ", total, " steps from position ", first,
@@ -109,7 +103,9 @@ BenchReport bench_executor(ProgramExecutor& ex, const BenchOptions& opt) {
 BenchReport bench_model(const model::Model& m, const BenchOptions& given) {
   BenchOptions opt = given;
   note(opt, "compiling and uploading " + m.dir);
-  const program::Program p = compiler::compile(m.config, compile_options(m.config, opt));
+  model::ModelConfig cfg = m.config;
+  cfg.dtype = m.weight_dtype;  // plan for the stored weights (a config may declare another dtype)
+  const program::Program p = compiler::compile(cfg, bench_compile_options(cfg, opt));
   ProgramExecutorOptions eo;
   eo.device = opt.device;
   ProgramExecutor ex(p, m, eo);
@@ -123,7 +119,7 @@ BenchReport bench_random(const model::ModelConfig& given_cfg, const BenchOptions
   note(opt, cat("compiling and generating random ", dtype_name(cfg.dtype), " weights"));
   ProgramExecutorOptions eo;
   eo.device = opt.device;
-  ProgramExecutor ex(cfg, compile_options(cfg, opt), 1, eo);
+  ProgramExecutor ex(cfg, bench_compile_options(cfg, opt), 1, eo);
   return bench_executor(ex, opt);
 }
 
@@ -132,10 +128,12 @@ std::string BenchReport::table(const std::string& model_name) const {
   char buf[512];
   std::snprintf(buf, sizeof buf,
                 "%s on %s (%d SMs), batch %d: %.3f GB of weights per step, read bandwidth %.0f GB/s, floor %.3f "
-                "ms/step; %zu tasks per step, ring %d x %u KiB; timed positions %lld..%lld\n",
+                "ms/step; %zu tasks per step, ring %d x %u KiB; timed positions %lld..%lld; Program %s\n",
                 model_name.c_str(), gpu.c_str(), sms, batch, double(bytes_per_token) / 1e9, read_bw_gbs, floor_ms,
-                tasks_per_step, ring_stages, stage_bytes / 1024, (long long)first_position, (long long)last_position);
+                tasks_per_step, ring_stages, stage_bytes / 1024, (long long)first_position, (long long)last_position,
+                program_hash.c_str());
   s += buf;
+  s += "target " + compiler::describe_target(header) + "\n";
   s += "| mode | ms/step (p50) | p10 | p90 | weight GB/s | % of read bw |\n|---|---|---|---|---|---|\n";
   for (const auto& r : rows) {
     std::snprintf(buf, sizeof buf, "| %s | %.4f | %.4f | %.4f | %.0f | %.1f |\n",

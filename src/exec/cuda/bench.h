@@ -9,9 +9,11 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "compiler/compiler.h"
 #include "core/dtype.h"
 #include "exec/cuda/device_info.h"
 #include "exec/cuda/program_executor.h"
@@ -33,6 +35,13 @@ struct BenchOptions {
   int device = 0;
   bool progress = false;      // one line on stderr per phase
   DType random_dtype = DType::BF16;  // bench_random: the weights' dtype (whatever the config declares)
+  /// The Program's target (ring, loader policy, split-K choices; every field is
+  /// a tuning knob, recorded in the Program and printed): unset = the device's
+  /// (device_target, "auto").
+  std::optional<compiler::Target> target;
+  int o_split_k = 0;          // compile options (0: the target's, else the compiler's)
+  int down_split_k = 0;
+  int attn_chunks = 0;
 };
 
 struct BenchRow {
@@ -53,6 +62,8 @@ struct BenchReport {
   size_t tasks_per_step = 0;
   int ring_stages = 0;
   uint32_t stage_bytes = 0;
+  std::string program_hash;    // program::program_hash of the Program benched (16 hex digits)
+  program::ProgramHeader header;  // its header: target (ring, loader policy) and compile options in force
   int64_t first_position = 0;  // the first timed step's position (after warm-up)
   int64_t last_position = 0;   // the last timed step's
   std::vector<BenchRow> rows;
@@ -63,6 +74,14 @@ struct BenchReport {
 /// Position of the first warm-up step, so that the timed steps
 /// [first + warmup, first + warmup + steps) are centred on opt.context (at least 1).
 int64_t first_bench_position(const BenchOptions& opt);
+
+/// The compile options the bench uses for `cfg` (whose dtype must be the
+/// weights'): opt's target (or the device's) and split options, batch, and
+/// max_context = the compiler's default (min(model context, 4096)) unless the
+/// timed steps need more; so `keel compile --target <the device>` with the
+/// same flags names the same Program. Moves opt.context when the steps around
+/// it do not fit the model's context (said on stderr).
+compiler::CompileOptions bench_compile_options(const model::ModelConfig& cfg, BenchOptions& opt);
 
 /// Benches a loaded checkpoint. When the steps around opt.context do not fit the
 /// model's context, or start before position 1, the window moves (said on stderr).

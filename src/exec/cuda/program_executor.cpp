@@ -1,8 +1,10 @@
 // ProgramExecutor: the host side of running a program::Program on the GPU.
-// Construction: pick the worker count (recompile for the SM count unless told
-// to keep it), check co-residency and memory, upload the Program arrays as they
-// are, one device copy per named weight tensor, the constants, and zeroed
-// workspace / KV arenas. run(): the launch setup of program.h (a host image of
+// Construction: check that the Program's device plan fits the device
+// (plan_check.h: worker count, shared-memory layout, co-residency, tiles for
+// the stored weight dtypes) and memory, upload the Program arrays as they are,
+// one device copy per named weight tensor, the constants, and zeroed
+// workspace / KV arenas. Nothing is re-planned: ring, work area, loader policy
+// and tiles are the Program's. run(): the launch setup of program.h (a host image of
 // the workspace with NaN activations, page table, Control, SeqState, token
 // history and first embedding, copied in one go; counters zeroed), one
 // cooperative launch, then a polling loop that hands tokens from the pinned
@@ -30,6 +32,7 @@
 #include "compiler/compiler.h"
 #include "core/error.h"
 #include "exec/cuda/cuda_check.h"
+#include "exec/cuda/plan_check.h"
 #include "exec/cuda/program_kernel.h"
 #include "exec/cuda/random_weights.h"
 
@@ -93,11 +96,6 @@ const char* error_name(int e) {
   return "unknown device error";
 }
 
-int env_int(const char* name, int fallback) {
-  const char* v = std::getenv(name);
-  return v && *v ? std::atoi(v) : fallback;
-}
-
 }  // namespace
 
 struct ProgramExecutor::Impl {
@@ -134,31 +132,46 @@ struct ProgramExecutor::Impl {
   }
 };
 
-void tune_for_gpu(compiler::CompileOptions& o) {
-  if (o.o_split_k == 0) o.o_split_k = 1;
-  if (o.down_split_k == 0) o.down_split_k = 2;
-}
-
 namespace {
 
-/// Opens the device and returns its SM count.
-int open_device(int device) {
+/// Opens the device.
+void open_device(int device) {
   int n_dev = 0;
   const cudaError_t e = cudaGetDeviceCount(&n_dev);
   KEEL_CHECK(e == cudaSuccess && n_dev > 0, "cuda program executor: no CUDA device (", cudaGetErrorString(e), ")");
   KEEL_CHECK(device >= 0 && device < n_dev, "cuda program executor: device ", device, " of ", n_dev);
   KEEL_CUDA_CHECK(cudaSetDevice(device));
-  int sms = 0;
-  KEEL_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  return sms;
 }
 
 }  // namespace
 
+DeviceFacts device_facts(int device) {
+  open_device(device);
+  DeviceFacts f;
+  cudaDeviceProp prop{};
+  KEEL_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  f.name = cat(prop.name, " (device ", device, ")");
+  int v = 0;
+  KEEL_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, device));
+  f.sms = v;
+  KEEL_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  f.smem_per_block = uint32_t(v);
+  f.static_smem = uint32_t(prog::static_smem_bytes());
+  return f;
+}
+
+compiler::Target device_target(int device) {
+  open_device(device);
+  cudaDeviceProp prop{};
+  KEEL_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  const DeviceFacts f = device_facts(device);
+  return compiler::target_for_device(prop.name, f.sms, f.smem_per_block);
+}
+
 ProgramExecutor::ProgramExecutor(const program::Program& given, const model::Model& m,
                                  const ProgramExecutorOptions& opt)
     : impl_(new Impl) {
-  const int sms = open_device(opt.device);
+  open_device(opt.device);
   given.validate();
   {
     const auto& h = given.h;
@@ -167,29 +180,15 @@ ProgramExecutor::ProgramExecutor(const program::Program& given, const model::Mod
                    h.head_dim == m.config.head_dim && h.intermediate == m.config.intermediate,
                "cuda program executor: the Program was compiled for different model dimensions than ", m.dir);
   }
-  if (!opt.keep_worker_count && given.h.n_workers != sms) {
-    compiler::CompileOptions o;
-    o.workers = sms;
-    o.batch = given.h.batch;
-    o.max_context = given.h.max_context;
-    o.page_size = given.h.page_size;
-    o.ring_len = given.h.ring_len;
-    tune_for_gpu(o);
-    p_ = compiler::compile(m.config, o);
-    recompiled_ = true;
-  } else {
-    p_ = given;
-  }
+  p_ = given;
   setup(&m, opt, 0);
 }
 
 ProgramExecutor::ProgramExecutor(const model::ModelConfig& cfg, const compiler::CompileOptions& co, uint64_t seed,
                                  const ProgramExecutorOptions& opt)
     : impl_(new Impl) {
-  const int sms = open_device(opt.device);
-  compiler::CompileOptions o = co;
-  if (!opt.keep_worker_count) o.workers = sms;
-  p_ = compiler::compile(cfg, o);
+  open_device(opt.device);
+  p_ = compiler::compile(cfg, co);
   setup(nullptr, opt, seed);
 }
 
@@ -202,38 +201,17 @@ void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions&
     KEEL_CUDA_CHECK(cudaGetDeviceProperties(&prop, I.device));
     I.gpu_name = prop.name;
   }
-  int sms = 0;
-  KEEL_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, I.device));
   const program::Program& p = p_;
   const auto& h = p.h;
   KEEL_CHECK(h.head_dim <= prog::kMaxHeadDim, "cuda program executor: head_dim ", h.head_dim, " exceeds ",
              prog::kMaxHeadDim);
-  // ---- shared memory: the work area, then as many ring stages as fit ----
-  const size_t work = prog::work_smem_bytes(h);
-  int optin = 0;
-  KEEL_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, I.device));
-  const size_t stat = prog::static_smem_bytes();
-  KEEL_CHECK(work + stat <= size_t(optin), "cuda program executor: the tasks need ", work + stat,
-             " bytes of shared memory (hidden ", h.hidden, ", intermediate ", h.intermediate, "), the device allows ",
-             optin);
-  uint32_t stage = uint32_t(std::max(0, env_int("KEEL_CUDA_STAGE_KB", opt.stage_kib))) * 1024u;
-  int max_stages = env_int("KEEL_CUDA_MAX_STAGES", opt.max_stages);
-  if (max_stages <= 0 || max_stages > prog::kMaxRingStages) max_stages = prog::kMaxRingStages;
-  int stages = 0;
-  while (stage >= 16 * 1024) {
-    stages = std::min<int>(max_stages, int((size_t(optin) - stat - work) / stage));
-    if (stages >= 2) break;
-    stage /= 2;
-    stages = 0;
-  }
-  if (stages < 2) stage = 0, stages = 0;
-  // The rest of the shared memory goes to the work area (attention prefetches K/V rows into it).
-  const size_t work_all = std::max(work, (size_t(optin) - stat - size_t(stages) * stage) / 128 * 128);
-  I.smem = work_all + size_t(stages) * stage;
-  const int co = prog::max_coresident_ctas(I.device, I.smem);
-  KEEL_CHECK(h.n_workers >= 1 && h.n_workers <= co, "cuda program executor: the Program has ", h.n_workers,
-             " workers but only ", co, " CTAs can be co-resident on device ", I.device, " (", sms,
-             " SMs); recompile it for at most that many workers");
+  // ---- the Program's device plan must fit this device (nothing is re-planned) ----
+  const program::TargetDesc& tg = h.target;
+  I.smem = tg.dynamic_smem;
+  DeviceFacts facts = device_facts(I.device);
+  check_program_fits(p, facts, opt.keep_worker_count);  // before the attribute: smem must fit the opt-in limit
+  facts.max_ctas = prog::max_coresident_ctas(I.device, I.smem);
+  check_program_fits(p, facts, opt.keep_worker_count);
   // ---- memory: weights (unique tensors) + KV + workspace must fit ----
   struct WeightSrc {
     const model::TensorView* tv = nullptr;  // checkpoint tensor, or null (random)
@@ -260,6 +238,11 @@ void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions&
     w.cols = b.cols;
     if (tensors.emplace(name, w).second) weight_bytes += w.count * dtype_size(w.dtype);
   }
+  // The tiles were planned for the declared dtypes: the stored ones must give the same.
+  check_program_fits(p, facts, opt.keep_worker_count, [&](int32_t id) {
+    const program::BufferDesc& b = p.buffers[size_t(id)];
+    return BufferKind(b.kind) == BufferKind::Weight ? tensors.at(std::string(b.name_view())).dtype : DType(b.dtype);
+  });
   const uint64_t other = h.workspace_bytes + h.constants_bytes + p.tasks.size() * sizeof(program::TaskDesc) +
                          p.waits.size() * sizeof(program::WaitDesc) + (64ull << 20);
   size_t free_b = 0, total_b = 0;
@@ -286,6 +269,8 @@ void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions&
       const float scale = matrix ? (embed ? 1.0f : 1.7f / std::sqrt(float(w.cols))) : norm ? 0.05f : 0.02f;
       fill_random(d, w.dtype, w.count, !matrix && norm ? 1.0f : 0.0f, scale, ++sd, I.stream);
     }
+    // The Program's tiles assume every weight buffer starts 16-byte aligned (smem_plan.h); cudaMalloc gives 256.
+    KEEL_CHECK((reinterpret_cast<uintptr_t>(d) & 15) == 0, "cuda program executor: weight '", name, "' is not 16-byte aligned");
     dev_weights[name] = static_cast<uint8_t*>(d);
   }
   KEEL_CUDA_CHECK(cudaStreamSynchronize(I.stream));
@@ -397,13 +382,14 @@ void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions&
   P.cols = device_copy(cols, I.owned);
   P.wait_pre = reinterpret_cast<const uint4*>(device_copy(wait_pre, I.owned));
   P.op_range = reinterpret_cast<const uint2*>(device_copy(op_range, I.owned));
-  P.n_stages = stages;
-  P.stage_bytes = stage;
-  P.work_bytes = uint32_t(work_all);
-  P.l2_hint = env_int("KEEL_CUDA_L2_HINT", opt.l2_evict_first ? 1 : 0);
-  P.loader_hold = std::clamp(env_int("KEEL_CUDA_HOLD", opt.loader_hold), 0, 4);
-  P.max_inflight = uint32_t(std::clamp(env_int("KEEL_CUDA_INFLIGHT", opt.max_inflight), 0, std::max(stages - 1, 0)));
-  {  // the weight tile of every worker-list entry, derived on the device from the same function the tasks use
+  // The ring, work area and loader policy as the Program planned them.
+  P.n_stages = tg.n_stages;
+  P.stage_bytes = tg.stage_bytes;
+  P.work_bytes = tg.work_bytes;
+  P.l2_hint = tg.l2_evict_first;
+  P.loader_hold = tg.loader_hold;
+  P.max_inflight = uint32_t(tg.max_inflight);
+  {  // the weight tile of every worker-list entry (rows per stage: the Program's), on the device
     auto* tiles = static_cast<prog::TileDesc*>(
         device_alloc(sizeof(prog::TileDesc) * std::max<size_t>(p.worker_tasks.size(), 1), I.owned));
     prog::build_tile_table(P, tiles, I.stream);

@@ -37,51 +37,27 @@ std::string_view launch_mode_name(LaunchMode m);
 
 struct ProgramExecutorOptions {
   int device = 0;
-  /// false: a Program compiled for another worker count than the device's SM
-  /// count is recompiled for the SM count (same batch, context, page size,
-  /// ring). true: keep it (tests use this to run W = 1, 3, 7 ...); it must then
-  /// fit co-resident on the device.
+  /// false: the Program's worker count must be the device's SM count. true: a
+  /// Program for fewer workers runs as is (tests run W = 1, 3, 7); it must
+  /// still fit co-resident. Either way a Program that does not fit the device
+  /// is an error (plan_check.h), never recompiled here.
   bool keep_worker_count = false;
   double watchdog_s = 5.0;  // a wait that sees no progress this long stops the kernel
-  /// Weight ring: stage size in KiB and the most stages (0: as many as fit, at
-  /// most 8). stage_kib = 0 turns the ring off (weights read from global memory).
-  /// Overridable for experiments by KEEL_CUDA_STAGE_KB / KEEL_CUDA_MAX_STAGES.
-  int stage_kib = 64;
-  int max_stages = 0;
-  bool l2_evict_first = true;  // KEEL_CUDA_L2_HINT=0 turns it off
-  /// Stages the loader keeps in flight at most (0: the whole ring). A gpu-scope
-  /// release and every other load of the SM wait behind the bulk copies in
-  /// flight; one 64 KiB stage per SM (8.4 MiB on 132 SMs) still saturates HBM.
-  /// KEEL_CUDA_INFLIGHT overrides.
-  int max_inflight = 1;
-  /// The loader's hold (KEEL_CUDA_HOLD overrides): 0 none; 1 after a streaming
-  /// task that an attention task follows, until the task's signals are
-  /// published; 2 after every streaming task; 3 as 2, and before an attention
-  /// task also until that task has read its inputs; 4 as 3, but the next
-  /// streaming task's copies go on until the compute warps start the task held
-  /// for (its weights land while they still run attention).
-  int loader_hold = 4;
 };
-
-/// Compile options tuned for this executor, where `o` leaves the compiler to
-/// choose (0): O-proj as full-K row tiles (measured on an H200: 6.56 -> 6.21 ms
-/// on the Qwen3-8B shape, 1.557 -> 1.414 on Llama-3.2-1B, against one k-slice
-/// per kv-head group, whose 1 KiB row segments and atomics cost more than the
-/// earlier start saves); down_proj in 2 k-slices (H100, with the loader's
-/// one-stage-in-flight and hold: 1.243 -> 1.236 ms on Llama-3.2-1B, 6.04 -> 6.02
-/// on Qwen3-8B, against the compiler's 4).
-void tune_for_gpu(compiler::CompileOptions& o);
 
 class ProgramExecutor {
  public:
   /// Uploads `m`'s weights named by the Program (shapes checked as the CPU
-  /// executor does) and allocates the arenas. Throws keel::Error when there is
-  /// no device, the weights + KV + workspace do not fit the free GPU memory, or
-  /// the Program does not match the model.
+  /// executor does) and allocates the arenas. The Program is run as compiled:
+  /// its ring, shared-memory layout, loader policy and tiles (ProgramHeader::
+  /// target, stage_rows()). Throws keel::Error when there is no device, the
+  /// Program's target does not fit the device (check_program_fits: recompile
+  /// it for the device), the weights + KV + workspace do not fit the free GPU
+  /// memory, or the Program does not match the model.
   ProgramExecutor(const program::Program& p, const model::Model& m, const ProgramExecutorOptions& opt = {});
   /// Random weights of `cfg`'s shapes in the Program's declared dtype, generated
   /// on the GPU (no checkpoint): the Program is compiled from `cfg` with `co`
-  /// (workers = the SM count unless keep_worker_count).
+  /// as given (its target must fit the device).
   ProgramExecutor(const model::ModelConfig& cfg, const compiler::CompileOptions& co, uint64_t seed,
                   const ProgramExecutorOptions& opt = {});
   ~ProgramExecutor();
@@ -111,10 +87,8 @@ class ProgramExecutor {
   uint32_t stage_bytes() const;
   const std::string& device_name() const;
 
-  /// The Program this executor runs (recompiled for the SM count if it had to be).
+  /// The Program this executor runs, exactly as given (or compiled from `co`).
   const program::Program& program() const { return p_; }
-  /// True when the constructor recompiled the given Program.
-  bool recompiled() const { return recompiled_; }
   int workers() const { return int(p_.h.n_workers); }
 
   /// The current bytes of buffer `id` (workspace, KV, constant or weight), copied from the device.
@@ -136,7 +110,6 @@ class ProgramExecutor {
  private:
   void setup(const model::Model* m, const ProgramExecutorOptions& opt, uint64_t seed);
   program::Program p_;
-  bool recompiled_ = false;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -42,8 +42,13 @@
 #include "exec/cuda/cuda_check.h"
 #include "exec/cuda/program_kernel.h"
 #include "exec/cuda/program_tasks.cuh"
+#include "program/smem_plan.h"
 
 namespace keel::exec::cuda::prog {
+
+// The compiler plans the shared-memory layout and the tiles with these (program/smem_plan.h).
+static_assert(program::kKernelWarps == kWarps && program::kKernelMaxHeadDim == kMaxHeadDim &&
+              program::kMaxRingStages == kMaxRingStages && program::kMaxStageRows <= 32767);
 
 namespace {
 
@@ -180,7 +185,7 @@ __device__ __forceinline__ bool loader_wait(SmemStatic& S, uint64_t* bar, uint32
   }
 }
 
-/// Hold 4: before the next copy after the streaming entry `pending`: go on while
+/// Before the next copy after the streaming entry `pending`: go on while
 /// the compute warps have not started it (its release is far away: e.g. they
 /// run attention, and the next task's weights may land meanwhile), else wait
 /// until its signals are published. False: quit.
@@ -198,24 +203,23 @@ __device__ __forceinline__ bool hold_pending(SmemStatic& S, int lane, uint32_t& 
   }
 }
 
-/// The loader's hold (P.loader_hold; 1: when the next entry streams no weights,
-/// 2: after every entry, 3: and before a non-streaming entry until it read its
-/// inputs, 4: as 3 with hold_pending): after the last copy of entry `entry`, wait until its
-/// signals are published. A gpu-scope release waits for the SM's bulk copies in
+/// The loader's hold (P.loader_hold), after the last copy of entry `entry`: when
+/// the next entry streams, mark `entry` pending (hold_pending decides before the
+/// next copy); else wait until its signals are published and the next entry has
+/// read its inputs. A gpu-scope release waits for the SM's bulk copies in
 /// flight, so copies issued for the next task before the release would delay the
 /// task's consumers by their whole transfer. False: quit.
 __device__ __forceinline__ bool hold_done(const DevProgram& P, SmemStatic& S, int lane, uint32_t next_word, bool has_next,
                                           uint32_t entry, uint32_t& pending) {
   static_assert(offsetof(TileDesc, cap) == 28);  // word 7, low half
   const bool next_streams = has_next && (__shfl_sync(0xffffffffu, next_word, 7) & 0xffffu) != 0;
-  if (P.loader_hold == 1 && next_streams) return true;
-  if (P.loader_hold >= 4 && next_streams) {  // hold 4: only once the compute warps run it (hold_pending)
+  if (next_streams) {  // only once the compute warps run it (hold_pending)
     pending = entry;
     return true;
   }
-  // hold 3: before a task that streams nothing (attention), also until it has
-  // read its inputs (RingView::gate), so its loads do not queue behind the copies.
-  const bool gated = P.loader_hold >= 3 && has_next && !next_streams;
+  // Before a task that streams nothing (attention), also until it has read its
+  // inputs (RingView::gate), so its loads do not queue behind the copies.
+  const bool gated = has_next;
   for (;;) {
     int state = 0;  // 1: go on, 2: quit
     if (lane == 0)
@@ -233,7 +237,7 @@ __device__ __forceinline__ void loader(const DevProgram& P, SmemStatic& S, char*
                        bool persistent) {
   const int lane = threadIdx.x & 31;
   const uint32_t NS = uint32_t(P.n_stages), SB = P.stage_bytes, K = P.max_inflight;
-  uint32_t seq = 0, pending = 0;  // pending: hold 4's entry (hold_pending)
+  uint32_t seq = 0, pending = 0;  // pending: the held entry (hold_pending)
   uint32_t entry = 0;             // entry number (step * list length + position + 1) of entry i
   for (;;) {
     // A list without weight tiles would otherwise spin here forever after the
@@ -527,20 +531,6 @@ void build_tile_table(const DevProgram& P, TileDesc* tiles, cudaStream_t stream)
   tile_table_kernel<<<64, 256, 0, stream>>>(P, tiles);
   KEEL_CUDA_CHECK_LAUNCH("tile_table_kernel");
   KEEL_CUDA_CHECK(cudaStreamSynchronize(stream));
-}
-
-size_t work_smem_bytes(const program::ProgramHeader& h) {
-  // bf16 activation vector of a matvec (the longest reduction) ...
-  int64_t vec = std::max<int64_t>(h.hidden, h.intermediate);
-  vec = std::max<int64_t>(vec, int64_t(h.n_heads) * h.head_dim);
-  const int64_t act = (vec + 8) * 2;
-  // ... or the attention task's fp32 scratch
-  const int64_t g = h.n_heads / std::max(h.n_kv_heads, 1);
-  const int64_t attn = std::max<int64_t>(kMaxHeadDim + int64_t(kWarps) * (kMaxHeadDim + 2),
-                                         g * h.head_dim + int64_t(kWarps) * g * (h.head_dim + 2)) * 4 + 64;
-  // ... or the merge's maxima, sums and totals
-  const int64_t merge = (2 * int64_t(h.n_chunks) + 1) * g * 4;
-  return size_t((std::max({act, attn, merge}) + 127) / 128 * 128);
 }
 
 size_t static_smem_bytes() {

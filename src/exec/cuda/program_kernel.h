@@ -51,10 +51,10 @@ struct DevStatus {
 /// The weight bytes a matvec task streams through the ring (program_tasks.cuh
 /// weight_tile()): rows [row0, row1) of one matrix (two for GateUp: gate then up
 /// in each stage), each row a segment of `seg` bytes `stride` bytes after the
-/// previous; cap rows per ring stage, 0 when the task does not use the ring.
-/// One per worker-list entry, computed on the device at setup, so neither the
-/// loader nor the compute warps chase descriptor and buffer-table pointers
-/// between tasks.
+/// previous; cap rows per ring stage (the Program's program::stage_rows()), 0
+/// when the task does not use the ring. One per worker-list entry, computed on
+/// the device at setup, so neither the loader nor the compute warps chase
+/// descriptor and buffer-table pointers between tasks.
 struct alignas(16) TileDesc {
   const uint8_t* base[2];  // row row0's first streamed byte in each matrix
   uint32_t stride;
@@ -89,12 +89,13 @@ struct DevProgram {
   // Weight ring (DESIGN invariant 6): the loader warp streams every weight tile of the
   // CTA's tasks into n_stages stages of stage_bytes (0 stages: tasks read weights from
   // global memory directly).
+  // All five are the Program's (ProgramHeader::target).
   int32_t n_stages = 0;
   uint32_t stage_bytes = 0;
   uint32_t work_bytes = 0;           // dynamic shared memory after the ring (activations, attention)
   int32_t l2_hint = 1;               // weights stream with an L2 evict-first hint
   uint32_t max_inflight = 0;         // the loader keeps at most this many stages in flight (0: n_stages)
-  int32_t loader_hold = 0;           // 1/2: the loader waits for a task's signals (hold_done)
+  int32_t loader_hold = 0;           // 1: the loader holds (hold_done / hold_pending); 0: never
   // Per worker-list entry (same index as worker_tasks): the task's first two waits,
   // derived from the Program at upload so the next task's waits are prefetched.
   const uint4* wait_pre = nullptr;   // [n_worker_entries][2]: (counter, expected, offset, n_waits)
@@ -114,9 +115,9 @@ struct DevProgram {
 
 
 
-/// Bytes of dynamic shared memory the tasks of `h` need besides the ring (see program_tasks.cuh).
-size_t work_smem_bytes(const program::ProgramHeader& h);
-/// Static shared memory of the kernel (for the ring budget).
+/// Static shared memory of the persistent kernel (checked against the
+/// Program's TargetDesc::static_smem; the work area's need is
+/// program::kernel_work_bytes).
 size_t static_smem_bytes();
 
 /// Sets the kernel's shared-memory attribute and returns how many CTAs of it

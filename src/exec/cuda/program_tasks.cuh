@@ -319,7 +319,8 @@ __device__ void copy_act(const uint16_t* a, int64_t n, uint16_t* act) {
 using Tile = TileDesc;  // program_kernel.h
 
 /// The tile of task t (see TileDesc): the loader and the compute warps both
-/// use the table built from this at setup, so they agree on every stage.
+/// use the table built from this at setup, so they agree on every stage. The
+/// rows per stage are the Program's; the addresses are this device's.
 __device__ __forceinline__ Tile weight_tile(const DevProgram& P, const TaskDesc& t) {
   Tile T;
   T.base[0] = T.base[1] = nullptr;
@@ -348,12 +349,9 @@ __device__ __forceinline__ Tile weight_tile(const DevProgram& P, const TaskDesc&
   T.stride = uint32_t(stride);
   T.base[0] = bp<const uint8_t>(P, m0) + (first * cols + k0) * esz;
   if (m1 >= 0) T.base[1] = bp<const uint8_t>(P, m1) + (first * cols + k0) * esz;
-  const bool same_dt = m1 < 0 || buf_dtype(P, m1) == dt;
-  const bool aligned = (seg % 16) == 0 && (stride % 16) == 0 && stride < (1ull << 32) &&
-                       ((reinterpret_cast<uintptr_t>(T.base[0]) | reinterpret_cast<uintptr_t>(T.base[1])) & 15) == 0;
-  if (P.n_stages > 0 && t.b1 - t.b0 == 1 && same_dt && aligned && T.rows > 0 && seg > 0 &&
-      uint64_t(T.nmat) * seg <= P.stage_bytes)
-    T.cap = int16_t(min(uint64_t(P.stage_bytes) / (uint64_t(T.nmat) * seg), uint64_t(1024)));
+  // Rows per stage: the compiler's (program/smem_plan.h plan_stage_rows, checked
+  // against the stored dtypes at setup); none without a ring (single-task kernel).
+  if (P.n_stages > 0) T.cap = int16_t(program::stage_rows(t));
   return T;
 }
 

@@ -21,6 +21,7 @@
 #include "engine/backends.h"
 #include "engine/cuda_backend.h"
 #include "exec/cuda/device_info.h"
+#include "exec/cuda/plan_check.h"
 #include "exec/cuda/program_executor.h"
 #include "model/model.h"
 #include "model/safetensors.h"
@@ -69,6 +70,7 @@ constexpr double kMarginTol = 0.1;
 
 std::unique_ptr<ProgramExecutor> executor_for(const model::Model& m, int workers, int context) {
   compiler::CompileOptions co;
+  co.target = device_target(0);  // this GPU's shared memory; `workers` may be fewer than its SMs
   co.workers = workers;
   co.max_context = context;
   ProgramExecutorOptions o;
@@ -251,6 +253,7 @@ TEST(CudaRandomWeights, Qwen3_8BShapeRunsInEveryModeAndAgreesWithTheCpu) {
   nlohmann::json raw;
   const auto cfg = qwen3_8b_two_layers(&raw);
   compiler::CompileOptions co;
+  co.target = device_target(0);
   co.max_context = 160;
   ProgramExecutor ex(cfg, co, 5);
   ex.fill_kv_random();

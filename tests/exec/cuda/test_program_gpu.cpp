@@ -6,11 +6,13 @@
 //    shapes (W = 5, B = 3, context 37, permuted page table, sequences in
 //    prefill / greedy / sampling), compared buffer by buffer;
 //  * the whole Program on the GPU vs the CPU executor for every fixture and
-//    stories260K, at W = 1, 3, 7 and the SM count (recompiled), batch 1 and 3:
+//    stories260K, at W = 1, 3, 7 and the SM count, batch 1 and 3:
 //    teacher-forced logits at every position (and vs the Hugging Face golden),
 //    then every workspace and KV buffer;
 //  * stories260K's 48 golden greedy ids, streaming, stop rules, seeded sampling
-//    equal to the CPU's, the watchdog turning a deadlock into keel::Error.
+//    equal to the CPU's, the watchdog turning a deadlock into keel::Error;
+//  * the device plan: a Program for another SM count or a layout larger than
+//    the device is refused (never recompiled), and runs exactly as compiled.
 // Fixtures come from KEEL_SHARED_DIR (the environment variable overrides the
 // build's path). Run: build/<dir>/tests/exec/cuda/test_program_gpu
 #include <gtest/gtest.h>
@@ -30,8 +32,11 @@
 #include "core/error.h"
 #include "exec/cpu/executor.h"
 #include "exec/cpu/tasks.h"
+#include "exec/cuda/bench.h"
 #include "exec/cuda/device_info.h"
+#include "exec/cuda/plan_check.h"
 #include "exec/cuda/program_executor.h"
+#include "program/serialize.h"
 #include "model/model.h"
 
 // KEEL_SHARED_DIR in the environment overrides the build's (the GPU machine
@@ -88,8 +93,10 @@ constexpr double kBufferTol = 4e-2;
 using Loaded = testing::LoadedFixture;
 inline const Loaded& fixture(const std::string& name) { return testing::loaded_fixture(name); }
 
+/// workers 0: the device's SM count (the target's).
 Program compile_for(const model::Model& m, int workers, int batch, int ctx = 128, int chunks = 0) {
   compiler::CompileOptions o;
+  o.target = device_target(0);
   o.workers = workers;
   o.batch = batch;
   o.max_context = int(std::min<int64_t>(ctx, m.config.max_position));
@@ -349,7 +356,7 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, TaskTwins, ::testing::ValuesIn(testing::golde
 
 struct Case {
   std::string model;
-  int workers;  // 0: the device's SM count (the executor recompiles a W = 7 Program)
+  int workers;  // 0: the device's SM count (compiled for the device's target)
   int batch;
 };
 
@@ -363,12 +370,15 @@ TEST_P(WholeProgram, LogitsAndBuffersMatchCpu) {
   const Loaded& f = fixture(k.model);
   ProgramExecutorOptions o;
   o.keep_worker_count = k.workers > 0;
-  const Program given = compile_for(f.model, k.workers > 0 ? k.workers : 7, k.batch);
+  const Program given = compile_for(f.model, k.workers, k.batch);
   ProgramExecutor gpu(given, f.model, o);
   if (k.workers == 0) {
     EXPECT_EQ(gpu.workers(), device_sms());
-    EXPECT_EQ(gpu.recompiled(), device_sms() != 7);
   }
+  // Run as compiled: not re-planned.
+  EXPECT_EQ(program::program_hash(gpu.program()), program::program_hash(given));
+  EXPECT_EQ(gpu.ring_stages(), given.h.target.n_stages);
+  EXPECT_EQ(gpu.stage_bytes(), given.h.target.stage_bytes);
   const Program& p = gpu.program();  // the CPU runs the very same Program
   cpu::CpuExecutor cpu_ex(p, f.model);
   const int64_t V = p.h.vocab;
@@ -453,7 +463,7 @@ TEST(ProgramGpu, Stories260KGoldenGreedyIds) {
   SKIP_WITHOUT_GPU();
   const Loaded& f = fixture("stories260K");
   for (int batch : {1, 3}) {
-    ProgramExecutor ex(compile_for(f.model, 7, batch), f.model);  // recompiled for the SM count
+    ProgramExecutor ex(compile_for(f.model, 0, batch), f.model);  // for the device's SM count
     const size_t n = f.golden.prompts.size();
     for (size_t first = 0; first < n; first += size_t(batch)) {
       std::vector<exec::Sequence> seqs;
@@ -602,6 +612,60 @@ TEST(ProgramGpu, BadRequestsAreErrors) {
   EXPECT_THROW(ProgramExecutor(compile_for(other.model, 3, 1, 32), f.model, o), Error);
   // more workers than can be co-resident
   EXPECT_THROW(ProgramExecutor(compile_for(f.model, 5000, 1, 32), f.model, o), Error);
+}
+
+// DESIGN invariant 8: the executor validates and runs; a Program planned for
+// another device is an error that says so, never silently recompiled.
+TEST(ProgramGpu, ProgramForAnotherDeviceIsRefused) {
+  SKIP_WITHOUT_GPU();
+  const Loaded& f = fixture("stories260K");
+  auto error_of = [&](const Program& p) {
+    try {
+      ProgramExecutor ex(p, f.model);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  compiler::CompileOptions o;
+  o.max_context = 64;
+  o.target = device_target(0);
+  o.target.name = "other";
+  o.target.sms = device_sms() + 1;  // an SM count this device does not have
+  std::string e = error_of(compiler::compile(f.model.config, o));
+  EXPECT_NE(e.find(cat(device_sms() + 1, " workers")), std::string::npos) << e;
+  EXPECT_NE(e.find(cat(device_sms(), " SMs")), std::string::npos) << e;
+  EXPECT_NE(e.find("recompile"), std::string::npos) << e;
+  // a shared-memory layout larger than the device allows
+  o.target = device_target(0);
+  o.target.smem_per_block += 64 * 1024;
+  o.target.max_stages = 8;
+  e = error_of(compiler::compile(f.model.config, o));
+  EXPECT_NE(e.find("shared-memory layout"), std::string::npos) << e;
+  // the device's own target runs
+  o.target = device_target(0);
+  EXPECT_EQ(error_of(compiler::compile(f.model.config, o)), "");
+}
+
+// The hash `keel bench --json` prints is the one `keel compile --report` prints
+// for the same flags: both are program_hash of the Program compiled from
+// bench_compile_options (compile-side equality with the CLI: test_cli).
+TEST(ProgramGpu, BenchRunsTheProgramItsOptionsCompile) {
+  SKIP_WITHOUT_GPU();
+  const Loaded& f = fixture("stories260K");
+  BenchOptions bo;
+  bo.context = 64;
+  bo.steps = 16;
+  bo.warmup = 2;
+  bo.modes = {LaunchMode::Megakernel};
+  model::ModelConfig cfg = f.model.config;
+  cfg.dtype = f.model.weight_dtype;
+  BenchOptions moved = bo;
+  const Program p = compiler::compile(cfg, bench_compile_options(cfg, moved));
+  EXPECT_EQ(program::target_name(p.h), device_target(0).name);
+  const BenchReport r = bench_model(f.model, bo);
+  EXPECT_EQ(r.program_hash, program::hash_hex(program::program_hash(p)));
+  EXPECT_EQ(program::target_name(r.header), device_target(0).name);
 }
 
 }  // namespace

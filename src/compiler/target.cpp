@@ -1,0 +1,146 @@
+// Targets (target.h) and the device-plan pass: the ring's shape and the
+// shared-memory layout from the target's budget and the tasks' work-area need,
+// and each task's rows per ring stage (program/smem_plan.h).
+#include "compiler/target.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "compiler/compiler.h"
+#include "core/error.h"
+#include "program/smem_plan.h"
+
+namespace keel::compiler {
+
+namespace {
+
+constexpr uint32_t kMinStage = 16 * 1024;  // below this the ring is off
+
+Target gpu_preset(const char* name) {
+  Target t;
+  t.name = name;
+  t.sms = 132;
+  t.smem_per_block = 227 * 1024;
+  // Measured on the device (docs/log/results.md): O-proj as full-K row tiles
+  // (H200: 6.56 -> 6.21 ms on the Qwen3-8B shape, 1.557 -> 1.414 on
+  // Llama-3.2-1B, against one k-slice per kv-head group) and down_proj in 2
+  // k-slices (H100: 1.243 -> 1.236 ms on Llama-3.2-1B, 6.04 -> 6.02 on Qwen3-8B,
+  // against 4).
+  t.o_split_k = 1;
+  t.down_split_k = 2;
+  return t;
+}
+
+std::string lower(std::string s) {
+  for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+}  // namespace
+
+std::vector<std::string> target_preset_names() { return {"h100", "h200", "generic"}; }
+
+Target target_preset(std::string_view name) {
+  if (name == "h100") return gpu_preset("h100");
+  if (name == "h200") return gpu_preset("h200");
+  if (name == "generic") return Target{};
+  fail("target '", name, "' is not a preset (h100, h200, generic", name == "auto" ? "; auto needs a CUDA build and a GPU" : "",
+       ")");
+}
+
+Target target_for_device(const std::string& device_name, int sms, uint32_t smem_per_block) {
+  const std::string dev = lower(device_name);
+  for (const char* n : {"h100", "h200"}) {
+    const Target t = target_preset(n);
+    if (dev.find(n) != std::string::npos && t.sms == sms && t.smem_per_block == smem_per_block) return t;
+  }
+  // Another GPU: the presets' tuning with its own figures.
+  Target t = gpu_preset("gpu");
+  t.name = device_name.substr(0, sizeof(program::TargetDesc::name) - 1);
+  t.sms = sms;
+  t.smem_per_block = smem_per_block;
+  return t;
+}
+
+Target target_of(const program::Program& p) {
+  const program::TargetDesc& d = p.h.target;
+  Target t;
+  t.name = program::target_name(p.h);
+  t.sms = d.sms;
+  t.smem_per_block = d.smem_per_block;
+  t.static_smem_reserve = d.static_smem;
+  // The policy as given: a smaller stage the plan fell back to is found again
+  // from the same budget; a ring the plan turned off stays off.
+  t.stage_bytes = d.n_stages > 0 ? d.stage_bytes : 0;
+  t.max_stages = d.max_stages;
+  t.max_inflight = d.max_inflight;
+  t.loader_hold = d.loader_hold;
+  t.l2_evict_first = d.l2_evict_first != 0;
+  t.o_split_k = d.o_split_k;
+  t.down_split_k = d.down_split_k;
+  return t;
+}
+
+void plan_target(Program& p, const Target& t) {
+  program::TargetDesc& d = p.h.target;
+  d = program::TargetDesc{};
+  KEEL_CHECK(!t.name.empty() && t.name.size() < sizeof(d.name), "compile: target name '", t.name,
+             "' must have 1 to ", sizeof(d.name) - 1, " characters");
+  KEEL_CHECK(t.stage_bytes % 16 == 0, "compile: target ", t.name, ": stage bytes ", t.stage_bytes,
+             " are not a multiple of 16");
+  KEEL_CHECK(t.max_stages >= 0 && t.max_stages <= program::kMaxRingStages && t.max_inflight >= 0 &&
+                 (t.loader_hold == 0 || t.loader_hold == 1),
+             "compile: target ", t.name, ": bad ring or loader policy (max stages ", t.max_stages, ", max in flight ",
+             t.max_inflight, ", hold ", t.loader_hold, ")");
+  std::memcpy(d.name, t.name.data(), t.name.size());
+  d.sms = t.sms;
+  d.smem_per_block = t.smem_per_block;
+  d.static_smem = t.static_smem_reserve;
+  d.max_stages = t.max_stages;
+  d.loader_hold = t.loader_hold;
+  d.l2_evict_first = t.l2_evict_first ? 1 : 0;
+  d.o_split_k = t.o_split_k;
+  d.down_split_k = t.down_split_k;
+  d.work_need = program::kernel_work_bytes(p.h);
+  KEEL_CHECK(uint64_t(t.static_smem_reserve) + d.work_need <= t.smem_per_block, "compile: the tasks need ",
+             d.work_need, " bytes of shared memory (hidden ", p.h.hidden, ", intermediate ", p.h.intermediate,
+             ") + ", t.static_smem_reserve, " static; target ", t.name, " allows ", t.smem_per_block, " per block");
+  const uint32_t budget = t.smem_per_block - t.static_smem_reserve;
+  // As many stages as fit beside the work area (at most max_stages); while
+  // fewer than 2 fit, halve the stage; below 16 KiB the ring is off.
+  const int max_stages = t.max_stages > 0 ? t.max_stages : program::kMaxRingStages;
+  uint32_t stage = t.stage_bytes;
+  int stages = 0;
+  while (stage >= kMinStage) {
+    stages = std::min<int>(max_stages, int((budget - d.work_need) / stage));
+    if (stages >= 2) break;
+    stage /= 2;
+    stages = 0;
+  }
+  if (stages < 2) stage = 0, stages = 0;
+  d.stage_bytes = stage;
+  d.n_stages = stages;
+  d.work_offset = uint32_t(stages) * stage;
+  // The rest of the budget goes to the work area (attention prefetches K/V rows into it).
+  d.work_bytes = std::max(d.work_need, (budget - d.work_offset) / program::kWorkAlign * program::kWorkAlign);
+  d.dynamic_smem = d.work_offset + d.work_bytes;
+  d.max_inflight = std::clamp(t.max_inflight, 0, std::max(stages - 1, 0));
+  const program::DTypeOf declared = [&](int32_t id) { return DType(p.buffers[size_t(id)].dtype); };
+  for (program::TaskDesc& task : p.tasks) program::set_stage_rows(task, program::plan_stage_rows(p, task, stage, declared));
+}
+
+std::string describe_target(const program::ProgramHeader& h) {
+  const program::TargetDesc& d = h.target;
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "%s: %d SMs, %u KiB shared memory per block (%u static reserved); ring %d x %u KiB, work area %u "
+                "bytes at %u (need %u), dynamic %u bytes; loader: max in flight %d, hold %s, L2 evict-first %s; "
+                "split-K o_proj %d, down_proj %d (0: compiler's)",
+                program::target_name(h).c_str(), d.sms, d.smem_per_block / 1024, d.static_smem, d.n_stages,
+                d.stage_bytes / 1024, d.work_bytes, d.work_offset, d.work_need, d.dynamic_smem, d.max_inflight,
+                d.loader_hold ? "on" : "off", d.l2_evict_first ? "on" : "off", d.o_split_k, d.down_split_k);
+  return buf;
+}
+
+}  // namespace keel::compiler

@@ -1,0 +1,68 @@
+// The device a Program is planned for (DESIGN invariant 8): a compile input
+// that names everything the CUDA executor used to decide for itself: the SM
+// count (= workers), the shared memory a block may use, the weight ring's shape,
+// the loader's policy, the L2 hint and the split-K choices measured best on the
+// GPU. The compiler resolves it into the Program's header (program::TargetDesc:
+// ring stages, shared-memory layout) and each task's rows per ring stage; the
+// executor validates and follows. `h100` and `h200` are presets; `auto` (query
+// the device) is exec/cuda's device_target(), since the compiler does not link
+// CUDA. docs/compiler.md "Target".
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "program/program.h"
+
+namespace keel::compiler {
+
+struct Target {
+  /// Preset or device name; recorded in the Program (at most 31 characters).
+  std::string name = "generic";
+  int sms = 132;                          // SMs: the Program's workers unless CompileOptions::workers says otherwise
+  uint32_t smem_per_block = 227 * 1024;   // opt-in shared memory per block (cudaDevAttrMaxSharedMemoryPerBlockOptin)
+  /// Shared memory kept for the kernel's static variables (SmemStatic, the
+  /// sampler's scratch; about 5.3 KiB today); the executor checks at launch
+  /// that the kernel's real static size fits it.
+  uint32_t static_smem_reserve = 8 * 1024;
+  // ---- weight ring and loader ----
+  uint32_t stage_bytes = 64 * 1024;  // ring stage (multiple of 16); 0: no ring (weights from global memory)
+  int max_stages = 0;                // most stages (0: as many as fit, at most 8); fewer than 2 fit: halve the stage
+  int max_inflight = 1;              // stages issued and not landed at most (0: the whole ring)
+  /// 1: after a streaming task the loader holds until the task's signals are
+  /// published, and before an attention task until it read its inputs, but
+  /// lets the next task's copies go on while the compute warps have not
+  /// started the task held for (docs/cuda-executor.md "Loader holds"); 0: never.
+  int loader_hold = 1;
+  bool l2_evict_first = true;  // weight copies carry an L2 evict-first hint
+  // ---- partition choices for this device (0: the compiler's) ----
+  int o_split_k = 0;
+  int down_split_k = 0;
+};
+
+/// The presets: "h100" and "h200" (H100 SXM / H200: 132 SMs, 227 KiB opt-in
+/// shared memory per block; O-proj as full-K rows, down_proj in 2 k-slices,
+/// measured fastest on both) and "generic" (the defaults above: 132 workers,
+/// the compiler's own split-K choices; what host-only compiles use).
+/// Throws keel::Error naming the presets for an unknown name ("auto" needs a
+/// device: exec::cuda::device_target).
+Target target_preset(std::string_view name);
+std::vector<std::string> target_preset_names();
+
+/// The Target of a device with these facts: the preset whose figures match and
+/// whose name appears in the device name (an "NVIDIA H200" with 132 SMs and
+/// 227 KiB is exactly "h200", so `keel compile --target h200` and a Program
+/// compiled for the device agree), else the presets' tuning with the device's
+/// SM count and shared memory, named after the device.
+Target target_for_device(const std::string& device_name, int sms, uint32_t smem_per_block);
+
+/// The Target a Program was compiled for, from its header (so a recompile can
+/// keep its ring and loader policy).
+Target target_of(const program::Program& p);
+
+/// One line: "h200: 132 SMs, 227 KiB/block; ring 3 x 64 KiB, work 27 KiB, ...".
+std::string describe_target(const program::ProgramHeader& h);
+
+}  // namespace keel::compiler

@@ -1,0 +1,88 @@
+// smem_plan.h: the work area's need, a task's rows per ring stage, and the
+// check of a Program's device plan.
+#include "program/smem_plan.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+
+namespace keel::program {
+
+uint32_t kernel_work_bytes(const ProgramHeader& h) {
+  // bf16 activation vector of a matvec (the longest reduction) ...
+  int64_t vec = std::max<int64_t>(h.hidden, h.intermediate);
+  vec = std::max<int64_t>(vec, int64_t(h.n_heads) * h.head_dim);
+  const int64_t act = (vec + 8) * 2;
+  // ... or the attention task's fp32 scratch
+  const int64_t g = h.n_heads / std::max(h.n_kv_heads, 1);
+  const int64_t attn = std::max<int64_t>(kKernelMaxHeadDim + int64_t(kKernelWarps) * (kKernelMaxHeadDim + 2),
+                                         g * h.head_dim + int64_t(kKernelWarps) * g * (h.head_dim + 2)) * 4 + 64;
+  // ... or the merge's maxima, sums and totals
+  const int64_t merge = (2 * int64_t(h.n_chunks) + 1) * g * 4;
+  const int64_t need = (std::max({act, attn, merge}) + kWorkAlign - 1) / kWorkAlign * kWorkAlign;
+  KEEL_CHECK(need <= int64_t(UINT32_MAX), "program: the tasks' shared-memory work area (", need, " bytes) is too large");
+  return uint32_t(need);
+}
+
+uint32_t plan_stage_rows(const Program& p, const TaskDesc& t, uint32_t stage_bytes, const DTypeOf& dtype_of) {
+  if (stage_bytes == 0) return 0;
+  int32_t m0 = -1, m1 = -1;
+  int64_t first = t.row0, k0 = 0, k1 = 0, cols = 0;
+  switch (Opcode(t.opcode)) {  // the same matrices as exec/cuda weight_tile()
+    case Opcode::QkvProj: m0 = t.buf[2]; first = int64_t(t.row0) - t.arg[1]; cols = p.h.hidden; break;
+    case Opcode::GateUp: m0 = t.buf[2]; m1 = t.buf[3]; cols = p.h.hidden; break;
+    case Opcode::LmHead: m0 = t.buf[2]; cols = p.h.hidden; break;
+    case Opcode::MatvecResidual:
+      m0 = t.buf[1];
+      if (m0 < 0 || size_t(m0) >= p.buffers.size()) return 0;
+      cols = p.buffers[size_t(m0)].cols;
+      k0 = t.k0;
+      k1 = t.k1;
+      break;
+    default: return 0;
+  }
+  if (m0 < 0 || size_t(m0) >= p.buffers.size() || (m1 >= 0 && size_t(m1) >= p.buffers.size())) return 0;
+  if (k1 == 0) k1 = cols;
+  const DType dt = dtype_of(m0);
+  const int64_t esz = dt == DType::F32 ? 4 : 2;
+  const int64_t nmat = m1 >= 0 ? 2 : 1;
+  const int64_t seg = (k1 - k0) * esz, stride = cols * esz, start = (first * cols + k0) * esz;
+  const int64_t rows = int64_t(t.row1) - t.row0;
+  const bool same_dt = m1 < 0 || dtype_of(m1) == dt;
+  const bool aligned = seg % 16 == 0 && stride % 16 == 0 && stride < (int64_t(1) << 32) && start % 16 == 0 && start >= 0;
+  if (t.b1 - t.b0 != 1 || !same_dt || !aligned || rows <= 0 || seg <= 0 || nmat * seg > int64_t(stage_bytes)) return 0;
+  return uint32_t(std::min<int64_t>(int64_t(stage_bytes) / (nmat * seg), kMaxStageRows));
+}
+
+void check_plan(const Program& p, const DTypeOf& given) {
+  const TargetDesc& g = p.h.target;
+  const std::string name = target_name(p.h);
+  KEEL_CHECK(g.sms >= 1, "program: target '", name, "' has ", g.sms, " SMs");
+  KEEL_CHECK(g.n_stages >= 0 && g.n_stages <= kMaxRingStages && (g.n_stages == 0) == (g.stage_bytes == 0) &&
+                 g.stage_bytes % 16 == 0,
+             "program: bad ring (", g.n_stages, " stages of ", g.stage_bytes, " bytes)");
+  KEEL_CHECK(g.work_offset == uint64_t(g.n_stages) * g.stage_bytes && g.work_offset % kWorkAlign == 0,
+             "program: the work area starts at byte ", g.work_offset, ", not after the ring (", g.n_stages, " x ",
+             g.stage_bytes, ")");
+  const uint32_t need = kernel_work_bytes(p.h);
+  KEEL_CHECK(g.work_need == need && g.work_bytes >= need && g.work_bytes % kWorkAlign == 0,
+             "program: work area of ", g.work_bytes, " bytes (need recorded ", g.work_need, "), the tasks need ", need);
+  KEEL_CHECK(uint64_t(g.dynamic_smem) == uint64_t(g.work_offset) + g.work_bytes,
+             "program: dynamic shared memory ", g.dynamic_smem, " is not the ring + the work area (",
+             uint64_t(g.work_offset) + g.work_bytes, ")");
+  KEEL_CHECK(uint64_t(g.static_smem) + g.dynamic_smem <= g.smem_per_block, "program: static ", g.static_smem,
+             " + dynamic ", g.dynamic_smem, " bytes of shared memory exceed the target's ", g.smem_per_block);
+  KEEL_CHECK(g.max_inflight >= 0 && g.max_inflight <= std::max(g.n_stages - 1, 0) && (g.loader_hold == 0 || g.loader_hold == 1),
+             "program: bad loader policy (max in flight ", g.max_inflight, ", hold ", g.loader_hold, ")");
+  const DTypeOf declared = [&](int32_t id) { return DType(p.buffers[size_t(id)].dtype); };
+  const DTypeOf& dtype_of = given ? given : declared;
+  for (uint32_t i = 0; i < p.tasks.size(); ++i) {
+    const uint32_t want = plan_stage_rows(p, p.tasks[i], g.stage_bytes, dtype_of);
+    const uint32_t have = stage_rows(p.tasks[i]);
+    KEEL_CHECK(have == want, "program: ", describe_task(p, i), " streams ", have, " rows per ring stage; with ",
+               given ? "the weights' stored dtypes" : "its declared weight dtypes", " and ", g.stage_bytes,
+               "-byte stages it must be ", want, " (recompile for these weights)");
+  }
+}
+
+}  // namespace keel::program

@@ -1,0 +1,242 @@
+// The Target compile input and the device plan it becomes (compiler/target.h,
+// program/smem_plan.h): presets, the header's ring / shared-memory layout /
+// loader policy / options, every task's rows per ring stage (never more than a
+// stage), the Program v5 round trip, and the Program hash (same options -> same
+// hash, another target -> another hash).
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <set>
+#include <string>
+
+#include "common/tiny_config.h"
+#include "compiler/compiler.h"
+#include "compiler/report.h"
+#include "core/error.h"
+#include "program/serialize.h"
+#include "program/smem_plan.h"
+
+namespace keel::compiler {
+namespace {
+
+using namespace program;
+
+/// Two layers of the Qwen3-8B shape (hidden 4096, intermediate 12288, 32/8
+/// heads of 128), bf16 as its checkpoint stores it.
+model::ModelConfig qwen3_8b_two_layers() {
+  model::ModelConfig c = testing::tiny_config(model::Arch::Qwen3);
+  c.hidden = 4096;
+  c.intermediate = 12288;
+  c.n_heads = 32;
+  c.n_kv_heads = 8;
+  c.head_dim = 128;
+  c.vocab = 151936;
+  c.max_position = 40960;
+  c.dtype = DType::BF16;
+  return c;
+}
+
+CompileOptions for_target(const Target& t, int ctx = 512) {
+  CompileOptions o;
+  o.target = t;
+  o.max_context = ctx;
+  return o;
+}
+
+std::string error_of(const model::ModelConfig& c, const CompileOptions& o) {
+  try {
+    compile(c, o);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return {};
+}
+
+/// Bytes of one row segment of task t's weights and how many matrices stream
+/// (the same rule the device's weight_tile() follows).
+void tile_of(const Program& p, const TaskDesc& t, uint64_t* seg, int* nmat) {
+  const int32_t m = Opcode(t.opcode) == Opcode::MatvecResidual ? t.buf[1] : t.buf[2];
+  const uint64_t esz = dtype_size(DType(p.buffers[size_t(m)].dtype));
+  *seg = uint64_t(t.k1 - t.k0) * esz;
+  *nmat = Opcode(t.opcode) == Opcode::GateUp ? 2 : 1;
+}
+
+TEST(Target, PresetsAndDevices) {
+  for (const char* n : {"h100", "h200"}) {
+    const Target t = target_preset(n);
+    EXPECT_EQ(t.name, n);
+    EXPECT_EQ(t.sms, 132);
+    EXPECT_EQ(t.smem_per_block, 232448u);  // 227 KiB: cudaDevAttrMaxSharedMemoryPerBlockOptin on H100 SXM and H200
+    EXPECT_EQ(t.stage_bytes, 64u * 1024);
+    EXPECT_EQ(t.max_inflight, 1);
+    EXPECT_EQ(t.loader_hold, 1);
+    EXPECT_TRUE(t.l2_evict_first);
+    EXPECT_EQ(t.o_split_k, 1);  // what tune_for_gpu set before
+    EXPECT_EQ(t.down_split_k, 2);
+  }
+  EXPECT_EQ(target_preset("generic").o_split_k, 0);
+  std::string e;
+  try {
+    target_preset("a100");
+  } catch (const Error& x) {
+    e = x.what();
+  }
+  EXPECT_NE(e.find("h100, h200"), std::string::npos) << e;
+  // A device is its preset when name and figures agree, so `--target h200` and auto agree on an H200.
+  EXPECT_EQ(target_for_device("NVIDIA H200", 132, 232448).name, "h200");
+  EXPECT_EQ(target_for_device("NVIDIA H100 80GB HBM3", 132, 232448).name, "h100");
+  const Target pcie = target_for_device("NVIDIA H100 PCIe", 114, 232448);
+  EXPECT_EQ(pcie.name, "NVIDIA H100 PCIe");
+  EXPECT_EQ(pcie.sms, 114);
+  EXPECT_EQ(pcie.o_split_k, 1);  // the GPU tuning, whatever the card
+}
+
+TEST(Target, HeaderRecordsThePlan) {
+  const model::ModelConfig c = qwen3_8b_two_layers();
+  const Program p = compile(c, for_target(target_preset("h200")));
+  const TargetDesc& d = p.h.target;
+  EXPECT_EQ(target_name(p.h), "h200");
+  EXPECT_EQ(p.h.n_workers, 132);  // workers 0: the target's SMs
+  EXPECT_EQ(d.sms, 132);
+  EXPECT_EQ(d.stage_bytes, 64u * 1024);
+  EXPECT_EQ(d.work_need, kernel_work_bytes(p.h));
+  // 227 KiB - 8 KiB static reserve = 219 KiB: three 64 KiB stages beside the
+  // work area's need (~24 KiB), the rest (27 KiB) to the work area.
+  EXPECT_EQ(d.n_stages, 3);
+  EXPECT_EQ(d.work_offset, 3u * 64 * 1024);
+  EXPECT_EQ(d.work_bytes, (232448u - 8192 - 3 * 65536) / 128 * 128);
+  EXPECT_EQ(d.dynamic_smem, d.work_offset + d.work_bytes);
+  EXPECT_LE(d.static_smem + d.dynamic_smem, d.smem_per_block);
+  EXPECT_EQ(d.max_inflight, 1);
+  EXPECT_EQ(d.loader_hold, 1);
+  // The options as given, and the target's split-K choices applied.
+  EXPECT_EQ(p.h.options.workers, 0);
+  EXPECT_EQ(p.h.options.max_context, 512);
+  EXPECT_EQ(p.h.options.weight_dtype, int32_t(DType::BF16));
+  for (const OpDesc& op : p.ops) {
+    const std::string n(op.name);
+    if (n != "o_proj" && n != "down_proj") continue;
+    std::set<int32_t> slices;  // distinct k-slices
+    for (uint32_t i = op.task_begin; i < op.task_begin + op.task_count; ++i) slices.insert(p.tasks[i].k0);
+    EXPECT_EQ(slices.size(), n == "o_proj" ? 1u : 2u) << n;
+  }
+  // The report shows the hash's subject: target, ring, tiles.
+  const std::string r = describe_target(p.h) + report(p, 3350);
+  EXPECT_NE(r.find("ring 3 x 64 KiB"), std::string::npos) << r;
+  EXPECT_NE(r.find("rows/stage"), std::string::npos) << r;
+}
+
+TEST(Target, RowsPerStageNeverExceedAStage) {
+  for (uint32_t stage_kib : {64u, 48u, 16u}) {
+    Target t = target_preset("h100");
+    t.stage_bytes = stage_kib * 1024;
+    for (const model::ModelConfig& c : {qwen3_8b_two_layers(), testing::tiny_config(model::Arch::Llama)}) {
+      const Program p = compile(c, for_target(t));
+      const uint32_t S = p.h.target.stage_bytes;
+      int streaming = 0;
+      for (const TaskDesc& task : p.tasks) {
+        const uint32_t r = stage_rows(task);
+        const Opcode op = Opcode(task.opcode);
+        if (op == Opcode::Attention || op == Opcode::Step) {
+          EXPECT_EQ(r, 0u);
+          continue;
+        }
+        if (r == 0) continue;
+        ++streaming;
+        uint64_t seg = 0;
+        int nmat = 0;
+        tile_of(p, task, &seg, &nmat);
+        EXPECT_LE(uint64_t(r) * uint64_t(nmat) * seg, S) << describe_task(p, uint32_t(&task - p.tasks.data()));
+        EXPECT_LE(r, kMaxStageRows);
+        // As many rows as fit: one more would not.
+        EXPECT_TRUE(r == kMaxStageRows || uint64_t(r + 1) * nmat * seg > S);
+      }
+      EXPECT_GT(streaming, 0);
+    }
+  }
+  // Qwen3-8B in bf16 and 64 KiB stages: a gate_up stage holds 4 rows of each matrix (2 x 4 x 8 KiB).
+  const Program p = compile(qwen3_8b_two_layers(), for_target(target_preset("h100")));
+  for (const TaskDesc& t : p.tasks)
+    if (Opcode(t.opcode) == Opcode::GateUp) {
+      EXPECT_EQ(stage_rows(t), 65536u / (2 * 4096 * 2));
+    }
+  // No ring, or more than one sequence per task: nothing through the ring.
+  Target off = target_preset("h100");
+  off.stage_bytes = 0;
+  const Program q = compile(qwen3_8b_two_layers(), for_target(off));
+  EXPECT_EQ(q.h.target.n_stages, 0);
+  CompileOptions b3 = for_target(target_preset("h100"));
+  b3.batch = 3;
+  const Program r = compile(testing::tiny_config(model::Arch::Llama), b3);
+  for (const Program* x : {&q, &r})
+    for (const TaskDesc& t : x->tasks) EXPECT_EQ(stage_rows(t), 0u);
+}
+
+TEST(Target, SmallSharedMemoryHalvesTheStageOrRefuses) {
+  Target t = target_preset("h100");
+  t.smem_per_block = 100 * 1024;  // 92 KiB after the reserve: ~24 KiB of work need leaves room for 2 x 32 KiB
+  const Program p = compile(qwen3_8b_two_layers(), for_target(t));
+  EXPECT_EQ(p.h.target.stage_bytes, 32u * 1024);
+  EXPECT_EQ(p.h.target.n_stages, 2);
+  t.smem_per_block = 16 * 1024;  // less than the work area needs
+  const std::string e = error_of(qwen3_8b_two_layers(), for_target(t));
+  EXPECT_NE(e.find("shared memory"), std::string::npos) << e;
+  EXPECT_NE(e.find("h100"), std::string::npos) << e;
+}
+
+TEST(Target, RoundTripAndHash) {
+  const model::ModelConfig c = qwen3_8b_two_layers();
+  const Program p = compile(c, for_target(target_preset("h200")));
+  const std::vector<uint8_t> bytes = serialize(p);
+  const Program q = deserialize(bytes.data(), bytes.size(), "mem");
+  EXPECT_EQ(std::memcmp(&q.h.target, &p.h.target, sizeof(TargetDesc)), 0);
+  EXPECT_EQ(std::memcmp(&q.h.options, &p.h.options, sizeof(OptionsDesc)), 0);
+  for (size_t i = 0; i < p.tasks.size(); ++i) ASSERT_EQ(stage_rows(q.tasks[i]), stage_rows(p.tasks[i]));
+  const uint64_t h = program_hash(p);
+  EXPECT_EQ(program_hash(q), h);
+  EXPECT_EQ(hash_hex(h).size(), 16u);
+  // Same options -> same hash (compiling is deterministic); options_of rebuilds it.
+  EXPECT_EQ(program_hash(compile(c, for_target(target_preset("h200")))), h);
+  EXPECT_EQ(program_hash(compile(c, options_of(p))), h);
+  // Another target, SM count, ring or split -> another hash.
+  Target t = target_preset("h200");
+  t.sms = 114;
+  Target ring = target_preset("h200");
+  ring.stage_bytes = 48 * 1024;
+  CompileOptions split = for_target(target_preset("h200"));
+  split.down_split_k = 4;
+  for (const CompileOptions& o : {for_target(target_preset("h100")), for_target(t), for_target(ring), split})
+    EXPECT_NE(program_hash(compile(c, o)), h) << o.target.name;
+}
+
+TEST(Target, ValidateRefusesAnInconsistentPlan) {
+  const Program good = compile(qwen3_8b_two_layers(), for_target(target_preset("h100")));
+  auto error_in = [](const Program& p) {
+    try {
+      p.validate();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_EQ(error_in(good), "");
+  Program p = good;
+  for (TaskDesc& t : p.tasks)
+    if (stage_rows(t) > 0) {
+      set_stage_rows(t, stage_rows(t) + 1);  // one row more than a stage holds
+      break;
+    }
+  EXPECT_NE(error_in(p).find("rows per ring stage"), std::string::npos) << error_in(p);
+  p = good;
+  p.h.target.work_bytes = 128;  // less than the tasks need
+  EXPECT_NE(error_in(p).find("work area"), std::string::npos) << error_in(p);
+  p = good;
+  p.h.target.n_stages = 4;  // the layout no longer adds up
+  EXPECT_NE(error_in(p), "");
+  p = good;
+  p.h.target.loader_hold = 4;  // a hold mode that lost its A/B (only 0 and 1 exist)
+  EXPECT_NE(error_in(p).find("loader policy"), std::string::npos) << error_in(p);
+}
+
+}  // namespace
+}  // namespace keel::compiler

@@ -1,0 +1,76 @@
+// target_flags.h: --target and the tuning knobs.
+#include "target_flags.h"
+
+#include "core/error.h"
+#include "program/smem_plan.h"
+#if KEEL_EXEC_CUDA_AVAILABLE
+#include "exec/cuda/device_info.h"
+#include "exec/cuda/plan_check.h"
+#endif
+
+namespace keel::cli {
+
+void add_target_flags(CLI::App& c, TargetFlags& f, const std::string& default_target) {
+  f.target = default_target;
+  c.add_option("--target", f.target, "Device to plan for: h100, h200, generic, or auto (this GPU)")
+      ->check(CLI::IsMember({"h100", "h200", "generic", "auto"}))->capture_default_str();
+  c.add_option("--stage-kib", f.stage_kib, "Weight ring stage in KiB (0: no ring; default: the target's, 64)")
+      ->check(CLI::Range(0, 1024));
+  c.add_option("--max-stages", f.max_stages, "Most ring stages (0: as many as fit; default: the target's)")
+      ->check(CLI::Range(0, program::kMaxRingStages));
+  c.add_option("--max-inflight", f.max_inflight, "Ring stages the loader keeps in flight (0: all; default: the target's, 1)")
+      ->check(CLI::Range(0, program::kMaxRingStages));
+  c.add_option("--loader-hold", f.loader_hold, "Loader holds around its CTA's releases: 1 on, 0 off (default: the target's, 1)")
+      ->check(CLI::Range(0, 1));
+  c.add_option("--l2-hint", f.l2_hint, "L2 evict-first hint on weight copies: 1 on, 0 off (default: the target's, 1)")
+      ->check(CLI::Range(0, 1));
+  c.add_option("--o-split-k", f.o_split_k, "o_proj k-slices (0: the target's, else one per kv-head group)")
+      ->check(CLI::Range(0, 1 << 16));
+  c.add_option("--down-split-k", f.down_split_k, "down_proj k-slices (0: the target's, else the compiler's)")
+      ->check(CLI::Range(0, 1 << 16));
+  c.add_option("--attn-chunks", f.attn_chunks, "KV chunks per (sequence, kv head) (0: fill the workers)")
+      ->check(CLI::Range(0, 1 << 16));
+}
+
+compiler::Target resolve_target(const TargetFlags& f, int device) {
+  compiler::Target t;
+  if (f.target == "auto") {
+#if KEEL_EXEC_CUDA_AVAILABLE
+    KEEL_CHECK(exec::cuda::have_gpu(), "--target auto: no usable CUDA GPU on this machine; name a preset (h100, h200)");
+    t = exec::cuda::device_target(device);
+#else
+    (void)device;
+    fail("--target auto: this keel was built without CUDA; name a preset (h100, h200, generic)");
+#endif
+  } else {
+    t = compiler::target_preset(f.target);
+  }
+  if (f.stage_kib >= 0) t.stage_bytes = uint32_t(f.stage_kib) * 1024u;
+  if (f.max_stages >= 0) t.max_stages = f.max_stages;
+  if (f.max_inflight >= 0) t.max_inflight = f.max_inflight;
+  if (f.loader_hold >= 0) t.loader_hold = f.loader_hold;
+  if (f.l2_hint >= 0) t.l2_evict_first = f.l2_hint != 0;
+  return t;
+}
+
+void apply_compile_flags(const TargetFlags& f, compiler::CompileOptions& o) {
+  o.o_split_k = f.o_split_k;
+  o.down_split_k = f.down_split_k;
+  o.attn_chunks = f.attn_chunks;
+}
+
+std::string compile_flags_of(const program::ProgramHeader& h) {
+  const program::TargetDesc& t = h.target;
+  const program::OptionsDesc& o = h.options;
+  const std::string name = program::target_name(h);
+  bool preset = false;
+  for (const std::string& n : compiler::target_preset_names()) preset |= n == name;
+  const DType dt = DType(o.weight_dtype);
+  return cat("--target ", preset ? name : "auto", o.workers ? cat(" --workers ", o.workers) : std::string(), " --stage-kib ", t.n_stages > 0 ? t.stage_bytes / 1024 : 0,
+             " --max-stages ", t.max_stages, " --max-inflight ", t.max_inflight, " --loader-hold ", t.loader_hold,
+             " --l2-hint ", t.l2_evict_first, " --o-split-k ", o.o_split_k, " --down-split-k ", o.down_split_k,
+             " --attn-chunks ", o.attn_chunks, " --batch ", o.batch, " --context ", o.max_context, " --dtype ",
+             dt == DType::F32 ? "f32" : dt == DType::F16 ? "f16" : "bf16", " --bandwidth ", o.bandwidth_GBps);
+}
+
+}  // namespace keel::cli
