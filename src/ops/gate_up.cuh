@@ -1,6 +1,7 @@
 // GateUp's device body (see gate_up.h): the normed input, then the tile's gate
 // and up rows through the matvec engine (both matrices in each ring stage) with
-// the SiLU(g)*u epilogue. Before its wait: its norm weights (norm_prefetch).
+// the SiLU(g)*u epilogue. Before its wait: its norm weights (the default
+// pre-wait, norm_prefetch).
 #pragma once
 
 #include "exec/cuda/matvec.cuh"
@@ -35,8 +36,9 @@ __device__ void gate_up(const DevProgram& P, const TaskDesc& t, float* smem, flo
 
 template <>
 struct DeviceOp<ops::GateUp> {
-  static __device__ __forceinline__ void pre_wait(const DevProgram& P, const TaskDesc& t, float* work, const RingView& R) {
-    norm_prefetch(P, t, work);
+  static __device__ __forceinline__ bool pre_wait(const DevProgram& P, const TaskDesc& t, float* work, const RingView& R) {
+    (void)P, (void)t, (void)work, (void)R;
+    return false;  // the default: norm_prefetch copies its norm weights
   }
   static __device__ __forceinline__ void run(const DevProgram& P, const TaskDesc& t, int32_t task, float* smem,
                                                   float* scratch, RingView& R) {

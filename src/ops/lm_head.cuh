@@ -1,6 +1,6 @@
 // LmHead's device body (see lm_head.h): the normed input, the tile's logits
 // through the matvec engine, then the tile's (max, lowest argmax) partial.
-// Before its wait: its norm weights (norm_prefetch).
+// Before its wait: its norm weights (the default pre-wait, norm_prefetch).
 #pragma once
 
 #include "exec/cuda/matvec.cuh"
@@ -44,8 +44,9 @@ __device__ void lm_head(const DevProgram& P, const TaskDesc& t, float* smem, flo
 
 template <>
 struct DeviceOp<ops::LmHead> {
-  static __device__ __forceinline__ void pre_wait(const DevProgram& P, const TaskDesc& t, float* work, const RingView& R) {
-    norm_prefetch(P, t, work);
+  static __device__ __forceinline__ bool pre_wait(const DevProgram& P, const TaskDesc& t, float* work, const RingView& R) {
+    (void)P, (void)t, (void)work, (void)R;
+    return false;  // the default: norm_prefetch copies its norm weights
   }
   static __device__ __forceinline__ void run(const DevProgram& P, const TaskDesc& t, int32_t task, float* smem,
                                                   float* scratch, RingView& R) {

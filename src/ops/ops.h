@@ -40,6 +40,16 @@ inline constexpr std::array<OpcodeInfo, Ops::size> kOpcodeTable = detail::table(
 
 inline const OpcodeInfo& opcode_info(Opcode op) { return kOpcodeTable[size_t(int(op) - 1)]; }
 
+/// The I-th unit of a list (At<I, Ops>::type has opcode I + 1).
+template <int I, class L>
+struct At;
+template <class Head, class... Tail>
+struct At<0, OpList<Head, Tail...>> {
+  using type = Head;
+};
+template <int I, class Head, class... Tail>
+struct At<I, OpList<Head, Tail...>> : At<I - 1, OpList<Tail...>> {};
+
 /// Calls f.template operator()<Op>() for the unit whose kOpcode is `op`;
 /// returns false when no unit has it (an opcode out of range). A fold over the
 /// list: no table of function pointers, every call resolved at compile time.

@@ -1,6 +1,7 @@
 // QkvProj's device body (see qkv_proj.h): the normed input into shared memory
 // (rms_norm_act), then the tile's rows through the matvec engine with the qkv
-// epilogue (bias, bf16). Before its wait: its norm weights (norm_prefetch).
+// epilogue (bias, bf16). Before its wait: its norm weights (the default
+// pre-wait, norm_prefetch).
 #pragma once
 
 #include "exec/cuda/matvec.cuh"
@@ -36,8 +37,9 @@ __device__ void qkv_proj(const DevProgram& P, const TaskDesc& t, float* smem, fl
 
 template <>
 struct DeviceOp<ops::QkvProj> {
-  static __device__ __forceinline__ void pre_wait(const DevProgram& P, const TaskDesc& t, float* work, const RingView& R) {
-    norm_prefetch(P, t, work);
+  static __device__ __forceinline__ bool pre_wait(const DevProgram& P, const TaskDesc& t, float* work, const RingView& R) {
+    (void)P, (void)t, (void)work, (void)R;
+    return false;  // the default: norm_prefetch copies its norm weights
   }
   static __device__ __forceinline__ void run(const DevProgram& P, const TaskDesc& t, int32_t task, float* smem,
                                                   float* scratch, RingView& R) {

@@ -114,7 +114,7 @@ struct DevProgram {
 
 
 
-/// Bytes of dynamic shared memory the tasks of `h` need besides the ring (see program_tasks.cuh).
+/// Bytes of dynamic shared memory the tasks of `h` need besides the ring (see src/ops/*.cuh, matvec.cuh, attention_common.cuh).
 size_t work_smem_bytes(const program::ProgramHeader& h);
 /// Static shared memory of the kernel (for the ring budget).
 size_t static_smem_bytes();

@@ -1,6 +1,6 @@
 // The Step task's sampler on one CTA: the device twin of exec::cpu::sample_token
 // (src/exec/cpu/sampler.cpp), drawing the same token from the same logits and
-// uniform. Included by program_tasks.cuh (it uses that file's block reductions).
+// uniform. Included by src/ops/step.cuh (it uses program_tasks.cuh's block reductions).
 #pragma once
 
 #include "exec/cuda/program_tasks.cuh"
