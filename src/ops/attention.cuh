@@ -247,16 +247,17 @@ __device__ void attention(const DevProgram& P, const TaskDesc& t, int32_t task, 
 
 template <>
 struct DeviceOp<ops::Attention> {
-  static __device__ __forceinline__ bool pre_wait(const DevProgram& P, const TaskDesc& t, float* work, const RingView& R) {
-    // Work that does not depend on this step's producers: the K/V rows of
-    // earlier positions (fast path only; else the default, which copies nothing).
+  /// Its own pre-wait work for the shapes attention_fast serves (run() picks it
+  /// for the same shapes): the K/V rows of earlier positions.
+  static __device__ __forceinline__ bool own_pre_wait(const DevProgram& P) {
     const ProgramHeader& h = P.h;
     const int g = h.n_heads / h.n_kv_heads;
-    if ((g <= 8 && (h.head_dim == 32 || h.head_dim == 64 || h.head_dim == 128)) || (g <= 4 && h.head_dim == 256)) {
-      attn_prefetch(P, t, work, R);
-      return true;
-    }
-    return false;
+    return (g <= 8 && (h.head_dim == 32 || h.head_dim == 64 || h.head_dim == 128)) || (g <= 4 && h.head_dim == 256);
+  }
+  /// Work that does not depend on this step's producers: the K/V rows of
+  /// earlier positions into shared memory.
+  static __device__ __forceinline__ void pre_wait(const DevProgram& P, const TaskDesc& t, float* work, const RingView& R) {
+    attn_prefetch(P, t, work, R);
   }
   static __device__ __forceinline__ void run(const DevProgram& P, const TaskDesc& t, int32_t task, float* smem,
                                                   float* scratch, RingView& R) {

@@ -25,7 +25,13 @@ template <class... Op>
 __device__ __forceinline__ void pre_wait(ops::OpList<Op...>, const DevProgram& P, const TaskDesc& t, float* work,
                                          const RingView& R) {
   const program::Opcode op = program::Opcode(t.opcode);
-  if (!((op == Op::kOpcode && DeviceOp<Op>::pre_wait(P, t, work, R)) || ...)) norm_prefetch(P, t, work);
+  // Every unit's test (header arithmetic, no branch: | and &), then one branch:
+  // the unit's own work or the shared default.
+  const bool own = (false | ... | ((op == Op::kOpcode) & DeviceOp<Op>::own_pre_wait(P)));
+  if (own)
+    (..., (op == Op::kOpcode ? DeviceOp<Op>::pre_wait(P, t, work, R) : void()));
+  else
+    norm_prefetch(P, t, work);
 }
 
 /// Case `I + 1` of run_task's switch: the I-th unit's body, or (past the end
@@ -42,7 +48,7 @@ inline constexpr int kMaxSwitchOps = 8;  // the KEEL_OP_CASE lines in run_task
 }  // namespace detail
 
 /// Before task t's waits (every compute thread): its unit's pre-wait work, or
-/// when the unit has none of its own (pre_wait returns false) the default,
+/// when the unit has none of its own (own_pre_wait false) the default,
 /// norm_prefetch: a norm-matvec's norm weights into shared memory, nothing for
 /// other opcodes. One shared copy of the default keeps the kernel's code (and
 /// instruction cache) as it was: a unit that only calls norm_prefetch would

@@ -37,10 +37,9 @@ __device__ void qkv_proj(const DevProgram& P, const TaskDesc& t, float* smem, fl
 
 template <>
 struct DeviceOp<ops::QkvProj> {
-  static __device__ __forceinline__ bool pre_wait(const DevProgram& P, const TaskDesc& t, float* work, const RingView& R) {
-    (void)P, (void)t, (void)work, (void)R;
-    return false;  // the default: norm_prefetch copies its norm weights
-  }
+  /// No pre-wait work of its own: the default, norm_prefetch, copies its norm weights.
+  static __device__ __forceinline__ bool own_pre_wait(const DevProgram&) { return false; }
+  static __device__ __forceinline__ void pre_wait(const DevProgram&, const TaskDesc&, float*, const RingView&) {}
   static __device__ __forceinline__ void run(const DevProgram& P, const TaskDesc& t, int32_t task, float* smem,
                                                   float* scratch, RingView& R) {
     qkv_proj(P, t, smem, scratch, R);

@@ -113,10 +113,9 @@ __device__ void step(const DevProgram& P, const TaskDesc& t, int32_t task, float
 
 template <>
 struct DeviceOp<ops::Step> {
-  static __device__ __forceinline__ bool pre_wait(const DevProgram& P, const TaskDesc& t, float* work, const RingView& R) {
-    (void)P, (void)t, (void)work, (void)R;
-    return false;  // nothing of its own (the default norm_prefetch finds no norm weights to copy)
-  }
+  /// No pre-wait work (the default norm_prefetch finds no norm weights to copy).
+  static __device__ __forceinline__ bool own_pre_wait(const DevProgram&) { return false; }
+  static __device__ __forceinline__ void pre_wait(const DevProgram&, const TaskDesc&, float*, const RingView&) {}
   static __device__ __forceinline__ void run(const DevProgram& P, const TaskDesc& t, int32_t task, float* smem,
                                                   float* scratch, RingView& R) {
     step(P, t, task, scratch);

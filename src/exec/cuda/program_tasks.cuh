@@ -258,10 +258,12 @@ __device__ __forceinline__ Tile task_tile(const DevProgram& P, const TaskDesc& t
 }
 
 /// An opcode unit's device side, specialised in src/ops/<op>.cuh:
-///   static bool pre_wait(P, t, work, R): work that does not depend on this
-///     step's producers, run by every compute thread before the task's waits
-///     (e.g. K/V rows of earlier positions into shared memory); false: none of
-///     its own, run the default (norm_prefetch: a norm-matvec's norm weights);
+///   static bool own_pre_wait(P): whether its tasks have pre-wait work of their
+///     own for this Program's shapes; false: the default runs instead
+///     (norm_prefetch: a norm-matvec's norm weights, nothing for others);
+///   static void pre_wait(P, t, work, R): that work, which does not depend on
+///     this step's producers, run by every compute thread before the task's
+///     waits (e.g. K/V rows of earlier positions into shared memory);
 ///   static void run(P, t, task, smem, scratch, R): the task on the whole CTA.
 /// Both are __forceinline__: the dispatcher (src/ops/ops.cuh) compiles to one
 /// chain of opcode compares with the bodies inlined, no indirect call.
