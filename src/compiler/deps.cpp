@@ -15,6 +15,7 @@
 #include "compiler/passes.h"
 #include "program/interval_map.h"
 #include "core/error.h"
+#include "ops/attention.h"
 
 namespace keel::compiler {
 
@@ -213,12 +214,14 @@ void build_dependencies(Build& b) {
     p.signals.insert(p.signals.end(), sig[t].begin(), sig[t].end());
   }
   p.h.n_counters = uint32_t(counter_members.size());
-  // 4. Arrival counters: partition numbered the attention groups in arg 3.
+  // 4. Arrival counters: partition numbered the attention groups in `arrival`.
   for (TaskDesc& td : p.tasks)
     if (Opcode(td.opcode) == Opcode::Attention) {
-      KEEL_CHECK(td.arg[3] >= 0 && uint32_t(td.arg[3]) < b.n_arrival_groups, "compiler: attention task ",
+      ops::AttentionOperands v = ops::AttentionOperands::from(td);
+      KEEL_CHECK(v.arrival >= 0 && uint32_t(v.arrival) < b.n_arrival_groups, "compiler: attention task ",
                  describe_task(p, uint32_t(&td - p.tasks.data())), " has no arrival group");
-      td.arg[3] += int32_t(p.h.n_counters);
+      v.arrival += int32_t(p.h.n_counters);
+      v.to(td);
     }
   p.h.n_counters += b.n_arrival_groups;
   p.h.n_waits = uint32_t(p.waits.size());

@@ -14,6 +14,7 @@
 #include "compiler/fuse.h"
 #include "compiler/passes.h"
 #include "core/error.h"
+#include "ops/ops.h"
 
 namespace keel::compiler {
 
@@ -135,19 +136,21 @@ struct Partitioner {
       t.opcode = uint16_t(Opcode::QkvProj);
       t.op = o;
       t.layer = int16_t(op.layer);
-      t.buf[0] = x;
-      t.buf[1] = norm;
-      t.buf[2] = b.id(op.weight(cat(pre[part], "W")));
-      t.buf[3] = b.id_or_none(op.weight(cat(pre[part], "bias")));
-      t.buf[4] = out;
+      ops::QkvProjOperands v;
+      v.x = x;
+      v.norm_w = norm;
+      v.weight = b.id(op.weight(cat(pre[part], "W")));
+      v.bias = b.id_or_none(op.weight(cat(pre[part], "bias")));
+      v.out = out;
+      v.part = part;
+      v.part_row0 = int32_t(off[part]);
+      v.to(t);
       t.row0 = int32_t(u0);
       t.row1 = int32_t(u1);
       t.k0 = 0;
       t.k1 = int32_t(H);
       t.b0 = 0;
       t.b1 = b.p.h.batch;
-      t.arg[0] = part;
-      t.arg[1] = int32_t(off[part]);
       t.weight_bytes = uint64_t(u1 - u0) * uint64_t(H) * es;
       emit(t, worker);
     });
@@ -175,20 +178,22 @@ struct Partitioner {
             t.opcode = uint16_t(Opcode::Attention);
             t.op = o;
             t.layer = int16_t(op.layer);
-            t.buf[0] = b.id(op.inputs.at(0));
-            t.buf[1] = b.id(op.inputs.at(1));
-            t.buf[2] = b.id(op.inputs.at(2));
-            t.buf[3] = part;
-            t.buf[4] = b.p.h.buf_state;
-            t.buf[5] = b.id_or_none(op.weight("q_head_norm"));
-            t.buf[6] = b.id_or_none(op.weight("k_head_norm"));
-            t.buf[7] = b.id(op.outputs.at(0));
+            ops::AttentionOperands v;
+            v.qkv = b.id(op.inputs.at(0));
+            v.k_cache = b.id(op.inputs.at(1));
+            v.v_cache = b.id(op.inputs.at(2));
+            v.partial = part;
+            v.state = b.p.h.buf_state;
+            v.q_norm = b.id_or_none(op.weight("q_head_norm"));
+            v.k_norm = b.id_or_none(op.weight("k_head_norm"));
+            v.out = b.id(op.outputs.at(0));
+            v.kv_head = kvh;
+            v.chunk = ch;
+            v.n_chunks = C;
+            v.arrival = group0 + bb * nkv + kvh;
+            v.to(t);
             t.b0 = bb;
             t.b1 = bb + 1;
-            t.arg[0] = kvh;
-            t.arg[1] = ch;
-            t.arg[2] = C;
-            t.arg[3] = group0 + bb * nkv + kvh;
             emit(t, least_loaded(), (last ? b.opt.kv_append_us : kv_us) + b.opt.attn_task_us);
           }
     b.n_arrival_groups += uint32_t(B * nkv);
@@ -214,12 +219,14 @@ struct Partitioner {
       t.flags = S > 1 ? kFlagAtomicAccumulate : 0;
       t.op = o;
       t.layer = int16_t(op.layer);
-      t.buf[0] = in;
-      t.buf[1] = W_;
       t.k0 = int32_t(j * K / S);
       t.k1 = int32_t((j + 1) * K / S);
-      t.buf[2] = t.k0 == 0 ? bias : -1;
-      t.buf[3] = b.p.h.buf_x;
+      ops::MatvecResidualOperands v;
+      v.a = in;
+      v.weight = W_;
+      v.bias = t.k0 == 0 ? bias : -1;
+      v.x = b.p.h.buf_x;
+      v.to(t);
       t.row0 = int32_t(u0 - j * R);
       t.row1 = int32_t(u1 - j * R);
       t.b0 = 0;
@@ -238,13 +245,15 @@ struct Partitioner {
       t.opcode = uint16_t(Opcode::GateUp);
       t.op = o;
       t.layer = int16_t(op.layer);
-      t.buf[0] = b.id(op.inputs.at(0));
-      t.buf[1] = b.id(op.weight("norm"));
-      t.buf[2] = b.id(op.weight("gate_W"));
-      t.buf[3] = b.id(op.weight("up_W"));
-      t.buf[4] = b.id_or_none(op.weight("gate_bias"));
-      t.buf[5] = b.id_or_none(op.weight("up_bias"));
-      t.buf[6] = b.id(op.outputs.at(0));
+      ops::GateUpOperands v;
+      v.x = b.id(op.inputs.at(0));
+      v.norm_w = b.id(op.weight("norm"));
+      v.gate_w = b.id(op.weight("gate_W"));
+      v.up_w = b.id(op.weight("up_W"));
+      v.gate_bias = b.id_or_none(op.weight("gate_bias"));
+      v.up_bias = b.id_or_none(op.weight("up_bias"));
+      v.out = b.id(op.outputs.at(0));
+      v.to(t);
       t.row0 = int32_t(u0);
       t.row1 = int32_t(u1);
       t.k0 = 0;
@@ -264,18 +273,20 @@ struct Partitioner {
       TaskDesc t;
       t.opcode = uint16_t(Opcode::LmHead);
       t.op = o;
-      t.buf[0] = b.p.h.buf_x;
-      t.buf[1] = b.id(op.weight("norm"));
-      t.buf[2] = b.id(op.weight("W"));
-      t.buf[3] = b.p.h.buf_logits;
-      t.buf[4] = b.p.h.buf_argmax;
+      ops::LmHeadOperands v;
+      v.x = b.p.h.buf_x;
+      v.norm_w = b.id(op.weight("norm"));
+      v.weight = b.id(op.weight("W"));
+      v.logits = b.p.h.buf_logits;
+      v.argmax = b.p.h.buf_argmax;
+      v.tile = tile++;
+      v.to(t);
       t.row0 = int32_t(u0);
       t.row1 = int32_t(u1);
       t.k0 = 0;
       t.k1 = int32_t(c.hidden);
       t.b0 = 0;
       t.b1 = b.p.h.batch;
-      t.arg[0] = tile++;
       t.weight_bytes = uint64_t(u1 - u0) * c.hidden * es;
       emit(t, worker);
     });
@@ -292,17 +303,19 @@ struct Partitioner {
       TaskDesc t;
       t.opcode = uint16_t(Opcode::Step);
       t.op = o;
-      t.buf[0] = b.p.h.buf_logits;
-      t.buf[1] = b.p.h.buf_argmax;
-      t.buf[2] = b.p.h.buf_embed;
-      t.buf[3] = b.p.h.buf_x;
-      t.buf[4] = b.p.h.buf_state;
-      t.buf[5] = b.p.h.buf_tokens;
-      t.buf[6] = b.p.h.buf_ring;
-      t.buf[7] = b.p.h.buf_control;
+      ops::StepOperands v;
+      v.logits = b.p.h.buf_logits;
+      v.argmax = b.p.h.buf_argmax;
+      v.embed = b.p.h.buf_embed;
+      v.x = b.p.h.buf_x;
+      v.state = b.p.h.buf_state;
+      v.tokens = b.p.h.buf_tokens;
+      v.ring = b.p.h.buf_ring;
+      v.control = b.p.h.buf_control;
+      v.n_lm_tiles = b.p.h.n_lm_tiles;
+      v.to(t);
       t.b0 = bb;
       t.b1 = bb + 1;
-      t.arg[0] = b.p.h.n_lm_tiles;
       t.weight_bytes = uint64_t(c.hidden) * es;  // one embedding row
       emit(t, least_loaded());
     }

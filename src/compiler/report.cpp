@@ -13,6 +13,7 @@
 
 #include "compiler/compiler.h"
 #include "core/error.h"
+#include "ops/ops.h"
 
 namespace keel::compiler {
 
@@ -74,7 +75,7 @@ Simulation simulate(const Program& p, double bw, double overhead, int context) {
     if (why[t] >= 0 && why[t] == prev_on_worker[t]) via_wait[t] = false;
     double bytes = double(td.weight_bytes);
     if (Opcode(td.opcode) == Opcode::Attention)
-      bytes += double(context) / std::max(1, td.arg[2]) * p.h.head_dim * 2 * 2;
+      bytes += double(context) / std::max(1, ops::Attention::Operands::from(td).n_chunks) * p.h.head_dim * 2 * 2;
     const double cost = bytes / per_worker + overhead;
     finish[t] = start + cost;
     s.busy_us[worker_of[t]] += cost;
@@ -198,7 +199,7 @@ std::string to_json(const Program& p) {
   j["buffers"] = bufs;
   json ops = json::array();
   for (uint32_t i = 0; i < p.ops.size(); ++i)
-    ops.push_back({{"name", op_name(p, i)}, {"opcode", opcode_info(Opcode(p.ops[i].opcode)).name},
+    ops.push_back({{"name", op_name(p, i)}, {"opcode", keel::ops::opcode_info(Opcode(p.ops[i].opcode)).name},
                    {"layer", p.ops[i].layer}, {"task_begin", p.ops[i].task_begin},
                    {"task_count", p.ops[i].task_count}});
   j["ops"] = ops;
@@ -211,7 +212,7 @@ std::string to_json(const Program& p) {
       w.push_back({{"counter", wd.counter}, {"expected", wd.expected}, {"offset", wd.offset}});
     }
     for (uint32_t k = 0; k < t.signal_count; ++k) s.push_back(p.signals[t.signal_begin + k]);
-    tasks.push_back({{"id", i}, {"opcode", opcode_info(Opcode(t.opcode)).name}, {"op", t.op}, {"layer", t.layer},
+    tasks.push_back({{"id", i}, {"opcode", keel::ops::opcode_info(Opcode(t.opcode)).name}, {"op", t.op}, {"layer", t.layer},
                      {"flags", t.flags}, {"buf", t.buf}, {"rows", {t.row0, t.row1}}, {"k", {t.k0, t.k1}},
                      {"b", {t.b0, t.b1}}, {"arg", t.arg}, {"weight_bytes", t.weight_bytes},
                      {"cost_us", t.cost_us}, {"stage_rows", stage_rows(t)}, {"waits", w}, {"signals", s}});

@@ -17,7 +17,7 @@
 //    <= 0 is already satisfied. offset 1 = "producers of this step", offset 0 =
 //    "producers of the previous step". `expected` is the number of tasks that
 //    signal the counter (each signals once per step). The last counters are
-//    arrival counters (Attention arg 3): neither signalled nor waited on, the C
+//    arrival counters (Attention's `arrival`): neither signalled nor waited on, the C
 //    chunks of one (layer, sequence, kv head) add to theirs to find the last.
 //  * Step gate: before step s > 0 each worker waits until
 //    counter[step_counter] >= step_expected * s (every Step task of step s-1 is
@@ -60,8 +60,9 @@ inline constexpr int kMaxArgs = 4;
 inline constexpr int kMaxEos = 8;
 inline constexpr int kNameBytes = 64;
 
-/// Task types. One row per opcode in kOpcodeTable below says what the operand
-/// slots (TaskDesc::buf) and arguments (TaskDesc::arg) mean.
+/// Task types. Each is one unit in src/ops (its operand view, info row,
+/// validation, footprint, CPU twin and device body); src/ops/ops.h lists them
+/// and derives the instruction-set table kOpcodeTable from their info rows.
 enum class Opcode : uint16_t {
   QkvProj = 1,         // norm-matvec over a row tile of [q; k; v] (+ bias) -> raw bf16 qkv rows
   GateUp = 2,          // norm-matvec of gate and up rows + SiLU(g)*u
@@ -79,7 +80,9 @@ enum TaskFlags : uint16_t {
   kFlagAtomicAccumulate = 1u << 0,
 };
 
-/// One row of the instruction-set table.
+/// One row of the instruction-set table (ops::kOpcodeTable, src/ops/ops.h):
+/// rows [row0,row1) are output rows of the weight matrix, [k0,k1) the reduction
+/// slice, [b0,b1) the sequences of the batch a task serves.
 struct OpcodeInfo {
   Opcode opcode;
   const char* name;
@@ -88,59 +91,6 @@ struct OpcodeInfo {
   const char* does;
 };
 
-// clang-format off
-/// The instruction set. Rows [row0,row1) are output rows of the weight matrix,
-/// [k0,k1) the reduction slice, [b0,b1) the sequences of the batch a task serves.
-inline constexpr OpcodeInfo kOpcodeTable[kNumOpcodes] = {
-  {Opcode::QkvProj, "qkv_proj",
-   {"x f32[B,H]", "attn_norm w[H]", "W (q_proj|k_proj|v_proj) [n,H]", "bias [n] or -1",
-    "out: qkv bf16[B,(nh+2*nkv)*hd]", "", "", ""},
-   {"part 0=q 1=k 2=v", "first row of that part in qkv (0, nh*hd, (nh+nkv)*hd)", "", ""},
-   "n = bf16(x*rsqrt(mean(x^2)+eps)*w); qkv[b,r] = bf16(W[r-arg1].n (+bias[r-arg1])) for r in "
-   "[row0,row1), rows of the concatenation [q; k; v] inside one part (n = that part's rows). Raw: "
-   "the head norm and RoPE are applied by Attention (q in every chunk, k in the chunk that appends it)"},
-  {Opcode::GateUp, "gate_up",
-   {"x f32[B,H]", "post_attention_layernorm w[H]", "gate_proj W[I,H]", "up_proj W[I,H]",
-    "gate bias or -1", "up bias or -1", "out: h bf16[B,I]", ""},
-   {"", "", "", ""},
-   "n = bf16(rmsnorm(x)*w); h[b,rows] = bf16(silu(Wg[rows].n) * (Wu[rows].n))"},
-  {Opcode::Attention, "attention",
-   {"qkv bf16[B,(nh+2*nkv)*hd] (raw q, k, v rows)", "k_cache (in/out)", "v_cache (in/out)",
-    "partial f32[B,nkv,C,g,hd+2] (scratch)", "state SeqState[B]", "q_norm w[hd] or -1", "k_norm w[hd] or -1",
-    "out: attn bf16[B,nh*hd]"},
-   {"kv_head", "chunk", "n_chunks (C)", "arrival counter"},
-   "chunk `chunk` of (sequence b0, kv_head). q epilogue for its g = nh/nkv q heads (every chunk recomputes "
-   "it): q = bf16(rope(rmsnorm(raw q)*qw)) (norm only if qw given; RoPE at pos, inv_freq from the rope "
-   "constant). The chunk that covers pos (the last; with C = 1 the only one) first appends k = bf16(rope("
-   "rmsnorm(raw k)*kw)) and the raw v at pos (cache slot through the page table). Then over positions "
-   "attn_chunk_range(pos, chunk, C): o = sum softmax(q.k*scale) v unnormalised, written with m (max score) "
-   "and l (sum of exp) per head as the chunk's partial (m = -inf, l = 0 when the range is empty). Then it "
-   "adds 1 to counter `arrival` (acq_rel; zeroed at launch like every counter, added to by the C chunks "
-   "once per step and by no one else); the chunk whose add makes it a multiple of C is the last of this "
-   "step and merges the C partials in chunk order (log-sum-exp) into bf16 attn[b0, heads of kv_head]"},
-  {Opcode::MatvecResidual, "matvec_residual",
-   {"a bf16[B,K]", "W[R,K]", "bias [R] or -1 (added by the k0 == 0 task)", "x f32[B,R] (in/out)",
-    "", "", "", ""},
-   {"", "", "", ""},
-   "x[b,rows] += W[rows,k0:k1].a[b,k0:k1] (+bias); atomic add if kFlagAtomicAccumulate"},
-  {Opcode::LmHead, "lm_head",
-   {"x f32[B,H]", "final norm w[H]", "lm_head W[V,H] (or the tied embedding)",
-    "out: logits f32[B,V]", "out: argmax partial f32[B,T,2] (value, index bits)", "", "", ""},
-   {"tile index", "", "", ""},
-   "n = bf16(rmsnorm(x)*w); logits[b,rows] = W[rows].n; partial[b,tile] = (max, lowest argmax)"},
-  {Opcode::Step, "step",
-   {"logits f32[B,V]", "argmax partial f32[B,T,2]", "embedding W[V,H]", "x f32[B,H] (out)",
-    "state SeqState[B] (in/out)", "tokens i32[B,max_ctx] (history, in/out)",
-    "ring i32[B,ring_len] (out)", "control Control (in)"},
-   {"n_lm_tiles (T)", "", "", ""},
-   "for sequence b0: if done, nothing; if pos+1 < prompt_len the next token is tokens[pos+1] "
-   "(prefill), else greedy = reduce the T partials, or sample (SeqState sampling fields) and "
-   "emit it into ring[n_generated % ring_len], n_generated++, tokens[pos+1] = it; stop rules "
-   "(eos, max_new, context end) set done; else pos++, token = next, x[b] = embed[next]"},
-};
-// clang-format on
-
-inline const OpcodeInfo& opcode_info(Opcode op) { return kOpcodeTable[int(op) - 1]; }
 
 /// One task: a fixed-size record read by both the CPU and the CUDA executor.
 struct TaskDesc {
@@ -148,11 +98,11 @@ struct TaskDesc {
   uint16_t flags = 0;          // TaskFlags
   uint16_t op = 0;             // index into Program::ops (operator instance)
   int16_t layer = -1;          // decoder layer, -1 outside layers
-  int32_t buf[kMaxOperands];   // operand buffer ids (index into Program::buffers), -1 unused
+  int32_t buf[kMaxOperands];   // operand buffer ids (index into Program::buffers), -1 unused; named by each unit's view (src/ops)
   int32_t row0 = 0, row1 = 0;  // output rows [row0, row1)
   int32_t k0 = 0, k1 = 0;      // reduction slice [k0, k1)
   int32_t b0 = 0, b1 = 0;      // sequences [b0, b1)
-  int32_t arg[kMaxArgs];       // opcode-specific, see kOpcodeTable
+  int32_t arg[kMaxArgs];       // opcode-specific, named by each unit's view (src/ops)
   uint32_t wait_begin = 0;     // waits[wait_begin .. wait_begin + wait_count)
   uint32_t wait_count = 0;
   uint32_t signal_begin = 0;   // signals[signal_begin .. signal_begin + signal_count)
@@ -392,8 +342,8 @@ std::string describe_task(const Program& p, uint32_t task);
 std::string target_name(const ProgramHeader& h);
 
 // --- What each task reads and writes ----------------------------------------
-// The one definition of every opcode's memory footprint, derived from the
-// TaskDesc alone. The compiler's dependency pass and the checker both use it.
+// The one definition of every opcode's memory footprint (each unit's
+// accesses(), src/ops), derived from the TaskDesc alone. The compiler's dependency pass and the checker both use it.
 // Addresses live in "spaces": space 0 is the workspace arena (bytes, so aliased
 // activations overlap), space 1 + id is KV buffer `id` in logical units of
 // (sequence, kv head) — a task touching any position of that head touches the

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "ops/ops.h"
 
 namespace keel::program {
 
@@ -29,11 +30,19 @@ uint32_t plan_stage_rows(const Program& p, const TaskDesc& t, uint32_t stage_byt
   int32_t m0 = -1, m1 = -1;
   int64_t first = t.row0, k0 = 0, k1 = 0, cols = 0;
   switch (Opcode(t.opcode)) {  // the same matrices as exec/cuda weight_tile()
-    case Opcode::QkvProj: m0 = t.buf[2]; first = int64_t(t.row0) - t.arg[1]; cols = p.h.hidden; break;
-    case Opcode::GateUp: m0 = t.buf[2]; m1 = t.buf[3]; cols = p.h.hidden; break;
-    case Opcode::LmHead: m0 = t.buf[2]; cols = p.h.hidden; break;
+    case Opcode::QkvProj:
+      m0 = t.buf[ops::QkvProjOperands::kWeight];
+      first = int64_t(t.row0) - t.arg[ops::QkvProjOperands::kPartRow0];
+      cols = p.h.hidden;
+      break;
+    case Opcode::GateUp:
+      m0 = t.buf[ops::GateUpOperands::kGateW];
+      m1 = t.buf[ops::GateUpOperands::kUpW];
+      cols = p.h.hidden;
+      break;
+    case Opcode::LmHead: m0 = t.buf[ops::LmHeadOperands::kWeight]; cols = p.h.hidden; break;
     case Opcode::MatvecResidual:
-      m0 = t.buf[1];
+      m0 = t.buf[ops::MatvecResidualOperands::kWeight];
       if (m0 < 0 || size_t(m0) >= p.buffers.size()) return 0;
       cols = p.buffers[size_t(m0)].cols;
       k0 = t.k0;

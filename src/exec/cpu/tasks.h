@@ -1,9 +1,10 @@
-// The CPU implementations of the Program's opcodes, one function per opcode,
-// named like the opcode (the CUDA implementations in src/exec/cuda carry the
-// same names). Each reads only its TaskDesc and the buffers it names, and
-// rounds where the GPU does: bf16 normed inputs, raw q/k/v projections, q after
-// its epilogue, K/V, attention output and MLP hidden; fp32 residual stream,
-// accumulation, q/k head norm and RoPE, softmax and logits.
+// What the CPU twins of the opcodes (each unit's run_cpu, src/ops/<op>_cpu.cpp)
+// run against: the TaskContext (a base pointer and dtype per buffer, the
+// counters, the Step hooks) and the dispatcher run_task. Each twin reads only
+// its TaskDesc and the buffers it names, and rounds where the GPU does: bf16
+// normed inputs, raw q/k/v projections, q after its epilogue, K/V, attention
+// output and MLP hidden; fp32 residual stream, accumulation, q/k head norm and
+// RoPE, softmax and logits.
 #pragma once
 
 #include <atomic>
@@ -42,14 +43,7 @@ struct TaskContext {
   T* as(int32_t buf) const { return reinterpret_cast<T*>(ptr[size_t(buf)]); }
 };
 
-void qkv_proj(const TaskContext& c, const TaskDesc& t);
-void gate_up(const TaskContext& c, const TaskDesc& t);
-void attention(const TaskContext& c, const TaskDesc& t);
-void matvec_residual(const TaskContext& c, const TaskDesc& t);
-void lm_head(const TaskContext& c, const TaskDesc& t);
-void step(const TaskContext& c, const TaskDesc& t);
-
-/// Runs one task by opcode.
+/// Runs one task by opcode: its unit's CPU twin (Op::run_cpu).
 void run_task(const TaskContext& c, const TaskDesc& t);
 
 }  // namespace keel::exec::cpu

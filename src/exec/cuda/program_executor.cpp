@@ -35,6 +35,7 @@
 #include "exec/cuda/plan_check.h"
 #include "exec/cuda/program_kernel.h"
 #include "exec/cuda/random_weights.h"
+#include "ops/ops.h"
 
 namespace keel::exec::cuda {
 
@@ -305,14 +306,7 @@ void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions&
   for (const program::TaskDesc& t : p.tasks) {
     if (t.weight_bytes == 0) continue;
     int32_t wb = -1;
-    switch (program::Opcode(t.opcode)) {
-      case program::Opcode::QkvProj:
-      case program::Opcode::GateUp:
-      case program::Opcode::LmHead:
-      case program::Opcode::Step: wb = t.buf[2]; break;
-      case program::Opcode::MatvecResidual: wb = t.buf[1]; break;
-      default: break;
-    }
+    keel::ops::visit(program::Opcode(t.opcode), [&]<class Op>() { wb = Op::streamed_weight(t); });
     const double ratio = wb >= 0 ? double(dtype_size(DType(I.dtype[size_t(wb)]))) /
                                        double(dtype_size(DType(p.buffers[size_t(wb)].dtype)))
                                  : 1.0;

@@ -5,7 +5,8 @@
 //
 // Warp roles. Warps 0..7 (compute): per task, thread 0 waits on each WaitDesc
 // (ld.acquire.gpu polled with __nanosleep back-off, primitives.cuh), the eight
-// warps run the task (program_tasks.cuh), then thread 0 adds 1 to each
+// warps run the task (its unit's device body, src/ops/<op>.cuh, dispatched by
+// src/ops/ops.cuh), then thread 0 adds 1 to each
 // signalled counter (red.release.gpu, cumulative over the CTA's writes that the
 // barrier before it ordered). Warp 8 (loader): walks the same list, step after
 // step, and copies every weight tile (weight_tile()) into the shared-memory ring
@@ -41,7 +42,7 @@
 
 #include "exec/cuda/cuda_check.h"
 #include "exec/cuda/program_kernel.h"
-#include "exec/cuda/program_tasks.cuh"
+#include "ops/ops.cuh"
 #include "program/smem_plan.h"
 
 namespace keel::exec::cuda::prog {
@@ -348,15 +349,10 @@ __device__ __forceinline__ void compute(const DevProgram& P, SmemStatic& S, char
       const uint32_t task = list[i];
       uint64_t t_start = 0, t_waited = 0;
       if (P.trace && tid == 0) t_start = dev::globaltimer_ns();
-      // Work that does not depend on this step's producers, done before the wait:
-      // the attention task's K/V rows of earlier positions (fast path only), a
-      // norm-matvec task's norm weights.
-      const int g = h.n_heads / h.n_kv_heads;
-      if (t.opcode == uint16_t(program::Opcode::Attention) &&
-          ((g <= 8 && (h.head_dim == 32 || h.head_dim == 64 || h.head_dim == 128)) || (g <= 4 && h.head_dim == 256)))
-        attn_prefetch(P, t, work, R);
-      else
-        norm_prefetch(P, t, work);  // norm-matvec tasks: their norm weights
+      // Work that does not depend on this step's producers, done before the wait
+      // (the unit's DeviceOp::pre_wait): e.g. the attention task's K/V rows of
+      // earlier positions, a norm-matvec task's norm weights.
+      pre_wait(P, t, work, R);
       if (warp == 0) {
         // lanes 0..7 hold (counter, expected, offset, n_waits) of the first two waits
         const uint32_t c0 = __shfl_sync(0xffffffffu, wd, 0), e0 = __shfl_sync(0xffffffffu, wd, 1);

@@ -2,8 +2,8 @@
 // (src/program/sampling.cpp), drawing the same token from the same logits and
 // uniform. The algorithm is parallel (threshold searches instead of sorts), the
 // per-element rules (penalty, ranking, candidates, weights, min-p cut) are the
-// host/device functions of program/sampling.h. Included by program_tasks.cuh
-// (it uses that file's block reductions).
+// host/device functions of program/sampling.h. Included by src/ops/step.cuh (it
+// uses program_tasks.cuh's block reductions).
 #pragma once
 
 #include "exec/cuda/program_tasks.cuh"

@@ -1,8 +1,8 @@
 // GPU tests of the CUDA executor that runs program::Program (ProgramExecutor),
 // with the CPU executor as the oracle (label gpu; every test skips without a
 // device):
-//  * task twins: every opcode's device function vs its CPU twin (exec/cpu/
-//    tasks.cpp) on one task at a time, from the same random arenas, on odd
+//  * task twins: every opcode's device body vs its CPU twin (src/ops/
+//    <op>_cpu.cpp) on one task at a time, from the same random arenas, on odd
 //    shapes (W = 5, B = 3, context 37, permuted page table, sequences in
 //    prefill / greedy / sampling), compared buffer by buffer;
 //  * the whole Program on the GPU vs the CPU executor for every fixture and
@@ -33,6 +33,7 @@
 #include "exec/cpu/executor.h"
 #include "exec/cpu/tasks.h"
 #include "exec/cuda/bench.h"
+#include "ops/ops.h"
 #include "exec/cuda/device_info.h"
 #include "exec/cuda/plan_check.h"
 #include "exec/cuda/program_executor.h"
@@ -340,7 +341,7 @@ TEST_P(TaskTwins, EachOpcodeMatchesItsCpuTwin) {
       EXPECT_LE(v, 1.0) << GetParam() << " " << program::describe_task(p, t) << ": buffer '" << culprit
                         << "' differs from the CPU twin (violation x" << v << " of the tolerance)";
     }
-    std::cout << "[ figures ] " << GetParam() << " " << program::opcode_info(Opcode(op)).name
+    std::cout << "[ figures ] " << GetParam() << " " << keel::ops::opcode_info(Opcode(op)).name
               << ": worst GPU-vs-CPU deviation " << worst << " of the tolerance over " << pick.size() << " tasks\n";
   }
 }

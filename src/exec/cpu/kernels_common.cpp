@@ -1,0 +1,71 @@
+// The CPU twins' shared helpers (kernels_common.h).
+#include "exec/cpu/kernels_common.h"
+
+#include <cmath>
+
+#include "core/error.h"
+#include "program/rules.h"
+
+namespace keel::exec::cpu {
+
+// fp32 dot of weight row (any dtype) with an fp32 vector.
+float dot_row(const uint8_t* w, DType dt, int64_t row, int64_t cols, int64_t k0, int64_t k1, const float* v) {
+  float acc = 0;
+  switch (dt) {
+    case DType::F32: {
+      const float* r = reinterpret_cast<const float*>(w) + row * cols;
+      for (int64_t k = k0; k < k1; ++k) acc += r[k] * v[k];
+      break;
+    }
+    case DType::BF16: {
+      const uint16_t* r = reinterpret_cast<const uint16_t*>(w) + row * cols;
+      for (int64_t k = k0; k < k1; ++k) acc += bf16_to_f32(r[k]) * v[k];
+      break;
+    }
+    case DType::F16: {
+      const uint16_t* r = reinterpret_cast<const uint16_t*>(w) + row * cols;
+      for (int64_t k = k0; k < k1; ++k) acc += f16_to_f32(r[k]) * v[k];
+      break;
+    }
+  }
+  return acc;
+}
+
+// n = bf16(x * rsqrt(mean(x^2) + eps) * w), the normed input every norm-matvec recomputes.
+void rms_norm_bf16(const TaskContext& c, const float* x, int32_t w_buf, int64_t n, float* out) {
+  float ss = 0;
+  for (int64_t i = 0; i < n; ++i) ss += x[i] * x[i];
+  const float inv = 1.0f / std::sqrt(ss / float(n) + c.p->h.rms_eps);
+  for (int64_t i = 0; i < n; ++i) out[i] = round_bf16(x[i] * inv * load(c, w_buf, size_t(i)));
+}
+
+// The q/k epilogue on one head y[hd] (fp32, from the raw bf16 projection):
+// y = rmsnorm(y) * w if a head norm is given, then RoPE at `pos` on the
+// half-split pairs (i, i + hd/2) with the Program's inverse frequencies.
+void head_epilogue(const TaskContext& c, int32_t norm_buf, int64_t pos, float* y) {
+  const auto& h = c.p->h;
+  const int64_t hd = h.head_dim, half = hd / 2;
+  if (norm_buf >= 0) {
+    float ss = 0;
+    for (int64_t i = 0; i < hd; ++i) ss += y[i] * y[i];
+    const float inv = 1.0f / std::sqrt(ss / float(hd) + h.rms_eps);
+    for (int64_t i = 0; i < hd; ++i) y[i] = y[i] * inv * load(c, norm_buf, size_t(i));
+  }
+  const float* inv_freq = c.as<float>(h.buf_rope);
+  for (int64_t i = 0; i < half; ++i) {
+    const float ang = float(pos) * inv_freq[i];
+    const float cs = std::cos(ang), sn = std::sin(ang);
+    const float a = y[i], b = y[i + half];
+    y[i] = a * cs - b * sn;
+    y[i + half] = b * cs + a * sn;
+  }
+}
+
+uint16_t* kv_slot(const TaskContext& c, int32_t cache, int b, int head, int64_t pos) {
+  const auto& h = c.p->h;
+  const int64_t page = c.as<int32_t>(h.buf_page_table)[program::kv_page_entry(h, b, pos)];
+  KEEL_CHECK(page >= 0 && page < h.n_pages, "cpu executor: page table entry ", page, " out of range");
+  return c.as<uint16_t>(cache) + program::kv_offset(h, page, head, pos, 0);
+}
+
+}  // namespace keel::exec::cpu

@@ -1,0 +1,32 @@
+// Helpers the CPU twins of the opcodes (src/ops/<op>_cpu.cpp) share: the
+// matvec inner product per weight dtype, the normed input of a norm-matvec, the
+// q/k head epilogue and the KV-cache slot. Plain loops: the CPU executor is the
+// oracle, not the fast path.
+#pragma once
+
+#include <cstdint>
+
+#include "exec/cpu/tasks.h"
+
+namespace keel::exec::cpu {
+
+/// fp32 dot of weight row `row` (stored as dt, `cols` per row) over columns [k0, k1) with v.
+float dot_row(const uint8_t* w, DType dt, int64_t row, int64_t cols, int64_t k0, int64_t k1, const float* v);
+
+/// Element i of buffer `buf` as fp32.
+inline float load(const TaskContext& c, int32_t buf, size_t i) {
+  return load_as_f32(c.ptr[size_t(buf)], c.dtype[size_t(buf)], i);
+}
+
+/// n = bf16(x * rsqrt(mean(x^2) + eps) * w), the normed input every norm-matvec recomputes.
+void rms_norm_bf16(const TaskContext& c, const float* x, int32_t w_buf, int64_t n, float* out);
+
+/// The q/k epilogue on one head y[hd] (fp32, from the raw bf16 projection):
+/// y = rmsnorm(y) * w if a head norm is given (norm_buf >= 0), then RoPE at
+/// `pos` on the half-split pairs (i, i + hd/2) with the Program's inverse frequencies.
+void head_epilogue(const TaskContext& c, int32_t norm_buf, int64_t pos, float* y);
+
+/// The cache slot (head_dim bf16) of (sequence b, kv head, pos) in KV buffer `cache`.
+uint16_t* kv_slot(const TaskContext& c, int32_t cache, int b, int head, int64_t pos);
+
+}  // namespace keel::exec::cpu

@@ -1,0 +1,100 @@
+// Attention's operand checks (per task, and the arrival counters across the
+// Program) and its memory footprint (see attention.h).
+#include "ops/attention.h"
+
+#include <unordered_map>
+
+#include "core/error.h"
+
+namespace keel::ops {
+
+void Attention::validate(const OperandCheck& ck, const TaskDesc& t) {
+  const program::ProgramHeader& h = ck.p.h;
+  const Operands o = Operands::from(t);
+  ck.that(o.kv_head >= 0 && o.kv_head < h.n_kv_heads && o.chunk >= 0 && o.chunk < o.n_chunks &&
+              o.n_chunks == h.n_chunks && t.b1 == t.b0 + 1,
+          "has bad kv head, chunk or sequence");
+  KEEL_CHECK(o.arrival >= 0 && uint32_t(o.arrival) < h.n_counters, "program: task ", ck.where(),
+             " has arrival counter ", o.arrival, " out of range (", h.n_counters, " counters)");
+  ck.qkv(o.qkv, "qkv");
+  ck.kv(o.k_cache, "k_cache");
+  ck.kv(o.v_cache, "v_cache");
+  ck.is(o.state, h.buf_state, "state");
+  ck.weight(o.q_norm, "q_norm", 1, h.head_dim, true);
+  ck.weight(o.k_norm, "k_norm", 1, h.head_dim, true);
+  ck.dtype(o.partial, DType::F32, "partial");
+  ck.dtype(o.out, DType::BF16, "out");
+}
+
+// Arrival counters: each belongs to the C chunks of one (operator, sequence,
+// kv head) and to nothing else (no signal, no wait), or "last" would be wrong.
+void Attention::validate_program(const Program& p) {
+  struct Arrival {
+    uint32_t op = UINT32_MAX, n = 0;
+    int32_t b = 0, kvh = 0;
+  };
+  std::unordered_map<uint32_t, Arrival> arrivals;
+  for (size_t i = 0; i < p.tasks.size(); ++i) {
+    const TaskDesc& t = p.tasks[i];
+    if (Opcode(t.opcode) != kOpcode) continue;
+    const Operands o = Operands::from(t);
+    Arrival& a = arrivals[uint32_t(o.arrival)];
+    if (a.n == 0) a = {t.op, 0, t.b0, o.kv_head};
+    KEEL_CHECK(a.op == t.op && a.b == t.b0 && a.kvh == o.kv_head, "program: task ", describe_task(p, uint32_t(i)),
+               " shares arrival counter ", o.arrival, " with another operator, sequence or kv head");
+    ++a.n;
+  }
+  for (const auto& [c, a] : arrivals)
+    KEEL_CHECK(a.n == uint32_t(p.h.n_chunks), "program: arrival counter ", c, " has ", a.n, " chunks, expected ",
+               p.h.n_chunks);
+  for (uint32_t c : p.signals)
+    KEEL_CHECK(!arrivals.count(c), "program: arrival counter ", c, " is also signalled");
+  for (const program::WaitDesc& w : p.waits)
+    KEEL_CHECK(!arrivals.count(w.counter), "program: arrival counter ", w.counter, " is also waited on");
+}
+
+void Attention::accesses(AccessSink& s, const TaskDesc& t) {
+  using M = AccessMode;
+  const program::ProgramHeader& h = s.p.h;
+  const Operands o = Operands::from(t);
+  const uint64_t hd = h.head_dim, nkv = h.n_kv_heads, g = h.n_heads / h.n_kv_heads, C = h.n_chunks;
+  const uint64_t S = program::kSeqStateWords, QKV = uint64_t(qkv_width(h));
+  const uint64_t kvh = o.kv_head, c = o.chunk;
+  const int32_t qkv = s.need(o.qkv, "qkv"), kc = s.need(o.k_cache, "k_cache"), vc = s.need(o.v_cache, "v_cache");
+  // The chunk covering pos (attn_chunk_range) appends k and v there: it reads
+  // the raw k and v rows and writes the current-position unit; the others read
+  // only earlier positions (the history unit, written in earlier steps).
+  const bool appends = C <= 1 || c == C - 1;
+  s.rows(qkv, t.b0, t.b1, QKV, kvh * g * hd, (kvh + 1) * g * hd, M::Read);
+  if (appends) {
+    const uint64_t k0 = qkv_part_begin(h, 1) + kvh * hd, v0 = qkv_part_begin(h, 2) + kvh * hd;
+    s.rows(qkv, t.b0, t.b1, QKV, k0, k0 + hd, M::Read);
+    s.rows(qkv, t.b0, t.b1, QKV, v0, v0 + hd, M::Read);
+  }
+  s.rows(s.need(o.state, "state"), t.b0, t.b1, S, 0, S, M::Read);
+  s.rows(h.buf_page_table, t.b0, t.b1, h.pages_per_seq, 0, h.pages_per_seq, M::Read);
+  for (int b = t.b0; b < t.b1; ++b) {
+    const uint64_t u = 2 * (b * nkv + kvh);
+    if (C <= 1 || !appends) {
+      s.kv(kc, u, u + 1, M::Read);
+      s.kv(vc, u, u + 1, M::Read);
+    }
+    if (appends) {
+      s.kv(kc, u + 1, u + 2, M::Write);
+      s.kv(vc, u + 1, u + 2, M::Write);
+    }
+  }
+  // Partials and output: the C chunks of one (sequence, kv head) hand over
+  // through their arrival counter (the last merges), so to the dependency
+  // pass and the checker they are accumulates of one operator: they run
+  // concurrently, and a reader of attn waits for all of them.
+  const uint64_t part = g * (hd + 2);
+  const int32_t partial = s.need(o.partial, "partial");
+  for (int b = t.b0; b < t.b1; ++b) {
+    const uint64_t base = (b * nkv + kvh) * C * part;
+    s.ws(partial, base, base + C * part, M::Accumulate);
+  }
+  s.rows(s.need(o.out, "out"), t.b0, t.b1, h.n_heads * hd, kvh * g * hd, (kvh + 1) * g * hd, M::Accumulate);
+}
+
+}  // namespace keel::ops

@@ -1,0 +1,67 @@
+// Attention: one KV chunk of one (sequence, kv head). Every chunk runs the q
+// epilogue (head norm, RoPE) of its q heads; the chunk that covers pos appends
+// this step's k and v to the cache first; each writes its unnormalised partial
+// and adds 1 to its arrival counter, and the last of the C chunks merges the
+// partials into the output. CPU twin: attention_cpu.cpp; device body: attention.cuh.
+#pragma once
+
+#include "ops/op_common.h"
+
+namespace keel::ops {
+
+/// Attention's operands by name: the only code that knows their slots.
+struct AttentionOperands {
+  int32_t qkv = -1;      // raw qkv bf16[B,(nh+2*nkv)*hd]
+  int32_t k_cache = -1;  // KV (in/out)
+  int32_t v_cache = -1;  // KV (in/out)
+  int32_t partial = -1;  // f32[B,nkv,C,g,hd+2] (scratch)
+  int32_t state = -1;    // SeqState[B]
+  int32_t q_norm = -1;   // w[hd] or -1
+  int32_t k_norm = -1;   // w[hd] or -1
+  int32_t out = -1;      // attn bf16[B,nh*hd]
+  int32_t kv_head = 0, chunk = 0, n_chunks = 0, arrival = 0;
+  static constexpr int kQkv = 0, kKCache = 1, kVCache = 2, kPartial = 3, kState = 4, kQNorm = 5, kKNorm = 6, kOut = 7;
+  static constexpr int kKvHead = 0, kChunk = 1, kNChunks = 2, kArrival = 3;
+
+  static KEEL_HD AttentionOperands from(const TaskDesc& t) {
+    return {t.buf[kQkv],   t.buf[kKCache], t.buf[kVCache], t.buf[kPartial], t.buf[kState],  t.buf[kQNorm],
+            t.buf[kKNorm], t.buf[kOut],    t.arg[kKvHead], t.arg[kChunk],   t.arg[kNChunks], t.arg[kArrival]};
+  }
+  KEEL_HD void to(TaskDesc& t) const {
+    t.buf[kQkv] = qkv, t.buf[kKCache] = k_cache, t.buf[kVCache] = v_cache, t.buf[kPartial] = partial;
+    t.buf[kState] = state, t.buf[kQNorm] = q_norm, t.buf[kKNorm] = k_norm, t.buf[kOut] = out;
+    t.arg[kKvHead] = kv_head, t.arg[kChunk] = chunk, t.arg[kNChunks] = n_chunks, t.arg[kArrival] = arrival;
+  }
+  bool operator==(const AttentionOperands&) const = default;
+};
+
+struct Attention {
+  using Operands = AttentionOperands;
+  static constexpr Opcode kOpcode = Opcode::Attention;
+  // clang-format off
+  static constexpr OpcodeInfo kInfo = {
+    kOpcode, "attention",
+    {"qkv bf16[B,(nh+2*nkv)*hd] (raw q, k, v rows)", "k_cache (in/out)", "v_cache (in/out)",
+     "partial f32[B,nkv,C,g,hd+2] (scratch)", "state SeqState[B]", "q_norm w[hd] or -1", "k_norm w[hd] or -1",
+     "out: attn bf16[B,nh*hd]"},
+    {"kv_head", "chunk", "n_chunks (C)", "arrival counter"},
+    "chunk `chunk` of (sequence b0, kv_head). q epilogue for its g = nh/nkv q heads (every chunk recomputes "
+    "it): q = bf16(rope(rmsnorm(raw q)*qw)) (norm only if qw given; RoPE at pos, inv_freq from the rope "
+    "constant). The chunk that covers pos (the last; with C = 1 the only one) first appends k = bf16(rope("
+    "rmsnorm(raw k)*kw)) and the raw v at pos (cache slot through the page table). Then over positions "
+    "attn_chunk_range(pos, chunk, C): o = sum softmax(q.k*scale) v unnormalised, written with m (max score) "
+    "and l (sum of exp) per head as the chunk's partial (m = -inf, l = 0 when the range is empty). Then it "
+    "adds 1 to counter `arrival` (acq_rel; zeroed at launch like every counter, added to by the C chunks "
+    "once per step and by no one else); the chunk whose add makes it a multiple of C is the last of this "
+    "step and merges the C partials in chunk order (log-sum-exp) into bf16 attn[b0, heads of kv_head]"};
+  // clang-format on
+  /// Streams no weights (its K/V rows are activations).
+  static int32_t streamed_weight(const TaskDesc&) { return -1; }
+  /// Per-task checks and, across the Program, the arrival counters' ownership.
+  static void validate(const OperandCheck& ck, const TaskDesc& t);
+  static void validate_program(const Program& p);
+  static void accesses(AccessSink& s, const TaskDesc& t);
+  static void run_cpu(const exec::cpu::TaskContext& c, const TaskDesc& t);
+};
+
+}  // namespace keel::ops

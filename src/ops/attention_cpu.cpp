@@ -1,0 +1,110 @@
+// Attention's CPU twin (see attention.h): the q epilogue in fp32 then bf16, the
+// chunk's K/V append, fp32 softmax over the chunk's positions, the partial, the
+// arrival count and, in the last chunk, the log-sum-exp merge.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <vector>
+
+#include "core/error.h"
+#include "exec/cpu/kernels_common.h"
+#include "ops/attention.h"
+
+namespace keel::ops {
+
+using namespace exec::cpu;
+using program::SeqState;
+
+namespace {
+
+// The chunk at pos appends k (after its epilogue, rounded to bf16) and the raw v.
+void append_kv(const TaskContext& c, const TaskDesc& t, const AttentionOperands& o, int64_t pos) {
+  const auto& h = c.p->h;
+  const int64_t hd = h.head_dim;
+  const int b = t.b0, kvh = o.kv_head;
+  const uint16_t* raw = c.as<uint16_t>(o.qkv) + b * program::qkv_width(h);
+  const uint16_t* k = raw + program::qkv_part_begin(h, 1) + kvh * hd;
+  const uint16_t* v = raw + program::qkv_part_begin(h, 2) + kvh * hd;
+  std::vector<float> y(static_cast<size_t>(hd));
+  for (int64_t i = 0; i < hd; ++i) y[size_t(i)] = bf16_to_f32(k[i]);
+  head_epilogue(c, o.k_norm, pos, y.data());
+  uint16_t* kd = kv_slot(c, o.k_cache, b, kvh, pos);
+  uint16_t* vd = kv_slot(c, o.v_cache, b, kvh, pos);
+  for (int64_t i = 0; i < hd; ++i) {
+    kd[i] = f32_to_bf16(y[size_t(i)]);
+    vd[i] = v[i];  // already bf16: copied, not rounded twice
+  }
+}
+
+// The last chunk of the step: the C partials of each head, log-sum-exp in chunk order.
+void merge_chunks(const TaskContext& c, const TaskDesc& t, const AttentionOperands& o) {
+  const auto& h = c.p->h;
+  const int64_t hd = h.head_dim, g = h.n_heads / h.n_kv_heads, C = o.n_chunks;
+  const int b = t.b0, kvh = o.kv_head;
+  const float* part = c.as<float>(o.partial) + (int64_t(b) * h.n_kv_heads + kvh) * C * g * (hd + 2);
+  uint16_t* out = c.as<uint16_t>(o.out) + int64_t(b) * h.n_heads * hd;
+  std::vector<float> ov(static_cast<size_t>(hd));
+  for (int64_t j = 0; j < g; ++j) {
+    float M = -INFINITY;
+    for (int64_t ch = 0; ch < C; ++ch) M = std::max(M, part[(ch * g + j) * (hd + 2) + hd]);
+    std::fill(ov.begin(), ov.end(), 0.0f);
+    float L = 0;
+    for (int64_t ch = 0; ch < C; ++ch) {
+      const float* blk = part + (ch * g + j) * (hd + 2);
+      if (blk[hd + 1] == 0.0f) continue;  // empty chunk
+      const float sc = std::exp(blk[hd] - M);
+      L += blk[hd + 1] * sc;
+      for (int64_t i = 0; i < hd; ++i) ov[size_t(i)] += blk[i] * sc;
+    }
+    for (int64_t i = 0; i < hd; ++i) out[(kvh * g + j) * hd + i] = f32_to_bf16(ov[size_t(i)] / L);
+  }
+}
+
+}  // namespace
+
+void Attention::run_cpu(const TaskContext& c, const TaskDesc& t) {
+  const Operands op = Operands::from(t);
+  const auto& h = c.p->h;
+  const int64_t hd = h.head_dim, g = h.n_heads / h.n_kv_heads, C = op.n_chunks;
+  const int b = t.b0, kvh = op.kv_head, chunk = op.chunk;
+  const int64_t pos = c.as<SeqState>(op.state)[b].pos;
+  int64_t p0 = 0, p1 = 0;
+  program::attn_chunk_range(pos, chunk, C, &p0, &p1);
+  if (p0 <= pos && pos < p1) append_kv(c, t, op, pos);
+  float* part = c.as<float>(op.partial) + ((int64_t(b) * h.n_kv_heads + kvh) * C + chunk) * g * (hd + 2);
+  std::vector<float> q(static_cast<size_t>(hd)), o(static_cast<size_t>(hd)), s(size_t(std::max<int64_t>(p1 - p0, 1)));
+  for (int64_t j = 0; j < g; ++j) {
+    // q epilogue: head norm and RoPE in fp32 on the raw row, then bf16 (q's rounding point).
+    const uint16_t* qh = c.as<uint16_t>(op.qkv) + int64_t(b) * program::qkv_width(h) + (kvh * g + j) * hd;
+    for (int64_t i = 0; i < hd; ++i) q[size_t(i)] = bf16_to_f32(qh[i]);
+    head_epilogue(c, op.q_norm, pos, q.data());
+    for (int64_t i = 0; i < hd; ++i) q[size_t(i)] = round_bf16(q[size_t(i)]);
+    float m = -INFINITY;
+    for (int64_t pp = p0; pp < p1; ++pp) {
+      const uint16_t* k = kv_slot(c, op.k_cache, b, kvh, pp);
+      float d = 0;
+      for (int64_t i = 0; i < hd; ++i) d += q[size_t(i)] * bf16_to_f32(k[i]);
+      s[size_t(pp - p0)] = d * h.attn_scale;
+      m = std::max(m, s[size_t(pp - p0)]);
+    }
+    std::fill(o.begin(), o.end(), 0.0f);
+    float l = 0;
+    for (int64_t pp = p0; pp < p1; ++pp) {
+      const float e = std::exp(s[size_t(pp - p0)] - m);
+      l += e;
+      const uint16_t* v = kv_slot(c, op.v_cache, b, kvh, pp);
+      for (int64_t i = 0; i < hd; ++i) o[size_t(i)] += e * bf16_to_f32(v[i]);
+    }
+    float* dst = part + j * (hd + 2);
+    std::copy(o.begin(), o.end(), dst);
+    dst[hd] = m;
+    dst[hd + 1] = l;
+  }
+  // Arrival: the chunk that completes this step's C adds merges (acq_rel: it sees
+  // every other chunk's partial, and they see nothing of its merge they need).
+  KEEL_CHECK(c.counters != nullptr, "cpu executor: attention task without counters");
+  const uint32_t old = c.counters[op.arrival].fetch_add(1, std::memory_order_acq_rel);
+  if ((old + 1) % uint32_t(C) == 0) merge_chunks(c, t, op);
+}
+
+}  // namespace keel::ops

@@ -1,0 +1,48 @@
+// GateUp's device body (see gate_up.h): the normed input, then the tile's gate
+// and up rows through the matvec engine (both matrices in each ring stage) with
+// the SiLU(g)*u epilogue. Before its wait: its norm weights (the default
+// pre-wait, norm_prefetch).
+#pragma once
+
+#include "exec/cuda/matvec.cuh"
+#include "ops/gate_up.h"
+
+namespace keel::exec::cuda::prog {
+
+using GateUpSlots = ops::GateUpOperands;  // GateUp's operand slots
+
+__device__ void gate_up(const DevProgram& P, const TaskDesc& t, float* smem, float* scratch, RingView& R) {
+  const ProgramHeader& h = P.h;
+  const int64_t H = h.hidden, I = h.intermediate;
+  uint16_t* act = reinterpret_cast<uint16_t*>(smem);
+  const Tile T = task_tile(P, t, R);
+  MatvecJob J;
+  J.kind = kEpiGateUp;
+  J.bias0 = t.buf[GateUpSlots::kGateBias];
+  J.bias1 = t.buf[GateUpSlots::kUpBias];
+  J.row0 = t.row0;
+  J.row1 = t.row1;
+  J.w0 = P.ptr[t.buf[GateUpSlots::kGateW]];
+  J.w1 = P.ptr[t.buf[GateUpSlots::kUpW]];
+  J.dt0 = buf_dtype(P, t.buf[GateUpSlots::kGateW]);
+  J.dt1 = buf_dtype(P, t.buf[GateUpSlots::kUpW]);
+  J.cols = J.K = H;
+  for (int b = t.b0; b < t.b1; ++b) {
+    rms_norm_act(P, bp<const float>(P, t.buf[GateUpSlots::kX]) + b * H, t.buf[GateUpSlots::kNormW], H, act, scratch, norm_smem(P, t, smem));
+    J.out = bp<uint16_t>(P, t.buf[GateUpSlots::kOut]) + b * I;
+    matvec_rows(P, T, act, R, J);
+  }
+}
+
+template <>
+struct DeviceOp<ops::GateUp> {
+  /// No pre-wait work of its own: the default, norm_prefetch, copies its norm weights.
+  static __device__ __forceinline__ bool own_pre_wait(const DevProgram&) { return false; }
+  static __device__ __forceinline__ void pre_wait(const DevProgram&, const TaskDesc&, float*, const RingView&) {}
+  static __device__ __forceinline__ void run(const DevProgram& P, const TaskDesc& t, int32_t task, float* smem,
+                                                  float* scratch, RingView& R) {
+    gate_up(P, t, smem, scratch, R);
+  }
+};
+
+}  // namespace keel::exec::cuda::prog

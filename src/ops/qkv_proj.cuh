@@ -1,0 +1,49 @@
+// QkvProj's device body (see qkv_proj.h): the normed input into shared memory
+// (rms_norm_act), then the tile's rows through the matvec engine with the qkv
+// epilogue (bias, bf16). Before its wait: its norm weights (the default
+// pre-wait, norm_prefetch).
+#pragma once
+
+#include "exec/cuda/matvec.cuh"
+#include "ops/qkv_proj.h"
+
+namespace keel::exec::cuda::prog {
+
+using QkvSlots = ops::QkvProjOperands;  // QkvProj's operand slots
+
+// `smem` is the dynamic shared memory (the work area after the ring): the bf16
+// input vector, then the norm weights when they were prefetched (norm_smem).
+
+__device__ void qkv_proj(const DevProgram& P, const TaskDesc& t, float* smem, float* scratch, RingView& R) {
+  const ProgramHeader& h = P.h;
+  const int64_t H = h.hidden, width = qkv_w(h);
+  uint16_t* act = reinterpret_cast<uint16_t*>(smem);
+  const Tile T = task_tile(P, t, R);
+  MatvecJob J;
+  J.kind = kEpiQkv;
+  J.bias0 = t.buf[QkvSlots::kBias];
+  J.row0 = t.row0;
+  J.row1 = t.row1;
+  J.shift = t.arg[QkvSlots::kPartRow0];
+  J.w0 = P.ptr[t.buf[QkvSlots::kWeight]];
+  J.dt0 = buf_dtype(P, t.buf[QkvSlots::kWeight]);
+  J.cols = J.K = H;
+  for (int b = t.b0; b < t.b1; ++b) {
+    rms_norm_act(P, bp<const float>(P, t.buf[QkvSlots::kX]) + b * H, t.buf[QkvSlots::kNormW], H, act, scratch, norm_smem(P, t, smem));
+    J.out = bp<uint16_t>(P, t.buf[QkvSlots::kOut]) + b * width;
+    matvec_rows(P, T, act, R, J);
+  }
+}
+
+template <>
+struct DeviceOp<ops::QkvProj> {
+  /// No pre-wait work of its own: the default, norm_prefetch, copies its norm weights.
+  static __device__ __forceinline__ bool own_pre_wait(const DevProgram&) { return false; }
+  static __device__ __forceinline__ void pre_wait(const DevProgram&, const TaskDesc&, float*, const RingView&) {}
+  static __device__ __forceinline__ void run(const DevProgram& P, const TaskDesc& t, int32_t task, float* smem,
+                                                  float* scratch, RingView& R) {
+    qkv_proj(P, t, smem, scratch, R);
+  }
+};
+
+}  // namespace keel::exec::cuda::prog

@@ -1,0 +1,112 @@
+// The opcode units (src/ops): for every unit in the one list, its info row and
+// its operand view agree slot by slot, the view round-trips (from(to(v)) == v),
+// and validation rejects a bad operand with a message naming the view's field.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "common/tiny_config.h"
+#include "compiler/compiler.h"
+#include "core/error.h"
+#include "ops/ops.h"
+
+namespace keel::ops {
+namespace {
+
+using program::kMaxArgs;
+using program::kMaxOperands;
+
+TEST(Ops, TableIsDerivedFromTheUnitsInOpcodeOrder) {
+  ASSERT_EQ(int(kOpcodeTable.size()), program::kNumOpcodes);
+  int seen = 0;
+  for_each([&]<class Op>() {
+    ++seen;
+    EXPECT_EQ(int(Op::kOpcode), seen);
+    EXPECT_EQ(opcode_info(Op::kOpcode).name, std::string(Op::kInfo.name));
+    EXPECT_FALSE(std::string(Op::kInfo.name).empty());
+    EXPECT_FALSE(std::string(Op::kInfo.does).empty()) << Op::kInfo.name;
+    bool found = false;
+    EXPECT_TRUE(visit(Op::kOpcode, [&]<class Other>() { found = std::is_same_v<Op, Other>; }));
+    EXPECT_TRUE(found) << Op::kInfo.name;
+  });
+  EXPECT_EQ(seen, program::kNumOpcodes);
+  EXPECT_FALSE(visit(program::Opcode(0), [&]<class>() {}));
+  EXPECT_FALSE(visit(program::Opcode(program::kNumOpcodes + 1), [&]<class>() {}));
+}
+
+// A TaskDesc whose every slot holds a distinct value: the view reads some of
+// them; written back into a fresh TaskDesc, exactly the slots the info row
+// describes come back, each in its own place.
+TEST(Ops, ViewsRoundTripAndCoverExactlyTheInfoRowsSlots) {
+  for_each([&]<class Op>() {
+    SCOPED_TRACE(Op::kInfo.name);
+    TaskDesc src;
+    for (int i = 0; i < kMaxOperands; ++i) src.buf[i] = 100 + i;
+    for (int i = 0; i < kMaxArgs; ++i) src.arg[i] = 200 + i;
+    const typename Op::Operands v = Op::Operands::from(src);
+    TaskDesc dst;  // buf = -1, arg = 0
+    v.to(dst);
+    EXPECT_TRUE(Op::Operands::from(dst) == v);
+    for (int i = 0; i < kMaxOperands; ++i) {
+      const bool described = Op::kInfo.operands[i][0] != '\0';
+      EXPECT_EQ(dst.buf[i], described ? 100 + i : -1) << "operand slot " << i << ": " << Op::kInfo.operands[i];
+    }
+    for (int i = 0; i < kMaxArgs; ++i) {
+      const bool described = Op::kInfo.args[i][0] != '\0';
+      EXPECT_EQ(dst.arg[i], described ? 200 + i : 0) << "argument slot " << i << ": " << Op::kInfo.args[i];
+    }
+    // And a view with other values survives to() then from() unchanged.
+    typename Op::Operands w = Op::Operands::from(dst);
+    TaskDesc again;
+    w.to(again);
+    EXPECT_TRUE(Op::Operands::from(again) == w);
+  });
+}
+
+// Breaks one operand of the first task of opcode Op (through its view) and
+// expects validation to fail with a message naming `field`.
+template <class Op, class Edit>
+void expect_rejected(const program::Program& good, Edit edit, const std::string& field) {
+  program::Program p = good;
+  TaskDesc* t = nullptr;
+  for (TaskDesc& x : p.tasks)
+    if (program::Opcode(x.opcode) == Op::kOpcode) {
+      t = &x;
+      break;
+    }
+  ASSERT_NE(t, nullptr) << Op::kInfo.name;
+  typename Op::Operands v = Op::Operands::from(*t);
+  edit(p, v);
+  v.to(*t);
+  try {
+    p.validate();
+    ADD_FAILURE() << Op::kInfo.name << ": a bad " << field << " was accepted";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find(std::string(Op::kInfo.name)), std::string::npos) << msg;
+    EXPECT_NE(msg.find("operand " + field), std::string::npos) << msg;
+  }
+}
+
+TEST(Ops, ValidationNamesTheBadOperand) {
+  compiler::CompileOptions o;
+  o.workers = 5;
+  o.batch = 2;
+  o.max_context = 64;
+  o.page_size = 16;
+  const program::Program p = compiler::compile(testing::tiny_config(model::Arch::Qwen3), o);
+  ASSERT_NO_THROW(p.validate());
+  // A weight operand naming an activation, a missing weight, a KV operand
+  // naming the qkv activation, well-known buffers swapped.
+  expect_rejected<QkvProj>(p, [](const program::Program& q, QkvProjOperands& v) { v.weight = q.h.buf_x; }, "weight");
+  expect_rejected<GateUp>(p, [](const program::Program&, GateUpOperands& v) { v.up_w = -1; }, "up_w");
+  expect_rejected<Attention>(p, [](const program::Program&, AttentionOperands& v) { v.v_cache = v.qkv; }, "v_cache");
+  expect_rejected<Attention>(p, [](const program::Program&, AttentionOperands& v) { v.partial = v.out; }, "partial");
+  expect_rejected<MatvecResidual>(p, [](const program::Program& q, MatvecResidualOperands& v) { v.x = q.h.buf_logits; },
+                                  "x");
+  expect_rejected<LmHead>(p, [](const program::Program& q, LmHeadOperands& v) { v.argmax = q.h.buf_logits; }, "argmax");
+  expect_rejected<Step>(p, [](const program::Program& q, StepOperands& v) { v.ring = q.h.buf_tokens; }, "ring");
+}
+
+}  // namespace
+}  // namespace keel::ops
