@@ -26,7 +26,7 @@ Value arg(const Args& a, size_t i, std::string_view name) {
   return i < a.pos.size() ? a.pos[i] : Value();
 }
 
-const std::string& need_string(const Value& v, std::string_view what) {
+std::string need_string(const Value& v, std::string_view what) {
   if (!v.is_string()) fail(what, " expects a string, got ", v.type_name());
   return v.str();
 }
@@ -412,7 +412,7 @@ const std::map<std::string, FilterFn, std::less<>>& filters() {
          const double scale = std::pow(10.0, p.is_number() ? double(p.as_int()) : 0.0);
          const std::string method = arg(a, 1, "method").is_string() ? arg(a, 1, "method").str() : "common";
          double x = v.as_float() * scale;
-         x = method == "floor" ? std::floor(x) : method == "ceil" ? std::ceil(x) : std::round(x);
+         x = method == "floor" ? std::floor(x) : method == "ceil" ? std::ceil(x) : std::nearbyint(x);  // Python's round: half to even
          return Value(x / scale);
        }},
       {"safe", [](const Value& v, const Args&) { return v; }},

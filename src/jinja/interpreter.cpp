@@ -285,6 +285,9 @@ class Interpreter {
     return "the value is undefined";
   }
 
+  // Fails at the position of `e`, an expression that evaluated to Undefined.
+  [[noreturn]] void undefined_error(const Expr& e) { error_at(e.line, e.col, undefined_desc(e)); }
+
   Value eval_inner(const Expr& e) {
     switch (e.kind) {
       case Expr::Kind::Literal: return e.value;
@@ -308,7 +311,7 @@ class Interpreter {
       }
       case Expr::Kind::GetAttr: {
         Value obj = eval(*e.args[0]);
-        if (obj.is_undefined()) fail(undefined_desc(*e.args[0]));
+        if (obj.is_undefined()) undefined_error(*e.args[0]);
         if (obj.is_object())
           if (const Value* v = obj.object().find(e.name)) return *v;
         return Value();
@@ -354,7 +357,7 @@ class Interpreter {
   Value get_item(const Expr& e) {
     Value obj = eval(*e.args[0]);
     Value key = eval(*e.args[1]);
-    if (obj.is_undefined()) fail(undefined_desc(*e.args[0]));
+    if (obj.is_undefined()) undefined_error(*e.args[0]);
     if (obj.is_object()) {
       if (key.is_string())
         if (const Value* v = obj.object().find(key.str())) return *v;
@@ -379,7 +382,7 @@ class Interpreter {
 
   Value slice(const Expr& e) {
     Value obj = eval(*e.args[0]);
-    if (obj.is_undefined()) fail(undefined_desc(*e.args[0]));
+    if (obj.is_undefined()) undefined_error(*e.args[0]);
     auto part = [&](int k) -> std::optional<int64_t> {
       if (!e.args[size_t(k)]) return std::nullopt;
       Value v = eval(*e.args[size_t(k)]);
@@ -422,16 +425,16 @@ class Interpreter {
     const Expr& callee = *e.args[0];
     if (callee.kind == Expr::Kind::GetAttr) {
       Value obj = eval(*callee.args[0]);
-      if (obj.is_undefined()) fail(undefined_desc(*callee.args[0]));
+      if (obj.is_undefined()) undefined_error(*callee.args[0]);
       const Value* member = obj.is_object() ? obj.object().find(callee.name) : nullptr;
       if (!(member && member->is_function())) {
         Args a = eval_args(e, 1);
         if (std::optional<Value> r = call_method(obj, callee.name, a)) return *r;
-        fail("'", object_desc(obj), "' has no attribute '", callee.name, "'");
+        error_at(callee.line, callee.col, "'", object_desc(obj), "' has no attribute '", callee.name, "'");
       }
     }
     Value f = eval(callee);
-    if (f.is_undefined()) fail(undefined_desc(callee));
+    if (f.is_undefined()) undefined_error(callee);
     if (!f.is_function()) fail("'", f.type_name(), "' object is not callable");
     Args a = eval_args(e, 1);
     return f.function()(a);

@@ -513,8 +513,13 @@ class Parser {
   }
 
   // (args) after a callee, filter or test: positional then name=value.
+  // The call is located where its callee starts (a method call: at the '.').
   ExprPtr call(ExprPtr callee, Expr::Kind kind, const Token& at) {
     auto c = make(kind, at);
+    if (callee) {
+      c->line = callee->line;
+      c->col = callee->col;
+    }
     if (callee || kind == Expr::Kind::Call) c->args.push_back(std::move(callee));
     call_args(*c);
     return c;
@@ -544,13 +549,14 @@ class Parser {
       if (is_op("|") || (!leading_bar && first)) {
         if (is_op("|")) next();
         first = false;
-        auto f = make(Expr::Kind::Filter, cur());
+        const Token& name_tok = cur();
+        auto f = make(Expr::Kind::Filter, name_tok);
         f->name = expect_name("a filter name");
         while (is_op(".")) {  // dotted names are allowed by Jinja's grammar
           next();
           f->name += "." + expect_name("a filter name");
         }
-        if (!known_filter(f->name)) error(t, "no filter named '", f->name, "'");
+        if (!known_filter(f->name)) error(name_tok, "no filter named '", f->name, "'");
         f->args.push_back(std::move(e));
         if (is_op("(")) call_args(*f);
         e = std::move(f);
