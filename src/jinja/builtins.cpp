@@ -195,7 +195,7 @@ Value select(const Value& seq, const Args& a, bool want, bool by_attr) {
     if (!known_test(test)) fail("no test named '", test, "'");
     targs.pos.assign(a.pos.begin() + std::ptrdiff_t(first + 1), a.pos.end());
   }
-  for (const Value& item : iterate(seq)) {
+  for (const Value& item : seq.truthy() ? iterate(seq) : Array{}) {  // Jinja: `if seq:` (None is empty)
     Value v = by_attr ? attribute(item, attr) : item;
     const bool pass = test.empty() ? v.truthy() : apply_test(test, v, targs);
     if (pass == want) out.push_back(item);
@@ -235,6 +235,44 @@ Value to_int(const Value& v, const Value& dflt) {
     if (!s.empty() && *end == '\0' && std::isfinite(f)) return Value(int64_t(std::trunc(f)));
   }
   return dflt.is_undefined() ? Value(0) : dflt;
+}
+
+// str.format with {}, {0} and {name} fields and {{ }} escapes; no format specs.
+std::string format(const std::string& s, const Args& a) {
+  std::string out;
+  size_t auto_index = 0;
+  bool manual = false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
+    if ((c == '{' || c == '}') && i + 1 < s.size() && s[i + 1] == c) {
+      out.push_back(c);
+      ++i;
+      continue;
+    }
+    if (c == '}') fail("format(): single '}' in the format string");
+    if (c != '{') {
+      out.push_back(c);
+      continue;
+    }
+    const size_t close = s.find('}', i);
+    if (close == std::string::npos) fail("format(): single '{' in the format string");
+    const std::string field = s.substr(i + 1, close - i - 1);
+    if (field.find_first_of(":!.[") != std::string::npos) fail("format(): field '{", field, "}' is not supported");
+    Value v;
+    if (field.empty() || std::all_of(field.begin(), field.end(), ::isdigit)) {
+      if (field.empty() ? manual : auto_index > 0) fail("format(): cannot mix automatic and manual field numbering");
+      manual = manual || !field.empty();
+      const size_t k = field.empty() ? auto_index++ : std::stoul(field);
+      if (k >= a.pos.size()) fail("format(): replacement index ", k, " out of range");
+      v = a.pos[k];
+    } else {
+      v = arg(a, size_t(-1), field);
+      if (v.is_undefined()) fail("format(): no argument named '", field, "'");
+    }
+    out += to_str(v);
+    i = close;
+  }
+  return out;
 }
 
 const std::map<std::string, FilterFn, std::less<>>& filters() {
@@ -355,6 +393,7 @@ const std::map<std::string, FilterFn, std::less<>>& filters() {
       {"map",
        [](const Value& v, const Args& a) {
          Array out;
+         if (!v.truthy()) return Value(std::move(out));  // Jinja: `if value:` (None maps to nothing)
          Value attr = arg(a, 99, "attribute");
          if (!attr.is_undefined()) {
            Value dflt = arg(a, 99, "default");
@@ -628,6 +667,7 @@ std::optional<Value> call_method(const Value& obj, const std::string& name, cons
       }
       return Value(std::move(out));
     }
+    if (name == "format") return Value(format(s, a));
     if (name == "isdigit" || name == "isspace" || name == "isalpha" || name == "isalnum") {
       if (s.empty()) return Value(false);
       for (char c : s) {

@@ -3,7 +3,9 @@
 // not, comparisons and 'in', + -, ~, * / // %, **, unary - +, then postfix
 // (.attr, [index], [a:b:c], call) and the filter / test chain ('|', 'is').
 // Unknown filters and tests are reported here, as Jinja reports them when it
-// compiles a template.
+// compiles a template, except inside an {% if %} of the same frame (Jinja's
+// "soft" frames: a template may guard a filter another engine provides);
+// there they fail only if they run.
 #include <initializer_list>
 #include <string_view>
 
@@ -31,6 +33,17 @@ class Parser {
   const std::string& name_;
   size_t i_ = 0;
   int depth_ = 0;
+  int soft_ = 0;  // > 0 inside an if block of the current frame (loop and macro bodies are new frames)
+
+  // Parses a new frame's body: not soft, whatever encloses it.
+  template <class F>
+  auto in_new_frame(F&& f) {
+    const int saved = soft_;
+    soft_ = 0;
+    auto r = f();
+    soft_ = saved;
+    return r;
+  }
 
   struct DepthGuard {
     Parser& p;
@@ -148,6 +161,11 @@ class Parser {
     const std::string& k = kw.text;
     std::string ended;
     if (k == "if") {
+      ++soft_;
+      struct Unsoft {
+        int& s;
+        ~Unsoft() { --s; }
+      } unsoft{soft_};
       Node n = node(Node::Kind::If, kw);
       ExprPtr c = expression();
       for (;;) {
@@ -172,11 +190,11 @@ class Parser {
       n.expr = expression(false);
       if (is_name("if")) {
         next();
-        n.cond = expression();
+        n.cond = in_new_frame([&] { return expression(); });
       }
       if (is_name("recursive")) error(cur(), "recursive for loops are not supported");
       expect(Tok::BlockEnd, "'%}'");
-      n.body = body({"else", "endfor"}, &ended);
+      n.body = in_new_frame([&] { return body({"else", "endfor"}, &ended); });
       if (ended == "else") {
         expect(Tok::BlockEnd, "'%}'");
         n.else_body = body({"endfor"}, &ended);
@@ -230,7 +248,7 @@ class Parser {
       }
       next();
       expect(Tok::BlockEnd, "'%}'");
-      n.body = body({"endmacro"}, &ended);
+      n.body = in_new_frame([&] { return body({"endmacro"}, &ended); });
       if (cur().kind == Tok::Name) next();  // {% endmacro name %}
       expect(Tok::BlockEnd, "'%}'");
       return n;
@@ -556,7 +574,7 @@ class Parser {
           next();
           f->name += "." + expect_name("a filter name");
         }
-        if (!known_filter(f->name)) error(name_tok, "no filter named '", f->name, "'");
+        if (!soft_ && !known_filter(f->name)) error(name_tok, "no filter named '", f->name, "'");
         f->args.push_back(std::move(e));
         if (is_op("(")) call_args(*f);
         e = std::move(f);
@@ -569,7 +587,7 @@ class Parser {
         }
         const Token& name_tok = cur();
         test->name = expect_name("a test name");
-        if (!known_test(test->name)) error(name_tok, "no test named '", test->name, "'");
+        if (!soft_ && !known_test(test->name)) error(name_tok, "no test named '", test->name, "'");
         test->args.push_back(std::move(e));
         if (is_op("(")) {
           call_args(*test);

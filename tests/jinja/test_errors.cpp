@@ -1,5 +1,6 @@
 // Error messages: syntax errors name the template, line and column; unknown
-// filters, tests and tags are refused when parsing (as Jinja does); render
+// filters, tests and tags are refused when parsing (as Jinja does, outside
+// if blocks); render
 // errors name the expression's position; raise_exception passes its message
 // through unchanged; hostile templates hit the limits instead of hanging.
 #include <gtest/gtest.h>
@@ -44,9 +45,15 @@ TEST(JinjaErrors, SyntaxErrorsNameLineAndColumn) {
 
 TEST(JinjaErrors, UnknownFiltersAndTestsFailAtParse) {
   EXPECT_EQ(error_of("line\n{{ x | frobnicate }}"), "tpl:2:8: no filter named 'frobnicate'");
-  EXPECT_EQ(error_of("{% if x is frobnicated %}{% endif %}"), "tpl:1:12: no test named 'frobnicated'");
-  // Even in a branch that would never run.
-  EXPECT_EQ(error_of("{% if false %}{{ x|nope }}{% endif %}"), "tpl:1:20: no filter named 'nope'");
+  EXPECT_EQ(error_of("{{ x is frobnicated }}"), "tpl:1:9: no test named 'frobnicated'");
+  // An if's own condition is soft too: the error comes when it is evaluated.
+  EXPECT_EQ(error_of("{% if x is frobnicated %}{% endif %}"), "tpl:1:9: no test named 'frobnicated'");
+  // Even in a loop that never runs.
+  EXPECT_EQ(error_of("{% for a in [] %}{{ a|nope }}{% endfor %}"), "tpl:1:23: no filter named 'nope'");
+  // Inside an if block (Jinja's soft frame) only when it runs: a template may
+  // guard a filter that other engines provide.
+  EXPECT_EQ(error_of("{% if false %}{{ x|nope }}{% endif %}"), "no error");
+  EXPECT_EQ(error_of("{% if true %}{{ x|nope }}{% endif %}"), "tpl:1:19: no filter named 'nope'");
   EXPECT_EQ(error_of("{{ xs|map('nope')|list }}", json{{"xs", {1}}}), "tpl:1:7: no filter named 'nope'");
 }
 
