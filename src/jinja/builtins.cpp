@@ -358,7 +358,7 @@ const std::map<std::string, FilterFn, std::less<>>& filters() {
          Array out;
          if (v.is_undefined()) return Value(std::move(out));
          if (!v.is_object()) fail("items filter expects a mapping, got ", v.type_name());
-         for (const auto& [k, x] : v.object().items) out.push_back(Value(Array{Value(k), x}));
+         for (const auto& [k, x] : v.object().items) out.push_back(Value(Array{key_value(k), x}));
          return Value(std::move(out));
        }},
       {"reverse",
@@ -474,7 +474,7 @@ const std::map<std::string, FilterFn, std::less<>>& filters() {
        [](const Value& v, const Args& a) {
          if (!v.is_object()) fail("dictsort expects a mapping, got ", v.type_name());
          Array out;
-         for (const auto& [k, x] : v.object().items) out.push_back(Value(Array{Value(k), x}));
+         for (const auto& [k, x] : v.object().items) out.push_back(Value(Array{key_value(k), x}));
          const bool by_value = to_str(arg(a, 1, "by")) == "value", rev = arg(a, 2, "reverse").truthy();
          std::stable_sort(out.begin(), out.end(), [&](const Value& x, const Value& y) {
            const Value &p = x.array()[by_value ? 1 : 0], &q = y.array()[by_value ? 1 : 0];
@@ -525,7 +525,7 @@ const std::map<std::string, TestFn, std::less<>>& tests() {
        [](const Value& v, const Args& a) {
          Value seq = arg(a, 0, "seq");
          if (seq.is_string()) return v.is_string() && seq.str().find(v.str()) != std::string::npos;
-         if (seq.is_object()) return v.is_string() && seq.object().find(v.str()) != nullptr;
+         if (seq.is_object()) return seq.object().find(dict_key(v)) != nullptr;
          for (const Value& x : iterate(seq))
            if (equals(x, v)) return true;
          return false;
@@ -610,7 +610,7 @@ Array iterate(const Value& v) {
     case Value::Type::Array: return v.array();
     case Value::Type::Object: {
       Array keys;
-      for (const auto& [k, x] : v.object().items) keys.push_back(Value(k));
+      for (const auto& [k, x] : v.object().items) keys.push_back(key_value(k));
       return keys;
     }
     case Value::Type::String: {
@@ -685,7 +685,7 @@ std::optional<Value> call_method(const Value& obj, const std::string& name, cons
     const Object& o = obj.object();
     if (name == "get") {
       Value key = arg(a, 0, "key");
-      const Value* v = key.is_string() ? o.find(key.str()) : nullptr;
+      const Value* v = key.is_array() || key.is_object() ? nullptr : o.find(dict_key(key));
       if (v) return *v;
       Value d = arg(a, 1, "default");
       return d.is_undefined() ? Value(nullptr) : d;

@@ -67,6 +67,21 @@ class Interpreter {
     throw LocatedError(cat(t_.name, ":", line, ":", col, ": ", msg...));
   }
 
+  // Runs f; a keel::Error from it that names no position gets (line, col).
+  // raise_exception's message passes through unchanged.
+  template <class F>
+  auto located(int line, int col, F&& f) -> decltype(f()) {
+    try {
+      return f();
+    } catch (const LocatedError&) {
+      throw;
+    } catch (const RaisedError&) {
+      throw;
+    } catch (const Error& e) {
+      error_at(line, col, e.what());
+    }
+  }
+
   const Value* lookup(const std::string& name) const {
     for (auto it = stack_.rbegin(); it != stack_.rend(); ++it)
       if (const Value* v = (*it)->find(name)) return v;
@@ -83,16 +98,7 @@ class Interpreter {
 
   Flow render(const Body& body, std::string& out) {
     for (const Node& n : body) {
-      Flow f;
-      try {
-        f = render_node(n, out);
-      } catch (const LocatedError&) {
-        throw;
-      } catch (const RaisedError&) {
-        throw;
-      } catch (const Error& e) {
-        error_at(n.line, n.col, e.what());
-      }
+      const Flow f = located(n.line, n.col, [&] { return render_node(n, out); });
       if (f != Flow::Normal) return f;
     }
     return Flow::Normal;
@@ -250,15 +256,7 @@ class Interpreter {
   // ------------------------------------------------------------ expressions
 
   Value eval(const Expr& e) {
-    try {
-      return eval_inner(e);
-    } catch (const LocatedError&) {
-      throw;
-    } catch (const RaisedError&) {
-      throw;
-    } catch (const Error& err) {
-      error_at(e.line, e.col, err.what());
-    }
+    return located(e.line, e.col, [&] { return eval_inner(e); });
   }
 
   Args eval_args(const Expr& e, size_t first) {
@@ -304,8 +302,7 @@ class Interpreter {
         Value d = Value::new_object();
         for (size_t i = 0; i + 1 < e.args.size(); i += 2) {
           Value k = eval(*e.args[i]);
-          if (!k.is_string()) fail("dict keys must be strings, got ", k.type_name());
-          d.object().set(k.str(), eval(*e.args[i + 1]));
+          d.object().set(dict_key(k), eval(*e.args[i + 1]));
         }
         return d;
       }
@@ -359,8 +356,8 @@ class Interpreter {
     Value key = eval(*e.args[1]);
     if (obj.is_undefined()) undefined_error(*e.args[0]);
     if (obj.is_object()) {
-      if (key.is_string())
-        if (const Value* v = obj.object().find(key.str())) return *v;
+      if (!key.is_array() && !key.is_object() && !key.is_undefined())
+        if (const Value* v = obj.object().find(dict_key(key))) return *v;
       return Value();
     }
     if ((obj.is_array() || obj.is_string()) && key.is_number() && key.type() != Value::Type::Float) {
@@ -513,7 +510,8 @@ class Interpreter {
         for (const Value& v : container.array())
           if (equals(v, item)) return true;
         return false;
-      case Value::Type::Object: return item.is_string() && container.object().find(item.str()) != nullptr;
+      case Value::Type::Object:
+        return !item.is_undefined() && container.object().find(dict_key(item)) != nullptr;
       case Value::Type::Undefined: return false;
       default: fail("argument of type '", container.type_name(), "' is not iterable");
     }

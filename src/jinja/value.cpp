@@ -3,6 +3,7 @@
 #include "jinja/value.h"
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -97,6 +98,31 @@ void Object::set(const std::string& key, Value v) {
   items.emplace_back(key, std::move(v));
 }
 
+// Encoded keys start with a NUL byte, which JSON keys and template strings
+// used as keys practically never do.
+std::string dict_key(const Value& key) {
+  switch (key.type()) {
+    case Value::Type::String: return key.str();
+    case Value::Type::None: return std::string("\0N", 2);
+    case Value::Type::Bool:
+    case Value::Type::Int: return std::string("\0i", 2).append(std::to_string(key.as_int()));
+    case Value::Type::Float: {
+      const double f = key.as_float();
+      if (std::isfinite(f) && f == std::trunc(f) && std::fabs(f) < 9e18)
+        return std::string("\0i", 2).append(std::to_string(int64_t(f)));
+      return std::string("\0f", 2).append(float_repr(f));
+    }
+    default: fail("unhashable type: '", key.type_name(), "'");
+  }
+}
+
+Value key_value(const std::string& stored) {
+  if (stored.size() < 2 || stored[0] != '\0') return Value(stored);
+  if (stored[1] == 'N') return Value(nullptr);
+  if (stored[1] == 'i') return Value(int64_t(std::strtoll(stored.c_str() + 2, nullptr, 10)));
+  return Value(std::strtod(stored.c_str() + 2, nullptr));
+}
+
 std::string float_repr(double f) {
   if (std::isnan(f)) return "nan";
   if (std::isinf(f)) return f > 0 ? "inf" : "-inf";
@@ -107,11 +133,10 @@ std::string float_repr(double f) {
   std::string s(buf, r.ptr);
   const size_t e = s.find('e');
   const int exp = std::atoi(s.c_str() + e + 1);
-  std::string sign, digits;
-  for (size_t i = 0; i < e; ++i) {
-    if (s[i] == '-') sign = "-";
-    else if (s[i] != '.') digits.push_back(s[i]);
-  }
+  const std::string sign = s[0] == '-' ? "-" : "";
+  std::string digits;
+  for (size_t i = 0; i < e; ++i)
+    if (std::isdigit(uint8_t(s[i]))) digits.push_back(s[i]);
   if (exp >= -4 && exp < 16) {
     std::string out;
     if (exp < 0) {
@@ -124,7 +149,7 @@ std::string float_repr(double f) {
     return sign + out;
   }
   std::string mant = digits.substr(0, 1);
-  if (digits.size() > 1) mant += "." + digits.substr(1);
+  if (digits.size() > 1) mant.append(1, '.').append(digits, 1, std::string::npos);
   char ebuf[16];
   std::snprintf(ebuf, sizeof ebuf, "e%c%02d", exp < 0 ? '-' : '+', exp < 0 ? -exp : exp);
   return sign + mant + ebuf;
@@ -175,7 +200,7 @@ void append_repr(std::string& out, const Value& v) {
       for (const auto& [k, e] : o.items) {
         if (!first) out += ", ";
         first = false;
-        append_repr_string(out, k);
+        append_repr(out, key_value(k));
         out += ": ";
         append_repr(out, e);
       }
@@ -290,7 +315,8 @@ void append_json(std::string& out, const Value& v, const JsonStyle& st, int dept
       for (size_t i = 0; i < items.size(); ++i) {
         if (i) out += item_sep;
         newline(depth + 1);
-        append_json_string(out, items[i]->first, st.ensure_ascii);
+        const Value key = key_value(items[i]->first);  // json.dumps: 1 -> "1", None -> "null"
+        append_json_string(out, key.is_string() ? key.str() : key.is_none() ? "null" : to_str(key), st.ensure_ascii);
         out += st.key_sep;
         append_json(out, items[i]->second, st, depth + 1);
       }

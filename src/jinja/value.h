@@ -81,7 +81,9 @@ class Value {
       v_;
 };
 
-/// A dict (insertion-ordered) or a namespace() object.
+/// A dict (insertion-ordered) or a namespace() object. Keys are strings as
+/// they are; a number or None key (a dict literal such as {0: 0, 1024: 1}) is
+/// stored encoded by dict_key and read back by key_value.
 struct Object {
   std::vector<std::pair<std::string, Value>> items;
   bool is_namespace = false;
@@ -89,6 +91,13 @@ struct Object {
   const Value* find(std::string_view key) const;
   void set(const std::string& key, Value v);
 };
+
+/// The stored form of a dict key: strings as they are, numbers and None
+/// encoded (1, 1.0 and True are one key, as in Python). Throws keel::Error
+/// for unhashable keys (lists, dicts).
+std::string dict_key(const Value& key);
+/// The key a stored key stands for.
+Value key_value(const std::string& stored);
 
 /// Python str(): strings as they are, None as "None", lists and dicts as repr().
 std::string to_str(const Value& v);

@@ -40,13 +40,14 @@ int run_chat(const ChatArgs& a) {
   if (!tok->chat_template_error().empty())
     std::fprintf(stderr, "keel chat: the checkpoint's chat template is not used: %s\n",
                  tok->chat_template_error().c_str());
+  const char* family = format == tokenizer::ChatFormat::ChatML   ? "ChatML"
+                       : format == tokenizer::ChatFormat::Llama3 ? "Llama-3"
+                                                                 : nullptr;
+  const std::string how = templated ? std::string("the checkpoint's chat template") + (family ? cat(" (", family, ")") : "")
+                          : family  ? cat("built-in ", family, " format")
+                                    : std::string("plain (no chat template)");
   std::fprintf(stderr, "keel chat: %s, %s, backend %s. Ctrl-D ends.\n",
-               std::string(model::arch_name(m.config.arch)).c_str(),
-               templated                                 ? "the checkpoint's chat template"
-               : format == tokenizer::ChatFormat::ChatML ? "ChatML format"
-               : format == tokenizer::ChatFormat::Llama3 ? "Llama-3 format"
-                                                         : "plain (no chat template)",
-               std::string(backend->name()).c_str());
+               std::string(model::arch_name(m.config.arch)).c_str(), how.c_str(), std::string(backend->name()).c_str());
   std::string line;
   uint64_t turn = 0;
   for (;;) {

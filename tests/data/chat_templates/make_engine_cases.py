@@ -125,6 +125,8 @@ CASES = [
     "{% if t %}{% set inner = 'set in if' %}{% endif %}{{ inner }}",
     "{% set messages = msgs[1:] %}{{ messages|length }} {{ msgs|length }}",
     "{% set d2 = dict(a=1, b='x') %}{{ d2 }} {{ dict(d2, c=3) }}",
+    # dict keys that are not strings (Seed-OSS's budget table)
+    "{% set b = {0: 'zero', 1024: 'k', none: 'n', 2.5: 'f', 'x': 1} %}{{ b[0] }} {{ b[1024] }} {{ b[1.0] if 1 in b else 'no' }} {{ 0 in b }} {{ b }} {{ b|tojson }} {{ b.get(0) }} {{ b|list }} {% for k, v in b.items() %}{{ k }}={{ v }};{% endfor %}",
     # if / elif / else
     "{% if n > 10 %}big{% elif n > 5 %}medium{% else %}small{% endif %}",
     "{% if none %}a{% elif empty %}b{% elif xs %}c{% endif %}",
