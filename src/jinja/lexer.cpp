@@ -181,7 +181,7 @@ class Lexer {
       if (pos_ >= src_.size()) error(tag, block ? "unclosed block tag '{%'" : "unclosed expression '{{'");
       const char c = src_[pos_];
       // Closing delimiter, with optional whitespace control.
-      if ((c == '-' || c == '+') && pos_ + 2 < src_.size() + 0 && src_[pos_ + 1] == close && src_[pos_ + 2] == '}') {
+      if ((c == '-' || c == '+') && pos_ + 2 < src_.size() && src_[pos_ + 1] == close && src_[pos_ + 2] == '}') {
         push(block ? Tok::BlockEnd : Tok::VarEnd, "", pos_);
         pos_ += 3;
         after_close(c, block);

@@ -51,6 +51,7 @@ class Template {
   /// add_generation_prompt, bos_token, ... as the template expects). Throws
   /// RaisedError for raise_exception() and keel::Error "NAME:LINE:COL: ..."
   /// for anything else that fails (e.g. an attribute of an undefined value).
+  /// Thread-safe: one Template may render on several threads at once.
   std::string render(const nlohmann::ordered_json& variables, const RenderOptions& options = {}) const;
 
   const std::string& name() const;

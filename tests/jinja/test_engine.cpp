@@ -6,6 +6,8 @@
 // variables overriding globals, and rendering twice.
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include <nlohmann/json.hpp>
 
 #include "core/mapped_file.h"
@@ -81,6 +83,24 @@ TEST(JinjaEngine, RendersTwiceWithoutLeakingState) {
   Template t("{% set ns = namespace(n=0) %}{% for m in xs %}{% set ns.n = ns.n + m %}{% endfor %}{{ ns.n }}", "t");
   EXPECT_EQ(t.render(json{{"xs", {1, 2, 3}}}), "6");
   EXPECT_EQ(t.render(json{{"xs", {4}}}), "4");
+}
+
+TEST(JinjaEngine, OneTemplateRendersOnSeveralThreads) {
+  const std::string dir = std::string(KEEL_SOURCE_DIR) + "/tests/data/chat_templates/";
+  const json g = json::parse(read_text_file(dir + "goldens.json"));
+  const json* tools = nullptr;
+  for (const json& c : g["cases"])
+    if (c["name"] == "qwen3/tools") tools = &c;
+  ASSERT_NE(tools, nullptr);
+  const Template t(read_text_file(dir + "templates/qwen3.jinja"), "qwen3");
+  std::vector<std::string> out(4);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < out.size(); ++i)
+    threads.emplace_back([&, i] {
+      for (int k = 0; k < 20; ++k) out[i] = t.render((*tools)["variables"]);
+    });
+  for (auto& th : threads) th.join();
+  for (const std::string& o : out) EXPECT_EQ(o, (*tools)["expected"].get<std::string>());
 }
 
 }  // namespace
