@@ -19,6 +19,7 @@
 #include "core/error.h"
 #include "core/json_depth.h"
 #include "core/mapped_file.h"
+#include "jinja/template.h"
 #include "tokenizer/tokenizer_impl.h"
 #include "tokenizer/utf8.h"
 
@@ -322,7 +323,7 @@ Parts read_vocab_and_merges(const std::string& vocab_path, const std::string& me
 }
 
 std::unique_ptr<Tokenizer::Impl> build_impl(std::unique_ptr<Tokenizer::Impl> impl, Parts p, const json& cfg,
-                                            const std::string& cj);
+                                            const std::string& cj, const std::string& template_origin = {});
 
 /// The default system prompt of a ChatML template: the literal
 /// '<|im_start|>system\n...<|im_end|>' it writes when the conversation does
@@ -371,8 +372,12 @@ std::unique_ptr<Tokenizer::Impl> load_impl(const std::string& dir) {
   KEEL_CHECK(cfg.is_object(), cj, ": expected a JSON object");
   // transformers 5.x saves the chat template only to chat_template.jinja.
   std::string jinja = path_join(dir, "chat_template.jinja");
-  if (!cfg.contains("chat_template") && file_exists(jinja)) cfg["chat_template"] = read_text_file(jinja);
-  return build_impl(std::move(impl), std::move(p), cfg, cj);
+  std::string template_origin;
+  if (!cfg.contains("chat_template") && file_exists(jinja)) {
+    cfg["chat_template"] = read_text_file(jinja);
+    template_origin = jinja;
+  }
+  return build_impl(std::move(impl), std::move(p), cfg, cj, template_origin);
 }
 
 std::unique_ptr<Tokenizer::Impl> load_impl_json(const json& tokenizer, const json& config, const std::string& origin) {
@@ -384,7 +389,7 @@ std::unique_ptr<Tokenizer::Impl> load_impl_json(const json& tokenizer, const jso
 namespace {
 
 std::unique_ptr<Tokenizer::Impl> build_impl(std::unique_ptr<Tokenizer::Impl> impl, Parts p, const json& cfg,
-                                            const std::string& cj) {
+                                            const std::string& cj, const std::string& template_origin) {
   try {
     if (cfg.contains("added_tokens_decoder") && cfg["added_tokens_decoder"].is_object())
       for (auto it = cfg["added_tokens_decoder"].begin(); it != cfg["added_tokens_decoder"].end(); ++it) {
@@ -534,6 +539,18 @@ std::unique_ptr<Tokenizer::Impl> build_impl(std::unique_ptr<Tokenizer::Impl> imp
   if (tmpl.find("<|im_start|>") != std::string::npos) impl->chat = ChatFormat::ChatML;
   else if (tmpl.find("<|start_header_id|>") != std::string::npos) impl->chat = ChatFormat::Llama3;
   if (impl->chat == ChatFormat::ChatML) impl->default_system = chatml_default_system(tmpl);
+  // The template itself renders chats; one keel's engine cannot parse leaves
+  // the built-in format above in charge, and the reason in chat_template_error.
+  impl->bos_text = config_token(cfg, "bos_token");
+  impl->eos_text = config_token(cfg, "eos_token");
+  if (!tmpl.empty()) {
+    try {
+      impl->chat_template = std::make_shared<const jinja::Template>(
+          tmpl, template_origin.empty() ? cj + ": chat_template" : template_origin);
+    } catch (const Error& e) {
+      impl->chat_template_error = e.what();
+    }
+  }
   return impl;
 }
 

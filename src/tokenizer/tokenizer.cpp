@@ -5,7 +5,10 @@
 
 #include <deque>
 
+#include <nlohmann/json.hpp>
+
 #include "core/error.h"
+#include "jinja/template.h"
 #include "tokenizer/tokenizer_impl.h"
 #include "tokenizer/utf8.h"
 
@@ -139,6 +142,10 @@ bool Tokenizer::is_special(int32_t id) const { return get(impl_).special(id); }
 
 ChatFormat Tokenizer::chat_format() const { return get(impl_).chat; }
 
+bool Tokenizer::has_chat_template() const { return get(impl_).chat_template != nullptr; }
+
+const std::string& Tokenizer::chat_template_error() const { return get(impl_).chat_template_error; }
+
 namespace {
 
 std::string_view trim(std::string_view s) {
@@ -151,7 +158,28 @@ std::string_view trim(std::string_view s) {
 }  // namespace
 
 std::string Tokenizer::render_chat(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const {
+  return render_chat(messages, add_generation_prompt, nlohmann::ordered_json::object());
+}
+
+std::string Tokenizer::render_chat(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
+                                   const nlohmann::ordered_json& extra) const {
   const Impl& im = get(impl_);
+  KEEL_CHECK(extra.is_object() || extra.is_null(), "render_chat: extra template variables must be a JSON object, got ",
+             extra.type_name());
+  if (im.chat_template) {
+    // The variables transformers' apply_chat_template gives a template.
+    nlohmann::ordered_json vars = nlohmann::ordered_json::object();
+    nlohmann::ordered_json& msgs = vars["messages"] = nlohmann::ordered_json::array();
+    for (const ChatMessage& m : messages) msgs.push_back({{"role", m.role}, {"content", m.content}});
+    vars["tools"] = nullptr;
+    vars["documents"] = nullptr;
+    vars["add_generation_prompt"] = add_generation_prompt;
+    if (im.bos_text) vars["bos_token"] = *im.bos_text;
+    if (im.eos_text) vars["eos_token"] = *im.eos_text;
+    if (extra.is_object())
+      for (const auto& [k, v] : extra.items()) vars[k] = v;
+    return im.chat_template->render(vars);
+  }
   std::string out;
   switch (im.chat) {
     case ChatFormat::ChatML:

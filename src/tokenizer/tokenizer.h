@@ -12,11 +12,15 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 namespace keel::tokenizer {
 
 enum class Kind : uint8_t { ByteLevelBpe, SentencePieceBpe };
 
-/// Chat prompt formats keel knows (from tokenizer_config.json's chat_template).
+/// The chat formats keel has built in, detected from the chat_template text.
+/// They render chats only when the checkpoint's template is missing or cannot
+/// be parsed; otherwise the template itself is rendered (has_chat_template()).
 enum class ChatFormat : uint8_t { None, ChatML, Llama3 };
 
 struct ChatMessage {
@@ -59,13 +63,28 @@ class Tokenizer {
   bool is_special(int32_t id) const;
 
   ChatFormat chat_format() const;
-  /// Renders messages with the checkpoint's chat format and, if
-  /// add_generation_prompt, the assistant header. ChatML:
-  /// <|im_start|>role\ncontent<|im_end|>\n. Llama3: BOS once, then
-  /// <|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|> with content
-  /// trimmed as Meta's template does (encode the result with add_special=false).
-  /// Plain concatenation of the contents when None.
+  /// True when chats are rendered with the checkpoint's own Jinja template
+  /// (tokenizer_config.json's chat_template, a named list's "default", a
+  /// chat_template.jinja beside it, or a GGUF's tokenizer.chat_template).
+  bool has_chat_template() const;
+  /// Why the checkpoint's template is not used (it did not parse); empty otherwise.
+  const std::string& chat_template_error() const;
+  /// Renders messages as the model expects them; encode the result with
+  /// add_special=false unless chat_format() is None and there is no template.
+  /// With the checkpoint's template: rendered as transformers'
+  /// apply_chat_template does (variables messages, tools = None,
+  /// add_generation_prompt, bos_token / eos_token from the config); its
+  /// raise_exception() throws jinja::RaisedError (a keel::Error). Without one,
+  /// the built-in format: ChatML <|im_start|>role\ncontent<|im_end|>\n;
+  /// Llama3: BOS once, then <|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>
+  /// with content trimmed as Meta's template does; None: the contents concatenated.
   std::string render_chat(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
+  /// As above, with more template variables: `extra` is a JSON object whose
+  /// entries are added to (or replace) the ones above, e.g. "tools" (a list
+  /// of tool schemas), "enable_thinking", or "messages" itself for messages
+  /// with tool calls. The built-in formats ignore it.
+  std::string render_chat(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
+                          const nlohmann::ordered_json& extra) const;
 
   struct Impl;
 

@@ -16,6 +16,10 @@
 #include "tokenizer/pipeline.h"
 #include "tokenizer/tokenizer.h"
 
+namespace keel::jinja {
+class Template;
+}
+
 namespace keel::tokenizer {
 
 struct Tokenizer::Impl {
@@ -42,6 +46,11 @@ struct Tokenizer::Impl {
   std::vector<int32_t> eos;
   ChatFormat chat = ChatFormat::None;
   std::string default_system;  // ChatML: the system prompt the template adds when none is given
+  // The checkpoint's chat template, parsed; null when there is none or it
+  // does not parse (chat_template_error then says why).
+  std::shared_ptr<const jinja::Template> chat_template;
+  std::string chat_template_error;
+  std::optional<std::string> bos_text, eos_text;  // bos_token / eos_token as the config names them
 
   bool valid_id(int32_t id) const { return id >= 0 && size_t(id) < flags.size() && (flags[id] & kExists); }
   bool special(int32_t id) const { return valid_id(id) && (flags[id] & kSpecial); }

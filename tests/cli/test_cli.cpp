@@ -332,6 +332,7 @@ TEST(Cli, ChatTemplatesRenderAndEndAtEndOfInput) {
     CmdResult r = run("chat --model " + dir + " --max-tokens 3 --temperature 0", "Hello there\n\nAnd again?\n");
     EXPECT_EQ(r.code, 0) << c.name << ": " << r.err;
     EXPECT_NE(r.err.find(c.format), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("the checkpoint's chat template"), std::string::npos) << r.err;
     EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 2) << c.name << ": one line per turn: " << r.out;
     r = run("chat --model " + dir, "");  // Ctrl-D at once
     EXPECT_EQ(r.code, 0) << r.err;

@@ -134,6 +134,7 @@ TEST(GgufTokenizer, ChatTemplateAndDefaultSystemPrompt) {
       "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
   const Tokenizer t = Tokenizer::load(byte_level_gguf(dir, smol));
   ASSERT_EQ(t.chat_format(), ChatFormat::ChatML);
+  EXPECT_TRUE(t.has_chat_template()) << t.chat_template_error();  // rendered by the template itself
   EXPECT_EQ(t.render_chat({{"user", "Hi"}}, true),
             "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
             "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");

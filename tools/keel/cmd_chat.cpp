@@ -1,10 +1,11 @@
-// `keel chat`: a multi-turn conversation on stdin/stdout using the checkpoint's
-// chat format (ChatML for Qwen, the Llama-3 header format; plain continuation
-// when the tokenizer has no template). Each turn re-renders the conversation and
-// generates until the format's end-of-turn token. Ctrl-D (end of input) ends it.
-// When the conversation outgrows the context, the oldest turns (after the
-// system message) are dropped, with a note on stderr; a message that does not
-// fit even alone is an error.
+// `keel chat`: a multi-turn conversation on stdin/stdout rendered with the
+// checkpoint's own chat template (tokenizer_config.json, chat_template.jinja
+// or the GGUF's), or keel's built-in ChatML / Llama-3 format when it has none;
+// plain continuation when the tokenizer has no chat format at all. Each turn
+// re-renders the conversation and generates until an end-of-turn token.
+// Ctrl-D (end of input) ends it. When the conversation outgrows the context,
+// the oldest turns (after the system message) are dropped, with a note on
+// stderr; a message that does not fit even alone is an error.
 #include <unistd.h>
 
 #include <cstdio>
@@ -34,14 +35,20 @@ int run_chat(const ChatArgs& a) {
   auto backend = make_backend(m, a.backend);
   const bool interactive = ::isatty(STDIN_FILENO) == 1;
   const auto format = tok->chat_format();
+  const bool templated = tok->has_chat_template();
   std::vector<tokenizer::ChatMessage> messages;
   if (!a.system.empty()) messages.push_back({"system", a.system});
-  std::fprintf(stderr, "keel chat: %s, %s format, backend %s. Ctrl-D ends.\n",
-               std::string(model::arch_name(m.config.arch)).c_str(),
-               format == tokenizer::ChatFormat::ChatML   ? "ChatML"
-               : format == tokenizer::ChatFormat::Llama3 ? "Llama-3"
-                                                         : "plain (no chat template)",
-               std::string(backend->name()).c_str());
+  if (!tok->chat_template_error().empty())
+    std::fprintf(stderr, "keel chat: the checkpoint's chat template is not used: %s\n",
+                 tok->chat_template_error().c_str());
+  const char* family = format == tokenizer::ChatFormat::ChatML   ? "ChatML"
+                       : format == tokenizer::ChatFormat::Llama3 ? "Llama-3"
+                                                                 : nullptr;
+  const std::string how = templated ? std::string("the checkpoint's chat template") + (family ? cat(" (", family, ")") : "")
+                          : family  ? cat("built-in ", family, " format")
+                                    : std::string("plain (no chat template)");
+  std::fprintf(stderr, "keel chat: %s, %s, backend %s. Ctrl-D ends.\n",
+               std::string(model::arch_name(m.config.arch)).c_str(), how.c_str(), std::string(backend->name()).c_str());
   std::string line;
   uint64_t turn = 0;
   for (;;) {
@@ -52,9 +59,9 @@ int run_chat(const ChatArgs& a) {
     if (!std::getline(std::cin, line)) break;
     if (line.empty()) continue;
     messages.push_back({"user", line});
-    // The rendered Llama-3 text already starts with <|begin_of_text|>; plain
+    // Templates and the Llama-3 format write BOS themselves; plain
     // continuation still gets the tokenizer's BOS.
-    bool add_special = format == tokenizer::ChatFormat::None;
+    bool add_special = !templated && format == tokenizer::ChatFormat::None;
     engine::GenerateRequest req;
     const size_t first = a.system.empty() ? 0 : 1;  // the system message is kept
     for (;;) {
