@@ -6,10 +6,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <numbers>
 
 #include "compiler/passes.h"
 #include "core/error.h"
+#include "model/rope.h"
 
 namespace keel::compiler {
 
@@ -38,31 +38,6 @@ int32_t add_buffer(Build& b, const std::string& name, BufferKind kind, DType dt,
   b.p.buffers.push_back(d);
   b.buf_id[name] = id;
   return id;
-}
-
-// RoPE inverse frequencies for the config's scaling type (Hugging Face's formulas).
-std::vector<float> rope_inv_freq(const model::ModelConfig& c) {
-  const int64_t half = c.head_dim / 2;
-  const model::RopeConfig& r = c.rope;
-  std::vector<float> f(static_cast<size_t>(half));
-  for (int64_t i = 0; i < half; ++i) {
-    double v = 1.0 / std::pow(r.theta, double(2 * i) / double(c.head_dim));
-    if (r.type == model::RopeType::Linear) {
-      v /= r.factor;
-    } else if (r.type == model::RopeType::Llama3) {
-      const double ctx = double(r.original_max_position);
-      const double lo = ctx / r.low_freq_factor, hi = ctx / r.high_freq_factor;
-      const double wl = 2.0 * std::numbers::pi / v;
-      if (wl > lo) {
-        v /= r.factor;
-      } else if (wl >= hi) {
-        const double s = (ctx / wl - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
-        v = (1.0 - s) * v / r.factor + s * v;
-      }
-    }
-    f[size_t(i)] = float(v);
-  }
-  return f;
 }
 
 }  // namespace
@@ -108,7 +83,7 @@ void plan_buffers(Build& b) {
     add_buffer(b, cat("v_cache.", l), BufferKind::Kv, DType::BF16, kv_count, 0, c.kv_dim(), l);
   }
   // Constants.
-  std::vector<float> inv = rope_inv_freq(c);
+  std::vector<float> inv = model::rope_inv_freq(c);
   h.buf_rope = add_buffer(b, "rope_inv_freq", BufferKind::Constant, DType::F32, inv.size(), 1,
                           int64_t(inv.size()), -1);
   b.p.constants.resize(inv.size() * 4);

@@ -32,6 +32,23 @@ struct Partitioner {
     return double(bytes) / b.bytes_per_us_per_worker + b.opt.task_overhead_us;
   }
 
+  /// A task of operator `o`: rows [r0, r1), reduction slice [k0, k1), every
+  /// sequence of the batch. The caller fills its operands through the
+  /// opcode's view and its weight bytes.
+  TaskDesc tile_task(Opcode oc, uint16_t o, int layer, int64_t r0, int64_t r1, int64_t k0, int64_t k1) const {
+    TaskDesc t;
+    t.opcode = uint16_t(oc);
+    t.op = o;
+    t.layer = int16_t(layer);
+    t.row0 = int32_t(r0);
+    t.row1 = int32_t(r1);
+    t.k0 = int32_t(k0);
+    t.k1 = int32_t(k1);
+    t.b0 = 0;
+    t.b1 = b.p.h.batch;
+    return t;
+  }
+
   uint16_t begin_op(const char* name, Opcode oc, int layer) {
     OpDesc d;
     std::strncpy(d.name, name, sizeof(d.name) - 1);
@@ -132,10 +149,7 @@ struct Partitioner {
     const int32_t x = b.id(op.inputs.at(0)), norm = b.id(op.weight("norm")), out = b.id(op.outputs.at(0));
     water_fill_cuts(cuts, uint64_t(H) * es, [&](int worker, int64_t u0, int64_t u1) {
       const int part = u0 < off[1] ? 0 : u0 < off[2] ? 1 : 2;
-      TaskDesc t;
-      t.opcode = uint16_t(Opcode::QkvProj);
-      t.op = o;
-      t.layer = int16_t(op.layer);
+      TaskDesc t = tile_task(Opcode::QkvProj, o, op.layer, u0, u1, 0, H);
       ops::QkvProjOperands v;
       v.x = x;
       v.norm_w = norm;
@@ -145,12 +159,6 @@ struct Partitioner {
       v.part = part;
       v.part_row0 = int32_t(off[part]);
       v.to(t);
-      t.row0 = int32_t(u0);
-      t.row1 = int32_t(u1);
-      t.k0 = 0;
-      t.k1 = int32_t(H);
-      t.b0 = 0;
-      t.b1 = b.p.h.batch;
       t.weight_bytes = uint64_t(u1 - u0) * uint64_t(H) * es;
       emit(t, worker);
     });
@@ -214,23 +222,14 @@ struct Partitioner {
     const uint64_t unit_bytes = uint64_t((K + S - 1) / S) * es;
     water_fill(R * S, R, unit_bytes, [&](int worker, int64_t u0, int64_t u1) {
       const int64_t j = u0 / R;
-      TaskDesc t;
-      t.opcode = uint16_t(Opcode::MatvecResidual);
+      TaskDesc t = tile_task(Opcode::MatvecResidual, o, op.layer, u0 - j * R, u1 - j * R, j * K / S, (j + 1) * K / S);
       t.flags = S > 1 ? kFlagAtomicAccumulate : 0;
-      t.op = o;
-      t.layer = int16_t(op.layer);
-      t.k0 = int32_t(j * K / S);
-      t.k1 = int32_t((j + 1) * K / S);
       ops::MatvecResidualOperands v;
       v.a = in;
       v.weight = W_;
       v.bias = t.k0 == 0 ? bias : -1;
       v.x = b.p.h.buf_x;
       v.to(t);
-      t.row0 = int32_t(u0 - j * R);
-      t.row1 = int32_t(u1 - j * R);
-      t.b0 = 0;
-      t.b1 = b.p.h.batch;
       t.weight_bytes = uint64_t(t.row1 - t.row0) * uint64_t(t.k1 - t.k0) * es;
       emit(t, worker);
     });
@@ -241,10 +240,7 @@ struct Partitioner {
     uint16_t o = begin_op("gate_up", Opcode::GateUp, op.layer);
     const int64_t I = c.intermediate;
     water_fill(I, I, uint64_t(2 * c.hidden) * es, [&](int worker, int64_t u0, int64_t u1) {
-      TaskDesc t;
-      t.opcode = uint16_t(Opcode::GateUp);
-      t.op = o;
-      t.layer = int16_t(op.layer);
+      TaskDesc t = tile_task(Opcode::GateUp, o, op.layer, u0, u1, 0, c.hidden);
       ops::GateUpOperands v;
       v.x = b.id(op.inputs.at(0));
       v.norm_w = b.id(op.weight("norm"));
@@ -254,12 +250,6 @@ struct Partitioner {
       v.up_bias = b.id_or_none(op.weight("up_bias"));
       v.out = b.id(op.outputs.at(0));
       v.to(t);
-      t.row0 = int32_t(u0);
-      t.row1 = int32_t(u1);
-      t.k0 = 0;
-      t.k1 = int32_t(c.hidden);
-      t.b0 = 0;
-      t.b1 = b.p.h.batch;
       t.weight_bytes = uint64_t(u1 - u0) * 2 * c.hidden * es;
       emit(t, worker);
     });
@@ -270,9 +260,7 @@ struct Partitioner {
     uint16_t o = begin_op("lm_head", Opcode::LmHead, -1);
     int tile = 0;
     water_fill(c.vocab, c.vocab, uint64_t(c.hidden) * es, [&](int worker, int64_t u0, int64_t u1) {
-      TaskDesc t;
-      t.opcode = uint16_t(Opcode::LmHead);
-      t.op = o;
+      TaskDesc t = tile_task(Opcode::LmHead, o, -1, u0, u1, 0, c.hidden);
       ops::LmHeadOperands v;
       v.x = b.p.h.buf_x;
       v.norm_w = b.id(op.weight("norm"));
@@ -281,12 +269,6 @@ struct Partitioner {
       v.argmax = b.p.h.buf_argmax;
       v.tile = tile++;
       v.to(t);
-      t.row0 = int32_t(u0);
-      t.row1 = int32_t(u1);
-      t.k0 = 0;
-      t.k1 = int32_t(c.hidden);
-      t.b0 = 0;
-      t.b1 = b.p.h.batch;
       t.weight_bytes = uint64_t(u1 - u0) * c.hidden * es;
       emit(t, worker);
     });

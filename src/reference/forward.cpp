@@ -16,7 +16,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numbers>
 
 #include "core/error.h"
 #include "core/parallel.h"
@@ -87,43 +86,6 @@ void rmsnorm_rows(const float* x, const std::vector<float>& w, int64_t n, int64_
 float silu(float g) { return g / (1.0f + std::exp(-g)); }
 
 }  // namespace
-
-std::vector<float> rope_inv_freq(const model::ModelConfig& c) {
-  const int64_t half = c.head_dim / 2;
-  const model::RopeConfig& r = c.rope;
-  std::vector<float> out(static_cast<size_t>(half));
-  for (int64_t i = 0; i < half; ++i) {
-    double f = 1.0 / std::pow(r.theta, double(2 * i) / double(c.head_dim));
-    switch (r.type) {
-      case model::RopeType::Default:
-        break;
-      case model::RopeType::Linear:
-        // positions / factor, folded into the frequency
-        f /= r.factor;
-        break;
-      case model::RopeType::Llama3: {
-        // Llama 3.1 "frequency-dependent" scaling: wavelengths longer than
-        // original_max / low_freq_factor are stretched by `factor`, those shorter
-        // than original_max / high_freq_factor are kept, and the band between
-        // interpolates linearly in (original_max / wavelength).
-        const double old_ctx = double(r.original_max_position);
-        const double low_wavelen = old_ctx / r.low_freq_factor;
-        const double high_wavelen = old_ctx / r.high_freq_factor;
-        const double wavelen = 2.0 * std::numbers::pi / f;
-        if (wavelen > low_wavelen) {
-          f = f / r.factor;
-        } else if (wavelen >= high_wavelen) {
-          const double smooth =
-              (old_ctx / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
-          f = (1.0 - smooth) * f / r.factor + smooth * f;
-        }
-        break;
-      }
-    }
-    out[size_t(i)] = float(f);
-  }
-  return out;
-}
 
 Forward::Forward(const model::Model& m, int64_t max_context) : cfg_(m.config) {
   const model::ModelConfig& c = cfg_;

@@ -14,13 +14,12 @@
 #include <vector>
 
 #include "model/model.h"
+#include "model/rope.h"
 
 namespace keel::reference {
 
-/// RoPE inverse frequencies theta^(-2i/head_dim), i < head_dim/2, with the
-/// config's scaling (linear: divided by factor; llama3: frequency-dependent)
-/// applied. Position p rotates pair (i, i + head_dim/2) by p * inv_freq[i].
-std::vector<float> rope_inv_freq(const model::ModelConfig& c);
+/// RoPE inverse frequencies (model/rope.h; the compiler's RoPE constants use it too).
+using model::rope_inv_freq;
 
 class Forward {
  public:

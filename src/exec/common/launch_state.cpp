@@ -66,4 +66,13 @@ void write_launch_state(const program::Program& p, const std::vector<Sequence>& 
   std::memcpy(at(h.buf_control), &ctl, sizeof ctl);
 }
 
+void check_program_model(const program::Program& p, const model::ModelConfig& cfg, const std::string& model_dir,
+                         const char* who) {
+  const auto& h = p.h;
+  KEEL_CHECK(h.hidden == cfg.hidden && h.vocab == cfg.vocab && h.n_layers == cfg.n_layers &&
+                 h.n_heads == cfg.n_heads && h.n_kv_heads == cfg.n_kv_heads && h.head_dim == cfg.head_dim &&
+                 h.intermediate == cfg.intermediate,
+             who, ": the Program was compiled for different model dimensions than ", model_dir);
+}
+
 }  // namespace keel::exec

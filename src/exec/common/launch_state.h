@@ -7,8 +7,11 @@
 #include <functional>
 #include <vector>
 
-#include "program/program.h"
+#include <string>
+
 #include "exec/common/run.h"
+#include "model/config.h"
+#include "program/program.h"
 
 namespace keel::exec {
 
@@ -22,5 +25,11 @@ namespace keel::exec {
 void write_launch_state(const program::Program& p, const std::vector<Sequence>& seqs,
                         const std::vector<int32_t>& eos_ids, uint8_t* ws,
                         const std::function<void(int32_t token, float* row)>& embed, const char* who);
+
+/// Throws keel::Error naming `who` and `model_dir` unless the Program was
+/// compiled for `cfg`'s dimensions (layers, hidden, intermediate, heads, kv
+/// heads, head_dim, vocab).
+void check_program_model(const program::Program& p, const model::ModelConfig& cfg, const std::string& model_dir,
+                         const char* who);
 
 }  // namespace keel::exec

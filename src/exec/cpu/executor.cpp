@@ -31,10 +31,7 @@ struct CpuExecutor::Impl {
 CpuExecutor::CpuExecutor(const program::Program& p, const model::Model& m) : p_(p), impl_(new Impl) {
   p.validate();
   const auto& h = p.h;
-  KEEL_CHECK(h.hidden == m.config.hidden && h.vocab == m.config.vocab && h.n_layers == m.config.n_layers &&
-                 h.n_heads == m.config.n_heads && h.n_kv_heads == m.config.n_kv_heads &&
-                 h.head_dim == m.config.head_dim && h.intermediate == m.config.intermediate,
-             "cpu executor: the Program was compiled for different model dimensions than ", m.dir);
+  check_program_model(p, m.config, m.dir, "cpu executor");
   workspace_.assign((h.workspace_bytes + 7) / 8, 0);
   kv_.assign((h.kv_bytes + 7) / 8, 0);
   ctx_.p = &p_;

@@ -174,13 +174,7 @@ ProgramExecutor::ProgramExecutor(const program::Program& given, const model::Mod
     : impl_(new Impl) {
   open_device(opt.device);
   given.validate();
-  {
-    const auto& h = given.h;
-    KEEL_CHECK(h.hidden == m.config.hidden && h.vocab == m.config.vocab && h.n_layers == m.config.n_layers &&
-                   h.n_heads == m.config.n_heads && h.n_kv_heads == m.config.n_kv_heads &&
-                   h.head_dim == m.config.head_dim && h.intermediate == m.config.intermediate,
-               "cuda program executor: the Program was compiled for different model dimensions than ", m.dir);
-  }
+  exec::check_program_model(given, m.config, m.dir, "cuda program executor");
   p_ = given;
   setup(&m, opt, 0);
 }

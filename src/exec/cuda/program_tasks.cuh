@@ -114,29 +114,22 @@ __device__ float block_max(float v, float* scratch) {
   return s;
 }
 
-__device__ double block_sum_d(double v, double* scratch) {
+/// Block sum of a double or uint32_t (the sampler's masses and counts);
+/// scratch holds kWarps values.
+template <class T>
+__device__ T block_sum_t(T v, T* scratch) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   csync();
   if (lane == 0) scratch[warp] = v;
   csync();
-  double s = 0;
+  T s = 0;
   for (int i = 0; i < kWarps; ++i) s += scratch[i];
   return s;
 }
-
-__device__ uint32_t block_sum_u(uint32_t v, uint32_t* scratch) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  csync();
-  if (lane == 0) scratch[warp] = v;
-  csync();
-  uint32_t s = 0;
-  for (int i = 0; i < kWarps; ++i) s += scratch[i];
-  return s;
-}
+__device__ double block_sum_d(double v, double* scratch) { return block_sum_t(v, scratch); }
+__device__ uint32_t block_sum_u(uint32_t v, uint32_t* scratch) { return block_sum_t(v, scratch); }
 
 /// (value, index) is better than (bv, bi): larger value, lower index on ties; NaN never wins.
 __device__ __forceinline__ bool better(float v, int32_t i, float bv, int32_t bi) {

@@ -1,0 +1,16 @@
+// RoPE inverse frequencies of a config (Hugging Face's formulas): the one
+// definition the reference forward pass and the compiler's constants share.
+#pragma once
+
+#include <vector>
+
+#include "model/config.h"
+
+namespace keel::model {
+
+/// RoPE inverse frequencies theta^(-2i/head_dim), i < head_dim/2, with the
+/// config's scaling (linear: divided by factor; llama3: frequency-dependent)
+/// applied. Position p rotates pair (i, i + head_dim/2) by p * inv_freq[i].
+std::vector<float> rope_inv_freq(const ModelConfig& c);
+
+}  // namespace keel::model
