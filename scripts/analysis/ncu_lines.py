@@ -3,7 +3,7 @@
 
 On the GPU machine (ncu ships the ncu_report module under extras/python):
   ncu --kernel-name regex:program_kernel --launch-count 1 --section SourceCounters \
-      -o /tmp/rep .device/keel_cuda_bench --name llama --config ... --steps 32 --modes megakernel
+      -o /tmp/rep .device/keel bench --config ... --random-weights --tokens 32 --launch megakernel
   python3 scripts/analysis/ncu_lines.py /tmp/rep.ncu-rep [top]
 
 Prints the lines with the most samples (all warps, so the spinning loader,

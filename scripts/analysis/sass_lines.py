@@ -3,7 +3,7 @@
 (a device header: src/ops/attention.cuh by default, or e.g. matvec.cuh).
 
 On the GPU machine (cuobjdump and nvdisasm come with the toolkit; the build has -lineinfo):
-  cuobjdump -xelf all .device/keel_cuda_bench        # writes program_kernel.sm_90a.cubin
+  cuobjdump -xelf all .device/keel                    # writes program_kernel.sm_90a.cubin
   python3 scripts/analysis/sass_lines.py program_kernel.sm_90a.cubin 120 150 program_kernel [attention.cuh]
 Prints the opcode histogram (BSSY/BSYNC pairs, branches, shuffles ...) and the
 instructions with their source line, over every template instantiation.
