@@ -108,14 +108,15 @@ void plan_target(Program& p, const Target& t) {
              ") + ", t.static_smem_reserve, " static; target ", t.name, " allows ", t.smem_per_block, " per block");
   const uint32_t budget = t.smem_per_block - t.static_smem_reserve;
   // As many stages as fit beside the work area (at most max_stages); while
-  // fewer than 2 fit, halve the stage; below 16 KiB the ring is off.
+  // fewer than 2 fit, halve the stage (rounded down to the work area's
+  // alignment); below 16 KiB the ring is off.
   const int max_stages = t.max_stages > 0 ? t.max_stages : program::kMaxRingStages;
   uint32_t stage = t.stage_bytes;
   int stages = 0;
   while (stage >= kMinStage) {
     stages = std::min<int>(max_stages, int((budget - d.work_need) / stage));
     if (stages >= 2) break;
-    stage /= 2;
+    stage = stage / 2 / program::kWorkAlign * program::kWorkAlign;  // the work area after the ring stays aligned
     stages = 0;
   }
   if (stages < 2) stage = 0, stages = 0;

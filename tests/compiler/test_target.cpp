@@ -178,6 +178,14 @@ TEST(Target, SmallSharedMemoryHalvesTheStageOrRefuses) {
   const Program p = compile(qwen3_8b_two_layers(), for_target(t));
   EXPECT_EQ(p.h.target.stage_bytes, 32u * 1024);
   EXPECT_EQ(p.h.target.n_stages, 2);
+  // A stage larger than the budget (keel compile --stage-kib 999) halves down to
+  // one that fits, keeping the work area after the ring aligned: a valid plan.
+  Target big = target_preset("h100");
+  big.stage_bytes = 999 * 1024;
+  const Program q = compile(qwen3_8b_two_layers(), for_target(big));
+  EXPECT_GE(q.h.target.n_stages, 2);
+  EXPECT_EQ(q.h.target.stage_bytes % 128, 0u);
+  EXPECT_NO_THROW(q.validate());
   t.smem_per_block = 16 * 1024;  // less than the work area needs
   const std::string e = error_of(qwen3_8b_two_layers(), for_target(t));
   EXPECT_NE(e.find("shared memory"), std::string::npos) << e;
