@@ -82,6 +82,11 @@ void plan_buffers(Build& b) {
     add_buffer(b, cat("k_cache.", l), BufferKind::Kv, DType::BF16, kv_count, 0, c.kv_dim(), l);
     add_buffer(b, cat("v_cache.", l), BufferKind::Kv, DType::BF16, kv_count, 0, c.kv_dim(), l);
   }
+  // The normed rows of a batch Program's rmsnorm operators (fuse keeps them apart).
+  for (const graph::Op& op : g.ops)
+    if (op.kind == graph::OpKind::RmsNorm)
+      add_buffer(b, op.outputs.at(0), BufferKind::Activation, DType::BF16, uint64_t(B) * c.hidden, B, c.hidden,
+                 op.layer);
   // Constants.
   std::vector<float> inv = model::rope_inv_freq(c);
   h.buf_rope = add_buffer(b, "rope_inv_freq", BufferKind::Constant, DType::F32, inv.size(), 1,

@@ -94,8 +94,16 @@ struct Fuser {
     used[i] = true;
     Op f;
     f.layer = norm.layer;
-    f.inputs = norm.inputs;
-    f.weights.push_back({"norm", norm.weight("norm")});
+    if (g.batch > 1) {
+      // Several sequences: the norm is its own operator (rms_norm tasks write the
+      // bf16 normed rows once), and the matvecs read its output, so no task
+      // re-reads x [B,H] to renormalise it.
+      out.ops.push_back(norm);
+      f.inputs = {n};
+    } else {
+      f.inputs = norm.inputs;
+      f.weights.push_back({"norm", norm.weight("norm")});
+    }
     if (mv.size() == 3) {  // q, k, v
       // rmsnorm + q/k/v matvecs (+bias) -> fused_qkv, writing the raw rows of
       // the concatenation [q; k; v] to qkv.<layer> (row tiles, like gate/up);

@@ -7,6 +7,8 @@
 //   matvec (+bias) + residual add                  -> matvec_residual
 //   final rmsnorm + lm_head matvec                 -> fused_lm_head
 //   step                                           -> unchanged
+// With a batch of several sequences each rmsnorm stays an operator of its own
+// (rms_norm tasks write the bf16 normed rows) and the fused matvecs read them.
 // Splitting the q/k epilogues off the projection lets its rows be tiled freely
 // (the epilogues need whole heads; the projection does not).
 // Anything else is an error naming the operator, so an unsupported graph never

@@ -146,7 +146,7 @@ struct Partitioner {
     const std::vector<int64_t> cuts = {off[0], off[1], off[2], qkv_width(b.p.h)};
     uint16_t o = begin_op("qkv", Opcode::QkvProj, op.layer);
     const char* pre[3] = {"q_", "k_", "v_"};
-    const int32_t x = b.id(op.inputs.at(0)), norm = b.id(op.weight("norm")), out = b.id(op.outputs.at(0));
+    const int32_t x = b.id(op.inputs.at(0)), norm = b.id_or_none(op.weight("norm")), out = b.id(op.outputs.at(0));
     water_fill_cuts(cuts, uint64_t(H) * es, [&](int worker, int64_t u0, int64_t u1) {
       const int part = u0 < off[1] ? 0 : u0 < off[2] ? 1 : 2;
       TaskDesc t = tile_task(Opcode::QkvProj, o, op.layer, u0, u1, 0, H);
@@ -243,7 +243,7 @@ struct Partitioner {
       TaskDesc t = tile_task(Opcode::GateUp, o, op.layer, u0, u1, 0, c.hidden);
       ops::GateUpOperands v;
       v.x = b.id(op.inputs.at(0));
-      v.norm_w = b.id(op.weight("norm"));
+      v.norm_w = b.id_or_none(op.weight("norm"));
       v.gate_w = b.id(op.weight("gate_W"));
       v.up_w = b.id(op.weight("up_W"));
       v.gate_bias = b.id_or_none(op.weight("gate_bias"));
@@ -262,8 +262,8 @@ struct Partitioner {
     water_fill(c.vocab, c.vocab, uint64_t(c.hidden) * es, [&](int worker, int64_t u0, int64_t u1) {
       TaskDesc t = tile_task(Opcode::LmHead, o, -1, u0, u1, 0, c.hidden);
       ops::LmHeadOperands v;
-      v.x = b.p.h.buf_x;
-      v.norm_w = b.id(op.weight("norm"));
+      v.x = b.id(op.inputs.at(0));
+      v.norm_w = b.id_or_none(op.weight("norm"));
       v.weight = b.id(op.weight("W"));
       v.logits = b.p.h.buf_logits;
       v.argmax = b.p.h.buf_argmax;
@@ -277,6 +277,27 @@ struct Partitioner {
     BufferDesc& am = b.p.buffers[b.p.h.buf_argmax];
     am.cols = 2 * tile;
     am.count = uint64_t(b.p.h.batch) * 2 * tile;
+  }
+
+  // The normed rows of a batch Program: one task per sequence, to the
+  // least-loaded workers (each reads x[b] and writes its bf16 row).
+  void rms_norm(const graph::Op& op) {
+    uint16_t o = begin_op(op.name.c_str(), Opcode::RmsNorm, op.layer);
+    for (int bb = 0; bb < b.p.h.batch; ++bb) {
+      TaskDesc t;
+      t.opcode = uint16_t(Opcode::RmsNorm);
+      t.op = o;
+      t.layer = int16_t(op.layer);
+      ops::RmsNormOperands v;
+      v.x = b.id(op.inputs.at(0));
+      v.norm_w = b.id(op.weight("norm"));
+      v.out = b.id(op.outputs.at(0));
+      v.to(t);
+      t.b0 = bb;
+      t.b1 = bb + 1;
+      emit(t, least_loaded(), double(c.hidden) * 6 / b.bytes_per_us_per_worker);
+    }
+    end_op();
   }
 
   void step() {
@@ -326,6 +347,7 @@ void partition(Build& b) {
     else if (op.kind == kFusedGateUp) pt.gate_up(op);
     else if (op.kind == kFusedLmHead) pt.lm_head(op);
     else if (op.kind == graph::OpKind::Step) pt.step();
+    else if (op.kind == graph::OpKind::RmsNorm) pt.rms_norm(op);
     else fail("compiler: partition got unfused operator ", kind_name(op.kind), " '", op.name, "' (run fuse first)");
     for (const std::string& in : op.inputs) read[in] = std::max(read[in], pt.op_finish);
     for (const std::string& out : op.outputs) {

@@ -128,7 +128,11 @@ void plan_target(Program& p, const Target& t) {
   d.dynamic_smem = d.work_offset + d.work_bytes;
   d.max_inflight = std::clamp(t.max_inflight, 0, std::max(stages - 1, 0));
   const program::DTypeOf declared = [&](int32_t id) { return DType(p.buffers[size_t(id)].dtype); };
-  for (program::TaskDesc& task : p.tasks) program::set_stage_rows(task, program::plan_stage_rows(p, task, stage, declared));
+  for (program::TaskDesc& task : p.tasks) {
+    const program::StagePlan plan = program::plan_stage(p, task, stage, declared);
+    program::set_stage_rows(task, plan.rows);
+    program::set_stage_cols(task, plan.cols);
+  }
 }
 
 std::string describe_target(const program::ProgramHeader& h) {

@@ -6,8 +6,7 @@ namespace keel::ops {
 void GateUp::validate(const OperandCheck& ck, const TaskDesc& t) {
   const program::ProgramHeader& h = ck.p.h;
   const Operands o = Operands::from(t);
-  ck.is(o.x, h.buf_x, "x");
-  ck.weight(o.norm_w, "norm_w", 1, h.hidden);
+  ck.normed_input(o.x, o.norm_w);
   ck.weight(o.gate_w, "gate_w", t.row1, h.hidden);
   ck.weight(o.up_w, "up_w", t.row1, h.hidden);
   ck.weight(o.gate_bias, "gate_bias", 1, h.intermediate, true);

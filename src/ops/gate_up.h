@@ -33,7 +33,7 @@ struct GateUp {
   // clang-format off
   static constexpr OpcodeInfo kInfo = {
     kOpcode, "gate_up",
-    {"x f32[B,H]", "post_attention_layernorm w[H]", "gate_proj W[I,H]", "up_proj W[I,H]",
+    {"x f32[B,H] (or normed bf16[B,H] when norm_w is -1)", "post_attention_layernorm w[H] or -1 (x normed by an rms_norm task)", "gate_proj W[I,H]", "up_proj W[I,H]",
      "gate bias or -1", "up bias or -1", "out: h bf16[B,I]", ""},
     {"", "", "", ""},
     "n = bf16(rmsnorm(x)*w); h[b,rows] = bf16(silu(Wg[rows].n) * (Wu[rows].n))"};

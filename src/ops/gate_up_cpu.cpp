@@ -15,7 +15,7 @@ void GateUp::run_cpu(const TaskContext& c, const TaskDesc& t) {
   const int64_t H = h.hidden, I = h.intermediate;
   std::vector<float> n(static_cast<size_t>(H));
   for (int b = t.b0; b < t.b1; ++b) {
-    rms_norm_bf16(c, c.as<float>(o.x) + b * H, o.norm_w, H, n.data());
+    normed_input(c, o.x, o.norm_w, b, H, n.data());
     uint16_t* out = c.as<uint16_t>(o.out) + b * I;
     for (int64_t r = t.row0; r < t.row1; ++r) {
       float g = dot_row(c.ptr[size_t(o.gate_w)], c.dtype[size_t(o.gate_w)], r, H, 0, H, n.data());

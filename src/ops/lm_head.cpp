@@ -6,8 +6,7 @@ namespace keel::ops {
 void LmHead::validate(const OperandCheck& ck, const TaskDesc& t) {
   const program::ProgramHeader& h = ck.p.h;
   const Operands o = Operands::from(t);
-  ck.is(o.x, h.buf_x, "x");
-  ck.weight(o.norm_w, "norm_w", 1, h.hidden);
+  ck.normed_input(o.x, o.norm_w);
   ck.weight(o.weight, "weight", t.row1, h.hidden);
   ck.is(o.logits, h.buf_logits, "logits");
   ck.is(o.argmax, h.buf_argmax, "argmax");

@@ -3,7 +3,7 @@
 // Before its wait: its norm weights (the default pre-wait, norm_prefetch).
 #pragma once
 
-#include "exec/cuda/matvec.cuh"
+#include "exec/cuda/mm.cuh"
 #include "ops/lm_head.h"
 
 namespace keel::exec::cuda::prog {
@@ -23,8 +23,16 @@ __device__ void lm_head(const DevProgram& P, const TaskDesc& t, float* smem, flo
   J.w0 = P.ptr[t.buf[LmHeadSlots::kWeight]];
   J.dt0 = buf_dtype(P, t.buf[LmHeadSlots::kWeight]);
   J.cols = J.K = H;
+  if (W.nk > 0) {  // several sequences: a matmul tile of the normed rows, then each one's partial
+    const MmJob M{bp<const uint16_t>(P, t.buf[LmHeadSlots::kX]) + t.b0 * H, H,
+                  bp<float>(P, t.buf[LmHeadSlots::kLogits]) + t.b0 * V, V, t.b1 - t.b0};
+    mm_rows(P, W, R, J, M, smem);
+    return mm_argmax(P, J, M, bp<float>(P, t.buf[LmHeadSlots::kArgmax]) + (t.b0 * T + t.arg[LmHeadSlots::kTile]) * 2,
+                     2 * T);
+  }
   for (int b = t.b0; b < t.b1; ++b) {
-    rms_norm_act(P, bp<const float>(P, t.buf[LmHeadSlots::kX]) + b * H, t.buf[LmHeadSlots::kNormW], H, act, scratch, norm_smem(P, t, smem));
+    if (t.buf[LmHeadSlots::kNormW] < 0) copy_act(bp<const uint16_t>(P, t.buf[LmHeadSlots::kX]) + b * H, H, act);
+    else rms_norm_act(P, bp<const float>(P, t.buf[LmHeadSlots::kX]) + b * H, t.buf[LmHeadSlots::kNormW], H, act, scratch, norm_smem(P, t, smem));
     J.out = bp<float>(P, t.buf[LmHeadSlots::kLogits]) + b * V;
     J.best = -INFINITY;
     J.best_i = INT32_MAX;

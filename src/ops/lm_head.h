@@ -34,7 +34,7 @@ struct LmHead {
   // clang-format off
   static constexpr OpcodeInfo kInfo = {
     kOpcode, "lm_head",
-    {"x f32[B,H]", "final norm w[H]", "lm_head W[V,H] (or the tied embedding)",
+    {"x f32[B,H] (or normed bf16[B,H] when norm_w is -1)", "final norm w[H] or -1 (x normed by an rms_norm task)", "lm_head W[V,H] (or the tied embedding)",
      "out: logits f32[B,V]", "out: argmax partial f32[B,T,2] (value, index bits)", "", "", ""},
     {"tile index", "", "", ""},
     "n = bf16(rmsnorm(x)*w); logits[b,rows] = W[rows].n; partial[b,tile] = (max, lowest argmax)"};

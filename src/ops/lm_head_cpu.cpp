@@ -17,7 +17,7 @@ void LmHead::run_cpu(const TaskContext& c, const TaskDesc& t) {
   const int64_t H = h.hidden, V = h.vocab, T = h.n_lm_tiles;
   std::vector<float> n(static_cast<size_t>(H));
   for (int b = t.b0; b < t.b1; ++b) {
-    rms_norm_bf16(c, c.as<float>(o.x) + b * H, o.norm_w, H, n.data());
+    normed_input(c, o.x, o.norm_w, b, H, n.data());
     float* logits = c.as<float>(o.logits) + b * V;
     float best = -INFINITY;
     int32_t best_i = t.row0;

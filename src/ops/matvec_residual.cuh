@@ -3,7 +3,7 @@
 // residual epilogue (fp32 add, atomic under split-K). No pre-wait work.
 #pragma once
 
-#include "exec/cuda/matvec.cuh"
+#include "exec/cuda/mm.cuh"
 #include "ops/matvec_residual.h"
 
 namespace keel::exec::cuda::prog {
@@ -25,6 +25,11 @@ __device__ void matvec_residual(const DevProgram& P, const TaskDesc& t, float* s
   J.cols = P.cols[t.buf[MatvecResidualSlots::kWeight]];
   J.k0 = t.k0;
   J.K = t.k1 - t.k0;
+  if (T.nk > 0) {  // several sequences: a matmul tile
+    const MmJob M{bp<const uint16_t>(P, t.buf[MatvecResidualSlots::kA]) + t.b0 * acols + t.k0, acols,
+                  bp<float>(P, t.buf[MatvecResidualSlots::kX]) + t.b0 * xcols, xcols, t.b1 - t.b0};
+    return mm_rows(P, T, R, J, M, smem);
+  }
   for (int b = t.b0; b < t.b1; ++b) {
     copy_act(bp<const uint16_t>(P, t.buf[MatvecResidualSlots::kA]) + b * acols + t.k0, J.K, act);
     J.out = bp<float>(P, t.buf[MatvecResidualSlots::kX]) + b * xcols;

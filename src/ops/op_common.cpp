@@ -48,6 +48,19 @@ void OperandCheck::dtype(int32_t id, DType dt, const char* field) const {
              " is missing or not ", dtype_name(dt));
 }
 
+void OperandCheck::normed_input(int32_t x, int32_t norm_w) const {
+  if (norm_w >= 0) {
+    is(x, p.h.buf_x, "x");
+    weight(norm_w, "norm_w", 1, p.h.hidden);
+    return;
+  }
+  const uint64_t B = uint64_t(p.h.batch);
+  KEEL_CHECK(x >= 0 && size_t(x) < p.buffers.size() && BufferKind(p.buffers[x].kind) == BufferKind::Activation &&
+                 DType(p.buffers[x].dtype) == DType::BF16 && p.buffers[x].count == B * uint64_t(p.h.hidden),
+             "program: task ", where(), " operand x is neither the residual stream with a norm weight nor a bf16 "
+             "normed activation [B, ", p.h.hidden, "]");
+}
+
 void OperandCheck::that(bool ok, const char* what) const {
   KEEL_CHECK(ok, "program: task ", where(), " ", what);
 }

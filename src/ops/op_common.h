@@ -55,6 +55,10 @@ struct OperandCheck {
   void is(int32_t id, int32_t want, const char* field) const;
   /// Some buffer of dtype `dt`.
   void dtype(int32_t id, DType dt, const char* field) const;
+  /// A norm-matvec's input: x f32[B,H] (the residual stream) with its norm
+  /// weight w[H], or, when norm_w is -1, the rows already normed by an RmsNorm
+  /// task: a bf16 activation [B,H] (batch Programs).
+  void normed_input(int32_t x, int32_t norm_w) const;
   /// A condition on the task's ranges or arguments; `what` says what is wrong.
   void that(bool ok, const char* what) const;
 };

@@ -15,6 +15,7 @@
 #include "ops/matvec_residual.cuh"
 #include "ops/ops.h"
 #include "ops/qkv_proj.cuh"
+#include "ops/rms_norm.cuh"
 #include "ops/step.cuh"
 
 namespace keel::exec::cuda::prog {

@@ -11,12 +11,13 @@
 #include "ops/lm_head.h"
 #include "ops/matvec_residual.h"
 #include "ops/qkv_proj.h"
+#include "ops/rms_norm.h"
 #include "ops/step.h"
 
 namespace keel::ops {
 
 /// Every opcode, in Opcode order (value 1, 2, ...).
-using Ops = OpList<QkvProj, GateUp, Attention, MatvecResidual, LmHead, Step>;
+using Ops = OpList<QkvProj, GateUp, Attention, MatvecResidual, LmHead, Step, RmsNorm>;
 
 namespace detail {
 template <class... Op>

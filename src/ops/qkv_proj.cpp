@@ -12,8 +12,7 @@ void QkvProj::validate(const OperandCheck& ck, const TaskDesc& t) {
   ck.that(o.part_row0 == off && off <= t.row0 && t.row0 < t.row1 && t.row1 <= off + n && t.k0 == 0 &&
               t.k1 == h.hidden,
           "has rows outside its part or a bad k range");
-  ck.is(o.x, h.buf_x, "x");
-  ck.weight(o.norm_w, "norm_w", 1, h.hidden);
+  ck.normed_input(o.x, o.norm_w);
   ck.weight(o.weight, "weight", n, h.hidden);
   ck.weight(o.bias, "bias", 1, n, true);
   ck.qkv(o.out, "out");

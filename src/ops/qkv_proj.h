@@ -37,7 +37,7 @@ struct QkvProj {
   // clang-format off
   static constexpr OpcodeInfo kInfo = {
     kOpcode, "qkv_proj",
-    {"x f32[B,H]", "attn_norm w[H]", "W (q_proj|k_proj|v_proj) [n,H]", "bias [n] or -1",
+    {"x f32[B,H] (or normed bf16[B,H] when norm_w is -1)", "attn_norm w[H] or -1 (x normed by an rms_norm task)", "W (q_proj|k_proj|v_proj) [n,H]", "bias [n] or -1",
      "out: qkv bf16[B,(nh+2*nkv)*hd]", "", "", ""},
     {"part 0=q 1=k 2=v", "first row of that part in qkv (0, nh*hd, (nh+nkv)*hd)", "", ""},
     "n = bf16(x*rsqrt(mean(x^2)+eps)*w); qkv[b,r] = bf16(W[r-arg1].n (+bias[r-arg1])) for r in "

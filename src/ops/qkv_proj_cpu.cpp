@@ -15,7 +15,7 @@ void QkvProj::run_cpu(const TaskContext& c, const TaskDesc& t) {
   const int64_t H = h.hidden, width = program::qkv_width(h), off = o.part_row0;
   std::vector<float> n(static_cast<size_t>(H));
   for (int b = t.b0; b < t.b1; ++b) {
-    rms_norm_bf16(c, c.as<float>(o.x) + b * H, o.norm_w, H, n.data());
+    normed_input(c, o.x, o.norm_w, b, H, n.data());
     uint16_t* out = c.as<uint16_t>(o.out) + b * width;
     for (int64_t r = t.row0; r < t.row1; ++r) {
       float y = dot_row(c.ptr[size_t(o.weight)], c.dtype[size_t(o.weight)], r - off, H, 0, H, n.data());

@@ -70,8 +70,9 @@ enum class Opcode : uint16_t {
   MatvecResidual = 4,  // x[rows] += W[rows, k0:k1] . a[k0:k1] (+ bias on the k0 == 0 slice)
   LmHead = 5,          // logits[rows] = W[rows] . norm(x), plus the tile's (max, argmax)
   Step = 6,            // next token, output ring, next embedding into x, position, stop rules
+  RmsNorm = 7,         // bf16 normed rows of x (batch Programs: the norm-matvecs' shared input)
 };
-inline constexpr int kNumOpcodes = 6;
+inline constexpr int kNumOpcodes = 7;
 
 /// TaskDesc::flags bits.
 enum TaskFlags : uint16_t {
@@ -109,7 +110,7 @@ struct TaskDesc {
   uint32_t signal_count = 0;
   uint64_t weight_bytes = 0;   // bytes of weights this task streams (cost model)
   float cost_us = 0;           // predicted time at the compile bandwidth (report)
-  uint32_t reserved[5] = {0, 0, 0, 0, 0};  // [0]: rows per ring stage (stage_rows()); others 0
+  uint32_t reserved[5] = {0, 0, 0, 0, 0};  // [0]: rows per ring stage (stage_rows()), [1]: columns per stage (stage_cols()); others 0
   TaskDesc() {
     for (auto& b : buf) b = -1;
     for (auto& a : arg) a = 0;
@@ -123,6 +124,15 @@ static_assert(sizeof(TaskDesc) == 128, "TaskDesc is a fixed 128-byte record");
 /// warps. Kept in reserved word 0.
 KEEL_HD uint32_t stage_rows(const TaskDesc& t) { return t.reserved[0]; }
 inline void set_stage_rows(TaskDesc& t, uint32_t rows) { t.reserved[0] = rows; }
+
+/// Columns of the weight tile per ring stage, for the multi-token matmul tasks
+/// (tasks serving several sequences with tensor cores): a stage then holds
+/// stage_rows() rows x stage_cols() columns of each matrix and the tile streams
+/// row block after row block, each in (k1 - k0) / stage_cols() column chunks.
+/// 0: a stage holds whole row segments [k0, k1) (the matvec tasks). Kept in
+/// reserved word 1.
+KEEL_HD uint32_t stage_cols(const TaskDesc& t) { return t.reserved[1]; }
+inline void set_stage_cols(TaskDesc& t, uint32_t cols) { t.reserved[1] = cols; }
 
 /// A consumer waits until counter >= expected * (step + offset).
 struct WaitDesc {

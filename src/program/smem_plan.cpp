@@ -20,13 +20,22 @@ uint32_t kernel_work_bytes(const ProgramHeader& h) {
                                          g * h.head_dim + int64_t(kKernelWarps) * g * (h.head_dim + 2)) * 4 + 64;
   // ... or the merge's maxima, sums and totals
   const int64_t merge = (2 * int64_t(h.n_chunks) + 1) * g * 4;
-  const int64_t need = (std::max({act, attn, merge}) + kWorkAlign - 1) / kWorkAlign * kWorkAlign;
+  const int64_t mm = mm_work_bytes(h.batch);
+  const int64_t need = (std::max({act, attn, merge, mm}) + kWorkAlign - 1) / kWorkAlign * kWorkAlign;
   KEEL_CHECK(need <= int64_t(UINT32_MAX), "program: the tasks' shared-memory work area (", need, " bytes) is too large");
   return uint32_t(need);
 }
 
-uint32_t plan_stage_rows(const Program& p, const TaskDesc& t, uint32_t stage_bytes, const DTypeOf& dtype_of) {
-  if (stage_bytes == 0) return 0;
+uint32_t mm_work_bytes(int batch) {
+  if (batch <= 1) return 0;
+  // Two input buffers of [tokens (multiple of 8)][kMmMaxCols + 8] bf16, then the
+  // split-warp partials (4 row groups x 2 matrices x 32 lanes x 4 floats).
+  const uint32_t tokens = uint32_t(std::min(batch, kMmMaxTokens) + 7) / 8 * 8;
+  return 2 * tokens * (kMmMaxCols + 8) * 2 + 4 * 2 * 32 * 4 * 4;
+}
+
+StagePlan plan_stage(const Program& p, const TaskDesc& t, uint32_t stage_bytes, const DTypeOf& dtype_of) {
+  if (stage_bytes == 0) return {};
   int32_t m0 = -1, m1 = -1;
   int64_t first = t.row0, k0 = 0, k1 = 0, cols = 0;
   switch (Opcode(t.opcode)) {  // the same matrices as exec/cuda weight_tile()
@@ -43,24 +52,35 @@ uint32_t plan_stage_rows(const Program& p, const TaskDesc& t, uint32_t stage_byt
     case Opcode::LmHead: m0 = t.buf[ops::LmHeadOperands::kWeight]; cols = p.h.hidden; break;
     case Opcode::MatvecResidual:
       m0 = t.buf[ops::MatvecResidualOperands::kWeight];
-      if (m0 < 0 || size_t(m0) >= p.buffers.size()) return 0;
+      if (m0 < 0 || size_t(m0) >= p.buffers.size()) return {};
       cols = p.buffers[size_t(m0)].cols;
       k0 = t.k0;
       k1 = t.k1;
       break;
-    default: return 0;
+    default: return {};
   }
-  if (m0 < 0 || size_t(m0) >= p.buffers.size() || (m1 >= 0 && size_t(m1) >= p.buffers.size())) return 0;
+  if (m0 < 0 || size_t(m0) >= p.buffers.size() || (m1 >= 0 && size_t(m1) >= p.buffers.size())) return {};
   if (k1 == 0) k1 = cols;
   const DType dt = dtype_of(m0);
   const int64_t esz = dt == DType::F32 ? 4 : 2;
   const int64_t nmat = m1 >= 0 ? 2 : 1;
   const int64_t seg = (k1 - k0) * esz, stride = cols * esz, start = (first * cols + k0) * esz;
   const int64_t rows = int64_t(t.row1) - t.row0;
+  const int nseq = t.b1 - t.b0;
   const bool same_dt = m1 < 0 || dtype_of(m1) == dt;
   const bool aligned = seg % 16 == 0 && stride % 16 == 0 && stride < (int64_t(1) << 32) && start % 16 == 0 && start >= 0;
-  if (t.b1 - t.b0 != 1 || !same_dt || !aligned || rows <= 0 || seg <= 0 || nmat * seg > int64_t(stage_bytes)) return 0;
-  return uint32_t(std::min<int64_t>(int64_t(stage_bytes) / (nmat * seg), kMaxStageRows));
+  if (!same_dt || !aligned || rows <= 0 || seg <= 0) return {};
+  if (nseq == 1) {
+    if (nmat * seg > int64_t(stage_bytes)) return {};
+    return {uint32_t(std::min<int64_t>(int64_t(stage_bytes) / (nmat * seg), kMaxStageRows)), 0};
+  }
+  // The inputs are copied in 16-byte pieces: their rows (cols elements) and k0 aligned to 8 elements.
+  if (nseq > kMmMaxTokens || dt != DType::BF16 || (k1 - k0) % 16 != 0 || cols % 8 != 0 || k0 % 8 != 0) return {};
+  for (int64_t kc = std::min<int64_t>(kMmMaxCols, k1 - k0) / 16 * 16; kc >= 16; kc -= 16)
+    if ((k1 - k0) % kc == 0 && (k1 - k0) / kc <= 255 &&
+        nmat * kMmRows * (kc * esz + kMmPad) <= int64_t(stage_bytes))
+      return {kMmRows, uint32_t(kc)};
+  return {};
 }
 
 void check_plan(const Program& p, const DTypeOf& given) {
@@ -86,11 +106,13 @@ void check_plan(const Program& p, const DTypeOf& given) {
   const DTypeOf declared = [&](int32_t id) { return DType(p.buffers[size_t(id)].dtype); };
   const DTypeOf& dtype_of = given ? given : declared;
   for (uint32_t i = 0; i < p.tasks.size(); ++i) {
-    const uint32_t want = plan_stage_rows(p, p.tasks[i], g.stage_bytes, dtype_of);
-    const uint32_t have = stage_rows(p.tasks[i]);
-    KEEL_CHECK(have == want, "program: ", describe_task(p, i), " streams ", have, " rows per ring stage; with ",
+    const StagePlan want = plan_stage(p, p.tasks[i], g.stage_bytes, dtype_of);
+    const uint32_t have = stage_rows(p.tasks[i]), have_cols = stage_cols(p.tasks[i]);
+    auto cols = [](uint32_t c) { return c ? cat(" of ", c, " columns") : std::string(); };
+    KEEL_CHECK(have == want.rows && have_cols == want.cols, "program: ", describe_task(p, i), " streams ", have,
+               " rows per ring stage", cols(have_cols), "; with ",
                given ? "the weights' stored dtypes" : "its declared weight dtypes", " and ", g.stage_bytes,
-               "-byte stages it must be ", want, " (recompile for these weights)");
+               "-byte stages it must be ", want.rows, cols(want.cols), " (recompile for these weights)");
   }
 }
 

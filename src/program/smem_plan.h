@@ -25,19 +25,44 @@ inline constexpr uint32_t kWorkAlign = 128;      // the work area's size is a mu
 
 /// Bytes of the work area the tasks of `h` need at least: a matvec's bf16
 /// input vector (the longest reduction), or the attention task's fp32 scratch,
-/// or the merge's maxima, sums and totals; rounded up to kWorkAlign.
+/// or the merge's maxima, sums and totals, or (several sequences) the matmul
+/// engine's input buffers (mm_work_bytes); rounded up to kWorkAlign.
 uint32_t kernel_work_bytes(const ProgramHeader& h);
 
 /// The weight dtype of buffer `id` as the executor will hold it.
 using DTypeOf = std::function<DType(int32_t id)>;
 
-/// Rows of task `t`'s weight tile one stage of `stage_bytes` holds (the
-/// compiler records it as stage_rows(t)), or 0 when the task does not stream
-/// through the ring: not a matvec opcode, no ring, more than one sequence,
-/// matrices of different dtypes, a row segment, stride or tile start not a
-/// multiple of 16 bytes, or a row segment (times the matrices) larger than a
-/// stage. Weight buffers start 16-byte aligned (the executor's allocations are).
-uint32_t plan_stage_rows(const Program& p, const TaskDesc& t, uint32_t stage_bytes, const DTypeOf& dtype_of);
+// Matmul tiles (tasks serving several sequences, stage_cols() > 0): the CUDA
+// kernel's tensor-core engine (exec/cuda/mm.cuh) multiplies each stage of
+// kMmRows rows x stage_cols() columns of bf16 weights with the same columns of
+// up to kMmMaxTokens sequences' bf16 inputs, which the compute warps copy into
+// the work area (two buffers of kMmMaxTokens x (kMmMaxCols + 8) bf16).
+inline constexpr uint32_t kMmRows = 64;       // weight rows per matrix in a stage (4 mma row groups of 16)
+inline constexpr uint32_t kMmMaxCols = 256;   // columns per stage at most (multiple of 16, divides k1 - k0)
+inline constexpr int kMmMaxTokens = 64;       // sequences one matmul task serves at most
+inline constexpr uint32_t kMmPad = 16;        // bytes after each row segment in a stage (bank-conflict-free ldmatrix)
+
+/// Work-area bytes of the matmul engine for `batch` sequences (0 for batch 1).
+uint32_t mm_work_bytes(int batch);
+
+/// How task `t` streams its weight tile through a ring of `stage_bytes` stages.
+struct StagePlan {
+  uint32_t rows = 0;  // stage_rows(): rows per stage (0: the task does not stream through the ring)
+  uint32_t cols = 0;  // stage_cols(): columns per stage (matmul tiles), 0: whole row segments
+};
+
+/// The plan of task `t` (the compiler records it as stage_rows(t) and
+/// stage_cols(t)):
+///  * one sequence: whole row segments [k0, k1), as many rows as fit a stage;
+///  * 2 .. kMmMaxTokens sequences with bf16 weights whose slice k1 - k0 is a
+///    multiple of 16: a matmul tile of kMmRows rows x the largest multiple of
+///    16 columns that divides k1 - k0, is at most kMmMaxCols, and fits a stage
+///    with its padding (kMmPad per row);
+///  * otherwise 0 (global memory): not a matvec opcode, no ring, more
+///    sequences, matrices of different dtypes, a row segment, stride or tile
+///    start not a multiple of 16 bytes, or nothing fits a stage.
+/// Weight buffers start 16-byte aligned (the executor's allocations are).
+StagePlan plan_stage(const Program& p, const TaskDesc& t, uint32_t stage_bytes, const DTypeOf& dtype_of);
 
 /// Checks the header's device plan and every task's stage_rows() against the
 /// rules above with `dtype_of` (default: the Program's declared dtypes);

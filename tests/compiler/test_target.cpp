@@ -160,16 +160,39 @@ TEST(Target, RowsPerStageNeverExceedAStage) {
     if (Opcode(t.opcode) == Opcode::GateUp) {
       EXPECT_EQ(stage_rows(t), 65536u / (2 * 4096 * 2));
     }
-  // No ring, or more than one sequence per task: nothing through the ring.
+  // No ring: nothing through the ring.
   Target off = target_preset("h100");
   off.stage_bytes = 0;
   const Program q = compile(qwen3_8b_two_layers(), for_target(off));
   EXPECT_EQ(q.h.target.n_stages, 0);
+  for (const TaskDesc& t : q.tasks) EXPECT_EQ(stage_rows(t), 0u);
+  // Several sequences per task: matmul tiles of kMmRows rows x a column chunk
+  // that divides the task's k range, fits a stage with its padding, and is at
+  // most kMmMaxCols (Qwen3-8B, 64 KiB stages: 256 columns; gate_up streams two
+  // matrices and 2 x 64 x (512 + 16) bytes do not fit, so 128).
   CompileOptions b3 = for_target(target_preset("h100"));
   b3.batch = 3;
-  const Program r = compile(testing::tiny_config(model::Arch::Llama), b3);
-  for (const Program* x : {&q, &r})
-    for (const TaskDesc& t : x->tasks) EXPECT_EQ(stage_rows(t), 0u);
+  const Program r = compile(qwen3_8b_two_layers(), b3);
+  int tiles = 0;
+  for (const TaskDesc& t : r.tasks) {
+    const Opcode op = Opcode(t.opcode);
+    if (op == Opcode::Attention || op == Opcode::Step || op == Opcode::RmsNorm) {
+      EXPECT_EQ(stage_rows(t), 0u);
+      continue;
+    }
+    ++tiles;
+    EXPECT_EQ(stage_rows(t), kMmRows) << describe_task(r, uint32_t(&t - r.tasks.data()));
+    const uint32_t kc = stage_cols(t), nmat = op == Opcode::GateUp ? 2 : 1;
+    EXPECT_EQ(kc, op == Opcode::GateUp ? 128u : 256u);
+    EXPECT_EQ(uint32_t(t.k1 - t.k0) % kc, 0u);
+    EXPECT_LE(nmat * kMmRows * (2 * kc + kMmPad), r.h.target.stage_bytes);
+  }
+  EXPECT_GT(tiles, 0);
+  // More sequences than a matmul task serves, or f32 weights: global memory.
+  CompileOptions b65 = b3;
+  b65.batch = kMmMaxTokens + 1;
+  const Program big = compile(testing::tiny_config(model::Arch::Llama), b65);
+  for (const TaskDesc& t : big.tasks) EXPECT_EQ(stage_rows(t), 0u);
 }
 
 TEST(Target, SmallSharedMemoryHalvesTheStageOrRefuses) {

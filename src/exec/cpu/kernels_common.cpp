@@ -39,6 +39,12 @@ void rms_norm_bf16(const TaskContext& c, const float* x, int32_t w_buf, int64_t 
   for (int64_t i = 0; i < n; ++i) out[i] = round_bf16(x[i] * inv * load(c, w_buf, size_t(i)));
 }
 
+void normed_input(const TaskContext& c, int32_t x_buf, int32_t norm_w, int b, int64_t H, float* out) {
+  if (norm_w >= 0) return rms_norm_bf16(c, c.as<float>(x_buf) + b * H, norm_w, H, out);
+  const uint16_t* a = c.as<uint16_t>(x_buf) + b * H;
+  for (int64_t i = 0; i < H; ++i) out[i] = bf16_to_f32(a[i]);
+}
+
 // The q/k epilogue on one head y[hd] (fp32, from the raw bf16 projection):
 // y = rmsnorm(y) * w if a head norm is given, then RoPE at `pos` on the
 // half-split pairs (i, i + hd/2) with the Program's inverse frequencies.

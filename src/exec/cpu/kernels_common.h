@@ -21,6 +21,10 @@ inline float load(const TaskContext& c, int32_t buf, size_t i) {
 /// n = bf16(x * rsqrt(mean(x^2) + eps) * w), the normed input every norm-matvec recomputes.
 void rms_norm_bf16(const TaskContext& c, const float* x, int32_t w_buf, int64_t n, float* out);
 
+/// A norm-matvec's input row b (H values): rms_norm_bf16 of x[b] with norm_w,
+/// or, when norm_w is -1, row b of the bf16 rows an RmsNorm task normed.
+void normed_input(const TaskContext& c, int32_t x_buf, int32_t norm_w, int b, int64_t H, float* out);
+
 /// The q/k epilogue on one head y[hd] (fp32, from the raw bf16 projection):
 /// y = rmsnorm(y) * w if a head norm is given (norm_buf >= 0), then RoPE at
 /// `pos` on the half-split pairs (i, i + hd/2) with the Program's inverse frequencies.

@@ -65,7 +65,8 @@ __device__ __noinline__ float warp_dot(const uint8_t* w, DType dt, int64_t row, 
 __device__ __forceinline__ const uint8_t* norm_smem(const DevProgram& P, const TaskDesc& t, float* smem) {
   const program::Opcode op = program::Opcode(t.opcode);
   if (P.work_bytes == 0 ||
-      (op != program::Opcode::QkvProj && op != program::Opcode::GateUp && op != program::Opcode::LmHead))
+      (op != program::Opcode::QkvProj && op != program::Opcode::GateUp && op != program::Opcode::LmHead) ||
+      t.buf[kNormWSlot] < 0)  // an input normed by an RmsNorm task
     return nullptr;
   const ProgramHeader& h = P.h;
   int64_t vec = h.hidden > h.intermediate ? h.hidden : h.intermediate;

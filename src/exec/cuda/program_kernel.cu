@@ -234,6 +234,39 @@ __device__ __forceinline__ bool hold_done(const DevProgram& P, SmemStatic& S, in
   }
 }
 
+/// The loader's copies of a matmul tile (T.nk > 0): for each block of T.cap
+/// rows, T.nk stages, stage c holding column chunk c (T.seg bytes per row) of
+/// each matrix's rows, matrix m at m * cap * pitch, row j at j * pitch (pitch =
+/// seg + kMmPad: consecutive rows start in different banks for ldmatrix).
+/// Same waits as the row-segment path. False: quit.
+__device__ __noinline__ bool loader_chunks(const DevProgram& P, SmemStatic& S, char* ring, const Tile& T, int lane,
+                                           uint32_t& seq, uint32_t& pending) {
+  const uint32_t NS = uint32_t(P.n_stages), SB = P.stage_bytes, K = P.max_inflight;
+  const uint32_t pitch = T.seg + program::kMmPad;
+  for (int r0 = 0; r0 < int(T.rows); r0 += T.cap) {
+    const int n = min(int(T.cap), int(T.rows) - r0);
+    for (int c = 0; c < int(T.nk); ++c) {
+      const uint32_t slot = seq % NS;
+      if (K && seq >= K && !loader_wait(S, &S.full[(seq - K) % NS], ((seq - K) / NS) & 1, lane)) return false;
+      if (seq >= NS && !loader_wait(S, &S.empty[slot], ((seq / NS) - 1) & 1, lane)) return false;
+      if (pending && !hold_pending(S, lane, pending)) return false;
+      char* dst = ring + size_t(slot) * SB;
+      if (lane == 0) dev::mbar_arrive_expect_tx(&S.full[slot], uint32_t(n) * T.seg * uint32_t(T.nmat));
+      __syncwarp();
+      for (int k = lane; k < n * T.nmat; k += 32) {
+        const int m = k / n, j = k % n;
+        char* to = dst + (size_t(m) * T.cap + j) * pitch;
+        const uint8_t* from = (m == 0 ? T.base[0] : T.base[1]) + uint64_t(r0 + j) * T.stride + uint64_t(c) * T.seg;
+        if (P.l2_hint) dev::bulk_g2s_stream(to, from, T.seg, &S.full[slot], dev::policy_evict_first());
+        else dev::bulk_g2s(to, from, T.seg, &S.full[slot]);
+      }
+      ++seq;
+      if (lane == 0) S.issued = seq;
+    }
+  }
+  return true;
+}
+
 __device__ __forceinline__ void loader(const DevProgram& P, SmemStatic& S, char* ring, uint32_t begin, uint32_t i0, uint32_t i1,
                        bool persistent) {
   const int lane = threadIdx.x & 31;
@@ -250,6 +283,9 @@ __device__ __forceinline__ void loader(const DevProgram& P, SmemStatic& S, char*
       const Tile T = tile_from_lanes(next);
       if (i + 1 < i1) next = tile_word(P, begin + i + 1, lane);
       if (T.cap == 0) continue;
+      if (T.nk > 0) {  // a matmul tile: per block of cap rows, nk column chunks
+        if (!loader_chunks(P, S, ring, T, lane, seq, pending)) return;
+      } else
       for (int r0 = 0; r0 < T.rows; r0 += T.cap) {
         const int n = min(T.cap, T.rows - r0);
         const uint32_t slot = seq % NS;

@@ -52,14 +52,18 @@ struct DevStatus {
 /// weight_tile()): rows [row0, row1) of one matrix (two for GateUp: gate then up
 /// in each stage), each row a segment of `seg` bytes `stride` bytes after the
 /// previous; cap rows per ring stage (the Program's program::stage_rows()), 0
-/// when the task does not use the ring. One per worker-list entry, computed on
-/// the device at setup, so neither the loader nor the compute warps chase
-/// descriptor and buffer-table pointers between tasks.
+/// when the task does not use the ring. A matmul tile (nk > 0, the Program's
+/// program::stage_cols()) streams each block of cap rows as nk column chunks
+/// of `seg` bytes per row: stage = matrix m's rows at m * cap * pitch, row j at
+/// j * pitch, pitch = seg + program::kMmPad. One per worker-list entry,
+/// computed on the device at setup, so neither the loader nor the compute warps
+/// chase descriptor and buffer-table pointers between tasks.
 struct alignas(16) TileDesc {
   const uint8_t* base[2];  // row row0's first streamed byte in each matrix
   uint32_t stride;
   uint32_t seg;
-  int32_t rows;
+  uint32_t rows : 24;
+  uint32_t nk : 8;         // column chunks per row block (matmul tiles), 0: whole segments
   int16_t cap;
   uint8_t nmat;
   uint8_t dt;              // DType of the weights

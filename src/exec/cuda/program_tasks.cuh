@@ -171,7 +171,8 @@ __device__ __forceinline__ Tile weight_tile(const DevProgram& P, const TaskDesc&
   T.base[0] = T.base[1] = nullptr;
   T.stride = 0;
   T.seg = 0;
-  T.rows = t.row1 - t.row0;
+  T.rows = uint32_t(t.row1 - t.row0);
+  T.nk = 0;
   T.cap = 0;
   T.nmat = 0;
   T.dt = uint8_t(DType::F32);
@@ -194,9 +195,17 @@ __device__ __forceinline__ Tile weight_tile(const DevProgram& P, const TaskDesc&
   T.stride = uint32_t(stride);
   T.base[0] = bp<const uint8_t>(P, m0) + (first * cols + k0) * esz;
   if (m1 >= 0) T.base[1] = bp<const uint8_t>(P, m1) + (first * cols + k0) * esz;
-  // Rows per stage: the compiler's (program/smem_plan.h plan_stage_rows, checked
-  // against the stored dtypes at setup); none without a ring (single-task kernel).
-  if (P.n_stages > 0) T.cap = int16_t(program::stage_rows(t));
+  // Rows (and, for a matmul tile, columns) per stage: the compiler's
+  // (program/smem_plan.h plan_stage, checked against the stored dtypes at
+  // setup); none without a ring (single-task kernel).
+  if (P.n_stages > 0) {
+    T.cap = int16_t(program::stage_rows(t));
+    const int64_t kc = program::stage_cols(t);
+    if (kc > 0) {
+      T.seg = uint32_t(kc * esz);
+      T.nk = uint32_t((k1 - k0) / kc);
+    }
+  }
   return T;
 }
 

@@ -38,6 +38,7 @@
 #include "exec/cuda/plan_check.h"
 #include "exec/cuda/program_executor.h"
 #include "program/serialize.h"
+#include "program/smem_plan.h"
 #include "model/model.h"
 
 // KEEL_SHARED_DIR in the environment overrides the build's (the GPU machine
@@ -446,9 +447,13 @@ TEST_P(WholeProgram, LogitsAndBuffersMatchCpu) {
 
 std::vector<Case> whole_cases() {
   std::vector<Case> v;
-  for (const std::string& m : testing::golden_fixture_names())
+  for (const std::string& m : testing::golden_fixture_names()) {
     for (int w : {1, 3, 7, 0})
       for (int b : {1, 3}) v.push_back({m, w, b});
+    // Matmul tiles (bf16 fixtures): one token group with split k-steps (8),
+    // three groups with a ragged last one (17), and the most a task serves (64).
+    for (int b : {8, 17, program::kMmMaxTokens}) v.push_back({m, 0, b});
+  }
   return v;
 }
 INSTANTIATE_TEST_SUITE_P(All, WholeProgram, ::testing::ValuesIn(whole_cases()), [](const auto& i) {
