@@ -31,6 +31,9 @@ struct GenerateResult {
 
 /// Called with each generated token; return false to stop generation early.
 using TokenCallback = std::function<bool(int32_t token)>;
+/// Called with (request index, token) for each token of a batch; return false
+/// to stop the batch (every request of the launch) at the next step.
+using BatchTokenCallback = std::function<bool(int index, int32_t token)>;
 
 class Backend {
  public:
@@ -43,6 +46,17 @@ class Backend {
   virtual GenerateResult generate(const GenerateRequest& req, const TokenCallback& on_token) = 0;
   /// Teacher-forced logits [ids.size(), vocab], row t = logits after ids[0..t].
   virtual std::vector<float> score(std::span<const int32_t> ids) = 0;
+  /// Sequences one launch runs together (the compiled Program's batch); 1 for
+  /// a backend that runs one sequence at a time.
+  virtual int max_batch() const { return 1; }
+  /// Runs several requests and returns one result per request, in order. The
+  /// cpu and cuda backends run up to max_batch() of them together in one
+  /// launch (each weight byte read once per step for all of them); the
+  /// requests of a launch must share their EOS ids. The default runs them one
+  /// after another through generate(). prefill_ms is the launch's time to its
+  /// first token.
+  virtual std::vector<GenerateResult> generate_batch(std::span<const GenerateRequest> reqs,
+                                                     const BatchTokenCallback& on_token);
 };
 
 }  // namespace keel::engine

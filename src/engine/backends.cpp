@@ -25,6 +25,7 @@ const std::vector<BackendEntry>& backend_registry() {
                    o.shuffle = c.shuffle_seed >= 0;
                    o.shuffle_seed = c.shuffle_seed >= 0 ? uint64_t(c.shuffle_seed) : 0;
                    o.max_context = c.max_context;
+                   o.batch = c.batch;
                    return std::make_unique<CpuBackend>(m, o);
                  }});
 #if KEEL_HAVE_CUDA
@@ -33,6 +34,7 @@ const std::vector<BackendEntry>& backend_registry() {
                    CudaBackendOptions o;
                    o.max_context = c.max_context;
                    if (c.target != "auto") o.target = compiler::target_preset(c.target);
+                   o.batch = c.batch;
                    return std::make_unique<CudaBackend>(m, o);
                  }});
 #endif

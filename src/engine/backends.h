@@ -22,6 +22,7 @@ struct BackendConfig {
   int workers = 0;             // cpu: logical workers of the compiled Program (0: the default)
   int64_t shuffle_seed = -1;   // cpu: randomized worker scheduling with this seed (< 0: off)
   std::string target = "auto"; // cuda: the target preset to compile for (auto: the device's own)
+  int batch = 1;               // cpu, cuda: sequences per launch (Backend::max_batch)
 };
 
 struct BackendEntry {

@@ -2,6 +2,8 @@
 // as a prompt and captures the logits of every position (prefill steps).
 #include "engine/cpu_backend.h"
 
+#include <algorithm>
+
 #include "compiler/compiler.h"
 #include "core/error.h"
 #include "engine/program_backend.h"
@@ -11,7 +13,7 @@ namespace keel::engine {
 CpuBackend::CpuBackend(const model::Model& m, const CpuBackendOptions& opt) : model_(m), opt_(opt) {
   compiler::CompileOptions co;
   co.workers = opt.workers;
-  co.batch = 1;
+  co.batch = std::max(1, opt.batch);
   co.max_context = int(opt.max_context);
   program_ = compiler::compile(m.config, co);
   exec_ = std::make_unique<exec::cpu::CpuExecutor>(program_, m);
@@ -28,6 +30,14 @@ GenerateResult CpuBackend::generate(const GenerateRequest& req, const TokenCallb
   const exec::Sequence s = sequence_for(req, max_context(), "cpu backend");
   bool stopped = false;
   return result_of(exec_->run({s}, cpu_options(run_options_for(req, on_token, &stopped))), stopped);
+}
+
+std::vector<GenerateResult> CpuBackend::generate_batch(std::span<const GenerateRequest> reqs,
+                                                       const BatchTokenCallback& on_token) {
+  return generate_in_launches(reqs, max_batch(), max_context(), "cpu backend", on_token,
+                              [&](const std::vector<exec::Sequence>& s, const exec::RunOptions& ro) {
+                                return exec_->run(s, cpu_options(ro));
+                              });
 }
 
 std::vector<float> CpuBackend::score(std::span<const int32_t> ids) {

@@ -1,4 +1,4 @@
-// CpuBackend: the engine::Backend that compiles the model for B = 1 and runs
+// CpuBackend: the engine::Backend that compiles the model for a batch (default 1) and runs
 // it on the CPU executor — `keel generate --backend cpu [--workers N]
 // [--shuffle SEED]`. Prefill and decode both run as Program steps.
 #pragma once
@@ -18,6 +18,7 @@ struct CpuBackendOptions {
   int64_t max_context = 0;    // 0: min(model max, 4096)
   bool shuffle = false;
   uint64_t shuffle_seed = 0;
+  int batch = 1;              // sequences per launch (the compiled Program's batch)
 };
 
 class CpuBackend : public Backend {
@@ -28,6 +29,9 @@ class CpuBackend : public Backend {
   int64_t max_context() const override { return program_.h.max_context; }
   GenerateResult generate(const GenerateRequest& req, const TokenCallback& on_token) override;
   std::vector<float> score(std::span<const int32_t> ids) override;
+  int max_batch() const override { return program_.h.batch; }
+  std::vector<GenerateResult> generate_batch(std::span<const GenerateRequest> reqs,
+                                             const BatchTokenCallback& on_token) override;
   const program::Program& program() const { return program_; }
 
  private:

@@ -2,6 +2,7 @@
 // megakernel launch per request.
 #include "engine/cuda_backend.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "compiler/compiler.h"
@@ -23,7 +24,7 @@ CudaBackend::CudaBackend(const model::Model& m, const CudaBackendOptions& opt) {
   cfg.dtype = m.weight_dtype;  // plan the tiles for the stored weights (config.json may declare another dtype)
   compiler::CompileOptions co;
   co.target = opt.target ? *opt.target : exec::cuda::device_target(opt.device);
-  co.batch = 1;
+  co.batch = std::max(1, opt.batch);
   co.max_context = int(opt.max_context);
   program::Program p = compiler::compile(cfg, co);
   const std::string why = exec::cuda::target_mismatch(p, exec::cuda::device_facts(opt.device));
@@ -51,6 +52,16 @@ GenerateResult CudaBackend::generate(const GenerateRequest& req, const TokenCall
   const exec::Sequence s = sequence_for(req, max_context(), "cuda backend");
   bool stopped = false;
   return result_of(exec_->run({s}, run_options_for(req, on_token, &stopped)), stopped);
+}
+
+int CudaBackend::max_batch() const { return exec_->program().h.batch; }
+
+std::vector<GenerateResult> CudaBackend::generate_batch(std::span<const GenerateRequest> reqs,
+                                                        const BatchTokenCallback& on_token) {
+  return generate_in_launches(reqs, max_batch(), max_context(), "cuda backend", on_token,
+                              [&](const std::vector<exec::Sequence>& s, const exec::RunOptions& ro) {
+                                return exec_->run(s, ro);
+                              });
 }
 
 std::vector<float> CudaBackend::score(std::span<const int32_t> ids) {

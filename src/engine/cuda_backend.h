@@ -1,6 +1,6 @@
 // CudaBackend: the engine::Backend over the CUDA ProgramExecutor, for
 // `keel generate --backend cuda`, `keel chat` and `keel score`. The model is
-// compiled into a Program (batch 1, weights in their stored dtype) for the
+// compiled into a Program (batch 1 or --batch, weights in their stored dtype) for the
 // given target or the device's own; a Program whose target does not fit the
 // device is recompiled with the same options for it, said on stderr. generate() runs
 // prefill and decode in one persistent megakernel launch and streams tokens to
@@ -30,6 +30,7 @@ struct CudaBackendOptions {
   double watchdog_s = 5.0;
   /// The target to compile for; unset: the device's (exec::cuda::device_target).
   std::optional<compiler::Target> target;
+  int batch = 1;  // sequences per launch (the compiled Program's batch)
 };
 
 class CudaBackend : public Backend {
@@ -44,6 +45,11 @@ class CudaBackend : public Backend {
   GenerateResult generate(const GenerateRequest& req, const TokenCallback& on_token) override;
   /// Teacher-forced logits of every position ([ids, vocab]), captured on the device.
   std::vector<float> score(std::span<const int32_t> ids) override;
+  int max_batch() const override;
+  /// Up to max_batch() requests per launch: one megakernel streams each weight
+  /// tile once per step for all of them (matmul tiles on tensor cores).
+  std::vector<GenerateResult> generate_batch(std::span<const GenerateRequest> reqs,
+                                             const BatchTokenCallback& on_token) override;
 
   exec::cuda::ProgramExecutor& executor() { return *exec_; }
   /// True when the Program compiled for opt.target did not fit the device and

@@ -1,6 +1,8 @@
 // The request <-> run mapping of the Program backends (see program_backend.h).
 #include "engine/program_backend.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "program/rules.h"
 
@@ -25,17 +27,48 @@ exec::Sequence score_sequence(std::span<const int32_t> ids, int64_t max_context,
   return s;
 }
 
-GenerateResult result_of(const exec::RunResult& r, bool stopped) {
+GenerateResult result_of(const exec::RunResult& r, bool stopped, size_t seq) {
   GenerateResult g;
-  g.output = r.seqs[0].tokens;
+  g.output = r.seqs.at(seq).tokens;
   g.prefill_ms = r.first_token_ms;
   const size_t n = g.output.size();
   g.decode_ms_per_token = n > 1 ? (r.ms - r.first_token_ms) / double(n - 1) : 0;
-  const program::StopReason why = r.seqs[0].stop;
+  const program::StopReason why = r.seqs[seq].stop;
   g.stop_reason = why != program::StopReason::None ? program::stop_reason_name(why)
                   : stopped                         ? "stopped"
                                                     : "max_tokens";
   return g;
+}
+
+std::vector<GenerateResult> generate_in_launches(std::span<const GenerateRequest> reqs, int batch, int64_t max_context,
+                                                 const char* who, const BatchTokenCallback& on_token, const RunFn& run) {
+  std::vector<GenerateResult> out;
+  bool stopped = false;
+  for (size_t first = 0; first < reqs.size(); first += size_t(batch)) {
+    const size_t n = std::min(reqs.size() - first, size_t(batch));
+    std::vector<exec::Sequence> seqs;
+    for (size_t i = first; i < first + n; ++i) {
+      KEEL_CHECK(reqs[i].eos_ids == reqs[first].eos_ids, who, ": the requests of one launch must share their EOS ids "
+                 "(request ", i, " differs from request ", first, ")");
+      seqs.push_back(sequence_for(reqs[i], max_context, who));
+    }
+    exec::RunOptions ro;
+    ro.eos_ids = reqs[first].eos_ids;
+    if (on_token)
+      ro.on_token = [&](int seq, int32_t tok) {
+        if (!on_token(int(first) + seq, tok)) stopped = true;
+        return !stopped;
+      };
+    const exec::RunResult r = run(seqs, ro);
+    for (size_t s = 0; s < n; ++s) out.push_back(result_of(r, stopped, s));
+    if (stopped) break;
+  }
+  while (out.size() < reqs.size()) {  // not started: the callback stopped the batch
+    GenerateResult g;
+    g.stop_reason = "stopped";
+    out.push_back(g);
+  }
+  return out;
 }
 
 exec::RunOptions run_options_for(const GenerateRequest& req, const TokenCallback& on_token, bool* stopped) {

@@ -5,6 +5,10 @@
 // pipeline in DESIGN.md).
 #pragma once
 
+#include <functional>
+#include <span>
+#include <vector>
+
 #include "engine/backend.h"
 #include "exec/common/run.h"
 
@@ -16,8 +20,15 @@ exec::Sequence sequence_for(const GenerateRequest& req, int64_t max_context, con
 /// eos ids and the token callback of a request; *stopped turns true when the
 /// callback asks to stop (it must outlive the run).
 exec::RunOptions run_options_for(const GenerateRequest& req, const TokenCallback& on_token, bool* stopped);
-/// The engine's view of sequence 0 of a run; `stopped`: the callback asked to stop.
-GenerateResult result_of(const exec::RunResult& r, bool stopped);
+/// The engine's view of sequence `seq` of a run; `stopped`: the callback asked to stop.
+GenerateResult result_of(const exec::RunResult& r, bool stopped, size_t seq = 0);
+/// One executor run of a list of sequences with these options.
+using RunFn = std::function<exec::RunResult(const std::vector<exec::Sequence>&, const exec::RunOptions&)>;
+/// Backend::generate_batch on a Program backend: launches of at most `batch`
+/// requests (sequence_for each, naming `who`; the requests of a launch must
+/// share their EOS ids) through `run`.
+std::vector<GenerateResult> generate_in_launches(std::span<const GenerateRequest> reqs, int batch, int64_t max_context,
+                                                 const char* who, const BatchTokenCallback& on_token, const RunFn& run);
 /// score(): the ids as a prompt with one token to generate (its logits are
 /// captured at every position); checks the prompt bound, naming `who`.
 exec::Sequence score_sequence(std::span<const int32_t> ids, int64_t max_context, const char* who);

@@ -23,8 +23,8 @@ using program::validate;
 int32_t argmax(std::span<const float> logits);
 
 /// Samples the tokens of one sequence: the n-th call draws with
-/// program::rng_uniform(seed, sequence, n), exactly as the Step task of a
-/// Program does for the sequence in batch slot `sequence`.
+/// program::rng_uniform(seed, sequence, n); the Step tasks of a Program draw
+/// with sequence 0 in every batch slot, so the default matches them.
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& p, uint32_t sequence = 0);

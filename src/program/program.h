@@ -206,9 +206,11 @@ KEEL_HD void attn_chunk_range(int64_t pos, int64_t chunk, int64_t C, int64_t* p0
 }
 
 /// The sampling random number both executors draw: a uniform float in [0, 1)
-/// for sequence `seq` when it generates its `n`-th token (splitmix64 of the
-/// seed and the pair), so CPU and GPU sample the same token from the same
-/// probabilities.
+/// for a sequence when it generates its `n`-th token (splitmix64 of the seed
+/// and the pair), so CPU and GPU sample the same token from the same
+/// probabilities. The Step tasks pass seq = 0 whatever the sequence's lane in
+/// the batch: a request's draws depend on its own seed and token count only, so
+/// it samples the same tokens alone or in any slot of a batch.
 KEEL_HD float rng_uniform(uint64_t seed, uint32_t seq, uint32_t n) {
   uint64_t z = seed + 0x9E3779B97F4A7C15ull * ((uint64_t(seq) << 32 | n) + 1);
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;

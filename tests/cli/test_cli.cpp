@@ -133,6 +133,43 @@ TEST(Cli, GenerateJsonReproducesGoldenGreedy) {
   }
 }
 
+// Several prompts (--prompt repeated and --prompts-file with a JSON line) run
+// as one batch on the cpu backend: each continuation equals the one prompt's
+// alone, in order, one JSON line each.
+TEST(Cli, GenerateSeveralPromptsAsOneBatch) {
+  const std::string m = std::string(KEEL_SHARED_DIR) + "/models/stories260K";
+  const std::string file = ::testing::TempDir() + "/keel_prompts.txt";
+  {
+    std::ofstream f(file);
+    f << "Once upon a time\n\n{\"prompt\": \"The cat\"}\nLily\n";
+  }
+  for (const std::string& how : {std::string(" --prompt \"Once upon a time\" --prompt \"The cat\" --prompt Lily"),
+                                 std::string(" --prompts-file ") + file}) {
+    CmdResult r = run("generate --model " + m + how + " --max-tokens 16 --backend cpu --json");
+    ASSERT_EQ(r.code, 0) << how << ": " << r.err;
+    std::istringstream lines(r.out);
+    std::string line;
+    const char* texts[3] = {"Once upon a time", "The cat", "Lily"};
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_TRUE(std::getline(lines, line)) << how;
+      const auto j = nlohmann::json::parse(line);
+      EXPECT_EQ(j["index"], i);
+      EXPECT_EQ(j["batch"], 3);
+      CmdResult alone = run("generate --model " + m + " --prompt \"" + texts[i] + "\" --max-tokens 16 --backend cpu --json");
+      ASSERT_EQ(alone.code, 0) << alone.err;
+      EXPECT_EQ(j["output_ids"], nlohmann::json::parse(alone.out)["output_ids"]) << how << " prompt " << i;
+    }
+  }
+  // A JSON line without a prompt is a clear error naming the line.
+  {
+    std::ofstream f(file);
+    f << "fine\n{\"text\": 1}\n";
+  }
+  CmdResult bad = run("generate --model " + m + " --prompts-file " + file + " --backend cpu");
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.err.find("line 2"), std::string::npos) << bad.err;
+}
+
 // Teacher-forced logits from `keel score` match transformers' fp32 logits to
 // 1e-4 relative error (the reference pass is fp32 too: what remains is
 // summation order, ~1e-6).

@@ -61,6 +61,7 @@ std::unique_ptr<engine::Backend> make_backend(const model::Model& m, const Backe
   cfg.workers = o.workers;
   cfg.shuffle_seed = o.shuffle_seed;
   cfg.target = o.target;
+  cfg.batch = o.batch;
   return engine::make_backend(o.backend, m, cfg);
 }
 
