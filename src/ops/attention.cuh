@@ -9,6 +9,7 @@
 #include "ops/attention.h"
 
 namespace keel::exec::cuda::prog {
+inline namespace KEEL_DEVICE_NS {
 
 /// The Attention opcode for head_dim = 32 * KP and at most kMaxGroup q heads
 /// per kv head. Warp j < g runs head j's q epilogue (norm by a warp reduction,
@@ -287,4 +288,5 @@ struct DeviceOp<ops::Attention> {
   }
 };
 
+}  // namespace KEEL_DEVICE_NS
 }  // namespace keel::exec::cuda::prog

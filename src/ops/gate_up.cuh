@@ -8,6 +8,7 @@
 #include "ops/gate_up.h"
 
 namespace keel::exec::cuda::prog {
+inline namespace KEEL_DEVICE_NS {
 
 using GateUpSlots = ops::GateUpOperands;  // GateUp's operand slots
 
@@ -27,13 +28,13 @@ __device__ void gate_up(const DevProgram& P, const TaskDesc& t, float* smem, flo
   J.dt0 = buf_dtype(P, t.buf[GateUpSlots::kGateW]);
   J.dt1 = buf_dtype(P, t.buf[GateUpSlots::kUpW]);
   J.cols = J.K = H;
-  if (T.nk > 0) {  // several sequences: a matmul tile of the normed rows
+  if (kMm && T.cap > 0 && program::stage_cols(t) > 0) {  // several sequences (batch kernel): a matmul tile of the normed rows
     const MmJob M{bp<const uint16_t>(P, t.buf[GateUpSlots::kX]) + t.b0 * H, H,
                   bp<uint16_t>(P, t.buf[GateUpSlots::kOut]) + t.b0 * I, I, t.b1 - t.b0};
     return mm_rows(P, T, R, J, M, smem);
   }
   for (int b = t.b0; b < t.b1; ++b) {
-    if (t.buf[GateUpSlots::kNormW] < 0) copy_act(bp<const uint16_t>(P, t.buf[GateUpSlots::kX]) + b * H, H, act);
+    if (kMm && t.buf[GateUpSlots::kNormW] < 0) copy_act(bp<const uint16_t>(P, t.buf[GateUpSlots::kX]) + b * H, H, act);
     else rms_norm_act(P, bp<const float>(P, t.buf[GateUpSlots::kX]) + b * H, t.buf[GateUpSlots::kNormW], H, act, scratch, norm_smem(P, t, smem));
     J.out = bp<uint16_t>(P, t.buf[GateUpSlots::kOut]) + b * I;
     matvec_rows(P, T, act, R, J);
@@ -51,4 +52,5 @@ struct DeviceOp<ops::GateUp> {
   }
 };
 
+}  // namespace KEEL_DEVICE_NS
 }  // namespace keel::exec::cuda::prog

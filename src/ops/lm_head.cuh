@@ -7,6 +7,7 @@
 #include "ops/lm_head.h"
 
 namespace keel::exec::cuda::prog {
+inline namespace KEEL_DEVICE_NS {
 
 using LmHeadSlots = ops::LmHeadOperands;  // LmHead's operand slots
 
@@ -23,7 +24,7 @@ __device__ void lm_head(const DevProgram& P, const TaskDesc& t, float* smem, flo
   J.w0 = P.ptr[t.buf[LmHeadSlots::kWeight]];
   J.dt0 = buf_dtype(P, t.buf[LmHeadSlots::kWeight]);
   J.cols = J.K = H;
-  if (W.nk > 0) {  // several sequences: a matmul tile of the normed rows, then each one's partial
+  if (kMm && W.cap > 0 && program::stage_cols(t) > 0) {  // several sequences (batch kernel): a matmul tile of the normed rows, then each one's partial
     const MmJob M{bp<const uint16_t>(P, t.buf[LmHeadSlots::kX]) + t.b0 * H, H,
                   bp<float>(P, t.buf[LmHeadSlots::kLogits]) + t.b0 * V, V, t.b1 - t.b0};
     mm_rows(P, W, R, J, M, smem);
@@ -31,7 +32,7 @@ __device__ void lm_head(const DevProgram& P, const TaskDesc& t, float* smem, flo
                      2 * T);
   }
   for (int b = t.b0; b < t.b1; ++b) {
-    if (t.buf[LmHeadSlots::kNormW] < 0) copy_act(bp<const uint16_t>(P, t.buf[LmHeadSlots::kX]) + b * H, H, act);
+    if (kMm && t.buf[LmHeadSlots::kNormW] < 0) copy_act(bp<const uint16_t>(P, t.buf[LmHeadSlots::kX]) + b * H, H, act);
     else rms_norm_act(P, bp<const float>(P, t.buf[LmHeadSlots::kX]) + b * H, t.buf[LmHeadSlots::kNormW], H, act, scratch, norm_smem(P, t, smem));
     J.out = bp<float>(P, t.buf[LmHeadSlots::kLogits]) + b * V;
     J.best = -INFINITY;
@@ -61,4 +62,5 @@ struct DeviceOp<ops::LmHead> {
   }
 };
 
+}  // namespace KEEL_DEVICE_NS
 }  // namespace keel::exec::cuda::prog

@@ -7,6 +7,7 @@
 #include "ops/matvec_residual.h"
 
 namespace keel::exec::cuda::prog {
+inline namespace KEEL_DEVICE_NS {
 
 using MatvecResidualSlots = ops::MatvecResidualOperands;  // MatvecResidual's operand slots
 
@@ -25,7 +26,7 @@ __device__ void matvec_residual(const DevProgram& P, const TaskDesc& t, float* s
   J.cols = P.cols[t.buf[MatvecResidualSlots::kWeight]];
   J.k0 = t.k0;
   J.K = t.k1 - t.k0;
-  if (T.nk > 0) {  // several sequences: a matmul tile
+  if (kMm && T.cap > 0 && program::stage_cols(t) > 0) {  // several sequences: a matmul tile (batch kernel)
     const MmJob M{bp<const uint16_t>(P, t.buf[MatvecResidualSlots::kA]) + t.b0 * acols + t.k0, acols,
                   bp<float>(P, t.buf[MatvecResidualSlots::kX]) + t.b0 * xcols, xcols, t.b1 - t.b0};
     return mm_rows(P, T, R, J, M, smem);
@@ -48,4 +49,5 @@ struct DeviceOp<ops::MatvecResidual> {
   }
 };
 
+}  // namespace KEEL_DEVICE_NS
 }  // namespace keel::exec::cuda::prog

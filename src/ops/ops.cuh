@@ -19,6 +19,7 @@
 #include "ops/step.cuh"
 
 namespace keel::exec::cuda::prog {
+inline namespace KEEL_DEVICE_NS {
 
 namespace detail {
 
@@ -81,4 +82,5 @@ __device__ __forceinline__ void run_task(const DevProgram& P, const TaskDesc& t,
 
 #undef KEEL_OP_CASE
 
+}  // namespace KEEL_DEVICE_NS
 }  // namespace keel::exec::cuda::prog

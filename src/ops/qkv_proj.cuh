@@ -8,6 +8,7 @@
 #include "ops/qkv_proj.h"
 
 namespace keel::exec::cuda::prog {
+inline namespace KEEL_DEVICE_NS {
 
 using QkvSlots = ops::QkvProjOperands;  // QkvProj's operand slots
 
@@ -28,13 +29,13 @@ __device__ void qkv_proj(const DevProgram& P, const TaskDesc& t, float* smem, fl
   J.w0 = P.ptr[t.buf[QkvSlots::kWeight]];
   J.dt0 = buf_dtype(P, t.buf[QkvSlots::kWeight]);
   J.cols = J.K = H;
-  if (T.nk > 0) {  // several sequences: a matmul tile of the normed rows
+  if (kMm && T.cap > 0 && program::stage_cols(t) > 0) {  // several sequences (batch kernel): a matmul tile of the normed rows
     const MmJob M{bp<const uint16_t>(P, t.buf[QkvSlots::kX]) + t.b0 * H, H,
                   bp<uint16_t>(P, t.buf[QkvSlots::kOut]) + t.b0 * width, width, t.b1 - t.b0};
     return mm_rows(P, T, R, J, M, smem);
   }
   for (int b = t.b0; b < t.b1; ++b) {
-    if (t.buf[QkvSlots::kNormW] < 0) copy_act(bp<const uint16_t>(P, t.buf[QkvSlots::kX]) + b * H, H, act);
+    if (kMm && t.buf[QkvSlots::kNormW] < 0) copy_act(bp<const uint16_t>(P, t.buf[QkvSlots::kX]) + b * H, H, act);
     else rms_norm_act(P, bp<const float>(P, t.buf[QkvSlots::kX]) + b * H, t.buf[QkvSlots::kNormW], H, act, scratch, norm_smem(P, t, smem));
     J.out = bp<uint16_t>(P, t.buf[QkvSlots::kOut]) + b * width;
     matvec_rows(P, T, act, R, J);
@@ -52,4 +53,5 @@ struct DeviceOp<ops::QkvProj> {
   }
 };
 
+}  // namespace KEEL_DEVICE_NS
 }  // namespace keel::exec::cuda::prog

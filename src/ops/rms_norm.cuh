@@ -7,6 +7,7 @@
 #include "ops/rms_norm.h"
 
 namespace keel::exec::cuda::prog {
+inline namespace KEEL_DEVICE_NS {
 
 using RmsNormSlots = ops::RmsNormOperands;  // RmsNorm's operand slots
 
@@ -30,10 +31,13 @@ template <>
 struct DeviceOp<ops::RmsNorm> {
   static __device__ __forceinline__ bool own_pre_wait(const DevProgram&) { return false; }
   static __device__ __forceinline__ void pre_wait(const DevProgram&, const TaskDesc&, float*, const RingView&) {}
-  static __device__ __forceinline__ void run(const DevProgram& P, const TaskDesc& t, int32_t, float* smem,
+  static __device__ __forceinline__ void run(const DevProgram& P, const TaskDesc& t, int32_t task, float* smem,
                                              float* scratch, RingView&) {
-    rms_norm_rows(P, t, smem, scratch);
+    // Only batch Programs have rms_norm tasks, and they run on the batch kernel.
+    if constexpr (kMm) rms_norm_rows(P, t, smem, scratch);
+    else if (threadIdx.x == 0) dev_fail(P, kErrBadOpcode, task, t.opcode);
   }
 };
 
+}  // namespace KEEL_DEVICE_NS
 }  // namespace keel::exec::cuda::prog

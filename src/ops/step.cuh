@@ -11,6 +11,7 @@
 #include "program/sampling.h"
 
 namespace keel::exec::cuda::prog {
+inline namespace KEEL_DEVICE_NS {
 
 using StepSlots = ops::StepOperands;  // Step's operand slots
 
@@ -123,4 +124,5 @@ struct DeviceOp<ops::Step> {
   }
 };
 
+}  // namespace KEEL_DEVICE_NS
 }  // namespace keel::exec::cuda::prog

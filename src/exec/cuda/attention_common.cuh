@@ -7,6 +7,7 @@
 #include "exec/cuda/program_tasks.cuh"
 
 namespace keel::exec::cuda::prog {
+inline namespace KEEL_DEVICE_NS {
 
 using AttnSlots = ops::AttentionOperands;  // Attention's operand slots
 
@@ -245,4 +246,5 @@ __device__ __forceinline__ void arrive_and_merge(const DevProgram& P, const Task
   if (*flag != 0.0f) merge_chunks(P, t, smem);
 }
 
+}  // namespace KEEL_DEVICE_NS
 }  // namespace keel::exec::cuda::prog

@@ -17,6 +17,7 @@
 #include "exec/cuda/program_tasks.cuh"
 
 namespace keel::exec::cuda::prog {
+inline namespace KEEL_DEVICE_NS {
 
 /// The norm weight's operand slot, the same in every norm-matvec unit.
 inline constexpr int kNormWSlot = ops::QkvProjOperands::kNormW;
@@ -355,4 +356,5 @@ __device__ void matvec_rows(const DevProgram& P, const Tile& T, const uint16_t* 
   csync();
 }
 
+}  // namespace KEEL_DEVICE_NS
 }  // namespace keel::exec::cuda::prog

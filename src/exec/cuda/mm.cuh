@@ -4,7 +4,7 @@
 // and tensor cores (mma.sync m16n8k16, bf16 in, fp32 accumulate) multiply it
 // with every sequence's input.
 //
-// Per stage the ring holds kMmRows (64) rows x kc columns of each matrix
+// Per stage the ring holds kMmRows (64) rows x kc = stage_cols() columns of each matrix
 // (program_kernel.cu loader_chunks); the compute warps copy the same kc columns
 // of the sequences' bf16 inputs (normed rows of an RmsNorm task, or the
 // attention output / MLP hidden) into one of two work-area buffers with
@@ -23,6 +23,7 @@
 #include "program/smem_plan.h"
 
 namespace keel::exec::cuda::prog {
+inline namespace KEEL_DEVICE_NS {
 
 /// A matmul task's inputs and outputs (the rest is its MatvecJob: kind, rows, biases).
 struct MmJob {
@@ -92,13 +93,14 @@ inline constexpr int kMmRowGroups = int(program::kMmRows) / 16;  // 4
 inline constexpr int kMmMaxTilesPerWarp = program::kMmMaxTokens / 8 / 2;  // token groups per warp: 4
 static_assert(kWarps == 2 * kMmRowGroups, "the mapping gives each row group two warps");
 
-/// The matmul of rows [J.row0, J.row1) of tile T (T.nk > 0) with the nb input
-/// rows of M, through the ring. `work` is the work area (two input buffers, then
+/// The matmul of rows [J.row0, J.row1) of tile T (a matmul tile: T.seg is one
+/// column chunk, J.K / chunk of them per row block) with the nb input rows of
+/// M, through the ring. `work` is the work area (two input buffers, then
 /// the split-warp partials: program::mm_work_bytes). Ends with a barrier.
 __device__ __noinline__ void mm_rows(const DevProgram& P, const Tile& T, RingView& R, const MatvecJob& J,
                                      const MmJob& M, float* work) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int kc = int(T.seg / 2), nk = int(T.nk), cap = T.cap;
+  const int kc = int(T.seg / 2), nk = int(J.K / kc), cap = T.cap;
   const int rows = int(T.rows), nrb = (rows + cap - 1) / cap, nst = nrb * nk;
   const int ntg = (M.nb + 7) / 8;               // token groups of 8
   const int split = ntg == 1 ? 2 : 1;           // warps per (row group, token group)
@@ -229,4 +231,5 @@ __device__ __noinline__ void mm_argmax(const DevProgram& P, const MatvecJob& J, 
   csync();
 }
 
+}  // namespace KEEL_DEVICE_NS
 }  // namespace keel::exec::cuda::prog

@@ -157,7 +157,8 @@ DeviceFacts device_facts(int device) {
   f.sms = v;
   KEEL_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   f.smem_per_block = uint32_t(v);
-  f.static_smem = uint32_t(prog::static_smem_bytes());
+  // The larger of the two kernel variants': a Program's reserve must hold the one it runs on.
+  f.static_smem = uint32_t(std::max(prog::static_smem_bytes(false), prog::static_smem_bytes(true)));
   return f;
 }
 
@@ -205,7 +206,7 @@ void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions&
   I.smem = tg.dynamic_smem;
   DeviceFacts facts = device_facts(I.device);
   check_program_fits(p, facts, opt.keep_worker_count);  // before the attribute: smem must fit the opt-in limit
-  facts.max_ctas = prog::max_coresident_ctas(I.device, I.smem);
+  facts.max_ctas = prog::max_coresident_ctas(I.device, I.smem, prog::batch_variant(h));
   check_program_fits(p, facts, opt.keep_worker_count);
   // ---- memory: weights (unique tensors) + KV + workspace must fit ----
   struct WeightSrc {
@@ -382,6 +383,14 @@ void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions&
         device_alloc(sizeof(prog::TileDesc) * std::max<size_t>(p.worker_tasks.size(), 1), I.owned));
     prog::build_tile_table(P, tiles, I.stream);
     P.tiles = tiles;
+    // The column chunks of every matmul tile (batch kernel's loader).
+    std::vector<uint8_t> chunks(std::max<size_t>(p.worker_tasks.size(), 1), 0);
+    for (size_t e = 0; e < p.worker_tasks.size(); ++e) {
+      const program::TaskDesc& t = p.tasks[p.worker_tasks[e]];
+      const uint32_t kc = program::stage_cols(t);
+      if (kc > 0) chunks[e] = uint8_t((t.k1 - t.k0) / int32_t(kc));  // plan_stage: at most 255
+    }
+    P.tile_chunks = device_copy(chunks, I.owned);
   }
   P.counters = static_cast<uint32_t*>(device_alloc(std::max<uint32_t>(h.n_counters, 1) * 4ull, I.owned));
   P.status = static_cast<prog::DevStatus*>(device_alloc(sizeof(prog::DevStatus), I.owned));

@@ -41,6 +41,9 @@
 #include <algorithm>
 
 #include "exec/cuda/cuda_check.h"
+#ifndef KEEL_KERNEL_VARIANT
+#define KEEL_KERNEL_VARIANT decode_kernel  // program_kernel_batch.cu compiles the batch variant
+#endif
 #include "exec/cuda/program_kernel.h"
 #include "ops/ops.cuh"
 #include "program/smem_plan.h"
@@ -234,18 +237,18 @@ __device__ __forceinline__ bool hold_done(const DevProgram& P, SmemStatic& S, in
   }
 }
 
-/// The loader's copies of a matmul tile (T.nk > 0): for each block of T.cap
-/// rows, T.nk stages, stage c holding column chunk c (T.seg bytes per row) of
+/// The loader's copies of a matmul tile (nk > 0 column chunks): for each block
+/// of T.cap rows, nk stages, stage c holding column chunk c (T.seg bytes per row) of
 /// each matrix's rows, matrix m at m * cap * pitch, row j at j * pitch (pitch =
 /// seg + kMmPad: consecutive rows start in different banks for ldmatrix).
 /// Same waits as the row-segment path. False: quit.
-__device__ __noinline__ bool loader_chunks(const DevProgram& P, SmemStatic& S, char* ring, const Tile& T, int lane,
-                                           uint32_t& seq, uint32_t& pending) {
+__device__ __noinline__ bool loader_chunks(const DevProgram& P, SmemStatic& S, char* ring, const Tile& T, int nk,
+                                           int lane, uint32_t& seq, uint32_t& pending) {
   const uint32_t NS = uint32_t(P.n_stages), SB = P.stage_bytes, K = P.max_inflight;
   const uint32_t pitch = T.seg + program::kMmPad;
-  for (int r0 = 0; r0 < int(T.rows); r0 += T.cap) {
-    const int n = min(int(T.cap), int(T.rows) - r0);
-    for (int c = 0; c < int(T.nk); ++c) {
+  for (int r0 = 0; r0 < T.rows; r0 += T.cap) {
+    const int n = min(int(T.cap), T.rows - r0);
+    for (int c = 0; c < nk; ++c) {
       const uint32_t slot = seq % NS;
       if (K && seq >= K && !loader_wait(S, &S.full[(seq - K) % NS], ((seq - K) / NS) & 1, lane)) return false;
       if (seq >= NS && !loader_wait(S, &S.empty[slot], ((seq / NS) - 1) & 1, lane)) return false;
@@ -283,9 +286,14 @@ __device__ __forceinline__ void loader(const DevProgram& P, SmemStatic& S, char*
       const Tile T = tile_from_lanes(next);
       if (i + 1 < i1) next = tile_word(P, begin + i + 1, lane);
       if (T.cap == 0) continue;
-      if (T.nk > 0) {  // a matmul tile: per block of cap rows, nk column chunks
-        if (!loader_chunks(P, S, ring, T, lane, seq, pending)) return;
-      } else
+      if constexpr (kMm) {
+        const int nk = __ldg(P.tile_chunks + begin + i);
+        if (nk > 0) {  // a matmul tile: per block of cap rows, nk column chunks
+          if (!loader_chunks(P, S, ring, T, nk, lane, seq, pending)) return;
+          if (P.loader_hold && persistent && !hold_done(P, S, lane, next, i + 1 < i1, entry, pending)) return;
+          continue;
+        }
+      }
       for (int r0 = 0; r0 < T.rows; r0 += T.cap) {
         const int n = min(T.cap, T.rows - r0);
         const uint32_t slot = seq % NS;
@@ -559,6 +567,8 @@ __global__ void tile_table_kernel(const __grid_constant__ DevProgram P, TileDesc
 
 }  // namespace
 
+namespace KEEL_KERNEL_VARIANT {
+
 void build_tile_table(const DevProgram& P, TileDesc* tiles, cudaStream_t stream) {
   tile_table_kernel<<<64, 256, 0, stream>>>(P, tiles);
   KEEL_CUDA_CHECK_LAUNCH("tile_table_kernel");
@@ -598,5 +608,7 @@ void launch_single_task(const DevProgram& P, uint32_t task, size_t smem, cudaStr
   single_task_kernel<<<1, kThreads, smem, stream>>>(P, task);
   KEEL_CUDA_CHECK_LAUNCH("single_task_kernel");
 }
+
+}  // namespace KEEL_KERNEL_VARIANT
 
 }  // namespace keel::exec::cuda::prog

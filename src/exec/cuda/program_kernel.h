@@ -52,18 +52,19 @@ struct DevStatus {
 /// weight_tile()): rows [row0, row1) of one matrix (two for GateUp: gate then up
 /// in each stage), each row a segment of `seg` bytes `stride` bytes after the
 /// previous; cap rows per ring stage (the Program's program::stage_rows()), 0
-/// when the task does not use the ring. A matmul tile (nk > 0, the Program's
-/// program::stage_cols()) streams each block of cap rows as nk column chunks
-/// of `seg` bytes per row: stage = matrix m's rows at m * cap * pitch, row j at
-/// j * pitch, pitch = seg + program::kMmPad. One per worker-list entry,
+/// when the task does not use the ring. A matmul tile (the Program's
+/// program::stage_cols() > 0; batch kernel) has `seg` = one column chunk of a
+/// row and streams each block of cap rows as DevProgram::tile_chunks[entry]
+/// chunks: stage = matrix m's rows at m * cap * pitch, row j at j * pitch,
+/// pitch = seg + program::kMmPad. (The chunk count is kept out of this record:
+/// a bit field here cost the decode kernel registers.) One per worker-list entry,
 /// computed on the device at setup, so neither the loader nor the compute warps
 /// chase descriptor and buffer-table pointers between tasks.
 struct alignas(16) TileDesc {
   const uint8_t* base[2];  // row row0's first streamed byte in each matrix
   uint32_t stride;
   uint32_t seg;
-  uint32_t rows : 24;
-  uint32_t nk : 8;         // column chunks per row block (matmul tiles), 0: whole segments
+  int32_t rows;
   int16_t cap;
   uint8_t nmat;
   uint8_t dt;              // DType of the weights
@@ -107,6 +108,9 @@ struct DevProgram {
   // that operator's tasks, contiguous in the list (per-op launches).
   const uint2* op_range = nullptr;   // [n_workers][n_ops]
   const TileDesc* tiles = nullptr;   // [n_worker_entries] (null until built)
+  // [n_worker_entries] batch kernel: column chunks per row block of a matmul
+  // tile ((k1 - k0) / stage_cols), 0 for whole row segments.
+  const uint8_t* tile_chunks = nullptr;
   // Optional timing (bench, --trace).
   uint64_t* step_ns = nullptr;       // [max steps]: CTA 0's globaltimer when step s passes its gate
   int32_t step_ns_cap = 0;
@@ -119,24 +123,63 @@ struct DevProgram {
 
 
 
-/// Static shared memory of the persistent kernel (checked against the
+// The persistent kernel is compiled twice from one source (program_kernel.cu):
+// the decode variant (tasks of one sequence: matvecs) and the batch variant
+// (program_kernel_batch.cu: also the tensor-core matmul tiles and the rms_norm
+// opcode of Programs with several sequences). A Program of batch 1 runs on the
+// decode variant, whose code stays exactly what batch-1 decode was tuned on;
+// any other on the batch variant. The functions below pick by the Program's
+// header (or the `batch` flag); each variant's own are in its namespace.
+#define KEEL_KERNEL_VARIANT_API                                                  \
+  size_t static_smem_bytes();                                                  \
+  int max_coresident_ctas(int device, size_t smem);                            \
+  void launch_program(const DevProgram& P, size_t smem, cudaStream_t stream);  \
+  void build_tile_table(const DevProgram& P, TileDesc* tiles, cudaStream_t stream); \
+  void launch_op(const DevProgram& P, int op, size_t smem, cudaStream_t stream); \
+  void launch_single_task(const DevProgram& P, uint32_t task, size_t smem, cudaStream_t stream);
+namespace decode_kernel {
+KEEL_KERNEL_VARIANT_API
+}
+namespace batch_kernel {
+KEEL_KERNEL_VARIANT_API
+}
+#undef KEEL_KERNEL_VARIANT_API
+
+/// Whether a Program runs on the batch variant of the kernel (several sequences).
+inline bool batch_variant(const program::ProgramHeader& h) { return h.batch > 1; }
+
+/// Static shared memory of the persistent kernel variant (checked against the
 /// Program's TargetDesc::static_smem; the work area's need is
 /// program::kernel_work_bytes).
-size_t static_smem_bytes();
+inline size_t static_smem_bytes(bool batch) {
+  return batch ? batch_kernel::static_smem_bytes() : decode_kernel::static_smem_bytes();
+}
 
-/// Sets the kernel's shared-memory attribute and returns how many CTAs of it
+/// Sets the variant's shared-memory attribute and returns how many CTAs of it
 /// can be co-resident on `device` (blocks per SM x SMs).
-int max_coresident_ctas(int device, size_t smem);
+inline int max_coresident_ctas(int device, size_t smem, bool batch) {
+  return batch ? batch_kernel::max_coresident_ctas(device, smem) : decode_kernel::max_coresident_ctas(device, smem);
+}
 
 /// The persistent launch: grid = h.n_workers CTAs, cooperative (so the driver
 /// refuses a grid that cannot be co-resident instead of hanging).
-void launch_program(const DevProgram& P, size_t smem, cudaStream_t stream);
+inline void launch_program(const DevProgram& P, size_t smem, cudaStream_t stream) {
+  batch_variant(P.h) ? batch_kernel::launch_program(P, smem, stream) : decode_kernel::launch_program(P, smem, stream);
+}
 /// Fills tiles[e] for every worker-list entry e (P.n_stages / stage_bytes set).
-void build_tile_table(const DevProgram& P, TileDesc* tiles, cudaStream_t stream);
+inline void build_tile_table(const DevProgram& P, TileDesc* tiles, cudaStream_t stream) {
+  batch_variant(P.h) ? batch_kernel::build_tile_table(P, tiles, stream)
+                     : decode_kernel::build_tile_table(P, tiles, stream);
+}
 /// One operator of one step on every CTA (per-op ablation; capturable in a CUDA graph).
-void launch_op(const DevProgram& P, int op, size_t smem, cudaStream_t stream);
+inline void launch_op(const DevProgram& P, int op, size_t smem, cudaStream_t stream) {
+  batch_variant(P.h) ? batch_kernel::launch_op(P, op, smem, stream) : decode_kernel::launch_op(P, op, smem, stream);
+}
 
 /// Test hook: task `task` once on one CTA, no waits, no signals.
-void launch_single_task(const DevProgram& P, uint32_t task, size_t smem, cudaStream_t stream);
+inline void launch_single_task(const DevProgram& P, uint32_t task, size_t smem, cudaStream_t stream) {
+  batch_variant(P.h) ? batch_kernel::launch_single_task(P, task, smem, stream)
+                     : decode_kernel::launch_single_task(P, task, smem, stream);
+}
 
 }  // namespace keel::exec::cuda::prog

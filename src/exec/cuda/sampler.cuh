@@ -10,6 +10,7 @@
 #include "program/sampling.h"
 
 namespace keel::exec::cuda::prog {
+inline namespace KEEL_DEVICE_NS {
 
 /// Order-preserving key of a float (larger float -> larger key; -0 and +0 alike,
 /// as the CPU's float compares see them).
@@ -170,4 +171,5 @@ __device__ __noinline__ int32_t sample_token(float* logits, int64_t V, const int
   return r;
 }
 
+}  // namespace KEEL_DEVICE_NS
 }  // namespace keel::exec::cuda::prog
