@@ -47,7 +47,7 @@ Build begin_build(const graph::Graph& g, const CompileOptions& opt_in) {
   if (o.workers == 0) o.workers = o.target.sms;
   if (o.o_split_k == 0) o.o_split_k = o.target.o_split_k;
   if (o.down_split_k == 0) o.down_split_k = o.target.down_split_k;
-  if (o.max_context <= 0) o.max_context = int(c.max_position > 0 ? std::min<int64_t>(c.max_position, 4096) : 4096);
+  if (o.max_context <= 0) o.max_context = int(c.max_position > 0 ? std::min<int64_t>(c.max_position, INT32_MAX) : 4096);
   KEEL_CHECK(o.workers >= 1 && o.workers <= 65536, "compile: --workers must be in [1, 65536], got ", o.workers);
   KEEL_CHECK(o.batch >= 1 && o.batch <= 4096, "compile: --batch must be in [1, 4096], got ", o.batch);
   KEEL_CHECK(o.batch == g.batch, "compile: the graph was built for batch ", g.batch, ", options say ", o.batch);
