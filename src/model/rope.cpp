@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numbers>
+#include <sstream>
 
 namespace keel::model {
 
@@ -77,6 +78,48 @@ std::vector<float> rope_inv_freq(const ModelConfig& c) {
     out[size_t(i)] = float(f);
   }
   return out;
+}
+
+std::string rope_summary(const ModelConfig& c) {
+  const RopeConfig& r = c.rope;
+  static constexpr const char* kNames[] = {"default", "linear", "llama3", "yarn", "dynamic"};
+  std::ostringstream o;
+  o << kNames[int(r.type)] << ", theta " << r.theta;
+  if (r.type != RopeType::Default) o << ", factor " << r.factor;
+  if (r.type == RopeType::Llama3)
+    o << ", low/high freq factor " << r.low_freq_factor << "/" << r.high_freq_factor << ", original context "
+      << r.original_max_position;
+  if (r.type == RopeType::Yarn)
+    o << ", original context " << r.original_max_position << ", beta fast/slow " << r.beta_fast << "/" << r.beta_slow
+      << ", attention factor " << r.attention_factor;
+  return o.str();
+}
+
+std::string attention_summary(const ModelConfig& c) {
+  if (c.sliding_window <= 0) return "full attention in every layer";
+  std::ostringstream o;
+  int64_t n = 0;
+  for (int64_t l = 0; l < c.n_layers; ++l) n += c.window(l) > 0;
+  if (n == c.n_layers) {
+    o << "sliding window " << c.sliding_window << " in every layer";
+    return o.str();
+  }
+  o << "sliding window " << c.sliding_window << " in layers ";
+  bool first = true;
+  for (int64_t l = 0; l < c.n_layers;) {
+    if (!c.window(l)) {
+      ++l;
+      continue;
+    }
+    int64_t e = l;
+    while (e + 1 < c.n_layers && c.window(e + 1)) ++e;
+    o << (first ? "" : ", ") << l;
+    if (e > l) o << "-" << e;
+    first = false;
+    l = e + 1;
+  }
+  o << " (others full)";
+  return o.str();
 }
 
 }  // namespace keel::model

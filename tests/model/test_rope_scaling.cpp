@@ -139,5 +139,23 @@ TEST(RopeScaling, Errors) {
             RopeType::Linear);
 }
 
+TEST(RopeScaling, Summaries) {
+  const json rope = {{"rope_type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 32768}};
+  const ModelConfig c = parse(config(128, 1e6, rope));
+  EXPECT_EQ(rope_summary(c),
+            "yarn, theta 1e+06, factor 4, original context 32768, beta fast/slow 32/1, attention factor 1.13863");
+  EXPECT_EQ(attention_summary(c), "full attention in every layer");
+  json j = config(128, 1e6, rope);
+  j["num_hidden_layers"] = 6;
+  j["use_sliding_window"] = true;
+  j["sliding_window"] = 64;
+  j["layer_types"] = {"full_attention", "sliding_attention", "sliding_attention", "full_attention",
+                      "sliding_attention", "full_attention"};
+  EXPECT_EQ(attention_summary(parse(j)), "sliding window 64 in layers 1-2, 4 (others full)");
+  j.erase("layer_types");
+  j["max_window_layers"] = 0;
+  EXPECT_EQ(attention_summary(parse(j)), "sliding window 64 in every layer");
+}
+
 }  // namespace
 }  // namespace keel::model

@@ -16,6 +16,7 @@
 
 #include "common/variant_model.h"
 #include "compiler/compiler.h"
+#include "engine/backends.h"
 #include "exec/cpu/executor.h"
 #include "exec/cuda/device_info.h"
 #include "exec/cuda/plan_check.h"
@@ -127,6 +128,23 @@ TEST_P(LongContextGpu, MatchesCpuAndReference) {
 
 INSTANTIATE_TEST_SUITE_P(All, LongContextGpu, ::testing::ValuesIn(testing::long_context_cases()),
                          [](const auto& i) { return std::string(i.param.name); });
+
+// The cuda backend's default context: the model's max_position_embeddings when
+// its KV cache fits the free GPU memory (a tiny fixture), else bounded by it
+// (the same weights with a context of 2^30 tokens: 512 GiB of KV at 512 bytes a token).
+TEST(DefaultContextGpu, BoundedByFreeMemory) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  testing::VariantModel v = testing::load_variant(shared_dir() + "/fixtures/tiny-qwen3", [](nlohmann::json&) {});
+  engine::ContextChoice c = engine::default_context("cuda", v.model);
+  EXPECT_EQ(c.tokens, v.model.config.max_position);
+  EXPECT_NE(c.why.find("the model's max_position_embeddings"), std::string::npos) << c.why;
+  v.model.config.max_position = int64_t(1) << 30;
+  c = engine::default_context("cuda", v.model);
+  std::cout << "[ figures ] " << c.why << "\n";
+  EXPECT_LT(c.tokens, v.model.config.max_position);
+  EXPECT_GT(c.tokens, 1 << 20);  // 1 GiB free already holds 2^21 tokens of 512 bytes
+  EXPECT_NE(c.why.find("GPU memory free after the weights"), std::string::npos) << c.why;
+}
 
 }  // namespace
 }  // namespace keel::exec::cuda
