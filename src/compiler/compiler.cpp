@@ -9,6 +9,7 @@
 #include "compiler/fuse.h"
 #include "compiler/passes.h"
 #include "core/error.h"
+#include "model/rope.h"
 
 namespace keel::compiler {
 
@@ -46,19 +47,13 @@ Build begin_build(const graph::Graph& g, const CompileOptions& opt_in) {
   if (o.workers == 0) o.workers = o.target.sms;
   if (o.o_split_k == 0) o.o_split_k = o.target.o_split_k;
   if (o.down_split_k == 0) o.down_split_k = o.target.down_split_k;
-  if (o.max_context <= 0) o.max_context = int(c.max_position > 0 ? std::min<int64_t>(c.max_position, 4096) : 4096);
+  if (o.max_context <= 0) o.max_context = int(c.max_position > 0 ? std::min<int64_t>(c.max_position, INT32_MAX) : 4096);
   KEEL_CHECK(o.workers >= 1 && o.workers <= 65536, "compile: --workers must be in [1, 65536], got ", o.workers);
   KEEL_CHECK(o.batch >= 1 && o.batch <= 4096, "compile: --batch must be in [1, 4096], got ", o.batch);
   KEEL_CHECK(o.batch == g.batch, "compile: the graph was built for batch ", g.batch, ", options say ", o.batch);
   KEEL_CHECK(o.max_context >= 2, "compile: --context must be >= 2, got ", o.max_context);
   KEEL_CHECK(c.max_position <= 0 || o.max_context <= c.max_position, "compile: --context ",
              o.max_context, " exceeds the model's max_position_embeddings ", c.max_position);
-  // Attention tasks attend over every cached position; a sliding window only
-  // changes the result once the context outgrows it, so such contexts are
-  // refused rather than silently computed differently from the model.
-  KEEL_CHECK(c.sliding_window <= 0 || o.max_context <= c.sliding_window, "compile: the model uses sliding-window attention (window ",
-             c.sliding_window, " tokens), which compiled Programs do not implement yet; use a context of at most ",
-             c.sliding_window, " tokens (--context), got ", o.max_context);
   KEEL_CHECK(o.page_size >= 1, "compile: --page-size must be >= 1, got ", o.page_size);
   // Page and KV counts are int32 in the Program header: check them in int64 first.
   const int64_t pages = (int64_t(o.max_context) + o.page_size - 1) / o.page_size * o.batch;
@@ -95,7 +90,12 @@ Build begin_build(const graph::Graph& g, const CompileOptions& opt_in) {
   h.head_dim = int32_t(c.head_dim);
   h.vocab = int32_t(c.vocab);
   h.rms_eps = float(c.rms_eps);
-  h.attn_scale = float(1.0 / std::sqrt(double(c.head_dim)));
+  // transformers multiplies cos and sin by the RoPE attention factor (yarn), so
+  // q and k after RoPE by it and every score by its square: folded into the
+  // score scale, once, for every executor.
+  const double rope_factor = model::rope_attention_factor(c);
+  h.attn_scale = float(rope_factor * rope_factor / std::sqrt(double(c.head_dim)));
+  h.sliding_window = int32_t(std::min<int64_t>(c.sliding_window, INT32_MAX));
   h.qk_norm = c.qk_norm;
   h.qkv_bias = c.qkv_bias;
   h.o_bias = c.o_bias;

@@ -40,7 +40,7 @@ struct CompileOptions {
   Target target;
   int workers = 0;             // W: persistent workers; 0: the target's SM count (tests run fewer)
   int batch = 1;               // B: sequences decoded together
-  int max_context = 0;         // tokens per sequence (prompt + generated); 0: min(model max, 4096)
+  int max_context = 0;         // tokens per sequence (prompt + generated); 0: the model's max_position_embeddings
   int page_size = 64;          // KV cache page, in tokens
   int ring_len = 0;            // output ring entries per sequence; 0: max_context
   int row_align = 8;           // matvec tiles cover a multiple of this many rows

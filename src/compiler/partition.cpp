@@ -202,6 +202,7 @@ struct Partitioner {
             v.to(t);
             t.b0 = bb;
             t.b1 = bb + 1;
+            if (c.window(op.layer) > 0) t.flags |= program::kFlagSlidingWindow;
             emit(t, least_loaded(), (last ? b.opt.kv_append_us : kv_us) + b.opt.attn_task_us);
           }
     b.n_arrival_groups += uint32_t(B * nkv);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/backend.h"
+#include "engine/context.h"
 #include "model/model.h"
 
 namespace keel::engine {
@@ -37,6 +38,10 @@ const std::vector<BackendEntry>& backend_registry();
 std::vector<std::string> backend_names();
 /// "reference, cpu, cuda": the names for help text and errors.
 std::string backend_list();
+/// The context backend `name` runs `m` with when the user names none (see
+/// engine/context.h for the memory rule of each backend), with its reason.
+ContextChoice default_context(std::string_view name, const model::Model& m);
+
 /// Builds backend `name`; throws keel::Error naming the registered backends
 /// when `name` is not one of them.
 std::unique_ptr<Backend> make_backend(std::string_view name, const model::Model& m, const BackendConfig& cfg);

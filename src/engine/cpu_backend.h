@@ -15,7 +15,7 @@ namespace keel::engine {
 struct CpuBackendOptions {
   int workers = 8;            // logical workers in the compiled Program
   int threads = 0;            // host threads; 0: all
-  int64_t max_context = 0;    // 0: min(model max, 4096)
+  int64_t max_context = 0;    // 0: the model's max_position_embeddings
   bool shuffle = false;
   uint64_t shuffle_seed = 0;
   int batch = 1;              // sequences per launch (the compiled Program's batch)

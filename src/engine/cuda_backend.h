@@ -25,7 +25,7 @@
 namespace keel::engine {
 
 struct CudaBackendOptions {
-  int64_t max_context = 0;  // 0: min(model context, 4096)
+  int64_t max_context = 0;  // 0: the model's max_position_embeddings (frontends bound it: engine/context.h)
   int device = 0;
   double watchdog_s = 5.0;
   /// The target to compile for; unset: the device's (exec::cuda::device_target).

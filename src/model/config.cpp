@@ -6,6 +6,7 @@
 // and the field.
 #include "model/config.h"
 
+#include <cmath>
 #include <limits>
 #include <nlohmann/json.hpp>
 
@@ -43,6 +44,8 @@ class Fields {
     return &*it;
   }
   bool has(const char* key) const { return find(key) != nullptr; }
+  /// The field is written, possibly as null.
+  bool present(const char* key) const { return obj_.contains(key); }
 
   [[noreturn]] void bad(const char* key, const std::string& why) const {
     fail(source_, ": field '", prefix_, key, "' ", why);
@@ -158,15 +161,16 @@ constexpr ArchRow kArchRows[] = {
     {Arch::Qwen3, "qwen3", false, true, false, true},
 };
 
-RopeType parse_rope_type(const std::string& t, const std::string& source, const char* field) {
+RopeType parse_rope_type(const std::string& t, const std::string& source, const std::string& field) {
   if (t == "default") return RopeType::Default;
   if (t == "linear") return RopeType::Linear;
   if (t == "llama3") return RopeType::Llama3;
+  if (t == "yarn") return RopeType::Yarn;
+  if (t == "dynamic") return RopeType::Dynamic;
   fail(source, ": field '", field, "': unsupported RoPE type '", t,
-       "' (supported: default, linear, llama3)");
+       "' (supported: default, linear, dynamic, llama3, yarn)");
 }
 
-/// Reads RoPE settings from `rope_parameters` (v5) or `rope_theta` + `rope_scaling` (v4).
 // Partial RoPE (rotating only a fraction of each head) is not implemented:
 // refuse it rather than silently rotating the whole head.
 void reject_partial_rotary(const Fields& f) {
@@ -175,7 +179,42 @@ void reject_partial_rotary(const Fields& f) {
                                        "; keel supports only RoPE over the whole head (1.0)"));
 }
 
-RopeConfig parse_rope(const json& j, const Fields& top, const std::string& source) {
+/// The pre-scaling context of llama3 / yarn RoPE. transformers 5
+/// (standardize_rope_params) prefers a top-level original_max_position_embeddings,
+/// then the RoPE dict's, and for yarn falls back to max_position_embeddings.
+int64_t original_max(const Fields& top, const Fields& f, bool required, int64_t max_position, const char* type) {
+  if (top.has("original_max_position_embeddings")) return top.size("original_max_position_embeddings", kMaxPosition);
+  if (f.has("original_max_position_embeddings")) return f.size("original_max_position_embeddings", kMaxPosition);
+  if (required) f.bad("original_max_position_embeddings", cat("is missing (needed by ", type, " RoPE)"));
+  return max_position;
+}
+
+/// YaRN (transformers' _compute_yarn_parameters): factor is required; beta_fast
+/// / beta_slow default to 32 / 1 (also when 0, as Python's `or` does); the
+/// attention factor is `attention_factor` when given, else
+/// mscale(factor, mscale) / mscale(factor, mscale_all_dim) when both are
+/// non-zero, else mscale(factor) with mscale(s, m) = 0.1 m ln(s) + 1 (1 for s <= 1).
+void parse_yarn(const Fields& top, const Fields& f, int64_t max_position, RopeConfig& r) {
+  r.original_max_position = original_max(top, f, false, max_position, "yarn");
+  auto beta = [&](const char* k, double def) {
+    const double v = f.number(k, 0.0);
+    if (v < 0 || !std::isfinite(v)) f.bad(k, cat("must be a positive number, got ", v));
+    return v == 0.0 ? def : v;
+  };
+  r.beta_fast = beta("beta_fast", 32.0);
+  r.beta_slow = beta("beta_slow", 1.0);
+  r.truncate = f.boolean("truncate", true);
+  auto mscale = [](double scale, double m) { return scale <= 1 ? 1.0 : 0.1 * m * std::log(scale) + 1.0; };
+  const double m = f.number("mscale", 0.0), m_all = f.number("mscale_all_dim", 0.0);
+  if (f.has("attention_factor")) r.attention_factor = f.positive("attention_factor", 1.0);
+  else if (m != 0.0 && m_all != 0.0) r.attention_factor = mscale(r.factor, m) / mscale(r.factor, m_all);
+  else r.attention_factor = mscale(r.factor, 1.0);
+  if (!(r.attention_factor > 0) || !std::isfinite(r.attention_factor))
+    f.bad("mscale", cat("gives a non-positive attention factor (", r.attention_factor, ")"));
+}
+
+/// Reads RoPE settings from `rope_parameters` (v5) or `rope_theta` + `rope_scaling` (v4).
+RopeConfig parse_rope(const json& j, const Fields& top, const std::string& source, int64_t max_position) {
   RopeConfig r;
   reject_partial_rotary(top);
   r.theta = top.positive("rope_theta", 10000.0);
@@ -188,25 +227,80 @@ RopeConfig parse_rope(const json& j, const Fields& top, const std::string& sourc
   Fields f(p, source, std::string(key) + ".");
   reject_partial_rotary(f);
   r.theta = f.positive("rope_theta", r.theta);
-  std::string type_field = f.has("rope_type") ? "rope_type" : "type";
-  std::string type = f.str(type_field.c_str(), "default");
-  std::string full = std::string(key) + "." + type_field;
-  r.type = parse_rope_type(type, source, full.c_str());
-  if (r.type == RopeType::Linear || r.type == RopeType::Llama3) {
+  // transformers reads `rope_type`, or the older `type`; v4 configs copy `type`
+  // over `rope_type` and v5 keeps `rope_type`, so two different names are refused.
+  const std::string rope_type = f.str("rope_type", ""), old_type = f.str("type", "");
+  if (!rope_type.empty() && !old_type.empty() && rope_type != old_type)
+    f.bad("type", cat("('", old_type, "') contradicts ", key, ".rope_type ('", rope_type, "')"));
+  const bool has_new = !rope_type.empty();
+  const std::string type = has_new ? rope_type : old_type.empty() ? "default" : old_type;
+  r.type = parse_rope_type(type, source, cat(key, has_new ? ".rope_type" : ".type"));
+  if (r.type != RopeType::Default) {
     if (!f.has("factor")) f.bad("factor", cat("is missing (needed by ", type, " RoPE)"));
     r.factor = f.positive("factor", 1.0);
   }
   if (r.type == RopeType::Llama3) {
-    for (const char* k : {"low_freq_factor", "high_freq_factor", "original_max_position_embeddings"})
+    for (const char* k : {"low_freq_factor", "high_freq_factor"})
       if (!f.has(k)) f.bad(k, "is missing (needed by llama3 RoPE)");
     r.low_freq_factor = f.positive("low_freq_factor", 1.0);
     r.high_freq_factor = f.positive("high_freq_factor", 4.0);
     if (r.high_freq_factor <= r.low_freq_factor)
       f.bad("high_freq_factor", cat("must exceed low_freq_factor (", r.high_freq_factor,
                                     " <= ", r.low_freq_factor, ")"));
-    r.original_max_position = f.size("original_max_position_embeddings", kMaxPosition);
+    r.original_max_position = original_max(top, f, true, max_position, "llama3");
   }
+  if (r.type == RopeType::Yarn) parse_yarn(top, f, max_position, r);
   return r;
+}
+
+/// Which layers use sliding-window attention, as transformers decides:
+/// mistral slides every layer when `sliding_window` is set (an absent field
+/// means MistralConfig's default 4096, null means none); qwen2/3 slide only
+/// with `use_sliding_window` (then `sliding_window` defaults to 4096), in the
+/// layers `layer_types` names "sliding_attention", or without layer_types in
+/// those from `max_window_layers` (default 28) on. Llama has no sliding window.
+void parse_sliding(const Fields& f, ModelConfig& c) {
+  constexpr int64_t kDefaultWindow = 4096;  // MistralConfig / Qwen2Config / Qwen3Config default
+  const bool qwen = c.arch == Arch::Qwen2 || c.arch == Arch::Qwen3;
+  const bool use = c.arch == Arch::Mistral || (qwen && f.boolean("use_sliding_window", false));
+  if (!qwen) f.boolean("use_sliding_window", false);  // still type-checked
+  int64_t window = 0;
+  if (f.present("sliding_window")) {
+    if (f.has("sliding_window")) {
+      const int64_t w = f.size("sliding_window", kMaxPosition);
+      if (use) window = w;
+    }
+  } else if (use) {
+    window = kDefaultWindow;
+  }
+  std::vector<uint8_t> layers(size_t(c.n_layers), c.arch == Arch::Mistral ? 1 : 0);
+  if (qwen) {
+    const int64_t first_sliding = f.opt_int("max_window_layers", 28);
+    if (first_sliding < 0) f.bad("max_window_layers", cat("must not be negative, got ", first_sliding));
+    if (f.has("layer_types")) {
+      const json& lt = *f.find("layer_types");
+      if (!lt.is_array() || int64_t(lt.size()) != c.n_layers)
+        f.bad("layer_types", cat("must be a list of ", c.n_layers, " layer types (num_hidden_layers)"));
+      for (size_t l = 0; l < lt.size(); ++l) {
+        const std::string t = lt[l].is_string() ? lt[l].get<std::string>() : "";
+        if (t != "full_attention" && t != "sliding_attention")
+          f.bad("layer_types", cat("entry ", l, " is ", lt[l].dump(),
+                                   "; expected \"full_attention\" or \"sliding_attention\""));
+        layers[l] = t == "sliding_attention";
+        if (layers[l] && window == 0)
+          f.bad("layer_types", cat("names layer ", l, " sliding_attention, but sliding_window is not set",
+                                   use ? "" : " (use_sliding_window is false)"));
+      }
+    } else {
+      for (int64_t l = first_sliding; l < c.n_layers; ++l) layers[size_t(l)] = 1;
+    }
+  }
+  bool any = false;
+  for (uint8_t s : layers) any = any || s;
+  if (window > 0 && any) {
+    c.sliding_window = window;
+    c.sliding_layers = std::move(layers);
+  }
 }
 
 DType parse_dtype(const Fields& f, DType def) {
@@ -276,24 +370,8 @@ ModelConfig ModelConfig::parse(const std::string& json_text, const std::string& 
   c.mlp_bias = row->honours_mlp_bias && mlp_bias;
   c.qk_norm = row->qk_norm;
 
-  // Sliding-window attention: mistral uses `sliding_window` in every layer when
-  // set; qwen2/3 only when `use_sliding_window` is true, and then (as in
-  // transformers) only in the layers from `max_window_layers` (default 28) on.
-  bool window_on = (c.arch == Arch::Mistral) || f.boolean("use_sliding_window", false);
-  if (window_on && c.arch != Arch::Mistral) {
-    int64_t first_sliding = f.opt_int("max_window_layers", 28);
-    if (first_sliding < 0) f.bad("max_window_layers", cat("must not be negative, got ", first_sliding));
-    if (first_sliding >= c.n_layers) {
-      window_on = false;  // no layer reaches max_window_layers: full attention everywhere
-    } else if (first_sliding > 0 && f.has("sliding_window")) {
-      f.bad("max_window_layers", cat("(", first_sliding, ") mixes full-attention and sliding-window layers (",
-                                     c.n_layers, " layers); keel supports one attention kind for all layers"));
-    }
-  }
-  if (window_on && f.has("sliding_window")) c.sliding_window = f.size("sliding_window", kMaxPosition);
-  else f.opt_int("sliding_window", 0);  // still type-checked
-
-  c.rope = parse_rope(j, f, source);
+  parse_sliding(f, c);
+  c.rope = parse_rope(j, f, source, c.max_position);
   c.dtype = parse_dtype(f, DType::BF16);
 
   c.bos_id = f.opt_int("bos_token_id", -1);

@@ -14,15 +14,25 @@ namespace keel::model {
 enum class Arch : uint8_t { Llama, Mistral, Qwen2, Qwen3 };
 std::string_view arch_name(Arch a);
 
-enum class RopeType : uint8_t { Default, Linear, Llama3 };
+/// RoPE variants, as transformers' `rope_type` names them (modeling_rope_utils.py).
+/// Dynamic (NTK) keeps the default frequencies up to max_position_embeddings,
+/// which bounds every context keel runs, so it is Default with a name.
+enum class RopeType : uint8_t { Default, Linear, Llama3, Yarn, Dynamic };
 
 struct RopeConfig {
   RopeType type = RopeType::Default;
   double theta = 10000.0;
-  double factor = 1.0;                 // linear and llama3
+  double factor = 1.0;                 // linear, llama3, yarn, dynamic
   double low_freq_factor = 1.0;        // llama3
   double high_freq_factor = 4.0;       // llama3
-  int64_t original_max_position = 8192;  // llama3
+  int64_t original_max_position = 8192;  // llama3, yarn (pre-scaling context)
+  double beta_fast = 32.0;             // yarn: rotations where the ramp starts
+  double beta_slow = 1.0;              // yarn: rotations where it ends
+  bool truncate = true;                // yarn: correction range rounded to whole dimensions
+  /// Multiplies cos and sin (so q and k after RoPE): yarn's attention factor,
+  /// resolved at parse time from attention_factor / mscale / mscale_all_dim /
+  /// factor; 1 for every other type.
+  double attention_factor = 1.0;
 };
 
 struct ModelConfig {
@@ -42,7 +52,14 @@ struct ModelConfig {
   bool o_bias = false;         // llama/mistral attention_bias also biases o_proj
   bool mlp_bias = false;
   bool qk_norm = false;        // qwen3
-  int64_t sliding_window = 0;  // > 0: attention sees only the last N positions (mistral v0.1)
+  /// > 0: the attention window of the sliding layers (transformers'
+  /// `sliding_window`): position p attends to [max(0, p - window + 1), p].
+  /// 0 when no layer slides.
+  int64_t sliding_window = 0;
+  /// Per layer, 1 where the layer uses the sliding window (mistral: every layer;
+  /// qwen2/3: `layer_types`, or the layers from `max_window_layers` on). Empty
+  /// when sliding_window is 0.
+  std::vector<uint8_t> sliding_layers;
   RopeConfig rope;
   DType dtype = DType::BF16;   // declared torch dtype (informational)
   int64_t bos_id = -1;
@@ -55,6 +72,13 @@ struct ModelConfig {
 
   int64_t q_dim() const { return n_heads * head_dim; }
   int64_t kv_dim() const { return n_kv_heads * head_dim; }
+  /// The attention window of `layer`: sliding_window for a sliding layer, else
+  /// 0 (every earlier position).
+  int64_t window(int64_t layer) const {
+    return sliding_window > 0 && layer >= 0 && size_t(layer) < sliding_layers.size() && sliding_layers[size_t(layer)]
+               ? sliding_window
+               : 0;
+  }
   /// Number of parameters (embedding and LM head counted once when tied).
   int64_t param_count() const;
   /// Bytes of weights read per decoded token if every weight is stored as

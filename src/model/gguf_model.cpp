@@ -187,8 +187,12 @@ json config_json(const GgufFile& g, const GgufArch& arch, DType dtype) {
   if (const GgufTensor* rf = g.find_tensor("rope_freqs.weight"))
     c["rope_scaling"] =
         llama3_rope_from_freqs(g, *rf, theta, head_dim, g.get_int(a + "rope.scaling.original_context_length"));
-  if (auto sw = g.get_int(a + "attention.sliding_window"); sw && arch.model_type == "mistral")
-    c["sliding_window"] = *sw;
+  // mistral: null when the file names no window (an absent field would mean
+  // MistralConfig's default of 4096)
+  if (arch.model_type == "mistral") {
+    if (auto sw = g.get_int(a + "attention.sliding_window")) c["sliding_window"] = *sw;
+    else c["sliding_window"] = nullptr;
+  }
   if (auto b = g.get_int("tokenizer.ggml.bos_token_id")) c["bos_token_id"] = *b;
   if (auto e = g.get_int("tokenizer.ggml.eos_token_id")) c["eos_token_id"] = *e;
   return c;

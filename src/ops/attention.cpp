@@ -14,6 +14,8 @@ void Attention::validate(const OperandCheck& ck, const TaskDesc& t) {
   ck.that(o.kv_head >= 0 && o.kv_head < h.n_kv_heads && o.chunk >= 0 && o.chunk < o.n_chunks &&
               o.n_chunks == h.n_chunks && t.b1 == t.b0 + 1,
           "has bad kv head, chunk or sequence");
+  ck.that(!(t.flags & program::kFlagSlidingWindow) || h.sliding_window > 0,
+          "is flagged sliding_window but the header's sliding_window is 0");
   KEEL_CHECK(o.arrival >= 0 && uint32_t(o.arrival) < h.n_counters, "program: task ", ck.where(),
              " has arrival counter ", o.arrival, " out of range (", h.n_counters, " counters)");
   ck.qkv(o.qkv, "qkv");

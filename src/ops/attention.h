@@ -35,6 +35,16 @@ struct AttentionOperands {
   bool operator==(const AttentionOperands&) const = default;
 };
 
+/// The positions [*p0, *p1) task t attends to when its sequence is at pos: its
+/// chunk (program::attn_chunk_range), clipped to the sliding window when the
+/// task is flagged kFlagSlidingWindow (a chunk wholly outside it does nothing
+/// but take part in the merge). Every executor asks this one function.
+KEEL_HD void attention_positions(const program::ProgramHeader& h, const TaskDesc& t, int64_t pos, int64_t* p0,
+                                 int64_t* p1) {
+  program::attn_chunk_range(pos, t.arg[AttentionOperands::kChunk], t.arg[AttentionOperands::kNChunks], p0, p1);
+  if (t.flags & program::kFlagSlidingWindow) program::attn_window_clip(pos, h.sliding_window, p0, p1);
+}
+
 struct Attention {
   using Operands = AttentionOperands;
   static constexpr Opcode kOpcode = Opcode::Attention;
@@ -49,7 +59,8 @@ struct Attention {
     "it): q = bf16(rope(rmsnorm(raw q)*qw)) (norm only if qw given; RoPE at pos, inv_freq from the rope "
     "constant). The chunk that covers pos (the last; with C = 1 the only one) first appends k = bf16(rope("
     "rmsnorm(raw k)*kw)) and the raw v at pos (cache slot through the page table). Then over positions "
-    "attn_chunk_range(pos, chunk, C): o = sum softmax(q.k*scale) v unnormalised, written with m (max score) "
+    "attn_chunk_range(pos, chunk, C), clipped to [pos - sliding_window + 1, pos] when flagged "
+    "sliding_window (attention_positions): o = sum softmax(q.k*scale) v unnormalised, written with m (max score) "
     "and l (sum of exp) per head as the chunk's partial (m = -inf, l = 0 when the range is empty). Then it "
     "adds 1 to counter `arrival` (acq_rel; zeroed at launch like every counter, added to by the C chunks "
     "once per step and by no one else); the chunk whose add makes it a multiple of C is the last of this "

@@ -69,7 +69,7 @@ void Attention::run_cpu(const TaskContext& c, const TaskDesc& t) {
   const int b = t.b0, kvh = op.kv_head, chunk = op.chunk;
   const int64_t pos = c.as<SeqState>(op.state)[b].pos;
   int64_t p0 = 0, p1 = 0;
-  program::attn_chunk_range(pos, chunk, C, &p0, &p1);
+  attention_positions(h, t, pos, &p0, &p1);
   if (p0 <= pos && pos < p1) append_kv(c, t, op, pos);
   float* part = c.as<float>(op.partial) + ((int64_t(b) * h.n_kv_heads + kvh) * C + chunk) * g * (hd + 2);
   std::vector<float> q(static_cast<size_t>(hd)), o(static_cast<size_t>(hd)), s(size_t(std::max<int64_t>(p1 - p0, 1)));

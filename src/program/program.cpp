@@ -119,6 +119,7 @@ void Program::validate() const {
   KEEL_CHECK(int64_t(hd.pages_per_seq) * hd.page_size >= hd.max_context &&
                  int64_t(hd.n_pages) >= int64_t(hd.pages_per_seq) * hd.batch,
              "program: page table cannot hold max_context tokens per sequence");
+  KEEL_CHECK(hd.sliding_window >= 0, "program: negative sliding_window ", hd.sliding_window, " in the header");
   KEEL_CHECK(hd.step_counter < hd.n_counters, "program: step counter ", hd.step_counter,
              " out of range (", hd.n_counters, " counters)");
   // Every counter is signalled by some task or is an attention group's arrival

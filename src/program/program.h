@@ -79,6 +79,9 @@ enum TaskFlags : uint16_t {
   /// MatvecResidual: other tasks of the same operator add to the same rows of x
   /// concurrently (split-K), so the add must be atomic (fp32 atomicAdd).
   kFlagAtomicAccumulate = 1u << 0,
+  /// Attention: the layer uses sliding-window attention; position p attends to
+  /// [max(0, p - ProgramHeader::sliding_window + 1), p] (attn_window_clip).
+  kFlagSlidingWindow = 1u << 1,
 };
 
 /// One row of the instruction-set table (ops::kOpcodeTable, src/ops/ops.h):
@@ -205,6 +208,16 @@ KEEL_HD void attn_chunk_range(int64_t pos, int64_t chunk, int64_t C, int64_t* p0
   }
 }
 
+/// Clips an Attention chunk's positions [*p0, *p1) (attn_chunk_range) to a
+/// sliding window at pos: [max(0, pos - window + 1), pos]. A chunk wholly
+/// before the window becomes empty (*p0 == *p1); window <= 0: no clipping.
+/// The chunk covering pos keeps it (pos is always inside the window).
+KEEL_HD void attn_window_clip(int64_t pos, int64_t window, int64_t* p0, int64_t* p1) {
+  if (window <= 0) return;
+  const int64_t lo = pos - window + 1;
+  if (*p0 < lo) *p0 = lo < *p1 ? lo : *p1;
+}
+
 /// The sampling random number both executors draw: a uniform float in [0, 1)
 /// for a sequence when it generates its `n`-th token (splitmix64 of the seed
 /// and the pair), so CPU and GPU sample the same token from the same
@@ -288,7 +301,7 @@ struct ProgramHeader {
   int32_t n_layers = 0, hidden = 0, intermediate = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0,
           vocab = 0;
   float rms_eps = 1e-6f;
-  float attn_scale = 1;  // 1/sqrt(head_dim)
+  float attn_scale = 1;  // rope attention factor^2 / sqrt(head_dim) (the factor: yarn's, else 1)
   int32_t qk_norm = 0, qkv_bias = 0, o_bias = 0, mlp_bias = 0, tie_embeddings = 0;
   // launch shape
   int32_t n_workers = 0, batch = 0, max_context = 0, page_size = 0, pages_per_seq = 0,
@@ -303,7 +316,7 @@ struct ProgramHeader {
   // array sizes
   uint32_t n_tasks = 0, n_waits = 0, n_signals = 0, n_counters = 0, n_buffers = 0, n_ops = 0,
            n_worker_entries = 0;
-  uint32_t reserved0 = 0;
+  int32_t sliding_window = 0;  // the window of Attention tasks flagged kFlagSlidingWindow (0: none)
   uint64_t workspace_bytes = 0, kv_bytes = 0, constants_bytes = 0;
   uint64_t reserved[4] = {};
   TargetDesc target;

@@ -136,6 +136,10 @@ Forward::Forward(const model::Model& m, int64_t max_context) : cfg_(m.config) {
     d.w_down = to_f32(s.w_down, H * I);
   }
   inv_freq_ = rope_inv_freq(c);
+  attn_factor_ = model::rope_attention_factor(c);
+  KEEL_CHECK(c.rope.type != model::RopeType::Dynamic || max_ctx_ <= c.max_position,
+             "reference forward: dynamic RoPE is implemented up to max_position_embeddings (", c.max_position,
+             "), asked for a context of ", max_ctx_);
 }
 
 void Forward::reset() {
@@ -152,7 +156,8 @@ void Forward::rope(float* heads, int64_t n_heads, int64_t pos) const {
   const int64_t hd = cfg_.head_dim, half = hd / 2;
   for (int64_t i = 0; i < half; ++i) {
     const double angle = double(pos) * double(inv_freq_[size_t(i)]);
-    const float cs = float(std::cos(angle)), sn = float(std::sin(angle));
+    // transformers scales cos and sin by the RoPE attention factor (yarn; 1 otherwise)
+    const float cs = float(std::cos(angle) * attn_factor_), sn = float(std::sin(angle) * attn_factor_);
     for (int64_t h = 0; h < n_heads; ++h) {
       float* x = heads + h * hd;
       const float x0 = x[i], x1 = x[i + half];
@@ -164,10 +169,10 @@ void Forward::rope(float* heads, int64_t n_heads, int64_t pos) const {
 
 /// Causal attention for n new tokens at positions first .. first+n-1, whose keys
 /// and values are already in the cache: out[t, head] = softmax(q·K / sqrt(hd)) · V
-/// over cache positions [0, first + t], or only the last sliding_window of them
-/// when the config sets one (mistral). Query head h reads key/value head
-/// h / (nh / nkv).
-void Forward::attention(const Layer& L, const std::vector<float>& q, int64_t first, int64_t n,
+/// over cache positions [0, first + t], or only the last `window` of them in a
+/// sliding-window layer (transformers' mask: key position > query position -
+/// window). Query head h reads key/value head h / (nh / nkv).
+void Forward::attention(const Layer& L, int64_t window, const std::vector<float>& q, int64_t first, int64_t n,
                         std::vector<float>& out) const {
   const int64_t nh = cfg_.n_heads, hd = cfg_.head_dim, kvd = cfg_.kv_dim();
   const int64_t group = nh / cfg_.n_kv_heads;
@@ -177,7 +182,7 @@ void Forward::attention(const Layer& L, const std::vector<float>& q, int64_t fir
     for (size_t item = b; item < e; ++item) {
       const int64_t t = int64_t(item) / nh, h = int64_t(item) % nh;
       const int64_t len = first + t + 1;  // causal: sees itself and everything before
-      const int64_t from = cfg_.sliding_window > 0 ? std::max<int64_t>(0, len - cfg_.sliding_window) : 0;
+      const int64_t from = window > 0 ? std::max<int64_t>(0, len - window) : 0;
       const float* qh = q.data() + t * nh * hd + h * hd;
       const int64_t kv_off = (h / group) * hd;
       score.resize(size_t(len));
@@ -224,7 +229,8 @@ std::vector<float> Forward::forward(std::span<const int32_t> tokens, bool all_lo
   std::vector<float> h(size_t(n * H)), q(size_t(n * qd)), k(size_t(n * kvd)), v(size_t(n * kvd));
   std::vector<float> attn(size_t(n * qd)), gate(size_t(n * I)), up(size_t(n * I));
   const int64_t first = pos_;
-  for (Layer& L : layers_) {
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    Layer& L = layers_[size_t(l)];
     // attention block
     rmsnorm_rows(x.data(), L.attn_norm, n, H, c.rms_eps, h.data());
     matmul(h.data(), n, L.wq, L.bq, qd, H, q.data());
@@ -244,7 +250,7 @@ std::vector<float> Forward::forward(std::span<const int32_t> tokens, bool all_lo
     L.v_cache.resize(size_t((first + n) * kvd));
     std::copy(k.begin(), k.end(), L.k_cache.begin() + first * kvd);
     std::copy(v.begin(), v.end(), L.v_cache.begin() + first * kvd);
-    attention(L, q, first, n, attn);
+    attention(L, c.window(l), q, first, n, attn);
     matmul(attn.data(), n, L.wo, L.bo, H, qd, h.data());
     for (size_t i = 0; i < x.size(); ++i) x[i] += h[i];
 

@@ -47,7 +47,7 @@ class Forward {
     std::vector<float> k_cache, v_cache;
   };
 
-  void attention(const Layer& L, const std::vector<float>& q, int64_t first, int64_t n,
+  void attention(const Layer& L, int64_t window, const std::vector<float>& q, int64_t first, int64_t n,
                  std::vector<float>& out) const;
   void rope(float* heads, int64_t n_heads, int64_t pos) const;
 
@@ -57,6 +57,7 @@ class Forward {
   std::vector<Layer> layers_;
   std::vector<float> embed_, final_norm_, lm_head_;  // lm_head_ empty when tied
   std::vector<float> inv_freq_;                     // [head_dim / 2], scaling applied
+  double attn_factor_ = 1;                          // multiplies cos and sin (yarn)
 };
 
 }  // namespace keel::reference

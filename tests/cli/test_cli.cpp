@@ -559,3 +559,19 @@ TEST(Cli, HostileCheckpointFilesGiveOneLineErrors) {
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("model.safetensors: is a directory"), std::string::npos) << r.err;
 }
+
+namespace {
+// --context defaults to max_position_embeddings (bounded by memory), said on
+// stderr; a request whose prompt + --max-tokens does not fit is an error
+// before anything runs.
+TEST(Cli, DefaultContextIsTheModelsAndRequestsMustFit) {
+  CmdResult r = run("generate --model " + model_dir("tiny-qwen2") + " --prompt-ids 1,2,3 --max-tokens 2");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("context 2048 (the model's max_position_embeddings"), std::string::npos) << r.err;
+  r = run("generate --model " + model_dir("tiny-qwen2") + " --context 16 --prompt-ids 1,2,3 --max-tokens 14");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("+ --max-tokens 14 = 17 tokens do not fit the context of 16"), std::string::npos) << r.err;
+  r = run("generate --model " + model_dir("tiny-qwen2") + " --context 16 --prompt-ids 1,2,3 --max-tokens 13");
+  EXPECT_EQ(r.code, 0) << r.err;
+}
+}  // namespace

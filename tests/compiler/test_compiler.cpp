@@ -745,21 +745,47 @@ TEST(Qwen3_8B, BalancedAt132Workers) {
 }  // namespace keel::compiler
 
 namespace keel::compiler {
-// A sliding window shorter than the context would change attention: refused
-// with an error naming the window, instead of a silently different model.
-TEST(Compile, SlidingWindowShorterThanContextIsAnError) {
-  model::ModelConfig c = tiny(model::Arch::Mistral);
-  c.sliding_window = 64;
+// Sliding windows compile: the header carries the window, the Attention
+// tasks of sliding layers (only those) carry kFlagSlidingWindow, the Program
+// validates and checks, and a serialized copy keeps both.
+TEST(Compile, SlidingWindowLayersAreFlagged) {
+  model::ModelConfig c = tiny(model::Arch::Qwen2);
+  c.sliding_window = 5;
+  c.sliding_layers = {0, 1};  // qwen2 with max_window_layers 1
   CompileOptions o;
   o.workers = 7;
   o.max_context = 128;
-  try {
-    compile(c, o);
-    FAIL() << "expected an error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("window 64"), std::string::npos) << e.what();
+  Program p = compile(c, o);
+  EXPECT_EQ(p.h.sliding_window, 5);
+  int flagged[2] = {0, 0}, total[2] = {0, 0};
+  for (const TaskDesc& t : p.tasks) {
+    if (Opcode(t.opcode) != Opcode::Attention) continue;
+    ++total[t.layer];
+    flagged[t.layer] += (t.flags & kFlagSlidingWindow) != 0;
   }
-  o.max_context = 64;
-  EXPECT_NO_THROW(compile(c, o));
+  EXPECT_GT(total[0], 0);
+  EXPECT_EQ(flagged[0], 0);
+  EXPECT_EQ(flagged[1], total[1]);
+  EXPECT_NO_THROW(check_or_throw(p, 2));
+  const std::vector<uint8_t> bytes = serialize(p);
+  const Program q = deserialize(bytes.data(), bytes.size(), "test");
+  EXPECT_EQ(q.h.sliding_window, 5);
+  // A flagged task in a Program whose header has no window is refused.
+  p.h.sliding_window = 0;
+  EXPECT_THROW(p.validate(), Error);
 }
+
+// The RoPE attention factor (yarn) multiplies q and k after RoPE, so scores by
+// its square: folded into attn_scale once, for every executor.
+TEST(Compile, YarnAttentionFactorScalesScores) {
+  model::ModelConfig c = tiny(model::Arch::Qwen3);
+  CompileOptions o;
+  o.workers = 3;
+  const float plain = compile(c, o).h.attn_scale;
+  EXPECT_FLOAT_EQ(plain, 0.25f);  // 1 / sqrt(16)
+  c.rope.type = model::RopeType::Yarn;
+  c.rope.attention_factor = 1.5;
+  EXPECT_FLOAT_EQ(compile(c, o).h.attn_scale, float(1.5 * 1.5 / 4.0));
+}
+
 }  // namespace keel::compiler

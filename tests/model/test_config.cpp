@@ -230,28 +230,63 @@ TEST(Config, ArchitectureBiasRules) {
 }
 
 TEST(Config, SlidingWindow) {
+  // As transformers decides (MistralConfig / Qwen2Config / Qwen3Config and
+  // their attention layers).
+  using Layers = std::vector<uint8_t>;
   json j = base_config();
-  j["model_type"] = "mistral";
+  j["model_type"] = "mistral";  // every layer slides
   j["sliding_window"] = 128;
-  EXPECT_EQ(parse_json(j).sliding_window, 128);
-  j["sliding_window"] = nullptr;
+  ModelConfig c = parse_json(j);
+  EXPECT_EQ(c.sliding_window, 128);
+  EXPECT_EQ(c.sliding_layers, Layers({1, 1}));
+  EXPECT_EQ(c.window(0), 128);
+  EXPECT_EQ(c.window(1), 128);
+  j["sliding_window"] = nullptr;  // written as null: no window
   EXPECT_EQ(parse_json(j).sliding_window, 0);
-  j["model_type"] = "qwen2";
+  EXPECT_EQ(parse_json(j).window(0), 0);
+  j.erase("sliding_window");  // absent: MistralConfig's default 4096
+  EXPECT_EQ(parse_json(j).sliding_window, 4096);
+  j["model_type"] = "llama";  // llama never slides
   j["sliding_window"] = 128;
+  j["use_sliding_window"] = true;
+  EXPECT_EQ(parse_json(j).sliding_window, 0);
+
+  j["model_type"] = "qwen2";
   j["use_sliding_window"] = false;
   EXPECT_EQ(parse_json(j).sliding_window, 0);
-  // transformers slides only layers >= max_window_layers (default 28): none of
-  // these two layers by default, all of them with 0, a mix (unsupported) with 1.
+  // Layers >= max_window_layers (default 28) slide: none of these two by
+  // default, both with 0, the second with 1.
   j["use_sliding_window"] = true;
   EXPECT_EQ(parse_json(j).sliding_window, 0);
   j["max_window_layers"] = 2;
   EXPECT_EQ(parse_json(j).sliding_window, 0);
   j["max_window_layers"] = 0;
-  EXPECT_EQ(parse_json(j).sliding_window, 128);
+  EXPECT_EQ(parse_json(j).sliding_layers, Layers({1, 1}));
   j["max_window_layers"] = 1;
-  expect_config_error(j, "max_window_layers", "sliding-window");
+  c = parse_json(j);
+  EXPECT_EQ(c.sliding_window, 128);
+  EXPECT_EQ(c.sliding_layers, Layers({0, 1}));
+  EXPECT_EQ(c.window(0), 0);
+  EXPECT_EQ(c.window(1), 128);
+  j.erase("sliding_window");  // Qwen2Config's default
+  EXPECT_EQ(parse_json(j).sliding_window, 4096);
+  j["sliding_window"] = 128;
+  // layer_types, when written, decides instead of max_window_layers.
+  j["model_type"] = "qwen3";
+  j["layer_types"] = {"sliding_attention", "full_attention"};
+  EXPECT_EQ(parse_json(j).sliding_layers, Layers({1, 0}));
+  j["layer_types"] = {"full_attention", "full_attention"};
+  EXPECT_EQ(parse_json(j).sliding_window, 0);
   j["max_window_layers"] = -1;
   expect_config_error(j, "max_window_layers", "negative");
+  j["max_window_layers"] = 1;
+  j["layer_types"] = {"full_attention"};
+  expect_config_error(j, "layer_types", "2 layer types");
+  j["layer_types"] = {"full_attention", "chunked_attention"};
+  expect_config_error(j, "layer_types", "chunked_attention");
+  j["layer_types"] = {"full_attention", "sliding_attention"};
+  j["use_sliding_window"] = false;  // transformers: a sliding layer with no window is an error
+  expect_config_error(j, "layer_types", "use_sliding_window is false");
 }
 
 TEST(Config, ParamCountSmall) {
@@ -288,12 +323,12 @@ TEST(ConfigErrors, UnknownModelType) {
 
 TEST(ConfigErrors, UnsupportedRope) {
   json j = base_config();
-  j["rope_parameters"]["rope_type"] = "yarn";
-  expect_config_error(j, "rope_parameters.rope_type", "yarn");
+  j["rope_parameters"]["rope_type"] = "longrope";
+  expect_config_error(j, "rope_parameters.rope_type", "longrope");
   j = base_config();
   j.erase("rope_parameters");
-  j["rope_scaling"] = {{"type", "dynamic"}, {"factor", 2.0}};
-  expect_config_error(j, "rope_scaling.type", "dynamic");
+  j["rope_scaling"] = {{"type", "su"}, {"factor", 2.0}};
+  expect_config_error(j, "rope_scaling.type", "su");
   j["rope_scaling"] = "linear";
   expect_config_error(j, "rope_scaling", "object");
   j["rope_scaling"] = {{"type", "linear"}};

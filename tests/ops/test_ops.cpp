@@ -3,6 +3,7 @@
 // and validation rejects a bad operand with a message naming the view's field.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 
 #include "common/tiny_config.h"
@@ -106,6 +107,42 @@ TEST(Ops, ValidationNamesTheBadOperand) {
                                   "x");
   expect_rejected<LmHead>(p, [](const program::Program& q, LmHeadOperands& v) { v.argmax = q.h.buf_logits; }, "argmax");
   expect_rejected<Step>(p, [](const program::Program& q, StepOperands& v) { v.ring = q.h.buf_tokens; }, "ring");
+}
+
+// attention_positions: over every position, chunk count and window, the C
+// chunks' ranges are disjoint, in order, and together exactly the window
+// [max(0, pos - window + 1), pos] (every position when not flagged); the last
+// chunk still covers pos (it appends K/V there), and chunks wholly before the
+// window are empty.
+TEST(Ops, AttentionPositionsCoverExactlyTheWindow) {
+  program::ProgramHeader h;
+  for (int32_t window : {0, 1, 5, 17}) {
+    h.sliding_window = window;
+    for (int32_t C : {1, 2, 5, 9})
+      for (int64_t pos = 0; pos < 60; ++pos) {
+        SCOPED_TRACE(::testing::Message() << "window " << window << " C " << C << " pos " << pos);
+        const int64_t lo = window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
+        int64_t next = lo, covered = 0;
+        for (int32_t ch = 0; ch < C; ++ch) {
+          program::TaskDesc t;
+          AttentionOperands v;
+          v.chunk = ch;
+          v.n_chunks = C;
+          v.to(t);
+          if (window > 0) t.flags |= program::kFlagSlidingWindow;
+          int64_t p0 = -1, p1 = -1;
+          attention_positions(h, t, pos, &p0, &p1);
+          ASSERT_LE(p0, p1);
+          if (p0 == p1) continue;  // empty (before the window, or an empty split)
+          EXPECT_EQ(p0, next);
+          next = p1;
+          covered += p1 - p0;
+          if (ch == C - 1) EXPECT_EQ(p1, pos + 1);
+        }
+        EXPECT_EQ(next, pos + 1);
+        EXPECT_EQ(covered, pos + 1 - lo);
+      }
+  }
 }
 
 }  // namespace

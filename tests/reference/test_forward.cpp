@@ -197,6 +197,7 @@ TEST(Forward, SlidingWindowLimitsAttention) {
   Forward full(m);
   const std::vector<float> all = full.forward(ids, true);
   m.config.sliding_window = 1;
+  m.config.sliding_layers.assign(size_t(m.config.n_layers), 1);
   Forward win1(m);
   const std::vector<float> alone = win1.forward(last);
   const std::vector<float> in_prefill = win1.forward(ids);  // continues at positions 1..5
@@ -216,6 +217,16 @@ TEST(Forward, SlidingWindowLimitsAttention) {
   m.config.sliding_window = int64_t(ids.size());
   Forward wide(m);
   EXPECT_EQ(wide.forward(ids, true), all);  // identical arithmetic: bit-identical
+  // Only the layers marked sliding use the window: with the first one full,
+  // the last token's logits differ from both the all-sliding and the full run.
+  m.config.sliding_window = 1;
+  m.config.sliding_layers[0] = 0;
+  Forward mixed(m);
+  const std::vector<float> some = mixed.forward(ids, true);
+  EXPECT_GT(rel_err(some.data() + 4 * V, alone.data(), V), 1e-3);
+  EXPECT_GT(rel_err(some.data() + 4 * V, all.data() + 4 * V, V), 1e-3);
+  // and the first position (which sees only itself anyway) is unchanged
+  EXPECT_EQ(std::vector<float>(some.begin(), some.begin() + long(V)), std::vector<float>(all.begin(), all.begin() + long(V)));
 }
 
 // The tiny-llama3 golden is computed with llama3 RoPE scaling; plain RoPE must

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <cstdio>
 #include <cstdlib>
 
 #include "core/error.h"
@@ -44,7 +45,8 @@ void add_backend_flags(CLI::App& cmd, BackendOptions& o) {
       ->check(CLI::Range(1, 4096));
   cmd.add_option("--shuffle", o.shuffle_seed, "cpu backend: randomize worker scheduling with this seed (exposes missing dependencies)")
       ->check(CLI::Range(int64_t(0), INT64_MAX));
-  cmd.add_option("--context", o.context, "KV-cache capacity in tokens (default: the model's context, at most 4096)")
+  cmd.add_option("--context", o.context, "KV-cache capacity in tokens (default: the model's max_position_embeddings, bounded by the memory "
+                 "for the KV cache: cuda, free GPU memory after the weights; cpu and reference, a quarter of RAM)")
       ->check(kContextRange);
   cmd.add_option("--target", o.target, "cuda backend: device to compile for (h100, h200, auto = this GPU); a "
                  "Program that does not fit the GPU is recompiled for it, said on stderr")
@@ -52,10 +54,15 @@ void add_backend_flags(CLI::App& cmd, BackendOptions& o) {
 }
 
 std::unique_ptr<engine::Backend> make_backend(const model::Model& m, const BackendOptions& o) {
-  int64_t ctx = o.context > 0 ? o.context : std::min<int64_t>(m.config.max_position, 4096);
   if (o.context > m.config.max_position)
     fail("--context ", o.context, " exceeds the model's context length (max_position_embeddings = ",
          m.config.max_position, ")");
+  int64_t ctx = o.context;
+  if (ctx <= 0) {
+    const engine::ContextChoice choice = engine::default_context(o.backend, m);
+    std::fprintf(stderr, "%s\n", choice.why.c_str());
+    ctx = choice.tokens;
+  }
   engine::BackendConfig cfg;
   cfg.max_context = ctx;
   cfg.workers = o.workers;

@@ -119,6 +119,13 @@ int run_generate(const GenerateArgs& a) {
   check_ids_fit_model(ids, m, a.prompt_ids.empty() ? a.model : std::string("--prompt-ids"));
   auto backend = make_backend(m, a.backend);
   program::check_prompt_fits(int64_t(ids.size()), backend->max_context(), "generate");
+  // The whole request must fit before anything runs (a sequence holds at most
+  // max_context tokens: program::context_full).
+  if (int64_t(ids.size()) + a.max_tokens > backend->max_context())
+    fail("generate: the prompt (", ids.size(), " tokens) + --max-tokens ", a.max_tokens, " = ",
+         int64_t(ids.size()) + a.max_tokens, " tokens do not fit the context of ", backend->max_context(),
+         " tokens; lower --max-tokens or raise --context (at most max_position_embeddings = ", m.config.max_position,
+         ")");
   if (!a.stops.empty() && !tok) fail("--stop needs a tokenizer in the model folder");
 
   engine::GenerateRequest req;

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_common.h"
+#include "model/rope.h"
 #include "model_source.h"
 #include "core/error.h"
 #if KEEL_EXEC_CUDA_AVAILABLE
@@ -61,6 +62,8 @@ int run_info(const InfoArgs& a) {
                         {"hidden_size", c.hidden}, {"intermediate_size", c.intermediate}, {"layers", c.n_layers},
                         {"heads", c.n_heads}, {"kv_heads", c.n_kv_heads}, {"head_dim", c.head_dim},
                         {"vocab_size", c.vocab}, {"context_length", c.max_position},
+                        {"rope", model::rope_summary(c)}, {"sliding_window", c.sliding_window},
+                        {"attention", model::attention_summary(c)},
                         {"parameters", c.param_count()}, {"bytes_per_token", m.bytes_per_token()},
                         {"weight_bytes", m.weights.total_bytes()}, {"dtypes", dtype_bytes},
                         {"tied_embeddings", c.tie_embeddings}, {"qkv_bias", c.qkv_bias}, {"qk_norm", c.qk_norm},
@@ -83,6 +86,8 @@ int run_info(const InfoArgs& a) {
   for (const auto& [d, b] : dtype_bytes) std::printf("  [%s %s]", d.c_str(), human_bytes(double(b)).c_str());
   std::printf("\nper token      %s streamed per decoded token (batch 1)\n", human_bytes(double(m.bytes_per_token())).c_str());
   std::printf("context        %lld tokens\n", (long long)c.max_position);
+  std::printf("rope           %s\n", model::rope_summary(c).c_str());
+  std::printf("attention      %s\n", model::attention_summary(c).c_str());
   if (!m.gguf_quantization.empty())
     std::printf("quantization   GGUF %s; dequantized at load to F32 (reference backend) or BF16 (cpu, cuda)\n",
                 m.gguf_quantization.c_str());

@@ -140,13 +140,13 @@ __device__ __forceinline__ int64_t attn_kv_offset(const ProgramHeader& h) {
 __device__ __forceinline__ AttnSmem attn_smem(const DevProgram& P, const TaskDesc& t, float* smem, const RingView& R,
                                               bool from_smem) {
   const ProgramHeader& h = P.h;
-  const int64_t hd = h.head_dim, C = t.arg[AttnSlots::kNChunks];
+  const int64_t hd = h.head_dim;
   AttnSmem a;
   const int64_t kv_off = attn_kv_offset(h);
   int64_t* stash = reinterpret_cast<int64_t*>(reinterpret_cast<char*>(smem) + kv_off - 16);
   const int64_t len = (from_smem ? *stash : seq_pos(P, R, t.b0)) + 1;
   a.pos = len - 1;
-  program::attn_chunk_range(a.pos, t.arg[AttnSlots::kChunk], C, &a.p0, &a.p1);
+  ops::attention_positions(h, t, a.pos, &a.p0, &a.p1);
   a.cur = reinterpret_cast<uint16_t*>(reinterpret_cast<char*>(smem) + kv_off);
   a.kv = a.cur + 2 * hd;
   const int64_t room = (int64_t(P.work_bytes) - kv_off - 4 * hd) / (4 * hd);

@@ -77,9 +77,9 @@ int64_t first_bench_position(const BenchOptions& opt);
 
 /// The compile options the bench uses for `cfg` (whose dtype must be the
 /// weights'): opt's target (or the device's) and split options, batch, and
-/// max_context = the compiler's default (min(model context, 4096)) unless the
-/// timed steps need more; so `keel compile --target <the device>` with the
-/// same flags names the same Program. Moves opt.context when the steps around
+/// max_context = min(model context, 4096) unless the timed steps need more;
+/// so `keel compile --target <the device> --context <that>` with the same
+/// flags names the same Program. Moves opt.context when the steps around
 /// it do not fit the model's context (said on stderr).
 compiler::CompileOptions bench_compile_options(const model::ModelConfig& cfg, BenchOptions& opt);
 
