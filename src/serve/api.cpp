@@ -131,6 +131,7 @@ void openai_common(const json& b, Request& r) {
     r.seed_given = true;
   }
   r.stop = stop_strings(b, "stop");
+  r.ignore_eos = boolean(b, "ignore_eos", false);
   r.stream = boolean(b, "stream", false);
   if (const json* so = field(b, "stream_options")) {
     if (!so->is_object()) bad("stream_options", "'stream_options' must be an object");

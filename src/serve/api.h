@@ -46,6 +46,7 @@ struct Request {
   engine::SamplingOverrides sampling;            // what the request set (-1: not given)
   bool seed_given = false;
   std::vector<std::string> stop;                 // stop strings
+  bool ignore_eos = false;                       // vLLM's extension: generate max_tokens whatever comes (benchmarks)
   bool stream = false;
   bool include_usage = false;                    // OpenAI stream_options.include_usage
 };

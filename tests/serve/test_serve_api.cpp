@@ -59,6 +59,8 @@ TEST(ServeApi, OpenAICompletionDefaultsAndFields) {
   EXPECT_TRUE(r.seed_given);
   EXPECT_EQ(r.stop, std::vector<std::string>{"\n"});
   EXPECT_TRUE(r.stream && r.include_usage);
+  EXPECT_FALSE(r.ignore_eos);
+  EXPECT_TRUE(parse_openai_completion(json{{"prompt", "x"}, {"ignore_eos", true}}).ignore_eos);
   // A list holding one prompt is that prompt.
   EXPECT_EQ(parse_openai_completion(json{{"prompt", json::array({"one"})}}).prompt, "one");
 }
@@ -97,7 +99,7 @@ TEST(ServeApi, OpenAIBadFieldsAre400NamingTheField) {
   }
   // Many stop strings: more than kMaxStops is refused.
   json many = json::array();
-  for (size_t i = 0; i <= kMaxStops; ++i) many.push_back("s" + std::to_string(i));
+  for (size_t i = 0; i <= kMaxStops; ++i) many.push_back(std::to_string(i));
   EXPECT_EQ(error_of([&] { parse_openai_completion(json{{"prompt", "x"}, {"stop", many}}); }).param, "stop");
 }
 

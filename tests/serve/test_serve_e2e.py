@@ -161,13 +161,20 @@ def main():
         srv.proc.kill()
         print("".join(srv.log), file=sys.stderr)
         raise
-    # SIGTERM: the server drains and exits 0.
+    # SIGTERM with a stream in flight: the stream finishes ([DONE]), the server exits 0.
+    c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+    c.request("POST", "/v1/completions", headers={"Authorization": f"Bearer {KEY}"},
+              body=json.dumps({"prompt": [1, 403], "max_tokens": 400, "ignore_eos": True, "stream": True}))
+    resp = c.getresponse()
+    assert resp.status == 200 and resp.readline().startswith(b"data: ")
     srv.proc.send_signal(signal.SIGTERM)
+    rest = resp.read().decode()
+    assert rest.rstrip().endswith("data: [DONE]") and '"finish_reason":"length"' in rest, rest[-300:]
     rc = srv.proc.wait(timeout=60)
     assert rc == 0, f"keel serve exited {rc} after SIGTERM:\n" + "".join(srv.log)
     time.sleep(0.1)
     assert any("stopped" in line for line in srv.log), "".join(srv.log)
-    print("ok: SIGTERM -> exit 0")
+    print("ok: SIGTERM -> the running stream finishes, exit 0")
     return 0
 
 
