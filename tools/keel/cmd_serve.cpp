@@ -136,7 +136,7 @@ Command register_serve(CLI::App& root) {
   c->add_option("--name", a->name, "Model name clients send in \"model\" (default: the folder's or file's name)");
   c->add_option("--host", a->host, "Address to listen on (0.0.0.0: every interface; mind --api-key)")->capture_default_str();
   c->add_option("--port", a->port, "TCP port (0: any free port, printed on stderr)")->check(CLI::Range(0, 65535))->capture_default_str();
-  c->add_option("--queue", a->queue, "Requests that may wait for the running one; more get 429")->check(CLI::Range(size_t(1), size_t(1) << 16))->capture_default_str();
+  c->add_option("--queue", a->queue, "Requests that may wait for the running one; more get 429")->check(CLI::Range(size_t(1), size_t(1024)))->capture_default_str();
   c->add_option("--max-batch", a->max_batch, "Reserved: sequences run together once a batched backend exists; "
                 "today requests run one at a time whatever this says")->check(CLI::Range(1, 4096))->capture_default_str();
   c->add_option("--max-body", a->max_body, "Largest request body in bytes; larger get 413")->check(CLI::Range(size_t(1024), size_t(1) << 32))->capture_default_str();
