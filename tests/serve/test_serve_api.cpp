@@ -13,6 +13,7 @@
 #include "serve/replies.h"
 #include "serve/scheduler.h"
 #include "serve/served_model.h"
+#include "serve/scripted_backend.h"
 
 namespace keel::serve {
 namespace {
@@ -191,34 +192,6 @@ TEST(ServeApi, ReplyShapes) {
   // Output bytes that are not UTF-8 never break the JSON.
   EXPECT_NO_THROW(json::parse(stream_piece(c, std::string("\xff\xfe"))));
 }
-
-/// Emits `n` tokens, one every `delay`, until the callback says stop.
-class ScriptedBackend : public engine::Backend {
- public:
-  ScriptedBackend(int n, std::chrono::milliseconds delay) : n_(n), delay_(delay) {}
-  std::string_view name() const override { return "scripted"; }
-  int64_t max_context() const override { return 1 << 20; }
-  engine::GenerateResult generate(const engine::GenerateRequest& req, const engine::TokenCallback& cb) override {
-    engine::GenerateResult r;
-    ++calls;
-    for (int i = 0; i < std::min(n_, req.max_tokens); ++i) {
-      std::this_thread::sleep_for(delay_);
-      r.output.push_back(65 + i % 26);
-      if (!cb(r.output.back())) {
-        r.stop_reason = "stopped";
-        return r;
-      }
-    }
-    r.stop_reason = "max_tokens";
-    return r;
-  }
-  std::vector<float> score(std::span<const int32_t>) override { return {}; }
-  std::atomic<int> calls{0};
-
- private:
-  int n_;
-  std::chrono::milliseconds delay_;
-};
 
 const tokenizer::Tokenizer& stories_tokenizer() {
   static tokenizer::Tokenizer t = tokenizer::Tokenizer::load(std::string(KEEL_SHARED_DIR) + "/models/stories260K");
