@@ -3,7 +3,8 @@
 # Run as root or with sudo available. Safe to run repeatedly.
 set -euo pipefail
 pkgs=(cmake ninja-build g++ pkg-config nlohmann-json3-dev libcli11-dev libutf8proc-dev
-      libpcre2-dev libgtest-dev libgmock-dev libbenchmark-dev clang python3 python3-pip)
+      libpcre2-dev libgtest-dev libgmock-dev libbenchmark-dev libcpp-httplib-dev clang python3 python3-pip
+      python3-venv)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

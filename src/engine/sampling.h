@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <span>
 
+#include "model/config.h"
 #include "program/sampling.h"
 
 namespace keel::engine {
@@ -40,5 +41,17 @@ class Sampler {
   uint32_t sequence_ = 0;
   uint32_t n_ = 0;  // tokens drawn so far
 };
+
+/// Sampling settings a user gave (CLI flags, a server request); -1 (and a
+/// negative top_k) means not given.
+struct SamplingOverrides {
+  double temperature = -1, top_p = -1, min_p = -1, repetition_penalty = -1;
+  int64_t top_k = -1;
+  uint64_t seed = 0;
+};
+/// The parameters of one generation: each setting given, else the checkpoint's
+/// generation_config.json default (its filters only when sampling by its
+/// defaults), else greedy. Throws keel::Error naming the setting at fault.
+SamplingParams resolve_sampling(const SamplingOverrides& f, const model::GenerationConfig& g);
 
 }  // namespace keel::engine

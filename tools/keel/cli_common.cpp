@@ -91,43 +91,6 @@ void add_sampling_flags(CLI::App& cmd, SamplingFlags& f) {
   cmd.add_option("--seed", f.seed, "Random seed (same seed, same output)")->capture_default_str();
 }
 
-engine::SamplingParams resolve_sampling(const SamplingFlags& f, const model::GenerationConfig& g) {
-  // A flag is unset at -1. NaN passes CLI11's range checks, so every flag
-  // given is first validated on its own, naming it, before defaults mix in.
-  auto given = [](double v) { return !(v == -1); };
-  // A top-k beyond the vocabulary keeps every token: clamp, never truncate.
-  auto k32 = [](int64_t k) { return int32_t(std::min<int64_t>(k, INT32_MAX)); };
-  engine::SamplingParams flags;
-  if (given(f.temperature)) flags.temperature = float(f.temperature);
-  if (f.top_k >= 0) flags.top_k = k32(f.top_k);
-  if (given(f.top_p)) flags.top_p = float(f.top_p);
-  if (given(f.min_p)) flags.min_p = float(f.min_p);
-  if (given(f.repetition_penalty)) flags.repetition_penalty = float(f.repetition_penalty);
-  engine::validate(flags);
-
-  engine::SamplingParams p;
-  p.seed = f.seed;
-  bool explicit_temp = f.temperature >= 0;
-  if (explicit_temp) {
-    p.temperature = float(f.temperature);
-  } else if (g.do_sample) {
-    p.temperature = g.temperature >= 0 ? float(g.temperature) : 1.0f;
-  }
-  // Filters from generation_config apply only when sampling by its defaults.
-  bool use_g = !explicit_temp && g.do_sample;
-  p.top_k = f.top_k >= 0 ? k32(f.top_k) : (use_g && g.top_k >= 0 ? k32(g.top_k) : 0);
-  p.top_p = f.top_p >= 0 ? float(f.top_p) : (use_g && g.top_p >= 0 ? float(g.top_p) : 1.0f);
-  p.min_p = f.min_p >= 0 ? float(f.min_p) : (use_g && g.min_p >= 0 ? float(g.min_p) : 0.0f);
-  p.repetition_penalty = f.repetition_penalty >= 0 ? float(f.repetition_penalty)
-                         : (g.repetition_penalty > 0 ? float(g.repetition_penalty) : 1.0f);
-  try {
-    engine::validate(p);
-  } catch (const Error& e) {
-    fail("generation_config.json: ", e.what(), " (a sampling default)");
-  }
-  return p;
-}
-
 std::vector<int32_t> eos_ids(const model::Model& m, const tokenizer::Tokenizer* tok) {
   std::vector<int32_t> ids;
   auto add = [&](int64_t v) {

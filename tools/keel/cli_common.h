@@ -39,13 +39,9 @@ std::unique_ptr<engine::Backend> make_backend(const model::Model& m, const Backe
 std::vector<std::string> available_backends();
 
 /// Sampling flags; unset flags fall back to generation_config.json defaults.
-struct SamplingFlags {
-  double temperature = -1, top_p = -1, min_p = -1, repetition_penalty = -1;
-  int64_t top_k = -1;
-  uint64_t seed = 0;
-};
+using SamplingFlags = engine::SamplingOverrides;
 void add_sampling_flags(CLI::App& cmd, SamplingFlags& f);
-engine::SamplingParams resolve_sampling(const SamplingFlags& f, const model::GenerationConfig& g);
+using engine::resolve_sampling;
 
 /// EOS ids: generation_config.json, then config.json, then the tokenizer's.
 std::vector<int32_t> eos_ids(const model::Model& m, const tokenizer::Tokenizer* tok);
@@ -86,5 +82,6 @@ Command register_tokenize(CLI::App& root);
 Command register_info(CLI::App& root);
 Command register_compile(CLI::App& root);
 Command register_bench(CLI::App& root);
+Command register_serve(CLI::App& root);
 
 }  // namespace keel::cli

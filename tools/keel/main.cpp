@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
       keel::cli::register_score(app),      keel::cli::register_perplexity(app),
       keel::cli::register_tokenize(app),   keel::cli::register_info(app),
       keel::cli::register_compile(app),    keel::cli::register_bench(app),
+      keel::cli::register_serve(app),
   };
   // CLI11 reports an unknown first word only as "A subcommand is required":
   // name it, and list the commands there are.

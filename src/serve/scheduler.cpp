@@ -1,0 +1,188 @@
+// Job events, the serial runner and the scheduler's worker loop (see scheduler.h).
+#include "serve/scheduler.h"
+
+#include <algorithm>
+#include <exception>
+
+namespace keel::serve {
+
+namespace {
+double ms_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+}  // namespace
+
+// ------------------------------------------------------------------- Job
+
+Job::Job(engine::GenerateRequest req, std::unique_ptr<engine::TextStream> text)
+    : req_(std::move(req)), text_(std::move(text)), submitted_(std::chrono::steady_clock::now()) {}
+
+bool Job::next(Event& out, std::chrono::milliseconds timeout) {
+  std::unique_lock lk(mu_);
+  if (!cv_.wait_for(lk, timeout, [&] { return !events_.empty(); })) return false;
+  out = std::move(events_.front());
+  events_.pop_front();
+  return true;
+}
+
+void Job::push(Event e) {
+  {
+    std::lock_guard lk(mu_);
+    if (e.type != Event::Type::Text) ended_ = true;
+    events_.push_back(std::move(e));
+  }
+  cv_.notify_all();
+}
+
+bool Job::ended() const {
+  std::lock_guard lk(mu_);
+  return ended_;
+}
+
+void Job::started() { started_ = std::chrono::steady_clock::now(); }
+
+bool Job::on_token(int32_t id) {
+  if (tokens_++ == 0) first_token_ = std::chrono::steady_clock::now();
+  std::string piece = text_->push(id);
+  if (!piece.empty()) push({Event::Type::Text, std::move(piece), 0, {}});
+  return !text_->stopped() && !cancelled_;
+}
+
+void Job::finish(const engine::GenerateResult& r) {
+  std::string tail = text_->finish();
+  if (!tail.empty()) push({Event::Type::Text, std::move(tail), 0, {}});
+  auto now = std::chrono::steady_clock::now();
+  Outcome o;
+  if (text_->stopped() || r.stop_reason == "eos") {
+    o.finish_reason = "stop";
+  } else if (r.stop_reason == "max_tokens" || r.stop_reason == "context") {
+    o.finish_reason = "length";
+  } else {
+    o.finish_reason = cancelled_ ? "cancelled" : "stop";
+  }
+  o.text = text_->text();
+  o.prompt_tokens = int64_t(req_.prompt.size());
+  o.completion_tokens = int64_t(r.output.size());
+  o.queue_ms = ms_between(submitted_, started_);
+  o.prefill_ms = tokens_ ? ms_between(started_, first_token_) : ms_between(started_, now);
+  o.decode_ms = tokens_ ? ms_between(first_token_, now) : 0;
+  push({Event::Type::Done, {}, 0, std::move(o)});
+}
+
+void Job::fail(int status, const std::string& message) {
+  failed_ = true;
+  push({Event::Type::Error, message, status, {}});
+}
+
+// ---------------------------------------------------------- SerialRunner
+
+void SerialRunner::step() {
+  std::shared_ptr<Job> job = std::move(job_);
+  job_.reset();
+  if (!job) return;
+  try {
+    engine::GenerateResult r = backend_.generate(job->request(), [&](int32_t t) { return job->on_token(t); });
+    job->finish(r);
+  } catch (const std::exception& e) {
+    job->fail(500, std::string("generation failed: ") + e.what());
+  }
+}
+
+// ------------------------------------------------------------- Scheduler
+
+Scheduler::Scheduler(std::unique_ptr<Runner> runner, size_t queue_capacity)
+    : runner_(std::move(runner)), capacity_(queue_capacity) {
+  stats_.slots = runner_->slots();
+  worker_ = std::thread([this] { loop(); });
+}
+
+Scheduler::~Scheduler() {
+  drain(true);
+  {
+    std::lock_guard lk(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  worker_.join();
+}
+
+Scheduler::Admit Scheduler::submit(std::shared_ptr<Job> job) {
+  {
+    std::lock_guard lk(mu_);
+    if (draining_) return Admit::Draining;
+    if (queue_.size() >= capacity_) {
+      ++stats_.rejected;
+      return Admit::Full;
+    }
+    queue_.push_back(std::move(job));
+  }
+  cv_.notify_all();
+  return Admit::Queued;
+}
+
+void Scheduler::drain(bool cancel_running) {
+  {
+    std::lock_guard lk(mu_);
+    draining_ = true;
+    for (auto& job : queue_) {
+      job->fail(503, "the server is shutting down");
+      ++stats_.failed;
+    }
+    queue_.clear();
+    if (cancel_running)
+      for (auto& job : running_) job->cancel();
+  }
+  cv_.notify_all();
+  idle_cv_.notify_all();
+}
+
+void Scheduler::wait_idle() {
+  std::unique_lock lk(mu_);
+  idle_cv_.wait(lk, [&] { return queue_.empty() && running_.empty(); });
+}
+
+SchedulerStats Scheduler::stats() const {
+  std::lock_guard lk(mu_);
+  SchedulerStats s = stats_;
+  s.queued = int64_t(queue_.size());
+  s.running = int64_t(running_.size());
+  return s;
+}
+
+void Scheduler::loop() {
+  std::unique_lock lk(mu_);
+  for (;;) {
+    cv_.wait(lk, [&] { return stop_ || !queue_.empty() || !running_.empty(); });
+    while (!queue_.empty() && runner_->active() < runner_->slots()) {
+      std::shared_ptr<Job> job = std::move(queue_.front());
+      queue_.pop_front();
+      if (job->cancelled()) {  // the client left while it waited
+        job->fail(499, "the client closed the connection");
+        ++stats_.cancelled;
+        continue;
+      }
+      job->started();
+      running_.push_back(job);
+      runner_->admit(std::move(job));
+    }
+    if (running_.empty()) {
+      idle_cv_.notify_all();
+      if (stop_) return;
+      continue;
+    }
+    lk.unlock();
+    runner_->step();
+    lk.lock();
+    // Jobs that ended leave; their slots are free for the next admission.
+    auto done = std::stable_partition(running_.begin(), running_.end(), [](const auto& j) { return !j->ended(); });
+    for (auto it = done; it != running_.end(); ++it) {
+      if ((*it)->cancelled()) ++stats_.cancelled;
+      else if ((*it)->failed()) ++stats_.failed;
+      else ++stats_.completed;
+    }
+    running_.erase(done, running_.end());
+    if (running_.empty() && queue_.empty()) idle_cv_.notify_all();
+  }
+}
+
+}  // namespace keel::serve

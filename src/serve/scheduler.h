@@ -1,0 +1,162 @@
+// The scheduler of `keel serve`: a bounded queue of generation jobs and one
+// worker thread that runs them on a Runner. The HTTP threads submit Jobs and
+// read their events (text pieces, then the end); the worker is the only thread
+// that touches the backend.
+//
+// The Runner is the seam for batching. The scheduler loop is the same for any
+// runner: admit queued jobs while the runner has free slots, then step() it;
+// a job that ends frees its slot before the next admission. SerialRunner, the
+// only runner today, wraps engine::Backend::generate: it has one slot and its
+// step() runs that job's whole generation, so requests are served one at a
+// time. A batched runner (the ragged-batch executor of issue 12) has
+// slots() = the batch size and a step() that advances every admitted job by
+// one executor step, so jobs join and leave between steps without any change
+// here (docs/serving.md).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "engine/backend.h"
+#include "engine/text_stream.h"
+
+namespace keel::serve {
+
+/// How a job ended, with the counts the APIs report.
+struct Outcome {
+  std::string finish_reason;   // "stop" (EOS or a stop string), "length" (max_tokens or the context), "cancelled"
+  std::string text;            // the whole generated text (stop string excluded)
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+  double queue_ms = 0;         // submitted -> started
+  double prefill_ms = 0;       // started -> first token
+  double decode_ms = 0;        // the tokens after the first
+};
+
+/// One thing a job reports, in order: Text pieces, then exactly one Done or Error.
+struct Event {
+  enum class Type { Text, Done, Error } type = Type::Text;
+  std::string text;   // Text: the piece; Error: the message
+  int status = 0;     // Error: the HTTP status (503 shutting down, 500 the backend failed)
+  Outcome outcome;    // Done
+};
+
+/// One generation: the backend request, the text stream that turns its tokens
+/// into text (stop strings included), and the event queue the HTTP side reads.
+class Job {
+ public:
+  Job(engine::GenerateRequest req, std::unique_ptr<engine::TextStream> text);
+
+  const engine::GenerateRequest& request() const { return req_; }
+
+  // --- HTTP side
+  /// The client went away: the job stops at its next token (or is dropped
+  /// from the queue).
+  void cancel() { cancelled_ = true; }
+  bool cancelled() const { return cancelled_; }
+  /// Waits up to `timeout` for the next event; false when none came.
+  bool next(Event& out, std::chrono::milliseconds timeout);
+
+  // --- runner side
+  void started();
+  /// Feeds one generated token; returns whether generation goes on.
+  bool on_token(int32_t id);
+  /// The generation ended; reports the rest of the text and Done.
+  void finish(const engine::GenerateResult& r);
+  /// The job cannot run; reports Error.
+  void fail(int status, const std::string& message);
+  bool ended() const;
+  bool failed() const { return failed_; }
+
+ private:
+  void push(Event e);
+  engine::GenerateRequest req_;
+  std::unique_ptr<engine::TextStream> text_;
+  std::atomic<bool> cancelled_{false}, failed_{false};
+  std::chrono::steady_clock::time_point submitted_, started_, first_token_;
+  int64_t tokens_ = 0;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Event> events_;
+  bool ended_ = false;
+};
+
+/// What the scheduler drives (see the file comment).
+class Runner {
+ public:
+  virtual ~Runner() = default;
+  /// Jobs that can be admitted at once.
+  virtual int slots() const = 0;
+  /// Jobs admitted and not yet ended.
+  virtual int active() const = 0;
+  /// Takes a job into a free slot (active() < slots()).
+  virtual void admit(std::shared_ptr<Job> job) = 0;
+  /// Advances the admitted jobs; ends (finish or fail) those that are done,
+  /// freeing their slots. A job whose cancelled() turns true must end soon.
+  virtual void step() = 0;
+};
+
+/// One job at a time on engine::Backend::generate: step() is the job's whole
+/// generation; a cancelled job stops at its next token (the TokenCallback
+/// returns false).
+class SerialRunner : public Runner {
+ public:
+  explicit SerialRunner(engine::Backend& backend) : backend_(backend) {}
+  int slots() const override { return 1; }
+  int active() const override { return job_ ? 1 : 0; }
+  void admit(std::shared_ptr<Job> job) override { job_ = std::move(job); }
+  void step() override;
+
+ private:
+  engine::Backend& backend_;
+  std::shared_ptr<Job> job_;
+};
+
+/// Counters for /health and the shutdown message.
+struct SchedulerStats {
+  int64_t queued = 0, running = 0;
+  int64_t completed = 0, cancelled = 0, failed = 0, rejected = 0;
+  int slots = 0;
+};
+
+class Scheduler {
+ public:
+  /// Starts the worker thread. `queue_capacity`: jobs that may wait beyond
+  /// the runner's slots before submit() refuses more.
+  Scheduler(std::unique_ptr<Runner> runner, size_t queue_capacity);
+  ~Scheduler();  // drain(true), then joins the worker
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  /// Queues a job; false when the queue is full (the caller answers 429) or
+  /// the scheduler is draining (503).
+  enum class Admit { Queued, Full, Draining };
+  Admit submit(std::shared_ptr<Job> job);
+  /// Stops taking jobs and fails the queued ones (503); the running ones
+  /// finish, or are cancelled too when `cancel_running`. Returns at once;
+  /// wait_idle() waits for the running ones.
+  void drain(bool cancel_running);
+  void wait_idle();
+  SchedulerStats stats() const;
+
+ private:
+  void loop();
+  std::unique_ptr<Runner> runner_;
+  size_t capacity_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_, idle_cv_;
+  std::deque<std::shared_ptr<Job>> queue_;
+  std::vector<std::shared_ptr<Job>> running_;
+  bool draining_ = false, stop_ = false;
+  SchedulerStats stats_;
+  std::thread worker_;
+};
+
+}  // namespace keel::serve

@@ -1,0 +1,315 @@
+// keel serve without HTTP: request parsing and validation (each bad field a
+// 400 naming it), the error and reply shapes of both APIs, the scheduler
+// (queue bound, cancellation, draining) on a scripted backend, and requests ->
+// jobs on stories260K (prompt rendering, the context bound).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+#include "engine/backends.h"
+#include "model/model.h"
+#include "serve/api.h"
+#include "serve/replies.h"
+#include "serve/scheduler.h"
+#include "serve/served_model.h"
+#include "serve/scripted_backend.h"
+
+namespace keel::serve {
+namespace {
+
+using nlohmann::json;
+
+/// The HttpError `f` throws (a failure when it throws none).
+template <class F>
+HttpError error_of(F f) {
+  try {
+    f();
+  } catch (const HttpError& e) {
+    return e;
+  }
+  ADD_FAILURE() << "no HttpError thrown";
+  return HttpError(0, "");
+}
+
+TEST(ServeApi, ParseBodyRefusesMalformedJsonAndNonObjects) {
+  for (const char* body : {"{bad", "", "[1, 2]", "\"text\"", "3"}) {
+    HttpError e = error_of([&] { parse_body(body); });
+    EXPECT_EQ(e.status, 400) << body;
+    EXPECT_EQ(e.code, "invalid_json") << body;
+  }
+  EXPECT_TRUE(parse_body("{\"a\": 1}").is_object());
+}
+
+TEST(ServeApi, OpenAICompletionDefaultsAndFields) {
+  Request r = parse_openai_completion(json{{"model", "m"}, {"prompt", "hi"}});
+  EXPECT_EQ(r.kind, Kind::Completion);
+  EXPECT_EQ(r.prompt, "hi");
+  EXPECT_EQ(r.max_tokens, 16);  // OpenAI's default for completions
+  EXPECT_FALSE(r.stream);
+  EXPECT_EQ(r.sampling.temperature, -1);  // not given: generation_config decides
+  r = parse_openai_completion(json{{"prompt", json::array({1, 2, 3})}, {"max_tokens", 7}, {"temperature", 0.5},
+                                   {"top_p", 0.9}, {"top_k", -1}, {"min_p", 0.1}, {"seed", 42}, {"stop", "\n"},
+                                   {"stream", true}, {"stream_options", {{"include_usage", true}}}, {"n", 1}});
+  EXPECT_EQ(r.prompt_ids, (std::vector<int32_t>{1, 2, 3}));
+  EXPECT_EQ(r.max_tokens, 7);
+  EXPECT_DOUBLE_EQ(r.sampling.temperature, 0.5);
+  EXPECT_DOUBLE_EQ(r.sampling.top_p, 0.9);
+  EXPECT_EQ(r.sampling.top_k, 0);  // -1 means off, as in vLLM
+  EXPECT_EQ(r.sampling.seed, 42u);
+  EXPECT_TRUE(r.seed_given);
+  EXPECT_EQ(r.stop, std::vector<std::string>{"\n"});
+  EXPECT_TRUE(r.stream && r.include_usage);
+  EXPECT_FALSE(r.ignore_eos);
+  EXPECT_TRUE(parse_openai_completion(json{{"prompt", "x"}, {"ignore_eos", true}}).ignore_eos);
+  // A list holding one prompt is that prompt.
+  EXPECT_EQ(parse_openai_completion(json{{"prompt", json::array({"one"})}}).prompt, "one");
+}
+
+TEST(ServeApi, OpenAIBadFieldsAre400NamingTheField) {
+  struct Case {
+    json body;
+    std::string param;
+  } cases[] = {
+      {{{"prompt", "x"}, {"max_tokens", "ten"}}, "max_tokens"},
+      {{{"prompt", "x"}, {"max_tokens", 0}}, "max_tokens"},
+      {{{"prompt", "x"}, {"max_tokens", 1.5}}, "max_tokens"},
+      {{{"prompt", "x"}, {"temperature", 3}}, "temperature"},
+      {{{"prompt", "x"}, {"temperature", "hot"}}, "temperature"},
+      {{{"prompt", "x"}, {"top_p", 0}}, "top_p"},
+      {{{"prompt", "x"}, {"min_p", 2}}, "min_p"},
+      {{{"prompt", "x"}, {"n", 2}}, "n"},
+      {{{"prompt", "x"}, {"logprobs", 0}}, "logprobs"},
+      {{{"prompt", "x"}, {"logprobs", 5}}, "logprobs"},
+      {{{"prompt", "x"}, {"echo", true}}, "echo"},
+      {{{"prompt", "x"}, {"stop", json::array({"a", 3})}}, "stop"},
+      {{{"prompt", "x"}, {"stop", ""}}, "stop"},
+      {{{"prompt", "x"}, {"stream", "yes"}}, "stream"},
+      {{{"prompt", "x"}, {"presence_penalty", 0.5}}, "presence_penalty"},
+      {{{"prompt", "x"}, {"model", 3}}, "model"},
+      {{{"prompt", ""}}, "prompt"},
+      {{{"prompt", json::array({1, -2})}}, "prompt"},
+      {{{"prompt", json::array({"a", "b"})}}, "prompt"},
+      {{{"max_tokens", 3}}, "prompt"},
+  };
+  for (const Case& c : cases) {
+    HttpError e = error_of([&] { parse_openai_completion(c.body); });
+    EXPECT_EQ(e.status, 400) << c.body.dump();
+    EXPECT_EQ(e.param, c.param) << c.body.dump() << ": " << e.what();
+    EXPECT_EQ(e.type, "invalid_request_error");
+  }
+  // Many stop strings: more than kMaxStops is refused.
+  json many = json::array();
+  for (size_t i = 0; i <= kMaxStops; ++i) many.push_back(std::to_string(i));
+  EXPECT_EQ(error_of([&] { parse_openai_completion(json{{"prompt", "x"}, {"stop", many}}); }).param, "stop");
+}
+
+TEST(ServeApi, OpenAIChatMessages) {
+  Request r = parse_openai_chat(json::parse(R"({"messages": [
+      {"role": "developer", "content": "be brief"},
+      {"role": "user", "content": [{"type": "text", "text": "hel"}, {"type": "text", "text": "lo"}]},
+      {"role": "assistant", "content": "hi"}], "max_completion_tokens": 9, "logprobs": false})"));
+  ASSERT_EQ(r.messages.size(), 3u);
+  EXPECT_EQ(r.messages[0].role, "system");  // developer is OpenAI's newer name for it
+  EXPECT_EQ(r.messages[1].content, "hello");
+  EXPECT_EQ(r.max_tokens, 9);
+  EXPECT_EQ(error_of([] { parse_openai_chat(json{{"messages", json::array()}}); }).param, "messages");
+  EXPECT_EQ(error_of([] { parse_openai_chat(json::parse(R"({"messages": [{"role": "tool", "content": "x"}]})")); }).param,
+            "messages[0].role");
+  EXPECT_EQ(error_of([] { parse_openai_chat(json::parse(R"({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})")); })
+                .param,
+            "messages[0].content");
+  EXPECT_EQ(error_of([] { parse_openai_chat(json::parse(R"({"messages": [{"role": "user", "content": "x"}], "tools": [{}]})")); })
+                .param,
+            "tools");
+  EXPECT_EQ(error_of([] { parse_openai_chat(json::parse(R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true})")); })
+                .param,
+            "logprobs");
+}
+
+TEST(ServeApi, OllamaDefaultsAndOptions) {
+  Request r = parse_ollama_generate(json{{"model", "m"}, {"prompt", "hi"}});
+  EXPECT_EQ(r.api, Api::Ollama);
+  EXPECT_TRUE(r.stream);           // Ollama streams unless told not to
+  EXPECT_EQ(r.max_tokens, -1);     // until EOS or the context ends
+  r = parse_ollama_chat(json::parse(R"({"messages": [{"role": "user", "content": "x"}], "stream": false,
+      "options": {"num_predict": 5, "temperature": 0, "top_k": 3, "repeat_penalty": 1.1, "seed": 9, "stop": ["a"], "num_ctx": 4096}})"));
+  EXPECT_FALSE(r.stream);
+  EXPECT_EQ(r.max_tokens, 5);
+  EXPECT_EQ(r.sampling.temperature, 0);
+  EXPECT_EQ(r.sampling.top_k, 3);
+  EXPECT_DOUBLE_EQ(r.sampling.repetition_penalty, 1.1);
+  EXPECT_EQ(r.stop, std::vector<std::string>{"a"});
+  EXPECT_EQ(parse_ollama_generate(json{{"prompt", "x"}, {"options", {{"num_predict", -2}}}}).max_tokens, -1);
+  EXPECT_EQ(error_of([] { parse_ollama_generate(json{{"prompt", "x"}, {"options", {{"num_predict", 0}}}}); }).param, "num_predict");
+  EXPECT_EQ(error_of([] { parse_ollama_generate(json{{"prompt", "x"}, {"format", "json"}}); }).param, "format");
+  EXPECT_EQ(error_of([] { parse_ollama_generate(json{{"prompt", "x"}, {"options", 3}}); }).param, "options");
+  // Empty prompt / message list: Ollama's "load the model" requests parse.
+  EXPECT_TRUE(parse_ollama_generate(json{{"model", "m"}}).prompt.empty());
+  EXPECT_TRUE(parse_ollama_chat(json{{"model", "m"}, {"messages", json::array()}}).messages.empty());
+}
+
+TEST(ServeApi, ErrorShapes) {
+  HttpError e(400, "bad max_tokens", "max_tokens", "invalid_value");
+  json o = error_json(Api::OpenAI, e);
+  EXPECT_EQ(o, json::parse(R"({"error": {"message": "bad max_tokens", "type": "invalid_request_error",
+                                         "param": "max_tokens", "code": "invalid_value"}})"));
+  EXPECT_EQ(error_json(Api::OpenAI, HttpError(401, "key"))["error"]["param"], nullptr);
+  EXPECT_EQ(error_json(Api::OpenAI, HttpError(401, "key"))["error"]["type"], "authentication_error");
+  EXPECT_EQ(error_json(Api::OpenAI, HttpError(429, "full"))["error"]["type"], "rate_limit_error");
+  EXPECT_EQ(error_json(Api::OpenAI, HttpError(404, "no"))["error"]["type"], "not_found_error");
+  EXPECT_EQ(error_json(Api::Ollama, e), json::parse(R"({"error": "bad max_tokens"})"));
+  EXPECT_TRUE(model_matches("", "m"));
+  EXPECT_TRUE(model_matches("m:latest", "m"));
+  EXPECT_FALSE(model_matches("gpt-4", "m"));
+}
+
+TEST(ServeApi, ReplyShapes) {
+  ReplyContext c{Api::OpenAI, Kind::Chat, "chatcmpl-1", "m", 100, true};
+  Outcome o{"length", "hello", 3, 2, 0, 1, 2};
+  json full = full_reply(c, o);
+  EXPECT_EQ(full["object"], "chat.completion");
+  EXPECT_EQ(full["choices"][0]["message"]["content"], "hello");
+  EXPECT_EQ(full["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(full["usage"], json::parse(R"({"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5})"));
+  EXPECT_EQ(stream_open(c).rfind("data: ", 0), 0u);
+  std::string close = stream_close(c, o);
+  EXPECT_NE(close.find("\"usage\""), std::string::npos);  // include_usage
+  EXPECT_EQ(close.substr(close.size() - 14), "data: [DONE]\n\n");
+  c = {Api::OpenAI, Kind::Completion, "cmpl-1", "m", 100, false};
+  EXPECT_EQ(stream_open(c), "");
+  json piece = json::parse(stream_piece(c, "hi").substr(6));
+  EXPECT_EQ(piece["choices"][0]["text"], "hi");
+  EXPECT_EQ(stream_close(c, o).find("\"usage\""), std::string::npos);
+  c.api = Api::Ollama;
+  json last = json::parse(stream_close(c, o));
+  EXPECT_EQ(last["done"], true);
+  EXPECT_EQ(last["done_reason"], "length");
+  EXPECT_EQ(last["eval_count"], 2);
+  EXPECT_EQ(last["prompt_eval_count"], 3);
+  EXPECT_EQ(last["eval_duration"], 2000000);  // 2 ms in ns
+  EXPECT_EQ(json::parse(stream_piece(c, "x"))["response"], "x");
+  // Output bytes that are not UTF-8 never break the JSON.
+  EXPECT_NO_THROW(json::parse(stream_piece(c, std::string("\xff\xfe"))));
+}
+
+const tokenizer::Tokenizer& stories_tokenizer() {
+  static tokenizer::Tokenizer t = tokenizer::Tokenizer::load(std::string(KEEL_SHARED_DIR) + "/models/stories260K");
+  return t;
+}
+
+std::shared_ptr<Job> scripted_job(int max_tokens) {
+  engine::GenerateRequest g;
+  g.prompt = {1};
+  g.max_tokens = max_tokens;
+  return std::make_shared<Job>(g, std::make_unique<engine::TextStream>(stories_tokenizer(), std::vector<std::string>{}));
+}
+
+/// Reads a job's events to its end; returns the last.
+Event last_event(Job& j) {
+  Event e;
+  while (!j.next(e, std::chrono::seconds(30)) || e.type == Event::Type::Text) {
+  }
+  return e;
+}
+
+TEST(ServeScheduler, RunsJobsInOrderAndBoundsTheQueue) {
+  ScriptedBackend backend(5, std::chrono::milliseconds(20));
+  Scheduler s(std::make_unique<SerialRunner>(backend), 2);
+  auto a = scripted_job(5), b = scripted_job(5), c = scripted_job(5), d = scripted_job(5);
+  ASSERT_EQ(s.submit(a), Scheduler::Admit::Queued);
+  // Wait until a runs, so b and c fill the queue of 2 and d is refused.
+  while (s.stats().running == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(s.submit(b), Scheduler::Admit::Queued);
+  EXPECT_EQ(s.submit(c), Scheduler::Admit::Queued);
+  EXPECT_EQ(s.submit(d), Scheduler::Admit::Full);
+  for (auto* j : {&a, &b, &c}) {
+    Event e = last_event(**j);
+    ASSERT_EQ(e.type, Event::Type::Done);
+    EXPECT_EQ(e.outcome.completion_tokens, 5);
+    EXPECT_EQ(e.outcome.finish_reason, "length");
+  }
+  s.wait_idle();
+  SchedulerStats st = s.stats();
+  EXPECT_EQ(st.completed, 3);
+  EXPECT_EQ(st.rejected, 1);
+  EXPECT_EQ(st.slots, 1);
+}
+
+TEST(ServeScheduler, CancelledJobStopsAndTheNextRuns) {
+  // 1000 tokens x 5 ms would take 5 s; cancelled after its first token the
+  // job must end at once and the next job run.
+  ScriptedBackend backend(1000, std::chrono::milliseconds(5));
+  Scheduler s(std::make_unique<SerialRunner>(backend), 4);
+  auto slow = scripted_job(1000), next = scripted_job(3), gone = scripted_job(3);
+  ASSERT_EQ(s.submit(slow), Scheduler::Admit::Queued);
+  ASSERT_EQ(s.submit(gone), Scheduler::Admit::Queued);
+  ASSERT_EQ(s.submit(next), Scheduler::Admit::Queued);
+  gone->cancel();  // left while it waited: never runs
+  Event e;
+  ASSERT_TRUE(slow->next(e, std::chrono::seconds(30)));
+  auto t0 = std::chrono::steady_clock::now();
+  slow->cancel();
+  Event end = last_event(*slow);
+  EXPECT_EQ(end.outcome.finish_reason, "cancelled");
+  EXPECT_LT(end.outcome.completion_tokens, 1000);
+  EXPECT_EQ(last_event(*next).type, Event::Type::Done);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3));  // far below the 5 s uncancelled
+  EXPECT_EQ(last_event(*gone).type, Event::Type::Error);
+  s.wait_idle();
+  EXPECT_EQ(backend.calls, 2);  // slow and next; the job that left never ran
+  EXPECT_EQ(s.stats().cancelled, 2);
+  EXPECT_EQ(s.stats().completed, 1);
+}
+
+TEST(ServeScheduler, DrainFailsQueuedJobsAndFinishesTheRunningOne) {
+  ScriptedBackend backend(20, std::chrono::milliseconds(5));
+  Scheduler s(std::make_unique<SerialRunner>(backend), 4);
+  auto running = scripted_job(20), queued = scripted_job(20);
+  ASSERT_EQ(s.submit(running), Scheduler::Admit::Queued);
+  while (s.stats().running == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_EQ(s.submit(queued), Scheduler::Admit::Queued);
+  s.drain(false);
+  EXPECT_EQ(s.submit(scripted_job(1)), Scheduler::Admit::Draining);
+  Event q = last_event(*queued);
+  EXPECT_EQ(q.type, Event::Type::Error);
+  EXPECT_EQ(q.status, 503);
+  Event r = last_event(*running);
+  ASSERT_EQ(r.type, Event::Type::Done);
+  EXPECT_EQ(r.outcome.completion_tokens, 20);  // finished, not cut
+  s.wait_idle();
+}
+
+TEST(ServeJobs, PromptsAndTheContextBound) {
+  ServedModel m;
+  model::Model weights = model::Model::load(std::string(KEEL_SHARED_DIR) + "/models/stories260K");
+  engine::BackendConfig cfg;
+  cfg.max_context = 64;
+  m.backend = engine::make_backend("reference", weights, cfg);
+  m.tokenizer = std::make_unique<tokenizer::Tokenizer>(
+      tokenizer::Tokenizer::load(std::string(KEEL_SHARED_DIR) + "/models/stories260K"));
+  m.vocab = weights.config.vocab;
+  m.eos_ids = {2};
+  Request r = parse_openai_completion(json{{"prompt", "Once upon a time"}});
+  EXPECT_EQ(prompt_tokens(r, m), (std::vector<int32_t>{1, 403, 407, 261, 378}));  // BOS + text, as keel generate
+  // No chat format in this checkpoint: the contents, with BOS (as keel chat).
+  r = parse_openai_chat(json::parse(R"({"messages": [{"role": "user", "content": "Once upon a time"}]})"));
+  EXPECT_EQ(prompt_tokens(r, m), (std::vector<int32_t>{1, 403, 407, 261, 378}));
+  auto job = make_job(r, m);
+  EXPECT_EQ(job->request().max_tokens, 64 - 5);  // no max_tokens: the room left in the context
+  // Ids outside the vocabulary, and prompts that leave no room, are 400s.
+  r = parse_openai_completion(json{{"prompt", json::array({1, 512})}});
+  EXPECT_EQ(error_of([&] { prompt_tokens(r, m); }).param, "prompt");
+  r = parse_openai_completion(json{{"prompt", std::vector<int>(64, 300)}});
+  HttpError e = error_of([&] { prompt_tokens(r, m); });
+  EXPECT_EQ(e.status, 400);
+  EXPECT_EQ(e.code, "context_length_exceeded");
+  r = parse_openai_completion(json{{"prompt", std::vector<int>(63, 300)}, {"max_tokens", 100}});
+  EXPECT_EQ(make_job(r, m)->request().max_tokens, 1);  // capped by the context
+  // Sampling the sampler refuses is a 400 too (temperature below the minimum).
+  r = parse_openai_completion(json{{"prompt", "x"}, {"temperature", 1e-5}});
+  EXPECT_EQ(error_of([&] { make_job(r, m); }).status, 400);
+}
+
+}  // namespace
+}  // namespace keel::serve
