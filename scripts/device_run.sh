@@ -5,7 +5,11 @@
 # context 512), runs the PyTorch CUDA-graph peer, and prints one table. Logs go
 # under $OUT. Binaries and fixtures come from the carried folder .device/
 # (scripts/device_pack.sh fills it on the build machine).
-#   usage: scripts/device_run.sh [tests|bench|peer|cli|smollm2|ab|trace|micro|all]...
+#   usage: scripts/device_run.sh [tests|bench|peer|batch|cli|smollm2|ab|trace|micro|all]...
+# batch: decode ms/step of Llama-3.2-1B and Qwen3-8B shapes at batch 1, 8, 16,
+# 32, 64 (context 512; $KEEL_BATCHES overrides the list) beside the PyTorch
+# CUDA-graph peer (tools/peer_graph.py MODEL 512 BATCH) in one table, and the
+# time to first token of a $KEEL_PROMPT_LEN-token prompt (default 2000) at batch 1.
 # Every measurement goes through `keel bench` (the one bench driver; --json),
 # whose knobs are flags printed with its results, never environment variables.
 # smollm2: the real chat model (GGUF at $KEEL_SMOLLM2, e.g. carried in two halves
@@ -85,6 +89,43 @@ for k in busy:
 PY
   done
   rm -f "$OUT"/trace-qwen3-1.7b.json "$OUT"/trace-stories260K.json "$OUT"/trace-qwen3-8b.json
+fi
+
+if [[ " $what " == *" batch "* || " $what " == *" all "* ]]; then
+  : > "$OUT/batch.log"
+  for m in llama3.2-1b:$D/configs/llama3.2-1b.json qwen3-8b:$D/shared/models/qwen3-tokenizer/Qwen3-8B/config.json; do
+    for B in ${KEEL_BATCHES:-1 8 16 32 64}; do
+      extra=(); [[ $B == 1 ]] && extra=(--prompt-len "${KEEL_PROMPT_LEN:-2000}")
+      kb_timeout=300 kbench "$D/keel" "${m%%:*}-b$B" --config "${m#*:}" --random-weights --context 512 --batch "$B" \
+        --launch megakernel "${extra[@]}" >> "$OUT/batch.log" 2>&1 || echo "bench ${m%%:*} B$B failed" >> "$OUT/batch.log"
+      echo "PEER ${m%%:*}-b$B $( (cd "$D/tools" && timeout 300 python3 peer_graph.py "${m%%:*}" 512 "$B") 2>&1 | tail -1)" >> "$OUT/batch.log"
+    done
+  done
+  python3 - "$OUT" <<'PY' | tee "$OUT/batch.md"
+import json, os, re, sys
+out = sys.argv[1]
+keel, peer = {}, {}
+for line in open(os.path.join(out, "batch.log")):
+    if line.startswith("RESULT "):
+        f = line.split(); keel[f[1]] = float(f[3])
+    m = re.match(r"PEER (\S+) (\{.*\})", line)
+    if m:
+        try: peer[m.group(1)] = json.loads(m.group(2))["ms_per_step"]
+        except ValueError: pass
+print("| model | batch | keel ms/step | vs own batch 1 | PyTorch graph ms/step | keel / peer |")
+print("|---|---|---|---|---|---|")
+for name in sorted(keel, key=lambda n: (n.rsplit("-b", 1)[0], int(n.rsplit("-b", 1)[1]))):
+    model, b = name.rsplit("-b", 1)
+    one = keel.get(model + "-b1")
+    p = peer.get(name)
+    print(f"| {model} | {b} | {keel[name]:.3f} | {keel[name] / one:.2f}x | {p if p is None else round(p, 3)} | "
+          f"{'-' if p is None else f'{keel[name] / p:.2f}'} |" if one else f"| {model} | {b} | {keel[name]:.3f} | - | {p} | - |")
+for name in keel:
+    fn = os.path.join(out, f"bench-{name}.json")
+    j = json.load(open(fn)) if os.path.exists(fn) else {}
+    if "prefill" in j:
+        print(f"prefill {name}: {j['prefill']['prompt_len']} tokens, first token after {j['prefill']['ms']:.1f} ms")
+PY
 fi
 
 # The keel CLI end to end on the GPU (when the pack carries it).

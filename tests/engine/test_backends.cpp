@@ -132,7 +132,9 @@ TEST(Backends, BatchEqualsEachAlone) {
     EXPECT_EQ(got[i].output, alone.output) << "request " << i;
     EXPECT_EQ(got[i].stop_reason, alone.stop_reason) << "request " << i;
     EXPECT_EQ(streamed[i], got[i].output) << "request " << i;
-    if (reqs[i].sampling.temperature == 0) EXPECT_EQ(ref_got[i].output, alone.output) << "request " << i;
+    if (reqs[i].sampling.temperature == 0) {
+      EXPECT_EQ(ref_got[i].output, alone.output) << "request " << i;
+    }
   }
   // The requests of one launch share their EOS ids.
   reqs[1].eos_ids = {3};

@@ -137,7 +137,9 @@ TEST(Ops, AttentionPositionsCoverExactlyTheWindow) {
           EXPECT_EQ(p0, next);
           next = p1;
           covered += p1 - p0;
-          if (ch == C - 1) EXPECT_EQ(p1, pos + 1);
+          if (ch == C - 1) {
+            EXPECT_EQ(p1, pos + 1);
+          }
         }
         EXPECT_EQ(next, pos + 1);
         EXPECT_EQ(covered, pos + 1 - lo);

@@ -22,7 +22,7 @@ struct BenchArgs {
   std::string model, config, launch = "megakernel", trace, dtype = "bf16";
   bool random_weights = false, json = false;
   int tokens = 256, batch = 1;
-  int64_t context = 512;
+  int64_t context = 512, prompt_len = 0;
   TargetFlags target;
 };
 
@@ -34,6 +34,7 @@ int run_bench(const BenchArgs& a) {
   opt.context = a.context;
   opt.steps = a.tokens;
   opt.batch = a.batch;
+  opt.prompt_len = a.prompt_len;
   opt.trace_json = a.trace;
   opt.progress = !a.json;
   opt.random_dtype = a.dtype == "f32" ? DType::F32 : a.dtype == "f16" ? DType::F16 : DType::BF16;
@@ -86,6 +87,7 @@ int run_bench(const BenchArgs& a) {
                         {"tasks_per_step", rep.tasks_per_step}, {"context", a.context}, {"batch", a.batch},
                         {"first_timed_position", rep.first_position}, {"last_timed_position", rep.last_position},
                         {"rows", rows}};
+    if (rep.prompt_len > 0) j["prefill"] = {{"prompt_len", rep.prompt_len}, {"prompts", a.batch}, {"ms", rep.prefill_ms}};
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     std::printf("%s", rep.table(name).c_str());
@@ -109,6 +111,9 @@ Command register_bench(CLI::App& root) {
   c->add_option("--tokens", a->tokens, "Decode steps to time (median over them, at least 128)")->check(CLI::Range(1, 1 << 20))->capture_default_str();
   c->add_option("--context", a->context, "KV length the median timed step attends over (the timed steps are centred on it)")->check(kContextRange)->capture_default_str();
   c->add_option("--batch", a->batch, "Sequences per step")->check(CLI::Range(1, 1024))->capture_default_str();
+  c->add_option("--prompt-len", a->prompt_len,
+                "Also time the first token of --batch prompts of this many tokens (prefill, one launch)")
+      ->check(kContextRange);
   c->add_option("--launch", a->launch, "megakernel | per-op | graph | all")
       ->check(CLI::IsMember({"megakernel", "per-op", "graph", "all"}))->capture_default_str();
   c->add_flag("--json", a->json, "Print JSON");

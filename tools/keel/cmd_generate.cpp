@@ -69,6 +69,9 @@ int run_generate_many(const GenerateArgs& a, const std::vector<std::string>& tex
     if (reqs[i].prompt.empty()) fail("generate: prompt ", i + 1, " encodes to no tokens");
     check_ids_fit_model(reqs[i].prompt, m, a.model);
     program::check_prompt_fits(int64_t(reqs[i].prompt.size()), backend->max_context(), "generate");
+    if (int64_t(reqs[i].prompt.size()) + a.max_tokens > backend->max_context())
+      fail("generate: prompt ", i + 1, " (", reqs[i].prompt.size(), " tokens) + --max-tokens ", a.max_tokens,
+           " do not fit the context of ", backend->max_context(), " tokens; lower --max-tokens or raise --context");
     reqs[i].max_tokens = a.max_tokens;
     reqs[i].sampling = sampling;
     reqs[i].eos_ids = eos;

@@ -41,8 +41,8 @@ compiler::CompileOptions bench_compile_options(const model::ModelConfig& cfg, Be
   compiler::CompileOptions co;
   co.target = opt.target ? *opt.target : device_target(opt.device);
   co.batch = opt.batch;
-  co.max_context = int(std::max<int64_t>(std::min<int64_t>(cfg.max_position, 4096),
-                                         first_bench_position(opt) + total + margin));
+  co.max_context = int(std::max<int64_t>({std::min<int64_t>(cfg.max_position, 4096),
+                                          first_bench_position(opt) + total + margin, opt.prompt_len + margin}));
   co.o_split_k = opt.o_split_k;
   co.down_split_k = opt.down_split_k;
   co.attn_chunks = opt.attn_chunks;
@@ -76,6 +76,23 @@ BenchReport bench_executor(ProgramExecutor& ex, const BenchOptions& opt) {
   if (opt.context - opt.warmup - opt.steps / 2 < 1)
     std::fprintf(stderr, "bench: the steps start at position 1; the median timed step attends over %lld positions\n",
                  (long long)(r.first_position + opt.steps / 2));
+  if (opt.prompt_len > 0) {
+    KEEL_CHECK(opt.prompt_len < h.max_context, "cuda bench: a prompt of ", opt.prompt_len,
+               " tokens does not fit the Program's context ", h.max_context);
+    note(opt, cat("prefill: ", h.batch, " prompt(s) of ", opt.prompt_len, " tokens"));
+    std::vector<Sequence> seqs(size_t(h.batch));
+    uint64_t z = 12345;
+    for (Sequence& s : seqs) {
+      for (int64_t i = 0; i < opt.prompt_len; ++i) {
+        z = z * 6364136223846793005ull + 1442695040888963407ull;
+        s.prompt.push_back(int32_t((z >> 33) % uint64_t(h.vocab)));
+      }
+      s.max_new = 1;
+    }
+    ex.run(seqs, {});  // warm-up
+    r.prefill_ms = ex.run(seqs, {}).first_token_ms;
+    r.prompt_len = opt.prompt_len;
+  }
   ex.fill_kv_random();
   for (LaunchMode mode : opt.modes) {
     note(opt, cat("timing ", total, " steps, ", launch_mode_name(mode)));
@@ -139,6 +156,11 @@ std::string BenchReport::table(const std::string& model_name) const {
     std::snprintf(buf, sizeof buf, "| %s | %.4f | %.4f | %.4f | %.0f | %.1f |\n",
                   std::string(launch_mode_name(r.mode)).c_str(), r.ms_per_token, r.ms_p10, r.ms_p90,
                   r.weight_gbs, r.pct_of_read_bw);
+    s += buf;
+  }
+  if (prompt_len > 0) {
+    std::snprintf(buf, sizeof buf, "prefill: %d prompt(s) of %lld tokens, first token after %.2f ms\n", batch,
+                  (long long)prompt_len, prefill_ms);
     s += buf;
   }
   return s;

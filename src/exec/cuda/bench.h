@@ -42,6 +42,10 @@ struct BenchOptions {
   int o_split_k = 0;          // compile options (0: the target's, else the compiler's)
   int down_split_k = 0;
   int attn_chunks = 0;
+  /// > 0: also time the first token of `batch` prompts of this many tokens
+  /// (random ids), one megakernel launch with one token to generate each:
+  /// prefill (time to first token) as a user sees it.
+  int64_t prompt_len = 0;
 };
 
 struct BenchRow {
@@ -66,6 +70,8 @@ struct BenchReport {
   program::ProgramHeader header;  // its header: target (ring, loader policy) and compile options in force
   int64_t first_position = 0;  // the first timed step's position (after warm-up)
   int64_t last_position = 0;   // the last timed step's
+  int64_t prompt_len = 0;      // BenchOptions::prompt_len
+  double prefill_ms = 0;       // time to the first token of `batch` prompts of prompt_len tokens (0: not timed)
   std::vector<BenchRow> rows;
   /// A small Markdown table.
   std::string table(const std::string& model_name) const;

@@ -53,7 +53,7 @@ __device__ __forceinline__ void ldmatrix_x2(uint32_t& r0, uint32_t& r1, uint32_t
 }
 
 /// Issues the cp.async copies of column chunk `c` (kc columns) of the nb input
-/// rows into `buf` (row pitch kc + 8 elements) and commits them as one group.
+/// rows into `buf` (row pitch kc + 8 elements); the caller commits the group.
 __device__ __forceinline__ void mm_fill(const MmJob& M, int c, int kc, uint16_t* buf) {
   const int per_row = kc / 8;  // 16-byte pieces
   const int pitch = kc + 8;
@@ -63,7 +63,17 @@ __device__ __forceinline__ void mm_fill(const MmJob& M, int c, int kc, uint16_t*
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dev::smem_addr(buf + b * pitch + q * 8)), "l"(src)
                  : "memory");
   }
-  asm volatile("cp.async.commit_group;" ::: "memory");
+}
+
+/// Waits until at most `n` (0 .. kMmMaxSlots - 2) of this thread's cp.async groups are pending.
+__device__ __forceinline__ void cp_async_wait_pending(int n) {
+  switch (n) {
+    case 0: asm volatile("cp.async.wait_group 0;" ::: "memory"); break;
+    case 1: asm volatile("cp.async.wait_group 1;" ::: "memory"); break;
+    case 2: asm volatile("cp.async.wait_group 2;" ::: "memory"); break;
+    case 3: asm volatile("cp.async.wait_group 3;" ::: "memory"); break;
+    default: asm volatile("cp.async.wait_group 4;" ::: "memory"); break;
+  }
 }
 
 /// One output element of a matmul tile: row r (task row numbering), sequence
@@ -90,13 +100,16 @@ __device__ __forceinline__ void mm_epi(const DevProgram& P, const MatvecJob& J, 
 }
 
 inline constexpr int kMmRowGroups = int(program::kMmRows) / 16;  // 4
+inline constexpr int kMmMaxSlots = 6;  // input buffers in flight at most (chunks copied ahead: slots - 1)
+inline constexpr int kMmRedBytes = 4 * 2 * 32 * 4 * 4;  // split-warp partials, at the work area's start
 inline constexpr int kMmMaxTilesPerWarp = program::kMmMaxTokens / 8 / 2;  // token groups per warp: 4
 static_assert(kWarps == 2 * kMmRowGroups, "the mapping gives each row group two warps");
 
 /// The matmul of rows [J.row0, J.row1) of tile T (a matmul tile: T.seg is one
 /// column chunk, J.K / chunk of them per row block) with the nb input rows of
-/// M, through the ring. `work` is the work area (two input buffers, then
-/// the split-warp partials: program::mm_work_bytes). Ends with a barrier.
+/// M, through the ring. `work` is the work area: the split-warp partials, then
+/// as many input buffers as fit (2 .. kMmMaxSlots; program::mm_work_bytes
+/// guarantees 2), filled that many - 1 chunks ahead. Ends with a barrier.
 __device__ __noinline__ void mm_rows(const DevProgram& P, const Tile& T, RingView& R, const MatvecJob& J,
                                      const MmJob& M, float* work) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -108,9 +121,10 @@ __device__ __noinline__ void mm_rows(const DevProgram& P, const Tile& T, RingVie
   const int tokens_max = (min(P.h.batch, program::kMmMaxTokens) + 7) / 8 * 8;
   const int apitch = kc + 8;                    // elements
   const uint32_t wpitch = T.seg + program::kMmPad;  // bytes
-  uint16_t* bufs = reinterpret_cast<uint16_t*>(work);
+  float* red = work;
+  uint16_t* bufs = reinterpret_cast<uint16_t*>(reinterpret_cast<char*>(work) + kMmRedBytes);
   const size_t buf_elems = size_t(tokens_max) * (program::kMmMaxCols + 8);
-  float* red = reinterpret_cast<float*>(reinterpret_cast<char*>(work) + 2 * buf_elems * 2);
+  const int na = max(2, min(kMmMaxSlots, int((P.work_bytes - kMmRedBytes) / (buf_elems * 2))));
   // This warp's token groups: tg = half + 2j (split 1), or the one group (split 2).
   const int ntile = split == 2 ? 1 : (ntg - half + 1) / 2;
   const int g = lane >> 2, tq = lane & 3;
@@ -123,13 +137,22 @@ __device__ __noinline__ void mm_rows(const DevProgram& P, const Tile& T, RingVie
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[j][m][e] = 0.0f;
 
-  mm_fill(M, 0, kc, bufs);
+  // One commit group per stage (empty past the end), so "stage s landed" is
+  // always "at most na - 2 groups pending".
+  for (int q = 0; q < na - 1; ++q) {
+    if (q < nst) mm_fill(M, q % nk, kc, bufs + size_t(q) * buf_elems);
+    asm volatile("cp.async.commit_group;" ::: "memory");
+  }
 #pragma unroll 1
   for (int s = 0; s < nst; ++s) {
     const int rb = s / nk, c = s % nk;
-    asm volatile("cp.async.wait_all;" ::: "memory");
+    cp_async_wait_pending(na - 2);
     csync();  // chunk s landed for every thread; every warp is done with chunk s - 1's buffer
-    if (s + 1 < nst) mm_fill(M, (s + 1) % nk, kc, bufs + size_t((s + 1) & 1) * buf_elems);
+    {
+      const int q = s + na - 1;  // into the buffer chunk s - 1 used
+      if (q < nst) mm_fill(M, q % nk, kc, bufs + size_t(q % na) * buf_elems);
+      asm volatile("cp.async.commit_group;" ::: "memory");
+    }
     const int slot = int(R.seq % uint32_t(R.n_stages));
     const char* stage = R.ring + size_t(slot) * R.stage_bytes;
     if (P.trace && threadIdx.x == 0 && s == 0) R.t_prep = R.t_first = dev::globaltimer_ns();
@@ -138,7 +161,7 @@ __device__ __noinline__ void mm_rows(const DevProgram& P, const Tile& T, RingVie
       return;  // aborting: the kernel leaves after this task
     }
     if (P.trace && threadIdx.x == 0 && s + 1 == nst) R.t_last = dev::globaltimer_ns();
-    const uint16_t* buf = bufs + size_t(s & 1) * buf_elems;
+    const uint16_t* buf = bufs + size_t(s % na) * buf_elems;
     // A fragments: rows rg*16 + (lane % 16), columns +8 for lanes 16..31.
     const uint32_t a_addr0 = dev::smem_addr(stage) + uint32_t(rg * 16 + (lane & 15)) * wpitch + (lane >> 4) * 16;
     const uint32_t a_addr1 = a_addr0 + uint32_t(cap) * wpitch;  // the second matrix (GateUp's up rows)
