@@ -28,10 +28,9 @@ uint32_t kernel_work_bytes(const ProgramHeader& h) {
 
 uint32_t mm_work_bytes(int batch) {
   if (batch <= 1) return 0;
-  // Two input buffers of [tokens (multiple of 8)][kMmMaxCols + 8] bf16, then the
-  // split-warp partials (4 row groups x 2 matrices x 32 lanes x 4 floats).
-  const uint32_t tokens = uint32_t(std::min(batch, kMmMaxTokens) + 7) / 8 * 8;
-  return 2 * tokens * (kMmMaxCols + 8) * 2 + 4 * 2 * 32 * 4 * 4;
+  // The split-warp partials (4 row groups x 2 matrices x 32 lanes x 4 floats),
+  // then two input buffers of [tokens][max cols + 8] bf16.
+  return kMmRedBytes + 2 * uint32_t(mm_tokens(batch)) * uint32_t(mm_max_cols(batch) + 8) * 2;
 }
 
 StagePlan plan_stage(const Program& p, const TaskDesc& t, uint32_t stage_bytes, const DTypeOf& dtype_of) {
@@ -76,10 +75,10 @@ StagePlan plan_stage(const Program& p, const TaskDesc& t, uint32_t stage_bytes, 
   }
   // The inputs are copied in 16-byte pieces: their rows (cols elements) and k0 aligned to 8 elements.
   if (nseq > kMmMaxTokens || dt != DType::BF16 || (k1 - k0) % 16 != 0 || cols % 8 != 0 || k0 % 8 != 0) return {};
-  for (int64_t kc = std::min<int64_t>(kMmMaxCols, k1 - k0) / 16 * 16; kc >= 16; kc -= 16)
-    if ((k1 - k0) % kc == 0 && (k1 - k0) / kc <= 255 &&
-        nmat * kMmRows * (kc * esz + kMmPad) <= int64_t(stage_bytes))
-      return {kMmRows, uint32_t(kc)};
+  const int64_t cap = std::min<int64_t>(kMmRows, (rows + 15) / 16 * 16);
+  for (int64_t kc = std::min<int64_t>(mm_max_cols(p.h.batch), k1 - k0) / 16 * 16; kc >= 16; kc -= 16)
+    if ((k1 - k0) % kc == 0 && (k1 - k0) / kc <= 255 && nmat * cap * (kc * esz + kMmPad) <= int64_t(stage_bytes))
+      return {uint32_t(cap), uint32_t(kc)};
   return {};
 }
 

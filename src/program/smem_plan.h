@@ -34,15 +34,26 @@ using DTypeOf = std::function<DType(int32_t id)>;
 
 // Matmul tiles (tasks serving several sequences, stage_cols() > 0): the CUDA
 // kernel's tensor-core engine (exec/cuda/mm.cuh) multiplies each stage of
-// kMmRows rows x stage_cols() columns of bf16 weights with the same columns of
-// up to kMmMaxTokens sequences' bf16 inputs, which the compute warps copy into
-// the work area (two buffers of kMmMaxTokens x (kMmMaxCols + 8) bf16).
-inline constexpr uint32_t kMmRows = 64;       // weight rows per matrix in a stage (4 mma row groups of 16)
-inline constexpr uint32_t kMmMaxCols = 256;   // columns per stage at most (multiple of 16, divides k1 - k0)
+// stage_rows() (at most kMmRows) rows x stage_cols() columns of bf16 weights
+// with the same columns of up to kMmMaxTokens sequences' bf16 inputs, which the
+// compute warps copy into work-area buffers of mm_tokens(batch) x
+// (mm_max_cols(batch) + 8) bf16 (about 16 KiB each, at least two).
+inline constexpr uint32_t kMmRows = 64;       // weight rows per matrix in a stage at most (4 mma row groups of 16)
 inline constexpr int kMmMaxTokens = 64;       // sequences one matmul task serves at most
 inline constexpr uint32_t kMmPad = 16;        // bytes after each row segment in a stage (bank-conflict-free ldmatrix)
 
-/// Work-area bytes of the matmul engine for `batch` sequences (0 for batch 1).
+/// Rows of a matmul input buffer: the batch rounded up to 8 (mma's groups), at most kMmMaxTokens.
+constexpr int mm_tokens(int batch) { return ((batch < kMmMaxTokens ? batch : kMmMaxTokens) + 7) / 8 * 8; }
+/// Columns per stage of a matmul tile at most: 1024 for up to 8 sequences,
+/// 512 for 16, 256 for 32, 128 for 64 (an input buffer stays near 16 KiB).
+constexpr int mm_max_cols(int batch) {
+  const int t = mm_tokens(batch);
+  return t <= 8 ? 1024 : t <= 16 ? 512 : t <= 32 ? 256 : 128;
+}
+inline constexpr uint32_t kMmRedBytes = 4 * 2 * 32 * 4 * 4;  // the split-warp partials at the work area's start
+
+/// Work-area bytes of the matmul engine for `batch` sequences (0 for batch 1):
+/// the partials and two input buffers.
 uint32_t mm_work_bytes(int batch);
 
 /// How task `t` streams its weight tile through a ring of `stage_bytes` stages.
@@ -55,8 +66,9 @@ struct StagePlan {
 /// stage_cols(t)):
 ///  * one sequence: whole row segments [k0, k1), as many rows as fit a stage;
 ///  * 2 .. kMmMaxTokens sequences with bf16 weights whose slice k1 - k0 is a
-///    multiple of 16: a matmul tile of kMmRows rows x the largest multiple of
-///    16 columns that divides k1 - k0, is at most kMmMaxCols, and fits a stage
+///    multiple of 16: a matmul tile of min(kMmRows, the task's rows rounded up
+///    to 16) rows x the largest multiple of 16 columns that divides k1 - k0
+///    (in at most 255 chunks), is at most mm_max_cols(batch), and fits a stage
 ///    with its padding (kMmPad per row);
 ///  * otherwise 0 (global memory): not a matvec opcode, no ring, more
 ///    sequences, matrices of different dtypes, a row segment, stride or tile

@@ -166,10 +166,9 @@ TEST(Target, RowsPerStageNeverExceedAStage) {
   const Program q = compile(qwen3_8b_two_layers(), for_target(off));
   EXPECT_EQ(q.h.target.n_stages, 0);
   for (const TaskDesc& t : q.tasks) EXPECT_EQ(stage_rows(t), 0u);
-  // Several sequences per task: matmul tiles of kMmRows rows x a column chunk
-  // that divides the task's k range, fits a stage with its padding, and is at
-  // most kMmMaxCols (Qwen3-8B, 64 KiB stages: 256 columns; gate_up streams two
-  // matrices and 2 x 64 x (512 + 16) bytes do not fit, so 128).
+  // Several sequences per task: matmul tiles of the task's rows rounded up to
+  // 16 (at most kMmRows) x the largest column chunk that divides the task's k
+  // range, is at most mm_max_cols(batch) and fits a stage with its padding.
   CompileOptions b3 = for_target(target_preset("h100"));
   b3.batch = 3;
   const Program r = compile(qwen3_8b_two_layers(), b3);
@@ -181,11 +180,18 @@ TEST(Target, RowsPerStageNeverExceedAStage) {
       continue;
     }
     ++tiles;
-    EXPECT_EQ(stage_rows(t), kMmRows) << describe_task(r, uint32_t(&t - r.tasks.data()));
-    const uint32_t kc = stage_cols(t), nmat = op == Opcode::GateUp ? 2 : 1;
-    EXPECT_EQ(kc, op == Opcode::GateUp ? 128u : 256u);
-    EXPECT_EQ(uint32_t(t.k1 - t.k0) % kc, 0u);
-    EXPECT_LE(nmat * kMmRows * (2 * kc + kMmPad), r.h.target.stage_bytes);
+    const std::string what = describe_task(r, uint32_t(&t - r.tasks.data()));
+    const uint32_t cap = stage_rows(t), kc = stage_cols(t), nmat = op == Opcode::GateUp ? 2 : 1;
+    const uint32_t k = uint32_t(t.k1 - t.k0);
+    EXPECT_EQ(cap, std::min<uint32_t>(kMmRows, uint32_t(t.row1 - t.row0 + 15) / 16 * 16)) << what;
+    ASSERT_GT(kc, 0u) << what;
+    EXPECT_EQ(kc % 16, 0u);
+    EXPECT_EQ(k % kc, 0u) << what;
+    EXPECT_LE(kc, uint32_t(mm_max_cols(3)));
+    EXPECT_LE(nmat * cap * (2 * kc + kMmPad), r.h.target.stage_bytes) << what;
+    // The largest such chunk: the next divisor up would not fit.
+    for (uint32_t up = kc + 16; up <= std::min<uint32_t>(k, uint32_t(mm_max_cols(3))); up += 16)
+      if (k % up == 0) EXPECT_GT(nmat * cap * (2 * up + kMmPad), r.h.target.stage_bytes) << what;
   }
   EXPECT_GT(tiles, 0);
   // More sequences than a matmul task serves, or f32 weights: global memory.

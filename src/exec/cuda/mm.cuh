@@ -4,7 +4,7 @@
 // and tensor cores (mma.sync m16n8k16, bf16 in, fp32 accumulate) multiply it
 // with every sequence's input.
 //
-// Per stage the ring holds kMmRows (64) rows x kc = stage_cols() columns of each matrix
+// Per stage the ring holds stage_rows() (<= 64) rows x kc = stage_cols() columns of each matrix
 // (program_kernel.cu loader_chunks); the compute warps copy the same kc columns
 // of the sequences' bf16 inputs (normed rows of an RmsNorm task, or the
 // attention output / MLP hidden) into one of two work-area buffers with
@@ -101,7 +101,7 @@ __device__ __forceinline__ void mm_epi(const DevProgram& P, const MatvecJob& J, 
 
 inline constexpr int kMmRowGroups = int(program::kMmRows) / 16;  // 4
 inline constexpr int kMmMaxSlots = 6;  // input buffers in flight at most (chunks copied ahead: slots - 1)
-inline constexpr int kMmRedBytes = 4 * 2 * 32 * 4 * 4;  // split-warp partials, at the work area's start
+using program::kMmRedBytes;  // split-warp partials, at the work area's start
 inline constexpr int kMmMaxTilesPerWarp = program::kMmMaxTokens / 8 / 2;  // token groups per warp: 4
 static_assert(kWarps == 2 * kMmRowGroups, "the mapping gives each row group two warps");
 
@@ -118,12 +118,13 @@ __device__ __noinline__ void mm_rows(const DevProgram& P, const Tile& T, RingVie
   const int ntg = (M.nb + 7) / 8;               // token groups of 8
   const int split = ntg == 1 ? 2 : 1;           // warps per (row group, token group)
   const int rg = warp % kMmRowGroups, half = warp / kMmRowGroups;
-  const int tokens_max = (min(P.h.batch, program::kMmMaxTokens) + 7) / 8 * 8;
+  const int tokens_max = program::mm_tokens(P.h.batch);
+  const int nrg = (cap + 15) / 16;              // row groups of a stage (a warp beyond them only keeps count)
   const int apitch = kc + 8;                    // elements
   const uint32_t wpitch = T.seg + program::kMmPad;  // bytes
   float* red = work;
   uint16_t* bufs = reinterpret_cast<uint16_t*>(reinterpret_cast<char*>(work) + kMmRedBytes);
-  const size_t buf_elems = size_t(tokens_max) * (program::kMmMaxCols + 8);
+  const size_t buf_elems = size_t(tokens_max) * (program::mm_max_cols(P.h.batch) + 8);
   const int na = max(2, min(kMmMaxSlots, int((P.work_bytes - kMmRedBytes) / (buf_elems * 2))));
   // This warp's token groups: tg = half + 2j (split 1), or the one group (split 2).
   const int ntile = split == 2 ? 1 : (ntg - half + 1) / 2;
@@ -168,7 +169,7 @@ __device__ __noinline__ void mm_rows(const DevProgram& P, const Tile& T, RingVie
     // B fragments: sequence tg*8 + (lane % 8), columns +8 for lanes 8..15.
     const uint32_t b_addr = dev::smem_addr(buf) + uint32_t((lane & 7) * apitch + ((lane >> 3) & 1) * 8) * 2;
 #pragma unroll 1
-    for (int ks = split == 2 ? half : 0; ks < kc / 16; ks += split) {
+    for (int ks = split == 2 ? half : 0; rg < nrg && ks < kc / 16; ks += split) {
       uint32_t a0[4], a1[4];
       ldmatrix_x4(a0, a_addr0 + ks * 32);
       if (T.nmat == 2) ldmatrix_x4(a1, a_addr1 + ks * 32);
@@ -201,7 +202,7 @@ __device__ __noinline__ void mm_rows(const DevProgram& P, const Tile& T, RingVie
 #pragma unroll
           for (int e = 0; e < 4; ++e) acc[0][m][e] += red[((rg * 2 + m) * 32 + lane) * 4 + e];
     }
-    if (split == 1 || half == 0) {
+    if ((split == 1 || half == 0) && rg < nrg) {
 #pragma unroll
       for (int j = 0; j < kMmMaxTilesPerWarp; ++j) {
         if (j < ntile) {
