@@ -105,6 +105,15 @@ using program::kMmRedBytes;  // split-warp partials, at the work area's start
 inline constexpr int kMmMaxTilesPerWarp = program::kMmMaxTokens / 8 / 2;  // token groups per warp: 4
 static_assert(kWarps == 2 * kMmRowGroups, "the mapping gives each row group two warps");
 
+__device__ __forceinline__ void mm_zero(float (&acc)[kMmMaxTilesPerWarp][2][4]) {
+#pragma unroll
+  for (int j = 0; j < kMmMaxTilesPerWarp; ++j)
+#pragma unroll
+    for (int m = 0; m < 2; ++m)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[j][m][e] = 0.0f;
+}
+
 /// The matmul of rows [J.row0, J.row1) of tile T (a matmul tile: T.seg is one
 /// column chunk, J.K / chunk of them per row block) with the nb input rows of
 /// M, through the ring. `work` is the work area: the split-warp partials, then
@@ -131,12 +140,7 @@ __device__ __noinline__ void mm_rows(const DevProgram& P, const Tile& T, RingVie
   const int g = lane >> 2, tq = lane & 3;
 
   float acc[kMmMaxTilesPerWarp][2][4];
-#pragma unroll
-  for (int j = 0; j < kMmMaxTilesPerWarp; ++j)
-#pragma unroll
-    for (int m = 0; m < 2; ++m)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[j][m][e] = 0.0f;
+  mm_zero(acc);
 
   // One commit group per stage (empty past the end), so "stage s landed" is
   // always "at most na - 2 groups pending".
@@ -216,12 +220,7 @@ __device__ __noinline__ void mm_rows(const DevProgram& P, const Tile& T, RingVie
         }
       }
     }
-#pragma unroll
-    for (int j = 0; j < kMmMaxTilesPerWarp; ++j)
-#pragma unroll
-      for (int m = 0; m < 2; ++m)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) acc[j][m][e] = 0.0f;
+    mm_zero(acc);
   }
   csync();
 }
