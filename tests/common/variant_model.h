@@ -34,8 +34,8 @@ inline VariantModel load_variant(const std::string& fixture_dir, const std::func
   v.dir->write("config.json", cfg.dump(2));
   for (const fs::directory_entry& e : fs::directory_iterator(fixture_dir)) {
     const std::string name = e.path().filename().string();
-    if (name.ends_with(".safetensors") && !name.starts_with("golden")) fs::create_symlink(e.path(), v.dir->file(name));
-    if (name == "model.safetensors.index.json") fs::create_symlink(e.path(), v.dir->file(name));
+    if (name.ends_with(".safetensors") && !name.starts_with("golden")) fs::create_symlink(fs::absolute(e.path()), v.dir->file(name));
+    if (name == "model.safetensors.index.json") fs::create_symlink(fs::absolute(e.path()), v.dir->file(name));
   }
   v.model = model::Model::load(v.dir->str());
   return v;
