@@ -256,6 +256,12 @@ model::ModelConfig qwen3_8b_two_layers(nlohmann::json* raw) {
   std::ifstream f(path);
   *raw = nlohmann::json::parse(f);
   (*raw)["num_hidden_layers"] = 2;
+  // layer_types lists one entry per layer (transformers and keel refuse another length).
+  if (raw->contains("layer_types")) {
+    nlohmann::json two = nlohmann::json::array();
+    for (int l = 0; l < 2; ++l) two.push_back((*raw)["layer_types"].at(size_t(l)));
+    (*raw)["layer_types"] = two;
+  }
   auto cfg = model::ModelConfig::load(path);
   cfg.n_layers = 2;
   return cfg;
