@@ -49,6 +49,17 @@ struct Partitioner {
     return t;
   }
 
+  /// A task of operator `o` for sequence bb alone (attention, rms_norm, step).
+  TaskDesc seq_task(Opcode oc, uint16_t o, int layer, int bb) const {
+    TaskDesc t;
+    t.opcode = uint16_t(oc);
+    t.op = o;
+    t.layer = int16_t(layer);
+    t.b0 = bb;
+    t.b1 = bb + 1;
+    return t;
+  }
+
   uint16_t begin_op(const char* name, Opcode oc, int layer) {
     OpDesc d;
     std::strncpy(d.name, name, sizeof(d.name) - 1);
@@ -182,10 +193,7 @@ struct Partitioner {
       for (int bb = 0; bb < B; ++bb)
         for (int kvh = 0; kvh < nkv; ++kvh)
           for (int ch = last ? C - 1 : 0; ch < (last ? C : C - 1); ++ch) {
-            TaskDesc t;
-            t.opcode = uint16_t(Opcode::Attention);
-            t.op = o;
-            t.layer = int16_t(op.layer);
+            TaskDesc t = seq_task(Opcode::Attention, o, op.layer, bb);
             ops::AttentionOperands v;
             v.qkv = b.id(op.inputs.at(0));
             v.k_cache = b.id(op.inputs.at(1));
@@ -200,8 +208,6 @@ struct Partitioner {
             v.n_chunks = C;
             v.arrival = group0 + bb * nkv + kvh;
             v.to(t);
-            t.b0 = bb;
-            t.b1 = bb + 1;
             if (c.window(op.layer) > 0) t.flags |= program::kFlagSlidingWindow;
             emit(t, least_loaded(), (last ? b.opt.kv_append_us : kv_us) + b.opt.attn_task_us);
           }
@@ -285,17 +291,12 @@ struct Partitioner {
   void rms_norm(const graph::Op& op) {
     uint16_t o = begin_op(op.name.c_str(), Opcode::RmsNorm, op.layer);
     for (int bb = 0; bb < b.p.h.batch; ++bb) {
-      TaskDesc t;
-      t.opcode = uint16_t(Opcode::RmsNorm);
-      t.op = o;
-      t.layer = int16_t(op.layer);
+      TaskDesc t = seq_task(Opcode::RmsNorm, o, op.layer, bb);
       ops::RmsNormOperands v;
       v.x = b.id(op.inputs.at(0));
       v.norm_w = b.id(op.weight("norm"));
       v.out = b.id(op.outputs.at(0));
       v.to(t);
-      t.b0 = bb;
-      t.b1 = bb + 1;
       emit(t, least_loaded(), double(c.hidden) * 6 / b.bytes_per_us_per_worker);
     }
     end_op();
@@ -304,9 +305,7 @@ struct Partitioner {
   void step() {
     uint16_t o = begin_op("step", Opcode::Step, -1);
     for (int bb = 0; bb < b.p.h.batch; ++bb) {
-      TaskDesc t;
-      t.opcode = uint16_t(Opcode::Step);
-      t.op = o;
+      TaskDesc t = seq_task(Opcode::Step, o, -1, bb);
       ops::StepOperands v;
       v.logits = b.p.h.buf_logits;
       v.argmax = b.p.h.buf_argmax;
@@ -318,8 +317,6 @@ struct Partitioner {
       v.control = b.p.h.buf_control;
       v.n_lm_tiles = b.p.h.n_lm_tiles;
       v.to(t);
-      t.b0 = bb;
-      t.b1 = bb + 1;
       t.weight_bytes = uint64_t(c.hidden) * es;  // one embedding row
       emit(t, least_loaded());
     }
