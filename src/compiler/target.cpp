@@ -74,8 +74,8 @@ Target target_of(const program::Program& p) {
   // from the same budget; a ring the plan turned off stays off.
   t.stage_bytes = d.n_stages > 0 ? d.stage_bytes : 0;
   t.max_stages = d.max_stages;
-  t.max_inflight = d.max_inflight;
-  t.loader_hold = d.loader_hold;
+  t.max_inflight = t.batch_max_inflight = d.max_inflight;
+  t.loader_hold = t.batch_loader_hold = d.loader_hold;
   t.l2_evict_first = d.l2_evict_first != 0;
   t.o_split_k = d.o_split_k;
   t.down_split_k = d.down_split_k;
@@ -89,16 +89,20 @@ void plan_target(Program& p, const Target& t) {
              "' must have 1 to ", sizeof(d.name) - 1, " characters");
   KEEL_CHECK(t.stage_bytes % 16 == 0, "compile: target ", t.name, ": stage bytes ", t.stage_bytes,
              " are not a multiple of 16");
-  KEEL_CHECK(t.max_stages >= 0 && t.max_stages <= program::kMaxRingStages && t.max_inflight >= 0 &&
-                 (t.loader_hold == 0 || t.loader_hold == 1),
+  // The loader policy: the batch one for Programs of several sequences.
+  const bool batch = p.h.batch > 1;
+  const int max_inflight = batch ? t.batch_max_inflight : t.max_inflight;
+  const int loader_hold = batch ? t.batch_loader_hold : t.loader_hold;
+  KEEL_CHECK(t.max_stages >= 0 && t.max_stages <= program::kMaxRingStages && max_inflight >= 0 &&
+                 (loader_hold == 0 || loader_hold == 1),
              "compile: target ", t.name, ": bad ring or loader policy (max stages ", t.max_stages, ", max in flight ",
-             t.max_inflight, ", hold ", t.loader_hold, ")");
+             max_inflight, ", hold ", loader_hold, ")");
   std::memcpy(d.name, t.name.data(), t.name.size());
   d.sms = t.sms;
   d.smem_per_block = t.smem_per_block;
   d.static_smem = t.static_smem_reserve;
   d.max_stages = t.max_stages;
-  d.loader_hold = t.loader_hold;
+  d.loader_hold = loader_hold;
   d.l2_evict_first = t.l2_evict_first ? 1 : 0;
   d.o_split_k = t.o_split_k;
   d.down_split_k = t.down_split_k;
@@ -126,7 +130,7 @@ void plan_target(Program& p, const Target& t) {
   // The rest of the budget goes to the work area (attention prefetches K/V rows into it).
   d.work_bytes = std::max(d.work_need, (budget - d.work_offset) / program::kWorkAlign * program::kWorkAlign);
   d.dynamic_smem = d.work_offset + d.work_bytes;
-  d.max_inflight = std::clamp(t.max_inflight, 0, std::max(stages - 1, 0));
+  d.max_inflight = std::clamp(max_inflight, 0, std::max(stages - 1, 0));
   const program::DTypeOf declared = [&](int32_t id) { return DType(p.buffers[size_t(id)].dtype); };
   for (program::TaskDesc& task : p.tasks) {
     const program::StagePlan plan = program::plan_stage(p, task, stage, declared);

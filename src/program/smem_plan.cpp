@@ -33,51 +33,68 @@ uint32_t mm_work_bytes(int batch) {
   return kMmRedBytes + 2 * uint32_t(mm_tokens(batch)) * uint32_t(mm_max_cols(batch) + 8) * 2;
 }
 
-StagePlan plan_stage(const Program& p, const TaskDesc& t, uint32_t stage_bytes, const DTypeOf& dtype_of) {
-  if (stage_bytes == 0) return {};
-  int32_t m0 = -1, m1 = -1;
-  int64_t first = t.row0, k0 = 0, k1 = 0, cols = 0;
+TileSource tile_source(const Program& p, const TaskDesc& t) {
+  TileSource s;
   switch (Opcode(t.opcode)) {  // the same matrices as exec/cuda weight_tile()
     case Opcode::QkvProj:
-      m0 = t.buf[ops::QkvProjOperands::kWeight];
-      first = int64_t(t.row0) - t.arg[ops::QkvProjOperands::kPartRow0];
-      cols = p.h.hidden;
+      s.m0 = t.buf[ops::QkvProjOperands::kWeight];
+      s.first = int64_t(t.row0) - t.arg[ops::QkvProjOperands::kPartRow0];
+      s.cols = p.h.hidden;
       break;
     case Opcode::GateUp:
-      m0 = t.buf[ops::GateUpOperands::kGateW];
-      m1 = t.buf[ops::GateUpOperands::kUpW];
-      cols = p.h.hidden;
+      s.m0 = t.buf[ops::GateUpOperands::kGateW];
+      s.m1 = t.buf[ops::GateUpOperands::kUpW];
+      s.first = t.row0;
+      s.cols = p.h.hidden;
       break;
-    case Opcode::LmHead: m0 = t.buf[ops::LmHeadOperands::kWeight]; cols = p.h.hidden; break;
+    case Opcode::LmHead:
+      s.m0 = t.buf[ops::LmHeadOperands::kWeight];
+      s.first = t.row0;
+      s.cols = p.h.hidden;
+      break;
     case Opcode::MatvecResidual:
-      m0 = t.buf[ops::MatvecResidualOperands::kWeight];
-      if (m0 < 0 || size_t(m0) >= p.buffers.size()) return {};
-      cols = p.buffers[size_t(m0)].cols;
-      k0 = t.k0;
-      k1 = t.k1;
+      s.m0 = t.buf[ops::MatvecResidualOperands::kWeight];
+      if (s.m0 < 0 || size_t(s.m0) >= p.buffers.size()) return TileSource{};
+      s.first = t.row0;
+      s.cols = p.buffers[size_t(s.m0)].cols;
+      s.k0 = t.k0;
+      s.k1 = t.k1;
       break;
-    default: return {};
+    default: return s;
   }
-  if (m0 < 0 || size_t(m0) >= p.buffers.size() || (m1 >= 0 && size_t(m1) >= p.buffers.size())) return {};
-  if (k1 == 0) k1 = cols;
-  const DType dt = dtype_of(m0);
+  if (s.m0 < 0 || size_t(s.m0) >= p.buffers.size() || (s.m1 >= 0 && size_t(s.m1) >= p.buffers.size()))
+    return TileSource{};
+  if (s.k1 == 0) s.k1 = s.cols;
+  return s;
+}
+
+StagePlan plan_stage(const Program& p, const TaskDesc& t, uint32_t stage_bytes, const DTypeOf& dtype_of) {
+  if (stage_bytes == 0) return {};
+  const TileSource src = tile_source(p, t);
+  if (src.m0 < 0) return {};
+  const int64_t k0 = src.k0, k1 = src.k1, cols = src.cols;
+  const DType dt = dtype_of(src.m0);
   const int64_t esz = dt == DType::F32 ? 4 : 2;
-  const int64_t nmat = m1 >= 0 ? 2 : 1;
-  const int64_t seg = (k1 - k0) * esz, stride = cols * esz, start = (first * cols + k0) * esz;
+  const int64_t nmat = src.m1 >= 0 ? 2 : 1;
+  const int64_t seg = (k1 - k0) * esz, stride = cols * esz, start = (src.first * cols + k0) * esz;
   const int64_t rows = int64_t(t.row1) - t.row0;
   const int nseq = t.b1 - t.b0;
-  const bool same_dt = m1 < 0 || dtype_of(m1) == dt;
+  const bool same_dt = src.m1 < 0 || dtype_of(src.m1) == dt;
   const bool aligned = seg % 16 == 0 && stride % 16 == 0 && stride < (int64_t(1) << 32) && start % 16 == 0 && start >= 0;
   if (!same_dt || !aligned || rows <= 0 || seg <= 0) return {};
   if (nseq == 1) {
     if (nmat * seg > int64_t(stage_bytes)) return {};
     return {uint32_t(std::min<int64_t>(int64_t(stage_bytes) / (nmat * seg), kMaxStageRows)), 0};
   }
-  // The inputs are copied in 16-byte pieces: their rows (cols elements) and k0 aligned to 8 elements.
-  if (nseq > kMmMaxTokens || dt != DType::BF16 || (k1 - k0) % 16 != 0 || cols % 8 != 0 || k0 % 8 != 0) return {};
+  // TMA boxes of kMmBoxCols columns; the inputs are copied in 16-byte pieces
+  // (their rows, cols elements, and k0 aligned to 8 elements).
+  if (nseq > kMmMaxTokens || dt != DType::BF16 || (k1 - k0) % kMmBoxCols != 0 || cols % 8 != 0 || k0 % 8 != 0 ||
+      stage_bytes % kMmStageAlign != 0)
+    return {};
   const int64_t cap = std::min<int64_t>(kMmRows, (rows + 15) / 16 * 16);
-  for (int64_t kc = std::min<int64_t>(mm_max_cols(p.h.batch), k1 - k0) / 16 * 16; kc >= 16; kc -= 16)
-    if ((k1 - k0) % kc == 0 && (k1 - k0) / kc <= 255 && nmat * cap * (kc * esz + kMmPad) <= int64_t(stage_bytes))
+  for (int64_t kc = std::min<int64_t>(mm_max_cols(p.h.batch), k1 - k0) / kMmBoxCols * kMmBoxCols; kc >= kMmBoxCols;
+       kc -= kMmBoxCols)
+    if ((k1 - k0) % kc == 0 && (k1 - k0) / kc <= 255 && nmat * cap * kc * esz <= int64_t(stage_bytes))
       return {uint32_t(cap), uint32_t(kc)};
   return {};
 }

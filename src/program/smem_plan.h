@@ -37,24 +37,40 @@ using DTypeOf = std::function<DType(int32_t id)>;
 // stage_rows() (at most kMmRows) rows x stage_cols() columns of bf16 weights
 // with the same columns of up to kMmMaxTokens sequences' bf16 inputs, which the
 // compute warps copy into work-area buffers of mm_tokens(batch) x
-// (mm_max_cols(batch) + 8) bf16 (about 16 KiB each, at least two).
+// (mm_max_cols(batch) + 8) bf16 (8 to 17 KiB each, at least two). The loader
+// fills a stage with TMA tensor copies (boxes of kMmBoxCols columns x 16 or
+// stage_rows() rows, 128-byte swizzle): matrix m's column group g (kMmBoxCols
+// columns) is a panel of stage_rows() rows x 128 bytes at
+// (m * kc / kMmBoxCols + g) * stage_rows() * 128 bytes, so a stage holds
+// exactly nmat * rows * kc * 2 bytes and starts 1024-byte aligned.
 inline constexpr uint32_t kMmRows = 64;       // weight rows per matrix in a stage at most (4 mma row groups of 16)
 inline constexpr int kMmMaxTokens = 64;       // sequences one matmul task serves at most
-inline constexpr uint32_t kMmPad = 16;        // bytes after each row segment in a stage (bank-conflict-free ldmatrix)
+inline constexpr int kMmBoxCols = 64;         // columns of one TMA box (128 bytes of bf16: the swizzle span)
+inline constexpr uint32_t kMmStageAlign = 1024;  // a stage's alignment (the 128-byte swizzle repeats every 1 KiB)
 
 /// Rows of a matmul input buffer: the batch rounded up to 8 (mma's groups), at most kMmMaxTokens.
 constexpr int mm_tokens(int batch) { return ((batch < kMmMaxTokens ? batch : kMmMaxTokens) + 7) / 8 * 8; }
-/// Columns per stage of a matmul tile at most: 1024 for up to 8 sequences,
-/// 512 for 16, 256 for 32, 128 for 64 (an input buffer stays near 16 KiB).
+/// Columns per stage of a matmul tile at most: 512 for up to 8 sequences,
+/// 256 for 16, 128 for 32 or more (an input buffer stays near 8 to 17 KiB,
+/// so the work area leaves room for three 64 KiB stages at batch 8).
 constexpr int mm_max_cols(int batch) {
   const int t = mm_tokens(batch);
-  return t <= 8 ? 1024 : t <= 16 ? 512 : t <= 32 ? 256 : 128;
+  return t <= 8 ? 512 : t <= 16 ? 256 : 128;
 }
 inline constexpr uint32_t kMmRedBytes = 4 * 2 * 32 * 4 * 4;  // the split-warp partials at the work area's start
 
 /// Work-area bytes of the matmul engine for `batch` sequences (0 for batch 1):
 /// the partials and two input buffers.
 uint32_t mm_work_bytes(int batch);
+
+/// Which weight bytes a matvec-family task reads (the same as exec/cuda
+/// weight_tile()): rows [first, first + row1 - row0) of matrix m0 (and m1:
+/// GateUp's up projection), columns [k0, k1) of `cols`. m0 < 0: not a matvec opcode.
+struct TileSource {
+  int32_t m0 = -1, m1 = -1;
+  int64_t first = 0, k0 = 0, k1 = 0, cols = 0;
+};
+TileSource tile_source(const Program& p, const TaskDesc& t);
 
 /// How task `t` streams its weight tile through a ring of `stage_bytes` stages.
 struct StagePlan {
@@ -66,10 +82,10 @@ struct StagePlan {
 /// stage_cols(t)):
 ///  * one sequence: whole row segments [k0, k1), as many rows as fit a stage;
 ///  * 2 .. kMmMaxTokens sequences with bf16 weights whose slice k1 - k0 is a
-///    multiple of 16: a matmul tile of min(kMmRows, the task's rows rounded up
-///    to 16) rows x the largest multiple of 16 columns that divides k1 - k0
-///    (in at most 255 chunks), is at most mm_max_cols(batch), and fits a stage
-///    with its padding (kMmPad per row);
+///    multiple of kMmBoxCols, in stages that are a multiple of kMmStageAlign:
+///    a matmul tile of min(kMmRows, the task's rows rounded up to 16) rows x
+///    the largest multiple of kMmBoxCols columns that divides k1 - k0 (in at
+///    most 255 chunks), is at most mm_max_cols(batch), and fits a stage;
 ///  * otherwise 0 (global memory): not a matvec opcode, no ring, more
 ///    sequences, matrices of different dtypes, a row segment, stride or tile
 ///    start not a multiple of 16 bytes, or nothing fits a stage.

@@ -18,9 +18,9 @@ void add_target_flags(CLI::App& c, TargetFlags& f, const std::string& default_ta
       ->check(CLI::Range(0, 1024));
   c.add_option("--max-stages", f.max_stages, "Most ring stages (0: as many as fit; default: the target's)")
       ->check(CLI::Range(0, program::kMaxRingStages));
-  c.add_option("--max-inflight", f.max_inflight, "Ring stages the loader keeps in flight (0: all; default: the target's, 1)")
+  c.add_option("--max-inflight", f.max_inflight, "Ring stages the loader keeps in flight (0: all; default: the target's, 1; batches: 0)")
       ->check(CLI::Range(0, program::kMaxRingStages));
-  c.add_option("--loader-hold", f.loader_hold, "Loader holds around its CTA's releases: 1 on, 0 off (default: the target's, 1)")
+  c.add_option("--loader-hold", f.loader_hold, "Loader holds around its CTA's releases: 1 on, 0 off (default: the target's, 1; batches: 0)")
       ->check(CLI::Range(0, 1));
   c.add_option("--l2-hint", f.l2_hint, "L2 evict-first hint on weight copies: 1 on, 0 off (default: the target's, 1)")
       ->check(CLI::Range(0, 1));
@@ -47,8 +47,9 @@ compiler::Target resolve_target(const TargetFlags& f, int device) {
   }
   if (f.stage_kib >= 0) t.stage_bytes = uint32_t(f.stage_kib) * 1024u;
   if (f.max_stages >= 0) t.max_stages = f.max_stages;
-  if (f.max_inflight >= 0) t.max_inflight = f.max_inflight;
-  if (f.loader_hold >= 0) t.loader_hold = f.loader_hold;
+  // Given on the command line, a loader policy holds for one sequence and for batches.
+  if (f.max_inflight >= 0) t.max_inflight = t.batch_max_inflight = f.max_inflight;
+  if (f.loader_hold >= 0) t.loader_hold = t.batch_loader_hold = f.loader_hold;
   if (f.l2_hint >= 0) t.l2_evict_first = f.l2_hint != 0;
   return t;
 }

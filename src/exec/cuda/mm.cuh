@@ -5,7 +5,8 @@
 // with every sequence's input.
 //
 // Per stage the ring holds stage_rows() (<= 64) rows x kc = stage_cols() columns of each matrix
-// (program_kernel.cu loader_chunks); the compute warps copy the same kc columns
+// as TMA panels of 64 columns with the 128-byte swizzle (program/smem_plan.h,
+// program_kernel.cu loader_chunks); the compute warps copy the same kc columns
 // of the sequences' bf16 inputs (normed rows of an RmsNorm task, or the
 // attention output / MLP hidden) into one of two work-area buffers with
 // cp.async, one stage ahead. The weights are mma's A operand (16 rows per
@@ -114,6 +115,35 @@ __device__ __forceinline__ void mm_zero(float (&acc)[kMmMaxTilesPerWarp][2][4]) 
       for (int e = 0; e < 4; ++e) acc[j][m][e] = 0.0f;
 }
 
+/// One k-step's fragments of a warp: the A fragments of its row group (one per
+/// matrix) and the B fragments of its token groups.
+struct MmFrag {
+  uint32_t a0[4], a1[4];
+  uint32_t b[kMmMaxTilesPerWarp][2];
+};
+
+/// Loads the fragments at A address `a` (second matrix at a + a_mat1) and B
+/// address `b` of token group tg0 (the warp's j-th group: tg0 + j * tg_step,
+/// each 8 rows of `apitch` elements further).
+__device__ __forceinline__ void mm_load(MmFrag& f, uint32_t a, uint32_t a_mat1, bool two, uint32_t b, int ntile,
+                                        int tg0, int tg_step, int apitch) {
+  ldmatrix_x4(f.a0, a);
+  if (two) ldmatrix_x4(f.a1, a + a_mat1);
+#pragma unroll
+  for (int j = 0; j < kMmMaxTilesPerWarp; ++j)
+    if (j < ntile) ldmatrix_x2(f.b[j][0], f.b[j][1], b + uint32_t((tg0 + j * tg_step) * 8 * apitch) * 2);
+}
+
+__device__ __forceinline__ void mm_mma(float (&acc)[kMmMaxTilesPerWarp][2][4], const MmFrag& f, bool two, int ntile) {
+#pragma unroll
+  for (int j = 0; j < kMmMaxTilesPerWarp; ++j) {
+    if (j < ntile) {
+      mma_bf16(acc[j][0], f.a0, f.b[j][0], f.b[j][1]);
+      if (two) mma_bf16(acc[j][1], f.a1, f.b[j][0], f.b[j][1]);
+    }
+  }
+}
+
 /// The matmul of rows [J.row0, J.row1) of tile T (a matmul tile: T.seg is one
 /// column chunk, J.K / chunk of them per row block) with the nb input rows of
 /// M, through the ring. `work` is the work area: the split-warp partials, then
@@ -130,7 +160,11 @@ __device__ __noinline__ void mm_rows(const DevProgram& P, const Tile& T, RingVie
   const int tokens_max = program::mm_tokens(P.h.batch);
   const int nrg = (cap + 15) / 16;              // row groups of a stage (a warp beyond them only keeps count)
   const int apitch = kc + 8;                    // elements
-  const uint32_t wpitch = T.seg + program::kMmPad;  // bytes
+  // The weights: panel (matrix m, column group g) of cap rows x 128 bytes at
+  // (m * ng + g) * panel; 16-byte unit u of row r at unit u ^ (r % 8) (the
+  // TMA's 128-byte swizzle: ldmatrix's 8 rows of one unit hit 8 bank groups).
+  const int ng = kc / program::kMmBoxCols;
+  const uint32_t panel = uint32_t(cap) * (program::kMmBoxCols * 2);
   float* red = work;
   uint16_t* bufs = reinterpret_cast<uint16_t*>(reinterpret_cast<char*>(work) + kMmRedBytes);
   const size_t buf_elems = size_t(tokens_max) * (program::mm_max_cols(P.h.batch) + 8);
@@ -168,24 +202,29 @@ __device__ __noinline__ void mm_rows(const DevProgram& P, const Tile& T, RingVie
     if (P.trace && threadIdx.x == 0 && s + 1 == nst) R.t_last = dev::globaltimer_ns();
     const uint16_t* buf = bufs + size_t(s % na) * buf_elems;
     // A fragments: rows rg*16 + (lane % 16), columns +8 for lanes 16..31.
-    const uint32_t a_addr0 = dev::smem_addr(stage) + uint32_t(rg * 16 + (lane & 15)) * wpitch + (lane >> 4) * 16;
-    const uint32_t a_addr1 = a_addr0 + uint32_t(cap) * wpitch;  // the second matrix (GateUp's up rows)
+    const int ar = rg * 16 + (lane & 15);
+    const uint32_t a_row = dev::smem_addr(stage) + uint32_t(ar) * (program::kMmBoxCols * 2);
+    const uint32_t a_mat1 = uint32_t(ng) * panel;  // the second matrix (GateUp's up rows)
     // B fragments: sequence tg*8 + (lane % 8), columns +8 for lanes 8..15.
     const uint32_t b_addr = dev::smem_addr(buf) + uint32_t((lane & 7) * apitch + ((lane >> 3) & 1) * 8) * 2;
+    // k-steps ks0, ks0 + split, ... (an even count: kc is a multiple of 64),
+    // two at a time, the next one's fragments loaded before this one's mma.
+    if (rg < nrg) {
+      const int nks = kc / 16, ks0 = split == 2 ? half : 0;
+      const int tg0 = split == 2 ? 0 : half, tg_step = split == 2 ? 0 : 2;
+      auto a_at = [&](int ks) {
+        return a_row + uint32_t(ks >> 2) * panel + ((((ks & 3) << 1 | (lane >> 4)) ^ (ar & 7)) << 4);
+      };
+      MmFrag f0, f1;
+      mm_load(f0, a_at(ks0), a_mat1, T.nmat == 2, b_addr + ks0 * 32, ntile, tg0, tg_step, apitch);
 #pragma unroll 1
-    for (int ks = split == 2 ? half : 0; rg < nrg && ks < kc / 16; ks += split) {
-      uint32_t a0[4], a1[4];
-      ldmatrix_x4(a0, a_addr0 + ks * 32);
-      if (T.nmat == 2) ldmatrix_x4(a1, a_addr1 + ks * 32);
-#pragma unroll
-      for (int j = 0; j < kMmMaxTilesPerWarp; ++j) {
-        if (j < ntile) {
-          const int tg = split == 2 ? 0 : half + 2 * j;
-          uint32_t b0, b1;
-          ldmatrix_x2(b0, b1, b_addr + uint32_t(tg * 8 * apitch) * 2 + ks * 32);
-          mma_bf16(acc[j][0], a0, b0, b1);
-          if (T.nmat == 2) mma_bf16(acc[j][1], a1, b0, b1);
-        }
+      for (int ks = ks0; ks < nks; ks += 2 * split) {
+        mm_load(f1, a_at(ks + split), a_mat1, T.nmat == 2, b_addr + (ks + split) * 32, ntile, tg0, tg_step, apitch);
+        mm_mma(acc, f0, T.nmat == 2, ntile);
+        if (ks + 2 * split < nks)
+          mm_load(f0, a_at(ks + 2 * split), a_mat1, T.nmat == 2, b_addr + (ks + 2 * split) * 32, ntile, tg0, tg_step,
+                  apitch);
+        mm_mma(acc, f1, T.nmat == 2, ntile);
       }
     }
     __syncwarp();

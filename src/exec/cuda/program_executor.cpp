@@ -32,6 +32,7 @@
 #include "compiler/compiler.h"
 #include "core/error.h"
 #include "exec/cuda/cuda_check.h"
+#include "exec/cuda/mm_sources.h"
 #include "exec/cuda/plan_check.h"
 #include "exec/cuda/program_kernel.h"
 #include "exec/cuda/random_weights.h"
@@ -93,6 +94,7 @@ const char* error_name(int e) {
     case prog::kErrBadToken: return "token outside the vocabulary";
     case prog::kErrBadOpcode: return "unknown opcode";
     case prog::kErrHeadDim: return "head_dim too large";
+    case prog::kErrSmemAlign: return "the weight ring is not 1024-byte aligned in shared memory";
   }
   return "unknown device error";
 }
@@ -391,6 +393,8 @@ void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions&
       if (kc > 0) chunks[e] = uint8_t((t.k1 - t.k0) / int32_t(kc));  // plan_stage: at most 255
     }
     P.tile_chunks = device_copy(chunks, I.owned);
+    // Their TMA sources (tensor maps over the weights).
+    if (prog::batch_variant(h) && P.n_stages > 0) P.mm_src = upload_mm_sources(p, I.ptr, I.owned);
   }
   P.counters = static_cast<uint32_t*>(device_alloc(std::max<uint32_t>(h.n_counters, 1) * 4ull, I.owned));
   P.status = static_cast<prog::DevStatus*>(device_alloc(sizeof(prog::DevStatus), I.owned));

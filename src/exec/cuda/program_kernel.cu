@@ -237,31 +237,37 @@ __device__ __forceinline__ bool hold_done(const DevProgram& P, SmemStatic& S, in
   }
 }
 
-/// The loader's copies of a matmul tile (nk > 0 column chunks): for each block
-/// of T.cap rows, nk stages, stage c holding column chunk c (T.seg bytes per row) of
-/// each matrix's rows, matrix m at m * cap * pitch, row j at j * pitch (pitch =
-/// seg + kMmPad: consecutive rows start in different banks for ldmatrix).
+/// The loader's copies of a matmul tile (nk > 0 column chunks, sources `M`):
+/// for each block of T.cap rows, nk stages, stage c holding column chunk c
+/// (T.seg bytes per row) of each matrix's rows as TMA panels of kMmBoxCols
+/// columns (program/smem_plan.h): one box per panel for a full block, boxes of
+/// 16 rows for a shorter one (rows past the block's are loaded and ignored).
 /// Same waits as the row-segment path. False: quit.
 __device__ __noinline__ bool loader_chunks(const DevProgram& P, SmemStatic& S, char* ring, const Tile& T, int nk,
-                                           int lane, uint32_t& seq, uint32_t& pending) {
+                                           const MmSource& M, int lane, uint32_t& seq, uint32_t& pending) {
   const uint32_t NS = uint32_t(P.n_stages), SB = P.stage_bytes, K = P.max_inflight;
-  const uint32_t pitch = T.seg + program::kMmPad;
+  constexpr int kBoxBytes = program::kMmBoxCols * 2;  // one row of a panel
+  const int ng = int(T.seg) / kBoxBytes, kc = int(T.seg) / 2;
   for (int r0 = 0; r0 < T.rows; r0 += T.cap) {
     const int n = min(int(T.cap), T.rows - r0);
+    const bool full = n == T.cap;
+    const int nbox = full ? 1 : (n + 15) / 16;  // boxes per panel
+    const uint32_t bytes = uint32_t(T.nmat) * uint32_t(ng) * uint32_t((n + 15) / 16 * 16) * kBoxBytes;
     for (int c = 0; c < nk; ++c) {
       const uint32_t slot = seq % NS;
       if (K && seq >= K && !loader_wait(S, &S.full[(seq - K) % NS], ((seq - K) / NS) & 1, lane)) return false;
       if (seq >= NS && !loader_wait(S, &S.empty[slot], ((seq / NS) - 1) & 1, lane)) return false;
       if (pending && !hold_pending(S, lane, pending)) return false;
       char* dst = ring + size_t(slot) * SB;
-      if (lane == 0) dev::mbar_arrive_expect_tx(&S.full[slot], uint32_t(n) * T.seg * uint32_t(T.nmat));
+      if (lane == 0) dev::mbar_arrive_expect_tx(&S.full[slot], bytes);
       __syncwarp();
-      for (int k = lane; k < n * T.nmat; k += 32) {
-        const int m = k / n, j = k % n;
-        char* to = dst + (size_t(m) * T.cap + j) * pitch;
-        const uint8_t* from = (m == 0 ? T.base[0] : T.base[1]) + uint64_t(r0 + j) * T.stride + uint64_t(c) * T.seg;
-        if (P.l2_hint) dev::bulk_g2s_stream(to, from, T.seg, &S.full[slot], dev::policy_evict_first());
-        else dev::bulk_g2s(to, from, T.seg, &S.full[slot]);
+      for (int k = lane; k < T.nmat * ng * nbox; k += 32) {
+        const int m = k / (ng * nbox), g = (k / nbox) % ng, i = k % nbox;
+        char* to = dst + (size_t(m * ng + g) * T.cap + i * 16) * kBoxBytes;
+        const void* map = full ? M.full[m] : M.part[m];
+        const int32_t x = M.col0 + c * kc + g * program::kMmBoxCols, y = M.row0 + r0 + i * 16;
+        if (P.l2_hint) dev::tma_g2s_2d_stream(to, map, x, y, &S.full[slot], dev::policy_evict_first());
+        else dev::tma_g2s_2d(to, map, x, y, &S.full[slot]);
       }
       ++seq;
       if (lane == 0) S.issued = seq;
@@ -289,7 +295,8 @@ __device__ __forceinline__ void loader(const DevProgram& P, SmemStatic& S, char*
       if constexpr (kMm) {
         const int nk = __ldg(P.tile_chunks + begin + i);
         if (nk > 0) {  // a matmul tile: per block of cap rows, nk column chunks
-          if (!loader_chunks(P, S, ring, T, nk, lane, seq, pending)) return;
+          const MmSource M = P.mm_src[begin + i];
+          if (!loader_chunks(P, S, ring, T, nk, M, lane, seq, pending)) return;
           if (P.loader_hold && persistent && !hold_done(P, S, lane, next, i + 1 < i1, entry, pending)) return;
           continue;
         }
@@ -467,7 +474,8 @@ __device__ __forceinline__ void compute(const DevProgram& P, SmemStatic& S, char
 }
 
 __device__ __forceinline__ void run_cta(const DevProgram& P, int op_filter) {
-  extern __shared__ __align__(128) unsigned char dyn_smem[];
+  // The batch kernel's TMA panels need 1024-byte aligned stages (checked below).
+  extern __shared__ __align__(kMm ? 1024 : 128) unsigned char dyn_smem[];
   __shared__ SmemStatic S;
   char* ring = reinterpret_cast<char*>(dyn_smem);
   float* work = reinterpret_cast<float*>(dyn_smem + size_t(P.n_stages) * P.stage_bytes);
@@ -504,6 +512,12 @@ __device__ __forceinline__ void run_cta(const DevProgram& P, int op_filter) {
       for (int32_t i = threadIdx.x; i < n; i += blockDim.x) S.pages[i] = pt[i];
   }
   __syncthreads();
+  if constexpr (kMm) {  // TMA panels: 1024-byte aligned stages (the swizzle repeats every 1 KiB)
+    if (P.n_stages > 0 && (dev::smem_addr(ring) & (program::kMmStageAlign - 1)) != 0) {
+      if (threadIdx.x == 0) dev_fail(P, kErrSmemAlign, -1, int32_t(dev::smem_addr(ring)));
+      return;
+    }
+  }
   // Registers: the CTA is launched at 168 per thread (384 threads, one per SM);
   // the third warpgroup (loader, signaller, two idle warps) needs few and hands
   // the rest to the two compute warpgroups (setmaxnreg; kSideRegs * 128 +

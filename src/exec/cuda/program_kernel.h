@@ -30,6 +30,7 @@ enum DevError : int32_t {
   kErrBadToken = 3,   // a Step chose a token outside the vocabulary
   kErrBadOpcode = 4,
   kErrHeadDim = 5,    // head_dim > kMaxHeadDim
+  kErrSmemAlign = 6,  // the ring does not start 1024-byte aligned (batch kernel's TMA boxes)
 };
 
 /// Per-CTA state, written when the CTA stops (normally or not), for the
@@ -55,11 +56,11 @@ struct DevStatus {
 /// when the task does not use the ring. A matmul tile (the Program's
 /// program::stage_cols() > 0; batch kernel) has `seg` = one column chunk of a
 /// row and streams each block of cap rows as DevProgram::tile_chunks[entry]
-/// chunks: stage = matrix m's rows at m * cap * pitch, row j at j * pitch,
-/// pitch = seg + program::kMmPad. (The chunk count is kept out of this record:
+/// chunks, each stage in TMA panels (program/smem_plan.h). (The chunk count is kept out of this record:
 /// a bit field here cost the decode kernel registers.) One per worker-list entry,
 /// computed on the device at setup, so neither the loader nor the compute warps
-/// chase descriptor and buffer-table pointers between tasks.
+/// chase descriptor and buffer-table pointers between tasks. (A matmul tile's
+/// stage layout is program/smem_plan.h's; its copies are MmSource's.)
 struct alignas(16) TileDesc {
   const uint8_t* base[2];  // row row0's first streamed byte in each matrix
   uint32_t stride;
@@ -70,6 +71,20 @@ struct alignas(16) TileDesc {
   uint8_t dt;              // DType of the weights
 };
 static_assert(sizeof(TileDesc) == 32);
+
+/// Where the batch kernel's loader copies a matmul tile from (one per
+/// worker-list entry with column chunks): TMA tensor maps (CUtensorMap, in
+/// global memory, made on the host by the executor) over each matrix, with
+/// boxes of program::kMmBoxCols columns x the tile's stage_rows() rows (a full
+/// row block) or x 16 rows (the last, shorter block, in pieces of 16 rows),
+/// and the tile's first row and column in the matrices.
+struct alignas(16) MmSource {
+  const void* full[2] = {nullptr, nullptr};
+  const void* part[2] = {nullptr, nullptr};
+  int32_t row0 = 0, col0 = 0;
+  int32_t reserved[2] = {0, 0};
+};
+static_assert(sizeof(MmSource) == 48);
 
 /// Everything a task and the kernel need, passed by value as the kernel parameter.
 struct DevProgram {
@@ -119,6 +134,10 @@ struct DevProgram {
   // (attention: q epilogue done, positions done; 0 for other tasks without a ring tile).
   uint64_t* trace = nullptr;
   int32_t trace_cap = 0;
+  // [n_worker_entries] batch kernel: the TMA sources of each matmul tile
+  // (entries without column chunks: zeros). Last, so the decode kernel's
+  // parameter offsets stay what they were.
+  const MmSource* mm_src = nullptr;
 };
 
 
