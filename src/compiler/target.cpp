@@ -73,7 +73,7 @@ Target target_of(const program::Program& p) {
   // The policy as given: a smaller stage the plan fell back to is found again
   // from the same budget; a ring the plan turned off stays off.
   t.stage_bytes = d.n_stages > 0 ? d.stage_bytes : 0;
-  t.max_stages = d.max_stages;
+  t.max_stages = t.batch_max_stages = d.max_stages;
   t.max_inflight = t.batch_max_inflight = d.max_inflight;
   t.loader_hold = t.batch_loader_hold = d.loader_hold;
   t.l2_evict_first = d.l2_evict_first != 0;
@@ -93,15 +93,16 @@ void plan_target(Program& p, const Target& t) {
   const bool batch = p.h.batch > 1;
   const int max_inflight = batch ? t.batch_max_inflight : t.max_inflight;
   const int loader_hold = batch ? t.batch_loader_hold : t.loader_hold;
-  KEEL_CHECK(t.max_stages >= 0 && t.max_stages <= program::kMaxRingStages && max_inflight >= 0 &&
+  const int max_stages_opt = batch ? t.batch_max_stages : t.max_stages;
+  KEEL_CHECK(max_stages_opt >= 0 && max_stages_opt <= program::kMaxRingStages && max_inflight >= 0 &&
                  (loader_hold == 0 || loader_hold == 1),
-             "compile: target ", t.name, ": bad ring or loader policy (max stages ", t.max_stages, ", max in flight ",
+             "compile: target ", t.name, ": bad ring or loader policy (max stages ", max_stages_opt, ", max in flight ",
              max_inflight, ", hold ", loader_hold, ")");
   std::memcpy(d.name, t.name.data(), t.name.size());
   d.sms = t.sms;
   d.smem_per_block = t.smem_per_block;
   d.static_smem = t.static_smem_reserve;
-  d.max_stages = t.max_stages;
+  d.max_stages = max_stages_opt;
   d.loader_hold = loader_hold;
   d.l2_evict_first = t.l2_evict_first ? 1 : 0;
   d.o_split_k = t.o_split_k;
@@ -114,7 +115,7 @@ void plan_target(Program& p, const Target& t) {
   // As many stages as fit beside the work area (at most max_stages); while
   // fewer than 2 fit, halve the stage (rounded down to the work area's
   // alignment); below 16 KiB the ring is off.
-  const int max_stages = t.max_stages > 0 ? t.max_stages : program::kMaxRingStages;
+  const int max_stages = max_stages_opt > 0 ? max_stages_opt : program::kMaxRingStages;
   uint32_t stage = t.stage_bytes;
   int stages = 0;
   while (stage >= kMinStage) {

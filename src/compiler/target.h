@@ -41,6 +41,10 @@ struct Target {
   /// 8: 13.58 -> 12.82 ms/step on Qwen3-8B, 3.24 -> 3.12 on Llama-3.2-1B).
   int batch_max_inflight = 0;
   int batch_loader_hold = 0;
+  /// Most ring stages for them (0: as many as fit): two, so the work area keeps
+  /// room for the matmul inputs several chunks ahead and attention's K/V
+  /// prefetch (H200, Qwen3-8B batch 8: 3 stages 10.60 ms/step, 2 stages 10.19).
+  int batch_max_stages = 2;
   bool l2_evict_first = true;  // weight copies carry an L2 evict-first hint
   // ---- partition choices for this device (0: the compiler's) ----
   int o_split_k = 0;

@@ -190,8 +190,11 @@ TEST(Target, RowsPerStageNeverExceedAStage) {
     EXPECT_LE(kc, uint32_t(mm_max_cols(3)));
     EXPECT_LE(nmat * cap * 2 * kc, r.h.target.stage_bytes) << what;
     // The largest such chunk: the next divisor up would not fit.
-    for (uint32_t up = kc + kMmBoxCols; up <= std::min<uint32_t>(k, uint32_t(mm_max_cols(3))); up += kMmBoxCols)
-      if (k % up == 0) EXPECT_GT(nmat * cap * 2 * up, r.h.target.stage_bytes) << what;
+    for (uint32_t up = kc + kMmBoxCols; up <= std::min<uint32_t>(k, uint32_t(mm_max_cols(3))); up += kMmBoxCols) {
+      if (k % up == 0) {
+        EXPECT_GT(nmat * cap * 2 * up, r.h.target.stage_bytes) << what;
+      }
+    }
   }
   EXPECT_GT(tiles, 0);
   // More sequences than a matmul task serves, or f32 weights: global memory.
