@@ -40,6 +40,8 @@
 #include "program/serialize.h"
 #include "program/smem_plan.h"
 #include "model/model.h"
+#include "model/model_test_util.h"
+#include "common/variant_model.h"
 
 // KEEL_SHARED_DIR in the environment overrides the build's (the GPU machine
 // gets a copy of the fixtures elsewhere); golden.h reads it through the macro.
@@ -462,6 +464,113 @@ INSTANTIATE_TEST_SUITE_P(All, WholeProgram, ::testing::ValuesIn(whole_cases()), 
   return cat(m, "_W", i.param.workers == 0 ? std::string("sm") : std::to_string(i.param.workers), "_B",
              i.param.batch);
 });
+
+// ---- matmul tiles at real widths ---------------------------------------------------
+// The golden fixtures are 64 wide, so their matmul tiles are one 64-column TMA
+// panel per stage. A synthetic bf16 Llama checkpoint 512 wide (intermediate
+// 1536, tied embeddings) gives stages of several panels (stage_cols 128-512),
+// GateUp's two matrices side by side, partial row blocks and the LM head over
+// the embedding matrix: GPU vs CPU logits at batch 8 (one token group, split
+// k-steps) and 64 (eight groups).
+
+/// A random bf16 Llama checkpoint in `dir` (weights ~ U(-0.05, 0.05), norms ~ 1).
+void write_wide_llama(const model::testing::TempDir& dir) {
+  const int H = 512, I = 1536, NH = 8, NKV = 2, HD = 64, L = 2, V = 2048;
+  nlohmann::json cfg = {{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"}, {"hidden_size", H},
+                        {"intermediate_size", I}, {"num_attention_heads", NH}, {"num_key_value_heads", NKV},
+                        {"head_dim", HD}, {"num_hidden_layers", L}, {"vocab_size", V}, {"rms_norm_eps", 1e-5},
+                        {"rope_theta", 10000.0}, {"max_position_embeddings", 512}, {"tie_word_embeddings", true},
+                        {"hidden_act", "silu"}, {"torch_dtype", "bfloat16"}, {"bos_token_id", 1}, {"eos_token_id", 2}};
+  dir.write("config.json", cfg.dump(2));
+  std::vector<std::pair<std::string, std::vector<int64_t>>> shapes = {{"model.embed_tokens.weight", {V, H}},
+                                                                      {"model.norm.weight", {H}}};
+  for (int l = 0; l < L; ++l) {
+    const std::string b = cat("model.layers.", l, ".");
+    shapes.push_back({b + "input_layernorm.weight", {H}});
+    shapes.push_back({b + "post_attention_layernorm.weight", {H}});
+    shapes.push_back({b + "self_attn.q_proj.weight", {NH * HD, H}});
+    shapes.push_back({b + "self_attn.k_proj.weight", {NKV * HD, H}});
+    shapes.push_back({b + "self_attn.v_proj.weight", {NKV * HD, H}});
+    shapes.push_back({b + "self_attn.o_proj.weight", {H, NH * HD}});
+    shapes.push_back({b + "mlp.gate_proj.weight", {I, H}});
+    shapes.push_back({b + "mlp.up_proj.weight", {I, H}});
+    shapes.push_back({b + "mlp.down_proj.weight", {H, I}});
+  }
+  nlohmann::json header = nlohmann::json::object();
+  std::string data;
+  std::mt19937 rng(1234);
+  std::uniform_real_distribution<float> u(-0.05f, 0.05f);
+  for (const auto& [name, shape] : shapes) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    const bool norm = shape.size() == 1;
+    header[name] = {{"dtype", "BF16"}, {"shape", shape}, {"data_offsets", {data.size(), data.size() + size_t(n) * 2}}};
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = norm ? 1.0f + u(rng) : u(rng);
+      uint32_t bits;
+      std::memcpy(&bits, &v, 4);
+      const uint16_t h = uint16_t(bits >> 16);  // truncation: any bf16 value will do
+      data.push_back(char(h & 0xff));
+      data.push_back(char(h >> 8));
+    }
+  }
+  std::string hs = header.dump();
+  hs.append((8 - hs.size() % 8) % 8, ' ');
+  dir.write("model.safetensors", model::testing::le64(hs.size()) + hs + data);
+}
+
+TEST(ProgramGpu, WideMatmulTilesMatchCpu) {
+  SKIP_WITHOUT_GPU();
+  model::testing::TempDir dir;
+  write_wide_llama(dir);
+  const model::Model m = model::Model::load(dir.str());
+  // 7 workers: 64-row blocks (full boxes) and a shorter last one per task;
+  // the device's SMs: blocks of 16 rows or fewer (16-row boxes only).
+  for (const auto& [workers, batch] : {std::pair{7, 8}, std::pair{7, program::kMmMaxTokens}, std::pair{0, 8}}) {
+    const Program given = compile_for(m, workers, batch, 64);
+    // The cases this test is for: tiles of several 64-column panels, GateUp
+    // tiles, and row blocks shorter than a stage's rows.
+    uint32_t widest = 0;
+    bool gate_up = false, partial = false;
+    for (const program::TaskDesc& t : given.tasks) {
+      const uint32_t kc = program::stage_cols(t), cap = program::stage_rows(t);
+      if (kc == 0) continue;
+      widest = std::max(widest, kc);
+      gate_up |= Opcode(t.opcode) == Opcode::GateUp;
+      partial |= (t.row1 - t.row0) % int32_t(cap) != 0;
+    }
+    EXPECT_GE(widest, 128u) << "batch " << batch;
+    EXPECT_TRUE(gate_up && partial) << "batch " << batch;
+    ProgramExecutorOptions o;
+    o.keep_worker_count = workers > 0;
+    ProgramExecutor gpu(given, m, o);
+    cpu::CpuExecutor cpu_ex(gpu.program(), m);
+    std::vector<exec::Sequence> seqs;
+    for (int b = 0; b < batch; ++b) {
+      exec::Sequence s;
+      s.prompt = testing::random_ids(size_t(3 + b % 5), m.config.vocab, uint32_t(50 + b));
+      s.max_new = 3;
+      seqs.push_back(s);
+    }
+    exec::RunOptions ro;
+    ro.capture_logits = true;
+    ro.threads = 2;
+    const exec::RunResult want = cpu_ex.run(seqs, ro);
+    const exec::RunResult got = gpu.run(seqs, ro);
+    const int64_t V = m.config.vocab;
+    double worst = 0;
+    for (size_t b = 0; b < seqs.size(); ++b) {
+      ASSERT_EQ(got.seqs[b].logits.size(), want.seqs[b].logits.size()) << "sequence " << b;
+      for (size_t t = 0; t * size_t(V) < got.seqs[b].logits.size(); ++t) {
+        const double e = rel_err(&got.seqs[b].logits[t * V], &want.seqs[b].logits[t * V], size_t(V));
+        worst = std::max(worst, e);
+        ASSERT_LT(e, kCpuGpuTol) << "batch " << batch << " sequence " << b << " position " << t;
+      }
+    }
+    std::cout << "[ figures ] wide llama W" << gpu.program().h.n_workers << " B" << batch << " (stage columns up to " << widest
+              << "): max rel logits err GPU vs CPU " << worst << "\n";
+  }
+}
 
 // ---- generation --------------------------------------------------------------------
 
