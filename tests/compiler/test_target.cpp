@@ -126,6 +126,40 @@ TEST(Target, HeaderRecordsThePlan) {
   EXPECT_NE(r.find("rows/stage"), std::string::npos) << r;
 }
 
+TEST(Target, BatchProgramsTakeTheBatchPolicy) {
+  // Several sequences: the whole ring in flight, no holds, two stages (the
+  // rest to the work area), about two attention chunks per worker; one
+  // sequence keeps the decode policy. An explicit policy is kept by both.
+  const model::ModelConfig c = qwen3_8b_two_layers();
+  CompileOptions o = for_target(target_preset("h200"));
+  o.batch = 8;
+  const Program b = compile(c, o);
+  EXPECT_EQ(b.h.target.max_inflight, 0);
+  EXPECT_EQ(b.h.target.loader_hold, 0);
+  EXPECT_EQ(b.h.target.max_stages, 2);
+  EXPECT_EQ(b.h.target.n_stages, 2);
+  EXPECT_EQ(b.h.target.work_bytes, (232448u - 8192 - 2 * 65536) / 128 * 128);
+  EXPECT_EQ(b.h.n_chunks, 2 * 132 / (8 * c.n_kv_heads));
+  o.batch = 1;
+  const Program one = compile(c, o);
+  EXPECT_EQ(one.h.target.max_inflight, 1);
+  EXPECT_EQ(one.h.target.loader_hold, 1);
+  EXPECT_EQ(one.h.target.n_stages, 3);
+  EXPECT_EQ(one.h.n_chunks, 132 / c.n_kv_heads);
+  Target t = target_preset("h200");
+  t.max_inflight = t.batch_max_inflight = 1;
+  t.max_stages = t.batch_max_stages = 0;
+  o = for_target(t);
+  o.batch = 8;
+  const Program given = compile(c, o);
+  EXPECT_EQ(given.h.target.max_inflight, 1);
+  EXPECT_EQ(given.h.target.n_stages, 3);
+  // A recompile from the header keeps the batch Program's policy.
+  const Target back = target_of(b);
+  EXPECT_EQ(back.batch_max_inflight, 0);
+  EXPECT_EQ(back.batch_max_stages, 2);
+}
+
 TEST(Target, RowsPerStageNeverExceedAStage) {
   for (uint32_t stage_kib : {64u, 48u, 16u}) {
     Target t = target_preset("h100");
