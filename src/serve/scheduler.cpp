@@ -88,6 +88,53 @@ void SerialRunner::step() {
   }
 }
 
+// ----------------------------------------------------------- BatchRunner
+
+BatchRunner::BatchRunner(engine::Backend& backend, int slots) : backend_(backend), slots_(std::max(slots, 1)) {}
+
+void BatchRunner::step() {
+  std::vector<std::shared_ptr<Job>> jobs = std::move(jobs_);
+  jobs_.clear();
+  if (jobs.empty()) return;
+  std::vector<engine::GenerateRequest> reqs;
+  reqs.reserve(jobs.size());
+  for (const auto& j : jobs) reqs.push_back(j->request());
+  // The backend's callback stops the whole launch on false, so a job that
+  // stops early is ended here (with the tokens it took) and its later tokens
+  // are dropped; the launch stops only when every job has.
+  std::vector<std::vector<int32_t>> taken(jobs.size());
+  std::vector<bool> done(jobs.size(), false);
+  size_t n_done = 0;
+  try {
+    const std::vector<engine::GenerateResult> results =
+        backend_.generate_batch(reqs, [&](int i, int32_t token) {
+          const size_t k = size_t(i);
+          if (k >= jobs.size() || done[k]) return n_done < jobs.size();
+          taken[k].push_back(token);
+          if (!jobs[k]->on_token(token)) {
+            done[k] = true;
+            ++n_done;
+            engine::GenerateResult r;
+            r.output = taken[k];
+            r.stop_reason = "stopped";
+            jobs[k]->finish(r);
+          }
+          return n_done < jobs.size();
+        });
+    for (size_t k = 0; k < jobs.size(); ++k)
+      if (!done[k]) jobs[k]->finish(k < results.size() ? results[k] : engine::GenerateResult{});
+  } catch (const std::exception& e) {
+    for (size_t k = 0; k < jobs.size(); ++k)
+      if (!jobs[k]->ended()) jobs[k]->fail(500, std::string("generation failed: ") + e.what());
+  }
+}
+
+std::unique_ptr<Runner> make_runner(engine::Backend& backend, int max_batch) {
+  const int slots = std::min(max_batch, backend.max_batch());
+  if (slots > 1) return std::make_unique<BatchRunner>(backend, slots);
+  return std::make_unique<SerialRunner>(backend);
+}
+
 // ------------------------------------------------------------- Scheduler
 
 Scheduler::Scheduler(std::unique_ptr<Runner> runner, size_t queue_capacity)

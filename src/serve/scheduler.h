@@ -8,10 +8,13 @@
 // a job that ends frees its slot before the next admission. SerialRunner, the
 // only runner today, wraps engine::Backend::generate: it has one slot and its
 // step() runs that job's whole generation, so requests are served one at a
-// time. A batched runner (the ragged-batch executor of issue 12) has
-// slots() = the batch size and a step() that advances every admitted job by
-// one executor step, so jobs join and leave between steps without any change
-// here (docs/serving.md).
+// time. BatchRunner (--max-batch > 1 on a backend that runs batches) has
+// slots() = the batch size and a step() that runs the admitted jobs as one
+// batch to its end (Backend::generate_batch): the jobs waiting when a batch
+// starts share each weight read, a job that arrives meanwhile waits for the
+// next batch. A runner over the ragged-batch executor of issue 12 will advance
+// every admitted job by one executor step instead, so jobs join and leave
+// between steps without any change here (docs/serving.md).
 #pragma once
 
 #include <atomic>
@@ -23,6 +26,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "engine/backend.h"
 #include "engine/text_stream.h"
@@ -118,6 +122,29 @@ class SerialRunner : public Runner {
   engine::Backend& backend_;
   std::shared_ptr<Job> job_;
 };
+
+/// Up to `slots` jobs at a time on engine::Backend::generate_batch (backend
+/// max_batch() > 1): step() runs every admitted job in one batch until the
+/// last one ends. A job that stops early (a stop string, its client gone)
+/// ends at once, with the tokens it took; the batch runs on for the others
+/// (its sequence keeps its slot in the launch until the launch ends).
+class BatchRunner : public Runner {
+ public:
+  BatchRunner(engine::Backend& backend, int slots);
+  int slots() const override { return slots_; }
+  int active() const override { return int(jobs_.size()); }
+  void admit(std::shared_ptr<Job> job) override { jobs_.push_back(std::move(job)); }
+  void step() override;
+
+ private:
+  engine::Backend& backend_;
+  int slots_;
+  std::vector<std::shared_ptr<Job>> jobs_;
+};
+
+/// The runner for a backend: BatchRunner with min(max_batch, backend.max_batch())
+/// slots when that is more than one, else SerialRunner.
+std::unique_ptr<Runner> make_runner(engine::Backend& backend, int max_batch);
 
 /// Counters for /health and the shutdown message.
 struct SchedulerStats {

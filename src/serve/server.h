@@ -21,7 +21,7 @@ struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 8080;                          // 0: any free port (bind() says which)
   size_t queue = 64;                        // requests that may wait beyond the running ones
-  int max_batch = 1;                        // reserved: sequences per step once a batched runner exists
+  int max_batch = 1;                        // requests run together (BatchRunner) when the backend runs batches
   std::string api_key;                      // non-empty: "Authorization: Bearer KEY" required (not on /health)
   size_t max_body_bytes = size_t(8) << 20;  // larger bodies get 413
 };

@@ -311,5 +311,69 @@ TEST(ServeJobs, PromptsAndTheContextBound) {
   EXPECT_EQ(error_of([&] { make_job(r, m); }).status, 400);
 }
 
+TEST(ServeScheduler, BatchRunnerServesWaitingRequestsTogether) {
+  // The cpu backend with a Program of 4 sequences: four requests submitted at
+  // once run as one batch, each getting what it gets alone (greedy and a
+  // seeded sample); a stop string and a client that leaves end their own job
+  // without stopping the others.
+  ServedModel m;
+  const model::Model weights = model::Model::load(std::string(KEEL_SHARED_DIR) + "/models/stories260K");
+  m.tokenizer = std::make_unique<tokenizer::Tokenizer>(
+      tokenizer::Tokenizer::load(std::string(KEEL_SHARED_DIR) + "/models/stories260K"));
+  m.vocab = weights.config.vocab;
+  m.eos_ids = {2};
+  engine::BackendConfig cfg;
+  cfg.max_context = 96;
+  cfg.batch = 4;
+  m.backend = engine::make_backend("cpu", weights, cfg);
+  ASSERT_EQ(m.backend->max_batch(), 4);
+  engine::BackendConfig one = cfg;
+  one.batch = 1;
+  auto alone_backend = engine::make_backend("cpu", weights, one);
+  auto request = [&](const json& body) { return make_job(parse_openai_completion(body), m); };
+  const std::vector<json> bodies = {
+      json{{"prompt", "Once upon a time"}, {"max_tokens", 24}, {"temperature", 0}},
+      json{{"prompt", "Lily saw a"}, {"max_tokens", 16}, {"temperature", 0.8}, {"seed", 7}},
+      json{{"prompt", "Once upon a time"}, {"max_tokens", 40}, {"temperature", 0}, {"stop", "girl"}},
+      json{{"prompt", "The dog"}, {"max_tokens", 60}, {"temperature", 0}}};
+  // Each alone (serial runner on a batch-1 backend).
+  std::vector<Outcome> alone;
+  {
+    Scheduler serial(make_runner(*alone_backend, 4), 8);
+    EXPECT_EQ(serial.stats().slots, 1);
+    for (const json& b : bodies) {
+      auto j = request(b);
+      ASSERT_EQ(serial.submit(j), Scheduler::Admit::Queued);
+      Event e = last_event(*j);
+      ASSERT_EQ(e.type, Event::Type::Done) << e.text;
+      alone.push_back(e.outcome);
+    }
+  }
+  EXPECT_EQ(alone[2].finish_reason, "stop");  // the stop string cut it
+  Scheduler s(make_runner(*m.backend, 8), 8);
+  EXPECT_EQ(s.stats().slots, 4);  // the backend's batch bounds --max-batch
+  std::vector<std::shared_ptr<Job>> jobs;
+  for (const json& b : bodies) jobs.push_back(request(b));
+  auto leaves = request(json{{"prompt", "Once"}, {"max_tokens", 80}, {"temperature", 0}});
+  // Submitted while nothing runs: the first starts a batch alone, so hold the
+  // runner with a first batch and queue the rest behind it.
+  ASSERT_EQ(s.submit(leaves), Scheduler::Admit::Queued);
+  for (auto& j : jobs) ASSERT_EQ(s.submit(j), Scheduler::Admit::Queued);
+  Event first;
+  ASSERT_TRUE(leaves->next(first, std::chrono::seconds(30)));
+  leaves->cancel();
+  EXPECT_EQ(last_event(*leaves).outcome.finish_reason, "cancelled");
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    Event e = last_event(*jobs[i]);
+    ASSERT_EQ(e.type, Event::Type::Done) << i << ": " << e.text;
+    EXPECT_EQ(e.outcome.text, alone[i].text) << "request " << i;
+    EXPECT_EQ(e.outcome.finish_reason, alone[i].finish_reason) << "request " << i;
+    EXPECT_EQ(e.outcome.completion_tokens, alone[i].completion_tokens) << "request " << i;
+  }
+  s.wait_idle();
+  EXPECT_EQ(s.stats().completed, 4);
+  EXPECT_EQ(s.stats().cancelled, 1);
+}
+
 }  // namespace
 }  // namespace keel::serve

@@ -10,6 +10,7 @@
 #include "model_source.h"
 
 #if KEEL_SERVE_AVAILABLE
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <ctime>
@@ -53,7 +54,9 @@ std::unique_ptr<serve::ServedModel> load_served(const ServeArgs& a, std::unique_
   keep = std::make_unique<model::Model>(model::Model::load(a.model, gguf_dtype(a.backend.backend)));
   const model::Model& m = *keep;
   check_tokenizer_fits_model(*sm->tokenizer, m, a.model);
-  sm->backend = make_backend(m, a.backend);
+  BackendOptions bo = a.backend;
+  bo.batch = a.max_batch;  // cpu, cuda: a Program of --max-batch sequences (BatchRunner)
+  sm->backend = make_backend(m, bo);
   sm->eos_ids = eos_ids(m, sm->tokenizer.get());
   sm->generation = m.generation;
   sm->vocab = m.config.vocab;
@@ -104,15 +107,19 @@ int run_serve(const ServeArgs& a) {
   try {
     auto served = load_served(a, model);
     const serve::ServedModel& sm = *served;
-    if (a.max_batch > 1)
-      std::fprintf(stderr, "keel serve: --max-batch %d is reserved for a batched runner: this build serves one request at a time\n",
-                   a.max_batch);
+    const int batch = std::min(a.max_batch, sm.backend->max_batch());
+    if (a.max_batch > 1 && batch == 1)
+      std::fprintf(stderr, "keel serve: --max-batch %d: the %s backend runs one sequence at a time (cpu and cuda run "
+                   "batches); serving one request at a time\n", a.max_batch, std::string(sm.backend->name()).c_str());
+    const std::string runs = batch > 1 ? "up to " + std::to_string(batch) + " requests per batch (a request that "
+                                         "arrives during a batch waits for the next)"
+                                       : std::string("one request at a time");
     std::fprintf(stderr, "keel serve: serving '%s' (%s backend, context %lld tokens, chat: %s) on http://%s:%d; "
-                 "one request at a time, %zu may wait\n",
+                 "%s, %zu may wait\n",
                  sm.card.name.c_str(), std::string(sm.backend->name()).c_str(), (long long)sm.backend->max_context(),
                  sm.tokenizer->has_chat_template() ? "the checkpoint's template"
                  : sm.tokenizer->chat_format() != tokenizer::ChatFormat::None ? "built-in format" : "none (plain)",
-                 a.host.c_str(), port, a.queue);
+                 a.host.c_str(), port, runs.c_str(), a.queue);
     server.set_model(std::move(served));
   } catch (...) {
     server.request_shutdown(true);
@@ -136,9 +143,9 @@ Command register_serve(CLI::App& root) {
   c->add_option("--name", a->name, "Model name clients send in \"model\" (default: the folder's or file's name)");
   c->add_option("--host", a->host, "Address to listen on (0.0.0.0: every interface; mind --api-key)")->capture_default_str();
   c->add_option("--port", a->port, "TCP port (0: any free port, printed on stderr)")->check(CLI::Range(0, 65535))->capture_default_str();
-  c->add_option("--queue", a->queue, "Requests that may wait for the running one; more get 429")->check(CLI::Range(size_t(1), size_t(1024)))->capture_default_str();
-  c->add_option("--max-batch", a->max_batch, "Reserved: sequences run together once a batched backend exists; "
-                "today requests run one at a time whatever this says")->check(CLI::Range(1, 4096))->capture_default_str();
+  c->add_option("--queue", a->queue, "Requests that may wait beyond the running ones; more get 429")->check(CLI::Range(size_t(1), size_t(1024)))->capture_default_str();
+  c->add_option("--max-batch", a->max_batch, "Requests run together as one batch (cpu and cuda backends; the others "
+                "run one at a time); the requests waiting when a batch starts join it")->check(CLI::Range(1, 4096))->capture_default_str();
   c->add_option("--max-body", a->max_body, "Largest request body in bytes; larger get 413")->check(CLI::Range(size_t(1024), size_t(1) << 32))->capture_default_str();
   c->add_option("--api-key", a->api_key, "Require \"Authorization: Bearer KEY\" on every route but /health");
   add_backend_flags(*c, a->backend);
