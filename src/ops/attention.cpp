@@ -2,6 +2,7 @@
 // Program) and its memory footprint (see attention.h).
 #include "ops/attention.h"
 
+#include <algorithm>
 #include <unordered_map>
 
 #include "core/error.h"
@@ -97,6 +98,21 @@ void Attention::accesses(AccessSink& s, const TaskDesc& t) {
     s.ws(partial, base, base + C * part, M::Accumulate);
   }
   s.rows(s.need(o.out, "out"), t.b0, t.b1, h.n_heads * hd, kvh * g * hd, (kvh + 1) * g * hd, M::Accumulate);
+}
+
+}  // namespace keel::ops
+
+namespace keel::ops {
+
+bool Attention::streams(const program::ProgramHeader& h, int64_t end) {
+  const int64_t hd = h.head_dim, g = h.n_heads / std::max(h.n_kv_heads, 1);
+  if (h.n_kv_heads <= 0 || !(hd == 32 || hd == 64 || hd == 128) || g > 8 || h.page_size % 8 != 0 || end < 2)
+    return false;
+  // The longest history range of a chunk at the last position (attn_chunk_range:
+  // chunks 0 .. C-2 split [0, pos), or the one chunk [0, pos]).
+  const int64_t pos = end - 1, C = h.n_chunks;
+  const int64_t hist = C <= 1 ? pos : (pos + C - 2) / (C - 1);
+  return hist > attn_prefetch_room(h.target.work_bytes, attn_kv_offset(h), hd);
 }
 
 }  // namespace keel::ops

@@ -7,9 +7,188 @@
 
 #include "exec/cuda/attention_common.cuh"
 #include "ops/attention.h"
+#include "program/smem_plan.h"
+
+// KEEL_ATTN_STREAM: compile attn_stream into attention_fast (the long-context
+// and batch variants of the kernel; program_kernel.h). Without it the decode
+// variant's attention is the one-position loop alone, as it was tuned.
+#ifndef KEEL_ATTN_STREAM
+#define KEEL_ATTN_STREAM 0
+#endif
 
 namespace keel::exec::cuda::prog {
 inline namespace KEEL_DEVICE_NS {
+
+/// The positions [s0, e0) of a chunk that the prefetch did not bring into
+/// shared memory (all < pos, written in earlier steps), read from the KV cache:
+/// the long-context part of attention_fast, run by each warp after the
+/// one-position loop on its partial `mine` ([g][hd + 2]: o, m, l per head, in
+/// shared memory), which it reads, continues and writes back.
+///
+/// The one-position loop costs about 200 dependent instructions per position
+/// (two divisions for the address, a 5-step shuffle reduction per head, an
+/// online-softmax update per head) and, with two warps per scheduler, runs at
+/// ~2 GB/s of K/V per SM. Here a warp takes blocks of 8 positions (blocks w,
+/// w + kWarps, ... of the 8-aligned range; a block never straddles a page when
+/// page_size % 8 == 0, so one page-table read per block):
+///  * scores on tensor cores: S[16 x 8] = Q[16 x hd] . K^T (mma m16n8k16; rows
+///    = the group's heads, zero past g). The reduction dimension is permuted so
+///    that lane (r, c) (r = lane / 4, c = lane % 4) loads B's fragments for
+///    every k-step as one contiguous run of row r (dims [c hd/4, (c+1) hd/4)):
+///    16-byte loads straight from the cache, no shared memory. q's A fragments
+///    use the same permutation (exact bf16 products, fp32 sums: only the order
+///    differs from the CPU twin);
+///  * one online-softmax update per block: lane (r, c) holds head r's scores at
+///    positions 2c, 2c+1; the quad's max and sum take two shuffles each;
+///  * o += p v on CUDA cores in fp32 (lane-per-element, as the one-position
+///    loop), the weights through this warp's `pw` (shared memory).
+/// K of the next block is loaded while this block's softmax and p v run.
+template <int KP, int G>
+__device__ __forceinline__ bool attn_stream(const DevProgram& P, const int32_t* pages, int32_t task, int b,
+                                                    int kvh, int64_t s0, int64_t e0, const float* qs, int g,
+                                                    float* mine, float* pw) {
+  static_assert(KP == 1 || KP == 2 || KP == 4, "attn_stream: head_dim 32, 64 or 128");
+  static_assert(G <= 8 && 8 * 8 + 8 <= program::kKernelAttnStreamFloats);
+  constexpr int hd = 32 * KP, KS = hd / 16, KW = hd / 8;  // k-steps; K words per lane (its quarter row)
+  const ProgramHeader& h = P.h;
+  const int lane = threadIdx.x & 31, r = lane >> 2, c = lane & 3;
+  const uint16_t* kcache = bp<const uint16_t>(P, P.tasks[task].buf[AttnSlots::kKCache]);
+  const uint16_t* vcache = bp<const uint16_t>(P, P.tasks[task].buf[AttnSlots::kVCache]);
+  // q's A fragments: row r (head r), k-step s: dims c hd/4 + 4s + {0,1} (a0)
+  // and + {2,3} (a2); rows 8..15 are zero (a1, a3).
+  uint32_t qa[KS][2];
+#pragma unroll
+  for (int st = 0; st < KS; ++st)
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const float* q = qs + r * hd + c * (hd / 4) + 4 * st + 2 * i;
+      qa[st][i] = r < g ? uint32_t(f32_to_bf16(q[0])) | uint32_t(f32_to_bf16(q[1])) << 16 : 0u;
+    }
+  float o[G][KP];
+#pragma unroll
+  for (int j = 0; j < G; ++j)
+#pragma unroll
+    for (int e = 0; e < KP; ++e) o[j][e] = j < g ? mine[j * (hd + 2) + lane * KP + e] : 0.0f;
+  float ml = r < g ? mine[r * (hd + 2) + hd] : -INFINITY;  // head r's running max and sum (its quad)
+  float ll = r < g ? mine[r * (hd + 2) + hd + 1] : 0.0f;
+  int32_t bad_page = 0;  // a page out of range (never 0: a bad page is < 0 or >= n_pages)
+  // Element offset of the block's first row in the caches, or -1 (bad page).
+  auto block_offset = [&](int64_t base) -> int64_t {
+    const int32_t e = program::kv_page_entry(h, b, base);
+    const int64_t page = pages ? pages[e] : __ldcg(bp<const int32_t>(P, h.buf_page_table) + e);
+    if (page < 0 || page >= h.n_pages) {
+      bad_page = int32_t(page);
+      return -1;
+    }
+    return kv_offset(h, page, kvh, base, 0);
+  };
+  uint32_t kw[KW];  // row r of the block, dims [c hd/4, (c+1) hd/4)
+  auto load_k = [&](int64_t off) {
+    const uint4* src = reinterpret_cast<const uint4*>(kcache + off + int64_t(r) * hd + c * (hd / 4));
+#pragma unroll
+    for (int i = 0; i < KW / 4; ++i) {
+      const uint4 v = __ldcg(src + i);
+      kw[4 * i] = v.x, kw[4 * i + 1] = v.y, kw[4 * i + 2] = v.z, kw[4 * i + 3] = v.w;
+    }
+  };
+  const int64_t first = s0 & ~int64_t(7), stride = int64_t(kWarps) * 8;
+  int64_t base = first + int64_t(threadIdx.x >> 5) * 8;
+  int64_t off = base < e0 ? block_offset(base) : -1;
+  if (off >= 0) load_k(off);
+  for (; base < e0; base += stride) {
+    const int64_t next = base + stride;
+    const int64_t next_off = next < e0 ? block_offset(next) : -1;
+    // V rows of this block (lane-per-element), zero where the position is masked.
+    uint32_t vw[8][(KP + 1) / 2];
+#pragma unroll
+    for (int u = 0; u < 8; ++u) {
+      const bool in = off >= 0 && base + u >= s0 && base + u < e0;
+      const uint16_t* src = vcache + (in ? off + int64_t(u) * hd : 0) + lane * KP;
+      if constexpr (KP == 4) {
+        const uint2 v = in ? __ldcg(reinterpret_cast<const uint2*>(src)) : make_uint2(0, 0);
+        vw[u][0] = v.x, vw[u][1] = v.y;
+      } else if constexpr (KP == 2) {
+        vw[u][0] = in ? __ldcg(reinterpret_cast<const unsigned int*>(src)) : 0u;
+      } else {
+        vw[u][0] = in ? uint32_t(__ldcg(reinterpret_cast<const unsigned short*>(src))) : 0u;
+      }
+    }
+    // ---- scores ----
+    float sc[4] = {0, 0, 0, 0};
+    if (off >= 0) {
+#pragma unroll
+      for (int st = 0; st < KS; ++st) {
+        const uint32_t a[4] = {qa[st][0], 0u, qa[st][1], 0u};
+        dev::mma_bf16(sc, a, kw[2 * st], kw[2 * st + 1]);
+      }
+    }
+    if (next_off >= 0) load_k(next_off);  // the next block's K while this one finishes
+    float s[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int64_t p = base + 2 * c + i;
+      s[i] = off >= 0 && p >= s0 && p < e0 ? sc[i] * h.attn_scale : -INFINITY;
+    }
+    // ---- one online-softmax update of head r over the block (its quad) ----
+    float bm = fmaxf(s[0], s[1]);
+    bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, 1));
+    bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, 2));
+    const float mn = fmaxf(ml, bm);
+    // A block with no position for this warp (a bad page) leaves the state as is.
+    const float p0 = mn == -INFINITY ? 0.0f : expf(s[0] - mn), p1 = mn == -INFINITY ? 0.0f : expf(s[1] - mn);
+    const float cr = mn == -INFINITY ? 1.0f : expf(ml - mn);
+    float ps = p0 + p1;
+    ps += __shfl_xor_sync(0xffffffffu, ps, 1);
+    ps += __shfl_xor_sync(0xffffffffu, ps, 2);
+    ll = ll * cr + ps;
+    ml = mn;
+    *reinterpret_cast<float2*>(pw + r * 8 + 2 * c) = make_float2(p0, p1);
+    if (c == 0) pw[64 + r] = cr;
+    __syncwarp();
+    // ---- o = o * c_j + sum_u p_ju v_u ----
+#pragma unroll
+    for (int j = 0; j < G; ++j) {
+      const float cj = pw[64 + j];
+#pragma unroll
+      for (int e = 0; e < KP; ++e) o[j][e] *= cj;
+    }
+#pragma unroll
+    for (int j = 0; j < G; ++j) {
+      const float4 pa = *reinterpret_cast<const float4*>(pw + j * 8);
+      const float4 pb = *reinterpret_cast<const float4*>(pw + j * 8 + 4);
+      const float pj[8] = {pa.x, pa.y, pa.z, pa.w, pb.x, pb.y, pb.z, pb.w};
+#pragma unroll
+      for (int u = 0; u < 8; ++u) {
+        float v[KP];
+        if constexpr (KP == 1) {
+          v[0] = bits_f32(vw[u][0] << 16);
+        } else {
+#pragma unroll
+          for (int i = 0; i < KP / 2; ++i) v[2 * i] = bits_f32(vw[u][i] << 16), v[2 * i + 1] = bits_f32(vw[u][i] & 0xffff0000u);
+        }
+#pragma unroll
+        for (int e = 0; e < KP; ++e) o[j][e] = fmaf(pj[u], v[e], o[j][e]);
+      }
+    }
+    __syncwarp();  // pw is rewritten by the next block
+    off = next_off;
+  }
+#pragma unroll
+  for (int j = 0; j < G; ++j) {
+    if (j >= g) continue;
+#pragma unroll
+    for (int e = 0; e < KP; ++e) mine[j * (hd + 2) + lane * KP + e] = o[j][e];
+  }
+  if (c == 0 && r < g) {
+    mine[r * (hd + 2) + hd] = ml;
+    mine[r * (hd + 2) + hd + 1] = ll;
+  }
+  if (bad_page != 0) {
+    if (lane == 0) dev_fail(P, kErrBadPage, task, bad_page);
+    return false;
+  }
+  return true;
+}
 
 /// The Attention opcode for head_dim = 32 * KP and at most kMaxGroup q heads
 /// per kv head. Warp j < g runs head j's q epilogue (norm by a warp reduction,
@@ -129,9 +308,14 @@ __device__ void attention_fast(const DevProgram& P, const TaskDesc& t, int32_t t
     }
   };
   bool ok = true;
-  for (int64_t pa = p0 + warp; pa < p1 && ok; pa += kWarps) {  // one position per pass
+  // A long chunk (head_dim <= 128): this loop takes the prefetched positions
+  // and pos, attn_stream the rest after it. Otherwise this loop takes all.
+  constexpr bool kStream = KEEL_ATTN_STREAM != 0 && KP <= 4;
+  const bool stream = kStream && h.page_size % 8 == 0;
+  // One position for every head of the group; false: a bad page (reported).
+  auto position = [&](int64_t pa) -> bool {
     const int64_t oa = row_off(pa, &ok);
-    if (!ok) break;
+    if (!ok) return false;
     float ka[KP], va[KP];
     load_kv(pa, oa, ka, va);
     float da[kMaxGroup];
@@ -151,6 +335,15 @@ __device__ void attention_fast(const DevProgram& P, const TaskDesc& t, int32_t t
 #pragma unroll
     for (int j = 0; j < kMaxGroup; ++j)
       if (kExact || j < g) online_softmax_step<KP>(da[j] * h.attn_scale, va, m[j], l[j], o[j]);
+    return true;
+  };
+  if (stream) {  // the prefetched positions [p0, pf_end), then pos
+    const int64_t n_pf = pf_end - p0, n_loop = n_pf + (appends ? 1 : 0);
+    for (int64_t i = warp; i < n_loop && ok; i += kWarps)  // one position per pass
+      if (!position(i < n_pf ? p0 + i : pos)) break;
+  } else {
+    for (int64_t pa = p0 + warp; pa < p1 && ok; pa += kWarps)  // one position per pass
+      if (!position(pa)) break;
   }
   if (P.trace && threadIdx.x == 0) R.t_first = dev::globaltimer_ns();  // trace: positions done
   csync();  // every warp is done with the K/V rows: the partials take their place
@@ -162,6 +355,14 @@ __device__ void attention_fast(const DevProgram& P, const TaskDesc& t, int32_t t
 #pragma unroll
     for (int e = 0; e < KP; ++e) mine[lane * KP + e] = o[j][e];
     if (lane == 0) mine[hd] = m[j], mine[hd + 1] = l[j];
+  }
+  if constexpr (kStream) {
+    const int64_t e0 = p1 < pos ? p1 : pos;
+    if (stream && e0 > pf_end && ok) {
+      __syncwarp();  // the warp's partial is in shared memory; its scratch follows every warp's
+      float* pw = wo + kWarps * g * (hd + 2) + warp * program::kKernelAttnStreamFloats;
+      ok = attn_stream<KP, kMaxGroup>(P, R.pages, task, b, kvh, pf_end, e0, qs, g, wo + warp * g * (hd + 2), pw);
+    }
   }
   csync();
   float* part = bp<float>(P, t.buf[AttnSlots::kPartial]) + ((int64_t(b) * h.n_kv_heads + kvh) * C + chunk) * g * (hd + 2);

@@ -45,6 +45,22 @@ KEEL_HD void attention_positions(const program::ProgramHeader& h, const TaskDesc
   if (t.flags & program::kFlagSlidingWindow) program::attn_window_clip(pos, h.sliding_window, p0, p1);
 }
 
+/// Byte offset in the CUDA attention task's work area of the current K/V rows:
+/// after q ([g][hd] fp32, rounded up to 16 bytes) and the position stash (the
+/// 16 bytes before it).
+KEEL_HD int64_t attn_kv_offset(const program::ProgramHeader& h) {
+  const int64_t hd = h.head_dim, g = h.n_heads / h.n_kv_heads;
+  return (g * hd * 4 + 15) / 16 * 16 + 16;
+}
+
+/// Positions of K/V rows the CUDA attention task (head_dim a multiple of 32)
+/// copies into its work area of work_bytes before its wait: after the current
+/// rows ([2][hd] bf16 at kv_off = attn_kv_offset), as many [2][hd] bf16 rows as
+/// fit. One rule for the device (attn_smem) and the host (Attention::streams).
+KEEL_HD int64_t attn_prefetch_room(int64_t work_bytes, int64_t kv_off, int64_t hd) {
+  return (work_bytes - kv_off - 4 * hd) / (4 * hd);
+}
+
 struct Attention {
   using Operands = AttentionOperands;
   static constexpr Opcode kOpcode = Opcode::Attention;
@@ -73,6 +89,14 @@ struct Attention {
   static void validate_program(const Program& p);
   static void accesses(AccessSink& s, const TaskDesc& t);
   static void run_cpu(const exec::cpu::TaskContext& c, const TaskDesc& t);
+  /// Whether, in a batch-1 launch whose positions stay below `end`, a CUDA
+  /// attention task may have more earlier positions in its chunk than its
+  /// prefetch holds (attn_prefetch_room with the Program's work area): the ones
+  /// past it stream from the cache (attn_stream, in the long-context variant of
+  /// the kernel; program_kernel.h). False for the shapes the fast path does not
+  /// serve (head_dim other than 32 / 64 / 128, groups over 8, pages not a
+  /// multiple of 8 positions).
+  static bool streams(const program::ProgramHeader& h, int64_t end);
 };
 
 }  // namespace keel::ops

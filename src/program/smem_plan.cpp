@@ -14,10 +14,12 @@ uint32_t kernel_work_bytes(const ProgramHeader& h) {
   int64_t vec = std::max<int64_t>(h.hidden, h.intermediate);
   vec = std::max<int64_t>(vec, int64_t(h.n_heads) * h.head_dim);
   const int64_t act = (vec + 8) * 2;
-  // ... or the attention task's fp32 scratch
+  // ... or the attention task's fp32 scratch (q and the position, then the
+  // warps' partials and, after them, the streaming scratch)
   const int64_t g = h.n_heads / std::max(h.n_kv_heads, 1);
-  const int64_t attn = std::max<int64_t>(kKernelMaxHeadDim + int64_t(kKernelWarps) * (kKernelMaxHeadDim + 2),
-                                         g * h.head_dim + int64_t(kKernelWarps) * g * (h.head_dim + 2)) * 4 + 64;
+  const int64_t attn = (std::max<int64_t>(kKernelMaxHeadDim + int64_t(kKernelWarps) * (kKernelMaxHeadDim + 2),
+                                          g * h.head_dim + int64_t(kKernelWarps) * g * (h.head_dim + 2)) +
+                        int64_t(kKernelWarps) * kKernelAttnStreamFloats) * 4 + 64;
   // ... or the merge's maxima, sums and totals
   const int64_t merge = (2 * int64_t(h.n_chunks) + 1) * g * 4;
   const int64_t mm = mm_work_bytes(h.batch);

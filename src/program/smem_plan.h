@@ -19,6 +19,10 @@ namespace keel::program {
 
 inline constexpr int kKernelWarps = 8;          // compute warps per CTA (exec/cuda prog::kWarps)
 inline constexpr int kKernelMaxHeadDim = 256;   // exec/cuda prog::kMaxHeadDim
+/// Floats per compute warp of the attention tasks' streaming scratch (exec/cuda
+/// attn_stream: the softmax weights of 8 heads x 8 positions and 8 rescale factors), after the
+/// warps' partials in the work area.
+inline constexpr int kKernelAttnStreamFloats = 72;
 inline constexpr int kMaxRingStages = 8;        // exec/cuda prog::kMaxRingStages
 inline constexpr uint32_t kMaxStageRows = 1024;  // TileDesc::cap is an int16
 inline constexpr uint32_t kWorkAlign = 128;      // the work area's size is a multiple of this

@@ -114,6 +114,17 @@ TEST(Ops, ValidationNamesTheBadOperand) {
 // [max(0, pos - window + 1), pos] (every position when not flagged); the last
 // chunk still covers pos (it appends K/V there), and chunks wholly before the
 // window are empty.
+/// An Attention task of chunk ch of C (its view's other fields zero).
+program::TaskDesc chunk_task(int32_t ch, int32_t C, bool sliding_window) {
+  program::TaskDesc t;
+  AttentionOperands v;
+  v.chunk = ch;
+  v.n_chunks = C;
+  v.to(t);
+  if (sliding_window) t.flags |= program::kFlagSlidingWindow;
+  return t;
+}
+
 TEST(Ops, AttentionPositionsCoverExactlyTheWindow) {
   program::ProgramHeader h;
   for (int32_t window : {0, 1, 5, 17}) {
@@ -124,12 +135,7 @@ TEST(Ops, AttentionPositionsCoverExactlyTheWindow) {
         const int64_t lo = window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
         int64_t next = lo, covered = 0;
         for (int32_t ch = 0; ch < C; ++ch) {
-          program::TaskDesc t;
-          AttentionOperands v;
-          v.chunk = ch;
-          v.n_chunks = C;
-          v.to(t);
-          if (window > 0) t.flags |= program::kFlagSlidingWindow;
+          const program::TaskDesc t = chunk_task(ch, C, window > 0);
           int64_t p0 = -1, p1 = -1;
           attention_positions(h, t, pos, &p0, &p1);
           ASSERT_LE(p0, p1);
@@ -145,6 +151,42 @@ TEST(Ops, AttentionPositionsCoverExactlyTheWindow) {
         EXPECT_EQ(covered, pos + 1 - lo);
       }
   }
+}
+
+// Attention::streams says a batch-1 launch needs the long-context kernel
+// exactly when some chunk's earlier positions at the launch's last position
+// outnumber what the prefetch holds (attn_prefetch_room), checked against a
+// direct count over attention_positions.
+TEST(Ops, AttentionStreamsWhenAChunkOutgrowsItsPrefetch) {
+  program::ProgramHeader h;
+  h.n_heads = 32;
+  h.n_kv_heads = 8;
+  h.head_dim = 64;
+  h.page_size = 64;
+  h.target.work_bytes = 27648;
+  const int64_t room = attn_prefetch_room(h.target.work_bytes, attn_kv_offset(h), h.head_dim);
+  EXPECT_EQ(attn_kv_offset(h), 4 * 64 * 4 + 16);
+  EXPECT_EQ(room, (27648 - (4 * 64 * 4 + 16) - 4 * 64) / (4 * 64));
+  for (int32_t C : {1, 2, 16}) {
+    h.n_chunks = C;
+    for (int64_t end : {int64_t(2), room, room + 2, 15 * room, 15 * room + 2, int64_t(40000)}) {
+      SCOPED_TRACE(::testing::Message() << "C " << C << " end " << end);
+      int64_t longest = 0;  // earlier positions (< pos) of one chunk, over the launch's positions
+      for (int64_t pos = 0; pos < end; ++pos)
+        for (int32_t ch = 0; ch < C; ++ch) {
+          int64_t p0 = 0, p1 = 0;
+          attention_positions(h, chunk_task(ch, C, false), pos, &p0, &p1);
+          longest = std::max(longest, std::min(p1, pos) - p0);
+        }
+      EXPECT_EQ(Attention::streams(h, end), longest > room);
+    }
+  }
+  h.n_chunks = 1;
+  h.page_size = 12;  // blocks of 8 positions would straddle pages: never streams
+  EXPECT_FALSE(Attention::streams(h, 40000));
+  h.page_size = 64;
+  h.head_dim = 256;  // not a streamed shape
+  EXPECT_FALSE(Attention::streams(h, 40000));
 }
 
 }  // namespace

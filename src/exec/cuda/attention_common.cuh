@@ -128,12 +128,6 @@ struct AttnSmem {
   uint16_t* kv;
 };
 
-/// Byte offset in the work area of the current rows (after q); the 16 bytes
-/// before it hold the position the prefetch saw.
-__device__ __forceinline__ int64_t attn_kv_offset(const ProgramHeader& h) {
-  const int64_t hd = h.head_dim, g = h.n_heads / h.n_kv_heads;
-  return (g * hd * 4 + 15) / 16 * 16 + 16;
-}
 
 /// from_smem: take pos from what attn_prefetch stored (it ran before the wait,
 /// in the same step) instead of another L2 round trip.
@@ -142,14 +136,14 @@ __device__ __forceinline__ AttnSmem attn_smem(const DevProgram& P, const TaskDes
   const ProgramHeader& h = P.h;
   const int64_t hd = h.head_dim;
   AttnSmem a;
-  const int64_t kv_off = attn_kv_offset(h);
+  const int64_t kv_off = ops::attn_kv_offset(h);
   int64_t* stash = reinterpret_cast<int64_t*>(reinterpret_cast<char*>(smem) + kv_off - 16);
   const int64_t len = (from_smem ? *stash : seq_pos(P, R, t.b0)) + 1;
   a.pos = len - 1;
   ops::attention_positions(h, t, a.pos, &a.p0, &a.p1);
   a.cur = reinterpret_cast<uint16_t*>(reinterpret_cast<char*>(smem) + kv_off);
   a.kv = a.cur + 2 * hd;
-  const int64_t room = (int64_t(P.work_bytes) - kv_off - 4 * hd) / (4 * hd);
+  const int64_t room = ops::attn_prefetch_room(int64_t(P.work_bytes), kv_off, hd);
   const int64_t want = min(a.p1, a.pos) - a.p0;
   const int64_t n = want < room ? want : room;
   a.n_pf = n > 0 ? int(n) : 0;
@@ -163,7 +157,7 @@ __device__ void attn_prefetch(const DevProgram& P, const TaskDesc& t, float* sme
   const ProgramHeader& h = P.h;
   if (P.work_bytes == 0 || t.b1 - t.b0 != 1 || h.head_dim % 32 != 0) return;
   const AttnSmem a = attn_smem(P, t, smem, R, false);
-  if (threadIdx.x == 0) reinterpret_cast<int64_t*>(reinterpret_cast<char*>(smem) + attn_kv_offset(h) - 16)[0] = a.pos;
+  if (threadIdx.x == 0) reinterpret_cast<int64_t*>(reinterpret_cast<char*>(smem) + ops::attn_kv_offset(h) - 16)[0] = a.pos;
   const int hd = h.head_dim, vecs = hd * 2 / 16, kvh = t.arg[AttnSlots::kKvHead];
   const uint16_t* kcache = bp<const uint16_t>(P, t.buf[AttnSlots::kKCache]);
   const uint16_t* vcache = bp<const uint16_t>(P, t.buf[AttnSlots::kVCache]);

@@ -14,6 +14,16 @@
 
 namespace keel::exec::cuda::dev {
 
+/// d += a . b on tensor cores: mma.sync m16n8k16, bf16 inputs, fp32
+/// accumulators (a: 4 registers of A's 16 x 16 fragment, b0 b1: B's 16 x 8).
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
 // ---- global counters -------------------------------------------------------
 
 __device__ __forceinline__ uint32_t ld_acquire(const uint32_t* p) {

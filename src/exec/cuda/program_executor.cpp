@@ -160,7 +160,9 @@ DeviceFacts device_facts(int device) {
   KEEL_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   f.smem_per_block = uint32_t(v);
   // The larger of the two kernel variants': a Program's reserve must hold the one it runs on.
-  f.static_smem = uint32_t(std::max(prog::static_smem_bytes(false), prog::static_smem_bytes(true)));
+  f.static_smem = uint32_t(std::max({prog::static_smem_bytes(prog::KernelVariant::Decode),
+                                     prog::static_smem_bytes(prog::KernelVariant::DecodeLong),
+                                     prog::static_smem_bytes(prog::KernelVariant::Batch)}));
   return f;
 }
 
@@ -208,7 +210,11 @@ void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions&
   I.smem = tg.dynamic_smem;
   DeviceFacts facts = device_facts(I.device);
   check_program_fits(p, facts, opt.keep_worker_count);  // before the attribute: smem must fit the opt-in limit
-  facts.max_ctas = prog::max_coresident_ctas(I.device, I.smem, prog::batch_variant(h));
+  // Every variant this Program may launch (batch 1: decode and long-context decode).
+  facts.max_ctas = prog::batch_variant(h)
+                       ? prog::max_coresident_ctas(I.device, I.smem, prog::KernelVariant::Batch)
+                       : std::min(prog::max_coresident_ctas(I.device, I.smem, prog::KernelVariant::Decode),
+                                  prog::max_coresident_ctas(I.device, I.smem, prog::KernelVariant::DecodeLong));
   check_program_fits(p, facts, opt.keep_worker_count);
   // ---- memory: weights (unique tensors) + KV + workspace must fit ----
   struct WeightSrc {
@@ -462,6 +468,12 @@ prog::DevProgram prepare(ProgramExecutor::Impl& I, const program::Program& p, co
   KEEL_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&P.host_ring), I.host_ring, 0));
   KEEL_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&P.host_count), I.host_count, 0));
   P.timeout_ns = uint64_t(I.watchdog_s * 1e9);
+  // The long-context variant when an attention chunk may outgrow its prefetch
+  // before the launch ends (the positions it reaches: the prompts, their new
+  // tokens, or the bench's steps).
+  int64_t end = int64_t(start_pos) + max_steps + 1;
+  for (const Sequence& s : seqs) end = std::max<int64_t>(end, int64_t(s.prompt.size()) + s.max_new);
+  P.attn_stream = B == 1 && ops::Attention::streams(h, std::min<int64_t>(end, h.max_context));
   return P;
 }
 

@@ -138,17 +138,28 @@ struct DevProgram {
   // (entries without column chunks: zeros). Last, so the decode kernel's
   // parameter offsets stay what they were.
   const MmSource* mm_src = nullptr;
+  // Batch 1: run the long-context variant of the kernel (its attention streams
+  // the positions past the prefetch; set per launch by the executor from
+  // ops::Attention::streams). Last, like mm_src.
+  int32_t attn_stream = 0;
 };
 
 
 
-// The persistent kernel is compiled twice from one source (program_kernel.cu):
-// the decode variant (tasks of one sequence: matvecs) and the batch variant
-// (program_kernel_batch.cu: also the tensor-core matmul tiles and the rms_norm
-// opcode of Programs with several sequences). A Program of batch 1 runs on the
-// decode variant, whose code stays exactly what batch-1 decode was tuned on;
-// any other on the batch variant. The functions below pick by the Program's
-// header (or the `batch` flag); each variant's own are in its namespace.
+// The persistent kernel is compiled three times from one source
+// (program_kernel.cu): the decode variant (tasks of one sequence: matvecs), the
+// long-context decode variant (program_kernel_long.cu: the same with
+// attention's streaming path, attn_stream) and the batch variant
+// (program_kernel_batch.cu: also the tensor-core matmul tiles, the rms_norm
+// opcode of Programs with several sequences and attn_stream). A Program of
+// batch 1 runs on the decode variant, whose code stays exactly what batch-1
+// decode was tuned on, unless the launch reaches positions where an attention
+// chunk holds more than its prefetch (DevProgram::attn_stream): the streaming
+// path's registers change the whole kernel's allocation, which costs short
+// contexts a few percent, so it is compiled in only where it runs. Both decode
+// variants compute the same values where the prefetch holds every position.
+// Any other Program runs on the batch variant. The functions below pick by the
+// DevProgram (kernel_variant); each variant's own are in its namespace.
 #define KEEL_KERNEL_VARIANT_API                                                  \
   size_t static_smem_bytes();                                                  \
   int max_coresident_ctas(int device, size_t smem);                            \
@@ -159,6 +170,9 @@ struct DevProgram {
 namespace decode_kernel {
 KEEL_KERNEL_VARIANT_API
 }
+namespace decode_long_kernel {
+KEEL_KERNEL_VARIANT_API
+}
 namespace batch_kernel {
 KEEL_KERNEL_VARIANT_API
 }
@@ -167,38 +181,47 @@ KEEL_KERNEL_VARIANT_API
 /// Whether a Program runs on the batch variant of the kernel (several sequences).
 inline bool batch_variant(const program::ProgramHeader& h) { return h.batch > 1; }
 
+enum class KernelVariant { Decode, DecodeLong, Batch };
+inline KernelVariant kernel_variant(const DevProgram& P) {
+  return batch_variant(P.h) ? KernelVariant::Batch : P.attn_stream ? KernelVariant::DecodeLong : KernelVariant::Decode;
+}
+
+#define KEEL_KERNEL_DISPATCH(v, call)                              \
+  switch (v) {                                                     \
+    case KernelVariant::Decode: return decode_kernel::call;        \
+    case KernelVariant::DecodeLong: return decode_long_kernel::call; \
+    default: return batch_kernel::call;                            \
+  }
+
 /// Static shared memory of the persistent kernel variant (checked against the
 /// Program's TargetDesc::static_smem; the work area's need is
 /// program::kernel_work_bytes).
-inline size_t static_smem_bytes(bool batch) {
-  return batch ? batch_kernel::static_smem_bytes() : decode_kernel::static_smem_bytes();
-}
+inline size_t static_smem_bytes(KernelVariant v) { KEEL_KERNEL_DISPATCH(v, static_smem_bytes()) }
 
 /// Sets the variant's shared-memory attribute and returns how many CTAs of it
 /// can be co-resident on `device` (blocks per SM x SMs).
-inline int max_coresident_ctas(int device, size_t smem, bool batch) {
-  return batch ? batch_kernel::max_coresident_ctas(device, smem) : decode_kernel::max_coresident_ctas(device, smem);
+inline int max_coresident_ctas(int device, size_t smem, KernelVariant v) {
+  KEEL_KERNEL_DISPATCH(v, max_coresident_ctas(device, smem))
 }
 
 /// The persistent launch: grid = h.n_workers CTAs, cooperative (so the driver
 /// refuses a grid that cannot be co-resident instead of hanging).
 inline void launch_program(const DevProgram& P, size_t smem, cudaStream_t stream) {
-  batch_variant(P.h) ? batch_kernel::launch_program(P, smem, stream) : decode_kernel::launch_program(P, smem, stream);
+  KEEL_KERNEL_DISPATCH(kernel_variant(P), launch_program(P, smem, stream))
 }
 /// Fills tiles[e] for every worker-list entry e (P.n_stages / stage_bytes set).
 inline void build_tile_table(const DevProgram& P, TileDesc* tiles, cudaStream_t stream) {
-  batch_variant(P.h) ? batch_kernel::build_tile_table(P, tiles, stream)
-                     : decode_kernel::build_tile_table(P, tiles, stream);
+  KEEL_KERNEL_DISPATCH(kernel_variant(P), build_tile_table(P, tiles, stream))
 }
 /// One operator of one step on every CTA (per-op ablation; capturable in a CUDA graph).
 inline void launch_op(const DevProgram& P, int op, size_t smem, cudaStream_t stream) {
-  batch_variant(P.h) ? batch_kernel::launch_op(P, op, smem, stream) : decode_kernel::launch_op(P, op, smem, stream);
+  KEEL_KERNEL_DISPATCH(kernel_variant(P), launch_op(P, op, smem, stream))
 }
 
 /// Test hook: task `task` once on one CTA, no waits, no signals.
 inline void launch_single_task(const DevProgram& P, uint32_t task, size_t smem, cudaStream_t stream) {
-  batch_variant(P.h) ? batch_kernel::launch_single_task(P, task, smem, stream)
-                     : decode_kernel::launch_single_task(P, task, smem, stream);
+  KEEL_KERNEL_DISPATCH(kernel_variant(P), launch_single_task(P, task, smem, stream))
 }
+#undef KEEL_KERNEL_DISPATCH
 
 }  // namespace keel::exec::cuda::prog
