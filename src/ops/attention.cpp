@@ -112,7 +112,7 @@ bool Attention::streams(const program::ProgramHeader& h, int64_t end) {
   // chunks 0 .. C-2 split [0, pos), or the one chunk [0, pos]).
   const int64_t pos = end - 1, C = h.n_chunks;
   const int64_t hist = C <= 1 ? pos : (pos + C - 2) / (C - 1);
-  return hist > attn_prefetch_room(h.target.work_bytes, attn_kv_offset(h), hd);
+  return hist > kStreamFactor * attn_prefetch_room(h.target.work_bytes, attn_kv_offset(h), hd);
 }
 
 }  // namespace keel::ops

@@ -160,9 +160,11 @@ DeviceFacts device_facts(int device) {
   KEEL_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   f.smem_per_block = uint32_t(v);
   // The larger of the two kernel variants': a Program's reserve must hold the one it runs on.
-  f.static_smem = uint32_t(std::max({prog::static_smem_bytes(prog::KernelVariant::Decode),
-                                     prog::static_smem_bytes(prog::KernelVariant::DecodeLong),
-                                     prog::static_smem_bytes(prog::KernelVariant::Batch)}));
+  f.static_smem = 0;
+  for (bool batch : {false, true})
+    for (bool long_context : {false, true})
+      f.static_smem = std::max(f.static_smem,
+                               uint32_t(prog::static_smem_bytes(prog::kernel_variant(batch, long_context))));
   return f;
 }
 
@@ -210,11 +212,10 @@ void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions&
   I.smem = tg.dynamic_smem;
   DeviceFacts facts = device_facts(I.device);
   check_program_fits(p, facts, opt.keep_worker_count);  // before the attribute: smem must fit the opt-in limit
-  // Every variant this Program may launch (batch 1: decode and long-context decode).
-  facts.max_ctas = prog::batch_variant(h)
-                       ? prog::max_coresident_ctas(I.device, I.smem, prog::KernelVariant::Batch)
-                       : std::min(prog::max_coresident_ctas(I.device, I.smem, prog::KernelVariant::Decode),
-                                  prog::max_coresident_ctas(I.device, I.smem, prog::KernelVariant::DecodeLong));
+  // Both variants this Program may launch (short and long context).
+  facts.max_ctas = std::min(
+      prog::max_coresident_ctas(I.device, I.smem, prog::kernel_variant(prog::batch_variant(h), false)),
+      prog::max_coresident_ctas(I.device, I.smem, prog::kernel_variant(prog::batch_variant(h), true)));
   check_program_fits(p, facts, opt.keep_worker_count);
   // ---- memory: weights (unique tensors) + KV + workspace must fit ----
   struct WeightSrc {
@@ -473,7 +474,7 @@ prog::DevProgram prepare(ProgramExecutor::Impl& I, const program::Program& p, co
   // tokens, or the bench's steps).
   int64_t end = int64_t(start_pos) + max_steps + 1;
   for (const Sequence& s : seqs) end = std::max<int64_t>(end, int64_t(s.prompt.size()) + s.max_new);
-  P.attn_stream = B == 1 && ops::Attention::streams(h, std::min<int64_t>(end, h.max_context));
+  P.attn_stream = ops::Attention::streams(h, std::min<int64_t>(end, h.max_context));
   return P;
 }
 

@@ -138,28 +138,28 @@ struct DevProgram {
   // (entries without column chunks: zeros). Last, so the decode kernel's
   // parameter offsets stay what they were.
   const MmSource* mm_src = nullptr;
-  // Batch 1: run the long-context variant of the kernel (its attention streams
-  // the positions past the prefetch; set per launch by the executor from
+  // Run the long-context variant of the kernel (its attention streams the
+  // positions past the prefetch; set per launch by the executor from
   // ops::Attention::streams). Last, like mm_src.
   int32_t attn_stream = 0;
 };
 
 
 
-// The persistent kernel is compiled three times from one source
-// (program_kernel.cu): the decode variant (tasks of one sequence: matvecs), the
-// long-context decode variant (program_kernel_long.cu: the same with
-// attention's streaming path, attn_stream) and the batch variant
-// (program_kernel_batch.cu: also the tensor-core matmul tiles, the rms_norm
-// opcode of Programs with several sequences and attn_stream). A Program of
-// batch 1 runs on the decode variant, whose code stays exactly what batch-1
-// decode was tuned on, unless the launch reaches positions where an attention
-// chunk holds more than its prefetch (DevProgram::attn_stream): the streaming
-// path's registers change the whole kernel's allocation, which costs short
-// contexts a few percent, so it is compiled in only where it runs. Both decode
-// variants compute the same values where the prefetch holds every position.
-// Any other Program runs on the batch variant. The functions below pick by the
-// DevProgram (kernel_variant); each variant's own are in its namespace.
+// The persistent kernel is compiled four times from one source
+// (program_kernel.cu): the decode variant (tasks of one sequence: matvecs) and
+// the batch variant (program_kernel_batch.cu: also the tensor-core matmul
+// tiles and the rms_norm opcode of Programs with several sequences), each also
+// as a long-context variant with attention's streaming path, attn_stream
+// (program_kernel_long.cu, program_kernel_batch_long.cu). A Program of batch 1
+// runs on a decode variant, any other on a batch variant; the long-context one
+// when the launch reaches positions where an attention chunk holds more than
+// its prefetch (DevProgram::attn_stream, from ops::Attention::streams): the
+// streaming path's registers change the whole kernel's allocation, which costs
+// short contexts 1-4%, so it is compiled in only where it runs. A variant and
+// its long-context twin compute the same values where the prefetch holds every
+// position. The functions below pick by the DevProgram (kernel_variant); each
+// variant's own are in its namespace.
 #define KEEL_KERNEL_VARIANT_API                                                  \
   size_t static_smem_bytes();                                                  \
   int max_coresident_ctas(int device, size_t smem);                            \
@@ -176,21 +176,27 @@ KEEL_KERNEL_VARIANT_API
 namespace batch_kernel {
 KEEL_KERNEL_VARIANT_API
 }
+namespace batch_long_kernel {
+KEEL_KERNEL_VARIANT_API
+}
 #undef KEEL_KERNEL_VARIANT_API
 
 /// Whether a Program runs on the batch variant of the kernel (several sequences).
 inline bool batch_variant(const program::ProgramHeader& h) { return h.batch > 1; }
 
-enum class KernelVariant { Decode, DecodeLong, Batch };
-inline KernelVariant kernel_variant(const DevProgram& P) {
-  return batch_variant(P.h) ? KernelVariant::Batch : P.attn_stream ? KernelVariant::DecodeLong : KernelVariant::Decode;
+enum class KernelVariant { Decode, DecodeLong, Batch, BatchLong };
+inline KernelVariant kernel_variant(bool batch, bool long_context) {
+  return batch ? (long_context ? KernelVariant::BatchLong : KernelVariant::Batch)
+               : (long_context ? KernelVariant::DecodeLong : KernelVariant::Decode);
 }
+inline KernelVariant kernel_variant(const DevProgram& P) { return kernel_variant(batch_variant(P.h), P.attn_stream); }
 
-#define KEEL_KERNEL_DISPATCH(v, call)                              \
-  switch (v) {                                                     \
-    case KernelVariant::Decode: return decode_kernel::call;        \
+#define KEEL_KERNEL_DISPATCH(v, call)                                \
+  switch (v) {                                                       \
+    case KernelVariant::Decode: return decode_kernel::call;          \
     case KernelVariant::DecodeLong: return decode_long_kernel::call; \
-    default: return batch_kernel::call;                            \
+    case KernelVariant::Batch: return batch_kernel::call;            \
+    default: return batch_long_kernel::call;                         \
   }
 
 /// Static shared memory of the persistent kernel variant (checked against the

@@ -590,8 +590,11 @@ TEST(ProgramGpu, WideMatmulTilesMatchCpu) {
 
 // Attention over chunks longer than the K/V prefetch's room in the work area
 // (a few dozen to a few hundred positions): the positions past it stream from
-// the cache in blocks (attn_stream). A 700-token prompt at context 1024 in 2,
-// 3 or 5 chunks puts 140-700 positions in a chunk. Synthetic checkpoints cover
+// the cache in blocks (attn_stream, in the long-context kernel variants). At
+// batch 1 a 900-token prompt in 2 or 3 chunks puts 450-900 positions in a
+// chunk; at batch 2 (whose Programs leave a larger work area) prompts of 1900
+// and 1839 tokens in one chunk: over twice the room each time (checked, so
+// the long-context variant runs). Synthetic checkpoints cover
 // each streamed shape: head_dim 64 / 128 / 32 and groups of 4, 8, 2, 1 and 3
 // (a group that is not a power of two runs the 8-head instantiation with
 // empty heads). GPU vs CPU logits at every position.
@@ -602,24 +605,26 @@ TEST(ProgramGpu, LongChunksMatchCpu) {
     LlamaShape shape;
   };
   const Case cases[] = {
-      {"hd64 g4", {256, 512, 8, 2, 64, 2, 1024, 1024}},  {"hd128 g8", {256, 512, 8, 1, 128, 2, 1024, 1024}},
-      {"hd128 g2", {256, 512, 4, 2, 128, 2, 1024, 1024}}, {"hd32 g1", {256, 512, 8, 8, 32, 2, 1024, 1024}},
-      {"hd64 g3", {256, 512, 6, 2, 64, 2, 1024, 1024}},
+      {"hd64 g4", {256, 512, 8, 2, 64, 2, 1024, 2048}},  {"hd128 g8", {256, 512, 8, 1, 128, 2, 1024, 2048}},
+      {"hd128 g2", {256, 512, 4, 2, 128, 2, 1024, 2048}}, {"hd32 g1", {256, 512, 8, 8, 32, 2, 1024, 2048}},
+      {"hd64 g3", {256, 512, 6, 2, 64, 2, 1024, 2048}},
   };
   for (const Case& c : cases) {
     model::testing::TempDir dir;
     write_llama(dir, c.shape);
     const model::Model m = model::Model::load(dir.str());
-    for (const auto& [batch, chunks] : {std::pair{1, 2}, std::pair{1, 5}, std::pair{2, 3}}) {
+    for (const auto& [batch, chunks] : {std::pair{1, 2}, std::pair{1, 3}, std::pair{2, 1}}) {
       SCOPED_TRACE(cat(c.name, " B", batch, " C", chunks));
+      const int prompt = batch == 1 ? 900 : 1900, ctx = batch == 1 ? 1024 : 2048;
       ProgramExecutorOptions o;
       o.keep_worker_count = true;
-      ProgramExecutor gpu(compile_for(m, 7, batch, 1024, chunks), m, o);
+      ProgramExecutor gpu(compile_for(m, 7, batch, ctx, chunks), m, o);
+      ASSERT_TRUE(ops::Attention::streams(gpu.program().h, prompt + 2)) << "the launch would not stream";
       cpu::CpuExecutor cpu_ex(gpu.program(), m);
       std::vector<exec::Sequence> seqs;
       for (int b = 0; b < batch; ++b) {
         exec::Sequence s;
-        s.prompt = testing::random_ids(size_t(700 - 61 * b), m.config.vocab, uint32_t(70 + b));
+        s.prompt = testing::random_ids(size_t(prompt - 61 * b), m.config.vocab, uint32_t(70 + b));
         s.max_new = 2;
         seqs.push_back(s);
       }
