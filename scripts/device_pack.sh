@@ -3,14 +3,14 @@
 # machine: the static GPU binaries from build/cuda, the fixtures and model
 # configs, and the PyTorch peer scripts. Run on the build machine after
 #   cmake -S . -B build/cuda -G Ninja -DKEEL_CUDA=ON -DKEEL_STATIC=ON -DKEEL_BUILD_BENCH=OFF
-#   ninja -C build/cuda test_cuda_primitives test_cuda_megakernel test_program_gpu keel
+#   ninja -C build/cuda test_cuda_primitives test_cuda_megakernel test_program_gpu test_program_gpu_longctx keel
 set -eu
 cd "$(dirname "$0")/.."
 S=${KEEL_SHARED_DIR:-../shared}
 B=${KEEL_CUDA_BUILD:-build/cuda}
 rm -rf .device && mkdir -p .device/shared/models .device/tools .device/configs
 cp "$B"/tests/exec/cuda/test_cuda_primitives "$B"/tests/exec/cuda/test_cuda_megakernel "$B"/tests/exec/cuda/test_program_gpu \
-   "$B/keel" .device/  # keel: the CLI, and `keel bench`, the one bench driver
+   "$B"/tests/exec/cuda/test_program_gpu_longctx "$B/keel" .device/  # keel: the CLI, and `keel bench`, the one bench driver
 cp -r "$S/fixtures" .device/shared/
 cp -r "$S/models/stories260K" .device/shared/models/
 mkdir -p .device/shared/models/qwen3-tokenizer

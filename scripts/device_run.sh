@@ -5,11 +5,17 @@
 # context 512), runs the PyTorch CUDA-graph peer, and prints one table. Logs go
 # under $OUT. Binaries and fixtures come from the carried folder .device/
 # (scripts/device_pack.sh fills it on the build machine).
-#   usage: scripts/device_run.sh [tests|bench|peer|batch|cli|smollm2|ab|trace|micro|all]...
+#   usage: scripts/device_run.sh [tests|bench|peer|batch|longctx|cli|smollm2|ab|trace|micro|all]...
 # batch: decode ms/step of Llama-3.2-1B and Qwen3-8B shapes at batch 1, 8, 16,
 # 32, 64 (context 512; $KEEL_BATCHES overrides the list) beside the PyTorch
 # CUDA-graph peer (tools/peer_graph.py MODEL 512 BATCH) in one table, and the
 # time to first token of a $KEEL_PROMPT_LEN-token prompt (default 2000) at batch 1.
+# longctx: batch-1 decode ms/token of the Llama-3.2-1B shape at contexts 512,
+# 8K, 32K and 128K and of Qwen3-8B at 512, 8K and 32K ($KEEL_CONTEXTS overrides
+# the list; each model stops at its max_position_embeddings) beside the peer
+# (tools/peer_graph.py MODEL CTX 1) and the bytes floor: weights + the K/V the
+# step reads (layers x kv heads x head_dim x 4 bytes a position) over the read
+# bandwidth `keel bench` measured in the same run. Not part of `all`.
 # Every measurement goes through `keel bench` (the one bench driver; --json),
 # whose knobs are flags printed with its results, never environment variables.
 # smollm2: the real chat model (GGUF at $KEEL_SMOLLM2, e.g. carried in two halves
@@ -46,7 +52,7 @@ nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,clocks.mem,powe
 cat "$OUT/gpu.txt"
 
 if has tests; then
-  for t in test_cuda_primitives test_cuda_megakernel test_program_gpu; do
+  for t in test_cuda_primitives test_cuda_megakernel test_program_gpu test_program_gpu_longctx; do
     timeout ${KEEL_TEST_TIMEOUT:-300} "$D/$t" > "$OUT/$t.log" 2>&1
     echo "$t: rc=$? $(grep -E '^\[  (PASSED|FAILED)' "$OUT/$t.log" | tr '\n' ' ')"
     grep -E '^\[  FAILED|Failure|Expected|Which is|error' "$OUT/$t.log" | head -20
@@ -89,6 +95,45 @@ for k in busy:
 PY
   done
   rm -f "$OUT"/trace-qwen3-1.7b.json "$OUT"/trace-stories260K.json "$OUT"/trace-qwen3-8b.json
+fi
+
+if [[ " $what " == *" longctx "* ]]; then  # not part of `all` (a dozen launches and peers)
+  : > "$OUT/longctx.log"
+  for m in llama3.2-1b:$D/configs/llama3.2-1b.json qwen3-8b:$D/shared/models/qwen3-tokenizer/Qwen3-8B/config.json; do
+    cfg=${m#*:}
+    maxpos=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['max_position_embeddings'])" "$cfg")
+    for C in ${KEEL_CONTEXTS:-512 8192 32768 131072}; do
+      (( C <= maxpos )) || continue
+      kb_timeout=300 kbench "$D/keel" "${m%%:*}-c$C" --config "$cfg" --random-weights --context "$C" \
+        --launch megakernel >> "$OUT/longctx.log" 2>&1 || echo "bench ${m%%:*} C$C failed" >> "$OUT/longctx.log"
+      echo "PEER ${m%%:*}-c$C $( (cd "$D/tools" && timeout 300 python3 peer_graph.py "${m%%:*}" "$C" 1) 2>&1 | tail -1)" >> "$OUT/longctx.log"
+    done
+  done
+  python3 - "$OUT" "$D/configs/llama3.2-1b.json" "$D/shared/models/qwen3-tokenizer/Qwen3-8B/config.json" <<'PY' | tee "$OUT/longctx.md"
+import json, os, re, sys
+out = sys.argv[1]
+cfgs = {"llama3.2-1b": json.load(open(sys.argv[2])), "qwen3-8b": json.load(open(sys.argv[3]))}
+keel, peer = {}, {}
+for line in open(os.path.join(out, "longctx.log")):
+    if line.startswith("RESULT "):
+        f = line.split(); keel[f[1]] = (float(f[3]), float(f[5]), float(f[6]))  # ms, read GB/s, weight GB
+    m = re.match(r"PEER (\S+) (\{.*\})", line)
+    if m:
+        try: peer[m.group(1)] = json.loads(m.group(2))["ms_per_step"]
+        except ValueError: pass
+print("| model | context | keel ms/token | PyTorch graph ms/token | keel / peer | bytes floor ms | keel / floor |")
+print("|---|---|---|---|---|---|---|")
+for name in sorted(keel, key=lambda n: (n.rsplit("-c", 1)[0], int(n.rsplit("-c", 1)[1]))):
+    model, ctx = name.rsplit("-c", 1)
+    c = cfgs[model]
+    hd = c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"]
+    kv_bytes = c["num_hidden_layers"] * c["num_key_value_heads"] * hd * 4 * int(ctx)  # K and V, bf16
+    ms, bw, wgb = keel[name]
+    floor = (wgb * 1e9 + kv_bytes) / (bw * 1e9) * 1e3
+    p = peer.get(name)
+    print(f"| {model} | {ctx} | {ms:.3f} | {'-' if p is None else f'{p:.3f}'} | "
+          f"{'-' if p is None else f'{ms / p:.2f}'} | {floor:.3f} | {ms / floor:.2f} |")
+PY
 fi
 
 if [[ " $what " == *" batch "* || " $what " == *" all "* ]]; then
