@@ -100,10 +100,6 @@ void Attention::accesses(AccessSink& s, const TaskDesc& t) {
   s.rows(s.need(o.out, "out"), t.b0, t.b1, h.n_heads * hd, kvh * g * hd, (kvh + 1) * g * hd, M::Accumulate);
 }
 
-}  // namespace keel::ops
-
-namespace keel::ops {
-
 bool Attention::streams(const program::ProgramHeader& h, int64_t end) {
   const int64_t hd = h.head_dim, g = h.n_heads / std::max(h.n_kv_heads, 1);
   if (h.n_kv_heads <= 0 || !(hd == 32 || hd == 64 || hd == 128) || g > 8 || h.page_size % 8 != 0 || end < 2)

@@ -159,7 +159,7 @@ DeviceFacts device_facts(int device) {
   f.sms = v;
   KEEL_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   f.smem_per_block = uint32_t(v);
-  // The larger of the two kernel variants': a Program's reserve must hold the one it runs on.
+  // The largest of the kernel variants': a Program's reserve must hold the one it runs on.
   f.static_smem = 0;
   for (bool batch : {false, true})
     for (bool long_context : {false, true})
