@@ -52,6 +52,13 @@ Build begin_build(const graph::Graph& g, const CompileOptions& opt_in) {
   KEEL_CHECK(o.batch >= 1 && o.batch <= 4096, "compile: --batch must be in [1, 4096], got ", o.batch);
   KEEL_CHECK(o.batch == g.batch, "compile: the graph was built for batch ", g.batch, ", options say ", o.batch);
   KEEL_CHECK(o.max_context >= 2, "compile: --context must be >= 2, got ", o.max_context);
+  KEEL_CHECK(o.prefill_chunk >= 0 && o.prefill_chunk <= 4096, "compile: --prefill-chunk must be in [0, 4096], got ",
+             o.prefill_chunk);
+  const bool prefill = o.prefill_chunk > 1;
+  KEEL_CHECK(!prefill || o.batch == o.prefill_chunk, "compile: a prefill Program of ", o.prefill_chunk,
+             " lanes is one sequence (--batch ", o.batch, ")");
+  KEEL_CHECK(!prefill || o.prefill_chunk < o.max_context, "compile: --prefill-chunk ", o.prefill_chunk,
+             " must be below --context ", o.max_context);
   KEEL_CHECK(c.max_position <= 0 || o.max_context <= c.max_position, "compile: --context ",
              o.max_context, " exceeds the model's max_position_embeddings ", c.max_position);
   KEEL_CHECK(o.page_size >= 1, "compile: --page-size must be >= 1, got ", o.page_size);
@@ -68,6 +75,10 @@ Build begin_build(const graph::Graph& g, const CompileOptions& opt_in) {
   // One sequence: a chunk per worker and kv head. Several: about two per
   // worker (H200, Qwen3-8B at batch 8: 2 chunks 11.17 ms/step, 4 10.68, 8 10.94).
   if (C == 0) C = std::clamp((o.batch > 1 ? 2 : 1) * o.workers / int(o.batch * c.n_kv_heads), 1, 32);
+  // A prefill Program's lanes read the positions the other lanes of their
+  // sequence append in the same step: the appending chunk must be a task of
+  // its own (attn_chunk_range with C >= 2), which the others wait for.
+  if (prefill) C = std::max(C, 2);
   C = std::min(C, o.max_context);
   // Sizes config.json accepts can still ask for tens of millions of tasks
   // (minutes and tens of GB to compile): refuse those before building. Per
@@ -108,14 +119,15 @@ Build begin_build(const graph::Graph& g, const CompileOptions& opt_in) {
   h.max_context = o.max_context;
   h.page_size = o.page_size;
   h.pages_per_seq = int32_t((int64_t(o.max_context) + o.page_size - 1) / o.page_size);
-  h.n_pages = h.pages_per_seq * o.batch;
+  h.seq_lanes = prefill ? o.prefill_chunk : 0;
+  h.n_pages = h.pages_per_seq * (o.batch / int(program::lanes_per_seq(h)));
   h.ring_len = o.ring_len;
   h.n_chunks = C;
   // The options as given (0 = the compiler's or the target's choice), so a
   // recompile for another target makes the same choices.
   program::OptionsDesc& r = h.options;
   r.workers = opt_in.workers;
-  r.batch = opt_in.batch;
+  r.batch = o.batch;
   r.max_context = o.max_context;
   r.page_size = opt_in.page_size;
   r.ring_len = opt_in.ring_len;
@@ -147,7 +159,9 @@ Program compile_graph(const graph::Graph& g, const CompileOptions& opt) {
 }
 
 Program compile(const model::ModelConfig& cfg, const CompileOptions& opt) {
-  return compile_graph(graph::build_decode_graph(cfg, opt.batch), opt);
+  CompileOptions o = opt;
+  if (o.prefill_chunk > 1 && o.batch == 1) o.batch = o.prefill_chunk;  // one sequence of T lanes
+  return compile_graph(graph::build_decode_graph(cfg, o.batch), o);
 }
 
 CompileOptions options_of(const Program& p) {
@@ -156,6 +170,7 @@ CompileOptions options_of(const Program& p) {
   o.target = target_of(p);
   o.workers = r.workers;
   o.batch = r.batch;
+  o.prefill_chunk = p.h.seq_lanes;
   o.max_context = r.max_context;
   o.page_size = r.page_size;
   o.ring_len = r.ring_len;

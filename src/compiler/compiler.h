@@ -40,6 +40,10 @@ struct CompileOptions {
   Target target;
   int workers = 0;             // W: persistent workers; 0: the target's SM count (tests run fewer)
   int batch = 1;               // B: sequences decoded together
+  /// T >= 2: a prefill Program (ProgramHeader::seq_lanes): T lanes of one
+  /// sequence, each step T prompt positions, no LM head, at least 2 attention
+  /// chunks; batch must be 1 or T (compile() makes it T). 0 or 1: a decode Program.
+  int prefill_chunk = 0;
   int max_context = 0;         // tokens per sequence (prompt + generated); 0: the model's max_position_embeddings
   int page_size = 64;          // KV cache page, in tokens
   int ring_len = 0;            // output ring entries per sequence; 0: max_context

@@ -189,10 +189,14 @@ struct Partitioner {
     uint16_t o = begin_op("attention", Opcode::Attention, op.layer);
     const int32_t part = b.id(cat("attn_part.", op.layer));
     const int32_t group0 = int32_t(b.n_arrival_groups);
-    for (int last = 0; last < 2; ++last)
+    // A prefill Program's other chunks read what the appending chunks of every
+    // lane of the sequence write this step: those come first.
+    const bool prefill = program::lanes_per_seq(b.p.h) > 1;
+    auto last = [&](int pass) { return prefill ? pass == 0 : pass == 1; };
+    for (int pass = 0; pass < 2; ++pass)
       for (int bb = 0; bb < B; ++bb)
         for (int kvh = 0; kvh < nkv; ++kvh)
-          for (int ch = last ? C - 1 : 0; ch < (last ? C : C - 1); ++ch) {
+          for (int ch = last(pass) ? C - 1 : 0; ch < (last(pass) ? C : C - 1); ++ch) {
             TaskDesc t = seq_task(Opcode::Attention, o, op.layer, bb);
             ops::AttentionOperands v;
             v.qkv = b.id(op.inputs.at(0));
@@ -209,7 +213,7 @@ struct Partitioner {
             v.arrival = group0 + bb * nkv + kvh;
             v.to(t);
             if (c.window(op.layer) > 0) t.flags |= program::kFlagSlidingWindow;
-            emit(t, least_loaded(), (last ? b.opt.kv_append_us : kv_us) + b.opt.attn_task_us);
+            emit(t, least_loaded(), (last(pass) ? b.opt.kv_append_us : kv_us) + b.opt.attn_task_us);
           }
     b.n_arrival_groups += uint32_t(B * nkv);
     end_op();
@@ -307,8 +311,9 @@ struct Partitioner {
     for (int bb = 0; bb < b.p.h.batch; ++bb) {
       TaskDesc t = seq_task(Opcode::Step, o, -1, bb);
       ops::StepOperands v;
-      v.logits = b.p.h.buf_logits;
-      v.argmax = b.p.h.buf_argmax;
+      const bool prefill = program::lanes_per_seq(b.p.h) > 1;  // no LM head: nothing to sample
+      v.logits = prefill ? -1 : b.p.h.buf_logits;
+      v.argmax = prefill ? -1 : b.p.h.buf_argmax;
       v.embed = b.p.h.buf_embed;
       v.x = b.p.h.buf_x;
       v.state = b.p.h.buf_state;
@@ -343,7 +348,9 @@ void partition(Build& b) {
     else if (op.kind == graph::OpKind::Attention) pt.attention(op);
     else if (op.kind == kMatvecResidual) pt.matvec_residual(op);
     else if (op.kind == kFusedGateUp) pt.gate_up(op);
-    else if (op.kind == kFusedLmHead) pt.lm_head(op);
+    else if (op.kind == kFusedLmHead) {
+      if (program::lanes_per_seq(b.p.h) == 1) pt.lm_head(op);  // prefill Programs sample nothing
+    }
     else if (op.kind == graph::OpKind::Step) pt.step();
     else if (op.kind == graph::OpKind::RmsNorm) pt.rms_norm(op);
     else fail("compiler: partition got unfused operator ", kind_name(op.kind), " '", op.name, "' (run fuse first)");

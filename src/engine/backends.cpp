@@ -29,6 +29,7 @@ const std::vector<BackendEntry>& backend_registry() {
                    o.shuffle_seed = c.shuffle_seed >= 0 ? uint64_t(c.shuffle_seed) : 0;
                    o.max_context = c.max_context;
                    o.batch = c.batch;
+                   o.prefill_chunk = std::max(c.prefill_chunk, 0);
                    return std::make_unique<CpuBackend>(m, o);
                  }});
 #if KEEL_HAVE_CUDA
@@ -38,6 +39,7 @@ const std::vector<BackendEntry>& backend_registry() {
                    o.max_context = c.max_context;
                    if (c.target != "auto") o.target = compiler::target_preset(c.target);
                    o.batch = c.batch;
+                   if (c.prefill_chunk >= 0) o.prefill_chunk = c.prefill_chunk;
                    return std::make_unique<CudaBackend>(m, o);
                  }});
 #endif
@@ -81,9 +83,12 @@ ContextChoice default_context(std::string_view name, const model::Model& m) {
     const uint64_t reserve = weights + (uint64_t(1) << 30);
     const uint64_t free = gpus[0].memory_free_bytes;
     const uint64_t budget = free > reserve ? free - reserve : 0;
-    return choose_context(c, kv_bytes_per_token(c, 2), budget,
+    // Two caches of the context: the decode Program's and the prefill
+    // Program's (CudaBackendOptions::prefill_chunk, on by default), whose
+    // pages are copied into the first after each prompt.
+    return choose_context(c, 2 * kv_bytes_per_token(c, 2), budget,
                           cat("GPU memory free after the weights (", gib(free), " free, weights ", gib(weights),
-                              ", 1 GiB kept)"));
+                              ", 1 GiB kept; the decode and the prefill Programs each cache the context)"));
   }
 #endif
   // The compiled Programs keep K/V in bf16; the reference in fp32, grown on demand.

@@ -24,6 +24,10 @@ struct BackendConfig {
   int64_t shuffle_seed = -1;   // cpu: randomized worker scheduling with this seed (< 0: off)
   std::string target = "auto"; // cuda: the target preset to compile for (auto: the device's own)
   int batch = 1;               // cpu, cuda: sequences per launch (Backend::max_batch)
+  /// cpu, cuda: prompt positions per prefill step (a prefill Program of this
+  /// many lanes, exec/common/prefill.h); 0: off; -1: the backend's default
+  /// (cuda: kDefaultPrefillChunk, cpu: off).
+  int prefill_chunk = -1;
 };
 
 struct BackendEntry {

@@ -7,6 +7,7 @@
 #include "compiler/compiler.h"
 #include "core/error.h"
 #include "engine/program_backend.h"
+#include "exec/common/prefill.h"
 
 namespace keel::engine {
 
@@ -17,6 +18,12 @@ CpuBackend::CpuBackend(const model::Model& m, const CpuBackendOptions& opt) : mo
   co.max_context = int(opt.max_context);
   program_ = compiler::compile(m.config, co);
   exec_ = std::make_unique<exec::cpu::CpuExecutor>(program_, m);
+  if (opt.prefill_chunk > 1) {
+    co.batch = 1;
+    co.prefill_chunk = opt.prefill_chunk;
+    prefill_program_ = compiler::compile(m.config, co);
+    prefill_ = std::make_unique<exec::cpu::CpuExecutor>(prefill_program_, m);
+  }
 }
 
 exec::RunOptions CpuBackend::cpu_options(exec::RunOptions ro) const {
@@ -29,14 +36,15 @@ exec::RunOptions CpuBackend::cpu_options(exec::RunOptions ro) const {
 GenerateResult CpuBackend::generate(const GenerateRequest& req, const TokenCallback& on_token) {
   const exec::Sequence s = sequence_for(req, max_context(), "cpu backend");
   bool stopped = false;
-  return result_of(exec_->run({s}, cpu_options(run_options_for(req, on_token, &stopped))), stopped);
+  return result_of(exec::run_prefilled(*exec_, prefill_.get(), {s}, cpu_options(run_options_for(req, on_token, &stopped))),
+                   stopped);
 }
 
 std::vector<GenerateResult> CpuBackend::generate_batch(std::span<const GenerateRequest> reqs,
                                                        const BatchTokenCallback& on_token) {
   return generate_in_launches(reqs, max_batch(), max_context(), "cpu backend", on_token,
                               [&](const std::vector<exec::Sequence>& s, const exec::RunOptions& ro) {
-                                return exec_->run(s, cpu_options(ro));
+                                return exec::run_prefilled(*exec_, prefill_.get(), s, cpu_options(ro));
                               });
 }
 

@@ -19,6 +19,9 @@ struct CpuBackendOptions {
   bool shuffle = false;
   uint64_t shuffle_seed = 0;
   int batch = 1;              // sequences per launch (the compiled Program's batch)
+  /// > 1: prompts of more than exec::kMinPrefillPositions tokens run through a
+  /// prefill Program of this many lanes first (exec/common/prefill.h).
+  int prefill_chunk = 0;
 };
 
 class CpuBackend : public Backend {
@@ -38,8 +41,8 @@ class CpuBackend : public Backend {
   exec::RunOptions cpu_options(exec::RunOptions ro) const;
   const model::Model& model_;
   CpuBackendOptions opt_;
-  program::Program program_;
-  std::unique_ptr<exec::cpu::CpuExecutor> exec_;
+  program::Program program_, prefill_program_;
+  std::unique_ptr<exec::cpu::CpuExecutor> exec_, prefill_;
 };
 
 }  // namespace keel::engine

@@ -8,6 +8,7 @@
 #include "compiler/compiler.h"
 #include "core/error.h"
 #include "engine/program_backend.h"
+#include "exec/common/prefill.h"
 #include "exec/cuda/device_info.h"
 #include "exec/cuda/plan_check.h"
 
@@ -42,6 +43,13 @@ CudaBackend::CudaBackend(const model::Model& m, const CudaBackendOptions& opt) {
   eo.device = opt.device;
   eo.watchdog_s = opt.watchdog_s;
   exec_ = std::make_unique<ProgramExecutor>(p, m, eo);
+  if (opt.prefill_chunk > 1) {  // the same options, T lanes of one sequence, on the same weights
+    compiler::CompileOptions po = compiler::options_of(p);
+    po.batch = 1;
+    po.prefill_chunk = opt.prefill_chunk;
+    po.attn_chunks = 0;
+    prefill_ = std::make_unique<ProgramExecutor>(compiler::compile(cfg, po), *exec_, eo);
+  }
 }
 
 CudaBackend::~CudaBackend() = default;
@@ -51,7 +59,7 @@ int64_t CudaBackend::max_context() const { return exec_->program().h.max_context
 GenerateResult CudaBackend::generate(const GenerateRequest& req, const TokenCallback& on_token) {
   const exec::Sequence s = sequence_for(req, max_context(), "cuda backend");
   bool stopped = false;
-  return result_of(exec_->run({s}, run_options_for(req, on_token, &stopped)), stopped);
+  return result_of(exec::run_prefilled(*exec_, prefill_.get(), {s}, run_options_for(req, on_token, &stopped)), stopped);
 }
 
 int CudaBackend::max_batch() const { return exec_->program().h.batch; }
@@ -60,7 +68,7 @@ std::vector<GenerateResult> CudaBackend::generate_batch(std::span<const Generate
                                                         const BatchTokenCallback& on_token) {
   return generate_in_launches(reqs, max_batch(), max_context(), "cuda backend", on_token,
                               [&](const std::vector<exec::Sequence>& s, const exec::RunOptions& ro) {
-                                return exec_->run(s, ro);
+                                return exec::run_prefilled(*exec_, prefill_.get(), s, ro);
                               });
 }
 

@@ -31,6 +31,13 @@ struct CudaBackendOptions {
   /// The target to compile for; unset: the device's (exec::cuda::device_target).
   std::optional<compiler::Target> target;
   int batch = 1;  // sequences per launch (the compiled Program's batch)
+  /// Prompt positions per prefill step: prompts of more than
+  /// exec::kMinPrefillPositions tokens run through a prefill Program of this
+  /// many lanes first (exec/common/prefill.h); 0 or 1: prompts decode one
+  /// position a step. The default is the matmul engine's widest tile
+  /// (program::kMmMaxTokens tokens).
+  int prefill_chunk = kDefaultPrefillChunk;
+  static constexpr int kDefaultPrefillChunk = 64;
 };
 
 class CudaBackend : public Backend {
@@ -52,12 +59,15 @@ class CudaBackend : public Backend {
                                              const BatchTokenCallback& on_token) override;
 
   exec::cuda::ProgramExecutor& executor() { return *exec_; }
+  /// The prefill Program's executor (sharing the weights), or null.
+  exec::cuda::ProgramExecutor* prefill_executor() { return prefill_.get(); }
   /// True when the Program compiled for opt.target did not fit the device and
   /// was recompiled for it (same options).
   bool recompiled() const { return recompiled_; }
 
  private:
   std::unique_ptr<exec::cuda::ProgramExecutor> exec_;
+  std::unique_ptr<exec::cuda::ProgramExecutor> prefill_;  // declared after exec_: destroyed before it
   bool recompiled_ = false;
 };
 

@@ -76,15 +76,23 @@ void Attention::accesses(AccessSink& s, const TaskDesc& t) {
   }
   s.rows(s.need(o.state, "state"), t.b0, t.b1, S, 0, S, M::Read);
   s.rows(h.buf_page_table, t.b0, t.b1, h.pages_per_seq, 0, h.pages_per_seq, M::Read);
+  // Units per (sequence, kv head): the history (positions of earlier steps),
+  // then one per lane (the position it appends this step). A decode Program
+  // has one lane per sequence; a prefill Program's L lanes share the
+  // sequence's pages, and its other chunks read the positions every lane of
+  // the sequence appends this step (a superset of the lanes before theirs:
+  // one counter per (layer, sequence, kv head) instead of one per lane).
+  const uint64_t L = uint64_t(program::lanes_per_seq(h));
   for (int b = t.b0; b < t.b1; ++b) {
-    const uint64_t u = 2 * (b * nkv + kvh);
+    const uint64_t seq = uint64_t(b) / L, lane = uint64_t(b) % L;
+    const uint64_t u = (seq * nkv + kvh) * (L + 1);
     if (C <= 1 || !appends) {
-      s.kv(kc, u, u + 1, M::Read);
-      s.kv(vc, u, u + 1, M::Read);
+      s.kv(kc, u, L > 1 ? u + L + 1 : u + 1, M::Read);
+      s.kv(vc, u, L > 1 ? u + L + 1 : u + 1, M::Read);
     }
     if (appends) {
-      s.kv(kc, u + 1, u + 2, M::Write);
-      s.kv(vc, u + 1, u + 2, M::Write);
+      s.kv(kc, u + 1 + lane, u + 2 + lane, M::Write);
+      s.kv(vc, u + 1 + lane, u + 2 + lane, M::Write);
     }
   }
   // Partials and output: the C chunks of one (sequence, kv head) hand over

@@ -459,10 +459,18 @@ struct DeviceOp<ops::Attention> {
   /// Work that does not depend on this step's producers: the K/V rows of
   /// earlier positions into shared memory.
   static __device__ __forceinline__ void pre_wait(const DevProgram& P, const TaskDesc& t, float* work, const RingView& R) {
+    if (idle_lane(P, t)) return;
     attn_prefetch(P, t, work, R);
+  }
+  /// A prefill lane that is done (its positions are in the cache) appends and
+  /// reads nothing: its frozen position is another step's, maybe another lane's.
+  static __device__ __forceinline__ bool idle_lane(const DevProgram& P, const TaskDesc& t) {
+    return P.h.seq_lanes > 1 &&
+           reinterpret_cast<const volatile SeqState*>(bp<const SeqState>(P, t.buf[AttnSlots::kState]))[t.b0].done != 0;
   }
   static __device__ __forceinline__ void run(const DevProgram& P, const TaskDesc& t, int32_t task, float* smem,
                                                   float* scratch, RingView& R) {
+    if (idle_lane(P, t)) return;
     // Fast path: q of every head of the group in registers (up to 8 heads, 4 for
     // head_dim 256). Group sizes 2 / 4 / 8 (1 / 3 / 5-7: the next instantiation, with
     // run-time guards) get an exact instantiation: a guard j < g around the

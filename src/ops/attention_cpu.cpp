@@ -67,7 +67,11 @@ void Attention::run_cpu(const TaskContext& c, const TaskDesc& t) {
   const auto& h = c.p->h;
   const int64_t hd = h.head_dim, g = h.n_heads / h.n_kv_heads, C = op.n_chunks;
   const int b = t.b0, kvh = op.kv_head, chunk = op.chunk;
-  const int64_t pos = c.as<SeqState>(op.state)[b].pos;
+  const SeqState& st = c.as<SeqState>(op.state)[b];
+  // A prefill lane that is done (its positions are in the cache) appends and
+  // reads nothing: its frozen position is another step's, maybe another lane's.
+  if (program::lanes_per_seq(h) > 1 && st.done) return;
+  const int64_t pos = st.pos;
   int64_t p0 = 0, p1 = 0;
   attention_positions(h, t, pos, &p0, &p1);
   if (p0 <= pos && pos < p1) append_kv(c, t, op, pos);

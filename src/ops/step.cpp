@@ -6,8 +6,12 @@ namespace keel::ops {
 void Step::validate(const OperandCheck& ck, const TaskDesc& t) {
   const program::ProgramHeader& h = ck.p.h;
   const Operands o = Operands::from(t);
-  ck.is(o.logits, h.buf_logits, "logits");
-  ck.is(o.argmax, h.buf_argmax, "argmax");
+  if (program::lanes_per_seq(h) > 1) {  // a prefill Program: no LM head, nothing sampled
+    ck.that(o.logits == -1 && o.argmax == -1, "reads logits in a prefill Program");
+  } else {
+    ck.is(o.logits, h.buf_logits, "logits");
+    ck.is(o.argmax, h.buf_argmax, "argmax");
+  }
   ck.is(o.embed, h.buf_embed, "embed");
   ck.is(o.x, h.buf_x, "x");
   ck.is(o.state, h.buf_state, "state");
@@ -22,8 +26,10 @@ void Step::accesses(AccessSink& s, const TaskDesc& t) {
   const program::ProgramHeader& h = s.p.h;
   const Operands o = Operands::from(t);
   const uint64_t S = program::kSeqStateWords, T2 = 2 * uint64_t(h.n_lm_tiles);
-  s.rows(s.need(o.logits, "logits"), t.b0, t.b1, h.vocab, 0, h.vocab, M::Read);
-  s.rows(s.need(o.argmax, "argmax"), t.b0, t.b1, T2, 0, T2, M::Read);
+  if (o.logits >= 0 || program::lanes_per_seq(h) == 1) {
+    s.rows(s.need(o.logits, "logits"), t.b0, t.b1, h.vocab, 0, h.vocab, M::Read);
+    s.rows(s.need(o.argmax, "argmax"), t.b0, t.b1, T2, 0, T2, M::Read);
+  }
   s.ws(s.need(o.control, "control"), 0, program::kControlWords, M::Read);
   s.rows(s.need(o.state, "state"), t.b0, t.b1, S, 0, S, M::Read);
   s.rows(s.need(o.tokens, "tokens"), t.b0, t.b1, h.max_context, 0, h.max_context, M::Read);

@@ -24,9 +24,10 @@ __device__ void step(const DevProgram& P, const TaskDesc& t, int32_t task, float
   SeqState* sp = bp<SeqState>(P, t.buf[StepSlots::kState]) + b;
   volatile SeqState& s = *sp;
   if (s.done) return;
-  float* logits = bp<float>(P, t.buf[StepSlots::kLogits]) + b * V;
   const int32_t pos = s.pos;
-  if (P.capture) {
+  const int32_t lanes = int32_t(program::lanes_per_seq(h));  // > 1: a prefill Program (no logits)
+  float* logits = lanes == 1 ? bp<float>(P, t.buf[StepSlots::kLogits]) + b * V : nullptr;
+  if (P.capture && lanes == 1) {
     float* dst = P.capture + (int64_t(b) * h.max_context + pos) * V;
     for (int64_t i = threadIdx.x; i < V; i += kThreads) dst[i] = logits[i];
     if (threadIdx.x == 0) P.capture_rows[b] = pos + 1;
@@ -44,7 +45,16 @@ __device__ void step(const DevProgram& P, const TaskDesc& t, int32_t task, float
     return;
   }
   int32_t* tokens = bp<int32_t>(P, t.buf[StepSlots::kTokens]) + int64_t(b) * h.max_context;
-  if (pos + 1 < s.prompt_len) {
+  if (lanes > 1) {  // a prefill lane: `lanes` positions on, or done before the prompt's last position
+    if (threadIdx.x == 0) {
+      if (pos + lanes < s.prompt_len - 1) {
+        s_next = tokens[pos + lanes], s_go = 1;
+      } else {
+        s.done = 1;
+        s_go = 0;
+      }
+    }
+  } else if (pos + 1 < s.prompt_len) {
     if (threadIdx.x == 0) s_next = tokens[pos + 1], s_go = 1;
   } else {
     if (program::context_full(pos + 1, h.max_context)) {  // a prompt of max_context tokens: nothing to emit
@@ -106,7 +116,7 @@ __device__ void step(const DevProgram& P, const TaskDesc& t, int32_t task, float
     return;
   }
   if (threadIdx.x == 0) {
-    s.pos = pos + 1;
+    s.pos = pos + lanes;
     s.token = next;
   }
   float* x = bp<float>(P, t.buf[StepSlots::kX]) + b * H;

@@ -25,8 +25,9 @@ void Step::run_cpu(const TaskContext& c, const TaskDesc& t) {
   const int64_t V = h.vocab, H = h.hidden;
   SeqState& s = c.as<SeqState>(o.state)[b];
   if (s.done) return;
-  float* logits = c.as<float>(o.logits) + b * V;
-  if (c.hooks && c.hooks->capture) c.hooks->capture(b, logits);
+  const int64_t lanes = program::lanes_per_seq(h);  // > 1: a prefill Program (no logits)
+  float* logits = lanes == 1 ? c.as<float>(o.logits) + b * V : nullptr;
+  if (c.hooks && c.hooks->capture && lanes == 1) c.hooks->capture(b, logits);
   const Control& ctl = *c.as<Control>(o.control);
   if (__atomic_load_n(&ctl.stop_request, __ATOMIC_RELAXED)) {  // the host writes it asynchronously
     s.done = 1;
@@ -35,7 +36,13 @@ void Step::run_cpu(const TaskContext& c, const TaskDesc& t) {
   }
   int32_t* tokens = c.as<int32_t>(o.tokens) + int64_t(b) * h.max_context;
   int32_t next;
-  if (s.pos + 1 < s.prompt_len) {
+  if (lanes > 1) {  // a prefill lane: `lanes` positions on, or done before the prompt's last position
+    if (s.pos + lanes >= s.prompt_len - 1) {
+      s.done = 1;
+      return;
+    }
+    next = tokens[s.pos + lanes];
+  } else if (s.pos + 1 < s.prompt_len) {
     next = tokens[s.pos + 1];
   } else {
     if (program::context_full(s.pos + 1, h.max_context)) {  // a prompt of max_context tokens: nothing to emit
@@ -76,7 +83,7 @@ void Step::run_cpu(const TaskContext& c, const TaskDesc& t) {
     }
   }
   KEEL_CHECK(next >= 0 && next < V, "cpu executor: token ", next, " out of the vocabulary");
-  s.pos++;
+  s.pos += int32_t(lanes);
   s.token = next;
   float* x = c.as<float>(o.x) + b * H;
   for (int64_t i = 0; i < H; ++i) x[i] = load(c, o.embed, size_t(next) * H + i);

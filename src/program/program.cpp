@@ -114,10 +114,12 @@ void Program::validate() const {
              "program: worker_offsets must have n_workers + 1 = ", hd.n_workers + 1, " entries");
   KEEL_CHECK(hd.batch > 0 && hd.max_context > 0 && hd.page_size > 0 && hd.head_dim > 0 &&
                  hd.n_heads > 0 && hd.n_kv_heads > 0 && hd.n_heads % hd.n_kv_heads == 0 &&
-                 hd.hidden > 0 && hd.vocab > 0 && hd.n_chunks > 0 && hd.n_lm_tiles > 0,
+                 hd.hidden > 0 && hd.vocab > 0 && hd.n_chunks > 0 && hd.seq_lanes >= 0 &&
+                 hd.batch % lanes_per_seq(hd) == 0 && (hd.n_lm_tiles > 0) == (lanes_per_seq(hd) == 1) &&
+                 (lanes_per_seq(hd) == 1 || hd.n_chunks >= 2),
              "program: bad model or launch dimensions in the header");
   KEEL_CHECK(int64_t(hd.pages_per_seq) * hd.page_size >= hd.max_context &&
-                 int64_t(hd.n_pages) >= int64_t(hd.pages_per_seq) * hd.batch,
+                 int64_t(hd.n_pages) >= int64_t(hd.pages_per_seq) * (hd.batch / lanes_per_seq(hd)),
              "program: page table cannot hold max_context tokens per sequence");
   KEEL_CHECK(hd.sliding_window >= 0, "program: negative sliding_window ", hd.sliding_window, " in the header");
   KEEL_CHECK(hd.step_counter < hd.n_counters, "program: step counter ", hd.step_counter,

@@ -318,7 +318,19 @@ struct ProgramHeader {
            n_worker_entries = 0;
   int32_t sliding_window = 0;  // the window of Attention tasks flagged kFlagSlidingWindow (0: none)
   uint64_t workspace_bytes = 0, kv_bytes = 0, constants_bytes = 0;
-  uint64_t reserved[4] = {};
+  /// Lanes per sequence (chunked prefill). 0 or 1: a decode Program, lane b is
+  /// sequence b at its own position. T > 1: a prefill Program (compile option
+  /// prefill_chunk): the batch is batch / T sequences of T lanes each; lane i
+  /// of a sequence processes position s0 + i of its prompt, where s0 (a
+  /// multiple of T) is the step's first position (step_first_pos); the lanes
+  /// share the sequence's KV pages, each Step moves a lane T positions on, and
+  /// a lane is done when that passes the prompt's last position but one (the
+  /// decode Program runs the last prompt position and samples). Prefill
+  /// Programs have no LM head and at least 2 attention chunks. It sits in the
+  /// header's former reserved words, so decode Programs are unchanged.
+  int32_t seq_lanes = 0;
+  int32_t reserved32 = 0;
+  uint64_t reserved[3] = {};
   TargetDesc target;
   OptionsDesc options;
 };
@@ -333,6 +345,16 @@ inline int64_t qkv_width(const ProgramHeader& h) {
 inline int64_t qkv_part_begin(const ProgramHeader& h, int part) {
   return (part == 0 ? 0 : part == 1 ? int64_t(h.n_heads) : int64_t(h.n_heads) + h.n_kv_heads) * h.head_dim;
 }
+/// Lanes per sequence of a Program (ProgramHeader::seq_lanes; 1 for decode Programs).
+KEEL_HD int64_t lanes_per_seq(const ProgramHeader& h) { return h.seq_lanes > 1 ? h.seq_lanes : 1; }
+
+/// The first position of the step lane b (at pos) belongs to: positions
+/// [step_first_pos, pos) are written by other lanes of its sequence in the same
+/// step (prefill Programs); pos itself in decode Programs.
+KEEL_HD int64_t step_first_pos(const ProgramHeader& h, int64_t b, int64_t pos) {
+  return h.seq_lanes > 1 ? pos - b % h.seq_lanes : pos;
+}
+
 static_assert(std::is_trivially_copyable_v<ProgramHeader> && std::is_trivially_copyable_v<TaskDesc> &&
               std::is_trivially_copyable_v<WaitDesc> && std::is_trivially_copyable_v<BufferDesc> &&
               std::is_trivially_copyable_v<OpDesc>);

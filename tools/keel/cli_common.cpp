@@ -51,6 +51,11 @@ void add_backend_flags(CLI::App& cmd, BackendOptions& o) {
   cmd.add_option("--target", o.target, "cuda backend: device to compile for (h100, h200, auto = this GPU); a "
                  "Program that does not fit the GPU is recompiled for it, said on stderr")
       ->check(CLI::IsMember({"h100", "h200", "auto"}))->capture_default_str();
+  cmd.add_option("--prefill-chunk", o.prefill_chunk,
+                 "cpu, cuda: prompt positions per prefill step: a prompt of more than 16 tokens runs through a "
+                 "Program of this many lanes (tensor-core tiles, each weight streamed once a step), then decodes "
+                 "from its last token; 0 = every position a decode step (default: cuda 64, cpu 0)")
+      ->check(CLI::Range(0, 4096));
 }
 
 std::unique_ptr<engine::Backend> make_backend(const model::Model& m, const BackendOptions& o) {
@@ -69,6 +74,7 @@ std::unique_ptr<engine::Backend> make_backend(const model::Model& m, const Backe
   cfg.shuffle_seed = o.shuffle_seed;
   cfg.target = o.target;
   cfg.batch = o.batch;
+  cfg.prefill_chunk = o.prefill_chunk;
   return engine::make_backend(o.backend, m, cfg);
 }
 

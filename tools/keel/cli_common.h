@@ -32,6 +32,7 @@ struct BackendOptions {
   int64_t context = 0;                // KV capacity (0: model max, capped)
   std::string target = "auto";        // cuda: the target to compile for (auto: the device's)
   int batch = 1;                      // cpu, cuda: sequences per launch (set by the command)
+  int prefill_chunk = -1;             // cpu, cuda: prompt positions per prefill step (-1: the backend's default)
 };
 void add_backend_flags(CLI::App& cmd, BackendOptions& opts);
 std::unique_ptr<engine::Backend> make_backend(const model::Model& m, const BackendOptions& opts);

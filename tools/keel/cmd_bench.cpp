@@ -21,7 +21,7 @@ namespace {
 struct BenchArgs {
   std::string model, config, launch = "megakernel", trace, dtype = "bf16";
   bool random_weights = false, json = false;
-  int tokens = 256, batch = 1;
+  int tokens = 256, batch = 1, prefill_chunk = 64;
   int64_t context = 512, prompt_len = 0;
   TargetFlags target;
 };
@@ -35,6 +35,7 @@ int run_bench(const BenchArgs& a) {
   opt.steps = a.tokens;
   opt.batch = a.batch;
   opt.prompt_len = a.prompt_len;
+  opt.prefill_chunk = a.prefill_chunk;
   opt.trace_json = a.trace;
   opt.progress = !a.json;
   opt.random_dtype = a.dtype == "f32" ? DType::F32 : a.dtype == "f16" ? DType::F16 : DType::BF16;
@@ -87,7 +88,8 @@ int run_bench(const BenchArgs& a) {
                         {"tasks_per_step", rep.tasks_per_step}, {"context", a.context}, {"batch", a.batch},
                         {"first_timed_position", rep.first_position}, {"last_timed_position", rep.last_position},
                         {"rows", rows}};
-    if (rep.prompt_len > 0) j["prefill"] = {{"prompt_len", rep.prompt_len}, {"prompts", a.batch}, {"ms", rep.prefill_ms}};
+    if (rep.prompt_len > 0) j["prefill"] = {{"prompt_len", rep.prompt_len}, {"prompts", a.batch}, {"ms", rep.prefill_ms},
+                                          {"prefill_chunk", rep.prefill_chunk}};
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     std::printf("%s", rep.table(name).c_str());
@@ -114,6 +116,10 @@ Command register_bench(CLI::App& root) {
   c->add_option("--prompt-len", a->prompt_len,
                 "Also time the first token of --batch prompts of this many tokens (prefill, one launch)")
       ->check(kContextRange);
+  c->add_option("--prefill-chunk", a->prefill_chunk,
+                "With --prompt-len: prompt positions per prefill step (a prefill Program of this many lanes); "
+                "0 = the prompts run as decode steps")
+      ->check(CLI::Range(0, 4096))->capture_default_str();
   c->add_option("--launch", a->launch, "megakernel | per-op | graph | all")
       ->check(CLI::IsMember({"megakernel", "per-op", "graph", "all"}))->capture_default_str();
   c->add_flag("--json", a->json, "Print JSON");

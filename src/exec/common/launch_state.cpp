@@ -17,39 +17,55 @@ void write_launch_state(const program::Program& p, const std::vector<Sequence>& 
                         const std::vector<int32_t>& eos_ids, uint8_t* ws,
                         const std::function<void(int32_t, float*)>& embed, const char* who) {
   const auto& h = p.h;
-  const int B = h.batch;
-  KEEL_CHECK(!seqs.empty() && int(seqs.size()) <= B, who, ": ", seqs.size(),
-             " sequences for a Program compiled for batch ", B);
+  const int B = h.batch, L = int(program::lanes_per_seq(h));  // L > 1: a prefill Program
+  KEEL_CHECK(!seqs.empty() && int(seqs.size()) <= B / L, who, ": ", seqs.size(), " sequences for a Program of ",
+             B / L, L > 1 ? " sequence(s) of " + std::to_string(L) + " prefill lanes" : std::string(" sequences"));
   KEEL_CHECK(eos_ids.size() <= size_t(program::kMaxEos), who, ": at most ", program::kMaxEos, " eos ids");
   std::memset(ws, 0, h.workspace_bytes);
   for (const program::BufferDesc& b : p.buffers)
     if (BufferKind(b.kind) == BufferKind::Activation)
       std::memset(ws + b.offset, 0xff, b.count * dtype_size(DType(b.dtype)));
   auto at = [&](int32_t buf) { return ws + p.buffer(buf).offset; };
+  // Lane b uses the pages of its sequence b / L (the identity for decode Programs).
   int32_t* pt = reinterpret_cast<int32_t*>(at(h.buf_page_table));
-  for (int64_t i = 0; i < int64_t(B) * h.pages_per_seq; ++i) pt[i] = int32_t(i);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t j = 0; j < h.pages_per_seq; ++j) pt[b * h.pages_per_seq + j] = int32_t((b / L) * h.pages_per_seq + j);
   Control ctl{};
   ctl.n_eos = int32_t(eos_ids.size());
   for (size_t i = 0; i < eos_ids.size(); ++i) ctl.eos[i] = eos_ids[i];
   int max_steps = 0;
+  for (int k = 0; k < int(seqs.size()); ++k) {
+    const Sequence& q = seqs[size_t(k)];
+    const std::string name = cat(who, ": sequence ", k);
+    program::check_prompt_fits(int64_t(q.prompt.size()), h.max_context, name.c_str());
+    KEEL_CHECK(q.max_new >= 1, name, " max_new must be >= 1");
+    for (int32_t id : q.prompt)
+      KEEL_CHECK(id >= 0 && id < h.vocab, name, " token ", id, " outside the vocabulary of ", h.vocab);
+    program::validate(q.sampling);
+    const int64_t P = int64_t(q.prompt.size());
+    KEEL_CHECK(q.kv_filled >= 0 && q.kv_filled < P && (L == 1 || q.kv_filled == 0), name, " kv_filled ",
+               q.kv_filled, L > 1 ? " in a prefill run (must be 0)" : cat(" outside [0, ", P, ")"));
+    // Decode: from kv_filled to the end. Prefill: positions [0, P - 1), L a step.
+    max_steps = std::max(max_steps, L > 1 ? int((P - 1 + L - 1) / L) : int(P - 1 - q.kv_filled) + q.max_new);
+  }
   for (int b = 0; b < B; ++b) {
+    const int k = b / L, lane = b % L;
     SeqState s{};
-    if (b >= int(seqs.size())) {  // an idle slot: done from the start
+    if (k >= int(seqs.size())) {  // an idle slot: done from the start
       s.done = 1;
       s.prompt_len = 1;
     } else {
-      const Sequence& q = seqs[size_t(b)];
-      program::check_prompt_fits(int64_t(q.prompt.size()), h.max_context, cat(who, ": sequence ", b).c_str());
-      KEEL_CHECK(q.max_new >= 1, who, ": sequence ", b, " max_new must be >= 1");
-      for (int32_t id : q.prompt)
-        KEEL_CHECK(id >= 0 && id < h.vocab, who, ": sequence ", b, " token ", id, " outside the vocabulary of ",
-                   h.vocab);
+      const Sequence& q = seqs[size_t(k)];
+      const int64_t P = int64_t(q.prompt.size());
+      // A prefill lane past the prompt's last position but one has nothing to do.
+      const int64_t start = L > 1 ? std::min<int64_t>(lane, P - 1) : q.kv_filled;
+      s.done = L > 1 && lane >= P - 1 ? 1 : 0;
       int32_t* tokens = reinterpret_cast<int32_t*>(at(h.buf_tokens)) + int64_t(b) * h.max_context;
       std::copy(q.prompt.begin(), q.prompt.end(), tokens);
-      s.prompt_len = int32_t(q.prompt.size());
-      s.token = q.prompt[0];
+      s.pos = int32_t(L > 1 ? lane : start);
+      s.prompt_len = int32_t(P);
+      s.token = q.prompt[size_t(start)];
       s.max_new = q.max_new;
-      program::validate(q.sampling);
       s.temperature = q.sampling.temperature;
       s.top_k = q.sampling.top_k;
       s.top_p = q.sampling.top_p;
@@ -57,13 +73,41 @@ void write_launch_state(const program::Program& p, const std::vector<Sequence>& 
       s.repetition_penalty = q.sampling.repetition_penalty;
       s.seed_lo = uint32_t(q.sampling.seed);
       s.seed_hi = uint32_t(q.sampling.seed >> 32);
-      embed(q.prompt[0], reinterpret_cast<float*>(at(h.buf_x)) + int64_t(b) * h.hidden);
-      max_steps = std::max(max_steps, int(q.prompt.size()) - 1 + q.max_new);
+      embed(s.token, reinterpret_cast<float*>(at(h.buf_x)) + int64_t(b) * h.hidden);
     }
     std::memcpy(at(h.buf_state) + sizeof(SeqState) * size_t(b), &s, sizeof s);
   }
   ctl.max_steps = max_steps;
   std::memcpy(at(h.buf_control), &ctl, sizeof ctl);
+}
+
+std::vector<KvCopy> kv_sequence_copies(const program::Program& src, int src_seq, const program::Program& dst,
+                                       int dst_seq, int64_t positions, const char* who) {
+  const auto &a = src.h, &b = dst.h;
+  KEEL_CHECK(a.n_layers == b.n_layers && a.n_kv_heads == b.n_kv_heads && a.head_dim == b.head_dim &&
+                 a.page_size == b.page_size,
+             who, ": the two Programs cache K/V in different shapes");
+  KEEL_CHECK(positions >= 0 && positions <= a.max_context && positions <= b.max_context, who, ": ", positions,
+             " positions do not fit the contexts ", a.max_context, " and ", b.max_context);
+  KEEL_CHECK(src_seq >= 0 && int64_t(src_seq + 1) * a.pages_per_seq <= a.n_pages && dst_seq >= 0 &&
+                 int64_t(dst_seq + 1) * b.pages_per_seq <= b.n_pages,
+             who, ": sequence ", src_seq, " or ", dst_seq, " outside the KV caches");
+  std::vector<KvCopy> out;
+  if (positions == 0) return out;
+  const uint64_t page_bytes = uint64_t(a.n_kv_heads) * a.page_size * a.head_dim * 2;  // bf16
+  const uint64_t pages = uint64_t((positions + a.page_size - 1) / a.page_size);
+  for (size_t i = 0; i < src.buffers.size(); ++i) {
+    const program::BufferDesc& s = src.buffers[i];
+    if (BufferKind(s.kind) != BufferKind::Kv) continue;
+    const int32_t d = dst.find_buffer(s.name_view());
+    KEEL_CHECK(d >= 0 && BufferKind(dst.buffer(d).kind) == BufferKind::Kv && dst.buffer(d).dtype == s.dtype &&
+                   s.dtype == uint8_t(DType::BF16),
+               who, ": KV buffer '", s.name_view(), "' has no bf16 twin in the other Program");
+    out.push_back({int32_t(i), d, uint64_t(src_seq) * a.pages_per_seq * page_bytes,
+                   uint64_t(dst_seq) * b.pages_per_seq * page_bytes, pages * page_bytes});
+  }
+  KEEL_CHECK(!out.empty(), who, ": the Program has no KV buffers");
+  return out;
 }
 
 void check_program_model(const program::Program& p, const model::ModelConfig& cfg, const std::string& model_dir,

@@ -17,14 +17,33 @@ namespace keel::exec {
 
 /// Fills `ws`, an image of the Program's workspace arena (h.workspace_bytes,
 /// zeroed here first): activations poisoned with NaN (a read before any write
-/// then poisons the output), the identity page table, Control (EOS ids,
-/// max_steps), one SeqState per batch slot (slots past seqs.size() start done),
-/// each sequence's token history (its prompt) and x[b] = the fp32 embedding row
-/// of prompt[0], written by `embed(token, row)`. Validates the requests and
-/// throws keel::Error naming `who` and the sequence at fault.
+/// then poisons the output), the page table (lane b uses the pages of its
+/// sequence b / seq_lanes: the identity for decode Programs), Control (EOS
+/// ids, max_steps), one SeqState per lane (slots past seqs.size() start
+/// done), each lane's token history (its sequence's prompt) and x[b] = the
+/// fp32 embedding row of the lane's first token, written by `embed(token,
+/// row)`. A decode lane starts at its sequence's kv_filled; prefill lane i at
+/// position i (done from the start when i >= prompt size - 1). Validates the
+/// requests and throws keel::Error naming `who` and the sequence at fault.
 void write_launch_state(const program::Program& p, const std::vector<Sequence>& seqs,
                         const std::vector<int32_t>& eos_ids, uint8_t* ws,
                         const std::function<void(int32_t token, float* row)>& embed, const char* who);
+
+/// One contiguous copy of KV cache bytes between two Programs' KV buffers
+/// (byte offsets within each buffer).
+struct KvCopy {
+  int32_t src_buf = -1, dst_buf = -1;
+  uint64_t src_offset = 0, dst_offset = 0, bytes = 0;
+};
+
+/// The copies that move positions [0, positions) of sequence `src_seq`'s KV
+/// cache in `src` (page table as write_launch_state writes it: sequence k
+/// owns pages [k pages_per_seq, (k+1) pages_per_seq)) to sequence `dst_seq`
+/// in `dst`: per layer, K and V, whole pages. Throws keel::Error naming `who`
+/// unless the two Programs cache the same layers, kv heads, head_dim and page
+/// size and the positions fit both.
+std::vector<KvCopy> kv_sequence_copies(const program::Program& src, int src_seq, const program::Program& dst,
+                                       int dst_seq, int64_t positions, const char* who);
 
 /// Throws keel::Error naming `who` and `model_dir` unless the Program was
 /// compiled for `cfg`'s dimensions (layers, hidden, intermediate, heads, kv

@@ -19,6 +19,10 @@ struct Sequence {
   std::vector<int32_t> prompt;        // program::prompt_fits: 1 .. max_context tokens
   int32_t max_new = 16;               // tokens to generate at most (>= 1)
   program::SamplingParams sampling;   // temperature 0: greedy
+  /// Positions [0, kv_filled) of the prompt are already in this sequence's KV
+  /// cache (a prefill Program wrote them: exec/common/prefill.h), so a decode
+  /// Program starts at position kv_filled (< prompt size). 0 in prefill runs.
+  int32_t kv_filled = 0;
 };
 
 struct RunOptions {
@@ -38,7 +42,7 @@ struct RunOptions {
 
 struct SequenceOutput {
   std::vector<int32_t> tokens;        // generated ids (an EOS that ended it included)
-  std::vector<float> logits;          // capture_logits: [positions, vocab], row t = after token t
+  std::vector<float> logits;          // capture_logits: [positions, vocab], row t = after token kv_filled + t
   program::StopReason stop = program::StopReason::None;
 };
 

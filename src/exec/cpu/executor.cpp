@@ -28,6 +28,15 @@ struct CpuExecutor::Impl {
   std::unique_ptr<std::atomic<uint32_t>[]> counters;
 };
 
+void CpuExecutor::copy_kv_to(CpuExecutor& dst, int to, int from, int64_t positions) const {
+  for (const KvCopy& c : kv_sequence_copies(p_, from, dst.p_, to, positions, "cpu executor")) {
+    const program::BufferDesc &s = p_.buffer(c.src_buf), &d = dst.p_.buffer(c.dst_buf);
+    KEEL_CHECK(c.src_offset + c.bytes <= s.count * 2 && c.dst_offset + c.bytes <= d.count * 2,
+               "cpu executor: KV copy outside its buffers");
+    std::memcpy(dst.ctx_.ptr[size_t(c.dst_buf)] + c.dst_offset, ctx_.ptr[size_t(c.src_buf)] + c.src_offset, c.bytes);
+  }
+}
+
 CpuExecutor::CpuExecutor(const program::Program& p, const model::Model& m) : p_(p), impl_(new Impl) {
   p.validate();
   const auto& h = p.h;

@@ -34,6 +34,10 @@ class CpuExecutor {
   RunResult run(const std::vector<Sequence>& seqs, const RunOptions& opt);
 
   const program::Program& program() const { return p_; }
+  /// Copies positions [0, positions) of sequence `from`'s K/V cache into
+  /// sequence `to` of `dst`'s (exec::kv_sequence_copies), e.g. a prefill run's
+  /// cache into the decode executor's before a run with Sequence::kv_filled.
+  void copy_kv_to(CpuExecutor& dst, int to, int from, int64_t positions) const;
   /// The bytes of buffer `id` (workspace, KV, constant or bound weight).
   const uint8_t* buffer_data(int32_t id) const { return ctx_.ptr.at(size_t(id)); }
 

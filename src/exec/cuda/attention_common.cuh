@@ -144,7 +144,9 @@ __device__ __forceinline__ AttnSmem attn_smem(const DevProgram& P, const TaskDes
   a.cur = reinterpret_cast<uint16_t*>(reinterpret_cast<char*>(smem) + kv_off);
   a.kv = a.cur + 2 * hd;
   const int64_t room = ops::attn_prefetch_room(int64_t(P.work_bytes), kv_off, hd);
-  const int64_t want = min(a.p1, a.pos) - a.p0;
+  // Positions of earlier steps only: in a prefill Program the other lanes of
+  // the sequence append [step_first_pos, pos) during this step.
+  const int64_t want = min(a.p1, program::step_first_pos(h, t.b0, a.pos)) - a.p0;
   const int64_t n = want < room ? want : room;
   a.n_pf = n > 0 ? int(n) : 0;
   return a;

@@ -3,9 +3,11 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <memory>
 
 #include "compiler/compiler.h"
 #include "core/error.h"
+#include "exec/common/prefill.h"
 #include "exec/cuda/device_info.h"
 #include "exec/cuda/plan_check.h"
 #include "model/model.h"
@@ -17,6 +19,18 @@ namespace {
 
 void note(const BenchOptions& opt, const std::string& what) {
   if (opt.progress) std::fprintf(stderr, "bench: %s\n", what.c_str());
+}
+
+/// The prefill Program's executor on ex's weights when prefill is timed in chunks.
+std::unique_ptr<ProgramExecutor> prefill_executor(const model::ModelConfig& cfg, const ProgramExecutor& ex,
+                                                  const BenchOptions& opt, const ProgramExecutorOptions& eo) {
+  if (opt.prompt_len <= 0 || opt.prefill_chunk <= 1) return nullptr;
+  compiler::CompileOptions po = compiler::options_of(ex.program());
+  po.batch = 1;
+  po.prefill_chunk = opt.prefill_chunk;
+  po.attn_chunks = 0;
+  note(opt, cat("compiling the prefill Program (", opt.prefill_chunk, " lanes)"));
+  return std::make_unique<ProgramExecutor>(compiler::compile(cfg, po), ex, eo);
 }
 
 }  // namespace
@@ -49,7 +63,7 @@ compiler::CompileOptions bench_compile_options(const model::ModelConfig& cfg, Be
   return co;
 }
 
-BenchReport bench_executor(ProgramExecutor& ex, const BenchOptions& opt) {
+BenchReport bench_executor(ProgramExecutor& ex, const BenchOptions& opt, ProgramExecutor* prefill) {
   KEEL_CHECK(opt.steps >= 2, "cuda bench: need at least 2 steps");
   const auto& h = ex.program().h;
   BenchReport r;
@@ -79,7 +93,8 @@ BenchReport bench_executor(ProgramExecutor& ex, const BenchOptions& opt) {
   if (opt.prompt_len > 0) {
     KEEL_CHECK(opt.prompt_len < h.max_context, "cuda bench: a prompt of ", opt.prompt_len,
                " tokens does not fit the Program's context ", h.max_context);
-    note(opt, cat("prefill: ", h.batch, " prompt(s) of ", opt.prompt_len, " tokens"));
+    note(opt, cat("prefill: ", h.batch, " prompt(s) of ", opt.prompt_len, " tokens",
+                  prefill ? cat(", ", prefill->program().h.seq_lanes, " positions a prefill step") : ", as decode steps"));
     std::vector<Sequence> seqs(size_t(h.batch));
     uint64_t z = 12345;
     for (Sequence& s : seqs) {
@@ -89,9 +104,10 @@ BenchReport bench_executor(ProgramExecutor& ex, const BenchOptions& opt) {
       }
       s.max_new = 1;
     }
-    ex.run(seqs, {});  // warm-up
-    r.prefill_ms = ex.run(seqs, {}).first_token_ms;
+    run_prefilled(ex, prefill, seqs, {});  // warm-up
+    r.prefill_ms = run_prefilled(ex, prefill, seqs, {}).first_token_ms;
     r.prompt_len = opt.prompt_len;
+    r.prefill_chunk = prefill ? prefill->program().h.seq_lanes : 0;
   }
   ex.fill_kv_random();
   for (LaunchMode mode : opt.modes) {
@@ -126,7 +142,8 @@ BenchReport bench_model(const model::Model& m, const BenchOptions& given) {
   ProgramExecutorOptions eo;
   eo.device = opt.device;
   ProgramExecutor ex(p, m, eo);
-  return bench_executor(ex, opt);
+  std::unique_ptr<ProgramExecutor> pre = prefill_executor(cfg, ex, opt, eo);
+  return bench_executor(ex, opt, pre.get());
 }
 
 BenchReport bench_random(const model::ModelConfig& given_cfg, const BenchOptions& given) {
@@ -137,7 +154,8 @@ BenchReport bench_random(const model::ModelConfig& given_cfg, const BenchOptions
   ProgramExecutorOptions eo;
   eo.device = opt.device;
   ProgramExecutor ex(cfg, bench_compile_options(cfg, opt), 1, eo);
-  return bench_executor(ex, opt);
+  std::unique_ptr<ProgramExecutor> pre = prefill_executor(cfg, ex, opt, eo);
+  return bench_executor(ex, opt, pre.get());
 }
 
 std::string BenchReport::table(const std::string& model_name) const {
@@ -159,8 +177,9 @@ std::string BenchReport::table(const std::string& model_name) const {
     s += buf;
   }
   if (prompt_len > 0) {
-    std::snprintf(buf, sizeof buf, "prefill: %d prompt(s) of %lld tokens, first token after %.2f ms\n", batch,
-                  (long long)prompt_len, prefill_ms);
+    std::snprintf(buf, sizeof buf, "prefill: %d prompt(s) of %lld tokens, first token after %.2f ms (%s)\n", batch,
+                  (long long)prompt_len, prefill_ms,
+                  prefill_chunk > 1 ? cat(prefill_chunk, " positions a prefill step").c_str() : "as decode steps");
     s += buf;
   }
   return s;

@@ -46,6 +46,10 @@ struct BenchOptions {
   /// (random ids), one megakernel launch with one token to generate each:
   /// prefill (time to first token) as a user sees it.
   int64_t prompt_len = 0;
+  /// Prompt positions per prefill step when timing prefill (exec/common/prefill.h):
+  /// a prefill Program of this many lanes on the same weights; 0 or 1: the
+  /// prompts run as decode steps.
+  int prefill_chunk = 64;
 };
 
 struct BenchRow {
@@ -71,6 +75,7 @@ struct BenchReport {
   int64_t first_position = 0;  // the first timed step's position (after warm-up)
   int64_t last_position = 0;   // the last timed step's
   int64_t prompt_len = 0;      // BenchOptions::prompt_len
+  int prefill_chunk = 0;       // lanes of the prefill Program timed (0: prompts ran as decode steps)
   double prefill_ms = 0;       // time to the first token of `batch` prompts of prompt_len tokens (0: not timed)
   std::vector<BenchRow> rows;
   /// A small Markdown table.
@@ -94,7 +99,8 @@ compiler::CompileOptions bench_compile_options(const model::ModelConfig& cfg, Be
 BenchReport bench_model(const model::Model& m, const BenchOptions& opt);
 /// Benches random weights of `cfg`'s shapes (opt.random_dtype, generated on the GPU).
 BenchReport bench_random(const model::ModelConfig& cfg, const BenchOptions& opt);
-/// Benches an executor that already exists.
-BenchReport bench_executor(ProgramExecutor& ex, const BenchOptions& opt);
+/// Benches an executor that already exists; prefill (opt.prompt_len > 0)
+/// through `prefill`, a prefill Program's executor on the same weights, when given.
+BenchReport bench_executor(ProgramExecutor& ex, const BenchOptions& opt, ProgramExecutor* prefill = nullptr);
 
 }  // namespace keel::exec::cuda

@@ -194,7 +194,23 @@ ProgramExecutor::ProgramExecutor(const model::ModelConfig& cfg, const compiler::
   setup(nullptr, opt, seed);
 }
 
-void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions& opt, uint64_t seed) {
+ProgramExecutor::ProgramExecutor(const program::Program& given, const ProgramExecutor& weights_of,
+                                 const ProgramExecutorOptions& opt)
+    : impl_(new Impl) {
+  open_device(opt.device);
+  KEEL_CHECK(opt.device == weights_of.impl_->device, "cuda program executor: the weights are on device ",
+             weights_of.impl_->device, ", not ", opt.device);
+  given.validate();
+  const program::ProgramHeader &a = given.h, &b = weights_of.p_.h;
+  KEEL_CHECK(a.hidden == b.hidden && a.vocab == b.vocab && a.n_layers == b.n_layers && a.n_heads == b.n_heads &&
+                 a.n_kv_heads == b.n_kv_heads && a.head_dim == b.head_dim && a.intermediate == b.intermediate,
+             "cuda program executor: the Program was compiled for different model dimensions than the weights'");
+  p_ = given;
+  setup(nullptr, opt, 0, &weights_of);
+}
+
+void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions& opt, uint64_t seed,
+                            const ProgramExecutor* weights_of) {
   Impl& I = *impl_;
   I.device = opt.device;
   I.watchdog_s = opt.watchdog_s;
@@ -230,7 +246,13 @@ void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions&
     if (BufferKind(b.kind) != BufferKind::Weight) continue;
     const std::string name(b.name_view());
     WeightSrc w;
-    if (m) {
+    if (weights_of) {
+      const int32_t id = weights_of->p_.find_buffer(name);
+      KEEL_CHECK(id >= 0 && BufferKind(weights_of->p_.buffer(id).kind) == BufferKind::Weight &&
+                     weights_of->p_.buffer(id).count == b.count,
+                 "cuda program executor: weight '", name, "' is not among the shared weights, or has another size");
+      w.dtype = DType(weights_of->impl_->dtype[size_t(id)]);
+    } else if (m) {
       w.tv = &m->weights.get(name);
       KEEL_CHECK(uint64_t(w.tv->numel()) == b.count, "cuda program executor: weight '", name, "' has ",
                  w.tv->numel(), " elements in ", w.tv->file, ", the Program expects ", b.count);
@@ -241,7 +263,7 @@ void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions&
     w.count = b.count;
     w.rows = b.rows;
     w.cols = b.cols;
-    if (tensors.emplace(name, w).second) weight_bytes += w.count * dtype_size(w.dtype);
+    if (tensors.emplace(name, w).second && !weights_of) weight_bytes += w.count * dtype_size(w.dtype);
   }
   // The tiles were planned for the declared dtypes: the stored ones must give the same.
   check_program_fits(p, facts, opt.keep_worker_count, [&](int32_t id) {
@@ -262,6 +284,11 @@ void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions&
   std::map<std::string, uint8_t*> dev_weights;
   uint64_t sd = seed * 1000003u;
   for (const auto& [name, w] : tensors) {
+    if (weights_of) {  // bound to the other executor's copy
+      const int32_t id = weights_of->p_.find_buffer(name);
+      dev_weights[name] = weights_of->impl_->ptr[size_t(id)];
+      continue;
+    }
     const size_t nbytes = w.count * dtype_size(w.dtype);
     void* d = device_alloc(nbytes, I.owned);
     if (w.tv) {
@@ -591,14 +618,30 @@ RunResult ProgramExecutor::run(const std::vector<Sequence>& seqs, const RunOptio
   if (opt.capture_logits) {
     std::vector<int32_t> rows(static_cast<size_t>(B));
     KEEL_CUDA_CHECK(cudaMemcpy(rows.data(), P.capture_rows, sizeof(int32_t) * size_t(B), cudaMemcpyDeviceToHost));
-    for (size_t b = 0; b < seqs.size(); ++b) {
+    for (size_t b = 0; b < seqs.size(); ++b) {  // the positions this launch ran: from kv_filled on
       auto& v = res.seqs[b].logits;
-      v.resize(size_t(rows[b]) * size_t(h.vocab));
-      KEEL_CUDA_CHECK(cudaMemcpy(v.data(), I.capture + b * size_t(h.max_context) * size_t(h.vocab),
+      const size_t first = size_t(seqs[b].kv_filled), n = size_t(rows[b]) > first ? size_t(rows[b]) - first : 0;
+      v.resize(n * size_t(h.vocab));
+      KEEL_CUDA_CHECK(cudaMemcpy(v.data(), I.capture + (b * size_t(h.max_context) + first) * size_t(h.vocab),
                                  v.size() * sizeof(float), cudaMemcpyDeviceToHost));
     }
   }
   return res;
+}
+
+void ProgramExecutor::copy_kv_to(ProgramExecutor& dst, int to, int from, int64_t positions) const {
+  const Impl& I = *impl_;
+  KEEL_CHECK(I.device == dst.impl_->device, "cuda program executor: copy_kv_to another device");
+  KEEL_CUDA_CHECK(cudaSetDevice(I.device));
+  for (const exec::KvCopy& c : exec::kv_sequence_copies(p_, from, dst.p_, to, positions, "cuda program executor")) {
+    KEEL_CHECK(c.src_offset + c.bytes <= I.bytes[size_t(c.src_buf)] &&
+                   c.dst_offset + c.bytes <= dst.impl_->bytes[size_t(c.dst_buf)],
+               "cuda program executor: KV copy outside its buffers");
+    KEEL_CUDA_CHECK(cudaMemcpyAsync(dst.impl_->ptr[size_t(c.dst_buf)] + c.dst_offset,
+                                    I.ptr[size_t(c.src_buf)] + c.src_offset, c.bytes, cudaMemcpyDeviceToDevice,
+                                    I.stream));
+  }
+  KEEL_CUDA_CHECK(cudaStreamSynchronize(I.stream));
 }
 
 void ProgramExecutor::fill_kv_random(uint64_t seed) {

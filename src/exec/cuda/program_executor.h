@@ -60,6 +60,10 @@ class ProgramExecutor {
   /// as given (its target must fit the device).
   ProgramExecutor(const model::ModelConfig& cfg, const compiler::CompileOptions& co, uint64_t seed,
                   const ProgramExecutorOptions& opt = {});
+  /// Runs `p` (a Program of the same model, e.g. its prefill Program) on the
+  /// weights `weights_of` uploaded (matched by name; counts checked): no second
+  /// copy. `weights_of` must outlive this executor. Its own arenas.
+  ProgramExecutor(const program::Program& p, const ProgramExecutor& weights_of, const ProgramExecutorOptions& opt = {});
   ~ProgramExecutor();
   ProgramExecutor(const ProgramExecutor&) = delete;
   ProgramExecutor& operator=(const ProgramExecutor&) = delete;
@@ -71,6 +75,11 @@ class ProgramExecutor {
   /// and ignored.
   RunResult run(const std::vector<Sequence>& seqs, const RunOptions& opt);
 
+  /// Copies positions [0, positions) of sequence `from`'s K/V cache into
+  /// sequence `to` of `dst`'s (exec::kv_sequence_copies; device to device),
+  /// e.g. a prefill run's cache into the decode executor's before a run with
+  /// Sequence::kv_filled = positions.
+  void copy_kv_to(ProgramExecutor& dst, int to, int from, int64_t positions) const;
   /// Bench: fills the whole KV arena with random bf16 values.
   void fill_kv_random(uint64_t seed = 7);
   /// Bench: `steps` greedy decode steps of every sequence from position
@@ -108,7 +117,8 @@ class ProgramExecutor {
   struct Impl;  // host state (program_executor.cpp)
 
  private:
-  void setup(const model::Model* m, const ProgramExecutorOptions& opt, uint64_t seed);
+  void setup(const model::Model* m, const ProgramExecutorOptions& opt, uint64_t seed,
+             const ProgramExecutor* weights_of = nullptr);
   program::Program p_;
   std::unique_ptr<Impl> impl_;
 };

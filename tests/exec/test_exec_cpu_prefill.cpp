@@ -1,0 +1,202 @@
+// Chunked prefill on the CPU executor (ProgramHeader::seq_lanes,
+// exec/common/prefill.h), in shuffle mode, for every golden fixture:
+//  * prefill Programs compile, validate and pass the symbolic checker (their
+//    lanes' in-step K/V dependencies included);
+//  * a prompt prefilled in chunks of 2, 5 and the whole prompt, its K/V
+//    copied into a decode Program's cache, then decoded from its last token:
+//    the logits there equal the reference forward pass and the golden, and the
+//    K/V equal those the decode path writes running the prompt step by step;
+//  * the engine's backend with --prefill-chunk generates the tokens the plain
+//    decode path generates (stories260K, greedy and seeded sampling), in
+//    batches too.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <iostream>
+
+#include "compiler/compiler.h"
+#include "engine/cpu_backend.h"
+#include "exec/common/prefill.h"
+#include "exec/cpu/executor.h"
+#include "program/checker.h"
+#include "reference/forward.h"
+#include "reference/golden.h"
+
+namespace keel::exec::cpu {
+namespace {
+
+using testing::rel_err;
+
+// Same budget as test_exec_cpu's: bf16 roundings over 2-5 layers give 0.3-1.5%
+// relative error in the logits; a wrong or stale position gives > 20%.
+constexpr double kLogitsTol = 3e-2;
+
+const testing::LoadedFixture& fixture(const std::string& name) { return testing::loaded_fixture(name); }
+
+program::Program compile_for(const model::Model& m, int workers, int prefill_chunk) {
+  compiler::CompileOptions o;
+  o.workers = workers;
+  o.prefill_chunk = prefill_chunk;
+  o.max_context = int(std::min<int64_t>(128, m.config.max_position));
+  o.page_size = 16;
+  return compiler::compile(m.config, o);
+}
+
+RunOptions shuffled(uint64_t seed) {
+  RunOptions r;
+  r.shuffle = true;
+  r.shuffle_seed = seed;
+  r.threads = 2;
+  return r;
+}
+
+// Worst |a - b| over positions [0, n) of sequence 0, relative to the largest |b|,
+// for every layer's K and V cache.
+double worst_kv_err(const CpuExecutor& a, const CpuExecutor& b, int64_t n) {
+  const program::Program& p = a.program();
+  const auto& h = p.h;
+  double worst = 0;
+  for (size_t id = 0; id < p.buffers.size(); ++id) {
+    if (program::BufferKind(p.buffers[id].kind) != program::BufferKind::Kv) continue;
+    const int32_t bid = b.program().find_buffer(p.buffers[id].name_view());
+    const uint16_t* x = reinterpret_cast<const uint16_t*>(a.buffer_data(int32_t(id)));
+    const uint16_t* y = reinterpret_cast<const uint16_t*>(b.buffer_data(bid));
+    double diff = 0, mag = 0;
+    for (int64_t pos = 0; pos < n; ++pos)
+      for (int64_t kvh = 0; kvh < h.n_kv_heads; ++kvh) {
+        // [n_pages][nkv][page_size][hd], sequence 0 owns pages 0, 1, ...
+        const int64_t off = ((pos / h.page_size * h.n_kv_heads + kvh) * h.page_size + pos % h.page_size) * h.head_dim;
+        for (int64_t i = 0; i < h.head_dim; ++i) {
+          const float u = bf16_to_f32(x[off + i]), v = bf16_to_f32(y[off + i]);
+          diff = std::max(diff, double(std::fabs(u - v)));
+          mag = std::max(mag, double(std::fabs(v)));
+        }
+      }
+    worst = std::max(worst, diff / std::max(mag, 1e-6));
+  }
+  return worst;
+}
+
+class Prefill_ : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Prefill_, ChunksMatchTheDecodePath) {
+  const auto& f = fixture(GetParam());
+  const int64_t V = f.model.config.vocab;
+  program::Program dp = compile_for(f.model, 3, 0);
+  double worst_logits = 0, worst_kv = 0;
+  for (size_t pi = 0; pi < f.golden.prompts.size(); ++pi) {
+    Sequence s;
+    s.prompt = f.golden.prompts[pi].ids;
+    s.prompt.insert(s.prompt.end(), f.golden.prompts[pi].greedy.begin(), f.golden.prompts[pi].greedy.end());
+    s.max_new = 1;
+    const int64_t n = int64_t(s.prompt.size()) - 1;  // positions the prefill writes
+    ASSERT_GE(n, 2);
+    // The decode path: the whole prompt one position a step.
+    CpuExecutor plain(dp, f.model);
+    plain.run({s}, shuffled(pi));
+    reference::Forward ref(f.model, dp.h.max_context);
+    const std::vector<float> want = ref.forward(s.prompt, true);
+    for (int T : {2, 5, int(n)}) {
+      program::Program pp = compile_for(f.model, T == 5 ? 7 : 3, T);
+      ASSERT_EQ(pp.h.seq_lanes, T);
+      ASSERT_GE(pp.h.n_chunks, 2);
+      ASSERT_EQ(pp.h.n_lm_tiles, 0);
+      program::check_or_throw(pp, 3);
+      CpuExecutor pre(pp, f.model), dec(dp, f.model);
+      const RunResult pr = pre.run({s}, shuffled(100 + T));
+      EXPECT_EQ(pr.steps, int((n + T - 1) / T)) << "T " << T;
+      EXPECT_TRUE(pr.seqs[0].tokens.empty());
+      pre.copy_kv_to(dec, 0, 0, n);
+      Sequence d = s;
+      d.kv_filled = int32_t(n);
+      RunOptions ro = shuffled(200 + T);
+      ro.capture_logits = true;
+      const RunResult r = dec.run({d}, ro);
+      ASSERT_EQ(r.seqs[0].logits.size(), size_t(V)) << "one decode position, the prompt's last";
+      const double e = rel_err(r.seqs[0].logits.data(), &want[size_t(n) * V], size_t(V));
+      worst_logits = std::max(worst_logits, e);
+      EXPECT_LT(e, kLogitsTol) << GetParam() << " prompt " << pi << " chunk " << T;
+      const double k = worst_kv_err(pre, plain, n);
+      worst_kv = std::max(worst_kv, k);
+      // bf16 K/V (2^-9 relative per rounding) after a few layers of bf16
+      // activations; a position from the wrong lane or step is O(1).
+      EXPECT_LT(k, 3e-2) << GetParam() << " prompt " << pi << " chunk " << T;
+    }
+  }
+  std::cout << "[ figures ] " << GetParam() << ": worst last-position logits rel err vs reference " << worst_logits
+            << ", worst K/V err vs the decode path " << worst_kv << "\n";
+}
+
+INSTANTIATE_TEST_SUITE_P(All, Prefill_, ::testing::ValuesIn(testing::golden_fixture_names()),
+                         [](const ::testing::TestParamInfo<std::string>& i) {
+                           std::string m = i.param;
+                           std::replace(m.begin(), m.end(), '-', '_');
+                           return m;
+                         });
+
+TEST(Prefill, BadRequestsAreErrors) {
+  const auto& f = fixture("stories260K");
+  program::Program pp = compile_for(f.model, 3, 4);
+  CpuExecutor pre(pp, f.model);
+  Sequence s;
+  s.prompt = {1, 2, 3, 4, 5};
+  EXPECT_THROW(pre.run({s, s}, {}), Error);  // one sequence per prefill Program
+  s.kv_filled = 2;
+  EXPECT_THROW(pre.run({s}, {}), Error);  // a prefill run starts at 0
+  compiler::CompileOptions o;
+  o.prefill_chunk = 4;
+  o.batch = 3;
+  EXPECT_THROW(compiler::compile(f.model.config, o), Error);
+  o.batch = 1;
+  o.max_context = 4;
+  EXPECT_THROW(compiler::compile(f.model.config, o), Error);  // lanes must be below the context
+  program::Program dp = compile_for(f.model, 3, 0);
+  CpuExecutor dec(dp, f.model);
+  s.kv_filled = 5;
+  EXPECT_THROW(dec.run({s}, {}), Error);  // kv_filled must leave the last prompt token
+}
+
+// The backend path (run_prefilled): same tokens as decoding the prompt, greedy
+// and sampled, one request and a batch of requests with ragged prompts.
+TEST(Prefill, BackendGeneratesTheDecodePathsTokens) {
+  const auto& f = fixture("stories260K");
+  std::vector<engine::GenerateRequest> reqs;
+  for (size_t pi = 0; pi < f.golden.prompts.size(); ++pi) {
+    engine::GenerateRequest r;
+    r.prompt = f.golden.prompts[pi].ids;
+    r.prompt.insert(r.prompt.end(), f.golden.prompts[pi].greedy.begin(), f.golden.prompts[pi].greedy.begin() + 20 + 5 * pi);
+    r.max_tokens = 16;
+    if (pi == 1) {
+      r.sampling.temperature = 0.8f;
+      r.sampling.top_p = 0.9f;
+      r.sampling.seed = 7;
+    }
+    reqs.push_back(r);
+  }
+  auto backend = [&](int chunk, int batch) {
+    engine::CpuBackendOptions o;
+    o.workers = 7;
+    o.shuffle = true;
+    o.shuffle_seed = 5;
+    o.max_context = 128;
+    o.batch = batch;
+    o.prefill_chunk = chunk;
+    return std::make_unique<engine::CpuBackend>(f.model, o);
+  };
+  auto plain = backend(0, 1);
+  std::vector<std::vector<int32_t>> want;
+  for (const auto& r : reqs) want.push_back(plain->generate(r, {}).output);
+  for (int chunk : {8, 64}) {
+    auto one = backend(chunk, 1);
+    for (size_t i = 0; i < reqs.size(); ++i)
+      EXPECT_EQ(one->generate(reqs[i], {}).output, want[i]) << "chunk " << chunk << " request " << i;
+    auto batched = backend(chunk, 3);
+    const auto out = batched->generate_batch(reqs, {});
+    for (size_t i = 0; i < reqs.size(); ++i)
+      EXPECT_EQ(out[i].output, want[i]) << "chunk " << chunk << " batch, request " << i;
+  }
+}
+
+}  // namespace
+}  // namespace keel::exec::cpu
