@@ -43,7 +43,7 @@ DType stored_matrix_dtype(const std::string& dir, DType fallback) {
 
 struct CompileArgs {
   std::string model, config, program, out, dump, dtype;
-  int workers = 0, batch = 1;
+  int workers = 0, batch = 1, prefill_chunk = 0;
   TargetFlags target;
   int64_t context = 0;  // 0: the model's max_position_embeddings
   double bandwidth = 3350;
@@ -73,6 +73,7 @@ int run_compile(const CompileArgs& a) {
     apply_compile_flags(a.target, opt);
     opt.workers = a.workers;
     opt.batch = a.batch;
+    opt.prefill_chunk = a.prefill_chunk;
     opt.max_context = int(std::min<int64_t>(a.context > 0 ? a.context : cfg.max_position, cfg.max_position));
     opt.bandwidth_GBps = a.bandwidth;
     p = compiler::compile(cfg, opt);
@@ -119,6 +120,10 @@ Command register_compile(CLI::App& root) {
   c->add_option("--workers", a->workers, "Workers to partition for (0: the target's SM count)")->check(CLI::Range(0, 4096))->capture_default_str();
   add_target_flags(*c, a->target, "generic");
   c->add_option("--batch", a->batch, "Sequences decoded per step")->check(CLI::Range(1, 1024))->capture_default_str();
+  c->add_option("--prefill-chunk", a->prefill_chunk,
+                "Compile the prefill Program of this many lanes (prompt positions a step; no LM head) instead of a "
+                "decode Program")
+      ->check(CLI::Range(0, 4096));
   c->add_option("--context", a->context, "KV-cache capacity per sequence (default: the model's max_position_embeddings; capped at it)")->check(kContextRange);
   c->add_option("--out", a->out, "Write the binary Program to this file");
   c->add_option("--dump", a->dump, "Print the Program as json or dot")->check(CLI::IsMember({"json", "dot"}));

@@ -70,7 +70,8 @@ std::string compile_flags_of(const program::ProgramHeader& h) {
   return cat("--target ", preset ? name : "auto", o.workers ? cat(" --workers ", o.workers) : std::string(), " --stage-kib ", t.n_stages > 0 ? t.stage_bytes / 1024 : 0,
              " --max-stages ", t.max_stages, " --max-inflight ", t.max_inflight, " --loader-hold ", t.loader_hold,
              " --l2-hint ", t.l2_evict_first, " --o-split-k ", o.o_split_k, " --down-split-k ", o.down_split_k,
-             " --attn-chunks ", o.attn_chunks, " --batch ", o.batch, " --context ", o.max_context, " --dtype ",
+             " --attn-chunks ", o.attn_chunks, " --batch ", o.batch,
+             h.seq_lanes > 1 ? cat(" --prefill-chunk ", h.seq_lanes) : std::string(), " --context ", o.max_context, " --dtype ",
              dt == DType::F32 ? "f32" : dt == DType::F16 ? "f16" : "bf16", " --bandwidth ", o.bandwidth_GBps);
 }
 
