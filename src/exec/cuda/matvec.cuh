@@ -175,8 +175,7 @@ __device__ void copy_act(const uint16_t* a, int64_t n, uint16_t* act) {
 /// Waits for a stage to land. Gives up (false) when the kernel is aborting or
 /// nothing arrived for the watchdog deadline (then raises the timeout error), so
 /// a loader bug ends in the watchdog's report, never a silent hang.
-__device__ __forceinline__ bool ring_wait(const DevProgram& P, RingView& R, int slot) {
-  const uint32_t parity = (R.seq / uint32_t(R.n_stages)) & 1;
+__device__ __forceinline__ bool ring_wait_phase(const DevProgram& P, RingView& R, int slot, uint32_t parity) {
   if (dev::mbar_test_wait(&R.full[slot], parity)) return true;
   const uint64_t start = dev::globaltimer_ns();
   for (int spin = 0;; ++spin) {
@@ -192,6 +191,11 @@ __device__ __forceinline__ bool ring_wait(const DevProgram& P, RingView& R, int 
       }
     }
   }
+}
+
+/// ring_wait_phase for the stage R.seq lands in (`slot` = R.seq % n_stages).
+__device__ __forceinline__ bool ring_wait(const DevProgram& P, RingView& R, int slot) {
+  return ring_wait_phase(P, R, slot, (R.seq / uint32_t(R.n_stages)) & 1);
 }
 
 __device__ __forceinline__ float2 bf16x2_f2(uint32_t v) {

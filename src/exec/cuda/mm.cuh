@@ -47,16 +47,27 @@ __device__ __forceinline__ void ldmatrix_x2(uint32_t& r0, uint32_t& r1, uint32_t
   asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];" : "=r"(r0), "=r"(r1) : "r"(addr));
 }
 
+/// A thread's share of an input chunk's 16-byte pieces (per_row = kc / 8 a
+/// row): pieces i = threadIdx.x, + kThreads, ... as (row b, piece q), stepped
+/// without a division (one per task, at setup).
+struct MmFillIdx {
+  int b0, q0, db, dq, per_row;
+  __device__ __forceinline__ explicit MmFillIdx(int kc)
+      : b0(int(threadIdx.x) / (kc / 8)), q0(int(threadIdx.x) % (kc / 8)), db(kThreads / (kc / 8)),
+        dq(kThreads % (kc / 8)), per_row(kc / 8) {}
+};
+
 /// Issues the cp.async copies of column chunk `c` (kc columns) of the nb input
 /// rows into `buf` (row pitch kc + 8 elements); the caller commits the group.
-__device__ __forceinline__ void mm_fill(const MmJob& M, int c, int kc, uint16_t* buf) {
-  const int per_row = kc / 8;  // 16-byte pieces
+__device__ __forceinline__ void mm_fill(const MmJob& M, const MmFillIdx& F, int c, int kc, uint16_t* buf) {
   const int pitch = kc + 8;
-  for (int i = threadIdx.x; i < M.nb * per_row; i += kThreads) {
-    const int b = i / per_row, q = i % per_row;
-    const uint16_t* src = M.a + int64_t(b) * M.lda + int64_t(c) * kc + q * 8;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dev::smem_addr(buf + b * pitch + q * 8)), "l"(src)
+  const uint16_t* a = M.a + int64_t(c) * kc;
+  for (int b = F.b0, q = F.q0; b < M.nb;) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dev::smem_addr(buf + b * pitch + q * 8)),
+                 "l"(a + int64_t(b) * M.lda + q * 8)
                  : "memory");
+    b += F.db, q += F.dq;
+    if (q >= F.per_row) q -= F.per_row, ++b;
   }
 }
 
@@ -116,25 +127,45 @@ struct MmFrag {
   uint32_t b[kMmMaxTilesPerWarp][2];
 };
 
-/// Loads the fragments at A address `a` (second matrix at a + a_mat1) and B
-/// address `b` of token group tg0 (the warp's j-th group: tg0 + j * tg_step,
-/// each 8 rows of `apitch` elements further).
-__device__ __forceinline__ void mm_load(MmFrag& f, uint32_t a, uint32_t a_mat1, bool two, uint32_t b, int ntile,
-                                        int tg0, int tg_step, int apitch) {
+/// Loads the fragments at A address `a` (second matrix at a + a_mat1 when
+/// TWO) and B address `b` of the warp's NT token groups (the j-th 8 j
+/// tg_step rows of `apitch` elements further).
+template <int NT, bool TWO>
+__device__ __forceinline__ void mm_load(MmFrag& f, uint32_t a, uint32_t a_mat1, uint32_t b, uint32_t tg_bytes) {
   ldmatrix_x4(f.a0, a);
-  if (two) ldmatrix_x4(f.a1, a + a_mat1);
+  if constexpr (TWO) ldmatrix_x4(f.a1, a + a_mat1);
 #pragma unroll
-  for (int j = 0; j < kMmMaxTilesPerWarp; ++j)
-    if (j < ntile) ldmatrix_x2(f.b[j][0], f.b[j][1], b + uint32_t((tg0 + j * tg_step) * 8 * apitch) * 2);
+  for (int j = 0; j < NT; ++j) ldmatrix_x2(f.b[j][0], f.b[j][1], b + uint32_t(j) * tg_bytes);
 }
 
-__device__ __forceinline__ void mm_mma(float (&acc)[kMmMaxTilesPerWarp][2][4], const MmFrag& f, bool two, int ntile) {
+template <int NT, bool TWO>
+__device__ __forceinline__ void mm_mma(float (&acc)[kMmMaxTilesPerWarp][2][4], const MmFrag& f) {
 #pragma unroll
-  for (int j = 0; j < kMmMaxTilesPerWarp; ++j) {
-    if (j < ntile) {
-      mma_bf16(acc[j][0], f.a0, f.b[j][0], f.b[j][1]);
-      if (two) mma_bf16(acc[j][1], f.a1, f.b[j][0], f.b[j][1]);
-    }
+  for (int j = 0; j < NT; ++j) {
+    mma_bf16(acc[j][0], f.a0, f.b[j][0], f.b[j][1]);
+    if constexpr (TWO) mma_bf16(acc[j][1], f.a1, f.b[j][0], f.b[j][1]);
+  }
+}
+
+/// A warp's k-steps ks0, ks0 + split, ... < nks of one stage (an even count:
+/// kc is a multiple of 64), two at a time, the next one's fragments loaded
+/// before this one's mma. NT token groups and TWO matrices are compile-time,
+/// so the loop is straight-line loads and mma (no branch around each mma).
+/// A fragment address of k-step ks: a_row + (ks / 4) panels, 16-byte unit
+/// ((ks % 4) * 2 + lane / 16) swizzled by the row (ar % 8).
+template <int NT, bool TWO>
+__device__ __forceinline__ void mm_ksteps(float (&acc)[kMmMaxTilesPerWarp][2][4], uint32_t a_row, uint32_t panel,
+                                          uint32_t a_mat1, uint32_t b_addr, uint32_t tg_bytes, int ks0, int split,
+                                          int nks, int hi, int swz) {
+  auto a_at = [&](int ks) { return a_row + uint32_t(ks >> 2) * panel + uint32_t((((ks & 3) << 1 | hi) ^ swz) << 4); };
+  MmFrag f0, f1;
+  mm_load<NT, TWO>(f0, a_at(ks0), a_mat1, b_addr + ks0 * 32, tg_bytes);
+#pragma unroll 1
+  for (int ks = ks0; ks < nks; ks += 2 * split) {
+    mm_load<NT, TWO>(f1, a_at(ks + split), a_mat1, b_addr + (ks + split) * 32, tg_bytes);
+    mm_mma<NT, TWO>(acc, f0);
+    if (ks + 2 * split < nks) mm_load<NT, TWO>(f0, a_at(ks + 2 * split), a_mat1, b_addr + (ks + 2 * split) * 32, tg_bytes);
+    mm_mma<NT, TWO>(acc, f1);
   }
 }
 
@@ -166,65 +197,80 @@ __device__ __noinline__ void mm_rows(const DevProgram& P, const Tile& T, RingVie
   // This warp's token groups: tg = half + 2j (split 1), or the one group (split 2).
   const int ntile = split == 2 ? 1 : (ntg - half + 1) / 2;
   const int g = lane >> 2, tq = lane & 3;
+  // The k-steps' fixed parts: this warp's A row (rows rg*16 + (lane % 16),
+  // columns +8 for lanes 16..31), its B rows (sequence tg*8 + (lane % 8),
+  // columns +8 for lanes 8..15, token groups tg0, tg0 + tg_step, ...).
+  const int ar = rg * 16 + (lane & 15);
+  const uint32_t a_mat1 = uint32_t(ng) * panel;  // the second matrix (GateUp's up rows)
+  const int nks = kc / 16, ks0 = split == 2 ? half : 0;
+  const int tg0 = split == 2 ? 0 : half, tg_step = split == 2 ? 0 : 2;
+  const uint32_t b_off = uint32_t((lane & 7) * apitch + ((lane >> 3) & 1) * 8 + tg0 * 8 * apitch) * 2;
+  const uint32_t tg_bytes = uint32_t(tg_step * 8 * apitch) * 2;
+  const int kind = (T.nmat == 2 ? 1 : 0) + 2 * (ntile - 1);  // mm_ksteps<ntile, two>
 
   float acc[kMmMaxTilesPerWarp][2][4];
   mm_zero(acc);
 
+  // Every index of the stage loop steps without a division: the chunk and
+  // buffer of the next fill, the buffer and row block / chunk of this stage,
+  // the ring slot and its phase.
+  // The ring's fields in registers (R lives in the caller's local memory).
+  const MmFillIdx F(kc);
+  int fill_c = 0, fill_buf = 0, use_buf = 0, rb = 0, c = 0;
+  const int n_stages = R.n_stages;
+  const char* const ring = R.ring;
+  const size_t stage_bytes = R.stage_bytes;
+  uint64_t* const full = R.full;
+  uint64_t* const empty = R.empty;
+  const uint32_t seq0 = R.seq;
+  int slot = int(seq0 % uint32_t(n_stages));
+  uint32_t phase = (seq0 / uint32_t(n_stages)) & 1;
+  auto fill_next = [&] {
+    mm_fill(M, F, fill_c, kc, bufs + size_t(fill_buf) * buf_elems);
+    if (++fill_c == nk) fill_c = 0;
+    if (++fill_buf == na) fill_buf = 0;
+  };
   // One commit group per stage (empty past the end), so "stage s landed" is
   // always "at most na - 2 groups pending".
   for (int q = 0; q < na - 1; ++q) {
-    if (q < nst) mm_fill(M, q % nk, kc, bufs + size_t(q) * buf_elems);
+    if (q < nst) fill_next();
     asm volatile("cp.async.commit_group;" ::: "memory");
   }
 #pragma unroll 1
   for (int s = 0; s < nst; ++s) {
-    const int rb = s / nk, c = s % nk;
     cp_async_wait_pending(na - 2);
     csync();  // chunk s landed for every thread; every warp is done with chunk s - 1's buffer
-    {
-      const int q = s + na - 1;  // into the buffer chunk s - 1 used
-      if (q < nst) mm_fill(M, q % nk, kc, bufs + size_t(q % na) * buf_elems);
-      asm volatile("cp.async.commit_group;" ::: "memory");
-    }
-    const int slot = int(R.seq % uint32_t(R.n_stages));
-    const char* stage = R.ring + size_t(slot) * R.stage_bytes;
+    if (s + na - 1 < nst) fill_next();  // into the buffer chunk s - 1 used
+    asm volatile("cp.async.commit_group;" ::: "memory");
+    const char* stage = ring + size_t(slot) * stage_bytes;
     if (P.trace && threadIdx.x == 0 && s == 0) R.t_prep = R.t_first = dev::globaltimer_ns();
-    if (!ring_wait(P, R, slot)) {
+    if (!dev::mbar_test_wait(full + slot, phase) && !ring_wait_phase(P, R, slot, phase)) {
+      R.seq = seq0 + uint32_t(s);
       asm volatile("cp.async.wait_all;" ::: "memory");
       return;  // aborting: the kernel leaves after this task
     }
     if (P.trace && threadIdx.x == 0 && s + 1 == nst) R.t_last = dev::globaltimer_ns();
-    const uint16_t* buf = bufs + size_t(s % na) * buf_elems;
-    // A fragments: rows rg*16 + (lane % 16), columns +8 for lanes 16..31.
-    const int ar = rg * 16 + (lane & 15);
     const uint32_t a_row = dev::smem_addr(stage) + uint32_t(ar) * (program::kMmBoxCols * 2);
-    const uint32_t a_mat1 = uint32_t(ng) * panel;  // the second matrix (GateUp's up rows)
-    // B fragments: sequence tg*8 + (lane % 8), columns +8 for lanes 8..15.
-    const uint32_t b_addr = dev::smem_addr(buf) + uint32_t((lane & 7) * apitch + ((lane >> 3) & 1) * 8) * 2;
-    // k-steps ks0, ks0 + split, ... (an even count: kc is a multiple of 64),
-    // two at a time, the next one's fragments loaded before this one's mma.
+    const uint32_t b_addr = dev::smem_addr(bufs + size_t(use_buf) * buf_elems) + b_off;
+    if (++use_buf == na) use_buf = 0;
     if (rg < nrg) {
-      const int nks = kc / 16, ks0 = split == 2 ? half : 0;
-      const int tg0 = split == 2 ? 0 : half, tg_step = split == 2 ? 0 : 2;
-      auto a_at = [&](int ks) {
-        return a_row + uint32_t(ks >> 2) * panel + ((((ks & 3) << 1 | (lane >> 4)) ^ (ar & 7)) << 4);
-      };
-      MmFrag f0, f1;
-      mm_load(f0, a_at(ks0), a_mat1, T.nmat == 2, b_addr + ks0 * 32, ntile, tg0, tg_step, apitch);
-#pragma unroll 1
-      for (int ks = ks0; ks < nks; ks += 2 * split) {
-        mm_load(f1, a_at(ks + split), a_mat1, T.nmat == 2, b_addr + (ks + split) * 32, ntile, tg0, tg_step, apitch);
-        mm_mma(acc, f0, T.nmat == 2, ntile);
-        if (ks + 2 * split < nks)
-          mm_load(f0, a_at(ks + 2 * split), a_mat1, T.nmat == 2, b_addr + (ks + 2 * split) * 32, ntile, tg0, tg_step,
-                  apitch);
-        mm_mma(acc, f1, T.nmat == 2, ntile);
+      const int hi = lane >> 4, swz = ar & 7;
+      switch (kind) {
+        case 0: mm_ksteps<1, false>(acc, a_row, panel, a_mat1, b_addr, tg_bytes, ks0, split, nks, hi, swz); break;
+        case 1: mm_ksteps<1, true>(acc, a_row, panel, a_mat1, b_addr, tg_bytes, ks0, split, nks, hi, swz); break;
+        case 2: mm_ksteps<2, false>(acc, a_row, panel, a_mat1, b_addr, tg_bytes, ks0, split, nks, hi, swz); break;
+        case 3: mm_ksteps<2, true>(acc, a_row, panel, a_mat1, b_addr, tg_bytes, ks0, split, nks, hi, swz); break;
+        case 4: mm_ksteps<3, false>(acc, a_row, panel, a_mat1, b_addr, tg_bytes, ks0, split, nks, hi, swz); break;
+        case 5: mm_ksteps<3, true>(acc, a_row, panel, a_mat1, b_addr, tg_bytes, ks0, split, nks, hi, swz); break;
+        case 6: mm_ksteps<4, false>(acc, a_row, panel, a_mat1, b_addr, tg_bytes, ks0, split, nks, hi, swz); break;
+        default: mm_ksteps<4, true>(acc, a_row, panel, a_mat1, b_addr, tg_bytes, ks0, split, nks, hi, swz); break;
       }
     }
     __syncwarp();
-    if (lane == 0) dev::mbar_arrive(&R.empty[slot]);
-    ++R.seq;
-    if (c + 1 < nk) continue;
+    if (lane == 0) dev::mbar_arrive(empty + slot);
+    if (++slot == n_stages) slot = 0, phase ^= 1;
+    if (++c < nk) continue;
+    c = 0;
     // The row block's epilogue.
     if (split == 2) {
       if (half == 1)
@@ -254,7 +300,9 @@ __device__ __noinline__ void mm_rows(const DevProgram& P, const Tile& T, RingVie
       }
     }
     mm_zero(acc);
+    ++rb;
   }
+  R.seq = seq0 + uint32_t(nst);
   csync();
 }
 
