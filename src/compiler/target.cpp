@@ -72,8 +72,8 @@ Target target_of(const program::Program& p) {
   t.static_smem_reserve = d.static_smem;
   // The policy as given: a smaller stage the plan fell back to is found again
   // from the same budget; a ring the plan turned off stays off.
-  t.stage_bytes = d.n_stages > 0 ? d.stage_bytes : 0;
-  t.max_stages = t.batch_max_stages = d.max_stages;
+  t.stage_bytes = t.batch_wide_stage_bytes = d.n_stages > 0 ? d.stage_bytes : 0;
+  t.max_stages = t.batch_max_stages = t.batch_wide_max_stages = d.max_stages;
   t.max_inflight = t.batch_max_inflight = d.max_inflight;
   t.loader_hold = t.batch_loader_hold = d.loader_hold;
   t.l2_evict_first = d.l2_evict_first != 0;
@@ -87,13 +87,15 @@ void plan_target(Program& p, const Target& t) {
   d = program::TargetDesc{};
   KEEL_CHECK(!t.name.empty() && t.name.size() < sizeof(d.name), "compile: target name '", t.name,
              "' must have 1 to ", sizeof(d.name) - 1, " characters");
-  KEEL_CHECK(t.stage_bytes % 16 == 0, "compile: target ", t.name, ": stage bytes ", t.stage_bytes,
-             " are not a multiple of 16");
-  // The loader policy: the batch one for Programs of several sequences.
-  const bool batch = p.h.batch > 1;
+  KEEL_CHECK(t.stage_bytes % 16 == 0 && t.batch_wide_stage_bytes % 16 == 0, "compile: target ", t.name,
+             ": stage bytes ", t.stage_bytes, " / ", t.batch_wide_stage_bytes, " are not a multiple of 16");
+  // The loader policy: the batch one for Programs of several sequences, with
+  // the wide ring for more than 16 of them.
+  const bool batch = p.h.batch > 1, wide = batch && program::mm_tokens(p.h.batch) > 16;
   const int max_inflight = batch ? t.batch_max_inflight : t.max_inflight;
   const int loader_hold = batch ? t.batch_loader_hold : t.loader_hold;
-  const int max_stages_opt = batch ? t.batch_max_stages : t.max_stages;
+  const int max_stages_opt = wide ? t.batch_wide_max_stages : batch ? t.batch_max_stages : t.max_stages;
+  const uint32_t stage_bytes = wide ? t.batch_wide_stage_bytes : t.stage_bytes;
   KEEL_CHECK(max_stages_opt >= 0 && max_stages_opt <= program::kMaxRingStages && max_inflight >= 0 &&
                  (loader_hold == 0 || loader_hold == 1),
              "compile: target ", t.name, ": bad ring or loader policy (max stages ", max_stages_opt, ", max in flight ",
@@ -116,7 +118,7 @@ void plan_target(Program& p, const Target& t) {
   // fewer than 2 fit, halve the stage (rounded down to the work area's
   // alignment); below 16 KiB the ring is off.
   const int max_stages = max_stages_opt > 0 ? max_stages_opt : program::kMaxRingStages;
-  uint32_t stage = t.stage_bytes;
+  uint32_t stage = stage_bytes;
   int stages = 0;
   while (stage >= kMinStage) {
     stages = std::min<int>(max_stages, int((budget - d.work_need) / stage));

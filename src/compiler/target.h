@@ -41,10 +41,18 @@ struct Target {
   /// 8: 13.58 -> 12.82 ms/step on Qwen3-8B, 3.24 -> 3.12 on Llama-3.2-1B).
   int batch_max_inflight = 0;
   int batch_loader_hold = 0;
-  /// Most ring stages for them (0: as many as fit): two, so the work area keeps
-  /// room for the matmul inputs several chunks ahead and attention's K/V
-  /// prefetch (H200, Qwen3-8B batch 8: 3 stages 10.60 ms/step, 2 stages 10.19).
-  int batch_max_stages = 2;
+  /// Most ring stages for them (0: as many as fit): three (H200, Qwen3-8B
+  /// batch 8 after the matmul loop lost its per-stage overhead, 8a8aff9: 2
+  /// stages 8.23 ms/step, 3 stages 7.84; before it 2 stages had been faster,
+  /// 10.19 against 10.60, when the loop and not the ring was the limit).
+  int batch_max_stages = 3;
+  /// Programs of more than 16 sequences or prefill lanes (program::mm_tokens
+  /// > 16): a stage holds at most 128 columns of 64 rows a matrix (16 or 32
+  /// KiB), so smaller stages and more of them keep more bytes in flight: 32
+  /// KiB x 6 (H200, 8a8aff9: Qwen3-8B batch 64 21.62 -> 20.43 ms/step and a
+  /// 2000-token prefill 815 -> 760 ms; Llama-3.2-1B 7.46 -> 6.26 and 253 -> 236).
+  uint32_t batch_wide_stage_bytes = 32 * 1024;
+  int batch_wide_max_stages = 6;
   bool l2_evict_first = true;  // weight copies carry an L2 evict-first hint
   // ---- partition choices for this device (0: the compiler's) ----
   int o_split_k = 0;

@@ -45,6 +45,9 @@ CudaBackend::CudaBackend(const model::Model& m, const CudaBackendOptions& opt) {
   exec_ = std::make_unique<ProgramExecutor>(p, m, eo);
   if (opt.prefill_chunk > 1) {  // the same options, T lanes of one sequence, on the same weights
     compiler::CompileOptions po = compiler::options_of(p);
+    // The target itself, not the decode Program's plan of it (its ring for
+    // one sequence): the prefill Program takes the target's wide batch ring.
+    po.target = recompiled_ ? exec::cuda::device_target(opt.device) : co.target;
     po.batch = 1;
     po.prefill_chunk = opt.prefill_chunk;
     po.attn_chunks = 0;

@@ -127,19 +127,31 @@ TEST(Target, HeaderRecordsThePlan) {
 }
 
 TEST(Target, BatchProgramsTakeTheBatchPolicy) {
-  // Several sequences: the whole ring in flight, no holds, two stages (the
-  // rest to the work area), about two attention chunks per worker; one
-  // sequence keeps the decode policy. An explicit policy is kept by both.
+  // Several sequences: the whole ring in flight, no holds, three stages (the
+  // rest to the work area), about two attention chunks per worker; over 16
+  // (and prefill lanes) the wide ring of 32 KiB stages, as many as fit of 6;
+  // one sequence keeps the decode policy. An explicit policy is kept by all.
   const model::ModelConfig c = qwen3_8b_two_layers();
   CompileOptions o = for_target(target_preset("h200"));
   o.batch = 8;
   const Program b = compile(c, o);
   EXPECT_EQ(b.h.target.max_inflight, 0);
   EXPECT_EQ(b.h.target.loader_hold, 0);
-  EXPECT_EQ(b.h.target.max_stages, 2);
-  EXPECT_EQ(b.h.target.n_stages, 2);
-  EXPECT_EQ(b.h.target.work_bytes, (232448u - 8192 - 2 * 65536) / 128 * 128);
+  EXPECT_EQ(b.h.target.max_stages, 3);
+  EXPECT_EQ(b.h.target.n_stages, 3);
+  EXPECT_EQ(b.h.target.stage_bytes, 65536u);
+  EXPECT_EQ(b.h.target.work_bytes, (232448u - 8192 - 3 * 65536) / 128 * 128);
   EXPECT_EQ(b.h.n_chunks, 2 * 132 / (8 * c.n_kv_heads));
+  for (const int lanes : {0, 64}) {  // batch 32; a prefill Program of 64 lanes
+    CompileOptions w = o;
+    w.batch = lanes ? 1 : 32;
+    w.prefill_chunk = lanes;
+    const Program wide = compile(c, w);
+    EXPECT_EQ(wide.h.target.stage_bytes, 32768u) << lanes;
+    EXPECT_EQ(wide.h.target.max_stages, 6) << lanes;
+    EXPECT_EQ(wide.h.target.n_stages,
+              int(std::min<uint32_t>(6, (232448u - 8192 - wide.h.target.work_need) / 32768u))) << lanes;
+  }
   o.batch = 1;
   const Program one = compile(c, o);
   EXPECT_EQ(one.h.target.max_inflight, 1);
@@ -157,7 +169,7 @@ TEST(Target, BatchProgramsTakeTheBatchPolicy) {
   // A recompile from the header keeps the batch Program's policy.
   const Target back = target_of(b);
   EXPECT_EQ(back.batch_max_inflight, 0);
-  EXPECT_EQ(back.batch_max_stages, 2);
+  EXPECT_EQ(back.batch_max_stages, 3);
 }
 
 TEST(Target, RowsPerStageNeverExceedAStage) {

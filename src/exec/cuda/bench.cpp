@@ -25,7 +25,11 @@ void note(const BenchOptions& opt, const std::string& what) {
 std::unique_ptr<ProgramExecutor> prefill_executor(const model::ModelConfig& cfg, const ProgramExecutor& ex,
                                                   const BenchOptions& opt, const ProgramExecutorOptions& eo) {
   if (opt.prompt_len <= 0 || opt.prefill_chunk <= 1) return nullptr;
+  // The decode Program's options, but the target as given (or the device's),
+  // not the decode Program's plan of it: a prefill Program takes the target's
+  // wide batch ring (compiler::Target::batch_wide_stage_bytes).
   compiler::CompileOptions po = compiler::options_of(ex.program());
+  po.target = opt.target ? *opt.target : device_target(opt.device);
   po.batch = 1;
   po.prefill_chunk = opt.prefill_chunk;
   po.attn_chunks = 0;
