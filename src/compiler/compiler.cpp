@@ -120,7 +120,11 @@ Build begin_build(const graph::Graph& g, const CompileOptions& opt_in) {
   h.page_size = o.page_size;
   h.pages_per_seq = int32_t((int64_t(o.max_context) + o.page_size - 1) / o.page_size);
   h.seq_lanes = prefill ? o.prefill_chunk : 0;
-  h.n_pages = h.pages_per_seq * (o.batch / int(program::lanes_per_seq(h)));
+  KEEL_CHECK(o.kv_sequences >= 0, "compile: kv_sequences must be >= 0");
+  const int64_t kv_seqs = o.kv_sequences > 0 ? o.kv_sequences : o.batch / int(program::lanes_per_seq(h));
+  KEEL_CHECK(kv_seqs * h.pages_per_seq <= INT32_MAX, "compile: ", kv_seqs, " KV sequences of ", h.pages_per_seq,
+             " pages are too many for one Program");
+  h.n_pages = int32_t(h.pages_per_seq * kv_seqs);
   h.ring_len = o.ring_len;
   h.n_chunks = C;
   // The options as given (0 = the compiler's or the target's choice), so a
@@ -171,6 +175,8 @@ CompileOptions options_of(const Program& p) {
   o.workers = r.workers;
   o.batch = r.batch;
   o.prefill_chunk = p.h.seq_lanes;
+  if (p.h.pages_per_seq > 0 && p.h.n_pages / p.h.pages_per_seq != p.h.batch / program::lanes_per_seq(p.h))
+    o.kv_sequences = p.h.n_pages / p.h.pages_per_seq;
   o.max_context = r.max_context;
   o.page_size = r.page_size;
   o.ring_len = r.ring_len;

@@ -44,6 +44,11 @@ struct CompileOptions {
   /// sequence, each step T prompt positions, no LM head, at least 2 attention
   /// chunks; batch must be 1 or T (compile() makes it T). 0 or 1: a decode Program.
   int prefill_chunk = 0;
+  /// Sequences the KV cache holds (pages_per_seq pages each); 0: one per
+  /// sequence of the batch (batch / lanes). A prefill Program compiled with
+  /// its decode Program's batch has the same KV buffers, so the two executors
+  /// can share one cache (Sequence::kv_slot picks the pages).
+  int kv_sequences = 0;
   int max_context = 0;         // tokens per sequence (prompt + generated); 0: the model's max_position_embeddings
   int page_size = 64;          // KV cache page, in tokens
   int ring_len = 0;            // output ring entries per sequence; 0: max_context

@@ -83,12 +83,10 @@ ContextChoice default_context(std::string_view name, const model::Model& m) {
     const uint64_t reserve = weights + (uint64_t(1) << 30);
     const uint64_t free = gpus[0].memory_free_bytes;
     const uint64_t budget = free > reserve ? free - reserve : 0;
-    // Two caches of the context: the decode Program's and the prefill
-    // Program's (CudaBackendOptions::prefill_chunk, on by default), whose
-    // pages are copied into the first after each prompt.
-    return choose_context(c, 2 * kv_bytes_per_token(c, 2), budget,
+    // (The prefill Program shares the decode Program's cache.)
+    return choose_context(c, kv_bytes_per_token(c, 2), budget,
                           cat("GPU memory free after the weights (", gib(free), " free, weights ", gib(weights),
-                              ", 1 GiB kept; the decode and the prefill Programs each cache the context)"));
+                              ", 1 GiB kept)"));
   }
 #endif
   // The compiled Programs keep K/V in bf16; the reference in fp32, grown on demand.

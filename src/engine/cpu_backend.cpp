@@ -19,10 +19,11 @@ CpuBackend::CpuBackend(const model::Model& m, const CpuBackendOptions& opt) : mo
   program_ = compiler::compile(m.config, co);
   exec_ = std::make_unique<exec::cpu::CpuExecutor>(program_, m);
   if (opt.prefill_chunk > 1) {
+    co.kv_sequences = co.batch;  // the decode Program's cache, shared
     co.batch = 1;
     co.prefill_chunk = opt.prefill_chunk;
     prefill_program_ = compiler::compile(m.config, co);
-    prefill_ = std::make_unique<exec::cpu::CpuExecutor>(prefill_program_, m);
+    prefill_ = std::make_unique<exec::cpu::CpuExecutor>(prefill_program_, m, exec_.get());
   }
 }
 

@@ -51,7 +51,8 @@ CudaBackend::CudaBackend(const model::Model& m, const CudaBackendOptions& opt) {
     po.batch = 1;
     po.prefill_chunk = opt.prefill_chunk;
     po.attn_chunks = 0;
-    prefill_ = std::make_unique<ProgramExecutor>(compiler::compile(cfg, po), *exec_, eo);
+    po.kv_sequences = p.h.batch;  // the decode Program's cache, shared
+    prefill_ = std::make_unique<ProgramExecutor>(compiler::compile(cfg, po), *exec_, eo, true);
   }
 }
 

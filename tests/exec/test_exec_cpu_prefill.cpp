@@ -123,6 +123,39 @@ TEST_P(Prefill_, ChunksMatchTheDecodePath) {
       // activations; a position from the wrong lane or step is O(1).
       EXPECT_LT(k, 3e-2) << GetParam() << " prompt " << pi << " chunk " << T;
     }
+    {  // one cache shared by a prefill Program (kv_sequences 3) and a decode Program of batch 3: slot 2
+      program::Program d3 = [&] {
+        compiler::CompileOptions o;
+        o.workers = 3;
+        o.batch = 3;
+        o.max_context = int(std::min<int64_t>(128, f.model.config.max_position));
+        o.page_size = 16;
+        return compiler::compile(f.model.config, o);
+      }();
+      compiler::CompileOptions o = compiler::options_of(d3);
+      o.batch = 1;
+      o.prefill_chunk = 5;
+      o.kv_sequences = 3;
+      program::Program pp = compiler::compile(f.model.config, o);
+      EXPECT_EQ(pp.h.n_pages, d3.h.n_pages);
+      EXPECT_EQ(compiler::options_of(pp).kv_sequences, 3);
+      CpuExecutor dec(d3, f.model), pre(pp, f.model, &dec);
+      ASSERT_TRUE(pre.shares_kv_with(dec));
+      Sequence one = s;
+      one.kv_slot = 2;
+      pre.run({one}, shuffled(300 + pi));
+      Sequence other = s;
+      other.prompt.resize(2);
+      Sequence d = s;
+      d.kv_filled = int32_t(n);
+      RunOptions ro = shuffled(400 + pi);
+      ro.capture_logits = true;
+      const RunResult r = dec.run({other, other, d}, ro);
+      ASSERT_EQ(r.seqs[2].logits.size(), size_t(V));
+      const double e = rel_err(r.seqs[2].logits.data(), &want[size_t(n) * V], size_t(V));
+      worst_logits = std::max(worst_logits, e);
+      EXPECT_LT(e, kLogitsTol) << GetParam() << " prompt " << pi << " shared cache";
+    }
   }
   std::cout << "[ figures ] " << GetParam() << ": worst last-position logits rel err vs reference " << worst_logits
             << ", worst K/V err vs the decode path " << worst_kv << "\n";
@@ -155,6 +188,15 @@ TEST(Prefill, BadRequestsAreErrors) {
   CpuExecutor dec(dp, f.model);
   s.kv_filled = 5;
   EXPECT_THROW(dec.run({s}, {}), Error);  // kv_filled must leave the last prompt token
+  s.kv_filled = 0;
+  s.kv_slot = 1;
+  EXPECT_THROW(dec.run({s}, {}), Error);  // a decode run's sequence k uses slot k
+  EXPECT_THROW(pre.run({s}, {}), Error);  // slot 1 of a one-sequence cache
+  compiler::CompileOptions k = compiler::options_of(dp);
+  k.prefill_chunk = 4;
+  k.kv_sequences = 2;
+  program::Program p2 = compiler::compile(f.model.config, k);
+  EXPECT_THROW(CpuExecutor(p2, f.model, &dec), Error);  // 2 KV sequences against the decode Program's 1
 }
 
 // The backend path (run_prefilled): same tokens as decoding the prompt, greedy

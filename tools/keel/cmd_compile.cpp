@@ -43,7 +43,7 @@ DType stored_matrix_dtype(const std::string& dir, DType fallback) {
 
 struct CompileArgs {
   std::string model, config, program, out, dump, dtype;
-  int workers = 0, batch = 1, prefill_chunk = 0;
+  int workers = 0, batch = 1, prefill_chunk = 0, kv_sequences = 0;
   TargetFlags target;
   int64_t context = 0;  // 0: the model's max_position_embeddings
   double bandwidth = 3350;
@@ -74,6 +74,7 @@ int run_compile(const CompileArgs& a) {
     opt.workers = a.workers;
     opt.batch = a.batch;
     opt.prefill_chunk = a.prefill_chunk;
+    opt.kv_sequences = a.kv_sequences;
     opt.max_context = int(std::min<int64_t>(a.context > 0 ? a.context : cfg.max_position, cfg.max_position));
     opt.bandwidth_GBps = a.bandwidth;
     p = compiler::compile(cfg, opt);
@@ -124,6 +125,10 @@ Command register_compile(CLI::App& root) {
                 "Compile the prefill Program of this many lanes (prompt positions a step; no LM head) instead of a "
                 "decode Program")
       ->check(CLI::Range(0, 4096));
+  c->add_option("--kv-sequences", a->kv_sequences,
+                "Sequences the KV cache holds (0: one per sequence; a prefill Program shares its decode Program's "
+                "cache with --kv-sequences = that batch)")
+      ->check(CLI::Range(0, 1 << 20));
   c->add_option("--context", a->context, "KV-cache capacity per sequence (default: the model's max_position_embeddings; capped at it)")->check(kContextRange);
   c->add_option("--out", a->out, "Write the binary Program to this file");
   c->add_option("--dump", a->dump, "Print the Program as json or dot")->check(CLI::IsMember({"json", "dot"}));

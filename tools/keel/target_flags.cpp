@@ -71,7 +71,11 @@ std::string compile_flags_of(const program::ProgramHeader& h) {
              " --max-stages ", t.max_stages, " --max-inflight ", t.max_inflight, " --loader-hold ", t.loader_hold,
              " --l2-hint ", t.l2_evict_first, " --o-split-k ", o.o_split_k, " --down-split-k ", o.down_split_k,
              " --attn-chunks ", o.attn_chunks, " --batch ", o.batch,
-             h.seq_lanes > 1 ? cat(" --prefill-chunk ", h.seq_lanes) : std::string(), " --context ", o.max_context, " --dtype ",
+             h.seq_lanes > 1 ? cat(" --prefill-chunk ", h.seq_lanes) : std::string(),
+             h.pages_per_seq > 0 && h.n_pages / h.pages_per_seq != h.batch / program::lanes_per_seq(h)
+                 ? cat(" --kv-sequences ", h.n_pages / h.pages_per_seq)
+                 : std::string(),
+             " --context ", o.max_context, " --dtype ",
              dt == DType::F32 ? "f32" : dt == DType::F16 ? "f16" : "bf16", " --bandwidth ", o.bandwidth_GBps);
 }
 

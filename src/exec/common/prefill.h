@@ -2,9 +2,10 @@
 // prefill Program of the same model (ProgramHeader::seq_lanes: T lanes of one
 // sequence, T prompt positions per step, every weight tile streamed once per
 // step for all of them). Each long prompt's positions [0, P - 1) are written
-// into the prefill executor's KV cache, copied into the decode executor's
-// cache at the sequence's slot, and the decode launch starts at position
-// P - 1 (Sequence::kv_filled): it runs the prompt's last position and samples
+// into the sequence's slot of the decode executor's KV cache (the prefill
+// executor shares it: Sequence::kv_slot; an executor with a cache of its own
+// has them copied there), and the decode launch starts at position P - 1
+// (Sequence::kv_filled): it runs the prompt's last position and samples
 // from there exactly as it would have after running the whole prompt, so the
 // tokens are the same (up to the order of fp32 sums) and the sampling draws
 // are the same ones.
@@ -28,8 +29,9 @@ inline constexpr int64_t kMinPrefillPositions = 16;
 /// kMinPrefillPositions + 1 tokens on `prefill` (one run per sequence; none
 /// when `prefill` is null or logits are captured: every position's logits come
 /// from the decode Program). RunResult::ms and first_token_ms include the
-/// prefill runs and the KV copies. Exec: exec::cpu::CpuExecutor or
-/// exec::cuda::ProgramExecutor (run(), copy_kv_to()).
+/// prefill runs (and the KV copies, for a prefill executor with its own
+/// cache). Exec: exec::cpu::CpuExecutor or exec::cuda::ProgramExecutor (run(),
+/// shares_kv_with(), copy_kv_to()).
 template <class Exec>
 RunResult run_prefilled(Exec& decode, Exec* prefill, std::vector<Sequence> seqs, const RunOptions& opt) {
   if (prefill == nullptr || opt.capture_logits) return decode.run(seqs, opt);
@@ -38,15 +40,17 @@ RunResult run_prefilled(Exec& decode, Exec* prefill, std::vector<Sequence> seqs,
     Sequence& s = seqs[k];
     const int64_t n = int64_t(s.prompt.size()) - 1;  // positions the prefill Program writes
     if (n < kMinPrefillPositions || s.kv_filled != 0) continue;
+    const bool shared = prefill->shares_kv_with(decode);
     Sequence one = s;
     one.max_new = 1;
+    one.kv_slot = shared ? int32_t(k) : 0;
     RunOptions po;
     po.hang_seconds = opt.hang_seconds;
     po.threads = opt.threads;
     po.shuffle = opt.shuffle;
     po.shuffle_seed = opt.shuffle_seed + k;
     prefill->run({one}, po);
-    prefill->copy_kv_to(decode, int(k), 0, n);
+    if (!shared) prefill->copy_kv_to(decode, int(k), 0, n);
     s.kv_filled = int32_t(n);
   }
   const double pre_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();

@@ -23,6 +23,10 @@ struct Sequence {
   /// cache (a prefill Program wrote them: exec/common/prefill.h), so a decode
   /// Program starts at position kv_filled (< prompt size). 0 in prefill runs.
   int32_t kv_filled = 0;
+  /// The KV sequence (pages [kv_slot pages_per_seq, +pages_per_seq)) this
+  /// sequence's lanes use; -1: its index in the run. A prefill run on a cache
+  /// shared with the decode executor writes the slot the decode run reads.
+  int32_t kv_slot = -1;
 };
 
 struct RunOptions {

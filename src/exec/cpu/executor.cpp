@@ -37,17 +37,34 @@ void CpuExecutor::copy_kv_to(CpuExecutor& dst, int to, int from, int64_t positio
   }
 }
 
-CpuExecutor::CpuExecutor(const program::Program& p, const model::Model& m) : p_(p), impl_(new Impl) {
+CpuExecutor::CpuExecutor(const program::Program& p, const model::Model& m, CpuExecutor* kv_of)
+    : p_(p), impl_(new Impl) {
   p.validate();
   const auto& h = p.h;
   check_program_model(p, m.config, m.dir, "cpu executor");
   workspace_.assign((h.workspace_bytes + 7) / 8, 0);
-  kv_.assign((h.kv_bytes + 7) / 8, 0);
+  if (kv_of) {  // the same KV buffers (name, offset, count, dtype) in the same arena size
+    const program::Program& o = kv_of->p_;
+    KEEL_CHECK(h.kv_bytes == o.h.kv_bytes && h.n_pages == o.h.n_pages && h.page_size == o.h.page_size,
+               "cpu executor: the KV caches differ (", h.n_pages, " and ", o.h.n_pages,
+               " pages): compile the Program with kv_sequences = the other's sequences to share one");
+    for (const program::BufferDesc& k : p.buffers) {
+      if (BufferKind(k.kind) != BufferKind::Kv) continue;
+      const int32_t id = o.find_buffer(k.name_view());
+      KEEL_CHECK(id >= 0 && o.buffer(id).offset == k.offset && o.buffer(id).count == k.count &&
+                     o.buffer(id).dtype == k.dtype,
+                 "cpu executor: KV buffer '", k.name_view(), "' is laid out differently in the other Program");
+    }
+    kv_arena_ = kv_of->kv_arena_;
+  } else {
+    kv_.assign((h.kv_bytes + 7) / 8, 0);
+    kv_arena_ = reinterpret_cast<uint8_t*>(kv_.data());
+  }
   ctx_.p = &p_;
   ctx_.ptr.assign(p.buffers.size(), nullptr);
   ctx_.dtype.assign(p.buffers.size(), DType::F32);
   uint8_t* ws = reinterpret_cast<uint8_t*>(workspace_.data());
-  uint8_t* kv = reinterpret_cast<uint8_t*>(kv_.data());
+  uint8_t* kv = kv_arena_;
   for (size_t i = 0; i < p.buffers.size(); ++i) {
     const program::BufferDesc& b = p.buffers[i];
     ctx_.dtype[i] = DType(b.dtype);

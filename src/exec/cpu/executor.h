@@ -24,8 +24,13 @@ namespace keel::exec::cpu {
 class CpuExecutor {
  public:
   /// Binds the Program's weight buffers to the model's tensors by name (shape
-  /// and count checked) and allocates the workspace and KV arenas.
-  CpuExecutor(const program::Program& p, const model::Model& m);
+  /// and count checked) and allocates the workspace and KV arenas; with
+  /// `kv_of`, uses that executor's KV cache instead (the Programs' KV buffers
+  /// must match, as for the CUDA executor's share_kv; `kv_of` must outlive
+  /// this one and their runs must not overlap).
+  CpuExecutor(const program::Program& p, const model::Model& m, CpuExecutor* kv_of = nullptr);
+  /// Whether this executor and `other` use one KV cache.
+  bool shares_kv_with(const CpuExecutor& other) const { return kv_arena_ == other.kv_arena_; }
   ~CpuExecutor();
   CpuExecutor(const CpuExecutor&) = delete;
   CpuExecutor& operator=(const CpuExecutor&) = delete;
@@ -45,6 +50,7 @@ class CpuExecutor {
   struct Impl;
   const program::Program& p_;
   std::vector<uint64_t> workspace_, kv_;  // 8-byte aligned arenas
+  uint8_t* kv_arena_ = nullptr;           // kv_, or the KV arena of the executor it shares
   TaskContext ctx_;
   std::unique_ptr<Impl> impl_;
 };

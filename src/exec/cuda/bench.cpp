@@ -33,8 +33,9 @@ std::unique_ptr<ProgramExecutor> prefill_executor(const model::ModelConfig& cfg,
   po.batch = 1;
   po.prefill_chunk = opt.prefill_chunk;
   po.attn_chunks = 0;
+  po.kv_sequences = ex.program().h.batch;  // ex's cache, shared
   note(opt, cat("compiling the prefill Program (", opt.prefill_chunk, " lanes)"));
-  return std::make_unique<ProgramExecutor>(compiler::compile(cfg, po), ex, eo);
+  return std::make_unique<ProgramExecutor>(compiler::compile(cfg, po), ex, eo, true);
 }
 
 }  // namespace

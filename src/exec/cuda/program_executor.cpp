@@ -195,7 +195,7 @@ ProgramExecutor::ProgramExecutor(const model::ModelConfig& cfg, const compiler::
 }
 
 ProgramExecutor::ProgramExecutor(const program::Program& given, const ProgramExecutor& weights_of,
-                                 const ProgramExecutorOptions& opt)
+                                 const ProgramExecutorOptions& opt, bool share_kv)
     : impl_(new Impl) {
   open_device(opt.device);
   KEEL_CHECK(opt.device == weights_of.impl_->device, "cuda program executor: the weights are on device ",
@@ -206,11 +206,26 @@ ProgramExecutor::ProgramExecutor(const program::Program& given, const ProgramExe
                  a.n_kv_heads == b.n_kv_heads && a.head_dim == b.head_dim && a.intermediate == b.intermediate,
              "cuda program executor: the Program was compiled for different model dimensions than the weights'");
   p_ = given;
-  setup(nullptr, opt, 0, &weights_of);
+  if (share_kv) {  // the same KV buffers (name, offset, count, dtype) in the same arena size
+    const program::Program& o = weights_of.p_;
+    KEEL_CHECK(a.kv_bytes == b.kv_bytes && a.page_size == b.page_size && a.n_pages == b.n_pages,
+               "cuda program executor: the KV caches differ (", a.n_pages, " and ", b.n_pages,
+               " pages): compile the Program with kv_sequences = the other's sequences to share one");
+    for (const program::BufferDesc& k : given.buffers) {
+      if (BufferKind(k.kind) != BufferKind::Kv) continue;
+      const int32_t id = o.find_buffer(k.name_view());
+      KEEL_CHECK(id >= 0 && o.buffer(id).offset == k.offset && o.buffer(id).count == k.count &&
+                     o.buffer(id).dtype == k.dtype,
+                 "cuda program executor: KV buffer '", k.name_view(), "' is laid out differently in the other Program");
+    }
+  }
+  setup(nullptr, opt, 0, &weights_of, share_kv);
 }
 
+bool ProgramExecutor::shares_kv_with(const ProgramExecutor& other) const { return impl_->kv == other.impl_->kv; }
+
 void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions& opt, uint64_t seed,
-                            const ProgramExecutor* weights_of) {
+                            const ProgramExecutor* weights_of, bool share_kv) {
   Impl& I = *impl_;
   I.device = opt.device;
   I.watchdog_s = opt.watchdog_s;
@@ -274,8 +289,9 @@ void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions&
                          p.waits.size() * sizeof(program::WaitDesc) + (64ull << 20);
   size_t free_b = 0, total_b = 0;
   KEEL_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
-  KEEL_CHECK(weight_bytes + h.kv_bytes + other <= free_b, "cuda program executor: weights ",
-             double(weight_bytes) / kGiB, " GiB + KV cache ", double(h.kv_bytes) / kGiB, " GiB + workspace ",
+  const uint64_t kv_bytes = share_kv ? 0 : h.kv_bytes;
+  KEEL_CHECK(weight_bytes + kv_bytes + other <= free_b, "cuda program executor: weights ",
+             double(weight_bytes) / kGiB, " GiB + KV cache ", double(kv_bytes) / kGiB, " GiB + workspace ",
              double(other) / kGiB, " GiB do not fit the ", double(free_b) / kGiB, " GiB free on device ", I.device,
              m ? cat(" (", m->dir, ")") : std::string(), "; lower the batch or the context");
   // ---- upload (or generate) ----
@@ -307,7 +323,7 @@ void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions&
   }
   KEEL_CUDA_CHECK(cudaStreamSynchronize(I.stream));
   I.workspace = static_cast<uint8_t*>(device_alloc(h.workspace_bytes, I.owned));
-  I.kv = static_cast<uint8_t*>(device_alloc(h.kv_bytes, I.owned));
+  I.kv = share_kv ? weights_of->impl_->kv : static_cast<uint8_t*>(device_alloc(h.kv_bytes, I.owned));
   uint8_t* constants = device_copy(p.constants, I.owned);
   const size_t nb = p.buffers.size();
   I.ptr.assign(nb, nullptr);

@@ -62,8 +62,14 @@ class ProgramExecutor {
                   const ProgramExecutorOptions& opt = {});
   /// Runs `p` (a Program of the same model, e.g. its prefill Program) on the
   /// weights `weights_of` uploaded (matched by name; counts checked): no second
-  /// copy. `weights_of` must outlive this executor. Its own arenas.
-  ProgramExecutor(const program::Program& p, const ProgramExecutor& weights_of, const ProgramExecutorOptions& opt = {});
+  /// copy. `weights_of` must outlive this executor. Its own workspace; with
+  /// `share_kv`, `weights_of`'s KV cache too (the Programs' KV buffers must
+  /// match: compile p with kv_sequences = the other's; a run names the pages
+  /// through Sequence::kv_slot). Runs of the two must not overlap.
+  ProgramExecutor(const program::Program& p, const ProgramExecutor& weights_of, const ProgramExecutorOptions& opt = {},
+                  bool share_kv = false);
+  /// Whether this executor and `other` use one KV cache.
+  bool shares_kv_with(const ProgramExecutor& other) const;
   ~ProgramExecutor();
   ProgramExecutor(const ProgramExecutor&) = delete;
   ProgramExecutor& operator=(const ProgramExecutor&) = delete;
@@ -118,7 +124,7 @@ class ProgramExecutor {
 
  private:
   void setup(const model::Model* m, const ProgramExecutorOptions& opt, uint64_t seed,
-             const ProgramExecutor* weights_of = nullptr);
+             const ProgramExecutor* weights_of = nullptr, bool share_kv = false);
   program::Program p_;
   std::unique_ptr<Impl> impl_;
 };

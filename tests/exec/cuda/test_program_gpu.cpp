@@ -639,7 +639,8 @@ TEST(ProgramGpu, LongChunksMatchCpu) {
 // the same Programs on the CPU executor: each prompt's positions [0, P - 1)
 // through a prefill Program of T lanes (T = 64: the matmul engine's widest
 // tiles; 5 and 17: odd lane counts, partial last chunks), its K/V copied into
-// a decode Program's cache (batch 1 and a ragged batch of 2), then decoded
+// a decode Program's cache (batch 1), or written into a cache the two
+// executors share (a ragged batch of 2: kv_sequences, kv_slot), then decoded
 // from the last prompt token: the K/V of every layer and the logits at the
 // last prompt position and the next one. Synthetic bf16 checkpoints (head_dim
 // 64 / 128, groups 4 / 8; a 1000-token prompt so a chunk outgrows its K/V
@@ -671,13 +672,16 @@ TEST(ProgramGpu, PrefillChunksMatchCpu) {
       po.prefill_chunk = c.lanes;
       po.max_context = ctx;
       po.page_size = 16;
+      const bool shared = batch == 2;
+      po.kv_sequences = shared ? batch : 0;
       const Program pp = compiler::compile(m.config, po);
       const Program dp = compile_for(m, 7, batch, ctx);
       ProgramExecutorOptions o;
       o.keep_worker_count = true;
       ProgramExecutor gdec(dp, m, o);
-      ProgramExecutor gpre(pp, gdec, o);
-      cpu::CpuExecutor cdec(gdec.program(), m), cpre(gpre.program(), m);
+      ProgramExecutor gpre(pp, gdec, o, shared);
+      ASSERT_EQ(gpre.shares_kv_with(gdec), shared);
+      cpu::CpuExecutor cdec(gdec.program(), m), cpre(gpre.program(), m, shared ? &cdec : nullptr);
       std::vector<exec::Sequence> seqs;
       for (int b = 0; b < batch; ++b) {
         exec::Sequence s;
@@ -690,22 +694,28 @@ TEST(ProgramGpu, PrefillChunksMatchCpu) {
       double worst_kv = 0;
       for (int b = 0; b < batch; ++b) {
         const int64_t n = int64_t(seqs[size_t(b)].prompt.size()) - 1;
-        const exec::RunResult g = gpre.run({seqs[size_t(b)]}, ro), w = cpre.run({seqs[size_t(b)]}, ro);
+        exec::Sequence one = seqs[size_t(b)];
+        one.kv_slot = shared ? b : 0;
+        const exec::RunResult g = gpre.run({one}, ro), w = cpre.run({one}, ro);
         EXPECT_EQ(g.steps, w.steps);
         EXPECT_EQ(g.steps, int((n + c.lanes - 1) / c.lanes));
         for (size_t id = 0; id < pp.buffers.size(); ++id) {  // the prefill's K/V: GPU vs CPU
           if (BufferKind(pp.buffers[id].kind) != BufferKind::Kv) continue;
           const std::vector<uint8_t> gb = gpre.download_buffer(int32_t(id));
           const uint8_t* cb = cpre.buffer_data(int32_t(id));
-          // positions [0, n) of the one sequence: whole pages from the start
-          const size_t bytes = size_t((n + 15) / 16) * size_t(m.config.n_kv_heads) * 16 * size_t(m.config.head_dim) * 2;
-          const std::vector<float> gf = as_floats(gb.data(), DType::BF16, bytes / 2), cf = as_floats(cb, DType::BF16, bytes / 2);
+          // positions [0, n) of the slot's sequence: whole pages from its first
+          const size_t page = size_t(m.config.n_kv_heads) * 16 * size_t(m.config.head_dim) * 2;
+          const size_t first = size_t(one.kv_slot) * size_t(pp.h.pages_per_seq) * page, bytes = size_t((n + 15) / 16) * page;
+          const std::vector<float> gf = as_floats(gb.data() + first, DType::BF16, bytes / 2),
+                                   cf = as_floats(cb + first, DType::BF16, bytes / 2);
           const double e = rel_l2_nan(gf, cf);
           worst_kv = std::max(worst_kv, e);
           EXPECT_LT(e, kCpuGpuTol) << pp.buffers[id].name_view();
         }
-        gpre.copy_kv_to(gdec, b, 0, n);
-        cpre.copy_kv_to(cdec, b, 0, n);
+        if (!shared) {
+          gpre.copy_kv_to(gdec, b, 0, n);
+          cpre.copy_kv_to(cdec, b, 0, n);
+        }
         seqs[size_t(b)].kv_filled = int32_t(n);
       }
       const double worst = worst_logits_err_vs_cpu(gdec, cdec, seqs);
