@@ -18,10 +18,10 @@ CpuBackend::CpuBackend(const model::Model& m, const CpuBackendOptions& opt) : mo
   co.max_context = int(opt.max_context);
   program_ = compiler::compile(m.config, co);
   exec_ = std::make_unique<exec::cpu::CpuExecutor>(program_, m);
-  if (opt.prefill_chunk > 1) {
+  if (std::min<int64_t>(opt.prefill_chunk, program_.h.max_context - 1) > 1) {
     co.kv_sequences = co.batch;  // the decode Program's cache, shared
     co.batch = 1;
-    co.prefill_chunk = opt.prefill_chunk;
+    co.prefill_chunk = int(std::min<int64_t>(opt.prefill_chunk, program_.h.max_context - 1));
     prefill_program_ = compiler::compile(m.config, co);
     prefill_ = std::make_unique<exec::cpu::CpuExecutor>(prefill_program_, m, exec_.get());
   }

@@ -43,16 +43,25 @@ CudaBackend::CudaBackend(const model::Model& m, const CudaBackendOptions& opt) {
   eo.device = opt.device;
   eo.watchdog_s = opt.watchdog_s;
   exec_ = std::make_unique<ProgramExecutor>(p, m, eo);
-  if (opt.prefill_chunk > 1) {  // the same options, T lanes of one sequence, on the same weights
+  // The prefill Program: the same options, T lanes of one sequence (fewer
+  // than the context holds), on the same weights and KV cache. Without it
+  // (it does not compile or fit) prompts run as decode steps, said on stderr.
+  const int chunk = std::min<int>(opt.prefill_chunk, p.h.max_context - 1);
+  if (chunk > 1) {
     compiler::CompileOptions po = compiler::options_of(p);
     // The target itself, not the decode Program's plan of it (its ring for
     // one sequence): the prefill Program takes the target's wide batch ring.
     po.target = recompiled_ ? exec::cuda::device_target(opt.device) : co.target;
     po.batch = 1;
-    po.prefill_chunk = opt.prefill_chunk;
+    po.prefill_chunk = chunk;
     po.attn_chunks = 0;
     po.kv_sequences = p.h.batch;  // the decode Program's cache, shared
-    prefill_ = std::make_unique<ProgramExecutor>(compiler::compile(cfg, po), *exec_, eo, true);
+    try {
+      prefill_ = std::make_unique<ProgramExecutor>(compiler::compile(cfg, po), *exec_, eo, true);
+    } catch (const Error& e) {
+      std::fprintf(stderr, "cuda backend: no prefill Program of %d lanes (%s); prompts run one position a step\n",
+                   chunk, e.what());
+    }
   }
 }
 

@@ -240,5 +240,26 @@ TEST(Prefill, BackendGeneratesTheDecodePathsTokens) {
   }
 }
 
+// A chunk the context cannot hold is clamped to the context less one (a
+// 24-token context: 23 lanes), not an error.
+TEST(Prefill, ChunkAboveTheContextIsClamped) {
+  const auto& f = fixture("stories260K");
+  engine::GenerateRequest r;
+  r.prompt = f.golden.prompts[0].ids;
+  r.prompt.insert(r.prompt.end(), f.golden.prompts[0].greedy.begin(), f.golden.prompts[0].greedy.begin() + 15);
+  r.max_tokens = 4;
+  std::vector<int32_t> out[2];
+  for (int chunk : {0, 64}) {
+    engine::CpuBackendOptions o;
+    o.workers = 3;
+    o.max_context = 24;
+    o.prefill_chunk = chunk;
+    engine::CpuBackend be(f.model, o);
+    out[chunk ? 1 : 0] = be.generate(r, {}).output;
+  }
+  EXPECT_EQ(out[1], out[0]);
+  EXPECT_EQ(out[0].size(), 4u);
+}
+
 }  // namespace
 }  // namespace keel::exec::cpu
