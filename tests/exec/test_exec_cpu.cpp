@@ -16,6 +16,7 @@
 #include <random>
 
 #include "program/checker.h"
+#include "common/run_options.h"
 #include "compiler/compiler.h"
 #include "engine/cpu_backend.h"
 #include "exec/cpu/executor.h"
@@ -55,13 +56,7 @@ program::Program compile_for(const model::Model& m, int workers, int batch, int 
   return compiler::compile(m.config, o);
 }
 
-RunOptions shuffled(uint64_t seed) {
-  RunOptions r;
-  r.shuffle = true;
-  r.shuffle_seed = seed;
-  r.threads = 2;
-  return r;
-}
+using testing::shuffled;
 
 struct Case {
   std::string model;

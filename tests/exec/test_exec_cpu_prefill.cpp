@@ -15,6 +15,7 @@
 #include <cmath>
 #include <iostream>
 
+#include "common/run_options.h"
 #include "compiler/compiler.h"
 #include "engine/cpu_backend.h"
 #include "exec/common/prefill.h"
@@ -43,13 +44,7 @@ program::Program compile_for(const model::Model& m, int workers, int prefill_chu
   return compiler::compile(m.config, o);
 }
 
-RunOptions shuffled(uint64_t seed) {
-  RunOptions r;
-  r.shuffle = true;
-  r.shuffle_seed = seed;
-  r.threads = 2;
-  return r;
-}
+using testing::shuffled;
 
 // Worst |a - b| over positions [0, n) of sequence 0, relative to the largest |b|,
 // for every layer's K and V cache.

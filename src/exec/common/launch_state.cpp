@@ -127,6 +127,19 @@ std::vector<KvCopy> kv_sequence_copies(const program::Program& src, int src_seq,
   return out;
 }
 
+void check_kv_shareable(const program::Program& a, const program::Program& b, const char* who) {
+  KEEL_CHECK(a.h.kv_bytes == b.h.kv_bytes && a.h.page_size == b.h.page_size && a.h.n_pages == b.h.n_pages, who,
+             ": the KV caches differ (", a.h.n_pages, " and ", b.h.n_pages,
+             " pages): compile the Program with kv_sequences = the other's sequences to share one");
+  for (const program::BufferDesc& k : a.buffers) {
+    if (BufferKind(k.kind) != BufferKind::Kv) continue;
+    const int32_t id = b.find_buffer(k.name_view());
+    KEEL_CHECK(id >= 0 && b.buffer(id).offset == k.offset && b.buffer(id).count == k.count &&
+                   b.buffer(id).dtype == k.dtype,
+               who, ": KV buffer '", k.name_view(), "' is laid out differently in the other Program");
+  }
+}
+
 void check_program_model(const program::Program& p, const model::ModelConfig& cfg, const std::string& model_dir,
                          const char* who) {
   const auto& h = p.h;

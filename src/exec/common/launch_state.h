@@ -45,6 +45,11 @@ struct KvCopy {
 std::vector<KvCopy> kv_sequence_copies(const program::Program& src, int src_seq, const program::Program& dst,
                                        int dst_seq, int64_t positions, const char* who);
 
+/// Throws keel::Error naming `who` unless `a` and `b` lay out their KV caches
+/// alike (arena size, pages, page size; every KV buffer at the same offset
+/// with the same count and dtype), so two executors can share one.
+void check_kv_shareable(const program::Program& a, const program::Program& b, const char* who);
+
 /// Throws keel::Error naming `who` and `model_dir` unless the Program was
 /// compiled for `cfg`'s dimensions (layers, hidden, intermediate, heads, kv
 /// heads, head_dim, vocab).

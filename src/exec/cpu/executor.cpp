@@ -43,18 +43,8 @@ CpuExecutor::CpuExecutor(const program::Program& p, const model::Model& m, CpuEx
   const auto& h = p.h;
   check_program_model(p, m.config, m.dir, "cpu executor");
   workspace_.assign((h.workspace_bytes + 7) / 8, 0);
-  if (kv_of) {  // the same KV buffers (name, offset, count, dtype) in the same arena size
-    const program::Program& o = kv_of->p_;
-    KEEL_CHECK(h.kv_bytes == o.h.kv_bytes && h.n_pages == o.h.n_pages && h.page_size == o.h.page_size,
-               "cpu executor: the KV caches differ (", h.n_pages, " and ", o.h.n_pages,
-               " pages): compile the Program with kv_sequences = the other's sequences to share one");
-    for (const program::BufferDesc& k : p.buffers) {
-      if (BufferKind(k.kind) != BufferKind::Kv) continue;
-      const int32_t id = o.find_buffer(k.name_view());
-      KEEL_CHECK(id >= 0 && o.buffer(id).offset == k.offset && o.buffer(id).count == k.count &&
-                     o.buffer(id).dtype == k.dtype,
-                 "cpu executor: KV buffer '", k.name_view(), "' is laid out differently in the other Program");
-    }
+  if (kv_of) {
+    check_kv_shareable(p, kv_of->p_, "cpu executor");
     kv_arena_ = kv_of->kv_arena_;
   } else {
     kv_.assign((h.kv_bytes + 7) / 8, 0);

@@ -206,19 +206,7 @@ ProgramExecutor::ProgramExecutor(const program::Program& given, const ProgramExe
                  a.n_kv_heads == b.n_kv_heads && a.head_dim == b.head_dim && a.intermediate == b.intermediate,
              "cuda program executor: the Program was compiled for different model dimensions than the weights'");
   p_ = given;
-  if (share_kv) {  // the same KV buffers (name, offset, count, dtype) in the same arena size
-    const program::Program& o = weights_of.p_;
-    KEEL_CHECK(a.kv_bytes == b.kv_bytes && a.page_size == b.page_size && a.n_pages == b.n_pages,
-               "cuda program executor: the KV caches differ (", a.n_pages, " and ", b.n_pages,
-               " pages): compile the Program with kv_sequences = the other's sequences to share one");
-    for (const program::BufferDesc& k : given.buffers) {
-      if (BufferKind(k.kind) != BufferKind::Kv) continue;
-      const int32_t id = o.find_buffer(k.name_view());
-      KEEL_CHECK(id >= 0 && o.buffer(id).offset == k.offset && o.buffer(id).count == k.count &&
-                     o.buffer(id).dtype == k.dtype,
-                 "cuda program executor: KV buffer '", k.name_view(), "' is laid out differently in the other Program");
-    }
-  }
+  if (share_kv) exec::check_kv_shareable(given, weights_of.p_, "cuda program executor");
   setup(nullptr, opt, 0, &weights_of, share_kv);
 }
 
