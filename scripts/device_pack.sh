@@ -15,6 +15,6 @@ cp -r "$S/fixtures" .device/shared/
 cp -r "$S/models/stories260K" .device/shared/models/
 mkdir -p .device/shared/models/qwen3-tokenizer
 cp -r "$S/models/qwen3-tokenizer/Qwen3-1.7B" "$S/models/qwen3-tokenizer/Qwen3-8B" .device/shared/models/qwen3-tokenizer/
-cp "$S"/tools/*.py .device/tools/
+cp "$S"/tools/*.py scripts/prefill_peer.py .device/tools/
 cp scripts/configs/llama3.2-1b.json .device/configs/
 du -sh .device

@@ -9,7 +9,9 @@
 # batch: decode ms/step of Llama-3.2-1B and Qwen3-8B shapes at batch 1, 8, 16,
 # 32, 64 (context 512; $KEEL_BATCHES overrides the list) beside the PyTorch
 # CUDA-graph peer (tools/peer_graph.py MODEL 512 BATCH) in one table, and the
-# time to first token of a $KEEL_PROMPT_LEN-token prompt (default 2000) at batch 1.
+# time to first token of a $KEEL_PROMPT_LEN-token prompt (default 2000) at batch 1
+# (chunked prefill, keel bench's default --prefill-chunk) beside transformers'
+# bf16 forward of a prompt of that length (tools/prefill_peer.py).
 # longctx: batch-1 decode ms/token of the Llama-3.2-1B shape at contexts 512,
 # 8K, 32K and 128K and of Qwen3-8B at 512, 8K and 32K ($KEEL_CONTEXTS overrides
 # the list; each model stops at its max_position_embeddings) beside the peer
@@ -145,6 +147,7 @@ if [[ " $what " == *" batch "* || " $what " == *" all "* ]]; then
         --launch megakernel "${extra[@]}" >> "$OUT/batch.log" 2>&1 || echo "bench ${m%%:*} B$B failed" >> "$OUT/batch.log"
       echo "PEER ${m%%:*}-b$B $( (cd "$D/tools" && timeout 300 python3 peer_graph.py "${m%%:*}" 512 "$B") 2>&1 | tail -1)" >> "$OUT/batch.log"
     done
+    echo "PREFILLPEER ${m%%:*} $( (cd "$D/tools" && timeout 300 python3 prefill_peer.py "${m%%:*}" "${KEEL_PROMPT_LEN:-2000}") 2>&1 | tail -1)" >> "$OUT/batch.log"
   done
   python3 - "$OUT" <<'PY' | tee "$OUT/batch.md"
 import json, os, re, sys
@@ -169,7 +172,11 @@ for name in keel:
     fn = os.path.join(out, f"bench-{name}.json")
     j = json.load(open(fn)) if os.path.exists(fn) else {}
     if "prefill" in j:
-        print(f"prefill {name}: {j['prefill']['prompt_len']} tokens, first token after {j['prefill']['ms']:.1f} ms")
+        print(f"prefill {name}: {j['prefill']['prompt_len']} tokens, first token after {j['prefill']['ms']:.1f} ms "
+              f"({j['prefill'].get('prefill_chunk', 0)} positions a step)")
+for line in open(os.path.join(out, "batch.log")):
+    if line.startswith("PREFILLPEER "):
+        print(line.split(" ", 2)[2].strip())
 PY
 fi
 
