@@ -18,6 +18,7 @@
 #include "common/run_options.h"
 #include "compiler/compiler.h"
 #include "engine/cpu_backend.h"
+#include "ops/attention.h"
 #include "exec/common/prefill.h"
 #include "exec/cpu/executor.h"
 #include "program/checker.h"
@@ -233,6 +234,57 @@ TEST(Prefill, BackendGeneratesTheDecodePathsTokens) {
     for (size_t i = 0; i < reqs.size(); ++i)
       EXPECT_EQ(out[i].output, want[i]) << "chunk " << chunk << " batch, request " << i;
   }
+}
+
+// The checker proves a prefill Program's dependencies: every wait removed
+// from one (tiny-qwen3, 4 lanes, 7 workers) is caught, and removing one of
+// the waits that order a lane's reads after the other lanes' appends of the
+// same step gives a wrong K/V cache in shuffled runs.
+TEST(Prefill, EveryRemovedWaitIsCaught) {
+  const auto& f = fixture("tiny-qwen3");
+  const program::Program p = compile_for(f.model, 7, 4);
+  ASSERT_TRUE(program::check(p).ok);
+  Sequence s;
+  s.prompt = f.golden.prompts[2].ids;  // 33 tokens: 8 steps of 4 lanes
+  CpuExecutor base(p, f.model);
+  base.run({s}, shuffled(1));
+  // Waits of non-appending attention chunks on counters the appending ones signal.
+  std::vector<bool> appends_signal(p.h.n_counters, false);
+  for (const program::TaskDesc& t : p.tasks)
+    if (program::Opcode(t.opcode) == program::Opcode::Attention &&
+        t.arg[ops::AttentionOperands::kChunk] == t.arg[ops::AttentionOperands::kNChunks] - 1)
+      for (uint32_t k = 0; k < t.signal_count; ++k) appends_signal[p.signals[t.signal_begin + k]] = true;
+  int total = 0, caught = 0, in_step = 0, shown = 0;
+  for (uint32_t w = 0; w < p.waits.size(); ++w) {
+    program::Program q = p;
+    q.waits.erase(q.waits.begin() + w);
+    const program::TaskDesc* owner = nullptr;
+    for (auto& t : q.tasks) {
+      if (w >= t.wait_begin && w < t.wait_begin + t.wait_count) --t.wait_count, owner = &t;
+      else if (t.wait_begin > w) --t.wait_begin;
+    }
+    q.h.n_waits = uint32_t(q.waits.size());
+    ++total;
+    caught += !program::check(q).ok;
+    EXPECT_FALSE(program::check(q).ok) << "removing wait " << w << " went unnoticed";
+    const bool is_in_step = owner && program::Opcode(owner->opcode) == program::Opcode::Attention &&
+                            p.waits[w].offset == 1 && appends_signal[p.waits[w].counter];
+    if (!is_in_step || in_step >= 6) continue;
+    ++in_step;
+    CpuExecutor ex(q, f.model);
+    double worst = 0;
+    for (uint64_t seed = 1; seed <= 6; ++seed) {
+      RunOptions mo = shuffled(seed * 100 + w);
+      mo.threads = 1;
+      ex.run({s}, mo);
+      worst = std::max(worst, worst_kv_err(ex, base, int64_t(s.prompt.size()) - 1));
+    }
+    shown += worst > 1e-3;
+  }
+  std::cout << "[ figures ] prefill mutation: " << caught << "/" << total << " removed waits caught by the checker, "
+            << shown << "/" << in_step << " in-step attention waits shown wrong by shuffled runs\n";
+  EXPECT_GT(in_step, 0);
+  EXPECT_GE(shown * 10, in_step * 7);
 }
 
 // A chunk the context cannot hold is clamped to the context less one (a
