@@ -304,6 +304,30 @@ TEST(Cli, CompileForATargetPrintsTheProgramHash) {
   }
 }
 
+// A prefill Program (--prefill-chunk, --kv-sequences): its report prints the
+// flags that rebuild it (the same hash), the wide batch ring and no LM head.
+TEST(Cli, CompileAPrefillProgram) {
+  const std::string cfg = kShared + "/models/qwen3-tokenizer/Qwen3-8B/config.json";
+  auto hash_of = [](const std::string& out) {
+    const auto at = out.find("program hash ");
+    return at == std::string::npos ? std::string() : out.substr(at + 13, 16);
+  };
+  CmdResult a = run("compile --config " + cfg +
+                    " --target h200 --dtype bf16 --context 4096 --prefill-chunk 64 --kv-sequences 8 --report");
+  ASSERT_EQ(a.code, 0) << a.err;
+  EXPECT_NE(a.out.find("batch 64"), std::string::npos) << a.out;
+  EXPECT_NE(a.out.find("0 LM-head tiles"), std::string::npos) << a.out;
+  EXPECT_NE(a.out.find("x 32 KiB"), std::string::npos) << a.out;  // the wide batch ring
+  const auto flags_at = a.out.find("(keel compile ");
+  ASSERT_NE(flags_at, std::string::npos);
+  const std::string flags = a.out.substr(flags_at + 14, a.out.find(')', flags_at) - flags_at - 14);
+  EXPECT_NE(flags.find("--prefill-chunk 64 --kv-sequences 8"), std::string::npos) << flags;
+  EXPECT_EQ(hash_of(run("compile --config " + cfg + " " + flags + " --report").out), hash_of(a.out)) << flags;
+  CmdResult bad = run("compile --config " + cfg + " --dtype bf16 --context 4096 --prefill-chunk 64 --batch 3 --report");
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("prefill Program"), std::string::npos) << bad.err;
+}
+
 TEST(Cli, UnknownCommandIsNamed) {
   CmdResult r = run("frobnicate --model x");
   EXPECT_EQ(r.code, 1);
