@@ -82,7 +82,7 @@ int run_bench(const BenchArgs& a) {
                               {"predict_context", o.predict_context}, {"attn_task_us", o.attn_task_us},
                               {"kv_append_us", o.kv_append_us}, {"prune_transitive", o.prune_transitive}};
     nlohmann::json j = {{"model", name}, {"gpu", rep.gpu}, {"sms", rep.sms}, {"read_bw_GBps", rep.read_bw_gbs},
-                        {"program_hash", rep.program_hash}, {"compile_flags", compile_flags_of(rep.header)},
+                        {"program_hash", rep.program_hash}, {"kernel_variant", rep.kernel_variant}, {"compile_flags", compile_flags_of(rep.header)},
                         {"target", target}, {"compile_options", options},
                         {"bytes_per_token", rep.bytes_per_token}, {"floor_ms", rep.floor_ms},
                         {"tasks_per_step", rep.tasks_per_step}, {"context", a.context}, {"batch", a.batch},

@@ -120,6 +120,7 @@ BenchReport bench_executor(ProgramExecutor& ex, const BenchOptions& opt, Program
     // Timed without the trace (its timestamps cost the tasks time); the trace is
     // a separate 8-step launch from the context itself.
     std::vector<double> ms = ex.time_steps(mode, int(first), total, "");
+    if (mode == LaunchMode::Megakernel) r.kernel_variant = ex.last_kernel_variant();
     if (mode == LaunchMode::Megakernel && !opt.trace_json.empty()) {
       note(opt, "tracing 8 steps, megakernel");
       ex.time_steps(mode, int(opt.context), std::min(total, 8), opt.trace_json);
@@ -168,10 +169,10 @@ std::string BenchReport::table(const std::string& model_name) const {
   char buf[512];
   std::snprintf(buf, sizeof buf,
                 "%s on %s (%d SMs), batch %d: %.3f GB of weights per step, read bandwidth %.0f GB/s, floor %.3f "
-                "ms/step; %zu tasks per step, ring %d x %u KiB; timed positions %lld..%lld; Program %s\n",
+                "ms/step; %zu tasks per step, ring %d x %u KiB; timed positions %lld..%lld; Program %s%s%s\n",
                 model_name.c_str(), gpu.c_str(), sms, batch, double(bytes_per_token) / 1e9, read_bw_gbs, floor_ms,
                 tasks_per_step, ring_stages, stage_bytes / 1024, (long long)first_position, (long long)last_position,
-                program_hash.c_str());
+                program_hash.c_str(), kernel_variant.empty() ? "" : ", kernel ", kernel_variant.c_str());
   s += buf;
   s += "target " + compiler::describe_target(header) + "\n";
   s += "| mode | ms/step (p50) | p10 | p90 | weight GB/s | % of read bw |\n|---|---|---|---|---|---|\n";

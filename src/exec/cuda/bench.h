@@ -71,6 +71,7 @@ struct BenchReport {
   int ring_stages = 0;
   uint32_t stage_bytes = 0;
   std::string program_hash;    // program::program_hash of the Program benched (16 hex digits)
+  std::string kernel_variant;  // the kernel variant the timed megakernel steps ran (program_kernel.h)
   program::ProgramHeader header;  // its header: target (ring, loader policy) and compile options in force
   int64_t first_position = 0;  // the first timed step's position (after warm-up)
   int64_t last_position = 0;   // the last timed step's

@@ -125,6 +125,7 @@ struct ProgramExecutor::Impl {
   std::string per_op_why;
   std::vector<int32_t> last_tokens;
   uint64_t* step_ns = nullptr;        // device [step_ns_cap]
+  const char* last_variant = "";      // the kernel variant of the last launch (kernel_variant_name)
   int32_t step_ns_cap = 0;
 
   ~Impl() {
@@ -506,6 +507,7 @@ prog::DevProgram prepare(ProgramExecutor::Impl& I, const program::Program& p, co
   int64_t end = int64_t(start_pos) + max_steps + 1;
   for (const Sequence& s : seqs) end = std::max<int64_t>(end, int64_t(s.prompt.size()) + s.max_new);
   P.attn_stream = ops::Attention::streams(h, std::min<int64_t>(end, h.max_context));
+  I.last_variant = prog::kernel_variant_name(prog::kernel_variant(P));
   return P;
 }
 
@@ -772,6 +774,7 @@ std::vector<double> ProgramExecutor::time_steps(LaunchMode mode, int start_pos, 
 }
 
 const std::vector<int32_t>& ProgramExecutor::last_step_tokens() const { return impl_->last_tokens; }
+std::string ProgramExecutor::last_kernel_variant() const { return impl_->last_variant; }
 uint64_t ProgramExecutor::weight_bytes_per_step() const { return impl_->weight_bytes; }
 int ProgramExecutor::ring_stages() const { return impl_->P.n_stages; }
 uint32_t ProgramExecutor::stage_bytes() const { return impl_->P.stage_bytes; }

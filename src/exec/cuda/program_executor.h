@@ -94,6 +94,9 @@ class ProgramExecutor {
   /// `trace_json` (megakernel), writes a Chrome/Perfetto trace of every CTA's
   /// tasks (start, wait end, end).
   std::vector<double> time_steps(LaunchMode mode, int start_pos, int steps, const std::string& trace_json = {});
+  /// The kernel variant the last launch ran ("decode", "decode_long", "batch",
+  /// "batch_long": program_kernel.h), "" before any.
+  std::string last_kernel_variant() const;
   /// The tokens of sequence 0 of the last time_steps() run, one per step.
   const std::vector<int32_t>& last_step_tokens() const;
   /// Weight bytes streamed per step (every task's tile, in the stored dtype).

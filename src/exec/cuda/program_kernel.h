@@ -190,6 +190,14 @@ inline KernelVariant kernel_variant(bool batch, bool long_context) {
                : (long_context ? KernelVariant::DecodeLong : KernelVariant::Decode);
 }
 inline KernelVariant kernel_variant(const DevProgram& P) { return kernel_variant(batch_variant(P.h), P.attn_stream); }
+inline const char* kernel_variant_name(KernelVariant v) {
+  switch (v) {
+    case KernelVariant::Decode: return "decode";
+    case KernelVariant::DecodeLong: return "decode_long";
+    case KernelVariant::Batch: return "batch";
+    default: return "batch_long";
+  }
+}
 
 #define KEEL_KERNEL_DISPATCH(v, call)                                \
   switch (v) {                                                       \
