@@ -27,25 +27,23 @@ void write_launch_state(const program::Program& p, const std::vector<Sequence>& 
       std::memset(ws + b.offset, 0xff, b.count * dtype_size(DType(b.dtype)));
   auto at = [&](int32_t buf) { return ws + p.buffer(buf).offset; };
   // Lane b uses the pages of its sequence's KV slot (Sequence::kv_slot, else
-  // the sequence's index: the identity for decode Programs).
+  // the sequence's index: the identity for decode Programs). A decode run's
+  // lanes (idle ones too) append at their positions: only a prefill run's
+  // sequences may name another slot, each its own.
   const int64_t slots = h.n_pages / h.pages_per_seq;
-  int32_t* pt = reinterpret_cast<int32_t*>(at(h.buf_page_table));
-  for (int64_t b = 0; b < B; ++b) {
-    const int64_t k = b / L, slot = k < int64_t(seqs.size()) && seqs[size_t(k)].kv_slot >= 0 ? seqs[size_t(k)].kv_slot : k;
-    KEEL_CHECK(slot < slots || k >= int64_t(seqs.size()), who, ": sequence ", k, " kv_slot ", slot, " outside the ",
-               slots, " KV sequences of the cache");
-    for (int64_t j = 0; j < h.pages_per_seq; ++j)
-      pt[b * h.pages_per_seq + j] = int32_t((slot < slots ? slot : 0) * h.pages_per_seq + j);
-  }
-  // A decode run's lanes (idle ones too) append at their positions: only a
-  // prefill run's sequences may name another slot, each its own.
+  auto slot_of = [&](size_t k) { return seqs[k].kv_slot >= 0 ? int64_t(seqs[k].kv_slot) : int64_t(k); };
   for (size_t k = 0; k < seqs.size(); ++k) {
-    const int64_t a = seqs[k].kv_slot >= 0 ? seqs[k].kv_slot : int64_t(k);
+    const int64_t a = slot_of(k);
+    KEEL_CHECK(a < slots, who, ": sequence ", k, " kv_slot ", a, " outside the ", slots, " KV sequences of the cache");
     KEEL_CHECK(L > 1 || a == int64_t(k), who, ": sequence ", k, " kv_slot ", a,
                " (a decode run's sequence k uses KV slot k; kv_slot is for prefill runs)");
     for (size_t k2 = 0; k2 < k; ++k2)
-      KEEL_CHECK(a != (seqs[k2].kv_slot >= 0 ? seqs[k2].kv_slot : int64_t(k2)), who, ": sequences ", k2, " and ", k,
-                 " share KV slot ", a);
+      KEEL_CHECK(a != slot_of(k2), who, ": sequences ", k2, " and ", k, " share KV slot ", a);
+  }
+  int32_t* pt = reinterpret_cast<int32_t*>(at(h.buf_page_table));
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t k = b / L, slot = k < int64_t(seqs.size()) ? slot_of(size_t(k)) : k % slots;
+    for (int64_t j = 0; j < h.pages_per_seq; ++j) pt[b * h.pages_per_seq + j] = int32_t(slot * h.pages_per_seq + j);
   }
   Control ctl{};
   ctl.n_eos = int32_t(eos_ids.size());
