@@ -77,6 +77,7 @@ Target target_of(const program::Program& p) {
   t.max_inflight = t.batch_max_inflight = d.max_inflight;
   t.loader_hold = t.batch_loader_hold = d.loader_hold;
   t.l2_evict_first = d.l2_evict_first != 0;
+  t.mm_engine = t.batch_mm_engine = d.mm_engine;
   t.o_split_k = d.o_split_k;
   t.down_split_k = d.down_split_k;
   return t;
@@ -96,10 +97,12 @@ void plan_target(Program& p, const Target& t) {
   const int loader_hold = batch ? t.batch_loader_hold : t.loader_hold;
   const int max_stages_opt = wide ? t.batch_wide_max_stages : batch ? t.batch_max_stages : t.max_stages;
   const uint32_t stage_bytes = wide ? t.batch_wide_stage_bytes : t.stage_bytes;
+  const int mm_engine = wide ? t.mm_engine : t.batch_mm_engine;  // (one sequence: no matmul tiles)
   KEEL_CHECK(max_stages_opt >= 0 && max_stages_opt <= program::kMaxRingStages && max_inflight >= 0 &&
-                 (loader_hold == 0 || loader_hold == 1),
+                 (loader_hold == 0 || loader_hold == 1) &&
+                 (mm_engine == program::kMmEngineMma || mm_engine == program::kMmEngineWgmma),
              "compile: target ", t.name, ": bad ring or loader policy (max stages ", max_stages_opt, ", max in flight ",
-             max_inflight, ", hold ", loader_hold, ")");
+             max_inflight, ", hold ", loader_hold, ", matmul engine ", mm_engine, ")");
   std::memcpy(d.name, t.name.data(), t.name.size());
   d.sms = t.sms;
   d.smem_per_block = t.smem_per_block;
@@ -107,6 +110,7 @@ void plan_target(Program& p, const Target& t) {
   d.max_stages = max_stages_opt;
   d.loader_hold = loader_hold;
   d.l2_evict_first = t.l2_evict_first ? 1 : 0;
+  d.mm_engine = mm_engine;
   d.o_split_k = t.o_split_k;
   d.down_split_k = t.down_split_k;
   d.work_need = program::kernel_work_bytes(p.h);
@@ -148,10 +152,11 @@ std::string describe_target(const program::ProgramHeader& h) {
   std::snprintf(buf, sizeof buf,
                 "%s: %d SMs, %u KiB shared memory per block (%u static reserved); ring %d x %u KiB, work area %u "
                 "bytes at %u (need %u), dynamic %u bytes; loader: max in flight %d, hold %s, L2 evict-first %s; "
-                "split-K o_proj %d, down_proj %d (0: compiler's)",
+                "split-K o_proj %d, down_proj %d (0: compiler's); matmul tiles on %s",
                 program::target_name(h).c_str(), d.sms, d.smem_per_block / 1024, d.static_smem, d.n_stages,
                 d.stage_bytes / 1024, d.work_bytes, d.work_offset, d.work_need, d.dynamic_smem, d.max_inflight,
-                d.loader_hold ? "on" : "off", d.l2_evict_first ? "on" : "off", d.o_split_k, d.down_split_k);
+                d.loader_hold ? "on" : "off", d.l2_evict_first ? "on" : "off", d.o_split_k, d.down_split_k,
+                d.mm_engine == program::kMmEngineWgmma ? "wgmma" : "mma.sync");
   return buf;
 }
 

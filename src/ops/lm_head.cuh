@@ -27,9 +27,9 @@ __device__ void lm_head(const DevProgram& P, const TaskDesc& t, float* smem, flo
   if (kMm && W.cap > 0 && program::stage_cols(t) > 0) {  // several sequences (batch kernel): a matmul tile of the normed rows, then each one's partial
     const MmJob M{bp<const uint16_t>(P, t.buf[LmHeadSlots::kX]) + t.b0 * H, H,
                   bp<float>(P, t.buf[LmHeadSlots::kLogits]) + t.b0 * V, V, t.b1 - t.b0};
-    mm_rows(P, W, R, J, M, smem);
-    return mm_argmax(P, J, M, bp<float>(P, t.buf[LmHeadSlots::kArgmax]) + (t.b0 * T + t.arg[LmHeadSlots::kTile]) * 2,
-                     2 * T);
+    float* part = bp<float>(P, t.buf[LmHeadSlots::kArgmax]) + (t.b0 * T + t.arg[LmHeadSlots::kTile]) * 2;
+    if (mm_defer(P, W, R, J, M, smem, part, 2 * T)) return;
+    return mm_argmax(P, J, M, part, 2 * T);
   }
   for (int b = t.b0; b < t.b1; ++b) {
     if (kMm && t.buf[LmHeadSlots::kNormW] < 0) copy_act(bp<const uint16_t>(P, t.buf[LmHeadSlots::kX]) + b * H, H, act);

@@ -29,7 +29,8 @@ __device__ void matvec_residual(const DevProgram& P, const TaskDesc& t, float* s
   if (kMm && T.cap > 0 && program::stage_cols(t) > 0) {  // several sequences: a matmul tile (batch kernel)
     const MmJob M{bp<const uint16_t>(P, t.buf[MatvecResidualSlots::kA]) + t.b0 * acols + t.k0, acols,
                   bp<float>(P, t.buf[MatvecResidualSlots::kX]) + t.b0 * xcols, xcols, t.b1 - t.b0};
-    return mm_rows(P, T, R, J, M, smem);
+    mm_defer(P, T, R, J, M, smem);
+    return;
   }
   for (int b = t.b0; b < t.b1; ++b) {
     copy_act(bp<const uint16_t>(P, t.buf[MatvecResidualSlots::kA]) + b * acols + t.k0, J.K, act);

@@ -32,7 +32,8 @@ __device__ void qkv_proj(const DevProgram& P, const TaskDesc& t, float* smem, fl
   if (kMm && T.cap > 0 && program::stage_cols(t) > 0) {  // several sequences (batch kernel): a matmul tile of the normed rows
     const MmJob M{bp<const uint16_t>(P, t.buf[QkvSlots::kX]) + t.b0 * H, H,
                   bp<uint16_t>(P, t.buf[QkvSlots::kOut]) + t.b0 * width, width, t.b1 - t.b0};
-    return mm_rows(P, T, R, J, M, smem);
+    mm_defer(P, T, R, J, M, smem);
+    return;
   }
   for (int b = t.b0; b < t.b1; ++b) {
     if (kMm && t.buf[QkvSlots::kNormW] < 0) copy_act(bp<const uint16_t>(P, t.buf[QkvSlots::kX]) + b * H, H, act);

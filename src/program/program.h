@@ -258,6 +258,9 @@ static_assert(sizeof(OpDesc) == 48);
 /// shared memory = [ring: n_stages x stage_bytes][work area: work_bytes]; the
 /// kernel's static shared memory must fit static_smem (checked at launch), and
 /// static_smem + dynamic_smem <= smem_per_block. docs/cuda-executor.md.
+/// The tensor-core instructions of the CUDA kernel's matmul tiles (TargetDesc::mm_engine).
+enum MmEngine : int32_t { kMmEngineMma = 0, kMmEngineWgmma = 1 };
+
 struct TargetDesc {
   char name[32] = {};           // preset or device name ("h100", "h200", "generic", ...)
   int32_t sms = 0;              // the target's SM count
@@ -275,7 +278,8 @@ struct TargetDesc {
   int32_t l2_evict_first = 0;   // weight copies carry an L2 evict-first hint
   int32_t o_split_k = 0;        // the target's split-K choices (0: the compiler's)
   int32_t down_split_k = 0;
-  uint32_t reserved[5] = {};
+  int32_t mm_engine = 0;        // matmul tiles' tensor-core instructions (MmEngine)
+  uint32_t reserved[4] = {};
 };
 static_assert(sizeof(TargetDesc) == 112);
 

@@ -121,6 +121,8 @@ void check_plan(const Program& p, const DTypeOf& given) {
              " + dynamic ", g.dynamic_smem, " bytes of shared memory exceed the target's ", g.smem_per_block);
   KEEL_CHECK(g.max_inflight >= 0 && g.max_inflight <= std::max(g.n_stages - 1, 0) && (g.loader_hold == 0 || g.loader_hold == 1),
              "program: bad loader policy (max in flight ", g.max_inflight, ", hold ", g.loader_hold, ")");
+  KEEL_CHECK(g.mm_engine == kMmEngineMma || g.mm_engine == kMmEngineWgmma, "program: unknown matmul engine ",
+             g.mm_engine, " (0: mma.sync, 1: wgmma)");
   const DTypeOf declared = [&](int32_t id) { return DType(p.buffers[size_t(id)].dtype); };
   const DTypeOf& dtype_of = given ? given : declared;
   for (uint32_t i = 0; i < p.tasks.size(); ++i) {

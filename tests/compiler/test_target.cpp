@@ -71,6 +71,8 @@ TEST(Target, PresetsAndDevices) {
     EXPECT_EQ(t.max_inflight, 1);
     EXPECT_EQ(t.loader_hold, 1);
     EXPECT_TRUE(t.l2_evict_first);
+    EXPECT_EQ(t.mm_engine, program::kMmEngineWgmma);
+    EXPECT_EQ(t.batch_mm_engine, program::kMmEngineMma);
     EXPECT_EQ(t.o_split_k, 1);  // what tune_for_gpu set before
     EXPECT_EQ(t.down_split_k, 2);
   }
@@ -170,6 +172,22 @@ TEST(Target, BatchProgramsTakeTheBatchPolicy) {
   const Target back = target_of(b);
   EXPECT_EQ(back.batch_max_inflight, 0);
   EXPECT_EQ(back.batch_max_stages, 3);
+  // The matmul engine: mma.sync up to 16 tokens a step, wgmma above; recorded
+  // and kept by a recompile.
+  EXPECT_EQ(b.h.target.mm_engine, program::kMmEngineMma);
+  o = for_target(target_preset("h200"));
+  o.batch = 32;
+  const Program wide = compile(c, o);
+  EXPECT_EQ(wide.h.target.mm_engine, program::kMmEngineWgmma);
+  t = target_preset("h200");
+  t.mm_engine = program::kMmEngineMma;
+  o = for_target(t);
+  o.batch = 32;
+  const Program mma = compile(c, o);
+  EXPECT_EQ(mma.h.target.mm_engine, program::kMmEngineMma);
+  EXPECT_EQ(target_of(mma).mm_engine, program::kMmEngineMma);
+  EXPECT_EQ(program_hash(compile(c, options_of(mma))), program_hash(mma));
+  EXPECT_NE(program_hash(mma), program_hash(wide));
 }
 
 TEST(Target, RowsPerStageNeverExceedAStage) {
@@ -322,6 +340,9 @@ TEST(Target, ValidateRefusesAnInconsistentPlan) {
   p = good;
   p.h.target.loader_hold = 4;  // a hold mode that lost its A/B (only 0 and 1 exist)
   EXPECT_NE(error_in(p).find("loader policy"), std::string::npos) << error_in(p);
+  p = good;
+  p.h.target.mm_engine = 2;  // no such engine
+  EXPECT_NE(error_in(p).find("matmul engine"), std::string::npos) << error_in(p);
 }
 
 }  // namespace

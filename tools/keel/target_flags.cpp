@@ -24,6 +24,9 @@ void add_target_flags(CLI::App& c, TargetFlags& f, const std::string& default_ta
       ->check(CLI::Range(0, 1));
   c.add_option("--l2-hint", f.l2_hint, "L2 evict-first hint on weight copies: 1 on, 0 off (default: the target's, 1)")
       ->check(CLI::Range(0, 1));
+  c.add_option("--mm-engine", f.mm_engine,
+               "Tensor-core instructions of batch and prefill matmul tiles: wgmma (Hopper) or mma (mma.sync) (default: the target's: wgmma over 16 tokens a step, mma up to 16)")
+      ->check(CLI::IsMember({"wgmma", "mma"}));
   c.add_option("--o-split-k", f.o_split_k, "o_proj k-slices (0: the target's, else one per kv-head group)")
       ->check(CLI::Range(0, 1 << 16));
   c.add_option("--down-split-k", f.down_split_k, "down_proj k-slices (0: the target's, else the compiler's)")
@@ -51,6 +54,8 @@ compiler::Target resolve_target(const TargetFlags& f, int device) {
   if (f.max_inflight >= 0) t.max_inflight = t.batch_max_inflight = f.max_inflight;
   if (f.loader_hold >= 0) t.loader_hold = t.batch_loader_hold = f.loader_hold;
   if (f.l2_hint >= 0) t.l2_evict_first = f.l2_hint != 0;
+  if (!f.mm_engine.empty())
+    t.mm_engine = t.batch_mm_engine = f.mm_engine == "mma" ? program::kMmEngineMma : program::kMmEngineWgmma;
   return t;
 }
 
@@ -69,7 +74,7 @@ std::string compile_flags_of(const program::ProgramHeader& h) {
   const DType dt = DType(o.weight_dtype);
   return cat("--target ", preset ? name : "auto", o.workers ? cat(" --workers ", o.workers) : std::string(), " --stage-kib ", t.n_stages > 0 ? t.stage_bytes / 1024 : 0,
              " --max-stages ", t.max_stages, " --max-inflight ", t.max_inflight, " --loader-hold ", t.loader_hold,
-             " --l2-hint ", t.l2_evict_first, " --o-split-k ", o.o_split_k, " --down-split-k ", o.down_split_k,
+             " --l2-hint ", t.l2_evict_first, " --mm-engine ", t.mm_engine == program::kMmEngineMma ? "mma" : "wgmma", " --o-split-k ", o.o_split_k, " --down-split-k ", o.down_split_k,
              " --attn-chunks ", o.attn_chunks, " --batch ", o.batch,
              h.seq_lanes > 1 ? cat(" --prefill-chunk ", h.seq_lanes) : std::string(),
              h.pages_per_seq > 0 && h.n_pages / h.pages_per_seq != h.batch / program::lanes_per_seq(h)

@@ -1,15 +1,21 @@
 // The matmul engine of the matvec opcodes when a task serves several
 // sequences (QkvProj, GateUp, MatvecResidual, LmHead with stage_cols() > 0):
 // each weight tile streams through the ring once per step, whatever the batch,
-// and tensor cores (mma.sync m16n8k16, bf16 in, fp32 accumulate) multiply it
-// with every sequence's input.
+// and tensor cores multiply it with every sequence's input. Two engines, the
+// Program's choice (TargetDesc::mm_engine):
+//  * wgmma (mm_wgmma.cuh, the default): Hopper's warpgroup MMA reads the
+//    stage and a swizzled copy of the inputs straight from shared memory. Its
+//    loop is inlined into the kernel function at one place (mm_defer /
+//    mm_run_deferred below): ptxas serialises the wgmma of a called function.
+//  * mma.sync (mm_rows below): m16n8k16 on ldmatrix fragments, bf16 in, fp32
+//    accumulate; also what a caller without a deferred slot runs.
 //
 // Per stage the ring holds stage_rows() (<= 64) rows x kc = stage_cols() columns of each matrix
 // as TMA panels of 64 columns with the 128-byte swizzle (program/smem_plan.h,
 // program_kernel.cu loader_chunks); the compute warps copy the same kc columns
 // of the sequences' bf16 inputs (normed rows of an RmsNorm task, or the
 // attention output / MLP hidden) into one of two work-area buffers with
-// cp.async, one stage ahead. The weights are mma's A operand (16 rows per
+// cp.async, one stage ahead. In mm_rows the weights are mma's A operand (16 rows per
 // fragment, 4 row groups), the inputs its B operand (8 sequences per fragment);
 // warp w owns row group w % 4 and token groups w / 4, w / 4 + 2, ... — with one
 // token group (8 sequences or fewer) the two warps of a row group split the
@@ -168,6 +174,14 @@ __device__ __forceinline__ void mm_ksteps(float (&acc)[kMmMaxTilesPerWarp][2][4]
     mm_mma<NT, TWO>(acc, f1);
   }
 }
+
+}  // namespace KEEL_DEVICE_NS
+}  // namespace keel::exec::cuda::prog
+
+#include "exec/cuda/mm_wgmma.cuh"
+
+namespace keel::exec::cuda::prog {
+inline namespace KEEL_DEVICE_NS {
 
 /// The matmul of rows [J.row0, J.row1) of tile T (a matmul tile: T.seg is one
 /// column chunk, J.K / chunk of them per row block) with the nb input rows of
@@ -333,6 +347,48 @@ __device__ __noinline__ void mm_argmax(const DevProgram& P, const MatvecJob& J, 
     }
   }
   csync();
+}
+
+/// A matmul tile the kernel runs itself after the task's body (mm_defer).
+struct MmCall {
+  bool pending = false;
+  Tile T;
+  MatvecJob J;
+  MmJob M;
+  float* part = nullptr;  // LmHead: the argmax partials (mm_argmax after the tile), or null
+  int64_t part_stride = 0;
+};
+
+/// The matmul tile of a task body (QkvProj, GateUp, MatvecResidual, LmHead
+/// with `part`: then mm_argmax after it). With the Program's engine wgmma and a
+/// kernel that runs deferred matmuls (R.mm), records it for mm_run_deferred and
+/// returns true: ptxas keeps wgmma pipelined only in the kernel's own function
+/// (in a called function it serialises every wgmma), so the one wgmma loop is
+/// inlined at one place in the kernel, after the task dispatch. Otherwise runs
+/// the mma.sync engine (mm_rows) here and returns false (mm_argmax is the caller's).
+__device__ __forceinline__ bool mm_defer(const DevProgram& P, const Tile& T, RingView& R, const MatvecJob& J,
+                                         const MmJob& M, float* work, float* part = nullptr, int64_t part_stride = 0) {
+  if (R.mm && P.h.target.mm_engine == program::kMmEngineWgmma &&
+      ((dev::smem_addr(work) + kMmRedBytes) & (program::kMmStageAlign - 1)) == 0) {
+    MmCall& C = *R.mm;
+    C.pending = true;
+    C.T = T;
+    C.J = J;
+    C.M = M;
+    C.part = part;
+    C.part_stride = part_stride;
+    return true;
+  }
+  mm_rows(P, T, R, J, M, work);
+  return false;
+}
+
+/// The kernel, after each task's body: the matmul it deferred, if any.
+__device__ __forceinline__ void mm_run_deferred(const DevProgram& P, RingView& R, MmCall& C, float* work) {
+  if (!C.pending) return;
+  C.pending = false;
+  mm_rows_wg(P, C.T, R, C.J, C.M, work);
+  if (C.part) mm_argmax(P, C.J, C.M, C.part, C.part_stride);
 }
 
 }  // namespace KEEL_DEVICE_NS

@@ -353,6 +353,8 @@ __device__ __forceinline__ void compute(const DevProgram& P, SmemStatic& S, char
   R.pos = S.pos;
   R.pages = int64_t(h.batch) * h.pages_per_seq <= kPageCache ? S.pages : nullptr;
   R.gate = &S.gate;
+  MmCall mm;  // the batch kernel's deferred matmul tiles (mm_defer): run below, after the task's body
+  if constexpr (kMm) R.mm = &mm;
   Prefetch pre;
   int trace_n = 0;
   for (int step = 0;; ++step) {
@@ -437,6 +439,7 @@ __device__ __forceinline__ void compute(const DevProgram& P, SmemStatic& S, char
       R.entry = entry;
       if (tid == 0) S.started = entry;
       run_task(P, t, int32_t(task), work, S.scratch, R);
+      if constexpr (kMm) mm_run_deferred(P, R, mm, work);
       uint64_t t_ran = 0;
       if (P.trace && tid == 0) t_ran = dev::globaltimer_ns();
       if (tid == 0) S.gate = entry;

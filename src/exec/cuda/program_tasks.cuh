@@ -223,6 +223,8 @@ __device__ __forceinline__ Tile weight_tile(const DevProgram& P, const TaskDesc&
   return T;
 }
 
+struct MmCall;  // exec/cuda/mm.cuh: a matmul tile the kernel runs after the task's body
+
 /// The compute side of the ring: stage `seq` lives in slot seq % n_stages with
 /// phase (seq / n_stages) & 1.
 struct RingView {
@@ -246,6 +248,8 @@ struct RingView {
   // task's entry number once the task has read its inputs; null: none.
   volatile uint32_t* gate = nullptr;
   uint32_t entry = 0;
+  // The batch kernel's deferred matmul (mm_defer): null where the caller runs none.
+  MmCall* mm = nullptr;
 };
 
 inline constexpr int kPosCache = 8;

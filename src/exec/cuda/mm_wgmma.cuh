@@ -1,0 +1,248 @@
+// The Hopper path of the matmul engine (mm.cuh): warpgroup MMA (wgmma, sm_90a)
+// reads both operands straight from shared memory, so a stage costs a few
+// descriptor updates per k-step instead of mma.sync's ldmatrix fragments.
+//
+// Operands, both K-major with the 128-byte swizzle (the layout the loader's
+// TMA boxes already give the weights):
+//  * A = the stage's weights: panel (matrix m, column group g) of T.cap rows x
+//    128 bytes (program/smem_plan.h). wgmma's M is 64 rows; a block of fewer
+//    rows (cap 16, 32, 48) reads the following bytes of shared memory as its
+//    missing rows, whose results are dropped.
+//  * B = the tokens' inputs: the compute warps copy column chunk c of the nb
+//    input rows into a work-area buffer as kc / 64 panels of mm_tokens(batch)
+//    rows x 128 bytes, 16-byte unit u of row b at unit u ^ (b % 8) (the same
+//    swizzle), one stage ahead with cp.async.
+// A descriptor names a panel's 1024-byte-aligned base (8 rows of 128 bytes
+// = one swizzle repeat, the stride between 8-row groups); k-step j of a panel
+// starts 32 bytes further (the hardware applies the swizzle to the address).
+//
+// Work split: the two warpgroups take the token groups (8 tokens) in two
+// halves, each with all 64 rows (wgmma m64nNk16, N = 8 x its groups, fp32
+// accumulators in registers: thread t of the warpgroup holds rows
+// 16 (t / 32) + (t % 32) / 4 (+ 8) and tokens 8 j + 2 (t % 4) (+ 1), as
+// mma.sync's m16n8 fragments); with one token group they split the panels
+// and warpgroup 1 hands its partials over through shared memory.
+#pragma once
+
+namespace keel::exec::cuda::prog {
+inline namespace KEEL_DEVICE_NS {
+
+inline constexpr int kWgMaxGroups = program::kMmMaxTokens / 8 / 2;  // token groups per warpgroup: 4
+inline constexpr int kWgAcc = kWgMaxGroups * 4;                     // fp32 accumulators per thread and matrix
+
+/// A K-major operand with the 128-byte swizzle at shared address `addr`: 8-row groups 1024 bytes apart.
+__device__ __forceinline__ uint64_t wg_desc(uint32_t addr) {
+  return (uint64_t(1) << 62) | (uint64_t(1024 >> 4) << 32) | uint64_t((addr & 0x3FFFFu) >> 4);
+}
+
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wg_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory"); }
+/// This thread's generic-proxy shared-memory writes (cp.async included) become visible to wgmma's reads.
+__device__ __forceinline__ void fence_proxy_async_smem() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+
+/// d[0 .. N/2) = A (64 x 16, descriptor da) * B (N x 16, descriptor db)^T, + d[0 .. N/2) when acc != 0.
+template <int N>
+__device__ __forceinline__ void wgmma_bf16(float (&d)[kWgAcc], uint64_t da, uint64_t db, int acc);
+template <>
+__device__ __forceinline__ void wgmma_bf16<8>(float (&d)[kWgAcc], uint64_t da, uint64_t db, int acc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %6, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {%0, %1, %2, %3}, %4, %5, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "l"(da), "l"(db), "r"(acc));
+}
+template <>
+__device__ __forceinline__ void wgmma_bf16<16>(float (&d)[kWgAcc], uint64_t da, uint64_t db, int acc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, %8, %9, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+      : "l"(da), "l"(db), "r"(acc));
+}
+template <>
+__device__ __forceinline__ void wgmma_bf16<24>(float (&d)[kWgAcc], uint64_t da, uint64_t db, int acc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %14, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n24k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11}, %12, %13, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11])
+      : "l"(da), "l"(db), "r"(acc));
+}
+template <>
+__device__ __forceinline__ void wgmma_bf16<32>(float (&d)[kWgAcc], uint64_t da, uint64_t db, int acc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+      : "l"(da), "l"(db), "r"(acc));
+}
+
+/// One stage's k-steps of a warpgroup: panels p0, p0 + pstep, ... < np, four
+/// k-steps of 16 columns each, against G token groups; TWO: GateUp's up rows
+/// (a_mat1 bytes after the gate rows) into d1 with the same B. `acc` 0: the
+/// first k-step overwrites the accumulators (a row block's first stage); the
+/// stage leaves it 1 once it issued one.
+template <int G, bool TWO>
+__device__ __forceinline__ void wg_stage(float (&d0)[kWgAcc], float (&d1)[kWgAcc], uint32_t a, uint32_t a_panel,
+                                         uint32_t a_mat1, uint32_t b, uint32_t b_panel, int p0, int pstep, int np,
+                                         int& acc) {
+  wg_fence();
+#pragma unroll 1
+  for (int p = p0; p < np; p += pstep) {
+    const uint64_t da = wg_desc(a + uint32_t(p) * a_panel), db = wg_desc(b + uint32_t(p) * b_panel);
+    const uint64_t da1 = wg_desc(a + a_mat1 + uint32_t(p) * a_panel);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {  // 32 bytes = 16 columns a k-step: +2 in the descriptor's address field
+      wgmma_bf16<G * 8>(d0, da + 2 * j, db + 2 * j, acc);
+      if constexpr (TWO) wgmma_bf16<G * 8>(d1, da1 + 2 * j, db + 2 * j, acc);
+      acc = 1;
+    }
+  }
+  wg_commit();
+  wg_wait_all();
+}
+
+/// Issues the cp.async copies of column chunk `c` (kc columns) of the nb input
+/// rows into the swizzled panels at `buf` (tp rows a panel); the caller commits.
+__device__ __forceinline__ void mm_fill_swizzled(const MmJob& M, const MmFillIdx& F, int c, int kc, int tp,
+                                                 uint16_t* buf) {
+  const uint16_t* a = M.a + int64_t(c) * kc;
+  for (int b = F.b0, q = F.q0; b < M.nb;) {
+    uint16_t* to = buf + (q >> 3) * tp * 64 + b * 64 + (((q & 7) ^ (b & 7)) << 3);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dev::smem_addr(to)), "l"(a + int64_t(b) * M.lda + q * 8)
+                 : "memory");
+    b += F.db, q += F.dq;
+    if (q >= F.per_row) q -= F.per_row, ++b;
+  }
+}
+
+/// v as lane 0 of the warp has it: the compiler then treats it as warp-uniform.
+__device__ __forceinline__ int warp_uniform(int v) { return __shfl_sync(0xffffffffu, v, 0); }
+
+/// mm_rows (mm.cuh) on wgmma: the same ring, stages, epilogue and trace points.
+/// Inlined into the kernel function only (mm_run_deferred): see mm_defer.
+__device__ __forceinline__ void mm_rows_wg(const DevProgram& P, const Tile& T, RingView& R, const MatvecJob& J,
+                                        const MmJob& M, float* work) {
+  // The warp index through a shuffle: the compiler then knows every choice
+  // below is the same across a warp (and the warpgroup), so it does not
+  // serialise the wgmma for a divergent path.
+  const int warp = warp_uniform(int(threadIdx.x >> 5)), lane = threadIdx.x & 31;
+  const int wg = warp >> 2, wi = warp & 3;
+  // Loop bounds and the dispatch through warp_uniform too: values read through
+  // this function's reference parameters are per-thread to the compiler.
+  const int kc = int(T.seg / 2), nk = warp_uniform(int(J.K / kc)), cap = T.cap;
+  const int rows = int(T.rows), nrb = (rows + cap - 1) / cap, nst = warp_uniform(nrb * nk);
+  const int ntg = warp_uniform((M.nb + 7) / 8);
+  const bool ksplit = ntg == 1;  // one token group: the warpgroups split the panels
+  const int h = (ntg + 1) / 2;
+  const int g0 = ksplit || wg == 0 ? 0 : h;               // this warpgroup's first token group
+  const int ng_mine = ksplit ? 1 : wg == 0 ? h : ntg - h;  // and how many (0: none)
+  const int tp = program::mm_tokens(P.h.batch);           // rows of an input panel
+  const int np = warp_uniform(kc / program::kMmBoxCols);   // panels a stage
+  const uint32_t a_panel = uint32_t(cap) * (program::kMmBoxCols * 2);
+  const uint32_t a_mat1 = uint32_t(np) * a_panel;
+  const uint32_t b_panel = uint32_t(tp) * (program::kMmBoxCols * 2);
+  float* red = work;
+  uint16_t* bufs = reinterpret_cast<uint16_t*>(reinterpret_cast<char*>(work) + kMmRedBytes);
+  // Buffer slots of tp x max cols (no padding: the swizzle spreads the banks),
+  // 1024-byte multiples: tp is a multiple of 8 and a panel row is 128 bytes.
+  const size_t buf_elems = size_t(tp) * program::mm_max_cols(P.h.batch);
+  const int na = max(2, min(kMmMaxSlots, int((P.work_bytes - kMmRedBytes) / (buf_elems * 2))));
+  const int p0 = ksplit ? wg : 0, pstep = ksplit ? 2 : 1;
+  const int kind = ng_mine == 0 ? -1 : (T.nmat == 2 ? 1 : 0) + 2 * (ng_mine - 1);
+  const int g = lane >> 2, tq = lane & 3;
+
+  float d0[kWgAcc], d1[kWgAcc];  // written by the row block's first k-step (acc = 0)
+  int acc = 0;
+
+  const MmFillIdx F(kc);
+  int fill_c = 0, fill_buf = 0, use_buf = 0, rb = 0, c = 0;
+  const int n_stages = R.n_stages;
+  const char* const ring = R.ring;
+  const size_t stage_bytes = R.stage_bytes;
+  uint64_t* const full = R.full;
+  uint64_t* const empty = R.empty;
+  const uint32_t seq0 = R.seq;
+  int slot = int(seq0 % uint32_t(n_stages));
+  uint32_t phase = (seq0 / uint32_t(n_stages)) & 1;
+  auto fill_next = [&] {
+    mm_fill_swizzled(M, F, fill_c, kc, tp, bufs + size_t(fill_buf) * buf_elems);
+    if (++fill_c == nk) fill_c = 0;
+    if (++fill_buf == na) fill_buf = 0;
+  };
+  for (int q = 0; q < na - 1; ++q) {
+    if (q < nst) fill_next();
+    asm volatile("cp.async.commit_group;" ::: "memory");
+  }
+#pragma unroll 1
+  for (int s = 0; s < nst; ++s) {
+    cp_async_wait_pending(na - 2);
+    fence_proxy_async_smem();  // chunk s, as this thread copied it, visible to wgmma
+    csync();  // chunk s landed for every thread; every warpgroup is done with chunk s - 1's buffer
+    if (s + na - 1 < nst) fill_next();
+    asm volatile("cp.async.commit_group;" ::: "memory");
+    const char* stage = ring + size_t(slot) * stage_bytes;
+    if (P.trace && threadIdx.x == 0 && s == 0) R.t_prep = R.t_first = dev::globaltimer_ns();
+    const bool landed = dev::mbar_test_wait(full + slot, phase) || ring_wait_phase(P, R, slot, phase);
+    if (__any_sync(0xffffffffu, !landed)) {  // a warp-uniform exit: the wgmma below stay on a uniform path
+      R.seq = seq0 + uint32_t(s);
+      asm volatile("cp.async.wait_all;" ::: "memory");
+      return;  // aborting: the kernel leaves after this task
+    }
+    if (P.trace && threadIdx.x == 0 && s + 1 == nst) R.t_last = dev::globaltimer_ns();
+    const uint32_t a = dev::smem_addr(stage);
+    const uint32_t b = dev::smem_addr(bufs + size_t(use_buf) * buf_elems) + uint32_t(g0 * 8) * 128u;
+    if (++use_buf == na) use_buf = 0;
+    switch (kind) {
+      case 0: wg_stage<1, false>(d0, d1, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
+      case 1: wg_stage<1, true>(d0, d1, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
+      case 2: wg_stage<2, false>(d0, d1, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
+      case 3: wg_stage<2, true>(d0, d1, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
+      case 4: wg_stage<3, false>(d0, d1, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
+      case 5: wg_stage<3, true>(d0, d1, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
+      case 6: wg_stage<4, false>(d0, d1, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
+      case 7: wg_stage<4, true>(d0, d1, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
+      default: break;
+    }
+    __syncwarp();
+    if (lane == 0) dev::mbar_arrive(empty + slot);
+    if (++slot == n_stages) slot = 0, phase ^= 1;
+    if (++c < nk) continue;
+    c = 0;
+    // The row block's epilogue. (The accumulators are only read here: a
+    // non-wgmma write to them would make ptxas serialise the wgmma.)
+    const bool handed = ksplit && np > 1;  // warpgroup 1's partials to add (np == 1: it had no panel)
+    if (handed) {
+      if (wg == 1)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          red[(0 * 128 + threadIdx.x - 128) * 4 + e] = d0[e];
+          red[(1 * 128 + threadIdx.x - 128) * 4 + e] = d1[e];
+        }
+      csync();
+    }
+    if (ng_mine > 0 && (!ksplit || wg == 0)) {
+#pragma unroll
+      for (int j = 0; j < kWgMaxGroups; ++j) {
+        if (j < ng_mine) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int rr = wi * 16 + g + (e >= 2 ? 8 : 0);
+            const int64_t r = J.row0 + int64_t(rb) * cap + rr;
+            const int bt = (g0 + j) * 8 + 2 * tq + (e & 1);
+            float y0 = d0[4 * j + e], y1 = d1[4 * j + e];
+            if (handed) y0 += red[(0 * 128 + threadIdx.x) * 4 + e], y1 += red[(1 * 128 + threadIdx.x) * 4 + e];
+            if (rr < cap && r < J.row1 && bt < M.nb) mm_epi(P, J, M, r, bt, y0, y1);
+          }
+        }
+      }
+    }
+    acc = 0;
+    ++rb;
+  }
+  R.seq = seq0 + uint32_t(nst);
+  csync();
+}
+
+}  // namespace KEEL_DEVICE_NS
+}  // namespace keel::exec::cuda::prog
