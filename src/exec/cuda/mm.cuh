@@ -3,11 +3,11 @@
 // each weight tile streams through the ring once per step, whatever the batch,
 // and tensor cores multiply it with every sequence's input. Two engines, the
 // Program's choice (TargetDesc::mm_engine):
-//  * wgmma (mm_wgmma.cuh, the default): Hopper's warpgroup MMA reads the
+//  * wgmma (mm_wgmma.cuh; the default over 16 tokens a step): Hopper's warpgroup MMA reads the
 //    stage and a swizzled copy of the inputs straight from shared memory. Its
 //    loop is inlined into the kernel function at one place (mm_defer /
 //    mm_run_deferred below): ptxas serialises the wgmma of a called function.
-//  * mma.sync (mm_rows below): m16n8k16 on ldmatrix fragments, bf16 in, fp32
+//  * mma.sync (mm_rows below; the default for batches of 2-16): m16n8k16 on ldmatrix fragments, bf16 in, fp32
 //    accumulate; also what a caller without a deferred slot runs.
 //
 // Per stage the ring holds stage_rows() (<= 64) rows x kc = stage_cols() columns of each matrix
