@@ -19,11 +19,12 @@
 namespace keel::exec::cuda::prog {
 inline namespace KEEL_DEVICE_NS {
 
-/// The positions [s0, e0) of a chunk that the prefetch did not bring into
-/// shared memory (all < pos, written in earlier steps), read from the KV cache:
-/// the long-context part of attention_fast, run by each warp after the
-/// one-position loop on its partial `mine` ([g][hd + 2]: o, m, l per head, in
-/// shared memory), which it reads, continues and writes back.
+/// The earlier positions [s0, e0) of a chunk (all < pos, written in earlier
+/// steps or by the step's other prefill lanes), read from the KV cache: in the
+/// long-context variants, every position but pos (nothing is prefetched there:
+/// attn_smem), run by each warp after the one-position loop on its partial
+/// `mine` ([g][hd + 2]: o, m, l per head, in shared memory), which it reads,
+/// continues and writes back.
 ///
 /// The one-position loop costs about 200 dependent instructions per position
 /// (two divisions for the address, a 5-step shuffle reduction per head, an
@@ -308,8 +309,9 @@ __device__ void attention_fast(const DevProgram& P, const TaskDesc& t, int32_t t
     }
   };
   bool ok = true;
-  // A long chunk (head_dim <= 128): this loop takes the prefetched positions
-  // and pos, attn_stream the rest after it. Otherwise this loop takes all.
+  // The long-context variants (head_dim <= 128): this loop takes pos (no
+  // position is prefetched there), attn_stream the rest after it. Otherwise
+  // this loop takes all.
   constexpr bool kStream = KEEL_ATTN_STREAM != 0 && KP <= 4;
   const bool stream = kStream && h.page_size % 8 == 0;
   // One position for every head of the group; false: a bad page (reported).

@@ -147,7 +147,15 @@ __device__ __forceinline__ AttnSmem attn_smem(const DevProgram& P, const TaskDes
   // Positions of earlier steps only: in a prefill Program the other lanes of
   // the sequence append [step_first_pos, pos) during this step.
   const int64_t want = min(a.p1, program::step_first_pos(h, t.b0, a.pos)) - a.p0;
-  const int64_t n = want < room ? want : room;
+  int64_t n = want < room ? want : room;
+#if KEEL_ATTN_STREAM
+  // The long-context variants take every earlier position in blocks of 8 from
+  // the cache (attn_stream), so nothing is prefetched for the shapes it
+  // serves: the one-position loop over prefetched rows cost more than the
+  // latency the prefetch hid (H200, batch 64 at context 512: ~49 -> ~40 us an
+  // attention task; docs/cuda-executor.md, Attention).
+  if (h.page_size % 8 == 0 && (hd == 32 || hd == 64 || hd == 128) && h.n_heads / h.n_kv_heads <= 8) n = 0;
+#endif
   a.n_pf = n > 0 ? int(n) : 0;
   return a;
 }
