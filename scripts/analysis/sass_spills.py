@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Where a kernel's register spills are: local-memory loads and stores (LDL /
+STL) of one kernel of a compiled object, counted per source line.
+
+ptxas only reports a kernel's spill total ("N bytes spill stores"); whether the
+spills sit in a hot loop or in code that runs once a task decides what they
+cost. The long-context kernel variants run at their register limit: a change
+that adds a few registers to one loop can move spills into another (measured:
+docs/log/results.md, 2026-12-04 afternoon).
+
+Needs nvdisasm and cuobjdump: the toolkit's, or here (no toolkit binaries in
+this repo's CI image) the PyPI wheels nvidia-cuda-nvdisasm and
+nvidia-cuda-cuobjdump (`pip download --no-deps`, unzip, put
+nvidia/cu13/bin on PATH). The build has -lineinfo.
+
+  python3 scripts/analysis/sass_spills.py \\
+      build/device/src/exec/cuda/CMakeFiles/keel_exec_cuda.dir/program_kernel_long.cu.o \\
+      [kernel-name-substring, default 14program_kernel] [rows, default 30]
+
+Accepts an object file, an executable or a .cubin.
+"""
+import collections
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+
+def cubins(path):
+    if path.endswith(".cubin"):
+        return [path]
+    d = tempfile.mkdtemp(prefix="sass_spills.")
+    subprocess.run(["cuobjdump", "-xelf", "all", os.path.abspath(path)], cwd=d, check=True,
+                   stdout=subprocess.DEVNULL)
+    return [os.path.join(d, f) for f in sorted(os.listdir(d)) if f.endswith(".cubin")]
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    path = sys.argv[1]
+    want = sys.argv[2] if len(sys.argv) > 2 else "14program_kernel"
+    rows = int(sys.argv[3]) if len(sys.argv) > 3 else 30
+    for cubin in cubins(path):
+        txt = subprocess.run(["nvdisasm", "-g", "-c", cubin], capture_output=True, text=True, check=True).stdout
+        fn = src = None
+        count = collections.Counter()
+        for line in txt.splitlines():
+            m = re.match(r"\.text\.(\S+):", line)
+            if m:
+                fn = m.group(1)
+                continue
+            m = re.search(r'//## File "([^"]+)", line (\d+)', line)
+            if m:
+                src = f"{os.path.basename(m.group(1))}:{m.group(2)}"
+                continue
+            m = re.search(r"\b(LDL|STL)(\.\S+)?\s", line)
+            if fn and want in fn and m:
+                count[(src, m.group(1))] += 1
+        if not count:
+            continue
+        print(f"{os.path.basename(cubin)}: {sum(count.values())} local-memory instructions in kernels matching '{want}'")
+        for (where, op), n in count.most_common(rows):
+            print(f"  {n:6d}  {op}  {where}")
+
+
+if __name__ == "__main__":
+    main()
