@@ -8,10 +8,10 @@ cost. The long-context kernel variants run at their register limit: a change
 that adds a few registers to one loop can move spills into another (measured:
 docs/log/results.md, 2026-12-04 afternoon).
 
-Needs nvdisasm and cuobjdump: the toolkit's, or here (no toolkit binaries in
-this repo's CI image) the PyPI wheels nvidia-cuda-nvdisasm and
-nvidia-cuda-cuobjdump (`pip download --no-deps`, unzip, put
-nvidia/cu13/bin on PATH). The build has -lineinfo.
+Needs nvdisasm and cuobjdump (the build has -lineinfo). The development
+machine's CUDA install lacks both; the PyPI wheels nvidia-cuda-nvdisasm and
+nvidia-cuda-cuobjdump carry them (`pip download --no-deps`, unzip, put
+nvidia/cu13/bin on PATH).
 
   python3 scripts/analysis/sass_spills.py \\
       build/device/src/exec/cuda/CMakeFiles/keel_exec_cuda.dir/program_kernel_long.cu.o \\
