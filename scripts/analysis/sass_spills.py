@@ -36,6 +36,33 @@ def cubins(path):
     return [os.path.join(d, f) for f in sorted(os.listdir(d)) if f.endswith(".cubin")]
 
 
+def demangle_short(name):
+    """A called function's name without namespaces and parameters, with its integer template
+    arguments: _ZN4keel...11attn_streamILi4ELi8EEEb... -> attn_stream<4,8>."""
+    i = name.find("_ZN")
+    if i < 0:
+        return name
+    i += 3
+    last = name
+    while i < len(name) and name[i].isdigit():
+        j = i
+        while name[j].isdigit():
+            j += 1
+        n = int(name[i:j])
+        last, i = name[j:j + n], j + n
+        if name.startswith("I", i):  # template arguments up to the matching E
+            depth, k = 0, i
+            while k < len(name):
+                depth += name[k] in "IL"
+                depth -= name[k] == "E"
+                k += 1
+                if depth == 0:
+                    break
+            last += "<" + ",".join(re.findall(r"L[ib](-?\d+)E", name[i:k])) + ">"
+            i = k
+    return last
+
+
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
@@ -45,11 +72,16 @@ def main():
     for cubin in cubins(path):
         txt = subprocess.run(["nvdisasm", "-g", "-c", cubin], capture_output=True, text=True, check=True).stdout
         fn = src = None
+        sub = ""  # a called (noinline) function inside the kernel's section: its own rows
         count = collections.Counter()
         for line in txt.splitlines():
             m = re.match(r"\.text\.(\S+):", line)
             if m:
-                fn = m.group(1)
+                fn, sub = m.group(1), ""
+                continue
+            m = re.match(r"\$[^$\s]+\$(\S+):", line)
+            if m:
+                sub = m.group(1)
                 continue
             m = re.search(r'//## File "([^"]+)", line (\d+)', line)
             if m:
@@ -57,12 +89,12 @@ def main():
                 continue
             m = re.search(r"\b(LDL|STL)(\.\S+)?\s", line)
             if fn and want in fn and m:
-                count[(src, m.group(1))] += 1
+                count[(src, m.group(1), demangle_short(sub))] += 1
         if not count:
             continue
         print(f"{os.path.basename(cubin)}: {sum(count.values())} local-memory instructions in kernels matching '{want}'")
-        for (where, op), n in count.most_common(rows):
-            print(f"  {n:6d}  {op}  {where}")
+        for (where, op, sub), n in count.most_common(rows):
+            print(f"  {n:6d}  {op}  {where}" + (f"  (in {sub})" if sub else ""))
 
 
 if __name__ == "__main__":
