@@ -19,6 +19,132 @@
 namespace keel::exec::cuda::prog {
 inline namespace KEEL_DEVICE_NS {
 
+/// The state of one warp's streaming pass over a chunk (attn_stream,
+/// attn_stream_smem): q's A fragments (row r = head r, k-step s: dims
+/// c hd/4 + 4s + {0,1} (a0) and + {2,3} (a2); rows 8..15 are zero (a1, a3)),
+/// the group's o (lane-per-element) and head r's running max and sum (its
+/// quad), read from and written back to the warp's partial `mine`.
+template <int KP, int G>
+struct StreamState {
+  static constexpr int hd = 32 * KP, KS = hd / 16, KW = hd / 8;  // k-steps; K words per lane (its quarter row)
+  uint32_t qa[KS][2];
+  float o[G][KP];
+  float ml, ll;
+
+  __device__ __forceinline__ void load(const float* qs, const float* mine, int g, int lane) {
+    const int r = lane >> 2, c = lane & 3;
+#pragma unroll
+    for (int st = 0; st < KS; ++st)
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const float* q = qs + r * hd + c * (hd / 4) + 4 * st + 2 * i;
+        qa[st][i] = r < g ? uint32_t(f32_to_bf16(q[0])) | uint32_t(f32_to_bf16(q[1])) << 16 : 0u;
+      }
+#pragma unroll
+    for (int j = 0; j < G; ++j)
+#pragma unroll
+      for (int e = 0; e < KP; ++e) o[j][e] = j < g ? mine[j * (hd + 2) + lane * KP + e] : 0.0f;
+    ml = r < g ? mine[r * (hd + 2) + hd] : -INFINITY;
+    ll = r < g ? mine[r * (hd + 2) + hd + 1] : 0.0f;
+  }
+
+  __device__ __forceinline__ void store(float* mine, int g, int lane) const {
+    const int r = lane >> 2, c = lane & 3;
+#pragma unroll
+    for (int j = 0; j < G; ++j) {
+      if (j >= g) continue;
+#pragma unroll
+      for (int e = 0; e < KP; ++e) mine[j * (hd + 2) + lane * KP + e] = o[j][e];
+    }
+    if (c == 0 && r < g) {
+      mine[r * (hd + 2) + hd] = ml;
+      mine[r * (hd + 2) + hd + 1] = ll;
+    }
+  }
+
+  /// S[16 x 8] = Q . K^T on tensor cores, K's B fragments in kw.
+  __device__ __forceinline__ void scores(const uint32_t (&kw)[KW], float (&sc)[4]) const {
+#pragma unroll
+    for (int st = 0; st < KS; ++st) {
+      const uint32_t a[4] = {qa[st][0], 0u, qa[st][1], 0u};
+      dev::mma_bf16(sc, a, kw[2 * st], kw[2 * st + 1]);
+    }
+  }
+
+  /// One online-softmax update of head r over the block from its scores s
+  /// (lane (r, c): positions 2c, 2c + 1; -inf where masked), the weights and
+  /// rescale factors through `pw`, then o *= c_j. A block with no position
+  /// for this warp (a bad page) leaves the state as is.
+  __device__ __forceinline__ void softmax(const float (&s)[2], float* pw, int lane) {
+    const int r = lane >> 2, c = lane & 3;
+    float bm = fmaxf(s[0], s[1]);
+    bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, 1));
+    bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, 2));
+    const float mn = fmaxf(ml, bm);
+    const float p0 = mn == -INFINITY ? 0.0f : expf(s[0] - mn), p1 = mn == -INFINITY ? 0.0f : expf(s[1] - mn);
+    const float cr = mn == -INFINITY ? 1.0f : expf(ml - mn);
+    float ps = p0 + p1;
+    ps += __shfl_xor_sync(0xffffffffu, ps, 1);
+    ps += __shfl_xor_sync(0xffffffffu, ps, 2);
+    ll = ll * cr + ps;
+    ml = mn;
+    *reinterpret_cast<float2*>(pw + r * 8 + 2 * c) = make_float2(p0, p1);
+    if (c == 0) pw[64 + r] = cr;
+    __syncwarp();
+#pragma unroll
+    for (int j = 0; j < G; ++j) {
+      const float cj = pw[64 + j];
+#pragma unroll
+      for (int e = 0; e < KP; ++e) o[j][e] *= cj;
+    }
+  }
+
+  /// o_j += sum_u p_ju v_u, head by head, u in order; v_of(u, v) gives row
+  /// u's KP elements of this lane.
+  template <class F>
+  __device__ __forceinline__ void pv(const float* pw, F&& v_of) {
+#pragma unroll
+    for (int j = 0; j < G; ++j) {
+      const float4 pa = *reinterpret_cast<const float4*>(pw + j * 8);
+      const float4 pb = *reinterpret_cast<const float4*>(pw + j * 8 + 4);
+      const float pj[8] = {pa.x, pa.y, pa.z, pa.w, pb.x, pb.y, pb.z, pb.w};
+#pragma unroll
+      for (int u = 0; u < 8; ++u) {
+        float v[KP];
+        v_of(u, v);
+#pragma unroll
+        for (int e = 0; e < KP; ++e) o[j][e] = fmaf(pj[u], v[e], o[j][e]);
+      }
+    }
+  }
+};
+
+/// Element offset in the K/V caches of (sequence b, kv head kvh, position
+/// base)'s row, through the page table (the CTA's copy `pages`, or global
+/// memory), or -1 with the page in bad_page when it is out of range.
+__device__ __forceinline__ int64_t stream_row_offset(const DevProgram& P, const int32_t* pages, int b, int kvh,
+                                                     int64_t base, int32_t& bad_page) {
+  const ProgramHeader& h = P.h;
+  const int32_t e = program::kv_page_entry(h, b, base);
+  const int64_t page = pages ? pages[e] : __ldcg(bp<const int32_t>(P, h.buf_page_table) + e);
+  if (page < 0 || page >= h.n_pages) {
+    bad_page = int32_t(page);
+    return -1;
+  }
+  return kv_offset(h, page, kvh, base, 0);
+}
+
+/// KP bf16 packed in words (2 a word; KP == 1: the low half) as fp32.
+template <int KP>
+__device__ __forceinline__ void unpack_bf16(const uint32_t* w, float (&v)[KP]) {
+  if constexpr (KP == 1) {
+    v[0] = bits_f32(w[0] << 16);
+  } else {
+#pragma unroll
+    for (int i = 0; i < KP / 2; ++i) v[2 * i] = bits_f32(w[i] << 16), v[2 * i + 1] = bits_f32(w[i] & 0xffff0000u);
+  }
+}
+
 /// The earlier positions [s0, e0) of a chunk (all < pos, written in earlier
 /// steps or by the step's other prefill lanes), read from the KV cache: in the
 /// long-context variants, every position but pos (nothing is prefetched there:
@@ -45,44 +171,22 @@ inline namespace KEEL_DEVICE_NS {
 ///    loop), the weights through this warp's `pw` (shared memory).
 /// K of the next block is loaded while this block's softmax and p v run.
 template <int KP, int G>
-__device__ __forceinline__ bool attn_stream(const DevProgram& P, const int32_t* pages, int32_t task, int b,
+__device__ __noinline__ bool attn_stream(const DevProgram& P, const int32_t* pages, int32_t task, int b,
                                                     int kvh, int64_t s0, int64_t e0, const float* qs, int g,
                                                     float* mine, float* pw) {
   static_assert(KP == 1 || KP == 2 || KP == 4, "attn_stream: head_dim 32, 64 or 128");
   static_assert(G <= 8 && 8 * 8 + 8 <= program::kKernelAttnStreamFloats);
-  constexpr int hd = 32 * KP, KS = hd / 16, KW = hd / 8;  // k-steps; K words per lane (its quarter row)
+  using St = StreamState<KP, G>;
+  constexpr int hd = St::hd, KW = St::KW;
   const ProgramHeader& h = P.h;
   const int lane = threadIdx.x & 31, r = lane >> 2, c = lane & 3;
   const uint16_t* kcache = bp<const uint16_t>(P, P.tasks[task].buf[AttnSlots::kKCache]);
   const uint16_t* vcache = bp<const uint16_t>(P, P.tasks[task].buf[AttnSlots::kVCache]);
-  // q's A fragments: row r (head r), k-step s: dims c hd/4 + 4s + {0,1} (a0)
-  // and + {2,3} (a2); rows 8..15 are zero (a1, a3).
-  uint32_t qa[KS][2];
-#pragma unroll
-  for (int st = 0; st < KS; ++st)
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const float* q = qs + r * hd + c * (hd / 4) + 4 * st + 2 * i;
-      qa[st][i] = r < g ? uint32_t(f32_to_bf16(q[0])) | uint32_t(f32_to_bf16(q[1])) << 16 : 0u;
-    }
-  float o[G][KP];
-#pragma unroll
-  for (int j = 0; j < G; ++j)
-#pragma unroll
-    for (int e = 0; e < KP; ++e) o[j][e] = j < g ? mine[j * (hd + 2) + lane * KP + e] : 0.0f;
-  float ml = r < g ? mine[r * (hd + 2) + hd] : -INFINITY;  // head r's running max and sum (its quad)
-  float ll = r < g ? mine[r * (hd + 2) + hd + 1] : 0.0f;
+  St st;
+  st.load(qs, mine, g, lane);
   int32_t bad_page = 0;  // a page out of range (never 0: a bad page is < 0 or >= n_pages)
   // Element offset of the block's first row in the caches, or -1 (bad page).
-  auto block_offset = [&](int64_t base) -> int64_t {
-    const int32_t e = program::kv_page_entry(h, b, base);
-    const int64_t page = pages ? pages[e] : __ldcg(bp<const int32_t>(P, h.buf_page_table) + e);
-    if (page < 0 || page >= h.n_pages) {
-      bad_page = int32_t(page);
-      return -1;
-    }
-    return kv_offset(h, page, kvh, base, 0);
-  };
+  auto block_offset = [&](int64_t base) { return stream_row_offset(P, pages, b, kvh, base, bad_page); };
   uint32_t kw[KW];  // row r of the block, dims [c hd/4, (c+1) hd/4)
   auto load_k = [&](int64_t off) {
     const uint4* src = reinterpret_cast<const uint4*>(kcache + off + int64_t(r) * hd + c * (hd / 4));
@@ -95,7 +199,10 @@ __device__ __forceinline__ bool attn_stream(const DevProgram& P, const int32_t* 
   const int64_t first = s0 & ~int64_t(7), stride = int64_t(kWarps) * 8;
   int64_t base = first + int64_t(threadIdx.x >> 5) * 8;
   int64_t off = base < e0 ? block_offset(base) : -1;
-  if (off >= 0) load_k(off);
+  // K loads are unconditional (offset 0, a valid row, where there is no
+  // block): a conditional load keeps the old fragments alive beside the new
+  // ones, which made ptxas keep K in local memory in the long variants.
+  load_k(off >= 0 ? off : 0);
   for (; base < e0; base += stride) {
     const int64_t next = base + stride;
     const int64_t next_off = next < e0 ? block_offset(next) : -1;
@@ -116,76 +223,142 @@ __device__ __forceinline__ bool attn_stream(const DevProgram& P, const int32_t* 
     }
     // ---- scores ----
     float sc[4] = {0, 0, 0, 0};
-    if (off >= 0) {
-#pragma unroll
-      for (int st = 0; st < KS; ++st) {
-        const uint32_t a[4] = {qa[st][0], 0u, qa[st][1], 0u};
-        dev::mma_bf16(sc, a, kw[2 * st], kw[2 * st + 1]);
-      }
-    }
-    if (next_off >= 0) load_k(next_off);  // the next block's K while this one finishes
+    if (off >= 0) st.scores(kw, sc);
+    load_k(next_off >= 0 ? next_off : 0);  // the next block's K while this one finishes
     float s[2];
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       const int64_t p = base + 2 * c + i;
       s[i] = off >= 0 && p >= s0 && p < e0 ? sc[i] * h.attn_scale : -INFINITY;
     }
-    // ---- one online-softmax update of head r over the block (its quad) ----
-    float bm = fmaxf(s[0], s[1]);
-    bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, 1));
-    bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, 2));
-    const float mn = fmaxf(ml, bm);
-    // A block with no position for this warp (a bad page) leaves the state as is.
-    const float p0 = mn == -INFINITY ? 0.0f : expf(s[0] - mn), p1 = mn == -INFINITY ? 0.0f : expf(s[1] - mn);
-    const float cr = mn == -INFINITY ? 1.0f : expf(ml - mn);
-    float ps = p0 + p1;
-    ps += __shfl_xor_sync(0xffffffffu, ps, 1);
-    ps += __shfl_xor_sync(0xffffffffu, ps, 2);
-    ll = ll * cr + ps;
-    ml = mn;
-    *reinterpret_cast<float2*>(pw + r * 8 + 2 * c) = make_float2(p0, p1);
-    if (c == 0) pw[64 + r] = cr;
-    __syncwarp();
+    st.softmax(s, pw, lane);
     // ---- o = o * c_j + sum_u p_ju v_u ----
-#pragma unroll
-    for (int j = 0; j < G; ++j) {
-      const float cj = pw[64 + j];
-#pragma unroll
-      for (int e = 0; e < KP; ++e) o[j][e] *= cj;
-    }
-#pragma unroll
-    for (int j = 0; j < G; ++j) {
-      const float4 pa = *reinterpret_cast<const float4*>(pw + j * 8);
-      const float4 pb = *reinterpret_cast<const float4*>(pw + j * 8 + 4);
-      const float pj[8] = {pa.x, pa.y, pa.z, pa.w, pb.x, pb.y, pb.z, pb.w};
-#pragma unroll
-      for (int u = 0; u < 8; ++u) {
-        float v[KP];
-        if constexpr (KP == 1) {
-          v[0] = bits_f32(vw[u][0] << 16);
-        } else {
-#pragma unroll
-          for (int i = 0; i < KP / 2; ++i) v[2 * i] = bits_f32(vw[u][i] << 16), v[2 * i + 1] = bits_f32(vw[u][i] & 0xffff0000u);
-        }
-#pragma unroll
-        for (int e = 0; e < KP; ++e) o[j][e] = fmaf(pj[u], v[e], o[j][e]);
-      }
-    }
+    st.pv(pw, [&](int u, float (&v)[KP]) { unpack_bf16<KP>(vw[u], v); });
     __syncwarp();  // pw is rewritten by the next block
     off = next_off;
   }
-#pragma unroll
-  for (int j = 0; j < G; ++j) {
-    if (j >= g) continue;
-#pragma unroll
-    for (int e = 0; e < KP; ++e) mine[j * (hd + 2) + lane * KP + e] = o[j][e];
-  }
-  if (c == 0 && r < g) {
-    mine[r * (hd + 2) + hd] = ml;
-    mine[r * (hd + 2) + hd + 1] = ll;
-  }
+  st.store(mine, g, lane);
   if (bad_page != 0) {
     if (lane == 0) dev_fail(P, kErrBadPage, task, bad_page);
+    return false;
+  }
+  return true;
+}
+
+/// attn_stream with K and V through shared memory: the same blocks, scores,
+/// softmax and p v (same order of operations: the same results), but each
+/// warp copies its blocks' K and V rows with cp.async into its part of the
+/// staging buffer `sbuf` (program::attn_stream_buf_offset: kAttnStreamStages
+/// blocks, K rows padded), a block ahead, and no register holds bytes in
+/// flight. The cache offsets of the warp's blocks are read 32 blocks at a time
+/// (lane j: block w0 + j) so no page-table read waits inside the loop.
+/// Measured alone (132 CTAs, no weight traffic, H200): 1.3x (batch 64,
+/// head_dim 128) to 2.1x (4096-position chunks, head_dim 64) the K/V
+/// throughput of attn_stream.
+template <int KP, int G>
+__device__ __noinline__ bool attn_stream_smem(const DevProgram& P, const int32_t* pages, int32_t task, int b, int kvh,
+                                              int64_t s0, int64_t e0, const float* qs, int g, float* mine, float* pw,
+                                              uint16_t* sbuf) {
+  static_assert(KP == 1 || KP == 2 || KP == 4, "attn_stream_smem: head_dim 32, 64 or 128");
+  static_assert(G <= 8 && 8 * 8 + 8 <= program::kKernelAttnStreamFloats);
+  using St = StreamState<KP, G>;
+  constexpr int hd = St::hd, KW = St::KW, NS = program::kAttnStreamStages;
+  constexpr int KPAD = hd + 8;                                 // K row stride (elements)
+  constexpr int SE = int(program::attn_stream_stage_elems(hd));  // a stage: K rows, then V rows
+  constexpr int CH = hd / 8;                                   // 16-byte pieces a row
+  const ProgramHeader& h = P.h;
+  const int lane = threadIdx.x & 31, r = lane >> 2, c = lane & 3;
+  const uint16_t* kcache = bp<const uint16_t>(P, P.tasks[task].buf[AttnSlots::kKCache]);
+  const uint16_t* vcache = bp<const uint16_t>(P, P.tasks[task].buf[AttnSlots::kVCache]);
+  St st;
+  st.load(qs, mine, g, lane);
+  int32_t bad_page = 0;  // a page out of range, seen by this lane (never 0 when bad)
+  const int64_t first = s0 & ~int64_t(7), stride = int64_t(kWarps) * 8;
+  const int64_t base0 = first + int64_t(threadIdx.x >> 5) * 8;
+  const int nblk = base0 < e0 ? int((e0 - base0 + stride - 1) / stride) : 0;
+  auto window_offset = [&](int w0) -> int64_t {  // lane j: cache offset of block w0 + j, -1: none or a bad page
+    if (w0 + lane >= nblk) return -1;
+    return stream_row_offset(P, pages, b, kvh, base0 + int64_t(w0 + lane) * stride, bad_page);
+  };
+  int64_t offw = 0;
+  uint32_t okmask = 0;  // bit s: the block in stage s has a valid page
+  // Block n's K and V rows into stage n % NS (V rows of masked positions and
+  // of a bad page are zeroed: p = 0 there, and 0 * stale bytes could be NaN),
+  // then one cp.async group (empty past the last block, so groups stay counted).
+  auto issue = [&](int n) {
+    if (n < nblk) {
+      if ((n & 31) == 0) offw = window_offset(n);
+      const int64_t off = __shfl_sync(0xffffffffu, offw, n & 31);
+      const int slot = n % NS;
+      uint16_t* dst = sbuf + slot * SE;
+      const int64_t base = base0 + int64_t(n) * stride;
+      okmask = off >= 0 ? okmask | 1u << slot : okmask & ~(1u << slot);
+#pragma unroll
+      for (int q = lane; q < 8 * CH; q += 32) {
+        const int row = q / CH, col = q % CH;
+        const bool in = off >= 0 && base + row >= s0 && base + row < e0;
+        uint16_t* kd = dst + row * KPAD + col * 8;
+        uint16_t* vd = dst + 8 * KPAD + row * hd + col * 8;
+        if (in) {
+          const int64_t src = off + row * hd + col * 8;
+          asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dev::smem_addr(kd)), "l"(kcache + src) : "memory");
+          asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dev::smem_addr(vd)), "l"(vcache + src) : "memory");
+        } else {
+          *reinterpret_cast<uint4*>(vd) = make_uint4(0, 0, 0, 0);
+        }
+      }
+    }
+    asm volatile("cp.async.commit_group;" ::: "memory");
+  };
+#pragma unroll
+  for (int d = 0; d < NS - 1; ++d) issue(d);
+  for (int i = 0; i < nblk; ++i) {
+    issue(i + NS - 1);
+    asm volatile("cp.async.wait_group %0;" ::"n"(NS - 1) : "memory");
+    __syncwarp();  // block i's rows, as every lane copied them, visible to the warp
+    const int slot = i % NS;
+    const uint16_t* st_kv = sbuf + slot * SE;
+    const bool ok = (okmask >> slot) & 1;
+    const int64_t base = base0 + int64_t(i) * stride;
+    // ---- scores (as attn_stream, K's fragments from shared memory) ----
+    uint32_t kw[KW];
+    const uint4* ksrc = reinterpret_cast<const uint4*>(st_kv + r * KPAD + c * (hd / 4));
+#pragma unroll
+    for (int k = 0; k < KW / 4; ++k) {
+      const uint4 v = ksrc[k];
+      kw[4 * k] = v.x, kw[4 * k + 1] = v.y, kw[4 * k + 2] = v.z, kw[4 * k + 3] = v.w;
+    }
+    float sc[4] = {0, 0, 0, 0};
+    st.scores(kw, sc);
+    float s[2];
+#pragma unroll
+    for (int i2 = 0; i2 < 2; ++i2) {
+      const int64_t p = base + 2 * c + i2;
+      s[i2] = ok && p >= s0 && p < e0 ? sc[i2] * h.attn_scale : -INFINITY;
+    }
+    st.softmax(s, pw, lane);
+    // ---- o = o * c_j + sum_u p_ju v_u (the same order as attn_stream) ----
+    const uint16_t* vs = st_kv + 8 * KPAD + lane * KP;
+    st.pv(pw, [&](int u, float (&v)[KP]) {
+      uint32_t w[(KP + 1) / 2];
+      if constexpr (KP == 4) {
+        const uint2 x = *reinterpret_cast<const uint2*>(vs + u * hd);
+        w[0] = x.x, w[1] = x.y;
+      } else if constexpr (KP == 2) {
+        w[0] = *reinterpret_cast<const uint32_t*>(vs + u * hd);
+      } else {
+        w[0] = vs[u * hd];
+      }
+      unpack_bf16<KP>(w, v);
+    });
+    __syncwarp();  // pw and this stage are rewritten by the next block
+  }
+  asm volatile("cp.async.wait_all;" ::: "memory");  // (only empty groups are left)
+  st.store(mine, g, lane);
+  const uint32_t bad_lanes = __ballot_sync(0xffffffffu, bad_page != 0);
+  if (bad_lanes) {
+    const int32_t bad = __shfl_sync(0xffffffffu, bad_page, __ffs(bad_lanes) - 1);
+    if (lane == 0) dev_fail(P, kErrBadPage, task, bad);
     return false;
   }
   return true;
@@ -363,7 +536,16 @@ __device__ void attention_fast(const DevProgram& P, const TaskDesc& t, int32_t t
     if (stream && e0 > pf_end && ok) {
       __syncwarp();  // the warp's partial is in shared memory; its scratch follows every warp's
       float* pw = wo + kWarps * g * (hd + 2) + warp * program::kKernelAttnStreamFloats;
-      ok = attn_stream<KP, kMaxGroup>(P, R.pages, task, b, kvh, pf_end, e0, qs, g, wo + warp * g * (hd + 2), pw);
+      // K/V through shared memory where the Program's work area holds the
+      // staging buffer (program::attn_may_stream), else in registers.
+      const int64_t sb_off = program::attn_stream_buf_offset(hd, g);
+      constexpr int64_t kWarpStaging = int64_t(program::kAttnStreamStages) * program::attn_stream_stage_elems(hd);
+      if (program::attn_stream_buf_end(hd, g) <= int64_t(P.work_bytes))
+        ok = attn_stream_smem<KP, kMaxGroup>(
+            P, R.pages, task, b, kvh, pf_end, e0, qs, g, wo + warp * g * (hd + 2), pw,
+            reinterpret_cast<uint16_t*>(reinterpret_cast<char*>(smem) + sb_off) + warp * kWarpStaging);
+      else
+        ok = attn_stream<KP, kMaxGroup>(P, R.pages, task, b, kvh, pf_end, e0, qs, g, wo + warp * g * (hd + 2), pw);
     }
   }
   csync();

@@ -100,7 +100,9 @@ struct Attention {
   /// against 173 in the prefetch: 10.40 ms/step in the long-context variant,
   /// 10.21 in the other). False for the shapes the fast path does not serve
   /// (head_dim other than 32 / 64 / 128, groups over 8, pages not a multiple
-  /// of 8 positions).
+  /// of 8 positions). When the Program's work area holds attn_stream's K/V
+  /// staging buffer (program::attn_may_stream), any chunk past
+  /// program::kAttnStreamMinHistory positions streams instead.
   static constexpr int64_t kStreamFactor = 2;
   static bool streams(const program::ProgramHeader& h, int64_t end);
 };

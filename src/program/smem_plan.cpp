@@ -17,15 +17,34 @@ uint32_t kernel_work_bytes(const ProgramHeader& h) {
   // ... or the attention task's fp32 scratch (q and the position, then the
   // warps' partials and, after them, the streaming scratch)
   const int64_t g = h.n_heads / std::max(h.n_kv_heads, 1);
-  const int64_t attn = (std::max<int64_t>(kKernelMaxHeadDim + int64_t(kKernelWarps) * (kKernelMaxHeadDim + 2),
-                                          g * h.head_dim + int64_t(kKernelWarps) * g * (h.head_dim + 2)) +
-                        int64_t(kKernelWarps) * kKernelAttnStreamFloats) * 4 + 64;
+  int64_t attn = (std::max<int64_t>(kKernelMaxHeadDim + int64_t(kKernelWarps) * (kKernelMaxHeadDim + 2),
+                                    g * h.head_dim + int64_t(kKernelWarps) * g * (h.head_dim + 2)) +
+                  int64_t(kKernelWarps) * kKernelAttnStreamFloats) * 4 + 64;
+  // ... with attn_stream's K/V staging when the chunks may stream
+  if (attn_may_stream(h)) attn = std::max(attn, attn_stream_buf_end(h.head_dim, g));
   // ... or the merge's maxima, sums and totals
   const int64_t merge = (2 * int64_t(h.n_chunks) + 1) * g * 4;
   const int64_t mm = mm_work_bytes(h.batch);
   const int64_t need = (std::max({act, attn, merge, mm}) + kWorkAlign - 1) / kWorkAlign * kWorkAlign;
   KEEL_CHECK(need <= int64_t(UINT32_MAX), "program: the tasks' shared-memory work area (", need, " bytes) is too large");
   return uint32_t(need);
+}
+
+bool attn_may_stream(const ProgramHeader& h) {
+  const int64_t hd = h.head_dim, g = h.n_heads / std::max(h.n_kv_heads, 1);
+  if (h.n_kv_heads <= 0 || !(hd == 32 || hd == 64 || hd == 128) || g > 8 || h.page_size % 8 != 0 || h.max_context < 2)
+    return false;
+  // The buffer costs a ring stage: 3 x 64 KiB -> 2 up to 16 sequences (4 x
+  // 32 KiB instead of 5 above). H200, `keel bench` (Programs of 4096
+  // positions timed at 512): Qwen3-8B batch 1 5.01 -> 5.14 ms, Llama-3.2-1B
+  // 1.05 -> 1.09, Qwen3-8B batch 8 7.89 -> 8.18; but Qwen3-8B batch 64 18.2
+  // -> 17.0, and at 32K context Llama-3.2-1B 2.13 -> 1.63, Qwen3-8B 8.02 ->
+  // 7.03. So the default context and batches up to 16 keep the ring.
+  if (h.max_context <= 4096 && mm_tokens(h.batch) <= 16) return false;
+  // The longest history of a chunk at the last position (ops::Attention::streams).
+  const int64_t pos = h.max_context - 1, C = h.n_chunks;
+  const int64_t hist = C <= 1 ? pos : (pos + C - 2) / (C - 1);
+  return hist > kAttnStreamMinHistory;
 }
 
 uint32_t mm_work_bytes(int batch) {

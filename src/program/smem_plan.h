@@ -23,6 +23,27 @@ inline constexpr int kKernelMaxHeadDim = 256;   // exec/cuda prog::kMaxHeadDim
 /// attn_stream: the softmax weights of 8 heads x 8 positions and 8 rescale factors), after the
 /// warps' partials in the work area.
 inline constexpr int kKernelAttnStreamFloats = 72;
+/// attn_stream's staging of K and V in shared memory (the long-context kernel
+/// variants): per compute warp kAttnStreamStages blocks of 8 positions in
+/// flight, each K rows [8][hd + 8] (16 bytes of padding a row: a quad's
+/// fragment loads of rows r and r + 1 fall on different banks), then V rows
+/// [8][hd], bf16. The buffer follows the warps' partials and streaming scratch
+/// in the work area; a Program whose attention chunks may grow long
+/// reserves it (attn_may_stream, kernel_work_bytes), otherwise
+/// attn_stream keeps K and V in registers.
+inline constexpr int kAttnStreamStages = 2;
+inline constexpr int64_t kAttnStreamMinHistory = 128;
+constexpr int64_t attn_stream_stage_elems(int64_t hd) { return 8 * (hd + 8) + 8 * hd; }
+/// Offset of the buffer in the work area: after q ([g][hd] fp32, rounded up to
+/// 16 bytes), the position stash (16 bytes), the warps' partials
+/// ([kKernelWarps][g][hd + 2] fp32) and streaming scratch.
+constexpr int64_t attn_stream_buf_offset(int64_t hd, int64_t g) {
+  const int64_t kv_off = (g * hd * 4 + 15) / 16 * 16 + 16;  // ops::attn_kv_offset
+  return (kv_off + (kKernelWarps * g * (hd + 2) + kKernelWarps * kKernelAttnStreamFloats) * 4 + 15) / 16 * 16;
+}
+constexpr int64_t attn_stream_buf_end(int64_t hd, int64_t g) {
+  return attn_stream_buf_offset(hd, g) + kKernelWarps * kAttnStreamStages * attn_stream_stage_elems(hd) * 2;
+}
 inline constexpr int kMaxRingStages = 8;        // exec/cuda prog::kMaxRingStages
 inline constexpr uint32_t kMaxStageRows = 1024;  // TileDesc::cap is an int16
 inline constexpr uint32_t kWorkAlign = 128;      // the work area's size is a multiple of this
@@ -32,6 +53,12 @@ inline constexpr uint32_t kWorkAlign = 128;      // the work area's size is a mu
 /// or the merge's maxima, sums and totals, or (several sequences) the matmul
 /// engine's input buffers (mm_work_bytes); rounded up to kWorkAlign.
 uint32_t kernel_work_bytes(const ProgramHeader& h);
+
+/// Whether the Program reserves attn_stream's K/V staging buffer (kernel_work_bytes): the shapes attn_stream
+/// serves, a chunk's longest history at the last position past kAttnStreamMinHistory, and a context over
+/// 4096 or over 16 sequences (the ring's 32 KiB stages); up to 4096 and 16 sequences keep the third 64 KiB
+/// ring stage instead (H200: batch 1 at position 512 was 2.5-4% slower with two).
+bool attn_may_stream(const ProgramHeader& h);
 
 /// The weight dtype of buffer `id` as the executor will hold it.
 using DTypeOf = std::function<DType(int32_t id)>;

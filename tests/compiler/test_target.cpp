@@ -14,6 +14,7 @@
 #include "compiler/report.h"
 #include "core/error.h"
 #include "program/serialize.h"
+#include "ops/attention.h"
 #include "program/smem_plan.h"
 
 namespace keel::compiler {
@@ -126,6 +127,33 @@ TEST(Target, HeaderRecordsThePlan) {
   const std::string r = describe_target(p.h) + report(p, 3350);
   EXPECT_NE(r.find("ring 3 x 64 KiB"), std::string::npos) << r;
   EXPECT_NE(r.find("rows/stage"), std::string::npos) << r;
+}
+
+// A Program of a context over 4096 whose attention chunks may grow past
+// kAttnStreamMinHistory positions reserves attn_stream's K/V staging buffer
+// in its work area (the ring keeps what is left: two 64 KiB stages for
+// Qwen3-8B's shapes at 32K), and its launches stream from 129 positions a
+// chunk on; at contexts 512 and 4096 nothing is reserved.
+TEST(Target, LongContextProgramsReserveTheAttentionStagingBuffer) {
+  const model::ModelConfig c = qwen3_8b_two_layers();
+  const Program shortp = compile(c, for_target(target_preset("h200")));
+  EXPECT_FALSE(attn_may_stream(shortp.h));
+  EXPECT_EQ(shortp.h.target.n_stages, 3);
+  // The default context keeps the third ring stage, whatever its chunks.
+  const Program defaultp = compile(c, for_target(target_preset("h200"), 4096));
+  EXPECT_FALSE(attn_may_stream(defaultp.h));
+  EXPECT_EQ(defaultp.h.target.n_stages, 3);
+  const Program longp = compile(c, for_target(target_preset("h200"), 32768));
+  ASSERT_TRUE(attn_may_stream(longp.h));
+  const TargetDesc& d = longp.h.target;
+  const int64_t hd = longp.h.head_dim, g = longp.h.n_heads / longp.h.n_kv_heads;
+  EXPECT_EQ(attn_stream_buf_offset(hd, g) % 16, 0);
+  EXPECT_EQ(int64_t(d.work_need), (attn_stream_buf_end(hd, g) + kWorkAlign - 1) / kWorkAlign * kWorkAlign);
+  EXPECT_GE(int64_t(d.work_bytes), attn_stream_buf_end(hd, g));
+  EXPECT_EQ(d.n_stages, 2);
+  EXPECT_EQ(d.stage_bytes, 64u * 1024);
+  EXPECT_FALSE(ops::Attention::streams(longp.h, kAttnStreamMinHistory * (longp.h.n_chunks - 1)));
+  EXPECT_TRUE(ops::Attention::streams(longp.h, 32768));
 }
 
 TEST(Target, BatchProgramsTakeTheBatchPolicy) {

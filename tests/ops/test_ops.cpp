@@ -10,6 +10,7 @@
 #include "compiler/compiler.h"
 #include "core/error.h"
 #include "ops/ops.h"
+#include "program/smem_plan.h"
 
 namespace keel::ops {
 namespace {
@@ -187,6 +188,27 @@ TEST(Ops, AttentionStreamsWhenAChunkOutgrowsItsPrefetch) {
   h.page_size = 64;
   h.head_dim = 256;  // not a streamed shape
   EXPECT_FALSE(Attention::streams(h, 40000));
+}
+
+// With attn_stream's K/V staging buffer in the work area (a Program that
+// program::attn_may_stream reserves it for), any chunk past
+// kAttnStreamMinHistory earlier positions streams; one byte short of it, the
+// factor over the prefetch's room decides as before.
+TEST(Ops, AttentionStreamsPastTheMinimumWithTheStagingBuffer) {
+  program::ProgramHeader h;
+  h.n_heads = 32;
+  h.n_kv_heads = 8;
+  h.head_dim = 128;
+  h.page_size = 64;
+  h.n_chunks = 1;  // one chunk: its history at the last position is end - 1
+  const int64_t end_of_buffer = program::attn_stream_buf_end(128, 4);
+  h.target.work_bytes = uint32_t(end_of_buffer);
+  EXPECT_FALSE(Attention::streams(h, program::kAttnStreamMinHistory + 1));
+  EXPECT_TRUE(Attention::streams(h, program::kAttnStreamMinHistory + 2));
+  h.target.work_bytes = uint32_t(end_of_buffer - 1);
+  const int64_t room = attn_prefetch_room(h.target.work_bytes, attn_kv_offset(h), h.head_dim);
+  EXPECT_FALSE(Attention::streams(h, Attention::kStreamFactor * room + 1));
+  EXPECT_TRUE(Attention::streams(h, Attention::kStreamFactor * room + 2));
 }
 
 }  // namespace

@@ -358,8 +358,9 @@ __device__ __forceinline__ void compute(const DevProgram& P, SmemStatic& S, char
   // Programs run (their chunks outgrow the prefetch). Inlined, the wgmma loop
   // costs the kernel registers (spills 92/116 -> 684/2032 bytes), and the
   // short-context batch variant measured 2-7% slower at batch 8-16 with it.
-  MmCall mm;
-  if constexpr (kMm && KEEL_ATTN_STREAM != 0) R.mm = &mm;
+  // Declared per task (below): its fields are then dead across the next
+  // task's body and take no registers there (loop-carried, they were live
+  // across every task body, attention's loop included).
   Prefetch pre;
   int trace_n = 0;
   for (int step = 0;; ++step) {
@@ -443,6 +444,8 @@ __device__ __forceinline__ void compute(const DevProgram& P, SmemStatic& S, char
       const uint32_t entry = uint32_t(step) * (i1 - i0) + (i - i0) + 1;
       R.entry = entry;
       if (tid == 0) S.started = entry;
+      MmCall mm;
+      if constexpr (kMm && KEEL_ATTN_STREAM != 0) R.mm = &mm;
       run_task(P, t, int32_t(task), work, S.scratch, R);
       if constexpr (kMm && KEEL_ATTN_STREAM != 0) mm_run_deferred(P, R, mm, work);
       uint64_t t_ran = 0;
