@@ -39,7 +39,9 @@ bool attn_may_stream(const ProgramHeader& h) {
   // positions timed at 512): Qwen3-8B batch 1 5.01 -> 5.14 ms, Llama-3.2-1B
   // 1.05 -> 1.09, Qwen3-8B batch 8 7.89 -> 8.18; but Qwen3-8B batch 64 18.2
   // -> 17.0, and at 32K context Llama-3.2-1B 2.13 -> 1.63, Qwen3-8B 8.02 ->
-  // 7.03. So the default context and batches up to 16 keep the ring.
+  // 7.03. So Programs of up to 4096 positions (`keel bench`'s, `keel generate
+  // --context 4096`) and batches up to 16 keep the ring; full-context
+  // Programs (`keel generate`'s default) pay the stage at short positions.
   if (h.max_context <= 4096 && mm_tokens(h.batch) <= 16) return false;
   // The longest history of a chunk at the last position (ops::Attention::streams).
   const int64_t pos = h.max_context - 1, C = h.n_chunks;
