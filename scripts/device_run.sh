@@ -195,10 +195,13 @@ if [[ " $what " == *" cli "* || " $what " == *" all "* ]] && [[ -x "$D/keel" ]];
   cat "$OUT/cli.log"
 fi
 
-# micro: release latency with the SM's loader idle / streaming (bench/micro, built here with nvcc).
+# micro: release latency with the SM's loader idle / streaming, and attention's
+# streaming loops alone (bench/micro, built here with nvcc).
 if [[ " $what " == *" micro "* ]]; then
   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a bench/micro/release_latency.cu -o "$OUT/release_latency" &&
     { "$OUT/release_latency" 64; "$OUT/release_latency" 16; } | tee "$OUT/micro.log"
+  nvcc -DKEEL_HAVE_CUDA=1 -Isrc -O3 -std=c++20 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a \
+    bench/micro/attn_stream.cu -o "$OUT/attn_stream" && "$OUT/attn_stream" | tee -a "$OUT/micro.log"
 fi
 
 if [[ " $what " == *" ab "* ]]; then
