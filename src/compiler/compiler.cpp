@@ -10,6 +10,7 @@
 #include "compiler/passes.h"
 #include "core/error.h"
 #include "model/rope.h"
+#include "program/smem_plan.h"
 
 namespace keel::compiler {
 
@@ -45,8 +46,9 @@ Build begin_build(const graph::Graph& g, const CompileOptions& opt_in) {
   KEEL_CHECK(o.target.sms >= 1 && o.target.sms <= 65536, "compile: target '", o.target.name, "' has ", o.target.sms,
              " SMs");
   if (o.workers == 0) o.workers = o.target.sms;
-  if (o.o_split_k == 0) o.o_split_k = o.target.o_split_k;
-  if (o.down_split_k == 0) o.down_split_k = o.target.down_split_k;
+  const bool wide = o.batch > 1 && program::mm_tokens(o.batch) > 16;  // the target's wide policy (plan_target)
+  if (o.o_split_k == 0) o.o_split_k = wide ? o.target.batch_wide_o_split_k : o.target.o_split_k;
+  if (o.down_split_k == 0) o.down_split_k = wide ? o.target.batch_wide_down_split_k : o.target.down_split_k;
   if (o.max_context <= 0) o.max_context = int(c.max_position > 0 ? std::min<int64_t>(c.max_position, INT32_MAX) : 4096);
   KEEL_CHECK(o.workers >= 1 && o.workers <= 65536, "compile: --workers must be in [1, 65536], got ", o.workers);
   KEEL_CHECK(o.batch >= 1 && o.batch <= 4096, "compile: --batch must be in [1, 4096], got ", o.batch);

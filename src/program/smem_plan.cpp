@@ -114,7 +114,7 @@ StagePlan plan_stage(const Program& p, const TaskDesc& t, uint32_t stage_bytes, 
   if (nseq > kMmMaxTokens || dt != DType::BF16 || (k1 - k0) % kMmBoxCols != 0 || cols % 8 != 0 || k0 % 8 != 0 ||
       stage_bytes % kMmStageAlign != 0)
     return {};
-  const int64_t cap = std::min<int64_t>(kMmRows, (rows + 15) / 16 * 16);
+  const int64_t cap = std::min<int64_t>(mm_max_rows(p.h.target.mm_engine, p.h.batch, int(nmat)), (rows + 15) / 16 * 16);
   for (int64_t kc = std::min<int64_t>(mm_max_cols(p.h.batch), k1 - k0) / kMmBoxCols * kMmBoxCols; kc >= kMmBoxCols;
        kc -= kMmBoxCols)
     if ((k1 - k0) % kc == 0 && (k1 - k0) / kc <= 255 && nmat * cap * kc * esz <= int64_t(stage_bytes))

@@ -75,12 +75,23 @@ using DTypeOf = std::function<DType(int32_t id)>;
 // (m * kc / kMmBoxCols + g) * stage_rows() * 128 bytes, so a stage holds
 // exactly nmat * rows * kc * 2 bytes and starts 1024-byte aligned.
 inline constexpr uint32_t kMmRows = 64;       // weight rows per matrix in a stage at most (4 mma row groups of 16)
+inline constexpr uint32_t kMmTallRows = 128;  // the same for one matrix on the wgmma engine (a warpgroup's 64 rows each)
 inline constexpr int kMmMaxTokens = 64;       // sequences one matmul task serves at most
 inline constexpr int kMmBoxCols = 64;         // columns of one TMA box (128 bytes of bf16: the swizzle span)
 inline constexpr uint32_t kMmStageAlign = 1024;  // a stage's alignment (the 128-byte swizzle repeats every 1 KiB)
 
 /// Rows of a matmul input buffer: the batch rounded up to 8 (mma's groups), at most kMmMaxTokens.
 constexpr int mm_tokens(int batch) { return ((batch < kMmMaxTokens ? batch : kMmMaxTokens) + 7) / 8 * 8; }
+/// Weight rows per matrix in a stage at most: kMmTallRows for one matrix on
+/// the wgmma engine (Programs of more than 16 tokens a step), where each
+/// warpgroup multiplies its own 64 rows by all the tokens, so an input chunk
+/// serves twice the weight rows and a 32 KiB stage is full (at 64 tokens a
+/// 64-row stage of 128 columns read as many input bytes from L2 as weight
+/// bytes, and used half the stage); else kMmRows (the mma.sync engine's four
+/// row groups; GateUp's two matrices already make a stage of 128 rows).
+constexpr uint32_t mm_max_rows(int mm_engine, int batch, int nmat) {
+  return nmat == 1 && mm_engine == kMmEngineWgmma && mm_tokens(batch) > 16 ? kMmTallRows : kMmRows;
+}
 /// Columns per stage of a matmul tile at most: 512 for up to 8 sequences,
 /// 256 for 16, 128 for 32 or more (an input buffer stays near 8 to 17 KiB,
 /// so the work area leaves room for three 64 KiB stages at batch 8).
@@ -114,7 +125,7 @@ struct StagePlan {
 ///  * one sequence: whole row segments [k0, k1), as many rows as fit a stage;
 ///  * 2 .. kMmMaxTokens sequences with bf16 weights whose slice k1 - k0 is a
 ///    multiple of kMmBoxCols, in stages that are a multiple of kMmStageAlign:
-///    a matmul tile of min(kMmRows, the task's rows rounded up to 16) rows x
+///    a matmul tile of min(mm_max_rows(), the task's rows rounded up to 16) rows x
 ///    the largest multiple of kMmBoxCols columns that divides k1 - k0 (in at
 ///    most 255 chunks), is at most mm_max_cols(batch), and fits a stage;
 ///  * otherwise 0 (global memory): not a matvec opcode, no ring, more

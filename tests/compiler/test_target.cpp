@@ -216,6 +216,24 @@ TEST(Target, BatchProgramsTakeTheBatchPolicy) {
   EXPECT_EQ(target_of(mma).mm_engine, program::kMmEngineMma);
   EXPECT_EQ(program_hash(compile(c, options_of(mma))), program_hash(mma));
   EXPECT_NE(program_hash(mma), program_hash(wide));
+  // Split-K: O-proj full-K rows and down_proj in 2 k-slices up to 16 tokens a
+  // step, both in 4 above (tall tiles); recorded, kept by a recompile, and an
+  // explicit choice wins.
+  EXPECT_EQ(b.h.target.o_split_k, 1);
+  EXPECT_EQ(b.h.target.down_split_k, 2);
+  EXPECT_EQ(wide.h.target.o_split_k, 4);
+  EXPECT_EQ(wide.h.target.down_split_k, 4);
+  EXPECT_EQ(program_hash(compile(c, options_of(wide))), program_hash(wide));
+  auto mv_tasks = [](const Program& p, const char* op) {
+    int n = 0, sliced = 0;
+    for (const TaskDesc& task : p.tasks)
+      if (std::string(p.ops[task.op].name) == op && p.ops[task.op].layer == 0) ++n, sliced += task.k1 - task.k0 < 4096;
+    return std::make_pair(n, sliced);
+  };
+  EXPECT_EQ(mv_tasks(wide, "o_proj").second, mv_tasks(wide, "o_proj").first);  // every o_proj task a k-slice
+  EXPECT_EQ(mv_tasks(b, "o_proj").second, 0);
+  o.o_split_k = 2;
+  EXPECT_EQ(compile(c, o).h.options.o_split_k, 2);
 }
 
 TEST(Target, RowsPerStageNeverExceedAStage) {
@@ -275,7 +293,10 @@ TEST(Target, RowsPerStageNeverExceedAStage) {
     const std::string what = describe_task(r, uint32_t(&t - r.tasks.data()));
     const uint32_t cap = stage_rows(t), kc = stage_cols(t), nmat = op == Opcode::GateUp ? 2 : 1;
     const uint32_t k = uint32_t(t.k1 - t.k0);
-    EXPECT_EQ(cap, std::min<uint32_t>(kMmRows, uint32_t(t.row1 - t.row0 + 15) / 16 * 16)) << what;
+    EXPECT_EQ(cap, std::min<uint32_t>(mm_max_rows(r.h.target.mm_engine, 3, int(nmat)),
+                                      uint32_t(t.row1 - t.row0 + 15) / 16 * 16))
+        << what;
+    EXPECT_LE(cap, kMmRows) << what;  // three sequences: the mma.sync engine's four row groups
     ASSERT_GT(kc, 0u) << what;
     EXPECT_EQ(kc % kMmBoxCols, 0u);
     EXPECT_EQ(k % kc, 0u) << what;
@@ -294,6 +315,39 @@ TEST(Target, RowsPerStageNeverExceedAStage) {
   b65.batch = kMmMaxTokens + 1;
   const Program big = compile(testing::tiny_config(model::Arch::Llama), b65);
   for (const TaskDesc& t : big.tasks) EXPECT_EQ(stage_rows(t), 0u);
+}
+
+// Over 16 tokens a step on the wgmma engine, a one-matrix tile streams up to
+// kMmTallRows rows a stage (each warpgroup its own 64), so a 128-column chunk
+// fills the 32 KiB stage; GateUp's two matrices keep kMmRows each. On the
+// mma.sync engine (--mm-engine mma) every tile keeps kMmRows.
+TEST(Target, WideWgmmaProgramsStreamTallOneMatrixTiles) {
+  for (const int engine : {kMmEngineWgmma, kMmEngineMma}) {
+    Target t = target_preset("h200");
+    t.mm_engine = engine;
+    CompileOptions o = for_target(t);
+    o.batch = 64;
+    o.down_split_k = 8;  // 4096 x 8 / 132 rows a task: tall blocks of 128 and the rest
+    const Program p = compile(qwen3_8b_two_layers(), o);
+    ASSERT_EQ(p.h.target.mm_engine, engine);
+    EXPECT_EQ(p.h.target.stage_bytes, 32u * 1024);
+    bool saw_tall = false;
+    for (const TaskDesc& task : p.tasks) {
+      const uint32_t cap = stage_rows(task);
+      if (stage_cols(task) == 0) continue;
+      const std::string what = describe_task(p, uint32_t(&task - p.tasks.data()));
+      const bool two = Opcode(task.opcode) == Opcode::GateUp;
+      const uint32_t rows = uint32_t(task.row1 - task.row0 + 15) / 16 * 16;
+      const uint32_t most = engine == kMmEngineWgmma && !two ? kMmTallRows : kMmRows;
+      EXPECT_EQ(cap, std::min(most, rows)) << what;
+      EXPECT_LE((two ? 2 : 1) * cap * stage_cols(task) * 2, p.h.target.stage_bytes) << what;
+      if (cap == kMmTallRows) {
+        saw_tall = true;
+        EXPECT_EQ(cap * stage_cols(task) * 2, p.h.target.stage_bytes) << what << ": a tall block fills the stage";
+      }
+    }
+    EXPECT_EQ(saw_tall, engine == kMmEngineWgmma);
+  }
 }
 
 TEST(Target, SmallSharedMemoryHalvesTheStageOrRefuses) {

@@ -192,6 +192,10 @@ __device__ __noinline__ void mm_rows(const DevProgram& P, const Tile& T, RingVie
                                      const MmJob& M, float* work) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int kc = int(T.seg / 2), nk = int(J.K / kc), cap = T.cap;
+  if (cap > int(program::kMmRows)) {  // a tall block (program::mm_max_rows) is the wgmma engine's only
+    if (threadIdx.x == 0) dev_fail(P, kErrMmTile, -1, cap);
+    return;  // the kernel leaves: the executor runs such Programs on a variant with mm_rows_wg
+  }
   const int rows = int(T.rows), nrb = (rows + cap - 1) / cap, nst = nrb * nk;
   const int ntg = (M.nb + 7) / 8;               // token groups of 8
   const int split = ntg == 1 ? 2 : 1;           // warps per (row group, token group)

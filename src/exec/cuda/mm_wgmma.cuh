@@ -21,13 +21,16 @@
 // accumulators in registers: thread t of the warpgroup holds rows
 // 16 (t / 32) + (t % 32) / 4 (+ 8) and tokens 8 j + 2 (t % 4) (+ 1), as
 // mma.sync's m16n8 fragments); with one token group they split the panels
-// and warpgroup 1 hands its partials over through shared memory.
+// and warpgroup 1 hands its partials over through shared memory. A tall
+// block (one matrix, more than 64 rows: program::mm_max_rows) gives each
+// warpgroup its own 64 rows and every token: tokens 0-31 and 32-63 as two
+// wgmma into the registers GateUp's two matrices use.
 #pragma once
 
 namespace keel::exec::cuda::prog {
 inline namespace KEEL_DEVICE_NS {
 
-inline constexpr int kWgMaxGroups = program::kMmMaxTokens / 8 / 2;  // token groups per warpgroup: 4
+inline constexpr int kWgMaxGroups = program::kMmMaxTokens / 8 / 2;  // token groups per warpgroup: 4 (a tall block's: 8)
 inline constexpr int kWgAcc = kWgMaxGroups * 4;                     // fp32 accumulators per thread and matrix
 
 /// A K-major operand with the 128-byte swizzle at shared address `addr`: 8-row groups 1024 bytes apart.
@@ -41,49 +44,48 @@ __device__ __forceinline__ void wg_wait_all() { asm volatile("wgmma.wait_group.s
 /// This thread's generic-proxy shared-memory writes (cp.async included) become visible to wgmma's reads.
 __device__ __forceinline__ void fence_proxy_async_smem() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
 
-/// d[0 .. N/2) = A (64 x 16, descriptor da) * B (N x 16, descriptor db)^T, + d[0 .. N/2) when acc != 0.
+/// A warpgroup thread's fp32 accumulators: [0, kWgAcc) for a row block's
+/// (first) matrix or tokens, [kWgAcc, 2 kWgAcc) for GateUp's up rows or a tall
+/// block's tokens past 32. (One wgmma of N 64 into all of them made ptxas
+/// serialise every wgmma of the kernel, C7511: two of N 32 at most.)
+inline constexpr int kWgRegs = 2 * kWgAcc;
+
+/// d[O .. O + N/2) (+)= A (64 x 16, descriptor da) * B (N x 16, descriptor db)^T; acc 0 overwrites.
 template <int N>
-__device__ __forceinline__ void wgmma_bf16(float (&d)[kWgAcc], uint64_t da, uint64_t db, int acc);
-template <>
-__device__ __forceinline__ void wgmma_bf16<8>(float (&d)[kWgAcc], uint64_t da, uint64_t db, int acc) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %6, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {%0, %1, %2, %3}, %4, %5, p, 1, 1, 0, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "l"(da), "l"(db), "r"(acc));
-}
-template <>
-__device__ __forceinline__ void wgmma_bf16<16>(float (&d)[kWgAcc], uint64_t da, uint64_t db, int acc) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, %8, %9, p, 1, 1, 0, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
-      : "l"(da), "l"(db), "r"(acc));
-}
-template <>
-__device__ __forceinline__ void wgmma_bf16<24>(float (&d)[kWgAcc], uint64_t da, uint64_t db, int acc) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %14, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n24k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11}, %12, %13, p, 1, 1, 0, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11])
-      : "l"(da), "l"(db), "r"(acc));
-}
-template <>
-__device__ __forceinline__ void wgmma_bf16<32>(float (&d)[kWgAcc], uint64_t da, uint64_t db, int acc) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, 0, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
-      : "l"(da), "l"(db), "r"(acc));
-}
+struct WgMma;
+#define KEEL_WG_D4(i) "+f"(d[O + (i)]), "+f"(d[O + (i) + 1]), "+f"(d[O + (i) + 2]), "+f"(d[O + (i) + 3])
+#define KEEL_WG_MMA(N, REGS, A, B, PRED, ...)                                                                 \
+  template <>                                                                                                \
+  struct WgMma<N> {                                                                                          \
+    template <int O>                                                                                         \
+    static __device__ __forceinline__ void run(float (&d)[kWgRegs], uint64_t da, uint64_t db, int acc) {     \
+      static_assert(O + N / 2 <= kWgRegs);                                                                   \
+      asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" PRED ", 0;\nwgmma.mma_async.sync.aligned.m64n" #N     \
+                   "k16.f32.bf16.bf16 {" REGS "}, %" A ", %" B ", p, 1, 1, 0, 0;\n}\n"                        \
+                   : __VA_ARGS__                                                                             \
+                   : "l"(da), "l"(db), "r"(acc));                                                            \
+    }                                                                                                        \
+  };
+KEEL_WG_MMA(8, "%0, %1, %2, %3", "4", "5", "6", KEEL_WG_D4(0))
+KEEL_WG_MMA(16, "%0, %1, %2, %3, %4, %5, %6, %7", "8", "9", "10", KEEL_WG_D4(0), KEEL_WG_D4(4))
+KEEL_WG_MMA(24,
+            "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11", "12", "13", "14",
+            KEEL_WG_D4(0), KEEL_WG_D4(4), KEEL_WG_D4(8))
+KEEL_WG_MMA(32,
+            "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, "
+            "%12, %13, %14, %15", "16", "17", "18",
+            KEEL_WG_D4(0), KEEL_WG_D4(4), KEEL_WG_D4(8), KEEL_WG_D4(12))
+#undef KEEL_WG_MMA
+#undef KEEL_WG_D4
 
 /// One stage's k-steps of a warpgroup: panels p0, p0 + pstep, ... < np, four
-/// k-steps of 16 columns each, against G token groups; TWO: GateUp's up rows
-/// (a_mat1 bytes after the gate rows) into d1 with the same B. `acc` 0: the
-/// first k-step overwrites the accumulators (a row block's first stage); the
-/// stage leaves it 1 once it issued one.
+/// k-steps of 16 columns each, against G token groups (more than 4: a tall
+/// block's); TWO: GateUp's up rows (a_mat1 bytes after the gate rows) into
+/// d[kWgAcc ..) with the same B. `acc` 0: the first k-step overwrites
+/// the accumulators (a row block's first stage); the stage leaves it 1 once it
+/// issued one.
 template <int G, bool TWO>
-__device__ __forceinline__ void wg_stage(float (&d0)[kWgAcc], float (&d1)[kWgAcc], uint32_t a, uint32_t a_panel,
+__device__ __forceinline__ void wg_stage(float (&d)[kWgRegs], uint32_t a, uint32_t a_panel,
                                          uint32_t a_mat1, uint32_t b, uint32_t b_panel, int p0, int pstep, int np,
                                          int& acc) {
   wg_fence();
@@ -93,8 +95,13 @@ __device__ __forceinline__ void wg_stage(float (&d0)[kWgAcc], float (&d1)[kWgAcc
     const uint64_t da1 = wg_desc(a + a_mat1 + uint32_t(p) * a_panel);
 #pragma unroll
     for (int j = 0; j < 4; ++j) {  // 32 bytes = 16 columns a k-step: +2 in the descriptor's address field
-      wgmma_bf16<G * 8>(d0, da + 2 * j, db + 2 * j, acc);
-      if constexpr (TWO) wgmma_bf16<G * 8>(d1, da1 + 2 * j, db + 2 * j, acc);
+      if constexpr (G > kWgMaxGroups) {  // a tall block's tokens 32 .. 8 G into the second half (4 KiB further in B)
+        WgMma<kWgMaxGroups * 8>::template run<0>(d, da + 2 * j, db + 2 * j, acc);
+        WgMma<(G - kWgMaxGroups) * 8>::template run<kWgAcc>(d, da + 2 * j, db + 2 * j + kWgMaxGroups * 8 * 8, acc);
+      } else {
+        WgMma<G * 8>::template run<0>(d, da + 2 * j, db + 2 * j, acc);
+        if constexpr (TWO) WgMma<G * 8>::template run<kWgAcc>(d, da1 + 2 * j, db + 2 * j, acc);
+      }
       acc = 1;
     }
   }
@@ -130,17 +137,19 @@ __device__ __forceinline__ void mm_rows_wg(const DevProgram& P, const Tile& T, R
   const int wg = warp >> 2, wi = warp & 3;
   // Loop bounds and the dispatch through warp_uniform too: values read through
   // this function's reference parameters are per-thread to the compiler.
-  const int kc = int(T.seg / 2), nk = warp_uniform(int(J.K / kc)), cap = T.cap;
+  const int kc = int(T.seg / 2), nk = warp_uniform(int(J.K / kc)), cap = warp_uniform(T.cap);
   const int rows = int(T.rows), nrb = (rows + cap - 1) / cap, nst = warp_uniform(nrb * nk);
   const int ntg = warp_uniform((M.nb + 7) / 8);
-  const bool ksplit = ntg == 1;  // one token group: the warpgroups split the panels
+  const bool tall = cap > int(program::kMmRows);  // warpgroup wg: rows [64 wg, 64 wg + 64), every token
+  const bool ksplit = !tall && ntg == 1;          // one token group: the warpgroups split the panels
   const int h = (ntg + 1) / 2;
-  const int g0 = ksplit || wg == 0 ? 0 : h;               // this warpgroup's first token group
-  const int ng_mine = ksplit ? 1 : wg == 0 ? h : ntg - h;  // and how many (0: none)
+  const int g0 = tall || ksplit || wg == 0 ? 0 : h;                  // this warpgroup's first token group
+  const int ng_mine = tall ? ntg : ksplit ? 1 : wg == 0 ? h : ntg - h;  // and how many (0: none)
   const int tp = program::mm_tokens(P.h.batch);           // rows of an input panel
   const int np = warp_uniform(kc / program::kMmBoxCols);   // panels a stage
   const uint32_t a_panel = uint32_t(cap) * (program::kMmBoxCols * 2);
   const uint32_t a_mat1 = uint32_t(np) * a_panel;
+  const uint32_t a_wg = tall ? uint32_t(wg) * 64u * (program::kMmBoxCols * 2) : 0u;  // this warpgroup's rows in a panel
   const uint32_t b_panel = uint32_t(tp) * (program::kMmBoxCols * 2);
   float* red = work;
   uint16_t* bufs = reinterpret_cast<uint16_t*>(reinterpret_cast<char*>(work) + kMmRedBytes);
@@ -149,10 +158,12 @@ __device__ __forceinline__ void mm_rows_wg(const DevProgram& P, const Tile& T, R
   const size_t buf_elems = size_t(tp) * program::mm_max_cols(P.h.batch);
   const int na = max(2, min(kMmMaxSlots, int((P.work_bytes - kMmRedBytes) / (buf_elems * 2))));
   const int p0 = ksplit ? wg : 0, pstep = ksplit ? 2 : 1;
-  const int kind = ng_mine == 0 ? -1 : (T.nmat == 2 ? 1 : 0) + 2 * (ng_mine - 1);
+  const int kind = ng_mine == 0                   ? -1
+                   : ng_mine > kWgMaxGroups        ? 8 + ng_mine - kWgMaxGroups - 1  // tall, N over 32
+                                                   : (T.nmat == 2 ? 1 : 0) + 2 * (ng_mine - 1);
   const int g = lane >> 2, tq = lane & 3;
 
-  float d0[kWgAcc], d1[kWgAcc];  // written by the row block's first k-step (acc = 0)
+  float d[kWgRegs];  // written by the row block's first k-step (acc = 0)
   int acc = 0;
 
   const MmFillIdx F(kc);
@@ -190,18 +201,22 @@ __device__ __forceinline__ void mm_rows_wg(const DevProgram& P, const Tile& T, R
       return;  // aborting: the kernel leaves after this task
     }
     if (P.trace && threadIdx.x == 0 && s + 1 == nst) R.t_last = dev::globaltimer_ns();
-    const uint32_t a = dev::smem_addr(stage);
+    const uint32_t a = dev::smem_addr(stage) + a_wg;
     const uint32_t b = dev::smem_addr(bufs + size_t(use_buf) * buf_elems) + uint32_t(g0 * 8) * 128u;
     if (++use_buf == na) use_buf = 0;
     switch (kind) {
-      case 0: wg_stage<1, false>(d0, d1, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
-      case 1: wg_stage<1, true>(d0, d1, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
-      case 2: wg_stage<2, false>(d0, d1, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
-      case 3: wg_stage<2, true>(d0, d1, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
-      case 4: wg_stage<3, false>(d0, d1, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
-      case 5: wg_stage<3, true>(d0, d1, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
-      case 6: wg_stage<4, false>(d0, d1, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
-      case 7: wg_stage<4, true>(d0, d1, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
+      case 0: wg_stage<1, false>(d, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
+      case 1: wg_stage<1, true>(d, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
+      case 2: wg_stage<2, false>(d, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
+      case 3: wg_stage<2, true>(d, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
+      case 4: wg_stage<3, false>(d, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
+      case 5: wg_stage<3, true>(d, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
+      case 6: wg_stage<4, false>(d, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
+      case 7: wg_stage<4, true>(d, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
+      case 8: wg_stage<5, false>(d, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
+      case 9: wg_stage<6, false>(d, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
+      case 10: wg_stage<7, false>(d, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
+      case 11: wg_stage<8, false>(d, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
       default: break;
     }
     __syncwarp();
@@ -216,21 +231,22 @@ __device__ __forceinline__ void mm_rows_wg(const DevProgram& P, const Tile& T, R
       if (wg == 1)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          red[(0 * 128 + threadIdx.x - 128) * 4 + e] = d0[e];
-          red[(1 * 128 + threadIdx.x - 128) * 4 + e] = d1[e];
+          red[(0 * 128 + threadIdx.x - 128) * 4 + e] = d[e];
+          red[(1 * 128 + threadIdx.x - 128) * 4 + e] = d[kWgAcc + e];
         }
       csync();
     }
     if (ng_mine > 0 && (!ksplit || wg == 0)) {
 #pragma unroll
-      for (int j = 0; j < kWgMaxGroups; ++j) {
+      for (int j = 0; j < 2 * kWgMaxGroups; ++j) {  // groups past kWgMaxGroups: a tall block's
         if (j < ng_mine) {
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
-            const int rr = wi * 16 + g + (e >= 2 ? 8 : 0);
+            const int rr = (tall ? wg * 64 : 0) + wi * 16 + g + (e >= 2 ? 8 : 0);
             const int64_t r = J.row0 + int64_t(rb) * cap + rr;
             const int bt = (g0 + j) * 8 + 2 * tq + (e & 1);
-            float y0 = d0[4 * j + e], y1 = d1[4 * j + e];
+            float y0 = d[4 * j + e];
+            float y1 = j < kWgMaxGroups ? d[kWgAcc + 4 * j + e] : 0.0f;  // GateUp's up rows (a tall block: one matrix)
             if (handed) y0 += red[(0 * 128 + threadIdx.x) * 4 + e], y1 += red[(1 * 128 + threadIdx.x) * 4 + e];
             if (rr < cap && r < J.row1 && bt < M.nb) mm_epi(P, J, M, r, bt, y0, y1);
           }

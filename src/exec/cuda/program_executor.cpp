@@ -37,6 +37,7 @@
 #include "exec/cuda/program_kernel.h"
 #include "exec/cuda/random_weights.h"
 #include "ops/ops.h"
+#include "program/smem_plan.h"
 
 namespace keel::exec::cuda {
 
@@ -95,6 +96,7 @@ const char* error_name(int e) {
     case prog::kErrBadOpcode: return "unknown opcode";
     case prog::kErrHeadDim: return "head_dim too large";
     case prog::kErrSmemAlign: return "the weight ring is not 1024-byte aligned in shared memory";
+    case prog::kErrMmTile: return "a matmul tile of more than 64 rows on the mma.sync engine";
   }
   return "unknown device error";
 }
@@ -122,6 +124,7 @@ struct ProgramExecutor::Impl {
   std::string gpu_name;
   uint64_t weight_bytes = 0;          // per step, stored dtypes
   bool per_op_ok = false;             // operators are contiguous per worker and in dependency order
+  bool tall_tiles = false;            // a matmul tile of more than kMmRows rows: wgmma only (long variants)
   std::string per_op_why;
   std::vector<int32_t> last_tokens;
   uint64_t* step_ns = nullptr;        // device [step_ns_cap]
@@ -430,6 +433,7 @@ void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions&
       const program::TaskDesc& t = p.tasks[p.worker_tasks[e]];
       const uint32_t kc = program::stage_cols(t);
       if (kc > 0) chunks[e] = uint8_t((t.k1 - t.k0) / int32_t(kc));  // plan_stage: at most 255
+      if (kc > 0 && program::stage_rows(t) > program::kMmRows) I.tall_tiles = true;
     }
     P.tile_chunks = device_copy(chunks, I.owned);
     // Their TMA sources (tensor maps over the weights).
@@ -507,6 +511,9 @@ prog::DevProgram prepare(ProgramExecutor::Impl& I, const program::Program& p, co
   int64_t end = int64_t(start_pos) + max_steps + 1;
   for (const Sequence& s : seqs) end = std::max<int64_t>(end, int64_t(s.prompt.size()) + s.max_new);
   P.attn_stream = ops::Attention::streams(h, std::min<int64_t>(end, h.max_context));
+  // Tall matmul tiles run on the wgmma engine, which only the long variants
+  // carry (mm_defer); they compute every position as the short ones do.
+  if (I.tall_tiles) P.attn_stream = 1;
   I.last_variant = prog::kernel_variant_name(prog::kernel_variant(P));
   return P;
 }

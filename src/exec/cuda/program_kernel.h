@@ -31,6 +31,7 @@ enum DevError : int32_t {
   kErrBadOpcode = 4,
   kErrHeadDim = 5,    // head_dim > kMaxHeadDim
   kErrSmemAlign = 6,  // the ring does not start 1024-byte aligned (batch kernel's TMA boxes)
+  kErrMmTile = 7,     // a matmul tile taller than kMmRows reached the mma.sync engine (a kernel variant without wgmma)
 };
 
 /// Per-CTA state, written when the CTA stops (normally or not), for the
