@@ -29,12 +29,15 @@ Target gpu_preset(const char* name) {
   // against 4).
   t.o_split_k = 1;
   t.down_split_k = 2;
-  // Over 16 tokens a step, with tall one-matrix tiles: both in 4 k-slices, a
-  // tall block of ~124 rows a task (H200, ms/step at context 512, against the
-  // decode split: Qwen3-8B batch 64 17.13 -> 15.90, batch 32 13.31 -> 11.79,
-  // 2000-token prefill 612 -> 572 ms; Llama-3.2-1B batch 64 4.71 -> 4.19;
-  // 8 k-slices: 16.98, 12.49, 609 ms, 4.66).
-  t.batch_wide_o_split_k = 4;
+  // Over 16 tokens a step, with tall one-matrix tiles: down_proj in 4
+  // k-slices, a tall block of ~124 rows a task. (O-proj in 4 as well measured
+  // faster: H200, ms/step at context 512, against the decode split, Qwen3-8B
+  // batch 64 17.13 -> 15.90, batch 32 13.31 -> 11.79, 2000-token prefill 612
+  // -> 572 ms, Llama-3.2-1B batch 64 4.71 -> 4.19; 8 k-slices 16.98, 12.49,
+  // 609 ms, 4.66. But O-proj k-slices at batch 64 on 7 workers gave wrong
+  // logits on the GPU (ProgramGpu.WideMatmulTilesMatchCpu, error 0.62; down_proj
+  // in 4 passes): full-K rows until that is understood.)
+  t.batch_wide_o_split_k = 1;
   t.batch_wide_down_split_k = 4;
   return t;
 }

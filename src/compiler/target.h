@@ -77,7 +77,7 @@ struct Target {
 
 /// The presets: "h100" and "h200" (H100 SXM / H200: 132 SMs, 227 KiB opt-in
 /// shared memory per block; O-proj as full-K rows, down_proj in 2 k-slices,
-/// measured fastest on both; over 16 tokens a step both in 4 k-slices) and "generic" (the defaults above: 132 workers,
+/// measured fastest on both; over 16 tokens a step down_proj in 4 k-slices) and "generic" (the defaults above: 132 workers,
 /// the compiler's own split-K choices; what host-only compiles use).
 /// Throws keel::Error naming the presets for an unknown name ("auto" needs a
 /// device: exec::cuda::device_target).

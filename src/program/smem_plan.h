@@ -65,7 +65,7 @@ using DTypeOf = std::function<DType(int32_t id)>;
 
 // Matmul tiles (tasks serving several sequences, stage_cols() > 0): the CUDA
 // kernel's tensor-core engine (exec/cuda/mm.cuh) multiplies each stage of
-// stage_rows() (at most kMmRows) rows x stage_cols() columns of bf16 weights
+// stage_rows() (at most mm_max_rows()) rows x stage_cols() columns of bf16 weights
 // with the same columns of up to kMmMaxTokens sequences' bf16 inputs, which the
 // compute warps copy into work-area buffers of mm_tokens(batch) x
 // (mm_max_cols(batch) + 8) bf16 (8 to 17 KiB each, at least two). The loader

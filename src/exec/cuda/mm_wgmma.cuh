@@ -123,6 +123,50 @@ __device__ __forceinline__ void mm_fill_swizzled(const MmJob& M, const MmFillIdx
   }
 }
 
+/// The epilogue of a residual row block through shared memory: each thread
+/// writes its accumulators into `o` ([token][row], `pitch` floats a token, the
+/// 4-row groups of token b xor-ed by 8 ((b / 2) % 4) so the m64 fragments'
+/// writes hit 32 banks), then adds 4 consecutive rows of one token into x with
+/// one 16-byte red (the bias of the first k-slice added first), where the
+/// fragment layout gave scattered 4-byte atomics. `rows0`: the block's first
+/// row in the tile; `r_wg`: this warpgroup's first row in the block. Starts
+/// and ends with a barrier, after which the caller may release the slot.
+__device__ __forceinline__ void mm_residual_staged(const DevProgram& P, const MatvecJob& J, const MmJob& M, float* o,
+                                                   int pitch, int rows0, int cap, const float (&d)[kWgRegs], int r_wg,
+                                                   int wi, int g, int tq, int g0, int ng) {
+  csync();  // the other warpgroup's wgmma may still read this slot's weights
+#pragma unroll
+  for (int j = 0; j < 2 * kWgMaxGroups; ++j) {
+    if (j < ng) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int rr = r_wg + wi * 16 + g + (e >= 2 ? 8 : 0), bt = (g0 + j) * 8 + 2 * tq + (e & 1);
+        if (rr < cap) o[bt * pitch + (rr ^ (((bt >> 1) & 3) << 3))] = d[4 * j + e];  // (the xor stays below pitch)
+      }
+    }
+  }
+  csync();
+  const int nq = cap / 4;
+  for (int i = int(threadIdx.x); i < M.nb * nq; i += kThreads) {
+    const int bt = i / nq, r0 = (i % nq) * 4;
+    float v[4];
+    *reinterpret_cast<float4*>(v) = *reinterpret_cast<const float4*>(o + bt * pitch + (r0 ^ (((bt >> 1) & 3) << 3)));
+    const int64_t r = J.row0 + rows0 + r0;
+    float* x = static_cast<float*>(M.out) + int64_t(bt) * M.ldo + r;
+    if (r + 3 < J.row1 && (reinterpret_cast<uintptr_t>(x) & 15) == 0) {
+      if (J.bias0 >= 0)
+#pragma unroll
+        for (int k = 0; k < 4; ++k) v[k] += load_f32(P, J.bias0, r + k);
+      asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(x), "f"(v[0]), "f"(v[1]), "f"(v[2]), "f"(v[3])
+                   : "memory");
+    } else {
+      for (int k = 0; k < 4 && r + k < J.row1; ++k) mm_epi(P, J, M, r + k, bt, v[k], 0.0f);
+    }
+  }
+  fence_proxy_async_smem();  // these generic accesses before the loader's next copy into the slot
+  csync();
+}
+
 /// v as lane 0 of the warp has it: the compiler then treats it as warp-uniform.
 __device__ __forceinline__ int warp_uniform(int v) { return __shfl_sync(0xffffffffu, v, 0); }
 
@@ -164,6 +208,11 @@ __device__ __forceinline__ void mm_rows_wg(const DevProgram& P, const Tile& T, R
   const int g = lane >> 2, tq = lane & 3;
 
   float d[kWgRegs];  // written by the row block's first k-step (acc = 0)
+  // Residual tiles (O-proj, down_proj: atomic adds into x) keep a block's last
+  // stage slot for their output, when it fits (mm_residual_staged).
+  const int out_pitch = (cap + 31) / 32 * 32;
+  const bool stage_out =
+      warp_uniform(J.kind == kEpiResidual && !ksplit && size_t(tp) * out_pitch * 4 <= R.stage_bytes) != 0;
   int acc = 0;
 
   const MmFillIdx F(kc);
@@ -219,11 +268,24 @@ __device__ __forceinline__ void mm_rows_wg(const DevProgram& P, const Tile& T, R
       case 11: wg_stage<8, false>(d, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
       default: break;
     }
-    __syncwarp();
-    if (lane == 0) dev::mbar_arrive(empty + slot);
+    const int used = slot;
+    const bool keep = stage_out && c + 1 == nk;  // the block's last stage: its slot stages the output
+    if (!keep) {
+      __syncwarp();
+      if (lane == 0) dev::mbar_arrive(empty + slot);
+    }
     if (++slot == n_stages) slot = 0, phase ^= 1;
     if (++c < nk) continue;
     c = 0;
+    if (keep) {  // a residual block: through the slot as [token][row], then 16-byte reds
+      float* o = reinterpret_cast<float*>(const_cast<char*>(ring) + size_t(used) * stage_bytes);
+      mm_residual_staged(P, J, M, o, out_pitch, rb * cap, cap, d, tall ? wg * 64 : 0, wi, g, tq, g0, ng_mine);
+      __syncwarp();
+      if (lane == 0) dev::mbar_arrive(empty + used);
+      acc = 0;
+      ++rb;
+      continue;
+    }
     // The row block's epilogue. (The accumulators are only read here: a
     // non-wgmma write to them would make ptxas serialise the wgmma.)
     const bool handed = ksplit && np > 1;  // warpgroup 1's partials to add (np == 1: it had no panel)
