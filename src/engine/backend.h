@@ -27,6 +27,9 @@ struct GenerateResult {
   double prefill_ms = 0;            // time to the first generated token
   double decode_ms_per_token = 0;   // mean over the tokens after the first
   std::string stop_reason;          // "eos", "max_tokens", "stopped" (callback), "context"
+  /// Prompt positions whose K/V an earlier run left in the cache and this one
+  /// did not compute again (prefix reuse: engine/kv_reuse.h).
+  int64_t cached_tokens = 0;
 };
 
 /// Called with each generated token; return false to stop generation early.
@@ -42,7 +45,10 @@ class Backend {
   /// Context length this backend was set up for (prompt + generated tokens).
   virtual int64_t max_context() const = 0;
   /// Prefills the prompt, then decodes until EOS, max_tokens, the context end
-  /// or the callback returns false. Each call starts from an empty KV cache.
+  /// or the callback returns false. The positions of the prompt that an
+  /// earlier call left in the KV cache (the same tokens from the start: a
+  /// conversation's earlier turns, a shared system prompt) are not computed
+  /// again (GenerateResult::cached_tokens; engine/kv_reuse.h).
   virtual GenerateResult generate(const GenerateRequest& req, const TokenCallback& on_token) = 0;
   /// Teacher-forced logits [ids.size(), vocab], row t = logits after ids[0..t].
   virtual std::vector<float> score(std::span<const int32_t> ids) = 0;

@@ -19,7 +19,7 @@ const std::vector<BackendEntry>& backend_registry() {
     std::vector<BackendEntry> r;
     r.push_back({"reference", "fp32 forward pass, the ground truth",
                  [](const model::Model& m, const BackendConfig& c) -> std::unique_ptr<Backend> {
-                   return std::make_unique<ReferenceBackend>(m, c.max_context);
+                   return std::make_unique<ReferenceBackend>(m, c.max_context, c.prefix_reuse);
                  }});
     r.push_back({"cpu", "compiled Program on CPU workers",
                  [](const model::Model& m, const BackendConfig& c) -> std::unique_ptr<Backend> {
@@ -30,6 +30,7 @@ const std::vector<BackendEntry>& backend_registry() {
                    o.max_context = c.max_context;
                    o.batch = c.batch;
                    o.prefill_chunk = std::max(c.prefill_chunk, 0);
+                   o.prefix_reuse = c.prefix_reuse;
                    return std::make_unique<CpuBackend>(m, o);
                  }});
 #if KEEL_HAVE_CUDA
@@ -40,6 +41,7 @@ const std::vector<BackendEntry>& backend_registry() {
                    if (c.target != "auto") o.target = compiler::target_preset(c.target);
                    o.batch = c.batch;
                    if (c.prefill_chunk >= 0) o.prefill_chunk = c.prefill_chunk;
+                   o.prefix_reuse = c.prefix_reuse;
                    return std::make_unique<CudaBackend>(m, o);
                  }});
 #endif

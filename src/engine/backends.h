@@ -28,6 +28,9 @@ struct BackendConfig {
   /// many lanes, exec/common/prefill.h); 0: off; -1: the backend's default
   /// (cuda: kDefaultPrefillChunk, cpu: off).
   int prefill_chunk = -1;
+  /// Prompt positions an earlier call left in the KV cache are not computed
+  /// again (engine/kv_reuse.h); false: every call computes its whole prompt.
+  bool prefix_reuse = true;
 };
 
 struct BackendEntry {

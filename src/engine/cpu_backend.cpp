@@ -18,6 +18,7 @@ CpuBackend::CpuBackend(const model::Model& m, const CpuBackendOptions& opt) : mo
   co.max_context = int(opt.max_context);
   program_ = compiler::compile(m.config, co);
   exec_ = std::make_unique<exec::cpu::CpuExecutor>(program_, m);
+  kv_ = KvResidency(program_.h.batch);
   if (std::min<int64_t>(opt.prefill_chunk, program_.h.max_context - 1) > 1) {
     co.kv_sequences = co.batch;  // the decode Program's cache, shared
     co.batch = 1;
@@ -35,25 +36,28 @@ exec::RunOptions CpuBackend::cpu_options(exec::RunOptions ro) const {
 }
 
 GenerateResult CpuBackend::generate(const GenerateRequest& req, const TokenCallback& on_token) {
-  const exec::Sequence s = sequence_for(req, max_context(), "cpu backend");
-  bool stopped = false;
-  return result_of(exec::run_prefilled(*exec_, prefill_.get(), {s}, cpu_options(run_options_for(req, on_token, &stopped))),
-                   stopped);
+  return generate_one(req, max_context(), "cpu backend", on_token, run_fn(), opt_.prefix_reuse ? &kv_ : nullptr);
+}
+
+RunFn CpuBackend::run_fn() {
+  return [this](const std::vector<exec::Sequence>& s, const exec::RunOptions& ro) {
+    return exec::run_prefilled(*exec_, prefill_.get(), s, cpu_options(ro));
+  };
 }
 
 std::vector<GenerateResult> CpuBackend::generate_batch(std::span<const GenerateRequest> reqs,
                                                        const BatchTokenCallback& on_token) {
-  return generate_in_launches(reqs, max_batch(), max_context(), "cpu backend", on_token,
-                              [&](const std::vector<exec::Sequence>& s, const exec::RunOptions& ro) {
-                                return exec::run_prefilled(*exec_, prefill_.get(), s, cpu_options(ro));
-                              });
+  return generate_in_launches(reqs, max_batch(), max_context(), "cpu backend", on_token, run_fn(),
+                              opt_.prefix_reuse ? &kv_ : nullptr);
 }
 
 std::vector<float> CpuBackend::score(std::span<const int32_t> ids) {
   const exec::Sequence s = score_sequence(ids, max_context(), "cpu backend: score");
   exec::RunOptions ro;
   ro.capture_logits = true;
+  kv_.forget_all();
   exec::RunResult r = exec_->run({s}, cpu_options(ro));
+  if (opt_.prefix_reuse) record_run(kv_, {s}, r);
   KEEL_CHECK(r.seqs[0].logits.size() == ids.size() * size_t(program_.h.vocab),
              "cpu backend: captured ", r.seqs[0].logits.size() / size_t(program_.h.vocab), " logit rows for ", ids.size(),
              " tokens");

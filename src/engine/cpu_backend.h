@@ -6,6 +6,8 @@
 #include <memory>
 
 #include "engine/backend.h"
+#include "engine/kv_reuse.h"
+#include "engine/program_backend.h"
 #include "exec/cpu/executor.h"
 #include "model/model.h"
 #include "program/program.h"
@@ -22,6 +24,9 @@ struct CpuBackendOptions {
   /// > 1: prompts of more than exec::kMinPrefillPositions tokens run through a
   /// prefill Program of this many lanes first (exec/common/prefill.h).
   int prefill_chunk = 0;
+  /// Prompt positions an earlier call left in the KV cache are not computed
+  /// again (engine/kv_reuse.h).
+  bool prefix_reuse = true;
 };
 
 class CpuBackend : public Backend {
@@ -39,10 +44,12 @@ class CpuBackend : public Backend {
 
  private:
   exec::RunOptions cpu_options(exec::RunOptions ro) const;
+  RunFn run_fn();
   const model::Model& model_;
   CpuBackendOptions opt_;
   program::Program program_, prefill_program_;
   std::unique_ptr<exec::cpu::CpuExecutor> exec_, prefill_;
+  KvResidency kv_;  // what each KV slot of exec_'s cache holds
 };
 
 }  // namespace keel::engine

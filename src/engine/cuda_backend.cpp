@@ -43,6 +43,8 @@ CudaBackend::CudaBackend(const model::Model& m, const CudaBackendOptions& opt) {
   eo.device = opt.device;
   eo.watchdog_s = opt.watchdog_s;
   exec_ = std::make_unique<ProgramExecutor>(p, m, eo);
+  kv_ = KvResidency(p.h.batch);
+  prefix_reuse_ = opt.prefix_reuse;
   // The prefill Program: the same options, T lanes of one sequence (fewer
   // than the context holds), on the same weights and KV cache. Without it
   // (it does not compile or fit) prompts run as decode steps, said on stderr.
@@ -69,27 +71,31 @@ CudaBackend::~CudaBackend() = default;
 
 int64_t CudaBackend::max_context() const { return exec_->program().h.max_context; }
 
+RunFn CudaBackend::run_fn() {
+  return [this](const std::vector<exec::Sequence>& s, const exec::RunOptions& ro) {
+    return exec::run_prefilled(*exec_, prefill_.get(), s, ro);
+  };
+}
+
 GenerateResult CudaBackend::generate(const GenerateRequest& req, const TokenCallback& on_token) {
-  const exec::Sequence s = sequence_for(req, max_context(), "cuda backend");
-  bool stopped = false;
-  return result_of(exec::run_prefilled(*exec_, prefill_.get(), {s}, run_options_for(req, on_token, &stopped)), stopped);
+  return generate_one(req, max_context(), "cuda backend", on_token, run_fn(), prefix_reuse_ ? &kv_ : nullptr);
 }
 
 int CudaBackend::max_batch() const { return exec_->program().h.batch; }
 
 std::vector<GenerateResult> CudaBackend::generate_batch(std::span<const GenerateRequest> reqs,
                                                         const BatchTokenCallback& on_token) {
-  return generate_in_launches(reqs, max_batch(), max_context(), "cuda backend", on_token,
-                              [&](const std::vector<exec::Sequence>& s, const exec::RunOptions& ro) {
-                                return exec::run_prefilled(*exec_, prefill_.get(), s, ro);
-                              });
+  return generate_in_launches(reqs, max_batch(), max_context(), "cuda backend", on_token, run_fn(),
+                              prefix_reuse_ ? &kv_ : nullptr);
 }
 
 std::vector<float> CudaBackend::score(std::span<const int32_t> ids) {
   const exec::Sequence s = score_sequence(ids, max_context(), "cuda backend: score");
   exec::RunOptions ro;
   ro.capture_logits = true;
+  kv_.forget_all();
   exec::RunResult r = exec_->run({s}, ro);
+  if (prefix_reuse_) record_run(kv_, {s}, r);
   const size_t V = size_t(exec_->program().h.vocab);
   KEEL_CHECK(r.seqs[0].logits.size() == ids.size() * V, "cuda backend: captured ", r.seqs[0].logits.size() / V,
              " logit rows for ", ids.size(), " tokens");

@@ -11,6 +11,7 @@
 #include <chrono>
 
 #include "core/error.h"
+#include "engine/kv_reuse.h"
 #include "program/rules.h"
 
 namespace keel::engine {
@@ -24,8 +25,8 @@ double ms_since(Clock::time_point t0) {
 
 }  // namespace
 
-ReferenceBackend::ReferenceBackend(const model::Model& m, int64_t max_context)
-    : fwd_(m, max_context) {}
+ReferenceBackend::ReferenceBackend(const model::Model& m, int64_t max_context, bool prefix_reuse)
+    : fwd_(m, max_context), prefix_reuse_(prefix_reuse) {}
 
 GenerateResult ReferenceBackend::generate(const GenerateRequest& req, const TokenCallback& on_token) {
   KEEL_CHECK(req.max_tokens >= 0, "generate: max_tokens must be >= 0, got ", req.max_tokens);
@@ -41,9 +42,20 @@ GenerateResult ReferenceBackend::generate(const GenerateRequest& req, const Toke
   std::vector<int32_t> history(req.prompt);
   history.reserve(req.prompt.size() + size_t(req.max_tokens));
 
-  fwd_.reset();
+  // Prefix reuse: the positions of the prompt the cache holds from the last
+  // call stay; the rest of the prompt is forwarded.
+  const int64_t reuse = prefix_reuse_ ? std::min(common_prefix(held_, req.prompt), prompt_len - 1) : 0;
+  fwd_.truncate(reuse);
+  held_.assign(req.prompt.begin(), req.prompt.end());
+  res.cached_tokens = reuse;
   const Clock::time_point t0 = Clock::now();
-  std::vector<float> logits = fwd_.forward(req.prompt);
+  std::vector<float> logits;
+  try {
+    logits = fwd_.forward(std::span<const int32_t>(req.prompt).subspan(size_t(reuse)));
+  } catch (...) {
+    forget();
+    throw;
+  }
   double decode_ms = 0;
   if (program::context_full(prompt_len, fwd_.max_context())) {  // a prompt of max_context tokens
     res.stop_reason = program::stop_reason_name(program::StopReason::Context);
@@ -51,7 +63,10 @@ GenerateResult ReferenceBackend::generate(const GenerateRequest& req, const Toke
   }
   for (;;) {
     Clock::time_point ts = Clock::now();
-    if (!res.output.empty()) logits = fwd_.forward(std::span<const int32_t>(&res.output.back(), 1));
+    if (!res.output.empty()) {
+      logits = fwd_.forward(std::span<const int32_t>(&res.output.back(), 1));
+      held_.push_back(res.output.back());
+    }
     const int32_t tok = sampler.sample(logits, history);
     if (res.output.empty()) {
       res.prefill_ms = ms_since(t0);
@@ -75,10 +90,17 @@ GenerateResult ReferenceBackend::generate(const GenerateRequest& req, const Toke
   return res;
 }
 
+void ReferenceBackend::forget() {
+  fwd_.reset();
+  held_.clear();
+}
+
 std::vector<float> ReferenceBackend::score(std::span<const int32_t> ids) {
   KEEL_CHECK(!ids.empty(), "score: no tokens");
-  fwd_.reset();
-  return fwd_.forward(ids, /*all_logits=*/true);
+  forget();
+  std::vector<float> logits = fwd_.forward(ids, /*all_logits=*/true);
+  held_.assign(ids.begin(), ids.end());
+  return logits;
 }
 
 }  // namespace keel::engine

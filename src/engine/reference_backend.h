@@ -19,7 +19,7 @@ class ReferenceBackend : public Backend {
  public:
   /// Converts the weights to fp32 (see reference::Forward). `m` may be released
   /// afterwards. `max_context` 0 means the model's max_position_embeddings.
-  explicit ReferenceBackend(const model::Model& m, int64_t max_context = 0);
+  explicit ReferenceBackend(const model::Model& m, int64_t max_context = 0, bool prefix_reuse = true);
 
   std::string_view name() const override { return "reference"; }
   int64_t max_context() const override { return fwd_.max_context(); }
@@ -28,6 +28,9 @@ class ReferenceBackend : public Backend {
 
  private:
   reference::Forward fwd_;
+  bool prefix_reuse_ = true;
+  std::vector<int32_t> held_;  // the tokens at positions [0, fwd_.pos()) of the cache
+  void forget();
 };
 
 }  // namespace keel::engine

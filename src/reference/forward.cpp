@@ -142,6 +142,16 @@ Forward::Forward(const model::Model& m, int64_t max_context) : cfg_(m.config) {
              "), asked for a context of ", max_ctx_);
 }
 
+void Forward::truncate(int64_t n) {
+  KEEL_CHECK(n >= 0 && n <= pos_, "reference: truncate to ", n, " positions of ", pos_);
+  const size_t kv = size_t(cfg_.n_kv_heads * cfg_.head_dim);
+  for (Layer& L : layers_) {
+    L.k_cache.resize(std::min(L.k_cache.size(), size_t(n) * kv));
+    L.v_cache.resize(std::min(L.v_cache.size(), size_t(n) * kv));
+  }
+  pos_ = n;
+}
+
 void Forward::reset() {
   pos_ = 0;
   for (Layer& L : layers_) {

@@ -33,6 +33,9 @@ class Forward {
   std::vector<float> forward(std::span<const int32_t> tokens, bool all_logits = false);
   /// Clears the KV cache.
   void reset();
+  /// Keeps positions [0, n) of the KV cache (n <= pos()): the next forward()
+  /// appends at n.
+  void truncate(int64_t n);
   int64_t pos() const { return pos_; }
   int64_t vocab() const { return cfg_.vocab; }
   int64_t max_context() const { return max_ctx_; }

@@ -18,7 +18,8 @@ const char* openai_finish(const Outcome& o) { return o.finish_reason == "length"
 json usage(const Outcome& o) {
   return {{"prompt_tokens", o.prompt_tokens},
           {"completion_tokens", o.completion_tokens},
-          {"total_tokens", o.prompt_tokens + o.completion_tokens}};
+          {"total_tokens", o.prompt_tokens + o.completion_tokens},
+          {"prompt_tokens_details", {{"cached_tokens", o.cached_tokens}}}};
 }
 
 json openai_chunk(const ReplyContext& c, json choice) {

@@ -63,6 +63,7 @@ void Job::finish(const engine::GenerateResult& r) {
   o.text = text_->text();
   o.prompt_tokens = int64_t(req_.prompt.size());
   o.completion_tokens = int64_t(r.output.size());
+  o.cached_tokens = r.cached_tokens;
   o.queue_ms = ms_between(submitted_, started_);
   o.prefill_ms = tokens_ ? ms_between(started_, first_token_) : ms_between(started_, now);
   o.decode_ms = tokens_ ? ms_between(first_token_, now) : 0;

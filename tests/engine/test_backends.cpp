@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "engine/backends.h"
+#include "engine/kv_reuse.h"
 #include "program/rules.h"
 
 namespace keel::engine {
@@ -180,6 +181,115 @@ TEST(Rules, PromptBoundAndStopOrder) {
   EXPECT_EQ(program::stop_after_token(false, false, 5, 5, 16, 16), StopReason::MaxTokens);
   EXPECT_EQ(program::stop_after_token(false, false, 4, 5, 16, 16), StopReason::Context);
   EXPECT_EQ(program::stop_after_token(false, false, 4, 5, 15, 16), StopReason::None);
+}
+
+// Prefix reuse (engine/kv_reuse.h): a request that begins with the tokens the
+// last one left in the KV cache (a chat's next turn, a shared system prompt)
+// computes only the rest and gets the tokens a fresh backend gives: greedy and
+// sampled, on the reference backend and the cpu backend (one worker, so the
+// fp32 sums run in one order), with and without its prefill Program (a
+// suffix of 20+ tokens runs through it from the reused position), after
+// score(), and in batches whose requests land on the slots holding their
+// prefixes.
+TEST(Backends, PrefixReuseGivesTheFreshTokens) {
+  const model::Model m = load_stories();
+  struct Kind {
+    std::string name;
+    int prefill_chunk, batch;
+  };
+  const std::vector<int32_t> extra = {365, 280, 267, 400, 273, 263, 304, 395, 291, 400,
+                                      428, 403, 407, 261, 378, 365, 280, 267, 400, 273};
+  for (const Kind& k : {Kind{"reference", 0, 1}, Kind{"cpu", 0, 1}, Kind{"cpu", 8, 1}, Kind{"cpu", 0, 3}}) {
+    SCOPED_TRACE(cat(k.name, " prefill chunk ", k.prefill_chunk, " batch ", k.batch));
+    BackendConfig c;
+    c.max_context = 128;
+    c.workers = 1;
+    c.prefill_chunk = k.prefill_chunk;
+    c.batch = k.batch;
+    auto reuse = make_backend(k.name, m, c);
+    c.prefix_reuse = false;
+    auto fresh = make_backend(k.name, m, c);
+    GenerateRequest r1;
+    r1.prompt = {1, 403, 407, 261, 378};
+    r1.max_tokens = 12;
+    const GenerateResult a1 = reuse->generate(r1, nullptr);
+    EXPECT_EQ(a1.cached_tokens, 0);
+    ASSERT_EQ(a1.output.size(), 12u);
+    // The next turn: the whole conversation so far, then new tokens.
+    GenerateRequest r2 = r1;
+    r2.prompt.insert(r2.prompt.end(), a1.output.begin(), a1.output.end());
+    r2.prompt.insert(r2.prompt.end(), extra.begin(), extra.end());
+    for (float temperature : {0.0f, 0.8f}) {
+      r2.sampling.temperature = temperature;
+      r2.sampling.seed = 5;
+      const GenerateResult a2 = reuse->generate(r2, nullptr), f2 = fresh->generate(r2, nullptr);
+      // All of the first call's positions but its last token's (never run);
+      // the second pass of the loop reuses the first pass's prompt but one.
+      EXPECT_EQ(a2.cached_tokens, temperature == 0 ? int64_t(r1.prompt.size() + a1.output.size() - 1)
+                                                   : int64_t(r2.prompt.size() - 1));
+      EXPECT_EQ(f2.cached_tokens, 0);
+      EXPECT_EQ(a2.output, f2.output) << "temperature " << temperature;
+    }
+    // A prompt that parts from the cached tokens after 3 reuses 3.
+    GenerateRequest r3;
+    r3.prompt = {1, 403, 407, 291, 400, 428};
+    r3.max_tokens = 8;
+    const GenerateResult a3 = reuse->generate(r3, nullptr);
+    EXPECT_EQ(a3.cached_tokens, 3);
+    EXPECT_EQ(a3.output, fresh->generate(r3, nullptr).output);
+    // score() leaves its ids in the cache.
+    const std::vector<float> logits = reuse->score(r2.prompt);
+    EXPECT_EQ(logits.size(), r2.prompt.size() * size_t(m.config.vocab));
+    GenerateRequest r4 = r2;
+    r4.prompt.push_back(291);
+    r4.sampling.temperature = 0;
+    const GenerateResult a4 = reuse->generate(r4, nullptr);
+    EXPECT_EQ(a4.cached_tokens, int64_t(r2.prompt.size()));
+    EXPECT_EQ(a4.output, fresh->generate(r4, nullptr).output);
+    if (k.batch == 1) continue;
+    // A batch, then its requests' next turns in another order: each lands on
+    // the slot holding its conversation.
+    std::vector<GenerateRequest> b1(3);
+    const std::vector<std::vector<int32_t>> prompts = {{1, 403, 407}, {1, 291, 400, 428}, {1, 365, 280, 267}};
+    for (size_t i = 0; i < 3; ++i) {
+      b1[i].prompt = prompts[i];
+      b1[i].max_tokens = 6 + int(i) * 2;
+    }
+    const std::vector<GenerateResult> o1 = reuse->generate_batch(b1, nullptr);
+    std::vector<GenerateRequest> b2;
+    for (size_t i : {2u, 0u, 1u}) {
+      GenerateRequest r = b1[i];
+      r.prompt.insert(r.prompt.end(), o1[i].output.begin(), o1[i].output.end());
+      r.prompt.insert(r.prompt.end(), extra.begin(), extra.begin() + 5);
+      b2.push_back(r);
+    }
+    const std::vector<GenerateResult> o2 = reuse->generate_batch(b2, nullptr), f = fresh->generate_batch(b2, nullptr);
+    for (size_t j = 0; j < 3; ++j) {
+      const size_t i = j == 0 ? 2 : j - 1;  // b2[j] continues b1[i]
+      // All but the last two tokens' positions (batch neighbours ran on).
+      EXPECT_EQ(o2[j].cached_tokens, int64_t(b1[i].prompt.size() + o1[i].output.size() - 2)) << "request " << j;
+      EXPECT_EQ(o2[j].output, f[j].output) << "request " << j;
+    }
+  }
+}
+
+TEST(KvResidency, ReusesTheCommonPrefixButTheLastPromptToken) {
+  KvResidency kv(3);
+  kv.hold(0, {1, 2, 3, 4});
+  kv.hold(1, {1, 2, 9});
+  const std::vector<int32_t> same = {1, 2, 3, 4}, longer = {1, 2, 3, 4, 5}, other = {7, 8};
+  EXPECT_EQ(kv.reusable(0, same), 3);    // the last prompt position always runs
+  EXPECT_EQ(kv.reusable(0, longer), 4);
+  EXPECT_EQ(kv.reusable(1, longer), 2);
+  EXPECT_EQ(kv.reusable(2, longer), 0);
+  EXPECT_EQ(kv.reusable(0, other), 0);
+  // Placement: the longest reuse first, the rest in order on the free slots.
+  const std::vector<int32_t> p0 = {7}, p1 = {1, 2, 9, 9}, p2 = {1, 2, 3, 4, 5};
+  const std::vector<std::span<const int32_t>> prompts = {p0, p1, p2};
+  EXPECT_EQ(kv.place(prompts), (std::vector<int>{2, 1, 0}));
+  kv.forget(0);
+  EXPECT_EQ(kv.reusable(0, longer), 0);
+  EXPECT_THROW(kv.place(std::vector<std::span<const int32_t>>(4, p0)), Error);
 }
 
 }  // namespace

@@ -118,6 +118,22 @@ TEST_P(Prefill_, ChunksMatchTheDecodePath) {
       // bf16 K/V (2^-9 relative per rounding) after a few layers of bf16
       // activations; a position from the wrong lane or step is O(1).
       EXPECT_LT(k, 3e-2) << GetParam() << " prompt " << pi << " chunk " << T;
+      // From an offset: the first m positions in the cache already (the decode
+      // path's, copied), the prefill Program writes [m, n).
+      const int64_t m = n / 2;
+      if (m < 1) continue;
+      CpuExecutor pre2(pp, f.model), dec2(dp, f.model);
+      plain.copy_kv_to(pre2, 0, 0, m);
+      Sequence from = s;
+      from.kv_filled = int32_t(m);
+      const RunResult pr2 = pre2.run({from}, shuffled(500 + T));
+      EXPECT_EQ(pr2.steps, int((n - m + T - 1) / T)) << "T " << T << " from " << m;
+      pre2.copy_kv_to(dec2, 0, 0, n);
+      const RunResult r2 = dec2.run({d}, ro);
+      ASSERT_EQ(r2.seqs[0].logits.size(), size_t(V));
+      const double e2 = rel_err(r2.seqs[0].logits.data(), &want[size_t(n) * V], size_t(V));
+      worst_logits = std::max(worst_logits, e2);
+      EXPECT_LT(e2, kLogitsTol) << GetParam() << " prompt " << pi << " chunk " << T << " from " << m;
     }
     {  // one cache shared by a prefill Program (kv_sequences 3) and a decode Program of batch 3: slot 2
       program::Program d3 = [&] {
@@ -171,8 +187,9 @@ TEST(Prefill, BadRequestsAreErrors) {
   Sequence s;
   s.prompt = {1, 2, 3, 4, 5};
   EXPECT_THROW(pre.run({s, s}, {}), Error);  // one sequence per prefill Program
-  s.kv_filled = 2;
-  EXPECT_THROW(pre.run({s}, {}), Error);  // a prefill run starts at 0
+  s.kv_filled = 5;
+  EXPECT_THROW(pre.run({s}, {}), Error);  // kv_filled must leave the last prompt token
+  s.kv_filled = 0;
   compiler::CompileOptions o;
   o.prefill_chunk = 4;
   o.batch = 3;

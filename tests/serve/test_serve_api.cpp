@@ -166,12 +166,13 @@ TEST(ServeApi, ErrorShapes) {
 
 TEST(ServeApi, ReplyShapes) {
   ReplyContext c{Api::OpenAI, Kind::Chat, "chatcmpl-1", "m", 100, true};
-  Outcome o{"length", "hello", 3, 2, 0, 1, 2};
+  Outcome o{"length", "hello", 3, 2, 0, 1, 2, 1};
   json full = full_reply(c, o);
   EXPECT_EQ(full["object"], "chat.completion");
   EXPECT_EQ(full["choices"][0]["message"]["content"], "hello");
   EXPECT_EQ(full["choices"][0]["finish_reason"], "length");
-  EXPECT_EQ(full["usage"], json::parse(R"({"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5})"));
+  EXPECT_EQ(full["usage"], json::parse(R"({"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5,
+                                           "prompt_tokens_details": {"cached_tokens": 1}})"));
   EXPECT_EQ(stream_open(c).rfind("data: ", 0), 0u);
   std::string close = stream_close(c, o);
   EXPECT_NE(close.find("\"usage\""), std::string::npos);  // include_usage

@@ -215,6 +215,17 @@ def run_checks(srv, keel, model, openai, ollama):
     assert r.choices[0].text == text[:text.index("Lily")] and r.choices[0].finish_reason == "stop", r
     print("ok: openai client (completions, chat, streaming, seed, stop)")
 
+    # --- Prefix reuse: a request that continues the last one (a chat's next
+    # turn) starts from the K/V it left (its prompt but the last token), and
+    # its text is a fresh process's.
+    longer = prompt_ids + want["output_ids"][:10]
+    cont = keel_generate(keel, model, longer, 20)
+    oa.completions.create(model=name, prompt=prompt_ids, max_tokens=40, temperature=0)
+    r = oa.completions.create(model=name, prompt=longer, max_tokens=20, temperature=0)
+    assert r.choices[0].text == cont["text"], (r.choices[0].text, cont["text"])
+    assert r.usage.prompt_tokens_details.cached_tokens == len(longer) - 1, r.usage
+    print(f"ok: prefix reuse ({r.usage.prompt_tokens_details.cached_tokens} of {len(longer)} prompt tokens cached)")
+
     # --- Ollama client
     ol = ollama.Client(host=srv.url, headers={"Authorization": f"Bearer {KEY}"})
     assert [m.model for m in ol.list().models] == [name + ":latest"]

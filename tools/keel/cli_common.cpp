@@ -56,6 +56,9 @@ void add_backend_flags(CLI::App& cmd, BackendOptions& o) {
                  "Program of this many lanes (tensor-core tiles, each weight streamed once a step), then decodes "
                  "from its last token; 0 = every position a decode step (default: cuda 64, cpu 0)")
       ->check(CLI::Range(0, 4096));
+  cmd.add_flag("--no-prefix-reuse", o.no_prefix_reuse,
+               "Compute every prompt whole: by default the positions of a prompt that the last request left in the "
+               "KV cache (the same tokens from the start: a chat's earlier turns, a shared system prompt) are kept");
 }
 
 std::unique_ptr<engine::Backend> make_backend(const model::Model& m, const BackendOptions& o) {
@@ -75,6 +78,7 @@ std::unique_ptr<engine::Backend> make_backend(const model::Model& m, const Backe
   cfg.target = o.target;
   cfg.batch = o.batch;
   cfg.prefill_chunk = o.prefill_chunk;
+  cfg.prefix_reuse = !o.no_prefix_reuse;
   return engine::make_backend(o.backend, m, cfg);
 }
 

@@ -58,10 +58,9 @@ void write_launch_state(const program::Program& p, const std::vector<Sequence>& 
       KEEL_CHECK(id >= 0 && id < h.vocab, name, " token ", id, " outside the vocabulary of ", h.vocab);
     program::validate(q.sampling);
     const int64_t P = int64_t(q.prompt.size());
-    KEEL_CHECK(q.kv_filled >= 0 && q.kv_filled < P && (L == 1 || q.kv_filled == 0), name, " kv_filled ",
-               q.kv_filled, L > 1 ? " in a prefill run (must be 0)" : cat(" outside [0, ", P, ")"));
-    // Decode: from kv_filled to the end. Prefill: positions [0, P - 1), L a step.
-    max_steps = std::max(max_steps, L > 1 ? int((P - 1 + L - 1) / L) : int(P - 1 - q.kv_filled) + q.max_new);
+    KEEL_CHECK(q.kv_filled >= 0 && q.kv_filled < P, name, " kv_filled ", q.kv_filled, " outside [0, ", P, ")");
+    // Decode: from kv_filled to the end. Prefill: positions [kv_filled, P - 1), L a step.
+    max_steps = std::max(max_steps, L > 1 ? int((P - 1 - q.kv_filled + L - 1) / L) : int(P - 1 - q.kv_filled) + q.max_new);
   }
   for (int b = 0; b < B; ++b) {
     const int k = b / L, lane = b % L;
@@ -72,12 +71,14 @@ void write_launch_state(const program::Program& p, const std::vector<Sequence>& 
     } else {
       const Sequence& q = seqs[size_t(k)];
       const int64_t P = int64_t(q.prompt.size());
-      // A prefill lane past the prompt's last position but one has nothing to do.
-      const int64_t start = L > 1 ? std::min<int64_t>(lane, P - 1) : q.kv_filled;
-      s.done = L > 1 && lane >= P - 1 ? 1 : 0;
+      // Prefill lane `lane` starts at kv_filled + lane (the positions before
+      // kv_filled are in the cache already); a lane past the prompt's last
+      // position but one has nothing to do.
+      const int64_t start = L > 1 ? std::min<int64_t>(q.kv_filled + lane, P - 1) : q.kv_filled;
+      s.done = L > 1 && q.kv_filled + lane >= P - 1 ? 1 : 0;
       int32_t* tokens = reinterpret_cast<int32_t*>(at(h.buf_tokens)) + int64_t(b) * h.max_context;
       std::copy(q.prompt.begin(), q.prompt.end(), tokens);
-      s.pos = int32_t(L > 1 ? lane : start);
+      s.pos = int32_t(L > 1 ? q.kv_filled + lane : start);
       s.prompt_len = int32_t(P);
       s.token = q.prompt[size_t(start)];
       s.max_new = q.max_new;

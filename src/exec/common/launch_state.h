@@ -23,7 +23,7 @@ namespace keel::exec {
 /// done), each lane's token history (its sequence's prompt) and x[b] = the
 /// fp32 embedding row of the lane's first token, written by `embed(token,
 /// row)`. A decode lane starts at its sequence's kv_filled; prefill lane i at
-/// position i (done from the start when i >= prompt size - 1). Validates the
+/// position kv_filled + i (done from the start when that is >= prompt size - 1). Validates the
 /// requests and throws keel::Error naming `who` and the sequence at fault.
 void write_launch_state(const program::Program& p, const std::vector<Sequence>& seqs,
                         const std::vector<int32_t>& eos_ids, uint8_t* ws,

@@ -1,10 +1,11 @@
 // Chunked prefill: a run of a decode Program whose prompts first go through a
 // prefill Program of the same model (ProgramHeader::seq_lanes: T lanes of one
 // sequence, T prompt positions per step, every weight tile streamed once per
-// step for all of them). Each long prompt's positions [0, P - 1) are written
-// into the sequence's slot of the decode executor's KV cache (the prefill
-// executor shares it: Sequence::kv_slot; an executor with a cache of its own
-// has them copied there), and the decode launch starts at position P - 1
+// step for all of them). Each long prompt's positions [kv_filled, P - 1) are
+// written into the sequence's slot of the decode executor's KV cache (the
+// prefill executor shares it: Sequence::kv_slot; an executor with a cache of
+// its own gets the first kv_filled positions copied from it and has them all
+// copied back), and the decode launch starts at position P - 1
 // (Sequence::kv_filled): it runs the prompt's last position and samples
 // from there exactly as it would have after running the whole prompt, so the
 // tokens are the same (up to the order of fp32 sums) and the sampling draws
@@ -38,12 +39,13 @@ RunResult run_prefilled(Exec& decode, Exec* prefill, std::vector<Sequence> seqs,
   const auto t0 = std::chrono::steady_clock::now();
   for (size_t k = 0; k < seqs.size(); ++k) {
     Sequence& s = seqs[k];
-    const int64_t n = int64_t(s.prompt.size()) - 1;  // positions the prefill Program writes
-    if (n < kMinPrefillPositions || s.kv_filled != 0) continue;
+    const int64_t n = int64_t(s.prompt.size()) - 1;  // positions [kv_filled, n) the prefill Program writes
+    if (n - s.kv_filled < kMinPrefillPositions) continue;
     const bool shared = prefill->shares_kv_with(decode);
     Sequence one = s;
     one.max_new = 1;
     one.kv_slot = shared ? int32_t(k) : 0;
+    if (!shared && s.kv_filled > 0) decode.copy_kv_to(*prefill, 0, int(k), s.kv_filled);  // the prefix it attends to
     RunOptions po;
     po.hang_seconds = opt.hang_seconds;
     po.threads = opt.threads;

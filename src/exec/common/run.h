@@ -20,8 +20,10 @@ struct Sequence {
   int32_t max_new = 16;               // tokens to generate at most (>= 1)
   program::SamplingParams sampling;   // temperature 0: greedy
   /// Positions [0, kv_filled) of the prompt are already in this sequence's KV
-  /// cache (a prefill Program wrote them: exec/common/prefill.h), so a decode
-  /// Program starts at position kv_filled (< prompt size). 0 in prefill runs.
+  /// cache (a prefill Program wrote them: exec/common/prefill.h; or an earlier
+  /// run of the same tokens: engine/kv_reuse.h), so a decode Program starts at
+  /// position kv_filled (< prompt size), a prefill Program's lanes at kv_filled
+  /// + lane.
   int32_t kv_filled = 0;
   /// The KV sequence (pages [kv_slot pages_per_seq, +pages_per_seq)) this
   /// sequence's lanes use; -1: its index in the run. A prefill run on a cache

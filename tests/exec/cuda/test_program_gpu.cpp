@@ -725,6 +725,62 @@ TEST(ProgramGpu, PrefillChunksMatchCpu) {
   }
 }
 
+// A prefill run from an offset (Sequence::kv_filled > 0: the first positions
+// in the cache from an earlier run, as prefix reuse leaves them, engine/
+// kv_reuse.h): lane i at kv_filled + i. A first run writes [0, m), a second
+// the rest of the prompt; the K/V of the whole prompt and the decode launch's
+// logits after it, GPU vs CPU, on one shared cache each.
+TEST(ProgramGpu, PrefillFromAnOffsetMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  model::testing::TempDir dir;
+  write_llama(dir, {256, 512, 8, 2, 64, 2, 1024, 2048});
+  const model::Model m = model::Model::load(dir.str());
+  const int ctx = 512, lanes = 64, P = 300, first = 121;
+  compiler::CompileOptions po;
+  po.target = device_target(0);
+  po.workers = 7;
+  po.prefill_chunk = lanes;
+  po.max_context = ctx;
+  po.page_size = 16;
+  po.kv_sequences = 1;
+  const Program pp = compiler::compile(m.config, po);
+  const Program dp = compile_for(m, 7, 1, ctx);
+  ProgramExecutorOptions o;
+  o.keep_worker_count = true;
+  ProgramExecutor gdec(dp, m, o);
+  ProgramExecutor gpre(pp, gdec, o, true);
+  cpu::CpuExecutor cdec(gdec.program(), m), cpre(gpre.program(), m, &cdec);
+  exec::Sequence s;
+  s.prompt = testing::random_ids(size_t(P), m.config.vocab, 77);
+  s.max_new = 2;
+  exec::RunOptions ro;
+  ro.threads = 2;
+  exec::Sequence head = s;  // positions [0, first - 1)
+  head.prompt.resize(size_t(first));
+  const int64_t n = P - 1, m0 = first - 1;
+  EXPECT_EQ(gpre.run({head}, ro).steps, cpre.run({head}, ro).steps);
+  exec::Sequence rest = s;  // positions [m0, n)
+  rest.kv_filled = int32_t(m0);
+  const exec::RunResult g = gpre.run({rest}, ro), w = cpre.run({rest}, ro);
+  EXPECT_EQ(g.steps, int((n - m0 + lanes - 1) / lanes));
+  EXPECT_EQ(g.steps, w.steps);
+  double worst_kv = 0;
+  for (size_t id = 0; id < pp.buffers.size(); ++id) {
+    if (BufferKind(pp.buffers[id].kind) != BufferKind::Kv) continue;
+    const std::vector<uint8_t> gb = gpre.download_buffer(int32_t(id));
+    const uint8_t* cb = cpre.buffer_data(int32_t(id));
+    const size_t page = size_t(m.config.n_kv_heads) * 16 * size_t(m.config.head_dim) * 2;
+    const size_t bytes = size_t((n + 15) / 16) * page;
+    const double e = rel_l2_nan(as_floats(gb.data(), DType::BF16, bytes / 2), as_floats(cb, DType::BF16, bytes / 2));
+    worst_kv = std::max(worst_kv, e);
+    EXPECT_LT(e, kCpuGpuTol) << pp.buffers[id].name_view();
+  }
+  s.kv_filled = int32_t(n);
+  const double worst = worst_logits_err_vs_cpu(gdec, cdec, {s});
+  std::cout << "[ figures ] prefill from position " << m0 << " T" << lanes << " prompt " << P
+            << ": max rel K/V err GPU vs CPU " << worst_kv << ", logits " << worst << "\n";
+}
+
 // ---- generation --------------------------------------------------------------------
 
 TEST(ProgramGpu, Stories260KGoldenGreedyIds) {
