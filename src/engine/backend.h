@@ -28,7 +28,7 @@ struct GenerateResult {
   double decode_ms_per_token = 0;   // mean over the tokens after the first
   std::string stop_reason;          // "eos", "max_tokens", "stopped" (callback), "context"
   /// Prompt positions whose K/V an earlier run left in the cache and this one
-  /// did not compute again (prefix reuse: engine/kv_reuse.h).
+  /// did not compute again (prefix reuse: engine/kv_pages.h).
   int64_t cached_tokens = 0;
 };
 
@@ -48,7 +48,7 @@ class Backend {
   /// or the callback returns false. The positions of the prompt that an
   /// earlier call left in the KV cache (the same tokens from the start: a
   /// conversation's earlier turns, a shared system prompt) are not computed
-  /// again (GenerateResult::cached_tokens; engine/kv_reuse.h).
+  /// again (GenerateResult::cached_tokens; engine/kv_pages.h).
   virtual GenerateResult generate(const GenerateRequest& req, const TokenCallback& on_token) = 0;
   /// Teacher-forced logits [ids.size(), vocab], row t = logits after ids[0..t].
   virtual std::vector<float> score(std::span<const int32_t> ids) = 0;

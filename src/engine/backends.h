@@ -29,7 +29,7 @@ struct BackendConfig {
   /// (cuda: kDefaultPrefillChunk, cpu: off).
   int prefill_chunk = -1;
   /// Prompt positions an earlier call left in the KV cache are not computed
-  /// again (engine/kv_reuse.h); false: every call computes its whole prompt.
+  /// again (engine/kv_pages.h); false: every call computes its whole prompt.
   bool prefix_reuse = true;
 };
 

@@ -7,7 +7,7 @@
 #include "compiler/compiler.h"
 #include "core/error.h"
 #include "engine/program_backend.h"
-#include "exec/common/prefill.h"
+#include "engine/paged_launch.h"
 
 namespace keel::engine {
 
@@ -18,7 +18,7 @@ CpuBackend::CpuBackend(const model::Model& m, const CpuBackendOptions& opt) : mo
   co.max_context = int(opt.max_context);
   program_ = compiler::compile(m.config, co);
   exec_ = std::make_unique<exec::cpu::CpuExecutor>(program_, m);
-  kv_ = KvResidency(program_.h.batch);
+  pages_ = std::make_unique<KvPagePool>(program_.h.n_pages, program_.h.page_size, program_.h.pages_per_seq);
   if (std::min<int64_t>(opt.prefill_chunk, program_.h.max_context - 1) > 1) {
     co.kv_sequences = co.batch;  // the decode Program's cache, shared
     co.batch = 1;
@@ -36,28 +36,25 @@ exec::RunOptions CpuBackend::cpu_options(exec::RunOptions ro) const {
 }
 
 GenerateResult CpuBackend::generate(const GenerateRequest& req, const TokenCallback& on_token) {
-  return generate_one(req, max_context(), "cpu backend", on_token, run_fn(), opt_.prefix_reuse ? &kv_ : nullptr);
+  return generate_one(req, max_context(), "cpu backend", on_token, run_fn());
 }
 
 RunFn CpuBackend::run_fn() {
-  return [this](const std::vector<exec::Sequence>& s, const exec::RunOptions& ro) {
-    return exec::run_prefilled(*exec_, prefill_.get(), s, cpu_options(ro));
+  return [this](std::vector<exec::Sequence>& s, const exec::RunOptions& ro) {
+    return run_paged(*exec_, prefill_.get(), *pages_, opt_.prefix_reuse, s, cpu_options(ro));
   };
 }
 
 std::vector<GenerateResult> CpuBackend::generate_batch(std::span<const GenerateRequest> reqs,
                                                        const BatchTokenCallback& on_token) {
-  return generate_in_launches(reqs, max_batch(), max_context(), "cpu backend", on_token, run_fn(),
-                              opt_.prefix_reuse ? &kv_ : nullptr);
+  return generate_in_launches(reqs, max_batch(), max_context(), "cpu backend", on_token, run_fn());
 }
 
 std::vector<float> CpuBackend::score(std::span<const int32_t> ids) {
-  const exec::Sequence s = score_sequence(ids, max_context(), "cpu backend: score");
+  std::vector<exec::Sequence> seqs = {score_sequence(ids, max_context(), "cpu backend: score")};
   exec::RunOptions ro;
   ro.capture_logits = true;
-  kv_.forget_all();
-  exec::RunResult r = exec_->run({s}, cpu_options(ro));
-  if (opt_.prefix_reuse) record_run(kv_, {s}, r);
+  exec::RunResult r = run_fn()(seqs, ro);
   KEEL_CHECK(r.seqs[0].logits.size() == ids.size() * size_t(program_.h.vocab),
              "cpu backend: captured ", r.seqs[0].logits.size() / size_t(program_.h.vocab), " logit rows for ", ids.size(),
              " tokens");

@@ -6,7 +6,7 @@
 #include <memory>
 
 #include "engine/backend.h"
-#include "engine/kv_reuse.h"
+#include "engine/kv_pages.h"
 #include "engine/program_backend.h"
 #include "exec/cpu/executor.h"
 #include "model/model.h"
@@ -25,7 +25,7 @@ struct CpuBackendOptions {
   /// prefill Program of this many lanes first (exec/common/prefill.h).
   int prefill_chunk = 0;
   /// Prompt positions an earlier call left in the KV cache are not computed
-  /// again (engine/kv_reuse.h).
+  /// again (engine/kv_pages.h).
   bool prefix_reuse = true;
 };
 
@@ -49,7 +49,7 @@ class CpuBackend : public Backend {
   CpuBackendOptions opt_;
   program::Program program_, prefill_program_;
   std::unique_ptr<exec::cpu::CpuExecutor> exec_, prefill_;
-  KvResidency kv_;  // what each KV slot of exec_'s cache holds
+  std::unique_ptr<KvPagePool> pages_;  // exec_'s KV pages and the prefix cache in them
 };
 
 }  // namespace keel::engine

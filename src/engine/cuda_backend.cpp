@@ -8,7 +8,7 @@
 #include "compiler/compiler.h"
 #include "core/error.h"
 #include "engine/program_backend.h"
-#include "exec/common/prefill.h"
+#include "engine/paged_launch.h"
 #include "exec/cuda/device_info.h"
 #include "exec/cuda/plan_check.h"
 
@@ -43,7 +43,7 @@ CudaBackend::CudaBackend(const model::Model& m, const CudaBackendOptions& opt) {
   eo.device = opt.device;
   eo.watchdog_s = opt.watchdog_s;
   exec_ = std::make_unique<ProgramExecutor>(p, m, eo);
-  kv_ = KvResidency(p.h.batch);
+  pages_ = std::make_unique<KvPagePool>(p.h.n_pages, p.h.page_size, p.h.pages_per_seq);
   prefix_reuse_ = opt.prefix_reuse;
   // The prefill Program: the same options, T lanes of one sequence (fewer
   // than the context holds), on the same weights and KV cache. Without it
@@ -72,30 +72,27 @@ CudaBackend::~CudaBackend() = default;
 int64_t CudaBackend::max_context() const { return exec_->program().h.max_context; }
 
 RunFn CudaBackend::run_fn() {
-  return [this](const std::vector<exec::Sequence>& s, const exec::RunOptions& ro) {
-    return exec::run_prefilled(*exec_, prefill_.get(), s, ro);
+  return [this](std::vector<exec::Sequence>& s, const exec::RunOptions& ro) {
+    return run_paged(*exec_, prefill_.get(), *pages_, prefix_reuse_, s, ro);
   };
 }
 
 GenerateResult CudaBackend::generate(const GenerateRequest& req, const TokenCallback& on_token) {
-  return generate_one(req, max_context(), "cuda backend", on_token, run_fn(), prefix_reuse_ ? &kv_ : nullptr);
+  return generate_one(req, max_context(), "cuda backend", on_token, run_fn());
 }
 
 int CudaBackend::max_batch() const { return exec_->program().h.batch; }
 
 std::vector<GenerateResult> CudaBackend::generate_batch(std::span<const GenerateRequest> reqs,
                                                         const BatchTokenCallback& on_token) {
-  return generate_in_launches(reqs, max_batch(), max_context(), "cuda backend", on_token, run_fn(),
-                              prefix_reuse_ ? &kv_ : nullptr);
+  return generate_in_launches(reqs, max_batch(), max_context(), "cuda backend", on_token, run_fn());
 }
 
 std::vector<float> CudaBackend::score(std::span<const int32_t> ids) {
-  const exec::Sequence s = score_sequence(ids, max_context(), "cuda backend: score");
+  std::vector<exec::Sequence> seqs = {score_sequence(ids, max_context(), "cuda backend: score")};
   exec::RunOptions ro;
   ro.capture_logits = true;
-  kv_.forget_all();
-  exec::RunResult r = exec_->run({s}, ro);
-  if (prefix_reuse_) record_run(kv_, {s}, r);
+  exec::RunResult r = run_fn()(seqs, ro);
   const size_t V = size_t(exec_->program().h.vocab);
   KEEL_CHECK(r.seqs[0].logits.size() == ids.size() * V, "cuda backend: captured ", r.seqs[0].logits.size() / V,
              " logit rows for ", ids.size(), " tokens");

@@ -18,7 +18,7 @@
 
 #include "compiler/target.h"
 #include "engine/backend.h"
-#include "engine/kv_reuse.h"
+#include "engine/kv_pages.h"
 #include "engine/program_backend.h"
 #include "exec/cuda/program_executor.h"
 #include "program/program.h"
@@ -41,7 +41,7 @@ struct CudaBackendOptions {
   int prefill_chunk = kDefaultPrefillChunk;
   static constexpr int kDefaultPrefillChunk = 64;
   /// Prompt positions an earlier call left in the KV cache are not computed
-  /// again (engine/kv_reuse.h).
+  /// again (engine/kv_pages.h).
   bool prefix_reuse = true;
 };
 
@@ -63,10 +63,10 @@ class CudaBackend : public Backend {
   std::vector<GenerateResult> generate_batch(std::span<const GenerateRequest> reqs,
                                              const BatchTokenCallback& on_token) override;
 
-  /// The decode Program's executor. A run on it directly leaves the prefix
-  /// reuse's record stale: call forget_cached_prefixes() after one.
+  /// The decode Program's executor. A run on it directly writes KV pages the
+  /// prefix cache holds: call forget_cached_prefixes() after one.
   exec::cuda::ProgramExecutor& executor() { return *exec_; }
-  void forget_cached_prefixes() { kv_.forget_all(); }
+  void forget_cached_prefixes() { pages_->clear(); }
   /// The prefill Program's executor (sharing the weights), or null.
   exec::cuda::ProgramExecutor* prefill_executor() { return prefill_.get(); }
   /// True when the Program compiled for opt.target did not fit the device and
@@ -78,7 +78,7 @@ class CudaBackend : public Backend {
   std::unique_ptr<exec::cuda::ProgramExecutor> prefill_;  // declared after exec_: destroyed before it
   bool recompiled_ = false;
   bool prefix_reuse_ = true;
-  KvResidency kv_;  // what each KV slot of exec_'s cache holds
+  std::unique_ptr<KvPagePool> pages_;  // exec_'s KV pages and the prefix cache in them
   RunFn run_fn();
 };
 

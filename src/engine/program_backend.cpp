@@ -40,71 +40,40 @@ GenerateResult result_of(const exec::RunResult& r, bool stopped, size_t seq) {
   return g;
 }
 
-void reuse_prefixes(KvResidency& kv, std::vector<exec::Sequence>& seqs) {
-  KEEL_CHECK(int(seqs.size()) <= kv.slots(), "prefix reuse: ", seqs.size(), " sequences for ", kv.slots(), " KV slots");
-  for (size_t k = 0; k < seqs.size(); ++k) seqs[k].kv_filled = int32_t(kv.reusable(int(k), seqs[k].prompt));
-  kv.forget_all();
-}
-
-void record_run(KvResidency& kv, const std::vector<exec::Sequence>& seqs, const exec::RunResult& r) {
-  kv.forget_all();
-  const int64_t drop = seqs.size() > 1 ? 2 : 1;
-  for (size_t k = 0; k < seqs.size() && k < r.seqs.size(); ++k) {
-    std::vector<int32_t> t = seqs[k].prompt;
-    t.insert(t.end(), r.seqs[k].tokens.begin(), r.seqs[k].tokens.end());
-    t.resize(size_t(std::max<int64_t>(0, int64_t(t.size()) - drop)));
-    kv.hold(int(k), std::move(t));
-  }
-}
-
 GenerateResult generate_one(const GenerateRequest& req, int64_t max_context, const char* who,
-                            const TokenCallback& on_token, const RunFn& run, KvResidency* kv) {
+                            const TokenCallback& on_token, const RunFn& run) {
   std::vector<exec::Sequence> seqs = {sequence_for(req, max_context, who)};
-  if (kv) reuse_prefixes(*kv, seqs);
   bool stopped = false;
   const exec::RunResult r = run(seqs, run_options_for(req, on_token, &stopped));
-  if (kv) record_run(*kv, seqs, r);
   GenerateResult g = result_of(r, stopped);
   g.cached_tokens = seqs[0].kv_filled;
   return g;
 }
 
 std::vector<GenerateResult> generate_in_launches(std::span<const GenerateRequest> reqs, int batch, int64_t max_context,
-                                                 const char* who, const BatchTokenCallback& on_token, const RunFn& run,
-                                                 KvResidency* kv) {
+                                                 const char* who, const BatchTokenCallback& on_token, const RunFn& run) {
   std::vector<GenerateResult> out(reqs.size());
   bool stopped = false;
   size_t first = 0;
   for (; first < reqs.size() && !stopped; first += size_t(batch)) {
     const size_t n = std::min(reqs.size() - first, size_t(batch));
-    std::vector<int> order(n);  // order[k]: the request (from first) in sequence / KV slot k
-    for (size_t k = 0; k < n; ++k) order[k] = int(k);
-    if (kv) {
-      std::vector<std::span<const int32_t>> prompts;
-      for (size_t i = first; i < first + n; ++i) prompts.emplace_back(reqs[i].prompt);
-      order = kv->place(prompts);
-    }
     std::vector<exec::Sequence> seqs;
-    for (size_t k = 0; k < n; ++k) {
-      const size_t i = first + size_t(order[k]);
+    for (size_t i = first; i < first + n; ++i) {
       KEEL_CHECK(reqs[i].eos_ids == reqs[first].eos_ids, who, ": the requests of one launch must share their EOS ids "
                  "(request ", i, " differs from request ", first, ")");
       seqs.push_back(sequence_for(reqs[i], max_context, who));
     }
-    if (kv) reuse_prefixes(*kv, seqs);
     exec::RunOptions ro;
     ro.eos_ids = reqs[first].eos_ids;
     if (on_token)
       ro.on_token = [&](int seq, int32_t tok) {
-        if (!on_token(int(first) + order[size_t(seq)], tok)) stopped = true;
+        if (!on_token(int(first) + seq, tok)) stopped = true;
         return !stopped;
       };
     const exec::RunResult r = run(seqs, ro);
-    if (kv) record_run(*kv, seqs, r);
     for (size_t k = 0; k < n; ++k) {
-      GenerateResult& g = out[first + size_t(order[k])];
-      g = result_of(r, stopped, k);
-      g.cached_tokens = seqs[k].kv_filled;
+      out[first + k] = result_of(r, stopped, k);
+      out[first + k].cached_tokens = seqs[k].kv_filled;
     }
   }
   for (size_t i = first; i < reqs.size(); ++i) out[i].stop_reason = "stopped";  // not started: the callback stopped the batch

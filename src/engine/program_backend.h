@@ -10,7 +10,6 @@
 #include <vector>
 
 #include "engine/backend.h"
-#include "engine/kv_reuse.h"
 #include "exec/common/run.h"
 
 namespace keel::engine {
@@ -23,31 +22,18 @@ exec::Sequence sequence_for(const GenerateRequest& req, int64_t max_context, con
 exec::RunOptions run_options_for(const GenerateRequest& req, const TokenCallback& on_token, bool* stopped);
 /// The engine's view of sequence `seq` of a run; `stopped`: the callback asked to stop.
 GenerateResult result_of(const exec::RunResult& r, bool stopped, size_t seq = 0);
-/// One executor run of a list of sequences with these options.
-using RunFn = std::function<exec::RunResult(const std::vector<exec::Sequence>&, const exec::RunOptions&)>;
+/// One launch of a list of sequences with these options (the backend's
+/// run_paged or exec::run_prefilled). On return each sequence's kv_filled =
+/// the positions of its prompt that came from the KV cache (prefix reuse).
+using RunFn = std::function<exec::RunResult(std::vector<exec::Sequence>&, const exec::RunOptions&)>;
 /// Backend::generate_batch on a Program backend: launches of at most `batch`
 /// requests (sequence_for each, naming `who`; the requests of a launch must
-/// share their EOS ids) through `run`. With `kv`, each launch places its
-/// requests on the KV slots holding the longest prefixes of their prompts and
-/// reuses them (reuse_prefixes, record_run).
+/// share their EOS ids) through `run`.
 std::vector<GenerateResult> generate_in_launches(std::span<const GenerateRequest> reqs, int batch, int64_t max_context,
-                                                 const char* who, const BatchTokenCallback& on_token, const RunFn& run,
-                                                 KvResidency* kv = nullptr);
-/// Before a run of `seqs` (sequence k in KV slot k): each sequence's
-/// kv_filled = the positions of its prompt slot k holds. Then every slot is
-/// forgotten until record_run (a run that fails leaves nothing known).
-void reuse_prefixes(KvResidency& kv, std::vector<exec::Sequence>& seqs);
-/// After the run: slot k holds sequence k's prompt and output up to the
-/// positions the run is known to have left intact: all but the last two
-/// tokens when other sequences ran beside it (a finished decode lane keeps
-/// appending at its last position while the launch goes on), all but the last
-/// one when it ran alone. Slots past seqs.size() hold nothing (the launch's
-/// idle lanes append there).
-void record_run(KvResidency& kv, const std::vector<exec::Sequence>& seqs, const exec::RunResult& r);
-/// generate() on a Program backend: one request in KV slot 0 through `run`,
-/// with prefix reuse when `kv` is given.
+                                                 const char* who, const BatchTokenCallback& on_token, const RunFn& run);
+/// Backend::generate on a Program backend: one request through `run`.
 GenerateResult generate_one(const GenerateRequest& req, int64_t max_context, const char* who,
-                            const TokenCallback& on_token, const RunFn& run, KvResidency* kv);
+                            const TokenCallback& on_token, const RunFn& run);
 /// score(): the ids as a prompt with one token to generate (its logits are
 /// captured at every position); checks the prompt bound, naming `who`.
 exec::Sequence score_sequence(std::span<const int32_t> ids, int64_t max_context, const char* who);

@@ -11,7 +11,7 @@
 #include <chrono>
 
 #include "core/error.h"
-#include "engine/kv_reuse.h"
+#include "engine/kv_pages.h"
 #include "program/rules.h"
 
 namespace keel::engine {

@@ -42,7 +42,7 @@ struct Outcome {
   double queue_ms = 0;         // submitted -> started
   double prefill_ms = 0;       // started -> first token
   double decode_ms = 0;        // the tokens after the first
-  int64_t cached_tokens = 0;   // prompt positions reused from the KV cache (engine/kv_reuse.h)
+  int64_t cached_tokens = 0;   // prompt positions reused from the KV cache (engine/kv_pages.h)
 };
 
 /// One thing a job reports, in order: Text pieces, then exactly one Done or Error.

@@ -350,6 +350,31 @@ TEST(Mutation, EveryRemovedWaitIsCaught) {
   EXPECT_GE(caught_by_run * 10, sampled * 7);
 }
 
+/// Runs `seqs` on `ex` with `ro` (logits captured) and checks each
+/// sequence's logits, from its kv_filled on, against the reference over its
+/// prompt and output; returns the worst relative error.
+double worst_vs_reference(CpuExecutor& ex, reference::Forward& ref, const std::vector<Sequence>& seqs, RunOptions ro) {
+  ro.capture_logits = true;
+  const RunResult r = ex.run(seqs, ro);
+  const size_t V = size_t(ref.vocab());
+  double worst = 0;
+  for (size_t k = 0; k < seqs.size(); ++k) {
+    std::vector<int32_t> ids = seqs[k].prompt;
+    ids.insert(ids.end(), r.seqs[k].tokens.begin(), r.seqs[k].tokens.end());
+    ref.reset();
+    const std::vector<float> want = ref.forward(ids, true);
+    const size_t first = size_t(seqs[k].kv_filled), n = r.seqs[k].logits.size() / V;
+    EXPECT_EQ(n, ids.size() - 1 - first) << "sequence " << k;
+    for (size_t t = 0; t < n && first + t < ids.size(); ++t) {
+      const double e = rel_err(&r.seqs[k].logits[t * V], &want[(first + t) * V], V);
+      worst = std::max(worst, e);
+      EXPECT_LT(e, kLogitsTol) << "sequence " << k << " position " << first + t;
+      if (e >= kLogitsTol) return worst;  // one report
+    }
+  }
+  return worst;
+}
+
 // A batch Program of 64 sequences for the GPU presets (over 16 tokens a step:
 // tall one-matrix tiles, down_proj in k-slices), with O-proj in 4 k-slices as
 // well (Target::batch_wide_o_split_k; the k-slices of O-proj wait only for the
@@ -382,27 +407,67 @@ TEST(CpuExecutor, WideBatchKSlicesMatchReference) {
       seqs.push_back(s);
     }
     double worst = 0;
-    for (uint64_t shuffle : {1u, 2u}) {
-      RunOptions ro = shuffled(shuffle);
-      ro.capture_logits = true;
-      const RunResult r = ex.run(seqs, ro);
-      for (size_t k = 0; k < seqs.size(); ++k) {
-        std::vector<int32_t> ids = seqs[k].prompt;
-        ids.insert(ids.end(), r.seqs[k].tokens.begin(), r.seqs[k].tokens.end());
-        ref.reset();
-        const std::vector<float> want = ref.forward(ids, true);
-        const size_t T = r.seqs[k].logits.size() / size_t(V);
-        ASSERT_EQ(T, ids.size() - 1) << name << " sequence " << k;
-        for (size_t t = 0; t < T; ++t) {
-          const double e = rel_err(&r.seqs[k].logits[t * V], &want[t * V], size_t(V));
-          worst = std::max(worst, e);
-          ASSERT_LT(e, kLogitsTol) << name << " sequence " << k << " position " << t;
-        }
-      }
-    }
+    for (uint64_t shuffle : {1u, 2u}) worst = std::max(worst, worst_vs_reference(ex, ref, seqs, shuffled(shuffle)));
     std::cout << "[ figures ] " << name << " W7 B64 (h200, O-proj in k-slices): worst logits rel err vs reference "
               << worst << "\n";
   }
+}
+
+// Page tables an allocator wrote (Sequence::pages, engine/kv_pages.h): rows
+// in any order, two sequences sharing (read-only, below their kv_filled) the
+// pages of a prefix an earlier run wrote, idle lanes on a page of their own
+// (RunOptions::idle_page): logits at every position they run against the
+// reference over their whole prompts; and the rows' checks.
+TEST(CpuExecutor, AllocatorPageTablesMatchReference) {
+  const Loaded& f = fixture("stories260K");
+  program::Program p = compile_for(f.model, 7, 4, 128);  // pages of 16: 8 a sequence, 32 in all
+  ASSERT_EQ(p.h.pages_per_seq, 8);
+  CpuExecutor ex(p, f.model);
+  reference::Forward ref(f.model, p.h.max_context);
+  const int64_t V = p.h.vocab;
+  auto row = [](std::initializer_list<int32_t> first) {
+    std::vector<int32_t> r(first);
+    while (r.size() < 8) r.push_back(r.back());
+    return r;
+  };
+  auto check = [&](const std::vector<Sequence>& seqs, uint64_t shuffle) {
+    RunOptions ro = shuffled(shuffle);
+    ro.idle_page = 9;
+    worst_vs_reference(ex, ref, seqs, ro);
+  };
+  Sequence a;
+  a.prompt = testing::random_ids(40, V, 5);
+  a.max_new = 3;
+  a.pages = row({31, 17, 4});
+  check({a}, 1);
+  Sequence b = a, c = a, d;
+  b.prompt.resize(32);
+  c.prompt.resize(32);
+  for (int32_t t : testing::random_ids(9, V, 6)) b.prompt.push_back(t);
+  for (int32_t t : testing::random_ids(21, V, 7)) c.prompt.push_back(t);
+  b.kv_filled = c.kv_filled = 32;
+  b.pages = row({31, 17, 2, 3});
+  c.pages = row({31, 17, 25, 26});
+  d.prompt = testing::random_ids(12, V, 8);
+  d.max_new = 5;
+  d.pages = row({12, 13});
+  check({b, c, d}, 2);
+  // The rows' checks: every sequence or none names pages, a full row, pages
+  // in range and not the idle page, an idle page when lanes are idle.
+  Sequence e = d;
+  e.pages.clear();
+  EXPECT_THROW(ex.run({d, e}, {}), Error);
+  e = d;
+  e.pages.pop_back();
+  EXPECT_THROW(ex.run({e}, {}), Error);
+  e = d;
+  e.pages[0] = 32;
+  RunOptions ro;
+  ro.idle_page = 9;
+  EXPECT_THROW(ex.run({e}, ro), Error);
+  e.pages[0] = 9;
+  EXPECT_THROW(ex.run({e}, ro), Error);
+  EXPECT_THROW(ex.run({d}, {}), Error);  // idle lanes and no idle page
 }
 
 }  // namespace

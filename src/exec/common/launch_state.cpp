@@ -14,7 +14,7 @@ using program::Control;
 using program::SeqState;
 
 void write_launch_state(const program::Program& p, const std::vector<Sequence>& seqs,
-                        const std::vector<int32_t>& eos_ids, uint8_t* ws,
+                        const std::vector<int32_t>& eos_ids, int32_t idle_page, uint8_t* ws,
                         const std::function<void(int32_t, float*)>& embed, const char* who) {
   const auto& h = p.h;
   const int B = h.batch, L = int(program::lanes_per_seq(h));  // L > 1: a prefill Program
@@ -32,7 +32,21 @@ void write_launch_state(const program::Program& p, const std::vector<Sequence>& 
   // sequences may name another slot, each its own.
   const int64_t slots = h.n_pages / h.pages_per_seq;
   auto slot_of = [&](size_t k) { return seqs[k].kv_slot >= 0 ? int64_t(seqs[k].kv_slot) : int64_t(k); };
+  const bool named = !seqs[0].pages.empty();  // the sequences name their pages (an allocator's)
+  KEEL_CHECK(idle_page < h.n_pages, who, ": idle page ", idle_page, " outside the ", h.n_pages, " KV pages");
   for (size_t k = 0; k < seqs.size(); ++k) {
+    KEEL_CHECK(seqs[k].pages.empty() != named, who, ": sequence ", k,
+               named ? " names no KV pages (every sequence of a run names them, or none)"
+                     : " names KV pages (every sequence of a run names them, or none)");
+    if (named) {
+      KEEL_CHECK(int64_t(seqs[k].pages.size()) == h.pages_per_seq, who, ": sequence ", k, " names ",
+                 seqs[k].pages.size(), " KV pages, the page table's row holds ", h.pages_per_seq);
+      for (int32_t pg : seqs[k].pages)
+        KEEL_CHECK(pg >= 0 && pg < h.n_pages && pg != idle_page, who, ": sequence ", k, " KV page ", pg,
+                   pg == idle_page ? " is the idle page" : cat(" outside the ", h.n_pages, " KV pages"));
+      KEEL_CHECK(seqs[k].kv_slot < 0, who, ": sequence ", k, " names both its KV pages and a KV slot");
+      continue;
+    }
     const int64_t a = slot_of(k);
     KEEL_CHECK(a < slots, who, ": sequence ", k, " kv_slot ", a, " outside the ", slots, " KV sequences of the cache");
     KEEL_CHECK(L > 1 || a == int64_t(k), who, ": sequence ", k, " kv_slot ", a,
@@ -40,10 +54,20 @@ void write_launch_state(const program::Program& p, const std::vector<Sequence>& 
     for (size_t k2 = 0; k2 < k; ++k2)
       KEEL_CHECK(a != slot_of(k2), who, ": sequences ", k2, " and ", k, " share KV slot ", a);
   }
+  KEEL_CHECK(!named || seqs.size() * size_t(L) == size_t(B) || idle_page >= 0, who,
+             ": a run whose sequences name their KV pages and leaves lanes idle needs an idle page");
   int32_t* pt = reinterpret_cast<int32_t*>(at(h.buf_page_table));
   for (int64_t b = 0; b < B; ++b) {
-    const int64_t k = b / L, slot = k < int64_t(seqs.size()) ? slot_of(size_t(k)) : k % slots;
-    for (int64_t j = 0; j < h.pages_per_seq; ++j) pt[b * h.pages_per_seq + j] = int32_t(slot * h.pages_per_seq + j);
+    const int64_t k = b / L;
+    int32_t* row = pt + b * h.pages_per_seq;
+    if (k < int64_t(seqs.size()) && named) {
+      std::copy(seqs[size_t(k)].pages.begin(), seqs[size_t(k)].pages.end(), row);
+    } else if (k >= int64_t(seqs.size()) && idle_page >= 0) {
+      std::fill(row, row + h.pages_per_seq, idle_page);
+    } else {
+      const int64_t slot = k < int64_t(seqs.size()) ? slot_of(size_t(k)) : k % slots;
+      for (int64_t j = 0; j < h.pages_per_seq; ++j) row[j] = int32_t(slot * h.pages_per_seq + j);
+    }
   }
   Control ctl{};
   ctl.n_eos = int32_t(eos_ids.size());
@@ -123,6 +147,22 @@ std::vector<KvCopy> kv_sequence_copies(const program::Program& src, int src_seq,
                    uint64_t(dst_seq) * b.pages_per_seq * page_bytes, pages * page_bytes});
   }
   KEEL_CHECK(!out.empty(), who, ": the Program has no KV buffers");
+  return out;
+}
+
+std::vector<KvCopy> kv_page_copies(const program::Program& p, int32_t from, int32_t to, const char* who) {
+  const auto& h = p.h;
+  KEEL_CHECK(from >= 0 && from < h.n_pages && to >= 0 && to < h.n_pages, who, ": KV page copy ", from, " -> ", to,
+             " outside the ", h.n_pages, " pages");
+  std::vector<KvCopy> out;
+  if (from == to) return out;
+  const uint64_t page_bytes = uint64_t(h.n_kv_heads) * h.page_size * h.head_dim * 2;  // bf16
+  for (size_t i = 0; i < p.buffers.size(); ++i) {
+    const program::BufferDesc& b = p.buffers[i];
+    if (BufferKind(b.kind) != BufferKind::Kv) continue;
+    KEEL_CHECK(b.dtype == uint8_t(DType::BF16), who, ": KV buffer '", b.name_view(), "' is not bf16");
+    out.push_back({int32_t(i), int32_t(i), uint64_t(from) * page_bytes, uint64_t(to) * page_bytes, page_bytes});
+  }
   return out;
 }
 

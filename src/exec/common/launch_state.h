@@ -26,7 +26,7 @@ namespace keel::exec {
 /// position kv_filled + i (done from the start when that is >= prompt size - 1). Validates the
 /// requests and throws keel::Error naming `who` and the sequence at fault.
 void write_launch_state(const program::Program& p, const std::vector<Sequence>& seqs,
-                        const std::vector<int32_t>& eos_ids, uint8_t* ws,
+                        const std::vector<int32_t>& eos_ids, int32_t idle_page, uint8_t* ws,
                         const std::function<void(int32_t token, float* row)>& embed, const char* who);
 
 /// One contiguous copy of KV cache bytes between two Programs' KV buffers
@@ -44,6 +44,9 @@ struct KvCopy {
 /// size and the positions fit both.
 std::vector<KvCopy> kv_sequence_copies(const program::Program& src, int src_seq, const program::Program& dst,
                                        int dst_seq, int64_t positions, const char* who);
+/// The copies that give page `to` the K/V of page `from` in every KV buffer of
+/// one cache (copy-on-write of a shared page's content).
+std::vector<KvCopy> kv_page_copies(const program::Program& p, int32_t from, int32_t to, const char* who);
 
 /// Throws keel::Error naming `who` unless `a` and `b` lay out their KV caches
 /// alike (arena size, pages, page size; every KV buffer at the same offset

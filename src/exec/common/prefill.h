@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/error.h"
 #include "exec/common/run.h"
 
 namespace keel::exec {
@@ -26,35 +27,48 @@ namespace keel::exec {
 /// Llama-3.2-1B), so a short prompt gains nothing.
 inline constexpr int64_t kMinPrefillPositions = 16;
 
-/// Runs `seqs` on `decode` after prefilling each prompt of at least
-/// kMinPrefillPositions + 1 tokens on `prefill` (one run per sequence; none
-/// when `prefill` is null or logits are captured: every position's logits come
-/// from the decode Program). RunResult::ms and first_token_ms include the
-/// prefill runs (and the KV copies, for a prefill executor with its own
-/// cache). Exec: exec::cpu::CpuExecutor or exec::cuda::ProgramExecutor (run(),
+/// Prefills sequence `k` of a run of `decode` on `prefill` when its prompt has
+/// at least kMinPrefillPositions positions past its kv_filled: the prefill
+/// Program writes positions [kv_filled, P - 1) and then s.kv_filled = P - 1.
+/// Where it writes: the pages the sequence names (Sequence::pages; the two
+/// executors must share one cache), else sequence k's KV slot of a shared
+/// cache, else the prefill executor's own slot 0, copied over (its first
+/// kv_filled positions copied there first). Returns whether it ran.
+/// Exec: exec::cpu::CpuExecutor or exec::cuda::ProgramExecutor (run(),
 /// shares_kv_with(), copy_kv_to()).
+template <class Exec>
+bool prefill_sequence(Exec& decode, Exec& prefill, Sequence& s, int k, const RunOptions& opt) {
+  const int64_t n = int64_t(s.prompt.size()) - 1;  // positions [kv_filled, n) the prefill Program writes
+  if (n - s.kv_filled < kMinPrefillPositions) return false;
+  const bool shared = prefill.shares_kv_with(decode);
+  KEEL_CHECK(shared || s.pages.empty(), "prefill: a sequence that names its KV pages needs one cache for both "
+             "executors");
+  Sequence one = s;
+  one.max_new = 1;
+  if (s.pages.empty()) one.kv_slot = shared ? int32_t(k) : 0;
+  if (!shared && s.kv_filled > 0) decode.copy_kv_to(prefill, 0, k, s.kv_filled);  // the prefix it attends to
+  RunOptions po;
+  po.hang_seconds = opt.hang_seconds;
+  po.threads = opt.threads;
+  po.shuffle = opt.shuffle;
+  po.shuffle_seed = opt.shuffle_seed + uint64_t(k);
+  prefill.run({one}, po);
+  if (!shared) prefill.copy_kv_to(decode, k, 0, n);
+  s.kv_filled = int32_t(n);
+  return true;
+}
+
+/// Runs `seqs` on `decode` after prefilling each prompt of at least
+/// kMinPrefillPositions + 1 tokens on `prefill` (prefill_sequence, one run per
+/// sequence; none when `prefill` is null or logits are captured: every
+/// position's logits come from the decode Program). RunResult::ms and
+/// first_token_ms include the prefill runs (and the KV copies, for a prefill
+/// executor with its own cache).
 template <class Exec>
 RunResult run_prefilled(Exec& decode, Exec* prefill, std::vector<Sequence> seqs, const RunOptions& opt) {
   if (prefill == nullptr || opt.capture_logits) return decode.run(seqs, opt);
   const auto t0 = std::chrono::steady_clock::now();
-  for (size_t k = 0; k < seqs.size(); ++k) {
-    Sequence& s = seqs[k];
-    const int64_t n = int64_t(s.prompt.size()) - 1;  // positions [kv_filled, n) the prefill Program writes
-    if (n - s.kv_filled < kMinPrefillPositions) continue;
-    const bool shared = prefill->shares_kv_with(decode);
-    Sequence one = s;
-    one.max_new = 1;
-    one.kv_slot = shared ? int32_t(k) : 0;
-    if (!shared && s.kv_filled > 0) decode.copy_kv_to(*prefill, 0, int(k), s.kv_filled);  // the prefix it attends to
-    RunOptions po;
-    po.hang_seconds = opt.hang_seconds;
-    po.threads = opt.threads;
-    po.shuffle = opt.shuffle;
-    po.shuffle_seed = opt.shuffle_seed + k;
-    prefill->run({one}, po);
-    if (!shared) prefill->copy_kv_to(decode, int(k), 0, n);
-    s.kv_filled = int32_t(n);
-  }
+  for (size_t k = 0; k < seqs.size(); ++k) prefill_sequence(decode, *prefill, seqs[k], int(k), opt);
   const double pre_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   RunResult r = decode.run(seqs, opt);
   r.ms += pre_ms;

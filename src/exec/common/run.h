@@ -21,7 +21,7 @@ struct Sequence {
   program::SamplingParams sampling;   // temperature 0: greedy
   /// Positions [0, kv_filled) of the prompt are already in this sequence's KV
   /// cache (a prefill Program wrote them: exec/common/prefill.h; or an earlier
-  /// run of the same tokens: engine/kv_reuse.h), so a decode Program starts at
+  /// run of the same tokens: engine/kv_pages.h), so a decode Program starts at
   /// position kv_filled (< prompt size), a prefill Program's lanes at kv_filled
   /// + lane.
   int32_t kv_filled = 0;
@@ -29,6 +29,12 @@ struct Sequence {
   /// sequence's lanes use; -1: its index in the run. A prefill run on a cache
   /// shared with the decode executor writes the slot the decode run reads.
   int32_t kv_slot = -1;
+  /// The physical KV pages of this sequence's page-table row (pages_per_seq
+  /// entries, each in [0, n_pages)), for a cache whose pages an allocator
+  /// hands out (engine/kv_pages.h): pages may be shared by sequences that only
+  /// read them (positions below every sharer's kv_filled). Empty: the pages of
+  /// its KV slot (kv_slot).
+  std::vector<int32_t> pages;
 };
 
 struct RunOptions {
@@ -38,6 +44,11 @@ struct RunOptions {
   /// at the next step.
   std::function<bool(int seq, int32_t token)> on_token;
   double hang_seconds = 60;           // fail if no task can run for this long (cuda: caps the watchdog)
+  /// The page every row of an idle lane (a slot past the run's sequences)
+  /// points to: idle lanes append there (position 0) every step. -1: the
+  /// slot's own pages. Runs whose sequences name their pages set it to a
+  /// page none of them uses.
+  int32_t idle_page = -1;
   // CPU executor only (the CUDA executor ignores them):
   int threads = 0;                    // host threads; 0: min(hardware threads, workers)
   bool shuffle = false;               // random ready worker next + random yields

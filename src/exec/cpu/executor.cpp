@@ -37,6 +37,16 @@ void CpuExecutor::copy_kv_to(CpuExecutor& dst, int to, int from, int64_t positio
   }
 }
 
+void CpuExecutor::copy_kv_pages(const std::vector<std::pair<int32_t, int32_t>>& from_to) {
+  for (const auto& [from, to] : from_to)
+    for (const KvCopy& c : kv_page_copies(p_, from, to, "cpu executor")) {
+      const program::BufferDesc& b = p_.buffer(c.src_buf);
+      KEEL_CHECK(c.src_offset + c.bytes <= b.count * 2 && c.dst_offset + c.bytes <= b.count * 2,
+                 "cpu executor: KV page copy outside its buffers");
+      std::memmove(ctx_.ptr[size_t(c.dst_buf)] + c.dst_offset, ctx_.ptr[size_t(c.src_buf)] + c.src_offset, c.bytes);
+    }
+}
+
 CpuExecutor::CpuExecutor(const program::Program& p, const model::Model& m, CpuExecutor* kv_of)
     : p_(p), impl_(new Impl) {
   p.validate();
@@ -88,7 +98,7 @@ RunResult CpuExecutor::run(const std::vector<Sequence>& seqs, const RunOptions& 
   const void* embed = ctx_.ptr[size_t(h.buf_embed)];
   const DType embed_dtype = ctx_.dtype[size_t(h.buf_embed)];
   write_launch_state(
-      p_, seqs, opt.eos_ids, reinterpret_cast<uint8_t*>(workspace_.data()),
+      p_, seqs, opt.eos_ids, opt.idle_page, reinterpret_cast<uint8_t*>(workspace_.data()),
       [&](int32_t tok, float* row) {
         for (int64_t i = 0; i < h.hidden; ++i) row[i] = load_as_f32(embed, embed_dtype, size_t(tok) * h.hidden + i);
       },

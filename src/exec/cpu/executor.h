@@ -43,6 +43,9 @@ class CpuExecutor {
   /// sequence `to` of `dst`'s (exec::kv_sequence_copies), e.g. a prefill run's
   /// cache into the decode executor's before a run with Sequence::kv_filled.
   void copy_kv_to(CpuExecutor& dst, int to, int from, int64_t positions) const;
+  /// Copies whole KV pages within this executor's cache (every layer's K and
+  /// V): page `to` gets page `from`'s content, for each pair in order.
+  void copy_kv_pages(const std::vector<std::pair<int32_t, int32_t>>& from_to);
   /// The bytes of buffer `id` (workspace, KV, constant or bound weight).
   const uint8_t* buffer_data(int32_t id) const { return ctx_.ptr.at(size_t(id)); }
 

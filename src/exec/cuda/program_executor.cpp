@@ -468,14 +468,14 @@ namespace {
 /// start_pos > 0 every sequence is placed at that position with its prompt
 /// consumed (bench: the KV cache below it is whatever the arena holds).
 prog::DevProgram prepare(ProgramExecutor::Impl& I, const program::Program& p, const std::vector<Sequence>& seqs,
-                         const std::vector<int32_t>& eos, int start_pos, int max_steps) {
+                         const std::vector<int32_t>& eos, int start_pos, int max_steps, int32_t idle_page = -1) {
   const auto& h = p.h;
   const int B = h.batch;
   std::vector<uint8_t> ws(h.workspace_bytes, 0);
   const DType edt = DType(I.dtype[size_t(h.buf_embed)]);
   std::vector<uint8_t> row(size_t(h.hidden) * dtype_size(edt));
   write_launch_state(
-      p, seqs, eos, ws.data(),
+      p, seqs, eos, idle_page, ws.data(),
       [&](int32_t tok, float* x) {  // the embedding row, read back from the device copy
         KEEL_CUDA_CHECK(cudaMemcpy(row.data(), I.ptr[size_t(h.buf_embed)] + size_t(tok) * row.size(), row.size(),
                                    cudaMemcpyDeviceToHost));
@@ -551,7 +551,7 @@ RunResult ProgramExecutor::run(const std::vector<Sequence>& seqs, const RunOptio
   const auto& h = p.h;
   const int B = h.batch;
   KEEL_CUDA_CHECK(cudaSetDevice(I.device));
-  prog::DevProgram P = prepare(I, p, seqs, opt.eos_ids, 0, 0);
+  prog::DevProgram P = prepare(I, p, seqs, opt.eos_ids, 0, 0, opt.idle_page);
   P.capture = nullptr;
   if (opt.capture_logits) {
     if (!I.capture)
@@ -654,6 +654,19 @@ void ProgramExecutor::copy_kv_to(ProgramExecutor& dst, int to, int from, int64_t
                                     I.ptr[size_t(c.src_buf)] + c.src_offset, c.bytes, cudaMemcpyDeviceToDevice,
                                     I.stream));
   }
+  KEEL_CUDA_CHECK(cudaStreamSynchronize(I.stream));
+}
+
+void ProgramExecutor::copy_kv_pages(const std::vector<std::pair<int32_t, int32_t>>& from_to) {
+  Impl& I = *impl_;
+  KEEL_CUDA_CHECK(cudaSetDevice(I.device));
+  for (const auto& [from, to] : from_to)
+    for (const exec::KvCopy& c : exec::kv_page_copies(p_, from, to, "cuda program executor")) {
+      KEEL_CHECK(c.src_offset + c.bytes <= I.bytes[size_t(c.src_buf)] && c.dst_offset + c.bytes <= I.bytes[size_t(c.dst_buf)],
+                 "cuda program executor: KV page copy outside its buffers");
+      KEEL_CUDA_CHECK(cudaMemcpyAsync(I.ptr[size_t(c.dst_buf)] + c.dst_offset, I.ptr[size_t(c.src_buf)] + c.src_offset,
+                                      c.bytes, cudaMemcpyDeviceToDevice, I.stream));
+    }
   KEEL_CUDA_CHECK(cudaStreamSynchronize(I.stream));
 }
 

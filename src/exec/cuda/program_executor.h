@@ -86,6 +86,9 @@ class ProgramExecutor {
   /// e.g. a prefill run's cache into the decode executor's before a run with
   /// Sequence::kv_filled = positions.
   void copy_kv_to(ProgramExecutor& dst, int to, int from, int64_t positions) const;
+  /// Copies whole KV pages within this executor's cache (every layer's K and
+  /// V): page `to` gets page `from`'s content, for each pair in order.
+  void copy_kv_pages(const std::vector<std::pair<int32_t, int32_t>>& from_to);
   /// Bench: fills the whole KV arena with random bf16 values.
   void fill_kv_random(uint64_t seed = 7);
   /// Bench: `steps` greedy decode steps of every sequence from position

@@ -476,9 +476,11 @@ INSTANTIATE_TEST_SUITE_P(All, WholeProgram, ::testing::ValuesIn(whole_cases()), 
 /// Runs `seqs` on both executors (logits of every position captured) and
 /// returns the worst relative L2 error of the GPU's logits against the CPU's,
 /// each position checked against kCpuGpuTol.
-double worst_logits_err_vs_cpu(ProgramExecutor& gpu, cpu::CpuExecutor& cpu_ex, const std::vector<exec::Sequence>& seqs) {
+double worst_logits_err_vs_cpu(ProgramExecutor& gpu, cpu::CpuExecutor& cpu_ex, const std::vector<exec::Sequence>& seqs,
+                               int32_t idle_page = -1) {
   exec::RunOptions ro;
   ro.capture_logits = true;
+  ro.idle_page = idle_page;
   ro.threads = 2;
   const exec::RunResult want = cpu_ex.run(seqs, ro);
   const exec::RunResult got = gpu.run(seqs, ro);
@@ -727,7 +729,7 @@ TEST(ProgramGpu, PrefillChunksMatchCpu) {
 
 // A prefill run from an offset (Sequence::kv_filled > 0: the first positions
 // in the cache from an earlier run, as prefix reuse leaves them, engine/
-// kv_reuse.h): lane i at kv_filled + i. A first run writes [0, m), a second
+// kv_pages.h): lane i at kv_filled + i. A first run writes [0, m), a second
 // the rest of the prompt; the K/V of the whole prompt and the decode launch's
 // logits after it, GPU vs CPU, on one shared cache each.
 TEST(ProgramGpu, PrefillFromAnOffsetMatchesCpu) {
@@ -779,6 +781,49 @@ TEST(ProgramGpu, PrefillFromAnOffsetMatchesCpu) {
   const double worst = worst_logits_err_vs_cpu(gdec, cdec, {s});
   std::cout << "[ figures ] prefill from position " << m0 << " T" << lanes << " prompt " << P
             << ": max rel K/V err GPU vs CPU " << worst_kv << ", logits " << worst << "\n";
+}
+
+// Page tables an allocator wrote (Sequence::pages, engine/kv_pages.h): rows in
+// any order, two sequences sharing the pages of a prefix an earlier run wrote
+// (read-only, below their kv_filled), and idle lanes on a page of their own
+// (RunOptions::idle_page). GPU vs CPU logits at every position they run.
+TEST(ProgramGpu, AllocatorPageTablesMatchCpu) {
+  SKIP_WITHOUT_GPU();
+  model::testing::TempDir dir;
+  write_llama(dir, {256, 512, 8, 2, 64, 2, 1024, 2048});
+  const model::Model m = model::Model::load(dir.str());
+  const Program dp = compile_for(m, 7, 4, 128);  // pages of 16: 8 a sequence, 32 in all
+  ASSERT_EQ(dp.h.pages_per_seq, 8);
+  ProgramExecutorOptions o;
+  o.keep_worker_count = true;
+  ProgramExecutor gpu(dp, m, o);
+  cpu::CpuExecutor cpu_ex(gpu.program(), m);
+  auto row = [](std::initializer_list<int32_t> first) {
+    std::vector<int32_t> r(first);
+    while (r.size() < 8) r.push_back(r.back());
+    return r;
+  };
+  exec::Sequence a;
+  a.prompt = testing::random_ids(40, m.config.vocab, 5);
+  a.max_new = 3;
+  a.pages = row({31, 17, 4});
+  const int32_t idle = 9;  // a page no sequence uses
+  double worst = worst_logits_err_vs_cpu(gpu, cpu_ex, {a}, idle);
+  // Two continuations of a's first 32 positions (its pages 31 and 17, shared)
+  // and a fresh prompt; one slot idle.
+  exec::Sequence b = a, c = a, d;
+  b.prompt.resize(32);
+  c.prompt.resize(32);
+  for (int32_t t : testing::random_ids(9, m.config.vocab, 6)) b.prompt.push_back(t);
+  for (int32_t t : testing::random_ids(21, m.config.vocab, 7)) c.prompt.push_back(t);
+  b.kv_filled = c.kv_filled = 32;
+  b.pages = row({31, 17, 2, 3});
+  c.pages = row({31, 17, 25, 26});
+  d.prompt = testing::random_ids(12, m.config.vocab, 8);
+  d.max_new = 5;
+  d.pages = row({12, 13});
+  worst = std::max(worst, worst_logits_err_vs_cpu(gpu, cpu_ex, {b, c, d}, idle));
+  std::cout << "[ figures ] allocator page tables B4: max rel logits err GPU vs CPU " << worst << "\n";
 }
 
 // ---- generation --------------------------------------------------------------------
