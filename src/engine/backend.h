@@ -20,6 +20,10 @@ struct GenerateRequest {
   int32_t max_tokens = 128;         // tokens to generate at most
   SamplingParams sampling;
   std::vector<int32_t> eos_ids;     // generation ends after producing one of these
+  /// Sampling draws made before (a generation resumed with its output so far
+  /// appended to the prompt): the draws continue from there, so the tokens
+  /// are those an uninterrupted generation samples.
+  int32_t draws_before = 0;
 };
 
 struct GenerateResult {
@@ -63,6 +67,14 @@ class Backend {
   /// first token.
   virtual std::vector<GenerateResult> generate_batch(std::span<const GenerateRequest> reqs,
                                                      const BatchTokenCallback& on_token);
+  /// Positions of `prompt` a generation started now would take from the KV
+  /// cache (prefix reuse; at most prompt.size() - 1): what it reports as
+  /// GenerateResult::cached_tokens, but for pages the launch's other
+  /// requests publish or evict meanwhile. 0 on a backend without reuse.
+  virtual int64_t cached_prefix(std::span<const int32_t> prompt) const {
+    (void)prompt;
+    return 0;
+  }
 };
 
 }  // namespace keel::engine

@@ -39,6 +39,10 @@ GenerateResult CpuBackend::generate(const GenerateRequest& req, const TokenCallb
   return generate_one(req, max_context(), "cpu backend", on_token, run_fn());
 }
 
+int64_t CpuBackend::cached_prefix(std::span<const int32_t> prompt) const {
+  return opt_.prefix_reuse ? pages_->reusable(prompt) : 0;
+}
+
 RunFn CpuBackend::run_fn() {
   return [this](std::vector<exec::Sequence>& s, const exec::RunOptions& ro) {
     return run_paged(*exec_, prefill_.get(), *pages_, opt_.prefix_reuse, s, cpu_options(ro));

@@ -40,6 +40,7 @@ class CpuBackend : public Backend {
   int max_batch() const override { return program_.h.batch; }
   std::vector<GenerateResult> generate_batch(std::span<const GenerateRequest> reqs,
                                              const BatchTokenCallback& on_token) override;
+  int64_t cached_prefix(std::span<const int32_t> prompt) const override;
   const program::Program& program() const { return program_; }
 
  private:

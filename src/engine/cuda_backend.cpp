@@ -71,6 +71,10 @@ CudaBackend::~CudaBackend() = default;
 
 int64_t CudaBackend::max_context() const { return exec_->program().h.max_context; }
 
+int64_t CudaBackend::cached_prefix(std::span<const int32_t> prompt) const {
+  return prefix_reuse_ ? pages_->reusable(prompt) : 0;
+}
+
 RunFn CudaBackend::run_fn() {
   return [this](std::vector<exec::Sequence>& s, const exec::RunOptions& ro) {
     return run_paged(*exec_, prefill_.get(), *pages_, prefix_reuse_, s, ro);

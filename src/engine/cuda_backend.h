@@ -62,6 +62,7 @@ class CudaBackend : public Backend {
   /// tile once per step for all of them (matmul tiles on tensor cores).
   std::vector<GenerateResult> generate_batch(std::span<const GenerateRequest> reqs,
                                              const BatchTokenCallback& on_token) override;
+  int64_t cached_prefix(std::span<const int32_t> prompt) const override;
 
   /// The decode Program's executor. A run on it directly writes KV pages the
   /// prefix cache holds: call forget_cached_prefixes() after one.

@@ -94,6 +94,25 @@ void KvPagePool::drop_node(int32_t id) {
   free_nodes_.push_back(id);
 }
 
+int64_t KvPagePool::reusable(std::span<const int32_t> prompt) const {
+  const int64_t ps = page_size_, limit = prompt.empty() ? 0 : int64_t(prompt.size()) - 1;
+  int64_t pos = 0;
+  int32_t parent = -1;
+  for (int32_t pages = 0; pos < limit && pages < pages_per_seq_; ++pages) {
+    const std::span<const int32_t> want = prompt.subspan(size_t(pos), size_t(std::min(ps, limit - pos)));
+    int32_t best = -1;
+    int64_t best_len = 0;
+    for (int32_t c : parent < 0 ? roots_ : nodes_[size_t(parent)].children) {
+      const int64_t n = common_prefix(nodes_[size_t(c)].tokens, want);
+      if (n > best_len) best = c, best_len = n;
+    }
+    pos += best_len;
+    if (best < 0 || best_len < ps) break;
+    parent = best;
+  }
+  return pos;
+}
+
 KvPagePool::Lease KvPagePool::acquire(std::span<const int32_t> prompt, int64_t positions, bool reuse,
                                       const std::function<void(int32_t, int32_t)>& copy) {
   const int64_t ps = page_size_;

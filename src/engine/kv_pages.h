@@ -54,6 +54,8 @@ class KvPagePool {
   /// keel::Error when the pool cannot hold it.
   Lease acquire(std::span<const int32_t> prompt, int64_t positions, bool reuse,
                 const std::function<void(int32_t from, int32_t to)>& copy);
+  /// Positions of `prompt` acquire() with reuse would take from the cache now.
+  int64_t reusable(std::span<const int32_t> prompt) const;
   /// The lease's pages that hold `tokens` (positions [0, tokens.size()), all
   /// final: no later write of this run touches them) join the cache now, so
   /// that the next acquire() of the same launch can share them; only whole

@@ -16,6 +16,8 @@ exec::Sequence sequence_for(const GenerateRequest& req, int64_t max_context, con
   s.prompt = req.prompt;
   s.max_new = req.max_tokens;
   s.sampling = req.sampling;
+  KEEL_CHECK(req.draws_before >= 0, who, ": draws_before must be >= 0");
+  s.draws_before = req.draws_before;
   return s;
 }
 

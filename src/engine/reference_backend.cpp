@@ -38,7 +38,8 @@ GenerateResult ReferenceBackend::generate(const GenerateRequest& req, const Toke
     res.stop_reason = "max_tokens";
     return res;
   }
-  Sampler sampler(req.sampling);
+  KEEL_CHECK(req.draws_before >= 0, "reference backend: draws_before must be >= 0");
+  Sampler sampler(req.sampling, 0, uint32_t(req.draws_before));
   std::vector<int32_t> history(req.prompt);
   history.reserve(req.prompt.size() + size_t(req.max_tokens));
 
@@ -88,6 +89,11 @@ GenerateResult ReferenceBackend::generate(const GenerateRequest& req, const Toke
   }
   if (res.output.size() > 1) res.decode_ms_per_token = decode_ms / double(res.output.size() - 1);
   return res;
+}
+
+int64_t ReferenceBackend::cached_prefix(std::span<const int32_t> prompt) const {
+  if (!prefix_reuse_ || prompt.empty()) return 0;
+  return std::min(common_prefix(held_, prompt), int64_t(prompt.size()) - 1);
 }
 
 void ReferenceBackend::forget() {

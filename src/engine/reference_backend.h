@@ -25,6 +25,7 @@ class ReferenceBackend : public Backend {
   int64_t max_context() const override { return fwd_.max_context(); }
   GenerateResult generate(const GenerateRequest& req, const TokenCallback& on_token) override;
   std::vector<float> score(std::span<const int32_t> ids) override;
+  int64_t cached_prefix(std::span<const int32_t> prompt) const override;
 
  private:
   reference::Forward fwd_;

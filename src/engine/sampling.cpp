@@ -23,7 +23,10 @@ int32_t argmax(std::span<const float> logits) {
   return int32_t(best);
 }
 
-Sampler::Sampler(const SamplingParams& p, uint32_t sequence) : p_(p), sequence_(sequence) { validate(p); }
+Sampler::Sampler(const SamplingParams& p, uint32_t sequence, uint32_t first_draw)
+    : p_(p), sequence_(sequence), n_(first_draw) {
+  validate(p);
+}
 
 int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> history) {
   KEEL_CHECK(!logits.empty(), "sampling from an empty logits vector");

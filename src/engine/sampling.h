@@ -28,7 +28,8 @@ int32_t argmax(std::span<const float> logits);
 /// with sequence 0 in every batch slot, so the default matches them.
 class Sampler {
  public:
-  explicit Sampler(const SamplingParams& p, uint32_t sequence = 0);
+  /// `first_draw`: draws made before (a resumed generation's).
+  explicit Sampler(const SamplingParams& p, uint32_t sequence = 0, uint32_t first_draw = 0);
   /// Picks the next token with program::sample_token. `history` (prompt +
   /// generated) feeds the repetition penalty. `logits` is modified in place
   /// (penalty, temperature). Throws on NaN logits, and when sampling finds no

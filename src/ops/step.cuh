@@ -82,7 +82,7 @@ __device__ void step(const DevProgram& P, const TaskDesc& t, int32_t task, float
       }
     } else {
       const program::SamplingParams sp = program::sampling_of(const_cast<const SeqState&>(s));  // set at launch
-      const float u = program::rng_uniform(sp.seed, 0, uint32_t(s.n_generated));
+      const float u = program::rng_uniform(sp.seed, 0, uint32_t(s.draw0 + s.n_generated));
       next = sample_token(logits, V, tokens, pos + 1, sp, u, scratch);
     }
     if (threadIdx.x == 0) {

@@ -67,7 +67,7 @@ void Step::run_cpu(const TaskContext& c, const TaskDesc& t) {
     } else {
       const program::SamplingParams sp = program::sampling_of(s);
       next = program::sample_token(logits, V, tokens, s.pos + 1, sp,
-                                   program::rng_uniform(sp.seed, 0, uint32_t(s.n_generated)));
+                                   program::rng_uniform(sp.seed, 0, uint32_t(s.draw0 + s.n_generated)));
     }
     int32_t* ring = c.as<int32_t>(o.ring) + int64_t(b) * h.ring_len;
     ring[s.n_generated % h.ring_len] = next;

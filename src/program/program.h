@@ -183,7 +183,11 @@ struct SeqState {
   float min_p = 0;
   float repetition_penalty = 1;
   uint32_t seed_lo = 0, seed_hi = 0;
-  int32_t reserved[2] = {0, 0};
+  /// Sampling draws the sequence made before this launch (a generation
+  /// resumed in a new launch): generated token n draws rng_uniform(seed, 0,
+  /// draw0 + n), so a resumed generation draws what an uninterrupted one would.
+  int32_t draw0 = 0;
+  int32_t reserved = 0;
 };
 static_assert(sizeof(SeqState) == 64);
 inline constexpr int kSeqStateWords = 16;

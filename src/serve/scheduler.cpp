@@ -77,7 +77,7 @@ void Job::fail(int status, const std::string& message) {
 
 // ---------------------------------------------------------- SerialRunner
 
-void SerialRunner::step() {
+void SerialRunner::step(const std::function<bool()>&) {
   std::shared_ptr<Job> job = std::move(job_);
   job_.reset();
   if (!job) return;
@@ -93,41 +93,73 @@ void SerialRunner::step() {
 
 BatchRunner::BatchRunner(engine::Backend& backend, int slots) : backend_(backend), slots_(std::max(slots, 1)) {}
 
-void BatchRunner::step() {
-  std::vector<std::shared_ptr<Job>> jobs = std::move(jobs_);
-  jobs_.clear();
-  if (jobs.empty()) return;
+void BatchRunner::step(const std::function<bool()>& waiting) {
+  if (jobs_.empty()) return;
+  const size_t n = jobs_.size();
+  // Each job resumes where it is: its prompt and output so far, its draws.
   std::vector<engine::GenerateRequest> reqs;
-  reqs.reserve(jobs.size());
-  for (const auto& j : jobs) reqs.push_back(j->request());
-  // The backend's callback stops the whole launch on false, so a job that
-  // stops early is ended here (with the tokens it took) and its later tokens
-  // are dropped; the launch stops only when every job has.
-  std::vector<std::vector<int32_t>> taken(jobs.size());
-  std::vector<bool> done(jobs.size(), false);
-  size_t n_done = 0;
-  try {
-    const std::vector<engine::GenerateResult> results =
-        backend_.generate_batch(reqs, [&](int i, int32_t token) {
-          const size_t k = size_t(i);
-          if (k >= jobs.size() || done[k]) return n_done < jobs.size();
-          taken[k].push_back(token);
-          if (!jobs[k]->on_token(token)) {
-            done[k] = true;
-            ++n_done;
-            engine::GenerateResult r;
-            r.output = taken[k];
-            r.stop_reason = "stopped";
-            jobs[k]->finish(r);
-          }
-          return n_done < jobs.size();
-        });
-    for (size_t k = 0; k < jobs.size(); ++k)
-      if (!done[k]) jobs[k]->finish(k < results.size() ? results[k] : engine::GenerateResult{});
-  } catch (const std::exception& e) {
-    for (size_t k = 0; k < jobs.size(); ++k)
-      if (!jobs[k]->ended()) jobs[k]->fail(500, std::string("generation failed: ") + e.what());
+  reqs.reserve(n);
+  for (const Active& a : jobs_) {
+    engine::GenerateRequest r = a.job->request();
+    r.prompt.insert(r.prompt.end(), a.generated.begin(), a.generated.end());
+    r.max_tokens -= int32_t(a.generated.size());
+    r.draws_before += int32_t(a.generated.size());
+    reqs.push_back(std::move(r));
   }
+  // One launch stops at one set of EOS ids: when the jobs' differ (a request
+  // that ignores EOS), the launch stops at none and each job ends at its own
+  // (end_job below).
+  std::vector<std::vector<int32_t>> eos(n);
+  for (size_t k = 0; k < n; ++k) eos[k] = reqs[k].eos_ids;
+  if (std::any_of(reqs.begin(), reqs.end(), [&](const auto& r) { return r.eos_ids != reqs[0].eos_ids; }))
+    for (auto& r : reqs) r.eos_ids.clear();
+  // A job's cached prompt positions: what its first launch takes from the
+  // KV cache (asked before it starts: the reply reports them).
+  for (size_t k = 0; k < n; ++k)
+    if (jobs_[k].cached < 0) jobs_[k].cached = backend_.cached_prefix(reqs[k].prompt);
+  // A job ends at its last token: EOS (its own ids), max_tokens, the context,
+  // or its own stop (a stop string, its client gone); it is finished at once.
+  // The launch stops once all have, or once one has (or a slot was free from
+  // the start) while jobs wait; the others resume in the next launch.
+  size_t live = n;
+  bool yielded = false;
+  auto go_on = [&] {
+    if (live == 0) return false;
+    if (!yielded && live < size_t(slots_) && waiting()) yielded = true;
+    return !yielded;
+  };
+  auto end_job = [&](Active& a, const char* why) {
+    engine::GenerateResult g;
+    g.output = a.generated;
+    g.stop_reason = why;
+    g.cached_tokens = a.cached;
+    a.job->finish(g);
+    --live;
+  };
+  ++launches_;
+  try {
+    backend_.generate_batch(reqs, [&](int i, int32_t token) {
+      const size_t k = size_t(i);
+      if (k >= n || jobs_[k].job->ended()) return go_on();
+      Active& a = jobs_[k];
+      a.generated.push_back(token);
+      const engine::GenerateRequest& r = a.job->request();
+      if (!a.job->on_token(token)) end_job(a, "stopped");
+      else if (std::find(eos[k].begin(), eos[k].end(), token) != eos[k].end()) end_job(a, "eos");
+      else if (int64_t(a.generated.size()) >= r.max_tokens) end_job(a, "max_tokens");
+      else if (int64_t(r.prompt.size() + a.generated.size()) >= backend_.max_context()) end_job(a, "context");
+      return go_on();
+    });
+    // A job the launch ended without a token of its own deciding (a prompt
+    // that fills the context emits none): done too, unless the launch stopped
+    // for waiting jobs.
+    for (Active& a : jobs_)
+      if (!a.job->ended() && (!yielded || a.job->cancelled())) end_job(a, a.job->cancelled() ? "stopped" : "context");
+  } catch (const std::exception& e) {
+    for (Active& a : jobs_)
+      if (!a.job->ended()) a.job->fail(500, std::string("generation failed: ") + e.what());
+  }
+  jobs_.erase(std::remove_if(jobs_.begin(), jobs_.end(), [](const Active& a) { return a.job->ended(); }), jobs_.end());
 }
 
 std::unique_ptr<Runner> make_runner(engine::Backend& backend, int max_batch) {
@@ -219,7 +251,10 @@ void Scheduler::loop() {
       continue;
     }
     lk.unlock();
-    runner_->step();
+    runner_->step([this] {
+      std::lock_guard g(mu_);
+      return !queue_.empty() && !draining_;
+    });
     lk.lock();
     // Jobs that ended leave; their slots are free for the next admission.
     auto done = std::stable_partition(running_.begin(), running_.end(), [](const auto& j) { return !j->ended(); });

@@ -5,16 +5,14 @@
 //
 // The Runner is the seam for batching. The scheduler loop is the same for any
 // runner: admit queued jobs while the runner has free slots, then step() it;
-// a job that ends frees its slot before the next admission. SerialRunner, the
-// only runner today, wraps engine::Backend::generate: it has one slot and its
-// step() runs that job's whole generation, so requests are served one at a
-// time. BatchRunner (--max-batch > 1 on a backend that runs batches) has
-// slots() = the batch size and a step() that runs the admitted jobs as one
-// batch to its end (Backend::generate_batch): the jobs waiting when a batch
-// starts share each weight read, a job that arrives meanwhile waits for the
-// next batch. A runner over the ragged-batch executor of issue 12 will advance
-// every admitted job by one executor step instead, so jobs join and leave
-// between steps without any change here (docs/serving.md).
+// a job that ends frees its slot before the next admission. SerialRunner
+// wraps engine::Backend::generate: it has one slot and its step() runs that
+// job's whole generation, so requests are served one at a time. BatchRunner
+// (--max-batch > 1 on a backend that runs batches) has slots() = the batch
+// size and batches continuously: its step() runs the admitted jobs as one
+// launch (Backend::generate_batch) and returns early, stopping the launch at
+// its next step, when jobs wait and a slot has come free; the next step()
+// resumes the unfinished jobs beside the new ones (docs/serving.md).
 #pragma once
 
 #include <atomic>
@@ -22,6 +20,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -105,7 +104,9 @@ class Runner {
   virtual void admit(std::shared_ptr<Job> job) = 0;
   /// Advances the admitted jobs; ends (finish or fail) those that are done,
   /// freeing their slots. A job whose cancelled() turns true must end soon.
-  virtual void step() = 0;
+  /// `waiting()` (thread-safe) says whether jobs wait for a slot: a runner
+  /// that can take them in may return early so they are admitted.
+  virtual void step(const std::function<bool()>& waiting) = 0;
 };
 
 /// One job at a time on engine::Backend::generate: step() is the job's whole
@@ -117,30 +118,46 @@ class SerialRunner : public Runner {
   int slots() const override { return 1; }
   int active() const override { return job_ ? 1 : 0; }
   void admit(std::shared_ptr<Job> job) override { job_ = std::move(job); }
-  void step() override;
+  void step(const std::function<bool()>& waiting) override;
 
  private:
   engine::Backend& backend_;
   std::shared_ptr<Job> job_;
 };
 
-/// Up to `slots` jobs at a time on engine::Backend::generate_batch (backend
-/// max_batch() > 1): step() runs every admitted job in one batch until the
-/// last one ends. A job that stops early (a stop string, its client gone)
-/// ends at once, with the tokens it took; the batch runs on for the others
-/// (its sequence keeps its slot in the launch until the launch ends).
+/// Continuous batching on engine::Backend::generate_batch (backend
+/// max_batch() > 1): up to `slots` jobs share each launch, and jobs join and
+/// leave between steps. step() runs the admitted jobs as one launch until
+/// every one has ended, or until a job has ended (or a slot was free) while
+/// others wait: then it stops the launch at the next step (the token
+/// callback returns false) and returns, the scheduler admits the waiting
+/// jobs, and the next step() resumes the unfinished jobs beside them in a new
+/// launch: each resumed prompt is the job's prompt and its output so far, its
+/// K/V come back from the backend's prefix cache (engine/kv_pages.h: one or
+/// two positions run again), and its sampling draws continue
+/// (GenerateRequest::draws_before), so every job gets the tokens it gets
+/// alone. A job that stops early (a stop string, its client gone) ends at
+/// once, with the tokens it took.
 class BatchRunner : public Runner {
  public:
   BatchRunner(engine::Backend& backend, int slots);
   int slots() const override { return slots_; }
   int active() const override { return int(jobs_.size()); }
-  void admit(std::shared_ptr<Job> job) override { jobs_.push_back(std::move(job)); }
-  void step() override;
+  void admit(std::shared_ptr<Job> job) override { jobs_.push_back({std::move(job), {}, -1}); }
+  void step(const std::function<bool()>& waiting) override;
+  /// Launches run so far (tests: whether jobs joined a running batch).
+  int64_t launches() const { return launches_; }
 
  private:
+  struct Active {
+    std::shared_ptr<Job> job;
+    std::vector<int32_t> generated;  // its tokens so far, over every launch
+    int64_t cached = -1;             // prompt positions its first launch reused
+  };
   engine::Backend& backend_;
   int slots_;
-  std::vector<std::shared_ptr<Job>> jobs_;
+  std::vector<Active> jobs_;
+  int64_t launches_ = 0;
 };
 
 /// The runner for a backend: BatchRunner with min(max_batch, backend.max_batch())

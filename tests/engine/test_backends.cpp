@@ -307,5 +307,34 @@ TEST(Backends, ASharedSystemPromptIsComputedOnce) {
   }
 }
 
+// A generation resumed with its output so far appended to the prompt and
+// GenerateRequest::draws_before = that many draws samples the tokens the
+// uninterrupted one does (the server's continuous batching resumes its jobs
+// so), on the reference and cpu backends.
+TEST(Backends, AResumedGenerationDrawsOn) {
+  const model::Model m = load_stories();
+  for (const std::string name : {"reference", "cpu"}) {
+    BackendConfig c;
+    c.max_context = 128;
+    c.workers = 1;
+    auto b = make_backend(name, m, c);
+    GenerateRequest req;
+    req.prompt = {1, 403, 407, 261, 378};
+    req.max_tokens = 24;
+    req.sampling.temperature = 0.9f;
+    req.sampling.seed = 11;
+    const GenerateResult whole = b->generate(req, nullptr);
+    ASSERT_EQ(whole.output.size(), 24u) << name;
+    GenerateRequest rest = req;
+    rest.prompt.insert(rest.prompt.end(), whole.output.begin(), whole.output.begin() + 9);
+    rest.max_tokens = 15;
+    rest.draws_before = 9;
+    const GenerateResult tail = b->generate(rest, nullptr);
+    EXPECT_EQ(tail.output, std::vector<int32_t>(whole.output.begin() + 9, whole.output.end())) << name;
+    rest.draws_before = 0;  // the draws from the start: another text
+    EXPECT_NE(b->generate(rest, nullptr).output, tail.output) << name;
+  }
+}
+
 }  // namespace
 }  // namespace keel::engine

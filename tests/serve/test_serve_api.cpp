@@ -376,5 +376,98 @@ TEST(ServeScheduler, BatchRunnerServesWaitingRequestsTogether) {
   EXPECT_EQ(s.stats().cancelled, 1);
 }
 
+// A backend that takes 2 ms over every token (the tokens of stories260K come
+// too fast to watch a batch change otherwise).
+class SlowBackend : public engine::Backend {
+ public:
+  explicit SlowBackend(engine::Backend& inner) : inner_(inner) {}
+  std::string_view name() const override { return inner_.name(); }
+  int64_t max_context() const override { return inner_.max_context(); }
+  int max_batch() const override { return inner_.max_batch(); }
+  engine::GenerateResult generate(const engine::GenerateRequest& req, const engine::TokenCallback& cb) override {
+    return inner_.generate(req, [&](int32_t t) { return slow() && cb(t); });
+  }
+  std::vector<engine::GenerateResult> generate_batch(std::span<const engine::GenerateRequest> reqs,
+                                                     const engine::BatchTokenCallback& cb) override {
+    return inner_.generate_batch(reqs, [&](int i, int32_t t) { return slow() && cb(i, t); });
+  }
+  std::vector<float> score(std::span<const int32_t> ids) override { return inner_.score(ids); }
+  int64_t cached_prefix(std::span<const int32_t> prompt) const override { return inner_.cached_prefix(prompt); }
+
+ private:
+  static bool slow() {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    return true;
+  }
+  engine::Backend& inner_;
+};
+
+// Continuous batching: a job submitted while a batch runs joins it between
+// steps (the runner stops the launch and resumes the unfinished jobs beside
+// it), so its text arrives long before the running job ends; every job still
+// gets the text it gets alone, greedy and sampled (the resumed draws go on).
+TEST(ServeScheduler, JobsJoinARunningBatch) {
+  ServedModel m;
+  const model::Model weights = model::Model::load(std::string(KEEL_SHARED_DIR) + "/models/stories260K");
+  m.tokenizer = std::make_unique<tokenizer::Tokenizer>(
+      tokenizer::Tokenizer::load(std::string(KEEL_SHARED_DIR) + "/models/stories260K"));
+  m.vocab = weights.config.vocab;
+  m.eos_ids = {2};
+  engine::BackendConfig cfg;
+  cfg.max_context = 256;
+  cfg.batch = 4;
+  cfg.workers = 1;  // one order of the fp32 sums: the texts compare exactly
+  m.backend = engine::make_backend("cpu", weights, cfg);
+  engine::BackendConfig one = cfg;
+  one.batch = 1;
+  auto alone_backend = engine::make_backend("cpu", weights, one);
+  auto request = [&](const json& body) { return make_job(parse_openai_completion(body), m); };
+  const json long_body = {{"prompt", "Once upon a time"}, {"max_tokens", 200}, {"temperature", 0.9}, {"seed", 3},
+                          {"ignore_eos", true}};
+  const std::vector<json> joiners = {
+      json{{"prompt", "The dog"}, {"max_tokens", 12}, {"temperature", 0}},
+      json{{"prompt", "Lily saw a"}, {"max_tokens", 20}, {"temperature", 0.8}, {"seed", 7}}};
+  std::vector<Outcome> alone;
+  {
+    Scheduler serial(make_runner(*alone_backend, 4), 8);
+    for (const json& b : {long_body, joiners[0], joiners[1]}) {
+      auto j = request(b);
+      ASSERT_EQ(serial.submit(j), Scheduler::Admit::Queued);
+      const Event e = last_event(*j);
+      ASSERT_EQ(e.type, Event::Type::Done) << e.text;
+      alone.push_back(e.outcome);
+    }
+  }
+  SlowBackend slow(*m.backend);
+  auto runner = std::make_unique<BatchRunner>(slow, 4);
+  BatchRunner* batch = runner.get();
+  Scheduler s(std::move(runner), 8);
+  auto first = request(long_body);
+  ASSERT_EQ(s.submit(first), Scheduler::Admit::Queued);
+  Event e;
+  ASSERT_TRUE(first->next(e, std::chrono::seconds(30)));  // it runs
+  std::vector<std::shared_ptr<Job>> jobs;
+  for (const json& b : joiners) {
+    jobs.push_back(request(b));
+    ASSERT_EQ(s.submit(jobs.back()), Scheduler::Admit::Queued);
+  }
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    const Event done = last_event(*jobs[i]);
+    ASSERT_EQ(done.type, Event::Type::Done) << done.text;
+    EXPECT_FALSE(first->ended()) << "joiner " << i << " waited for the running job";
+    EXPECT_EQ(done.outcome.text, alone[1 + i].text) << "joiner " << i;
+    EXPECT_EQ(done.outcome.completion_tokens, alone[1 + i].completion_tokens) << "joiner " << i;
+  }
+  const Event last = last_event(*first);
+  ASSERT_EQ(last.type, Event::Type::Done) << last.text;
+  EXPECT_EQ(last.outcome.text, alone[0].text);
+  EXPECT_EQ(last.outcome.completion_tokens, 200);
+  EXPECT_EQ(last.outcome.finish_reason, "length");
+  EXPECT_GT(last.outcome.cached_tokens, -1);
+  s.wait_idle();
+  EXPECT_GE(batch->launches(), 2);
+  EXPECT_EQ(s.stats().completed, 3);
+}
+
 }  // namespace
 }  // namespace keel::serve

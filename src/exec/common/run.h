@@ -35,6 +35,10 @@ struct Sequence {
   /// read them (positions below every sharer's kv_filled). Empty: the pages of
   /// its KV slot (kv_slot).
   std::vector<int32_t> pages;
+  /// Sampling draws made before this run (a generation resumed with its
+  /// output so far appended to the prompt): the run's draws continue from
+  /// there (SeqState::draw0).
+  int32_t draws_before = 0;
 };
 
 struct RunOptions {
