@@ -312,26 +312,38 @@ TEST(ServeJobs, PromptsAndTheContextBound) {
   EXPECT_EQ(error_of([&] { make_job(r, m); }).status, 400);
 }
 
+/// stories260K served on the cpu backend (`cfg`), with a batch-1 twin to run
+/// each request alone.
+struct StoriesServed {
+  model::Model weights = model::Model::load(std::string(KEEL_SHARED_DIR) + "/models/stories260K");
+  ServedModel m;
+  std::unique_ptr<engine::Backend> alone;
+  explicit StoriesServed(const engine::BackendConfig& cfg) {
+    m.tokenizer = std::make_unique<tokenizer::Tokenizer>(
+        tokenizer::Tokenizer::load(std::string(KEEL_SHARED_DIR) + "/models/stories260K"));
+    m.vocab = weights.config.vocab;
+    m.eos_ids = {2};
+    m.backend = engine::make_backend("cpu", weights, cfg);
+    engine::BackendConfig one = cfg;
+    one.batch = 1;
+    alone = engine::make_backend("cpu", weights, one);
+  }
+  std::shared_ptr<Job> request(const json& body) { return make_job(parse_openai_completion(body), m); }
+};
+
 TEST(ServeScheduler, BatchRunnerServesWaitingRequestsTogether) {
   // The cpu backend with a Program of 4 sequences: four requests submitted at
   // once run as one batch, each getting what it gets alone (greedy and a
   // seeded sample); a stop string and a client that leaves end their own job
   // without stopping the others.
-  ServedModel m;
-  const model::Model weights = model::Model::load(std::string(KEEL_SHARED_DIR) + "/models/stories260K");
-  m.tokenizer = std::make_unique<tokenizer::Tokenizer>(
-      tokenizer::Tokenizer::load(std::string(KEEL_SHARED_DIR) + "/models/stories260K"));
-  m.vocab = weights.config.vocab;
-  m.eos_ids = {2};
   engine::BackendConfig cfg;
   cfg.max_context = 96;
   cfg.batch = 4;
-  m.backend = engine::make_backend("cpu", weights, cfg);
+  StoriesServed st(cfg);
+  ServedModel& m = st.m;
   ASSERT_EQ(m.backend->max_batch(), 4);
-  engine::BackendConfig one = cfg;
-  one.batch = 1;
-  auto alone_backend = engine::make_backend("cpu", weights, one);
-  auto request = [&](const json& body) { return make_job(parse_openai_completion(body), m); };
+  auto& alone_backend = st.alone;
+  auto request = [&](const json& body) { return st.request(body); };
   const std::vector<json> bodies = {
       json{{"prompt", "Once upon a time"}, {"max_tokens", 24}, {"temperature", 0}},
       json{{"prompt", "Lily saw a"}, {"max_tokens", 16}, {"temperature", 0.8}, {"seed", 7}},
@@ -407,21 +419,14 @@ class SlowBackend : public engine::Backend {
 // it), so its text arrives long before the running job ends; every job still
 // gets the text it gets alone, greedy and sampled (the resumed draws go on).
 TEST(ServeScheduler, JobsJoinARunningBatch) {
-  ServedModel m;
-  const model::Model weights = model::Model::load(std::string(KEEL_SHARED_DIR) + "/models/stories260K");
-  m.tokenizer = std::make_unique<tokenizer::Tokenizer>(
-      tokenizer::Tokenizer::load(std::string(KEEL_SHARED_DIR) + "/models/stories260K"));
-  m.vocab = weights.config.vocab;
-  m.eos_ids = {2};
   engine::BackendConfig cfg;
   cfg.max_context = 256;
   cfg.batch = 4;
   cfg.workers = 1;  // one order of the fp32 sums: the texts compare exactly
-  m.backend = engine::make_backend("cpu", weights, cfg);
-  engine::BackendConfig one = cfg;
-  one.batch = 1;
-  auto alone_backend = engine::make_backend("cpu", weights, one);
-  auto request = [&](const json& body) { return make_job(parse_openai_completion(body), m); };
+  StoriesServed st(cfg);
+  ServedModel& m = st.m;
+  auto& alone_backend = st.alone;
+  auto request = [&](const json& body) { return st.request(body); };
   const json long_body = {{"prompt", "Once upon a time"}, {"max_tokens", 200}, {"temperature", 0.9}, {"seed", 3},
                           {"ignore_eos", true}};
   const std::vector<json> joiners = {
