@@ -111,8 +111,8 @@ int run_serve(const ServeArgs& a) {
     if (a.max_batch > 1 && batch == 1)
       std::fprintf(stderr, "keel serve: --max-batch %d: the %s backend runs one sequence at a time (cpu and cuda run "
                    "batches); serving one request at a time\n", a.max_batch, std::string(sm.backend->name()).c_str());
-    const std::string runs = batch > 1 ? "up to " + std::to_string(batch) + " requests per batch (a request that "
-                                         "arrives during a batch waits for the next)"
+    const std::string runs = batch > 1 ? "up to " + std::to_string(batch) + " requests per batch (requests join "
+                                         "and leave between steps)"
                                        : std::string("one request at a time");
     std::fprintf(stderr, "keel serve: serving '%s' (%s backend, context %lld tokens, chat: %s) on http://%s:%d; "
                  "%s, %zu may wait\n",
@@ -145,7 +145,7 @@ Command register_serve(CLI::App& root) {
   c->add_option("--port", a->port, "TCP port (0: any free port, printed on stderr)")->check(CLI::Range(0, 65535))->capture_default_str();
   c->add_option("--queue", a->queue, "Requests that may wait beyond the running ones; more get 429")->check(CLI::Range(size_t(1), size_t(1024)))->capture_default_str();
   c->add_option("--max-batch", a->max_batch, "Requests run together as one batch (cpu and cuda backends; the others "
-                "run one at a time); the requests waiting when a batch starts join it")->check(CLI::Range(1, 4096))->capture_default_str();
+                "run one at a time); requests join a running batch between steps as slots come free")->check(CLI::Range(1, 4096))->capture_default_str();
   c->add_option("--max-body", a->max_body, "Largest request body in bytes; larger get 413")->check(CLI::Range(size_t(1024), size_t(1) << 32))->capture_default_str();
   c->add_option("--api-key", a->api_key, "Require \"Authorization: Bearer KEY\" on every route but /health");
   add_backend_flags(*c, a->backend);
