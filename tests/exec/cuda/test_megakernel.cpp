@@ -249,6 +249,62 @@ TEST(CudaBackend, SameSeedSameTokensAsReferenceAndCpu) {
   }
 }
 
+// The cuda backend's KV pages (engine/kv_pages.h): a conversation's next turn
+// and a system prompt shared by a batch take their positions from the cache
+// (page tables from the pool, prefill from kv_filled, a copied partial page),
+// a resumed sampled generation draws on (SeqState::draw0); the tokens are a
+// backend without reuse's (the first 12: fp32 sums in another order may part
+// a near tie later, as in the test above).
+TEST(CudaBackend, PrefixReuseAndResumedDrawsGiveTheFreshTokens) {
+  SKIP_WITHOUT_GPU();
+  auto m = model::Model::load(model_dir("stories260K"));
+  engine::BackendConfig c;
+  c.max_context = 512;
+  c.batch = 4;
+  c.prefill_chunk = 16;
+  auto gpu = engine::make_backend("cuda", m, c);
+  c.prefix_reuse = false;
+  auto fresh = engine::make_backend("cuda", m, c);
+  auto head_equal = [](const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
+    const size_t n = std::min<size_t>({a.size(), b.size(), 12});
+    return a.size() == b.size() && std::equal(a.begin(), a.begin() + std::ptrdiff_t(n), b.begin());
+  };
+  engine::GenerateRequest r1;
+  r1.prompt = {1, 403, 407, 261, 378};
+  r1.max_tokens = 30;
+  const auto a1 = gpu->generate(r1, {});
+  engine::GenerateRequest r2 = r1;
+  r2.prompt.insert(r2.prompt.end(), a1.output.begin(), a1.output.end());
+  for (int i = 0; i < 40; ++i) r2.prompt.push_back(int32_t(300 + (i * 7) % 150));
+  const auto a2 = gpu->generate(r2, {}), f2 = fresh->generate(r2, {});
+  EXPECT_EQ(a2.cached_tokens, int64_t(r1.prompt.size() + a1.output.size() - 1));
+  EXPECT_TRUE(head_equal(a2.output, f2.output));
+  // A shared system prompt in one batch: the first prefills it, the others share its pages.
+  std::vector<engine::GenerateRequest> reqs(4);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    for (int j = 0; j < 150; ++j) reqs[i].prompt.push_back(int32_t(260 + (j * 37) % 240));
+    for (int j = 0; j < 3 + int(i); ++j) reqs[i].prompt.push_back(int32_t(300 + 11 * int(i) + j));
+    reqs[i].max_tokens = 16;
+  }
+  const auto got = gpu->generate_batch(reqs, {}), want = fresh->generate_batch(reqs, {});
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    EXPECT_TRUE(head_equal(got[i].output, want[i].output)) << "request " << i;
+    if (i > 0) EXPECT_GE(got[i].cached_tokens, 128) << "request " << i;
+  }
+  // A resumed sampled generation.
+  engine::GenerateRequest s = r1;
+  s.sampling.temperature = 0.9f;
+  s.sampling.seed = 11;
+  s.max_tokens = 24;
+  const auto whole = gpu->generate(s, {});
+  ASSERT_EQ(whole.output.size(), 24u);
+  engine::GenerateRequest rest = s;
+  rest.prompt.insert(rest.prompt.end(), whole.output.begin(), whole.output.begin() + 9);
+  rest.max_tokens = 15;
+  rest.draws_before = 9;
+  EXPECT_TRUE(head_equal(gpu->generate(rest, {}).output, std::vector<int32_t>(whole.output.begin() + 9, whole.output.end())));
+}
+
 // Full-width Qwen3-8B matrices (hidden 4096, intermediate 12288, 32/8 heads,
 // vocab 151936), two layers so the CPU executor can check them in seconds.
 model::ModelConfig qwen3_8b_two_layers(nlohmann::json* raw) {
