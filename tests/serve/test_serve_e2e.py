@@ -11,7 +11,11 @@ model and checks: completions, chat and streaming through both clients, text
 equal to `keel generate` (greedy, and sampled with the same seed), 32
 concurrent streaming clients, a client that disconnects mid-stream, the
 error answers (400 malformed / bad field / prompt beyond the context, 401,
-404, 413) with the server serving after each, and SIGTERM -> exit 0.
+404, 413) with the server serving after each, and SIGTERM -> exit 0. Then a
+second server on the cpu backend with --max-batch 4: 12 streaming clients of
+ragged lengths (greedy and seeded samples) join and leave running batches and
+each gets `keel generate`'s text on that backend; a conversation's next turn
+takes its prompt from the KV cache (usage.prompt_tokens_details).
 """
 import http.client
 import json
@@ -60,8 +64,8 @@ def ensure_venv(venv):
 class Server:
     """A `keel serve` process on a free port; its stderr is collected."""
 
-    def __init__(self, keel, model, *extra):
-        self.proc = subprocess.Popen([keel, "serve", "--model", model, "--backend", BACKEND, "--port", "0",
+    def __init__(self, keel, model, *extra, backend=BACKEND):
+        self.proc = subprocess.Popen([keel, "serve", "--model", model, "--backend", backend, "--port", "0",
                                       "--api-key", KEY, *extra], stderr=subprocess.PIPE, text=True)
         self.log = []
         self.port = None
@@ -120,10 +124,11 @@ class Server:
             return r.status, text
 
 
-def keel_generate(keel, model, prompt_ids, max_tokens, temperature=0.0, seed=0):
-    out = subprocess.run([keel, "generate", "--model", model, "--backend", BACKEND, "--prompt-ids",
+def keel_generate(keel, model, prompt_ids, max_tokens, temperature=0.0, seed=0, backend=BACKEND, extra=()):
+    out = subprocess.run([keel, "generate", "--model", model, "--backend", backend, "--prompt-ids",
                           ",".join(map(str, prompt_ids)), "--max-tokens", str(max_tokens), "--temperature",
-                          str(temperature), "--seed", str(seed), "--json"], capture_output=True, text=True, check=True)
+                          str(temperature), "--seed", str(seed), "--json", *extra], capture_output=True, text=True,
+                         check=True)
     return json.loads(out.stdout)
 
 
@@ -175,7 +180,53 @@ def main():
     time.sleep(0.1)
     assert any("stopped" in line for line in srv.log), "".join(srv.log)
     print("ok: SIGTERM -> the running stream finishes, exit 0")
+
+    # One worker: the cpu backend's sums in one order, so texts compare exactly.
+    flags = ["--workers", "1", "--context", "256"]
+    srv = Server(keel, model, "--max-batch", "4", *flags, backend="cpu")
+    try:
+        run_batch_checks(srv, keel, model, openai, flags)
+    except BaseException:
+        srv.proc.kill()
+        print("".join(srv.log), file=sys.stderr)
+        raise
+    srv.proc.send_signal(signal.SIGTERM)
+    assert srv.proc.wait(timeout=60) == 0, "".join(srv.log)
     return 0
+
+
+def run_batch_checks(srv, keel, model, openai, flags):
+    name = os.path.basename(model.rstrip("/"))
+    jobs = [([1, 403, 407, 261, 378], 40, 0.0, 0), ([1, 403], 12, 0.9, 7), ([1, 300, 301], 60, 0.0, 0),
+            ([1, 261, 378, 432], 25, 0.8, 3)]
+    wants = [keel_generate(keel, model, p, n, t, sd, backend="cpu", extra=flags)["text"] for p, n, t, sd in jobs]
+    got = [None] * 12
+
+    def client(i):
+        time.sleep(0.02 * i)  # staggered: later clients join running batches
+        p, n, t, sd = jobs[i % 4]
+        c = openai.OpenAI(base_url=srv.url + "/v1", api_key=KEY, max_retries=0)
+        st = c.completions.create(model=name, prompt=p, max_tokens=n, temperature=t, seed=sd, stream=True)
+        got[i] = "".join(ch.choices[0].text for ch in st if ch.choices)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    bad = [i for i in range(12) if got[i] != wants[i % 4]]
+    assert not bad, f"clients {bad} got wrong text: {[(got[i], wants[i % 4]) for i in bad[:2]]}"
+    print("ok: continuous batching (--max-batch 4): 12 staggered streaming clients, greedy and sampled, "
+          "each with keel generate's text")
+    oa = openai.OpenAI(base_url=srv.url + "/v1", api_key=KEY, max_retries=0)
+    first = keel_generate(keel, model, jobs[0][0], 30, backend="cpu", extra=flags)
+    turn = jobs[0][0] + first["output_ids"] + [300, 301, 302]
+    oa.completions.create(model=name, prompt=jobs[0][0], max_tokens=30, temperature=0)
+    r = oa.completions.create(model=name, prompt=turn, max_tokens=20, temperature=0)
+    assert r.choices[0].text == keel_generate(keel, model, turn, 20, backend="cpu", extra=flags)["text"]
+    assert r.usage.prompt_tokens_details.cached_tokens >= len(jobs[0][0]) + 28, r.usage
+    print(f"ok: the next turn took {r.usage.prompt_tokens_details.cached_tokens} of {len(turn)} prompt positions "
+          "from the KV cache")
 
 
 def run_checks(srv, keel, model, openai, ollama):
