@@ -824,6 +824,22 @@ TEST(ProgramGpu, AllocatorPageTablesMatchCpu) {
   d.pages = row({12, 13});
   worst = std::max(worst, worst_logits_err_vs_cpu(gpu, cpu_ex, {b, c, d}, idle));
   std::cout << "[ figures ] allocator page tables B4: max rel logits err GPU vs CPU " << worst << "\n";
+  // Copy-on-write of whole pages (one strided copy over every layer's K and
+  // V): page 20 gets page 31's content on both executors; the caches agree.
+  gpu.copy_kv_pages({{31, 20}, {17, 21}});
+  cpu_ex.copy_kv_pages({{31, 20}, {17, 21}});
+  const size_t page = size_t(m.config.n_kv_heads) * 16 * size_t(m.config.head_dim) * 2;
+  for (size_t id = 0; id < dp.buffers.size(); ++id) {
+    if (BufferKind(dp.buffers[id].kind) != BufferKind::Kv) continue;
+    const std::vector<uint8_t> g = gpu.download_buffer(int32_t(id));
+    const uint8_t* c = cpu_ex.buffer_data(int32_t(id));
+    for (const auto& [from, to] : {std::pair{31, 20}, std::pair{17, 21}}) {
+      EXPECT_EQ(0, std::memcmp(g.data() + size_t(to) * page, g.data() + size_t(from) * page, page))
+          << dp.buffers[id].name_view() << " page " << to;
+      EXPECT_EQ(0, std::memcmp(c + size_t(to) * page, c + size_t(from) * page, page))
+          << dp.buffers[id].name_view() << " page " << to << " (cpu)";
+    }
+  }
 }
 
 // ---- generation --------------------------------------------------------------------
