@@ -123,10 +123,15 @@ Build begin_build(const graph::Graph& g, const CompileOptions& opt_in) {
   h.pages_per_seq = int32_t((int64_t(o.max_context) + o.page_size - 1) / o.page_size);
   h.seq_lanes = prefill ? o.prefill_chunk : 0;
   KEEL_CHECK(o.kv_sequences >= 0, "compile: kv_sequences must be >= 0");
+  KEEL_CHECK(o.kv_pages >= 0 && (o.kv_pages == 0 || o.kv_sequences == 0),
+             "compile: kv_pages must be >= 0, and not given with kv_sequences");
+  KEEL_CHECK(o.kv_pages == 0 || o.kv_pages >= h.pages_per_seq, "compile: kv_pages ", o.kv_pages,
+             " hold less than one sequence's ", h.pages_per_seq, " pages (context ", o.max_context, ", pages of ",
+             o.page_size, ")");
   const int64_t kv_seqs = o.kv_sequences > 0 ? o.kv_sequences : o.batch / int(program::lanes_per_seq(h));
   KEEL_CHECK(kv_seqs * h.pages_per_seq <= INT32_MAX, "compile: ", kv_seqs, " KV sequences of ", h.pages_per_seq,
              " pages are too many for one Program");
-  h.n_pages = int32_t(h.pages_per_seq * kv_seqs);
+  h.n_pages = o.kv_pages > 0 ? o.kv_pages : int32_t(h.pages_per_seq * kv_seqs);
   h.ring_len = o.ring_len;
   h.n_chunks = C;
   // The options as given (0 = the compiler's or the target's choice), so a
@@ -177,8 +182,10 @@ CompileOptions options_of(const Program& p) {
   o.workers = r.workers;
   o.batch = r.batch;
   o.prefill_chunk = p.h.seq_lanes;
-  if (p.h.pages_per_seq > 0 && p.h.n_pages / p.h.pages_per_seq != p.h.batch / program::lanes_per_seq(p.h))
-    o.kv_sequences = p.h.n_pages / p.h.pages_per_seq;
+  if (p.h.pages_per_seq > 0 && p.h.n_pages != p.h.pages_per_seq * (p.h.batch / program::lanes_per_seq(p.h))) {
+    if (p.h.n_pages % p.h.pages_per_seq == 0) o.kv_sequences = p.h.n_pages / p.h.pages_per_seq;
+    else o.kv_pages = p.h.n_pages;
+  }
   o.max_context = r.max_context;
   o.page_size = r.page_size;
   o.ring_len = r.ring_len;

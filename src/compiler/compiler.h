@@ -49,6 +49,11 @@ struct CompileOptions {
   /// its decode Program's batch has the same KV buffers, so the two executors
   /// can share one cache (Sequence::kv_slot picks the pages).
   int kv_sequences = 0;
+  /// KV pages in all, handed to sequences by an allocator (engine/kv_pages.h;
+  /// the run names each sequence's pages: exec::Sequence::pages), at least one
+  /// sequence's pages_per_seq; 0: pages_per_seq x kv_sequences. Sequences of
+  /// different lengths then share one arena smaller than batch x max_context.
+  int kv_pages = 0;
   int max_context = 0;         // tokens per sequence (prompt + generated); 0: the model's max_position_embeddings
   int page_size = 64;          // KV cache page, in tokens
   int ring_len = 0;            // output ring entries per sequence; 0: max_context

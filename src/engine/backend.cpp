@@ -1,5 +1,8 @@
-// The default Backend::generate_batch (see backend.h): one request after another.
+// The default Backend::generate_batch (see backend.h): one request after
+// another; fit_launch: how many requests one launch holds in a paged cache.
 #include "engine/backend.h"
+
+#include <algorithm>
 
 namespace keel::engine {
 
@@ -20,6 +23,21 @@ std::vector<GenerateResult> Backend::generate_batch(std::span<const GenerateRequ
     }));
   }
   return out;
+}
+
+size_t fit_launch(const Backend& backend, std::span<const GenerateRequest> reqs, size_t batch) {
+  const size_t most = std::min(reqs.size(), batch);
+  const int64_t total = backend.kv_pages_total();
+  if (total <= 0) return most;
+  int64_t used = 0;
+  size_t n = 0;
+  for (; n < most; ++n) {
+    const int64_t need = backend.kv_pages_for(int64_t(reqs[n].prompt.size()) + reqs[n].max_tokens);
+    const int64_t idle = int64_t(n + 1) < backend.max_batch() ? 1 : 0;  // a page for the launch's idle lanes
+    if (used + need + idle > total) break;
+    used += need;
+  }
+  return n;
 }
 
 }  // namespace keel::engine

@@ -75,6 +75,23 @@ class Backend {
     (void)prompt;
     return 0;
   }
+  /// A paged KV cache (cpu, cuda: engine/kv_pages.h): the pages in all, and
+  /// the pages a generation that writes `positions` positions leases (the
+  /// sequences of a launch, and a page for its idle lanes when it has fewer
+  /// than max_batch(), must fit together). 0 and 0 where the cache holds every
+  /// sequence's whole context.
+  virtual int64_t kv_pages_total() const { return 0; }
+  virtual int64_t kv_pages_for(int64_t positions) const {
+    (void)positions;
+    return 0;
+  }
 };
+
+/// How many of `reqs` (from the first, at most `batch`) one launch of
+/// `backend` can run: their KV pages (prompt + max_tokens positions each) and
+/// a page for idle lanes when fewer than its max_batch() must fit
+/// kv_pages_total(); all of `batch` when the cache is not paged. 0 when not
+/// even the first fits alone.
+size_t fit_launch(const Backend& backend, std::span<const GenerateRequest> reqs, size_t batch);
 
 }  // namespace keel::engine

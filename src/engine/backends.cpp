@@ -31,6 +31,7 @@ const std::vector<BackendEntry>& backend_registry() {
                    o.batch = c.batch;
                    o.prefill_chunk = std::max(c.prefill_chunk, 0);
                    o.prefix_reuse = c.prefix_reuse;
+                   o.kv_tokens = c.kv_tokens;
                    return std::make_unique<CpuBackend>(m, o);
                  }});
 #if KEEL_HAVE_CUDA
@@ -42,6 +43,7 @@ const std::vector<BackendEntry>& backend_registry() {
                    o.batch = c.batch;
                    if (c.prefill_chunk >= 0) o.prefill_chunk = c.prefill_chunk;
                    o.prefix_reuse = c.prefix_reuse;
+                   o.kv_tokens = c.kv_tokens;
                    return std::make_unique<CudaBackend>(m, o);
                  }});
 #endif

@@ -31,6 +31,10 @@ struct BackendConfig {
   /// Prompt positions an earlier call left in the KV cache are not computed
   /// again (engine/kv_pages.h); false: every call computes its whole prompt.
   bool prefix_reuse = true;
+  /// cpu, cuda: KV cache capacity in tokens, shared by the sequences of a
+  /// launch (each leases the pages of its prompt and max_tokens:
+  /// engine/kv_pages.h); 0: max_context x batch. At least max_context.
+  int64_t kv_tokens = 0;
 };
 
 struct BackendEntry {

@@ -16,11 +16,12 @@ CpuBackend::CpuBackend(const model::Model& m, const CpuBackendOptions& opt) : mo
   co.workers = opt.workers;
   co.batch = std::max(1, opt.batch);
   co.max_context = int(opt.max_context);
+  co.kv_pages = kv_pages_of_tokens(opt.kv_tokens, co.page_size);
   program_ = compiler::compile(m.config, co);
   exec_ = std::make_unique<exec::cpu::CpuExecutor>(program_, m);
   pages_ = std::make_unique<KvPagePool>(program_.h.n_pages, program_.h.page_size, program_.h.pages_per_seq);
   if (std::min<int64_t>(opt.prefill_chunk, program_.h.max_context - 1) > 1) {
-    co.kv_sequences = co.batch;  // the decode Program's cache, shared
+    co.kv_pages = program_.h.n_pages;  // the decode Program's cache, shared
     co.batch = 1;
     co.prefill_chunk = int(std::min<int64_t>(opt.prefill_chunk, program_.h.max_context - 1));
     prefill_program_ = compiler::compile(m.config, co);
@@ -51,7 +52,7 @@ RunFn CpuBackend::run_fn() {
 
 std::vector<GenerateResult> CpuBackend::generate_batch(std::span<const GenerateRequest> reqs,
                                                        const BatchTokenCallback& on_token) {
-  return generate_in_launches(reqs, max_batch(), max_context(), "cpu backend", on_token, run_fn());
+  return generate_in_launches(reqs, max_batch(), max_context(), "cpu backend", on_token, run_fn(), this);
 }
 
 std::vector<float> CpuBackend::score(std::span<const int32_t> ids) {

@@ -27,6 +27,9 @@ struct CpuBackendOptions {
   /// Prompt positions an earlier call left in the KV cache are not computed
   /// again (engine/kv_pages.h).
   bool prefix_reuse = true;
+  /// KV cache capacity in tokens shared by a launch's sequences (rounded up to
+  /// pages); 0: max_context x batch.
+  int64_t kv_tokens = 0;
 };
 
 class CpuBackend : public Backend {
@@ -41,6 +44,11 @@ class CpuBackend : public Backend {
   std::vector<GenerateResult> generate_batch(std::span<const GenerateRequest> reqs,
                                              const BatchTokenCallback& on_token) override;
   int64_t cached_prefix(std::span<const int32_t> prompt) const override;
+  int64_t kv_pages_total() const override { return pages_->n_pages(); }
+  int64_t kv_pages_for(int64_t positions) const override {
+    const int64_t ps = pages_->page_size();
+    return (std::min(positions, max_context()) + ps - 1) / ps;
+  }
   const program::Program& program() const { return program_; }
 
  private:

@@ -27,6 +27,7 @@ CudaBackend::CudaBackend(const model::Model& m, const CudaBackendOptions& opt) {
   co.target = opt.target ? *opt.target : exec::cuda::device_target(opt.device);
   co.batch = std::max(1, opt.batch);
   co.max_context = int(opt.max_context);
+  co.kv_pages = kv_pages_of_tokens(opt.kv_tokens, co.page_size);
   program::Program p = compiler::compile(cfg, co);
   const std::string why = exec::cuda::target_mismatch(p, exec::cuda::device_facts(opt.device));
   if (!why.empty()) {
@@ -57,7 +58,8 @@ CudaBackend::CudaBackend(const model::Model& m, const CudaBackendOptions& opt) {
     po.batch = 1;
     po.prefill_chunk = chunk;
     po.attn_chunks = 0;
-    po.kv_sequences = p.h.batch;  // the decode Program's cache, shared
+    po.kv_sequences = 0;
+    po.kv_pages = p.h.n_pages;  // the decode Program's cache, shared
     try {
       prefill_ = std::make_unique<ProgramExecutor>(compiler::compile(cfg, po), *exec_, eo, true);
     } catch (const Error& e) {
@@ -89,7 +91,7 @@ int CudaBackend::max_batch() const { return exec_->program().h.batch; }
 
 std::vector<GenerateResult> CudaBackend::generate_batch(std::span<const GenerateRequest> reqs,
                                                         const BatchTokenCallback& on_token) {
-  return generate_in_launches(reqs, max_batch(), max_context(), "cuda backend", on_token, run_fn());
+  return generate_in_launches(reqs, max_batch(), max_context(), "cuda backend", on_token, run_fn(), this);
 }
 
 std::vector<float> CudaBackend::score(std::span<const int32_t> ids) {

@@ -42,6 +42,11 @@ GenerateResult result_of(const exec::RunResult& r, bool stopped, size_t seq) {
   return g;
 }
 
+int kv_pages_of_tokens(int64_t kv_tokens, int page_size) {
+  KEEL_CHECK(kv_tokens >= 0 && kv_tokens / page_size < INT32_MAX, "KV cache of ", kv_tokens, " tokens: out of range");
+  return int((kv_tokens + page_size - 1) / page_size);
+}
+
 GenerateResult generate_one(const GenerateRequest& req, int64_t max_context, const char* who,
                             const TokenCallback& on_token, const RunFn& run) {
   std::vector<exec::Sequence> seqs = {sequence_for(req, max_context, who)};
@@ -53,12 +58,18 @@ GenerateResult generate_one(const GenerateRequest& req, int64_t max_context, con
 }
 
 std::vector<GenerateResult> generate_in_launches(std::span<const GenerateRequest> reqs, int batch, int64_t max_context,
-                                                 const char* who, const BatchTokenCallback& on_token, const RunFn& run) {
+                                                 const char* who, const BatchTokenCallback& on_token, const RunFn& run,
+                                                 const Backend* paged) {
   std::vector<GenerateResult> out(reqs.size());
+  if (paged)
+    for (size_t i = 0; i < reqs.size(); ++i)
+      KEEL_CHECK(fit_launch(*paged, reqs.subspan(i, 1), 1) == 1, who, ": request ", i, " (", reqs[i].prompt.size(),
+                 " prompt tokens + max_tokens ", reqs[i].max_tokens, ") needs more KV pages than the cache's ",
+                 paged->kv_pages_total(), ": raise the KV cache (--kv-tokens) or lower max_tokens");
   bool stopped = false;
-  size_t first = 0;
-  for (; first < reqs.size() && !stopped; first += size_t(batch)) {
-    const size_t n = std::min(reqs.size() - first, size_t(batch));
+  size_t first = 0, n = 0;
+  for (; first < reqs.size() && !stopped; first += n) {
+    n = paged ? fit_launch(*paged, reqs.subspan(first), size_t(batch)) : std::min(reqs.size() - first, size_t(batch));
     std::vector<exec::Sequence> seqs;
     for (size_t i = first; i < first + n; ++i) {
       KEEL_CHECK(reqs[i].eos_ids == reqs[first].eos_ids, who, ": the requests of one launch must share their EOS ids "

@@ -28,12 +28,18 @@ GenerateResult result_of(const exec::RunResult& r, bool stopped, size_t seq = 0)
 using RunFn = std::function<exec::RunResult(std::vector<exec::Sequence>&, const exec::RunOptions&)>;
 /// Backend::generate_batch on a Program backend: launches of at most `batch`
 /// requests (sequence_for each, naming `who`; the requests of a launch must
-/// share their EOS ids) through `run`.
+/// share their EOS ids) through `run`. With `paged` (its kv_pages_total() >
+/// 0), a launch takes only the requests whose pages fit the cache together
+/// (fit_launch); a request that fits no launch is an error before any runs.
 std::vector<GenerateResult> generate_in_launches(std::span<const GenerateRequest> reqs, int batch, int64_t max_context,
-                                                 const char* who, const BatchTokenCallback& on_token, const RunFn& run);
+                                                 const char* who, const BatchTokenCallback& on_token, const RunFn& run,
+                                                 const Backend* paged = nullptr);
 /// Backend::generate on a Program backend: one request through `run`.
 GenerateResult generate_one(const GenerateRequest& req, int64_t max_context, const char* who,
                             const TokenCallback& on_token, const RunFn& run);
+/// Pages of `page_size` positions for a KV cache of `kv_tokens` tokens (0: 0,
+/// the compiler's default of max_context x batch).
+int kv_pages_of_tokens(int64_t kv_tokens, int page_size);
 /// score(): the ids as a prompt with one token to generate (its logits are
 /// captured at every position); checks the prompt bound, naming `who`.
 exec::Sequence score_sequence(std::span<const int32_t> ids, int64_t max_context, const char* who);

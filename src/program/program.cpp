@@ -118,8 +118,10 @@ void Program::validate() const {
                  hd.batch % lanes_per_seq(hd) == 0 && (hd.n_lm_tiles > 0) == (lanes_per_seq(hd) == 1) &&
                  (lanes_per_seq(hd) == 1 || hd.n_chunks >= 2),
              "program: bad model or launch dimensions in the header");
-  KEEL_CHECK(int64_t(hd.pages_per_seq) * hd.page_size >= hd.max_context &&
-                 int64_t(hd.n_pages) >= int64_t(hd.pages_per_seq) * (hd.batch / lanes_per_seq(hd)),
+  // At least one sequence's pages: an allocator may hand fewer than one
+  // context per sequence (exec::Sequence::pages); a run by KV slots checks
+  // that its slots exist (launch_state.cpp).
+  KEEL_CHECK(int64_t(hd.pages_per_seq) * hd.page_size >= hd.max_context && hd.n_pages >= hd.pages_per_seq,
              "program: page table cannot hold max_context tokens per sequence");
   KEEL_CHECK(hd.sliding_window >= 0, "program: negative sliding_window ", hd.sliding_window, " in the header");
   KEEL_CHECK(hd.step_counter < hd.n_counters, "program: step counter ", hd.step_counter,

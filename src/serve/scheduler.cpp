@@ -94,18 +94,33 @@ void SerialRunner::step(const std::function<bool()>&) {
 BatchRunner::BatchRunner(engine::Backend& backend, int slots) : backend_(backend), slots_(std::max(slots, 1)) {}
 
 void BatchRunner::step(const std::function<bool()>& waiting) {
+  // A job that could never fit the KV cache (a paged one smaller than its
+  // prompt and max_tokens) fails now.
+  for (Active& a : jobs_) {
+    const engine::GenerateRequest& r = a.job->request();
+    const engine::GenerateRequest one[1] = {r};
+    if (engine::fit_launch(backend_, one, 1) == 0)
+      a.job->fail(400, "the prompt and max_tokens need more of the KV cache than the server has (" +
+                           std::to_string(backend_.kv_pages_total()) + " pages): lower max_tokens");
+  }
+  jobs_.erase(std::remove_if(jobs_.begin(), jobs_.end(), [](const Active& a) { return a.job->ended(); }), jobs_.end());
   if (jobs_.empty()) return;
-  const size_t n = jobs_.size();
   // Each job resumes where it is: its prompt and output so far, its draws.
-  std::vector<engine::GenerateRequest> reqs;
-  reqs.reserve(n);
+  std::vector<engine::GenerateRequest> all;
+  all.reserve(jobs_.size());
   for (const Active& a : jobs_) {
     engine::GenerateRequest r = a.job->request();
     r.prompt.insert(r.prompt.end(), a.generated.begin(), a.generated.end());
     r.max_tokens -= int32_t(a.generated.size());
     r.draws_before += int32_t(a.generated.size());
-    reqs.push_back(std::move(r));
+    all.push_back(std::move(r));
   }
+  // The jobs this launch runs: in admission order, as many as the KV cache
+  // holds together (all, unless the backend's cache is smaller than the
+  // batch's contexts: --kv-tokens); the rest wait for the next launch.
+  const size_t n = engine::fit_launch(backend_, all, all.size()), held = jobs_.size() - n;
+  std::vector<engine::GenerateRequest> reqs(std::make_move_iterator(all.begin()),
+                                            std::make_move_iterator(all.begin() + std::ptrdiff_t(n)));
   // One launch stops at one set of EOS ids: when the jobs' differ (a request
   // that ignores EOS), the launch stops at none and each job ends at its own
   // (end_job below).
@@ -121,11 +136,12 @@ void BatchRunner::step(const std::function<bool()>& waiting) {
   // or its own stop (a stop string, its client gone); it is finished at once.
   // The launch stops once all have, or once one has (or a slot was free from
   // the start) while jobs wait; the others resume in the next launch.
-  size_t live = n;
+  // `occupied`: the slots the scheduler sees taken (held jobs included).
+  size_t live = n, occupied = jobs_.size();
   bool yielded = false;
   auto go_on = [&] {
     if (live == 0) return false;
-    if (!yielded && live < size_t(slots_) && waiting()) yielded = true;
+    if (!yielded && ((held > 0 && live < n) || (occupied < size_t(slots_) && waiting()))) yielded = true;
     return !yielded;
   };
   auto end_job = [&](Active& a, const char* why) {
@@ -135,6 +151,7 @@ void BatchRunner::step(const std::function<bool()>& waiting) {
     g.cached_tokens = a.cached;
     a.job->finish(g);
     --live;
+    --occupied;
   };
   ++launches_;
   try {
@@ -153,11 +170,13 @@ void BatchRunner::step(const std::function<bool()>& waiting) {
     // A job the launch ended without a token of its own deciding (a prompt
     // that fills the context emits none): done too, unless the launch stopped
     // for waiting jobs.
-    for (Active& a : jobs_)
+    for (size_t k = 0; k < n; ++k) {
+      Active& a = jobs_[k];
       if (!a.job->ended() && (!yielded || a.job->cancelled())) end_job(a, a.job->cancelled() ? "stopped" : "context");
+    }
   } catch (const std::exception& e) {
-    for (Active& a : jobs_)
-      if (!a.job->ended()) a.job->fail(500, std::string("generation failed: ") + e.what());
+    for (size_t k = 0; k < n; ++k)
+      if (!jobs_[k].job->ended()) jobs_[k].job->fail(500, std::string("generation failed: ") + e.what());
   }
   jobs_.erase(std::remove_if(jobs_.begin(), jobs_.end(), [](const Active& a) { return a.job->ended(); }), jobs_.end());
 }

@@ -103,6 +103,31 @@ TEST(Fuse, UnfusableGraphIsAnError) {
 
 // --- buffers & partition --------------------------------------------------------
 
+// The KV arena: pages_per_seq x the batch by default; kv_sequences or
+// kv_pages (any count of at least one sequence's pages, for an allocator)
+// set it; options_of gives the same Program back.
+TEST(Buffers, KvPagesSizeTheArena) {
+  const model::ModelConfig c = tiny(model::Arch::Qwen3);
+  Program p = compile(c, opts(7, 3));  // 128 / 16 = 8 pages a sequence
+  EXPECT_EQ(p.h.pages_per_seq, 8);
+  EXPECT_EQ(p.h.n_pages, 24);
+  CompileOptions o = opts(7, 3);
+  o.kv_pages = 13;
+  Program q = compile(c, o);
+  EXPECT_EQ(q.h.n_pages, 13);
+  const uint64_t page = uint64_t(c.n_kv_heads) * 16 * uint64_t(c.head_dim);
+  EXPECT_EQ(q.buffer(q.find_buffer("k_cache.0")).count, 13 * page);
+  EXPECT_EQ(options_of(q).kv_pages, 13);
+  EXPECT_EQ(compile(c, options_of(q)).h.n_pages, 13);
+  o.kv_pages = 16;  // a multiple: the same as two KV sequences
+  EXPECT_EQ(compile(c, options_of(compile(c, o))).h.n_pages, 16);
+  o.kv_pages = 7;  // less than one sequence's pages
+  EXPECT_THROW(compile(c, o), Error);
+  o.kv_pages = 13;
+  o.kv_sequences = 2;
+  EXPECT_THROW(compile(c, o), Error);
+}
+
 TEST(Buffers, LayersShareActivationBytesAndLiveOnesDoNot) {
   Program p = compile(tiny(model::Arch::Qwen3), opts(7, 3));
   const BufferDesc& q0 = p.buffer(p.find_buffer("qkv.0"));

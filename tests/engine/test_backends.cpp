@@ -336,5 +336,41 @@ TEST(Backends, AResumedGenerationDrawsOn) {
   }
 }
 
+// A KV cache smaller than the batch's contexts (--kv-tokens): each sequence
+// leases the pages of its prompt and max_tokens, so a launch takes as many
+// requests as fit together (the rest go in later launches) and every request
+// gets the tokens an unbounded cache gives it; a cache smaller than one
+// context is refused.
+TEST(Backends, ASmallKvCacheRunsTheRequestsThatFit) {
+  const model::Model m = load_stories();
+  BackendConfig c;
+  c.max_context = 128;  // two pages of 64 a sequence
+  c.workers = 1;
+  c.batch = 4;
+  auto unbounded = make_backend("cpu", m, c);
+  c.kv_tokens = 320;  // five pages
+  auto small = make_backend("cpu", m, c);
+  EXPECT_EQ(small->kv_pages_total(), 5);
+  EXPECT_EQ(unbounded->kv_pages_total(), 8);
+  std::vector<GenerateRequest> reqs(6);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    reqs[i].prompt = {1, int32_t(403 + i), 407};
+    reqs[i].max_tokens = i % 2 ? 20 : 90;  // one page, or two
+  }
+  // A launch of [90, 20] takes two pages, one and an idle page (the next, 90,
+  // would need two more), so three launches; an unbounded cache takes four
+  // requests at once.
+  EXPECT_EQ(fit_launch(*small, reqs, 4), 2u);
+  EXPECT_EQ(fit_launch(*unbounded, reqs, 4), 4u);
+  const std::vector<GenerateResult> got = small->generate_batch(reqs, nullptr);
+  const std::vector<GenerateResult> want = unbounded->generate_batch(reqs, nullptr);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    EXPECT_EQ(got[i].output, want[i].output) << "request " << i;
+    EXPECT_EQ(got[i].output.size(), size_t(reqs[i].max_tokens)) << "request " << i;
+  }
+  c.kv_tokens = 60;  // one page: less than one 128-token context
+  EXPECT_THROW(make_backend("cpu", m, c), Error);
+}
+
 }  // namespace
 }  // namespace keel::engine

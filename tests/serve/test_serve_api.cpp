@@ -474,5 +474,48 @@ TEST(ServeScheduler, JobsJoinARunningBatch) {
   EXPECT_EQ(s.stats().completed, 3);
 }
 
+// A KV cache smaller than the batch's contexts (--kv-tokens): the runner
+// launches the jobs that fit it together and holds the rest until a launched
+// one ends; every job gets its text.
+TEST(ServeScheduler, JobsWaitForRoomInTheKvCache) {
+  engine::BackendConfig cfg;
+  cfg.max_context = 128;  // two pages of 64 a sequence
+  cfg.batch = 4;
+  cfg.workers = 1;
+  cfg.kv_tokens = 320;  // five pages: two long jobs and an idle page
+  StoriesServed st(cfg);
+  std::vector<Outcome> alone;
+  std::vector<json> bodies;
+  for (int i = 0; i < 4; ++i)
+    bodies.push_back(json{{"prompt", i % 2 ? "Once upon a time" : "The dog"}, {"max_tokens", 80 + i},
+                          {"temperature", i < 2 ? 0.0 : 0.7}, {"seed", i}, {"ignore_eos", true}});
+  {
+    Scheduler serial(make_runner(*st.alone, 4), 8);
+    for (const json& b : bodies) {
+      auto j = st.request(b);
+      ASSERT_EQ(serial.submit(j), Scheduler::Admit::Queued);
+      const Event e = last_event(*j);
+      ASSERT_EQ(e.type, Event::Type::Done) << e.text;
+      alone.push_back(e.outcome);
+    }
+  }
+  auto runner = std::make_unique<BatchRunner>(*st.m.backend, 4);
+  BatchRunner* batch = runner.get();
+  Scheduler s(std::move(runner), 8);
+  std::vector<std::shared_ptr<Job>> jobs;
+  for (const json& b : bodies) {
+    jobs.push_back(st.request(b));
+    ASSERT_EQ(s.submit(jobs.back()), Scheduler::Admit::Queued);
+  }
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    const Event e = last_event(*jobs[i]);
+    ASSERT_EQ(e.type, Event::Type::Done) << e.text;
+    EXPECT_EQ(e.outcome.text, alone[i].text) << "job " << i;
+    EXPECT_EQ(e.outcome.completion_tokens, 80 + int64_t(i)) << "job " << i;
+  }
+  s.wait_idle();
+  EXPECT_GE(batch->launches(), 2);  // four jobs of two pages do not fit five pages at once
+}
+
 }  // namespace
 }  // namespace keel::serve

@@ -56,6 +56,10 @@ void add_backend_flags(CLI::App& cmd, BackendOptions& o) {
                  "Program of this many lanes (tensor-core tiles, each weight streamed once a step), then decodes "
                  "from its last token; 0 = every position a decode step (default: cuda 64, cpu 0)")
       ->check(CLI::Range(0, 4096));
+  cmd.add_option("--kv-tokens", o.kv_tokens,
+                 "cpu, cuda: KV cache size in tokens, shared by the sequences of a launch: each takes the pages of "
+                 "its prompt and max_tokens, not a whole context (default: --context x the batch); at least --context")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
   cmd.add_flag("--no-prefix-reuse", o.no_prefix_reuse,
                "Compute every prompt whole: by default the positions of a prompt that the last request left in the "
                "KV cache (the same tokens from the start: a chat's earlier turns, a shared system prompt) are kept");
@@ -79,6 +83,10 @@ std::unique_ptr<engine::Backend> make_backend(const model::Model& m, const Backe
   cfg.batch = o.batch;
   cfg.prefill_chunk = o.prefill_chunk;
   cfg.prefix_reuse = !o.no_prefix_reuse;
+  if (o.kv_tokens > 0 && o.kv_tokens < ctx)
+    fail("--kv-tokens ", o.kv_tokens, " is less than the context of ", ctx, " tokens: the KV cache must hold one "
+         "whole sequence (raise it, or lower --context)");
+  cfg.kv_tokens = o.kv_tokens;
   return engine::make_backend(o.backend, m, cfg);
 }
 

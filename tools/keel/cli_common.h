@@ -33,7 +33,8 @@ struct BackendOptions {
   std::string target = "auto";        // cuda: the target to compile for (auto: the device's)
   int batch = 1;                      // cpu, cuda: sequences per launch (set by the command)
   int prefill_chunk = -1;             // cpu, cuda: prompt positions per prefill step (-1: the backend's default)
-  bool no_prefix_reuse = false;       // every request computes its whole prompt (engine/kv_reuse.h)
+  bool no_prefix_reuse = false;       // every request computes its whole prompt (engine/kv_pages.h)
+  int64_t kv_tokens = 0;              // cpu, cuda: KV cache tokens shared by a launch's sequences (0: context x batch)
 };
 void add_backend_flags(CLI::App& cmd, BackendOptions& opts);
 std::unique_ptr<engine::Backend> make_backend(const model::Model& m, const BackendOptions& opts);

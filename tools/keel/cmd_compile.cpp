@@ -43,7 +43,7 @@ DType stored_matrix_dtype(const std::string& dir, DType fallback) {
 
 struct CompileArgs {
   std::string model, config, program, out, dump, dtype;
-  int workers = 0, batch = 1, prefill_chunk = 0, kv_sequences = 0;
+  int workers = 0, batch = 1, prefill_chunk = 0, kv_sequences = 0, kv_pages = 0;
   TargetFlags target;
   int64_t context = 0;  // 0: the model's max_position_embeddings
   double bandwidth = 3350;
@@ -75,6 +75,7 @@ int run_compile(const CompileArgs& a) {
     opt.batch = a.batch;
     opt.prefill_chunk = a.prefill_chunk;
     opt.kv_sequences = a.kv_sequences;
+    opt.kv_pages = a.kv_pages;
     opt.max_context = int(std::min<int64_t>(a.context > 0 ? a.context : cfg.max_position, cfg.max_position));
     opt.bandwidth_GBps = a.bandwidth;
     p = compiler::compile(cfg, opt);
@@ -129,6 +130,10 @@ Command register_compile(CLI::App& root) {
                 "Sequences the KV cache holds (0: one per sequence; a prefill Program shares its decode Program's "
                 "cache with --kv-sequences = that batch)")
       ->check(CLI::Range(0, 1 << 20));
+  c->add_option("--kv-pages", a->kv_pages,
+                "KV pages in all, which the engine hands to sequences as they need them (0: --kv-sequences' "
+                "worth; at least one sequence's context)")
+      ->check(CLI::Range(0, INT32_MAX));
   c->add_option("--context", a->context, "KV-cache capacity per sequence (default: the model's max_position_embeddings; capped at it)")->check(kContextRange);
   c->add_option("--out", a->out, "Write the binary Program to this file");
   c->add_option("--dump", a->dump, "Print the Program as json or dot")->check(CLI::IsMember({"json", "dot"}));
