@@ -1,6 +1,7 @@
 // The default context rule (see context.h).
 #include "engine/context.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "core/error.h"
@@ -22,6 +23,7 @@ ContextChoice choose_context(const model::ModelConfig& c, uint64_t per_token, ui
   KEEL_CHECK(c.max_position > 0 && per_token > 0, "context: the model has no max_position_embeddings");
   const uint64_t need = uint64_t(c.max_position) * per_token;
   ContextChoice r;
+  r.budget_tokens = int64_t(std::min<uint64_t>(budget / per_token, uint64_t(1) << 40));
   if (need <= budget) {
     r.tokens = c.max_position;
     r.why = cat("context ", r.tokens, " (the model's max_position_embeddings; its KV cache takes ", gib(need), ")");

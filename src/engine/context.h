@@ -17,6 +17,7 @@ namespace keel::engine {
 
 struct ContextChoice {
   int64_t tokens = 0;  // KV capacity per sequence
+  int64_t budget_tokens = 0;  // tokens of KV the memory budget holds in all (>= tokens)
   std::string why;     // e.g. "context 40960 (the model's max_position_embeddings)"
 };
 

@@ -24,8 +24,9 @@ TEST(DefaultContext, KvBytesPerToken) {
 TEST(DefaultContext, FullContextWhenItFits) {
   model::ModelConfig c = testing::tiny_config(model::Arch::Llama);
   c.max_position = 40960;
-  const ContextChoice r = choose_context(c, 1000, 40960 * 1000, "GPU memory");
+  const ContextChoice r = choose_context(c, 1000, 40960 * 1000 * 3, "GPU memory");
   EXPECT_EQ(r.tokens, 40960);
+  EXPECT_EQ(r.budget_tokens, 3 * 40960);  // what a batch may share (--kv-tokens' default when contexts do not fit)
   EXPECT_NE(r.why.find("context 40960 (the model's max_position_embeddings"), std::string::npos) << r.why;
 }
 
@@ -35,6 +36,7 @@ TEST(DefaultContext, BoundedByTheBudget) {
   const uint64_t per = 144 * 1024;
   ContextChoice r = choose_context(c, per, uint64_t(23500) * per, "GPU memory free after the weights");
   EXPECT_EQ(r.tokens, 23552 - 1024);  // 23500 rounded down to a multiple of 1024
+  EXPECT_EQ(r.budget_tokens, 23500);
   EXPECT_NE(r.why.find("context 22528: KV for the model's 40960 tokens needs 5.6"), std::string::npos) << r.why;
   EXPECT_NE(r.why.find("GPU memory free after the weights"), std::string::npos) << r.why;
   r = choose_context(c, per, uint64_t(1500) * per, "host memory");  // small: not rounded

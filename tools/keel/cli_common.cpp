@@ -69,11 +69,18 @@ std::unique_ptr<engine::Backend> make_backend(const model::Model& m, const Backe
   if (o.context > m.config.max_position)
     fail("--context ", o.context, " exceeds the model's context length (max_position_embeddings = ",
          m.config.max_position, ")");
-  int64_t ctx = o.context;
+  int64_t ctx = o.context, kv_tokens = o.kv_tokens;
   if (ctx <= 0) {
     const engine::ContextChoice choice = engine::default_context(o.backend, m);
     std::fprintf(stderr, "%s\n", choice.why.c_str());
     ctx = choice.tokens;
+    // A batch whose contexts do not all fit the memory shares what does
+    // (each sequence leases the pages of its prompt and max_tokens).
+    if (o.batch > 1 && kv_tokens <= 0 && ctx * o.batch > choice.budget_tokens) {
+      kv_tokens = choice.budget_tokens;
+      std::fprintf(stderr, "KV cache of %lld tokens shared by the %d sequences of a batch (%d x %lld would not fit; "
+                   "--kv-tokens to choose)\n", (long long)kv_tokens, o.batch, o.batch, (long long)ctx);
+    }
   }
   engine::BackendConfig cfg;
   cfg.max_context = ctx;
@@ -83,10 +90,10 @@ std::unique_ptr<engine::Backend> make_backend(const model::Model& m, const Backe
   cfg.batch = o.batch;
   cfg.prefill_chunk = o.prefill_chunk;
   cfg.prefix_reuse = !o.no_prefix_reuse;
-  if (o.kv_tokens > 0 && o.kv_tokens < ctx)
-    fail("--kv-tokens ", o.kv_tokens, " is less than the context of ", ctx, " tokens: the KV cache must hold one "
+  if (kv_tokens > 0 && kv_tokens < ctx)
+    fail("--kv-tokens ", kv_tokens, " is less than the context of ", ctx, " tokens: the KV cache must hold one "
          "whole sequence (raise it, or lower --context)");
-  cfg.kv_tokens = o.kv_tokens;
+  cfg.kv_tokens = kv_tokens;
   return engine::make_backend(o.backend, m, cfg);
 }
 
