@@ -16,8 +16,11 @@ CpuBackend::CpuBackend(const model::Model& m, const CpuBackendOptions& opt) : mo
   co.workers = opt.workers;
   co.batch = std::max(1, opt.batch);
   co.max_context = int(opt.max_context);
-  co.kv_pages = kv_pages_of_tokens(opt.kv_tokens, co.page_size);
+  // (and a page for a launch's idle lanes, so a sequence of a whole context always fits)
+  co.kv_pages = opt.kv_tokens > 0 ? kv_pages_of_tokens(opt.kv_tokens, co.page_size) + (co.batch > 1 ? 1 : 0) : 0;
   program_ = compiler::compile(m.config, co);
+  KEEL_CHECK(opt.kv_tokens == 0 || opt.kv_tokens >= program_.h.max_context, "cpu backend: a KV cache of ",
+             opt.kv_tokens, " tokens holds less than one context of ", program_.h.max_context);
   exec_ = std::make_unique<exec::cpu::CpuExecutor>(program_, m);
   pages_ = std::make_unique<KvPagePool>(program_.h.n_pages, program_.h.page_size, program_.h.pages_per_seq);
   if (std::min<int64_t>(opt.prefill_chunk, program_.h.max_context - 1) > 1) {

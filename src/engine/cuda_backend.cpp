@@ -27,8 +27,11 @@ CudaBackend::CudaBackend(const model::Model& m, const CudaBackendOptions& opt) {
   co.target = opt.target ? *opt.target : exec::cuda::device_target(opt.device);
   co.batch = std::max(1, opt.batch);
   co.max_context = int(opt.max_context);
-  co.kv_pages = kv_pages_of_tokens(opt.kv_tokens, co.page_size);
+  // (and a page for a launch's idle lanes, so a sequence of a whole context always fits)
+  co.kv_pages = opt.kv_tokens > 0 ? kv_pages_of_tokens(opt.kv_tokens, co.page_size) + (co.batch > 1 ? 1 : 0) : 0;
   program::Program p = compiler::compile(cfg, co);
+  KEEL_CHECK(opt.kv_tokens == 0 || opt.kv_tokens >= p.h.max_context, "cuda backend: a KV cache of ", opt.kv_tokens,
+             " tokens holds less than one context of ", p.h.max_context);
   const std::string why = exec::cuda::target_mismatch(p, exec::cuda::device_facts(opt.device));
   if (!why.empty()) {
     // Same options, this device's target (and its SM count as workers).
