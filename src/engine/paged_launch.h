@@ -29,7 +29,7 @@ exec::RunResult run_paged(Exec& decode, Exec* prefill, KvPagePool& pool, bool re
   const auto& h = decode.program().h;
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<KvPagePool::Lease> leases;
-  std::vector<int32_t> cached(seqs.size(), 0);
+  std::vector<int32_t> cached(seqs.size(), 0), ran_from(seqs.size(), 0);
   leases.reserve(seqs.size());
   exec::RunOptions ro = opt;
   ro.idle_page = -1;
@@ -47,6 +47,7 @@ exec::RunResult run_paged(Exec& decode, Exec* prefill, KvPagePool& pool, bool re
       cached[k] = s.kv_filled;
       if (prefill && !opt.capture_logits) exec::prefill_sequence(decode, *prefill, s, int(k), opt);
       pool.publish(leases.back(), std::span<const int32_t>(s.prompt).first(size_t(s.kv_filled)));
+      ran_from[k] = s.kv_filled;
     }
     if (int64_t(seqs.size()) < h.batch) ro.idle_page = pool.idle_page();
     const double pre_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -58,15 +59,21 @@ exec::RunResult run_paged(Exec& decode, Exec* prefill, KvPagePool& pool, bool re
     if (ro.idle_page >= 0) pool.release_idle(ro.idle_page);
     throw;
   }
-  // What the run left intact: the prompt and output but the last token (never
-  // run); with other sequences beside it, also the position before (a
-  // finished decode lane keeps appending at its last position while the
-  // launch goes on).
+  // What the run left intact: with a token out, the prompt and output but
+  // the last token (never run), and with other sequences beside it the
+  // position before too (a finished decode lane keeps appending at its last
+  // position while the launch goes on); with none (the launch stopped before
+  // the sequence's prompt was through), only the positions before the decode
+  // run's start (the cache's and the prefill's): how far it got is unknown.
   const size_t drop = seqs.size() > 1 ? 2 : 1;
   for (size_t k = 0; k < seqs.size(); ++k) {
     std::vector<int32_t> t = seqs[k].prompt;
-    if (k < r.seqs.size()) t.insert(t.end(), r.seqs[k].tokens.begin(), r.seqs[k].tokens.end());
-    t.resize(t.size() > drop ? t.size() - drop : 0);
+    if (k < r.seqs.size() && !r.seqs[k].tokens.empty()) {
+      t.insert(t.end(), r.seqs[k].tokens.begin(), r.seqs[k].tokens.end());
+      t.resize(t.size() > drop ? t.size() - drop : 0);
+    } else {
+      t.resize(size_t(ran_from[k]));
+    }
     pool.release(leases[k], t);
     seqs[k].kv_filled = cached[k];
   }

@@ -372,5 +372,29 @@ TEST(Backends, ASmallKvCacheRunsTheRequestsThatFit) {
   EXPECT_THROW(make_backend("cpu", m, c), Error);
 }
 
+// A launch stopped before a sequence's prompt was through (the callback
+// stopped it at another's first token) leaves in the cache only what is known
+// to be there: the same prompt again gets a fresh backend's tokens.
+TEST(Backends, AStoppedLaunchCachesOnlyWhatRan) {
+  const model::Model m = load_stories();
+  BackendConfig c;
+  c.max_context = 128;
+  c.workers = 1;
+  c.batch = 2;
+  auto reuse = make_backend("cpu", m, c);
+  c.prefix_reuse = false;
+  auto fresh = make_backend("cpu", m, c);
+  std::vector<GenerateRequest> reqs(2);
+  reqs[0].prompt = {1, 403};
+  reqs[0].max_tokens = 20;
+  for (int j = 0; j < 60; ++j) reqs[1].prompt.push_back(int32_t(1 + (j * 37) % 400));  // 60 decode steps to get through
+  reqs[1].max_tokens = 10;
+  const std::vector<GenerateResult> stopped = reuse->generate_batch(reqs, [](int i, int32_t) { return i != 0; });
+  EXPECT_TRUE(stopped[1].output.empty());
+  const GenerateResult again = reuse->generate(reqs[1], nullptr), want = fresh->generate(reqs[1], nullptr);
+  EXPECT_EQ(again.output, want.output);
+  EXPECT_LT(again.cached_tokens, 59);
+}
+
 }  // namespace
 }  // namespace keel::engine
