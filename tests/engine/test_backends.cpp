@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
@@ -24,6 +25,15 @@ std::unique_ptr<Backend> make(const std::string& name, const model::Model& m, in
   c.workers = 5;
   c.shuffle_seed = name == "cpu" ? 3 : -1;  // any worker order gives the same tokens
   return make_backend(name, m, c);
+}
+
+/// Two cpu backends of `c`: with prefix reuse, and without (the reference for its tokens).
+std::pair<std::unique_ptr<Backend>, std::unique_ptr<Backend>> reuse_and_fresh(const model::Model& m, BackendConfig c,
+                                                                              const std::string& name = "cpu") {
+  c.prefix_reuse = true;
+  auto reuse = make_backend(name, m, c);
+  c.prefix_reuse = false;
+  return {std::move(reuse), make_backend(name, m, c)};
 }
 
 TEST(BackendRegistry, ListsItsBackendsAndNamesThemInErrors) {
@@ -205,9 +215,7 @@ TEST(Backends, PrefixReuseGivesTheFreshTokens) {
     c.workers = 1;
     c.prefill_chunk = k.prefill_chunk;
     c.batch = k.batch;
-    auto reuse = make_backend(k.name, m, c);
-    c.prefix_reuse = false;
-    auto fresh = make_backend(k.name, m, c);
+    auto [reuse, fresh] = reuse_and_fresh(m, c, k.name);
     GenerateRequest r1;
     r1.prompt = {1, 403, 407, 261, 378};
     r1.max_tokens = 12;
@@ -284,9 +292,7 @@ TEST(Backends, ASharedSystemPromptIsComputedOnce) {
   c.workers = 1;
   c.prefill_chunk = 16;
   c.batch = 4;
-  auto reuse = make_backend("cpu", m, c);
-  c.prefix_reuse = false;
-  auto fresh = make_backend("cpu", m, c);
+  auto [reuse, fresh] = reuse_and_fresh(m, c);
   std::vector<int32_t> system;
   for (int i = 0; i < 150; ++i) system.push_back(int32_t(260 + (i * 37) % 240));
   std::vector<GenerateRequest> reqs(4);
@@ -381,9 +387,7 @@ TEST(Backends, AStoppedLaunchCachesOnlyWhatRan) {
   c.max_context = 128;
   c.workers = 1;
   c.batch = 2;
-  auto reuse = make_backend("cpu", m, c);
-  c.prefix_reuse = false;
-  auto fresh = make_backend("cpu", m, c);
+  auto [reuse, fresh] = reuse_and_fresh(m, c);
   std::vector<GenerateRequest> reqs(2);
   reqs[0].prompt = {1, 403};
   reqs[0].max_tokens = 20;

@@ -132,6 +132,22 @@ def keel_generate(keel, model, prompt_ids, max_tokens, temperature=0.0, seed=0, 
     return json.loads(out.stdout)
 
 
+def run_clients(n, client, wants, what):
+    """Runs client(i) for i < n on threads; each must return wants[i % len(wants)]."""
+    got = [None] * n
+
+    def run(i):
+        got[i] = client(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    bad = [i for i in range(n) if got[i] != wants[i % len(wants)]]
+    assert not bad, f"{what}: clients {bad} got wrong text: {[(got[i], wants[i % len(wants)]) for i in bad[:2]]}"
+
+
 def check_error(srv, status, body, want_status, want_code=None, path="/v1/completions", **kw):
     assert status == want_status, f"{path}: want {want_status}, got {status}: {body}"
     if path.startswith("/api/"):
@@ -200,22 +216,15 @@ def run_batch_checks(srv, keel, model, openai, flags):
     jobs = [([1, 403, 407, 261, 378], 40, 0.0, 0), ([1, 403], 12, 0.9, 7), ([1, 300, 301], 60, 0.0, 0),
             ([1, 261, 378, 432], 25, 0.8, 3)]
     wants = [keel_generate(keel, model, p, n, t, sd, backend="cpu", extra=flags)["text"] for p, n, t, sd in jobs]
-    got = [None] * 12
 
     def client(i):
         time.sleep(0.02 * i)  # staggered: later clients join running batches
         p, n, t, sd = jobs[i % 4]
         c = openai.OpenAI(base_url=srv.url + "/v1", api_key=KEY, max_retries=0)
         st = c.completions.create(model=name, prompt=p, max_tokens=n, temperature=t, seed=sd, stream=True)
-        got[i] = "".join(ch.choices[0].text for ch in st if ch.choices)
+        return "".join(ch.choices[0].text for ch in st if ch.choices)
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    bad = [i for i in range(12) if got[i] != wants[i % 4]]
-    assert not bad, f"clients {bad} got wrong text: {[(got[i], wants[i % 4]) for i in bad[:2]]}"
+    run_clients(12, client, wants, "continuous batching")
     print("ok: continuous batching (--max-batch 4): 12 staggered streaming clients, greedy and sampled, "
           "each with keel generate's text")
     oa = openai.OpenAI(base_url=srv.url + "/v1", api_key=KEY, max_retries=0)
@@ -296,20 +305,13 @@ def run_checks(srv, keel, model, openai, ollama):
     # --- 32 concurrent streaming clients, four different prompts.
     prompts = [[1, 403, 407, 261, 378], [1, 403], [1, 300, 301], [1, 261, 378, 432]]
     wants = [keel_generate(keel, model, p, 32)["text"] for p in prompts]
-    got = [None] * 32
 
     def client(i):
         c = openai.OpenAI(base_url=srv.url + "/v1", api_key=KEY, max_retries=0)
         s = c.completions.create(model=name, prompt=prompts[i % 4], max_tokens=32, temperature=0, stream=True)
-        got[i] = "".join(ch.choices[0].text for ch in s if ch.choices)
+        return "".join(ch.choices[0].text for ch in s if ch.choices)
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(32)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    bad = [i for i in range(32) if got[i] != wants[i % 4]]
-    assert not bad, f"clients {bad} got wrong text: {[(got[i], wants[i % 4]) for i in bad[:2]]}"
+    run_clients(32, client, wants, "32 concurrent clients")
     print("ok: 32 concurrent streaming clients")
 
     # --- A client that leaves mid-stream: the server serves the next request.
