@@ -57,8 +57,11 @@ Build begin_build(const graph::Graph& g, const CompileOptions& opt_in) {
   KEEL_CHECK(o.prefill_chunk >= 0 && o.prefill_chunk <= 4096, "compile: --prefill-chunk must be in [0, 4096], got ",
              o.prefill_chunk);
   const bool prefill = o.prefill_chunk > 1;
-  KEEL_CHECK(!prefill || o.batch == o.prefill_chunk, "compile: a prefill Program of ", o.prefill_chunk,
-             " lanes is one sequence (--batch ", o.batch, ")");
+  KEEL_CHECK(o.decode_lanes >= 0 && (o.decode_lanes == 0 || prefill), "compile: decode_lanes ", o.decode_lanes,
+             " needs a prefill chunk of 2 lanes or more (a mixed Program)");
+  KEEL_CHECK(!prefill || o.batch == o.decode_lanes + o.prefill_chunk, "compile: a ",
+             o.decode_lanes > 0 ? cat("mixed Program of ", o.decode_lanes, " decode lanes and ") : std::string("prefill Program of "),
+             o.prefill_chunk, " prefill lanes has batch ", o.decode_lanes + o.prefill_chunk, " (--batch ", o.batch, ")");
   KEEL_CHECK(!prefill || o.prefill_chunk < o.max_context, "compile: --prefill-chunk ", o.prefill_chunk,
              " must be below --context ", o.max_context);
   KEEL_CHECK(c.max_position <= 0 || o.max_context <= c.max_position, "compile: --context ",
@@ -122,13 +125,14 @@ Build begin_build(const graph::Graph& g, const CompileOptions& opt_in) {
   h.page_size = o.page_size;
   h.pages_per_seq = int32_t((int64_t(o.max_context) + o.page_size - 1) / o.page_size);
   h.seq_lanes = prefill ? o.prefill_chunk : 0;
+  h.decode_lanes = prefill ? o.decode_lanes : 0;
   KEEL_CHECK(o.kv_sequences >= 0, "compile: kv_sequences must be >= 0");
   KEEL_CHECK(o.kv_pages >= 0 && (o.kv_pages == 0 || o.kv_sequences == 0),
              "compile: kv_pages must be >= 0, and not given with kv_sequences");
   KEEL_CHECK(o.kv_pages == 0 || o.kv_pages >= h.pages_per_seq, "compile: kv_pages ", o.kv_pages,
              " hold less than one sequence's ", h.pages_per_seq, " pages (context ", o.max_context, ", pages of ",
              o.page_size, ")");
-  const int64_t kv_seqs = o.kv_sequences > 0 ? o.kv_sequences : o.batch / int(program::lanes_per_seq(h));
+  const int64_t kv_seqs = o.kv_sequences > 0 ? o.kv_sequences : int(program::n_lane_sequences(h));
   KEEL_CHECK(kv_seqs * h.pages_per_seq <= INT32_MAX, "compile: ", kv_seqs, " KV sequences of ", h.pages_per_seq,
              " pages are too many for one Program");
   h.n_pages = o.kv_pages > 0 ? o.kv_pages : int32_t(h.pages_per_seq * kv_seqs);
@@ -171,8 +175,13 @@ Program compile_graph(const graph::Graph& g, const CompileOptions& opt) {
 
 Program compile(const model::ModelConfig& cfg, const CompileOptions& opt) {
   CompileOptions o = opt;
-  if (o.prefill_chunk > 1 && o.batch == 1) o.batch = o.prefill_chunk;  // one sequence of T lanes
+  if (o.prefill_chunk > 1 && o.batch == 1) o.batch = o.decode_lanes + o.prefill_chunk;  // one sequence of T lanes
   return compile_graph(graph::build_decode_graph(cfg, o.batch), o);
+}
+
+int mixed_prefill_lanes(int decode_lanes, int prefill_chunk) {
+  if (prefill_chunk < 2 || decode_lanes < 2) return 0;
+  return std::max(prefill_chunk - decode_lanes, std::min(prefill_chunk, 16));
 }
 
 CompileOptions options_of(const Program& p) {
@@ -182,7 +191,8 @@ CompileOptions options_of(const Program& p) {
   o.workers = r.workers;
   o.batch = r.batch;
   o.prefill_chunk = p.h.seq_lanes;
-  if (p.h.pages_per_seq > 0 && p.h.n_pages != p.h.pages_per_seq * (p.h.batch / program::lanes_per_seq(p.h))) {
+  o.decode_lanes = p.h.decode_lanes;
+  if (p.h.pages_per_seq > 0 && p.h.n_pages != p.h.pages_per_seq * program::n_lane_sequences(p.h)) {
     if (p.h.n_pages % p.h.pages_per_seq == 0) o.kv_sequences = p.h.n_pages / p.h.pages_per_seq;
     else o.kv_pages = p.h.n_pages;
   }

@@ -44,6 +44,12 @@ struct CompileOptions {
   /// sequence, each step T prompt positions, no LM head, at least 2 attention
   /// chunks; batch must be 1 or T (compile() makes it T). 0 or 1: a decode Program.
   int prefill_chunk = 0;
+  /// D >= 1 with prefill_chunk T >= 2: a mixed Program
+  /// (ProgramHeader::decode_lanes): D decode lanes (LM head, sampling) and
+  /// one prefill group of T lanes, so a step decodes up to D sequences and
+  /// prefills T positions of another; batch must be 1 or D + T (compile()
+  /// makes it D + T).
+  int decode_lanes = 0;
   /// Sequences the KV cache holds (pages_per_seq pages each); 0: one per
   /// sequence of the batch (batch / lanes). A prefill Program compiled with
   /// its decode Program's batch has the same KV buffers, so the two executors
@@ -86,6 +92,16 @@ CompileOptions options_of(const Program& p);
 /// rows per ring stage (program::stage_rows) for the declared weight dtypes.
 /// Throws when the tasks' shared memory does not fit the target.
 void plan_target(Program& p, const Target& t);
+
+/// Prefill lanes of the mixed Program (CompileOptions::decode_lanes) beside
+/// `decode_lanes` decode lanes, for a backend whose prefill Program has
+/// `prefill_chunk` lanes: `prefill_chunk` - `decode_lanes`, so a mixed step
+/// has the lanes of a prefill step (within one matmul tile,
+/// program::kMmMaxTokens, each weight tile still streams once for all of
+/// them), and at least min(prefill_chunk, 16). 0 (no mixed Program) when
+/// prefill_chunk < 2 or decode_lanes < 2: a launch of one sequence has nothing
+/// to decode beside a prefill.
+int mixed_prefill_lanes(int decode_lanes, int prefill_chunk);
 
 /// Bytes of weights each worker streams per step (index = worker).
 std::vector<uint64_t> bytes_per_worker(const Program& p);

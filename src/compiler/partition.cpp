@@ -45,7 +45,7 @@ struct Partitioner {
     t.k0 = int32_t(k0);
     t.k1 = int32_t(k1);
     t.b0 = 0;
-    t.b1 = b.p.h.batch;
+    t.b1 = oc == Opcode::LmHead ? int32_t(program::n_decode_lanes(b.p.h)) : b.p.h.batch;  // LM head: decode lanes
     return t;
   }
 
@@ -189,9 +189,9 @@ struct Partitioner {
     uint16_t o = begin_op("attention", Opcode::Attention, op.layer);
     const int32_t part = b.id(cat("attn_part.", op.layer));
     const int32_t group0 = int32_t(b.n_arrival_groups);
-    // A prefill Program's other chunks read what the appending chunks of every
-    // lane of the sequence write this step: those come first.
-    const bool prefill = program::lanes_per_seq(b.p.h) > 1;
+    // A prefill sequence's other chunks read what the appending chunks of
+    // every lane of the sequence write this step: those come first.
+    const bool prefill = b.p.h.seq_lanes > 1;
     auto last = [&](int pass) { return prefill ? pass == 0 : pass == 1; };
     for (int pass = 0; pass < 2; ++pass)
       for (int bb = 0; bb < B; ++bb)
@@ -311,7 +311,7 @@ struct Partitioner {
     for (int bb = 0; bb < b.p.h.batch; ++bb) {
       TaskDesc t = seq_task(Opcode::Step, o, -1, bb);
       ops::StepOperands v;
-      const bool prefill = program::lanes_per_seq(b.p.h) > 1;  // no LM head: nothing to sample
+      const bool prefill = program::is_prefill_lane(b.p.h, bb);  // no LM head: nothing to sample
       v.logits = prefill ? -1 : b.p.h.buf_logits;
       v.argmax = prefill ? -1 : b.p.h.buf_argmax;
       v.embed = b.p.h.buf_embed;
@@ -349,7 +349,7 @@ void partition(Build& b) {
     else if (op.kind == kMatvecResidual) pt.matvec_residual(op);
     else if (op.kind == kFusedGateUp) pt.gate_up(op);
     else if (op.kind == kFusedLmHead) {
-      if (program::lanes_per_seq(b.p.h) == 1) pt.lm_head(op);  // prefill Programs sample nothing
+      if (program::n_decode_lanes(b.p.h) > 0) pt.lm_head(op);  // prefill lanes sample nothing
     }
     else if (op.kind == graph::OpKind::Step) pt.step();
     else if (op.kind == graph::OpKind::RmsNorm) pt.rms_norm(op);

@@ -100,7 +100,11 @@ std::string report(const Program& p, double bw) {
   os << std::fixed;
   os << "program: " << h.n_layers << " layers, hidden " << h.hidden << ", heads " << h.n_heads << "/"
      << h.n_kv_heads << " x " << h.head_dim << ", vocab " << h.vocab << "\n";
-  os << "launch: " << h.n_workers << " workers, batch " << h.batch << ", max context " << h.max_context
+  os << "launch: " << h.n_workers << " workers, batch " << h.batch;
+  if (h.seq_lanes > 1)
+    os << " (" << program::n_decode_lanes(h) << " decode lanes, " << (h.batch - program::n_decode_lanes(h))
+       << " prefill lanes in groups of " << h.seq_lanes << ")";
+  os << ", max context " << h.max_context
      << ", page " << h.page_size << " (" << h.n_pages << " pages), " << h.n_chunks << " KV chunks, "
      << h.n_lm_tiles << " LM-head tiles\n";
   os << "tasks " << h.n_tasks << ", counters " << h.n_counters << ", waits " << h.n_waits << ", signals "
@@ -177,6 +181,7 @@ std::string to_json(const Program& p) {
   j["launch"] = {{"workers", h.n_workers}, {"batch", h.batch}, {"max_context", h.max_context},
                  {"page_size", h.page_size}, {"pages_per_seq", h.pages_per_seq}, {"n_pages", h.n_pages},
                  {"ring_len", h.ring_len}, {"n_chunks", h.n_chunks}, {"n_lm_tiles", h.n_lm_tiles},
+                 {"seq_lanes", h.seq_lanes}, {"decode_lanes", h.decode_lanes},
                  {"step_counter", h.step_counter}, {"step_expected", h.step_expected},
                  {"counters", h.n_counters}, {"workspace_bytes", h.workspace_bytes},
                  {"kv_bytes", h.kv_bytes}};

@@ -30,6 +30,7 @@ const std::vector<BackendEntry>& backend_registry() {
                    o.max_context = c.max_context;
                    o.batch = c.batch;
                    o.prefill_chunk = std::max(c.prefill_chunk, 0);
+                   o.mixed_prefill = c.mixed_prefill;
                    o.prefix_reuse = c.prefix_reuse;
                    o.kv_tokens = c.kv_tokens;
                    return std::make_unique<CpuBackend>(m, o);
@@ -42,6 +43,7 @@ const std::vector<BackendEntry>& backend_registry() {
                    if (c.target != "auto") o.target = compiler::target_preset(c.target);
                    o.batch = c.batch;
                    if (c.prefill_chunk >= 0) o.prefill_chunk = c.prefill_chunk;
+                   o.mixed_prefill = c.mixed_prefill;
                    o.prefix_reuse = c.prefix_reuse;
                    o.kv_tokens = c.kv_tokens;
                    return std::make_unique<CudaBackend>(m, o);

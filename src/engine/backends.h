@@ -28,6 +28,10 @@ struct BackendConfig {
   /// many lanes, exec/common/prefill.h); 0: off; -1: the backend's default
   /// (cuda: kDefaultPrefillChunk, cpu: off).
   int prefill_chunk = -1;
+  /// cpu, cuda with batch > 1: prompt positions per step when a prompt is
+  /// prefilled beside decoding sequences (a mixed Program); -1: the
+  /// backend's default (compiler::mixed_prefill_lanes); 0: none.
+  int mixed_prefill = -1;
   /// Prompt positions an earlier call left in the KV cache are not computed
   /// again (engine/kv_pages.h); false: every call computes its whole prompt.
   bool prefix_reuse = true;

@@ -29,6 +29,14 @@ CpuBackend::CpuBackend(const model::Model& m, const CpuBackendOptions& opt) : mo
     co.prefill_chunk = int(std::min<int64_t>(opt.prefill_chunk, program_.h.max_context - 1));
     prefill_program_ = compiler::compile(m.config, co);
     prefill_ = std::make_unique<exec::cpu::CpuExecutor>(prefill_program_, m, exec_.get());
+    const int lanes = opt.mixed_prefill >= 0 ? opt.mixed_prefill
+                                             : compiler::mixed_prefill_lanes(program_.h.batch, co.prefill_chunk);
+    if (lanes > 1 && program_.h.batch > 1) {
+      co.decode_lanes = program_.h.batch;
+      co.prefill_chunk = int(std::min<int64_t>(lanes, program_.h.max_context - 1));
+      mixed_program_ = compiler::compile(m.config, co);
+      mixed_ = std::make_unique<exec::cpu::CpuExecutor>(mixed_program_, m, exec_.get());
+    }
   }
 }
 
@@ -49,7 +57,7 @@ int64_t CpuBackend::cached_prefix(std::span<const int32_t> prompt) const {
 
 RunFn CpuBackend::run_fn() {
   return [this](std::vector<exec::Sequence>& s, const exec::RunOptions& ro) {
-    return run_paged(*exec_, prefill_.get(), *pages_, opt_.prefix_reuse, s, cpu_options(ro));
+    return run_paged(*exec_, prefill_.get(), mixed_.get(), *pages_, opt_.prefix_reuse, s, cpu_options(ro));
   };
 }
 

@@ -24,6 +24,12 @@ struct CpuBackendOptions {
   /// > 1: prompts of more than exec::kMinPrefillPositions tokens run through a
   /// prefill Program of this many lanes first (exec/common/prefill.h).
   int prefill_chunk = 0;
+  /// With a prefill Program and batch > 1: prompt positions per step when a
+  /// prompt is prefilled beside sequences that decode (a mixed Program of
+  /// `batch` decode lanes and this many prefill lanes: engine/paged_launch.h);
+  /// -1: compiler::mixed_prefill_lanes(batch, prefill_chunk); 0: none (the
+  /// others wait for the prefill).
+  int mixed_prefill = -1;
   /// Prompt positions an earlier call left in the KV cache are not computed
   /// again (engine/kv_pages.h).
   bool prefix_reuse = true;
@@ -50,14 +56,16 @@ class CpuBackend : public Backend {
     return (std::min(positions, max_context()) + ps - 1) / ps;
   }
   const program::Program& program() const { return program_; }
+  /// The mixed Program (decode lanes beside a prefill group), when there is one.
+  const program::Program* mixed_program() const { return mixed_ ? &mixed_program_ : nullptr; }
 
  private:
   exec::RunOptions cpu_options(exec::RunOptions ro) const;
   RunFn run_fn();
   const model::Model& model_;
   CpuBackendOptions opt_;
-  program::Program program_, prefill_program_;
-  std::unique_ptr<exec::cpu::CpuExecutor> exec_, prefill_;
+  program::Program program_, prefill_program_, mixed_program_;
+  std::unique_ptr<exec::cpu::CpuExecutor> exec_, prefill_, mixed_;
   std::unique_ptr<KvPagePool> pages_;  // exec_'s KV pages and the prefix cache in them
 };
 

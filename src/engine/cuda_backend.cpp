@@ -69,6 +69,22 @@ CudaBackend::CudaBackend(const model::Model& m, const CudaBackendOptions& opt) {
       std::fprintf(stderr, "cuda backend: no prefill Program of %d lanes (%s); prompts run one position a step\n",
                    chunk, e.what());
     }
+    // The mixed Program: the decode Program's lanes beside a prefill group,
+    // so a prompt joining a running batch is prefilled while the others
+    // decode (engine/paged_launch.h). Without it the others wait.
+    const int lanes = std::min<int>(opt.mixed_prefill >= 0 ? opt.mixed_prefill
+                                                           : compiler::mixed_prefill_lanes(p.h.batch, chunk),
+                                    p.h.max_context - 1);
+    if (prefill_ && lanes > 1 && p.h.batch > 1) {
+      po.decode_lanes = p.h.batch;
+      po.prefill_chunk = lanes;
+      try {
+        mixed_ = std::make_unique<ProgramExecutor>(compiler::compile(cfg, po), *exec_, eo, true);
+      } catch (const Error& e) {
+        std::fprintf(stderr, "cuda backend: no mixed Program of %d decode and %d prefill lanes (%s); a prompt "
+                     "joining a batch is prefilled while the others wait\n", p.h.batch, lanes, e.what());
+      }
+    }
   }
 }
 
@@ -82,7 +98,7 @@ int64_t CudaBackend::cached_prefix(std::span<const int32_t> prompt) const {
 
 RunFn CudaBackend::run_fn() {
   return [this](std::vector<exec::Sequence>& s, const exec::RunOptions& ro) {
-    return run_paged(*exec_, prefill_.get(), *pages_, prefix_reuse_, s, ro);
+    return run_paged(*exec_, prefill_.get(), mixed_.get(), *pages_, prefix_reuse_, s, ro);
   };
 }
 

@@ -40,6 +40,12 @@ struct CudaBackendOptions {
   /// (program::kMmMaxTokens tokens).
   int prefill_chunk = kDefaultPrefillChunk;
   static constexpr int kDefaultPrefillChunk = 64;
+  /// With a prefill Program and batch > 1: prompt positions per step when a
+  /// prompt is prefilled beside sequences that decode (a mixed Program of
+  /// `batch` decode lanes and this many prefill lanes: engine/paged_launch.h);
+  /// -1: compiler::mixed_prefill_lanes(batch, prefill_chunk); 0: none (the
+  /// others wait for the prefill).
+  int mixed_prefill = -1;
   /// Prompt positions an earlier call left in the KV cache are not computed
   /// again (engine/kv_pages.h).
   bool prefix_reuse = true;
@@ -78,6 +84,8 @@ class CudaBackend : public Backend {
   void forget_cached_prefixes() { pages_->clear(); }
   /// The prefill Program's executor (sharing the weights), or null.
   exec::cuda::ProgramExecutor* prefill_executor() { return prefill_.get(); }
+  /// The mixed Program's executor (decode lanes beside a prefill group), or null.
+  exec::cuda::ProgramExecutor* mixed_executor() { return mixed_.get(); }
   /// True when the Program compiled for opt.target did not fit the device and
   /// was recompiled for it (same options).
   bool recompiled() const { return recompiled_; }
@@ -85,6 +93,7 @@ class CudaBackend : public Backend {
  private:
   std::unique_ptr<exec::cuda::ProgramExecutor> exec_;
   std::unique_ptr<exec::cuda::ProgramExecutor> prefill_;  // declared after exec_: destroyed before it
+  std::unique_ptr<exec::cuda::ProgramExecutor> mixed_;
   bool recompiled_ = false;
   bool prefix_reuse_ = true;
   std::unique_ptr<KvPagePool> pages_;  // exec_'s KV pages and the prefix cache in them

@@ -78,18 +78,21 @@ void Attention::accesses(AccessSink& s, const TaskDesc& t) {
   s.rows(s.need(o.state, "state"), t.b0, t.b1, S, 0, S, M::Read);
   s.rows(h.buf_page_table, t.b0, t.b1, h.pages_per_seq, 0, h.pages_per_seq, M::Read);
   // Units per (sequence, kv head): the history (positions of earlier steps),
-  // then one per lane (the position it appends this step). A decode Program
-  // has one lane per sequence; a prefill Program's L lanes share the
-  // sequence's pages, and its other chunks read the positions every lane of
-  // the sequence appends this step (a superset of the lanes before theirs:
-  // one counter per (layer, sequence, kv head) instead of one per lane).
-  const uint64_t L = uint64_t(program::lanes_per_seq(h));
+  // then one per lane (the position it appends this step). A decode lane is
+  // its sequence's one lane; a prefill sequence's L lanes share its pages,
+  // and its other chunks read the positions every lane of the sequence
+  // appends this step (a superset of the lanes before theirs: one counter per
+  // (layer, sequence, kv head) instead of one per lane).
+  // A decode sequence's units come first (2 per kv head), then each prefill
+  // sequence's (L + 1 per kv head).
+  const uint64_t L = uint64_t(program::lanes_per_seq(h)), D = uint64_t(program::n_decode_lanes(h));
   for (int b = t.b0; b < t.b1; ++b) {
-    const uint64_t seq = uint64_t(b) / L, lane = uint64_t(b) % L;
-    const uint64_t u = (seq * nkv + kvh) * (L + 1);
+    const uint64_t seq = uint64_t(program::lane_sequence(h, b)), lane = uint64_t(program::lane_index(h, b));
+    const uint64_t width = uint64_t(program::lane_width(h, b));
+    const uint64_t u = (seq < D ? seq * nkv * 2 : D * nkv * 2 + (seq - D) * nkv * (L + 1)) + kvh * (width + 1);
     if (C <= 1 || !appends) {
-      s.kv(kc, u, L > 1 ? u + L + 1 : u + 1, M::Read);
-      s.kv(vc, u, L > 1 ? u + L + 1 : u + 1, M::Read);
+      s.kv(kc, u, width > 1 ? u + width + 1 : u + 1, M::Read);
+      s.kv(vc, u, width > 1 ? u + width + 1 : u + 1, M::Read);
     }
     if (appends) {
       s.kv(kc, u + 1 + lane, u + 2 + lane, M::Write);

@@ -70,7 +70,7 @@ void Attention::run_cpu(const TaskContext& c, const TaskDesc& t) {
   const SeqState& st = c.as<SeqState>(op.state)[b];
   // A prefill lane that is done (its positions are in the cache) appends and
   // reads nothing: its frozen position is another step's, maybe another lane's.
-  if (program::lanes_per_seq(h) > 1 && st.done) return;
+  if (program::is_prefill_lane(h, b) && st.done) return;
   const int64_t pos = st.pos;
   int64_t p0 = 0, p1 = 0;
   attention_positions(h, t, pos, &p0, &p1);

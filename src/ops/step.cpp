@@ -6,8 +6,8 @@ namespace keel::ops {
 void Step::validate(const OperandCheck& ck, const TaskDesc& t) {
   const program::ProgramHeader& h = ck.p.h;
   const Operands o = Operands::from(t);
-  if (program::lanes_per_seq(h) > 1) {  // a prefill Program: no LM head, nothing sampled
-    ck.that(o.logits == -1 && o.argmax == -1, "reads logits in a prefill Program");
+  if (program::is_prefill_lane(h, t.b0)) {  // a prefill lane: no LM head, nothing sampled
+    ck.that(o.logits == -1 && o.argmax == -1, "reads logits for a prefill lane");
   } else {
     ck.is(o.logits, h.buf_logits, "logits");
     ck.is(o.argmax, h.buf_argmax, "argmax");
@@ -26,7 +26,7 @@ void Step::accesses(AccessSink& s, const TaskDesc& t) {
   const program::ProgramHeader& h = s.p.h;
   const Operands o = Operands::from(t);
   const uint64_t S = program::kSeqStateWords, T2 = 2 * uint64_t(h.n_lm_tiles);
-  if (o.logits >= 0 || program::lanes_per_seq(h) == 1) {
+  if (o.logits >= 0 || !program::is_prefill_lane(h, t.b0)) {
     s.rows(s.need(o.logits, "logits"), t.b0, t.b1, h.vocab, 0, h.vocab, M::Read);
     s.rows(s.need(o.argmax, "argmax"), t.b0, t.b1, T2, 0, T2, M::Read);
   }

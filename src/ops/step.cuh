@@ -25,7 +25,7 @@ __device__ void step(const DevProgram& P, const TaskDesc& t, int32_t task, float
   volatile SeqState& s = *sp;
   if (s.done) return;
   const int32_t pos = s.pos;
-  const int32_t lanes = int32_t(program::lanes_per_seq(h));  // > 1: a prefill Program (no logits)
+  const int32_t lanes = int32_t(program::lane_width(h, b));  // > 1: a prefill lane (no logits)
   float* logits = lanes == 1 ? bp<float>(P, t.buf[StepSlots::kLogits]) + b * V : nullptr;
   if (P.capture && lanes == 1) {
     float* dst = P.capture + (int64_t(b) * h.max_context + pos) * V;

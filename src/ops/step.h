@@ -47,9 +47,9 @@ struct Step {
     "for sequence b0: if done, nothing; if pos+1 < prompt_len the next token is tokens[pos+1] "
     "(prefill), else greedy = reduce the T partials, or sample (SeqState sampling fields) and "
     "emit it into ring[n_generated % ring_len], n_generated++, tokens[pos+1] = it; stop rules "
-    "(eos, max_new, context end) set done; else pos++, token = next, x[b] = embed[next]. In a prefill "
-    "Program (seq_lanes L > 1; no logits, argmax, tiles): if pos+L < prompt_len-1, pos += L, token = "
-    "tokens[pos], x[b] = embed[token]; else done (the decode Program runs the prompt's last position)"};
+    "(eos, max_new, context end) set done; else pos++, token = next, x[b] = embed[next]. For a prefill "
+    "lane (seq_lanes L > 1; no logits, argmax): if pos+L < prompt_len-1, pos += L, token = "
+    "tokens[pos], x[b] = embed[token]; else done (a decode lane runs the prompt's last position)"};
   // clang-format on
   /// One embedding row (weight_bytes counts it; it is read, not streamed through the ring).
   static int32_t streamed_weight(const TaskDesc& t) { return Operands::from(t).embed; }

@@ -25,7 +25,7 @@ void Step::run_cpu(const TaskContext& c, const TaskDesc& t) {
   const int64_t V = h.vocab, H = h.hidden;
   SeqState& s = c.as<SeqState>(o.state)[b];
   if (s.done) return;
-  const int64_t lanes = program::lanes_per_seq(h);  // > 1: a prefill Program (no logits)
+  const int64_t lanes = program::lane_width(h, b);  // > 1: a prefill lane (no logits)
   float* logits = lanes == 1 ? c.as<float>(o.logits) + b * V : nullptr;
   if (c.hooks && c.hooks->capture && lanes == 1) c.hooks->capture(b, logits);
   const Control& ctl = *c.as<Control>(o.control);

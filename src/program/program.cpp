@@ -115,9 +115,16 @@ void Program::validate() const {
   KEEL_CHECK(hd.batch > 0 && hd.max_context > 0 && hd.page_size > 0 && hd.head_dim > 0 &&
                  hd.n_heads > 0 && hd.n_kv_heads > 0 && hd.n_heads % hd.n_kv_heads == 0 &&
                  hd.hidden > 0 && hd.vocab > 0 && hd.n_chunks > 0 && hd.seq_lanes >= 0 &&
-                 hd.batch % lanes_per_seq(hd) == 0 && (hd.n_lm_tiles > 0) == (lanes_per_seq(hd) == 1) &&
                  (lanes_per_seq(hd) == 1 || hd.n_chunks >= 2),
              "program: bad model or launch dimensions in the header");
+  // Lanes: decode lanes (a decode Program's batch, a mixed Program's first
+  // decode_lanes), then prefill groups of seq_lanes (at least one in a prefill
+  // or mixed Program); an LM head exactly when some lane decodes.
+  KEEL_CHECK(hd.decode_lanes >= 0 && (lanes_per_seq(hd) > 1 || hd.decode_lanes == 0) &&
+                 hd.decode_lanes < hd.batch && (hd.batch - hd.decode_lanes) % lanes_per_seq(hd) == 0 &&
+                 (hd.n_lm_tiles > 0) == (n_decode_lanes(hd) > 0),
+             "program: bad lanes in the header (batch ", hd.batch, ", seq_lanes ", hd.seq_lanes, ", decode_lanes ",
+             hd.decode_lanes, ", LM-head tiles ", hd.n_lm_tiles, ")");
   // At least one sequence's pages: an allocator may hand fewer than one
   // context per sequence (exec::Sequence::pages); a run by KV slots checks
   // that its slots exist (launch_state.cpp).

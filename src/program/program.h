@@ -337,7 +337,15 @@ struct ProgramHeader {
   /// Programs have no LM head and at least 2 attention chunks. It sits in the
   /// header's former reserved words, so decode Programs are unchanged.
   int32_t seq_lanes = 0;
-  int32_t reserved32 = 0;
+  /// A mixed Program (seq_lanes T > 1 and decode_lanes D > 0; compile option
+  /// decode_lanes): lanes [0, D) decode, one sequence each, as in a decode
+  /// Program (LM head, sampling), and lanes [D, batch) are prefill groups of T
+  /// lanes, one sequence each, as in a prefill Program: one step carries the
+  /// decode tokens of up to D sequences and T prompt positions of another, so
+  /// a long prompt is prefilled beside the others' decoding instead of
+  /// stalling it. 0 otherwise (a former reserved word: older Programs read as
+  /// before).
+  int32_t decode_lanes = 0;
   uint64_t reserved[3] = {};
   TargetDesc target;
   OptionsDesc options;
@@ -353,15 +361,43 @@ inline int64_t qkv_width(const ProgramHeader& h) {
 inline int64_t qkv_part_begin(const ProgramHeader& h, int part) {
   return (part == 0 ? 0 : part == 1 ? int64_t(h.n_heads) : int64_t(h.n_heads) + h.n_kv_heads) * h.head_dim;
 }
-/// Lanes per sequence of a Program (ProgramHeader::seq_lanes; 1 for decode Programs).
+/// Lanes per prefill sequence of a Program (ProgramHeader::seq_lanes; 1 for
+/// decode Programs).
 KEEL_HD int64_t lanes_per_seq(const ProgramHeader& h) { return h.seq_lanes > 1 ? h.seq_lanes : 1; }
+
+// Lanes and sequences. A decode Program's lane b is sequence b. A prefill
+// Program's lanes are groups of seq_lanes lanes, one sequence each. A mixed
+// Program (ProgramHeader::decode_lanes) has decode lanes [0, decode_lanes),
+// then prefill groups. These are the one definition every executor, the
+// compiler and the checker use.
+
+/// Lanes that decode (LM head, sampling): the batch of a decode Program, 0 in
+/// a prefill Program, decode_lanes in a mixed one.
+KEEL_HD int64_t n_decode_lanes(const ProgramHeader& h) { return h.seq_lanes > 1 ? h.decode_lanes : h.batch; }
+/// Whether lane b is a prefill lane (one of seq_lanes lanes of a sequence).
+KEEL_HD bool is_prefill_lane(const ProgramHeader& h, int64_t b) { return h.seq_lanes > 1 && b >= h.decode_lanes; }
+/// Lanes of lane b's sequence: seq_lanes for a prefill lane, else 1. Each
+/// step moves the lane this many positions on.
+KEEL_HD int64_t lane_width(const ProgramHeader& h, int64_t b) { return is_prefill_lane(h, b) ? h.seq_lanes : 1; }
+/// Lane b's index among its sequence's lanes (0 for a decode lane).
+KEEL_HD int64_t lane_index(const ProgramHeader& h, int64_t b) {
+  return is_prefill_lane(h, b) ? (b - h.decode_lanes) % h.seq_lanes : 0;
+}
+/// The sequence lane b serves: decode lanes are sequences [0, n_decode_lanes),
+/// each prefill group the next one.
+KEEL_HD int64_t lane_sequence(const ProgramHeader& h, int64_t b) {
+  return is_prefill_lane(h, b) ? h.decode_lanes + (b - h.decode_lanes) / h.seq_lanes : b;
+}
+/// The sequences a launch of the Program serves at most (the KV cache's
+/// sequences when it has a slot for each).
+KEEL_HD int64_t n_lane_sequences(const ProgramHeader& h) {
+  return h.seq_lanes > 1 ? h.decode_lanes + (h.batch - h.decode_lanes) / h.seq_lanes : h.batch;
+}
 
 /// The first position of the step lane b (at pos) belongs to: positions
 /// [step_first_pos, pos) are written by other lanes of its sequence in the same
-/// step (prefill Programs); pos itself in decode Programs.
-KEEL_HD int64_t step_first_pos(const ProgramHeader& h, int64_t b, int64_t pos) {
-  return h.seq_lanes > 1 ? pos - b % h.seq_lanes : pos;
-}
+/// step (prefill lanes); pos itself for a decode lane.
+KEEL_HD int64_t step_first_pos(const ProgramHeader& h, int64_t b, int64_t pos) { return pos - lane_index(h, b); }
 
 static_assert(std::is_trivially_copyable_v<ProgramHeader> && std::is_trivially_copyable_v<TaskDesc> &&
               std::is_trivially_copyable_v<WaitDesc> && std::is_trivially_copyable_v<BufferDesc> &&

@@ -6,12 +6,14 @@
 // as the CLI builds them.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "core/error.h"
 #include "engine/backends.h"
+#include "engine/cpu_backend.h"
 #include "program/rules.h"
 
 namespace keel::engine {
@@ -397,6 +399,83 @@ TEST(Backends, AStoppedLaunchCachesOnlyWhatRan) {
   EXPECT_TRUE(stopped[1].output.empty());
   const GenerateResult again = reuse->generate(reqs[1], nullptr), want = fresh->generate(reqs[1], nullptr);
   EXPECT_EQ(again.output, want.output);
+  EXPECT_LT(again.cached_tokens, 59);
+}
+
+}  // namespace
+}  // namespace keel::engine
+
+namespace keel::engine {
+namespace {
+
+// A prompt that joins sequences ready to decode is prefilled beside them (the
+// mixed Program: engine/paged_launch.h): the first sequence decodes while the
+// later long prompts are prefilled, so it has tokens out before they have
+// their first; without the mixed Program (--mixed-prefill 0) they all start
+// together. Every request gets the tokens a batch-1 backend without prefill
+// gives it. A launch stopped during a mixed run caches only what is known to
+// have run.
+TEST(Backends, AJoiningPromptIsPrefilledBesideTheOthers) {
+  const model::Model m = load_stories();
+  BackendConfig c;
+  c.max_context = 128;
+  c.workers = 3;
+  c.shuffle_seed = 4;
+  auto plain = make_backend("cpu", m, c);
+  c.batch = 3;
+  c.prefill_chunk = 8;
+  auto mixed = make_backend("cpu", m, c);
+  c.mixed_prefill = 0;
+  auto waits = make_backend("cpu", m, c);
+  const program::Program* mp = dynamic_cast<CpuBackend&>(*mixed).mixed_program();
+  ASSERT_NE(mp, nullptr);
+  EXPECT_EQ(mp->h.decode_lanes, 3);
+  EXPECT_EQ(mp->h.seq_lanes, 8);  // compiler::mixed_prefill_lanes(3, 8)
+  EXPECT_EQ(dynamic_cast<CpuBackend&>(*waits).mixed_program(), nullptr);
+  std::vector<GenerateRequest> reqs(3);
+  reqs[0].prompt = {1};
+  reqs[0].max_tokens = 30;
+  for (int j = 0; j < 60; ++j) reqs[1].prompt.push_back(int32_t(1 + (j * 37) % 400));  // 8 mixed steps of 8
+  reqs[1].max_tokens = 10;
+  for (int j = 0; j < 40; ++j) reqs[2].prompt.push_back(int32_t(5 + (j * 53) % 400));
+  reqs[2].max_tokens = 10;
+  reqs[2].sampling.temperature = 0.8f;
+  reqs[2].sampling.seed = 9;
+  std::vector<std::vector<int32_t>> want;
+  for (const GenerateRequest& r : reqs) want.push_back(plain->generate(r, nullptr).output);
+  for (Backend* b : {mixed.get(), waits.get()}) {
+    std::vector<int> order;  // the request of each token, in arrival order
+    const std::vector<GenerateResult> got = b->generate_batch(reqs, [&](int i, int32_t) {
+      order.push_back(i);
+      return true;
+    });
+    for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(got[i].output, want[i]) << "request " << i;
+    const auto first1 = std::find(order.begin(), order.end(), 1);
+    const auto before = std::count(order.begin(), first1, 0);
+    if (b == mixed.get()) EXPECT_GE(before, 8) << "request 0 decodes through request 1's 8 prefill steps";
+    else EXPECT_LE(before, 1) << "request 0 waits for the prefills";
+  }
+  // Stopped at request 0's third token, inside request 1's mixed prefill
+  // (new prompts: the cache holds the ones above).
+  for (int32_t& t : reqs[1].prompt) t = (t + 7) % 500;
+  for (int32_t& t : reqs[2].prompt) t = (t + 7) % 500;
+  auto fresh = make_backend("cpu", m, [&] {
+    BackendConfig f = c;
+    f.prefix_reuse = false;
+    return f;
+  }());
+  int seen = 0;
+  const std::vector<GenerateResult> stopped = mixed->generate_batch(reqs, [&](int i, int32_t) {
+    return !(i == 0 && ++seen == 3);
+  });
+  EXPECT_EQ(stopped[0].output.size(), 3u);
+  EXPECT_TRUE(stopped[1].output.empty());
+  EXPECT_TRUE(stopped[2].output.empty());
+  const GenerateResult again = mixed->generate(reqs[1], nullptr);
+  EXPECT_EQ(again.output, fresh->generate(reqs[1], nullptr).output);
+  // The mixed run's steps before the last (8 positions each) stay cached:
+  // the prefill goes on from there.
+  EXPECT_GE(again.cached_tokens, 8);
   EXPECT_LT(again.cached_tokens, 59);
 }
 

@@ -416,13 +416,16 @@ class SlowBackend : public engine::Backend {
 
 // Continuous batching: a job submitted while a batch runs joins it between
 // steps (the runner stops the launch and resumes the unfinished jobs beside
-// it), so its text arrives long before the running job ends; every job still
-// gets the text it gets alone, greedy and sampled (the resumed draws go on).
+// it), so its text arrives long before the running job ends; a joiner's long
+// prompt is prefilled beside the others' decoding (the mixed Program); every
+// job still gets the text it gets alone, greedy and sampled (the resumed
+// draws go on).
 TEST(ServeScheduler, JobsJoinARunningBatch) {
   engine::BackendConfig cfg;
   cfg.max_context = 256;
   cfg.batch = 4;
   cfg.workers = 1;  // one order of the fp32 sums: the texts compare exactly
+  cfg.prefill_chunk = 8;  // the long joiner is prefilled beside the others' decoding (a mixed Program)
   StoriesServed st(cfg);
   ServedModel& m = st.m;
   auto& alone_backend = st.alone;
@@ -431,7 +434,9 @@ TEST(ServeScheduler, JobsJoinARunningBatch) {
                           {"ignore_eos", true}};
   const std::vector<json> joiners = {
       json{{"prompt", "The dog"}, {"max_tokens", 12}, {"temperature", 0}},
-      json{{"prompt", "Lily saw a"}, {"max_tokens", 20}, {"temperature", 0.8}, {"seed", 7}}};
+      json{{"prompt", "Lily saw a big red ball in the park. She ran to get it, but a small dog took it first. The "
+                      "dog was"},
+           {"max_tokens", 20}, {"temperature", 0.8}, {"seed", 7}}};
   std::vector<Outcome> alone;
   {
     Scheduler serial(make_runner(*alone_backend, 4), 8);

@@ -56,6 +56,12 @@ void add_backend_flags(CLI::App& cmd, BackendOptions& o) {
                  "Program of this many lanes (tensor-core tiles, each weight streamed once a step), then decodes "
                  "from its last token; 0 = every position a decode step (default: cuda 64, cpu 0)")
       ->check(CLI::Range(0, 4096));
+  cmd.add_option("--mixed-prefill", o.mixed_prefill,
+                 "cpu, cuda with --batch > 1: prompt positions per step when a prompt is prefilled while other "
+                 "sequences decode (one step carries their tokens and this many prompt positions), so a joining "
+                 "prompt does not stall them; 0 = they wait for its prefill (default: the prefill chunk less the "
+                 "batch, at least 16; off without a prefill chunk)")
+      ->check(CLI::Range(0, 4096));
   cmd.add_option("--kv-tokens", o.kv_tokens,
                  "cpu, cuda: KV cache size in tokens, shared by the sequences of a launch: each takes the pages of "
                  "its prompt and max_tokens, not a whole context (default: --context x the batch); at least --context")
@@ -89,6 +95,7 @@ std::unique_ptr<engine::Backend> make_backend(const model::Model& m, const Backe
   cfg.target = o.target;
   cfg.batch = o.batch;
   cfg.prefill_chunk = o.prefill_chunk;
+  cfg.mixed_prefill = o.mixed_prefill;
   cfg.prefix_reuse = !o.no_prefix_reuse;
   if (kv_tokens > 0 && kv_tokens < ctx)
     fail("--kv-tokens ", kv_tokens, " is less than the context of ", ctx, " tokens: the KV cache must hold one "

@@ -33,6 +33,7 @@ struct BackendOptions {
   std::string target = "auto";        // cuda: the target to compile for (auto: the device's)
   int batch = 1;                      // cpu, cuda: sequences per launch (set by the command)
   int prefill_chunk = -1;             // cpu, cuda: prompt positions per prefill step (-1: the backend's default)
+  int mixed_prefill = -1;             // cpu, cuda: prefill lanes beside decoding ones (-1: the backend's default)
   bool no_prefix_reuse = false;       // every request computes its whole prompt (engine/kv_pages.h)
   int64_t kv_tokens = 0;              // cpu, cuda: KV cache tokens shared by a launch's sequences (0: context x batch)
 };

@@ -43,7 +43,7 @@ DType stored_matrix_dtype(const std::string& dir, DType fallback) {
 
 struct CompileArgs {
   std::string model, config, program, out, dump, dtype;
-  int workers = 0, batch = 1, prefill_chunk = 0, kv_sequences = 0, kv_pages = 0;
+  int workers = 0, batch = 1, prefill_chunk = 0, decode_lanes = 0, kv_sequences = 0, kv_pages = 0;
   TargetFlags target;
   int64_t context = 0;  // 0: the model's max_position_embeddings
   double bandwidth = 3350;
@@ -74,6 +74,7 @@ int run_compile(const CompileArgs& a) {
     opt.workers = a.workers;
     opt.batch = a.batch;
     opt.prefill_chunk = a.prefill_chunk;
+    opt.decode_lanes = a.decode_lanes;
     opt.kv_sequences = a.kv_sequences;
     opt.kv_pages = a.kv_pages;
     opt.max_context = int(std::min<int64_t>(a.context > 0 ? a.context : cfg.max_position, cfg.max_position));
@@ -125,6 +126,10 @@ Command register_compile(CLI::App& root) {
   c->add_option("--prefill-chunk", a->prefill_chunk,
                 "Compile the prefill Program of this many lanes (prompt positions a step; no LM head) instead of a "
                 "decode Program")
+      ->check(CLI::Range(0, 4096));
+  c->add_option("--decode-lanes", a->decode_lanes,
+                "With --prefill-chunk: a mixed Program, this many decode lanes (LM head, sampling) beside the "
+                "prefill lanes, so a prompt is prefilled while other sequences decode (batch = both)")
       ->check(CLI::Range(0, 4096));
   c->add_option("--kv-sequences", a->kv_sequences,
                 "Sequences the KV cache holds (0: one per sequence; a prefill Program shares its decode Program's "

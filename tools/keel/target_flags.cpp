@@ -77,9 +77,10 @@ std::string compile_flags_of(const program::ProgramHeader& h) {
              " --l2-hint ", t.l2_evict_first, " --mm-engine ", t.mm_engine == program::kMmEngineMma ? "mma" : "wgmma", " --o-split-k ", o.o_split_k, " --down-split-k ", o.down_split_k,
              " --attn-chunks ", o.attn_chunks, " --batch ", o.batch,
              h.seq_lanes > 1 ? cat(" --prefill-chunk ", h.seq_lanes) : std::string(),
-             h.pages_per_seq > 0 && h.n_pages / h.pages_per_seq != h.batch / program::lanes_per_seq(h)
-                 ? cat(" --kv-sequences ", h.n_pages / h.pages_per_seq)
-                 : std::string(),
+             h.decode_lanes > 0 ? cat(" --decode-lanes ", h.decode_lanes) : std::string(),
+             h.pages_per_seq <= 0 || h.n_pages == h.pages_per_seq * program::n_lane_sequences(h) ? std::string()
+             : h.n_pages % h.pages_per_seq == 0 ? cat(" --kv-sequences ", h.n_pages / h.pages_per_seq)
+                                                : cat(" --kv-pages ", h.n_pages),
              " --context ", o.max_context, " --dtype ",
              dt == DType::F32 ? "f32" : dt == DType::F16 ? "f16" : "bf16", " --bandwidth ", o.bandwidth_GBps);
 }

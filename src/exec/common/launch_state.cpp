@@ -13,25 +13,53 @@ using program::BufferKind;
 using program::Control;
 using program::SeqState;
 
-void write_launch_state(const program::Program& p, const std::vector<Sequence>& seqs,
-                        const std::vector<int32_t>& eos_ids, int32_t idle_page, uint8_t* ws,
-                        const std::function<void(int32_t, float*)>& embed, const char* who) {
+std::vector<int> sequence_lanes(const program::ProgramHeader& h, const std::vector<Sequence>& seqs, const char* who) {
+  const int64_t D = program::n_decode_lanes(h), T = program::lanes_per_seq(h), G = (h.batch - D) / T;
+  std::vector<int> lanes(seqs.size());
+  int64_t nd = 0, np = 0;
+  for (size_t k = 0; k < seqs.size(); ++k) {
+    const bool pre = D == 0 || seqs[k].prefill_only;
+    KEEL_CHECK(!seqs[k].prefill_only || T > 1, who, ": sequence ", k,
+               " is prefill-only, but the Program has no prefill lanes");
+    KEEL_CHECK(pre || np == 0, who, ": sequence ", k, " decodes after a prefill-only sequence (decoding ones come first)");
+    if (pre) {
+      KEEL_CHECK(np < G, who, ": ", np + 1, " prefill sequences for a Program of ", G, " group(s) of ", T,
+                 " prefill lanes");
+      lanes[k] = int(D + np++ * T);
+    } else {
+      KEEL_CHECK(nd < D, who, ": ", nd + 1, " decoding sequences for a Program of ", D, " decode lanes");
+      lanes[k] = int(nd++);
+    }
+  }
+  return lanes;
+}
+
+void write_launch_state(const program::Program& p, const std::vector<Sequence>& seqs, const RunOptions& opt,
+                        uint8_t* ws, const std::function<void(int32_t, float*)>& embed, const char* who) {
   const auto& h = p.h;
-  const int B = h.batch, L = int(program::lanes_per_seq(h));  // L > 1: a prefill Program
-  KEEL_CHECK(!seqs.empty() && int(seqs.size()) <= B / L, who, ": ", seqs.size(), " sequences for a Program of ",
-             B / L, L > 1 ? " sequence(s) of " + std::to_string(L) + " prefill lanes" : std::string(" sequences"));
-  KEEL_CHECK(eos_ids.size() <= size_t(program::kMaxEos), who, ": at most ", program::kMaxEos, " eos ids");
+  const int B = h.batch;
+  const int32_t idle_page = opt.idle_page;
+  KEEL_CHECK(!seqs.empty(), who, ": no sequences to run");
+  const std::vector<int> first = sequence_lanes(h, seqs, who);
+  KEEL_CHECK(opt.eos_ids.size() <= size_t(program::kMaxEos), who, ": at most ", program::kMaxEos, " eos ids");
+  KEEL_CHECK(opt.max_steps >= 0, who, ": max_steps must be >= 0");
+  // The sequence of each lane (-1: idle).
+  std::vector<int> seq_of(size_t(B), -1);
+  for (size_t k = 0; k < seqs.size(); ++k)
+    for (int64_t i = 0; i < program::lane_width(h, first[k]); ++i) seq_of[size_t(first[k] + i)] = int(k);
   std::memset(ws, 0, h.workspace_bytes);
   for (const program::BufferDesc& b : p.buffers)
     if (BufferKind(b.kind) == BufferKind::Activation)
       std::memset(ws + b.offset, 0xff, b.count * dtype_size(DType(b.dtype)));
   auto at = [&](int32_t buf) { return ws + p.buffer(buf).offset; };
-  // Lane b uses the pages of its sequence's KV slot (Sequence::kv_slot, else
-  // the sequence's index: the identity for decode Programs). A decode run's
-  // lanes (idle ones too) append at their positions: only a prefill run's
-  // sequences may name another slot, each its own.
+  // A lane uses the pages of its sequence's KV slot (Sequence::kv_slot, else
+  // the sequence of its lanes: the identity for decode Programs). A decode
+  // run's lanes (idle ones too) append at their positions: only a run with
+  // prefill lanes may name another slot, each sequence its own.
   const int64_t slots = h.n_pages / h.pages_per_seq;
-  auto slot_of = [&](size_t k) { return seqs[k].kv_slot >= 0 ? int64_t(seqs[k].kv_slot) : int64_t(k); };
+  auto slot_of = [&](size_t k) {
+    return seqs[k].kv_slot >= 0 ? int64_t(seqs[k].kv_slot) : program::lane_sequence(h, first[k]);
+  };
   const bool named = !seqs[0].pages.empty();  // the sequences name their pages (an allocator's)
   KEEL_CHECK(idle_page < h.n_pages, who, ": idle page ", idle_page, " outside the ", h.n_pages, " KV pages");
   for (size_t k = 0; k < seqs.size(); ++k) {
@@ -49,29 +77,30 @@ void write_launch_state(const program::Program& p, const std::vector<Sequence>& 
     }
     const int64_t a = slot_of(k);
     KEEL_CHECK(a < slots, who, ": sequence ", k, " kv_slot ", a, " outside the ", slots, " KV sequences of the cache");
-    KEEL_CHECK(L > 1 || a == int64_t(k), who, ": sequence ", k, " kv_slot ", a,
-               " (a decode run's sequence k uses KV slot k; kv_slot is for prefill runs)");
+    KEEL_CHECK(h.seq_lanes > 1 || a == int64_t(k), who, ": sequence ", k, " kv_slot ", a,
+               " (a decode run's sequence k uses KV slot k; kv_slot is for runs with prefill lanes)");
     for (size_t k2 = 0; k2 < k; ++k2)
       KEEL_CHECK(a != slot_of(k2), who, ": sequences ", k2, " and ", k, " share KV slot ", a);
   }
-  KEEL_CHECK(!named || seqs.size() * size_t(L) == size_t(B) || idle_page >= 0, who,
+  const bool all_lanes = std::find(seq_of.begin(), seq_of.end(), -1) == seq_of.end();
+  KEEL_CHECK(!named || all_lanes || idle_page >= 0, who,
              ": a run whose sequences name their KV pages and leaves lanes idle needs an idle page");
   int32_t* pt = reinterpret_cast<int32_t*>(at(h.buf_page_table));
   for (int64_t b = 0; b < B; ++b) {
-    const int64_t k = b / L;
+    const int k = seq_of[size_t(b)];
     int32_t* row = pt + b * h.pages_per_seq;
-    if (k < int64_t(seqs.size()) && named) {
+    if (k >= 0 && named) {
       std::copy(seqs[size_t(k)].pages.begin(), seqs[size_t(k)].pages.end(), row);
-    } else if (k >= int64_t(seqs.size()) && idle_page >= 0) {
+    } else if (k < 0 && idle_page >= 0) {
       std::fill(row, row + h.pages_per_seq, idle_page);
     } else {
-      const int64_t slot = k < int64_t(seqs.size()) ? slot_of(size_t(k)) : k % slots;
+      const int64_t slot = k >= 0 ? slot_of(size_t(k)) : program::lane_sequence(h, b) % slots;
       for (int64_t j = 0; j < h.pages_per_seq; ++j) row[j] = int32_t(slot * h.pages_per_seq + j);
     }
   }
   Control ctl{};
-  ctl.n_eos = int32_t(eos_ids.size());
-  for (size_t i = 0; i < eos_ids.size(); ++i) ctl.eos[i] = eos_ids[i];
+  ctl.n_eos = int32_t(opt.eos_ids.size());
+  for (size_t i = 0; i < opt.eos_ids.size(); ++i) ctl.eos[i] = opt.eos_ids[i];
   int max_steps = 0;
   for (int k = 0; k < int(seqs.size()); ++k) {
     const Sequence& q = seqs[size_t(k)];
@@ -84,17 +113,18 @@ void write_launch_state(const program::Program& p, const std::vector<Sequence>& 
     const int64_t P = int64_t(q.prompt.size());
     KEEL_CHECK(q.kv_filled >= 0 && q.kv_filled < P, name, " kv_filled ", q.kv_filled, " outside [0, ", P, ")");
     // Decode: from kv_filled to the end. Prefill: positions [kv_filled, P - 1), L a step.
+    const int64_t L = program::lane_width(h, first[size_t(k)]);
     max_steps = std::max(max_steps, L > 1 ? int((P - 1 - q.kv_filled + L - 1) / L) : int(P - 1 - q.kv_filled) + q.max_new);
   }
   for (int b = 0; b < B; ++b) {
-    const int k = b / L, lane = b % L;
+    const int k = seq_of[size_t(b)];
     SeqState s{};
-    if (k >= int(seqs.size())) {  // an idle slot: done from the start
+    if (k < 0) {  // an idle lane: done from the start
       s.done = 1;
       s.prompt_len = 1;
     } else {
       const Sequence& q = seqs[size_t(k)];
-      const int64_t P = int64_t(q.prompt.size());
+      const int64_t P = int64_t(q.prompt.size()), L = program::lane_width(h, b), lane = b - first[size_t(k)];
       // Prefill lane `lane` starts at kv_filled + lane (the positions before
       // kv_filled are in the cache already); a lane past the prompt's last
       // position but one has nothing to do.
@@ -118,7 +148,7 @@ void write_launch_state(const program::Program& p, const std::vector<Sequence>& 
     }
     std::memcpy(at(h.buf_state) + sizeof(SeqState) * size_t(b), &s, sizeof s);
   }
-  ctl.max_steps = max_steps;
+  ctl.max_steps = opt.max_steps > 0 ? std::min(max_steps, opt.max_steps) : max_steps;
   std::memcpy(at(h.buf_control), &ctl, sizeof ctl);
 }
 

@@ -15,19 +15,27 @@
 
 namespace keel::exec {
 
+/// The first lane of each of a run's sequences: the decoding sequences on
+/// decode lanes 0, 1, ... (lane = index: executors report tokens by lane), then
+/// each prefill sequence (Sequence::prefill_only, or every sequence of a
+/// prefill Program) on the next group of seq_lanes lanes after the decode
+/// lanes. Throws keel::Error naming `who` when they do not fit the Program's
+/// lanes or a decoding sequence comes after a prefill one.
+std::vector<int> sequence_lanes(const program::ProgramHeader& h, const std::vector<Sequence>& seqs, const char* who);
+
 /// Fills `ws`, an image of the Program's workspace arena (h.workspace_bytes,
 /// zeroed here first): activations poisoned with NaN (a read before any write
-/// then poisons the output), the page table (lane b uses the pages of its
-/// sequence b / seq_lanes: the identity for decode Programs), Control (EOS
-/// ids, max_steps), one SeqState per lane (slots past seqs.size() start
+/// then poisons the output), the page table (each lane uses the pages of its
+/// sequence: sequence_lanes), Control (EOS ids, opt.eos_ids; max_steps, at
+/// most opt.max_steps), one SeqState per lane (lanes no sequence uses start
 /// done), each lane's token history (its sequence's prompt) and x[b] = the
 /// fp32 embedding row of the lane's first token, written by `embed(token,
 /// row)`. A decode lane starts at its sequence's kv_filled; prefill lane i at
-/// position kv_filled + i (done from the start when that is >= prompt size - 1). Validates the
-/// requests and throws keel::Error naming `who` and the sequence at fault.
-void write_launch_state(const program::Program& p, const std::vector<Sequence>& seqs,
-                        const std::vector<int32_t>& eos_ids, int32_t idle_page, uint8_t* ws,
-                        const std::function<void(int32_t token, float* row)>& embed, const char* who);
+/// position kv_filled + i (done from the start when that is >= prompt size -
+/// 1). Idle lanes use opt.idle_page when >= 0. Validates the requests and
+/// throws keel::Error naming `who` and the sequence at fault.
+void write_launch_state(const program::Program& p, const std::vector<Sequence>& seqs, const RunOptions& opt,
+                        uint8_t* ws, const std::function<void(int32_t token, float* row)>& embed, const char* who);
 
 /// One contiguous copy of KV cache bytes between two Programs' KV buffers
 /// (byte offsets within each buffer).

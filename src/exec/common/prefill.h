@@ -58,6 +58,23 @@ bool prefill_sequence(Exec& decode, Exec& prefill, Sequence& s, int k, const Run
   return true;
 }
 
+/// Sets up `s`, a decoding sequence that a run stopped unfinished after
+/// `steps` steps (RunOptions::max_steps; StopReason::None) having emitted
+/// `tokens`, to go on in the next run where it stopped: the tokens join the
+/// prompt, kv_filled moves on by the positions it ran (one a step), max_new
+/// and draws_before by the tokens. The same pages (Sequence::pages) hold its
+/// cache.
+inline void continue_sequence(Sequence& s, const std::vector<int32_t>& tokens, int steps) {
+  KEEL_CHECK(int64_t(tokens.size()) < s.max_new && steps >= 0, "continue_sequence: a finished sequence (",
+             tokens.size(), " of ", s.max_new, " tokens)");
+  s.prompt.insert(s.prompt.end(), tokens.begin(), tokens.end());
+  s.kv_filled += steps;
+  KEEL_CHECK(s.kv_filled < int64_t(s.prompt.size()), "continue_sequence: ", steps, " steps ran past the ",
+             s.prompt.size(), " positions of the prompt and output");
+  s.max_new -= int32_t(tokens.size());
+  s.draws_before += int32_t(tokens.size());
+}
+
 /// Runs `seqs` on `decode` after prefilling each prompt of at least
 /// kMinPrefillPositions + 1 tokens on `prefill` (prefill_sequence, one run per
 /// sequence; none when `prefill` is null or logits are captured: every

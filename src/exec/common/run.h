@@ -39,6 +39,13 @@ struct Sequence {
   /// output so far appended to the prompt): the run's draws continue from
   /// there (SeqState::draw0).
   int32_t draws_before = 0;
+  /// In a mixed Program (ProgramHeader::decode_lanes): this run only
+  /// prefills the sequence's prompt positions [kv_filled, prompt size - 1) on
+  /// a prefill group's lanes and emits nothing (a later run decodes it from
+  /// kv_filled = prompt size - 1). Such sequences come after the run's
+  /// decoding ones. Every sequence of a prefill Program is one; a decode
+  /// Program has none.
+  bool prefill_only = false;
 };
 
 struct RunOptions {
@@ -53,6 +60,10 @@ struct RunOptions {
   /// slot's own pages. Runs whose sequences name their pages set it to a
   /// page none of them uses.
   int32_t idle_page = -1;
+  /// > 0: the run stops after this many steps at most (Control::max_steps);
+  /// its unfinished sequences end with StopReason::None, every position they
+  /// ran in the cache (a mixed run that ends when its prefill does).
+  int32_t max_steps = 0;
   // CPU executor only (the CUDA executor ignores them):
   int threads = 0;                    // host threads; 0: min(hardware threads, workers)
   bool shuffle = false;               // random ready worker next + random yields

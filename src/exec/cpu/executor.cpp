@@ -98,7 +98,7 @@ RunResult CpuExecutor::run(const std::vector<Sequence>& seqs, const RunOptions& 
   const void* embed = ctx_.ptr[size_t(h.buf_embed)];
   const DType embed_dtype = ctx_.dtype[size_t(h.buf_embed)];
   write_launch_state(
-      p_, seqs, opt.eos_ids, opt.idle_page, reinterpret_cast<uint8_t*>(workspace_.data()),
+      p_, seqs, opt, reinterpret_cast<uint8_t*>(workspace_.data()),
       [&](int32_t tok, float* row) {
         for (int64_t i = 0; i < h.hidden; ++i) row[i] = load_as_f32(embed, embed_dtype, size_t(tok) * h.hidden + i);
       },
@@ -253,7 +253,8 @@ RunResult CpuExecutor::run(const std::vector<Sequence>& seqs, const RunOptions& 
   res.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   res.tasks_run = tasks_run.load();
   res.steps = int(counters[h.step_counter].load() / std::max<uint32_t>(h.step_expected, 1));
-  for (size_t b = 0; b < seqs.size(); ++b) res.seqs[b].stop = program::StopReason(states[b].stop_reason);
+  const std::vector<int> lanes = sequence_lanes(h, seqs, "cpu executor");
+  for (size_t k = 0; k < seqs.size(); ++k) res.seqs[k].stop = program::StopReason(states[size_t(lanes[k])].stop_reason);
   return res;
 }
 

@@ -466,16 +466,17 @@ namespace {
 /// The launch setup of program.h for `seqs` (launch_state.h) into a host image
 /// of the workspace, uploaded; counters, status and CTA states zeroed. With
 /// start_pos > 0 every sequence is placed at that position with its prompt
-/// consumed (bench: the KV cache below it is whatever the arena holds).
+/// consumed (bench: the KV cache below it is whatever the arena holds); with
+/// max_steps > 0 the launch runs that many steps (bench).
 prog::DevProgram prepare(ProgramExecutor::Impl& I, const program::Program& p, const std::vector<Sequence>& seqs,
-                         const std::vector<int32_t>& eos, int start_pos, int max_steps, int32_t idle_page = -1) {
+                         const RunOptions& opt, int start_pos = 0, int max_steps = 0) {
   const auto& h = p.h;
   const int B = h.batch;
   std::vector<uint8_t> ws(h.workspace_bytes, 0);
   const DType edt = DType(I.dtype[size_t(h.buf_embed)]);
   std::vector<uint8_t> row(size_t(h.hidden) * dtype_size(edt));
   write_launch_state(
-      p, seqs, eos, idle_page, ws.data(),
+      p, seqs, opt, ws.data(),
       [&](int32_t tok, float* x) {  // the embedding row, read back from the device copy
         KEEL_CUDA_CHECK(cudaMemcpy(row.data(), I.ptr[size_t(h.buf_embed)] + size_t(tok) * row.size(), row.size(),
                                    cudaMemcpyDeviceToHost));
@@ -508,7 +509,7 @@ prog::DevProgram prepare(ProgramExecutor::Impl& I, const program::Program& p, co
   // The long-context variant when an attention chunk may outgrow its prefetch
   // before the launch ends (the positions it reaches: the prompts, their new
   // tokens, or the bench's steps).
-  int64_t end = int64_t(start_pos) + max_steps + 1;
+  int64_t end = int64_t(start_pos) + std::max(max_steps, opt.max_steps) + 1;
   for (const Sequence& s : seqs) end = std::max<int64_t>(end, int64_t(s.prompt.size()) + s.max_new);
   P.attn_stream = ops::Attention::streams(h, std::min<int64_t>(end, h.max_context));
   // Tall matmul tiles run on the wgmma engine, which only the long variants
@@ -551,7 +552,7 @@ RunResult ProgramExecutor::run(const std::vector<Sequence>& seqs, const RunOptio
   const auto& h = p.h;
   const int B = h.batch;
   KEEL_CUDA_CHECK(cudaSetDevice(I.device));
-  prog::DevProgram P = prepare(I, p, seqs, opt.eos_ids, 0, 0, opt.idle_page);
+  prog::DevProgram P = prepare(I, p, seqs, opt);
   P.capture = nullptr;
   if (opt.capture_logits) {
     if (!I.capture)
@@ -623,10 +624,12 @@ RunResult ProgramExecutor::run(const std::vector<Sequence>& seqs, const RunOptio
   KEEL_CUDA_CHECK(cudaMemcpy(&steps_count, P.counters + h.step_counter, 4, cudaMemcpyDeviceToHost));
   res.steps = int(steps_count / std::max<uint32_t>(h.step_expected, 1));
   res.tasks_run = uint64_t(res.steps) * p.tasks.size();
-  for (size_t b = 0; b < seqs.size(); ++b) {
-    res.seqs[b].stop = program::StopReason(states[b].stop_reason);
-    KEEL_CHECK(int32_t(res.seqs[b].tokens.size()) == states[b].n_generated, "cuda program executor: sequence ", b,
-               " generated ", states[b].n_generated, " tokens but ", res.seqs[b].tokens.size(), " reached the host");
+  const std::vector<int> lanes = sequence_lanes(h, seqs, "cuda program executor");
+  for (size_t k = 0; k < seqs.size(); ++k) {
+    const SeqState& s = states[size_t(lanes[k])];
+    res.seqs[k].stop = program::StopReason(s.stop_reason);
+    KEEL_CHECK(int32_t(res.seqs[k].tokens.size()) == s.n_generated, "cuda program executor: sequence ", k,
+               " generated ", s.n_generated, " tokens but ", res.seqs[k].tokens.size(), " reached the host");
   }
   if (opt.capture_logits) {
     std::vector<int32_t> rows(static_cast<size_t>(B));
@@ -710,7 +713,7 @@ std::vector<double> ProgramExecutor::time_steps(LaunchMode mode, int start_pos, 
     s.prompt = {0};
     s.max_new = steps + 1;
   }
-  prog::DevProgram P = prepare(I, p, seqs, {}, start_pos, steps);
+  prog::DevProgram P = prepare(I, p, seqs, RunOptions{}, start_pos, steps);
   std::vector<double> ms;
   if (mode == LaunchMode::Megakernel) {
     P.step_ns = I.step_ns;

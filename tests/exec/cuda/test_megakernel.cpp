@@ -6,6 +6,7 @@
 // agree with the CPU executor on the same weights. Skipped without a GPU.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -289,7 +290,9 @@ TEST(CudaBackend, PrefixReuseAndResumedDrawsGiveTheFreshTokens) {
   const auto got = gpu->generate_batch(reqs, {}), want = fresh->generate_batch(reqs, {});
   for (size_t i = 0; i < reqs.size(); ++i) {
     EXPECT_TRUE(head_equal(got[i].output, want[i].output)) << "request " << i;
-    if (i > 0) EXPECT_GE(got[i].cached_tokens, 128) << "request " << i;
+    if (i > 0) {
+      EXPECT_GE(got[i].cached_tokens, 128) << "request " << i;
+    }
   }
   // A resumed sampled generation.
   engine::GenerateRequest s = r1;
@@ -303,6 +306,45 @@ TEST(CudaBackend, PrefixReuseAndResumedDrawsGiveTheFreshTokens) {
   rest.max_tokens = 15;
   rest.draws_before = 9;
   EXPECT_TRUE(head_equal(gpu->generate(rest, {}).output, std::vector<int32_t>(whole.output.begin() + 9, whole.output.end())));
+}
+
+// A prompt joining sequences ready to decode is prefilled on the mixed Program
+// (16 decode lanes beside 48 prefill lanes: engine/paged_launch.h) while they
+// decode: request 0 has a token out for every prefill step of request 1
+// before request 1 has its first. Tokens as a batch-1 backend's (the first 12,
+// as above).
+TEST(CudaBackend, AJoiningPromptIsPrefilledBesideTheOthers) {
+  SKIP_WITHOUT_GPU();
+  auto m = model::Model::load(model_dir("stories260K"));
+  engine::BackendConfig c;
+  c.max_context = 512;
+  auto one = engine::make_backend("cuda", m, c);
+  c.batch = 16;
+  auto gpu = engine::make_backend("cuda", m, c);
+  auto* mixed = dynamic_cast<engine::CudaBackend&>(*gpu).mixed_executor();
+  ASSERT_NE(mixed, nullptr);
+  EXPECT_EQ(mixed->program().h.decode_lanes, 16);
+  EXPECT_EQ(mixed->program().h.seq_lanes, 48);
+  std::vector<engine::GenerateRequest> reqs(3);
+  reqs[0].prompt = {1};
+  reqs[0].max_tokens = 40;
+  for (int j = 0; j < 300; ++j) reqs[1].prompt.push_back(int32_t(1 + (j * 37) % 400));  // 7 steps of 48
+  for (int j = 0; j < 200; ++j) reqs[2].prompt.push_back(int32_t(5 + (j * 53) % 400));
+  reqs[1].max_tokens = reqs[2].max_tokens = 16;
+  std::vector<int> order;
+  const auto got = gpu->generate_batch(reqs, [&](int i, int32_t) {
+    order.push_back(i);
+    return true;
+  });
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    const auto want = one->generate(reqs[i], {});
+    const size_t n = std::min<size_t>({got[i].output.size(), want.output.size(), 12});
+    EXPECT_EQ(got[i].output.size(), want.output.size()) << "request " << i;
+    EXPECT_TRUE(std::equal(want.output.begin(), want.output.begin() + std::ptrdiff_t(n), got[i].output.begin()))
+        << "request " << i;
+  }
+  const auto first1 = std::find(order.begin(), order.end(), 1);
+  EXPECT_GE(std::count(order.begin(), first1, 0), 7);
 }
 
 // Full-width Qwen3-8B matrices (hidden 4096, intermediate 12288, 32/8 heads,

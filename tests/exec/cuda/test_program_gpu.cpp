@@ -783,6 +783,74 @@ TEST(ProgramGpu, PrefillFromAnOffsetMatchesCpu) {
             << ": max rel K/V err GPU vs CPU " << worst_kv << ", logits " << worst << "\n";
 }
 
+// A mixed Program (ProgramHeader::decode_lanes) at the serving shape: 16
+// decode lanes (4 decoding, the rest idle) and 48 prefill lanes of a 300-token
+// prompt, one KV cache with the decode Program (pages named, as the engine's
+// allocator does). GPU vs CPU: the decode lanes' logits at every position the
+// mixed run ran, the prefilled K/V, and the logits the decode Program gets from
+// them at the prompt's last position.
+TEST(ProgramGpu, MixedStepsMatchCpu) {
+  SKIP_WITHOUT_GPU();
+  model::testing::TempDir dir;
+  write_llama(dir, {256, 512, 8, 2, 64, 2, 1024, 2048});
+  const model::Model m = model::Model::load(dir.str());
+  const int ctx = 512, D = 16, T = 48, P = 300, pps = ctx / 16, n_pages = 6 * pps;
+  compiler::CompileOptions co;
+  co.target = device_target(0);
+  co.workers = 7;
+  co.batch = D;
+  co.max_context = ctx;
+  co.page_size = 16;
+  co.kv_pages = n_pages;
+  const Program dp = compiler::compile(m.config, co);
+  co.batch = 1;
+  co.decode_lanes = D;
+  co.prefill_chunk = T;
+  const Program mp = compiler::compile(m.config, co);
+  ASSERT_EQ(mp.h.batch, D + T);
+  ProgramExecutorOptions o;
+  o.keep_worker_count = true;
+  ProgramExecutor gdec(dp, m, o);
+  ProgramExecutor gmix(mp, gdec, o, true);
+  cpu::CpuExecutor cdec(gdec.program(), m), cmix(gmix.program(), m, &cdec);
+  auto pages = [&](int k) {
+    std::vector<int32_t> r(static_cast<size_t>(pps));
+    for (int j = 0; j < pps; ++j) r[size_t(j)] = k * pps + j;
+    return r;
+  };
+  std::vector<exec::Sequence> seqs(5);
+  for (int k = 0; k < 4; ++k) {
+    seqs[size_t(k)].prompt = testing::random_ids(size_t(3 + 7 * k), m.config.vocab, uint64_t(40 + k));
+    seqs[size_t(k)].max_new = 8;
+    seqs[size_t(k)].pages = pages(k);
+  }
+  exec::Sequence& x = seqs[4];
+  x.prompt = testing::random_ids(size_t(P), m.config.vocab, 77);
+  x.max_new = 2;
+  x.pages = pages(4);
+  x.prefill_only = true;
+  const int32_t idle = n_pages - 1;
+  double worst = worst_logits_err_vs_cpu(gmix, cmix, seqs, idle);
+  const int64_t n = P - 1;
+  double worst_kv = 0;
+  const size_t page = size_t(m.config.n_kv_heads) * 16 * size_t(m.config.head_dim) * 2;
+  for (size_t id = 0; id < mp.buffers.size(); ++id) {
+    if (BufferKind(mp.buffers[id].kind) != BufferKind::Kv) continue;
+    const std::vector<uint8_t> gb = gmix.download_buffer(int32_t(id));
+    const uint8_t* cb = cmix.buffer_data(int32_t(id));
+    const size_t off = size_t(4 * pps) * page, bytes = size_t((n + 15) / 16) * page;
+    const double e = rel_l2_nan(as_floats(gb.data() + off, DType::BF16, bytes / 2),
+                                as_floats(cb + off, DType::BF16, bytes / 2));
+    worst_kv = std::max(worst_kv, e);
+    EXPECT_LT(e, kCpuGpuTol) << mp.buffers[id].name_view();
+  }
+  x.prefill_only = false;
+  x.kv_filled = int32_t(n);
+  const double last = worst_logits_err_vs_cpu(gdec, cdec, {x}, idle);
+  std::cout << "[ figures ] mixed D" << D << " T" << T << " prompt " << P << ": max rel logits err GPU vs CPU "
+            << worst << " (decode lanes), K/V " << worst_kv << ", last prompt position " << last << "\n";
+}
+
 // Page tables an allocator wrote (Sequence::pages, engine/kv_pages.h): rows in
 // any order, two sequences sharing the pages of a prefix an earlier run wrote
 // (read-only, below their kv_filled), and idle lanes on a page of their own
