@@ -15,6 +15,7 @@
 #include <iostream>
 #include <numeric>
 
+#include "common/kv_compare.h"
 #include "common/run_options.h"
 #include "compiler/compiler.h"
 #include "exec/common/prefill.h"
@@ -49,31 +50,7 @@ std::vector<int32_t> pages_of(int seq) {
   return p;
 }
 
-// Worst |a - b| relative to the largest |b| over positions [0, n) of the
-// pages `pages`, in every layer's K and V cache of one executor's arena.
-double worst_kv_err(const CpuExecutor& a, const CpuExecutor& b, const std::vector<int32_t>& pages, int64_t n) {
-  const program::Program& p = a.program();
-  const auto& h = p.h;
-  double worst = 0;
-  for (size_t id = 0; id < p.buffers.size(); ++id) {
-    if (program::BufferKind(p.buffers[id].kind) != program::BufferKind::Kv) continue;
-    const uint16_t* x = reinterpret_cast<const uint16_t*>(a.buffer_data(int32_t(id)));
-    const uint16_t* y = reinterpret_cast<const uint16_t*>(b.buffer_data(b.program().find_buffer(p.buffers[id].name_view())));
-    double diff = 0, mag = 0;
-    for (int64_t pos = 0; pos < n; ++pos)
-      for (int64_t kvh = 0; kvh < h.n_kv_heads; ++kvh) {
-        const int64_t page = pages[size_t(pos / h.page_size)];
-        const int64_t off = ((page * h.n_kv_heads + kvh) * h.page_size + pos % h.page_size) * h.head_dim;
-        for (int64_t i = 0; i < h.head_dim; ++i) {
-          const float u = bf16_to_f32(x[off + i]), v = bf16_to_f32(y[off + i]);
-          diff = std::max(diff, double(std::fabs(u - v)));
-          mag = std::max(mag, double(std::fabs(v)));
-        }
-      }
-    worst = std::max(worst, diff / std::max(mag, 1e-6));
-  }
-  return worst;
-}
+using testing::worst_kv_err;
 
 class Mixed_ : public ::testing::TestWithParam<std::string> {};
 

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <iostream>
 
+#include "common/kv_compare.h"
 #include "common/run_options.h"
 #include "compiler/compiler.h"
 #include "engine/cpu_backend.h"
@@ -47,32 +48,7 @@ program::Program compile_for(const model::Model& m, int workers, int prefill_chu
 
 using testing::shuffled;
 
-// Worst |a - b| over positions [0, n) of sequence 0, relative to the largest |b|,
-// for every layer's K and V cache.
-double worst_kv_err(const CpuExecutor& a, const CpuExecutor& b, int64_t n) {
-  const program::Program& p = a.program();
-  const auto& h = p.h;
-  double worst = 0;
-  for (size_t id = 0; id < p.buffers.size(); ++id) {
-    if (program::BufferKind(p.buffers[id].kind) != program::BufferKind::Kv) continue;
-    const int32_t bid = b.program().find_buffer(p.buffers[id].name_view());
-    const uint16_t* x = reinterpret_cast<const uint16_t*>(a.buffer_data(int32_t(id)));
-    const uint16_t* y = reinterpret_cast<const uint16_t*>(b.buffer_data(bid));
-    double diff = 0, mag = 0;
-    for (int64_t pos = 0; pos < n; ++pos)
-      for (int64_t kvh = 0; kvh < h.n_kv_heads; ++kvh) {
-        // [n_pages][nkv][page_size][hd], sequence 0 owns pages 0, 1, ...
-        const int64_t off = ((pos / h.page_size * h.n_kv_heads + kvh) * h.page_size + pos % h.page_size) * h.head_dim;
-        for (int64_t i = 0; i < h.head_dim; ++i) {
-          const float u = bf16_to_f32(x[off + i]), v = bf16_to_f32(y[off + i]);
-          diff = std::max(diff, double(std::fabs(u - v)));
-          mag = std::max(mag, double(std::fabs(v)));
-        }
-      }
-    worst = std::max(worst, diff / std::max(mag, 1e-6));
-  }
-  return worst;
-}
+using testing::worst_kv_err;
 
 class Prefill_ : public ::testing::TestWithParam<std::string> {};
 
