@@ -33,7 +33,10 @@ size_t fit_launch(const Backend& backend, std::span<const GenerateRequest> reqs,
   size_t n = 0;
   for (; n < most; ++n) {
     const int64_t need = backend.kv_pages_for(int64_t(reqs[n].prompt.size()) + reqs[n].max_tokens);
-    const int64_t idle = int64_t(n + 1) < backend.max_batch() ? 1 : 0;  // a page for the launch's idle lanes
+    // A page for the launch's idle lanes: a batch backend has some in a
+    // launch of fewer sequences, and in its mixed runs, whose decode lanes
+    // leave out the sequence being prefilled (engine/paged_launch.h).
+    const int64_t idle = backend.max_batch() > 1 ? 1 : 0;
     if (used + need + idle > total) break;
     used += need;
   }

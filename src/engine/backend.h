@@ -77,8 +77,8 @@ class Backend {
   }
   /// A paged KV cache (cpu, cuda: engine/kv_pages.h): the pages in all, and
   /// the pages a generation that writes `positions` positions leases (the
-  /// sequences of a launch, and a page for its idle lanes when it has fewer
-  /// than max_batch(), must fit together). 0 and 0 where the cache holds every
+  /// sequences of a launch, and a page for idle lanes on a batch backend, must
+  /// fit together: fit_launch). 0 and 0 where the cache holds every
   /// sequence's whole context.
   virtual int64_t kv_pages_total() const { return 0; }
   virtual int64_t kv_pages_for(int64_t positions) const {
@@ -88,8 +88,8 @@ class Backend {
 };
 
 /// How many of `reqs` (from the first, at most `batch`) one launch of
-/// `backend` can run: their KV pages (prompt + max_tokens positions each) and
-/// a page for idle lanes when fewer than its max_batch() must fit
+/// `backend` can run: their KV pages (prompt + max_tokens positions each) and,
+/// on a backend of max_batch() > 1, a page for idle lanes must fit
 /// kv_pages_total(); all of `batch` when the cache is not paged. 0 when not
 /// even the first fits alone.
 size_t fit_launch(const Backend& backend, std::span<const GenerateRequest> reqs, size_t batch);
