@@ -10,11 +10,12 @@
 // cooperative launch, then a polling loop that hands tokens from the pinned
 // ring to on_token as they appear and turns a false return into
 // control.stop_request (written on a second stream while the kernel runs).
-// time_steps(): the same launch setup with every sequence placed at a given
-// position, then the megakernel, or one launch per operator (optionally in a
-// CUDA graph), timed per step.
+// time_steps() (program_executor_timing.cpp): the same launch setup with
+// every sequence placed at a given position, then the megakernel, or one
+// launch per operator (optionally in a CUDA graph), timed per step.
 #include "exec/cuda/program_executor.h"
 #include "exec/common/launch_state.h"
+#include "exec/cuda/executor_impl.h"
 
 #include <cuda_runtime_api.h>
 
@@ -23,8 +24,6 @@
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
-#include <iomanip>
 #include <map>
 #include <string>
 #include <thread>
@@ -53,6 +52,10 @@ std::string_view launch_mode_name(LaunchMode m) {
 using program::BufferKind;
 using program::Control;
 using program::SeqState;
+using detail::check_status;
+using detail::device_alloc;
+using detail::error_name;
+using detail::prepare;
 
 namespace {
 
@@ -69,13 +72,17 @@ T* device_copy(const std::vector<T>& v, std::vector<void*>& owned) {
   return static_cast<T*>(d);
 }
 
-void* device_alloc(size_t bytes, std::vector<void*>& owned) {
+}  // namespace
+
+void* detail::device_alloc(size_t bytes, std::vector<void*>& owned) {
   void* d = nullptr;
   KEEL_CUDA_CHECK(cudaMalloc(&d, std::max<size_t>(bytes, 16)));
   owned.push_back(d);
   KEEL_CUDA_CHECK(cudaMemset(d, 0, std::max<size_t>(bytes, 16)));
   return d;
 }
+
+namespace {
 
 const char* reason_name(int r) {
   switch (r) {
@@ -88,7 +95,9 @@ const char* reason_name(int r) {
   return "?";
 }
 
-const char* error_name(int e) {
+}  // namespace
+
+const char* detail::error_name(int e) {
   switch (e) {
     case prog::kErrTimeout: return "watchdog: a wait saw no progress";
     case prog::kErrBadPage: return "page table entry out of range";
@@ -100,44 +109,6 @@ const char* error_name(int e) {
   }
   return "unknown device error";
 }
-
-}  // namespace
-
-struct ProgramExecutor::Impl {
-  int device = 0;
-  double watchdog_s = 5;
-  std::vector<void*> owned;           // cudaMalloc'd
-  std::vector<void*> pinned;          // cudaHostAlloc'd
-  cudaStream_t stream = nullptr, ctl_stream = nullptr;
-  uint8_t* workspace = nullptr;
-  uint8_t* kv = nullptr;
-  std::vector<uint8_t*> ptr;          // per buffer (device)
-  std::vector<uint64_t> bytes;        // per buffer
-  std::vector<uint8_t> dtype;         // per buffer
-  prog::DevProgram P;
-  size_t smem = 0;
-  int32_t* host_ring = nullptr;       // pinned, mapped
-  int32_t* host_count = nullptr;
-  int32_t* stop_one = nullptr;        // pinned source of the stop_request write
-  float* capture = nullptr;           // device, allocated on the first capture run
-  int32_t* capture_rows = nullptr;
-  std::string gpu_name;
-  uint64_t weight_bytes = 0;          // per step, stored dtypes
-  bool per_op_ok = false;             // operators are contiguous per worker and in dependency order
-  bool tall_tiles = false;            // a matmul tile of more than kMmRows rows: wgmma only (long variants)
-  std::string per_op_why;
-  std::vector<int32_t> last_tokens;
-  uint64_t* step_ns = nullptr;        // device [step_ns_cap]
-  const char* last_variant = "";      // the kernel variant of the last launch (kernel_variant_name)
-  int32_t step_ns_cap = 0;
-
-  ~Impl() {
-    if (stream) cudaStreamDestroy(stream);
-    if (ctl_stream) cudaStreamDestroy(ctl_stream);
-    for (void* d : owned) cudaFree(d);
-    for (void* h : pinned) cudaFreeHost(h);
-  }
-};
 
 namespace {
 
@@ -461,15 +432,13 @@ void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions&
 
 ProgramExecutor::~ProgramExecutor() = default;
 
-namespace {
-
 /// The launch setup of program.h for `seqs` (launch_state.h) into a host image
 /// of the workspace, uploaded; counters, status and CTA states zeroed. With
 /// start_pos > 0 every sequence is placed at that position with its prompt
 /// consumed (bench: the KV cache below it is whatever the arena holds); with
 /// max_steps > 0 the launch runs that many steps (bench).
-prog::DevProgram prepare(ProgramExecutor::Impl& I, const program::Program& p, const std::vector<Sequence>& seqs,
-                         const RunOptions& opt, int start_pos = 0, int max_steps = 0) {
+prog::DevProgram detail::prepare(ProgramExecutor::Impl& I, const program::Program& p, const std::vector<Sequence>& seqs,
+                                 const RunOptions& opt, int start_pos, int max_steps) {
   const auto& h = p.h;
   const int B = h.batch;
   std::vector<uint8_t> ws(h.workspace_bytes, 0);
@@ -520,7 +489,7 @@ prog::DevProgram prepare(ProgramExecutor::Impl& I, const program::Program& p, co
 }
 
 /// Throws keel::Error with the device's error and every unfinished CTA's state.
-void check_status(ProgramExecutor::Impl& I, const program::Program& p, const prog::DevProgram& P) {
+void detail::check_status(ProgramExecutor::Impl& I, const program::Program& p, const prog::DevProgram& P) {
   const auto& h = p.h;
   prog::DevStatus st;
   KEEL_CUDA_CHECK(cudaMemcpy(&st, P.status, sizeof st, cudaMemcpyDeviceToHost));
@@ -544,7 +513,6 @@ void check_status(ProgramExecutor::Impl& I, const program::Program& p, const pro
        "; CTA states:", where);
 }
 
-}  // namespace
 
 RunResult ProgramExecutor::run(const std::vector<Sequence>& seqs, const RunOptions& opt) {
   Impl& I = *impl_;
@@ -691,129 +659,6 @@ void ProgramExecutor::copy_kv_pages(const std::vector<std::pair<int32_t, int32_t
   KEEL_CUDA_CHECK(cudaStreamSynchronize(I.stream));
 }
 
-void ProgramExecutor::fill_kv_random(uint64_t seed) {
-  Impl& I = *impl_;
-  KEEL_CUDA_CHECK(cudaSetDevice(I.device));
-  fill_random(I.kv, DType::BF16, p_.h.kv_bytes / 2, 0.0f, 1.0f, seed, I.stream);
-  KEEL_CUDA_CHECK(cudaStreamSynchronize(I.stream));
-}
-
-std::vector<double> ProgramExecutor::time_steps(LaunchMode mode, int start_pos, int steps,
-                                                const std::string& trace_json) {
-  Impl& I = *impl_;
-  const program::Program& p = p_;
-  const auto& h = p.h;
-  KEEL_CHECK(steps >= 2 && start_pos >= 1 && int64_t(start_pos) + steps < h.max_context, "cuda bench: ", steps,
-             " steps from position ", start_pos, " do not fit the context of ", h.max_context);
-  KEEL_CHECK(mode == LaunchMode::Megakernel || I.per_op_ok, "cuda bench: per-op launches of this Program are "
-             "not possible: ", I.per_op_why);
-  KEEL_CUDA_CHECK(cudaSetDevice(I.device));
-  std::vector<Sequence> seqs(size_t(h.batch));
-  for (auto& s : seqs) {
-    s.prompt = {0};
-    s.max_new = steps + 1;
-  }
-  prog::DevProgram P = prepare(I, p, seqs, RunOptions{}, start_pos, steps);
-  std::vector<double> ms;
-  if (mode == LaunchMode::Megakernel) {
-    P.step_ns = I.step_ns;
-    P.step_ns_cap = I.step_ns_cap;
-    const int cap = int(p.worker_tasks.size() / size_t(h.n_workers) + 8) * std::min(steps, 4);
-    if (!trace_json.empty()) {
-      P.trace = static_cast<uint64_t*>(
-          device_alloc(size_t(h.n_workers) * size_t(cap) * prog::kTraceWords * 8, I.owned));
-      P.trace_cap = cap;
-    }
-    prog::launch_program(P, I.smem, I.stream);
-    KEEL_CUDA_CHECK(cudaStreamSynchronize(I.stream));
-    check_status(I, p, P);
-    std::vector<uint64_t> ns(size_t(steps) + 1, 0);
-    KEEL_CUDA_CHECK(cudaMemcpy(ns.data(), I.step_ns, size_t(steps) * 8, cudaMemcpyDeviceToHost));
-    for (int s = 1; s < steps; ++s) ms.push_back(double(ns[size_t(s)] - ns[size_t(s - 1)]) * 1e-6);
-    if (P.trace) {
-      constexpr size_t kW = prog::kTraceWords;
-      std::vector<uint64_t> tr(size_t(h.n_workers) * size_t(cap) * kW);
-      KEEL_CUDA_CHECK(cudaMemcpy(tr.data(), P.trace, tr.size() * 8, cudaMemcpyDeviceToHost));
-      uint64_t t_min = ~0ull;
-      for (size_t k = 0; k < tr.size(); k += kW)
-        if (tr[k + 1]) t_min = std::min(t_min, tr[k + 1]);
-      std::ofstream f(trace_json);
-      f << std::fixed << std::setprecision(3);  // microseconds to the nanosecond (6 digits would round to 1 us)
-      KEEL_CHECK(f.good(), "cuda bench: cannot write ", trace_json);
-      f << "{\"traceEvents\":[\n";
-      bool first = true;
-      for (int w = 0; w < h.n_workers; ++w)
-        for (int k = 0; k < cap; ++k) {
-          const uint64_t* e = &tr[(size_t(w) * size_t(cap) + size_t(k)) * kW];
-          if (!e[1] || !e[5]) continue;
-          const uint32_t pos = uint32_t(e[0] & 0xffffffffu), step = uint32_t(e[0] >> 32);
-          const program::TaskDesc& t = p.tasks[p.worker_tasks[p.worker_offsets[size_t(w)] + pos]];
-          const program::OpDesc& op = p.ops[t.op];
-          auto us = [&](uint64_t a, uint64_t z) { return a && z >= a ? double(z - a) * 1e-3 : 0.0; };
-          auto ev = [&](const std::string& name, uint64_t a, uint64_t z, const std::string& extra) {
-            f << (first ? "" : ",\n") << "{\"name\":\"" << name << "\",\"ph\":\"X\",\"pid\":0,\"tid\":" << w
-              << ",\"ts\":" << double(a - t_min) * 1e-3 << ",\"dur\":" << double(z - a) * 1e-3
-              << ",\"args\":{\"step\":" << step << extra << "}}";
-            first = false;
-          };
-          if (e[2] > e[1]) ev("wait", e[1], e[2], "");
-          // prep_us: wait end -> input vector ready; stage_us: -> first ring stage landed;
-          // tail_us: the task's code returned -> barrier, signals and this record done
-          std::string extra = e[3] ? cat(",\"prep_us\":", us(e[2], e[3]), ",\"stage_us\":", us(e[3], e[4])) : "";
-          extra += cat(",\"tail_us\":", us(e[6], e[5]));
-          // stream_us: first -> last ring stage landed; after_us: last stage landed -> code returned
-          if (e[7]) extra += cat(",\"stream_us\":", us(e[4], e[7]), ",\"after_us\":", us(e[7], e[6]));
-          ev(op.layer >= 0 ? cat(op.name, " L", op.layer) : std::string(op.name), e[2], e[5], extra);
-        }
-      f << "\n]}\n";
-    }
-  } else {
-    std::vector<cudaEvent_t> ev(size_t(steps) + 1);
-    for (auto& e : ev) KEEL_CUDA_CHECK(cudaEventCreate(&e));
-    cudaGraphExec_t exec = nullptr;
-    cudaGraph_t graph = nullptr;
-    auto cleanup = [&] {
-      for (auto& e : ev) cudaEventDestroy(e);
-      if (exec) cudaGraphExecDestroy(exec);
-      if (graph) cudaGraphDestroy(graph);
-    };
-    try {
-      auto one_step = [&] {
-        for (uint32_t op = 0; op < h.n_ops; ++op) prog::launch_op(P, int(op), I.smem, I.stream);
-      };
-      if (mode == LaunchMode::Graph) {
-        KEEL_CUDA_CHECK(cudaStreamBeginCapture(I.stream, cudaStreamCaptureModeThreadLocal));
-        one_step();
-        KEEL_CUDA_CHECK(cudaStreamEndCapture(I.stream, &graph));
-        KEEL_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-      }
-      KEEL_CUDA_CHECK(cudaEventRecord(ev[0], I.stream));
-      for (int s = 0; s < steps; ++s) {
-        if (exec) KEEL_CUDA_CHECK(cudaGraphLaunch(exec, I.stream));
-        else one_step();
-        KEEL_CUDA_CHECK(cudaEventRecord(ev[size_t(s) + 1], I.stream));
-      }
-      KEEL_CUDA_CHECK(cudaStreamSynchronize(I.stream));
-      check_status(I, p, P);
-      for (int s = 1; s < steps; ++s) {  // the first step includes the graph upload
-        float t = 0;
-        KEEL_CUDA_CHECK(cudaEventElapsedTime(&t, ev[size_t(s)], ev[size_t(s) + 1]));
-        ms.push_back(t);
-      }
-    } catch (...) {
-      cleanup();
-      throw;
-    }
-    cleanup();
-  }
-  // sequence 0's tokens of these steps: the history after start_pos
-  I.last_tokens.assign(size_t(steps), 0);
-  KEEL_CUDA_CHECK(cudaMemcpy(I.last_tokens.data(),
-                             I.ptr[size_t(h.buf_tokens)] + (size_t(start_pos) + 1) * sizeof(int32_t),
-                             size_t(steps) * sizeof(int32_t), cudaMemcpyDeviceToHost));
-  return ms;
-}
-
 const std::vector<int32_t>& ProgramExecutor::last_step_tokens() const { return impl_->last_tokens; }
 std::string ProgramExecutor::last_kernel_variant() const { return impl_->last_variant; }
 uint64_t ProgramExecutor::weight_bytes_per_step() const { return impl_->weight_bytes; }
@@ -856,21 +701,6 @@ void ProgramExecutor::set_counters(uint32_t value) {
   KEEL_CUDA_CHECK(cudaSetDevice(impl_->device));
   const std::vector<uint32_t> v(std::max<uint32_t>(p_.h.n_counters, 1), value);
   KEEL_CUDA_CHECK(cudaMemcpy(impl_->P.counters, v.data(), v.size() * 4, cudaMemcpyHostToDevice));
-}
-
-void ProgramExecutor::run_single_task(uint32_t task) {
-  Impl& I = *impl_;
-  KEEL_CHECK(task < p_.tasks.size(), "cuda program executor: no task ", task);
-  KEEL_CUDA_CHECK(cudaSetDevice(I.device));
-  prog::DevStatus st0;
-  KEEL_CUDA_CHECK(cudaMemcpy(I.P.status, &st0, sizeof st0, cudaMemcpyHostToDevice));
-  KEEL_CUDA_CHECK(cudaMemset(I.P.abort, 0, 4));
-  prog::launch_single_task(I.P, task, I.smem, I.stream);
-  KEEL_CUDA_CHECK(cudaStreamSynchronize(I.stream));
-  prog::DevStatus st;
-  KEEL_CUDA_CHECK(cudaMemcpy(&st, I.P.status, sizeof st, cudaMemcpyDeviceToHost));
-  KEEL_CHECK(st.error == prog::kErrNone, "cuda program executor: ", error_name(st.error), " (detail ", st.detail,
-             ") in ", program::describe_task(p_, task));
 }
 
 }  // namespace keel::exec::cuda

@@ -126,7 +126,7 @@ class ProgramExecutor {
   /// task to arrive is the last of its step and merges).
   void set_counters(uint32_t value);
 
-  struct Impl;  // host state (program_executor.cpp)
+  struct Impl;  // host state (executor_impl.h)
 
  private:
   void setup(const model::Model* m, const ProgramExecutorOptions& opt, uint64_t seed,
