@@ -18,6 +18,7 @@
 #include "common/kv_compare.h"
 #include "common/run_options.h"
 #include "compiler/compiler.h"
+#include "exec/common/launch_state.h"
 #include "exec/common/prefill.h"
 #include "exec/cpu/executor.h"
 #include "program/checker.h"
@@ -146,6 +147,47 @@ TEST(Mixed, EveryRemovedWaitIsCaught) {
     if (program::check(q).ok) ++missed;
   }
   EXPECT_EQ(missed, 0) << "of " << p.waits.size() << " waits";
+}
+
+// The launch state written buffer by buffer (what the CUDA executor uploads)
+// asks only for launch_state_buffers and, over a zeroed workspace with its
+// activations at 0xff, gives the whole-image version's bytes (a mixed
+// Program: decode, idle and prefill lanes).
+TEST(LaunchState, BufferByBufferEqualsTheWholeImage) {
+  const auto& f = testing::loaded_fixture("tiny-qwen3");
+  const program::Program mp = compile_for(f.model, 3, 5, 1);
+  const auto& h = mp.h;
+  std::vector<Sequence> seqs(2);
+  seqs[0].prompt = {1, 2, 3};
+  seqs[0].pages = pages_of(0);
+  seqs[1].prompt = std::vector<int32_t>(30, 7);
+  seqs[1].kv_filled = 4;
+  seqs[1].pages = pages_of(1);
+  seqs[1].prefill_only = true;
+  RunOptions ro;
+  ro.idle_page = kPages - 1;
+  ro.eos_ids = {2};
+  ro.max_steps = 3;
+  auto embed = [&](int32_t tok, float* row) {
+    for (int64_t i = 0; i < h.hidden; ++i) row[i] = float(tok) + 0.001f * float(i);
+  };
+  std::vector<uint8_t> whole(h.workspace_bytes);
+  write_launch_state(mp, seqs, ro, whole.data(), embed, "test");
+  std::vector<uint8_t> parts(h.workspace_bytes, 0);
+  for (const program::BufferDesc& b : mp.buffers)
+    if (program::BufferKind(b.kind) == program::BufferKind::Activation)
+      std::fill_n(parts.begin() + std::ptrdiff_t(b.offset), b.count * dtype_size(DType(b.dtype)), uint8_t(0xff));
+  const std::vector<int32_t> allowed = launch_state_buffers(h);
+  std::vector<int32_t> asked;
+  write_launch_state(
+      mp, seqs, ro,
+      [&](int32_t id) {
+        asked.push_back(id);
+        return parts.data() + mp.buffer(id).offset;
+      },
+      embed, "test");
+  for (int32_t id : asked) EXPECT_NE(std::find(allowed.begin(), allowed.end(), id), allowed.end()) << "buffer " << id;
+  EXPECT_TRUE(parts == whole);
 }
 
 TEST(Mixed, BadLanesAreErrors) {

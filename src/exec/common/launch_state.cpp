@@ -34,8 +34,22 @@ std::vector<int> sequence_lanes(const program::ProgramHeader& h, const std::vect
   return lanes;
 }
 
+std::vector<int32_t> launch_state_buffers(const program::ProgramHeader& h) {
+  return {h.buf_page_table, h.buf_control, h.buf_state, h.buf_tokens, h.buf_x};
+}
+
 void write_launch_state(const program::Program& p, const std::vector<Sequence>& seqs, const RunOptions& opt,
                         uint8_t* ws, const std::function<void(int32_t, float*)>& embed, const char* who) {
+  std::memset(ws, 0, p.h.workspace_bytes);
+  for (const program::BufferDesc& b : p.buffers)
+    if (BufferKind(b.kind) == BufferKind::Activation)
+      std::memset(ws + b.offset, 0xff, b.count * dtype_size(DType(b.dtype)));
+  write_launch_state(p, seqs, opt, [&](int32_t id) { return ws + p.buffer(id).offset; }, embed, who);
+}
+
+void write_launch_state(const program::Program& p, const std::vector<Sequence>& seqs, const RunOptions& opt,
+                        const std::function<uint8_t*(int32_t)>& at,
+                        const std::function<void(int32_t, float*)>& embed, const char* who) {
   const auto& h = p.h;
   const int B = h.batch;
   const int32_t idle_page = opt.idle_page;
@@ -47,11 +61,6 @@ void write_launch_state(const program::Program& p, const std::vector<Sequence>& 
   std::vector<int> seq_of(size_t(B), -1);
   for (size_t k = 0; k < seqs.size(); ++k)
     for (int64_t i = 0; i < program::lane_width(h, first[k]); ++i) seq_of[size_t(first[k] + i)] = int(k);
-  std::memset(ws, 0, h.workspace_bytes);
-  for (const program::BufferDesc& b : p.buffers)
-    if (BufferKind(b.kind) == BufferKind::Activation)
-      std::memset(ws + b.offset, 0xff, b.count * dtype_size(DType(b.dtype)));
-  auto at = [&](int32_t buf) { return ws + p.buffer(buf).offset; };
   // A lane uses the pages of its sequence's KV slot (Sequence::kv_slot, else
   // the sequence of its lanes: the identity for decode Programs). A decode
   // run's lanes (idle ones too) append at their positions: only a run with

@@ -37,6 +37,20 @@ std::vector<int> sequence_lanes(const program::ProgramHeader& h, const std::vect
 void write_launch_state(const program::Program& p, const std::vector<Sequence>& seqs, const RunOptions& opt,
                         uint8_t* ws, const std::function<void(int32_t token, float* row)>& embed, const char* who);
 
+/// The same, buffer by buffer: `buffer(id)` returns the bytes of workspace
+/// buffer `id` in the image, as the whole-image version leaves them before it
+/// writes (zero; activations 0xff). It is asked only for the buffers the host
+/// writes (launch_state_buffers); every other byte of the workspace is zero,
+/// activations 0xff. (The CUDA executor uploads only these buffers and sets
+/// the rest on the device.)
+void write_launch_state(const program::Program& p, const std::vector<Sequence>& seqs, const RunOptions& opt,
+                        const std::function<uint8_t*(int32_t id)>& buffer,
+                        const std::function<void(int32_t token, float* row)>& embed, const char* who);
+
+/// The workspace buffers write_launch_state writes: the page table, Control,
+/// the SeqStates, the token histories and x.
+std::vector<int32_t> launch_state_buffers(const program::ProgramHeader& h);
+
 /// One contiguous copy of KV cache bytes between two Programs' KV buffers
 /// (byte offsets within each buffer).
 struct KvCopy {

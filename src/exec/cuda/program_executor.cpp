@@ -441,11 +441,22 @@ prog::DevProgram detail::prepare(ProgramExecutor::Impl& I, const program::Progra
                                  const RunOptions& opt, int start_pos, int max_steps) {
   const auto& h = p.h;
   const int B = h.batch;
-  std::vector<uint8_t> ws(h.workspace_bytes, 0);
+  // Host images of the buffers the launch state writes only (a batch
+  // Program's logits alone are B x vocab floats: uploading a whole workspace
+  // image cost every relaunch milliseconds); the rest is set on the device.
+  std::map<int32_t, std::vector<uint8_t>> parts;
+  auto image = [&](int32_t id) {
+    std::vector<uint8_t>& v = parts[id];
+    if (v.empty()) {
+      const program::BufferDesc& b = p.buffer(id);
+      v.assign(b.count * dtype_size(DType(b.dtype)), BufferKind(b.kind) == BufferKind::Activation ? 0xff : 0);
+    }
+    return v.data();
+  };
   const DType edt = DType(I.dtype[size_t(h.buf_embed)]);
   std::vector<uint8_t> row(size_t(h.hidden) * dtype_size(edt));
   write_launch_state(
-      p, seqs, opt, ws.data(),
+      p, seqs, opt, image,
       [&](int32_t tok, float* x) {  // the embedding row, read back from the device copy
         KEEL_CUDA_CHECK(cudaMemcpy(row.data(), I.ptr[size_t(h.buf_embed)] + size_t(tok) * row.size(), row.size(),
                                    cudaMemcpyDeviceToHost));
@@ -453,17 +464,32 @@ prog::DevProgram detail::prepare(ProgramExecutor::Impl& I, const program::Progra
       },
       "cuda program executor");
   if (start_pos > 0 || max_steps > 0) {
-    SeqState* st = reinterpret_cast<SeqState*>(ws.data() + p.buffer(h.buf_state).offset);
+    SeqState* st = reinterpret_cast<SeqState*>(image(h.buf_state));
     for (size_t b = 0; b < seqs.size(); ++b) {
       if (start_pos > 0) {
         st[b].pos = start_pos;
         st[b].prompt_len = 1;
       }
     }
-    Control* ctl = reinterpret_cast<Control*>(ws.data() + p.buffer(h.buf_control).offset);
+    Control* ctl = reinterpret_cast<Control*>(image(h.buf_control));
     if (max_steps > 0) ctl->max_steps = max_steps;
   }
-  KEEL_CUDA_CHECK(cudaMemcpy(I.workspace, ws.data(), ws.size(), cudaMemcpyHostToDevice));
+  // The workspace as the whole image would be: zero, activations 0xff (NaN:
+  // a read before any write poisons the output; contiguous ranges merged),
+  // then the launch state's buffers.
+  KEEL_CUDA_CHECK(cudaMemset(I.workspace, 0, h.workspace_bytes));
+  std::vector<std::pair<uint64_t, uint64_t>> act;
+  for (const program::BufferDesc& b : p.buffers)
+    if (BufferKind(b.kind) == BufferKind::Activation && b.count > 0)
+      act.push_back({b.offset, b.offset + b.count * dtype_size(DType(b.dtype))});
+  std::sort(act.begin(), act.end());
+  for (size_t i = 0; i < act.size();) {
+    uint64_t lo = act[i].first, hi = act[i].second;
+    for (++i; i < act.size() && act[i].first <= hi; ++i) hi = std::max(hi, act[i].second);
+    KEEL_CUDA_CHECK(cudaMemset(I.workspace + lo, 0xff, hi - lo));
+  }
+  for (const auto& [id, bytes] : parts)
+    KEEL_CUDA_CHECK(cudaMemcpy(I.workspace + p.buffer(id).offset, bytes.data(), bytes.size(), cudaMemcpyHostToDevice));
   prog::DevProgram P = I.P;
   KEEL_CUDA_CHECK(cudaMemset(P.counters, 0, std::max<uint32_t>(h.n_counters, 1) * 4ull));
   prog::DevStatus st0;
