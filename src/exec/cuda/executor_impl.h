@@ -57,8 +57,9 @@ namespace detail {
 void* device_alloc(size_t bytes, std::vector<void*>& owned);
 /// A device error code's meaning (prog::kErr*).
 const char* error_name(int e);
-/// The launch setup of program.h for `seqs` (launch_state.h) into a host image
-/// of the workspace, uploaded; counters, status and CTA states zeroed. With
+/// The launch setup of program.h for `seqs` (launch_state.h): host images of
+/// the buffers it writes, uploaded over a workspace set on the device (zero,
+/// activations 0xff); counters, status and CTA states zeroed. With
 /// start_pos > 0 every sequence is placed at that position with its prompt
 /// consumed (bench: the KV cache below it is whatever the arena holds); with
 /// max_steps > 0 the launch runs that many steps (bench).

@@ -4,10 +4,10 @@
 // the stored weight dtypes) and memory, upload the Program arrays as they are,
 // one device copy per named weight tensor, the constants, and zeroed
 // workspace / KV arenas. Nothing is re-planned: ring, work area, loader policy
-// and tiles are the Program's. run(): the launch setup of program.h (a host image of
-// the workspace with NaN activations, page table, Control, SeqState, token
-// history and first embedding, copied in one go; counters zeroed), one
-// cooperative launch, then a polling loop that hands tokens from the pinned
+// and tiles are the Program's. run(): the launch setup of program.h (host
+// images of the buffers it writes: page table, Control, SeqState, token
+// history and first embedding, uploaded over a workspace zeroed on the device
+// with NaN activations; counters zeroed), one cooperative launch, then a polling loop that hands tokens from the pinned
 // ring to on_token as they appear and turns a false return into
 // control.stop_request (written on a second stream while the kernel runs).
 // time_steps() (program_executor_timing.cpp): the same launch setup with
@@ -432,8 +432,9 @@ void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions&
 
 ProgramExecutor::~ProgramExecutor() = default;
 
-/// The launch setup of program.h for `seqs` (launch_state.h) into a host image
-/// of the workspace, uploaded; counters, status and CTA states zeroed. With
+/// The launch setup of program.h for `seqs` (launch_state.h): host images of
+/// the buffers it writes, uploaded over a workspace set on the device (zero,
+/// activations 0xff); counters, status and CTA states zeroed. With
 /// start_pos > 0 every sequence is placed at that position with its prompt
 /// consumed (bench: the KV cache below it is whatever the arena holds); with
 /// max_steps > 0 the launch runs that many steps (bench).
