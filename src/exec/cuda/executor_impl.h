@@ -31,6 +31,7 @@ struct ProgramExecutor::Impl {
   int32_t* host_ring = nullptr;       // pinned, mapped
   int32_t* host_count = nullptr;
   int32_t* stop_one = nullptr;        // pinned source of the stop_request write
+  uint8_t* embed_stage = nullptr;     // pinned, [batch][hidden] embedding rows of a launch setup
   float* capture = nullptr;           // device, allocated on the first capture run
   int32_t* capture_rows = nullptr;
   std::string gpu_name;

@@ -427,6 +427,9 @@ void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions&
   I.host_ring = pinned(sizeof(int32_t) * size_t(h.batch) * size_t(h.ring_len));
   I.host_count = pinned(sizeof(int32_t) * size_t(h.batch));
   I.stop_one = pinned(sizeof(int32_t));
+  // The launch setup's embedding rows (one a lane), copied in one batch.
+  I.embed_stage = reinterpret_cast<uint8_t*>(
+      pinned(size_t(h.batch) * size_t(h.hidden) * dtype_size(DType(I.dtype[size_t(h.buf_embed)]))));
   *I.stop_one = 1;
 }
 
@@ -455,15 +458,18 @@ prog::DevProgram detail::prepare(ProgramExecutor::Impl& I, const program::Progra
     return v.data();
   };
   const DType edt = DType(I.dtype[size_t(h.buf_embed)]);
-  std::vector<uint8_t> row(size_t(h.hidden) * dtype_size(edt));
+  const size_t row_bytes = size_t(h.hidden) * dtype_size(edt);
+  std::vector<std::pair<int32_t, float*>> rows;  // (token, its x row): the embedding rows, read back below
   write_launch_state(
-      p, seqs, opt, image,
-      [&](int32_t tok, float* x) {  // the embedding row, read back from the device copy
-        KEEL_CUDA_CHECK(cudaMemcpy(row.data(), I.ptr[size_t(h.buf_embed)] + size_t(tok) * row.size(), row.size(),
-                                   cudaMemcpyDeviceToHost));
-        for (int64_t i = 0; i < h.hidden; ++i) x[i] = load_as_f32(row.data(), edt, size_t(i));
-      },
-      "cuda program executor");
+      p, seqs, opt, image, [&](int32_t tok, float* x) { rows.push_back({tok, x}); }, "cuda program executor");
+  KEEL_CHECK(rows.size() <= size_t(B), "cuda program executor: ", rows.size(), " embedding rows for ", B, " lanes");
+  for (size_t i = 0; i < rows.size(); ++i)  // from the device copy, one synchronisation for all
+    KEEL_CUDA_CHECK(cudaMemcpyAsync(I.embed_stage + i * row_bytes,
+                                    I.ptr[size_t(h.buf_embed)] + size_t(rows[i].first) * row_bytes, row_bytes,
+                                    cudaMemcpyDeviceToHost, I.stream));
+  KEEL_CUDA_CHECK(cudaStreamSynchronize(I.stream));
+  for (size_t i = 0; i < rows.size(); ++i)
+    for (int64_t k = 0; k < h.hidden; ++k) rows[i].second[k] = load_as_f32(I.embed_stage + i * row_bytes, edt, size_t(k));
   if (start_pos > 0 || max_steps > 0) {
     SeqState* st = reinterpret_cast<SeqState*>(image(h.buf_state));
     for (size_t b = 0; b < seqs.size(); ++b) {
