@@ -330,6 +330,31 @@ TEST(Cli, CompileAPrefillProgram) {
   EXPECT_NE(bad.err.find("prefill Program"), std::string::npos) << bad.err;
 }
 
+// A mixed Program (--decode-lanes beside --prefill-chunk): the report names
+// its lanes, it has an LM head (for the decode lanes), and its flags rebuild
+// it; decode lanes without prefill lanes are an error.
+TEST(Cli, CompileAMixedProgram) {
+  const std::string cfg = kShared + "/models/qwen3-tokenizer/Qwen3-8B/config.json";
+  auto hash_of = [](const std::string& out) {
+    const auto at = out.find("program hash ");
+    return at == std::string::npos ? std::string() : out.substr(at + 13, 16);
+  };
+  CmdResult a = run("compile --config " + cfg +
+                    " --target h200 --dtype bf16 --context 4096 --prefill-chunk 48 --decode-lanes 16 --kv-pages 700 "
+                    "--report");
+  ASSERT_EQ(a.code, 0) << a.err;
+  EXPECT_NE(a.out.find("batch 64 (16 decode lanes, 48 prefill lanes in groups of 48)"), std::string::npos) << a.out;
+  EXPECT_EQ(a.out.find(" 0 LM-head tiles"), std::string::npos) << a.out;
+  const auto flags_at = a.out.find("(keel compile ");
+  ASSERT_NE(flags_at, std::string::npos);
+  const std::string flags = a.out.substr(flags_at + 14, a.out.find(')', flags_at) - flags_at - 14);
+  EXPECT_NE(flags.find("--prefill-chunk 48 --decode-lanes 16 --kv-pages 700"), std::string::npos) << flags;
+  EXPECT_EQ(hash_of(run("compile --config " + cfg + " " + flags + " --report").out), hash_of(a.out)) << flags;
+  CmdResult bad = run("compile --config " + cfg + " --dtype bf16 --context 4096 --decode-lanes 16 --report");
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("decode_lanes"), std::string::npos) << bad.err;
+}
+
 TEST(Cli, UnknownCommandIsNamed) {
   CmdResult r = run("frobnicate --model x");
   EXPECT_EQ(r.code, 1);
