@@ -180,8 +180,8 @@ Program compile(const model::ModelConfig& cfg, const CompileOptions& opt) {
 }
 
 int mixed_prefill_lanes(int decode_lanes, int prefill_chunk) {
-  if (prefill_chunk < 2 || decode_lanes < 2) return 0;
-  return std::max(prefill_chunk - decode_lanes, std::min(prefill_chunk, 16));
+  const int lanes = prefill_chunk - decode_lanes;
+  return decode_lanes >= 2 && lanes >= 2 && lanes * 4 >= prefill_chunk ? lanes : 0;
 }
 
 CompileOptions options_of(const Program& p) {

@@ -96,11 +96,13 @@ void plan_target(Program& p, const Target& t);
 /// Prefill lanes of the mixed Program (CompileOptions::decode_lanes) beside
 /// `decode_lanes` decode lanes, for a backend whose prefill Program has
 /// `prefill_chunk` lanes: `prefill_chunk` - `decode_lanes`, so a mixed step
-/// has the lanes of a prefill step (within one matmul tile,
-/// program::kMmMaxTokens, each weight tile still streams once for all of
-/// them), and at least min(prefill_chunk, 16). 0 (no mixed Program) when
-/// prefill_chunk < 2 or decode_lanes < 2: a launch of one sequence has nothing
-/// to decode beside a prefill.
+/// has the lanes of a prefill step (a step of more lanes than one matmul tile
+/// serves, program::kMmMaxTokens, would leave the tensor-core tiles). 0 (no
+/// mixed Program: a joining prompt's prefill makes the others wait) when that
+/// is below a quarter of prefill_chunk (so few positions a step that the
+/// prompt would wait far longer for its first token), or below 2, or when
+/// decode_lanes < 2 (a launch of one sequence has nothing to decode beside a
+/// prefill).
 int mixed_prefill_lanes(int decode_lanes, int prefill_chunk);
 
 /// Bytes of weights each worker streams per step (index = worker).

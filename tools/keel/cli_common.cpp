@@ -60,7 +60,7 @@ void add_backend_flags(CLI::App& cmd, BackendOptions& o) {
                  "cpu, cuda with --batch > 1: prompt positions per step when a prompt is prefilled while other "
                  "sequences decode (one step carries their tokens and this many prompt positions), so a joining "
                  "prompt does not stall them; 0 = they wait for its prefill (default: the prefill chunk less the "
-                 "batch, at least 16; off without a prefill chunk)")
+                 "batch, if that leaves a quarter of it: cuda batches up to 48; off without a prefill chunk)")
       ->check(CLI::Range(0, 4096));
   cmd.add_option("--kv-tokens", o.kv_tokens,
                  "cpu, cuda: KV cache size in tokens, shared by the sequences of a launch: each takes the pages of "
