@@ -24,10 +24,18 @@ struct GenerateRequest {
   /// appended to the prompt): the draws continue from there, so the tokens
   /// are those an uninterrupted generation samples.
   int32_t draws_before = 0;
+  /// Report each generated token's log-probability: over the logits it was
+  /// drawn from (after the repetition penalty and temperature, before top-k,
+  /// top-p and min-p; greedy: the model's), program::token_logprob. In
+  /// GenerateResult::logprobs, and to on_logprob (if set) just before the
+  /// token callback gets the token.
+  bool logprobs = false;
+  std::function<void(float logprob)> on_logprob;
 };
 
 struct GenerateResult {
   std::vector<int32_t> output;      // generated ids (an EOS that ended it included)
+  std::vector<float> logprobs;      // GenerateRequest::logprobs: one per output token
   double prefill_ms = 0;            // time to the first generated token
   double decode_ms_per_token = 0;   // mean over the tokens after the first
   std::string stop_reason;          // "eos", "max_tokens", "stopped" (callback), "context"

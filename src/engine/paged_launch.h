@@ -65,14 +65,15 @@ exec::RunResult run_paged(Exec& decode, Exec* prefill, Exec* mixed, KvPagePool& 
     } else {
       ro.idle_page = -1;
     }
-    ro.on_token = [&](int i, int32_t tok) {
+    ro.on_token = [&](int i, int32_t tok, float lp) {
       const size_t k = idx[size_t(i)];
       if (first) {
         r.first_token_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
         first = false;
       }
       r.seqs[k].tokens.push_back(tok);
-      if (opt.on_token && !opt.on_token(int(k), tok)) stopped = true;
+      if (seqs[k].logprobs) r.seqs[k].logprobs.push_back(lp);
+      if (opt.on_token && !opt.on_token(int(k), tok, lp)) stopped = true;
       return !stopped;
     };
     for (size_t i = 0; i < idx.size(); ++i) ran_from[idx[i]] = run_seqs[i].kv_filled;

@@ -18,6 +18,7 @@ exec::Sequence sequence_for(const GenerateRequest& req, int64_t max_context, con
   s.sampling = req.sampling;
   KEEL_CHECK(req.draws_before >= 0, who, ": draws_before must be >= 0");
   s.draws_before = req.draws_before;
+  s.logprobs = req.logprobs;
   return s;
 }
 
@@ -32,6 +33,7 @@ exec::Sequence score_sequence(std::span<const int32_t> ids, int64_t max_context,
 GenerateResult result_of(const exec::RunResult& r, bool stopped, size_t seq) {
   GenerateResult g;
   g.output = r.seqs.at(seq).tokens;
+  g.logprobs = r.seqs[seq].logprobs;
   g.prefill_ms = r.first_token_ms;
   const size_t n = g.output.size();
   g.decode_ms_per_token = n > 1 ? (r.ms - r.first_token_ms) / double(n - 1) : 0;
@@ -78,11 +80,12 @@ std::vector<GenerateResult> generate_in_launches(std::span<const GenerateRequest
     }
     exec::RunOptions ro;
     ro.eos_ids = reqs[first].eos_ids;
-    if (on_token)
-      ro.on_token = [&](int seq, int32_t tok) {
-        if (!on_token(int(first) + seq, tok)) stopped = true;
-        return !stopped;
-      };
+    ro.on_token = [&](int seq, int32_t tok, float lp) {
+      const GenerateRequest& r = reqs[first + size_t(seq)];
+      if (r.logprobs && r.on_logprob) r.on_logprob(lp);
+      if (on_token && !on_token(int(first) + seq, tok)) stopped = true;
+      return !stopped;
+    };
     const exec::RunResult r = run(seqs, ro);
     for (size_t k = 0; k < n; ++k) {
       out[first + k] = result_of(r, stopped, k);
@@ -96,9 +99,10 @@ std::vector<GenerateResult> generate_in_launches(std::span<const GenerateRequest
 exec::RunOptions run_options_for(const GenerateRequest& req, const TokenCallback& on_token, bool* stopped) {
   exec::RunOptions ro;
   ro.eos_ids = req.eos_ids;
-  if (on_token)
-    ro.on_token = [on_token, stopped](int, int32_t tok) {
-      if (!on_token(tok)) *stopped = true;
+  if (on_token || req.on_logprob)
+    ro.on_token = [on_token, stopped, on_lp = req.logprobs ? req.on_logprob : nullptr](int, int32_t tok, float lp) {
+      if (on_lp) on_lp(lp);
+      if (on_token && !on_token(tok)) *stopped = true;
       return !*stopped;
     };
   return ro;

@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "engine/kv_pages.h"
 #include "program/rules.h"
+#include "program/sampling.h"
 
 namespace keel::engine {
 namespace {
@@ -69,6 +70,10 @@ GenerateResult ReferenceBackend::generate(const GenerateRequest& req, const Toke
       held_.push_back(res.output.back());
     }
     const int32_t tok = sampler.sample(logits, history);
+    if (req.logprobs) {  // over the logits sample() drew from (penalty and temperature applied in place)
+      res.logprobs.push_back(program::token_logprob(logits.data(), int64_t(logits.size()), tok));
+      if (req.on_logprob) req.on_logprob(res.logprobs.back());
+    }
     if (res.output.empty()) {
       res.prefill_ms = ms_since(t0);
     } else {

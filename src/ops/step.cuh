@@ -85,6 +85,12 @@ __device__ void step(const DevProgram& P, const TaskDesc& t, int32_t task, float
       const float u = program::rng_uniform(sp.seed, 0, uint32_t(s.draw0 + s.n_generated));
       next = sample_token(logits, V, tokens, pos + 1, sp, u, scratch);
     }
+    float lp = 0;
+    if (s.want_logprob) {  // block-uniform (one SeqState): program::token_logprob over the logits it was drawn from
+      if (threadIdx.x == 0) s_next = next;
+      csync();
+      lp = block_token_logprob(logits, V, s_next, scratch);
+    }
     if (threadIdx.x == 0) {
       s_go = 1;
       s_next = next;
@@ -92,8 +98,9 @@ __device__ void step(const DevProgram& P, const TaskDesc& t, int32_t task, float
       bp<int32_t>(P, t.buf[StepSlots::kRing])[int64_t(b) * h.ring_len + n % h.ring_len] = next;
       s.n_generated = n + 1;
       if (pos + 1 < h.max_context) tokens[pos + 1] = next;
-      if (P.host_ring) {  // publish to the host: the token, then the count
+      if (P.host_ring) {  // publish to the host: the token (and its log-probability), then the count
         P.host_ring[int64_t(b) * h.ring_len + n % h.ring_len] = next;
+        if (P.host_logprob) P.host_logprob[int64_t(b) * h.ring_len + n % h.ring_len] = lp;
         __threadfence_system();
         *reinterpret_cast<volatile int32_t*>(&P.host_count[b]) = n + 1;
       }

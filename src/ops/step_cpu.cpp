@@ -69,11 +69,14 @@ void Step::run_cpu(const TaskContext& c, const TaskDesc& t) {
       next = program::sample_token(logits, V, tokens, s.pos + 1, sp,
                                    program::rng_uniform(sp.seed, 0, uint32_t(s.draw0 + s.n_generated)));
     }
+    // Over the logits it was drawn from (after the penalty and temperature
+    // sample_token applied in place), before any truncation.
+    const float lp = s.want_logprob ? program::token_logprob(logits, V, next) : NAN;
     int32_t* ring = c.as<int32_t>(o.ring) + int64_t(b) * h.ring_len;
     ring[s.n_generated % h.ring_len] = next;
     s.n_generated++;
     if (s.pos + 1 < h.max_context) tokens[s.pos + 1] = next;
-    if (c.hooks && c.hooks->on_token) c.hooks->on_token(b, next);
+    if (c.hooks && c.hooks->on_token) c.hooks->on_token(b, next, lp);
     const StopReason stop = program::stop_after_token(program::is_eos(ctl, next), false, s.n_generated, s.max_new,
                                                       int64_t(s.pos) + 2, h.max_context);
     if (stop != StopReason::None) {

@@ -187,7 +187,10 @@ struct SeqState {
   /// resumed in a new launch): generated token n draws rng_uniform(seed, 0,
   /// draw0 + n), so a resumed generation draws what an uninterrupted one would.
   int32_t draw0 = 0;
-  int32_t reserved = 0;
+  /// 1: the Step reports each generated token's log-probability under the
+  /// model's distribution (log-softmax of the raw logits, before temperature
+  /// and the other sampling filters: token_logprob). A former reserved word.
+  int32_t want_logprob = 0;
 };
 static_assert(sizeof(SeqState) == 64);
 inline constexpr int kSeqStateWords = 16;

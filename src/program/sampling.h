@@ -86,6 +86,19 @@ KEEL_HD bool min_p_drops(float l, float mx, double cut) { return double(l) - dou
 
 // ---- the host sampler --------------------------------------------------------
 
+/// log p(token) under the logits [0, V): logits[token] - log(sum exp(logits)),
+/// with the max taken out, the sum in double (the CPU Step's and the reference
+/// backend's; the device sums in another order). What a sequence with
+/// SeqState::want_logprob reports for each generated token: the model's own
+/// distribution, before temperature and the other sampling filters.
+inline float token_logprob(const float* logits, int64_t V, int32_t token) {
+  float m = logits[0];
+  for (int64_t i = 1; i < V; ++i) m = std::fmax(m, logits[i]);
+  double sum = 0;
+  for (int64_t i = 0; i < V; ++i) sum += std::exp(double(logits[i] - m));
+  return float(double(logits[token] - m) - std::log(sum));
+}
+
 /// Picks the next token from `logits` (modified in place: penalty, temperature)
 /// with uniform `u` in [0, 1) (rng_uniform). `history` (prompt + generated)
 /// feeds the repetition penalty. Greedy (temperature 0) is argmax, lowest id on

@@ -197,7 +197,7 @@ TEST(CpuExecutor, StopsAtEosAndContext) {
   EXPECT_TRUE(r.seqs[0].tokens.empty());
   // Early stop from the token callback.
   ro = shuffled(5);
-  ro.on_token = [&](int, int32_t) { return false; };
+  ro.on_token = [&](int, int32_t, float) { return false; };
   r = ex.run({s}, ro);
   EXPECT_EQ(r.seqs[0].stop, program::StopReason::Stopped);
   EXPECT_EQ(r.seqs[0].tokens.size(), 1u);

@@ -153,6 +153,7 @@ void write_launch_state(const program::Program& p, const std::vector<Sequence>& 
       s.seed_lo = uint32_t(q.sampling.seed);
       s.seed_hi = uint32_t(q.sampling.seed >> 32);
       s.draw0 = q.draws_before;
+      s.want_logprob = q.logprobs ? 1 : 0;
       embed(s.token, reinterpret_cast<float*>(at(h.buf_x)) + int64_t(b) * h.hidden);
     }
     std::memcpy(at(h.buf_state) + sizeof(SeqState) * size_t(b), &s, sizeof s);

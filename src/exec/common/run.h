@@ -46,14 +46,19 @@ struct Sequence {
   /// decoding ones. Every sequence of a prefill Program is one; a decode
   /// Program has none.
   bool prefill_only = false;
+  /// Report each generated token's log-probability (SeqState::want_logprob,
+  /// program::token_logprob): SequenceOutput::logprobs and on_token's third
+  /// argument.
+  bool logprobs = false;
 };
 
 struct RunOptions {
   std::vector<int32_t> eos_ids;       // at most kMaxEos
   bool capture_logits = false;        // keep the logits of every processed position
-  /// Called (serialised) for each generated token; return false to stop the run
-  /// at the next step.
-  std::function<bool(int seq, int32_t token)> on_token;
+  /// Called (serialised) for each generated token, with its log-probability
+  /// when the sequence asked for them (Sequence::logprobs; else NaN); return
+  /// false to stop the run at the next step.
+  std::function<bool(int seq, int32_t token, float logprob)> on_token;
   double hang_seconds = 60;           // fail if no task can run for this long (cuda: caps the watchdog)
   /// The page every row of an idle lane (a slot past the run's sequences)
   /// points to: idle lanes append there (position 0) every step. -1: the
@@ -74,6 +79,7 @@ struct RunOptions {
 
 struct SequenceOutput {
   std::vector<int32_t> tokens;        // generated ids (an EOS that ended it included)
+  std::vector<float> logprobs;        // Sequence::logprobs: each token's log-probability
   std::vector<float> logits;          // capture_logits: [positions, vocab], row t = after token kv_filled + t
   program::StopReason stop = program::StopReason::None;
 };

@@ -112,14 +112,15 @@ RunResult CpuExecutor::run(const std::vector<Sequence>& seqs, const RunOptions& 
   const auto t0 = std::chrono::steady_clock::now();
   bool first = true;
   StepHooks hooks;
-  hooks.on_token = [&](int b, int32_t tok) {
+  hooks.on_token = [&](int b, int32_t tok, float lp) {
     std::lock_guard<std::mutex> lk(host_mu);
     if (first) {
       res.first_token_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       first = false;
     }
     res.seqs[size_t(b)].tokens.push_back(tok);
-    if (opt.on_token && !opt.on_token(b, tok))
+    if (seqs[size_t(b)].logprobs) res.seqs[size_t(b)].logprobs.push_back(lp);
+    if (opt.on_token && !opt.on_token(b, tok, lp))
       __atomic_store_n(&ctx_.as<Control>(h.buf_control)->stop_request, 1, __ATOMIC_RELAXED);
   };
   if (opt.capture_logits)

@@ -26,8 +26,9 @@ struct StepHooks {
   /// Called with the logits of sequence b for the token it processed this step,
   /// before any sampling transform. May be empty.
   std::function<void(int b, const float* logits)> capture;
-  /// Called when sequence b emits a token.
-  std::function<void(int b, int32_t token)> on_token;
+  /// Called when sequence b emits a token, with its log-probability when the
+  /// sequence asked for them (SeqState::want_logprob; else NaN).
+  std::function<void(int b, int32_t token, float logprob)> on_token;
 };
 
 /// What a task needs to find its operands: a base pointer and dtype per buffer.

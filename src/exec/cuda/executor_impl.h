@@ -30,6 +30,7 @@ struct ProgramExecutor::Impl {
   size_t smem = 0;
   int32_t* host_ring = nullptr;       // pinned, mapped
   int32_t* host_count = nullptr;
+  float* host_logprob = nullptr;      // pinned, mapped: the tokens' log-probabilities (Sequence::logprobs)
   int32_t* stop_one = nullptr;        // pinned source of the stop_request write
   uint8_t* embed_stage = nullptr;     // pinned, [batch][hidden] embedding rows of a launch setup
   float* capture = nullptr;           // device, allocated on the first capture run

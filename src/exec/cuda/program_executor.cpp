@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
@@ -426,6 +427,7 @@ void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions&
   };
   I.host_ring = pinned(sizeof(int32_t) * size_t(h.batch) * size_t(h.ring_len));
   I.host_count = pinned(sizeof(int32_t) * size_t(h.batch));
+  I.host_logprob = reinterpret_cast<float*>(pinned(sizeof(float) * size_t(h.batch) * size_t(h.ring_len)));
   I.stop_one = pinned(sizeof(int32_t));
   // The launch setup's embedding rows (one a lane), copied in one batch.
   I.embed_stage = reinterpret_cast<uint8_t*>(
@@ -507,6 +509,7 @@ prog::DevProgram detail::prepare(ProgramExecutor::Impl& I, const program::Progra
   std::memset(I.host_count, 0, sizeof(int32_t) * size_t(B));
   KEEL_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&P.host_ring), I.host_ring, 0));
   KEEL_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&P.host_count), I.host_count, 0));
+  KEEL_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&P.host_logprob), I.host_logprob, 0));
   P.timeout_ns = uint64_t(I.watchdog_s * 1e9);
   // The long-context variant when an attention chunk may outgrow its prefetch
   // before the launch ends (the positions it reaches: the prompts, their new
@@ -577,8 +580,9 @@ RunResult ProgramExecutor::run(const std::vector<Sequence>& seqs, const RunOptio
       KEEL_CHECK(n - seen[size_t(b)] <= h.ring_len, "cuda program executor: sequence ", b,
                  " overran the token ring of ", h.ring_len, " entries");
       while (seen[size_t(b)] < n) {
-        const int32_t tok =
-            reinterpret_cast<volatile int32_t*>(I.host_ring)[int64_t(b) * h.ring_len + seen[size_t(b)] % h.ring_len];
+        const int64_t at = int64_t(b) * h.ring_len + seen[size_t(b)] % h.ring_len;
+        const int32_t tok = reinterpret_cast<volatile int32_t*>(I.host_ring)[at];
+        const float lp = seqs[size_t(b)].logprobs ? reinterpret_cast<volatile float*>(I.host_logprob)[at] : NAN;
         ++seen[size_t(b)];
         if (first) {
           res.first_token_ms =
@@ -586,7 +590,8 @@ RunResult ProgramExecutor::run(const std::vector<Sequence>& seqs, const RunOptio
           first = false;
         }
         res.seqs[size_t(b)].tokens.push_back(tok);
-        if (opt.on_token && !opt.on_token(b, tok) && !stop_sent) {
+        if (seqs[size_t(b)].logprobs) res.seqs[size_t(b)].logprobs.push_back(lp);
+        if (opt.on_token && !opt.on_token(b, tok, lp) && !stop_sent) {
           uint8_t* flag = I.workspace + p.buffer(h.buf_control).offset + offsetof(Control, stop_request);
           KEEL_CUDA_CHECK(
               cudaMemcpyAsync(flag, I.stop_one, sizeof(int32_t), cudaMemcpyHostToDevice, I.ctl_stream));

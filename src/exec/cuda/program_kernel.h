@@ -104,6 +104,7 @@ struct DevProgram {
   uint32_t* abort = nullptr;         // non-zero: every CTA leaves
   int32_t* host_ring = nullptr;      // mapped pinned [B * ring_len]: tokens as produced
   int32_t* host_count = nullptr;     // mapped pinned [B]: tokens published per sequence
+  float* host_logprob = nullptr;     // mapped pinned [B * ring_len]: the tokens' log-probabilities (SeqState::want_logprob)
   float* capture = nullptr;          // optional [B, max_context, V]: logits per processed position
   int32_t* capture_rows = nullptr;   // [B]: rows captured
   uint64_t timeout_ns = 0;

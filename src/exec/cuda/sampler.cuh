@@ -28,6 +28,18 @@ __device__ int32_t block_argmax_logits(const float* logits, int64_t V, float* sc
   return bi == INT32_MAX ? 0 : bi;  // the CPU starts at index 0
 }
 
+/// program::token_logprob on the device (every thread of the block calls it
+/// and gets the value; the sums in another order than the host's).
+__device__ __noinline__ float block_token_logprob(const float* logits, int64_t V, int32_t token, float* scratch) {
+  float m = -INFINITY;
+  for (int64_t i = threadIdx.x; i < V; i += kThreads) m = fmaxf(m, logits[i]);
+  m = block_max(m, scratch);
+  float sum = 0;
+  for (int64_t i = threadIdx.x; i < V; i += kThreads) sum += expf(logits[i] - m);
+  sum = block_sum(sum, scratch);
+  return (logits[token] - m) - logf(sum);
+}
+
 /// program::sample_token on one CTA (see its definition for the order of the
 /// transforms). Modifies logits in place like the CPU. Returns the token.
 /// Top-k and top-p thresholds are found by a bitwise search over float keys

@@ -928,7 +928,7 @@ TEST(ProgramGpu, Stories260KGoldenGreedyIds) {
       }
       std::vector<std::vector<int32_t>> streamed(seqs.size());
       exec::RunOptions ro;
-      ro.on_token = [&](int b, int32_t t) {
+      ro.on_token = [&](int b, int32_t t, float) {
         streamed[size_t(b)].push_back(t);
         return true;
       };
@@ -971,7 +971,7 @@ TEST(ProgramGpu, StopRulesMatchCpu) {
   EXPECT_EQ(r.seqs[0].stop, program::StopReason::Context);
   EXPECT_TRUE(r.seqs[0].tokens.empty());
   ro = {};
-  ro.on_token = [](int, int32_t) { return false; };  // stop after the first token
+  ro.on_token = [](int, int32_t, float) { return false; };  // stop after the first token
   r = ex.run({s}, ro);
   EXPECT_EQ(r.seqs[0].stop, program::StopReason::Stopped);
   EXPECT_GE(r.seqs[0].tokens.size(), 1u);
