@@ -20,8 +20,10 @@ std::string TextStream::release(size_t n) {
 }
 
 std::string TextStream::push(int32_t id) {
+  last_decoded_.clear();
   if (stopped_) return {};
-  pending_ += dec_.push(id);
+  last_decoded_ = dec_.push(id);
+  pending_ += last_decoded_;
   // A complete stop string: release what precedes its first occurrence.
   size_t first = std::string::npos;
   for (const auto& s : stops_) first = std::min(first, pending_.find(s));

@@ -26,6 +26,10 @@ class TextStream {
   std::string finish();
   /// All text released so far.
   const std::string& text() const { return released_; }
+  /// The text the last push() decoded its token to, before any stop-string
+  /// hold-back (empty while a UTF-8 character is incomplete: the token that
+  /// completes it carries its bytes; empty after a stop).
+  const std::string& last_decoded() const { return last_decoded_; }
 
  private:
   std::string release(size_t n);
@@ -33,6 +37,7 @@ class TextStream {
   std::vector<std::string> stops_;
   std::string pending_;   // decoded but not yet released
   std::string released_;
+  std::string last_decoded_;
   bool stopped_ = false;
 };
 

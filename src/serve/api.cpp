@@ -110,11 +110,24 @@ void openai_common(const json& b, Request& r) {
   r.model = string_field(b, "model");
   if (field(b, "n") && integer(b, "n", 1, 128) != 1) bad("n", "'n' must be 1: keel serve returns one choice per request");
   if (field(b, "best_of") && integer(b, "best_of", 1, 128) != 1) bad("best_of", "'best_of' must be 1");
-  // logprobs: false (chat) is the default; any other value (completions' 0
-  // included) asks for probabilities the backends do not report.
+  // Log-probabilities of the sampled tokens: completions' logprobs = 0, chat's
+  // logprobs = true (top_logprobs 0). Alternatives (completions' logprobs >
+  // 0, chat's top_logprobs > 0) are not computed.
   const json* lp = field(b, "logprobs");
-  refuse_if((lp && !(lp->is_boolean() && !lp->get<bool>())) || field(b, "top_logprobs"),
-            lp ? "logprobs" : "top_logprobs", "the backends report sampled tokens, not their probabilities");
+  if (r.kind == Kind::Completion) {
+    if (lp && !lp->is_null()) {
+      r.logprobs = true;
+      refuse_if(integer(b, "logprobs", 0, 20) > 0, "logprobs",
+                "keel reports the sampled token's log-probability, not the top alternatives (use logprobs: 0)");
+    }
+  } else {
+    r.logprobs = boolean(b, "logprobs", false);
+    if (field(b, "top_logprobs")) {
+      if (!r.logprobs) bad("top_logprobs", "'top_logprobs' needs 'logprobs': true");
+      refuse_if(integer(b, "top_logprobs", 0, 20) > 0, "top_logprobs",
+                "keel reports the sampled token's log-probability, not the top alternatives (use top_logprobs: 0)");
+    }
+  }
   refuse_if(truthy(field(b, "logit_bias")), "logit_bias", "the sampler has no per-token bias");
   for (const char* pen : {"presence_penalty", "frequency_penalty"})
     if (field(b, pen) && number(b, pen, -2, 2) != 0)

@@ -49,6 +49,7 @@ struct Request {
   bool ignore_eos = false;                       // vLLM's extension: generate max_tokens whatever comes (benchmarks)
   bool stream = false;
   bool include_usage = false;                    // OpenAI stream_options.include_usage
+  bool logprobs = false;                         // OpenAI: each generated token's log-probability (no alternatives)
 };
 
 /// Parses a request body: 400 when it is not JSON or not a JSON object.
@@ -56,8 +57,9 @@ nlohmann::json parse_body(const std::string& body);
 
 /// The four generation endpoints. Each throws HttpError (400, naming the
 /// field) for a field of the wrong type or out of range, and for features
-/// keel does not serve (n > 1, logprobs, tools, images, ...), so a client is
-/// never silently given something other than what it asked for.
+/// keel does not serve (n > 1, top log-probability alternatives, tools,
+/// images, ...), so a client is never silently given something other than
+/// what it asked for.
 Request parse_openai_completion(const nlohmann::json& body);
 Request parse_openai_chat(const nlohmann::json& body);
 Request parse_ollama_generate(const nlohmann::json& body);

@@ -28,9 +28,39 @@ json openai_chunk(const ReplyContext& c, json choice) {
           {"model", c.model}, {"choices", json::array({std::move(choice)})}};
 }
 
-json openai_choice(const ReplyContext& c, const std::string& text, const json& finish) {
-  if (c.kind == Kind::Chat) return {{"index", 0}, {"delta", {{"content", text}}}, {"logprobs", nullptr}, {"finish_reason", finish}};
-  return {{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", finish}};
+/// OpenAI's logprobs object of a choice (null unless asked for): chat's
+/// {"content": [{token, logprob, bytes, top_logprobs: []}]}, completions'
+/// {tokens, token_logprobs, top_logprobs (each the sampled token alone),
+/// text_offset (bytes into the generated text)}.
+json openai_logprobs(const ReplyContext& c, const std::vector<TokenLogprob>& lps) {
+  if (!c.logprobs) return nullptr;
+  // A token's text may hold invalid UTF-8 (dump() replaces it); its bytes are exact.
+  if (c.kind == Kind::Chat) {
+    json content = json::array();
+    for (const TokenLogprob& t : lps) {
+      json bytes = json::array();
+      for (unsigned char ch : t.token) bytes.push_back(int(ch));
+      content.push_back({{"token", t.token}, {"logprob", t.logprob}, {"bytes", std::move(bytes)},
+                         {"top_logprobs", json::array()}});
+    }
+    return {{"content", std::move(content)}, {"refusal", nullptr}};
+  }
+  json tokens = json::array(), values = json::array(), top = json::array(), offsets = json::array();
+  for (const TokenLogprob& t : lps) {
+    tokens.push_back(t.token);
+    values.push_back(t.logprob);
+    top.push_back({{t.token, t.logprob}});
+    offsets.push_back(t.offset);
+  }
+  return {{"tokens", std::move(tokens)}, {"token_logprobs", std::move(values)}, {"top_logprobs", std::move(top)},
+          {"text_offset", std::move(offsets)}};
+}
+
+json openai_choice(const ReplyContext& c, const std::string& text, const json& finish,
+                   const std::vector<TokenLogprob>& lps = {}) {
+  if (c.kind == Kind::Chat)
+    return {{"index", 0}, {"delta", {{"content", text}}}, {"logprobs", openai_logprobs(c, lps)}, {"finish_reason", finish}};
+  return {{"index", 0}, {"text", text}, {"logprobs", openai_logprobs(c, lps)}, {"finish_reason", finish}};
 }
 
 std::string sse(const json& j) { return "data: " + dump(j) + "\n\n"; }
@@ -102,8 +132,8 @@ std::string stream_open(const ReplyContext& c) {
                               {"logprobs", nullptr}, {"finish_reason", nullptr}}));
 }
 
-std::string stream_piece(const ReplyContext& c, const std::string& text) {
-  if (c.api == Api::OpenAI) return sse(openai_chunk(c, openai_choice(c, text, nullptr)));
+std::string stream_piece(const ReplyContext& c, const std::string& text, const std::vector<TokenLogprob>& logprobs) {
+  if (c.api == Api::OpenAI) return sse(openai_chunk(c, openai_choice(c, text, nullptr, logprobs)));
   json j = ollama_head(c);
   if (c.kind == Kind::Chat) j["message"] = ollama_message(text);
   else j["response"] = text;
@@ -134,10 +164,11 @@ json full_reply(const ReplyContext& c, const Outcome& o) {
   if (c.api == Api::Ollama) return ollama_final(c, o, o.text);
   json choice;
   if (c.kind == Kind::Chat)
-    choice = {{"index", 0}, {"message", {{"role", "assistant"}, {"content", o.text}}}, {"logprobs", nullptr},
-              {"finish_reason", openai_finish(o)}};
+    choice = {{"index", 0}, {"message", {{"role", "assistant"}, {"content", o.text}}},
+              {"logprobs", openai_logprobs(c, o.logprobs)}, {"finish_reason", openai_finish(o)}};
   else
-    choice = {{"index", 0}, {"text", o.text}, {"logprobs", nullptr}, {"finish_reason", openai_finish(o)}};
+    choice = {{"index", 0}, {"text", o.text}, {"logprobs", openai_logprobs(c, o.logprobs)},
+              {"finish_reason", openai_finish(o)}};
   json j = openai_chunk(c, choice);
   j["object"] = c.kind == Kind::Chat ? "chat.completion" : "text_completion";
   j["usage"] = usage(o);

@@ -22,6 +22,7 @@ struct ReplyContext {
   std::string model;       // the served model's name
   int64_t created = 0;     // unix seconds
   bool include_usage = false;
+  bool logprobs = false;   // OpenAI: the sampled tokens' log-probabilities in every choice
 };
 
 /// What the served model is, for /v1/models, /api/tags and /api/show.
@@ -41,7 +42,10 @@ struct ModelCard {
 const char* stream_content_type(Api api);
 /// The stream's first chunk: OpenAI chat's assistant-role delta; "" otherwise.
 std::string stream_open(const ReplyContext& c);
-std::string stream_piece(const ReplyContext& c, const std::string& text);
+/// A piece of text; with c.logprobs, OpenAI's log-probabilities of the tokens
+/// released with it.
+std::string stream_piece(const ReplyContext& c, const std::string& text,
+                         const std::vector<TokenLogprob>& logprobs = {});
 /// The final chunk(s): finish reason, usage (OpenAI when include_usage,
 /// Ollama always) and OpenAI's `data: [DONE]`.
 std::string stream_close(const ReplyContext& c, const Outcome& o);

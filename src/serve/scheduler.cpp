@@ -15,7 +15,11 @@ double ms_between(std::chrono::steady_clock::time_point a, std::chrono::steady_c
 // ------------------------------------------------------------------- Job
 
 Job::Job(engine::GenerateRequest req, std::unique_ptr<engine::TextStream> text)
-    : req_(std::move(req)), text_(std::move(text)), submitted_(std::chrono::steady_clock::now()) {}
+    : req_(std::move(req)), text_(std::move(text)), submitted_(std::chrono::steady_clock::now()) {
+  // The backend calls it on the runner's thread just before on_token (the Job
+  // is neither copied nor moved: `this` stays valid in every copy of req_).
+  if (req_.logprobs) req_.on_logprob = [this](float lp) { next_logprob_ = lp; };
+}
 
 bool Job::next(Event& out, std::chrono::milliseconds timeout) {
   std::unique_lock lk(mu_);
@@ -41,16 +45,31 @@ bool Job::ended() const {
 
 void Job::started() { started_ = std::chrono::steady_clock::now(); }
 
+void Job::push_text(std::string piece) {
+  Event e{Event::Type::Text, std::move(piece), 0, {}, {}};
+  if (req_.logprobs) {
+    released_lp_.insert(released_lp_.end(), unreleased_.begin(), unreleased_.end());
+    e.logprobs = std::move(unreleased_);
+    unreleased_.clear();
+  }
+  push(std::move(e));
+}
+
 bool Job::on_token(int32_t id) {
   if (tokens_++ == 0) first_token_ = std::chrono::steady_clock::now();
+  const bool was_stopped = text_->stopped();
   std::string piece = text_->push(id);
-  if (!piece.empty()) push({Event::Type::Text, std::move(piece), 0, {}});
+  if (req_.logprobs && !was_stopped) {
+    unreleased_.push_back({text_->last_decoded(), next_logprob_, decoded_bytes_});
+    decoded_bytes_ += int64_t(text_->last_decoded().size());
+  }
+  if (!piece.empty()) push_text(std::move(piece));
   return !text_->stopped() && !cancelled_;
 }
 
 void Job::finish(const engine::GenerateResult& r) {
   std::string tail = text_->finish();
-  if (!tail.empty()) push({Event::Type::Text, std::move(tail), 0, {}});
+  if (!tail.empty()) push_text(std::move(tail));
   auto now = std::chrono::steady_clock::now();
   Outcome o;
   if (text_->stopped() || r.stop_reason == "eos") {
@@ -67,6 +86,7 @@ void Job::finish(const engine::GenerateResult& r) {
   o.queue_ms = ms_between(submitted_, started_);
   o.prefill_ms = tokens_ ? ms_between(started_, first_token_) : ms_between(started_, now);
   o.decode_ms = tokens_ ? ms_between(first_token_, now) : 0;
+  o.logprobs = released_lp_;
   push({Event::Type::Done, {}, 0, std::move(o)});
 }
 

@@ -32,6 +32,14 @@
 
 namespace keel::serve {
 
+/// A generated token's log-probability, as the replies report it: the text it
+/// decoded to and that text's byte offset in the generated text.
+struct TokenLogprob {
+  std::string token;
+  float logprob = 0;
+  int64_t offset = 0;
+};
+
 /// How a job ended, with the counts the APIs report.
 struct Outcome {
   std::string finish_reason;   // "stop" (EOS or a stop string), "length" (max_tokens or the context), "cancelled"
@@ -42,6 +50,9 @@ struct Outcome {
   double prefill_ms = 0;       // started -> first token
   double decode_ms = 0;        // the tokens after the first
   int64_t cached_tokens = 0;   // prompt positions reused from the KV cache (engine/kv_pages.h)
+  /// GenerateRequest::logprobs: the tokens whose text the reply holds (those
+  /// of a stop string, never released, left out).
+  std::vector<TokenLogprob> logprobs;
 };
 
 /// One thing a job reports, in order: Text pieces, then exactly one Done or Error.
@@ -50,13 +61,19 @@ struct Event {
   std::string text;   // Text: the piece; Error: the message
   int status = 0;     // Error: the HTTP status (503 shutting down, 500 the backend failed)
   Outcome outcome;    // Done
+  std::vector<TokenLogprob> logprobs;  // Text, with GenerateRequest::logprobs: the tokens released with it
 };
 
 /// One generation: the backend request, the text stream that turns its tokens
 /// into text (stop strings included), and the event queue the HTTP side reads.
+/// With req.logprobs, each token's log-probability (the backend gives it to
+/// the request's on_logprob, which the Job sets, just before the token) goes
+/// with the Text event that releases the token's text.
 class Job {
  public:
   Job(engine::GenerateRequest req, std::unique_ptr<engine::TextStream> text);
+  Job(const Job&) = delete;
+  Job& operator=(const Job&) = delete;
 
   const engine::GenerateRequest& request() const { return req_; }
 
@@ -81,7 +98,13 @@ class Job {
 
  private:
   void push(Event e);
+  /// A Text event of `piece` with the tokens waiting for released text.
+  void push_text(std::string piece);
   engine::GenerateRequest req_;
+  float next_logprob_ = 0;                 // on_logprob's value for the coming token
+  std::vector<TokenLogprob> unreleased_;   // tokens whose text is not released yet
+  std::vector<TokenLogprob> released_lp_;  // every token reported so far
+  int64_t decoded_bytes_ = 0;              // text the tokens decoded to so far
   std::unique_ptr<engine::TextStream> text_;
   std::atomic<bool> cancelled_{false}, failed_{false};
   std::chrono::steady_clock::time_point submitted_, started_, first_token_;

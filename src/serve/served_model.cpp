@@ -72,6 +72,7 @@ std::shared_ptr<Job> make_job(const Request& r, const ServedModel& m) {
   }
   if (!r.seed_given) g.sampling.seed = std::random_device{}() | (uint64_t(std::random_device{}()) << 32);
   if (!r.ignore_eos) g.eos_ids = m.eos_ids;
+  g.logprobs = r.logprobs;
   auto text = std::make_unique<engine::TextStream>(*m.tokenizer, r.stop, g.prompt);
   return std::make_shared<Job>(std::move(g), std::move(text));
 }

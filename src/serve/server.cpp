@@ -114,7 +114,7 @@ void Server::Impl::generate(const httplib::Request& req, httplib::Response& res,
     throw HttpError(404, cat("the model '", r.model, "' is not served here; this server serves '", m.card.name, "'"),
                     "model", "model_not_found");
   ReplyContext c{api, kind, random_id(kind == Kind::Chat ? "chatcmpl-" : "cmpl-"), m.card.name,
-                 int64_t(std::time(nullptr)), r.include_usage};
+                 int64_t(std::time(nullptr)), r.include_usage, r.logprobs};
   // Ollama clients "load" a model with an empty prompt or message list.
   if (api == Api::Ollama && (kind == Kind::Chat ? r.messages.empty() : r.prompt.empty())) {
     json j = full_reply(c, Outcome{"stop", "", 0, 0, 0, 0, 0});
@@ -157,7 +157,7 @@ void Server::Impl::stream(httplib::Response& res, std::shared_ptr<Job> job, Repl
         bool end = false;
         Event e;
         for (auto wait = std::chrono::milliseconds(100); !end && job->next(e, wait); wait = std::chrono::milliseconds(0)) {
-          if (e.type == Event::Type::Text) out += stream_piece(c, e.text);
+          if (e.type == Event::Type::Text) out += stream_piece(c, e.text, e.logprobs);
           else if (e.type == Event::Type::Done) out += stream_close(c, e.outcome), end = true;
           else out += stream_error(c, HttpError(e.status, e.text)), end = true;
         }

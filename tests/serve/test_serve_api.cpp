@@ -79,8 +79,8 @@ TEST(ServeApi, OpenAIBadFieldsAre400NamingTheField) {
       {{{"prompt", "x"}, {"top_p", 0}}, "top_p"},
       {{{"prompt", "x"}, {"min_p", 2}}, "min_p"},
       {{{"prompt", "x"}, {"n", 2}}, "n"},
-      {{{"prompt", "x"}, {"logprobs", 0}}, "logprobs"},
-      {{{"prompt", "x"}, {"logprobs", 5}}, "logprobs"},
+      {{{"prompt", "x"}, {"logprobs", 5}}, "logprobs"},  // top alternatives: not computed
+      {{{"prompt", "x"}, {"logprobs", true}}, "logprobs"},
       {{{"prompt", "x"}, {"echo", true}}, "echo"},
       {{{"prompt", "x"}, {"stop", json::array({"a", 3})}}, "stop"},
       {{{"prompt", "x"}, {"stop", ""}}, "stop"},
@@ -122,9 +122,18 @@ TEST(ServeApi, OpenAIChatMessages) {
   EXPECT_EQ(error_of([] { parse_openai_chat(json::parse(R"({"messages": [{"role": "user", "content": "x"}], "tools": [{}]})")); })
                 .param,
             "tools");
-  EXPECT_EQ(error_of([] { parse_openai_chat(json::parse(R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true})")); })
+  // The sampled tokens' log-probabilities, not the top alternatives.
+  EXPECT_TRUE(parse_openai_chat(json::parse(R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true,
+                                                "top_logprobs": 0})")).logprobs);
+  EXPECT_FALSE(r.logprobs);
+  EXPECT_EQ(error_of([] { parse_openai_chat(json::parse(R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true,
+                                                            "top_logprobs": 2})")); }).param,
+            "top_logprobs");
+  EXPECT_EQ(error_of([] { parse_openai_chat(json::parse(R"({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 0})")); })
                 .param,
-            "logprobs");
+            "top_logprobs");
+  EXPECT_TRUE(parse_openai_completion(json{{"prompt", "x"}, {"logprobs", 0}}).logprobs);
+  EXPECT_FALSE(parse_openai_completion(json{{"prompt", "x"}, {"logprobs", nullptr}}).logprobs);
 }
 
 TEST(ServeApi, OllamaDefaultsAndOptions) {
@@ -192,6 +201,22 @@ TEST(ServeApi, ReplyShapes) {
   EXPECT_EQ(json::parse(stream_piece(c, "x"))["response"], "x");
   // Output bytes that are not UTF-8 never break the JSON.
   EXPECT_NO_THROW(json::parse(stream_piece(c, std::string("\xff\xfe"))));
+  // Log-probabilities of the sampled tokens: OpenAI's shapes, in pieces and whole replies; null when not asked.
+  const std::vector<TokenLogprob> lps = {{"he", -0.25f, 0}, {"llo", -1.5f, 2}};
+  c = {Api::OpenAI, Kind::Completion, "cmpl-1", "m", 100, false, true};
+  json p = json::parse(stream_piece(c, "hello", lps).substr(6))["choices"][0]["logprobs"];
+  EXPECT_EQ(p, json::parse(R"({"tokens": ["he", "llo"], "token_logprobs": [-0.25, -1.5],
+                               "top_logprobs": [{"he": -0.25}, {"llo": -1.5}], "text_offset": [0, 2]})"));
+  Outcome ol = o;
+  ol.logprobs = lps;
+  EXPECT_EQ(full_reply(c, ol)["choices"][0]["logprobs"], p);
+  c.kind = Kind::Chat;
+  p = json::parse(stream_piece(c, "hello", lps).substr(6))["choices"][0]["logprobs"];
+  EXPECT_EQ(p["content"][1], json::parse(R"({"token": "llo", "logprob": -1.5, "bytes": [108, 108, 111],
+                                              "top_logprobs": []})"));
+  EXPECT_EQ(full_reply(c, ol)["choices"][0]["logprobs"], p);
+  c.logprobs = false;
+  EXPECT_TRUE(full_reply(c, ol)["choices"][0]["logprobs"].is_null());
 }
 
 const tokenizer::Tokenizer& stories_tokenizer() {
@@ -477,6 +502,52 @@ TEST(ServeScheduler, JobsJoinARunningBatch) {
   s.wait_idle();
   EXPECT_GE(batch->launches(), 2);
   EXPECT_EQ(s.stats().completed, 3);
+}
+
+// Log-probabilities through the scheduler (serial and batch runners): the
+// Text events carry the tokens they release, the Done outcome every one, one
+// per generated token; their texts make the reply's text at their offsets;
+// the values are the backend's (GenerateResult::logprobs of the same request).
+TEST(ServeScheduler, LogprobsGoWithTheirText) {
+  engine::BackendConfig cfg;
+  cfg.max_context = 128;
+  cfg.batch = 2;
+  cfg.workers = 1;
+  StoriesServed st(cfg);
+  const json body = {{"prompt", "Once upon a time"}, {"max_tokens", 24}, {"temperature", 0.7}, {"seed", 4},
+                     {"logprobs", 0}, {"ignore_eos", true}};
+  for (int batch : {1, 2}) {
+    auto runner = batch == 1 ? std::unique_ptr<Runner>(std::make_unique<SerialRunner>(*st.m.backend))
+                             : std::unique_ptr<Runner>(std::make_unique<BatchRunner>(*st.m.backend, 2));
+    Scheduler s(std::move(runner), 4);
+    auto job = st.request(body);
+    ASSERT_EQ(s.submit(job), Scheduler::Admit::Queued);
+    std::vector<TokenLogprob> streamed;
+    std::string text;
+    Event e;
+    while (job->next(e, std::chrono::seconds(30)) && e.type == Event::Type::Text) {
+      text += e.text;
+      streamed.insert(streamed.end(), e.logprobs.begin(), e.logprobs.end());
+    }
+    ASSERT_EQ(e.type, Event::Type::Done) << e.text;
+    const Outcome& o = e.outcome;
+    EXPECT_EQ(o.text, text);
+    ASSERT_EQ(int64_t(o.logprobs.size()), o.completion_tokens) << "batch " << batch;
+    ASSERT_EQ(streamed.size(), o.logprobs.size());
+    std::string joined;
+    for (size_t i = 0; i < o.logprobs.size(); ++i) {
+      EXPECT_EQ(o.logprobs[i].offset, int64_t(joined.size())) << i;
+      joined += o.logprobs[i].token;
+      EXPECT_LE(o.logprobs[i].logprob, 0.0f);
+      EXPECT_EQ(streamed[i].logprob, o.logprobs[i].logprob);
+    }
+    EXPECT_EQ(joined, o.text);
+    engine::GenerateRequest g = job->request();
+    g.on_logprob = nullptr;
+    const engine::GenerateResult want = st.alone->generate(g, nullptr);
+    ASSERT_EQ(want.logprobs.size(), o.logprobs.size());
+    for (size_t i = 0; i < want.logprobs.size(); ++i) EXPECT_NEAR(want.logprobs[i], o.logprobs[i].logprob, 1e-5) << i;
+  }
 }
 
 // A KV cache smaller than the batch's contexts (--kv-tokens): the runner

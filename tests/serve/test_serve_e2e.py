@@ -273,7 +273,18 @@ def run_checks(srv, keel, model, openai, ollama):
     # A stop string ends the text before it.
     r = oa.completions.create(model=name, prompt=prompt_ids, max_tokens=40, temperature=0, stop=["Lily"])
     assert r.choices[0].text == text[:text.index("Lily")] and r.choices[0].finish_reason == "stop", r
-    print("ok: openai client (completions, chat, streaming, seed, stop)")
+    # Log-probabilities of the sampled tokens: one per token, <= 0, their texts make the text.
+    r = oa.completions.create(model=name, prompt=prompt_ids, max_tokens=40, temperature=0, logprobs=0)
+    lp = r.choices[0].logprobs
+    assert r.choices[0].text == text and "".join(lp.tokens) == text, lp
+    assert len(lp.token_logprobs) == len(want["output_ids"]) and all(v <= 0 for v in lp.token_logprobs), lp
+    assert lp.text_offset[0] == 0 and lp.text_offset == sorted(lp.text_offset), lp
+    chunks = list(oa.chat.completions.create(model=name, messages=[{"role": "user", "content": "Once upon a time"}],
+                                             max_tokens=40, temperature=0, stream=True, logprobs=True))
+    content = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert [round(t.logprob, 4) for t in content] == [round(v, 4) for v in lp.token_logprobs], content
+    assert "".join(t.token for t in content) == text and all(t.top_logprobs == [] for t in content), content
+    print("ok: openai client (completions, chat, streaming, seed, stop, logprobs)")
 
     # --- Prefix reuse: a request that continues the last one (a chat's next
     # turn) starts from the K/V it left (its prompt but the last token), and
@@ -335,7 +346,7 @@ def run_checks(srv, keel, model, openai, ollama):
     check_error(srv, *srv.request("POST", "/v1/chat/completions", raw="[1, 2]"), 400, "invalid_json")
     check_error(srv, *srv.request("POST", "/v1/completions", {"prompt": "x", "max_tokens": "ten"}), 400, "invalid_value")
     check_error(srv, *srv.request("POST", "/v1/completions", {"prompt": "x", "n": 2}), 400, "invalid_value")
-    check_error(srv, *srv.request("POST", "/v1/completions", {"prompt": "x", "logprobs": 1}), 400, "invalid_value")
+    check_error(srv, *srv.request("POST", "/v1/completions", {"prompt": "x", "logprobs": 1}), 400, "invalid_value")  # top alternatives
     check_error(srv, *srv.request("POST", "/v1/chat/completions", {"messages": []}), 400, "invalid_value")
     long_prompt = [1] + [300] * 600  # the context is 512 tokens
     check_error(srv, *srv.request("POST", "/v1/completions", {"prompt": long_prompt}), 400, "context_length_exceeded")
