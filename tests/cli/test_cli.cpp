@@ -133,6 +133,25 @@ TEST(Cli, GenerateJsonReproducesGoldenGreedy) {
   }
 }
 
+// --logprobs: output_logprobs in the JSON, one per output id, the same on
+// the cpu and reference backends up to bf16 roundings (test_backends);
+// without --json it is an error.
+TEST(Cli, GenerateLogprobs) {
+  const std::string m = std::string(KEEL_SHARED_DIR) + "/models/stories260K";
+  const std::string common = "generate --model " + m + " --prompt \"Once upon a time\" --max-tokens 12 --json --logprobs";
+  CmdResult cpu = run(common + " --backend cpu"), ref = run(common + " --backend reference");
+  ASSERT_EQ(cpu.code, 0) << cpu.err;
+  ASSERT_EQ(ref.code, 0) << ref.err;
+  const auto a = nlohmann::json::parse(cpu.out), b = nlohmann::json::parse(ref.out);
+  ASSERT_EQ(a["output_ids"], b["output_ids"]);
+  ASSERT_EQ(a["output_logprobs"].size(), a["output_ids"].size());
+  for (size_t i = 0; i < a["output_logprobs"].size(); ++i) {
+    EXPECT_LE(a["output_logprobs"][i].get<double>(), 0.0);
+    EXPECT_NEAR(a["output_logprobs"][i].get<double>(), b["output_logprobs"][i].get<double>(), 0.1) << i;
+  }
+  EXPECT_NE(run("generate --model " + m + " --prompt x --logprobs").code, 0);
+}
+
 // Several prompts (--prompt repeated and --prompts-file with a JSON line) run
 // as one batch on the cpu backend: each continuation equals the one prompt's
 // alone, in order, one JSON line each.

@@ -20,7 +20,7 @@ struct GenerateArgs {
   std::vector<std::string> prompts;  // --prompt, repeatable
   int32_t max_tokens = 256;
   int batch = 0;  // sequences per launch (0: all the prompts, at most 64)
-  bool json = false, no_eos = false;
+  bool json = false, no_eos = false, logprobs = false;
   std::vector<std::string> stops;
   SamplingFlags sampling;
   BackendOptions backend;
@@ -75,6 +75,7 @@ int run_generate_many(const GenerateArgs& a, const std::vector<std::string>& tex
     reqs[i].max_tokens = a.max_tokens;
     reqs[i].sampling = sampling;
     reqs[i].eos_ids = eos;
+    reqs[i].logprobs = a.logprobs;
     streams.push_back(std::make_unique<engine::TextStream>(*tok, stops, reqs[i].prompt));
   }
   // A sequence that hit a stop string keeps decoding with the others (its
@@ -95,6 +96,7 @@ int run_generate_many(const GenerateArgs& a, const std::vector<std::string>& tex
       j["index"] = i;
       j["prompt_ids"] = reqs[i].prompt;
       j["output_ids"] = results[i].output;
+      if (a.logprobs) j["output_logprobs"] = results[i].logprobs;
       j["text"] = streams[i]->text();
       j["stop_reason"] = reason;
       j["backend"] = std::string(backend->name());
@@ -136,6 +138,7 @@ int run_generate(const GenerateArgs& a) {
   req.max_tokens = a.max_tokens;
   req.sampling = resolve_sampling(a.sampling, m.generation);
   if (!a.no_eos) req.eos_ids = eos_ids(m, tok.get());
+  req.logprobs = a.logprobs;
 
   std::unique_ptr<engine::TextStream> stream;
   std::vector<std::string> stops;
@@ -168,6 +171,7 @@ int run_generate(const GenerateArgs& a) {
     nlohmann::json j;
     j["prompt_ids"] = ids;
     j["output_ids"] = result.output;
+    if (a.logprobs) j["output_logprobs"] = result.logprobs;
     j["text"] = stream ? stream->text() : std::string();
     j["stop_reason"] = reason;
     j["backend"] = std::string(backend->name());
@@ -206,6 +210,10 @@ Command register_generate(CLI::App& root) {
   c->add_option("--stop", a->stops, "Stop when this text appears (repeatable; \\n, \\t, \\r, \\\\ escapes)");
   c->add_flag("--ignore-eos", a->no_eos, "Do not stop at EOS tokens");
   c->add_flag("--json", a->json, "Print one JSON object (prompt_ids, output_ids, text, timing) instead of streaming");
+  c->add_flag("--logprobs", a->logprobs,
+              "With --json: output_logprobs, each generated token's log-probability (over the logits it was drawn "
+              "from: after the repetition penalty and temperature, before top-k/top-p/min-p)")
+      ->needs("--json");
   add_sampling_flags(*c, a->sampling);
   add_backend_flags(*c, a->backend);
   return {c, [a] {
