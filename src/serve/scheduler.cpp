@@ -87,12 +87,12 @@ void Job::finish(const engine::GenerateResult& r) {
   o.prefill_ms = tokens_ ? ms_between(started_, first_token_) : ms_between(started_, now);
   o.decode_ms = tokens_ ? ms_between(first_token_, now) : 0;
   o.logprobs = released_lp_;
-  push({Event::Type::Done, {}, 0, std::move(o)});
+  push({Event::Type::Done, {}, 0, std::move(o), {}});
 }
 
 void Job::fail(int status, const std::string& message) {
   failed_ = true;
-  push({Event::Type::Error, message, status, {}});
+  push({Event::Type::Error, message, status, {}, {}});
 }
 
 // ---------------------------------------------------------- SerialRunner

@@ -117,7 +117,7 @@ void Server::Impl::generate(const httplib::Request& req, httplib::Response& res,
                  int64_t(std::time(nullptr)), r.include_usage, r.logprobs};
   // Ollama clients "load" a model with an empty prompt or message list.
   if (api == Api::Ollama && (kind == Kind::Chat ? r.messages.empty() : r.prompt.empty())) {
-    json j = full_reply(c, Outcome{"stop", "", 0, 0, 0, 0, 0});
+    json j = full_reply(c, Outcome{"stop", "", 0, 0, 0, 0, 0, 0, {}});
     j["done_reason"] = "load";
     send_json(res, 200, j);
     return;

@@ -454,8 +454,11 @@ TEST(Backends, AJoiningPromptIsPrefilledBesideTheOthers) {
     for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(got[i].output, want[i]) << "request " << i;
     const auto first1 = std::find(order.begin(), order.end(), 1);
     const auto before = std::count(order.begin(), first1, 0);
-    if (b == mixed.get()) EXPECT_GE(before, 12) << "request 0 decodes through request 1's 12 prefill steps";
-    else EXPECT_LE(before, 1) << "request 0 waits for the prefills";
+    if (b == mixed.get()) {
+      EXPECT_GE(before, 12) << "request 0 decodes through request 1's 12 prefill steps";
+    } else {
+      EXPECT_LE(before, 1) << "request 0 waits for the prefills";
+    }
   }
   // Stopped at request 0's third token, inside request 1's mixed prefill
   // (new prompts: the cache holds the ones above).
@@ -533,8 +536,9 @@ TEST(Backends, LogprobsAgreeAcrossBackends) {
       EXPECT_EQ(order[want.output.size() + 2 * t + 1], "tok");
       worst = std::max(worst, double(std::fabs(got.logprobs[t] - want.logprobs[t])));
     }
-    if (reqs[i].sampling.greedy())
+    if (reqs[i].sampling.greedy()) {
       for (float lp : want.logprobs) EXPECT_GT(lp, -2.5f) << "a greedy token of a trained model";
+    }
   }
   const std::vector<GenerateResult> together = batch->generate_batch(reqs, nullptr);
   for (size_t i = 0; i < reqs.size(); ++i) {

@@ -66,8 +66,11 @@ TEST_P(Mixed_, PrefillBesideDecodingGivesTheDecodePathsTokens) {
   ASSERT_GE(mp.h.n_chunks, 2);
   EXPECT_EQ(program::n_decode_lanes(mp.h), kDecodeLanes);
   EXPECT_EQ(program::n_lane_sequences(mp.h), kDecodeLanes + 1);
-  for (const program::TaskDesc& t : mp.tasks)  // the LM head serves the decode lanes alone
-    if (program::Opcode(t.opcode) == program::Opcode::LmHead) EXPECT_EQ(t.b1, kDecodeLanes);
+  for (const program::TaskDesc& t : mp.tasks) {  // the LM head serves the decode lanes alone
+    if (program::Opcode(t.opcode) == program::Opcode::LmHead) {
+      EXPECT_EQ(t.b1, kDecodeLanes);
+    }
+  }
   program::check_or_throw(mp, 3);
   EXPECT_EQ(compiler::options_of(mp).decode_lanes, kDecodeLanes);
 

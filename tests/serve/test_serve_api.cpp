@@ -175,7 +175,7 @@ TEST(ServeApi, ErrorShapes) {
 
 TEST(ServeApi, ReplyShapes) {
   ReplyContext c{Api::OpenAI, Kind::Chat, "chatcmpl-1", "m", 100, true};
-  Outcome o{"length", "hello", 3, 2, 0, 1, 2, 1};
+  Outcome o{"length", "hello", 3, 2, 0, 1, 2, 1, {}};
   json full = full_reply(c, o);
   EXPECT_EQ(full["object"], "chat.completion");
   EXPECT_EQ(full["choices"][0]["message"]["content"], "hello");
