@@ -105,6 +105,17 @@ bool truthy(const json* v) {
   return true;
 }
 
+/// `logprobs: true` (OpenAI chat, Ollama): the sampled tokens'
+/// log-probabilities; `top_logprobs` (alternatives) only 0.
+void flag_logprobs(const json& b, Request& r) {
+  r.logprobs = boolean(b, "logprobs", false);
+  if (field(b, "top_logprobs")) {
+    if (!r.logprobs) bad("top_logprobs", "'top_logprobs' needs 'logprobs': true");
+    refuse_if(integer(b, "top_logprobs", 0, 20) > 0, "top_logprobs",
+              "keel reports the sampled token's log-probability, not the top alternatives (use top_logprobs: 0)");
+  }
+}
+
 /// Sampling, stop, n, logprobs and the other fields both OpenAI endpoints share.
 void openai_common(const json& b, Request& r) {
   r.model = string_field(b, "model");
@@ -121,12 +132,7 @@ void openai_common(const json& b, Request& r) {
                 "keel reports the sampled token's log-probability, not the top alternatives (use logprobs: 0)");
     }
   } else {
-    r.logprobs = boolean(b, "logprobs", false);
-    if (field(b, "top_logprobs")) {
-      if (!r.logprobs) bad("top_logprobs", "'top_logprobs' needs 'logprobs': true");
-      refuse_if(integer(b, "top_logprobs", 0, 20) > 0, "top_logprobs",
-                "keel reports the sampled token's log-probability, not the top alternatives (use top_logprobs: 0)");
-    }
+    flag_logprobs(b, r);
   }
   refuse_if(truthy(field(b, "logit_bias")), "logit_bias", "the sampler has no per-token bias");
   for (const char* pen : {"presence_penalty", "frequency_penalty"})
@@ -197,6 +203,7 @@ void ollama_common(const json& b, Request& r) {
   refuse_if(truthy(field(b, "format")), "format", "structured output (JSON mode) is not served yet");
   refuse_if(truthy(field(b, "images")), "images", "keel serves text models");
   refuse_if(truthy(field(b, "tools")), "tools", "tool calls are not served yet");
+  flag_logprobs(b, r);
   const json* o = field(b, "options");
   if (!o) return;
   if (!o->is_object()) bad("options", "'options' must be an object");

@@ -32,19 +32,23 @@ json openai_chunk(const ReplyContext& c, json choice) {
 /// {"content": [{token, logprob, bytes, top_logprobs: []}]}, completions'
 /// {tokens, token_logprobs, top_logprobs (each the sampled token alone),
 /// text_offset (bytes into the generated text)}.
+/// The per-token entries OpenAI chat and Ollama share: {token, logprob,
+/// bytes, top_logprobs: []}. A token's text may hold invalid UTF-8 (dump()
+/// replaces it); its bytes are exact.
+json token_entries(const std::vector<TokenLogprob>& lps) {
+  json content = json::array();
+  for (const TokenLogprob& t : lps) {
+    json bytes = json::array();
+    for (unsigned char ch : t.token) bytes.push_back(int(ch));
+    content.push_back({{"token", t.token}, {"logprob", t.logprob}, {"bytes", std::move(bytes)},
+                       {"top_logprobs", json::array()}});
+  }
+  return content;
+}
+
 json openai_logprobs(const ReplyContext& c, const std::vector<TokenLogprob>& lps) {
   if (!c.logprobs) return nullptr;
-  // A token's text may hold invalid UTF-8 (dump() replaces it); its bytes are exact.
-  if (c.kind == Kind::Chat) {
-    json content = json::array();
-    for (const TokenLogprob& t : lps) {
-      json bytes = json::array();
-      for (unsigned char ch : t.token) bytes.push_back(int(ch));
-      content.push_back({{"token", t.token}, {"logprob", t.logprob}, {"bytes", std::move(bytes)},
-                         {"top_logprobs", json::array()}});
-    }
-    return {{"content", std::move(content)}, {"refusal", nullptr}};
-  }
+  if (c.kind == Kind::Chat) return {{"content", token_entries(lps)}, {"refusal", nullptr}};
   json tokens = json::array(), values = json::array(), top = json::array(), offsets = json::array();
   for (const TokenLogprob& t : lps) {
     tokens.push_back(t.token);
@@ -73,10 +77,12 @@ json ollama_head(const ReplyContext& c) { return {{"model", c.model}, {"created_
 
 json ollama_message(const std::string& text) { return {{"role", "assistant"}, {"content", text}}; }
 
-json ollama_final(const ReplyContext& c, const Outcome& o, const std::string& text) {
+json ollama_final(const ReplyContext& c, const Outcome& o, const std::string& text,
+                  const std::vector<TokenLogprob>& lps = {}) {
   json j = ollama_head(c);
   if (c.kind == Kind::Chat) j["message"] = ollama_message(text);
   else j["response"] = text;
+  if (c.logprobs) j["logprobs"] = token_entries(lps);
   j["done"] = true;
   j["done_reason"] = o.finish_reason == "length" ? "length" : "stop";
   j["total_duration"] = ns(o.queue_ms + o.prefill_ms + o.decode_ms);
@@ -137,6 +143,7 @@ std::string stream_piece(const ReplyContext& c, const std::string& text, const s
   json j = ollama_head(c);
   if (c.kind == Kind::Chat) j["message"] = ollama_message(text);
   else j["response"] = text;
+  if (c.logprobs) j["logprobs"] = token_entries(logprobs);
   j["done"] = false;
   return ndjson(j);
 }
@@ -161,7 +168,7 @@ std::string stream_error(const ReplyContext& c, const HttpError& e) {
 }
 
 json full_reply(const ReplyContext& c, const Outcome& o) {
-  if (c.api == Api::Ollama) return ollama_final(c, o, o.text);
+  if (c.api == Api::Ollama) return ollama_final(c, o, o.text, o.logprobs);
   json choice;
   if (c.kind == Kind::Chat)
     choice = {{"index", 0}, {"message", {{"role", "assistant"}, {"content", o.text}}},

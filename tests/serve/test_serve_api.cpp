@@ -217,6 +217,16 @@ TEST(ServeApi, ReplyShapes) {
   EXPECT_EQ(full_reply(c, ol)["choices"][0]["logprobs"], p);
   c.logprobs = false;
   EXPECT_TRUE(full_reply(c, ol)["choices"][0]["logprobs"].is_null());
+  // Ollama: the entries OpenAI chat has, as "logprobs" of each object.
+  c = {Api::Ollama, Kind::Completion, "x", "m", 100, false, true};
+  EXPECT_EQ(json::parse(stream_piece(c, "hello", lps))["logprobs"], p["content"]);
+  EXPECT_EQ(full_reply(c, ol)["logprobs"], p["content"]);
+  c.logprobs = false;
+  EXPECT_FALSE(full_reply(c, ol).contains("logprobs"));
+  EXPECT_TRUE(parse_ollama_chat(json::parse(R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true})")).logprobs);
+  EXPECT_EQ(error_of([] { parse_ollama_generate(json::parse(R"({"prompt": "x", "logprobs": true, "top_logprobs": 3})")); })
+                .param,
+            "top_logprobs");
 }
 
 const tokenizer::Tokenizer& stories_tokenizer() {

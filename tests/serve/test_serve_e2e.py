@@ -285,6 +285,11 @@ def run_checks(srv, keel, model, openai, ollama):
     assert [round(t.logprob, 4) for t in content] == [round(v, 4) for v in lp.token_logprobs], content
     assert "".join(t.token for t in content) == text and all(t.top_logprobs == [] for t in content), content
     print("ok: openai client (completions, chat, streaming, seed, stop, logprobs)")
+    status, j = srv.request("POST", "/api/generate", {"model": name, "prompt": "Once upon a time", "stream": False,
+                                                      "logprobs": True, "options": {"num_predict": 40, "temperature": 0}})
+    assert status == 200, j
+    assert [round(t["logprob"], 4) for t in j["logprobs"]] == [round(v, 4) for v in lp.token_logprobs], j
+    assert "".join(t["token"] for t in j["logprobs"]) == text, j
 
     # --- Prefix reuse: a request that continues the last one (a chat's next
     # turn) starts from the K/V it left (its prompt but the last token), and
