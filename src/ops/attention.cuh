@@ -649,7 +649,7 @@ struct DeviceOp<ops::Attention> {
   /// A prefill lane that is done (its positions are in the cache) appends and
   /// reads nothing: its frozen position is another step's, maybe another lane's.
   static __device__ __forceinline__ bool idle_lane(const DevProgram& P, const TaskDesc& t) {
-    return program::is_prefill_lane(P.h, t.b0) &&
+    return kMm && program::is_prefill_lane(P.h, t.b0) &&  // prefill lanes: batch variants only
            reinterpret_cast<const volatile SeqState*>(bp<const SeqState>(P, t.buf[AttnSlots::kState]))[t.b0].done != 0;
   }
   static __device__ __forceinline__ void run(const DevProgram& P, const TaskDesc& t, int32_t task, float* smem,

@@ -25,7 +25,9 @@ __device__ void step(const DevProgram& P, const TaskDesc& t, int32_t task, float
   volatile SeqState& s = *sp;
   if (s.done) return;
   const int32_t pos = s.pos;
-  const int32_t lanes = int32_t(program::lane_width(h, b));  // > 1: a prefill lane (no logits)
+  // > 1: a prefill lane (no logits). Only the batch variants (kMm) run Programs
+  // with prefill lanes (their batch is above 1): the decode variants fold it to 1.
+  const int32_t lanes = kMm ? int32_t(program::lane_width(h, b)) : 1;
   float* logits = lanes == 1 ? bp<float>(P, t.buf[StepSlots::kLogits]) + b * V : nullptr;
   if (P.capture && lanes == 1) {
     float* dst = P.capture + (int64_t(b) * h.max_context + pos) * V;
@@ -85,12 +87,9 @@ __device__ void step(const DevProgram& P, const TaskDesc& t, int32_t task, float
       const float u = program::rng_uniform(sp.seed, 0, uint32_t(s.draw0 + s.n_generated));
       next = sample_token(logits, V, tokens, pos + 1, sp, u, scratch);
     }
-    float lp = 0;
-    if (s.want_logprob) {  // block-uniform (one SeqState): program::token_logprob over the logits it was drawn from
-      if (threadIdx.x == 0) s_next = next;
-      csync();
-      lp = block_token_logprob(logits, V, s_next, scratch);
-    }
+    // Block-uniform (one SeqState): program::token_logprob over the logits it
+    // was drawn from, into the host's ring before the count below publishes it.
+    if (s.want_logprob) publish_token_logprob(P, logits, V, b, next, sp, scratch);
     if (threadIdx.x == 0) {
       s_go = 1;
       s_next = next;
@@ -100,7 +99,6 @@ __device__ void step(const DevProgram& P, const TaskDesc& t, int32_t task, float
       if (pos + 1 < h.max_context) tokens[pos + 1] = next;
       if (P.host_ring) {  // publish to the host: the token (and its log-probability), then the count
         P.host_ring[int64_t(b) * h.ring_len + n % h.ring_len] = next;
-        if (P.host_logprob) P.host_logprob[int64_t(b) * h.ring_len + n % h.ring_len] = lp;
         __threadfence_system();
         *reinterpret_cast<volatile int32_t*>(&P.host_count[b]) = n + 1;
       }

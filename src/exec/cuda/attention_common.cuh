@@ -146,7 +146,7 @@ __device__ __forceinline__ AttnSmem attn_smem(const DevProgram& P, const TaskDes
   const int64_t room = ops::attn_prefetch_room(int64_t(P.work_bytes), kv_off, hd);
   // Positions of earlier steps only: in a prefill Program the other lanes of
   // the sequence append [step_first_pos, pos) during this step.
-  const int64_t want = min(a.p1, program::step_first_pos(h, t.b0, a.pos)) - a.p0;
+  const int64_t want = min(a.p1, kMm ? program::step_first_pos(h, t.b0, a.pos) : a.pos) - a.p0;
   int64_t n = want < room ? want : room;
 #if KEEL_ATTN_STREAM
   // The long-context variants take every earlier position in blocks of 8 from

@@ -28,16 +28,23 @@ __device__ int32_t block_argmax_logits(const float* logits, int64_t V, float* sc
   return bi == INT32_MAX ? 0 : bi;  // the CPU starts at index 0
 }
 
-/// program::token_logprob on the device (every thread of the block calls it
-/// and gets the value; the sums in another order than the host's).
-__device__ __noinline__ float block_token_logprob(const float* logits, int64_t V, int32_t token, float* scratch) {
+/// program::token_logprob of `token` (thread 0's) on the device, stored by
+/// thread 0 at sequence b's next entry of the host's log-probability ring
+/// (the Step publishes the count after it). Every thread of the block calls
+/// it; the sums in another order than the host's. Out of line, so the Step's
+/// common path carries none of it.
+__device__ __noinline__ void publish_token_logprob(const DevProgram& P, const float* logits, int64_t V, int b,
+                                                   int32_t token, const SeqState* s, float* scratch) {
   float m = -INFINITY;
   for (int64_t i = threadIdx.x; i < V; i += kThreads) m = fmaxf(m, logits[i]);
   m = block_max(m, scratch);
   float sum = 0;
   for (int64_t i = threadIdx.x; i < V; i += kThreads) sum += expf(logits[i] - m);
   sum = block_sum(sum, scratch);
-  return (logits[token] - m) - logf(sum);
+  if (threadIdx.x == 0 && P.host_logprob) {
+    const int32_t n = reinterpret_cast<const volatile SeqState*>(s)->n_generated;
+    P.host_logprob[int64_t(b) * P.h.ring_len + n % P.h.ring_len] = (logits[token] - m) - logf(sum);
+  }
 }
 
 /// program::sample_token on one CTA (see its definition for the order of the
