@@ -23,6 +23,7 @@ CpuBackend::CpuBackend(const model::Model& m, const CpuBackendOptions& opt) : mo
              opt.kv_tokens, " tokens holds less than one context of ", program_.h.max_context);
   exec_ = std::make_unique<exec::cpu::CpuExecutor>(program_, m);
   pages_ = std::make_unique<KvPagePool>(program_.h.n_pages, program_.h.page_size, program_.h.pages_per_seq);
+  prefix_reuse_ = opt.prefix_reuse;
   if (std::min<int64_t>(opt.prefill_chunk, program_.h.max_context - 1) > 1) {
     co.kv_pages = program_.h.n_pages;  // the decode Program's cache, shared
     co.batch = 1;
@@ -40,41 +41,12 @@ CpuBackend::CpuBackend(const model::Model& m, const CpuBackendOptions& opt) : mo
   }
 }
 
-exec::RunOptions CpuBackend::cpu_options(exec::RunOptions ro) const {
-  ro.threads = opt_.threads;
-  ro.shuffle = opt_.shuffle;
-  ro.shuffle_seed = opt_.shuffle_seed;
-  return ro;
-}
-
-GenerateResult CpuBackend::generate(const GenerateRequest& req, const TokenCallback& on_token) {
-  return generate_one(req, max_context(), "cpu backend", on_token, run_fn());
-}
-
-int64_t CpuBackend::cached_prefix(std::span<const int32_t> prompt) const {
-  return opt_.prefix_reuse ? pages_->reusable(prompt) : 0;
-}
-
-RunFn CpuBackend::run_fn() {
-  return [this](std::vector<exec::Sequence>& s, const exec::RunOptions& ro) {
-    return run_paged(*exec_, prefill_.get(), mixed_.get(), *pages_, opt_.prefix_reuse, s, cpu_options(ro));
-  };
-}
-
-std::vector<GenerateResult> CpuBackend::generate_batch(std::span<const GenerateRequest> reqs,
-                                                       const BatchTokenCallback& on_token) {
-  return generate_in_launches(reqs, max_batch(), max_context(), "cpu backend", on_token, run_fn(), this);
-}
-
-std::vector<float> CpuBackend::score(std::span<const int32_t> ids) {
-  std::vector<exec::Sequence> seqs = {score_sequence(ids, max_context(), "cpu backend: score")};
-  exec::RunOptions ro;
-  ro.capture_logits = true;
-  exec::RunResult r = run_fn()(seqs, ro);
-  KEEL_CHECK(r.seqs[0].logits.size() == ids.size() * size_t(program_.h.vocab),
-             "cpu backend: captured ", r.seqs[0].logits.size() / size_t(program_.h.vocab), " logit rows for ", ids.size(),
-             " tokens");
-  return std::move(r.seqs[0].logits);
+exec::RunResult CpuBackend::run(std::vector<exec::Sequence>& seqs, const exec::RunOptions& ro) {
+  exec::RunOptions o = ro;
+  o.threads = opt_.threads;
+  o.shuffle = opt_.shuffle;
+  o.shuffle_seed = opt_.shuffle_seed;
+  return run_paged(*exec_, prefill_.get(), mixed_.get(), *pages_, prefix_reuse_, seqs, o);
 }
 
 }  // namespace keel::engine

@@ -38,35 +38,24 @@ struct CpuBackendOptions {
   int64_t kv_tokens = 0;
 };
 
-class CpuBackend : public Backend {
+class CpuBackend : public ProgramBackend {
  public:
   /// Compiles `m` (B = 1) and binds the executor; `m` must outlive the backend.
   CpuBackend(const model::Model& m, const CpuBackendOptions& opt);
   std::string_view name() const override { return "cpu"; }
   int64_t max_context() const override { return program_.h.max_context; }
-  GenerateResult generate(const GenerateRequest& req, const TokenCallback& on_token) override;
-  std::vector<float> score(std::span<const int32_t> ids) override;
   int max_batch() const override { return program_.h.batch; }
-  std::vector<GenerateResult> generate_batch(std::span<const GenerateRequest> reqs,
-                                             const BatchTokenCallback& on_token) override;
-  int64_t cached_prefix(std::span<const int32_t> prompt) const override;
-  int64_t kv_pages_total() const override { return pages_->n_pages(); }
-  int64_t kv_pages_for(int64_t positions) const override {
-    const int64_t ps = pages_->page_size();
-    return (std::min(positions, max_context()) + ps - 1) / ps;
-  }
   const program::Program& program() const { return program_; }
   /// The mixed Program (decode lanes beside a prefill group), when there is one.
   const program::Program* mixed_program() const { return mixed_ ? &mixed_program_ : nullptr; }
 
  private:
-  exec::RunOptions cpu_options(exec::RunOptions ro) const;
-  RunFn run_fn();
+  exec::RunResult run(std::vector<exec::Sequence>& seqs, const exec::RunOptions& ro) override;
+  int64_t vocab() const override { return program_.h.vocab; }
   const model::Model& model_;
   CpuBackendOptions opt_;
   program::Program program_, prefill_program_, mixed_program_;
   std::unique_ptr<exec::cpu::CpuExecutor> exec_, prefill_, mixed_;
-  std::unique_ptr<KvPagePool> pages_;  // exec_'s KV pages and the prefix cache in them
 };
 
 }  // namespace keel::engine

@@ -97,36 +97,12 @@ CudaBackend::~CudaBackend() = default;
 
 int64_t CudaBackend::max_context() const { return exec_->program().h.max_context; }
 
-int64_t CudaBackend::cached_prefix(std::span<const int32_t> prompt) const {
-  return prefix_reuse_ ? pages_->reusable(prompt) : 0;
+exec::RunResult CudaBackend::run(std::vector<exec::Sequence>& seqs, const exec::RunOptions& ro) {
+  return run_paged(*exec_, prefill_.get(), mixed_.get(), *pages_, prefix_reuse_, seqs, ro);
 }
 
-RunFn CudaBackend::run_fn() {
-  return [this](std::vector<exec::Sequence>& s, const exec::RunOptions& ro) {
-    return run_paged(*exec_, prefill_.get(), mixed_.get(), *pages_, prefix_reuse_, s, ro);
-  };
-}
-
-GenerateResult CudaBackend::generate(const GenerateRequest& req, const TokenCallback& on_token) {
-  return generate_one(req, max_context(), "cuda backend", on_token, run_fn());
-}
+int64_t CudaBackend::vocab() const { return exec_->program().h.vocab; }
 
 int CudaBackend::max_batch() const { return exec_->program().h.batch; }
-
-std::vector<GenerateResult> CudaBackend::generate_batch(std::span<const GenerateRequest> reqs,
-                                                        const BatchTokenCallback& on_token) {
-  return generate_in_launches(reqs, max_batch(), max_context(), "cuda backend", on_token, run_fn(), this);
-}
-
-std::vector<float> CudaBackend::score(std::span<const int32_t> ids) {
-  std::vector<exec::Sequence> seqs = {score_sequence(ids, max_context(), "cuda backend: score")};
-  exec::RunOptions ro;
-  ro.capture_logits = true;
-  exec::RunResult r = run_fn()(seqs, ro);
-  const size_t V = size_t(exec_->program().h.vocab);
-  KEEL_CHECK(r.seqs[0].logits.size() == ids.size() * V, "cuda backend: captured ", r.seqs[0].logits.size() / V,
-             " logit rows for ", ids.size(), " tokens");
-  return std::move(r.seqs[0].logits);
-}
 
 }  // namespace keel::engine

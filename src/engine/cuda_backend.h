@@ -54,7 +54,7 @@ struct CudaBackendOptions {
   int64_t kv_tokens = 0;
 };
 
-class CudaBackend : public Backend {
+class CudaBackend : public ProgramBackend {
  public:
   /// Compiles and uploads `m`; throws keel::Error when there is no usable GPU
   /// or not enough GPU memory. `m` must outlive the backend.
@@ -63,20 +63,10 @@ class CudaBackend : public Backend {
 
   std::string_view name() const override { return "cuda"; }
   int64_t max_context() const override;
-  GenerateResult generate(const GenerateRequest& req, const TokenCallback& on_token) override;
-  /// Teacher-forced logits of every position ([ids, vocab]), captured on the device.
-  std::vector<float> score(std::span<const int32_t> ids) override;
+  /// Up to max_batch() requests per launch (generate_batch): one megakernel
+  /// streams each weight tile once per step for all of them (matmul tiles on
+  /// tensor cores). score() captures the logits on the device.
   int max_batch() const override;
-  /// Up to max_batch() requests per launch: one megakernel streams each weight
-  /// tile once per step for all of them (matmul tiles on tensor cores).
-  std::vector<GenerateResult> generate_batch(std::span<const GenerateRequest> reqs,
-                                             const BatchTokenCallback& on_token) override;
-  int64_t cached_prefix(std::span<const int32_t> prompt) const override;
-  int64_t kv_pages_total() const override { return pages_->n_pages(); }
-  int64_t kv_pages_for(int64_t positions) const override {
-    const int64_t ps = pages_->page_size();
-    return (std::min(positions, max_context()) + ps - 1) / ps;
-  }
 
   /// The decode Program's executor. A run on it directly writes KV pages the
   /// prefix cache holds: call forget_cached_prefixes() after one.
@@ -95,9 +85,8 @@ class CudaBackend : public Backend {
   std::unique_ptr<exec::cuda::ProgramExecutor> prefill_;  // declared after exec_: destroyed before it
   std::unique_ptr<exec::cuda::ProgramExecutor> mixed_;
   bool recompiled_ = false;
-  bool prefix_reuse_ = true;
-  std::unique_ptr<KvPagePool> pages_;  // exec_'s KV pages and the prefix cache in them
-  RunFn run_fn();
+  exec::RunResult run(std::vector<exec::Sequence>& seqs, const exec::RunOptions& ro) override;
+  int64_t vocab() const override;
 };
 
 }  // namespace keel::engine

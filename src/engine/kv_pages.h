@@ -76,6 +76,8 @@ class KvPagePool {
   int32_t n_pages() const { return int32_t(state_.size()); }
   int32_t page_size() const { return page_size_; }
   int32_t pages_per_seq() const { return pages_per_seq_; }
+  /// Pages that hold `positions` positions (Backend::kv_pages_for).
+  int64_t pages_for(int64_t positions) const { return (positions + page_size_ - 1) / page_size_; }
   /// Counts for reports and tests: free pages, cached pages, leased (pinned) pages.
   int32_t free_pages() const { return int32_t(free_.size()); }
   int32_t cached_pages() const;

@@ -108,4 +108,30 @@ exec::RunOptions run_options_for(const GenerateRequest& req, const TokenCallback
   return ro;
 }
 
+GenerateResult ProgramBackend::generate(const GenerateRequest& req, const TokenCallback& on_token) {
+  return generate_one(req, max_context(), who().c_str(), on_token, run_fn());
+}
+
+std::vector<GenerateResult> ProgramBackend::generate_batch(std::span<const GenerateRequest> reqs,
+                                                           const BatchTokenCallback& on_token) {
+  return generate_in_launches(reqs, max_batch(), max_context(), who().c_str(), on_token, run_fn(), this);
+}
+
+int64_t ProgramBackend::cached_prefix(std::span<const int32_t> prompt) const {
+  return prefix_reuse_ ? pages_->reusable(prompt) : 0;
+}
+
+std::vector<float> ProgramBackend::score(std::span<const int32_t> ids) {
+  const std::string w = who();
+  std::vector<exec::Sequence> seqs = {score_sequence(ids, max_context(), (w + ": score").c_str())};
+  exec::RunOptions ro;
+  ro.capture_logits = true;
+  exec::RunResult r = run(seqs, ro);
+  const size_t V = size_t(vocab());
+  KEEL_CHECK(r.seqs[0].logits.size() == ids.size() * V, w, ": captured ", r.seqs[0].logits.size() / V,
+             " logit rows for ", ids.size(), " tokens");
+  return std::move(r.seqs[0].logits);
+}
+
 }  // namespace keel::engine
+

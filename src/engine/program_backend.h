@@ -6,10 +6,13 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "engine/backend.h"
+#include "engine/kv_pages.h"
 #include "exec/common/run.h"
 
 namespace keel::engine {
@@ -43,5 +46,36 @@ int kv_pages_of_tokens(int64_t kv_tokens, int page_size);
 /// score(): the ids as a prompt with one token to generate (its logits are
 /// captured at every position); checks the prompt bound, naming `who`.
 exec::Sequence score_sequence(std::span<const int32_t> ids, int64_t max_context, const char* who);
+
+/// The Backend of compiled Programs (cpu, cuda): generate, generate_batch,
+/// score and the paged KV cache's accounting, over one launch function, run(),
+/// that each defines on its executors (run_paged).
+class ProgramBackend : public Backend {
+ public:
+  GenerateResult generate(const GenerateRequest& req, const TokenCallback& on_token) override;
+  /// Teacher-forced logits of every position ([ids, vocab]).
+  std::vector<float> score(std::span<const int32_t> ids) override;
+  /// Launches of up to max_batch() requests whose KV pages fit together (fit_launch).
+  std::vector<GenerateResult> generate_batch(std::span<const GenerateRequest> reqs,
+                                             const BatchTokenCallback& on_token) override;
+  int64_t cached_prefix(std::span<const int32_t> prompt) const override;
+  int64_t kv_pages_total() const override { return pages_->n_pages(); }
+  int64_t kv_pages_for(int64_t positions) const override {
+    return pages_->pages_for(std::min(positions, max_context()));
+  }
+
+ protected:
+  /// One launch of `seqs` on the backend's executors (RunFn's contract).
+  virtual exec::RunResult run(std::vector<exec::Sequence>& seqs, const exec::RunOptions& ro) = 0;
+  virtual int64_t vocab() const = 0;
+  /// "<name()> backend", for messages.
+  std::string who() const { return std::string(name()) + " backend"; }
+  RunFn run_fn() {
+    return [this](std::vector<exec::Sequence>& s, const exec::RunOptions& ro) { return run(s, ro); };
+  }
+
+  std::unique_ptr<KvPagePool> pages_;  // the decode Program's KV pages and the prefix cache in them
+  bool prefix_reuse_ = true;           // prompt positions the cache holds are not computed again
+};
 
 }  // namespace keel::engine

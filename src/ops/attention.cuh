@@ -30,6 +30,15 @@ struct StreamState {
   uint32_t qa[KS][2];
   float o[G][KP];
   float ml, ll;
+  const uint16_t* kcache;  // the task's K and V caches
+  const uint16_t* vcache;
+
+  __device__ __forceinline__ StreamState(const DevProgram& P, int32_t task, const float* qs, const float* mine, int g,
+                                         int lane)
+      : kcache(bp<const uint16_t>(P, P.tasks[task].buf[AttnSlots::kKCache])),
+        vcache(bp<const uint16_t>(P, P.tasks[task].buf[AttnSlots::kVCache])) {
+    load(qs, mine, g, lane);
+  }
 
   __device__ __forceinline__ void load(const float* qs, const float* mine, int g, int lane) {
     const int r = lane >> 2, c = lane & 3;
@@ -180,10 +189,8 @@ __device__ __noinline__ bool attn_stream(const DevProgram& P, const int32_t* pag
   constexpr int hd = St::hd, KW = St::KW;
   const ProgramHeader& h = P.h;
   const int lane = threadIdx.x & 31, r = lane >> 2, c = lane & 3;
-  const uint16_t* kcache = bp<const uint16_t>(P, P.tasks[task].buf[AttnSlots::kKCache]);
-  const uint16_t* vcache = bp<const uint16_t>(P, P.tasks[task].buf[AttnSlots::kVCache]);
-  St st;
-  st.load(qs, mine, g, lane);
+  St st(P, task, qs, mine, g, lane);
+  const uint16_t *const kcache = st.kcache, *const vcache = st.vcache;
   int32_t bad_page = 0;  // a page out of range (never 0: a bad page is < 0 or >= n_pages)
   // Element offset of the block's first row in the caches, or -1 (bad page).
   auto block_offset = [&](int64_t base) { return stream_row_offset(P, pages, b, kvh, base, bad_page); };
@@ -268,10 +275,8 @@ __device__ __noinline__ bool attn_stream_smem(const DevProgram& P, const int32_t
   constexpr int CH = hd / 8;                                   // 16-byte pieces a row
   const ProgramHeader& h = P.h;
   const int lane = threadIdx.x & 31, r = lane >> 2, c = lane & 3;
-  const uint16_t* kcache = bp<const uint16_t>(P, P.tasks[task].buf[AttnSlots::kKCache]);
-  const uint16_t* vcache = bp<const uint16_t>(P, P.tasks[task].buf[AttnSlots::kVCache]);
-  St st;
-  st.load(qs, mine, g, lane);
+  St st(P, task, qs, mine, g, lane);
+  const uint16_t *const kcache = st.kcache, *const vcache = st.vcache;
   int32_t bad_page = 0;  // a page out of range, seen by this lane (never 0 when bad)
   const int64_t first = s0 & ~int64_t(7), stride = int64_t(kWarps) * 8;
   const int64_t base0 = first + int64_t(threadIdx.x >> 5) * 8;

@@ -88,6 +88,59 @@ __device__ __forceinline__ void cp_async_wait_pending(int n) {
   }
 }
 
+/// The ring as a matmul tile's stage loop walks it, in registers (R lives in
+/// the caller's local memory): the slot and phase of the next stage.
+struct MmRingPos {
+  const char* ring;
+  size_t stage_bytes;
+  uint64_t* full;
+  uint64_t* empty;
+  int n_stages;
+  uint32_t seq0;  // the ring sequence number of the tile's first stage
+  int slot;
+  uint32_t phase;
+  __device__ __forceinline__ explicit MmRingPos(const RingView& R)
+      : ring(R.ring), stage_bytes(R.stage_bytes), full(R.full), empty(R.empty), n_stages(R.n_stages), seq0(R.seq),
+        slot(int(R.seq % uint32_t(R.n_stages))), phase((R.seq / uint32_t(R.n_stages)) & 1) {}
+  __device__ __forceinline__ char* at(int sl) const { return const_cast<char*>(ring) + size_t(sl) * stage_bytes; }
+  __device__ __forceinline__ void advance() {
+    if (++slot == n_stages) slot = 0, phase ^= 1;
+  }
+};
+
+/// The input side of a matmul tile's stage loop (both engines): column chunk
+/// c of the inputs goes into buffer slot c % na (of na), na - 1 stages ahead
+/// of the stage that reads it, one cp.async commit group per stage (empty past
+/// the end), so "stage s landed" is always "at most na - 2 groups pending".
+/// `fill(chunk, slot)` issues one chunk's copies; the caller commits nothing.
+template <class Fill>
+struct MmInputs {
+  Fill fill;
+  int nk, na, nst;  // chunks a row block, buffer slots, stages
+  int fill_c = 0, fill_buf = 0;
+  __device__ __forceinline__ MmInputs(Fill f, int nk_, int na_, int nst_) : fill(f), nk(nk_), na(na_), nst(nst_) {}
+  __device__ __forceinline__ void next() {
+    fill(fill_c, fill_buf);
+    if (++fill_c == nk) fill_c = 0;
+    if (++fill_buf == na) fill_buf = 0;
+  }
+  /// Before the first stage: the first na - 1 chunks in flight.
+  __device__ __forceinline__ void prime() {
+    for (int q = 0; q < na - 1; ++q) {
+      if (q < nst) next();
+      asm volatile("cp.async.commit_group;" ::: "memory");
+    }
+  }
+  /// Stage s's chunk landed (this thread's copies; a barrier makes it everyone's).
+  __device__ __forceinline__ void wait() const { cp_async_wait_pending(na - 2); }
+  /// After that barrier (every thread is done with stage s - 1's buffer): its
+  /// buffer takes the chunk of stage s + na - 1.
+  __device__ __forceinline__ void refill(int s) {
+    if (s + na - 1 < nst) next();
+    asm volatile("cp.async.commit_group;" ::: "memory");
+  }
+};
+
 /// One output element of a matmul tile: row r (task row numbering), sequence
 /// b (0-based in the task), y0 (y1: the up projection for GateUp).
 __device__ __forceinline__ void mm_epi(const DevProgram& P, const MatvecJob& J, const MmJob& M, int64_t r, int b,
@@ -230,40 +283,22 @@ __device__ __noinline__ void mm_rows(const DevProgram& P, const Tile& T, RingVie
   mm_zero(acc);
 
   // Every index of the stage loop steps without a division: the chunk and
-  // buffer of the next fill, the buffer and row block / chunk of this stage,
-  // the ring slot and its phase.
-  // The ring's fields in registers (R lives in the caller's local memory).
+  // buffer of the next fill (MmInputs), the buffer and row block / chunk of
+  // this stage, the ring slot and its phase (MmRingPos).
   const MmFillIdx F(kc);
-  int fill_c = 0, fill_buf = 0, use_buf = 0, rb = 0, c = 0;
-  const int n_stages = R.n_stages;
-  const char* const ring = R.ring;
-  const size_t stage_bytes = R.stage_bytes;
-  uint64_t* const full = R.full;
-  uint64_t* const empty = R.empty;
-  const uint32_t seq0 = R.seq;
-  int slot = int(seq0 % uint32_t(n_stages));
-  uint32_t phase = (seq0 / uint32_t(n_stages)) & 1;
-  auto fill_next = [&] {
-    mm_fill(M, F, fill_c, kc, bufs + size_t(fill_buf) * buf_elems);
-    if (++fill_c == nk) fill_c = 0;
-    if (++fill_buf == na) fill_buf = 0;
-  };
-  // One commit group per stage (empty past the end), so "stage s landed" is
-  // always "at most na - 2 groups pending".
-  for (int q = 0; q < na - 1; ++q) {
-    if (q < nst) fill_next();
-    asm volatile("cp.async.commit_group;" ::: "memory");
-  }
+  int use_buf = 0, rb = 0, c = 0;
+  MmRingPos G(R);
+  MmInputs in([&](int chunk, int buf) { mm_fill(M, F, chunk, kc, bufs + size_t(buf) * buf_elems); }, nk, na, nst);
+  in.prime();
 #pragma unroll 1
   for (int s = 0; s < nst; ++s) {
-    cp_async_wait_pending(na - 2);
+    in.wait();
     csync();  // chunk s landed for every thread; every warp is done with chunk s - 1's buffer
-    if (s + na - 1 < nst) fill_next();  // into the buffer chunk s - 1 used
-    asm volatile("cp.async.commit_group;" ::: "memory");
-    const char* stage = ring + size_t(slot) * stage_bytes;
+    in.refill(s);
+    const char* stage = G.at(G.slot);
     if (P.trace && threadIdx.x == 0 && s == 0) R.t_prep = R.t_first = dev::globaltimer_ns();
-    if (!dev::mbar_test_wait(full + slot, phase) && !ring_wait_phase(P, R, slot, phase)) {
-      R.seq = seq0 + uint32_t(s);
+    if (!dev::mbar_test_wait(G.full + G.slot, G.phase) && !ring_wait_phase(P, R, G.slot, G.phase)) {
+      R.seq = G.seq0 + uint32_t(s);
       asm volatile("cp.async.wait_all;" ::: "memory");
       return;  // aborting: the kernel leaves after this task
     }
@@ -285,8 +320,8 @@ __device__ __noinline__ void mm_rows(const DevProgram& P, const Tile& T, RingVie
       }
     }
     __syncwarp();
-    if (lane == 0) dev::mbar_arrive(empty + slot);
-    if (++slot == n_stages) slot = 0, phase ^= 1;
+    if (lane == 0) dev::mbar_arrive(G.empty + G.slot);
+    G.advance();
     if (++c < nk) continue;
     c = 0;
     // The row block's epilogue.
@@ -320,7 +355,7 @@ __device__ __noinline__ void mm_rows(const DevProgram& P, const Tile& T, RingVie
     mm_zero(acc);
     ++rb;
   }
-  R.seq = seq0 + uint32_t(nst);
+  R.seq = G.seq0 + uint32_t(nst);
   csync();
 }
 

@@ -216,36 +216,22 @@ __device__ __forceinline__ void mm_rows_wg(const DevProgram& P, const Tile& T, R
   int acc = 0;
 
   const MmFillIdx F(kc);
-  int fill_c = 0, fill_buf = 0, use_buf = 0, rb = 0, c = 0;
-  const int n_stages = R.n_stages;
-  const char* const ring = R.ring;
-  const size_t stage_bytes = R.stage_bytes;
-  uint64_t* const full = R.full;
-  uint64_t* const empty = R.empty;
-  const uint32_t seq0 = R.seq;
-  int slot = int(seq0 % uint32_t(n_stages));
-  uint32_t phase = (seq0 / uint32_t(n_stages)) & 1;
-  auto fill_next = [&] {
-    mm_fill_swizzled(M, F, fill_c, kc, tp, bufs + size_t(fill_buf) * buf_elems);
-    if (++fill_c == nk) fill_c = 0;
-    if (++fill_buf == na) fill_buf = 0;
-  };
-  for (int q = 0; q < na - 1; ++q) {
-    if (q < nst) fill_next();
-    asm volatile("cp.async.commit_group;" ::: "memory");
-  }
+  int use_buf = 0, rb = 0, c = 0;
+  MmRingPos G(R);
+  MmInputs in([&](int chunk, int buf) { mm_fill_swizzled(M, F, chunk, kc, tp, bufs + size_t(buf) * buf_elems); }, nk,
+              na, nst);
+  in.prime();
 #pragma unroll 1
   for (int s = 0; s < nst; ++s) {
-    cp_async_wait_pending(na - 2);
+    in.wait();
     fence_proxy_async_smem();  // chunk s, as this thread copied it, visible to wgmma
     csync();  // chunk s landed for every thread; every warpgroup is done with chunk s - 1's buffer
-    if (s + na - 1 < nst) fill_next();
-    asm volatile("cp.async.commit_group;" ::: "memory");
-    const char* stage = ring + size_t(slot) * stage_bytes;
+    in.refill(s);
+    const char* stage = G.at(G.slot);
     if (P.trace && threadIdx.x == 0 && s == 0) R.t_prep = R.t_first = dev::globaltimer_ns();
-    const bool landed = dev::mbar_test_wait(full + slot, phase) || ring_wait_phase(P, R, slot, phase);
+    const bool landed = dev::mbar_test_wait(G.full + G.slot, G.phase) || ring_wait_phase(P, R, G.slot, G.phase);
     if (__any_sync(0xffffffffu, !landed)) {  // a warp-uniform exit: the wgmma below stay on a uniform path
-      R.seq = seq0 + uint32_t(s);
+      R.seq = G.seq0 + uint32_t(s);
       asm volatile("cp.async.wait_all;" ::: "memory");
       return;  // aborting: the kernel leaves after this task
     }
@@ -268,20 +254,20 @@ __device__ __forceinline__ void mm_rows_wg(const DevProgram& P, const Tile& T, R
       case 11: wg_stage<8, false>(d, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
       default: break;
     }
-    const int used = slot;
+    const int used = G.slot;
     const bool keep = stage_out && c + 1 == nk;  // the block's last stage: its slot stages the output
     if (!keep) {
       __syncwarp();
-      if (lane == 0) dev::mbar_arrive(empty + slot);
+      if (lane == 0) dev::mbar_arrive(G.empty + G.slot);
     }
-    if (++slot == n_stages) slot = 0, phase ^= 1;
+    G.advance();
     if (++c < nk) continue;
     c = 0;
     if (keep) {  // a residual block: through the slot as [token][row], then 16-byte reds
-      float* o = reinterpret_cast<float*>(const_cast<char*>(ring) + size_t(used) * stage_bytes);
+      float* o = reinterpret_cast<float*>(G.at(used));
       mm_residual_staged(P, J, M, o, out_pitch, rb * cap, cap, d, tall ? wg * 64 : 0, wi, g, tq, g0, ng_mine);
       __syncwarp();
-      if (lane == 0) dev::mbar_arrive(empty + used);
+      if (lane == 0) dev::mbar_arrive(G.empty + used);
       acc = 0;
       ++rb;
       continue;
@@ -318,7 +304,7 @@ __device__ __forceinline__ void mm_rows_wg(const DevProgram& P, const Tile& T, R
     acc = 0;
     ++rb;
   }
-  R.seq = seq0 + uint32_t(nst);
+  R.seq = G.seq0 + uint32_t(nst);
   csync();
 }
 
