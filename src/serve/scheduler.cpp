@@ -2,6 +2,7 @@
 #include "serve/scheduler.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <exception>
 
 namespace keel::serve {
@@ -111,7 +112,8 @@ void SerialRunner::step(const std::function<bool()>&) {
 
 // ----------------------------------------------------------- BatchRunner
 
-BatchRunner::BatchRunner(engine::Backend& backend, int slots) : backend_(backend), slots_(std::max(slots, 1)) {}
+BatchRunner::BatchRunner(engine::Backend& backend, int slots, int grow_tokens)
+    : backend_(backend), slots_(std::max(slots, 1)), grow_tokens_(std::max(grow_tokens, 0)) {}
 
 void BatchRunner::step(const std::function<bool()>& waiting) {
   // A job that could never fit the KV cache (a paged one smaller than its
@@ -138,7 +140,25 @@ void BatchRunner::step(const std::function<bool()>& waiting) {
   // The jobs this launch runs: in admission order, as many as the KV cache
   // holds together (all, unless the backend's cache is smaller than the
   // batch's contexts: --kv-tokens); the rest wait for the next launch.
-  const size_t n = engine::fit_launch(backend_, all, all.size()), held = jobs_.size() - n;
+  size_t n = engine::fit_launch(backend_, all, all.size());
+  // When they do not, pages as the jobs grow: each leases its prompt and its
+  // next grow_tokens_ tokens, if that runs more jobs at once; a job at its
+  // horizon stops the launch (the next one leases on).
+  std::vector<int64_t> horizon(all.size(), INT64_MAX);  // a job's output size at which the launch stops
+  if (n < all.size() && grow_tokens_ > 0) {
+    std::vector<engine::GenerateRequest> near = all;
+    for (engine::GenerateRequest& r : near) r.max_tokens = std::min(r.max_tokens, grow_tokens_);
+    const size_t m = engine::fit_launch(backend_, near, near.size());
+    if (m > n) {
+      n = m;
+      for (size_t k = 0; k < n; ++k)
+        if (near[k].max_tokens < all[k].max_tokens)
+          horizon[k] = int64_t(jobs_[k].generated.size()) + near[k].max_tokens;
+      all = std::move(near);
+    }
+  }
+  const size_t held = jobs_.size() - n;
+  peak_jobs_ = std::max(peak_jobs_, int64_t(n));
   std::vector<engine::GenerateRequest> reqs(std::make_move_iterator(all.begin()),
                                             std::make_move_iterator(all.begin() + std::ptrdiff_t(n)));
   // One launch stops at one set of EOS ids: when the jobs' differ (a request
@@ -185,6 +205,7 @@ void BatchRunner::step(const std::function<bool()>& waiting) {
       else if (std::find(eos[k].begin(), eos[k].end(), token) != eos[k].end()) end_job(a, "eos");
       else if (int64_t(a.generated.size()) >= r.max_tokens) end_job(a, "max_tokens");
       else if (int64_t(r.prompt.size() + a.generated.size()) >= backend_.max_context()) end_job(a, "context");
+      else if (int64_t(a.generated.size()) >= horizon[k]) yielded = true;  // its leased pages are full
       return go_on();
     });
     // A job the launch ended without a token of its own deciding (a prompt
@@ -201,9 +222,9 @@ void BatchRunner::step(const std::function<bool()>& waiting) {
   jobs_.erase(std::remove_if(jobs_.begin(), jobs_.end(), [](const Active& a) { return a.job->ended(); }), jobs_.end());
 }
 
-std::unique_ptr<Runner> make_runner(engine::Backend& backend, int max_batch) {
+std::unique_ptr<Runner> make_runner(engine::Backend& backend, int max_batch, int grow_tokens) {
   const int slots = std::min(max_batch, backend.max_batch());
-  if (slots > 1) return std::make_unique<BatchRunner>(backend, slots);
+  if (slots > 1) return std::make_unique<BatchRunner>(backend, slots, grow_tokens);
   return std::make_unique<SerialRunner>(backend);
 }
 

@@ -161,15 +161,27 @@ class SerialRunner : public Runner {
 /// (GenerateRequest::draws_before), so every job gets the tokens it gets
 /// alone. A job that stops early (a stop string, its client gone) ends at
 /// once, with the tokens it took.
+///
+/// KV pages are handed out as jobs grow: when the launch's jobs' prompts and
+/// whole max_tokens do not fit a paged KV cache together (a cache smaller
+/// than the batch's contexts, --kv-tokens), each job leases its prompt and its
+/// next `grow_tokens` tokens only, so more jobs run at once; a job that
+/// reaches that horizon stops the launch, and the next one leases the next
+/// stretch (the prefix cache keeps its K/V; a job that no longer fits waits,
+/// and its pages may be evicted and recomputed when it resumes). 0: every job
+/// leases its prompt and max_tokens up front.
 class BatchRunner : public Runner {
  public:
-  BatchRunner(engine::Backend& backend, int slots);
+  static constexpr int kDefaultGrowTokens = 256;
+  BatchRunner(engine::Backend& backend, int slots, int grow_tokens = kDefaultGrowTokens);
   int slots() const override { return slots_; }
   int active() const override { return int(jobs_.size()); }
   void admit(std::shared_ptr<Job> job) override { jobs_.push_back({std::move(job), {}, -1}); }
   void step(const std::function<bool()>& waiting) override;
   /// Launches run so far (tests: whether jobs joined a running batch).
   int64_t launches() const { return launches_; }
+  /// The most jobs one launch has run (tests: whether the KV cache held them together).
+  int64_t peak_jobs() const { return peak_jobs_; }
 
  private:
   struct Active {
@@ -179,13 +191,15 @@ class BatchRunner : public Runner {
   };
   engine::Backend& backend_;
   int slots_;
+  int grow_tokens_;
   std::vector<Active> jobs_;
-  int64_t launches_ = 0;
+  int64_t launches_ = 0, peak_jobs_ = 0;
 };
 
 /// The runner for a backend: BatchRunner with min(max_batch, backend.max_batch())
-/// slots when that is more than one, else SerialRunner.
-std::unique_ptr<Runner> make_runner(engine::Backend& backend, int max_batch);
+/// slots (and `grow_tokens`) when that is more than one, else SerialRunner.
+std::unique_ptr<Runner> make_runner(engine::Backend& backend, int max_batch,
+                                    int grow_tokens = BatchRunner::kDefaultGrowTokens);
 
 /// Counters for /health and the shutdown message.
 struct SchedulerStats {

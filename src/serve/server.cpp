@@ -269,7 +269,7 @@ void Server::start() {
 void Server::set_model(std::unique_ptr<ServedModel> m) {
   std::lock_guard lk(impl_->mu);
   impl_->model = std::move(m);
-  impl_->scheduler = std::make_unique<Scheduler>(make_runner(*impl_->model->backend, impl_->opts.max_batch),
+  impl_->scheduler = std::make_unique<Scheduler>(make_runner(*impl_->model->backend, impl_->opts.max_batch, impl_->opts.kv_grow),
                                                  impl_->opts.queue);
   impl_->ready = true;
 }

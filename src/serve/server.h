@@ -22,6 +22,7 @@ struct ServerOptions {
   int port = 8080;                          // 0: any free port (bind() says which)
   size_t queue = 64;                        // requests that may wait beyond the running ones
   int max_batch = 1;                        // requests run together (BatchRunner) when the backend runs batches
+  int kv_grow = 256;                        // tokens a job's KV pages grow by when the cache is short (BatchRunner)
   std::string api_key;                      // non-empty: "Authorization: Bearer KEY" required (not on /health)
   size_t max_body_bytes = size_t(8) << 20;  // larger bodies get 413
 };

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <iostream>
 #include <thread>
 
 #include "engine/backends.h"
@@ -601,6 +602,62 @@ TEST(ServeScheduler, JobsWaitForRoomInTheKvCache) {
   }
   s.wait_idle();
   EXPECT_GE(batch->launches(), 2);  // four jobs of two pages do not fit five pages at once
+  EXPECT_EQ(batch->peak_jobs(), 2);  // the default horizon (256 tokens) is their whole output: no gain
+}
+
+// Pages as the jobs grow (--kv-grow): in the cache above, jobs whose prompt
+// and max_tokens take two pages each lease their prompt and the next 40
+// tokens (one page) first, so all four start together; each stops the launch
+// at its horizon, and the next launches lease on (the jobs that no longer
+// fit wait, their K/V in the prefix cache or evicted and recomputed). Every
+// job still gets its text alone; with --kv-grow 0 only two run at once.
+TEST(ServeScheduler, JobsLeaseKvPagesAsTheyGrow) {
+  engine::BackendConfig cfg;
+  cfg.max_context = 128;  // two pages of 64 a sequence
+  cfg.batch = 4;
+  cfg.workers = 1;
+  cfg.kv_tokens = 256;  // four pages and one for idle lanes
+  StoriesServed st(cfg);
+  std::vector<json> bodies;
+  for (int i = 0; i < 4; ++i)
+    bodies.push_back(json{{"prompt", i % 2 ? "Once upon a time" : "The dog"}, {"max_tokens", 70 + 3 * i},
+                          {"temperature", i < 2 ? 0.0 : 0.7}, {"seed", i}, {"ignore_eos", true}});
+  std::vector<Outcome> alone;
+  {
+    Scheduler serial(make_runner(*st.alone, 4), 8);
+    for (const json& b : bodies) {
+      auto j = st.request(b);
+      ASSERT_EQ(serial.submit(j), Scheduler::Admit::Queued);
+      const Event e = last_event(*j);
+      ASSERT_EQ(e.type, Event::Type::Done) << e.text;
+      alone.push_back(e.outcome);
+    }
+  }
+  for (const int grow : {40, 0}) {
+    SCOPED_TRACE("kv_grow " + std::to_string(grow));
+    auto runner = std::make_unique<BatchRunner>(*st.m.backend, 4, grow);
+    BatchRunner* batch = runner.get();
+    Scheduler s(std::move(runner), 8);
+    std::vector<std::shared_ptr<Job>> jobs;
+    for (const json& b : bodies) jobs.push_back(st.request(b));
+    // Submitted behind a first job that holds the runner until all are queued.
+    for (auto& j : jobs) ASSERT_EQ(s.submit(j), Scheduler::Admit::Queued);
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      const Event e = last_event(*jobs[i]);
+      ASSERT_EQ(e.type, Event::Type::Done) << e.text;
+      EXPECT_EQ(e.outcome.text, alone[i].text) << "job " << i;
+      EXPECT_EQ(e.outcome.completion_tokens, 70 + 3 * int64_t(i)) << "job " << i;
+      EXPECT_EQ(e.outcome.finish_reason, alone[i].finish_reason) << "job " << i;
+    }
+    s.wait_idle();
+    std::cout << "[ figures ] kv_grow " << grow << ": " << batch->launches() << " launches, at most "
+              << batch->peak_jobs() << " jobs in one\n";
+    if (grow > 0) {
+      EXPECT_GE(batch->peak_jobs(), 3) << "leasing 40 tokens at a time, more jobs fit at once";
+    } else {
+      EXPECT_EQ(batch->peak_jobs(), 2);
+    }
+  }
 }
 
 }  // namespace

@@ -1,8 +1,8 @@
 // `keel serve`: an OpenAI- and Ollama-compatible HTTP server for one model
 // (src/serve). This file only reads the flags, loads the model, tokenizer and
 // backend as `keel generate` does, and runs the server until SIGINT/SIGTERM.
-// It listens before the model is loaded (503 until then); requests are served
-// one at a time today (docs/serving.md).
+// It listens before the model is loaded (503 until then); with --max-batch
+// requests are batched continuously (docs/serving.md).
 #include <cstdio>
 
 #include "cli_common.h"
@@ -30,6 +30,7 @@ struct ServeArgs {
   std::string host = "127.0.0.1";
   int port = 8080;
   int max_batch = 1;
+  int kv_grow = 256;  // serve::BatchRunner::kDefaultGrowTokens (its header is in KEEL_SERVE_AVAILABLE builds only)
   size_t queue = 64;
   size_t max_body = size_t(8) << 20;
   std::string api_key;
@@ -80,6 +81,7 @@ int run_serve(const ServeArgs& a) {
   o.port = a.port;
   o.queue = a.queue;
   o.max_batch = a.max_batch;
+  o.kv_grow = a.kv_grow;
   o.api_key = a.api_key;
   o.max_body_bytes = a.max_body;
   std::unique_ptr<model::Model> model;  // outlives the server and its backend
@@ -146,6 +148,9 @@ Command register_serve(CLI::App& root) {
   c->add_option("--queue", a->queue, "Requests that may wait beyond the running ones; more get 429")->check(CLI::Range(size_t(1), size_t(1024)))->capture_default_str();
   c->add_option("--max-batch", a->max_batch, "Requests run together as one batch (cpu and cuda backends; the others "
                 "run one at a time); requests join a running batch between steps as slots come free")->check(CLI::Range(1, 4096))->capture_default_str();
+  c->add_option("--kv-grow", a->kv_grow, "When a batch's prompts and max_tokens do not fit the KV cache together "
+                "(--kv-tokens): each request leases its prompt and this many more tokens' pages at a time, so more "
+                "run at once (0: prompt and max_tokens up front)")->check(CLI::Range(0, 1 << 30))->capture_default_str();
   c->add_option("--max-body", a->max_body, "Largest request body in bytes; larger get 413")->check(CLI::Range(size_t(1024), size_t(1) << 32))->capture_default_str();
   c->add_option("--api-key", a->api_key, "Require \"Authorization: Bearer KEY\" on every route but /health");
   add_backend_flags(*c, a->backend);
