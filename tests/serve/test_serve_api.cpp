@@ -365,6 +365,19 @@ struct StoriesServed {
     alone = engine::make_backend("cpu", weights, one);
   }
   std::shared_ptr<Job> request(const json& body) { return make_job(parse_openai_completion(body), m); }
+  /// What each request gets alone (the serial runner on the batch-1 twin).
+  std::vector<Outcome> each_alone(const std::vector<json>& bodies) {
+    std::vector<Outcome> out;
+    Scheduler serial(make_runner(*alone, 4), 8);
+    for (const json& b : bodies) {
+      auto j = request(b);
+      EXPECT_EQ(serial.submit(j), Scheduler::Admit::Queued);
+      const Event e = last_event(*j);
+      EXPECT_EQ(e.type, Event::Type::Done) << e.text;
+      out.push_back(e.outcome);
+    }
+    return out;
+  }
 };
 
 TEST(ServeScheduler, BatchRunnerServesWaitingRequestsTogether) {
@@ -571,21 +584,11 @@ TEST(ServeScheduler, JobsWaitForRoomInTheKvCache) {
   cfg.workers = 1;
   cfg.kv_tokens = 256;  // four pages and one for idle lanes: two long jobs at once
   StoriesServed st(cfg);
-  std::vector<Outcome> alone;
   std::vector<json> bodies;
   for (int i = 0; i < 4; ++i)
     bodies.push_back(json{{"prompt", i % 2 ? "Once upon a time" : "The dog"}, {"max_tokens", 80 + i},
                           {"temperature", i < 2 ? 0.0 : 0.7}, {"seed", i}, {"ignore_eos", true}});
-  {
-    Scheduler serial(make_runner(*st.alone, 4), 8);
-    for (const json& b : bodies) {
-      auto j = st.request(b);
-      ASSERT_EQ(serial.submit(j), Scheduler::Admit::Queued);
-      const Event e = last_event(*j);
-      ASSERT_EQ(e.type, Event::Type::Done) << e.text;
-      alone.push_back(e.outcome);
-    }
-  }
+  const std::vector<Outcome> alone = st.each_alone(bodies);
   auto runner = std::make_unique<BatchRunner>(*st.m.backend, 4);
   BatchRunner* batch = runner.get();
   Scheduler s(std::move(runner), 8);
@@ -622,17 +625,7 @@ TEST(ServeScheduler, JobsLeaseKvPagesAsTheyGrow) {
   for (int i = 0; i < 4; ++i)
     bodies.push_back(json{{"prompt", i % 2 ? "Once upon a time" : "The dog"}, {"max_tokens", 70 + 3 * i},
                           {"temperature", i < 2 ? 0.0 : 0.7}, {"seed", i}, {"ignore_eos", true}});
-  std::vector<Outcome> alone;
-  {
-    Scheduler serial(make_runner(*st.alone, 4), 8);
-    for (const json& b : bodies) {
-      auto j = st.request(b);
-      ASSERT_EQ(serial.submit(j), Scheduler::Admit::Queued);
-      const Event e = last_event(*j);
-      ASSERT_EQ(e.type, Event::Type::Done) << e.text;
-      alone.push_back(e.outcome);
-    }
-  }
+  const std::vector<Outcome> alone = st.each_alone(bodies);
   for (const int grow : {40, 0}) {
     SCOPED_TRACE("kv_grow " + std::to_string(grow));
     auto runner = std::make_unique<BatchRunner>(*st.m.backend, 4, grow);
