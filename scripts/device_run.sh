@@ -5,7 +5,7 @@
 # context 512), runs the PyTorch CUDA-graph peer, and prints one table. Logs go
 # under $OUT. Binaries and fixtures come from the carried folder .device/
 # (scripts/device_pack.sh fills it on the build machine).
-#   usage: scripts/device_run.sh [tests|bench|peer|batch|longctx|cli|smollm2|ab|trace|micro|all]...
+#   usage: scripts/device_run.sh [tests|bench|peer|batch|longctx|serve|cli|smollm2|ab|trace|micro|all]...
 # batch: decode ms/step of Llama-3.2-1B and Qwen3-8B shapes at batch 1, 8, 16,
 # 32, 64 (context 512; $KEEL_BATCHES overrides the list) beside the PyTorch
 # CUDA-graph peer (tools/peer_graph.py MODEL 512 BATCH) in one table, and the
@@ -177,6 +177,69 @@ for name in keel:
 for line in open(os.path.join(out, "batch.log")):
     if line.startswith("PREFILLPEER "):
         print(line.split(" ", 2)[2].strip())
+PY
+fi
+
+# serve: issue 14's acceptance. `keel serve --backend cuda` on a Qwen3-8B-shaped
+# checkpoint written by transformers (random bf16 weights, the Qwen3 tokenizer;
+# scripts/write_checkpoint.py, into $KEEL_SERVE_MODEL, default /tmp/keel-qwen3-8b),
+# driven by scripts/bench_serve.py: one client on a --max-batch 1 server (the
+# single-client ms/token), 1 and 16 streaming clients on a --max-batch 16
+# server (prompt 512, output 256), and a 2000-token shared system prompt (the
+# first request's TTFT against the later ones'). Not part of `all`. For a dry
+# run on the build machine: KEEL_SERVE_MODEL=<a checkpoint> KEEL_SERVE_BACKEND=cpu
+# and smaller KEEL_SERVE_PROMPT / _OUTPUT / _PREFIX / _CONTEXT.
+if [[ " $what " == *" serve "* ]]; then
+  M=${KEEL_SERVE_MODEL:-/tmp/keel-qwen3-8b}
+  [[ -f "$M/config.json" ]] || timeout 600 python3 "$D/tools/write_checkpoint.py" \
+    "$D/shared/models/qwen3-tokenizer/Qwen3-8B/config.json" "$D/shared/models/qwen3-tokenizer" "$M" 2>&1 | tail -3
+  port=18080
+  # serve_bench NAME "SERVE FLAGS" BENCH ARGS...: a fresh server, one bench_serve.py run, SIGTERM.
+  serve_bench() {
+    local name=$1 flags=$2; shift 2
+    "$D/keel" serve --model "$M" --name qwen3-8b --backend ${KEEL_SERVE_BACKEND:-cuda} --port $port $flags > "$OUT/serve-$name.log" 2>&1 &
+    local pid=$! up=0
+    for _ in $(seq 1 ${KEEL_SERVE_WAIT:-300}); do
+      curl -sf "http://127.0.0.1:$port/health" > /dev/null 2>&1 && { up=1; break; }
+      kill -0 $pid 2> /dev/null || break
+      sleep 1
+    done
+    if (( up )); then
+      timeout 600 python3 "$D/tools/bench_serve.py" --url "http://127.0.0.1:$port" --model qwen3-8b --json "$@" \
+        > "$OUT/serve-$name.json" 2>> "$OUT/serve-$name.log"
+      echo "SERVE $name $(cat "$OUT/serve-$name.json")"
+    else
+      echo "SERVE $name: the server did not come up; $(tail -3 "$OUT/serve-$name.log" | tr '\n' ' ')"
+    fi
+    kill -TERM $pid 2> /dev/null; wait $pid 2> /dev/null
+  }
+  {
+    P=${KEEL_SERVE_PROMPT:-512} O=${KEEL_SERVE_OUTPUT:-256} X=${KEEL_SERVE_PREFIX:-2000} C=${KEEL_SERVE_CONTEXT:-4096}
+    serve_bench single-b1 "--max-batch 1 --context $C" --concurrency 1 --requests 3 --prompt-len $P --output-len $O
+    serve_bench single-b16 "--max-batch 16 --context $C" --concurrency 1 --requests 3 --prompt-len $P --output-len $O
+    serve_bench c16-b16 "--max-batch 16 --context $C" --concurrency 16 --requests 48 --prompt-len $P --output-len $O
+    serve_bench prefix-b16 "--max-batch 16 --context $C" --concurrency 1 --requests 4 --prompt-len 64 \
+      --shared-prefix $X --output-len 32
+  } | tee "$OUT/serve.log"
+  python3 - "$OUT/serve.log" <<'PY' | tee "$OUT/serve.md"
+import json, re, sys
+r = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"SERVE (\S+) (\{.*\})", line)
+    if m: r[m.group(1)] = json.loads(m.group(2))
+print("| run | requests | aggregate tok/s | TTFT p50 ms | ITL p50 ms | ITL p99 ms |")
+print("|---|---|---|---|---|---|")
+for k, v in r.items():
+    print(f"| {k} | {v.get('requests')} | {v['tokens_per_s']:.1f} | {v['ttft_ms_p50']:.1f} | {v['itl_ms_p50']:.3f} | "
+          f"{v['itl_ms_p99']:.3f} |")
+one, many = r.get("single-b1"), r.get("c16-b16")
+if one and many:
+    print(f"16 clients vs one (max-batch 1 server): ITL p50 {many['itl_ms_p50'] / one['itl_ms_p50']:.2f}x "
+          f"(issue 14: <= 1.4x), aggregate {many['tokens_per_s'] / one['tokens_per_s']:.1f}x (>= 10x)")
+p = r.get("prefix-b16")
+if p and "first_ttft_ms" in p:
+    print(f"shared 2000-token prefix: first TTFT {p['first_ttft_ms']:.1f} ms, later p50 {p.get('later_ttft_ms_p50', float('nan')):.1f} ms "
+          f"({p.get('later_ttft_ms_p50', float('nan')) / p['first_ttft_ms'] * 100:.0f}%; issue 14: <= 20%)")
 PY
 fi
 
