@@ -185,7 +185,8 @@ fi
 # scripts/write_checkpoint.py, into $KEEL_SERVE_MODEL, default /tmp/keel-qwen3-8b),
 # driven by scripts/bench_serve.py: one client on a --max-batch 1 server (the
 # single-client ms/token), 1 and 16 streaming clients on a --max-batch 16
-# server (prompt 512, output 256), and a 2000-token shared system prompt (the
+# server (prompt 512, output 256; the lone client decodes on the server's
+# Program of one sequence), and a 2000-token shared system prompt (the
 # first request's TTFT against the later ones'). Not part of `all`. For a dry
 # run on the build machine: KEEL_SERVE_MODEL=<a checkpoint> KEEL_SERVE_BACKEND=cpu
 # and smaller KEEL_SERVE_PROMPT / _OUTPUT / _PREFIX / _CONTEXT.

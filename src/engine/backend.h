@@ -42,6 +42,9 @@ struct GenerateResult {
   /// Prompt positions whose K/V an earlier run left in the cache and this one
   /// did not compute again (prefix reuse: engine/kv_pages.h).
   int64_t cached_tokens = 0;
+  /// Sequences of the Program it decoded on (cpu, cuda: the smallest of the
+  /// backend's decode Programs that held its launch); 0: not said.
+  int program_batch = 0;
 };
 
 /// Called with each generated token; return false to stop generation early.

@@ -32,6 +32,7 @@ const std::vector<BackendEntry>& backend_registry() {
                    o.prefill_chunk = std::max(c.prefill_chunk, 0);
                    o.mixed_prefill = c.mixed_prefill;
                    o.prefix_reuse = c.prefix_reuse;
+                   o.small_batches = c.small_batches;
                    o.kv_tokens = c.kv_tokens;
                    return std::make_unique<CpuBackend>(m, o);
                  }});
@@ -45,6 +46,7 @@ const std::vector<BackendEntry>& backend_registry() {
                    if (c.prefill_chunk >= 0) o.prefill_chunk = c.prefill_chunk;
                    o.mixed_prefill = c.mixed_prefill;
                    o.prefix_reuse = c.prefix_reuse;
+                   o.small_batches = c.small_batches;
                    o.kv_tokens = c.kv_tokens;
                    return std::make_unique<CudaBackend>(m, o);
                  }});

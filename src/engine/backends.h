@@ -35,6 +35,10 @@ struct BackendConfig {
   /// Prompt positions an earlier call left in the KV cache are not computed
   /// again (engine/kv_pages.h); false: every call computes its whole prompt.
   bool prefix_reuse = true;
+  /// cpu, cuda with batch > 1: decode Programs of 1, 2, 4, ... sequences beside
+  /// the batch's, so a launch of fewer sequences decodes on the smallest that
+  /// holds them; false: every launch on the batch's Program.
+  bool small_batches = true;
   /// cpu, cuda: KV cache capacity in tokens, shared by the sequences of a
   /// launch (each leases the pages of its prompt and max_tokens:
   /// engine/kv_pages.h); 0: max_context x batch. At least max_context.

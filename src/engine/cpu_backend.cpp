@@ -24,6 +24,16 @@ CpuBackend::CpuBackend(const model::Model& m, const CpuBackendOptions& opt) : mo
   exec_ = std::make_unique<exec::cpu::CpuExecutor>(program_, m);
   pages_ = std::make_unique<KvPagePool>(program_.h.n_pages, program_.h.page_size, program_.h.pages_per_seq);
   prefix_reuse_ = opt.prefix_reuse;
+  if (opt.small_batches) {
+    compiler::CompileOptions so = co;
+    so.kv_pages = program_.h.n_pages;  // the decode Program's cache, shared
+    for (int b : smaller_batches(program_.h.batch)) {
+      so.batch = b;
+      small_programs_.push_back(std::make_unique<program::Program>(compiler::compile(m.config, so)));
+      small_.push_back(std::make_unique<exec::cpu::CpuExecutor>(*small_programs_.back(), m, exec_.get()));
+      small_ptrs_.push_back(small_.back().get());
+    }
+  }
   if (std::min<int64_t>(opt.prefill_chunk, program_.h.max_context - 1) > 1) {
     co.kv_pages = program_.h.n_pages;  // the decode Program's cache, shared
     co.batch = 1;
@@ -46,7 +56,14 @@ exec::RunResult CpuBackend::run(std::vector<exec::Sequence>& seqs, const exec::R
   o.threads = opt_.threads;
   o.shuffle = opt_.shuffle;
   o.shuffle_seed = opt_.shuffle_seed;
-  return run_paged(*exec_, prefill_.get(), mixed_.get(), *pages_, prefix_reuse_, seqs, o);
+  return run_paged<exec::cpu::CpuExecutor>(*exec_, prefill_.get(), mixed_.get(), small_ptrs_, *pages_, prefix_reuse_,
+                                          seqs, o);
+}
+
+std::vector<int> CpuBackend::small_batches() const {
+  std::vector<int> b;
+  for (const auto& p : small_programs_) b.push_back(p->h.batch);
+  return b;
 }
 
 }  // namespace keel::engine

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <vector>
 
 #include "engine/backend.h"
 #include "engine/kv_pages.h"
@@ -33,6 +34,11 @@ struct CpuBackendOptions {
   /// Prompt positions an earlier call left in the KV cache are not computed
   /// again (engine/kv_pages.h).
   bool prefix_reuse = true;
+  /// With batch > 1: decode Programs of 1, 2, 4, ... sequences beside the
+  /// batch's (smaller_batches; the same weights and KV cache), so a launch of
+  /// fewer sequences decodes on the smallest that holds them (a lone request
+  /// at the speed of batch 1); false: every launch on the batch's Program.
+  bool small_batches = true;
   /// KV cache capacity in tokens shared by a launch's sequences (rounded up to
   /// pages); 0: max_context x batch.
   int64_t kv_tokens = 0;
@@ -48,6 +54,8 @@ class CpuBackend : public ProgramBackend {
   const program::Program& program() const { return program_; }
   /// The mixed Program (decode lanes beside a prefill group), when there is one.
   const program::Program* mixed_program() const { return mixed_ ? &mixed_program_ : nullptr; }
+  /// The batches of the smaller decode Programs (CpuBackendOptions::small_batches), ascending.
+  std::vector<int> small_batches() const;
 
  private:
   exec::RunResult run(std::vector<exec::Sequence>& seqs, const exec::RunOptions& ro) override;
@@ -56,6 +64,9 @@ class CpuBackend : public ProgramBackend {
   CpuBackendOptions opt_;
   program::Program program_, prefill_program_, mixed_program_;
   std::unique_ptr<exec::cpu::CpuExecutor> exec_, prefill_, mixed_;
+  std::vector<std::unique_ptr<program::Program>> small_programs_;  // CpuBackendOptions::small_batches
+  std::vector<std::unique_ptr<exec::cpu::CpuExecutor>> small_;
+  std::vector<exec::cpu::CpuExecutor*> small_ptrs_;  // small_, by batch ascending (run_paged)
 };
 
 }  // namespace keel::engine

@@ -50,15 +50,33 @@ CudaBackend::CudaBackend(const model::Model& m, const CudaBackendOptions& opt) {
   exec_ = std::make_unique<ProgramExecutor>(p, m, eo);
   pages_ = std::make_unique<KvPagePool>(p.h.n_pages, p.h.page_size, p.h.pages_per_seq);
   prefix_reuse_ = opt.prefix_reuse;
+  // The target itself, not the decode Program's plan of it (its ring for its
+  // batch): the other Programs plan their own.
+  const compiler::Target target = recompiled_ ? exec::cuda::device_target(opt.device) : co.target;
+  if (opt.small_batches) {
+    compiler::CompileOptions so = compiler::options_of(p);
+    so.target = target;
+    so.attn_chunks = 0;
+    so.kv_sequences = 0;
+    so.kv_pages = p.h.n_pages;  // the decode Program's cache, shared
+    for (int b : smaller_batches(p.h.batch)) {
+      so.batch = b;
+      try {
+        small_.push_back(std::make_unique<ProgramExecutor>(compiler::compile(cfg, so), *exec_, eo, true));
+        small_ptrs_.push_back(small_.back().get());
+      } catch (const Error& e) {
+        std::fprintf(stderr, "cuda backend: no decode Program of %d sequences (%s); launches of fewer run on the "
+                     "next larger\n", b, e.what());
+      }
+    }
+  }
   // The prefill Program: the same options, T lanes of one sequence (fewer
   // than the context holds), on the same weights and KV cache. Without it
   // (it does not compile or fit) prompts run as decode steps, said on stderr.
   const int chunk = std::min<int>(opt.prefill_chunk, p.h.max_context - 1);
   if (chunk > 1) {
     compiler::CompileOptions po = compiler::options_of(p);
-    // The target itself, not the decode Program's plan of it (its ring for
-    // one sequence): the prefill Program takes the target's wide batch ring.
-    po.target = recompiled_ ? exec::cuda::device_target(opt.device) : co.target;
+    po.target = target;  // (the prefill Program takes the target's wide batch ring)
     po.batch = 1;
     po.prefill_chunk = chunk;
     po.attn_chunks = 0;
@@ -98,7 +116,14 @@ CudaBackend::~CudaBackend() = default;
 int64_t CudaBackend::max_context() const { return exec_->program().h.max_context; }
 
 exec::RunResult CudaBackend::run(std::vector<exec::Sequence>& seqs, const exec::RunOptions& ro) {
-  return run_paged(*exec_, prefill_.get(), mixed_.get(), *pages_, prefix_reuse_, seqs, ro);
+  return run_paged<ProgramExecutor>(*exec_, prefill_.get(), mixed_.get(), small_ptrs_, *pages_, prefix_reuse_, seqs,
+                                   ro);
+}
+
+std::vector<int> CudaBackend::small_batches() const {
+  std::vector<int> b;
+  for (const auto& e : small_) b.push_back(e->program().h.batch);
+  return b;
 }
 
 int64_t CudaBackend::vocab() const { return exec_->program().h.vocab; }

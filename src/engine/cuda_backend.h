@@ -49,6 +49,11 @@ struct CudaBackendOptions {
   /// Prompt positions an earlier call left in the KV cache are not computed
   /// again (engine/kv_pages.h).
   bool prefix_reuse = true;
+  /// With batch > 1: decode Programs of 1, 2, 4, ... sequences beside the
+  /// batch's (smaller_batches; the same weights and KV cache), so a launch of
+  /// fewer sequences decodes on the smallest that holds them (a lone request
+  /// at the speed of batch 1); false: every launch on the batch's Program.
+  bool small_batches = true;
   /// KV cache capacity in tokens shared by a launch's sequences (rounded up to
   /// pages); 0: max_context x batch.
   int64_t kv_tokens = 0;
@@ -76,6 +81,8 @@ class CudaBackend : public ProgramBackend {
   exec::cuda::ProgramExecutor* prefill_executor() { return prefill_.get(); }
   /// The mixed Program's executor (decode lanes beside a prefill group), or null.
   exec::cuda::ProgramExecutor* mixed_executor() { return mixed_.get(); }
+  /// The batches of the smaller decode Programs (CudaBackendOptions::small_batches), ascending.
+  std::vector<int> small_batches() const;
   /// True when the Program compiled for opt.target did not fit the device and
   /// was recompiled for it (same options).
   bool recompiled() const { return recompiled_; }
@@ -84,6 +91,8 @@ class CudaBackend : public ProgramBackend {
   std::unique_ptr<exec::cuda::ProgramExecutor> exec_;
   std::unique_ptr<exec::cuda::ProgramExecutor> prefill_;  // declared after exec_: destroyed before it
   std::unique_ptr<exec::cuda::ProgramExecutor> mixed_;
+  std::vector<std::unique_ptr<exec::cuda::ProgramExecutor>> small_;  // CudaBackendOptions::small_batches
+  std::vector<exec::cuda::ProgramExecutor*> small_ptrs_;             // small_, by batch ascending (run_paged)
   bool recompiled_ = false;
   exec::RunResult run(std::vector<exec::Sequence>& seqs, const exec::RunOptions& ro) override;
   int64_t vocab() const override;

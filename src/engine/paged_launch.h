@@ -27,7 +27,10 @@ namespace keel::engine {
 
 /// Runs `seqs` (each with its prompt, max_new and sampling; at most the decode
 /// Program's batch) on `decode` (and `prefill` and `mixed`, which share its
-/// cache, or null) with pages from `pool`. With `reuse`, a prompt starts after
+/// cache, or null) with pages from `pool`. `smaller`: decode Programs of fewer
+/// sequences on the same weights and cache, by batch ascending; the decode run
+/// takes the first that holds the launch's sequences (RunResult::program_batch),
+/// so a lone sequence does not pay for a wide batch's step. With `reuse`, a prompt starts after
 /// the positions the cache holds (not for runs that capture logits: they need
 /// every position's). On return seqs[k].kv_filled = the positions of its
 /// prompt that came from the cache. RunResult::ms and first_token_ms include
@@ -35,8 +38,8 @@ namespace keel::engine {
 /// exec::cpu::CpuExecutor or exec::cuda::ProgramExecutor (copy_kv_pages(), and
 /// what prefill_sequence needs).
 template <class Exec>
-exec::RunResult run_paged(Exec& decode, Exec* prefill, Exec* mixed, KvPagePool& pool, bool reuse,
-                          std::vector<exec::Sequence>& seqs, const exec::RunOptions& opt) {
+exec::RunResult run_paged(Exec& decode, Exec* prefill, Exec* mixed, std::span<Exec* const> smaller, KvPagePool& pool,
+                          bool reuse, std::vector<exec::Sequence>& seqs, const exec::RunOptions& opt) {
   const auto& h = decode.program().h;
   const auto t0 = std::chrono::steady_clock::now();
   const size_t n = seqs.size();
@@ -141,7 +144,15 @@ exec::RunResult run_paged(Exec& decode, Exec* prefill, Exec* mixed, KvPagePool& 
     if (!stopped && !ready.empty()) {
       std::vector<exec::Sequence> run_seqs;
       for (size_t j : ready) run_seqs.push_back(live[j]);
-      const exec::RunResult rd = run_on(decode, ready, run_seqs, 0);
+      Exec* on = &decode;
+      for (Exec* e : smaller) {
+        if (int64_t(e->program().h.batch) >= int64_t(ready.size())) {
+          on = e;
+          break;
+        }
+      }
+      r.program_batch = int(on->program().h.batch);
+      const exec::RunResult rd = run_on(*on, ready, run_seqs, 0);
       for (size_t i = 0; i < ready.size(); ++i) r.seqs[ready[i]].stop = rd.seqs[i].stop;
     }
   } catch (...) {

@@ -35,6 +35,7 @@ GenerateResult result_of(const exec::RunResult& r, bool stopped, size_t seq) {
   g.output = r.seqs.at(seq).tokens;
   g.logprobs = r.seqs[seq].logprobs;
   g.prefill_ms = r.first_token_ms;
+  g.program_batch = r.program_batch;
   const size_t n = g.output.size();
   g.decode_ms_per_token = n > 1 ? (r.ms - r.first_token_ms) / double(n - 1) : 0;
   const program::StopReason why = r.seqs[seq].stop;
@@ -42,6 +43,12 @@ GenerateResult result_of(const exec::RunResult& r, bool stopped, size_t seq) {
                   : stopped                         ? "stopped"
                                                     : "max_tokens";
   return g;
+}
+
+std::vector<int> smaller_batches(int batch) {
+  std::vector<int> b;
+  for (int n = 1; n < batch; n *= 2) b.push_back(n);
+  return b;
 }
 
 int kv_pages_of_tokens(int64_t kv_tokens, int page_size) {

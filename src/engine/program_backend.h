@@ -43,6 +43,9 @@ GenerateResult generate_one(const GenerateRequest& req, int64_t max_context, con
 /// Pages of `page_size` positions for a KV cache of `kv_tokens` tokens (0: 0,
 /// the compiler's default of max_context x batch).
 int kv_pages_of_tokens(int64_t kv_tokens, int page_size);
+/// The smaller decode Programs a backend of `batch` sequences keeps beside its
+/// own (BackendConfig::small_batches): 1, 2, 4, ... below `batch`.
+std::vector<int> smaller_batches(int batch);
 /// score(): the ids as a prompt with one token to generate (its logits are
 /// captured at every position); checks the prompt bound, naming `who`.
 exec::Sequence score_sequence(std::span<const int32_t> ids, int64_t max_context, const char* who);

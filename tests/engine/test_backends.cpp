@@ -146,6 +146,9 @@ TEST(Backends, BatchEqualsEachAlone) {
     EXPECT_EQ(got[i].output, alone.output) << "request " << i;
     EXPECT_EQ(got[i].stop_reason, alone.stop_reason) << "request " << i;
     EXPECT_EQ(streamed[i], got[i].output) << "request " << i;
+    // Launches of 3 and 3 (the cache's 4 pages hold three requests and the
+    // idle lanes' page), each on the Program of 4 sequences (not 2).
+    EXPECT_EQ(got[i].program_batch, 4) << "request " << i;
     if (reqs[i].sampling.temperature == 0) {
       EXPECT_EQ(ref_got[i].output, alone.output) << "request " << i;
     }
@@ -153,6 +156,50 @@ TEST(Backends, BatchEqualsEachAlone) {
   // The requests of one launch share their EOS ids.
   reqs[1].eos_ids = {3};
   EXPECT_THROW(cpu_batch->generate_batch(reqs, nullptr), Error);
+}
+
+// A backend of batch 8 holds decode Programs of 1, 2 and 4 sequences too (on
+// the same weights and KV cache): a launch decodes on the smallest that holds
+// it, with the tokens of the batch's Program; --fixed-batch keeps the batch's.
+TEST(Backends, ALaunchDecodesOnTheSmallestProgramThatHoldsIt) {
+  const model::Model m = load_stories();
+  BackendConfig c;
+  c.max_context = 96;
+  c.workers = 1;  // one order of the split-K adds (BatchEqualsEachAlone)
+  c.batch = 8;
+  auto buckets = make_backend("cpu", m, c);
+  EXPECT_EQ(dynamic_cast<CpuBackend&>(*buckets).small_batches(), (std::vector<int>{1, 2, 4}));
+  c.small_batches = false;
+  auto fixed = make_backend("cpu", m, c);
+  EXPECT_TRUE(dynamic_cast<CpuBackend&>(*fixed).small_batches().empty());
+  c.batch = 1;
+  c.small_batches = true;
+  auto one = make_backend("cpu", m, c);
+  EXPECT_TRUE(dynamic_cast<CpuBackend&>(*one).small_batches().empty());
+  std::vector<GenerateRequest> reqs(5);
+  const std::vector<std::vector<int32_t>> prompts = {{1, 403, 407, 261, 378}, {1, 291}, {1, 365, 280}, {1}, {1, 403}};
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    reqs[i].prompt = prompts[i];
+    reqs[i].max_tokens = 12 + int(i);
+    reqs[i].eos_ids = {2};
+    reqs[i].sampling.temperature = i % 2 ? 0.9f : 0.0f;
+    reqs[i].sampling.seed = 7 + i;
+  }
+  for (size_t n : {size_t(1), size_t(2), size_t(3), size_t(5)}) {
+    const std::span<const GenerateRequest> launch(reqs.data(), n);
+    const std::vector<GenerateResult> got = buckets->generate_batch(launch, nullptr);
+    const std::vector<GenerateResult> want = fixed->generate_batch(launch, nullptr);
+    const int expect = n == 1 ? 1 : n == 2 ? 2 : n <= 4 ? 4 : 8;
+    for (size_t i = 0; i < n; ++i) {
+      EXPECT_EQ(got[i].output, want[i].output) << n << " requests, request " << i;
+      EXPECT_EQ(got[i].program_batch, expect) << n << " requests";
+      EXPECT_EQ(want[i].program_batch, 8) << n << " requests";
+    }
+  }
+  // generate() of one request: the Program of one sequence, batch 1's tokens.
+  const GenerateResult alone = buckets->generate(reqs[0], nullptr);
+  EXPECT_EQ(alone.program_batch, 1);
+  EXPECT_EQ(alone.output, one->generate(reqs[0], nullptr).output);
 }
 
 // The context end: a sequence never holds more than max_context tokens, on

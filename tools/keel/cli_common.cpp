@@ -69,6 +69,10 @@ void add_backend_flags(CLI::App& cmd, BackendOptions& o) {
   cmd.add_flag("--no-prefix-reuse", o.no_prefix_reuse,
                "Compute every prompt whole: by default the positions of a prompt that the last request left in the "
                "KV cache (the same tokens from the start: a chat's earlier turns, a shared system prompt) are kept");
+  cmd.add_flag("--fixed-batch", o.fixed_batch,
+               "cpu, cuda with a batch > 1: run every launch on the Program of the whole batch; by default the "
+               "backend also holds Programs of 1, 2, 4, ... sequences (same weights and KV cache) and a launch of "
+               "fewer sequences decodes on the smallest that holds them, so a lone request runs at batch 1's speed");
 }
 
 std::unique_ptr<engine::Backend> make_backend(const model::Model& m, const BackendOptions& o) {
@@ -97,6 +101,7 @@ std::unique_ptr<engine::Backend> make_backend(const model::Model& m, const Backe
   cfg.prefill_chunk = o.prefill_chunk;
   cfg.mixed_prefill = o.mixed_prefill;
   cfg.prefix_reuse = !o.no_prefix_reuse;
+  cfg.small_batches = !o.fixed_batch;
   if (kv_tokens > 0 && kv_tokens < ctx)
     fail("--kv-tokens ", kv_tokens, " is less than the context of ", ctx, " tokens: the KV cache must hold one "
          "whole sequence (raise it, or lower --context)");

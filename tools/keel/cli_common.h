@@ -35,6 +35,7 @@ struct BackendOptions {
   int prefill_chunk = -1;             // cpu, cuda: prompt positions per prefill step (-1: the backend's default)
   int mixed_prefill = -1;             // cpu, cuda: prefill lanes beside decoding ones (-1: the backend's default)
   bool no_prefix_reuse = false;       // every request computes its whole prompt (engine/kv_pages.h)
+  bool fixed_batch = false;           // every launch on the batch's Program (BackendConfig::small_batches off)
   int64_t kv_tokens = 0;              // cpu, cuda: KV cache tokens shared by a launch's sequences (0: context x batch)
 };
 void add_backend_flags(CLI::App& cmd, BackendOptions& opts);
