@@ -7,8 +7,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <span>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -250,6 +252,38 @@ TEST(CudaBackend, SameSeedSameTokensAsReferenceAndCpu) {
   }
 }
 
+namespace {
+
+// Greedy runs of two Programs (or two runs) of stories260K: the first 12
+// tokens equal (a stop among them at the same token); past them the fp32
+// sums' order (split-K atomics, run to run) may part a near tie, and with it
+// where EOS comes.
+bool head_equal(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
+  const size_t n = std::min<size_t>({a.size(), b.size(), 12});
+  return std::equal(a.begin(), a.begin() + std::ptrdiff_t(n), b.begin()) && (n == 12 || a.size() == b.size());
+}
+// The same, up to a near tie among the first 12 (the two runs' picks within
+// 0.02 of log-probability: stories260K has ties that close, which the
+// atomics' order parts either way from run to run, H200). Needs logprobs.
+bool agree(const engine::GenerateResult& a, const engine::GenerateResult& b) {
+  const size_t n = std::min<size_t>({a.output.size(), b.output.size(), 12});
+  for (size_t i = 0; i < n; ++i)
+    if (a.output[i] != b.output[i])
+      return i < a.logprobs.size() && i < b.logprobs.size() && std::abs(a.logprobs[i] - b.logprobs[i]) < 0.02f;
+  return head_equal(a.output, b.output);
+}
+std::string show(const engine::GenerateResult& a, const engine::GenerateResult& b) {
+  std::string s = "got";
+  for (size_t i = 0; i < a.output.size(); ++i)
+    s += " " + std::to_string(a.output[i]) + (i < a.logprobs.size() ? "(" + std::to_string(a.logprobs[i]) + ")" : "");
+  s += "\nwant";
+  for (size_t i = 0; i < b.output.size(); ++i)
+    s += " " + std::to_string(b.output[i]) + (i < b.logprobs.size() ? "(" + std::to_string(b.logprobs[i]) + ")" : "");
+  return s;
+}
+
+}  // namespace
+
 // The cuda backend's KV pages (engine/kv_pages.h): a conversation's next turn
 // and a system prompt shared by a batch take their positions from the cache
 // (page tables from the pool, prefill from kv_filled, a copied partial page),
@@ -266,32 +300,6 @@ TEST(CudaBackend, PrefixReuseAndResumedDrawsGiveTheFreshTokens) {
   auto gpu = engine::make_backend("cuda", m, c);
   c.prefix_reuse = false;
   auto fresh = engine::make_backend("cuda", m, c);
-  // The first 12 tokens equal (a stop among them at the same token); past
-  // them the fp32 sums' order (split-K atomics, run to run) may part a near
-  // tie, and with it where EOS comes.
-  auto head_equal = [](const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
-    const size_t n = std::min<size_t>({a.size(), b.size(), 12});
-    return std::equal(a.begin(), a.begin() + std::ptrdiff_t(n), b.begin()) && (n == 12 || a.size() == b.size());
-  };
-  // Greedy runs: the same, up to a near tie among the first 12 (the two runs'
-  // picks within 0.02 of log-probability: stories260K has ties that close,
-  // which the atomics' order parts either way from run to run, H200).
-  auto agree = [&](const engine::GenerateResult& a, const engine::GenerateResult& b) {
-    const size_t n = std::min<size_t>({a.output.size(), b.output.size(), 12});
-    for (size_t i = 0; i < n; ++i)
-      if (a.output[i] != b.output[i])
-        return i < a.logprobs.size() && i < b.logprobs.size() && std::abs(a.logprobs[i] - b.logprobs[i]) < 0.02f;
-    return head_equal(a.output, b.output);
-  };
-  auto show = [](const engine::GenerateResult& a, const engine::GenerateResult& b) {
-    std::string s = "got";
-    for (size_t i = 0; i < a.output.size(); ++i)
-      s += " " + std::to_string(a.output[i]) + (i < a.logprobs.size() ? "(" + std::to_string(a.logprobs[i]) + ")" : "");
-    s += "\nwant";
-    for (size_t i = 0; i < b.output.size(); ++i)
-      s += " " + std::to_string(b.output[i]) + (i < b.logprobs.size() ? "(" + std::to_string(b.logprobs[i]) + ")" : "");
-    return s;
-  };
   engine::GenerateRequest r1;
   r1.prompt = {1, 403, 407, 261, 378};
   r1.max_tokens = 30;
@@ -370,6 +378,37 @@ TEST(CudaBackend, AJoiningPromptIsPrefilledBesideTheOthers) {
   }
   const auto first1 = std::find(order.begin(), order.end(), 1);
   EXPECT_GE(std::count(order.begin(), first1, 0), 7);
+}
+
+// A backend of batch 8 holds decode Programs of 1, 2 and 4 sequences too;
+// a launch decodes on the smallest that holds it, with the tokens of the
+// batch's Program (greedy, up to a near tie: agree()).
+TEST(CudaBackend, ALaunchDecodesOnTheSmallestProgramThatHoldsIt) {
+  SKIP_WITHOUT_GPU();
+  auto m = model::Model::load(model_dir("stories260K"));
+  engine::BackendConfig c;
+  c.max_context = 512;
+  c.batch = 8;
+  auto buckets = engine::make_backend("cuda", m, c);
+  EXPECT_EQ(dynamic_cast<engine::CudaBackend&>(*buckets).small_batches(), (std::vector<int>{1, 2, 4}));
+  c.small_batches = false;
+  auto fixed = engine::make_backend("cuda", m, c);
+  EXPECT_TRUE(dynamic_cast<engine::CudaBackend&>(*fixed).small_batches().empty());
+  std::vector<engine::GenerateRequest> reqs(5);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    reqs[i].prompt = {1, int32_t(403 - 20 * i), int32_t(261 + 7 * i)};
+    reqs[i].max_tokens = 24;
+    reqs[i].logprobs = true;
+  }
+  for (size_t n : {size_t(1), size_t(3), size_t(5)}) {
+    const std::span<const engine::GenerateRequest> launch(reqs.data(), n);
+    const auto got = buckets->generate_batch(launch, {}), want = fixed->generate_batch(launch, {});
+    for (size_t i = 0; i < n; ++i) {
+      EXPECT_EQ(got[i].program_batch, n == 1 ? 1 : n <= 4 ? 4 : 8) << n << " requests";
+      EXPECT_EQ(want[i].program_batch, 8);
+      EXPECT_TRUE(agree(got[i], want[i])) << n << " requests, request " << i << "\n" << show(got[i], want[i]);
+    }
+  }
 }
 
 // Full-width Qwen3-8B matrices (hidden 4096, intermediate 12288, 32/8 heads,
