@@ -19,7 +19,7 @@ mkdir -p .device/shared/models/qwen3-tokenizer
 cp -r "$S/models/qwen3-tokenizer/Qwen3-1.7B" "$S/models/qwen3-tokenizer/Qwen3-8B" .device/shared/models/qwen3-tokenizer/
 # the tokenizer itself, for the transformers-written checkpoint of device_run.sh serve
 cp "$S"/models/qwen3-tokenizer/{tokenizer.json,tokenizer_config.json,vocab.json,merges.txt,LICENSE} .device/shared/models/qwen3-tokenizer/
-cp "$S"/tools/*.py scripts/prefill_peer.py scripts/bench_serve.py scripts/write_checkpoint.py .device/tools/
+cp "$S"/tools/*.py scripts/prefill_peer.py scripts/bench_serve.py scripts/write_checkpoint.py scripts/yarn_check.py .device/tools/
 cp scripts/configs/llama3.2-1b.json .device/configs/
 "$B/keel" serve --help > /dev/null 2>&1 ||
   echo "device_pack: $B/keel has no \`keel serve\` (scripts/fetch_httplib.sh, then reconfigure): device_run.sh serve will fail" >&2

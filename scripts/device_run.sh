@@ -5,7 +5,7 @@
 # context 512), runs the PyTorch CUDA-graph peer, and prints one table. Logs go
 # under $OUT. Binaries and fixtures come from the carried folder .device/
 # (scripts/device_pack.sh fills it on the build machine).
-#   usage: scripts/device_run.sh [tests|bench|peer|batch|longctx|serve|cli|smollm2|ab|trace|micro|all]...
+#   usage: scripts/device_run.sh [tests|bench|peer|batch|longctx|serve|yarn|cli|smollm2|ab|trace|micro|all]...
 # batch: decode ms/step of Llama-3.2-1B and Qwen3-8B shapes at batch 1, 8, 16,
 # 32, 64 (context 512; $KEEL_BATCHES overrides the list) beside the PyTorch
 # CUDA-graph peer (tools/peer_graph.py MODEL 512 BATCH) in one table, and the
@@ -242,6 +242,14 @@ if p and "first_ttft_ms" in p:
     print(f"shared 2000-token prefix: first TTFT {p['first_ttft_ms']:.1f} ms, later p50 {p.get('later_ttft_ms_p50', float('nan')):.1f} ms "
           f"({p.get('later_ttft_ms_p50', float('nan')) / p['first_ttft_ms'] * 100:.0f}%; issue 14: <= 20%)")
 PY
+fi
+
+# yarn: issue 13's YaRN check: keel's logits past position 40000 against
+# transformers' on a transformers-written Qwen3 checkpoint with rope_scaling
+# YaRN (scripts/yarn_check.py; $KEEL_YARN_BACKENDS, default cuda). Not part of `all`.
+if [[ " $what " == *" yarn "* ]]; then
+  timeout 900 python3 "$D/tools/yarn_check.py" "$D/keel" /tmp/keel-yarn --backends "${KEEL_YARN_BACKENDS:-cuda}" 2>&1 |
+    grep -v Warning | tee "$OUT/yarn.log"
 fi
 
 # The keel CLI end to end on the GPU (when the pack carries it).

@@ -218,6 +218,26 @@ TEST(Cli, ScoreMatchesGoldenPrefillLogits) {
   }
 }
 
+// --ids @FILE reads the ids from a file (commas or white space): the same
+// logits as on the command line; a missing file is named.
+TEST(Cli, ScoreReadsIdsFromAFile) {
+  const std::string f = tmp_path("ids.txt");
+  std::ofstream(f) << "1 403\n407,261\n 378\n";
+  const std::string a = tmp_path("a.safetensors"), b = tmp_path("b.safetensors");
+  CmdResult r1 = run("score --model " + model_dir("stories260K") + " --ids @" + f + " --out " + a);
+  ASSERT_EQ(r1.code, 0) << r1.err;
+  CmdResult r2 = run("score --model " + model_dir("stories260K") + " --ids 1,403,407,261,378 --out " + b);
+  ASSERT_EQ(r2.code, 0) << r2.err;
+  auto ga = keel::model::WeightStore::open_files({a}), gb = keel::model::WeightStore::open_files({b});
+  ASSERT_EQ(ga.get("logits").shape, gb.get("logits").shape);
+  EXPECT_EQ(ga.get("logits").shape[0], 5);
+  for (int64_t k = 0; k < ga.get("logits").numel(); ++k)
+    ASSERT_EQ(ga.get("logits").at(size_t(k)), gb.get("logits").at(size_t(k)));
+  CmdResult r3 = run("score --model " + model_dir("stories260K") + " --ids @" + tmp_path("none.txt") + " --out " + a);
+  EXPECT_NE(r3.code, 0);
+  EXPECT_NE(r3.err.find("none.txt"), std::string::npos) << r3.err;
+}
+
 TEST(Cli, StoriesTellsTheLilyStory) {
   CmdResult r = run("generate --model " + model_dir("stories260K") + " --prompt \"Once upon a time\" --max-tokens 40");
   ASSERT_EQ(r.code, 0) << r.err;

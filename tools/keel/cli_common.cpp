@@ -6,6 +6,8 @@
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <iterator>
 
 #include "core/error.h"
 #include "core/mapped_file.h"
@@ -13,7 +15,16 @@
 
 namespace keel::cli {
 
-std::vector<int32_t> parse_ids(const std::string& text, const std::string& flag) {
+std::vector<int32_t> parse_ids(const std::string& given, const std::string& flag) {
+  // @FILE: the ids from a file (one argument holds at most 128 KiB on Linux:
+  // ~30K ids; a long-context check needs more).
+  std::string text = given;
+  if (!given.empty() && given[0] == '@') {
+    std::ifstream f(given.substr(1), std::ios::binary);
+    if (!f) fail(flag, ": cannot read '", given.substr(1), "'");
+    text.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+    if (text.empty()) fail(flag, ": '", given.substr(1), "' is empty");
+  }
   std::vector<int32_t> ids;
   size_t i = 0;
   while (i < text.size()) {

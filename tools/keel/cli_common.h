@@ -21,7 +21,8 @@ namespace keel::cli {
 /// double, 300 digits long, in its error.)
 inline const CLI::Range kContextRange(int64_t(1), int64_t(1) << 30);
 
-/// Parses "1,2,3" (spaces allowed) into ids; throws keel::Error on bad input.
+/// Parses "1,2,3" (spaces allowed), or "@FILE" (the same in a file), into ids;
+/// throws keel::Error on bad input.
 std::vector<int32_t> parse_ids(const std::string& text, const std::string& flag);
 
 /// Options that select and configure an execution backend.

@@ -198,7 +198,7 @@ Command register_generate(CLI::App& root) {
   c->add_option("--model", a->model, "Checkpoint folder (config.json, *.safetensors, tokenizer), GGUF file, or ollama:NAME[:TAG]")->required()->transform(model_source());
   auto* p = c->add_option("--prompt", a->prompts, "Prompt text (repeat for several prompts: they run as one batch)")
                 ->allow_extra_args(false);
-  auto* pi = c->add_option("--prompt-ids", a->prompt_ids, "Prompt as token ids, e.g. 1,2,3");
+  auto* pi = c->add_option("--prompt-ids", a->prompt_ids, "Prompt as token ids, e.g. 1,2,3, or @FILE (ids separated by commas or white space)");
   auto* pf = c->add_option("--prompts-file", a->prompts_file,
                            "Prompts, one per line or JSON Lines {\"prompt\": ...}, run as one batch")
                  ->check(CLI::ExistingFile);

@@ -84,7 +84,7 @@ Command register_score(CLI::App& root) {
   auto a = std::make_shared<ScoreArgs>();
   CLI::App* c = root.add_subcommand("score", "Teacher-forced logits for a token sequence, saved as safetensors");
   c->add_option("--model", a->model, "Checkpoint folder or GGUF file (or ollama:NAME[:TAG])")->required()->transform(model_source());
-  c->add_option("--ids", a->ids, "Token ids, e.g. 1,2,3")->required();
+  c->add_option("--ids", a->ids, "Token ids, e.g. 1,2,3, or @FILE (ids separated by commas or white space)")->required();
   c->add_option("--out", a->out, "Output .safetensors file (tensor `logits`, F32 [T, V])")->required();
   add_backend_flags(*c, a->backend);
   return {c, [a] { return run_score(*a); }};

@@ -55,7 +55,7 @@ Command register_tokenize(CLI::App& root) {
   c->add_option("--model", a->model, "Folder with tokenizer.json (or vocab.json + merges.txt), GGUF file, or ollama:NAME[:TAG]")->required()->transform(model_source());
   auto* t = c->add_option("--text", a->text, "Text to encode");
   auto* f = c->add_option("--file", a->file, "File whose text to encode")->check(CLI::ExistingFile);
-  auto* d = c->add_option("--decode", a->decode, "Token ids to decode, e.g. 1,2,3");
+  auto* d = c->add_option("--decode", a->decode, "Token ids to decode, e.g. 1,2,3, or @FILE");
   t->excludes(f)->excludes(d);
   f->excludes(d);
   c->add_flag("--no-special", a->no_special, "Encode without BOS / decode without special tokens");
