@@ -75,6 +75,8 @@ Build begin_build(const graph::Graph& g, const CompileOptions& opt_in) {
   KEEL_CHECK(o.bandwidth_GBps > 0 && o.task_overhead_us >= 0 && o.attn_task_us >= 0 && o.kv_append_us >= 0,
              "compile: bad cost model parameters");
   KEEL_CHECK(o.o_split_k >= 0 && o.down_split_k >= 0 && o.attn_chunks >= 0, "compile: negative split option");
+  KEEL_CHECK(o.attn_min_chunk >= -1, "compile: attn_min_chunk must be -1 (auto), 0 (off) or a length, got ",
+             o.attn_min_chunk);
   if (o.ring_len <= 0) o.ring_len = o.max_context;
   int C = o.attn_chunks;
   // One sequence: a chunk per worker and kv head. Several: about two per
@@ -138,6 +140,21 @@ Build begin_build(const graph::Graph& g, const CompileOptions& opt_in) {
   h.n_pages = o.kv_pages > 0 ? o.kv_pages : int32_t(h.pages_per_seq * kv_seqs);
   h.ring_len = o.ring_len;
   h.n_chunks = C;
+  // Even chunks with a minimum length: at batch 8 / 16 and context 512 one
+  // chunk per (sequence, kv head) was 5-8% faster a step than the 2-4 the
+  // rule above gives (H200, Qwen3-8B and Llama-3.2-1B; log/results.md,
+  // 2026-12-05): each chunk's fixed cost (q epilogue, partial, merge: ~5 us)
+  // beat what splitting a few hundred positions saves (a chunk streams ~100
+  // positions a microsecond at head_dim 128), so a chunk takes at least 1024
+  // before another joins in; at long contexts all C are needed. The crossover
+  // is a guess from those figures, still to sweep on the device
+  // (--attn-min-chunk). Never in prefill lanes (their appending chunks must be
+  // tasks of their own).
+  if (!prefill)
+    h.attn_min_chunk = o.attn_min_chunk >= 0 ? o.attn_min_chunk
+                       : o.batch > 1          ? CompileOptions::kDefaultAttnMinChunk
+                                              : 0;
+  h.opt_attn_min_chunk = opt_in.attn_min_chunk + 1;
   // The options as given (0 = the compiler's or the target's choice), so a
   // recompile for another target makes the same choices.
   program::OptionsDesc& r = h.options;
@@ -203,6 +220,7 @@ CompileOptions options_of(const Program& p) {
   o.o_split_k = r.o_split_k;
   o.down_split_k = r.down_split_k;
   o.attn_chunks = r.attn_chunks;
+  o.attn_min_chunk = p.h.opt_attn_min_chunk - 1;
   o.predict_context = r.predict_context;
   o.prune_transitive = r.prune_transitive != 0;
   o.bandwidth_GBps = r.bandwidth_GBps;

@@ -67,6 +67,15 @@ struct CompileOptions {
   int o_split_k = 0;           // o_proj k-slices; 0: the target's, else one per kv-head group
   int down_split_k = 0;        // down_proj k-slices; 0: the target's, else 4 when I >= 4096, else 1
   int attn_chunks = 0;         // KV chunks per (sequence, kv head); 0: auto (fill W)
+  /// Decode Programs: the minimum positions per attention chunk
+  /// (program::attn_even_range: [0, pos] split evenly over as many of the C
+  /// chunks as give each this many; at a short position the appending chunk
+  /// does it all). 0: off (attn_chunk_range: C - 1 chunks split the history,
+  /// the last appends). -1: the compiler's choice, kDefaultAttnMinChunk for
+  /// several sequences, off for one (where the chunks fill idle workers).
+  /// Prefill and mixed Programs never have one.
+  int attn_min_chunk = -1;
+  static constexpr int kDefaultAttnMinChunk = 1024;
   double bandwidth_GBps = 3350;    // cost model: device memory bandwidth (H100 SXM)
   double task_overhead_us = 1.0;   // cost model: fixed cost per task (wait, launch, epilogue)
   int predict_context = 1024;      // cost model: KV length assumed for attention tasks

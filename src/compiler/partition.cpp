@@ -184,8 +184,18 @@ struct Partitioner {
   // it into the group's arrival counter.
   void attention(const graph::Op& op) {
     const int nkv = int(c.n_kv_heads), C = b.p.h.n_chunks, B = b.p.h.batch;
-    const double kv_us = double(b.opt.predict_context) / C * double(c.head_dim) * 2 * 2 /
+    // Chunks with work at the predicted context: all C (attn_chunk_range: the
+    // C - 1 before the appending one), or as many as the minimum length gives
+    // (attn_even_range: the last ones, the appending one among them).
+    const int64_t L = b.p.h.attn_min_chunk;
+    const int active = L > 0 ? int(std::clamp<int64_t>((b.opt.predict_context + L - 1) / L, 1, C)) : C;
+    const double kv_us = double(b.opt.predict_context) / (L > 0 ? active : C) * double(c.head_dim) * 2 * 2 /
                          b.bytes_per_us_per_worker;
+    auto cost = [&](int ch) {
+      if (L <= 0) return ch == C - 1 ? b.opt.kv_append_us : kv_us;
+      if (ch < C - active) return 0.0;  // empty at the predicted context
+      return kv_us + (ch == C - 1 ? b.opt.kv_append_us : 0.0);
+    };
     uint16_t o = begin_op("attention", Opcode::Attention, op.layer);
     const int32_t part = b.id(cat("attn_part.", op.layer));
     const int32_t group0 = int32_t(b.n_arrival_groups);
@@ -213,7 +223,7 @@ struct Partitioner {
             v.arrival = group0 + bb * nkv + kvh;
             v.to(t);
             if (c.window(op.layer) > 0) t.flags |= program::kFlagSlidingWindow;
-            emit(t, least_loaded(), (last(pass) ? b.opt.kv_append_us : kv_us) + b.opt.attn_task_us);
+            emit(t, least_loaded(), cost(ch) + b.opt.attn_task_us);
           }
     b.n_arrival_groups += uint32_t(B * nkv);
     end_op();

@@ -74,8 +74,11 @@ Simulation simulate(const Program& p, double bw, double overhead, int context) {
     }
     if (why[t] >= 0 && why[t] == prev_on_worker[t]) via_wait[t] = false;
     double bytes = double(td.weight_bytes);
-    if (Opcode(td.opcode) == Opcode::Attention)
-      bytes += double(context) / std::max(1, ops::Attention::Operands::from(td).n_chunks) * p.h.head_dim * 2 * 2;
+    if (Opcode(td.opcode) == Opcode::Attention) {  // the chunk's positions at the context's last one
+      int64_t p0 = 0, p1 = 0;
+      ops::attention_positions(p.h, td, std::max<int64_t>(int64_t(context) - 1, 0), &p0, &p1);
+      bytes += double(p1 - p0) * p.h.head_dim * 2 * 2;
+    }
     const double cost = bytes / per_worker + overhead;
     finish[t] = start + cost;
     s.busy_us[worker_of[t]] += cost;
@@ -105,7 +108,8 @@ std::string report(const Program& p, double bw) {
     os << " (" << program::n_decode_lanes(h) << " decode lanes, " << (h.batch - program::n_decode_lanes(h))
        << " prefill lanes in groups of " << h.seq_lanes << ")";
   os << ", max context " << h.max_context
-     << ", page " << h.page_size << " (" << h.n_pages << " pages), " << h.n_chunks << " KV chunks, "
+     << ", page " << h.page_size << " (" << h.n_pages << " pages), " << h.n_chunks << " KV chunks"
+     << (h.attn_min_chunk > 0 ? " (even, at least " + std::to_string(h.attn_min_chunk) + " positions each)" : "") << ", "
      << h.n_lm_tiles << " LM-head tiles\n";
   os << "tasks " << h.n_tasks << ", counters " << h.n_counters << ", waits " << h.n_waits << ", signals "
      << h.n_signals << "; workspace " << std::setprecision(2) << double(h.workspace_bytes) / 1048576.0
@@ -180,7 +184,7 @@ std::string to_json(const Program& p) {
                 {"tie_embeddings", h.tie_embeddings}};
   j["launch"] = {{"workers", h.n_workers}, {"batch", h.batch}, {"max_context", h.max_context},
                  {"page_size", h.page_size}, {"pages_per_seq", h.pages_per_seq}, {"n_pages", h.n_pages},
-                 {"ring_len", h.ring_len}, {"n_chunks", h.n_chunks}, {"n_lm_tiles", h.n_lm_tiles},
+                 {"ring_len", h.ring_len}, {"n_chunks", h.n_chunks}, {"attn_min_chunk", h.attn_min_chunk}, {"n_lm_tiles", h.n_lm_tiles},
                  {"seq_lanes", h.seq_lanes}, {"decode_lanes", h.decode_lanes},
                  {"step_counter", h.step_counter}, {"step_expected", h.step_expected},
                  {"counters", h.n_counters}, {"workspace_bytes", h.workspace_bytes},

@@ -65,10 +65,13 @@ void Attention::accesses(AccessSink& s, const TaskDesc& t) {
   const uint64_t S = program::kSeqStateWords, QKV = uint64_t(qkv_width(h));
   const uint64_t kvh = o.kv_head, c = o.chunk;
   const int32_t qkv = s.need(o.qkv, "qkv"), kc = s.need(o.k_cache, "k_cache"), vc = s.need(o.v_cache, "v_cache");
-  // The chunk covering pos (attn_chunk_range) appends k and v there: it reads
-  // the raw k and v rows and writes the current-position unit; the others read
-  // only earlier positions (the history unit, written in earlier steps).
+  // The chunk covering pos (the last: attn_chunk_range, attn_even_range)
+  // appends k and v there: it reads the raw k and v rows and writes the
+  // current-position unit; the others read only earlier positions (the
+  // history unit, written in earlier steps). With C == 1 or a minimum chunk
+  // length the appending chunk reads history too.
   const bool appends = C <= 1 || c == C - 1;
+  const bool appender_reads_history = C <= 1 || h.attn_min_chunk > 0;
   s.rows(qkv, t.b0, t.b1, QKV, kvh * g * hd, (kvh + 1) * g * hd, M::Read);
   if (appends) {
     const uint64_t k0 = qkv_part_begin(h, 1) + kvh * hd, v0 = qkv_part_begin(h, 2) + kvh * hd;
@@ -90,7 +93,7 @@ void Attention::accesses(AccessSink& s, const TaskDesc& t) {
     const uint64_t seq = uint64_t(program::lane_sequence(h, b)), lane = uint64_t(program::lane_index(h, b));
     const uint64_t width = uint64_t(program::lane_width(h, b));
     const uint64_t u = (seq < D ? seq * nkv * 2 : D * nkv * 2 + (seq - D) * nkv * (L + 1)) + kvh * (width + 1);
-    if (C <= 1 || !appends) {
+    if (appender_reads_history || !appends) {
       s.kv(kc, u, width > 1 ? u + width + 1 : u + 1, M::Read);
       s.kv(vc, u, width > 1 ? u + width + 1 : u + 1, M::Read);
     }
@@ -116,10 +119,8 @@ bool Attention::streams(const program::ProgramHeader& h, int64_t end) {
   const int64_t hd = h.head_dim, g = h.n_heads / std::max(h.n_kv_heads, 1);
   if (h.n_kv_heads <= 0 || !(hd == 32 || hd == 64 || hd == 128) || g > 8 || h.page_size % 8 != 0 || end < 2)
     return false;
-  // The longest history range of a chunk at the last position (attn_chunk_range:
-  // chunks 0 .. C-2 split [0, pos), or the one chunk [0, pos]).
-  const int64_t pos = end - 1, C = h.n_chunks;
-  const int64_t hist = C <= 1 ? pos : (pos + C - 2) / (C - 1);
+  // The longest history range of a chunk at the last position.
+  const int64_t hist = program::attn_longest_history(end - 1, h.n_chunks, h.attn_min_chunk);
   // With attn_stream's K/V staging buffer in the work area the streaming path
   // is the faster one past a few blocks a warp (H200: Llama-3.2-1B at 8K
   // context 1.33 ms/token streaming, 1.83 with the prefetch and the

@@ -36,12 +36,17 @@ struct AttentionOperands {
 };
 
 /// The positions [*p0, *p1) task t attends to when its sequence is at pos: its
-/// chunk (program::attn_chunk_range), clipped to the sliding window when the
-/// task is flagged kFlagSlidingWindow (a chunk wholly outside it does nothing
-/// but take part in the merge). Every executor asks this one function.
+/// chunk (program::attn_chunk_range, or attn_even_range when the Program has
+/// a minimum chunk length), clipped to the sliding window when the task is
+/// flagged kFlagSlidingWindow (a chunk wholly outside it does nothing but take
+/// part in the merge). Every executor asks this one function.
 KEEL_HD void attention_positions(const program::ProgramHeader& h, const TaskDesc& t, int64_t pos, int64_t* p0,
                                  int64_t* p1) {
-  program::attn_chunk_range(pos, t.arg[AttentionOperands::kChunk], t.arg[AttentionOperands::kNChunks], p0, p1);
+  if (h.attn_min_chunk > 0)
+    program::attn_even_range(pos, t.arg[AttentionOperands::kChunk], t.arg[AttentionOperands::kNChunks],
+                             h.attn_min_chunk, p0, p1);
+  else
+    program::attn_chunk_range(pos, t.arg[AttentionOperands::kChunk], t.arg[AttentionOperands::kNChunks], p0, p1);
   if (t.flags & program::kFlagSlidingWindow) program::attn_window_clip(pos, h.sliding_window, p0, p1);
 }
 

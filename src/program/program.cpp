@@ -131,6 +131,11 @@ void Program::validate() const {
   KEEL_CHECK(int64_t(hd.pages_per_seq) * hd.page_size >= hd.max_context && hd.n_pages >= hd.pages_per_seq,
              "program: page table cannot hold max_context tokens per sequence");
   KEEL_CHECK(hd.sliding_window >= 0, "program: negative sliding_window ", hd.sliding_window, " in the header");
+  // Even chunks put the appending chunk's history beside its append: only
+  // decode lanes may (a prefill lane's other chunks read what its
+  // sequence's appending chunks write in the same step).
+  KEEL_CHECK(hd.attn_min_chunk >= 0 && (hd.attn_min_chunk == 0 || lanes_per_seq(hd) == 1),
+             "program: attn_min_chunk ", hd.attn_min_chunk, " in the header (only decode Programs may have one)");
   KEEL_CHECK(hd.step_counter < hd.n_counters, "program: step counter ", hd.step_counter,
              " out of range (", hd.n_counters, " counters)");
   // Every counter is signalled by some task or is an attention group's arrival

@@ -215,6 +215,40 @@ KEEL_HD void attn_chunk_range(int64_t pos, int64_t chunk, int64_t C, int64_t* p0
   }
 }
 
+/// Positions [*p0, *p1) of Attention chunk `chunk` of C in a decode Program
+/// with a minimum chunk length (ProgramHeader::attn_min_chunk = L > 0): the
+/// positions [0, pos] split evenly over as many chunks as give each about L
+/// (at least 1, at most C), which are the last ones; the chunks before them
+/// are empty. So the work follows the position: at a short one the appending
+/// chunk takes everything (no partials to merge worth the name), at a long
+/// one all C share it. The last chunk always covers pos (and appends it); the
+/// others end before pos, reading only K/V of earlier steps.
+KEEL_HD void attn_even_range(int64_t pos, int64_t chunk, int64_t C, int64_t L, int64_t* p0, int64_t* p1) {
+  const int64_t n = pos + 1;
+  int64_t active = (n + L - 1) / L;
+  active = active < 1 ? 1 : active > C ? C : active;
+  const int64_t j = chunk - (C - active);
+  if (j < 0) {
+    *p0 = *p1 = 0;
+  } else {
+    *p0 = n * j / active;
+    *p1 = n * (j + 1) / active;
+  }
+}
+
+/// At most how many positions before its sequence's position one Attention
+/// chunk reads at any position up to pos (attn_chunk_range, or
+/// attn_even_range with min_len > 0): what the K/V staging decision
+/// (ops::Attention::streams) sizes for. Exact for attn_chunk_range; for
+/// attn_even_range a bound at most one above (a chunk holds at most min_len
+/// positions until all C have work, then (n + C - 1) / C of the n = pos + 1).
+KEEL_HD int64_t attn_longest_history(int64_t pos, int64_t C, int64_t min_len) {
+  if (C <= 1) return pos;
+  if (min_len <= 0) return (pos + C - 2) / (C - 1);
+  const int64_t n = pos + 1, most = (n + C - 1) / C, small = n < min_len ? n : min_len;
+  return most > small ? most : small;
+}
+
 /// Clips an Attention chunk's positions [*p0, *p1) (attn_chunk_range) to a
 /// sliding window at pos: [max(0, pos - window + 1), pos]. A chunk wholly
 /// before the window becomes empty (*p0 == *p1); window <= 0: no clipping.
@@ -349,7 +383,18 @@ struct ProgramHeader {
   /// stalling it. 0 otherwise (a former reserved word: older Programs read as
   /// before).
   int32_t decode_lanes = 0;
-  uint64_t reserved[3] = {};
+  /// Decode Programs of several sequences: the minimum positions per
+  /// Attention chunk (attn_even_range): chunks split [0, pos] evenly, as many
+  /// as give each this many, the rest empty. 0: attn_chunk_range (chunks
+  /// 0..C-2 split the history, the last appends). Former reserved words, as
+  /// the next: older Programs read as 0.
+  int32_t attn_min_chunk = 0;
+  /// The compile option as given plus one (compiler::CompileOptions::
+  /// attn_min_chunk: 0 here = -1 there, the compiler's choice), so a
+  /// recompile makes the same choice and a Program compiled with the default
+  /// keeps the former reserved word's zero.
+  int32_t opt_attn_min_chunk = 0;
+  uint64_t reserved[2] = {};
   TargetDesc target;
   OptionsDesc options;
 };

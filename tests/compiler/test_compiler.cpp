@@ -296,12 +296,14 @@ TEST(Partition, QkvSpreadsOverAllWorkersOnQwen3_8B) {
 // The footprints task_accesses declares for the QKV-phase opcodes.
 TEST(Accesses, QkvAndAttentionFootprints) {
   const model::ModelConfig c = tiny(model::Arch::Qwen3);  // nh 4, nkv 2, hd 16: width 128
-  for (int C : {1, 3}) {
-  SCOPED_TRACE(cat(C, " chunks"));
+  for (const auto& [C, min_chunk] : {std::pair{1, 0}, std::pair{3, 0}, std::pair{3, 4}}) {
+  SCOPED_TRACE(cat(C, " chunks, minimum ", min_chunk));
   CompileOptions o = opts(7, 3);
   o.attn_chunks = C;
+  o.attn_min_chunk = min_chunk;
   Program p = compile(c, o);
   ASSERT_EQ(p.h.n_chunks, C);
+  ASSERT_EQ(p.h.attn_min_chunk, min_chunk);
   const int64_t width = qkv_width(p.h), hd = 16, qd = 64, kvd = 32;
   ASSERT_EQ(width, 128);
   const int32_t qkv0 = p.find_buffer("qkv.0"), part0 = p.find_buffer("attn_part.0"), attn0 = p.find_buffer("attn.0");
@@ -325,7 +327,8 @@ TEST(Accesses, QkvAndAttentionFootprints) {
         // Per (sequence, kv head) u = b * 2 + kvh, two units: 2u = earlier positions,
         // 2u + 1 = this step's position. The last chunk writes 2u + 1 (it appends
         // k and v); the chunks before it read 2u (attn_chunk_range); a single
-        // chunk does both.
+        // chunk does both, and so does the last with a minimum chunk length
+        // (attn_even_range).
         const uint64_t u = uint64_t(t.b0 * 2 + t.arg[0]);
         EXPECT_EQ(a.lo, 2 * u + (a.mode == AccessMode::Write ? 1 : 0));
         EXPECT_EQ(a.hi, a.lo + 1);
@@ -356,7 +359,7 @@ TEST(Accesses, QkvAndAttentionFootprints) {
         EXPECT_TRUE(qkv_writes.empty());
         std::set<std::pair<int32_t, AccessMode>> want_kv;
         for (int32_t cache : {kc, vc}) {
-          if (C == 1 || !last) want_kv.insert({cache, AccessMode::Read});
+          if (C == 1 || !last || min_chunk > 0) want_kv.insert({cache, AccessMode::Read});
           if (last) want_kv.insert({cache, AccessMode::Write});
         }
         EXPECT_EQ(kv, want_kv);

@@ -45,6 +45,7 @@ double worst_err(const std::vector<float>& a, const std::vector<float>& b, int64
 
 struct Shape {
   int workers, batch, chunks;
+  int min_chunk = -1;  // CompileOptions::attn_min_chunk (-1: the compiler's; short ones split a few dozen positions)
 };
 
 class LongContext : public ::testing::TestWithParam<testing::LongContextCase> {};
@@ -54,14 +55,15 @@ TEST_P(LongContext, LogitsMatchReference) {
   testing::VariantModel v = testing::load_variant(fixture_dir(lc.fixture), lc.edit);
   const model::Model& m = v.model;
   const int64_t V = m.config.vocab, ctx = 128;
-  for (const Shape& run : {Shape{7, 1, 0}, Shape{3, 3, 4}, Shape{5, 1, 9}}) {
-    SCOPED_TRACE(cat(lc.name, " W", run.workers, " B", run.batch, " C", run.chunks));
+  for (const Shape& run : {Shape{7, 1, 0}, Shape{3, 3, 4}, Shape{5, 1, 9}, Shape{3, 3, 4, 16}, Shape{5, 1, 9, 7}}) {
+    SCOPED_TRACE(cat(lc.name, " W", run.workers, " B", run.batch, " C", run.chunks, " min chunk ", run.min_chunk));
     compiler::CompileOptions o;
     o.workers = run.workers;
     o.batch = run.batch;
     o.max_context = int(ctx);
     o.page_size = 16;
     o.attn_chunks = run.chunks;
+    o.attn_min_chunk = run.min_chunk;
     program::Program p = compiler::compile(m.config, o);
     program::check_or_throw(p, 2);
     CpuExecutor ex(p, m);
@@ -87,6 +89,7 @@ TEST_P(LongContext, LogitsMatchReference) {
       EXPECT_LT(e, kLogitsTol) << "sequence " << k;
     }
     std::cout << "[ figures ] " << lc.name << " W" << run.workers << " B" << run.batch << " C" << p.h.n_chunks
+              << " L" << p.h.attn_min_chunk
               << ": worst logits rel err vs reference " << worst << "\n";
   }
 }

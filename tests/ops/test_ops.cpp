@@ -126,20 +126,34 @@ program::TaskDesc chunk_task(int32_t ch, int32_t C, bool sliding_window) {
   return t;
 }
 
+// Every position in the window is attended by exactly one chunk, in chunk
+// order, the last chunk covers pos (it appends) and no other does; with a
+// minimum chunk length (attn_even_range) the chunks with work are the last
+// ceil((pos + 1) / L) (at most C), of even lengths.
 TEST(Ops, AttentionPositionsCoverExactlyTheWindow) {
   program::ProgramHeader h;
+  for (int32_t min_chunk : {0, 1, 4, 16})
   for (int32_t window : {0, 1, 5, 17}) {
     h.sliding_window = window;
+    h.attn_min_chunk = min_chunk;
     for (int32_t C : {1, 2, 5, 9})
       for (int64_t pos = 0; pos < 60; ++pos) {
-        SCOPED_TRACE(::testing::Message() << "window " << window << " C " << C << " pos " << pos);
+        SCOPED_TRACE(::testing::Message() << "window " << window << " C " << C << " pos " << pos << " min chunk "
+                                          << min_chunk);
         const int64_t lo = window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
-        int64_t next = lo, covered = 0;
+        int64_t next = lo, covered = 0, with_work = 0, shortest = INT64_MAX, longest = 0;
         for (int32_t ch = 0; ch < C; ++ch) {
           const program::TaskDesc t = chunk_task(ch, C, window > 0);
           int64_t p0 = -1, p1 = -1;
           attention_positions(h, t, pos, &p0, &p1);
           ASSERT_LE(p0, p1);
+          if (ch < C - 1) {
+            EXPECT_LE(p1, pos) << "only the last chunk covers pos";
+          }
+          if (window == 0 && min_chunk > 0 && p1 > p0) {
+            ++with_work;
+            shortest = std::min(shortest, p1 - p0), longest = std::max(longest, p1 - p0);
+          }
           if (p0 == p1) continue;  // empty (before the window, or an empty split)
           EXPECT_EQ(p0, next);
           next = p1;
@@ -150,6 +164,10 @@ TEST(Ops, AttentionPositionsCoverExactlyTheWindow) {
         }
         EXPECT_EQ(next, pos + 1);
         EXPECT_EQ(covered, pos + 1 - lo);
+        if (window == 0 && min_chunk > 0) {
+          EXPECT_EQ(with_work, std::clamp<int64_t>((pos + min_chunk) / min_chunk, 1, C));
+          EXPECT_LE(longest - shortest, 1);
+        }
       }
   }
 }
@@ -168,10 +186,12 @@ TEST(Ops, AttentionStreamsWhenAChunkOutgrowsItsPrefetch) {
   const int64_t room = attn_prefetch_room(h.target.work_bytes, attn_kv_offset(h), h.head_dim);
   EXPECT_EQ(attn_kv_offset(h), 4 * 64 * 4 + 16);
   EXPECT_EQ(room, (27648 - (4 * 64 * 4 + 16) - 4 * 64) / (4 * 64));
+  for (int32_t min_chunk : {0, 20, 200})
   for (int32_t C : {1, 2, 16}) {
     h.n_chunks = C;
+    h.attn_min_chunk = min_chunk;
     for (int64_t end : {int64_t(2), room, 2 * room + 1, 2 * room + 2, 30 * room + 1, 30 * room + 2, int64_t(40000)}) {
-      SCOPED_TRACE(::testing::Message() << "C " << C << " end " << end);
+      SCOPED_TRACE(::testing::Message() << "C " << C << " end " << end << " min chunk " << min_chunk);
       int64_t longest = 0;  // earlier positions (< pos) of one chunk, over the launch's positions
       for (int64_t pos = 0; pos < end; ++pos)
         for (int32_t ch = 0; ch < C; ++ch) {
@@ -179,9 +199,14 @@ TEST(Ops, AttentionStreamsWhenAChunkOutgrowsItsPrefetch) {
           attention_positions(h, chunk_task(ch, C, false), pos, &p0, &p1);
           longest = std::max(longest, std::min(p1, pos) - p0);
         }
-      EXPECT_EQ(Attention::streams(h, end), longest > Attention::kStreamFactor * room);
+      // Exact without a minimum length, a bound at most one above with one.
+      const int64_t bound = program::attn_longest_history(end - 1, C, min_chunk);
+      EXPECT_GE(bound, longest);
+      EXPECT_LE(bound, longest + (min_chunk > 0 ? 1 : 0));
+      EXPECT_EQ(Attention::streams(h, end), bound > Attention::kStreamFactor * room);
     }
   }
+  h.attn_min_chunk = 0;
   h.n_chunks = 1;
   h.page_size = 12;  // blocks of 8 positions would straddle pages: never streams
   EXPECT_FALSE(Attention::streams(h, 40000));

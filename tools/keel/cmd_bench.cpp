@@ -46,6 +46,7 @@ int run_bench(const BenchArgs& a) {
   opt.o_split_k = a.target.o_split_k;
   opt.down_split_k = a.target.down_split_k;
   opt.attn_chunks = a.target.attn_chunks;
+  opt.attn_min_chunk = a.target.attn_min_chunk;
   std::string name;
   kc::BenchReport rep;
   if (!a.config.empty()) {
@@ -78,6 +79,7 @@ int run_bench(const BenchArgs& a) {
                               {"page_size", o.page_size}, {"ring_len", o.ring_len}, {"row_align", o.row_align},
                               {"o_split_k", o.o_split_k}, {"down_split_k", o.down_split_k},
                               {"attn_chunks", o.attn_chunks}, {"n_chunks", rep.header.n_chunks},
+                              {"attn_min_chunk", rep.header.attn_min_chunk},
                               {"weight_dtype", std::string(dtype_name(DType(o.weight_dtype)))},
                               {"bandwidth_GBps", o.bandwidth_GBps}, {"task_overhead_us", o.task_overhead_us},
                               {"predict_context", o.predict_context}, {"attn_task_us", o.attn_task_us},

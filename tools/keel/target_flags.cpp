@@ -33,6 +33,11 @@ void add_target_flags(CLI::App& c, TargetFlags& f, const std::string& default_ta
       ->check(CLI::Range(0, 1 << 16));
   c.add_option("--attn-chunks", f.attn_chunks, "KV chunks per (sequence, kv head) (0: fill the workers)")
       ->check(CLI::Range(0, 1 << 16));
+  c.add_option("--attn-min-chunk", f.attn_min_chunk,
+               "Decode Programs: fewest positions per attention chunk: [0, pos] split evenly over as many of the "
+               "chunks as give each this many, the others idle (0: off, the chunks before the last split the "
+               "history; -1: the compiler's: 1024 for batches, off for one sequence)")
+      ->check(CLI::Range(-1, 1 << 30));
 }
 
 compiler::Target resolve_target(const TargetFlags& f, int device) {
@@ -63,6 +68,7 @@ void apply_compile_flags(const TargetFlags& f, compiler::CompileOptions& o) {
   o.o_split_k = f.o_split_k;
   o.down_split_k = f.down_split_k;
   o.attn_chunks = f.attn_chunks;
+  o.attn_min_chunk = f.attn_min_chunk;
 }
 
 std::string compile_flags_of(const program::ProgramHeader& h) {
@@ -75,7 +81,7 @@ std::string compile_flags_of(const program::ProgramHeader& h) {
   return cat("--target ", preset ? name : "auto", o.workers ? cat(" --workers ", o.workers) : std::string(), " --stage-kib ", t.n_stages > 0 ? t.stage_bytes / 1024 : 0,
              " --max-stages ", t.max_stages, " --max-inflight ", t.max_inflight, " --loader-hold ", t.loader_hold,
              " --l2-hint ", t.l2_evict_first, " --mm-engine ", t.mm_engine == program::kMmEngineMma ? "mma" : "wgmma", " --o-split-k ", o.o_split_k, " --down-split-k ", o.down_split_k,
-             " --attn-chunks ", o.attn_chunks, " --batch ", o.batch,
+             " --attn-chunks ", o.attn_chunks, " --attn-min-chunk ", h.opt_attn_min_chunk - 1, " --batch ", o.batch,
              h.seq_lanes > 1 ? cat(" --prefill-chunk ", h.seq_lanes) : std::string(),
              h.decode_lanes > 0 ? cat(" --decode-lanes ", h.decode_lanes) : std::string(),
              h.pages_per_seq <= 0 || h.n_pages == h.pages_per_seq * program::n_lane_sequences(h) ? std::string()

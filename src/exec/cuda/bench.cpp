@@ -65,6 +65,7 @@ compiler::CompileOptions bench_compile_options(const model::ModelConfig& cfg, Be
   co.o_split_k = opt.o_split_k;
   co.down_split_k = opt.down_split_k;
   co.attn_chunks = opt.attn_chunks;
+  co.attn_min_chunk = opt.attn_min_chunk;
   return co;
 }
 

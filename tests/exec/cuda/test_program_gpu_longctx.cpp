@@ -61,6 +61,7 @@ double bf16_rel_l2(const uint8_t* a, const uint8_t* b, size_t n) {
 
 struct Shape {
   int workers, batch, chunks;  // workers 0: the device's SM count
+  int min_chunk = -1;          // CompileOptions::attn_min_chunk (-1: the compiler's)
 };
 
 class LongContextGpu : public ::testing::TestWithParam<testing::LongContextCase> {};
@@ -71,8 +72,9 @@ TEST_P(LongContextGpu, MatchesCpuAndReference) {
   testing::VariantModel v = testing::load_variant(shared_dir() + "/fixtures/" + lc.fixture, lc.edit);
   const model::Model& m = v.model;
   const int64_t V = m.config.vocab;
-  for (const Shape& s : {Shape{3, 1, 9}, Shape{7, 3, 0}, Shape{0, 1, 0}}) {
-    SCOPED_TRACE(cat(lc.name, " W", s.workers, " B", s.batch));
+  // (min chunk 16: even chunks with work past 16, 32, 48 positions; 7 at batch 1)
+  for (const Shape& s : {Shape{3, 1, 9}, Shape{7, 3, 0}, Shape{0, 1, 0}, Shape{7, 3, 4, 16}, Shape{3, 1, 9, 7}}) {
+    SCOPED_TRACE(cat(lc.name, " W", s.workers, " B", s.batch, " min chunk ", s.min_chunk));
     compiler::CompileOptions o;
     o.target = device_target(0);
     o.workers = s.workers;
@@ -80,6 +82,7 @@ TEST_P(LongContextGpu, MatchesCpuAndReference) {
     o.max_context = 128;
     o.page_size = 16;
     o.attn_chunks = s.chunks;
+    o.attn_min_chunk = s.min_chunk;
     ProgramExecutorOptions eo;
     eo.keep_worker_count = s.workers > 0;
     ProgramExecutor gpu(compiler::compile(m.config, o), m, eo);
