@@ -18,9 +18,12 @@ cp -r "$S/models/stories260K" .device/shared/models/
 mkdir -p .device/shared/models/qwen3-tokenizer
 cp -r "$S/models/qwen3-tokenizer/Qwen3-1.7B" "$S/models/qwen3-tokenizer/Qwen3-8B" .device/shared/models/qwen3-tokenizer/
 # the tokenizer itself, for the transformers-written checkpoint of device_run.sh serve
-cp "$S"/models/qwen3-tokenizer/{tokenizer.json,tokenizer_config.json,vocab.json,merges.txt,LICENSE} .device/shared/models/qwen3-tokenizer/
+cp "$S"/models/qwen3-tokenizer/{tokenizer.json,tokenizer_config.json,LICENSE} .device/shared/models/qwen3-tokenizer/
 cp "$S"/tools/*.py scripts/prefill_peer.py scripts/bench_serve.py scripts/write_checkpoint.py scripts/yarn_check.py .device/tools/
 cp scripts/configs/llama3.2-1b.json .device/configs/
+# The carried tree holds at most 64 MiB: the binaries travel gzipped
+# (device_run.sh unpacks them).
+gzip -f -6 .device/keel .device/test_*
 "$B/keel" serve --help > /dev/null 2>&1 ||
   echo "device_pack: $B/keel has no \`keel serve\` (scripts/fetch_httplib.sh, then reconfigure): device_run.sh serve will fail" >&2
 du -sh .device

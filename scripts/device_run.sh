@@ -5,7 +5,7 @@
 # context 512), runs the PyTorch CUDA-graph peer, and prints one table. Logs go
 # under $OUT. Binaries and fixtures come from the carried folder .device/
 # (scripts/device_pack.sh fills it on the build machine).
-#   usage: scripts/device_run.sh [tests|bench|peer|batch|longctx|serve|yarn|cli|smollm2|ab|trace|micro|all]...
+#   usage: scripts/device_run.sh [tests|bench|peer|batch|longctx|serve|chunks|yarn|cli|smollm2|ab|trace|micro|all]...
 # batch: decode ms/step of Llama-3.2-1B and Qwen3-8B shapes at batch 1, 8, 16,
 # 32, 64 (context 512; $KEEL_BATCHES overrides the list) beside the PyTorch
 # CUDA-graph peer (tools/peer_graph.py MODEL 512 BATCH) in one table, and the
@@ -31,6 +31,8 @@ D=${KEEL_DEVICE_DIR:-.device}
 OUT=${OUT:-/tmp/keel-out}
 mkdir -p "$OUT"
 export KEEL_SHARED_DIR=$D/shared
+# device_pack.sh gzips the binaries to fit the carry limit.
+for f in "$D"/keel.gz "$D"/test_*.gz; do [[ -f "$f" ]] && gunzip -f "$f" && chmod +x "${f%.gz}"; done
 what=${*:-all}
 has() { [[ " $what " == *" $1 "* || " $what " == *" all "* ]]; }
 # kbench BIN NAME ARGS...: `BIN bench ARGS --json` (killed after $kb_timeout
@@ -242,6 +244,25 @@ if p and "first_ttft_ms" in p:
     print(f"shared 2000-token prefix: first TTFT {p['first_ttft_ms']:.1f} ms, later p50 {p.get('later_ttft_ms_p50', float('nan')):.1f} ms "
           f"({p.get('later_ttft_ms_p50', float('nan')) / p['first_ttft_ms'] * 100:.0f}%; issue 14: <= 20%)")
 PY
+fi
+
+# chunks: batch decode ms/step under the attention chunk rules (the default,
+# --attn-min-chunk 1024 for batches; 0 = the old rule, chunks before the last
+# split the history; 512), Llama-3.2-1B and Qwen3-8B at batch 8 and 16,
+# contexts 512 and 4096 ($KEEL_CHUNK_CONTEXTS, $KEEL_CHUNK_BATCHES,
+# $KEEL_CHUNK_VARIANTS override). Not part of `all`.
+if [[ " $what " == *" chunks "* ]]; then
+  for m in llama3.2-1b:$D/configs/llama3.2-1b.json qwen3-8b:$D/shared/models/qwen3-tokenizer/Qwen3-8B/config.json; do
+    for C in ${KEEL_CHUNK_CONTEXTS:-512 4096}; do
+      for B in ${KEEL_CHUNK_BATCHES:-8 16}; do
+        for L in ${KEEL_CHUNK_VARIANTS:-default 0 512}; do
+          flags=(); [[ $L != default ]] && flags=(--attn-min-chunk "$L")
+          kb_timeout=200 kbench "$D/keel" "${m%%:*}-c$C-b$B-L$L" --config "${m#*:}" --random-weights --context "$C" \
+            --batch "$B" --tokens 64 --launch megakernel "${flags[@]}" 2>&1 | grep RESULT
+        done
+      done
+    done
+  done | tee "$OUT/chunks.log"
 fi
 
 # yarn: issue 13's YaRN check: keel's logits past position 40000 against
