@@ -249,7 +249,7 @@ KEEL_HD int64_t attn_longest_history(int64_t pos, int64_t C, int64_t min_len) {
   return most > small ? most : small;
 }
 
-/// Clips an Attention chunk's positions [*p0, *p1) (attn_chunk_range) to a
+/// Clips an Attention chunk's positions [*p0, *p1) (attn_chunk_range or attn_even_range) to a
 /// sliding window at pos: [max(0, pos - window + 1), pos]. A chunk wholly
 /// before the window becomes empty (*p0 == *p1); window <= 0: no clipping.
 /// The chunk covering pos keeps it (pos is always inside the window).

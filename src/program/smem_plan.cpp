@@ -43,10 +43,8 @@ bool attn_may_stream(const ProgramHeader& h) {
   // --context 4096`) and batches up to 16 keep the ring; full-context
   // Programs (`keel generate`'s default) pay the stage at short positions.
   if (h.max_context <= 4096 && mm_tokens(h.batch) <= 16) return false;
-  // The longest history of a chunk at the last position (ops::Attention::streams).
-  const int64_t pos = h.max_context - 1, C = h.n_chunks;
-  const int64_t hist = C <= 1 ? pos : (pos + C - 2) / (C - 1);
-  return hist > kAttnStreamMinHistory;
+  // A chunk's longest history up to the last position (ops::Attention::streams).
+  return attn_longest_history(h.max_context - 1, h.n_chunks, h.attn_min_chunk) > kAttnStreamMinHistory;
 }
 
 uint32_t mm_work_bytes(int batch) {

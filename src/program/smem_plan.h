@@ -55,7 +55,7 @@ inline constexpr uint32_t kWorkAlign = 128;      // the work area's size is a mu
 uint32_t kernel_work_bytes(const ProgramHeader& h);
 
 /// Whether the Program reserves attn_stream's K/V staging buffer (kernel_work_bytes): the shapes attn_stream
-/// serves, a chunk's longest history at the last position past kAttnStreamMinHistory, and a context over
+/// serves, a chunk's longest history up to the last position (attn_longest_history) past kAttnStreamMinHistory, and a context over
 /// 4096 or over 16 sequences (the ring's 32 KiB stages); up to 4096 and 16 sequences keep the third 64 KiB
 /// ring stage instead (H200: batch 1 at position 512 was 2.5-4% slower with two).
 bool attn_may_stream(const ProgramHeader& h);

@@ -98,7 +98,7 @@ using Loaded = testing::LoadedFixture;
 inline const Loaded& fixture(const std::string& name) { return testing::loaded_fixture(name); }
 
 /// workers 0: the device's SM count (the target's).
-Program compile_for(const model::Model& m, int workers, int batch, int ctx = 128, int chunks = 0) {
+Program compile_for(const model::Model& m, int workers, int batch, int ctx = 128, int chunks = 0, int min_chunk = -1) {
   compiler::CompileOptions o;
   o.target = device_target(0);
   o.workers = workers;
@@ -106,6 +106,7 @@ Program compile_for(const model::Model& m, int workers, int batch, int ctx = 128
   o.max_context = int(std::min<int64_t>(ctx, m.config.max_position));
   o.page_size = 16;
   o.attn_chunks = chunks;
+  o.attn_min_chunk = min_chunk;
   return compiler::compile(m.config, o);
 }
 
@@ -607,20 +608,26 @@ TEST(ProgramGpu, LongChunksMatchCpu) {
     LlamaShape shape;
   };
   const Case cases[] = {
-      {"hd64 g4", {256, 512, 8, 2, 64, 2, 1024, 2048}},  {"hd128 g8", {256, 512, 8, 1, 128, 2, 1024, 2048}},
-      {"hd128 g2", {256, 512, 4, 2, 128, 2, 1024, 2048}}, {"hd32 g1", {256, 512, 8, 8, 32, 2, 1024, 2048}},
-      {"hd64 g3", {256, 512, 6, 2, 64, 2, 1024, 2048}},
+      {"hd64 g4", {256, 512, 8, 2, 64, 2, 1024, 4096}},  {"hd128 g8", {256, 512, 8, 1, 128, 2, 1024, 4096}},
+      {"hd128 g2", {256, 512, 4, 2, 128, 2, 1024, 4096}}, {"hd32 g1", {256, 512, 8, 8, 32, 2, 1024, 4096}},
+      {"hd64 g3", {256, 512, 6, 2, 64, 2, 1024, 4096}},
   };
   for (const Case& c : cases) {
     model::testing::TempDir dir;
     write_llama(dir, c.shape);
     const model::Model m = model::Model::load(dir.str());
-    for (const auto& [batch, chunks] : {std::pair{1, 2}, std::pair{1, 3}, std::pair{2, 1}}) {
-      SCOPED_TRACE(cat(c.name, " B", batch, " C", chunks));
-      const int prompt = batch == 1 ? 900 : 1900, ctx = batch == 1 ? 1024 : 2048;
+    // (B2 C2 L1024 at ~3900 positions: even chunks of ~1950, the appending
+    // one streaming history from p0 > 0: attn_even_range.)
+    struct Run {
+      int batch, chunks, min_chunk, prompt, ctx;
+    };
+    for (const Run& r : {Run{1, 2, -1, 900, 1024}, Run{1, 3, -1, 900, 1024}, Run{2, 1, -1, 1900, 2048},
+                         Run{2, 2, 1024, 3900, 4096}}) {
+      const int batch = r.batch, chunks = r.chunks, prompt = r.prompt, ctx = r.ctx;
+      SCOPED_TRACE(cat(c.name, " B", batch, " C", chunks, " min chunk ", r.min_chunk));
       ProgramExecutorOptions o;
       o.keep_worker_count = true;
-      ProgramExecutor gpu(compile_for(m, 7, batch, ctx, chunks), m, o);
+      ProgramExecutor gpu(compile_for(m, 7, batch, ctx, chunks, r.min_chunk), m, o);
       ASSERT_TRUE(ops::Attention::streams(gpu.program().h, prompt + 2)) << "the launch would not stream";
       cpu::CpuExecutor cpu_ex(gpu.program(), m);
       std::vector<exec::Sequence> seqs;
