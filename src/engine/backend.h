@@ -70,6 +70,10 @@ class Backend {
   /// Sequences one launch runs together (the compiled Program's batch); 1 for
   /// a backend that runs one sequence at a time.
   virtual int max_batch() const { return 1; }
+  /// The batches of the decode Programs a launch may run on, ascending (the
+  /// smallest that holds a launch's requests decodes them); the last is
+  /// max_batch().
+  virtual std::vector<int> decode_batches() const { return {max_batch()}; }
   /// Runs several requests and returns one result per request, in order. The
   /// cpu and cuda backends run up to max_batch() of them together in one
   /// launch (each weight byte read once per step for all of them); the

@@ -113,8 +113,11 @@ int run_serve(const ServeArgs& a) {
     if (a.max_batch > 1 && batch == 1)
       std::fprintf(stderr, "keel serve: --max-batch %d: the %s backend runs one sequence at a time (cpu and cuda run "
                    "batches); serving one request at a time\n", a.max_batch, std::string(sm.backend->name()).c_str());
+    std::string programs;
+    for (int b : sm.backend->decode_batches()) programs += (programs.empty() ? "" : ", ") + std::to_string(b);
     const std::string runs = batch > 1 ? "up to " + std::to_string(batch) + " requests per batch (requests join "
-                                         "and leave between steps)"
+                                         "and leave between steps; decode Programs of " + programs +
+                                         " sequences, a launch on the smallest that holds it)"
                                        : std::string("one request at a time");
     std::fprintf(stderr, "keel serve: serving '%s' (%s backend, context %lld tokens, chat: %s) on http://%s:%d; "
                  "%s, %zu may wait\n",
