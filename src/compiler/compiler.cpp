@@ -148,11 +148,13 @@ Build begin_build(const graph::Graph& g, const CompileOptions& opt_in) {
   // positions a microsecond at head_dim 128), so a chunk takes at least 1024
   // before another joins in; at long contexts all C are needed. The crossover
   // is a guess from those figures, still to sweep on the device
-  // (--attn-min-chunk). Never in prefill lanes (their appending chunks must be
-  // tasks of their own).
+  // (--attn-min-chunk). Below batch 8 the chunks spread each sequence's
+  // history over otherwise idle workers (batch 2: 16 (sequence, kv head)
+  // pairs for 132 workers), so the old rule stays until measured. Never in
+  // prefill lanes (their appending chunks must be tasks of their own).
   if (!prefill)
     h.attn_min_chunk = o.attn_min_chunk >= 0 ? o.attn_min_chunk
-                       : o.batch > 1          ? CompileOptions::kDefaultAttnMinChunk
+                       : o.batch >= CompileOptions::kAttnMinChunkBatch ? CompileOptions::kDefaultAttnMinChunk
                                               : 0;
   h.opt_attn_min_chunk = opt_in.attn_min_chunk + 1;
   // The options as given (0 = the compiler's or the target's choice), so a

@@ -72,10 +72,11 @@ struct CompileOptions {
   /// chunks as give each this many; at a short position the appending chunk
   /// does it all). 0: off (attn_chunk_range: C - 1 chunks split the history,
   /// the last appends). -1: the compiler's choice, kDefaultAttnMinChunk for
-  /// several sequences, off for one (where the chunks fill idle workers).
-  /// Prefill and mixed Programs never have one.
+  /// kAttnMinChunkBatch sequences or more, off for fewer (where the chunks
+  /// fill otherwise idle workers). Prefill and mixed Programs never have one.
   int attn_min_chunk = -1;
   static constexpr int kDefaultAttnMinChunk = 1024;
+  static constexpr int kAttnMinChunkBatch = 8;
   double bandwidth_GBps = 3350;    // cost model: device memory bandwidth (H100 SXM)
   double task_overhead_us = 1.0;   // cost model: fixed cost per task (wait, launch, epilogue)
   int predict_context = 1024;      // cost model: KV length assumed for attention tasks

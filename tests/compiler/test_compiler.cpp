@@ -101,6 +101,40 @@ TEST(Fuse, UnfusableGraphIsAnError) {
   }
 }
 
+// The minimum attention chunk (attn_even_range): the compiler's choice is
+// kDefaultAttnMinChunk for decode Programs of 8 sequences or more and off
+// below, never in prefill or mixed Programs; a given value holds for any
+// decode Program; options_of keeps what was given, so a recompile is the same
+// Program; a batch-1 Program compiled by default keeps the former reserved
+// words' zeros.
+TEST(Compile, AttentionMinimumChunkRule) {
+  const model::ModelConfig c = tiny(model::Arch::Qwen3);
+  auto min_of = [&](int batch, int given, int prefill = 0, int decode_lanes = 0) {
+    CompileOptions o = opts(7, batch);
+    o.attn_min_chunk = given;
+    o.prefill_chunk = prefill;
+    o.decode_lanes = decode_lanes;
+    if (prefill > 1) o.batch = 1;
+    const Program p = compile(c, o);
+    EXPECT_EQ(program_hash(compile(c, options_of(p))), program_hash(p)) << "batch " << batch << " given " << given;
+    return p.h.attn_min_chunk;
+  };
+  EXPECT_EQ(min_of(1, -1), 0);
+  EXPECT_EQ(min_of(4, -1), 0);
+  EXPECT_EQ(min_of(8, -1), CompileOptions::kDefaultAttnMinChunk);
+  EXPECT_EQ(min_of(8, 0), 0);
+  EXPECT_EQ(min_of(1, 300), 300);
+  EXPECT_EQ(min_of(8, 300), 300);
+  EXPECT_EQ(min_of(1, -1, 16), 0);      // a prefill Program
+  EXPECT_EQ(min_of(1, 300, 16, 4), 0);  // a mixed one
+  const Program one = compile(c, opts(7, 1));
+  EXPECT_EQ(one.h.attn_min_chunk, 0);
+  EXPECT_EQ(one.h.opt_attn_min_chunk, 0);
+  CompileOptions bad = opts(7, 8);
+  bad.attn_min_chunk = -2;
+  EXPECT_THROW(compile(c, bad), Error);
+}
+
 // --- buffers & partition --------------------------------------------------------
 
 // The KV arena: pages_per_seq x the batch by default; kv_sequences or
