@@ -30,9 +30,9 @@ namespace keel::engine {
 /// cache, or null) with pages from `pool`. `smaller`: decode Programs of fewer
 /// sequences on the same weights and cache, by batch ascending; the decode run
 /// takes the first that holds the launch's sequences (RunResult::program_batch),
-/// so a lone sequence does not pay for a wide batch's step. With `reuse`, a prompt starts after
-/// the positions the cache holds (not for runs that capture logits: they need
-/// every position's). On return seqs[k].kv_filled = the positions of its
+/// so a lone sequence does not pay for a wide batch's step. With `reuse`, a
+/// prompt starts after the positions the cache holds (not for runs that
+/// capture logits: they need every position's). On return seqs[k].kv_filled = the positions of its
 /// prompt that came from the cache. RunResult::ms and first_token_ms include
 /// the prefill runs; steps and tasks_run add up every run. Exec:
 /// exec::cpu::CpuExecutor or exec::cuda::ProgramExecutor (copy_kv_pages(), and
