@@ -61,13 +61,22 @@ def main():
 
     os.makedirs(a.out, exist_ok=True)
     ckpt = os.path.join(a.out, "yarn-qwen3")
-    cfg = AutoConfig.for_model(
-        "qwen3", vocab_size=512, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=128, max_position_embeddings=131072,
-        rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
-        rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768})
-    rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
-    if rope.get("rope_type", rope.get("type")) != "yarn":
+    dims = dict(vocab_size=512, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, head_dim=128, max_position_embeddings=131072, rms_norm_eps=1e-6,
+                tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
+    yarn = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}
+
+    def rope_of(c):
+        r = getattr(c, "rope_parameters", None) or getattr(c, "rope_scaling", None) or {}
+        return r.get("rope_type", r.get("type"))
+
+    # transformers 4 takes rope_scaling (and rope_theta); 5 takes rope_parameters
+    # (rope_theta inside) and may still map the former.
+    cfg = AutoConfig.for_model("qwen3", rope_theta=1000000.0, rope_scaling=dict(yarn), **dims)
+    if rope_of(cfg) != "yarn":
+        cfg = AutoConfig.for_model("qwen3", rope_parameters=dict(yarn, rope_theta=1000000.0), **dims)
+    if rope_of(cfg) != "yarn":
+        rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None)
         print(f"yarn_check: this transformers did not take the YaRN rope_scaling: {rope}")
         return 1
     torch.manual_seed(a.seed)
@@ -91,7 +100,14 @@ def main():
     t0 = time.time()
     ref_model = AutoModelForCausalLM.from_pretrained(ckpt, torch_dtype=torch.float32, attn_implementation="sdpa").cuda()
     with torch.no_grad():
-        ref = ref_model(ids[None].cuda()).logits[0].float().cpu().numpy()
+        # The fused fp32 sdpa kernel (no 40K x 40K score matrix); the math one if it refuses.
+        torch.backends.cuda.enable_math_sdp(False)
+        try:
+            ref = ref_model(ids[None].cuda()).logits[0].float().cpu().numpy()
+        except RuntimeError as e:
+            print(f"yarn_check: fused sdpa refused ({str(e)[:120]}); the math kernel instead")
+            torch.backends.cuda.enable_math_sdp(True)
+            ref = ref_model(ids[None].cuda()).logits[0].float().cpu().numpy()
     print(f"yarn_check: transformers fp32 forward of {a.positions} positions in {time.time() - t0:.1f} s")
     del ref_model
     torch.cuda.empty_cache()
