@@ -5,7 +5,7 @@
 # context 512), runs the PyTorch CUDA-graph peer, and prints one table. Logs go
 # under $OUT. Binaries and fixtures come from the carried folder .device/
 # (scripts/device_pack.sh fills it on the build machine).
-#   usage: scripts/device_run.sh [tests|bench|peer|batch|longctx|serve|chunks|yarn|cli|smollm2|ab|trace|micro|all]...
+#   usage: scripts/device_run.sh [tests|bench|peer|batch|longctx|serve|chunks|diag|yarn|cli|smollm2|ab|trace|micro|all]...
 # batch: decode ms/step of Llama-3.2-1B and Qwen3-8B shapes at batch 1, 8, 16,
 # 32, 64 (context 512; $KEEL_BATCHES overrides the list) beside the PyTorch
 # CUDA-graph peer (tools/peer_graph.py MODEL 512 BATCH) in one table, and the
@@ -263,6 +263,13 @@ if [[ " $what " == *" chunks "* ]]; then
       done
     done
   done | tee "$OUT/chunks.log"
+fi
+
+# diag: the disabled GPU diagnoses (test_program_gpu's DISABLED_*: O-proj in
+# k-slices, each task alone and the whole Program). Not part of `all`.
+if [[ " $what " == *" diag "* ]]; then
+  timeout 300 "$D/test_program_gpu" --gtest_filter='*DISABLED_*' --gtest_also_run_disabled_tests 2>&1 |
+    grep -E "figures|FAILED|PASSED|Failure" | tee "$OUT/diag.log"
 fi
 
 # yarn: issue 13's YaRN check: keel's logits past position 40000 against
