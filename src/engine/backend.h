@@ -42,9 +42,11 @@ struct GenerateResult {
   /// Prompt positions whose K/V an earlier run left in the cache and this one
   /// did not compute again (prefix reuse: engine/kv_pages.h).
   int64_t cached_tokens = 0;
-  /// Sequences of the Program it decoded on (cpu, cuda: the smallest of the
-  /// backend's decode Programs that held its launch); 0: not said.
+  /// Sequences and positions of the Program it decoded on (cpu, cuda: the
+  /// first of the backend's decode Programs that held its launch, by batch
+  /// and then context: engine::decode_variants); 0: not said.
   int program_batch = 0;
+  int64_t program_context = 0;
 };
 
 /// Called with each generated token; return false to stop generation early.
@@ -70,10 +72,14 @@ class Backend {
   /// Sequences one launch runs together (the compiled Program's batch); 1 for
   /// a backend that runs one sequence at a time.
   virtual int max_batch() const { return 1; }
-  /// The batches of the decode Programs a launch may run on, ascending (the
-  /// smallest that holds a launch's requests decodes them); the last is
-  /// max_batch().
-  virtual std::vector<int> decode_batches() const { return {max_batch()}; }
+  /// The decode Programs a launch may run on, in the order it tries them (the
+  /// first that holds its requests and their positions decodes them: fewer
+  /// sequences, or a shorter context, than the backend's own, which is last).
+  struct DecodeProgram {
+    int batch = 1;
+    int64_t context = 0;
+  };
+  virtual std::vector<DecodeProgram> decode_programs() const { return {{max_batch(), max_context()}}; }
   /// Runs several requests and returns one result per request, in order. The
   /// cpu and cuda backends run up to max_batch() of them together in one
   /// launch (each weight byte read once per step for all of them); the

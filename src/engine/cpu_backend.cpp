@@ -24,15 +24,11 @@ CpuBackend::CpuBackend(const model::Model& m, const CpuBackendOptions& opt) : mo
   exec_ = std::make_unique<exec::cpu::CpuExecutor>(program_, m);
   pages_ = std::make_unique<KvPagePool>(program_.h.n_pages, program_.h.page_size, program_.h.pages_per_seq);
   prefix_reuse_ = opt.prefix_reuse;
-  if (opt.small_batches) {
-    compiler::CompileOptions so = co;
-    so.kv_pages = program_.h.n_pages;  // the decode Program's cache, shared
-    for (int b : smaller_batches(program_.h.batch)) {
-      so.batch = b;
-      small_programs_.push_back(std::make_unique<program::Program>(compiler::compile(m.config, so)));
-      small_.push_back(std::make_unique<exec::cpu::CpuExecutor>(*small_programs_.back(), m, exec_.get()));
-      small_ptrs_.push_back(small_.back().get());
-    }
+  // Decode Programs of fewer sequences or positions on the same cache (decode_variants).
+  for (program::Program& q : decode_variants(m.config, program_, co, opt.small_batches)) {
+    small_programs_.push_back(std::make_unique<program::Program>(std::move(q)));
+    small_.push_back(std::make_unique<exec::cpu::CpuExecutor>(*small_programs_.back(), m, exec_.get()));
+    small_ptrs_.push_back(small_.back().get());
   }
   if (std::min<int64_t>(opt.prefill_chunk, program_.h.max_context - 1) > 1) {
     co.kv_pages = program_.h.n_pages;  // the decode Program's cache, shared
@@ -62,8 +58,16 @@ exec::RunResult CpuBackend::run(std::vector<exec::Sequence>& seqs, const exec::R
 
 std::vector<int> CpuBackend::small_batches() const {
   std::vector<int> b;
-  for (const auto& p : small_programs_) b.push_back(p->h.batch);
+  for (const auto& p : small_programs_)
+    if (p->h.batch < program_.h.batch && std::find(b.begin(), b.end(), p->h.batch) == b.end()) b.push_back(p->h.batch);
   return b;
+}
+
+std::vector<Backend::DecodeProgram> CpuBackend::decode_programs() const {
+  std::vector<DecodeProgram> d;
+  for (const auto& p : small_programs_) d.push_back({p->h.batch, p->h.max_context});
+  d.push_back({program_.h.batch, program_.h.max_context});
+  return d;
 }
 
 }  // namespace keel::engine

@@ -56,11 +56,7 @@ class CpuBackend : public ProgramBackend {
   const program::Program* mixed_program() const { return mixed_ ? &mixed_program_ : nullptr; }
   /// The batches of the smaller decode Programs (CpuBackendOptions::small_batches), ascending.
   std::vector<int> small_batches() const;
-  std::vector<int> decode_batches() const override {
-    std::vector<int> b = small_batches();
-    b.push_back(max_batch());
-    return b;
-  }
+  std::vector<DecodeProgram> decode_programs() const override;
 
  private:
   exec::RunResult run(std::vector<exec::Sequence>& seqs, const exec::RunOptions& ro) override;

@@ -53,20 +53,21 @@ CudaBackend::CudaBackend(const model::Model& m, const CudaBackendOptions& opt) {
   // The target itself, not the decode Program's plan of it (its ring for its
   // batch): the other Programs plan their own.
   const compiler::Target target = recompiled_ ? exec::cuda::device_target(opt.device) : co.target;
-  if (opt.small_batches) {
+  // Decode Programs of fewer sequences or positions on the same weights and
+  // cache (decode_variants); one that does not fit the device is left out.
+  {
     compiler::CompileOptions so = compiler::options_of(p);
     so.target = target;
     so.attn_chunks = 0;
-    so.kv_sequences = 0;
-    so.kv_pages = p.h.n_pages;  // the decode Program's cache, shared
-    for (int b : smaller_batches(p.h.batch)) {
-      so.batch = b;
+    for (program::Program& q : decode_variants(cfg, p, so, opt.small_batches)) {
+      const int b = q.h.batch;
+      const int64_t ctx = q.h.max_context;
       try {
-        small_.push_back(std::make_unique<ProgramExecutor>(compiler::compile(cfg, so), *exec_, eo, true));
+        small_.push_back(std::make_unique<ProgramExecutor>(std::move(q), *exec_, eo, true));
         small_ptrs_.push_back(small_.back().get());
       } catch (const Error& e) {
-        std::fprintf(stderr, "cuda backend: no decode Program of %d sequences (%s); launches of fewer run on the "
-                     "next larger\n", b, e.what());
+        std::fprintf(stderr, "cuda backend: no decode Program of %d sequences and %lld positions (%s); its launches "
+                     "run on the next\n", b, (long long)ctx, e.what());
       }
     }
   }
@@ -122,8 +123,17 @@ exec::RunResult CudaBackend::run(std::vector<exec::Sequence>& seqs, const exec::
 
 std::vector<int> CudaBackend::small_batches() const {
   std::vector<int> b;
-  for (const auto& e : small_) b.push_back(e->program().h.batch);
+  for (const auto& e : small_)
+    if (e->program().h.batch < max_batch() && std::find(b.begin(), b.end(), e->program().h.batch) == b.end())
+      b.push_back(e->program().h.batch);
   return b;
+}
+
+std::vector<Backend::DecodeProgram> CudaBackend::decode_programs() const {
+  std::vector<DecodeProgram> d;
+  for (const auto& e : small_) d.push_back({e->program().h.batch, e->program().h.max_context});
+  d.push_back({max_batch(), max_context()});
+  return d;
 }
 
 int64_t CudaBackend::vocab() const { return exec_->program().h.vocab; }

@@ -83,11 +83,7 @@ class CudaBackend : public ProgramBackend {
   exec::cuda::ProgramExecutor* mixed_executor() { return mixed_.get(); }
   /// The batches of the smaller decode Programs (CudaBackendOptions::small_batches), ascending.
   std::vector<int> small_batches() const;
-  std::vector<int> decode_batches() const override {
-    std::vector<int> b = small_batches();
-    b.push_back(max_batch());
-    return b;
-  }
+  std::vector<DecodeProgram> decode_programs() const override;
   /// True when the Program compiled for opt.target did not fit the device and
   /// was recompiled for it (same options).
   bool recompiled() const { return recompiled_; }

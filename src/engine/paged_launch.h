@@ -27,12 +27,14 @@ namespace keel::engine {
 
 /// Runs `seqs` (each with its prompt, max_new and sampling; at most the decode
 /// Program's batch) on `decode` (and `prefill` and `mixed`, which share its
-/// cache, or null) with pages from `pool`. `smaller`: decode Programs of fewer
-/// sequences on the same weights and cache, by batch ascending; the decode run
-/// takes the first that holds the launch's sequences (RunResult::program_batch),
-/// so a lone sequence does not pay for a wide batch's step. With `reuse`, a
-/// prompt starts after the positions the cache holds (not for runs that
-/// capture logits: they need every position's). On return seqs[k].kv_filled = the positions of its
+/// cache, or null) with pages from `pool`. `smaller`: other decode Programs on
+/// the same weights and cache (fewer sequences, or fewer positions), in the
+/// order to try them (engine::decode_variants); the decode run takes the
+/// first that holds the launch's sequences and their positions (prompt and
+/// max_new), else `decode` (RunResult::program_batch, program_context): a lone
+/// sequence does not pay for a wide batch's step, nor a short one for a long
+/// context's plan. With `reuse`, a prompt starts after the positions the
+/// cache holds (not for runs that capture logits: they need every position's). On return seqs[k].kv_filled = the positions of its
 /// prompt that came from the cache. RunResult::ms and first_token_ms include
 /// the prefill runs; steps and tasks_run add up every run. Exec:
 /// exec::cpu::CpuExecutor or exec::cuda::ProgramExecutor (copy_kv_pages(), and
@@ -144,14 +146,24 @@ exec::RunResult run_paged(Exec& decode, Exec* prefill, Exec* mixed, std::span<Ex
     if (!stopped && !ready.empty()) {
       std::vector<exec::Sequence> run_seqs;
       for (size_t j : ready) run_seqs.push_back(live[j]);
+      int64_t positions = 0;  // the most any sequence of the run may hold
+      for (const exec::Sequence& s : run_seqs)
+        positions = std::max<int64_t>(positions, std::min<int64_t>(int64_t(s.prompt.size()) + s.max_new, h.max_context));
       Exec* on = &decode;
       for (Exec* e : smaller) {
-        if (int64_t(e->program().h.batch) >= int64_t(ready.size())) {
+        const auto& eh = e->program().h;
+        if (int64_t(eh.batch) >= int64_t(ready.size()) && int64_t(eh.max_context) >= positions) {
           on = e;
           break;
         }
       }
       r.program_batch = int(on->program().h.batch);
+      r.program_context = on->program().h.max_context;
+      // A shorter context's page-table rows: the pages past them hold
+      // positions beyond every sequence's last (the lease pads to the pool's).
+      for (exec::Sequence& s : run_seqs)
+        if (!s.pages.empty() && int64_t(s.pages.size()) > int64_t(on->program().h.pages_per_seq))
+          s.pages.resize(size_t(on->program().h.pages_per_seq));
       const exec::RunResult rd = run_on(*on, ready, run_seqs, 0);
       for (size_t i = 0; i < ready.size(); ++i) r.seqs[ready[i]].stop = rd.seqs[i].stop;
     }

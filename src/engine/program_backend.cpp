@@ -2,9 +2,11 @@
 #include "engine/program_backend.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "core/error.h"
 #include "program/rules.h"
+#include "program/smem_plan.h"
 
 namespace keel::engine {
 
@@ -36,6 +38,7 @@ GenerateResult result_of(const exec::RunResult& r, bool stopped, size_t seq) {
   g.logprobs = r.seqs[seq].logprobs;
   g.prefill_ms = r.first_token_ms;
   g.program_batch = r.program_batch;
+  g.program_context = r.program_context;
   const size_t n = g.output.size();
   g.decode_ms_per_token = n > 1 ? (r.ms - r.first_token_ms) / double(n - 1) : 0;
   const program::StopReason why = r.seqs[seq].stop;
@@ -49,6 +52,31 @@ std::vector<int> smaller_batches(int batch) {
   std::vector<int> b;
   for (int n = 1; n < batch; n *= 2) b.push_back(n);
   return b;
+}
+
+std::vector<program::Program> decode_variants(const model::ModelConfig& cfg, const program::Program& p,
+                                              compiler::CompileOptions so, bool small_batches) {
+  std::vector<program::Program> out;
+  so.kv_sequences = 0;
+  so.kv_pages = p.h.n_pages;  // p's cache, shared
+  so.prefill_chunk = 0;
+  so.decode_lanes = 0;
+  std::vector<int> batches = small_batches ? smaller_batches(p.h.batch) : std::vector<int>{};
+  batches.push_back(p.h.batch);
+  for (int b : batches) {
+    so.batch = b;
+    so.max_context = p.h.max_context;
+    std::optional<program::Program> full;
+    if (b != p.h.batch) full = compiler::compile(cfg, so);
+    const program::ProgramHeader& fh = full ? full->h : p.h;
+    if (p.h.max_context > kShortContext && program::attn_may_stream(fh)) {
+      so.max_context = kShortContext;
+      program::Program s = compiler::compile(cfg, so);
+      if (!program::attn_may_stream(s.h)) out.push_back(std::move(s));
+    }
+    if (full) out.push_back(std::move(*full));
+  }
+  return out;
 }
 
 int kv_pages_of_tokens(int64_t kv_tokens, int page_size) {

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "compiler/compiler.h"
 #include "engine/backend.h"
 #include "engine/kv_pages.h"
 #include "exec/common/run.h"
@@ -46,6 +47,20 @@ int kv_pages_of_tokens(int64_t kv_tokens, int page_size);
 /// The smaller decode Programs a backend of `batch` sequences keeps beside its
 /// own (BackendConfig::small_batches): 1, 2, 4, ... below `batch`.
 std::vector<int> smaller_batches(int batch);
+/// Positions of the short-context decode Programs (decode_variants).
+inline constexpr int kShortContext = 4096;
+/// The decode Programs a backend keeps beside its own `p`, compiled with `so`
+/// (the options p was compiled with, on the target the others plan for), in
+/// the order a launch tries them (run_paged: the first that holds its
+/// sequences and their positions): for each batch of smaller_batches(p's)
+/// (with `small_batches`) and p's own, first a Program of kShortContext
+/// positions when one of that batch and p's context reserves attn_stream's
+/// staging buffer and one of kShortContext does not (program::attn_may_stream:
+/// its ring keeps the third stage, 2.5-4% a step at batch 1 on an H200, so a
+/// conversation that stays short does not pay for the full context's plan),
+/// then (below p's batch) one of p's context. All share p's KV cache pages.
+std::vector<program::Program> decode_variants(const model::ModelConfig& cfg, const program::Program& p,
+                                              compiler::CompileOptions so, bool small_batches);
 /// score(): the ids as a prompt with one token to generate (its logits are
 /// captured at every position); checks the prompt bound, naming `who`.
 exec::Sequence score_sequence(std::span<const int32_t> ids, int64_t max_context, const char* who);

@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "engine/backends.h"
 #include "engine/cpu_backend.h"
+#include "common/variant_model.h"
 #include "program/rules.h"
 
 namespace keel::engine {
@@ -200,6 +201,55 @@ TEST(Backends, ALaunchDecodesOnTheSmallestProgramThatHoldsIt) {
   const GenerateResult alone = buckets->generate(reqs[0], nullptr);
   EXPECT_EQ(alone.program_batch, 1);
   EXPECT_EQ(alone.output, one->generate(reqs[0], nullptr).output);
+}
+
+// A backend of a long context also holds decode Programs of kShortContext
+// positions (where the long one reserves attn_stream's staging buffer and the
+// short one does not: the GPU's ring keeps a stage), tried first: a launch
+// whose prompts and max_tokens fit decodes on one (the tokens of a backend of
+// that context), a longer one on the full context's.
+TEST(Backends, AShortLaunchDecodesOnTheShortContextProgram) {
+  testing::VariantModel v = testing::load_variant(std::string(KEEL_SHARED_DIR) + "/fixtures/tiny-qwen3",
+                                                  [](nlohmann::json& c) { c["max_position_embeddings"] = 8192; });
+  const model::Model& m = v.model;
+  BackendConfig c;
+  c.max_context = 8192;
+  c.workers = 1;        // one order of the split-K adds (BatchEqualsEachAlone)
+  c.prefill_chunk = 32;  // (prompts through a prefill Program: quicker)
+  c.mixed_prefill = 0;
+  c.batch = 2;
+  auto both = make_backend("cpu", m, c);
+  const std::vector<Backend::DecodeProgram> d = both->decode_programs();
+  ASSERT_EQ(d.size(), 4u);
+  EXPECT_EQ(std::make_pair(d[0].batch, d[0].context), std::make_pair(1, int64_t(kShortContext)));
+  EXPECT_EQ(std::make_pair(d[1].batch, d[1].context), std::make_pair(1, int64_t(8192)));
+  EXPECT_EQ(std::make_pair(d[2].batch, d[2].context), std::make_pair(2, int64_t(kShortContext)));
+  EXPECT_EQ(std::make_pair(d[3].batch, d[3].context), std::make_pair(2, int64_t(8192)));
+  c.batch = 1;
+  auto long_one = make_backend("cpu", m, c);
+  c.max_context = kShortContext;
+  auto short_one = make_backend("cpu", m, c);
+  EXPECT_EQ(short_one->decode_programs().size(), 1u);  // nothing shorter to add
+
+  GenerateRequest shortr, longr;
+  shortr.prompt = testing::random_ids(40, m.config.vocab, 5);
+  shortr.max_tokens = 24;
+  longr.prompt = testing::random_ids(4050, m.config.vocab, 6);
+  longr.max_tokens = 60;  // 4110 positions: past the short Programs
+  const GenerateResult s = both->generate(shortr, nullptr), l = both->generate(longr, nullptr);
+  EXPECT_EQ(s.program_batch, 1);
+  EXPECT_EQ(s.program_context, kShortContext);
+  EXPECT_EQ(s.output, short_one->generate(shortr, nullptr).output);
+  EXPECT_EQ(l.program_batch, 1);
+  EXPECT_EQ(l.program_context, 8192);
+  EXPECT_EQ(l.output, long_one->generate(longr, nullptr).output);
+  // Two requests, one short and one long: the Program of 2 and the full context.
+  const std::vector<GenerateRequest> two = {shortr, longr};
+  const std::vector<GenerateResult> t = both->generate_batch(two, nullptr);
+  EXPECT_EQ(t[0].program_context, 8192);
+  EXPECT_EQ(t[0].program_batch, 2);
+  EXPECT_EQ(t[0].output, s.output);
+  EXPECT_EQ(t[1].output, l.output);
 }
 
 // The context end: a sequence never holds more than max_context tokens, on

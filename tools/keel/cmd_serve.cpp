@@ -114,17 +114,18 @@ int run_serve(const ServeArgs& a) {
       std::fprintf(stderr, "keel serve: --max-batch %d: the %s backend runs one sequence at a time (cpu and cuda run "
                    "batches); serving one request at a time\n", a.max_batch, std::string(sm.backend->name()).c_str());
     std::string programs;
-    for (int b : sm.backend->decode_batches()) programs += (programs.empty() ? "" : ", ") + std::to_string(b);
+    for (const engine::Backend::DecodeProgram& d : sm.backend->decode_programs())
+      programs += (programs.empty() ? "" : ", ") + std::to_string(d.batch) + " x " + std::to_string(d.context);
     const std::string runs = batch > 1 ? "up to " + std::to_string(batch) + " requests per batch (requests join "
-                                         "and leave between steps; decode Programs of " + programs +
-                                         " sequences, a launch on the smallest that holds it)"
+                                         "and leave between steps)"
                                        : std::string("one request at a time");
     std::fprintf(stderr, "keel serve: serving '%s' (%s backend, context %lld tokens, chat: %s) on http://%s:%d; "
-                 "%s, %zu may wait\n",
+                 "%s, %zu may wait; decode Programs (sequences x positions, the first that holds a launch runs "
+                 "it): %s\n",
                  sm.card.name.c_str(), std::string(sm.backend->name()).c_str(), (long long)sm.backend->max_context(),
                  sm.tokenizer->has_chat_template() ? "the checkpoint's template"
                  : sm.tokenizer->chat_format() != tokenizer::ChatFormat::None ? "built-in format" : "none (plain)",
-                 a.host.c_str(), port, runs.c_str(), a.queue);
+                 a.host.c_str(), port, runs.c_str(), a.queue, programs.c_str());
     server.set_model(std::move(served));
   } catch (...) {
     server.request_shutdown(true);

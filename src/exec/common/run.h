@@ -90,9 +90,11 @@ struct RunResult {
   uint64_t tasks_run = 0;
   double ms = 0;
   double first_token_ms = 0;          // time until some sequence emitted its first token
-  /// Sequences of the Program the decoding ran on (engine::run_paged picks the
-  /// smallest of a backend's decode Programs that holds the launch); 0: not said.
+  /// Sequences and positions of the Program the decoding ran on
+  /// (engine::run_paged picks the first of a backend's decode Programs that
+  /// holds the launch); 0: not said.
   int program_batch = 0;
+  int64_t program_context = 0;
 };
 
 }  // namespace keel::exec

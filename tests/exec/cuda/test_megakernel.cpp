@@ -17,6 +17,7 @@
 
 #include <filesystem>
 
+#include "common/variant_model.h"
 #include "compiler/compiler.h"
 #include "core/dtype.h"
 #include "core/error.h"
@@ -409,6 +410,40 @@ TEST(CudaBackend, ALaunchDecodesOnTheSmallestProgramThatHoldsIt) {
       EXPECT_TRUE(agree(got[i], want[i])) << n << " requests, request " << i << "\n" << show(got[i], want[i]);
     }
   }
+}
+
+// A long-context backend also holds decode Programs of engine::kShortContext
+// positions (no attn_stream staging buffer: the ring keeps its third stage);
+// a launch that fits one decodes on it, a longer one on the full context's;
+// the tokens are those of batch-1 backends of the two contexts (agree()).
+TEST(CudaBackend, AShortLaunchDecodesOnTheShortContextProgram) {
+  SKIP_WITHOUT_GPU();
+  keel::testing::VariantModel v = keel::testing::load_variant(
+      shared_dir() + "/fixtures/tiny-qwen3", [](nlohmann::json& c) { c["max_position_embeddings"] = 8192; });
+  const model::Model& m = v.model;
+  engine::BackendConfig c;
+  c.max_context = 8192;
+  c.batch = 2;
+  auto both = engine::make_backend("cuda", m, c);
+  ASSERT_EQ(both->decode_programs().size(), 4u);
+  EXPECT_EQ(both->decode_programs()[0].context, engine::kShortContext);
+  c.batch = 1;
+  auto long_one = engine::make_backend("cuda", m, c);
+  c.max_context = engine::kShortContext;
+  auto short_one = engine::make_backend("cuda", m, c);
+  engine::GenerateRequest shortr, longr;
+  shortr.prompt = keel::testing::random_ids(40, m.config.vocab, 5);
+  shortr.max_tokens = 24;
+  shortr.logprobs = true;
+  longr.prompt = keel::testing::random_ids(4050, m.config.vocab, 6);
+  longr.max_tokens = 60;
+  longr.logprobs = true;
+  const auto s = both->generate(shortr, {}), l = both->generate(longr, {});
+  EXPECT_EQ(s.program_context, engine::kShortContext);
+  EXPECT_EQ(l.program_context, 8192);
+  const auto ws = short_one->generate(shortr, {}), wl = long_one->generate(longr, {});
+  EXPECT_TRUE(agree(s, ws)) << show(s, ws);
+  EXPECT_TRUE(agree(l, wl)) << show(l, wl);
 }
 
 // Full-width Qwen3-8B matrices (hidden 4096, intermediate 12288, 32/8 heads,
