@@ -157,6 +157,26 @@ void BatchRunner::step(const std::function<bool()>& waiting) {
       all = std::move(near);
     }
   }
+  // A backend's shorter-context decode Program (engine::decode_variants: the
+  // full context's reserves attention's staging buffer) runs a launch only
+  // when every job's prompt and max_tokens fit it. While every prompt does,
+  // the jobs that would outgrow it stop at its context (a horizon, as above),
+  // so the launch starts on it; the next launch goes on with the full one.
+  for (const engine::Backend::DecodeProgram& d : backend_.decode_programs()) {
+    if (d.batch < int(n)) continue;
+    if (d.context >= backend_.max_context()) break;  // the first that holds n jobs is the full context's
+    bool fit = true;
+    for (size_t k = 0; k < n; ++k) fit &= int64_t(all[k].prompt.size()) + 1 < d.context;
+    if (!fit) break;
+    for (size_t k = 0; k < n; ++k) {
+      const int64_t room = d.context - int64_t(all[k].prompt.size());
+      if (all[k].max_tokens > room) {
+        all[k].max_tokens = int32_t(room);
+        horizon[k] = std::min(horizon[k], int64_t(jobs_[k].generated.size()) + room);
+      }
+    }
+    break;
+  }
   const size_t held = jobs_.size() - n;
   peak_jobs_ = std::max(peak_jobs_, int64_t(n));
   std::vector<engine::GenerateRequest> reqs(std::make_move_iterator(all.begin()),

@@ -8,7 +8,9 @@
 #include <iostream>
 #include <thread>
 
+#include "common/variant_model.h"
 #include "engine/backends.h"
+#include "engine/program_backend.h"
 #include "model/model.h"
 #include "serve/api.h"
 #include "serve/replies.h"
@@ -651,6 +653,56 @@ TEST(ServeScheduler, JobsLeaseKvPagesAsTheyGrow) {
       EXPECT_EQ(batch->peak_jobs(), 2);
     }
   }
+}
+
+// A long-context backend's decode Programs of engine::kShortContext positions
+// take a launch only when every job's prompt and max_tokens fit them: a job
+// that would outgrow them stops at their context (a horizon) and goes on in a
+// second launch on the full context's Program, with the tokens a batch-1
+// backend gives it in one run (the full context's Program throughout).
+TEST(ServeScheduler, JobsStartOnTheShortContextProgram) {
+  testing::VariantModel v = testing::load_variant(std::string(KEEL_SHARED_DIR) + "/fixtures/tiny-qwen3",
+                                                  [](json& c) { c["max_position_embeddings"] = 8192; });
+  engine::BackendConfig cfg;
+  cfg.max_context = 8192;
+  cfg.workers = 1;        // one order of the split-K adds
+  cfg.prefill_chunk = 32;
+  cfg.mixed_prefill = 0;
+  cfg.batch = 2;
+  ServedModel m;
+  m.tokenizer = std::make_unique<tokenizer::Tokenizer>(
+      tokenizer::Tokenizer::load(std::string(KEEL_SHARED_DIR) + "/models/qwen3-tokenizer"));
+  m.vocab = v.model.config.vocab;
+  m.eos_ids = {2};
+  m.backend = engine::make_backend("cpu", v.model, cfg);
+  ASSERT_EQ(m.backend->decode_programs().at(2).context, engine::kShortContext);  // 1x4096, 1x8192, 2x4096, 2x8192
+  json ids = json::array();
+  for (int32_t t : testing::random_ids(40, m.vocab, 9)) ids.push_back(t);
+  const json body = {{"prompt", ids}, {"max_tokens", 4100}, {"temperature", 0.0}, {"ignore_eos", true}};
+  auto runner = std::make_unique<BatchRunner>(*m.backend, 2);
+  BatchRunner* batch = runner.get();
+  Scheduler s(std::move(runner), 4);
+  auto job = make_job(parse_openai_completion(body), m);
+  ASSERT_EQ(s.submit(job), Scheduler::Admit::Queued);
+  const Event e = last_event(*job);
+  ASSERT_EQ(e.type, Event::Type::Done) << e.text;
+  s.wait_idle();
+  EXPECT_EQ(e.outcome.completion_tokens, 4100);
+  EXPECT_EQ(batch->launches(), 2) << "a horizon at " << engine::kShortContext << " positions";
+  // The same request on a batch-1 backend, one run on the 8192-position Program.
+  cfg.batch = 1;
+  ServedModel one;
+  one.tokenizer = std::make_unique<tokenizer::Tokenizer>(
+      tokenizer::Tokenizer::load(std::string(KEEL_SHARED_DIR) + "/models/qwen3-tokenizer"));
+  one.vocab = m.vocab;
+  one.eos_ids = m.eos_ids;
+  one.backend = engine::make_backend("cpu", v.model, cfg);
+  Scheduler serial(make_runner(*one.backend, 1), 4);
+  auto j1 = make_job(parse_openai_completion(body), one);
+  ASSERT_EQ(serial.submit(j1), Scheduler::Admit::Queued);
+  const Event e1 = last_event(*j1);
+  ASSERT_EQ(e1.type, Event::Type::Done) << e1.text;
+  EXPECT_EQ(e.outcome.text, e1.outcome.text);
 }
 
 }  // namespace
