@@ -98,13 +98,53 @@ void Job::fail(int status, const std::string& message) {
 
 // ---------------------------------------------------------- SerialRunner
 
+namespace {
+
+/// The context of `b`'s first decode Program that holds `n` sequences, when it
+/// is shorter than the backend's (engine::decode_variants: Programs of 4096
+/// positions where the full context's reserve attention's staging buffer);
+/// 0 otherwise.
+int64_t shorter_context(const engine::Backend& b, size_t n) {
+  for (const engine::Backend::DecodeProgram& d : b.decode_programs()) {
+    if (d.batch < int(n)) continue;
+    return d.context < b.max_context() ? d.context : 0;
+  }
+  return 0;
+}
+
+}  // namespace
+
 void SerialRunner::step(const std::function<bool()>&) {
   std::shared_ptr<Job> job = std::move(job_);
   job_.reset();
   if (!job) return;
   try {
-    engine::GenerateResult r = backend_.generate(job->request(), [&](int32_t t) { return job->on_token(t); });
-    job->finish(r);
+    auto on_token = [&](int32_t t) { return job->on_token(t); };
+    const engine::GenerateRequest& req = job->request();
+    // A request that would outgrow a shorter-context decode Program starts on
+    // it and goes on with the full context's from there (as BatchRunner's
+    // horizons do): the same tokens, the faster plan while it fits.
+    const int64_t ctx = shorter_context(backend_, 1), room = ctx - int64_t(req.prompt.size());
+    if (ctx > 0 && room > 1 && req.max_tokens > room) {
+      engine::GenerateRequest first = req;
+      first.max_tokens = int32_t(room);
+      engine::GenerateResult r = backend_.generate(first, on_token);
+      if (r.stop_reason == "max_tokens" && int64_t(r.output.size()) == room) {
+        engine::GenerateRequest rest = req;
+        rest.prompt.insert(rest.prompt.end(), r.output.begin(), r.output.end());
+        rest.max_tokens -= int32_t(r.output.size());
+        rest.draws_before += int32_t(r.output.size());
+        engine::GenerateResult more = backend_.generate(rest, on_token);
+        more.output.insert(more.output.begin(), r.output.begin(), r.output.end());
+        more.logprobs.insert(more.logprobs.begin(), r.logprobs.begin(), r.logprobs.end());
+        more.cached_tokens = r.cached_tokens;
+        more.prefill_ms = r.prefill_ms;
+        r = std::move(more);
+      }
+      job->finish(r);
+    } else {
+      job->finish(backend_.generate(req, on_token));
+    }
   } catch (const std::exception& e) {
     job->fail(500, std::string("generation failed: ") + e.what());
   }
@@ -162,20 +202,16 @@ void BatchRunner::step(const std::function<bool()>& waiting) {
   // when every job's prompt and max_tokens fit it. While every prompt does,
   // the jobs that would outgrow it stop at its context (a horizon, as above),
   // so the launch starts on it; the next launch goes on with the full one.
-  for (const engine::Backend::DecodeProgram& d : backend_.decode_programs()) {
-    if (d.batch < int(n)) continue;
-    if (d.context >= backend_.max_context()) break;  // the first that holds n jobs is the full context's
+  if (const int64_t ctx = shorter_context(backend_, n); ctx > 0) {
     bool fit = true;
-    for (size_t k = 0; k < n; ++k) fit &= int64_t(all[k].prompt.size()) + 1 < d.context;
-    if (!fit) break;
-    for (size_t k = 0; k < n; ++k) {
-      const int64_t room = d.context - int64_t(all[k].prompt.size());
+    for (size_t k = 0; k < n; ++k) fit &= int64_t(all[k].prompt.size()) + 1 < ctx;
+    for (size_t k = 0; fit && k < n; ++k) {
+      const int64_t room = ctx - int64_t(all[k].prompt.size());
       if (all[k].max_tokens > room) {
         all[k].max_tokens = int32_t(room);
         horizon[k] = std::min(horizon[k], int64_t(jobs_[k].generated.size()) + room);
       }
     }
-    break;
   }
   const size_t held = jobs_.size() - n;
   peak_jobs_ = std::max(peak_jobs_, int64_t(n));

@@ -705,5 +705,66 @@ TEST(ServeScheduler, JobsStartOnTheShortContextProgram) {
   EXPECT_EQ(e.outcome.text, e1.outcome.text);
 }
 
+/// Forwards to another backend, recording each generate() call's Program context.
+class RecordingBackend : public engine::Backend {
+ public:
+  explicit RecordingBackend(engine::Backend& b) : b_(b) {}
+  std::string_view name() const override { return b_.name(); }
+  int64_t max_context() const override { return b_.max_context(); }
+  int max_batch() const override { return b_.max_batch(); }
+  std::vector<DecodeProgram> decode_programs() const override { return b_.decode_programs(); }
+  int64_t cached_prefix(std::span<const int32_t> p) const override { return b_.cached_prefix(p); }
+  int64_t kv_pages_total() const override { return b_.kv_pages_total(); }
+  int64_t kv_pages_for(int64_t positions) const override { return b_.kv_pages_for(positions); }
+  engine::GenerateResult generate(const engine::GenerateRequest& r, const engine::TokenCallback& cb) override {
+    engine::GenerateResult g = b_.generate(r, cb);
+    contexts.push_back(g.program_context);
+    tokens.insert(tokens.end(), g.output.begin(), g.output.end());
+    return g;
+  }
+  std::vector<float> score(std::span<const int32_t> ids) override { return b_.score(ids); }
+  std::vector<int64_t> contexts;
+  std::vector<int32_t> tokens;  // every call's output, in order
+
+ private:
+  engine::Backend& b_;
+};
+
+// The same with one request at a time (SerialRunner, the default --max-batch
+// 1): two generate() calls, on the 4096-position Program and then on the full
+// context's, giving the tokens of one call on the full context's.
+TEST(ServeScheduler, ASerialJobStartsOnTheShortContextProgram) {
+  testing::VariantModel v = testing::load_variant(std::string(KEEL_SHARED_DIR) + "/fixtures/tiny-qwen3",
+                                                  [](json& c) { c["max_position_embeddings"] = 8192; });
+  engine::BackendConfig cfg;
+  cfg.max_context = 8192;
+  cfg.workers = 1;
+  cfg.prefill_chunk = 32;
+  auto inner = engine::make_backend("cpu", v.model, cfg);
+  ServedModel m;
+  m.tokenizer = std::make_unique<tokenizer::Tokenizer>(
+      tokenizer::Tokenizer::load(std::string(KEEL_SHARED_DIR) + "/models/qwen3-tokenizer"));
+  m.vocab = v.model.config.vocab;
+  m.eos_ids = {2};
+  m.backend = std::make_unique<RecordingBackend>(*inner);
+  auto* rec = static_cast<RecordingBackend*>(m.backend.get());
+  json ids = json::array();
+  for (int32_t t : testing::random_ids(40, m.vocab, 9)) ids.push_back(t);
+  const json body = {{"prompt", ids}, {"max_tokens", 4100}, {"temperature", 0.0}, {"ignore_eos", true}};
+  Scheduler s(make_runner(*m.backend, 1), 4);
+  auto job = make_job(parse_openai_completion(body), m);
+  ASSERT_EQ(s.submit(job), Scheduler::Admit::Queued);
+  const Event e = last_event(*job);
+  ASSERT_EQ(e.type, Event::Type::Done) << e.text;
+  s.wait_idle();
+  EXPECT_EQ(e.outcome.completion_tokens, 4100);
+  EXPECT_EQ(e.outcome.finish_reason, "length");
+  EXPECT_EQ(rec->contexts, (std::vector<int64_t>{engine::kShortContext, 8192}));
+  // One call on the full context's Program.
+  const engine::GenerateResult whole = inner->generate(make_job(parse_openai_completion(body), m)->request(), nullptr);
+  EXPECT_EQ(whole.program_context, 8192);
+  EXPECT_EQ(rec->tokens, whole.output);
+}
+
 }  // namespace
 }  // namespace keel::serve
