@@ -655,54 +655,66 @@ TEST(ServeScheduler, JobsLeaseKvPagesAsTheyGrow) {
   }
 }
 
+/// tiny-qwen3 at 8192 positions (past the 4096-position decode Programs of
+/// engine::decode_variants), served with the Qwen3 tokenizer, and a request of
+/// 40 prompt ids and 4100 greedy tokens: it outgrows those Programs.
+struct LongQwen {
+  testing::VariantModel v = testing::load_variant(std::string(KEEL_SHARED_DIR) + "/fixtures/tiny-qwen3",
+                                                  [](json& c) { c["max_position_embeddings"] = 8192; });
+  engine::BackendConfig config(int batch) const {
+    engine::BackendConfig cfg;
+    cfg.max_context = 8192;
+    cfg.workers = 1;  // one order of the split-K adds
+    cfg.prefill_chunk = 32;
+    cfg.mixed_prefill = 0;
+    cfg.batch = batch;
+    return cfg;
+  }
+  ServedModel served(std::unique_ptr<engine::Backend> backend) const {
+    ServedModel m;
+    m.tokenizer = std::make_unique<tokenizer::Tokenizer>(
+        tokenizer::Tokenizer::load(std::string(KEEL_SHARED_DIR) + "/models/qwen3-tokenizer"));
+    m.vocab = v.model.config.vocab;
+    m.eos_ids = {2};
+    m.backend = std::move(backend);
+    return m;
+  }
+  json body() const {
+    json ids = json::array();
+    for (int32_t t : testing::random_ids(40, v.model.config.vocab, 9)) ids.push_back(t);
+    return {{"prompt", ids}, {"max_tokens", 4100}, {"temperature", 0.0}, {"ignore_eos", true}};
+  }
+  /// The request through `runner`, to its end.
+  Event serve(ServedModel& m, std::unique_ptr<Runner> runner) const {
+    Scheduler s(std::move(runner), 4);
+    auto job = make_job(parse_openai_completion(body()), m);
+    EXPECT_EQ(s.submit(job), Scheduler::Admit::Queued);
+    Event e = last_event(*job);
+    s.wait_idle();
+    return e;
+  }
+};
+
 // A long-context backend's decode Programs of engine::kShortContext positions
 // take a launch only when every job's prompt and max_tokens fit them: a job
 // that would outgrow them stops at their context (a horizon) and goes on in a
 // second launch on the full context's Program, with the tokens a batch-1
 // backend gives it in one run (the full context's Program throughout).
 TEST(ServeScheduler, JobsStartOnTheShortContextProgram) {
-  testing::VariantModel v = testing::load_variant(std::string(KEEL_SHARED_DIR) + "/fixtures/tiny-qwen3",
-                                                  [](json& c) { c["max_position_embeddings"] = 8192; });
-  engine::BackendConfig cfg;
-  cfg.max_context = 8192;
-  cfg.workers = 1;        // one order of the split-K adds
-  cfg.prefill_chunk = 32;
-  cfg.mixed_prefill = 0;
-  cfg.batch = 2;
-  ServedModel m;
-  m.tokenizer = std::make_unique<tokenizer::Tokenizer>(
-      tokenizer::Tokenizer::load(std::string(KEEL_SHARED_DIR) + "/models/qwen3-tokenizer"));
-  m.vocab = v.model.config.vocab;
-  m.eos_ids = {2};
-  m.backend = engine::make_backend("cpu", v.model, cfg);
+  const LongQwen q;
+  ServedModel m = q.served(engine::make_backend("cpu", q.v.model, q.config(2)));
   ASSERT_EQ(m.backend->decode_programs().at(2).context, engine::kShortContext);  // 1x4096, 1x8192, 2x4096, 2x8192
-  json ids = json::array();
-  for (int32_t t : testing::random_ids(40, m.vocab, 9)) ids.push_back(t);
-  const json body = {{"prompt", ids}, {"max_tokens", 4100}, {"temperature", 0.0}, {"ignore_eos", true}};
   auto runner = std::make_unique<BatchRunner>(*m.backend, 2);
   BatchRunner* batch = runner.get();
-  Scheduler s(std::move(runner), 4);
-  auto job = make_job(parse_openai_completion(body), m);
-  ASSERT_EQ(s.submit(job), Scheduler::Admit::Queued);
-  const Event e = last_event(*job);
+  const Event e = q.serve(m, std::move(runner));
   ASSERT_EQ(e.type, Event::Type::Done) << e.text;
-  s.wait_idle();
   EXPECT_EQ(e.outcome.completion_tokens, 4100);
   EXPECT_EQ(batch->launches(), 2) << "a horizon at " << engine::kShortContext << " positions";
-  // The same request on a batch-1 backend, one run on the 8192-position Program.
-  cfg.batch = 1;
-  ServedModel one;
-  one.tokenizer = std::make_unique<tokenizer::Tokenizer>(
-      tokenizer::Tokenizer::load(std::string(KEEL_SHARED_DIR) + "/models/qwen3-tokenizer"));
-  one.vocab = m.vocab;
-  one.eos_ids = m.eos_ids;
-  one.backend = engine::make_backend("cpu", v.model, cfg);
-  Scheduler serial(make_runner(*one.backend, 1), 4);
-  auto j1 = make_job(parse_openai_completion(body), one);
-  ASSERT_EQ(serial.submit(j1), Scheduler::Admit::Queued);
-  const Event e1 = last_event(*j1);
-  ASSERT_EQ(e1.type, Event::Type::Done) << e1.text;
-  EXPECT_EQ(e.outcome.text, e1.outcome.text);
+  // The same request on a batch-1 backend, one generate() on the 8192-position Program.
+  auto one = engine::make_backend("cpu", q.v.model, q.config(1));
+  const engine::GenerateResult whole = one->generate(make_job(parse_openai_completion(q.body()), m)->request(), nullptr);
+  EXPECT_EQ(whole.program_context, 8192);
+  EXPECT_EQ(e.outcome.text, m.tokenizer->decode(whole.output));
 }
 
 /// Forwards to another backend, recording each generate() call's Program context.
@@ -734,34 +746,16 @@ class RecordingBackend : public engine::Backend {
 // 1): two generate() calls, on the 4096-position Program and then on the full
 // context's, giving the tokens of one call on the full context's.
 TEST(ServeScheduler, ASerialJobStartsOnTheShortContextProgram) {
-  testing::VariantModel v = testing::load_variant(std::string(KEEL_SHARED_DIR) + "/fixtures/tiny-qwen3",
-                                                  [](json& c) { c["max_position_embeddings"] = 8192; });
-  engine::BackendConfig cfg;
-  cfg.max_context = 8192;
-  cfg.workers = 1;
-  cfg.prefill_chunk = 32;
-  auto inner = engine::make_backend("cpu", v.model, cfg);
-  ServedModel m;
-  m.tokenizer = std::make_unique<tokenizer::Tokenizer>(
-      tokenizer::Tokenizer::load(std::string(KEEL_SHARED_DIR) + "/models/qwen3-tokenizer"));
-  m.vocab = v.model.config.vocab;
-  m.eos_ids = {2};
-  m.backend = std::make_unique<RecordingBackend>(*inner);
+  const LongQwen q;
+  auto inner = engine::make_backend("cpu", q.v.model, q.config(1));
+  ServedModel m = q.served(std::make_unique<RecordingBackend>(*inner));
   auto* rec = static_cast<RecordingBackend*>(m.backend.get());
-  json ids = json::array();
-  for (int32_t t : testing::random_ids(40, m.vocab, 9)) ids.push_back(t);
-  const json body = {{"prompt", ids}, {"max_tokens", 4100}, {"temperature", 0.0}, {"ignore_eos", true}};
-  Scheduler s(make_runner(*m.backend, 1), 4);
-  auto job = make_job(parse_openai_completion(body), m);
-  ASSERT_EQ(s.submit(job), Scheduler::Admit::Queued);
-  const Event e = last_event(*job);
+  const Event e = q.serve(m, make_runner(*m.backend, 1));
   ASSERT_EQ(e.type, Event::Type::Done) << e.text;
-  s.wait_idle();
   EXPECT_EQ(e.outcome.completion_tokens, 4100);
   EXPECT_EQ(e.outcome.finish_reason, "length");
   EXPECT_EQ(rec->contexts, (std::vector<int64_t>{engine::kShortContext, 8192}));
-  // One call on the full context's Program.
-  const engine::GenerateResult whole = inner->generate(make_job(parse_openai_completion(body), m)->request(), nullptr);
+  const engine::GenerateResult whole = inner->generate(make_job(parse_openai_completion(q.body()), m)->request(), nullptr);
   EXPECT_EQ(whole.program_context, 8192);
   EXPECT_EQ(rec->tokens, whole.output);
 }
