@@ -152,7 +152,8 @@ Build begin_build(const graph::Graph& g, const CompileOptions& opt_in) {
   // history over otherwise idle workers (batch 2: 16 (sequence, kv head)
   // pairs for 132 workers), so the old rule stays until measured. Never in
   // prefill lanes (their appending chunks must be tasks of their own).
-  if (!prefill)
+  // Batch 1 never (the CUDA decode kernels leave the even ranges out).
+  if (!prefill && o.batch > 1)
     h.attn_min_chunk = o.attn_min_chunk >= 0 ? o.attn_min_chunk
                        : o.batch >= CompileOptions::kAttnMinChunkBatch ? CompileOptions::kDefaultAttnMinChunk
                                               : 0;

@@ -73,7 +73,8 @@ struct CompileOptions {
   /// does it all). 0: off (attn_chunk_range: C - 1 chunks split the history,
   /// the last appends). -1: the compiler's choice, kDefaultAttnMinChunk for
   /// kAttnMinChunkBatch sequences or more, off for fewer (where the chunks
-  /// fill otherwise idle workers). Prefill and mixed Programs never have one.
+  /// fill otherwise idle workers). Prefill, mixed and batch-1 Programs never
+  /// have one (a given value is ignored there).
   int attn_min_chunk = -1;
   static constexpr int kDefaultAttnMinChunk = 1024;
   static constexpr int kAttnMinChunkBatch = 8;

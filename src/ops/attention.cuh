@@ -570,7 +570,7 @@ __device__ void attention(const DevProgram& P, const TaskDesc& t, int32_t task, 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t pos = bp<const SeqState>(P, t.buf[AttnSlots::kState])[b].pos;
   int64_t p0 = 0, p1 = 0;
-  ops::attention_positions(h, t, pos, &p0, &p1);
+  ops::attention_positions(h, t, pos, &p0, &p1, kMm);  // (batch-1 Programs have no minimum chunk)
   const uint16_t* raw = bp<const uint16_t>(P, t.buf[AttnSlots::kQkv]) + int64_t(b) * qkv_w(h);
   if (p0 <= pos && pos < p1) {  // k epilogue, then k and v into the cache at pos
     const uint16_t* k = raw + qkv_begin(h, 1) + kvh * hd;

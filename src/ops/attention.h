@@ -39,10 +39,12 @@ struct AttentionOperands {
 /// chunk (program::attn_chunk_range, or attn_even_range when the Program has
 /// a minimum chunk length), clipped to the sliding window when the task is
 /// flagged kFlagSlidingWindow (a chunk wholly outside it does nothing but take
-/// part in the merge). Every executor asks this one function.
+/// part in the merge). Every executor asks this one function. `even`: false
+/// where the Program cannot have a minimum chunk length (the CUDA decode
+/// kernels, which run batch-1 Programs only: the branch then compiles away).
 KEEL_HD void attention_positions(const program::ProgramHeader& h, const TaskDesc& t, int64_t pos, int64_t* p0,
-                                 int64_t* p1) {
-  if (h.attn_min_chunk > 0)
+                                 int64_t* p1, bool even = true) {
+  if (even && h.attn_min_chunk > 0)
     program::attn_even_range(pos, t.arg[AttentionOperands::kChunk], t.arg[AttentionOperands::kNChunks],
                              h.attn_min_chunk, p0, p1);
   else

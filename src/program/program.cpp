@@ -134,8 +134,9 @@ void Program::validate() const {
   // Even chunks put the appending chunk's history beside its append: only
   // decode lanes may (a prefill lane's other chunks read what its
   // sequence's appending chunks write in the same step).
-  KEEL_CHECK(hd.attn_min_chunk >= 0 && (hd.attn_min_chunk == 0 || lanes_per_seq(hd) == 1),
-             "program: attn_min_chunk ", hd.attn_min_chunk, " in the header (only decode Programs may have one)");
+  KEEL_CHECK(hd.attn_min_chunk >= 0 && (hd.attn_min_chunk == 0 || (lanes_per_seq(hd) == 1 && hd.batch > 1)),
+             "program: attn_min_chunk ", hd.attn_min_chunk,
+             " in the header (only decode Programs of several sequences may have one)");
   KEEL_CHECK(hd.step_counter < hd.n_counters, "program: step counter ", hd.step_counter,
              " out of range (", hd.n_counters, " counters)");
   // Every counter is signalled by some task or is an attention group's arrival

@@ -103,10 +103,11 @@ TEST(Fuse, UnfusableGraphIsAnError) {
 
 // The minimum attention chunk (attn_even_range): the compiler's choice is
 // kDefaultAttnMinChunk for decode Programs of 8 sequences or more and off
-// below, never in prefill or mixed Programs; a given value holds for any
-// decode Program; options_of keeps what was given, so a recompile is the same
-// Program; a batch-1 Program compiled by default keeps the former reserved
-// words' zeros.
+// below, never in prefill, mixed or batch-1 Programs (the CUDA decode kernels
+// leave the even ranges out); a given value holds for any decode Program of
+// several sequences; options_of keeps what was given, so a recompile is the
+// same Program; a batch-1 Program compiled by default keeps the former
+// reserved words' zeros.
 TEST(Compile, AttentionMinimumChunkRule) {
   const model::ModelConfig c = tiny(model::Arch::Qwen3);
   auto min_of = [&](int batch, int given, int prefill = 0, int decode_lanes = 0) {
@@ -123,7 +124,8 @@ TEST(Compile, AttentionMinimumChunkRule) {
   EXPECT_EQ(min_of(4, -1), 0);
   EXPECT_EQ(min_of(8, -1), CompileOptions::kDefaultAttnMinChunk);
   EXPECT_EQ(min_of(8, 0), 0);
-  EXPECT_EQ(min_of(1, 300), 300);
+  EXPECT_EQ(min_of(1, 300), 0);  // batch 1: never
+  EXPECT_EQ(min_of(2, 300), 300);
   EXPECT_EQ(min_of(8, 300), 300);
   EXPECT_EQ(min_of(1, -1, 16), 0);      // a prefill Program
   EXPECT_EQ(min_of(1, 300, 16, 4), 0);  // a mixed one

@@ -55,7 +55,7 @@ TEST_P(LongContext, LogitsMatchReference) {
   testing::VariantModel v = testing::load_variant(fixture_dir(lc.fixture), lc.edit);
   const model::Model& m = v.model;
   const int64_t V = m.config.vocab, ctx = 128;
-  for (const Shape& run : {Shape{7, 1, 0}, Shape{3, 3, 4}, Shape{5, 1, 9}, Shape{3, 3, 4, 16}, Shape{5, 1, 9, 7}}) {
+  for (const Shape& run : {Shape{7, 1, 0}, Shape{3, 3, 4}, Shape{5, 1, 9}, Shape{3, 3, 4, 16}, Shape{5, 2, 9, 7}}) {
     SCOPED_TRACE(cat(lc.name, " W", run.workers, " B", run.batch, " C", run.chunks, " min chunk ", run.min_chunk));
     compiler::CompileOptions o;
     o.workers = run.workers;

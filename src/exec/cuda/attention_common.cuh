@@ -140,7 +140,7 @@ __device__ __forceinline__ AttnSmem attn_smem(const DevProgram& P, const TaskDes
   int64_t* stash = reinterpret_cast<int64_t*>(reinterpret_cast<char*>(smem) + kv_off - 16);
   const int64_t len = (from_smem ? *stash : seq_pos(P, R, t.b0)) + 1;
   a.pos = len - 1;
-  ops::attention_positions(h, t, a.pos, &a.p0, &a.p1);
+  ops::attention_positions(h, t, a.pos, &a.p0, &a.p1, kMm);  // (batch-1 Programs have no minimum chunk)
   a.cur = reinterpret_cast<uint16_t*>(reinterpret_cast<char*>(smem) + kv_off);
   a.kv = a.cur + 2 * hd;
   const int64_t room = ops::attn_prefetch_room(int64_t(P.work_bytes), kv_off, hd);
