@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <functional>
 #include <iostream>
 #include <thread>
 
@@ -684,13 +685,17 @@ struct LongQwen {
     for (int32_t t : testing::random_ids(40, v.model.config.vocab, 9)) ids.push_back(t);
     return {{"prompt", ids}, {"max_tokens", 4100}, {"temperature", 0.0}, {"ignore_eos", true}};
   }
-  /// The request through `runner`, to its end.
-  Event serve(ServedModel& m, std::unique_ptr<Runner> runner) const {
+  /// The request through `runner`, to its end; `inspect` sees the runner
+  /// while the scheduler (its owner) still lives.
+  Event serve(ServedModel& m, std::unique_ptr<Runner> runner,
+              const std::function<void(const Runner&)>& inspect = {}) const {
+    const Runner& r = *runner;
     Scheduler s(std::move(runner), 4);
     auto job = make_job(parse_openai_completion(body()), m);
     EXPECT_EQ(s.submit(job), Scheduler::Admit::Queued);
     Event e = last_event(*job);
     s.wait_idle();
+    if (inspect) inspect(r);
     return e;
   }
 };
@@ -704,12 +709,13 @@ TEST(ServeScheduler, JobsStartOnTheShortContextProgram) {
   const LongQwen q;
   ServedModel m = q.served(engine::make_backend("cpu", q.v.model, q.config(2)));
   ASSERT_EQ(m.backend->decode_programs().at(2).context, engine::kShortContext);  // 1x4096, 1x8192, 2x4096, 2x8192
-  auto runner = std::make_unique<BatchRunner>(*m.backend, 2);
-  BatchRunner* batch = runner.get();
-  const Event e = q.serve(m, std::move(runner));
+  int64_t launches = 0;
+  const Event e = q.serve(m, std::make_unique<BatchRunner>(*m.backend, 2), [&](const Runner& r) {
+    launches = dynamic_cast<const BatchRunner&>(r).launches();
+  });
   ASSERT_EQ(e.type, Event::Type::Done) << e.text;
   EXPECT_EQ(e.outcome.completion_tokens, 4100);
-  EXPECT_EQ(batch->launches(), 2) << "a horizon at " << engine::kShortContext << " positions";
+  EXPECT_EQ(launches, 2) << "a horizon at " << engine::kShortContext << " positions";
   // The same request on a batch-1 backend, one generate() on the 8192-position Program.
   auto one = engine::make_backend("cpu", q.v.model, q.config(1));
   const engine::GenerateResult whole = one->generate(make_job(parse_openai_completion(q.body()), m)->request(), nullptr);
