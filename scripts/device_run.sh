@@ -332,12 +332,17 @@ fi
 # Critical path per stage kind from megakernel traces (baseline build and this one):
 # inc = last end of the stage - last end of the stage before it (what the stage
 # adds to the step), lat = first task start after its wait - that previous end.
+# $KEEL_TRACE_BATCHES: the batch sizes traced (default 1); $KEEL_TRACE_KEEP set: the
+# traces come back gzipped under $OUT.
 if [[ " $what " == *" trace "* ]]; then
   for m in llama3.2-1b:$D/configs/llama3.2-1b.json qwen3-8b:$D/shared/models/qwen3-tokenizer/Qwen3-8B/config.json; do
+   for B in ${KEEL_TRACE_BATCHES:-1}; do
     for bin in base/keel keel; do
       [[ -x "$D/$bin" ]] || continue
-      kb_timeout=120 kbench "$D/$bin" "${m%%:*}" --config "${m#*:}" --random-weights --tokens 32 --launch megakernel \
-        --trace /tmp/tr.json 2>&1 | grep RESULT | sed "s|^|$bin |"
+      echo "== ${m%%:*} batch $B ($bin)"
+      kb_timeout=120 kbench "$D/$bin" "${m%%:*}-b$B" --config "${m#*:}" --random-weights --tokens 32 --launch megakernel \
+        --batch "$B" --trace /tmp/tr.json 2>&1 | grep RESULT | sed "s|^|$bin |"
+      [[ -n "${KEEL_TRACE_KEEP:-}" ]] && gzip -c /tmp/tr.json > "$OUT/trace-${m%%:*}-b$B-${bin//\//-}.json.gz"
       python3 - /tmp/tr.json <<'PY'
 import json, sys, collections
 ev = json.load(open(sys.argv[1]))["traceEvents"]
@@ -353,6 +358,8 @@ for e in ev:
     s[4] = min(s[4], e["ts"])
 order = {"qkv": 0, "kv_append": 1, "attn_partial": 2, "attn_merge": 3, "attention": 3, "o_proj": 4, "gate_up": 5,
          "down_proj": 6, "lm_head": 7, "step": 8}  # kv_append, attn_partial, attn_merge: Programs before v4
+for k in st:  # ops this table does not know (a batch Program's norms): after the ones it does
+    order.setdefault(k[2], len(order))
 keys = sorted(st, key=lambda k: (k[0], k[1], order[k[2]]))
 inc = collections.defaultdict(list); lat = collections.defaultdict(list); busy = collections.defaultdict(list)
 prev = None
@@ -375,6 +382,7 @@ print(f"  step {s2} layer {lm}: last attention chunk ends (us before the last): 
 print(f"  first oproj starts after it: {[round(x - a[-1], 2) for x in o[:6]]}")
 PY
     done
+   done
   done | tee "$OUT/trace.log"
 fi
 
