@@ -8,13 +8,13 @@ is quick on both sides; what is checked is the position encoding far past the
 original context, where a wrong YaRN (frequencies, ramp, attention factor)
 moves the logits by far more than bf16 rounding does.
 
-transformers: the checkpoint reloaded in float32 on the GPU, one forward of
-the whole sequence (sdpa). keel: `keel score --backend B --ids @FILE` (every
+transformers: the checkpoint reloaded in float32 on the GPU (or the CPU:
+--ref-device cpu), one forward of the whole sequence (sdpa). keel: `keel score --backend B --ids @FILE` (every
 position's logits) for each backend named. Reported per backend: the relative
 L2 error of the logits over positions [0, 64) and [40000, 40064), the worst
 row, and how often the argmax agrees. Needs torch, transformers and numpy.
 
-Usage: yarn_check.py KEEL OUT_DIR [--backends cuda,cpu] [--positions 40064] [--seed 0]
+Usage: yarn_check.py KEEL OUT_DIR [--backends cuda,cpu] [--positions 40064] [--seed 0] [--ref-device cuda|cpu]
 """
 import argparse
 import json
@@ -54,6 +54,8 @@ def main():
     ap.add_argument("--backends", default="cuda")
     ap.add_argument("--positions", type=int, default=40064)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ref-device", default="cuda", choices=["cuda", "cpu"],
+                    help="where transformers' reference forward runs (cpu: slow, no GPU needed)")
     a = ap.parse_args()
 
     import torch
@@ -98,19 +100,24 @@ def main():
         f.write(",".join(str(int(i)) for i in ids))
 
     t0 = time.time()
-    ref_model = AutoModelForCausalLM.from_pretrained(ckpt, torch_dtype=torch.float32, attn_implementation="sdpa").cuda()
+    dev = a.ref_device
+    ref_model = AutoModelForCausalLM.from_pretrained(ckpt, torch_dtype=torch.float32, attn_implementation="sdpa").to(dev)
     with torch.no_grad():
         # The fused fp32 sdpa kernel (no 40K x 40K score matrix); the math one if it refuses.
-        torch.backends.cuda.enable_math_sdp(False)
+        if dev == "cuda":
+            torch.backends.cuda.enable_math_sdp(False)
         try:
-            ref = ref_model(ids[None].cuda()).logits[0].float().cpu().numpy()
+            ref = ref_model(ids[None].to(dev)).logits[0].float().cpu().numpy()
         except RuntimeError as e:
+            if dev != "cuda":
+                raise
             print(f"yarn_check: fused sdpa refused ({str(e)[:120]}); the math kernel instead")
             torch.backends.cuda.enable_math_sdp(True)
-            ref = ref_model(ids[None].cuda()).logits[0].float().cpu().numpy()
-    print(f"yarn_check: transformers fp32 forward of {a.positions} positions in {time.time() - t0:.1f} s")
+            ref = ref_model(ids[None].to(dev)).logits[0].float().cpu().numpy()
+    print(f"yarn_check: transformers fp32 forward of {a.positions} positions on {dev} in {time.time() - t0:.1f} s")
     del ref_model
-    torch.cuda.empty_cache()
+    if dev == "cuda":
+        torch.cuda.empty_cache()
 
     early = slice(0, 64)
     late = slice(40000, min(40064, a.positions))
