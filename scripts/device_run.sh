@@ -246,17 +246,19 @@ if p and "first_ttft_ms" in p:
 PY
 fi
 
-# chunks: batch decode ms/step under the attention chunk rules (the default,
-# --attn-min-chunk 1024 for batches; 0 = the old rule, chunks before the last
-# split the history; 512), Llama-3.2-1B and Qwen3-8B at batch 8 and 16,
+# chunks: batch decode ms/step under the attention chunk rules (the default:
+# chunks before the last split the history; --attn-min-chunk 1024 and 512:
+# even chunks of at least that many positions; --attn-chunks 1: one chunk per
+# (sequence, kv head)), Llama-3.2-1B and Qwen3-8B at batch 8 and 16,
 # contexts 512 and 4096 ($KEEL_CHUNK_CONTEXTS, $KEEL_CHUNK_BATCHES,
 # $KEEL_CHUNK_VARIANTS override). Not part of `all`.
 if [[ " $what " == *" chunks "* ]]; then
   for m in llama3.2-1b:$D/configs/llama3.2-1b.json qwen3-8b:$D/shared/models/qwen3-tokenizer/Qwen3-8B/config.json; do
     for C in ${KEEL_CHUNK_CONTEXTS:-512 4096}; do
       for B in ${KEEL_CHUNK_BATCHES:-8 16}; do
-        for L in ${KEEL_CHUNK_VARIANTS:-default 0 512}; do
-          flags=(); [[ $L != default ]] && flags=(--attn-min-chunk "$L")
+        for L in ${KEEL_CHUNK_VARIANTS:-default 1024 512 one}; do
+          flags=(); [[ $L == one ]] && flags=(--attn-chunks 1)
+          [[ $L != default && $L != one ]] && flags=(--attn-min-chunk "$L")
           kb_timeout=200 kbench "$D/keel" "${m%%:*}-c$C-b$B-L$L" --config "${m#*:}" --random-weights --context "$C" \
             --batch "$B" --tokens 64 --launch megakernel "${flags[@]}" 2>&1 | grep RESULT
         done

@@ -140,23 +140,17 @@ Build begin_build(const graph::Graph& g, const CompileOptions& opt_in) {
   h.n_pages = o.kv_pages > 0 ? o.kv_pages : int32_t(h.pages_per_seq * kv_seqs);
   h.ring_len = o.ring_len;
   h.n_chunks = C;
-  // Even chunks with a minimum length: at batch 8 / 16 and context 512 one
-  // chunk per (sequence, kv head) was 5-8% faster a step than the 2-4 the
-  // rule above gives (H200, Qwen3-8B and Llama-3.2-1B; log/results.md,
-  // 2026-12-05): each chunk's fixed cost (q epilogue, partial, merge: ~5 us)
-  // beat what splitting a few hundred positions saves (a chunk streams ~100
-  // positions a microsecond at head_dim 128), so a chunk takes at least 1024
-  // before another joins in; at long contexts all C are needed. The crossover
-  // is a guess from those figures, still to sweep on the device
-  // (--attn-min-chunk). Below batch 8 the chunks spread each sequence's
-  // history over otherwise idle workers (batch 2: 16 (sequence, kv head)
-  // pairs for 132 workers), so the old rule stays until measured. Never in
-  // prefill lanes (their appending chunks must be tasks of their own).
-  // Batch 1 never (the CUDA decode kernels leave the even ranges out).
-  if (!prefill && o.batch > 1)
-    h.attn_min_chunk = o.attn_min_chunk >= 0 ? o.attn_min_chunk
-                       : o.batch >= CompileOptions::kAttnMinChunkBatch ? CompileOptions::kDefaultAttnMinChunk
-                                              : 0;
+  // Even chunks with a minimum length, on request only (--attn-min-chunk):
+  // at batch 8 / 16 and context 512 one chunk per (sequence, kv head) was
+  // 5-8% faster a step than the 2-4 the rule above gives (H200, 2026-12-05),
+  // but L = 1024 (the last chunk takes the history alone up to 1024
+  // positions) measured no better than the rule on the H100 (batch 8 / 16,
+  // contexts 512 and 4096, Qwen3-8B and Llama-3.2-1B, three rounds: -1.6% to
+  // +3.6%, docs/performance.md): the empty chunks still run their q epilogue,
+  // partial and merge. Never in prefill lanes (their appending chunks must be
+  // tasks of their own); batch 1 never (the CUDA decode kernels leave the
+  // even ranges out).
+  if (!prefill && o.batch > 1) h.attn_min_chunk = std::max(o.attn_min_chunk, 0);
   h.opt_attn_min_chunk = opt_in.attn_min_chunk + 1;
   // The options as given (0 = the compiler's or the target's choice), so a
   // recompile for another target makes the same choices.

@@ -71,13 +71,10 @@ struct CompileOptions {
   /// (program::attn_even_range: [0, pos] split evenly over as many of the C
   /// chunks as give each this many; at a short position the appending chunk
   /// does it all). 0: off (attn_chunk_range: C - 1 chunks split the history,
-  /// the last appends). -1: the compiler's choice, kDefaultAttnMinChunk for
-  /// kAttnMinChunkBatch sequences or more, off for fewer (where the chunks
-  /// fill otherwise idle workers). Prefill, mixed and batch-1 Programs never
-  /// have one (a given value is ignored there).
+  /// the last appends). -1: the compiler's choice, off (measured no faster:
+  /// compiler.cpp). Prefill, mixed and batch-1 Programs never have one (a
+  /// given value is ignored there).
   int attn_min_chunk = -1;
-  static constexpr int kDefaultAttnMinChunk = 1024;
-  static constexpr int kAttnMinChunkBatch = 8;
   double bandwidth_GBps = 3350;    // cost model: device memory bandwidth (H100 SXM)
   double task_overhead_us = 1.0;   // cost model: fixed cost per task (wait, launch, epilogue)
   int predict_context = 1024;      // cost model: KV length assumed for attention tasks

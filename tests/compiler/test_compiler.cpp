@@ -101,9 +101,8 @@ TEST(Fuse, UnfusableGraphIsAnError) {
   }
 }
 
-// The minimum attention chunk (attn_even_range): the compiler's choice is
-// kDefaultAttnMinChunk for decode Programs of 8 sequences or more and off
-// below, never in prefill, mixed or batch-1 Programs (the CUDA decode kernels
+// The minimum attention chunk (attn_even_range): off unless given, never in
+// prefill, mixed or batch-1 Programs (the CUDA decode kernels
 // leave the even ranges out); a given value holds for any decode Program of
 // several sequences; options_of keeps what was given, so a recompile is the
 // same Program; a batch-1 Program compiled by default keeps the former
@@ -122,7 +121,8 @@ TEST(Compile, AttentionMinimumChunkRule) {
   };
   EXPECT_EQ(min_of(1, -1), 0);
   EXPECT_EQ(min_of(4, -1), 0);
-  EXPECT_EQ(min_of(8, -1), CompileOptions::kDefaultAttnMinChunk);
+  EXPECT_EQ(min_of(8, -1), 0);
+  EXPECT_EQ(min_of(64, -1), 0);
   EXPECT_EQ(min_of(8, 0), 0);
   EXPECT_EQ(min_of(1, 300), 0);  // batch 1: never
   EXPECT_EQ(min_of(2, 300), 300);

@@ -36,7 +36,7 @@ void add_target_flags(CLI::App& c, TargetFlags& f, const std::string& default_ta
   c.add_option("--attn-min-chunk", f.attn_min_chunk,
                "Decode Programs of several sequences: fewest positions per attention chunk: [0, pos] split evenly over as many of the "
                "chunks as give each this many, the others idle (0: off, the chunks before the last split the "
-               "history; -1: the compiler's: 1024 for batches of 8 or more, off below)")
+               "history; -1: the compiler's: off)")
       ->check(CLI::Range(-1, 1 << 30));
 }
 
