@@ -358,10 +358,11 @@ for e in ev:
     k = (e["args"]["step"], int(parts[1][1:]) if len(parts) > 1 else 999, op)
     s = st[k]; s[0] = min(s[0], e["ts"]); s[1] = max(s[1], e["ts"] + e["dur"]); s[2] += e["dur"]; s[3] += 1
     s[4] = min(s[4], e["ts"])
-order = {"qkv": 0, "kv_append": 1, "attn_partial": 2, "attn_merge": 3, "attention": 3, "o_proj": 4, "gate_up": 5,
-         "down_proj": 6, "lm_head": 7, "step": 8}  # kv_append, attn_partial, attn_merge: Programs before v4
-for k in st:  # ops this table does not know (a batch Program's norms): after the ones it does
-    order.setdefault(k[2], len(order))
+order = {"attn_norm": -1, "qkv": 0, "kv_append": 1, "attn_partial": 2, "attn_merge": 3, "attention": 3, "o_proj": 4,
+         "mlp_norm": 4.5, "gate_up": 5, "down_proj": 6, "final_norm": 6.5, "lm_head": 7, "step": 8}
+# kv_append, attn_partial, attn_merge: Programs before v4; the norms: batch Programs'.
+for k in st:  # ops this table does not know: after the ones it does
+    order.setdefault(k[2], 100 + len(order))
 keys = sorted(st, key=lambda k: (k[0], k[1], order[k[2]]))
 inc = collections.defaultdict(list); lat = collections.defaultdict(list); busy = collections.defaultdict(list)
 prev = None
