@@ -41,6 +41,7 @@
 #include "program/smem_plan.h"
 #include "model/model.h"
 #include "model/model_test_util.h"
+#include "common/run_options.h"
 #include "common/variant_model.h"
 
 // KEEL_SHARED_DIR in the environment overrides the build's (the GPU machine
@@ -403,7 +404,7 @@ TEST_P(WholeProgram, LogitsAndBuffersMatchCpu) {
     }
     exec::RunOptions ro;
     ro.capture_logits = true;
-    ro.threads = 2;
+    ro.threads = testing::oracle_threads();
     const exec::RunResult want = cpu_ex.run(seqs, ro);
     const exec::RunResult got = gpu.run(seqs, ro);
     ASSERT_EQ(got.steps, want.steps);
@@ -482,7 +483,7 @@ double worst_logits_err_vs_cpu(ProgramExecutor& gpu, cpu::CpuExecutor& cpu_ex, c
   exec::RunOptions ro;
   ro.capture_logits = true;
   ro.idle_page = idle_page;
-  ro.threads = 2;
+  ro.threads = testing::oracle_threads();
   const exec::RunResult want = cpu_ex.run(seqs, ro);
   const exec::RunResult got = gpu.run(seqs, ro);
   const size_t V = size_t(gpu.program().h.vocab);
@@ -761,7 +762,7 @@ TEST(ProgramGpu, PrefillChunksMatchCpu) {
         seqs.push_back(s);
       }
       exec::RunOptions ro;
-      ro.threads = 2;
+      ro.threads = testing::oracle_threads();
       double worst_kv = 0;
       for (int b = 0; b < batch; ++b) {
         const int64_t n = int64_t(seqs[size_t(b)].prompt.size()) - 1;
@@ -825,7 +826,7 @@ TEST(ProgramGpu, PrefillFromAnOffsetMatchesCpu) {
   s.prompt = testing::random_ids(size_t(P), m.config.vocab, 77);
   s.max_new = 2;
   exec::RunOptions ro;
-  ro.threads = 2;
+  ro.threads = testing::oracle_threads();
   exec::Sequence head = s;  // positions [0, first - 1)
   head.prompt.resize(size_t(first));
   const int64_t n = P - 1, m0 = first - 1;

@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "common/run_options.h"
 #include "common/variant_model.h"
 #include "compiler/compiler.h"
 #include "engine/backends.h"
@@ -97,7 +98,7 @@ TEST_P(LongContextGpu, MatchesCpuAndReference) {
     }
     exec::RunOptions ro;
     ro.capture_logits = true;
-    ro.threads = 2;
+    ro.threads = testing::oracle_threads();
     const exec::RunResult want = cpu_ex.run(seqs, ro);
     const exec::RunResult got = gpu.run(seqs, ro);
     double worst_cpu = 0, worst_ref = 0, worst_kv = 0;
