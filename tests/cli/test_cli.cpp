@@ -335,6 +335,16 @@ TEST(Cli, CompileForATargetPrintsTheProgramHash) {
   // Another target or ring: another Program.
   EXPECT_NE(hash_of(run("compile --config " + cfg + " --target h100 --dtype bf16 --report").out), h);
   EXPECT_NE(hash_of(run("compile --config " + cfg + " --target h200 --stage-kib 32 --dtype bf16 --report").out), h);
+  // --row-align: fewer, longer tasks, another Program; the printed flags carry it.
+  CmdResult r = run("compile --config " + cfg + " --target h200 --dtype bf16 --row-align 32 --report");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(hash_of(r.out), h);
+  const auto r_at = r.out.find("(keel compile ");
+  ASSERT_NE(r_at, std::string::npos);
+  const std::string r_flags = r.out.substr(r_at + 14, r.out.find(')', r_at) - r_at - 14);
+  EXPECT_NE(r_flags.find("--row-align 32"), std::string::npos) << r_flags;
+  EXPECT_EQ(hash_of(run("compile --config " + cfg + " " + r_flags + " --report").out), hash_of(r.out)) << r_flags;
+  EXPECT_EQ(flags.find("--row-align"), std::string::npos) << "the default is not printed: " << flags;
   // auto asks the GPU: without one (or without CUDA) a clear error naming the flag.
   CmdResult e = run("compile --config " + cfg + " --target auto --dtype bf16 --report");
   if (e.code != 0) {

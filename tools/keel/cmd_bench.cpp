@@ -47,6 +47,7 @@ int run_bench(const BenchArgs& a) {
   opt.down_split_k = a.target.down_split_k;
   opt.attn_chunks = a.target.attn_chunks;
   opt.attn_min_chunk = a.target.attn_min_chunk;
+  opt.row_align = a.target.row_align;
   std::string name;
   kc::BenchReport rep;
   if (!a.config.empty()) {

@@ -38,6 +38,10 @@ void add_target_flags(CLI::App& c, TargetFlags& f, const std::string& default_ta
                "chunks as give each this many, the others idle (0: off, the chunks before the last split the "
                "history; -1: the compiler's: off)")
       ->check(CLI::Range(-1, 1 << 30));
+  c.add_option("--row-align", f.row_align,
+               "Matvec and matmul tasks cover a multiple of this many rows (0: the compiler's, 8); larger: fewer, "
+               "longer tasks (each batch task pays its inputs and epilogue once)")
+      ->check(CLI::Range(0, 1 << 16));
 }
 
 compiler::Target resolve_target(const TargetFlags& f, int device) {
@@ -69,6 +73,7 @@ void apply_compile_flags(const TargetFlags& f, compiler::CompileOptions& o) {
   o.down_split_k = f.down_split_k;
   o.attn_chunks = f.attn_chunks;
   o.attn_min_chunk = f.attn_min_chunk;
+  if (f.row_align > 0) o.row_align = f.row_align;
 }
 
 std::string compile_flags_of(const program::ProgramHeader& h) {
@@ -81,7 +86,9 @@ std::string compile_flags_of(const program::ProgramHeader& h) {
   return cat("--target ", preset ? name : "auto", o.workers ? cat(" --workers ", o.workers) : std::string(), " --stage-kib ", t.n_stages > 0 ? t.stage_bytes / 1024 : 0,
              " --max-stages ", t.max_stages, " --max-inflight ", t.max_inflight, " --loader-hold ", t.loader_hold,
              " --l2-hint ", t.l2_evict_first, " --mm-engine ", t.mm_engine == program::kMmEngineMma ? "mma" : "wgmma", " --o-split-k ", o.o_split_k, " --down-split-k ", o.down_split_k,
-             " --attn-chunks ", o.attn_chunks, " --attn-min-chunk ", h.opt_attn_min_chunk - 1, " --batch ", o.batch,
+             " --attn-chunks ", o.attn_chunks, " --attn-min-chunk ", h.opt_attn_min_chunk - 1,
+             o.row_align != compiler::CompileOptions{}.row_align ? cat(" --row-align ", o.row_align) : std::string(),
+             " --batch ", o.batch,
              h.seq_lanes > 1 ? cat(" --prefill-chunk ", h.seq_lanes) : std::string(),
              h.decode_lanes > 0 ? cat(" --decode-lanes ", h.decode_lanes) : std::string(),
              h.pages_per_seq <= 0 || h.n_pages == h.pages_per_seq * program::n_lane_sequences(h) ? std::string()

@@ -19,6 +19,7 @@ struct TargetFlags {
   std::string mm_engine;  // "wgmma" or "mma"; empty: the target's
   int o_split_k = 0, down_split_k = 0, attn_chunks = 0;  // 0: the target's, else the compiler's
   int attn_min_chunk = -1;  // CompileOptions::attn_min_chunk (-1: the compiler's)
+  int row_align = 0;        // CompileOptions::row_align (0: the compiler's, 8)
 };
 
 void add_target_flags(CLI::App& cmd, TargetFlags& f, const std::string& default_target);
@@ -27,7 +28,7 @@ void add_target_flags(CLI::App& cmd, TargetFlags& f, const std::string& default_
 /// (an error naming the presets in a build without CUDA or without a GPU).
 compiler::Target resolve_target(const TargetFlags& f, int device = 0);
 
-/// Copies the split-K / chunk flags into `o`.
+/// Copies the split-K / chunk / row alignment flags into `o`.
 void apply_compile_flags(const TargetFlags& f, compiler::CompileOptions& o);
 
 /// The `keel compile` flags that rebuild the Program with this header (target,

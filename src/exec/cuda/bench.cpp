@@ -66,6 +66,7 @@ compiler::CompileOptions bench_compile_options(const model::ModelConfig& cfg, Be
   co.down_split_k = opt.down_split_k;
   co.attn_chunks = opt.attn_chunks;
   co.attn_min_chunk = opt.attn_min_chunk;
+  if (opt.row_align > 0) co.row_align = opt.row_align;
   return co;
 }
 

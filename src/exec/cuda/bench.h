@@ -43,6 +43,7 @@ struct BenchOptions {
   int down_split_k = 0;
   int attn_chunks = 0;
   int attn_min_chunk = -1;    // CompileOptions::attn_min_chunk (-1: the compiler's)
+  int row_align = 0;          // CompileOptions::row_align (0: the compiler's)
   /// > 0: also time the first token of `batch` prompts of this many tokens
   /// (random ids), one megakernel launch with one token to generate each:
   /// prefill (time to first token) as a user sees it.
