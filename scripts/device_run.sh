@@ -5,7 +5,7 @@
 # context 512), runs the PyTorch CUDA-graph peer, and prints one table. Logs go
 # under $OUT. Binaries and fixtures come from the carried folder .device/
 # (scripts/device_pack.sh fills it on the build machine).
-#   usage: scripts/device_run.sh [tests|bench|peer|batch|longctx|serve|chunks|diag|yarn|cli|smollm2|ab|trace|micro|all]...
+#   usage: scripts/device_run.sh [tests|bench|peer|batch|longctx|serve|chunks|knobs|diag|yarn|cli|smollm2|ab|trace|micro|all]...
 # batch: decode ms/step of Llama-3.2-1B and Qwen3-8B shapes at batch 1, 8, 16,
 # 32, 64 (context 512; $KEEL_BATCHES overrides the list) beside the PyTorch
 # CUDA-graph peer (tools/peer_graph.py MODEL 512 BATCH) in one table, and the
@@ -265,6 +265,27 @@ if [[ " $what " == *" chunks "* ]]; then
       done
     done
   done | tee "$OUT/chunks.log"
+fi
+
+# knobs: batch decode ms/step under compile flags that need no rebuild,
+# Llama-3.2-1B and Qwen3-8B at context 512 and batches $KEEL_KNOB_BATCHES
+# (default 16 64), one variant per `;`-separated entry of $KEEL_KNOB_VARIANTS
+# (default: the defaults, --row-align 16 / 32 / 64, --attn-chunks 1), two
+# rounds interleaved. Not part of `all`.
+if [[ " $what " == *" knobs "* ]]; then
+  IFS=';' read -r -a knob_variants <<< "${KEEL_KNOB_VARIANTS:-default;--row-align 16;--row-align 32;--row-align 64;--attn-chunks 1}"
+  for round in 1 2; do
+    for m in llama3.2-1b:$D/configs/llama3.2-1b.json qwen3-8b:$D/shared/models/qwen3-tokenizer/Qwen3-8B/config.json; do
+      for B in ${KEEL_KNOB_BATCHES:-16 64}; do
+        for v in "${knob_variants[@]}"; do
+          flags=(); [[ $v != default ]] && read -r -a flags <<< "$v"
+          name=${v//--/}; name=${name// /}
+          kb_timeout=200 kbench "$D/keel" "${m%%:*}-b$B-$name-r$round" --config "${m#*:}" --random-weights \
+            --context 512 --batch "$B" --tokens 48 --launch megakernel "${flags[@]}" 2>&1 | grep RESULT
+        done
+      done
+    done
+  done | tee "$OUT/knobs.log"
 fi
 
 # diag: the disabled GPU diagnoses (test_program_gpu's DISABLED_*: O-proj in
