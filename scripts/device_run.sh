@@ -289,8 +289,8 @@ if [[ " $what " == *" knobs "* ]]; then
 fi
 
 # diag: the disabled GPU diagnoses (test_program_gpu's DISABLED_*: O-proj in
-# k-slices, the whole Program eight ways: workers 1 / 2 / 7, waiting for all
-# attention, pruning off, mma.sync, 2 slices). Not part of `all`.
+# k-slices, the whole Program ten ways: workers 1 / 2 / 7, waiting for all
+# attention, pruning off, mma.sync, 2 slices, rows in 128s). Not part of `all`.
 if [[ " $what " == *" diag "* ]]; then
   timeout 300 "$D/test_program_gpu" --gtest_filter='*DISABLED_*' --gtest_also_run_disabled_tests 2>&1 |
     grep -E "figures|FAILED|PASSED|Failure" | tee "$OUT/diag.log"
