@@ -5,7 +5,7 @@
 # context 512), runs the PyTorch CUDA-graph peer, and prints one table. Logs go
 # under $OUT. Binaries and fixtures come from the carried folder .device/
 # (scripts/device_pack.sh fills it on the build machine).
-#   usage: scripts/device_run.sh [tests|bench|peer|batch|longctx|serve|chunks|knobs|diag|yarn|cli|smollm2|ab|trace|micro|all]...
+#   usage: scripts/device_run.sh [tests|bench|peer|batch|longctx|serve|chunks|knobs|defaults|diag|yarn|cli|smollm2|ab|trace|micro|all]...
 # batch: decode ms/step of Llama-3.2-1B and Qwen3-8B shapes at batch 1, 8, 16,
 # 32, 64 (context 512; $KEEL_BATCHES overrides the list) beside the PyTorch
 # CUDA-graph peer (tools/peer_graph.py MODEL 512 BATCH) in one table, and the
@@ -288,11 +288,36 @@ if [[ " $what " == *" knobs "* ]]; then
   done | tee "$OUT/knobs.log"
 fi
 
+# defaults: this build's batch defaults against the rules before 2026-12-05
+# (attention chunks 2 x workers / (batch x kv heads), tasks in multiples of 8
+# rows), given as flags to the same binary: Llama-3.2-1B and Qwen3-8B (both 8
+# kv heads) at batches $KEEL_DEF_BATCHES (default 8 16 64), context 512, and
+# batch 8 at context 8192; two rounds interleaved. Not part of `all`.
+if [[ " $what " == *" defaults "* ]]; then
+  for round in 1 2; do
+    for m in llama3.2-1b:$D/configs/llama3.2-1b.json qwen3-8b:$D/shared/models/qwen3-tokenizer/Qwen3-8B/config.json; do
+      for BC in $(for b in ${KEEL_DEF_BATCHES:-8 16 64}; do echo "$b:512"; done) 8:8192; do
+        B=${BC%%:*}; C=${BC#*:}
+        old_chunks=$(( 2 * 132 / (B * 8) )); (( old_chunks < 1 )) && old_chunks=1
+        for v in new old; do
+          flags=(); [[ $v == old ]] && flags=(--attn-chunks "$old_chunks" --row-align 8)
+          kb_timeout=200 kbench "$D/keel" "${m%%:*}-b$B-c$C-$v-r$round" --config "${m#*:}" --random-weights \
+            --context "$C" --batch "$B" --tokens 48 --launch megakernel "${flags[@]}" 2>&1 | grep RESULT
+        done
+      done
+    done
+  done | tee "$OUT/defaults.log"
+fi
+
 # diag: the disabled GPU diagnoses (test_program_gpu's DISABLED_*: O-proj in
 # k-slices, the whole Program ten ways: workers 1 / 2 / 7, waiting for all
 # attention, pruning off, mma.sync, 2 slices, rows in 128s). Not part of `all`.
 if [[ " $what " == *" diag "* ]]; then
-  timeout 300 "$D/test_program_gpu" --gtest_filter='*DISABLED_*' --gtest_also_run_disabled_tests 2>&1 |
+  # (the buffer-level one first, whole; with the checkpoint and buffers under $OUT)
+  KEEL_DIAG_DIR=$OUT timeout 120 "$D/test_program_gpu" --gtest_filter='*DISABLED_OProjKSlicesBuffers' \
+    --gtest_also_run_disabled_tests 2>&1 | grep -v "^\[ RUN\|^\[       OK" | tee "$OUT/diag-buffers.log"
+  [[ -n "${KEEL_DIAG_BUFFERS_ONLY:-}" ]] ||
+  timeout 300 "$D/test_program_gpu" --gtest_filter='*DISABLED_OProjKSlicesDiagnosis' --gtest_also_run_disabled_tests 2>&1 |
     grep -E "figures|FAILED|PASSED|Failure" | tee "$OUT/diag.log"
 fi
 

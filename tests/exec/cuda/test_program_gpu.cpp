@@ -22,6 +22,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -696,6 +698,97 @@ TEST(ProgramGpu, DISABLED_OProjKSlicesDiagnosis) {
       std::cout << "[ figures ] O-proj diagnosis, " << v.name << " (W" << v.workers << " B" << o.batch
                 << ", kernel " << (run ? gpu.last_kernel_variant() : std::string("?"))
                 << "): max rel logits err GPU vs CPU " << worst_logits_err_vs_cpu(gpu, cpu_ex, seqs) << "\n";
+  }
+}
+
+// The same bug, buffer by buffer: a one-layer model, one step of 64
+// sequences (a prompt of one token each), O-proj whole and in 4 slices, on one
+// worker. Prints, per buffer, GPU vs CPU, and for mlp_in (the norm of x after
+// O-proj) which tokens and which 8-row groups of x are off. With
+// $KEEL_DIAG_DIR set, writes the checkpoint and both executors' buffers there
+// (diag-w1-s<split>.bin: for each non-KV buffer, name, byte count, GPU bytes,
+// CPU bytes)
+// for an offline look.
+TEST(ProgramGpu, DISABLED_OProjKSlicesBuffers) {
+  SKIP_WITHOUT_GPU();
+  model::testing::TempDir dir;
+  LlamaShape sh;
+  sh.L = 1;
+  write_llama(dir, sh);
+  const model::Model m = model::Model::load(dir.str());
+  const char* out_dir = std::getenv("KEEL_DIAG_DIR");
+  if (out_dir) std::filesystem::copy_file(dir.file("model.safetensors"), std::string(out_dir) + "/model.safetensors",
+                                          std::filesystem::copy_options::overwrite_existing);
+  for (int workers : {1, 7})
+  for (int split : {1, 4}) {
+    compiler::CompileOptions o;
+    o.target = device_target(0);
+    o.workers = workers;
+    o.batch = program::kMmMaxTokens;
+    o.max_context = 64;
+    o.page_size = 16;
+    o.o_split_k = split;
+    Program p = compiler::compile(m.config, o);
+    for (const auto& t : p.tasks)
+      if (workers == 1 && std::string(p.ops[t.op].name) == "o_proj")
+        std::cout << "  o_proj task rows [" << t.row0 << ", " << t.row1 << ") k [" << t.k0 << ", " << t.k1
+                  << ") stage rows " << program::stage_rows(t) << " cols " << program::stage_cols(t) << "\n";
+    ProgramExecutorOptions eo;
+    eo.keep_worker_count = true;
+    ProgramExecutor gpu(p, m, eo);
+    cpu::CpuExecutor cpu_ex(p, m);
+    std::vector<exec::Sequence> seqs;
+    for (int b = 0; b < o.batch; ++b) {
+      exec::Sequence s;
+      s.prompt = {int32_t((b * 37 + 5) % m.config.vocab)};
+      s.max_new = 1;
+      seqs.push_back(s);
+    }
+    exec::RunOptions ro;
+    ro.threads = testing::oracle_threads();
+    cpu_ex.run(seqs, ro);
+    gpu.run(seqs, ro);
+    std::string blob;
+    for (int32_t id = 0; id < int32_t(p.buffers.size()); ++id) {
+      const program::BufferDesc& b = p.buffers[size_t(id)];
+      const BufferKind kind = BufferKind(b.kind);
+      if (kind == BufferKind::Weight || kind == BufferKind::Constant || is_int_buffer(p, id)) continue;
+      const std::vector<uint8_t> g = gpu.download_buffer(id);
+      const uint8_t* c = cpu_ex.buffer_data(id);
+      const std::string name(b.name_view());
+      if (kind == BufferKind::Kv) continue;
+      blob += name + '\0' + model::testing::le64(g.size());
+      blob.append(reinterpret_cast<const char*>(g.data()), g.size());
+      blob.append(reinterpret_cast<const char*>(c), g.size());
+      const DType dt = DType(b.dtype);
+      const std::vector<float> gf = as_floats(g.data(), dt, b.count), cf = as_floats(c, dt, b.count);
+      std::cout << "[ figures ] W" << workers << " split " << split << " buffer " << name << ": rel err "
+                << rel_l2_nan(gf, cf) << "\n";
+      if (name != "mlp_in.0" && name != "x") continue;
+      const int64_t cols = b.cols, rows = int64_t(b.count) / cols;
+      std::string bad_tokens, bad_groups;
+      for (int64_t r = 0; r < rows; ++r) {
+        const std::vector<float> gr(gf.begin() + r * cols, gf.begin() + (r + 1) * cols),
+            cr(cf.begin() + r * cols, cf.begin() + (r + 1) * cols);
+        const double e = rel_l2_nan(gr, cr);
+        if (e > 0.02) bad_tokens += cat(" ", r, ":", e);
+      }
+      for (int64_t g0 = 0; g0 < cols; g0 += 8) {
+        double num = 0, den = 0;
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t k = g0; k < g0 + 8; ++k) {
+            const double d = double(gf[r * cols + k]) - cf[r * cols + k];
+            num += d * d, den += double(cf[r * cols + k]) * cf[r * cols + k];
+          }
+        if (num > 4e-4 * den) bad_groups += cat(" [", g0, ",", g0 + 8, "):", std::sqrt(num / den));
+      }
+      std::cout << "    tokens off:" << (bad_tokens.empty() ? " none" : bad_tokens) << "\n    columns off:"
+                << (bad_groups.empty() ? " none" : bad_groups) << "\n";
+    }
+    if (out_dir && workers == 1) {
+      std::ofstream f(cat(out_dir, "/diag-w", workers, "-s", split, ".bin"), std::ios::binary);
+      f << blob;
+    }
   }
 }
 
