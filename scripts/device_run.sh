@@ -292,16 +292,21 @@ fi
 # (attention chunks 2 x workers / (batch x kv heads), tasks in multiples of 8
 # rows), given as flags to the same binary: Llama-3.2-1B and Qwen3-8B (both 8
 # kv heads) at batches $KEEL_DEF_BATCHES (default 8 16 64), context 512, and
-# batch 8 at context 8192; two rounds interleaved. Not part of `all`.
+# batch 8 at context 8192, and the new defaults with each `;`-separated flag
+# set of $KEEL_DEF_EXTRA added; two rounds interleaved. Not part of `all`.
 if [[ " $what " == *" defaults "* ]]; then
   for round in 1 2; do
     for m in llama3.2-1b:$D/configs/llama3.2-1b.json qwen3-8b:$D/shared/models/qwen3-tokenizer/Qwen3-8B/config.json; do
       for BC in $(for b in ${KEEL_DEF_BATCHES:-8 16 64}; do echo "$b:512"; done) 8:8192; do
         B=${BC%%:*}; C=${BC#*:}
         old_chunks=$(( 2 * 132 / (B * 8) )); (( old_chunks < 1 )) && old_chunks=1
-        for v in new old; do
+        IFS=';' read -r -a extra <<< "${KEEL_DEF_EXTRA:-}"
+        for v in new old "${extra[@]}"; do
+          [[ -z "$v" ]] && continue
           flags=(); [[ $v == old ]] && flags=(--attn-chunks "$old_chunks" --row-align 8)
-          kb_timeout=200 kbench "$D/keel" "${m%%:*}-b$B-c$C-$v-r$round" --config "${m#*:}" --random-weights \
+          [[ $v != new && $v != old ]] && read -r -a flags <<< "$v"
+          name=${v//--/}; name=${name// /}
+          kb_timeout=200 kbench "$D/keel" "${m%%:*}-b$B-c$C-$name-r$round" --config "${m#*:}" --random-weights \
             --context "$C" --batch "$B" --tokens 48 --launch megakernel "${flags[@]}" 2>&1 | grep RESULT
         done
       done

@@ -63,7 +63,7 @@ struct CompileOptions {
   int max_context = 0;         // tokens per sequence (prompt + generated); 0: the model's max_position_embeddings
   int page_size = 64;          // KV cache page, in tokens
   int ring_len = 0;            // output ring entries per sequence; 0: max_context
-  int row_align = 8;           // matvec tiles cover a multiple of this many rows
+  int row_align = 0;           // matvec tiles cover a multiple of this many rows (0: the target's: 8; batches 64 on h100/h200)
   int o_split_k = 0;           // o_proj k-slices; 0: the target's, else one per kv-head group
   int down_split_k = 0;        // down_proj k-slices; 0: the target's, else 4 when I >= 4096, else 1
   int attn_chunks = 0;         // KV chunks per (sequence, kv head); 0: auto (fill W)

@@ -73,6 +73,13 @@ struct Target {
   /// so an input chunk serves a whole tall block.
   int batch_wide_o_split_k = 0;
   int batch_wide_down_split_k = 0;
+  /// Matvec and matmul tasks cover a multiple of this many rows
+  /// (CompileOptions::row_align when it is 0): one sequence, and Programs of
+  /// several sequences or prefill lanes. A batch task pays its inputs (every
+  /// token's k-slice) and its epilogue once, so fewer, taller tasks stream
+  /// more weight bytes per input byte.
+  int row_align = 8;
+  int batch_row_align = 8;
 };
 
 /// The presets: "h100" and "h200" (H100 SXM / H200: 132 SMs, 227 KiB opt-in

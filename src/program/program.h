@@ -320,7 +320,8 @@ struct TargetDesc {
   int32_t o_split_k = 0;        // the target's split-K choices (0: the compiler's)
   int32_t down_split_k = 0;
   int32_t mm_engine = 0;        // matmul tiles' tensor-core instructions (MmEngine)
-  uint32_t reserved[4] = {};
+  int32_t row_align = 0;        // the target's row alignment of matvec / matmul tasks for this batch (0: 8)
+  uint32_t reserved[3] = {};
 };
 static_assert(sizeof(TargetDesc) == 112);
 

@@ -158,7 +158,8 @@ TEST(Target, LongContextProgramsReserveTheAttentionStagingBuffer) {
 
 TEST(Target, BatchProgramsTakeTheBatchPolicy) {
   // Several sequences: the whole ring in flight, no holds, three stages (the
-  // rest to the work area), about two attention chunks per worker; over 16
+  // rest to the work area), one round of attention chunks over the workers,
+  // tasks in multiples of 64 rows; over 16
   // (and prefill lanes) the wide ring of 32 KiB stages, as many as fit of 6;
   // one sequence keeps the decode policy. An explicit policy is kept by all.
   const model::ModelConfig c = qwen3_8b_two_layers();
@@ -171,7 +172,10 @@ TEST(Target, BatchProgramsTakeTheBatchPolicy) {
   EXPECT_EQ(b.h.target.n_stages, 3);
   EXPECT_EQ(b.h.target.stage_bytes, 65536u);
   EXPECT_EQ(b.h.target.work_bytes, (232448u - 8192 - 3 * 65536) / 128 * 128);
-  EXPECT_EQ(b.h.n_chunks, 2 * 132 / (8 * c.n_kv_heads));
+  EXPECT_EQ(b.h.n_chunks, 132 / (8 * c.n_kv_heads));
+  EXPECT_EQ(b.h.target.row_align, 64);
+  for (const program::TaskDesc& t : b.tasks)  // a task's rows end at a multiple of 64 or at its matrix's end
+    if (program::Opcode(t.opcode) == program::Opcode::GateUp) EXPECT_TRUE(t.row1 % 64 == 0 || t.row1 == c.intermediate);
   for (const int lanes : {0, 64}) {  // batch 32; a prefill Program of 64 lanes
     CompileOptions w = o;
     w.batch = lanes ? 1 : 32;
@@ -188,6 +192,7 @@ TEST(Target, BatchProgramsTakeTheBatchPolicy) {
   EXPECT_EQ(one.h.target.loader_hold, 1);
   EXPECT_EQ(one.h.target.n_stages, 3);
   EXPECT_EQ(one.h.n_chunks, 132 / c.n_kv_heads);
+  EXPECT_EQ(one.h.target.row_align, 8);
   Target t = target_preset("h200");
   t.max_inflight = t.batch_max_inflight = 1;
   t.max_stages = t.batch_max_stages = 0;
@@ -200,6 +205,8 @@ TEST(Target, BatchProgramsTakeTheBatchPolicy) {
   const Target back = target_of(b);
   EXPECT_EQ(back.batch_max_inflight, 0);
   EXPECT_EQ(back.batch_max_stages, 3);
+  EXPECT_EQ(back.batch_row_align, 64);
+  EXPECT_EQ(program_hash(compile(c, options_of(b))), program_hash(b));
   // The matmul engine: mma.sync up to 16 tokens a step, wgmma above; recorded
   // and kept by a recompile.
   EXPECT_EQ(b.h.target.mm_engine, program::kMmEngineMma);

@@ -39,8 +39,8 @@ void add_target_flags(CLI::App& c, TargetFlags& f, const std::string& default_ta
                "history; -1: the compiler's: off)")
       ->check(CLI::Range(-1, 1 << 30));
   c.add_option("--row-align", f.row_align,
-               "Matvec and matmul tasks cover a multiple of this many rows (0: the compiler's, 8); larger: fewer, "
-               "longer tasks (each batch task pays its inputs and epilogue once)")
+               "Matvec and matmul tasks cover a multiple of this many rows (0: the target's: 8; Programs of several "
+               "sequences 64 on h100/h200); larger: fewer, longer tasks (each batch task pays its inputs and epilogue once)")
       ->check(CLI::Range(0, 1 << 16));
 }
 

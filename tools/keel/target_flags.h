@@ -19,7 +19,7 @@ struct TargetFlags {
   std::string mm_engine;  // "wgmma" or "mma"; empty: the target's
   int o_split_k = 0, down_split_k = 0, attn_chunks = 0;  // 0: the target's, else the compiler's
   int attn_min_chunk = -1;  // CompileOptions::attn_min_chunk (-1: the compiler's)
-  int row_align = 0;        // CompileOptions::row_align (0: the compiler's, 8)
+  int row_align = 0;        // CompileOptions::row_align (0: the target's)
 };
 
 void add_target_flags(CLI::App& cmd, TargetFlags& f, const std::string& default_target);
