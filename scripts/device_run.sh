@@ -293,9 +293,10 @@ fi
 # rows), given as flags to the same binary: Llama-3.2-1B and Qwen3-8B (both 8
 # kv heads) at batches $KEEL_DEF_BATCHES (default 8 16 64), context 512, and
 # batch 8 at context 8192, and the new defaults with each `;`-separated flag
-# set of $KEEL_DEF_EXTRA added; two rounds interleaved. Not part of `all`.
+# set of $KEEL_DEF_EXTRA added; $KEEL_DEF_ROUNDS rounds (default 2) interleaved.
+# Not part of `all`.
 if [[ " $what " == *" defaults "* ]]; then
-  for round in 1 2; do
+  for round in $(seq 1 "${KEEL_DEF_ROUNDS:-2}"); do
     for m in llama3.2-1b:$D/configs/llama3.2-1b.json qwen3-8b:$D/shared/models/qwen3-tokenizer/Qwen3-8B/config.json; do
       for BC in $(for b in ${KEEL_DEF_BATCHES:-8 16 64}; do echo "$b:512"; done) 8:8192; do
         B=${BC%%:*}; C=${BC#*:}
