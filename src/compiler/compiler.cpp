@@ -81,12 +81,16 @@ Build begin_build(const graph::Graph& g, const CompileOptions& opt_in) {
   if (o.ring_len <= 0) o.ring_len = o.max_context;
   int C = o.attn_chunks;
   // A chunk per worker and kv head: the chunks of every (sequence, kv head)
-  // one round of tasks over the workers. (Two rounds for batches, the rule
-  // until 2026-12-05, measured slower on the H100 at context 512: Qwen3-8B
-  // batch 8 9.47 ms/step with 4 chunks vs 8.92 with 2, batch 16 10.75 with 2
-  // vs 10.27 with 1; Llama-3.2-1B 2.41 vs 2.25 and 2.90 vs 2.72; at batch 64
-  // both rules give 1.)
-  if (C == 0) C = std::clamp(o.workers / int(o.batch * c.n_kv_heads), 1, 32);
+  // one round of tasks over the workers; two rounds for batches in Programs
+  // of more than 4096 positions. (Two rounds for every batch, the rule until
+  // 2026-12-05, measured slower at context 512 in Programs of 4096: H100,
+  // Qwen3-8B batch 8 9.47 ms/step with 4 chunks vs 8.92 with 2, batch 16
+  // 10.75 with 2 vs 10.27 with 1; Llama-3.2-1B 2.41 vs 2.25 and 2.90 vs 2.72;
+  // H200 with 64-row tasks, 8-11% a step at batch 8 and 16. But faster at
+  // context 8192: H200, batch 8, 4 chunks vs 2, Qwen3-8B 11.79 vs 12.12 ms,
+  // Llama-3.2-1B 3.39 vs 3.53.)
+  if (C == 0)
+    C = std::clamp((o.batch > 1 && o.max_context > 4096 ? 2 : 1) * o.workers / int(o.batch * c.n_kv_heads), 1, 32);
   // A prefill Program's lanes read the positions the other lanes of their
   // sequence append in the same step: the appending chunk must be a task of
   // its own (attn_chunk_range with C >= 2), which the others wait for.

@@ -173,6 +173,11 @@ TEST(Target, BatchProgramsTakeTheBatchPolicy) {
   EXPECT_EQ(b.h.target.stage_bytes, 65536u);
   EXPECT_EQ(b.h.target.work_bytes, (232448u - 8192 - 3 * 65536) / 128 * 128);
   EXPECT_EQ(b.h.n_chunks, 132 / (8 * c.n_kv_heads));
+  {  // over 4096 positions, two rounds of chunks (faster at context 8192)
+    CompileOptions l = o;
+    l.max_context = 8192;
+    EXPECT_EQ(compile(c, l).h.n_chunks, 2 * 132 / (8 * c.n_kv_heads));
+  }
   EXPECT_EQ(b.h.target.row_align, 64);
   for (const program::TaskDesc& t : b.tasks)  // a task's rows end at a multiple of 64 or at its matrix's end
     if (program::Opcode(t.opcode) == program::Opcode::GateUp) EXPECT_TRUE(t.row1 % 64 == 0 || t.row1 == c.intermediate);

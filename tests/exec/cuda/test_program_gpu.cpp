@@ -101,8 +101,10 @@ using Loaded = testing::LoadedFixture;
 inline const Loaded& fixture(const std::string& name) { return testing::loaded_fixture(name); }
 
 /// workers 0: the device's SM count (the target's).
-Program compile_for(const model::Model& m, int workers, int batch, int ctx = 128, int chunks = 0, int min_chunk = -1) {
+Program compile_for(const model::Model& m, int workers, int batch, int ctx = 128, int chunks = 0, int min_chunk = -1,
+                    int row_align = 0) {
   compiler::CompileOptions o;
+  o.row_align = row_align;
   o.target = device_target(0);
   o.workers = workers;
   o.batch = batch;
@@ -560,9 +562,10 @@ TEST(ProgramGpu, WideMatmulTilesMatchCpu) {
   write_llama(dir);
   const model::Model m = model::Model::load(dir.str());
   // 7 workers: 64-row blocks (full boxes) and a shorter last one per task;
-  // the device's SMs: blocks of 16 rows or fewer (16-row boxes only).
+  // the device's SMs: blocks of 16 rows or fewer (16-row boxes only). Tasks in
+  // multiples of 8 rows (not the batch default, 64): partial blocks.
   for (const auto& [workers, batch] : {std::pair{7, 8}, std::pair{7, program::kMmMaxTokens}, std::pair{0, 8}}) {
-    const Program given = compile_for(m, workers, batch, 64);
+    const Program given = compile_for(m, workers, batch, 64, 0, -1, 8);
     // The cases this test is for: tiles of several 64-column panels, GateUp
     // tiles, and row blocks shorter than a stage's rows.
     uint32_t widest = 0;
@@ -711,9 +714,13 @@ TEST(ProgramGpu, DISABLED_OProjKSlicesDiagnosis) {
 // for an offline look.
 TEST(ProgramGpu, DISABLED_OProjKSlicesBuffers) {
   SKIP_WITHOUT_GPU();
+  const int layers = std::getenv("KEEL_DIAG_LAYERS") ? std::atoi(std::getenv("KEEL_DIAG_LAYERS")) : 1;
+  const int prompt_len = std::getenv("KEEL_DIAG_PROMPT") ? std::atoi(std::getenv("KEEL_DIAG_PROMPT")) : 1;
+  const int max_new = std::getenv("KEEL_DIAG_NEW") ? std::atoi(std::getenv("KEEL_DIAG_NEW")) : 1;
+  std::cout << "  layers " << layers << ", prompts of " << prompt_len << " tokens, " << max_new << " new\n";
   model::testing::TempDir dir;
   LlamaShape sh;
-  sh.L = 1;
+  sh.L = layers;
   write_llama(dir, sh);
   const model::Model m = model::Model::load(dir.str());
   const char* out_dir = std::getenv("KEEL_DIAG_DIR");
@@ -740,14 +747,29 @@ TEST(ProgramGpu, DISABLED_OProjKSlicesBuffers) {
     std::vector<exec::Sequence> seqs;
     for (int b = 0; b < o.batch; ++b) {
       exec::Sequence s;
-      s.prompt = {int32_t((b * 37 + 5) % m.config.vocab)};
-      s.max_new = 1;
+      if (std::getenv("KEEL_DIAG_RAGGED"))  // the diagnosis' prompts: 3 to 7 random tokens
+        s.prompt = testing::random_ids(size_t(3 + b % 5), m.config.vocab, uint32_t(50 + b));
+      else
+        for (int i = 0; i < prompt_len; ++i) s.prompt.push_back(int32_t((b * 37 + 5 + i * 11) % m.config.vocab));
+      s.max_new = max_new;
       seqs.push_back(s);
     }
     exec::RunOptions ro;
     ro.threads = testing::oracle_threads();
-    cpu_ex.run(seqs, ro);
-    gpu.run(seqs, ro);
+    ro.capture_logits = true;
+    const exec::RunResult want = cpu_ex.run(seqs, ro);
+    const exec::RunResult got = gpu.run(seqs, ro);
+    double worst = 0;
+    size_t worst_pos = 0;
+    for (size_t b = 0; b < seqs.size(); ++b) {
+      const size_t V = size_t(m.config.vocab), n = std::min(got.seqs[b].logits.size(), want.seqs[b].logits.size()) / V;
+      for (size_t t = 0; t < n; ++t) {
+        const double e = rel_err(&got.seqs[b].logits[t * V], &want.seqs[b].logits[t * V], V);
+        if (e > worst) worst = e, worst_pos = t;
+      }
+    }
+    std::cout << "[ figures ] W" << workers << " split " << split << ": worst logits err " << worst << " at position "
+              << worst_pos << "\n";
     std::string blob;
     for (int32_t id = 0; id < int32_t(p.buffers.size()); ++id) {
       const program::BufferDesc& b = p.buffers[size_t(id)];
@@ -764,7 +786,7 @@ TEST(ProgramGpu, DISABLED_OProjKSlicesBuffers) {
       const std::vector<float> gf = as_floats(g.data(), dt, b.count), cf = as_floats(c, dt, b.count);
       std::cout << "[ figures ] W" << workers << " split " << split << " buffer " << name << ": rel err "
                 << rel_l2_nan(gf, cf) << "\n";
-      if (name != "mlp_in.0" && name != "x") continue;
+      if (name != "mlp_in.0" && name != "x" && name != "attn.0" && name != "qkv.0" && name != "attn_part.0") continue;
       const int64_t cols = b.cols, rows = int64_t(b.count) / cols;
       std::string bad_tokens, bad_groups;
       for (int64_t r = 0; r < rows; ++r) {
