@@ -320,7 +320,8 @@ fi
 # attention, pruning off, mma.sync, 2 slices, rows in 128s). Not part of `all`.
 if [[ " $what " == *" diag "* ]]; then
   # (the buffer-level one first, whole; with the checkpoint and buffers under $OUT)
-  KEEL_DIAG_DIR=$OUT timeout 120 "$D/test_program_gpu" --gtest_filter='*DISABLED_OProjKSlicesBuffers' \
+  # (prompts of 7 tokens and 3 new: the smallest case seen failing, one or two lanes off)
+  KEEL_DIAG_DIR=$OUT KEEL_DIAG_PROMPT=${KEEL_DIAG_PROMPT:-7} KEEL_DIAG_NEW=${KEEL_DIAG_NEW:-3} timeout 120 "$D/test_program_gpu" --gtest_filter='*DISABLED_OProjKSlicesBuffers' \
     --gtest_also_run_disabled_tests 2>&1 | grep -v "^\[ RUN\|^\[       OK" | tee "$OUT/diag-buffers.log"
   [[ -n "${KEEL_DIAG_BUFFERS_ONLY:-}" ]] ||
   timeout 300 "$D/test_program_gpu" --gtest_filter='*DISABLED_OProjKSlicesDiagnosis' --gtest_also_run_disabled_tests 2>&1 |
