@@ -556,6 +556,20 @@ void write_llama(const model::testing::TempDir& dir, const LlamaShape& sh = {}) 
   dir.write("model.safetensors", model::testing::le64(hs.size()) + hs + data);
 }
 
+/// `batch` sequences of 3 to 7 random prompt tokens (sequence b: 3 + b % 5,
+/// seed 50 + b), `max_new` tokens each: a ragged batch whose lanes finish at
+/// different steps.
+std::vector<exec::Sequence> ragged_seqs(int batch, int64_t vocab, int max_new) {
+  std::vector<exec::Sequence> seqs;
+  for (int b = 0; b < batch; ++b) {
+    exec::Sequence s;
+    s.prompt = testing::random_ids(size_t(3 + b % 5), vocab, uint32_t(50 + b));
+    s.max_new = max_new;
+    seqs.push_back(s);
+  }
+  return seqs;
+}
+
 TEST(ProgramGpu, WideMatmulTilesMatchCpu) {
   SKIP_WITHOUT_GPU();
   model::testing::TempDir dir;
@@ -583,13 +597,7 @@ TEST(ProgramGpu, WideMatmulTilesMatchCpu) {
     o.keep_worker_count = workers > 0;
     ProgramExecutor gpu(given, m, o);
     cpu::CpuExecutor cpu_ex(gpu.program(), m);
-    std::vector<exec::Sequence> seqs;
-    for (int b = 0; b < batch; ++b) {
-      exec::Sequence s;
-      s.prompt = testing::random_ids(size_t(3 + b % 5), m.config.vocab, uint32_t(50 + b));
-      s.max_new = 3;
-      seqs.push_back(s);
-    }
+    const std::vector<exec::Sequence> seqs = ragged_seqs(batch, m.config.vocab, 3);
     SCOPED_TRACE(cat("batch ", batch));
     const double worst = worst_logits_err_vs_cpu(gpu, cpu_ex, seqs);
     std::cout << "[ figures ] wide llama W" << gpu.program().h.n_workers << " B" << batch << " (stage columns up to " << widest
@@ -689,13 +697,7 @@ TEST(ProgramGpu, DISABLED_OProjKSlicesDiagnosis) {
     eo.keep_worker_count = true;
     ProgramExecutor gpu(p, m, eo);
     cpu::CpuExecutor cpu_ex(p, m);
-    std::vector<exec::Sequence> seqs;
-    for (int b = 0; b < o.batch; ++b) {
-      exec::Sequence s;
-      s.prompt = testing::random_ids(size_t(3 + b % 5), m.config.vocab, uint32_t(50 + b));
-      s.max_new = 3;
-      seqs.push_back(s);
-    }
+    const std::vector<exec::Sequence> seqs = ragged_seqs(o.batch, m.config.vocab, 3);
     SCOPED_TRACE(v.name);
     for (int run = 0; run < 2; ++run)
       std::cout << "[ figures ] O-proj diagnosis, " << v.name << " (W" << v.workers << " B" << o.batch
@@ -744,16 +746,13 @@ TEST(ProgramGpu, DISABLED_OProjKSlicesBuffers) {
     eo.keep_worker_count = true;
     ProgramExecutor gpu(p, m, eo);
     cpu::CpuExecutor cpu_ex(p, m);
-    std::vector<exec::Sequence> seqs;
-    for (int b = 0; b < o.batch; ++b) {
-      exec::Sequence s;
-      if (std::getenv("KEEL_DIAG_RAGGED"))  // the diagnosis' prompts: 3 to 7 random tokens
-        s.prompt = testing::random_ids(size_t(3 + b % 5), m.config.vocab, uint32_t(50 + b));
-      else
-        for (int i = 0; i < prompt_len; ++i) s.prompt.push_back(int32_t((b * 37 + 5 + i * 11) % m.config.vocab));
-      s.max_new = max_new;
-      seqs.push_back(s);
-    }
+    std::vector<exec::Sequence> seqs = ragged_seqs(o.batch, m.config.vocab, max_new);  // the diagnosis' prompts
+    if (!std::getenv("KEEL_DIAG_RAGGED"))  // else all prompt_len tokens long
+      for (int b = 0; b < o.batch; ++b) {
+        seqs[size_t(b)].prompt.clear();
+        for (int i = 0; i < prompt_len; ++i)
+          seqs[size_t(b)].prompt.push_back(int32_t((b * 37 + 5 + i * 11) % m.config.vocab));
+      }
     exec::RunOptions ro;
     ro.threads = testing::oracle_threads();
     ro.capture_logits = true;
