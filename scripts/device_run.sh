@@ -5,7 +5,7 @@
 # context 512), runs the PyTorch CUDA-graph peer, and prints one table. Logs go
 # under $OUT. Binaries and fixtures come from the carried folder .device/
 # (scripts/device_pack.sh fills it on the build machine).
-#   usage: scripts/device_run.sh [tests|bench|peer|batch|longctx|serve|chunks|knobs|defaults|diag|yarn|cli|smollm2|ab|trace|micro|all]...
+#   usage: scripts/device_run.sh [tests|bench|peer|batch|longctx|serve|chunks|knobs|defaults|yarn|cli|smollm2|ab|trace|micro|all]...
 # batch: decode ms/step of Llama-3.2-1B and Qwen3-8B shapes at batch 1, 8, 16,
 # 32, 64 (context 512; $KEEL_BATCHES overrides the list) beside the PyTorch
 # CUDA-graph peer (tools/peer_graph.py MODEL 512 BATCH) in one table, and the
@@ -313,19 +313,6 @@ if [[ " $what " == *" defaults "* ]]; then
       done
     done
   done | tee "$OUT/defaults.log"
-fi
-
-# diag: the disabled GPU diagnoses (test_program_gpu's DISABLED_*: O-proj in
-# k-slices, the whole Program ten ways: workers 1 / 2 / 7, waiting for all
-# attention, pruning off, mma.sync, 2 slices, rows in 128s). Not part of `all`.
-if [[ " $what " == *" diag "* ]]; then
-  # (the buffer-level one first, whole; with the checkpoint and buffers under $OUT)
-  # (prompts of 7 tokens and 3 new: the smallest case seen failing, one or two lanes off)
-  KEEL_DIAG_DIR=$OUT KEEL_DIAG_PROMPT=${KEEL_DIAG_PROMPT:-7} KEEL_DIAG_NEW=${KEEL_DIAG_NEW:-3} timeout 120 "$D/test_program_gpu" --gtest_filter='*DISABLED_OProjKSlicesBuffers' \
-    --gtest_also_run_disabled_tests 2>&1 | grep -v "^\[ RUN\|^\[       OK" | tee "$OUT/diag-buffers.log"
-  [[ -n "${KEEL_DIAG_BUFFERS_ONLY:-}" ]] ||
-  timeout 300 "$D/test_program_gpu" --gtest_filter='*DISABLED_OProjKSlicesDiagnosis' --gtest_also_run_disabled_tests 2>&1 |
-    grep -E "figures|FAILED|PASSED|Failure" | tee "$OUT/diag.log"
 fi
 
 # yarn: issue 13's YaRN check: keel's logits past position 40000 against

@@ -17,6 +17,7 @@
 
 #include "program/checker.h"
 #include "program/smem_plan.h"
+#include "common/greedy_compare.h"
 #include "common/run_options.h"
 #include "common/variant_model.h"
 #include "compiler/compiler.h"
@@ -385,7 +386,7 @@ TEST(CpuExecutor, WideBatchKSlicesMatchReference) {
     const Loaded& f = fixture(name);
     compiler::CompileOptions o;
     o.target = compiler::target_preset("h200");
-    o.target.batch_wide_o_split_k = 4;
+    o.o_split_k = 4;  // explicit: the fixtures' K is too small for whole 64-column boxes in 4 slices
     o.workers = 7;
     o.batch = program::kMmMaxTokens;
     o.max_context = 64;
@@ -411,6 +412,54 @@ TEST(CpuExecutor, WideBatchKSlicesMatchReference) {
     std::cout << "[ figures ] " << name << " W7 B64 (h200, O-proj in k-slices): worst logits rel err vs reference "
               << worst << "\n";
   }
+}
+
+// The GPU tests' comparison of two greedy runs (tests/common/greedy_compare.h):
+// positions compared up to where the tokens part, which must be a near tie in
+// the oracle's logits; a tie elsewhere, an error before it, or different
+// lengths without parting are failures.
+TEST(GreedyCompare, StopsAtANearTieAndCatchesTheRest) {
+  const int64_t V = 4;
+  std::vector<Sequence> seqs(1);
+  seqs[0].prompt = {1, 2};  // logits row 1 chose generated token 0, row 2 token 1, row 3 token 2
+  auto run = [&](std::vector<int32_t> tokens, std::vector<std::vector<float>> rows) {
+    RunResult r;
+    r.seqs.resize(1);
+    r.seqs[0].tokens = std::move(tokens);
+    for (const auto& row : rows) r.seqs[0].logits.insert(r.seqs[0].logits.end(), row.begin(), row.end());
+    return r;
+  };
+  const std::vector<std::vector<float>> want_rows = {{0, 1, 0, 0}, {0, 2, 1.995f, 0}, {3, 0, 0, 0}, {0, 0, 0, 4}};
+  const RunResult want = run({1, 0, 3}, want_rows);
+  // The same tokens, logits within the tolerance: every row compared.
+  auto near = want_rows;
+  near[3][3] = 4.01f;
+  testing::GreedyComparison c = testing::compare_greedy_logits(run({1, 0, 3}, near), want, seqs, V, 3e-2, 1e-2);
+  EXPECT_TRUE(c.failure.empty()) << c.failure;
+  EXPECT_EQ(c.parted, 0);
+  EXPECT_GT(c.worst, 0.0);
+  // Parting at generated token 0 (row 1), where the oracle has 1 and 2 within
+  // 0.005 of 2: a near tie; the rows after it differ by O(1) and are skipped.
+  auto other = want_rows;
+  other[1] = {0, 1.995f, 2, 0};
+  other[2] = {0, 0, 3, 0};
+  other[3] = {5, 0, 0, 0};
+  c = testing::compare_greedy_logits(run({2, 2, 0}, other), want, seqs, V, 3e-2, 1e-2);
+  EXPECT_TRUE(c.failure.empty()) << c.failure;
+  EXPECT_EQ(c.parted, 1);
+  // Parting where the oracle's logits are no tie (row 3: 4 against 0).
+  auto late = want_rows;
+  c = testing::compare_greedy_logits(run({1, 0, 0}, late), want, seqs, V, 3e-2, 1e-2);
+  EXPECT_NE(c.failure.find("no near tie"), std::string::npos) << c.failure;
+  // An error past the tolerance before the tokens part.
+  auto bad = want_rows;
+  bad[0] = {1, 0, 1, 0};
+  c = testing::compare_greedy_logits(run({1, 0, 3}, bad), want, seqs, V, 3e-2, 1e-2);
+  EXPECT_NE(c.failure.find("position 0"), std::string::npos) << c.failure;
+  // A run that stops early with the same tokens up to there.
+  c = testing::compare_greedy_logits(run({1, 0}, {want_rows[0], want_rows[1], want_rows[2]}), want, seqs, V, 3e-2,
+                                     1e-2);
+  EXPECT_NE(c.failure.find("tokens against"), std::string::npos) << c.failure;
 }
 
 // Page tables an allocator wrote (Sequence::pages, engine/kv_pages.h): rows

@@ -264,13 +264,15 @@ bool head_equal(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
   return std::equal(a.begin(), a.begin() + std::ptrdiff_t(n), b.begin()) && (n == 12 || a.size() == b.size());
 }
 // The same, up to a near tie among the first 12 (the two runs' picks within
-// 0.02 of log-probability: stories260K has ties that close, which the
-// atomics' order parts either way from run to run, H200). Needs logprobs.
+// 0.05 of log-probability: stories260K has ties that close, which the
+// atomics' order and the two backends' prefill chunks part either way from run
+// to run; seen: 0.034 on an H100, 411 at -1.627 against 424 at -1.593, while
+// a wrong cache or draw parts the tokens by far more). Needs logprobs.
 bool agree(const engine::GenerateResult& a, const engine::GenerateResult& b) {
   const size_t n = std::min<size_t>({a.output.size(), b.output.size(), 12});
   for (size_t i = 0; i < n; ++i)
     if (a.output[i] != b.output[i])
-      return i < a.logprobs.size() && i < b.logprobs.size() && std::abs(a.logprobs[i] - b.logprobs[i]) < 0.02f;
+      return i < a.logprobs.size() && i < b.logprobs.size() && std::abs(a.logprobs[i] - b.logprobs[i]) < 0.05f;
   return head_equal(a.output, b.output);
 }
 std::string show(const engine::GenerateResult& a, const engine::GenerateResult& b) {
