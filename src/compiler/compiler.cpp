@@ -47,7 +47,8 @@ Build begin_build(const graph::Graph& g, const CompileOptions& opt_in) {
              " SMs");
   if (o.workers == 0) o.workers = o.target.sms;
   const bool wide = o.batch > 1 && program::mm_tokens(o.batch) > 16;  // the target's wide policy (plan_target)
-  if (o.o_split_k == 0) o.o_split_k = wide ? o.target.batch_wide_o_split_k : o.target.o_split_k;
+  if (o.o_split_k == 0)
+    o.o_split_k = wide ? o.target.batch_wide_o_split_k : o.batch > 1 ? o.target.batch_o_split_k : o.target.o_split_k;
   if (o.down_split_k == 0) o.down_split_k = wide ? o.target.batch_wide_down_split_k : o.target.down_split_k;
   if (o.row_align == 0) o.row_align = o.batch > 1 ? o.target.batch_row_align : o.target.row_align;
   if (o.max_context <= 0) o.max_context = int(c.max_position > 0 ? std::min<int64_t>(c.max_position, INT32_MAX) : 4096);

@@ -15,6 +15,7 @@
 #include "compiler/passes.h"
 #include "core/error.h"
 #include "ops/ops.h"
+#include "program/smem_plan.h"
 
 namespace keel::compiler {
 
@@ -234,6 +235,15 @@ struct Partitioner {
     const int64_t R = w.rows, K = w.cols;
     const bool is_o = op.name == "o_proj";
     int S = is_o ? b.opt.o_split_k : b.opt.down_split_k;
+    // A target's choice for a batch Program (tensor-core tiles, whose slices
+    // are whole 64-column TMA boxes: program::stage_plan) gives way to the
+    // most slices that keep them whole, so a hidden size like Qwen2.5-0.5B's
+    // (896 = 4 x 224) does not send O-proj to the per-token fallback. An
+    // explicit --o-split-k / --down-split-k, and the compiler's own default
+    // below (targets without a choice), are taken as given.
+    const int given = is_o ? b.p.h.options.o_split_k : b.p.h.options.down_split_k;
+    if (given == 0 && S > 1 && b.p.h.batch > 1)
+      while (S > 1 && (K % S != 0 || (K / S) % program::kMmBoxCols != 0)) --S;
     if (S <= 0) S = is_o ? int(c.n_kv_heads) : (K >= 4096 ? 4 : 1);
     KEEL_CHECK(S <= K, "compiler: ", op.name, " split-K ", S, " exceeds K = ", K);
     uint16_t o = begin_op(op.name.c_str(), Opcode::MatvecResidual, op.layer);

@@ -30,14 +30,17 @@ Target gpu_preset(const char* name) {
   t.o_split_k = 1;
   t.down_split_k = 2;
   // Over 16 tokens a step, with tall one-matrix tiles: down_proj in 4
-  // k-slices, a tall block of ~124 rows a task. (O-proj in 4 as well measured
-  // faster: H200, ms/step at context 512, against the decode split, Qwen3-8B
-  // batch 64 17.13 -> 15.90, batch 32 13.31 -> 11.79, 2000-token prefill 612
-  // -> 572 ms, Llama-3.2-1B batch 64 4.71 -> 4.19; 8 k-slices 16.98, 12.49,
-  // 609 ms, 4.66. But O-proj k-slices at batch 64 on 7 workers gave wrong
-  // logits on the GPU (ProgramGpu.WideMatmulTilesMatchCpu, error 0.62; down_proj
-  // in 4 passes): full-K rows until that is understood.)
-  t.batch_wide_o_split_k = 1;
+  // k-slices, a tall block of ~124 rows a task, and O-proj in 4 (H200, ms/step
+  // at context 512, against full-K rows: Qwen3-8B batch 64 17.13 -> 15.90,
+  // batch 32 13.31 -> 11.79, 2000-token prefill 612 -> 572 ms, Llama-3.2-1B
+  // batch 64 4.71 -> 4.19; 8 k-slices 16.98, 12.49, 609 ms, 4.66). Batches of
+  // 2 to 16: O-proj in 4 as well (H200, `--o-split-k 4` against 1: Qwen3-8B
+  // batch 16 9.87 -> 9.55, 8 8.14 -> 8.07; Llama-3.2-1B 2.69 -> 2.55, 2.24
+  // -> 2.17). (The "wrong logits" O-proj k-slices were blamed for from
+  // 2026-12-04 to -05 were greedy runs parting at near ties of random
+  // weights: tests/common/greedy_compare.h.)
+  t.batch_o_split_k = 4;
+  t.batch_wide_o_split_k = 4;
   t.batch_wide_down_split_k = 4;
   // Batches: tasks in multiples of 64 rows (H100, 2026-12-05, ms/step at
   // context 512, two rounds, against 8: Qwen3-8B batch 8 9.27 vs 9.47, 16
@@ -94,7 +97,7 @@ Target target_of(const program::Program& p) {
   t.loader_hold = t.batch_loader_hold = d.loader_hold;
   t.l2_evict_first = d.l2_evict_first != 0;
   t.mm_engine = t.batch_mm_engine = d.mm_engine;
-  t.o_split_k = t.batch_wide_o_split_k = d.o_split_k;
+  t.o_split_k = t.batch_o_split_k = t.batch_wide_o_split_k = d.o_split_k;
   t.down_split_k = t.batch_wide_down_split_k = d.down_split_k;
   t.row_align = t.batch_row_align = d.row_align > 0 ? d.row_align : 8;
   return t;
@@ -128,7 +131,7 @@ void plan_target(Program& p, const Target& t) {
   d.loader_hold = loader_hold;
   d.l2_evict_first = t.l2_evict_first ? 1 : 0;
   d.mm_engine = mm_engine;
-  d.o_split_k = wide ? t.batch_wide_o_split_k : t.o_split_k;
+  d.o_split_k = wide ? t.batch_wide_o_split_k : batch ? t.batch_o_split_k : t.o_split_k;
   d.down_split_k = wide ? t.batch_wide_down_split_k : t.down_split_k;
   d.row_align = batch ? t.batch_row_align : t.row_align;
   d.work_need = program::kernel_work_bytes(p.h);

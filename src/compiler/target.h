@@ -67,6 +67,8 @@ struct Target {
   // ---- partition choices for this device (0: the compiler's) ----
   int o_split_k = 0;
   int down_split_k = 0;
+  /// O-proj's k-slices for batches of 2 to 16 tokens a step (0: the compiler's).
+  int batch_o_split_k = 0;
   /// The same for Programs of more than 16 tokens a step, whose one-matrix
   /// tiles stream up to 128 rows a stage on the wgmma engine
   /// (program::mm_max_rows): more k-slices give a task more and shorter rows,
@@ -83,8 +85,9 @@ struct Target {
 };
 
 /// The presets: "h100" and "h200" (H100 SXM / H200: 132 SMs, 227 KiB opt-in
-/// shared memory per block; O-proj as full-K rows, down_proj in 2 k-slices,
-/// measured fastest on both; over 16 tokens a step down_proj in 4 k-slices) and "generic" (the defaults above: 132 workers,
+/// shared memory per block; one sequence: O-proj as full-K rows, down_proj in
+/// 2 k-slices, measured fastest on both; batches: O-proj in 4 k-slices, and
+/// over 16 tokens a step down_proj in 4) and "generic" (the defaults above: 132 workers,
 /// the compiler's own split-K choices; what host-only compiles use).
 /// Throws keel::Error naming the presets for an unknown name ("auto" needs a
 /// device: exec::cuda::device_target).

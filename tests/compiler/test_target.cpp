@@ -180,7 +180,9 @@ TEST(Target, BatchProgramsTakeTheBatchPolicy) {
   }
   EXPECT_EQ(b.h.target.row_align, 64);
   for (const program::TaskDesc& t : b.tasks)  // a task's rows end at a multiple of 64 or at its matrix's end
-    if (program::Opcode(t.opcode) == program::Opcode::GateUp) EXPECT_TRUE(t.row1 % 64 == 0 || t.row1 == c.intermediate);
+    if (program::Opcode(t.opcode) == program::Opcode::GateUp) {
+      EXPECT_TRUE(t.row1 % 64 == 0 || t.row1 == c.intermediate);
+    }
   for (const int lanes : {0, 64}) {  // batch 32; a prefill Program of 64 lanes
     CompileOptions w = o;
     w.batch = lanes ? 1 : 32;
@@ -228,12 +230,14 @@ TEST(Target, BatchProgramsTakeTheBatchPolicy) {
   EXPECT_EQ(target_of(mma).mm_engine, program::kMmEngineMma);
   EXPECT_EQ(program_hash(compile(c, options_of(mma))), program_hash(mma));
   EXPECT_NE(program_hash(mma), program_hash(wide));
-  // Split-K: O-proj full-K rows and down_proj in 2 k-slices up to 16 tokens a
-  // step, down_proj in 4 above (tall tiles); recorded, kept by a recompile,
-  // and an explicit choice wins.
-  EXPECT_EQ(b.h.target.o_split_k, 1);
+  // Split-K: one sequence O-proj full-K rows and down_proj in 2 k-slices;
+  // batches O-proj in 4, down_proj in 2 up to 16 tokens a step and 4 above
+  // (tall tiles); recorded, kept by a recompile, and an explicit choice wins.
+  EXPECT_EQ(one.h.target.o_split_k, 1);
+  EXPECT_EQ(one.h.target.down_split_k, 2);
+  EXPECT_EQ(b.h.target.o_split_k, 4);
   EXPECT_EQ(b.h.target.down_split_k, 2);
-  EXPECT_EQ(wide.h.target.o_split_k, 1);
+  EXPECT_EQ(wide.h.target.o_split_k, 4);
   EXPECT_EQ(wide.h.target.down_split_k, 4);
   EXPECT_EQ(program_hash(compile(c, options_of(wide))), program_hash(wide));
   auto mv_tasks = [](const Program& p, const char* op) {
@@ -243,9 +247,39 @@ TEST(Target, BatchProgramsTakeTheBatchPolicy) {
     return std::make_pair(n, sliced);
   };
   EXPECT_EQ(mv_tasks(wide, "down_proj").second, mv_tasks(wide, "down_proj").first);  // k-slices of 12288 / 4
-  EXPECT_EQ(mv_tasks(wide, "o_proj").second, 0);
+  EXPECT_EQ(mv_tasks(wide, "o_proj").second, mv_tasks(wide, "o_proj").first);  // k-slices of 4096 / 4
+  EXPECT_EQ(mv_tasks(one, "o_proj").second, 0);
   o.o_split_k = 2;
   EXPECT_EQ(compile(c, o).h.options.o_split_k, 2);
+}
+
+// The target's O-proj k-slices give way, in batch Programs, to the most that
+// keep every slice whole 64-column boxes of the tensor-core tiles (a hidden
+// size of 896 = 4 x 224 = 2 x 448 = 7 x 128: 2 slices); an explicit choice is
+// taken as given.
+TEST(Target, BatchSlicesKeepWholeBoxes) {
+  model::ModelConfig c = qwen3_8b_two_layers();
+  c.hidden = 896;
+  c.n_heads = 14;
+  c.n_kv_heads = 2;
+  c.head_dim = 64;
+  c.intermediate = 4864;
+  CompileOptions o = for_target(target_preset("h200"));
+  o.batch = 32;
+  auto o_slices = [](const Program& p) {
+    std::set<int32_t> k0;
+    for (const TaskDesc& task : p.tasks)
+      if (std::string(p.ops[task.op].name) == "o_proj" && p.ops[task.op].layer == 0) k0.insert(task.k0);
+    return k0.size();
+  };
+  const Program wide = compile(c, o);
+  EXPECT_EQ(o_slices(wide), 2u);
+  for (const TaskDesc& task : wide.tasks)
+    if (Opcode(task.opcode) == Opcode::MatvecResidual) {
+      EXPECT_GT(program::stage_cols(task), 0u) << "k0 " << task.k0;
+    }
+  o.o_split_k = 4;
+  EXPECT_EQ(o_slices(compile(c, o)), 4u);
 }
 
 TEST(Target, RowsPerStageNeverExceedAStage) {
