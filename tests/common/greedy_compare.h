@@ -24,19 +24,9 @@
 #include <vector>
 
 #include "exec/common/run.h"
+#include "reference/golden.h"  // rel_err
 
 namespace keel::testing {
-
-/// Relative L2 error of `got` against `want` (n values).
-inline double logits_rel_err(const float* got, const float* want, size_t n) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < n; ++i) {
-    const double d = double(got[i]) - double(want[i]);
-    num += d * d;
-    den += double(want[i]) * double(want[i]);
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
 
 struct GreedyComparison {
   double worst = 0;     // worst relative logits error over the compared positions
@@ -80,7 +70,7 @@ inline GreedyComparison compare_greedy_logits(const exec::RunResult& got, const 
     const int64_t last = parted ? first + int64_t(k) : rows - 1;
     if (g.logits.size() != w.logits.size() && !parted) fail(where + ": logits of different lengths");
     for (int64_t t = 0; t <= last && t < rows; ++t) {
-      const double e = logits_rel_err(&g.logits[size_t(t) * V], &w.logits[size_t(t) * V], V);
+      const double e = rel_err(&g.logits[size_t(t) * V], &w.logits[size_t(t) * V], V);
       r.worst = std::max(r.worst, e);
       if (!(e < tol)) fail(where + " position " + std::to_string(t) + ": logits rel err " + std::to_string(e));
     }
