@@ -583,18 +583,20 @@ TEST(ProgramGpu, WideMatmulTilesMatchCpu) {
   for (const auto& [workers, batch] : {std::pair{7, 8}, std::pair{7, program::kMmMaxTokens}, std::pair{0, 8}}) {
     const Program given = compile_for(m, workers, batch, 64, 0, -1, 8);
     // The cases this test is for: tiles of several 64-column panels, GateUp
-    // tiles, and row blocks shorter than a stage's rows.
+    // tiles, row blocks shorter than a stage's rows, and O-proj in k-slices
+    // (the presets' for batches: each slice waits only for its heads' attention).
     uint32_t widest = 0;
-    bool gate_up = false, partial = false;
+    bool gate_up = false, partial = false, o_slices = false;
     for (const program::TaskDesc& t : given.tasks) {
       const uint32_t kc = program::stage_cols(t), cap = program::stage_rows(t);
       if (kc == 0) continue;
       widest = std::max(widest, kc);
       gate_up |= Opcode(t.opcode) == Opcode::GateUp;
       partial |= (t.row1 - t.row0) % int32_t(cap) != 0;
+      o_slices |= std::string(given.ops[t.op].name) == "o_proj" && t.k0 > 0;
     }
     EXPECT_GE(widest, 128u) << "batch " << batch;
-    EXPECT_TRUE(gate_up && partial) << "batch " << batch;
+    EXPECT_TRUE(gate_up && partial && o_slices) << "batch " << batch;
     ProgramExecutorOptions o;
     o.keep_worker_count = workers > 0;
     ProgramExecutor gpu(given, m, o);
