@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "exec/common/run.h"
-#include "reference/golden.h"  // rel_err
+#include "common/rel_err.h"
 
 namespace keel::testing {
 

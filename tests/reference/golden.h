@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/rel_err.h"
 #include "core/error.h"
 #include "core/mapped_file.h"
 #include "model/model.h"
@@ -80,16 +81,6 @@ inline const LoadedFixture& loaded_fixture(const std::string& name) {
     slot->model = model::Model::load(slot->golden.model_dir);
   }
   return *slot;
-}
-
-inline double rel_err(const float* out, const float* ref, size_t n) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < n; ++i) {
-    const double d = double(out[i]) - double(ref[i]);
-    num += d * d;
-    den += double(ref[i]) * double(ref[i]);
-  }
-  return std::sqrt(num) / std::sqrt(den);
 }
 
 }  // namespace keel::testing
