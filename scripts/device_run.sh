@@ -376,9 +376,17 @@ fi
 # inc = last end of the stage - last end of the stage before it (what the stage
 # adds to the step), lat = first task start after its wait - that previous end.
 # $KEEL_TRACE_BATCHES: the batch sizes traced (default 1); $KEEL_TRACE_KEEP set: the
-# traces come back gzipped under $OUT.
+# traces come back gzipped under $OUT; $KEEL_TRACE_PREFILL=P: also the first 4
+# steps of the prefill launch of a P-token prompt (keel bench --prompt-len P).
 if [[ " $what " == *" trace "* ]]; then
   for m in llama3.2-1b:$D/configs/llama3.2-1b.json qwen3-8b:$D/shared/models/qwen3-tokenizer/Qwen3-8B/config.json; do
+   if [[ -n "${KEEL_TRACE_PREFILL:-}" ]]; then
+     echo "== ${m%%:*} prefill of ${KEEL_TRACE_PREFILL} tokens (the first 4 steps)"
+     kb_timeout=200 kbench "$D/keel" "${m%%:*}-prefill" --config "${m#*:}" --random-weights --tokens 8 \
+       --prompt-len "$KEEL_TRACE_PREFILL" --trace /tmp/trp.json 2>&1 | grep RESULT
+     [[ -n "${KEEL_TRACE_KEEP:-}" ]] && gzip -c /tmp/trp.prefill.json > "$OUT/trace-${m%%:*}-prefill.json.gz"
+     python3 scripts/analysis/trace_stages.py /tmp/trp.prefill.json
+   fi
    for B in ${KEEL_TRACE_BATCHES:-1}; do
     for bin in base/keel keel; do
       [[ -x "$D/$bin" ]] || continue
@@ -386,45 +394,7 @@ if [[ " $what " == *" trace "* ]]; then
       kb_timeout=120 kbench "$D/$bin" "${m%%:*}-b$B" --config "${m#*:}" --random-weights --tokens 32 --launch megakernel \
         --batch "$B" --trace /tmp/tr.json 2>&1 | grep RESULT | sed "s|^|$bin |"
       [[ -n "${KEEL_TRACE_KEEP:-}" ]] && gzip -c /tmp/tr.json > "$OUT/trace-${m%%:*}-b$B-${bin//\//-}.json.gz"
-      python3 - /tmp/tr.json <<'PY'
-import json, sys, collections
-ev = json.load(open(sys.argv[1]))["traceEvents"]
-st = collections.defaultdict(lambda: [1e18, 0.0, 0.0, 0, 1e18])  # min start, max end, busy sum, n, min busy start
-waits = {}
-for e in ev:
-    if e["name"] == "wait":
-        waits[(e["tid"], e["ts"] + e["dur"])] = e["dur"]; continue
-    parts = e["name"].split()
-    op = parts[0]
-    k = (e["args"]["step"], int(parts[1][1:]) if len(parts) > 1 else 999, op)
-    s = st[k]; s[0] = min(s[0], e["ts"]); s[1] = max(s[1], e["ts"] + e["dur"]); s[2] += e["dur"]; s[3] += 1
-    s[4] = min(s[4], e["ts"])
-order = {"attn_norm": -1, "qkv": 0, "kv_append": 1, "attn_partial": 2, "attn_merge": 3, "attention": 3, "o_proj": 4,
-         "mlp_norm": 4.5, "gate_up": 5, "down_proj": 6, "final_norm": 6.5, "lm_head": 7, "step": 8}
-# kv_append, attn_partial, attn_merge: Programs before v4; the norms: batch Programs'.
-for k in st:  # ops this table does not know: after the ones it does
-    order.setdefault(k[2], 100 + len(order))
-keys = sorted(st, key=lambda k: (k[0], k[1], order[k[2]]))
-inc = collections.defaultdict(list); lat = collections.defaultdict(list); busy = collections.defaultdict(list)
-prev = None
-for k in keys:
-    if prev is not None and k[0] > min(x[0] for x in keys):
-        inc[k[2]].append(st[k][1] - st[prev][1]); lat[k[2]].append(st[k][4] - st[prev][1])
-        busy[k[2]].append(st[k][2] / st[k][3])
-    prev = k
-print("  stage   inc_us  lat_us  busy_us (means per layer, steps after the first)")
-tot = 0
-for op in order:
-    if op in inc:
-        n = len(inc[op]); tot += sum(inc[op])
-        print(f"  {op:7s} {sum(inc[op])/n:7.2f} {sum(lat[op])/n:7.2f} {sum(busy[op])/n:7.2f}")
-# One attention -> O-proj hand-off in detail (second traced step, middle layer).
-s2 = sorted(set(k[0] for k in keys))[1]; lm = max(k[1] for k in keys if k[1] != 999) // 2
-a = sorted(e["ts"] + e["dur"] for e in ev if e["name"] in (f"attention L{lm}", f"attn_merge L{lm}") and e["args"]["step"] == s2)
-o = sorted(e["ts"] for e in ev if e["name"] == f"o_proj L{lm}" and e["args"]["step"] == s2)
-print(f"  step {s2} layer {lm}: last attention chunk ends (us before the last): {[round(a[-1] - x, 2) for x in a[-6:]]}")
-print(f"  first oproj starts after it: {[round(x - a[-1], 2) for x in o[:6]]}")
-PY
+      python3 scripts/analysis/trace_stages.py /tmp/tr.json
     done
    done
   done | tee "$OUT/trace.log"

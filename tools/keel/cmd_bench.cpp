@@ -127,7 +127,7 @@ Command register_bench(CLI::App& root) {
   c->add_option("--launch", a->launch, "megakernel | per-op | graph | all")
       ->check(CLI::IsMember({"megakernel", "per-op", "graph", "all"}))->capture_default_str();
   c->add_flag("--json", a->json, "Print JSON");
-  c->add_option("--trace", a->trace, "Write a per-SM timeline (Chrome/Perfetto JSON)");
+  c->add_option("--trace", a->trace, "Write a per-SM timeline (Chrome/Perfetto JSON) of 8 megakernel steps; with --prompt-len also one of the prefill launch's first 4 steps (X.json -> X.prefill.json)");
   add_target_flags(*c, a->target, "auto");
   return {c, [a] {
             if (a->model.empty() && a->config.empty()) fail("bench: give --model DIR or --config FILE --random-weights");

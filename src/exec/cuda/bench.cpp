@@ -21,6 +21,13 @@ void note(const BenchOptions& opt, const std::string& what) {
   if (opt.progress) std::fprintf(stderr, "bench: %s\n", what.c_str());
 }
 
+/// Where --trace puts the prefill launch's trace: "x.json" -> "x.prefill.json".
+std::string prefill_trace_path(const std::string& trace_json) {
+  const size_t dot = trace_json.rfind('.');
+  const bool ext = dot != std::string::npos && trace_json.find('/', dot) == std::string::npos;
+  return (ext ? trace_json.substr(0, dot) : trace_json) + ".prefill" + (ext ? trace_json.substr(dot) : ".json");
+}
+
 /// The prefill Program's executor on ex's weights when prefill is timed in chunks.
 std::unique_ptr<ProgramExecutor> prefill_executor(const model::ModelConfig& cfg, const ProgramExecutor& ex,
                                                   const BenchOptions& opt, const ProgramExecutorOptions& eo) {
@@ -115,6 +122,12 @@ BenchReport bench_executor(ProgramExecutor& ex, const BenchOptions& opt, Program
     r.prefill_ms = run_prefilled(ex, prefill, seqs, {}).first_token_ms;
     r.prompt_len = opt.prompt_len;
     r.prefill_chunk = prefill ? prefill->program().h.seq_lanes : 0;
+    if (prefill && !opt.trace_json.empty()) {  // a third, traced run: the prefill launch's first 4 steps
+      const std::string path = prefill_trace_path(opt.trace_json);
+      note(opt, cat("tracing the prefill launch's first 4 steps into ", path));
+      prefill->trace_next_run(path);
+      run_prefilled(ex, prefill, seqs, {});
+    }
   }
   ex.fill_kv_random();
   for (LaunchMode mode : opt.modes) {

@@ -44,6 +44,7 @@ struct ProgramExecutor::Impl {
   uint64_t* step_ns = nullptr;        // device [step_ns_cap]
   const char* last_variant = "";      // the kernel variant of the last launch (kernel_variant_name)
   int32_t step_ns_cap = 0;
+  std::string trace_next;             // trace_next_run(): the next run() writes this trace
 
   ~Impl() {
     if (stream) cudaStreamDestroy(stream);
@@ -69,6 +70,10 @@ prog::DevProgram prepare(ProgramExecutor::Impl& I, const program::Program& p, co
                          const RunOptions& opt, int start_pos = 0, int max_steps = 0);
 /// Throws keel::Error with the device's error and every unfinished CTA's state.
 void check_status(ProgramExecutor::Impl& I, const program::Program& p, const prog::DevProgram& P);
+/// Points P at a trace buffer for the first `steps` steps of a launch (P.trace, P.trace_cap).
+void arm_trace(ProgramExecutor::Impl& I, const program::Program& p, prog::DevProgram& P, int steps);
+/// After the launch: the records as a Chrome/Perfetto trace at `path` (one row per CTA).
+void write_trace(const program::Program& p, const prog::DevProgram& P, const std::string& path);
 
 }  // namespace detail
 }  // namespace keel::exec::cuda

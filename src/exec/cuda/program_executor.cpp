@@ -567,6 +567,9 @@ RunResult ProgramExecutor::run(const std::vector<Sequence>& seqs, const RunOptio
   double wd = I.watchdog_s;
   if (opt.hang_seconds > 0) wd = std::min(wd, opt.hang_seconds);
   P.timeout_ns = uint64_t(wd * 1e9);
+  const std::string trace = std::move(I.trace_next);  // trace_next_run(): this run's first steps
+  I.trace_next.clear();
+  if (!trace.empty()) detail::arm_trace(I, p, P, 4);
 
   // ---- one launch; stream tokens while it runs ----
   RunResult res;
@@ -622,6 +625,7 @@ RunResult ProgramExecutor::run(const std::vector<Sequence>& seqs, const RunOptio
   drain();
   res.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   check_status(I, p, P);
+  if (P.trace) detail::write_trace(p, P, trace);
   // ---- results ----
   std::vector<SeqState> states(static_cast<size_t>(B));
   KEEL_CUDA_CHECK(cudaMemcpy(states.data(), I.ptr[size_t(h.buf_state)], sizeof(SeqState) * size_t(B),

@@ -97,6 +97,9 @@ class ProgramExecutor {
   /// `trace_json` (megakernel), writes a Chrome/Perfetto trace of every CTA's
   /// tasks (start, wait end, end).
   std::vector<double> time_steps(LaunchMode mode, int start_pos, int steps, const std::string& trace_json = {});
+  /// Bench: the next run() also writes the trace time_steps() writes (its
+  /// first 4 steps, every CTA's tasks) to `trace_json`, e.g. a prefill launch's.
+  void trace_next_run(const std::string& trace_json);
   /// The kernel variant the last launch ran ("decode", "decode_long", "batch",
   /// "batch_long": program_kernel.h), "" before any.
   std::string last_kernel_variant() const;

@@ -29,6 +29,58 @@ void ProgramExecutor::fill_kv_random(uint64_t seed) {
   KEEL_CUDA_CHECK(cudaStreamSynchronize(I.stream));
 }
 
+namespace detail {
+
+void arm_trace(ProgramExecutor::Impl& I, const program::Program& p, prog::DevProgram& P, int steps) {
+  const int cap = int(p.worker_tasks.size() / size_t(p.h.n_workers) + 8) * std::min(steps, 4);
+  P.trace = static_cast<uint64_t*>(device_alloc(size_t(p.h.n_workers) * size_t(cap) * prog::kTraceWords * 8, I.owned));
+  P.trace_cap = cap;
+}
+
+void write_trace(const program::Program& p, const prog::DevProgram& P, const std::string& trace_json) {
+  const auto& h = p.h;
+  const int cap = P.trace_cap;
+  constexpr size_t kW = prog::kTraceWords;
+  std::vector<uint64_t> tr(size_t(h.n_workers) * size_t(cap) * kW);
+  KEEL_CUDA_CHECK(cudaMemcpy(tr.data(), P.trace, tr.size() * 8, cudaMemcpyDeviceToHost));
+  uint64_t t_min = ~0ull;
+  for (size_t k = 0; k < tr.size(); k += kW)
+    if (tr[k + 1]) t_min = std::min(t_min, tr[k + 1]);
+  std::ofstream f(trace_json);
+  f << std::fixed << std::setprecision(3);  // microseconds to the nanosecond (6 digits would round to 1 us)
+  KEEL_CHECK(f.good(), "cuda bench: cannot write ", trace_json);
+  f << "{\"traceEvents\":[\n";
+  bool first = true;
+  for (int w = 0; w < h.n_workers; ++w)
+    for (int k = 0; k < cap; ++k) {
+      const uint64_t* e = &tr[(size_t(w) * size_t(cap) + size_t(k)) * kW];
+      if (!e[1] || !e[5]) continue;
+      const uint32_t pos = uint32_t(e[0] & 0xffffffffu), step = uint32_t(e[0] >> 32);
+      const program::TaskDesc& t = p.tasks[p.worker_tasks[p.worker_offsets[size_t(w)] + pos]];
+      const program::OpDesc& op = p.ops[t.op];
+      auto us = [&](uint64_t a, uint64_t z) { return a && z >= a ? double(z - a) * 1e-3 : 0.0; };
+      auto ev = [&](const std::string& name, uint64_t a, uint64_t z, const std::string& extra) {
+        f << (first ? "" : ",\n") << "{\"name\":\"" << name << "\",\"ph\":\"X\",\"pid\":0,\"tid\":" << w
+          << ",\"ts\":" << double(a - t_min) * 1e-3 << ",\"dur\":" << double(z - a) * 1e-3
+          << ",\"args\":{\"step\":" << step << extra << "}}";
+        first = false;
+      };
+      if (e[2] > e[1]) ev("wait", e[1], e[2], "");
+      // prep_us: wait end -> input vector ready; stage_us: -> first ring stage landed;
+      // tail_us: the task's code returned -> barrier, signals and this record done
+      std::string extra = e[3] ? cat(",\"prep_us\":", us(e[2], e[3]), ",\"stage_us\":", us(e[3], e[4])) : "";
+      extra += cat(",\"tail_us\":", us(e[6], e[5]));
+      // stream_us: first -> last ring stage landed; after_us: last stage landed -> code returned
+      if (e[7]) extra += cat(",\"stream_us\":", us(e[4], e[7]), ",\"after_us\":", us(e[7], e[6]));
+      ev(op.layer >= 0 ? cat(op.name, " L", op.layer) : std::string(op.name), e[2], e[5], extra);
+    }
+  f << "\n]}\n";
+}
+
+}  // namespace detail
+
+void ProgramExecutor::trace_next_run(const std::string& trace_json) { impl_->trace_next = trace_json; }
+
 std::vector<double> ProgramExecutor::time_steps(LaunchMode mode, int start_pos, int steps,
                                                 const std::string& trace_json) {
   Impl& I = *impl_;
@@ -49,55 +101,14 @@ std::vector<double> ProgramExecutor::time_steps(LaunchMode mode, int start_pos, 
   if (mode == LaunchMode::Megakernel) {
     P.step_ns = I.step_ns;
     P.step_ns_cap = I.step_ns_cap;
-    const int cap = int(p.worker_tasks.size() / size_t(h.n_workers) + 8) * std::min(steps, 4);
-    if (!trace_json.empty()) {
-      P.trace = static_cast<uint64_t*>(
-          device_alloc(size_t(h.n_workers) * size_t(cap) * prog::kTraceWords * 8, I.owned));
-      P.trace_cap = cap;
-    }
+    if (!trace_json.empty()) detail::arm_trace(I, p, P, steps);
     prog::launch_program(P, I.smem, I.stream);
     KEEL_CUDA_CHECK(cudaStreamSynchronize(I.stream));
     check_status(I, p, P);
     std::vector<uint64_t> ns(size_t(steps) + 1, 0);
     KEEL_CUDA_CHECK(cudaMemcpy(ns.data(), I.step_ns, size_t(steps) * 8, cudaMemcpyDeviceToHost));
     for (int s = 1; s < steps; ++s) ms.push_back(double(ns[size_t(s)] - ns[size_t(s - 1)]) * 1e-6);
-    if (P.trace) {
-      constexpr size_t kW = prog::kTraceWords;
-      std::vector<uint64_t> tr(size_t(h.n_workers) * size_t(cap) * kW);
-      KEEL_CUDA_CHECK(cudaMemcpy(tr.data(), P.trace, tr.size() * 8, cudaMemcpyDeviceToHost));
-      uint64_t t_min = ~0ull;
-      for (size_t k = 0; k < tr.size(); k += kW)
-        if (tr[k + 1]) t_min = std::min(t_min, tr[k + 1]);
-      std::ofstream f(trace_json);
-      f << std::fixed << std::setprecision(3);  // microseconds to the nanosecond (6 digits would round to 1 us)
-      KEEL_CHECK(f.good(), "cuda bench: cannot write ", trace_json);
-      f << "{\"traceEvents\":[\n";
-      bool first = true;
-      for (int w = 0; w < h.n_workers; ++w)
-        for (int k = 0; k < cap; ++k) {
-          const uint64_t* e = &tr[(size_t(w) * size_t(cap) + size_t(k)) * kW];
-          if (!e[1] || !e[5]) continue;
-          const uint32_t pos = uint32_t(e[0] & 0xffffffffu), step = uint32_t(e[0] >> 32);
-          const program::TaskDesc& t = p.tasks[p.worker_tasks[p.worker_offsets[size_t(w)] + pos]];
-          const program::OpDesc& op = p.ops[t.op];
-          auto us = [&](uint64_t a, uint64_t z) { return a && z >= a ? double(z - a) * 1e-3 : 0.0; };
-          auto ev = [&](const std::string& name, uint64_t a, uint64_t z, const std::string& extra) {
-            f << (first ? "" : ",\n") << "{\"name\":\"" << name << "\",\"ph\":\"X\",\"pid\":0,\"tid\":" << w
-              << ",\"ts\":" << double(a - t_min) * 1e-3 << ",\"dur\":" << double(z - a) * 1e-3
-              << ",\"args\":{\"step\":" << step << extra << "}}";
-            first = false;
-          };
-          if (e[2] > e[1]) ev("wait", e[1], e[2], "");
-          // prep_us: wait end -> input vector ready; stage_us: -> first ring stage landed;
-          // tail_us: the task's code returned -> barrier, signals and this record done
-          std::string extra = e[3] ? cat(",\"prep_us\":", us(e[2], e[3]), ",\"stage_us\":", us(e[3], e[4])) : "";
-          extra += cat(",\"tail_us\":", us(e[6], e[5]));
-          // stream_us: first -> last ring stage landed; after_us: last stage landed -> code returned
-          if (e[7]) extra += cat(",\"stream_us\":", us(e[4], e[7]), ",\"after_us\":", us(e[7], e[6]));
-          ev(op.layer >= 0 ? cat(op.name, " L", op.layer) : std::string(op.name), e[2], e[5], extra);
-        }
-      f << "\n]}\n";
-    }
+    if (P.trace) detail::write_trace(p, P, trace_json);
   } else {
     std::vector<cudaEvent_t> ev(size_t(steps) + 1);
     for (auto& e : ev) KEEL_CUDA_CHECK(cudaEventCreate(&e));
