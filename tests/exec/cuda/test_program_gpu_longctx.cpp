@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "common/rel_err.h"
 #include "common/run_options.h"
 #include "common/variant_model.h"
 #include "compiler/compiler.h"
@@ -41,14 +42,7 @@ std::string shared_dir() {
   return e && *e ? std::string(e) : std::string(KEEL_SHARED_DIR);
 }
 
-double rel_err(const float* a, const float* b, size_t n) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < n; ++i) {
-    num += (double(a[i]) - double(b[i])) * (double(a[i]) - double(b[i]));
-    den += double(b[i]) * double(b[i]);
-  }
-  return std::sqrt(num / den);
-}
+using testing::rel_err;
 
 double bf16_rel_l2(const uint8_t* a, const uint8_t* b, size_t n) {
   double num = 0, den = 0;
