@@ -121,6 +121,26 @@ std::string report(const Program& p, double bw) {
   };
   std::map<std::string, Agg> per;
   std::vector<std::string> order;
+  // Each operator instance's predicted work (TaskDesc::cost_us) per worker: the
+  // most any worker has over the mean of all workers. Operators wait for each
+  // other, so this, not the whole step's bytes per worker, is what an
+  // operator's granularity costs its stage of the critical path.
+  std::map<std::string, std::pair<double, int>> spread;  // sum over instances (layers) of max/mean, instances
+  std::vector<int32_t> worker_of(p.tasks.size(), 0);
+  for (uint32_t w = 0; w < h.n_workers; ++w)
+    for (uint32_t i = p.worker_offsets[w]; i < p.worker_offsets[w + 1]; ++i) worker_of[p.worker_tasks[i]] = int32_t(w);
+  for (const OpDesc& op : p.ops) {
+    std::vector<double> work(size_t(h.n_workers), 0.0);
+    double total = 0;
+    for (uint32_t t = op.task_begin; t < op.task_begin + op.task_count; ++t) {
+      work[size_t(worker_of[t])] += p.tasks[t].cost_us;
+      total += p.tasks[t].cost_us;
+    }
+    if (total <= 0) continue;
+    auto& [sum, n] = spread[op.name];
+    sum += *std::max_element(work.begin(), work.end()) / (total / double(h.n_workers));
+    ++n;
+  }
   for (uint32_t t = 0; t < p.tasks.size(); ++t) {
     std::string n = op_name(p, p.tasks[t].op);
     if (!per.count(n)) order.push_back(n);
@@ -138,7 +158,7 @@ std::string report(const Program& p, double bw) {
   }
   os << "\n" << std::left << std::setw(16) << "operator" << std::right << std::setw(10) << "tasks"
      << std::setw(14) << "MB/step" << std::setw(12) << "waits/task" << std::setw(10) << "max" << std::setw(16)
-     << "rows/stage" << std::setw(14) << "stages/task" << "\n";
+     << "rows/stage" << std::setw(14) << "stages/task" << std::setw(12) << "max/mean" << "\n";
   for (const std::string& n : order) {
     const Agg& a = per[n];
     os << std::left << std::setw(16) << n << std::right << std::setw(10) << a.tasks << std::setw(14)
@@ -153,8 +173,13 @@ std::string report(const Program& p, double bw) {
       os << std::setw(16) << (a.ring_tasks < a.tasks ? cat(rows, " (", a.ring_tasks, ")") : rows) << std::setw(14)
          << double(a.stages) / double(a.ring_tasks);
     }
+    // The busiest worker's predicted share of the operator over the mean (mean over layers).
+    if (const auto it = spread.find(n); it != spread.end()) os << std::setw(12) << it->second.first / it->second.second;
+    else os << std::setw(12) << "-";
     os << "\n";
   }
+  os << "(max/mean: the busiest worker's share of an operator's predicted work over the mean share, averaged over "
+        "layers; 1 is even, one task on W workers is W)\n";
   std::vector<uint64_t> bpw = bytes_per_worker(p);
   uint64_t mn = *std::min_element(bpw.begin(), bpw.end()), mx = *std::max_element(bpw.begin(), bpw.end());
   double mean = 0;

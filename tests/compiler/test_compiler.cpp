@@ -718,6 +718,10 @@ TEST(Report, TextJsonDot) {
   const std::string r = report(p, 3350);
   for (const char* s : {"bytes per worker", "max/mean", "critical path", "ms/token", "gate_up", "lm_head"})
     EXPECT_NE(r.find(s), std::string::npos) << s << "\n" << r;
+  // The per-operator spread: one step task on 7 workers is 7.00; the step's
+  // whole bytes per worker line is there as well.
+  EXPECT_NE(r.find("7.00\n"), std::string::npos) << r;
+  EXPECT_NE(r.find("busiest worker"), std::string::npos) << r;
   const std::string j = to_json(p);
   EXPECT_NE(j.find("\"tasks\""), std::string::npos);
   EXPECT_NE(j.find("\"qkv_proj\""), std::string::npos);
