@@ -91,7 +91,9 @@ Build begin_build(const graph::Graph& g, const CompileOptions& opt_in) {
   // context 8192: H200, batch 8, 4 chunks vs 2, Qwen3-8B 11.79 vs 12.12 ms,
   // Llama-3.2-1B 3.39 vs 3.53.)
   if (C == 0)
-    C = std::clamp((o.batch > 1 && o.max_context > 4096 ? 2 : 1) * o.workers / int(o.batch * c.n_kv_heads), 1, 32);
+    C = std::clamp((o.batch > 1 && o.max_context > program::kShortContext ? 2 : 1) * o.workers /
+                       int(o.batch * c.n_kv_heads),
+                   1, 32);
   // A prefill Program's lanes read the positions the other lanes of their
   // sequence append in the same step: the appending chunk must be a task of
   // its own (attn_chunk_range with C >= 2), which the others wait for.

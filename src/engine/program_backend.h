@@ -15,6 +15,7 @@
 #include "engine/backend.h"
 #include "engine/kv_pages.h"
 #include "exec/common/run.h"
+#include "program/smem_plan.h"
 
 namespace keel::engine {
 
@@ -48,7 +49,7 @@ int kv_pages_of_tokens(int64_t kv_tokens, int page_size);
 /// own (BackendConfig::small_batches): 1, 2, 4, ... below `batch`.
 std::vector<int> smaller_batches(int batch);
 /// Positions of the short-context decode Programs (decode_variants).
-inline constexpr int kShortContext = 4096;
+using program::kShortContext;
 /// The decode Programs a backend keeps beside its own `p`, compiled with `so`
 /// (the options p was compiled with, on the target the others plan for), in
 /// the order a launch tries them (run_paged: the first that holds its

@@ -42,7 +42,7 @@ bool attn_may_stream(const ProgramHeader& h) {
   // 7.03. So Programs of up to 4096 positions (`keel bench`'s, `keel generate
   // --context 4096`) and batches up to 16 keep the ring; full-context
   // Programs (`keel generate`'s default) pay the stage at short positions.
-  if (h.max_context <= 4096 && mm_tokens(h.batch) <= 16) return false;
+  if (h.max_context <= kShortContext && mm_tokens(h.batch) <= 16) return false;
   // A chunk's longest history up to the last position (ops::Attention::streams).
   return attn_longest_history(h.max_context - 1, h.n_chunks, h.attn_min_chunk) > kAttnStreamMinHistory;
 }

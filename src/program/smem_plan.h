@@ -32,6 +32,12 @@ inline constexpr int kKernelAttnStreamFloats = 72;
 /// reserves it (attn_may_stream, kernel_work_bytes), otherwise
 /// attn_stream keeps K and V in registers.
 inline constexpr int kAttnStreamStages = 2;
+/// A short context: Programs of up to this many positions keep the ring's third
+/// 64 KiB stage up to 16 sequences (attn_may_stream), batches run one round of
+/// attention chunks (the compiler's chunk rule), the engine keeps decode
+/// Programs of this size beside full-context ones, and `keel bench` compiles
+/// this many positions by default.
+inline constexpr int kShortContext = 4096;
 inline constexpr int64_t kAttnStreamMinHistory = 128;
 constexpr int64_t attn_stream_stage_elems(int64_t hd) { return 8 * (hd + 8) + 8 * hd; }
 /// Offset of the buffer in the work area: after q ([g][hd] fp32, rounded up to

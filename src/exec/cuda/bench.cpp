@@ -12,6 +12,7 @@
 #include "exec/cuda/plan_check.h"
 #include "model/model.h"
 #include "program/serialize.h"
+#include "program/smem_plan.h"
 
 namespace keel::exec::cuda {
 
@@ -67,7 +68,7 @@ compiler::CompileOptions bench_compile_options(const model::ModelConfig& cfg, Be
   compiler::CompileOptions co;
   co.target = opt.target ? *opt.target : device_target(opt.device);
   co.batch = opt.batch;
-  co.max_context = int(std::max<int64_t>({std::min<int64_t>(cfg.max_position, 4096),
+  co.max_context = int(std::max<int64_t>({std::min<int64_t>(cfg.max_position, program::kShortContext),
                                           first_bench_position(opt) + total + margin, opt.prompt_len + margin}));
   co.o_split_k = opt.o_split_k;
   co.down_split_k = opt.down_split_k;
