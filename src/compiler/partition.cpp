@@ -184,7 +184,14 @@ struct Partitioner {
   // arg 3 numbers the (layer, sequence, kv head) group; build_dependencies turns
   // it into the group's arrival counter.
   void attention(const graph::Op& op) {
-    const int nkv = int(c.n_kv_heads), C = b.p.h.n_chunks, B = b.p.h.batch;
+    const int nkv = int(c.n_kv_heads), C = b.p.h.n_chunks;
+    // A Program's prompt lanes attend with KvAppend + PrefillAttention where
+    // the kernel serves the shape (program::prefill_attn_serves); the decode
+    // lanes (all lanes otherwise) with Attention's chunks.
+    const bool tiles = program::prefill_attn_serves(c.head_dim, c.n_heads / nkv, b.p.h.seq_lanes);
+    const int B = tiles ? int(program::n_decode_lanes(b.p.h)) : b.p.h.batch;
+    if (tiles) prefill_attention(op);
+    if (B == 0) return;
     // Chunks with work at the predicted context: all C (attn_chunk_range: the
     // C - 1 before the appending one), or as many as the minimum length gives
     // (attn_even_range: the last ones, the appending one among them).
@@ -228,6 +235,54 @@ struct Partitioner {
           }
     b.n_arrival_groups += uint32_t(B * nkv);
     end_op();
+  }
+
+  // A prefill Program's prompt lanes: KvAppend tasks (blocks of lanes x kv
+  // heads) put the step's k and v in the cache, then PrefillAttention tasks
+  // (the same blocks: program::prefill_attn_lanes lanes, about 32 q rows)
+  // attend over it, each reading a kv head's cache once for its block.
+  void prefill_attention(const graph::Op& op) {
+    const program::ProgramHeader& h = b.p.h;
+    const int nkv = int(c.n_kv_heads), g = int(c.n_heads / c.n_kv_heads);
+    const int D = int(program::n_decode_lanes(h)), L = int(h.seq_lanes);
+    const int Lb = int(program::prefill_attn_lanes(g, L)), nseq = (h.batch - D) / L;
+    const bool window = c.window(op.layer) > 0;
+    const double ready0 = ready;
+    auto blocks = [&](Opcode oc, uint16_t o, auto&& fill, double cost, bool windowed) {
+      for (int s = 0; s < nseq; ++s)
+        for (int l0 = 0; l0 < L; l0 += Lb)
+          for (int kvh = 0; kvh < nkv; ++kvh) {
+            TaskDesc t = seq_task(oc, o, op.layer, D + s * L + l0);
+            t.b1 = D + s * L + std::min(l0 + Lb, L);
+            fill(t, kvh);
+            if (windowed) t.flags |= program::kFlagSlidingWindow;
+            emit(t, least_loaded(), cost);
+          }
+    };
+    const int32_t qkv = b.id(op.inputs.at(0)), kc = b.id(op.inputs.at(1)), vc = b.id(op.inputs.at(2));
+    uint16_t o = begin_op("kv_append", Opcode::KvAppend, op.layer);
+    blocks(Opcode::KvAppend, o, [&](TaskDesc& t, int kvh) {
+      ops::KvAppendOperands v;
+      v.qkv = qkv, v.k_cache = kc, v.v_cache = vc, v.state = h.buf_state;
+      v.k_norm = b.id_or_none(op.weight("k_head_norm"));
+      v.kv_head = kvh;
+      v.to(t);
+    }, b.opt.kv_append_us, false);  // appends whatever the window
+    end_op();
+    // The attention reads what every append wrote (the operator-level readiness).
+    ready = std::max(ready0, op_finish);
+    const double kv_us = double(b.opt.predict_context) * double(c.head_dim) * 2 * 2 / b.bytes_per_us_per_worker;
+    o = begin_op("attention", Opcode::PrefillAttention, op.layer);
+    blocks(Opcode::PrefillAttention, o, [&](TaskDesc& t, int kvh) {
+      ops::PrefillAttentionOperands v;
+      v.qkv = qkv, v.k_cache = kc, v.v_cache = vc, v.state = h.buf_state;
+      v.q_norm = b.id_or_none(op.weight("q_head_norm"));
+      v.out = b.id(op.outputs.at(0));
+      v.kv_head = kvh;
+      v.to(t);
+    }, kv_us + b.opt.attn_task_us, window);
+    end_op();
+    ready = ready0;  // the decode lanes' chunks (if any) wait for the projection only
   }
 
   void matvec_residual(const graph::Op& op) {

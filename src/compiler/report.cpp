@@ -78,6 +78,10 @@ Simulation simulate(const Program& p, double bw, double overhead, int context) {
       int64_t p0 = 0, p1 = 0;
       ops::attention_positions(p.h, td, std::max<int64_t>(int64_t(context) - 1, 0), &p0, &p1);
       bytes += double(p1 - p0) * p.h.head_dim * 2 * 2;
+    } else if (Opcode(td.opcode) == Opcode::PrefillAttention) {  // its lanes' positions, read once
+      int64_t p0 = 0, p1 = 0;
+      ops::prefill_attention_positions(p.h, td, std::max<int64_t>(int64_t(context) - 1, 0), &p0, &p1);
+      bytes += double(p1 - p0) * p.h.head_dim * 2 * 2;
     }
     const double cost = bytes / per_worker + overhead;
     finish[t] = start + cost;

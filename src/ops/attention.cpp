@@ -1,6 +1,7 @@
 // Attention's operand checks (per task, and the arrival counters across the
 // Program) and its memory footprint (see attention.h).
 #include "ops/attention.h"
+#include "ops/kv_append.h"
 
 #include <algorithm>
 #include <unordered_map>
@@ -88,11 +89,10 @@ void Attention::accesses(AccessSink& s, const TaskDesc& t) {
   // (layer, sequence, kv head) instead of one per lane).
   // A decode sequence's units come first (2 per kv head), then each prefill
   // sequence's (L + 1 per kv head).
-  const uint64_t L = uint64_t(program::lanes_per_seq(h)), D = uint64_t(program::n_decode_lanes(h));
+  // (kv_history_unit numbers them.)
   for (int b = t.b0; b < t.b1; ++b) {
-    const uint64_t seq = uint64_t(program::lane_sequence(h, b)), lane = uint64_t(program::lane_index(h, b));
-    const uint64_t width = uint64_t(program::lane_width(h, b));
-    const uint64_t u = (seq < D ? seq * nkv * 2 : D * nkv * 2 + (seq - D) * nkv * (L + 1)) + kvh * (width + 1);
+    const uint64_t lane = uint64_t(program::lane_index(h, b)), width = uint64_t(program::lane_width(h, b));
+    const uint64_t u = kv_history_unit(h, b, int(kvh));
     if (appender_reads_history || !appends) {
       s.kv(kc, u, width > 1 ? u + width + 1 : u + 1, M::Read);
       s.kv(vc, u, width > 1 ? u + width + 1 : u + 1, M::Read);

@@ -17,25 +17,6 @@ using program::SeqState;
 
 namespace {
 
-// The chunk at pos appends k (after its epilogue, rounded to bf16) and the raw v.
-void append_kv(const TaskContext& c, const TaskDesc& t, const AttentionOperands& o, int64_t pos) {
-  const auto& h = c.p->h;
-  const int64_t hd = h.head_dim;
-  const int b = t.b0, kvh = o.kv_head;
-  const uint16_t* raw = c.as<uint16_t>(o.qkv) + b * program::qkv_width(h);
-  const uint16_t* k = raw + program::qkv_part_begin(h, 1) + kvh * hd;
-  const uint16_t* v = raw + program::qkv_part_begin(h, 2) + kvh * hd;
-  std::vector<float> y(static_cast<size_t>(hd));
-  for (int64_t i = 0; i < hd; ++i) y[size_t(i)] = bf16_to_f32(k[i]);
-  head_epilogue(c, o.k_norm, pos, y.data());
-  uint16_t* kd = kv_slot(c, o.k_cache, b, kvh, pos);
-  uint16_t* vd = kv_slot(c, o.v_cache, b, kvh, pos);
-  for (int64_t i = 0; i < hd; ++i) {
-    kd[i] = f32_to_bf16(y[size_t(i)]);
-    vd[i] = v[i];  // already bf16: copied, not rounded twice
-  }
-}
-
 // The last chunk of the step: the C partials of each head, log-sum-exp in chunk order.
 void merge_chunks(const TaskContext& c, const TaskDesc& t, const AttentionOperands& o) {
   const auto& h = c.p->h;
@@ -74,31 +55,13 @@ void Attention::run_cpu(const TaskContext& c, const TaskDesc& t) {
   const int64_t pos = st.pos;
   int64_t p0 = 0, p1 = 0;
   attention_positions(h, t, pos, &p0, &p1);
-  if (p0 <= pos && pos < p1) append_kv(c, t, op, pos);
+  if (p0 <= pos && pos < p1) append_kv(c, op.qkv, op.k_norm, op.k_cache, op.v_cache, b, kvh, pos);
   float* part = c.as<float>(op.partial) + ((int64_t(b) * h.n_kv_heads + kvh) * C + chunk) * g * (hd + 2);
   std::vector<float> q(static_cast<size_t>(hd)), o(static_cast<size_t>(hd)), s(size_t(std::max<int64_t>(p1 - p0, 1)));
   for (int64_t j = 0; j < g; ++j) {
     // q epilogue: head norm and RoPE in fp32 on the raw row, then bf16 (q's rounding point).
-    const uint16_t* qh = c.as<uint16_t>(op.qkv) + int64_t(b) * program::qkv_width(h) + (kvh * g + j) * hd;
-    for (int64_t i = 0; i < hd; ++i) q[size_t(i)] = bf16_to_f32(qh[i]);
-    head_epilogue(c, op.q_norm, pos, q.data());
-    for (int64_t i = 0; i < hd; ++i) q[size_t(i)] = round_bf16(q[size_t(i)]);
-    float m = -INFINITY;
-    for (int64_t pp = p0; pp < p1; ++pp) {
-      const uint16_t* k = kv_slot(c, op.k_cache, b, kvh, pp);
-      float d = 0;
-      for (int64_t i = 0; i < hd; ++i) d += q[size_t(i)] * bf16_to_f32(k[i]);
-      s[size_t(pp - p0)] = d * h.attn_scale;
-      m = std::max(m, s[size_t(pp - p0)]);
-    }
-    std::fill(o.begin(), o.end(), 0.0f);
-    float l = 0;
-    for (int64_t pp = p0; pp < p1; ++pp) {
-      const float e = std::exp(s[size_t(pp - p0)] - m);
-      l += e;
-      const uint16_t* v = kv_slot(c, op.v_cache, b, kvh, pp);
-      for (int64_t i = 0; i < hd; ++i) o[size_t(i)] += e * bf16_to_f32(v[i]);
-    }
+    q_head(c, op.qkv, op.q_norm, b, kvh * g + j, pos, q.data());
+    const auto [m, l] = attend(c, op.k_cache, op.v_cache, b, kvh, q.data(), p0, p1, s.data(), o.data());
     float* dst = part + j * (hd + 2);
     std::copy(o.begin(), o.end(), dst);
     dst[hd] = m;

@@ -12,7 +12,9 @@
 #include "ops/attention.cuh"
 #include "ops/gate_up.cuh"
 #include "ops/lm_head.cuh"
+#include "ops/kv_append.cuh"
 #include "ops/matvec_residual.cuh"
+#include "ops/prefill_attention.cuh"
 #include "ops/ops.h"
 #include "ops/qkv_proj.cuh"
 #include "ops/rms_norm.cuh"
@@ -36,16 +38,27 @@ __device__ __forceinline__ void pre_wait(ops::OpList<Op...>, const DevProgram& P
     norm_prefetch(P, t, work);
 }
 
+/// Whether a unit's tasks run on the batch kernels only (DeviceOp<Op>::
+/// kBatchOnly): the decode kernel then sends its opcode to the bad-opcode
+/// error with the switch's default, and its code stays what batch 1 was tuned on.
+template <class D>
+constexpr bool batch_only() {
+  if constexpr (requires { D::kBatchOnly; }) return D::kBatchOnly;
+  else return false;
+}
+
 /// Case `I + 1` of run_task's switch: the I-th unit's body, or (past the end
-/// of the list) out of the switch to the bad-opcode error.
+/// of the list, or a batch-only unit in the decode kernel) out of the switch
+/// to the bad-opcode error.
 #define KEEL_OP_CASE(I)                                                       \
   case program::Opcode(I + 1):                                                \
-    if constexpr (I < List::size) {                                           \
+    if constexpr (I < List::size &&                                           \
+                  (kMm || !detail::batch_only<DeviceOp<typename ops::At<(I < List::size ? I : 0), List>::type>>())) { \
       return DeviceOp<typename ops::At<I, List>::type>::run(P, t, task, smem, scratch, R); \
     } else {                                                                  \
       break;                                                                  \
     }
-inline constexpr int kMaxSwitchOps = 8;  // the KEEL_OP_CASE lines in run_task
+inline constexpr int kMaxSwitchOps = 9;  // the KEEL_OP_CASE lines in run_task
 
 }  // namespace detail
 
@@ -76,6 +89,7 @@ __device__ __forceinline__ void run_task(const DevProgram& P, const TaskDesc& t,
     KEEL_OP_CASE(5)
     KEEL_OP_CASE(6)
     KEEL_OP_CASE(7)
+    KEEL_OP_CASE(8)
   }
   if (threadIdx.x == 0) dev_fail(P, kErrBadOpcode, task, t.opcode);
 }

@@ -9,7 +9,9 @@
 #include "ops/attention.h"
 #include "ops/gate_up.h"
 #include "ops/lm_head.h"
+#include "ops/kv_append.h"
 #include "ops/matvec_residual.h"
+#include "ops/prefill_attention.h"
 #include "ops/qkv_proj.h"
 #include "ops/rms_norm.h"
 #include "ops/step.h"
@@ -17,7 +19,7 @@
 namespace keel::ops {
 
 /// Every opcode, in Opcode order (value 1, 2, ...).
-using Ops = OpList<QkvProj, GateUp, Attention, MatvecResidual, LmHead, Step, RmsNorm>;
+using Ops = OpList<QkvProj, GateUp, Attention, MatvecResidual, LmHead, Step, RmsNorm, KvAppend, PrefillAttention>;
 
 namespace detail {
 template <class... Op>

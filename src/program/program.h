@@ -71,15 +71,17 @@ enum class Opcode : uint16_t {
   LmHead = 5,          // logits[rows] = W[rows] . norm(x), plus the tile's (max, argmax)
   Step = 6,            // next token, output ring, next embedding into x, position, stop rules
   RmsNorm = 7,         // bf16 normed rows of x (batch Programs: the norm-matvecs' shared input)
+  KvAppend = 8,        // prefill lanes' k (head norm, RoPE) and v into the KV cache
+  PrefillAttention = 9,  // causal attention of a block of prefill lanes over the cache, tensor cores
 };
-inline constexpr int kNumOpcodes = 7;
+inline constexpr int kNumOpcodes = 9;
 
 /// TaskDesc::flags bits.
 enum TaskFlags : uint16_t {
   /// MatvecResidual: other tasks of the same operator add to the same rows of x
   /// concurrently (split-K), so the add must be atomic (fp32 atomicAdd).
   kFlagAtomicAccumulate = 1u << 0,
-  /// Attention: the layer uses sliding-window attention; position p attends to
+  /// Attention, PrefillAttention: the layer uses sliding-window attention; position p attends to
   /// [max(0, p - ProgramHeader::sliding_window + 1), p] (attn_window_clip).
   kFlagSlidingWindow = 1u << 1,
 };

@@ -25,6 +25,9 @@ uint32_t kernel_work_bytes(const ProgramHeader& h) {
   // ... or the merge's maxima, sums and totals
   const int64_t merge = (2 * int64_t(h.n_chunks) + 1) * g * 4;
   const int64_t mm = mm_work_bytes(h.batch);
+  // ... or a PrefillAttention task's q, K/V rounds and merge
+  if (prefill_attn_serves(h.head_dim, g, h.seq_lanes))
+    attn = std::max(attn, prefill_attn_work_bytes(h.head_dim, prefill_attn_lanes(g, h.seq_lanes) * g));
   const int64_t need = (std::max({act, attn, merge, mm}) + kWorkAlign - 1) / kWorkAlign * kWorkAlign;
   KEEL_CHECK(need <= int64_t(UINT32_MAX), "program: the tasks' shared-memory work area (", need, " bytes) is too large");
   return uint32_t(need);

@@ -50,6 +50,49 @@ constexpr int64_t attn_stream_buf_offset(int64_t hd, int64_t g) {
 constexpr int64_t attn_stream_buf_end(int64_t hd, int64_t g) {
   return attn_stream_buf_offset(hd, g) + kKernelWarps * kAttnStreamStages * attn_stream_stage_elems(hd) * 2;
 }
+/// PrefillAttention (src/ops/prefill_attention.h) in the CUDA kernel: a task's
+/// rows are its lanes x g q heads, in mma row groups of 16 (at most
+/// kKernelWarps); each row group's warps split a round of K/V positions, 16
+/// each (at most 4 a round), staged in shared memory two rounds deep.
+/// The compiler gives a task this many lanes: about 32 rows (enough tasks per
+/// layer to fill the SMs at a 64-lane chunk, few enough re-reads of the cache).
+inline constexpr int kPrefillAttnRows = 32;
+constexpr int64_t prefill_attn_lanes(int64_t g, int64_t seq_lanes) {
+  const int64_t l = g >= kPrefillAttnRows ? 1 : kPrefillAttnRows / g;
+  return l < seq_lanes ? l : seq_lanes;
+}
+/// Row groups of 16 of a task of `rows` rows, and warps a row group's positions are split over.
+constexpr int prefill_attn_row_groups(int64_t rows) { return int((rows + 15) / 16); }
+constexpr int prefill_attn_phases(int64_t rows) {
+  const int n = kKernelWarps / prefill_attn_row_groups(rows);
+  return n > 4 ? 4 : n < 1 ? 1 : n;
+}
+/// The work-area layout of a task of `rows` rows at head_dim hd (bytes):
+/// q [16 x row groups][hd + 8] bf16 at 0; the pages of the positions the
+/// task reads (int32, up to kPrefillAttnPages; more are looked up at each row)
+/// at prefill_attn_pages_offset; then the K/V rounds ([2 buffers][K, V][16 x
+/// phases][hd + 8] bf16), which after the last round hold the warps' (o, m,
+/// l) [warps][16][hd + 2] fp32 for the merge.
+inline constexpr int kPrefillAttnPages = 256;
+constexpr int64_t prefill_attn_pages_offset(int64_t hd, int64_t rows) {
+  return (16 * prefill_attn_row_groups(rows) * (hd + 8) * 2 + 15) / 16 * 16;
+}
+constexpr int64_t prefill_attn_kv_offset(int64_t hd, int64_t rows) {
+  return prefill_attn_pages_offset(hd, rows) + int64_t(kPrefillAttnPages) * 4;
+}
+constexpr int64_t prefill_attn_work_bytes(int64_t hd, int64_t rows) {
+  const int64_t kv = 2 * 2 * 16 * prefill_attn_phases(rows) * (hd + 8) * 2;
+  const int64_t merge = int64_t(prefill_attn_row_groups(rows)) * prefill_attn_phases(rows) * 16 * (hd + 2) * 4;
+  return prefill_attn_kv_offset(hd, rows) + (kv > merge ? kv : merge);
+}
+/// Whether a Program's prompt lanes attend with PrefillAttention (after
+/// KvAppend) rather than the Attention opcode's chunks: prefill lanes, a
+/// head_dim the tensor-core body is instantiated for (16, 32, 64, 128) and
+/// at most kKernelWarps row groups a task.
+constexpr bool prefill_attn_serves(int64_t hd, int64_t g, int64_t seq_lanes) {
+  return seq_lanes > 1 && (hd == 16 || hd == 32 || hd == 64 || hd == 128) && g >= 1 &&
+         prefill_attn_row_groups(prefill_attn_lanes(g, seq_lanes) * g) <= kKernelWarps;
+}
 inline constexpr int kMaxRingStages = 8;        // exec/cuda prog::kMaxRingStages
 inline constexpr uint32_t kMaxStageRows = 1024;  // TileDesc::cap is an int16
 inline constexpr uint32_t kWorkAlign = 128;      // the work area's size is a multiple of this

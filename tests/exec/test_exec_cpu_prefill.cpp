@@ -241,11 +241,13 @@ TEST(Prefill, EveryRemovedWaitIsCaught) {
   s.prompt = f.golden.prompts[2].ids;  // 33 tokens: 8 steps of 4 lanes
   CpuExecutor base(p, f.model);
   base.run({s}, shuffled(1));
-  // Waits of non-appending attention chunks on counters the appending ones signal.
+  // Waits of the attention on counters the step's appends signal (KvAppend,
+  // or the appending Attention chunks where the prompt lanes use chunks).
   std::vector<bool> appends_signal(p.h.n_counters, false);
   for (const program::TaskDesc& t : p.tasks)
-    if (program::Opcode(t.opcode) == program::Opcode::Attention &&
-        t.arg[ops::AttentionOperands::kChunk] == t.arg[ops::AttentionOperands::kNChunks] - 1)
+    if (program::Opcode(t.opcode) == program::Opcode::KvAppend ||
+        (program::Opcode(t.opcode) == program::Opcode::Attention &&
+         t.arg[ops::AttentionOperands::kChunk] == t.arg[ops::AttentionOperands::kNChunks] - 1))
       for (uint32_t k = 0; k < t.signal_count; ++k) appends_signal[p.signals[t.signal_begin + k]] = true;
   int total = 0, caught = 0, in_step = 0, shown = 0;
   for (uint32_t w = 0; w < p.waits.size(); ++w) {
@@ -260,8 +262,13 @@ TEST(Prefill, EveryRemovedWaitIsCaught) {
     ++total;
     caught += !program::check(q).ok;
     EXPECT_FALSE(program::check(q).ok) << "removing wait " << w << " went unnoticed";
-    const bool is_in_step = owner && program::Opcode(owner->opcode) == program::Opcode::Attention &&
-                            p.waits[w].offset == 1 && appends_signal[p.waits[w].counter];
+    const bool is_in_step = owner &&
+                            (program::Opcode(owner->opcode) == program::Opcode::Attention ||
+                             program::Opcode(owner->opcode) == program::Opcode::PrefillAttention) &&
+                            p.waits[w].offset == 1 && appends_signal[p.waits[w].counter] &&
+                            // (PrefillAttention's output of the last layer reaches no K/V.)
+                            (program::Opcode(owner->opcode) == program::Opcode::Attention ||
+                             owner->layer + 1 < p.h.n_layers);
     if (!is_in_step || in_step >= 6) continue;
     ++in_step;
     CpuExecutor ex(q, f.model);

@@ -1,7 +1,9 @@
 // The CPU twins' shared helpers (kernels_common.h).
 #include "exec/cpu/kernels_common.h"
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "core/error.h"
 #include "program/rules.h"
@@ -72,6 +74,56 @@ uint16_t* kv_slot(const TaskContext& c, int32_t cache, int b, int head, int64_t 
   const int64_t page = c.as<int32_t>(h.buf_page_table)[program::kv_page_entry(h, b, pos)];
   KEEL_CHECK(page >= 0 && page < h.n_pages, "cpu executor: page table entry ", page, " out of range");
   return c.as<uint16_t>(cache) + program::kv_offset(h, page, head, pos, 0);
+}
+
+void append_kv(const TaskContext& c, int32_t qkv, int32_t k_norm, int32_t k_cache, int32_t v_cache, int b, int kvh,
+               int64_t pos) {
+  const auto& h = c.p->h;
+  const int64_t hd = h.head_dim;
+  const uint16_t* raw = c.as<uint16_t>(qkv) + b * program::qkv_width(h);
+  const uint16_t* k = raw + program::qkv_part_begin(h, 1) + kvh * hd;
+  const uint16_t* v = raw + program::qkv_part_begin(h, 2) + kvh * hd;
+  std::vector<float> y(static_cast<size_t>(hd));
+  for (int64_t i = 0; i < hd; ++i) y[size_t(i)] = bf16_to_f32(k[i]);
+  head_epilogue(c, k_norm, pos, y.data());
+  uint16_t* kd = kv_slot(c, k_cache, b, kvh, pos);
+  uint16_t* vd = kv_slot(c, v_cache, b, kvh, pos);
+  for (int64_t i = 0; i < hd; ++i) {
+    kd[i] = f32_to_bf16(y[size_t(i)]);
+    vd[i] = v[i];  // already bf16: copied, not rounded twice
+  }
+}
+
+void q_head(const TaskContext& c, int32_t qkv, int32_t q_norm, int b, int64_t head, int64_t pos, float* q) {
+  const auto& h = c.p->h;
+  const int64_t hd = h.head_dim;
+  const uint16_t* qh = c.as<uint16_t>(qkv) + int64_t(b) * program::qkv_width(h) + head * hd;
+  for (int64_t i = 0; i < hd; ++i) q[i] = bf16_to_f32(qh[i]);
+  head_epilogue(c, q_norm, pos, q);
+  for (int64_t i = 0; i < hd; ++i) q[i] = round_bf16(q[i]);
+}
+
+std::pair<float, float> attend(const TaskContext& c, int32_t k_cache, int32_t v_cache, int b, int kvh, const float* q,
+                               int64_t p0, int64_t p1, float* s, float* o) {
+  const auto& h = c.p->h;
+  const int64_t hd = h.head_dim;
+  float m = -INFINITY;
+  for (int64_t pp = p0; pp < p1; ++pp) {
+    const uint16_t* k = kv_slot(c, k_cache, b, kvh, pp);
+    float d = 0;
+    for (int64_t i = 0; i < hd; ++i) d += q[i] * bf16_to_f32(k[i]);
+    s[pp - p0] = d * h.attn_scale;
+    m = std::max(m, s[pp - p0]);
+  }
+  std::fill(o, o + hd, 0.0f);
+  float l = 0;
+  for (int64_t pp = p0; pp < p1; ++pp) {
+    const float e = std::exp(s[pp - p0] - m);
+    l += e;
+    const uint16_t* v = kv_slot(c, v_cache, b, kvh, pp);
+    for (int64_t i = 0; i < hd; ++i) o[i] += e * bf16_to_f32(v[i]);
+  }
+  return {m, l};
 }
 
 }  // namespace keel::exec::cpu

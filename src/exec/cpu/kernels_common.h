@@ -4,6 +4,8 @@
 // oracle, not the fast path.
 #pragma once
 
+#include <utility>
+
 #include <cstdint>
 
 #include "exec/cpu/tasks.h"
@@ -32,5 +34,21 @@ void head_epilogue(const TaskContext& c, int32_t norm_buf, int64_t pos, float* y
 
 /// The cache slot (head_dim bf16) of (sequence b, kv head, pos) in KV buffer `cache`.
 uint16_t* kv_slot(const TaskContext& c, int32_t cache, int b, int head, int64_t pos);
+
+/// Appends lane b's k (after its epilogue with k_norm, rounded to bf16) and
+/// raw v of kv head kvh from the raw qkv rows into the caches at pos.
+void append_kv(const TaskContext& c, int32_t qkv, int32_t k_norm, int32_t k_cache, int32_t v_cache, int b, int kvh,
+               int64_t pos);
+
+/// q head `head` of lane b at pos: the raw row of qkv through its epilogue
+/// (q_norm, RoPE) in fp32, then rounded to bf16 (q's rounding point), into q[hd].
+void q_head(const TaskContext& c, int32_t qkv, int32_t q_norm, int b, int64_t head, int64_t pos, float* q);
+
+/// One q head's softmax attention over positions [p0, p1) of lane b's kv head
+/// kvh in the caches, fp32: o[hd] = sum exp(s - m) v unnormalised, with
+/// s = q.k * attn_scale; returns (m, l) = the largest score and sum exp(s - m)
+/// (-inf and 0 for an empty range). `s` is scratch of p1 - p0 floats.
+std::pair<float, float> attend(const TaskContext& c, int32_t k_cache, int32_t v_cache, int b, int kvh, const float* q,
+                               int64_t p0, int64_t p1, float* s, float* o);
 
 }  // namespace keel::exec::cpu

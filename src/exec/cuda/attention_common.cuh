@@ -45,6 +45,70 @@ __device__ void head_epilogue(const DevProgram& P, int32_t norm_buf, int64_t pos
   csync();
 }
 
+/// The q/k epilogue of head rows of head_dim HD in a warp's registers: lane l
+/// holds elements i = l + 32 e (e < E, i < HD). The head norm's weights and
+/// the RoPE frequencies are loaded once (a task's rows share them), the
+/// cosines and sines once per position (rope(), shared by a lane's heads);
+/// apply() norms one row and rotates it, the pairs (i, i + HD/2) in the same
+/// lane (HD >= 64) or across lanes l and l ^ HD/2.
+template <int HD>
+struct RowEpilogue {
+  static constexpr int E = (HD + 31) / 32, kHalf = HD / 2;
+  float w[E], f[E], c[E], sn[E];
+  bool norm;
+  __device__ __forceinline__ RowEpilogue(const DevProgram& P, int32_t norm_buf, int lane) : norm(norm_buf >= 0) {
+    const float* inv_freq = bp<const float>(P, P.h.buf_rope);
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      const int i = lane + 32 * e;
+      w[e] = norm && i < HD ? load_f32(P, norm_buf, i) : 1.0f;
+      f[e] = i < HD ? inv_freq[i % kHalf] : 0.0f;
+    }
+  }
+  /// The rotation at pos (pairs share their angle: one sincos each).
+  __device__ __forceinline__ void rope(int64_t pos) {
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      if (HD >= 64 && e >= E / 2) {
+        c[e] = c[e - E / 2], sn[e] = sn[e - E / 2];
+      } else {
+        const float2 r = rope_cs(pos, f[e]);
+        c[e] = r.x, sn[e] = r.y;
+      }
+    }
+  }
+  /// Row y (raw values, fp32) normed (eps) and rotated at the last rope() position.
+  __device__ __forceinline__ void apply(float (&y)[E], float eps, int lane) const {
+    if (norm) {
+      float ss = 0;
+#pragma unroll
+      for (int e = 0; e < E; ++e) ss += lane + 32 * e < HD ? y[e] * y[e] : 0.0f;
+      ss = dev::warp_sum(ss);
+      const float inv = 1.0f / sqrtf(ss / float(HD) + eps);
+#pragma unroll
+      for (int e = 0; e < E; ++e) y[e] = y[e] * inv * w[e];
+    }
+    float other[E];
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      if constexpr (HD >= 64) other[e] = y[(e + E / 2) % E];
+      else other[e] = __shfl_xor_sync(0xffffffffu, y[e], kHalf);
+    }
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      const bool lo = lane + 32 * e < kHalf;
+      y[e] = lo ? y[e] * c[e] - other[e] * sn[e] : y[e] * c[e] + other[e] * sn[e];
+    }
+  }
+};
+
+/// Lane b's state as this step's producers left it (through L2).
+__device__ __forceinline__ void lane_state(const DevProgram& P, int b, int64_t* pos, bool* done) {
+  const volatile SeqState* s = reinterpret_cast<const volatile SeqState*>(bp<const SeqState>(P, P.h.buf_state)) + b;
+  *pos = s->pos;
+  *done = s->done != 0;
+}
+
 /// Cache slot of (sequence b, kv head, pos); nullptr (and a device error) on a bad page.
 __device__ uint16_t* kv_slot(const DevProgram& P, int32_t cache, int b, int head, int64_t pos, int32_t task) {
   const ProgramHeader& h = P.h;
