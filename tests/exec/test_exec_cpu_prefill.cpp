@@ -2,7 +2,7 @@
 // exec/common/prefill.h), in shuffle mode, for every golden fixture:
 //  * prefill Programs compile, validate and pass the symbolic checker (their
 //    lanes' in-step K/V dependencies included);
-//  * a prompt prefilled in chunks of 2, 5 and the whole prompt, its K/V
+//  * a prompt prefilled in chunks of 2, 3, 5, 17 and the whole prompt, its K/V
 //    copied into a decode Program's cache, then decoded from its last token:
 //    the logits there equal the reference forward pass and the golden, and the
 //    K/V equal those the decode path writes running the prompt step by step;
@@ -69,7 +69,7 @@ TEST_P(Prefill_, ChunksMatchTheDecodePath) {
     plain.run({s}, shuffled(pi));
     reference::Forward ref(f.model, dp.h.max_context);
     const std::vector<float> want = ref.forward(s.prompt, true);
-    for (int T : {2, 5, int(n)}) {
+    for (int T : {2, 3, 5, 17, int(n)}) {  // 17: a block of prefill_attn_lanes (16 at g = 2) and one lane
       program::Program pp = compile_for(f.model, T == 5 ? 7 : 3, T);
       ASSERT_EQ(pp.h.seq_lanes, T);
       ASSERT_GE(pp.h.n_chunks, 2);
