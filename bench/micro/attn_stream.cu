@@ -1,6 +1,8 @@
 // Microbenchmark: attention's streaming block loops alone, the kernel's own
-// attn_stream (K in registers a block ahead; variant 0) and attn_stream_smem
-// (K and V staged in shared memory with cp.async; variant 1), over a paged
+// attn_stream (K in registers a block ahead, p v on CUDA cores; variant 0) and
+// attn_stream_smem (K and V staged in shared memory with cp.async, p v on
+// tensor cores; variant 1 with the kernel's kAttnStreamStages stages, 2 and 3
+// with 3 and 4), over a paged
 // bf16 KV cache (pages of 64 positions in random order, the page table in
 // shared memory): one CTA of 8 warps per SM, each taking tasks (sequence, kv
 // head) of L positions; no weight traffic. Prints the K/V bytes read per
@@ -11,7 +13,11 @@
 //     -gencode=arch=compute_90a,code=sm_90a bench/micro/attn_stream.cu -o as && ./as
 // H200, 2026-12-04 (docs/log/results.md): variant 0 / 1, TB/s: Qwen3-8B shapes
 // batch 64 x 512 positions 1.65 / 2.16, Llama-3.2-1B 0.98 / 1.55; 128 tasks of
-// 4096 positions 2.33 / 3.21 and 1.15 / 2.42.
+// 4096 positions 2.33 / 3.21 and 1.15 / 2.42 (variant 1 with p v on CUDA
+// cores then). H100, 2026-12-05, p v on tensor cores: variant 0 / 1 / 2 / 3,
+// TB/s: 1.59 / 1.85 / 1.84 / 1.84 and 0.95 / 1.37 / 1.40 / 1.42; 2.11 / 2.45
+// / 2.42 / 2.40 and 1.12 / 2.04 / 1.99 / 1.99 (the CUDA-core variant 1 of
+// the same call: 1.81, 1.37, 2.46, 2.04).
 #define KEEL_MM 1
 #define KEEL_ATTN_STREAM 1
 #define KEEL_DEVICE_NS micro_ns
@@ -21,12 +27,13 @@
 #include <vector>
 #include <random>
 #include <algorithm>
+#include <cmath>
 using namespace keel::exec::cuda::prog;
 namespace program = keel::program;
 
 
 
-template <int KP, int G>
+template <int KP, int G, int NS>
 __global__ void __launch_bounds__(256, 1) bench_kernel(DevProgram P, int n_tasks, int nkv, int64_t L, const float* q, float* out, int use_smem_pages, int variant) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   constexpr int hd = 32 * KP;
@@ -36,7 +43,7 @@ __global__ void __launch_bounds__(256, 1) bench_kernel(DevProgram P, int n_tasks
   float* pwb = wo + 8 * g * (hd + 2);                              // [8][72]
   int32_t* pg = reinterpret_cast<int32_t*>(pwb + 8 * 72);          // [512]
   uint16_t* sb = reinterpret_cast<uint16_t*>(pg + 512);            // [8][kStaging]: attn_stream_smem's buffer
-  constexpr int64_t kStaging = program::kAttnStreamStages * program::attn_stream_stage_elems(hd);
+  constexpr int64_t kStaging = NS * program::attn_stream_stage_elems(hd);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int32_t* pages = nullptr;
   const int n_pt = P.h.batch * P.h.pages_per_seq;
@@ -55,7 +62,7 @@ __global__ void __launch_bounds__(256, 1) bench_kernel(DevProgram P, int n_tasks
     __syncthreads();
     float* pw = pwb + warp * 72;
     if (variant == 0) attn_stream<KP, G>(P, pages, 0, b, kvh, 0, L, qs, g, mine, pw);
-    else attn_stream_smem<KP, G>(P, pages, 0, b, kvh, 0, L, qs, g, mine, pw, sb + warp * kStaging);
+    else attn_stream_smem<KP, G, NS>(P, pages, 0, b, kvh, 0, L, qs, g, mine, pw, sb + warp * kStaging);
     __syncwarp();
     acc += mine[lane] + mine[hd + 1];
     __syncthreads();
@@ -65,8 +72,8 @@ __global__ void __launch_bounds__(256, 1) bench_kernel(DevProgram P, int n_tasks
 
 static uint16_t f2bf(float f) { uint32_t u; memcpy(&u, &f, 4); return uint16_t((u + 0x7fff + ((u >> 16) & 1)) >> 16); }
 
-template <int KP, int G>
-void run(const char* name, int B, int nkv, int64_t L, int grid, int variant) {
+template <int KP, int G, int NS>
+double run_ns(const char* name, int B, int nkv, int64_t L, int grid, int variant, double cs0) {
   constexpr int hd = 32 * KP;
   const int ps = 64;
   const int pps = int((L + ps - 1) / ps);
@@ -99,14 +106,14 @@ void run(const char* name, int B, int nkv, int64_t L, int grid, int variant) {
   P.h.batch = B; P.h.buf_page_table = 2; P.h.attn_scale = 1.0f / sqrtf(float(hd));
   P.ptr = dptrs; P.tasks = dtd;
   const size_t smem = (G * hd + 8 * G * (hd + 2) + 8 * 72) * 4 + 512 * 4 +
-                      size_t(8) * program::kAttnStreamStages * size_t(program::attn_stream_stage_elems(hd)) * 2;
-  cudaFuncSetAttribute(bench_kernel<KP, G>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+                      size_t(8) * NS * size_t(program::attn_stream_stage_elems(hd)) * 2;
+  cudaFuncSetAttribute(bench_kernel<KP, G, NS>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   const int n_tasks = B * nkv;
   cudaEvent_t e0, e1; cudaEventCreate(&e0); cudaEventCreate(&e1);
-  for (int w = 0; w < 2; ++w) bench_kernel<KP, G><<<grid, 256, smem>>>(P, n_tasks, nkv, L, dq, dout, 1, variant);
+  for (int w = 0; w < 2; ++w) bench_kernel<KP, G, NS><<<grid, 256, smem>>>(P, n_tasks, nkv, L, dq, dout, 1, variant);
   const int reps = 10;
   cudaEventRecord(e0);
-  for (int w = 0; w < reps; ++w) bench_kernel<KP, G><<<grid, 256, smem>>>(P, n_tasks, nkv, L, dq, dout, 1, variant);
+  for (int w = 0; w < reps; ++w) bench_kernel<KP, G, NS><<<grid, 256, smem>>>(P, n_tasks, nkv, L, dq, dout, 1, variant);
   cudaEventRecord(e1); cudaEventSynchronize(e1);
   float ms = 0; cudaEventElapsedTime(&ms, e0, e1); ms /= reps;
   cudaError_t err = cudaGetLastError();
@@ -115,19 +122,31 @@ void run(const char* name, int B, int nkv, int64_t L, int grid, int variant) {
   double cs = 0; for (float x : ho) cs += x;
   const double bytes = double(n_tasks) * L * hd * 2 * 2;
   const double blocks_per_warp = double(n_tasks) / grid * L / 64.0;
-  printf("%-28s var %d  B %3d nkv %d L %6lld hd %3d g %d: %8.1f us  %7.0f GB/s  %.2f us/block/warp  cs %.4g %s\n", name, variant,
-         B, nkv, (long long)L, hd, G, ms * 1000, bytes / ms / 1e6, ms * 1000 / blocks_per_warp, cs, err == cudaSuccess ? "" : cudaGetErrorString(err));
+  printf("%-28s var %d  B %3d nkv %d L %6lld hd %3d g %d: %8.1f us  %7.0f GB/s  %.2f us/block/warp  cs %.6g (vs var 0 %+.1e) %s\n",
+         name, variant, B, nkv, (long long)L, hd, G, ms * 1000, bytes / ms / 1e6, ms * 1000 / blocks_per_warp, cs,
+         cs0 == 0 ? 0.0 : (cs - cs0) / std::fabs(cs0), err == cudaSuccess ? "" : cudaGetErrorString(err));
   cudaFree(dk); cudaFree(dv); cudaFree(dpt); cudaFree(dq); cudaFree(dout); cudaFree(dptrs); cudaFree(dtd);
+  return cs;
+}
+
+/// Variant 0 (attn_stream), then 1-3 (attn_stream_smem with the kernel's stages, 3, 4).
+template <int KP, int G>
+void run(const char* name, int B, int nkv, int64_t L, int grid) {
+  const double cs0 = run_ns<KP, G, 2>(name, B, nkv, L, grid, 0, 0.0);
+  run_ns<KP, G, program::kAttnStreamStages>(name, B, nkv, L, grid, 1, cs0);
+  run_ns<KP, G, 3>(name, B, nkv, L, grid, 2, cs0);
+  run_ns<KP, G, 4>(name, B, nkv, L, grid, 3, cs0);
 }
 
 int main() {
   int sms = 0; cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
-  for (int v : {0, 1}) {
-    run<4, 4>("qwen3-8b batch64 ctx512", 64, 8, 512, sms, v);
-    run<2, 4>("llama-1b batch64 ctx512", 64, 8, 512, sms, v);
-    run<4, 4>("qwen3-8b 128 tasks x 4096", 16, 8, 4096, sms, v);   // ~32K context in 16 chunks
-    run<2, 4>("llama-1b 128 tasks x 4096", 16, 8, 4096, sms, v);
-    run<2, 4>("llama-1b 128 tasks x 2048", 16, 8, 2048, sms, v);
-  }
+  run<4, 4>("qwen3-8b batch64 ctx512", 64, 8, 512, sms);
+  run<2, 4>("llama-1b batch64 ctx512", 64, 8, 512, sms);
+  run<4, 4>("qwen3-8b batch16 ctx512", 16, 8, 512, sms);
+  run<4, 8>("hd128 g8 batch64 ctx512", 64, 4, 512, sms);
+  run<1, 8>("hd32 g8 batch64 ctx512", 64, 8, 512, sms);
+  run<4, 4>("qwen3-8b 128 tasks x 4096", 16, 8, 4096, sms);  // ~32K context in 16 chunks
+  run<2, 4>("llama-1b 128 tasks x 4096", 16, 8, 4096, sms);
+  run<2, 4>("llama-1b 128 tasks x 2048", 16, 8, 2048, sms);
   return 0;
 }

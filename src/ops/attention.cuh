@@ -252,31 +252,132 @@ __device__ __noinline__ bool attn_stream(const DevProgram& P, const int32_t* pag
   return true;
 }
 
-/// attn_stream with K and V through shared memory: the same blocks, scores,
-/// softmax and p v (same order of operations: the same results), but each
-/// warp copies its blocks' K and V rows with cp.async into its part of the
-/// staging buffer `sbuf` (program::attn_stream_buf_offset: kAttnStreamStages
-/// blocks, K rows padded), a block ahead, and no register holds bytes in
-/// flight. The cache offsets of the warp's blocks are read 32 blocks at a time
-/// (lane j: block w0 + j) so no page-table read waits inside the loop.
-/// Measured alone (132 CTAs, no weight traffic, H200): 1.3x (batch 64,
-/// head_dim 128) to 2.1x (4096-position chunks, head_dim 64) the K/V
-/// throughput of attn_stream.
-template <int KP, int G>
+/// attn_stream_smem's state: q's A fragments (as StreamState's), and o on
+/// tensor cores as O^T = V^T P^T (mma m16n8k8: rows = dims, columns = heads):
+/// tile m holds dims 16 m + r (o[m][0..1]) and 16 m + r + 8 (o[m][2..3]) of
+/// heads 2c and 2c + 1 (r = lane / 4, c = lane % 4); head r's running max and
+/// sum (its quad), read from and written back to the warp's partial `mine`.
+template <int KP>
+struct StreamStateTc {
+  static constexpr int hd = 32 * KP, KS = hd / 16, KW = hd / 8, MT = hd / 16;
+  uint32_t qa[KS][2];
+  float o[MT][4];
+  float ml, ll;
+
+  __device__ __forceinline__ StreamStateTc(const float* qs, const float* mine, int g, int lane) {
+    const int r = lane >> 2, c = lane & 3;
+#pragma unroll
+    for (int st = 0; st < KS; ++st)
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const float* q = qs + r * hd + c * (hd / 4) + 4 * st + 2 * i;
+        qa[st][i] = r < g ? pack_bf16x2(q[0], q[1]) : 0u;
+      }
+#pragma unroll
+    for (int m = 0; m < MT; ++m)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int head = 2 * c + (i & 1), dim = 16 * m + r + 8 * (i >> 1);
+        o[m][i] = head < g ? mine[head * (hd + 2) + dim] : 0.0f;
+      }
+    ml = r < g ? mine[r * (hd + 2) + hd] : -INFINITY;
+    ll = r < g ? mine[r * (hd + 2) + hd + 1] : 0.0f;
+  }
+
+  __device__ __forceinline__ void store(float* mine, int g, int lane) const {
+    const int r = lane >> 2, c = lane & 3;
+#pragma unroll
+    for (int m = 0; m < MT; ++m)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int head = 2 * c + (i & 1), dim = 16 * m + r + 8 * (i >> 1);
+        if (head < g) mine[head * (hd + 2) + dim] = o[m][i];
+      }
+    if (c == 0 && r < g) {
+      mine[r * (hd + 2) + hd] = ml;
+      mine[r * (hd + 2) + hd + 1] = ll;
+    }
+  }
+
+  /// S[16 x 8] = Q . K^T on tensor cores (K's B fragments in kw, the
+  /// reduction dimension permuted as StreamState's), the k-steps in two
+  /// chains (half the dependent latency), summed at the end.
+  __device__ __forceinline__ void scores(const uint32_t (&kw)[KW], float (&sc)[4]) const {
+    float sb[4] = {0, 0, 0, 0};
+#pragma unroll
+    for (int st = 0; st < KS; ++st) {
+      const uint32_t a[4] = {qa[st][0], 0u, qa[st][1], 0u};
+      dev::mma_bf16(st % 2 ? sb : sc, a, kw[2 * st], kw[2 * st + 1]);
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) sc[i] += sb[i];
+  }
+
+  /// One block of 8 positions: lane (r, c) holds head r's scores s at
+  /// positions 2c, 2c + 1 (-inf where masked); the online-softmax update of
+  /// head r (p rounded to bf16, the sum taken from the rounded p), o rescaled
+  /// per head, then o += V^T p on tensor cores, V's A fragments through
+  /// ldmatrix.trans from the block's V rows at shared address `va` (row
+  /// lane % 8, column 8 (lane / 8)), p as the B fragment this lane holds.
+  __device__ __forceinline__ void update(const float (&s)[2], uint32_t va, int lane) {
+    const int c = lane & 3;
+    float bm = fmaxf(s[0], s[1]);
+    bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, 1));
+    bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, 2));
+    const float mn = fmaxf(ml, bm);
+    const float p0 = mn == -INFINITY ? 0.0f : round_bf16(expf(s[0] - mn));
+    const float p1 = mn == -INFINITY ? 0.0f : round_bf16(expf(s[1] - mn));
+    const float cr = mn == -INFINITY ? 1.0f : expf(ml - mn);
+    float ps = p0 + p1;
+    ps += __shfl_xor_sync(0xffffffffu, ps, 1);
+    ps += __shfl_xor_sync(0xffffffffu, ps, 2);
+    ll = ll * cr + ps;
+    ml = mn;
+    // The rescale factors of this lane's columns (heads 2c, 2c + 1: quads 2c, 2c + 1).
+    const float ca = __shfl_sync(0xffffffffu, cr, 8 * c), cb = __shfl_sync(0xffffffffu, cr, 8 * c + 4);
+    const uint32_t pb = pack_bf16x2(p0, p1);
+#pragma unroll
+    for (int m2 = 0; m2 < MT / 2; ++m2) {
+      uint32_t vf[4];
+      ldmatrix_x4_trans(vf, va + m2 * 64);  // dims [32 m2, 32 m2 + 32): two tiles
+#pragma unroll
+      for (int t = 0; t < 2; ++t) {
+        float(&d)[4] = o[2 * m2 + t];
+        d[0] *= ca, d[1] *= cb, d[2] *= ca, d[3] *= cb;
+        dev::mma_bf16_k8(d, vf[2 * t], vf[2 * t + 1], pb);
+      }
+    }
+  }
+};
+
+/// attn_stream's blocks with K and V through shared memory and p v on tensor
+/// cores: each warp copies its blocks' K and V rows with cp.async into its
+/// part of the staging buffer `sbuf` (program::attn_stream_buf_offset:
+/// kAttnStreamStages blocks, rows padded), a block ahead, and no register
+/// holds bytes in flight. The cache offsets of the warp's blocks are read 32
+/// blocks at a time (lane j: block w0 + j) so no page-table read waits inside
+/// the loop (NS: stages, kAttnStreamStages in the kernel; the micro
+/// benchmark tries others). Per block: scores as attn_stream's (K's fragments from shared
+/// memory), then StreamStateTc::update (o += V^T p, m16n8k8, p in bf16: the
+/// roundings of the prefill_attention tiles, where attn_stream keeps p in
+/// fp32 on CUDA cores). Measured alone (bench/micro/attn_stream.cu).
+template <int KP, int G, int NS = program::kAttnStreamStages>
 __device__ __noinline__ bool attn_stream_smem(const DevProgram& P, const int32_t* pages, int32_t task, int b, int kvh,
-                                              int64_t s0, int64_t e0, const float* qs, int g, float* mine, float* pw,
+                                              int64_t s0, int64_t e0, const float* qs, int g, float* mine, float*,
                                               uint16_t* sbuf) {
   static_assert(KP == 1 || KP == 2 || KP == 4, "attn_stream_smem: head_dim 32, 64 or 128");
-  static_assert(G <= 8 && 8 * 8 + 8 <= program::kKernelAttnStreamFloats);
-  using St = StreamState<KP, G>;
-  constexpr int hd = St::hd, KW = St::KW, NS = program::kAttnStreamStages;
-  constexpr int KPAD = hd + 8;                                 // K row stride (elements)
+  static_assert(G <= 8, "attn_stream_smem: at most 8 heads (mma columns)");
+  using St = StreamStateTc<KP>;
+  constexpr int hd = St::hd, KW = St::KW;
+  constexpr int PAD = hd + 8;                                    // K and V row stride (elements)
   constexpr int SE = int(program::attn_stream_stage_elems(hd));  // a stage: K rows, then V rows
-  constexpr int CH = hd / 8;                                   // 16-byte pieces a row
+  constexpr int CH = hd / 8;                                     // 16-byte pieces a row
+  static_assert(SE == 16 * PAD);
   const ProgramHeader& h = P.h;
   const int lane = threadIdx.x & 31, r = lane >> 2, c = lane & 3;
-  St st(P, task, qs, mine, g, lane);
-  const uint16_t *const kcache = st.kcache, *const vcache = st.vcache;
+  St st(qs, mine, g, lane);
+  const uint16_t* const kcache = bp<const uint16_t>(P, P.tasks[task].buf[AttnSlots::kKCache]);
+  const uint16_t* const vcache = bp<const uint16_t>(P, P.tasks[task].buf[AttnSlots::kVCache]);
   int32_t bad_page = 0;  // a page out of range, seen by this lane (never 0 when bad)
   const int64_t first = s0 & ~int64_t(7), stride = int64_t(kWarps) * 8;
   const int64_t base0 = first + int64_t(threadIdx.x >> 5) * 8;
@@ -302,8 +403,8 @@ __device__ __noinline__ bool attn_stream_smem(const DevProgram& P, const int32_t
       for (int q = lane; q < 8 * CH; q += 32) {
         const int row = q / CH, col = q % CH;
         const bool in = off >= 0 && base + row >= s0 && base + row < e0;
-        uint16_t* kd = dst + row * KPAD + col * 8;
-        uint16_t* vd = dst + 8 * KPAD + row * hd + col * 8;
+        uint16_t* kd = dst + row * PAD + col * 8;
+        uint16_t* vd = dst + (8 + row) * PAD + col * 8;
         if (in) {
           const int64_t src = off + row * hd + col * 8;
           asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dev::smem_addr(kd)), "l"(kcache + src) : "memory");
@@ -317,6 +418,7 @@ __device__ __noinline__ bool attn_stream_smem(const DevProgram& P, const int32_t
   };
 #pragma unroll
   for (int d = 0; d < NS - 1; ++d) issue(d);
+  const uint32_t va0 = dev::smem_addr(sbuf + (8 + (lane & 7)) * PAD + (lane >> 3) * 8);
   for (int i = 0; i < nblk; ++i) {
     issue(i + NS - 1);
     asm volatile("cp.async.wait_group %0;" ::"n"(NS - 1) : "memory");
@@ -327,7 +429,7 @@ __device__ __noinline__ bool attn_stream_smem(const DevProgram& P, const int32_t
     const int64_t base = base0 + int64_t(i) * stride;
     // ---- scores (as attn_stream, K's fragments from shared memory) ----
     uint32_t kw[KW];
-    const uint4* ksrc = reinterpret_cast<const uint4*>(st_kv + r * KPAD + c * (hd / 4));
+    const uint4* ksrc = reinterpret_cast<const uint4*>(st_kv + r * PAD + c * (hd / 4));
 #pragma unroll
     for (int k = 0; k < KW / 4; ++k) {
       const uint4 v = ksrc[k];
@@ -341,22 +443,9 @@ __device__ __noinline__ bool attn_stream_smem(const DevProgram& P, const int32_t
       const int64_t p = base + 2 * c + i2;
       s[i2] = ok && p >= s0 && p < e0 ? sc[i2] * h.attn_scale : -INFINITY;
     }
-    st.softmax(s, pw, lane);
-    // ---- o = o * c_j + sum_u p_ju v_u (the same order as attn_stream) ----
-    const uint16_t* vs = st_kv + 8 * KPAD + lane * KP;
-    st.pv(pw, [&](int u, float (&v)[KP]) {
-      uint32_t w[(KP + 1) / 2];
-      if constexpr (KP == 4) {
-        const uint2 x = *reinterpret_cast<const uint2*>(vs + u * hd);
-        w[0] = x.x, w[1] = x.y;
-      } else if constexpr (KP == 2) {
-        w[0] = *reinterpret_cast<const uint32_t*>(vs + u * hd);
-      } else {
-        w[0] = vs[u * hd];
-      }
-      unpack_bf16<KP>(w, v);
-    });
-    __syncwarp();  // pw and this stage are rewritten by the next block
+    // ---- softmax, then o = o * c_j + V^T p on tensor cores ----
+    st.update(s, va0 + uint32_t(slot * SE * 2), lane);
+    __syncwarp();  // this stage is rewritten by a later block
   }
   asm volatile("cp.async.wait_all;" ::: "memory");  // (only empty groups are left)
   st.store(mine, g, lane);

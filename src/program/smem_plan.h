@@ -25,11 +25,11 @@ inline constexpr int kKernelMaxHeadDim = 256;   // exec/cuda prog::kMaxHeadDim
 inline constexpr int kKernelAttnStreamFloats = 72;
 /// attn_stream's staging of K and V in shared memory (the long-context kernel
 /// variants): per compute warp kAttnStreamStages blocks of 8 positions in
-/// flight, each K rows [8][hd + 8] (16 bytes of padding a row: a quad's
-/// fragment loads of rows r and r + 1 fall on different banks), then V rows
-/// [8][hd], bf16. The buffer follows the warps' partials and streaming scratch
-/// in the work area; a Program whose attention chunks may grow long
-/// reserves it (attn_may_stream, kernel_work_bytes), otherwise
+/// flight, each K rows then V rows, [8][hd + 8] bf16 each (16 bytes of padding
+/// a row: a quad's fragment loads of K rows r and r + 1, and ldmatrix's 8 V
+/// rows, fall on different banks). The buffer follows the warps' partials and
+/// streaming scratch in the work area; a Program whose attention chunks may
+/// grow long reserves it (attn_may_stream, kernel_work_bytes), otherwise
 /// attn_stream keeps K and V in registers.
 inline constexpr int kAttnStreamStages = 2;
 /// A short context: Programs of up to this many positions keep the ring's third
@@ -39,7 +39,7 @@ inline constexpr int kAttnStreamStages = 2;
 /// this many positions by default.
 inline constexpr int kShortContext = 4096;
 inline constexpr int64_t kAttnStreamMinHistory = 128;
-constexpr int64_t attn_stream_stage_elems(int64_t hd) { return 8 * (hd + 8) + 8 * hd; }
+constexpr int64_t attn_stream_stage_elems(int64_t hd) { return 16 * (hd + 8); }
 /// Offset of the buffer in the work area: after q ([g][hd] fp32, rounded up to
 /// 16 bytes), the position stash (16 bytes), the warps' partials
 /// ([kKernelWarps][g][hd + 2] fp32) and streaming scratch.

@@ -11,6 +11,23 @@ inline namespace KEEL_DEVICE_NS {
 
 using AttnSlots = ops::AttentionOperands;  // Attention's operand slots
 
+/// ldmatrix of four 8 x 8 bf16 matrices (thread i: the address of row i % 8
+/// of matrix i / 8), as stored (rows) or transposed.
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void ldmatrix_x4_rows(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+/// Two fp32 as a bf16 pair (lo in the low half), each rounded to nearest even.
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  return uint32_t(f32_to_bf16(lo)) | (uint32_t(f32_to_bf16(hi)) << 16);
+}
+
 /// (cos, sin) of the RoPE angle pos * inv_freq, rounded like the CPU twin's
 /// cosf / sinf (libm ulps apart); sincosf shares one range reduction. Out of line: the full-range sine and cosine
 /// carry a large slow path, and every inlined copy of it costs instruction cache.

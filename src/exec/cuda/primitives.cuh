@@ -24,6 +24,16 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+/// d += a (16 x 8, row) * b (8 x 8, col) on tensor cores, bf16 in, fp32
+/// accumulate: a0 = rows r, a1 = rows r + 8 (columns 2 (lane % 4) + {0, 1}),
+/// b0 = column r (rows 2 (lane % 4) + {0, 1}); r = lane / 4.
+__device__ __forceinline__ void mma_bf16_k8(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t b0) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(b0));
+}
+
 // ---- global counters -------------------------------------------------------
 
 __device__ __forceinline__ uint32_t ld_acquire(const uint32_t* p) {
