@@ -19,17 +19,75 @@
 namespace keel::exec::cuda::prog {
 inline namespace KEEL_DEVICE_NS {
 
-/// The state of one warp's streaming pass over a chunk (attn_stream,
-/// attn_stream_smem): q's A fragments (row r = head r, k-step s: dims
-/// c hd/4 + 4s + {0,1} (a0) and + {2,3} (a2); rows 8..15 are zero (a1, a3)),
-/// the group's o (lane-per-element) and head r's running max and sum (its
-/// quad), read from and written back to the warp's partial `mine`.
-template <int KP, int G>
-struct StreamState {
-  static constexpr int hd = 32 * KP, KS = hd / 16, KW = hd / 8;  // k-steps; K words per lane (its quarter row)
+/// What both streaming states keep of q: its A fragments (row r = head r,
+/// k-step s: dims c hd/4 + 4s + {0,1} (a0) and + {2,3} (a2); rows 8..15 are
+/// zero (a1, a3)) and head r's running max and sum (its quad), read from and
+/// written back to the warp's partial `mine` ([g][hd + 2]: o, m, l).
+template <int KP>
+struct StreamQ {
+  static constexpr int hd = 32 * KP, KS = hd / 16;
   uint32_t qa[KS][2];
-  float o[G][KP];
   float ml, ll;
+
+  __device__ __forceinline__ void load_qa(const float* qs, int g, int lane) {
+    const int r = lane >> 2, c = lane & 3;
+#pragma unroll
+    for (int st = 0; st < KS; ++st)
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const float* q = qs + r * hd + c * (hd / 4) + 4 * st + 2 * i;
+        qa[st][i] = r < g ? pack_bf16x2(q[0], q[1]) : 0u;
+      }
+  }
+
+  __device__ __forceinline__ void load_ml(const float* mine, int g, int lane) {
+    const int r = lane >> 2;
+    ml = r < g ? mine[r * (hd + 2) + hd] : -INFINITY;
+    ll = r < g ? mine[r * (hd + 2) + hd + 1] : 0.0f;
+  }
+
+  /// One online-softmax update of head r over a block from its scores s
+  /// (lane (r, c): positions 2c, 2c + 1; -inf where masked): the weights p0,
+  /// p1 (rounded to bf16 when kBf16P, and the sum taken from the rounded
+  /// ones), the running max and sum; returns the rescale factor of the old
+  /// ones. A block with no position for this head leaves the state as is.
+  template <bool kBf16P>
+  __device__ __forceinline__ float online_update(const float (&s)[2], float& p0, float& p1) {
+    float bm = fmaxf(s[0], s[1]);
+    bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, 1));
+    bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, 2));
+    const float mn = fmaxf(ml, bm);
+    auto weight = [](float x) { return kBf16P ? round_bf16(expf(x)) : expf(x); };
+    p0 = mn == -INFINITY ? 0.0f : weight(s[0] - mn);
+    p1 = mn == -INFINITY ? 0.0f : weight(s[1] - mn);
+    const float cr = mn == -INFINITY ? 1.0f : expf(ml - mn);
+    float ps = p0 + p1;
+    ps += __shfl_xor_sync(0xffffffffu, ps, 1);
+    ps += __shfl_xor_sync(0xffffffffu, ps, 2);
+    ll = ll * cr + ps;
+    ml = mn;
+    return cr;
+  }
+
+  __device__ __forceinline__ void store_ml(float* mine, int g, int lane) const {
+    const int r = lane >> 2, c = lane & 3;
+    if (c == 0 && r < g) {
+      mine[r * (hd + 2) + hd] = ml;
+      mine[r * (hd + 2) + hd + 1] = ll;
+    }
+  }
+};
+
+/// The state of one warp's streaming pass over a chunk (attn_stream): q
+/// (StreamQ) and the group's o (lane-per-element), read from and written back
+/// to the warp's partial `mine`.
+template <int KP, int G>
+struct StreamState : StreamQ<KP> {
+  static constexpr int hd = 32 * KP, KS = hd / 16, KW = hd / 8;  // k-steps; K words per lane (its quarter row)
+  using StreamQ<KP>::qa;
+  using StreamQ<KP>::ml;
+  using StreamQ<KP>::ll;
+  float o[G][KP];
   const uint16_t* kcache;  // the task's K and V caches
   const uint16_t* vcache;
 
@@ -41,34 +99,22 @@ struct StreamState {
   }
 
   __device__ __forceinline__ void load(const float* qs, const float* mine, int g, int lane) {
-    const int r = lane >> 2, c = lane & 3;
-#pragma unroll
-    for (int st = 0; st < KS; ++st)
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        const float* q = qs + r * hd + c * (hd / 4) + 4 * st + 2 * i;
-        qa[st][i] = r < g ? uint32_t(f32_to_bf16(q[0])) | uint32_t(f32_to_bf16(q[1])) << 16 : 0u;
-      }
+    this->load_qa(qs, g, lane);
 #pragma unroll
     for (int j = 0; j < G; ++j)
 #pragma unroll
       for (int e = 0; e < KP; ++e) o[j][e] = j < g ? mine[j * (hd + 2) + lane * KP + e] : 0.0f;
-    ml = r < g ? mine[r * (hd + 2) + hd] : -INFINITY;
-    ll = r < g ? mine[r * (hd + 2) + hd + 1] : 0.0f;
+    this->load_ml(mine, g, lane);
   }
 
   __device__ __forceinline__ void store(float* mine, int g, int lane) const {
-    const int r = lane >> 2, c = lane & 3;
 #pragma unroll
     for (int j = 0; j < G; ++j) {
       if (j >= g) continue;
 #pragma unroll
       for (int e = 0; e < KP; ++e) mine[j * (hd + 2) + lane * KP + e] = o[j][e];
     }
-    if (c == 0 && r < g) {
-      mine[r * (hd + 2) + hd] = ml;
-      mine[r * (hd + 2) + hd + 1] = ll;
-    }
+    this->store_ml(mine, g, lane);
   }
 
   /// S[16 x 8] = Q . K^T on tensor cores, K's B fragments in kw.
@@ -86,17 +132,8 @@ struct StreamState {
   /// for this warp (a bad page) leaves the state as is.
   __device__ __forceinline__ void softmax(const float (&s)[2], float* pw, int lane) {
     const int r = lane >> 2, c = lane & 3;
-    float bm = fmaxf(s[0], s[1]);
-    bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, 1));
-    bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, 2));
-    const float mn = fmaxf(ml, bm);
-    const float p0 = mn == -INFINITY ? 0.0f : expf(s[0] - mn), p1 = mn == -INFINITY ? 0.0f : expf(s[1] - mn);
-    const float cr = mn == -INFINITY ? 1.0f : expf(ml - mn);
-    float ps = p0 + p1;
-    ps += __shfl_xor_sync(0xffffffffu, ps, 1);
-    ps += __shfl_xor_sync(0xffffffffu, ps, 2);
-    ll = ll * cr + ps;
-    ml = mn;
+    float p0, p1;
+    const float cr = this->template online_update<false>(s, p0, p1);
     *reinterpret_cast<float2*>(pw + r * 8 + 2 * c) = make_float2(p0, p1);
     if (c == 0) pw[64 + r] = cr;
     __syncwarp();
@@ -252,51 +289,41 @@ __device__ __noinline__ bool attn_stream(const DevProgram& P, const int32_t* pag
   return true;
 }
 
-/// attn_stream_smem's state: q's A fragments (as StreamState's), and o on
+/// attn_stream_smem's state: q (StreamQ), and o on
 /// tensor cores as O^T = V^T P^T (mma m16n8k8: rows = dims, columns = heads):
 /// tile m holds dims 16 m + r (o[m][0..1]) and 16 m + r + 8 (o[m][2..3]) of
 /// heads 2c and 2c + 1 (r = lane / 4, c = lane % 4); head r's running max and
 /// sum (its quad), read from and written back to the warp's partial `mine`.
 template <int KP>
-struct StreamStateTc {
+struct StreamStateTc : StreamQ<KP> {
   static constexpr int hd = 32 * KP, KS = hd / 16, KW = hd / 8, MT = hd / 16;
-  uint32_t qa[KS][2];
+  using StreamQ<KP>::qa;
+  using StreamQ<KP>::ml;
+  using StreamQ<KP>::ll;
   float o[MT][4];
-  float ml, ll;
+
+  /// Element (m, i) of this lane's o: head o_head in `mine`, at o_at.
+  static __device__ __forceinline__ int o_head(int i, int lane) { return 2 * (lane & 3) + (i & 1); }
+  static __device__ __forceinline__ int o_at(int m, int i, int lane) {
+    return o_head(i, lane) * (hd + 2) + 16 * m + (lane >> 2) + 8 * (i >> 1);
+  }
 
   __device__ __forceinline__ StreamStateTc(const float* qs, const float* mine, int g, int lane) {
-    const int r = lane >> 2, c = lane & 3;
-#pragma unroll
-    for (int st = 0; st < KS; ++st)
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        const float* q = qs + r * hd + c * (hd / 4) + 4 * st + 2 * i;
-        qa[st][i] = r < g ? pack_bf16x2(q[0], q[1]) : 0u;
-      }
+    this->load_qa(qs, g, lane);
 #pragma unroll
     for (int m = 0; m < MT; ++m)
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int head = 2 * c + (i & 1), dim = 16 * m + r + 8 * (i >> 1);
-        o[m][i] = head < g ? mine[head * (hd + 2) + dim] : 0.0f;
-      }
-    ml = r < g ? mine[r * (hd + 2) + hd] : -INFINITY;
-    ll = r < g ? mine[r * (hd + 2) + hd + 1] : 0.0f;
+      for (int i = 0; i < 4; ++i) o[m][i] = o_head(i, lane) < g ? mine[o_at(m, i, lane)] : 0.0f;
+    this->load_ml(mine, g, lane);
   }
 
   __device__ __forceinline__ void store(float* mine, int g, int lane) const {
-    const int r = lane >> 2, c = lane & 3;
 #pragma unroll
     for (int m = 0; m < MT; ++m)
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int head = 2 * c + (i & 1), dim = 16 * m + r + 8 * (i >> 1);
-        if (head < g) mine[head * (hd + 2) + dim] = o[m][i];
-      }
-    if (c == 0 && r < g) {
-      mine[r * (hd + 2) + hd] = ml;
-      mine[r * (hd + 2) + hd + 1] = ll;
-    }
+      for (int i = 0; i < 4; ++i)
+        if (o_head(i, lane) < g) mine[o_at(m, i, lane)] = o[m][i];
+    this->store_ml(mine, g, lane);
   }
 
   /// S[16 x 8] = Q . K^T on tensor cores (K's B fragments in kw, the
@@ -321,18 +348,8 @@ struct StreamStateTc {
   /// lane % 8, column 8 (lane / 8)), p as the B fragment this lane holds.
   __device__ __forceinline__ void update(const float (&s)[2], uint32_t va, int lane) {
     const int c = lane & 3;
-    float bm = fmaxf(s[0], s[1]);
-    bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, 1));
-    bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, 2));
-    const float mn = fmaxf(ml, bm);
-    const float p0 = mn == -INFINITY ? 0.0f : round_bf16(expf(s[0] - mn));
-    const float p1 = mn == -INFINITY ? 0.0f : round_bf16(expf(s[1] - mn));
-    const float cr = mn == -INFINITY ? 1.0f : expf(ml - mn);
-    float ps = p0 + p1;
-    ps += __shfl_xor_sync(0xffffffffu, ps, 1);
-    ps += __shfl_xor_sync(0xffffffffu, ps, 2);
-    ll = ll * cr + ps;
-    ml = mn;
+    float p0, p1;
+    const float cr = this->template online_update<true>(s, p0, p1);
     // The rescale factors of this lane's columns (heads 2c, 2c + 1: quads 2c, 2c + 1).
     const float ca = __shfl_sync(0xffffffffu, cr, 8 * c), cb = __shfl_sync(0xffffffffu, cr, 8 * c + 4);
     const uint32_t pb = pack_bf16x2(p0, p1);
