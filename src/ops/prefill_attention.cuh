@@ -5,9 +5,7 @@
 //    RowEpilogue), rounded to bf16, in shared memory, read as A fragments.
 //  * Positions: rounds of 16 x phases positions of the range the block's lanes
 //    attend to (the first lane's window start to the last lane's pos), K and
-//    V rows copied with cp.async into one of 2-4 buffers, 1-3 rounds ahead
-//    (program::prefill_attn_plan: as many as the work area holds, at most
-//    kPrefillAttnMaxBuffers, 2 until more have run on a GPU; rows
+//    V rows copied with cp.async into one of two buffers a round ahead (rows
 //    outside the range zero-filled; the range's pages in shared memory, each
 //    thread a contiguous run of pieces, so a row's page is found once). Warp w takes row group w % groups and the
 //    16 positions (w / groups) of each round: S = Q K^T (K rows through
@@ -20,7 +18,6 @@
 #pragma once
 
 #include "exec/cuda/attention_common.cuh"
-#include "exec/cuda/mm.cuh"
 #include "ops/prefill_attention.h"
 #include "program/smem_plan.h"
 
@@ -36,8 +33,7 @@ __device__ __noinline__ void prefill_attention_tc(const DevProgram& P, const Tas
   constexpr int kPitch = HD + 8;  // bf16 a shared row: 16 bytes of padding put ldmatrix's 8 rows on distinct banks
   const int g = h.n_heads / h.n_kv_heads, kvh = t.arg[PrefillAttnSlots::kKvHead];
   const int nl = t.b1 - t.b0, rows = nl * g;
-  const program::PrefillAttnPlan plan = program::prefill_attn_plan(HD, rows, int64_t(P.work_bytes));
-  const int nrw = program::prefill_attn_row_groups(rows), nps = plan.phases, nbuf = plan.buffers;
+  const int nrw = program::prefill_attn_row_groups(rows), nps = program::prefill_attn_phases(rows);
   const int round_len = 16 * nps;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   char* base = reinterpret_cast<char*>(smem);
@@ -52,8 +48,6 @@ __device__ __noinline__ void prefill_attention_tc(const DevProgram& P, const Tas
     lane_state(P, t.b0 + lane, &my_pos, &done);
     if (done) my_pos = -1;
   }
-  // The q epilogue's norm weights and frequencies (loads in flight with the states').
-  RowEpilogue<HD> epi(P, t.buf[PrefillAttnSlots::kQNorm], lane);
   int64_t my_lo = 0, my_hi = 0;  // [lo, hi) the lane attends to (empty when done)
   if (my_pos >= 0) ops::prefill_attention_positions(h, t, my_pos, &my_lo, &my_hi);
   int64_t lo = my_pos >= 0 ? my_lo : INT64_MAX, hi = my_hi;
@@ -81,9 +75,9 @@ __device__ __noinline__ void prefill_attention_tc(const DevProgram& P, const Tas
   const int32_t kc = t.buf[PrefillAttnSlots::kKCache], vc = t.buf[PrefillAttnSlots::kVCache];
   constexpr int kPieces = HD / 8;  // 16-byte pieces a row
   const int n_items = 2 * round_len * kPieces, per_thread = (n_items + kThreads - 1) / kThreads;
-  auto issue = [&](int r) {  // (past the last round: an empty commit group)
-    uint16_t* buf = kvs + (r % nbuf) * 2 * round_len * kPitch;
-    const int i0 = threadIdx.x * per_thread, i1 = r < nrounds ? min(n_items, i0 + per_thread) : i0;
+  auto issue = [&](int r) {
+    uint16_t* buf = kvs + (r & 1) * 2 * round_len * kPitch;
+    const int i0 = threadIdx.x * per_thread, i1 = min(n_items, i0 + per_thread);
     int64_t row_off = -1;
     int last_row = -1;
     for (int i = i0; i < i1; ++i) {
@@ -109,11 +103,12 @@ __device__ __noinline__ void prefill_attention_tc(const DevProgram& P, const Tas
     }
     asm volatile("cp.async.commit_group;" ::: "memory");
   };
-  for (int r = 0; r + 1 < nbuf; ++r) issue(r);  // nbuf - 1 rounds ahead
+  issue(0);
 
   // q epilogue, a warp per lane (lanes warp, warp + 8, ...) for its g heads:
   // the rotation once per lane, the g raw rows loaded together. Padding rows zero.
   {
+    RowEpilogue<HD> epi(P, t.buf[PrefillAttnSlots::kQNorm], lane);
     constexpr int E = RowEpilogue<HD>::E;
     const uint16_t* raw = bp<const uint16_t>(P, t.buf[PrefillAttnSlots::kQkv]);
     for (int l = warp; l < nl; l += kWarps) {
@@ -181,12 +176,13 @@ __device__ __noinline__ void prefill_attention_tc(const DevProgram& P, const Tas
 
 #pragma unroll 1
   for (int r = 0; r < nrounds; ++r) {
-    issue(r + nbuf - 1);
-    cp_async_wait_pending(nbuf - 1);  // round r landed (this thread's copies)
+    if (r + 1 < nrounds) issue(r + 1);
+    else asm volatile("cp.async.commit_group;" ::: "memory");
+    asm volatile("cp.async.wait_group 1;" ::: "memory");
     csync();  // round r landed for every thread
     const int64_t p_sb = start + int64_t(r) * round_len + 16 * ph;  // this warp's 16 positions
     if (computes && p_sb < whi && p_sb + 16 > wlo) {
-      const uint16_t* kb = kvs + (r % nbuf) * 2 * round_len * kPitch + (16 * ph) * kPitch;
+      const uint16_t* kb = kvs + (r & 1) * 2 * round_len * kPitch + (16 * ph) * kPitch;
       const uint16_t* vb = kb + round_len * kPitch;
       float s[2][4];
 #pragma unroll
@@ -251,7 +247,7 @@ __device__ __noinline__ void prefill_attention_tc(const DevProgram& P, const Tas
         dev::mma_bf16(o[2 * dn + 1], pa, vf[2], vf[3]);
       }
     }
-    csync();  // every warp is done with buffer r % nbuf before round r + nbuf fills it
+    csync();  // every warp is done with buffer r % 2 before round r + 2 fills it
   }
   asm volatile("cp.async.wait_all;" ::: "memory");
 

@@ -80,37 +80,6 @@ constexpr int64_t prefill_attn_pages_offset(int64_t hd, int64_t rows) {
 constexpr int64_t prefill_attn_kv_offset(int64_t hd, int64_t rows) {
   return prefill_attn_pages_offset(hd, rows) + int64_t(kPrefillAttnPages) * 4;
 }
-/// How a task of `rows` rows at head_dim hd uses a work area of work_bytes:
-/// phases (warps a row group's positions are split over, 16 positions each a
-/// round) and K/V buffers (rounds in flight + 1), the most positions copied
-/// ahead that fit (the copies wait on L2 while the SMs stream weights, so a
-/// round ahead is latency-bound), then the most phases. At least the 2
-/// buffers prefill_attn_work_bytes reserves (phases from prefill_attn_phases).
-struct PrefillAttnPlan {
-  int phases = 1, buffers = 2;
-};
-/// The most K/V buffers the CUDA kernel uses. 2 (one round ahead) is what ran
-/// on the GPU (H100, 2026-12-05: the prefill tests and figures of
-/// docs/performance.md); the body and this plan take up to 4, which would put
-/// 2-3 rounds in flight (Qwen3-8B: 3 buffers of 48 positions, Llama-3.2-1B: 4
-/// of 64), not yet run on a GPU: raise it once the prefill tests pass there
-/// and the trace shows the attention stage's per-round cost drop.
-inline constexpr int kPrefillAttnMaxBuffers = 2;
-constexpr PrefillAttnPlan prefill_attn_plan(int64_t hd, int64_t rows, int64_t work_bytes,
-                                            int max_buffers = kPrefillAttnMaxBuffers) {
-  const int64_t avail = work_bytes - prefill_attn_kv_offset(hd, rows);
-  const int64_t groups = prefill_attn_row_groups(rows);
-  PrefillAttnPlan best{prefill_attn_phases(rows), 2};
-  int64_t best_ahead = 16 * best.phases;
-  for (int nb = 2; nb <= max_buffers; ++nb)
-    for (int ph = 1; ph <= prefill_attn_phases(rows); ++ph) {
-      const int64_t kv = int64_t(nb) * 2 * 16 * ph * (hd + 8) * 2, merge = groups * ph * 16 * (hd + 2) * 4;
-      const int64_t ahead = int64_t(nb - 1) * 16 * ph;
-      if ((kv > merge ? kv : merge) > avail) continue;
-      if (ahead > best_ahead || (ahead == best_ahead && ph > best.phases)) best = {ph, nb}, best_ahead = ahead;
-    }
-  return best;
-}
 constexpr int64_t prefill_attn_work_bytes(int64_t hd, int64_t rows) {
   const int64_t kv = 2 * 2 * 16 * prefill_attn_phases(rows) * (hd + 8) * 2;
   const int64_t merge = int64_t(prefill_attn_row_groups(rows)) * prefill_attn_phases(rows) * 16 * (hd + 2) * 4;

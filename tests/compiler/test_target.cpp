@@ -473,39 +473,5 @@ TEST(Target, ValidateRefusesAnInconsistentPlan) {
   EXPECT_NE(error_in(p).find("matmul engine"), std::string::npos) << error_in(p);
 }
 
-// PrefillAttention's use of the work area (prefill_attn_plan): the
-// reserved minimum gives the 2 buffers and the phases the need was sized for;
-// a larger area copies more positions ahead, never past the area (K/V
-// buffers, and the merge that reuses them, after q and the page cache).
-TEST(Target, PrefillAttentionPlanFitsTheWorkArea) {
-  for (int64_t hd : {16, 32, 64, 128})
-    for (int64_t rows : {4, 16, 20, 32, 64, 128}) {
-      SCOPED_TRACE(::testing::Message() << "hd " << hd << " rows " << rows);
-      const int64_t need = prefill_attn_work_bytes(hd, rows);
-      EXPECT_EQ(prefill_attn_plan(hd, rows, need + 100000).buffers, kPrefillAttnMaxBuffers);
-      const PrefillAttnPlan p0 = prefill_attn_plan(hd, rows, need, 4);
-      int64_t ahead = int64_t(p0.buffers - 1) * 16 * p0.phases;
-      EXPECT_GE(ahead, 16 * prefill_attn_phases(rows)) << "at least the 2-buffer plan the need was sized for";
-      for (int64_t extra : {4096, 16384, 40000, 100000}) {
-        const PrefillAttnPlan p = prefill_attn_plan(hd, rows, need + extra, 4);
-        const int64_t groups = prefill_attn_row_groups(rows);
-        const int64_t kv = int64_t(p.buffers) * 2 * 16 * p.phases * (hd + 8) * 2;
-        const int64_t merge = groups * p.phases * 16 * (hd + 2) * 4;
-        EXPECT_LE(prefill_attn_kv_offset(hd, rows) + std::max(kv, merge), need + extra);
-        EXPECT_GE(p.buffers, 2);
-        EXPECT_LE(p.buffers, 4);
-        EXPECT_LE(groups * p.phases, kKernelWarps);
-        const int64_t a = int64_t(p.buffers - 1) * 16 * p.phases;
-        EXPECT_GE(a, ahead) << "more room never copies fewer positions ahead";
-        ahead = a;
-      }
-    }
-  // Qwen3-8B's prefill Program on the H100 (work area 93184 bytes, 32 rows at
-  // head_dim 128): 3 rounds of 48 positions rather than 2 of 64.
-  const PrefillAttnPlan q = prefill_attn_plan(128, 32, 93184, 4);
-  EXPECT_EQ(q.buffers, 3);
-  EXPECT_EQ(q.phases, 3);
-}
-
 }  // namespace
 }  // namespace keel::compiler
