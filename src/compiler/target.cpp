@@ -100,6 +100,7 @@ Target target_of(const program::Program& p) {
   t.o_split_k = t.batch_o_split_k = t.batch_wide_o_split_k = d.o_split_k;
   t.down_split_k = t.batch_wide_down_split_k = d.down_split_k;
   t.row_align = t.batch_row_align = d.row_align > 0 ? d.row_align : 8;
+  t.batch_wide_mm_cols = d.mm_cols;
   return t;
 }
 
@@ -134,6 +135,11 @@ void plan_target(Program& p, const Target& t) {
   d.o_split_k = wide ? t.batch_wide_o_split_k : batch ? t.batch_o_split_k : t.o_split_k;
   d.down_split_k = wide ? t.batch_wide_down_split_k : t.down_split_k;
   d.row_align = batch ? t.batch_row_align : t.row_align;
+  KEEL_CHECK(t.batch_wide_mm_cols >= 0 && t.batch_wide_mm_cols <= program::kMmMaxCols &&
+                 t.batch_wide_mm_cols % program::kMmBoxCols == 0,
+             "compile: target ", t.name, ": matmul stage columns ", t.batch_wide_mm_cols, " must be 0 or a multiple of ",
+             program::kMmBoxCols, " up to ", program::kMmMaxCols);
+  d.mm_cols = wide ? t.batch_wide_mm_cols : 0;
   d.work_need = program::kernel_work_bytes(p.h);
   KEEL_CHECK(uint64_t(t.static_smem_reserve) + d.work_need <= t.smem_per_block, "compile: the tasks need ",
              d.work_need, " bytes of shared memory (hidden ", p.h.hidden, ", intermediate ", p.h.intermediate,
@@ -178,7 +184,9 @@ std::string describe_target(const program::ProgramHeader& h) {
                 d.stage_bytes / 1024, d.work_bytes, d.work_offset, d.work_need, d.dynamic_smem, d.max_inflight,
                 d.loader_hold ? "on" : "off", d.l2_evict_first ? "on" : "off", d.o_split_k, d.down_split_k,
                 d.mm_engine == program::kMmEngineWgmma ? "wgmma" : "mma.sync");
-  return buf;
+  std::string s = buf;
+  if (d.mm_cols > 0) s += " in stages of at most " + std::to_string(d.mm_cols) + " columns";
+  return s;
 }
 
 }  // namespace keel::compiler

@@ -47,12 +47,22 @@ struct Target {
   /// 10.19 against 10.60, when the loop and not the ring was the limit).
   int batch_max_stages = 3;
   /// Programs of more than 16 sequences or prefill lanes (program::mm_tokens
-  /// > 16): a stage holds at most 128 columns of 64 rows a matrix (16 or 32
-  /// KiB), so smaller stages and more of them keep more bytes in flight: 32
-  /// KiB x 6 (H200, 8a8aff9: Qwen3-8B batch 64 21.62 -> 20.43 ms/step and a
-  /// 2000-token prefill 815 -> 760 ms; Llama-3.2-1B 7.46 -> 6.26 and 253 -> 236).
-  uint32_t batch_wide_stage_bytes = 32 * 1024;
+  /// > 16): stages of 64 KiB holding up to 256 columns (batch_wide_mm_cols),
+  /// two of them beside the work area. The matmul loop pays a fixed cost per
+  /// stage (the inputs' copies, the barrier, the wgmma issue and wait, the
+  /// release), so fewer, larger stages stream faster than more bytes in
+  /// flight: H100, Qwen3-8B batch 64, 32 KiB x 4 16.24 ms/step, x 3 16.33,
+  /// 16 KiB x 8 19.01; H200, 64 KiB x 2 of 256 columns against 32 KiB x 4 of
+  /// 128 (2026-12-06): Qwen3-8B batch 64 14.84 -> 13.75, batch 32 11.09 ->
+  /// 10.08, 2000-token prefill 407.8 -> 374.2 ms; Llama-3.2-1B 4.22 -> 3.94,
+  /// 2.93 -> 2.80, 104.0 -> 97.1. (Before, 32 KiB x 6 had beaten 64 KiB x 2
+  /// when a stage held at most 128 columns: 8a8aff9, H200.)
+  uint32_t batch_wide_stage_bytes = 64 * 1024;
   int batch_wide_max_stages = 6;
+  /// Most columns of their matmul stages (0: program::mm_max_cols, 128;
+  /// TargetDesc::mm_cols); a work area too large for two 64 KiB stages halves
+  /// the stage, and then only tiles of up to 64 rows take 256 columns.
+  int batch_wide_mm_cols = 256;
   bool l2_evict_first = true;  // weight copies carry an L2 evict-first hint
   /// The matmul tiles' tensor-core instructions (program::MmEngine): Hopper's
   /// warpgroup MMA reading both operands from shared memory, or mma.sync with

@@ -323,7 +323,8 @@ struct TargetDesc {
   int32_t down_split_k = 0;
   int32_t mm_engine = 0;        // matmul tiles' tensor-core instructions (MmEngine)
   int32_t row_align = 0;        // the target's row alignment of matvec / matmul tasks for this batch (0: 8)
-  uint32_t reserved[3] = {};
+  int32_t mm_cols = 0;          // most columns of a matmul tile's stage (0: program::mm_max_cols(batch))
+  uint32_t reserved[2] = {};
 };
 static_assert(sizeof(TargetDesc) == 112);
 

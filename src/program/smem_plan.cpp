@@ -24,7 +24,7 @@ uint32_t kernel_work_bytes(const ProgramHeader& h) {
   if (attn_may_stream(h)) attn = std::max(attn, attn_stream_buf_end(h.head_dim, g));
   // ... or the merge's maxima, sums and totals
   const int64_t merge = (2 * int64_t(h.n_chunks) + 1) * g * 4;
-  const int64_t mm = mm_work_bytes(h.batch);
+  const int64_t mm = mm_work_bytes(h);
   // ... or a PrefillAttention task's q, K/V rounds and merge
   if (prefill_attn_serves(h.head_dim, g, h.seq_lanes))
     attn = std::max(attn, prefill_attn_work_bytes(h.head_dim, prefill_attn_lanes(g, h.seq_lanes) * g));
@@ -50,11 +50,11 @@ bool attn_may_stream(const ProgramHeader& h) {
   return attn_longest_history(h.max_context - 1, h.n_chunks, h.attn_min_chunk) > kAttnStreamMinHistory;
 }
 
-uint32_t mm_work_bytes(int batch) {
-  if (batch <= 1) return 0;
+uint32_t mm_work_bytes(const ProgramHeader& h) {
+  if (h.batch <= 1) return 0;
   // The split-warp partials (4 row groups x 2 matrices x 32 lanes x 4 floats),
   // then two input buffers of [tokens][max cols + 8] bf16.
-  return kMmRedBytes + 2 * uint32_t(mm_tokens(batch)) * uint32_t(mm_max_cols(batch) + 8) * 2;
+  return kMmRedBytes + 2 * uint32_t(mm_tokens(h.batch)) * uint32_t(mm_stage_cols(h) + 8) * 2;
 }
 
 TileSource tile_source(const Program& p, const TaskDesc& t) {
@@ -116,7 +116,7 @@ StagePlan plan_stage(const Program& p, const TaskDesc& t, uint32_t stage_bytes, 
       stage_bytes % kMmStageAlign != 0)
     return {};
   const int64_t cap = std::min<int64_t>(mm_max_rows(p.h.target.mm_engine, p.h.batch, int(nmat)), (rows + 15) / 16 * 16);
-  for (int64_t kc = std::min<int64_t>(mm_max_cols(p.h.batch), k1 - k0) / kMmBoxCols * kMmBoxCols; kc >= kMmBoxCols;
+  for (int64_t kc = std::min<int64_t>(mm_stage_cols(p.h), k1 - k0) / kMmBoxCols * kMmBoxCols; kc >= kMmBoxCols;
        kc -= kMmBoxCols)
     if ((k1 - k0) % kc == 0 && (k1 - k0) / kc <= 255 && nmat * cap * kc * esz <= int64_t(stage_bytes))
       return {uint32_t(cap), uint32_t(kc)};
@@ -145,6 +145,8 @@ void check_plan(const Program& p, const DTypeOf& given) {
              "program: bad loader policy (max in flight ", g.max_inflight, ", hold ", g.loader_hold, ")");
   KEEL_CHECK(g.mm_engine == kMmEngineMma || g.mm_engine == kMmEngineWgmma, "program: unknown matmul engine ",
              g.mm_engine, " (0: mma.sync, 1: wgmma)");
+  KEEL_CHECK(g.mm_cols >= 0 && g.mm_cols <= kMmMaxCols && g.mm_cols % kMmBoxCols == 0, "program: matmul stage columns ",
+             g.mm_cols, " (0, or a multiple of ", kMmBoxCols, " up to ", kMmMaxCols, ")");
   const DTypeOf declared = [&](int32_t id) { return DType(p.buffers[size_t(id)].dtype); };
   const DTypeOf& dtype_of = given ? given : declared;
   for (uint32_t i = 0; i < p.tasks.size(); ++i) {

@@ -117,7 +117,7 @@ using DTypeOf = std::function<DType(int32_t id)>;
 // stage_rows() (at most mm_max_rows()) rows x stage_cols() columns of bf16 weights
 // with the same columns of up to kMmMaxTokens sequences' bf16 inputs, which the
 // compute warps copy into work-area buffers of mm_tokens(batch) x
-// (mm_max_cols(batch) + 8) bf16 (8 to 17 KiB each, at least two). The loader
+// (mm_stage_cols() + 8) bf16 (8 to 33 KiB each, at least two). The loader
 // fills a stage with TMA tensor copies (boxes of kMmBoxCols columns x 16 or
 // stage_rows() rows, 128-byte swizzle): matrix m's column group g (kMmBoxCols
 // columns) is a panel of stage_rows() rows x 128 bytes at
@@ -148,11 +148,17 @@ constexpr int mm_max_cols(int batch) {
   const int t = mm_tokens(batch);
   return t <= 8 ? 512 : t <= 16 ? 256 : 128;
 }
+/// The Program's bound on a matmul stage's columns: the target's
+/// (TargetDesc::mm_cols, a multiple of kMmBoxCols up to kMmMaxCols) or mm_max_cols(batch).
+constexpr int mm_stage_cols(const ProgramHeader& h) {
+  return h.target.mm_cols > 0 ? h.target.mm_cols : mm_max_cols(h.batch);
+}
+inline constexpr int kMmMaxCols = 512;  // TargetDesc::mm_cols at most
 inline constexpr uint32_t kMmRedBytes = 4 * 2 * 32 * 4 * 4;  // the split-warp partials at the work area's start
 
-/// Work-area bytes of the matmul engine for `batch` sequences (0 for batch 1):
-/// the partials and two input buffers.
-uint32_t mm_work_bytes(int batch);
+/// Work-area bytes of the matmul engine of a Program (0 for batch 1): the
+/// partials and two input buffers of mm_tokens(batch) x (mm_stage_cols + 8).
+uint32_t mm_work_bytes(const ProgramHeader& h);
 
 /// Which weight bytes a matvec-family task reads (the same as exec/cuda
 /// weight_tile()): rows [first, first + row1 - row0) of matrix m0 (and m1:
@@ -176,7 +182,7 @@ struct StagePlan {
 ///    multiple of kMmBoxCols, in stages that are a multiple of kMmStageAlign:
 ///    a matmul tile of min(mm_max_rows(), the task's rows rounded up to 16) rows x
 ///    the largest multiple of kMmBoxCols columns that divides k1 - k0 (in at
-///    most 255 chunks), is at most mm_max_cols(batch), and fits a stage;
+///    most 255 chunks), is at most mm_stage_cols(), and fits a stage;
 ///  * otherwise 0 (global memory): not a matvec opcode, no ring, more
 ///    sequences, matrices of different dtypes, a row segment, stride or tile
 ///    start not a multiple of 16 bytes, or nothing fits a stage.

@@ -368,7 +368,8 @@ TEST(Cli, CompileAPrefillProgram) {
   ASSERT_EQ(a.code, 0) << a.err;
   EXPECT_NE(a.out.find("batch 64"), std::string::npos) << a.out;
   EXPECT_NE(a.out.find("0 LM-head tiles"), std::string::npos) << a.out;
-  EXPECT_NE(a.out.find("x 32 KiB"), std::string::npos) << a.out;  // the wide batch ring
+  EXPECT_NE(a.out.find("x 64 KiB"), std::string::npos) << a.out;  // the wide batch ring
+  EXPECT_NE(a.out.find("at most 256 columns"), std::string::npos) << a.out;
   const auto flags_at = a.out.find("(keel compile ");
   ASSERT_NE(flags_at, std::string::npos);
   const std::string flags = a.out.substr(flags_at + 14, a.out.find(')', flags_at) - flags_at - 14);

@@ -160,7 +160,8 @@ TEST(Target, BatchProgramsTakeTheBatchPolicy) {
   // Several sequences: the whole ring in flight, no holds, three stages (the
   // rest to the work area), one round of attention chunks over the workers,
   // tasks in multiples of 64 rows; over 16
-  // (and prefill lanes) the wide ring of 32 KiB stages, as many as fit of 6;
+  // (and prefill lanes) the wide ring of 64 KiB stages of up to 256 matmul
+  // columns, as many as fit of 6;
   // one sequence keeps the decode policy. An explicit policy is kept by all.
   const model::ModelConfig c = qwen3_8b_two_layers();
   CompileOptions o = for_target(target_preset("h200"));
@@ -188,10 +189,11 @@ TEST(Target, BatchProgramsTakeTheBatchPolicy) {
     w.batch = lanes ? 1 : 32;
     w.prefill_chunk = lanes;
     const Program wide = compile(c, w);
-    EXPECT_EQ(wide.h.target.stage_bytes, 32768u) << lanes;
+    EXPECT_EQ(wide.h.target.stage_bytes, 65536u) << lanes;
+    EXPECT_EQ(wide.h.target.mm_cols, 256) << lanes;
     EXPECT_EQ(wide.h.target.max_stages, 6) << lanes;
     EXPECT_EQ(wide.h.target.n_stages,
-              int(std::min<uint32_t>(6, (232448u - 8192 - wide.h.target.work_need) / 32768u))) << lanes;
+              int(std::min<uint32_t>(6, (232448u - 8192 - wide.h.target.work_need) / 65536u))) << lanes;
   }
   o.batch = 1;
   const Program one = compile(c, o);
@@ -364,8 +366,8 @@ TEST(Target, RowsPerStageNeverExceedAStage) {
 }
 
 // Over 16 tokens a step on the wgmma engine, a one-matrix tile streams up to
-// kMmTallRows rows a stage (each warpgroup its own 64), so a 128-column chunk
-// fills the 32 KiB stage; GateUp's two matrices keep kMmRows each. On the
+// kMmTallRows rows a stage (each warpgroup its own 64), so a 256-column chunk
+// fills the 64 KiB stage; GateUp's two matrices keep kMmRows each. On the
 // mma.sync engine (--mm-engine mma) every tile keeps kMmRows.
 TEST(Target, WideWgmmaProgramsStreamTallOneMatrixTiles) {
   for (const int engine : {kMmEngineWgmma, kMmEngineMma}) {
@@ -376,7 +378,7 @@ TEST(Target, WideWgmmaProgramsStreamTallOneMatrixTiles) {
     o.down_split_k = 8;  // 4096 x 8 / 132 rows a task: tall blocks of 128 and the rest
     const Program p = compile(qwen3_8b_two_layers(), o);
     ASSERT_EQ(p.h.target.mm_engine, engine);
-    EXPECT_EQ(p.h.target.stage_bytes, 32u * 1024);
+    EXPECT_EQ(p.h.target.stage_bytes, 64u * 1024);
     bool saw_tall = false;
     for (const TaskDesc& task : p.tasks) {
       const uint32_t cap = stage_rows(task);
@@ -393,6 +395,51 @@ TEST(Target, WideWgmmaProgramsStreamTallOneMatrixTiles) {
       }
     }
     EXPECT_EQ(saw_tall, engine == kMmEngineWgmma);
+  }
+}
+
+// Target::batch_wide_mm_cols: with 256 and 64 KiB stages a tall block or a
+// GateUp block streams 256 columns a stage (half the stages), the work area
+// holds two input buffers of that width, the Program records it (a
+// recompile from the Program's target gives the same plan), and Programs of
+// 16 tokens or fewer ignore it. Widths that are not a multiple of 64 or over
+// 512 are refused.
+TEST(Target, WideMatmulStagesOfMoreColumns) {
+  Target t = target_preset("h200");
+  t.batch_wide_stage_bytes = 64 * 1024;
+  t.batch_wide_mm_cols = 256;
+  CompileOptions o = for_target(t);
+  o.batch = 64;
+  const Program p = compile(qwen3_8b_two_layers(), o);
+  EXPECT_EQ(p.h.target.mm_cols, 256);
+  EXPECT_EQ(p.h.target.stage_bytes, 64u * 1024);
+  EXPECT_EQ(mm_stage_cols(p.h), 256);
+  EXPECT_GE(p.h.target.work_need, mm_work_bytes(p.h));
+  EXPECT_EQ(mm_work_bytes(p.h), kMmRedBytes + 2u * 64u * (256u + 8u) * 2u);
+  bool saw_gate_up = false, saw_tall = false;
+  for (const TaskDesc& task : p.tasks) {
+    if (stage_cols(task) == 0) continue;
+    const std::string what = describe_task(p, uint32_t(&task - p.tasks.data()));
+    EXPECT_LE(stage_cols(task), 256u) << what;
+    const bool two = Opcode(task.opcode) == Opcode::GateUp;
+    if (two || stage_rows(task) == kMmTallRows) {
+      EXPECT_EQ(stage_cols(task), 256u) << what;
+      EXPECT_EQ((two ? 2 : 1) * stage_rows(task) * stage_cols(task) * 2, p.h.target.stage_bytes) << what;
+    }
+    saw_gate_up |= two;
+    saw_tall |= stage_rows(task) == kMmTallRows;
+  }
+  EXPECT_TRUE(saw_gate_up && saw_tall);
+  EXPECT_EQ(target_of(p).batch_wide_mm_cols, 256);
+  EXPECT_NO_THROW(check_plan(p));
+  // Batches of 16 or fewer keep the rule.
+  CompileOptions o8 = o;
+  o8.batch = 8;
+  EXPECT_EQ(compile(qwen3_8b_two_layers(), o8).h.target.mm_cols, 0);
+  for (const int bad : {100, 576, -64}) {
+    Target b = t;
+    b.batch_wide_mm_cols = bad;
+    EXPECT_THROW(compile(qwen3_8b_two_layers(), for_target(b)), Error) << bad;
   }
 }
 

@@ -75,7 +75,8 @@ int run_bench(const BenchArgs& a) {
                              {"max_inflight", t.max_inflight}, {"loader_hold", t.loader_hold},
                              {"l2_evict_first", t.l2_evict_first}, {"o_split_k", t.o_split_k},
                              {"down_split_k", t.down_split_k},
-                             {"mm_engine", t.mm_engine == program::kMmEngineWgmma ? "wgmma" : "mma"}, {"row_align", t.row_align}};
+                             {"mm_engine", t.mm_engine == program::kMmEngineWgmma ? "wgmma" : "mma"}, {"row_align", t.row_align},
+                             {"mm_cols", t.mm_cols}};
     nlohmann::json options = {{"workers", rep.header.n_workers}, {"batch", o.batch}, {"max_context", o.max_context},
                               {"page_size", o.page_size}, {"ring_len", o.ring_len}, {"row_align", o.row_align},
                               {"o_split_k", o.o_split_k}, {"down_split_k", o.down_split_k},

@@ -14,7 +14,7 @@ void add_target_flags(CLI::App& c, TargetFlags& f, const std::string& default_ta
   f.target = default_target;
   c.add_option("--target", f.target, "Device to plan for: h100, h200, generic, or auto (this GPU)")
       ->check(CLI::IsMember({"h100", "h200", "generic", "auto"}))->capture_default_str();
-  c.add_option("--stage-kib", f.stage_kib, "Weight ring stage in KiB (0: no ring; default: the target's, 64; batches over 16: 32)")
+  c.add_option("--stage-kib", f.stage_kib, "Weight ring stage in KiB (0: no ring; default: the target's, 64)")
       ->check(CLI::Range(0, 1024));
   c.add_option("--max-stages", f.max_stages, "Most ring stages (0: as many as fit; default: the target's: as many as fit, batches 3, batches over 16: 6)")
       ->check(CLI::Range(0, program::kMaxRingStages));
@@ -27,6 +27,10 @@ void add_target_flags(CLI::App& c, TargetFlags& f, const std::string& default_ta
   c.add_option("--mm-engine", f.mm_engine,
                "Tensor-core instructions of batch and prefill matmul tiles: wgmma (Hopper) or mma (mma.sync) (default: the target's: wgmma over 16 tokens a step, mma up to 16)")
       ->check(CLI::IsMember({"wgmma", "mma"}));
+  c.add_option("--mm-cols", f.mm_cols,
+               "Programs of more than 16 tokens a step: most columns of a matmul tile's ring stage, a multiple of 64 up "
+               "to 512 (default: the target's, 256; 0: 128)")
+      ->check(CLI::Range(0, program::kMmMaxCols));
   c.add_option("--o-split-k", f.o_split_k, "o_proj k-slices (0: the target's, else one per kv-head group)")
       ->check(CLI::Range(0, 1 << 16));
   c.add_option("--down-split-k", f.down_split_k, "down_proj k-slices (0: the target's, else the compiler's)")
@@ -65,6 +69,7 @@ compiler::Target resolve_target(const TargetFlags& f, int device) {
   if (f.l2_hint >= 0) t.l2_evict_first = f.l2_hint != 0;
   if (!f.mm_engine.empty())
     t.mm_engine = t.batch_mm_engine = f.mm_engine == "mma" ? program::kMmEngineMma : program::kMmEngineWgmma;
+  if (f.mm_cols >= 0) t.batch_wide_mm_cols = f.mm_cols;
   return t;
 }
 
@@ -85,7 +90,8 @@ std::string compile_flags_of(const program::ProgramHeader& h) {
   const DType dt = DType(o.weight_dtype);
   return cat("--target ", preset ? name : "auto", o.workers ? cat(" --workers ", o.workers) : std::string(), " --stage-kib ", t.n_stages > 0 ? t.stage_bytes / 1024 : 0,
              " --max-stages ", t.max_stages, " --max-inflight ", t.max_inflight, " --loader-hold ", t.loader_hold,
-             " --l2-hint ", t.l2_evict_first, " --mm-engine ", t.mm_engine == program::kMmEngineMma ? "mma" : "wgmma", " --o-split-k ", o.o_split_k, " --down-split-k ", o.down_split_k,
+             " --l2-hint ", t.l2_evict_first, " --mm-engine ", t.mm_engine == program::kMmEngineMma ? "mma" : "wgmma",
+             t.mm_cols > 0 ? cat(" --mm-cols ", t.mm_cols) : std::string(), " --o-split-k ", o.o_split_k, " --down-split-k ", o.down_split_k,
              " --attn-chunks ", o.attn_chunks, " --attn-min-chunk ", h.opt_attn_min_chunk - 1,
              o.row_align != compiler::CompileOptions{}.row_align ? cat(" --row-align ", o.row_align) : std::string(),
              " --batch ", o.batch,

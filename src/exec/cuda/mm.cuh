@@ -263,7 +263,7 @@ __device__ __noinline__ void mm_rows(const DevProgram& P, const Tile& T, RingVie
   const uint32_t panel = uint32_t(cap) * (program::kMmBoxCols * 2);
   float* red = work;
   uint16_t* bufs = reinterpret_cast<uint16_t*>(reinterpret_cast<char*>(work) + kMmRedBytes);
-  const size_t buf_elems = size_t(tokens_max) * (program::mm_max_cols(P.h.batch) + 8);
+  const size_t buf_elems = size_t(tokens_max) * (program::mm_stage_cols(P.h) + 8);
   const int na = max(2, min(kMmMaxSlots, int((P.work_bytes - kMmRedBytes) / (buf_elems * 2))));
   // This warp's token groups: tg = half + 2j (split 1), or the one group (split 2).
   const int ntile = split == 2 ? 1 : (ntg - half + 1) / 2;

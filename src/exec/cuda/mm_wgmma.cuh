@@ -199,7 +199,7 @@ __device__ __forceinline__ void mm_rows_wg(const DevProgram& P, const Tile& T, R
   uint16_t* bufs = reinterpret_cast<uint16_t*>(reinterpret_cast<char*>(work) + kMmRedBytes);
   // Buffer slots of tp x max cols (no padding: the swizzle spreads the banks),
   // 1024-byte multiples: tp is a multiple of 8 and a panel row is 128 bytes.
-  const size_t buf_elems = size_t(tp) * program::mm_max_cols(P.h.batch);
+  const size_t buf_elems = size_t(tp) * program::mm_stage_cols(P.h);
   const int na = max(2, min(kMmMaxSlots, int((P.work_bytes - kMmRedBytes) / (buf_elems * 2))));
   const int p0 = ksplit ? wg : 0, pstep = ksplit ? 2 : 1;
   const int kind = ng_mine == 0                   ? -1

@@ -638,6 +638,36 @@ TEST(ProgramGpu, WideMatmulTilesMatchCpu) {
   }
 }
 
+// Stages of 256 columns (Target::batch_wide_mm_cols with 64 KiB stages, the
+// wide default since 2026-12-06, set here explicitly: two stages of a tall
+// tile hold what four did): the input buffers sized for them, panels 2 and 3
+// of a stage: GPU vs CPU at batch 64.
+TEST(ProgramGpu, MatmulStagesOf256ColumnsMatchCpu) {
+  SKIP_WITHOUT_GPU();
+  model::testing::TempDir dir;
+  write_llama(dir);
+  const model::Model m = model::Model::load(dir.str());
+  compiler::CompileOptions o;
+  o.target = device_target(0);
+  o.target.batch_wide_stage_bytes = 64 * 1024;
+  o.target.batch_wide_mm_cols = 256;
+  o.workers = 7;
+  o.batch = program::kMmMaxTokens;
+  o.max_context = 64;
+  o.page_size = 16;
+  const Program given = compiler::compile(m.config, o);
+  EXPECT_EQ(given.h.target.mm_cols, 256);
+  uint32_t widest = 0;
+  for (const program::TaskDesc& t : given.tasks) widest = std::max(widest, program::stage_cols(t));
+  EXPECT_EQ(widest, 256u);
+  ProgramExecutorOptions eo;
+  eo.keep_worker_count = true;
+  ProgramExecutor gpu(given, m, eo);
+  cpu::CpuExecutor cpu_ex(gpu.program(), m);
+  const double worst = worst_logits_err_vs_cpu(gpu, cpu_ex, ragged_seqs(o.batch, m.config.vocab, 3));
+  std::cout << "[ figures ] 256-column stages llama W7 B64: max rel logits err GPU vs CPU " << worst << "\n";
+}
+
 // Attention over chunks longer than the K/V prefetch's room in the work area
 // (a few dozen to a few hundred positions): the positions past it stream from
 // the cache in blocks (attn_stream, in the long-context kernel variants). At
