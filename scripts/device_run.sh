@@ -5,7 +5,7 @@
 # context 512), runs the PyTorch CUDA-graph peer, and prints one table. Logs go
 # under $OUT. Binaries and fixtures come from the carried folder .device/
 # (scripts/device_pack.sh fills it on the build machine).
-#   usage: scripts/device_run.sh [tests|bench|peer|batch|longctx|serve|chunks|knobs|defaults|yarn|cli|smollm2|ab|trace|micro|all]...
+#   usage: scripts/device_run.sh [tests|bench|peer|batch|longctx|serve|chunks|knobs|defaults|yarn|cli|smollm2|ab|trace|ncu|micro|all]...
 # batch: decode ms/step of Llama-3.2-1B and Qwen3-8B shapes at batch 1, 8, 16,
 # 32, 64 (context 512; $KEEL_BATCHES overrides the list) beside the PyTorch
 # CUDA-graph peer (tools/peer_graph.py MODEL 512 BATCH) in one table, and the
@@ -398,6 +398,24 @@ if [[ " $what " == *" trace "* ]]; then
     done
    done
   done | tee "$OUT/trace.log"
+fi
+
+# Warp-stall samples per source line (Nsight Compute, scripts/analysis/ncu_lines.py)
+# of the first megakernel launch of `keel bench` on the Qwen3-8B shape:
+# $KEEL_NCU_ARGS are its flags (default "--batch 64"; e.g. "--prompt-len 1000"
+# profiles the prefill launch, which runs first). Not part of `all`.
+if [[ " $what " == *" ncu "* ]]; then
+  NCU=$(ls -d /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  if [[ -z "$NCU" ]]; then
+    echo "ncu: not found on this machine"
+  else
+    # shellcheck disable=SC2086
+    timeout 200 "$NCU" --clock-control none --kernel-name regex:program_kernel --launch-count 1 \
+      --section WarpStateStats --section SourceCounters -o /tmp/keel-ncu "$D/keel" bench \
+      --config "$D/shared/models/qwen3-tokenizer/Qwen3-8B/config.json" --random-weights --tokens 16 \
+      --launch megakernel ${KEEL_NCU_ARGS:---batch 64} > "$OUT/ncu-run.log" 2>&1 || echo "ncu rc=$?"
+    python3 scripts/analysis/ncu_lines.py /tmp/keel-ncu.ncu-rep 50 | tee "$OUT/ncu.log" | head -80
+  fi
 fi
 
 if has smollm2 && [[ -f "${KEEL_SMOLLM2:-}" ]]; then
