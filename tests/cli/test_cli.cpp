@@ -375,6 +375,18 @@ TEST(Cli, CompileAPrefillProgram) {
   const std::string flags = a.out.substr(flags_at + 14, a.out.find(')', flags_at) - flags_at - 14);
   EXPECT_NE(flags.find("--prefill-chunk 64 --kv-sequences 8"), std::string::npos) << flags;
   EXPECT_EQ(hash_of(run("compile --config " + cfg + " " + flags + " --report").out), hash_of(a.out)) << flags;
+  EXPECT_NE(flags.find("--mm-cols 256"), std::string::npos) << flags;
+  {  // the old plan (128 columns a stage) is another Program, and its flags name it
+    CmdResult o = run("compile --config " + cfg +
+                      " --target h200 --dtype bf16 --context 4096 --prefill-chunk 64 --kv-sequences 8 --mm-cols 0 --report");
+    ASSERT_EQ(o.code, 0) << o.err;
+    EXPECT_NE(hash_of(o.out), hash_of(a.out));
+    const auto at = o.out.find("(keel compile ");
+    ASSERT_NE(at, std::string::npos);
+    const std::string oflags = o.out.substr(at + 14, o.out.find(')', at) - at - 14);
+    EXPECT_NE(oflags.find("--mm-cols 0"), std::string::npos) << oflags;
+    EXPECT_EQ(hash_of(run("compile --config " + cfg + " " + oflags + " --report").out), hash_of(o.out)) << oflags;
+  }
   CmdResult bad = run("compile --config " + cfg + " --dtype bf16 --context 4096 --prefill-chunk 64 --batch 3 --report");
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.err.find("prefill Program"), std::string::npos) << bad.err;

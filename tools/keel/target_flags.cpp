@@ -91,7 +91,7 @@ std::string compile_flags_of(const program::ProgramHeader& h) {
   return cat("--target ", preset ? name : "auto", o.workers ? cat(" --workers ", o.workers) : std::string(), " --stage-kib ", t.n_stages > 0 ? t.stage_bytes / 1024 : 0,
              " --max-stages ", t.max_stages, " --max-inflight ", t.max_inflight, " --loader-hold ", t.loader_hold,
              " --l2-hint ", t.l2_evict_first, " --mm-engine ", t.mm_engine == program::kMmEngineMma ? "mma" : "wgmma",
-             t.mm_cols > 0 ? cat(" --mm-cols ", t.mm_cols) : std::string(), " --o-split-k ", o.o_split_k, " --down-split-k ", o.down_split_k,
+             program::mm_tokens(h.batch) > 16 ? cat(" --mm-cols ", t.mm_cols) : std::string(), " --o-split-k ", o.o_split_k, " --down-split-k ", o.down_split_k,
              " --attn-chunks ", o.attn_chunks, " --attn-min-chunk ", h.opt_attn_min_chunk - 1,
              o.row_align != compiler::CompileOptions{}.row_align ? cat(" --row-align ", o.row_align) : std::string(),
              " --batch ", o.batch,
