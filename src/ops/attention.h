@@ -88,7 +88,8 @@ struct Attention {
     "and l (sum of exp) per head as the chunk's partial (m = -inf, l = 0 when the range is empty). Then it "
     "adds 1 to counter `arrival` (acq_rel; zeroed at launch like every counter, added to by the C chunks "
     "once per step and by no one else); the chunk whose add makes it a multiple of C is the last of this "
-    "step and merges the C partials in chunk order (log-sum-exp) into bf16 attn[b0, heads of kv_head]"};
+    "step and merges the C partials in chunk order (log-sum-exp) into bf16 attn[b0, heads of kv_head] (with C = 1 "
+    "an executor may skip the count and write attn from the partial it just formed: the same values)"};
   // clang-format on
   /// Streams no weights (its K/V rows are activations).
   static int32_t streamed_weight(const TaskDesc&) { return -1; }
