@@ -90,10 +90,18 @@ Build begin_build(const graph::Graph& g, const CompileOptions& opt_in) {
   // H200 with 64-row tasks, 8-11% a step at batch 8 and 16. But faster at
   // context 8192: H200, batch 8, 4 chunks vs 2, Qwen3-8B 11.79 vs 12.12 ms,
   // Llama-3.2-1B 3.39 vs 3.53.)
-  if (C == 0)
-    C = std::clamp((o.batch > 1 && o.max_context > program::kShortContext ? 2 : 1) * o.workers /
-                       int(o.batch * c.n_kv_heads),
-                   1, 32);
+  //
+  // Where that gives a batch Program of up to 4096 positions two chunks, one:
+  // the batch variants' one-chunk task writes its output itself (no arrival
+  // count, no partial read back), which beats twice the tasks of half the
+  // length (H100, 2026-12-06, batch 8: Qwen3-8B 8.39 -> 8.29 ms/step at
+  // context 512, 10.47 -> 10.28 at 2048; Llama-3.2-1B 2.05 -> 2.01, 2.75 ->
+  // 2.69). Four stay four (batch 4: 7.88 ms against 8.08 with one).
+  if (C == 0) {
+    const bool long_ctx = o.batch > 1 && o.max_context > program::kShortContext;
+    C = std::clamp((long_ctx ? 2 : 1) * o.workers / int(o.batch * c.n_kv_heads), 1, 32);
+    if (o.batch > 1 && !long_ctx && C == 2) C = 1;
+  }
   // A prefill Program's lanes read the positions the other lanes of their
   // sequence append in the same step: the appending chunk must be a task of
   // its own (attn_chunk_range with C >= 2), which the others wait for.

@@ -158,7 +158,8 @@ TEST(Target, LongContextProgramsReserveTheAttentionStagingBuffer) {
 
 TEST(Target, BatchProgramsTakeTheBatchPolicy) {
   // Several sequences: the whole ring in flight, no holds, three stages (the
-  // rest to the work area), one round of attention chunks over the workers,
+  // rest to the work area), one round of attention chunks over the workers
+  // (one where that is two),
   // tasks in multiples of 64 rows; over 16
   // (and prefill lanes) the wide ring of 64 KiB stages of up to 256 matmul
   // columns, as many as fit of 6;
@@ -173,7 +174,14 @@ TEST(Target, BatchProgramsTakeTheBatchPolicy) {
   EXPECT_EQ(b.h.target.n_stages, 3);
   EXPECT_EQ(b.h.target.stage_bytes, 65536u);
   EXPECT_EQ(b.h.target.work_bytes, (232448u - 8192 - 3 * 65536) / 128 * 128);
-  EXPECT_EQ(b.h.n_chunks, 132 / (8 * c.n_kv_heads));
+  // 132 / (8 x 8 kv heads) = 2 chunks a (sequence, kv head) would fill the
+  // workers; one, whose task writes its output itself, is faster.
+  EXPECT_EQ(b.h.n_chunks, 1);
+  {  // four sequences: one round, four chunks
+    CompileOptions f = o;
+    f.batch = 4;
+    EXPECT_EQ(compile(c, f).h.n_chunks, 132 / (4 * c.n_kv_heads));
+  }
   {  // over 4096 positions, two rounds of chunks (faster at context 8192)
     CompileOptions l = o;
     l.max_context = 8192;
