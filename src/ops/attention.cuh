@@ -662,7 +662,8 @@ __device__ void attention_fast(const DevProgram& P, const TaskDesc& t, int32_t t
   csync();
   float* part = bp<float>(P, t.buf[AttnSlots::kPartial]) + ((int64_t(b) * h.n_kv_heads + kvh) * C + chunk) * g * (hd + 2);
   if (kMm && C == 1) {  // the only chunk: the output straight from the warps' states (the decode variants keep their code)
-    merge_warp_out(wo, g, hd, part, bp<uint16_t>(P, t.buf[AttnSlots::kOut]) + int64_t(b) * h.n_heads * hd + int64_t(kvh) * g * hd);
+    merge_warp_partials<true>(wo, g, hd, part,
+                              bp<uint16_t>(P, t.buf[AttnSlots::kOut]) + int64_t(b) * h.n_heads * hd + int64_t(kvh) * g * hd);
     return;
   }
   merge_warp_partials(wo, g, hd, part);
