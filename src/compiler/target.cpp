@@ -92,7 +92,7 @@ Target target_of(const program::Program& p) {
   // The policy as given: a smaller stage the plan fell back to is found again
   // from the same budget; a ring the plan turned off stays off.
   t.stage_bytes = t.batch_wide_stage_bytes = d.n_stages > 0 ? d.stage_bytes : 0;
-  t.max_stages = t.batch_max_stages = t.batch_wide_max_stages = d.max_stages;
+  t.max_stages = t.batch_max_stages = t.batch_few_chunks_max_stages = t.batch_wide_max_stages = d.max_stages;
   t.max_inflight = t.batch_max_inflight = d.max_inflight;
   t.loader_hold = t.batch_loader_hold = d.loader_hold;
   t.l2_evict_first = d.l2_evict_first != 0;
@@ -116,7 +116,10 @@ void plan_target(Program& p, const Target& t) {
   const bool batch = p.h.batch > 1, wide = batch && program::mm_tokens(p.h.batch) > 16;
   const int max_inflight = batch ? t.batch_max_inflight : t.max_inflight;
   const int loader_hold = batch ? t.batch_loader_hold : t.loader_hold;
-  const int max_stages_opt = wide ? t.batch_wide_max_stages : batch ? t.batch_max_stages : t.max_stages;
+  const int max_stages_opt = wide                  ? t.batch_wide_max_stages
+                             : !batch               ? t.max_stages
+                             : p.h.n_chunks <= 2    ? t.batch_few_chunks_max_stages
+                                                    : t.batch_max_stages;
   const uint32_t stage_bytes = wide ? t.batch_wide_stage_bytes : t.stage_bytes;
   const int mm_engine = wide ? t.mm_engine : t.batch_mm_engine;  // (one sequence: no matmul tiles)
   KEEL_CHECK(max_stages_opt >= 0 && max_stages_opt <= program::kMaxRingStages && max_inflight >= 0 &&

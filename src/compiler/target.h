@@ -46,6 +46,16 @@ struct Target {
   /// stages 8.23 ms/step, 3 stages 7.84; before it 2 stages had been faster,
   /// 10.19 against 10.60, when the loop and not the ring was the limit).
   int batch_max_stages = 3;
+  /// The same where a (sequence, kv head) has one or two attention chunks
+  /// (batches of 6-16 on 132 workers and 8 kv heads, where a chunk holds half
+  /// the context or all of it): two stages, so the work area, which the
+  /// chunk's K/V prefetch and the matmul input buffers fill, gains 64 KiB.
+  /// H100, 2026-12-06, ms/step, 3 stages -> 2: Qwen3-8B batch 8 at context
+  /// 512 8.23 -> 7.96, 2048 10.20 -> 8.87, batch 16 at 2048 11.09 -> 10.37
+  /// (at 512 9.04 -> 9.11), batch 12 8.87 -> 8.86; Llama-3.2-1B batch 8 1.98
+  /// -> 1.94, 16 2.34 -> 2.32, 16 at 2048 3.01 -> 2.70. Batches 2 and 4
+  /// (four chunks or more) keep three: 7.02 -> 7.16 and 1.66 -> 1.73 there.
+  int batch_few_chunks_max_stages = 2;
   /// Programs of more than 16 sequences or prefill lanes (program::mm_tokens
   /// > 16): stages of 64 KiB holding up to 256 columns (batch_wide_mm_cols),
   /// two of them beside the work area. The matmul loop pays a fixed cost per

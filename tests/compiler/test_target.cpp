@@ -157,8 +157,9 @@ TEST(Target, LongContextProgramsReserveTheAttentionStagingBuffer) {
 }
 
 TEST(Target, BatchProgramsTakeTheBatchPolicy) {
-  // Several sequences: the whole ring in flight, no holds, three stages (the
-  // rest to the work area), one round of attention chunks over the workers
+  // Several sequences: the whole ring in flight, no holds, three stages (two
+  // where a (sequence, kv head) has one or two attention chunks; the rest to
+  // the work area), one round of attention chunks over the workers
   // (one where that is two),
   // tasks in multiples of 64 rows; over 16
   // (and prefill lanes) the wide ring of 64 KiB stages of up to 256 matmul
@@ -170,17 +171,22 @@ TEST(Target, BatchProgramsTakeTheBatchPolicy) {
   const Program b = compile(c, o);
   EXPECT_EQ(b.h.target.max_inflight, 0);
   EXPECT_EQ(b.h.target.loader_hold, 0);
-  EXPECT_EQ(b.h.target.max_stages, 3);
-  EXPECT_EQ(b.h.target.n_stages, 3);
+  // One attention chunk a (sequence, kv head) (below): two stages, the rest
+  // to the work area.
+  EXPECT_EQ(b.h.target.max_stages, 2);
+  EXPECT_EQ(b.h.target.n_stages, 2);
   EXPECT_EQ(b.h.target.stage_bytes, 65536u);
-  EXPECT_EQ(b.h.target.work_bytes, (232448u - 8192 - 3 * 65536) / 128 * 128);
+  EXPECT_EQ(b.h.target.work_bytes, (232448u - 8192 - 2 * 65536) / 128 * 128);
   // 132 / (8 x 8 kv heads) = 2 chunks a (sequence, kv head) would fill the
   // workers; one, whose task writes its output itself, is faster.
   EXPECT_EQ(b.h.n_chunks, 1);
   {  // four sequences: one round, four chunks
     CompileOptions f = o;
     f.batch = 4;
-    EXPECT_EQ(compile(c, f).h.n_chunks, 132 / (4 * c.n_kv_heads));
+    const Program four = compile(c, f);
+    EXPECT_EQ(four.h.n_chunks, 132 / (4 * c.n_kv_heads));
+    EXPECT_EQ(four.h.target.max_stages, 3);  // (more than two chunks: three stages)
+    EXPECT_EQ(four.h.target.n_stages, 3);
   }
   {  // over 4096 positions, two rounds of chunks (faster at context 8192)
     CompileOptions l = o;
@@ -212,7 +218,7 @@ TEST(Target, BatchProgramsTakeTheBatchPolicy) {
   EXPECT_EQ(one.h.target.row_align, 8);
   Target t = target_preset("h200");
   t.max_inflight = t.batch_max_inflight = 1;
-  t.max_stages = t.batch_max_stages = 0;
+  t.max_stages = t.batch_max_stages = t.batch_few_chunks_max_stages = 0;
   o = for_target(t);
   o.batch = 8;
   const Program given = compile(c, o);
@@ -221,7 +227,8 @@ TEST(Target, BatchProgramsTakeTheBatchPolicy) {
   // A recompile from the header keeps the batch Program's policy.
   const Target back = target_of(b);
   EXPECT_EQ(back.batch_max_inflight, 0);
-  EXPECT_EQ(back.batch_max_stages, 3);
+  EXPECT_EQ(back.batch_max_stages, 2);
+  EXPECT_EQ(back.batch_few_chunks_max_stages, 2);
   EXPECT_EQ(back.batch_row_align, 64);
   EXPECT_EQ(program_hash(compile(c, options_of(b))), program_hash(b));
   // The matmul engine: mma.sync up to 16 tokens a step, wgmma above; recorded
