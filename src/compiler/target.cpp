@@ -189,6 +189,14 @@ std::string describe_target(const program::ProgramHeader& h) {
                 d.mm_engine == program::kMmEngineWgmma ? "wgmma" : "mma.sync");
   std::string s = buf;
   if (d.mm_cols > 0) s += " in stages of at most " + std::to_string(d.mm_cols) + " columns";
+  // Which loop a long attention chunk runs (the work area decides: a ring
+  // stage more can cost the staged loop, docs/compiler.md).
+  const int64_t g = h.n_heads / std::max(h.n_kv_heads, 1);
+  if (program::attn_stream_staged(h))
+    s += "; long attention chunks stream K/V through shared memory";
+  else if (h.n_kv_heads > 0 && (h.head_dim == 32 || h.head_dim == 64 || h.head_dim == 128) && g <= 8)
+    s += "; long attention chunks stream K/V through registers (shared memory needs a work area of " +
+         std::to_string(program::attn_stream_buf_end(h.head_dim, g)) + " bytes)";
   return s;
 }
 

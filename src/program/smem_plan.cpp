@@ -50,6 +50,12 @@ bool attn_may_stream(const ProgramHeader& h) {
   return attn_longest_history(h.max_context - 1, h.n_chunks, h.attn_min_chunk) > kAttnStreamMinHistory;
 }
 
+bool attn_stream_staged(const ProgramHeader& h) {
+  const int64_t hd = h.head_dim, g = h.n_heads / std::max(h.n_kv_heads, 1);
+  return h.n_kv_heads > 0 && (hd == 32 || hd == 64 || hd == 128) && g <= 8 && h.page_size % 8 == 0 &&
+         attn_stream_buf_end(hd, g) <= int64_t(h.target.work_bytes);
+}
+
 uint32_t mm_work_bytes(const ProgramHeader& h) {
   if (h.batch <= 1) return 0;
   // The split-warp partials (4 row groups x 2 matrices x 32 lanes x 4 floats),

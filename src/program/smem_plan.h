@@ -109,6 +109,13 @@ uint32_t kernel_work_bytes(const ProgramHeader& h);
 /// ring stage instead (H200: batch 1 at position 512 was 2.5-4% slower with two).
 bool attn_may_stream(const ProgramHeader& h);
 
+/// Whether a long attention chunk of `h` streams K/V through shared memory
+/// (attn_stream_smem) rather than registers (attn_stream): the shapes they
+/// serve, and the staging buffer's end (attn_stream_buf_end) inside the
+/// planned work area, the test the CUDA kernel makes (ops/attention.cuh),
+/// whether or not attn_may_stream reserved it.
+bool attn_stream_staged(const ProgramHeader& h);
+
 /// The weight dtype of buffer `id` as the executor will hold it.
 using DTypeOf = std::function<DType(int32_t id)>;
 

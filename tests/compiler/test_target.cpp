@@ -187,6 +187,13 @@ TEST(Target, BatchProgramsTakeTheBatchPolicy) {
     EXPECT_EQ(four.h.n_chunks, 132 / (4 * c.n_kv_heads));
     EXPECT_EQ(four.h.target.max_stages, 3);  // (more than two chunks: three stages)
     EXPECT_EQ(four.h.target.n_stages, 3);
+    // The report says which loop a long chunk runs: three stages leave no
+    // room for the staging buffer (90640 bytes at Qwen3-8B's shapes), two do.
+    EXPECT_FALSE(program::attn_stream_staged(four.h));
+    EXPECT_NE(describe_target(four.h).find("through registers (shared memory needs a work area of 90640 bytes)"),
+              std::string::npos) << describe_target(four.h);
+    EXPECT_TRUE(program::attn_stream_staged(b.h));
+    EXPECT_NE(describe_target(b.h).find("long attention chunks stream K/V through shared memory"), std::string::npos);
   }
   {  // over 4096 positions, two rounds of chunks (faster at context 8192)
     CompileOptions l = o;
