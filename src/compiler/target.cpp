@@ -92,7 +92,9 @@ Target target_of(const program::Program& p) {
   // The policy as given: a smaller stage the plan fell back to is found again
   // from the same budget; a ring the plan turned off stays off.
   t.stage_bytes = t.batch_wide_stage_bytes = d.n_stages > 0 ? d.stage_bytes : 0;
-  t.max_stages = t.batch_max_stages = t.batch_few_chunks_max_stages = t.batch_wide_max_stages = d.max_stages;
+  t.batch_small_stage_bytes = t.stage_bytes;
+  t.max_stages = t.batch_max_stages = t.batch_few_chunks_max_stages = t.batch_small_max_stages =
+      t.batch_wide_max_stages = d.max_stages;
   t.max_inflight = t.batch_max_inflight = d.max_inflight;
   t.loader_hold = t.batch_loader_hold = d.loader_hold;
   t.l2_evict_first = d.l2_evict_first != 0;
@@ -103,6 +105,31 @@ Target target_of(const program::Program& p) {
   t.batch_wide_mm_cols = d.mm_cols;
   return t;
 }
+
+namespace {
+
+/// Target::batch_small_stage_bytes' test: a worker's share of the first
+/// O-projection is under two stages of t.stage_bytes, and the work area
+/// beside batch_small_max_stages stages of batch_small_stage_bytes holds the
+/// attention staging buffer where the streaming loop serves the shapes.
+bool small_tasks(const Program& p, const Target& t) {
+  if (t.batch_small_stage_bytes == 0 || t.batch_small_stage_bytes == t.stage_bytes) return false;
+  for (const program::OpDesc& o : p.ops) {
+    if (std::strcmp(o.name, "o_proj") != 0) continue;
+    uint64_t bytes = 0;
+    for (uint32_t i = o.task_begin; i < o.task_begin + o.task_count; ++i) bytes += p.tasks[i].weight_bytes;
+    const uint64_t workers = std::max<uint64_t>(1, uint64_t(p.h.n_workers));
+    if (bytes / workers >= 2 * uint64_t(t.stage_bytes)) return false;
+    const int stages = t.batch_small_max_stages > 0 ? t.batch_small_max_stages : program::kMaxRingStages;
+    const int64_t work = int64_t(t.smem_per_block) - t.static_smem_reserve -
+                         int64_t(stages) * t.batch_small_stage_bytes;
+    return !program::attn_stream_serves(p.h) ||
+           program::attn_stream_buf_end(p.h.head_dim, p.h.n_heads / p.h.n_kv_heads) <= work;
+  }
+  return false;
+}
+
+}  // namespace
 
 void plan_target(Program& p, const Target& t) {
   program::TargetDesc& d = p.h.target;
@@ -116,11 +143,13 @@ void plan_target(Program& p, const Target& t) {
   const bool batch = p.h.batch > 1, wide = batch && program::mm_tokens(p.h.batch) > 16;
   const int max_inflight = batch ? t.batch_max_inflight : t.max_inflight;
   const int loader_hold = batch ? t.batch_loader_hold : t.loader_hold;
+  const bool small = batch && program::mm_tokens(p.h.batch) == 16 && p.h.n_chunks == 1 && small_tasks(p, t);
   const int max_stages_opt = wide                  ? t.batch_wide_max_stages
                              : !batch               ? t.max_stages
+                             : small                ? t.batch_small_max_stages
                              : p.h.n_chunks <= 2    ? t.batch_few_chunks_max_stages
                                                     : t.batch_max_stages;
-  const uint32_t stage_bytes = wide ? t.batch_wide_stage_bytes : t.stage_bytes;
+  const uint32_t stage_bytes = wide ? t.batch_wide_stage_bytes : small ? t.batch_small_stage_bytes : t.stage_bytes;
   const int mm_engine = wide ? t.mm_engine : t.batch_mm_engine;  // (one sequence: no matmul tiles)
   KEEL_CHECK(max_stages_opt >= 0 && max_stages_opt <= program::kMaxRingStages && max_inflight >= 0 &&
                  (loader_hold == 0 || loader_hold == 1) &&
@@ -191,12 +220,11 @@ std::string describe_target(const program::ProgramHeader& h) {
   if (d.mm_cols > 0) s += " in stages of at most " + std::to_string(d.mm_cols) + " columns";
   // Which loop a long attention chunk runs (the work area decides: a ring
   // stage more can cost the staged loop, docs/compiler.md).
-  const int64_t g = h.n_heads / std::max(h.n_kv_heads, 1);
   if (program::attn_stream_staged(h))
     s += "; long attention chunks stream K/V through shared memory";
-  else if (h.n_kv_heads > 0 && (h.head_dim == 32 || h.head_dim == 64 || h.head_dim == 128) && g <= 8)
+  else if (program::attn_stream_serves(h))
     s += "; long attention chunks stream K/V through registers (shared memory needs a work area of " +
-         std::to_string(program::attn_stream_buf_end(h.head_dim, g)) + " bytes)";
+         std::to_string(program::attn_stream_buf_end(h.head_dim, h.n_heads / h.n_kv_heads)) + " bytes)";
   return s;
 }
 

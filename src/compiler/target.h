@@ -59,6 +59,21 @@ struct Target {
   /// -> 1.94, 16 2.34 -> 2.32, 16 at 2048 3.01 -> 2.70. Batches 2 and 4
   /// (four chunks or more) keep three: 7.02 -> 7.16 and 1.66 -> 1.73 there.
   int batch_few_chunks_max_stages = 2;
+  /// Batches of 9-16 with one chunk (up to 4096 positions) of a model whose
+  /// O-projection gives a worker less than two stages of stage_bytes
+  /// (Llama-3.2-1B, Qwen3-1.7B: ~64 KiB; Qwen3-8B: 254 KiB): four stages of
+  /// 32 KiB, where the work area beside them still holds the staging buffer.
+  /// At these batches a stage holds at most 256 columns
+  /// (program::mm_max_cols), so a one-matrix tile fills half a 64 KiB stage,
+  /// and such small tasks get one or two stages: four half-size stages keep
+  /// twice their bytes in flight. H100, 2026-12-06, ms/step, 2 x 64 KiB -> 4
+  /// x 32: Llama-3.2-1B batch 16 2.32 / 2.29 -> 2.23 / 2.24, 12 2.23 / 2.25
+  /// -> 2.18 / 2.19, 16 at 2048 2.70 / 2.67 -> 2.63 / 2.61; Qwen3-1.7B batch
+  /// 16 3.97 / 3.96 -> 3.87 / 3.86; but Qwen3-8B batch 16 9.09 -> 9.12 /
+  /// 9.15, 12 8.77 -> 8.89, and Llama-3.2-1B batch 8 (512 columns a stage)
+  /// 1.95 -> 2.00, 8 at 2048 2.29 -> 2.34.
+  uint32_t batch_small_stage_bytes = 32 * 1024;
+  int batch_small_max_stages = 4;
   /// Programs of more than 16 sequences or prefill lanes (program::mm_tokens
   /// > 16): stages of 64 KiB holding up to 256 columns (batch_wide_mm_cols),
   /// two of them beside the work area. The matmul loop pays a fixed cost per

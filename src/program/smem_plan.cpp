@@ -33,10 +33,13 @@ uint32_t kernel_work_bytes(const ProgramHeader& h) {
   return uint32_t(need);
 }
 
-bool attn_may_stream(const ProgramHeader& h) {
+bool attn_stream_serves(const ProgramHeader& h) {
   const int64_t hd = h.head_dim, g = h.n_heads / std::max(h.n_kv_heads, 1);
-  if (h.n_kv_heads <= 0 || !(hd == 32 || hd == 64 || hd == 128) || g > 8 || h.page_size % 8 != 0 || h.max_context < 2)
-    return false;
+  return h.n_kv_heads > 0 && (hd == 32 || hd == 64 || hd == 128) && g <= 8 && h.page_size % 8 == 0;
+}
+
+bool attn_may_stream(const ProgramHeader& h) {
+  if (!attn_stream_serves(h) || h.max_context < 2) return false;
   // The buffer costs a ring stage: 3 x 64 KiB -> 2 up to 16 sequences (4 x
   // 32 KiB instead of 5 above). H200, `keel bench` (Programs of 4096
   // positions timed at 512): Qwen3-8B batch 1 5.01 -> 5.14 ms, Llama-3.2-1B
@@ -51,9 +54,8 @@ bool attn_may_stream(const ProgramHeader& h) {
 }
 
 bool attn_stream_staged(const ProgramHeader& h) {
-  const int64_t hd = h.head_dim, g = h.n_heads / std::max(h.n_kv_heads, 1);
-  return h.n_kv_heads > 0 && (hd == 32 || hd == 64 || hd == 128) && g <= 8 && h.page_size % 8 == 0 &&
-         attn_stream_buf_end(hd, g) <= int64_t(h.target.work_bytes);
+  return attn_stream_serves(h) &&
+         attn_stream_buf_end(h.head_dim, h.n_heads / h.n_kv_heads) <= int64_t(h.target.work_bytes);
 }
 
 uint32_t mm_work_bytes(const ProgramHeader& h) {

@@ -103,6 +103,11 @@ inline constexpr uint32_t kWorkAlign = 128;      // the work area's size is a mu
 /// engine's input buffers (mm_work_bytes); rounded up to kWorkAlign.
 uint32_t kernel_work_bytes(const ProgramHeader& h);
 
+/// Whether the streaming attention loops (attn_stream, attn_stream_smem) serve
+/// the shapes of `h`: head_dim 32, 64 or 128, at most 8 q heads a kv head,
+/// pages a multiple of 8 positions.
+bool attn_stream_serves(const ProgramHeader& h);
+
 /// Whether the Program reserves attn_stream's K/V staging buffer (kernel_work_bytes): the shapes attn_stream
 /// serves, a chunk's longest history up to the last position (attn_longest_history) past kAttnStreamMinHistory, and a context over
 /// 4096 or over 16 sequences (the ring's 32 KiB stages); up to 4096 and 16 sequences keep the third 64 KiB

@@ -277,6 +277,48 @@ TEST(Target, BatchProgramsTakeTheBatchPolicy) {
   EXPECT_EQ(compile(c, o).h.options.o_split_k, 2);
 }
 
+// Batches of 9-16 with one attention chunk of a model whose O-projection
+// gives a worker less than two 64 KiB stages (Llama-3.2-1B's shape: 2048 x
+// 2048 bf16, ~64 KiB a worker): four stages of 32 KiB, whose work area still
+// holds the staging buffer; batch 8 (512 columns a stage), two chunks, or the
+// Qwen3-8B shape (254 KiB a worker) keep two of 64 KiB; an explicit stage
+// size is kept for every Program; a recompile from the header gives the same.
+TEST(Target, SmallBatchTasksTakeFourHalfStages) {
+  model::ModelConfig c = testing::tiny_config(model::Arch::Llama);
+  c.hidden = 2048;
+  c.intermediate = 8192;
+  c.n_heads = 32;
+  c.n_kv_heads = 8;
+  c.head_dim = 64;
+  c.max_position = 131072;
+  c.dtype = DType::BF16;
+  CompileOptions o = for_target(target_preset("h100"));
+  auto ring = [&](const model::ModelConfig& m, int batch, int ctx) {
+    CompileOptions x = o;
+    x.batch = batch;
+    x.max_context = ctx;
+    const Program p = compile(m, x);
+    return std::make_pair(p.h.target.n_stages, p.h.target.stage_bytes);
+  };
+  for (const int batch : {9, 12, 16}) {
+    EXPECT_EQ(ring(c, batch, 512), std::make_pair(4, 32768u)) << batch;
+    EXPECT_EQ(ring(c, batch, 4096), std::make_pair(4, 32768u)) << batch;
+  }
+  EXPECT_EQ(ring(c, 8, 512), std::make_pair(2, 65536u));       // 512 columns a stage
+  EXPECT_EQ(ring(c, 17, 512).second, 65536u);                  // the wide ring
+  EXPECT_EQ(ring(c, 16, 8192), std::make_pair(2, 65536u));     // two chunks
+  EXPECT_EQ(ring(qwen3_8b_two_layers(), 16, 512), std::make_pair(2, 65536u));
+  o.batch = 16;
+  const Program p = compile(c, o);
+  EXPECT_TRUE(program::attn_stream_staged(p.h));
+  EXPECT_EQ(program_hash(compile(c, options_of(p))), program_hash(p));
+  Target t = target_preset("h100");
+  t.stage_bytes = t.batch_small_stage_bytes = t.batch_wide_stage_bytes = 65536;  // --stage-kib 64
+  o = for_target(t);
+  o.batch = 16;
+  EXPECT_EQ(compile(c, o).h.target.stage_bytes, 65536u);
+}
+
 // The target's O-proj k-slices give way, in batch Programs, to the most that
 // keep every slice whole 64-column boxes of the tensor-core tiles (a hidden
 // size of 896 = 4 x 224 = 2 x 448 = 7 x 128: 2 slices); an explicit choice is

@@ -14,9 +14,9 @@ void add_target_flags(CLI::App& c, TargetFlags& f, const std::string& default_ta
   f.target = default_target;
   c.add_option("--target", f.target, "Device to plan for: h100, h200, generic, or auto (this GPU)")
       ->check(CLI::IsMember({"h100", "h200", "generic", "auto"}))->capture_default_str();
-  c.add_option("--stage-kib", f.stage_kib, "Weight ring stage in KiB (0: no ring; default: the target's, 64)")
+  c.add_option("--stage-kib", f.stage_kib, "Weight ring stage in KiB (0: no ring; default: the target's, 64; batches of 9-16 with one attention chunk of a model whose O-projection gives a worker under two 64 KiB stages: 32)")
       ->check(CLI::Range(0, 1024));
-  c.add_option("--max-stages", f.max_stages, "Most ring stages (0: as many as fit; default: the target's: as many as fit, batches 3, batches with one or two attention chunks a sequence and kv head 2, batches over 16: 6)")
+  c.add_option("--max-stages", f.max_stages, "Most ring stages (0: as many as fit; default: the target's: as many as fit, batches 3, batches with one or two attention chunks a sequence and kv head 2, the 32 KiB stages above 4, batches over 16: 6)")
       ->check(CLI::Range(0, program::kMaxRingStages));
   c.add_option("--max-inflight", f.max_inflight, "Ring stages the loader keeps in flight (0: all; default: the target's, 1; batches: 0)")
       ->check(CLI::Range(0, program::kMaxRingStages));
@@ -61,8 +61,11 @@ compiler::Target resolve_target(const TargetFlags& f, int device) {
   } else {
     t = compiler::target_preset(f.target);
   }
-  if (f.stage_kib >= 0) t.stage_bytes = t.batch_wide_stage_bytes = uint32_t(f.stage_kib) * 1024u;
-  if (f.max_stages >= 0) t.max_stages = t.batch_max_stages = t.batch_few_chunks_max_stages = t.batch_wide_max_stages = f.max_stages;
+  if (f.stage_kib >= 0)
+    t.stage_bytes = t.batch_small_stage_bytes = t.batch_wide_stage_bytes = uint32_t(f.stage_kib) * 1024u;
+  if (f.max_stages >= 0)
+    t.max_stages = t.batch_max_stages = t.batch_few_chunks_max_stages = t.batch_small_max_stages =
+        t.batch_wide_max_stages = f.max_stages;
   // Given on the command line, a loader policy holds for one sequence and for batches.
   if (f.max_inflight >= 0) t.max_inflight = t.batch_max_inflight = f.max_inflight;
   if (f.loader_hold >= 0) t.loader_hold = t.batch_loader_hold = f.loader_hold;
