@@ -22,18 +22,24 @@ namespace {
 
 using namespace program;
 
-/// Two layers of the Qwen3-8B shape (hidden 4096, intermediate 12288, 32/8
-/// heads of 128), bf16 as its checkpoint stores it.
-model::ModelConfig qwen3_8b_two_layers() {
-  model::ModelConfig c = testing::tiny_config(model::Arch::Qwen3);
-  c.hidden = 4096;
-  c.intermediate = 12288;
-  c.n_heads = 32;
+/// Two layers (tiny_config's) of a model shape with 8 kv heads, bf16 as
+/// checkpoints store it; the Qwen3-8B shape (hidden 4096, intermediate 12288,
+/// 32/8 heads of 128).
+model::ModelConfig shape_of(model::Arch arch, int64_t hidden, int64_t intermediate, int64_t heads, int64_t head_dim,
+                            int64_t max_position) {
+  model::ModelConfig c = testing::tiny_config(arch);
+  c.hidden = hidden;
+  c.intermediate = intermediate;
+  c.n_heads = heads;
   c.n_kv_heads = 8;
-  c.head_dim = 128;
-  c.vocab = 151936;
-  c.max_position = 40960;
+  c.head_dim = head_dim;
+  c.max_position = max_position;
   c.dtype = DType::BF16;
+  return c;
+}
+model::ModelConfig qwen3_8b_two_layers() {
+  model::ModelConfig c = shape_of(model::Arch::Qwen3, 4096, 12288, 32, 128, 40960);
+  c.vocab = 151936;
   return c;
 }
 
@@ -284,14 +290,7 @@ TEST(Target, BatchProgramsTakeTheBatchPolicy) {
 // Qwen3-8B shape (254 KiB a worker) keep two of 64 KiB; an explicit stage
 // size is kept for every Program; a recompile from the header gives the same.
 TEST(Target, SmallBatchTasksTakeFourHalfStages) {
-  model::ModelConfig c = testing::tiny_config(model::Arch::Llama);
-  c.hidden = 2048;
-  c.intermediate = 8192;
-  c.n_heads = 32;
-  c.n_kv_heads = 8;
-  c.head_dim = 64;
-  c.max_position = 131072;
-  c.dtype = DType::BF16;
+  const model::ModelConfig c = shape_of(model::Arch::Llama, 2048, 8192, 32, 64, 131072);
   CompileOptions o = for_target(target_preset("h100"));
   auto ring = [&](const model::ModelConfig& m, int batch, int ctx) {
     CompileOptions x = o;
