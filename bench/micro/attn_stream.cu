@@ -28,6 +28,7 @@
 #include <random>
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 using namespace keel::exec::cuda::prog;
 namespace program = keel::program;
 
@@ -129,24 +130,32 @@ double run_ns(const char* name, int B, int nkv, int64_t L, int grid, int variant
   return cs;
 }
 
-/// Variant 0 (attn_stream), then 1-3 (attn_stream_smem with the kernel's stages, 3, 4).
+/// Variant 0 (attn_stream), then 1-3 (attn_stream_smem with the kernel's
+/// stages, 3, 4); `only` >= 0: that variant alone (after variant 0 for the
+/// checksum unless it is 0).
 template <int KP, int G>
-void run(const char* name, int B, int nkv, int64_t L, int grid) {
+void run(const char* name, int B, int nkv, int64_t L, int grid, int only) {
   const double cs0 = run_ns<KP, G, 2>(name, B, nkv, L, grid, 0, 0.0);
-  run_ns<KP, G, program::kAttnStreamStages>(name, B, nkv, L, grid, 1, cs0);
-  run_ns<KP, G, 3>(name, B, nkv, L, grid, 2, cs0);
-  run_ns<KP, G, 4>(name, B, nkv, L, grid, 3, cs0);
+  if (only < 0 || only == 1) run_ns<KP, G, program::kAttnStreamStages>(name, B, nkv, L, grid, 1, cs0);
+  if (only < 0 || only == 2) run_ns<KP, G, 3>(name, B, nkv, L, grid, 2, cs0);
+  if (only < 0 || only == 3) run_ns<KP, G, 4>(name, B, nkv, L, grid, 3, cs0);
 }
 
-int main() {
+/// Usage: attn_stream [CONFIG [VARIANT]]: every config (0-7) and variant, or
+/// one config, or one config's one variant (e.g. under ncu: `ncu
+/// --kernel-name regex:bench_kernel --launch-skip 14 --launch-count 1 ...
+/// attn_stream 5 1` skips variant 0's and the variant's warm-up launches).
+int main(int argc, char** argv) {
   int sms = 0; cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
-  run<4, 4>("qwen3-8b batch64 ctx512", 64, 8, 512, sms);
-  run<2, 4>("llama-1b batch64 ctx512", 64, 8, 512, sms);
-  run<4, 4>("qwen3-8b batch16 ctx512", 16, 8, 512, sms);
-  run<4, 8>("hd128 g8 batch64 ctx512", 64, 4, 512, sms);
-  run<1, 8>("hd32 g8 batch64 ctx512", 64, 8, 512, sms);
-  run<4, 4>("qwen3-8b 128 tasks x 4096", 16, 8, 4096, sms);  // ~32K context in 16 chunks
-  run<2, 4>("llama-1b 128 tasks x 4096", 16, 8, 4096, sms);
-  run<2, 4>("llama-1b 128 tasks x 2048", 16, 8, 2048, sms);
+  const int cfg = argc > 1 ? std::atoi(argv[1]) : -1, only = argc > 2 ? std::atoi(argv[2]) : -1;
+  auto want = [&](int i) { return cfg < 0 || cfg == i; };
+  if (want(0)) run<4, 4>("qwen3-8b batch64 ctx512", 64, 8, 512, sms, only);
+  if (want(1)) run<2, 4>("llama-1b batch64 ctx512", 64, 8, 512, sms, only);
+  if (want(2)) run<4, 4>("qwen3-8b batch16 ctx512", 16, 8, 512, sms, only);
+  if (want(3)) run<4, 8>("hd128 g8 batch64 ctx512", 64, 4, 512, sms, only);
+  if (want(4)) run<1, 8>("hd32 g8 batch64 ctx512", 64, 8, 512, sms, only);
+  if (want(5)) run<4, 4>("qwen3-8b 128 tasks x 4096", 16, 8, 4096, sms, only);  // ~32K context in 16 chunks
+  if (want(6)) run<2, 4>("llama-1b 128 tasks x 4096", 16, 8, 4096, sms, only);
+  if (want(7)) run<2, 4>("llama-1b 128 tasks x 2048", 16, 8, 2048, sms, only);
   return 0;
 }
