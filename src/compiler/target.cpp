@@ -9,6 +9,7 @@
 
 #include "compiler/compiler.h"
 #include "core/error.h"
+#include "ops/matvec_residual.h"
 #include "program/smem_plan.h"
 
 namespace keel::compiler {
@@ -108,14 +109,19 @@ Target target_of(const program::Program& p) {
 
 namespace {
 
-/// Target::batch_small_stage_bytes' test: a worker's share of the first
-/// O-projection is under two stages of t.stage_bytes, and the work area
-/// beside batch_small_max_stages stages of batch_small_stage_bytes holds the
-/// attention staging buffer where the streaming loop serves the shapes.
+/// Target::batch_small_stage_bytes' test: the first O-projection has bf16
+/// weights (the tensor-core tiles the measurements were of; other dtypes
+/// stream row segments) and a worker's share under two stages of
+/// t.stage_bytes, and the work area beside batch_small_max_stages stages of
+/// batch_small_stage_bytes holds the attention staging buffer where the
+/// streaming loop serves the shapes.
 bool small_tasks(const Program& p, const Target& t) {
   if (t.batch_small_stage_bytes == 0 || t.batch_small_stage_bytes == t.stage_bytes) return false;
   for (const program::OpDesc& o : p.ops) {
     if (std::strcmp(o.name, "o_proj") != 0) continue;
+    if (o.task_count == 0) return false;
+    const int32_t w = ops::MatvecResidualOperands::from(p.tasks[o.task_begin]).weight;
+    if (w < 0 || DType(p.buffers[size_t(w)].dtype) != DType::BF16) return false;
     uint64_t bytes = 0;
     for (uint32_t i = o.task_begin; i < o.task_begin + o.task_count; ++i) bytes += p.tasks[i].weight_bytes;
     const uint64_t workers = std::max<uint64_t>(1, uint64_t(p.h.n_workers));

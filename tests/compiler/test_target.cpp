@@ -286,9 +286,10 @@ TEST(Target, BatchProgramsTakeTheBatchPolicy) {
 // Batches of 9-16 with one attention chunk of a model whose O-projection
 // gives a worker less than two 64 KiB stages (Llama-3.2-1B's shape: 2048 x
 // 2048 bf16, ~64 KiB a worker): four stages of 32 KiB, whose work area still
-// holds the staging buffer; batch 8 (512 columns a stage), two chunks, or the
-// Qwen3-8B shape (254 KiB a worker) keep two of 64 KiB; an explicit stage
-// size is kept for every Program; a recompile from the header gives the same.
+// holds the staging buffer; batch 8 (512 columns a stage), two chunks, the
+// Qwen3-8B shape (254 KiB a worker) and weights other than bf16 keep two of
+// 64 KiB; an explicit stage size is kept for every Program; a recompile from
+// the header gives the same.
 TEST(Target, SmallBatchTasksTakeFourHalfStages) {
   const model::ModelConfig c = shape_of(model::Arch::Llama, 2048, 8192, 32, 64, 131072);
   CompileOptions o = for_target(target_preset("h100"));
@@ -307,6 +308,9 @@ TEST(Target, SmallBatchTasksTakeFourHalfStages) {
   EXPECT_EQ(ring(c, 17, 512).second, 65536u);                  // the wide ring
   EXPECT_EQ(ring(c, 16, 8192), std::make_pair(2, 65536u));     // two chunks
   EXPECT_EQ(ring(qwen3_8b_two_layers(), 16, 512), std::make_pair(2, 65536u));
+  model::ModelConfig f32 = c;  // weights the tiles do not serve: row segments, the usual ring
+  f32.dtype = DType::F32;
+  EXPECT_EQ(ring(f32, 16, 512).second, 65536u);
   o.batch = 16;
   const Program p = compile(c, o);
   EXPECT_TRUE(program::attn_stream_staged(p.h));
