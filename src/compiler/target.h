@@ -60,7 +60,7 @@ struct Target {
   /// (four chunks or more) keep three: 7.02 -> 7.16 and 1.66 -> 1.73 there.
   int batch_few_chunks_max_stages = 2;
   /// Batches of 9-16 with one chunk (up to 4096 positions) of a model whose
-  /// O-projection gives a worker less than two stages of stage_bytes
+  /// bf16 O-projection gives a worker less than two stages of stage_bytes
   /// (Llama-3.2-1B, Qwen3-1.7B: ~64 KiB; Qwen3-8B: 254 KiB): four stages of
   /// 32 KiB, where the work area beside them still holds the staging buffer.
   /// At these batches a stage holds at most 256 columns
