@@ -177,6 +177,25 @@ struct Partitioner {
     end_op();
   }
 
+  // Sequences per attention task (Target::batch_attn_seqs; 0: the fewest, a
+  // power of two, that give a batch's (sequence, kv head) pairs one round of
+  // tasks over the workers), where the Program allows several
+  // (program::attn_group_serves: one chunk each, no prefill lanes, the
+  // streaming shapes). A task of S sequences runs them side by side, 8 / S
+  // warps each (the CUDA kernel's attention_group): one wait, one round trip
+  // for every q, k and v row, one pipeline per warp S times as long, instead
+  // of S tasks' fixed costs.
+  int attn_seqs(int B) const {
+    const int want = b.opt.target.batch_attn_seqs;
+    KEEL_CHECK(want >= 0 && want <= program::kAttnMaxSeqs && (want & (want - 1)) == 0, "compile: target ",
+               b.opt.target.name, ": attention sequences a task ", want, " must be 0 (the compiler's), 1, 2, 4 or 8");
+    if (B <= 1 || !program::attn_group_serves(b.p.h)) return 1;
+    if (want > 0) return want;
+    int S = 1;
+    while (S < program::kAttnMaxSeqs && int64_t(B) * c.n_kv_heads > int64_t(S) * W) S *= 2;
+    return S;
+  }
+
   // Attention: C chunks per (sequence, kv head), to the least-loaded workers with
   // realistic fixed costs, so no worker runs two of them while another runs none.
   // The chunks that append this step's k and v (the last of each kv head, which
@@ -211,11 +230,15 @@ struct Partitioner {
     // every lane of the sequence write this step: those come first.
     const bool prefill = b.p.h.seq_lanes > 1;
     auto last = [&](int pass) { return prefill ? pass == 0 : pass == 1; };
+    const int S = attn_seqs(B);
+    const int groups = (B + S - 1) / S;
     for (int pass = 0; pass < 2; ++pass)
-      for (int bb = 0; bb < B; ++bb)
+      for (int gi = 0; gi < groups; ++gi)
         for (int kvh = 0; kvh < nkv; ++kvh)
           for (int ch = last(pass) ? C - 1 : 0; ch < (last(pass) ? C : C - 1); ++ch) {
+            const int bb = gi * S, n = std::min(S, B - bb);
             TaskDesc t = seq_task(Opcode::Attention, o, op.layer, bb);
+            t.b1 = bb + n;
             ops::AttentionOperands v;
             v.qkv = b.id(op.inputs.at(0));
             v.k_cache = b.id(op.inputs.at(1));
@@ -228,12 +251,12 @@ struct Partitioner {
             v.kv_head = kvh;
             v.chunk = ch;
             v.n_chunks = C;
-            v.arrival = group0 + bb * nkv + kvh;
+            v.arrival = group0 + gi * nkv + kvh;
             v.to(t);
             if (c.window(op.layer) > 0) t.flags |= program::kFlagSlidingWindow;
-            emit(t, least_loaded(), cost(ch) + b.opt.attn_task_us);
+            emit(t, least_loaded(), n * cost(ch) + b.opt.attn_task_us);
           }
-    b.n_arrival_groups += uint32_t(B * nkv);
+    b.n_arrival_groups += uint32_t(groups * nkv);
     end_op();
   }
 

@@ -74,10 +74,10 @@ Simulation simulate(const Program& p, double bw, double overhead, int context) {
     }
     if (why[t] >= 0 && why[t] == prev_on_worker[t]) via_wait[t] = false;
     double bytes = double(td.weight_bytes);
-    if (Opcode(td.opcode) == Opcode::Attention) {  // the chunk's positions at the context's last one
+    if (Opcode(td.opcode) == Opcode::Attention) {  // the chunk's positions at the context's last one, each sequence's
       int64_t p0 = 0, p1 = 0;
       ops::attention_positions(p.h, td, std::max<int64_t>(int64_t(context) - 1, 0), &p0, &p1);
-      bytes += double(p1 - p0) * p.h.head_dim * 2 * 2;
+      bytes += double(p1 - p0) * p.h.head_dim * 2 * 2 * (td.b1 - td.b0);
     } else if (Opcode(td.opcode) == Opcode::PrefillAttention) {  // its lanes' positions, read once
       int64_t p0 = 0, p1 = 0;
       ops::prefill_attention_positions(p.h, td, std::max<int64_t>(int64_t(context) - 1, 0), &p0, &p1);

@@ -104,6 +104,7 @@ Target target_of(const program::Program& p) {
   t.down_split_k = t.batch_wide_down_split_k = d.down_split_k;
   t.row_align = t.batch_row_align = d.row_align > 0 ? d.row_align : 8;
   t.batch_wide_mm_cols = d.mm_cols;
+  t.batch_attn_seqs = d.attn_seqs > 0 ? d.attn_seqs : 1;
   return t;
 }
 
@@ -178,6 +179,13 @@ void plan_target(Program& p, const Target& t) {
              "compile: target ", t.name, ": matmul stage columns ", t.batch_wide_mm_cols, " must be 0 or a multiple of ",
              program::kMmBoxCols, " up to ", program::kMmMaxCols);
   d.mm_cols = wide ? t.batch_wide_mm_cols : 0;
+  // The largest attention group the partition made (a power of two: the
+  // kernel gives each of a task's sequences kKernelWarps / attn_seqs warps).
+  int seqs = 1;
+  for (const program::TaskDesc& task : p.tasks)
+    if (Opcode(task.opcode) == Opcode::Attention) seqs = std::max(seqs, task.b1 - task.b0);
+  d.attn_seqs = 0;
+  while (seqs > 1 && d.attn_seqs < seqs) d.attn_seqs = d.attn_seqs ? 2 * d.attn_seqs : 2;
   d.work_need = program::kernel_work_bytes(p.h);
   KEEL_CHECK(uint64_t(t.static_smem_reserve) + d.work_need <= t.smem_per_block, "compile: the tasks need ",
              d.work_need, " bytes of shared memory (hidden ", p.h.hidden, ", intermediate ", p.h.intermediate,
@@ -224,6 +232,7 @@ std::string describe_target(const program::ProgramHeader& h) {
                 d.mm_engine == program::kMmEngineWgmma ? "wgmma" : "mma.sync");
   std::string s = buf;
   if (d.mm_cols > 0) s += " in stages of at most " + std::to_string(d.mm_cols) + " columns";
+  if (d.attn_seqs > 1) s += "; attention tasks of up to " + std::to_string(d.attn_seqs) + " sequences";
   // Which loop a long attention chunk runs (the work area decides: a ring
   // stage more can cost the staged loop, docs/compiler.md).
   if (program::attn_stream_staged(h))

@@ -91,6 +91,11 @@ struct Target {
   /// TargetDesc::mm_cols); a work area too large for two 64 KiB stages halves
   /// the stage, and then only tiles of up to 64 rows take 256 columns.
   int batch_wide_mm_cols = 256;
+  /// Sequences of one attention task in Programs of several sequences with
+  /// one chunk each (program::attn_group_serves): 0, the compiler's (the
+  /// fewest, a power of two, that leave one round of tasks over the workers:
+  /// batch 32 on 132 workers and 8 kv heads 2, batch 64 4), or 1, 2, 4, 8.
+  int batch_attn_seqs = 0;
   bool l2_evict_first = true;  // weight copies carry an L2 evict-first hint
   /// The matmul tiles' tensor-core instructions (program::MmEngine): Hopper's
   /// warpgroup MMA reading both operands from shared memory, or mma.sync with

@@ -14,9 +14,10 @@ namespace keel::ops {
 void Attention::validate(const OperandCheck& ck, const TaskDesc& t) {
   const program::ProgramHeader& h = ck.p.h;
   const Operands o = Operands::from(t);
+  // Several sequences a task where the header allows them (TargetDesc::attn_seqs, checked against the shapes).
   ck.that(o.kv_head >= 0 && o.kv_head < h.n_kv_heads && o.chunk >= 0 && o.chunk < o.n_chunks &&
-              o.n_chunks == h.n_chunks && t.b1 == t.b0 + 1,
-          "has bad kv head, chunk or sequence");
+              o.n_chunks == h.n_chunks && t.b1 > t.b0 && t.b1 - t.b0 <= std::max(h.target.attn_seqs, 1),
+          "has bad kv head, chunk or sequences");
   ck.that(!(t.flags & program::kFlagSlidingWindow) || h.sliding_window > 0,
           "is flagged sliding_window but the header's sliding_window is 0");
   KEEL_CHECK(o.arrival >= 0 && uint32_t(o.arrival) < h.n_counters, "program: task ", ck.where(),
@@ -36,7 +37,7 @@ void Attention::validate(const OperandCheck& ck, const TaskDesc& t) {
 void Attention::validate_program(const Program& p) {
   struct Arrival {
     uint32_t op = UINT32_MAX, n = 0;
-    int32_t b = 0, kvh = 0;
+    int32_t b = 0, b1 = 0, kvh = 0;
   };
   std::unordered_map<uint32_t, Arrival> arrivals;
   for (size_t i = 0; i < p.tasks.size(); ++i) {
@@ -44,9 +45,10 @@ void Attention::validate_program(const Program& p) {
     if (Opcode(t.opcode) != kOpcode) continue;
     const Operands o = Operands::from(t);
     Arrival& a = arrivals[uint32_t(o.arrival)];
-    if (a.n == 0) a = {t.op, 0, t.b0, o.kv_head};
-    KEEL_CHECK(a.op == t.op && a.b == t.b0 && a.kvh == o.kv_head, "program: task ", describe_task(p, uint32_t(i)),
-               " shares arrival counter ", o.arrival, " with another operator, sequence or kv head");
+    if (a.n == 0) a = {t.op, 0, t.b0, t.b1, o.kv_head};
+    KEEL_CHECK(a.op == t.op && a.b == t.b0 && a.b1 == t.b1 && a.kvh == o.kv_head, "program: task ",
+               describe_task(p, uint32_t(i)), " shares arrival counter ", o.arrival,
+               " with another operator, sequence or kv head");
     ++a.n;
   }
   for (const auto& [c, a] : arrivals)

@@ -316,6 +316,16 @@ struct StreamStateTc : StreamQ<KP> {
       for (int i = 0; i < 4; ++i) o[m][i] = o_head(i, lane) < g ? mine[o_at(m, i, lane)] : 0.0f;
     this->load_ml(mine, g, lane);
   }
+  /// An empty state (o = 0, m = -inf, l = 0) with q from qs.
+  __device__ __forceinline__ StreamStateTc(const float* qs, int g, int lane) {
+    this->load_qa(qs, g, lane);
+#pragma unroll
+    for (int m = 0; m < MT; ++m)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) o[m][i] = 0.0f;
+    this->ml = -INFINITY;
+    this->ll = 0.0f;
+  }
 
   __device__ __forceinline__ void store(float* mine, int g, int lane) const {
 #pragma unroll
@@ -378,10 +388,15 @@ struct StreamStateTc : StreamQ<KP> {
 /// memory), then StreamStateTc::update (o += V^T p, m16n8k8, p in bf16: the
 /// roundings of the prefill_attention tiles, where attn_stream keeps p in
 /// fp32 on CUDA cores). Measured alone (bench/micro/attn_stream.cu).
-template <int KP, int G, int NS = program::kAttnStreamStages>
+///
+/// kGroup (attention_group): the warp is warp wi of the nw that share the
+/// positions (blocks wi, wi + nw, ...), its state starts empty, and every
+/// compute warp of the CTA calls it: once each has read its q (which the
+/// group keeps in the staging buffer), a barrier, then the copies.
+template <int KP, int G, int NS = program::kAttnStreamStages, bool kGroup = false>
 __device__ __noinline__ bool attn_stream_smem(const DevProgram& P, const int32_t* pages, int32_t task, int b, int kvh,
                                               int64_t s0, int64_t e0, const float* qs, int g, float* mine, float*,
-                                              uint16_t* sbuf) {
+                                              uint16_t* sbuf, int wi = 0, int nw = 1) {
   static_assert(KP == 1 || KP == 2 || KP == 4, "attn_stream_smem: head_dim 32, 64 or 128");
   static_assert(G <= 8, "attn_stream_smem: at most 8 heads (mma columns)");
   using St = StreamStateTc<KP>;
@@ -392,12 +407,13 @@ __device__ __noinline__ bool attn_stream_smem(const DevProgram& P, const int32_t
   static_assert(SE == 16 * PAD);
   const ProgramHeader& h = P.h;
   const int lane = threadIdx.x & 31, r = lane >> 2, c = lane & 3;
-  St st(qs, mine, g, lane);
+  St st = kGroup ? St(qs, g, lane) : St(qs, mine, g, lane);
+  if constexpr (kGroup) csync();  // every warp's q is in registers: the staging buffer is the copies'
   const uint16_t* const kcache = bp<const uint16_t>(P, P.tasks[task].buf[AttnSlots::kKCache]);
   const uint16_t* const vcache = bp<const uint16_t>(P, P.tasks[task].buf[AttnSlots::kVCache]);
   int32_t bad_page = 0;  // a page out of range, seen by this lane (never 0 when bad)
-  const int64_t first = s0 & ~int64_t(7), stride = int64_t(kWarps) * 8;
-  const int64_t base0 = first + int64_t(threadIdx.x >> 5) * 8;
+  const int64_t first = s0 & ~int64_t(7), stride = int64_t(kGroup ? nw : kWarps) * 8;
+  const int64_t base0 = first + int64_t(kGroup ? wi : int(threadIdx.x >> 5)) * 8;
   const int nblk = base0 < e0 ? int((e0 - base0 + stride - 1) / stride) : 0;
   auto window_offset = [&](int w0) -> int64_t {  // lane j: cache offset of block w0 + j, -1: none or a bad page
     if (w0 + lane >= nblk) return -1;
@@ -475,6 +491,32 @@ __device__ __noinline__ bool attn_stream_smem(const DevProgram& P, const int32_t
   return true;
 }
 
+/// Head norm (weight norm_buf, if any) and RoPE at pos of one head row in a
+/// warp: lane l holds elements [l KP, (l + 1) KP), so the RoPE pairs (i, i +
+/// hd/2) are lanes l and l ^ 16.
+template <int KP>
+__device__ __forceinline__ void head_row_epilogue(const DevProgram& P, float (&y)[KP], int32_t norm_buf, int64_t pos,
+                                                  const float* inv_freq, int lane) {
+  constexpr int hd = 32 * KP, half = hd / 2;
+  if (norm_buf >= 0) {
+    float ss = 0;
+#pragma unroll
+    for (int e = 0; e < KP; ++e) ss += y[e] * y[e];
+    ss = dev::warp_sum(ss);
+    const float inv = 1.0f / sqrtf(ss / float(hd) + P.h.rms_eps);
+#pragma unroll
+    for (int e = 0; e < KP; ++e) y[e] = y[e] * inv * load_f32(P, norm_buf, lane * KP + e);
+  }
+#pragma unroll
+  for (int e = 0; e < KP; ++e) {
+    const int i = lane * KP + e;
+    const float other = __shfl_xor_sync(0xffffffffu, y[e], 16);  // element i +- hd/2
+    const float2 rc = rope_cs(pos, inv_freq[i < half ? i : i - half]);
+    const float cs = rc.x, sn = rc.y;
+    y[e] = i < half ? y[e] * cs - other * sn : y[e] * cs + other * sn;
+  }
+}
+
 /// The Attention opcode for head_dim = 32 * KP and at most kMaxGroup q heads
 /// per kv head. Warp j < g runs head j's q epilogue (norm by a warp reduction,
 /// RoPE pairs (i, i + hd/2) across lanes l and l ^ 16); in the chunk that covers
@@ -505,25 +547,7 @@ __device__ void attention_fast(const DevProgram& P, const TaskDesc& t, int32_t t
   const float* inv_freq = bp<const float>(P, h.buf_rope);
   const uint16_t* raw = bp<const uint16_t>(P, t.buf[AttnSlots::kQkv]) + int64_t(b) * qkv_w(h);
   // Head norm (weight norm_buf, if any) and RoPE at pos of a lane's KP elements of one head.
-  auto epilogue = [&](float (&y)[KP], int32_t norm_buf) {
-    if (norm_buf >= 0) {
-      float ss = 0;
-#pragma unroll
-      for (int e = 0; e < KP; ++e) ss += y[e] * y[e];
-      ss = dev::warp_sum(ss);
-      const float inv = 1.0f / sqrtf(ss / float(hd) + h.rms_eps);
-#pragma unroll
-      for (int e = 0; e < KP; ++e) y[e] = y[e] * inv * load_f32(P, norm_buf, lane * KP + e);
-    }
-#pragma unroll
-    for (int e = 0; e < KP; ++e) {
-      const int i = lane * KP + e;
-      const float other = __shfl_xor_sync(0xffffffffu, y[e], 16);  // element i +- hd/2
-      const float2 rc = rope_cs(pos, inv_freq[i < half ? i : i - half]);
-      const float cs = rc.x, sn = rc.y;
-      y[e] = i < half ? y[e] * cs - other * sn : y[e] * cs + other * sn;
-    }
-  };
+  auto epilogue = [&](float (&y)[KP], int32_t norm_buf) { head_row_epilogue<KP>(P, y, norm_buf, pos, inv_freq, lane); };
   // ---- q epilogue, one warp per head (while the K/V prefetch may still land) ----
   if (warp < g) {
     float y[KP];
@@ -670,6 +694,124 @@ __device__ void attention_fast(const DevProgram& P, const TaskDesc& t, int32_t t
   arrive_and_merge(P, t, smem, scratch);
 }
 
+/// Where an Attention task over several sequences (TargetDesc::attn_seqs)
+/// keeps its prep until its warps stream: the staging buffer
+/// (program::attn_group_bytes): the sequences' positions, then q [n][g][hd]
+/// (fp32), then the raw q, k and v rows [n][g + 2][hd] (bf16).
+__device__ __forceinline__ char* attn_group_prep(const ProgramHeader& h, float* smem) {
+  return reinterpret_cast<char*>(smem) + program::attn_stream_buf_offset(h.head_dim, h.n_heads / h.n_kv_heads);
+}
+
+/// The Attention opcode over sequences [b0, b1) of one kv head, one chunk each
+/// (program::attn_group_serves; the batch kernels), for head_dim = 32 * KP:
+/// the task's n sequences side by side, kWarps / attn_seqs warps each. One
+/// round trip brings every sequence's raw q, k and v rows into shared memory
+/// (cp.async); the warps run the q and k epilogues row by row (head norm,
+/// RoPE at the sequence's position, q rounded to bf16) and append k and v to
+/// the cache; then each warp streams its blocks of its sequence's positions,
+/// the appended one among them, through attn_stream_smem (kGroup), and each
+/// sequence's warps' states merge into its output (merge_warp_partials). In
+/// place of n tasks' fixed costs (the wait, the q round trip after it, the
+/// pipeline's start and drain, the merge) once, and pipelines n times as long.
+template <int KP>
+__device__ __forceinline__ void attention_group(const DevProgram& P, const TaskDesc& t, int32_t task, float* smem,
+                                                RingView& R) {
+  const ProgramHeader& h = P.h;
+  constexpr int hd = 32 * KP, CH = hd / 8;  // 16-byte pieces a row
+  const int g = h.n_heads / h.n_kv_heads, kvh = t.arg[AttnSlots::kKvHead];
+  const int n = t.b1 - t.b0, WS = kWarps / h.target.attn_seqs;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  char* prep = attn_group_prep(h, smem);
+  const int64_t* posv = reinterpret_cast<const int64_t*>(prep);
+  float* qs = reinterpret_cast<float*>(prep + 64);
+  uint16_t* raw = reinterpret_cast<uint16_t*>(qs + n * g * hd);
+  // ---- every sequence's raw q, k and v rows of this kv head: one round trip ----
+  const uint16_t* qkv = bp<const uint16_t>(P, t.buf[AttnSlots::kQkv]);
+  const int per = (g + 2) * CH;
+  for (int i = threadIdx.x; i < n * per; i += kThreads) {
+    const int s = i / per, r = i % per / CH, col = i % CH;
+    const int64_t at = r < g ? (int64_t(kvh) * g + r) * hd : qkv_begin(h, r - g + 1) + int64_t(kvh) * hd;
+    const uint16_t* src = qkv + int64_t(t.b0 + s) * qkv_w(h) + at + col * 8;
+    uint16_t* dst = raw + (int64_t(s) * (g + 2) + r) * hd + col * 8;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dev::smem_addr(dst)), "l"(src) : "memory");
+  }
+  asm volatile("cp.async.commit_group;" ::: "memory");
+  // The positions, while the rows are in flight (read after the wait: the
+  // kernel's per-step copy holds the first kPosCache, the rest come through L2).
+  if (int(threadIdx.x) < n) reinterpret_cast<int64_t*>(prep)[threadIdx.x] = seq_pos(P, R, t.b0 + int(threadIdx.x));
+  asm volatile("cp.async.wait_all;" ::: "memory");
+  csync();
+  // ---- q epilogues (bf16 into qs), k epilogues and the appends: a row a warp ----
+  const float* inv_freq = bp<const float>(P, h.buf_rope);
+  uint16_t* kcache = bp<uint16_t>(P, t.buf[AttnSlots::kKCache]);
+  uint16_t* vcache = bp<uint16_t>(P, t.buf[AttnSlots::kVCache]);
+  for (int row = warp; row < n * (g + 1); row += kWarps) {
+    const int s = row / (g + 1), r = row % (g + 1);
+    const int64_t pos = posv[s];
+    const uint16_t* src = raw + (int64_t(s) * (g + 2) + r) * hd + lane * KP;
+    float y[KP];
+    load_row_smem<KP>(src, y);
+    head_row_epilogue<KP>(P, y, t.buf[r < g ? AttnSlots::kQNorm : AttnSlots::kKNorm], pos, inv_freq, lane);
+    if (r < g) {
+#pragma unroll
+      for (int e = 0; e < KP; ++e) qs[(s * g + r) * hd + lane * KP + e] = round_bf16(y[e]);
+      continue;
+    }
+    float v[KP];
+    load_row_smem<KP>(src + hd, v);  // bf16 values: stored back exactly
+    const int64_t page = page_of(P, R, t.b0 + s, pos);
+    if (page < 0 || page >= h.n_pages) {
+      if (lane == 0) dev_fail(P, kErrBadPage, task, int32_t(page));
+    } else {
+      const int64_t off = kv_offset(h, page, kvh, pos, lane * KP);
+      store_row_bf16<KP>(kcache + off, y);
+      store_row_bf16<KP>(vcache + off, v);
+    }
+  }
+  // The barrier orders the appends before every warp's copies of them (the
+  // streaming loop reads the positions through the cache).
+  csync();
+  if (threadIdx.x == 0) {
+    if (R.gate) *R.gate = R.entry;                  // the loader may stream again
+    if (P.trace) R.t_prep = dev::globaltimer_ns();  // trace: epilogues and appends done
+  }
+  // ---- each sequence's positions over its WS warps (every warp calls: the loop's barrier) ----
+  const int s = warp / WS < n ? warp / WS : n - 1;
+  int64_t p0 = 0, p1 = 0;
+  if (warp / WS < n) ops::attention_positions(h, t, posv[s], &p0, &p1);
+  float* wo = reinterpret_cast<float*>(reinterpret_cast<char*>(smem) + ops::attn_kv_offset(h));  // [kWarps][g][hd + 2]
+  constexpr int64_t kWarpStaging = int64_t(program::kAttnStreamStages) * program::attn_stream_stage_elems(hd);
+  attn_stream_smem<KP, 8, program::kAttnStreamStages, true>(P, R.pages, task, t.b0 + s, kvh, p0, p1, qs + s * g * hd, g,
+                                                            wo + warp * g * (hd + 2), nullptr,
+                                                            reinterpret_cast<uint16_t*>(prep) + warp * kWarpStaging,
+                                                            warp % WS, WS);
+  if (P.trace && threadIdx.x == 0) R.t_first = dev::globaltimer_ns();  // trace: positions done
+  csync();
+  // ---- each sequence's output from its warps' states (one chunk: no arrival count) ----
+  float* part = bp<float>(P, t.buf[AttnSlots::kPartial]);
+  uint16_t* out = bp<uint16_t>(P, t.buf[AttnSlots::kOut]);
+  for (int q = 0; q < n; ++q) {
+    const int64_t b = t.b0 + q;
+    const float* w = wo + q * WS * g * (hd + 2);
+    float* pq = part + (b * h.n_kv_heads + kvh) * g * (hd + 2);
+    uint16_t* oq = out + b * h.n_heads * hd + int64_t(kvh) * g * hd;
+    if (WS == 4) merge_warp_partials<true, 4>(w, g, hd, pq, oq);
+    else if (WS == 2) merge_warp_partials<true, 2>(w, g, hd, pq, oq);
+    else merge_warp_partials<true, 1>(w, g, hd, pq, oq);
+  }
+}
+
+/// attention_group for the Program's head_dim (32, 64 or 128:
+/// program::attn_group_serves): one call site in the kernel, out of line.
+__device__ __noinline__ void attention_group_any(const DevProgram& P, const TaskDesc& t, int32_t task, float* smem,
+                                                 RingView& R) {
+  const int hd = P.h.head_dim;
+  if (hd == 64) attention_group<2>(P, t, task, smem, R);
+  else if (hd == 128) attention_group<4>(P, t, task, smem, R);
+  else if (hd == 32) attention_group<1>(P, t, task, smem, R);
+  else if (threadIdx.x == 0) dev_fail(P, kErrHeadDim, task, hd);
+}
+
 /// The Attention opcode for any head_dim <= kMaxHeadDim and group size: the
 /// chunk at pos appends k and v first; each warp runs an online softmax over
 /// positions p0 + warp, p0 + warp + kWarps, ...; the warps' (o, m, l) are merged
@@ -759,7 +901,7 @@ struct DeviceOp<ops::Attention> {
   /// Work that does not depend on this step's producers: the K/V rows of
   /// earlier positions into shared memory.
   static __device__ __forceinline__ void pre_wait(const DevProgram& P, const TaskDesc& t, float* work, const RingView& R) {
-    if (idle_lane(P, t)) return;
+    if (idle_lane(P, t)) return;  // (attn_prefetch returns at once for a task of several sequences)
     attn_prefetch(P, t, work, R);
   }
   /// A prefill lane that is done (its positions are in the cache) appends and
@@ -770,6 +912,10 @@ struct DeviceOp<ops::Attention> {
   }
   static __device__ __forceinline__ void run(const DevProgram& P, const TaskDesc& t, int32_t task, float* smem,
                                                   float* scratch, RingView& R) {
+    // Several sequences: the batch kernels, the streaming shapes (program::
+    // attn_group_serves; the decode kernels run batch-1 Programs only).
+    if constexpr (kMm)
+      if (t.b1 - t.b0 > 1) return attention_group_any(P, t, task, smem, R);
     if (idle_lane(P, t)) return;
     // Fast path: q of every head of the group in registers (up to 8 heads, 4 for
     // head_dim 256). Group sizes 2 / 4 / 8 (1 / 3 / 5-7: the next instantiation, with

@@ -1,4 +1,5 @@
-// Attention: one KV chunk of one (sequence, kv head). Every chunk runs the q
+// Attention: one KV chunk of one (sequence, kv head), or of a few sequences'
+// (TargetDesc::attn_seqs: one chunk each). Every chunk runs the q
 // epilogue (head norm, RoPE) of its q heads; the chunk that covers pos appends
 // this step's k and v to the cache first; each writes its unnormalised partial
 // and adds 1 to its arrival counter, and the last of the C chunks merges the
@@ -78,7 +79,8 @@ struct Attention {
      "partial f32[B,nkv,C,g,hd+2] (scratch)", "state SeqState[B]", "q_norm w[hd] or -1", "k_norm w[hd] or -1",
      "out: attn bf16[B,nh*hd]"},
     {"kv_head", "chunk", "n_chunks (C)", "arrival counter"},
-    "chunk `chunk` of (sequence b0, kv_head). q epilogue for its g = nh/nkv q heads (every chunk recomputes "
+    "chunk `chunk` of (sequence b, kv_head) for each b in [b0, b1) (several sequences only with C = 1, up to "
+    "the header's attn_seqs: program::attn_group_serves). q epilogue for its g = nh/nkv q heads (every chunk recomputes "
     "it): q = bf16(rope(rmsnorm(raw q)*qw)) (norm only if qw given; RoPE at pos, inv_freq from the rope "
     "constant). The chunk that covers pos (the last; with C = 1 the only one) first appends k = bf16(rope("
     "rmsnorm(raw k)*kw)) and the raw v at pos (cache slot through the page table). Then over positions "
@@ -88,7 +90,7 @@ struct Attention {
     "and l (sum of exp) per head as the chunk's partial (m = -inf, l = 0 when the range is empty). Then it "
     "adds 1 to counter `arrival` (acq_rel; zeroed at launch like every counter, added to by the C chunks "
     "once per step and by no one else); the chunk whose add makes it a multiple of C is the last of this "
-    "step and merges the C partials in chunk order (log-sum-exp) into bf16 attn[b0, heads of kv_head] (with C = 1 "
+    "step and merges each sequence's C partials in chunk order (log-sum-exp) into bf16 attn[b, heads of kv_head] (with C = 1 "
     "an executor may skip the count and write attn from the partial it just formed: the same values)"};
   // clang-format on
   /// Streams no weights (its K/V rows are activations).

@@ -18,10 +18,10 @@ using program::SeqState;
 namespace {
 
 // The last chunk of the step: the C partials of each head, log-sum-exp in chunk order.
-void merge_chunks(const TaskContext& c, const TaskDesc& t, const AttentionOperands& o) {
+void merge_chunks(const TaskContext& c, const AttentionOperands& o, int b) {
   const auto& h = c.p->h;
   const int64_t hd = h.head_dim, g = h.n_heads / h.n_kv_heads, C = o.n_chunks;
-  const int b = t.b0, kvh = o.kv_head;
+  const int kvh = o.kv_head;
   const float* part = c.as<float>(o.partial) + (int64_t(b) * h.n_kv_heads + kvh) * C * g * (hd + 2);
   uint16_t* out = c.as<uint16_t>(o.out) + int64_t(b) * h.n_heads * hd;
   std::vector<float> ov(static_cast<size_t>(hd));
@@ -41,18 +41,18 @@ void merge_chunks(const TaskContext& c, const TaskDesc& t, const AttentionOperan
   }
 }
 
-}  // namespace
+// A prefill lane that is done (its positions are in the cache) appends and
+// reads nothing: its frozen position is another step's, maybe another lane's.
+bool idle_lane(const TaskContext& c, const AttentionOperands& op, int b) {
+  return program::is_prefill_lane(c.p->h, b) && c.as<SeqState>(op.state)[b].done;
+}
 
-void Attention::run_cpu(const TaskContext& c, const TaskDesc& t) {
-  const Operands op = Operands::from(t);
+// Sequence b's chunk: the K/V append where it covers pos, then the partial.
+void attend_chunk(const TaskContext& c, const TaskDesc& t, const AttentionOperands& op, int b) {
   const auto& h = c.p->h;
   const int64_t hd = h.head_dim, g = h.n_heads / h.n_kv_heads, C = op.n_chunks;
-  const int b = t.b0, kvh = op.kv_head, chunk = op.chunk;
-  const SeqState& st = c.as<SeqState>(op.state)[b];
-  // A prefill lane that is done (its positions are in the cache) appends and
-  // reads nothing: its frozen position is another step's, maybe another lane's.
-  if (program::is_prefill_lane(h, b) && st.done) return;
-  const int64_t pos = st.pos;
+  const int kvh = op.kv_head, chunk = op.chunk;
+  const int64_t pos = c.as<SeqState>(op.state)[b].pos;
   int64_t p0 = 0, p1 = 0;
   attention_positions(h, t, pos, &p0, &p1);
   if (p0 <= pos && pos < p1) append_kv(c, op.qkv, op.k_norm, op.k_cache, op.v_cache, b, kvh, pos);
@@ -67,11 +67,26 @@ void Attention::run_cpu(const TaskContext& c, const TaskDesc& t) {
     dst[hd] = m;
     dst[hd + 1] = l;
   }
+}
+
+}  // namespace
+
+void Attention::run_cpu(const TaskContext& c, const TaskDesc& t) {
+  const Operands op = Operands::from(t);
+  bool any = false;
+  for (int b = t.b0; b < t.b1; ++b)
+    if (!idle_lane(c, op, b)) {
+      attend_chunk(c, t, op, b);
+      any = true;
+    }
+  if (!any) return;
   // Arrival: the chunk that completes this step's C adds merges (acq_rel: it sees
   // every other chunk's partial, and they see nothing of its merge they need).
   KEEL_CHECK(c.counters != nullptr, "cpu executor: attention task without counters");
   const uint32_t old = c.counters[op.arrival].fetch_add(1, std::memory_order_acq_rel);
-  if ((old + 1) % uint32_t(C) == 0) merge_chunks(c, t, op);
+  if ((old + 1) % uint32_t(op.n_chunks) == 0)
+    for (int b = t.b0; b < t.b1; ++b)
+      if (!idle_lane(c, op, b)) merge_chunks(c, op, b);
 }
 
 }  // namespace keel::ops

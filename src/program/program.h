@@ -324,7 +324,11 @@ struct TargetDesc {
   int32_t mm_engine = 0;        // matmul tiles' tensor-core instructions (MmEngine)
   int32_t row_align = 0;        // the target's row alignment of matvec / matmul tasks for this batch (0: 8)
   int32_t mm_cols = 0;          // most columns of a matmul tile's stage (0: program::mm_max_cols(batch))
-  uint32_t reserved[2] = {};
+  /// Most sequences of one Attention task (a power of two up to 8; 0 or 1:
+  /// one): the CUDA kernel gives each of a task's sequences 8 / attn_seqs
+  /// warps (attention_group). The largest group the Program holds.
+  int32_t attn_seqs = 0;
+  uint32_t reserved[1] = {};
 };
 static_assert(sizeof(TargetDesc) == 112);
 

@@ -21,7 +21,8 @@ uint32_t kernel_work_bytes(const ProgramHeader& h) {
                                     g * h.head_dim + int64_t(kKernelWarps) * g * (h.head_dim + 2)) +
                   int64_t(kKernelWarps) * kKernelAttnStreamFloats) * 4 + 64;
   // ... with attn_stream's K/V staging when the chunks may stream
-  if (attn_may_stream(h)) attn = std::max(attn, attn_stream_buf_end(h.head_dim, g));
+  // (and always with tasks of several sequences, whose warps all stream)
+  if (attn_may_stream(h) || h.target.attn_seqs > 1) attn = std::max(attn, attn_stream_buf_end(h.head_dim, g));
   // ... or the merge's maxima, sums and totals
   const int64_t merge = (2 * int64_t(h.n_chunks) + 1) * g * 4;
   const int64_t mm = mm_work_bytes(h);
@@ -56,6 +57,10 @@ bool attn_may_stream(const ProgramHeader& h) {
 bool attn_stream_staged(const ProgramHeader& h) {
   return attn_stream_serves(h) &&
          attn_stream_buf_end(h.head_dim, h.n_heads / h.n_kv_heads) <= int64_t(h.target.work_bytes);
+}
+
+bool attn_group_serves(const ProgramHeader& h) {
+  return h.n_chunks == 1 && h.seq_lanes <= 1 && attn_stream_serves(h);
 }
 
 uint32_t mm_work_bytes(const ProgramHeader& h) {
@@ -155,6 +160,11 @@ void check_plan(const Program& p, const DTypeOf& given) {
              g.mm_engine, " (0: mma.sync, 1: wgmma)");
   KEEL_CHECK(g.mm_cols >= 0 && g.mm_cols <= kMmMaxCols && g.mm_cols % kMmBoxCols == 0, "program: matmul stage columns ",
              g.mm_cols, " (0, or a multiple of ", kMmBoxCols, " up to ", kMmMaxCols, ")");
+  KEEL_CHECK(g.attn_seqs >= 0 && g.attn_seqs <= kAttnMaxSeqs && (g.attn_seqs & (g.attn_seqs - 1)) == 0 &&
+                 (g.attn_seqs <= 1 || attn_group_serves(p.h)),
+             "program: attention tasks of ", g.attn_seqs, " sequences (a power of two up to ", kAttnMaxSeqs,
+             ", and more than one only with one attention chunk, no prefill lanes and head_dim 32 / 64 / 128, "
+             "groups of up to 8 heads, pages of a multiple of 8 positions)");
   const DTypeOf declared = [&](int32_t id) { return DType(p.buffers[size_t(id)].dtype); };
   const DTypeOf& dtype_of = given ? given : declared;
   for (uint32_t i = 0; i < p.tasks.size(); ++i) {

@@ -50,6 +50,19 @@ constexpr int64_t attn_stream_buf_offset(int64_t hd, int64_t g) {
 constexpr int64_t attn_stream_buf_end(int64_t hd, int64_t g) {
   return attn_stream_buf_offset(hd, g) + kKernelWarps * kAttnStreamStages * attn_stream_stage_elems(hd) * 2;
 }
+/// An Attention task over several sequences (TargetDesc::attn_seqs; the CUDA
+/// kernel's attention_group) keeps, until its warps start streaming, the
+/// sequences' positions (8 x int64), q ([S][g][hd] fp32) and the raw q, k, v
+/// rows ([S][g + 2][hd] bf16) in the staging buffer (attn_stream_buf_offset),
+/// which the streaming loop fills only after every warp has read its q.
+inline constexpr int kAttnMaxSeqs = 8;
+constexpr int64_t attn_group_bytes(int64_t hd, int64_t g, int64_t seqs) {
+  return 64 + seqs * g * hd * 4 + seqs * (g + 2) * hd * 2;
+}
+static_assert(attn_group_bytes(32, 8, kAttnMaxSeqs) <= kKernelWarps * kAttnStreamStages * attn_stream_stage_elems(32) * 2 &&
+              attn_group_bytes(64, 8, kAttnMaxSeqs) <= kKernelWarps * kAttnStreamStages * attn_stream_stage_elems(64) * 2 &&
+              attn_group_bytes(128, 8, kAttnMaxSeqs) <= kKernelWarps * kAttnStreamStages * attn_stream_stage_elems(128) * 2,
+              "a group's prep must fit the staging buffer");
 /// PrefillAttention (src/ops/prefill_attention.h) in the CUDA kernel: a task's
 /// rows are its lanes x g q heads, in mma row groups of 16 (at most
 /// kKernelWarps); each row group's warps split a round of K/V positions, 16
@@ -120,6 +133,12 @@ bool attn_may_stream(const ProgramHeader& h);
 /// planned work area, the test the CUDA kernel makes (ops/attention.cuh),
 /// whether or not attn_may_stream reserved it.
 bool attn_stream_staged(const ProgramHeader& h);
+
+/// Whether a Program may hold Attention tasks of several sequences
+/// (TargetDesc::attn_seqs): one chunk a (sequence, kv head), no prefill lanes,
+/// and the shapes the streaming loops serve (attn_stream_serves), whose
+/// staging buffer such a Program's work area always holds (kernel_work_bytes).
+bool attn_group_serves(const ProgramHeader& h);
 
 /// The weight dtype of buffer `id` as the executor will hold it.
 using DTypeOf = std::function<DType(int32_t id)>;

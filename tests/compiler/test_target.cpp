@@ -555,6 +555,59 @@ TEST(Target, RoundTripAndHash) {
     EXPECT_NE(program_hash(compile(c, o)), h) << o.target.name;
 }
 
+// Attention tasks over several sequences (Target::batch_attn_seqs): by
+// default the fewest, a power of two, that give a batch's (sequence, kv head)
+// pairs one round of tasks over the workers (Qwen3-8B on 132: batch 16 one,
+// 32 two, 64 four), only with one chunk each and no prefill lanes; the
+// header records the largest group (the kernel's warps a sequence follow from
+// it), the work area keeps its size (the group's prep lives in the staging
+// buffer), and a Program whose tasks hold more sequences than its header
+// allows is refused.
+TEST(Target, BatchAttentionTasksTakeSeveralSequences) {
+  const model::ModelConfig c = qwen3_8b_two_layers();
+  auto groups = [&](int batch, int want, int ctx = 512, int prefill = 0) {
+    CompileOptions o = for_target(target_preset("h100"), ctx);
+    o.batch = batch;
+    o.prefill_chunk = prefill;
+    o.target.batch_attn_seqs = want;
+    const Program p = compile(c, o);
+    std::set<int> sizes;
+    for (const TaskDesc& t : p.tasks)
+      if (Opcode(t.opcode) == Opcode::Attention) sizes.insert(t.b1 - t.b0);
+    return std::make_pair(p.h.target.attn_seqs, sizes);
+  };
+  using G = std::pair<int, std::set<int>>;
+  EXPECT_EQ(groups(16, 0), G(0, {1}));
+  EXPECT_EQ(groups(32, 0), G(2, {2}));
+  EXPECT_EQ(groups(64, 0), G(4, {4}));
+  EXPECT_EQ(groups(64, 0, 8192), G(4, {4}));  // one chunk there too
+  EXPECT_EQ(groups(8, 0, 8192), G(0, {1}));   // four chunks: never grouped
+  EXPECT_EQ(groups(64, 1), G(0, {1}));
+  EXPECT_EQ(groups(64, 8), G(8, {8}));
+  EXPECT_EQ(groups(12, 8), G(8, {4, 8}));     // 8 + 4
+  EXPECT_EQ(groups(1, 0, 512, 64), G(0, {}));   // a prefill Program: PrefillAttention tiles
+  CompileOptions o = for_target(target_preset("h100"));
+  o.batch = 64;
+  const Program p = compile(c, o);
+  EXPECT_EQ(p.h.target.n_stages, 2);
+  EXPECT_EQ(p.h.target.stage_bytes, 65536u);
+  EXPECT_EQ(program_hash(compile(c, options_of(p))), program_hash(p));
+  const std::vector<uint8_t> bytes = serialize(p);
+  EXPECT_EQ(deserialize(bytes.data(), bytes.size(), "mem").h.target.attn_seqs, 4);
+  o.target.batch_attn_seqs = 3;
+  EXPECT_NE(error_of(c, o).find("1, 2, 4 or 8"), std::string::npos) << error_of(c, o);
+  Program bad = p;
+  bad.h.target.attn_seqs = 2;  // tasks of 4 sequences
+  try {
+    bad.validate();
+    ADD_FAILURE() << "a task of more sequences than the header allows was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("sequences"), std::string::npos) << e.what();
+  }
+  bad.h.target.attn_seqs = 6;  // not a power of two
+  EXPECT_THROW(bad.validate(), Error);
+}
+
 TEST(Target, ValidateRefusesAnInconsistentPlan) {
   const Program good = compile(qwen3_8b_two_layers(), for_target(target_preset("h100")));
   auto error_in = [](const Program& p) {

@@ -76,7 +76,7 @@ int run_bench(const BenchArgs& a) {
                              {"l2_evict_first", t.l2_evict_first}, {"o_split_k", t.o_split_k},
                              {"down_split_k", t.down_split_k},
                              {"mm_engine", t.mm_engine == program::kMmEngineWgmma ? "wgmma" : "mma"}, {"row_align", t.row_align},
-                             {"mm_cols", t.mm_cols}};
+                             {"mm_cols", t.mm_cols}, {"attn_seqs", t.attn_seqs > 0 ? t.attn_seqs : 1}};
     nlohmann::json options = {{"workers", rep.header.n_workers}, {"batch", o.batch}, {"max_context", o.max_context},
                               {"page_size", o.page_size}, {"ring_len", o.ring_len}, {"row_align", o.row_align},
                               {"o_split_k", o.o_split_k}, {"down_split_k", o.down_split_k},

@@ -172,7 +172,7 @@ __device__ __forceinline__ void online_softmax_step(float s, const float (&v)[KP
 }
 
 /// The chunk's unnormalised partial of g heads, [g][hd + 2] = (o, m, l), from
-/// the warps' online-softmax states wo[kWarps][g][hd + 2] (a warp that saw no
+/// the warps' online-softmax states wo[NW][g][hd + 2] (a warp that saw no
 /// position has l = 0 and is skipped). kOut: the task is its (sequence, kv
 /// head)'s only chunk (C = 1), and also writes its g heads' output, divided by
 /// their sums into bf16 out[g][hd] as merge_chunks would (with one chunk its
@@ -180,14 +180,14 @@ __device__ __forceinline__ void online_softmax_step(float s, const float (&v)[KP
 /// arrival count and the partial's read back through L2 (two round trips a
 /// task, each behind the SM's weight copies in flight; batches of 16 and more
 /// on 132 workers run one chunk a sequence and kv head).
-template <bool kOut = false>
+template <bool kOut = false, int NW = kWarps>
 __device__ void merge_warp_partials(const float* wo, int g, int hd, float* part, uint16_t* out = nullptr) {
   for (int k = threadIdx.x; k < g * (hd + 2); k += kThreads) {
     const int j = k / (hd + 2), i = k % (hd + 2);
     float M = -INFINITY;
-    for (int w = 0; w < kWarps; ++w) M = fmaxf(M, wo[(w * g + j) * (hd + 2) + hd]);
+    for (int w = 0; w < NW; ++w) M = fmaxf(M, wo[(w * g + j) * (hd + 2) + hd]);
     float acc = 0, L = 0;
-    for (int w = 0; w < kWarps; ++w) {
+    for (int w = 0; w < NW; ++w) {
       const float* blk = wo + (w * g + j) * (hd + 2);
       if (blk[hd + 1] == 0.0f) continue;
       const float sc = expf(blk[hd] - M);

@@ -46,6 +46,7 @@
 #include "model/model_test_util.h"
 #include "common/greedy_compare.h"
 #include "common/run_options.h"
+#include "common/synthetic_llama.h"
 #include "common/variant_model.h"
 
 // KEEL_SHARED_DIR in the environment overrides the build's (the GPU machine
@@ -65,7 +66,9 @@ using program::BufferKind;
 using program::Opcode;
 using program::Program;
 using program::SeqState;
+using testing::LlamaShape;
 using testing::rel_err;
+using testing::write_llama;
 
 #define SKIP_WITHOUT_GPU() \
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device"
@@ -536,57 +539,6 @@ double worst_logits_err_vs_cpu(ProgramExecutor& gpu, cpu::CpuExecutor& cpu_ex, c
   return c.worst;
 }
 
-/// Shape of a synthetic Llama checkpoint (write_llama).
-struct LlamaShape {
-  int H = 512, I = 1536, NH = 8, NKV = 2, HD = 64, L = 2, V = 2048, max_pos = 512;
-};
-
-/// A random bf16 Llama checkpoint in `dir` (weights ~ U(-0.05, 0.05), norms ~ 1).
-void write_llama(const model::testing::TempDir& dir, const LlamaShape& sh = {}) {
-  const int H = sh.H, I = sh.I, NH = sh.NH, NKV = sh.NKV, HD = sh.HD, L = sh.L, V = sh.V;
-  nlohmann::json cfg = {{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"}, {"hidden_size", H},
-                        {"intermediate_size", I}, {"num_attention_heads", NH}, {"num_key_value_heads", NKV},
-                        {"head_dim", HD}, {"num_hidden_layers", L}, {"vocab_size", V}, {"rms_norm_eps", 1e-5},
-                        {"rope_theta", 10000.0}, {"max_position_embeddings", sh.max_pos}, {"tie_word_embeddings", true},
-                        {"hidden_act", "silu"}, {"torch_dtype", "bfloat16"}, {"bos_token_id", 1}, {"eos_token_id", 2}};
-  dir.write("config.json", cfg.dump(2));
-  std::vector<std::pair<std::string, std::vector<int64_t>>> shapes = {{"model.embed_tokens.weight", {V, H}},
-                                                                      {"model.norm.weight", {H}}};
-  for (int l = 0; l < L; ++l) {
-    const std::string b = cat("model.layers.", l, ".");
-    shapes.push_back({b + "input_layernorm.weight", {H}});
-    shapes.push_back({b + "post_attention_layernorm.weight", {H}});
-    shapes.push_back({b + "self_attn.q_proj.weight", {NH * HD, H}});
-    shapes.push_back({b + "self_attn.k_proj.weight", {NKV * HD, H}});
-    shapes.push_back({b + "self_attn.v_proj.weight", {NKV * HD, H}});
-    shapes.push_back({b + "self_attn.o_proj.weight", {H, NH * HD}});
-    shapes.push_back({b + "mlp.gate_proj.weight", {I, H}});
-    shapes.push_back({b + "mlp.up_proj.weight", {I, H}});
-    shapes.push_back({b + "mlp.down_proj.weight", {H, I}});
-  }
-  nlohmann::json header = nlohmann::json::object();
-  std::string data;
-  std::mt19937 rng(1234);
-  std::uniform_real_distribution<float> u(-0.05f, 0.05f);
-  for (const auto& [name, shape] : shapes) {
-    int64_t n = 1;
-    for (int64_t d : shape) n *= d;
-    const bool norm = shape.size() == 1;
-    header[name] = {{"dtype", "BF16"}, {"shape", shape}, {"data_offsets", {data.size(), data.size() + size_t(n) * 2}}};
-    for (int64_t i = 0; i < n; ++i) {
-      const float v = norm ? 1.0f + u(rng) : u(rng);
-      uint32_t bits;
-      std::memcpy(&bits, &v, 4);
-      const uint16_t h = uint16_t(bits >> 16);  // truncation: any bf16 value will do
-      data.push_back(char(h & 0xff));
-      data.push_back(char(h >> 8));
-    }
-  }
-  std::string hs = header.dump();
-  hs.append((8 - hs.size() % 8) % 8, ' ');
-  dir.write("model.safetensors", model::testing::le64(hs.size()) + hs + data);
-}
-
 /// `batch` sequences of 3 to 7 random prompt tokens (sequence b: 3 + b % 5,
 /// seed 50 + b), `max_new` tokens each: a ragged batch whose lanes finish at
 /// different steps.
@@ -680,16 +632,7 @@ TEST(ProgramGpu, MatmulStagesOf256ColumnsMatchCpu) {
 // empty heads). GPU vs CPU logits at every position.
 TEST(ProgramGpu, LongChunksMatchCpu) {
   SKIP_WITHOUT_GPU();
-  struct Case {
-    const char* name;
-    LlamaShape shape;
-  };
-  const Case cases[] = {
-      {"hd64 g4", {256, 512, 8, 2, 64, 2, 1024, 4096}},  {"hd128 g8", {256, 512, 8, 1, 128, 2, 1024, 4096}},
-      {"hd128 g2", {256, 512, 4, 2, 128, 2, 1024, 4096}}, {"hd32 g1", {256, 512, 8, 8, 32, 2, 1024, 4096}},
-      {"hd64 g3", {256, 512, 6, 2, 64, 2, 1024, 4096}},
-  };
-  for (const Case& c : cases) {
+  for (const testing::NamedShape& c : testing::streamed_shapes(4096)) {
     model::testing::TempDir dir;
     write_llama(dir, c.shape);
     const model::Model m = model::Model::load(dir.str());
@@ -718,6 +661,52 @@ TEST(ProgramGpu, LongChunksMatchCpu) {
       std::cout << "[ figures ] long chunks " << c.name << " B" << batch << " C" << chunks
                 << ": max rel logits err GPU vs CPU " << worst << "\n";
     }
+  }
+}
+
+// Attention tasks over several sequences (attention_group; Target::
+// batch_attn_seqs) against the CPU executor: synthetic checkpoints of each
+// shape that groups (head_dim 64 / 128 / 32, groups of 4, 8, 2, 1 and 3
+// heads), a ragged batch of 6 on 7 workers in tasks of 2, 4 (4 + 2) and 8
+// (one of 6): short prompts in a Program of 128 positions (the batch kernel:
+// the group streams in every batch variant) and prompts of ~200-400 tokens in
+// one of 1024 (the long-context batch variant); GPU vs CPU logits at every
+// position, the appended position read back through the cache among them.
+TEST(ProgramGpu, AttentionGroupsMatchCpu) {
+  SKIP_WITHOUT_GPU();
+  for (const testing::NamedShape& c : testing::streamed_shapes(1024)) {
+    model::testing::TempDir dir;
+    write_llama(dir, c.shape);
+    const model::Model m = model::Model::load(dir.str());
+    for (const int ctx : {128, 1024})
+      for (const int want : {2, 4, 8}) {
+        SCOPED_TRACE(cat(c.name, " context ", ctx, ", ", want, " sequences a task"));
+        compiler::CompileOptions o;
+        o.target = device_target(0);
+        o.target.batch_attn_seqs = want;
+        o.workers = 7;
+        o.batch = 6;
+        o.max_context = ctx;
+        o.page_size = 16;
+        o.attn_chunks = 1;
+        ProgramExecutorOptions eo;
+        eo.keep_worker_count = true;
+        ProgramExecutor gpu(compiler::compile(m.config, o), m, eo);
+        EXPECT_EQ(gpu.program().h.target.attn_seqs, want);
+        cpu::CpuExecutor cpu_ex(gpu.program(), m);
+        std::vector<exec::Sequence> seqs;
+        for (int b = 0; b < o.batch; ++b) {
+          exec::Sequence s;
+          const int len = ctx == 128 ? 3 + 7 * b : 400 - 37 * b;
+          s.prompt = testing::random_ids(size_t(len), m.config.vocab, uint32_t(110 + b));
+          s.max_new = 3;
+          seqs.push_back(s);
+        }
+        EXPECT_EQ(ops::Attention::streams(gpu.program().h, ctx == 128 ? 48 : 404), ctx > 128);
+        const double worst = worst_logits_err_vs_cpu(gpu, cpu_ex, seqs);
+        std::cout << "[ figures ] attention groups " << c.name << " B6 W7 context " << ctx << ", " << want
+                  << " a task: max rel logits err GPU vs CPU " << worst << "\n";
+      }
   }
 }
 
