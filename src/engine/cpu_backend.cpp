@@ -16,6 +16,12 @@ CpuBackend::CpuBackend(const model::Model& m, const CpuBackendOptions& opt) : mo
   co.workers = opt.workers;
   co.batch = std::max(1, opt.batch);
   co.max_context = int(opt.max_context);
+  // No k-slices: the CPU executor adds a matvec's k-slices into the fp32
+  // residual in the order its threads finish them, so the same prompt could
+  // decode to other greedy tokens run to run (fp32 addition is not
+  // associative). The workers have rows enough without them.
+  co.o_split_k = 1;
+  co.down_split_k = 1;
   // (and a page for a launch's idle lanes, so a sequence of a whole context always fits)
   co.kv_pages = opt.kv_tokens > 0 ? kv_pages_of_tokens(opt.kv_tokens, co.page_size) + (co.batch > 1 ? 1 : 0) : 0;
   program_ = compiler::compile(m.config, co);
