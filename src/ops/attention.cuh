@@ -696,35 +696,75 @@ __device__ void attention_fast(const DevProgram& P, const TaskDesc& t, int32_t t
 
 /// Where an Attention task over several sequences (TargetDesc::attn_seqs)
 /// keeps its prep until its warps stream: the staging buffer
-/// (program::attn_group_bytes): the sequences' positions, then q [n][g][hd]
-/// (fp32), then the raw q, k and v rows [n][g + 2][hd] (bf16).
-__device__ __forceinline__ char* attn_group_prep(const ProgramHeader& h, float* smem) {
-  return reinterpret_cast<char*>(smem) + program::attn_stream_buf_offset(h.head_dim, h.n_heads / h.n_kv_heads);
+/// (program::attn_group_bytes).
+struct GroupPrep {
+  int64_t* pos;     // [8] the sequences' positions
+  int64_t* page;    // [8] the page each appends to
+  float* norm;      // [2][hd] q and k head norms' weights
+  float2* cs;       // [n][hd / 2] RoPE (cos, sin) at each sequence's position
+  float* qs;        // [n][g][hd] q after its epilogue (bf16 values)
+  uint16_t* raw;    // [n][g + 2][hd] the raw q, k and v rows
+  __device__ __forceinline__ GroupPrep(const ProgramHeader& h, float* smem, int n) {
+    char* p = reinterpret_cast<char*>(smem) + program::attn_stream_buf_offset(h.head_dim, h.n_heads / h.n_kv_heads);
+    const int64_t hd = h.head_dim, g = h.n_heads / h.n_kv_heads;
+    pos = reinterpret_cast<int64_t*>(p);
+    page = pos + 8;
+    norm = reinterpret_cast<float*>(page + 8);
+    cs = reinterpret_cast<float2*>(norm + 2 * hd);
+    qs = reinterpret_cast<float*>(cs + n * (hd / 2));
+    raw = reinterpret_cast<uint16_t*>(qs + n * g * hd);
+  }
+};
+
+/// What an attention_group task can prepare before its wait (pre_wait; every
+/// compute thread), none of it produced in this step: the positions (the
+/// kernel's per-step copy holds the first kPosCache, the rest come through
+/// L2), the pages of the appends, the head norms' weights and each sequence's
+/// RoPE (cos, sin), into the staging buffer (GroupPrep).
+__device__ __forceinline__ void attention_group_pre(const DevProgram& P, const TaskDesc& t, float* smem,
+                                                    const RingView& R) {
+  const ProgramHeader& h = P.h;
+  const int n = t.b1 - t.b0, hd = int(h.head_dim), half = hd / 2;
+  const GroupPrep G(h, smem, n);
+  if (int(threadIdx.x) < n) {
+    const int b = t.b0 + int(threadIdx.x);
+    const int64_t pos = seq_pos(P, R, b);
+    G.pos[threadIdx.x] = pos;
+    G.page[threadIdx.x] = page_of(P, R, b, pos);
+  }
+  for (int i = threadIdx.x; i < 2 * hd; i += kThreads) {
+    const int32_t nb = t.buf[i < hd ? AttnSlots::kQNorm : AttnSlots::kKNorm];
+    G.norm[i] = nb >= 0 ? load_f32(P, nb, i % hd) : 1.0f;
+  }
+  const float* inv_freq = bp<const float>(P, h.buf_rope);
+  for (int i = threadIdx.x; i < n * half; i += kThreads)
+    G.cs[i] = rope_cs(seq_pos(P, R, t.b0 + i / half), inv_freq[i % half]);
 }
 
 /// The Attention opcode over sequences [b0, b1) of one kv head, one chunk each
 /// (program::attn_group_serves; the batch kernels), for head_dim = 32 * KP:
-/// the task's n sequences side by side, kWarps / attn_seqs warps each. One
-/// round trip brings every sequence's raw q, k and v rows into shared memory
-/// (cp.async); the warps run the q and k epilogues row by row (head norm,
-/// RoPE at the sequence's position, q rounded to bf16) and append k and v to
-/// the cache; then each warp streams its blocks of its sequence's positions,
-/// the appended one among them, through attn_stream_smem (kGroup), and each
-/// sequence's warps' states merge into its output (merge_warp_partials). In
-/// place of n tasks' fixed costs (the wait, the q round trip after it, the
-/// pipeline's start and drain, the merge) once, and pipelines n times as long.
+/// the task's n sequences side by side, kWarps / attn_seqs warps each. Before
+/// the wait (attention_group_pre) the threads read the positions, the pages
+/// the k and v rows go to and the head norms' weights and compute each
+/// sequence's RoPE (cos, sin) (rope_cs: the values head_row_epilogue
+/// computes); after it one round trip brings every sequence's raw q, k and v
+/// rows into shared memory (cp.async), the warps run the q and k epilogues row
+/// by row from shared memory alone (head norm, RoPE, q rounded to bf16) and
+/// append k and v to the cache; then each warp streams
+/// its blocks of its sequence's positions, the appended one among them,
+/// through attn_stream_smem (kGroup), and each sequence's warps' states merge
+/// into its output (merge_warp_partials). In place of n tasks' fixed costs
+/// (the wait, the q round trip after it, the pipeline's start and drain, the
+/// merge) once, and pipelines n times as long.
 template <int KP>
 __device__ __forceinline__ void attention_group(const DevProgram& P, const TaskDesc& t, int32_t task, float* smem,
-                                                RingView& R) {
+                                                RingView& R, bool pre_done) {
   const ProgramHeader& h = P.h;
-  constexpr int hd = 32 * KP, CH = hd / 8;  // 16-byte pieces a row
+  constexpr int hd = 32 * KP, half = hd / 2, CH = hd / 8;  // 16-byte pieces a row
   const int g = h.n_heads / h.n_kv_heads, kvh = t.arg[AttnSlots::kKvHead];
   const int n = t.b1 - t.b0, WS = kWarps / h.target.attn_seqs;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  char* prep = attn_group_prep(h, smem);
-  const int64_t* posv = reinterpret_cast<const int64_t*>(prep);
-  float* qs = reinterpret_cast<float*>(prep + 64);
-  uint16_t* raw = reinterpret_cast<uint16_t*>(qs + n * g * hd);
+  const GroupPrep G(h, smem, n);
   // ---- every sequence's raw q, k and v rows of this kv head: one round trip ----
   const uint16_t* qkv = bp<const uint16_t>(P, t.buf[AttnSlots::kQkv]);
   const int per = (g + 2) * CH;
@@ -732,38 +772,51 @@ __device__ __forceinline__ void attention_group(const DevProgram& P, const TaskD
     const int s = i / per, r = i % per / CH, col = i % CH;
     const int64_t at = r < g ? (int64_t(kvh) * g + r) * hd : qkv_begin(h, r - g + 1) + int64_t(kvh) * hd;
     const uint16_t* src = qkv + int64_t(t.b0 + s) * qkv_w(h) + at + col * 8;
-    uint16_t* dst = raw + (int64_t(s) * (g + 2) + r) * hd + col * 8;
+    uint16_t* dst = G.raw + (int64_t(s) * (g + 2) + r) * hd + col * 8;
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dev::smem_addr(dst)), "l"(src) : "memory");
   }
   asm volatile("cp.async.commit_group;" ::: "memory");
-  // The positions, while the rows are in flight (read after the wait: the
-  // kernel's per-step copy holds the first kPosCache, the rest come through L2).
-  if (int(threadIdx.x) < n) reinterpret_cast<int64_t*>(prep)[threadIdx.x] = seq_pos(P, R, t.b0 + int(threadIdx.x));
+  if (!pre_done) attention_group_pre(P, t, smem, R);
   asm volatile("cp.async.wait_all;" ::: "memory");
   csync();
   // ---- q epilogues (bf16 into qs), k epilogues and the appends: a row a warp ----
-  const float* inv_freq = bp<const float>(P, h.buf_rope);
   uint16_t* kcache = bp<uint16_t>(P, t.buf[AttnSlots::kKCache]);
   uint16_t* vcache = bp<uint16_t>(P, t.buf[AttnSlots::kVCache]);
   for (int row = warp; row < n * (g + 1); row += kWarps) {
     const int s = row / (g + 1), r = row % (g + 1);
-    const int64_t pos = posv[s];
-    const uint16_t* src = raw + (int64_t(s) * (g + 2) + r) * hd + lane * KP;
+    const uint16_t* src = G.raw + (int64_t(s) * (g + 2) + r) * hd + lane * KP;
     float y[KP];
     load_row_smem<KP>(src, y);
-    head_row_epilogue<KP>(P, y, t.buf[r < g ? AttnSlots::kQNorm : AttnSlots::kKNorm], pos, inv_freq, lane);
+    // head_row_epilogue's arithmetic, its operands from shared memory
+    if (t.buf[r < g ? AttnSlots::kQNorm : AttnSlots::kKNorm] >= 0) {
+      const float* nw = G.norm + (r < g ? 0 : hd) + lane * KP;
+      float ss = 0;
+#pragma unroll
+      for (int e = 0; e < KP; ++e) ss += y[e] * y[e];
+      ss = dev::warp_sum(ss);
+      const float inv = 1.0f / sqrtf(ss / float(hd) + h.rms_eps);
+#pragma unroll
+      for (int e = 0; e < KP; ++e) y[e] = y[e] * inv * nw[e];
+    }
+#pragma unroll
+    for (int e = 0; e < KP; ++e) {
+      const int i = lane * KP + e;
+      const float other = __shfl_xor_sync(0xffffffffu, y[e], 16);  // element i +- hd/2
+      const float2 rc = G.cs[s * half + (i < half ? i : i - half)];
+      y[e] = i < half ? y[e] * rc.x - other * rc.y : y[e] * rc.x + other * rc.y;
+    }
     if (r < g) {
 #pragma unroll
-      for (int e = 0; e < KP; ++e) qs[(s * g + r) * hd + lane * KP + e] = round_bf16(y[e]);
+      for (int e = 0; e < KP; ++e) G.qs[(s * g + r) * hd + lane * KP + e] = round_bf16(y[e]);
       continue;
     }
     float v[KP];
     load_row_smem<KP>(src + hd, v);  // bf16 values: stored back exactly
-    const int64_t page = page_of(P, R, t.b0 + s, pos);
+    const int64_t page = G.page[s];
     if (page < 0 || page >= h.n_pages) {
       if (lane == 0) dev_fail(P, kErrBadPage, task, int32_t(page));
     } else {
-      const int64_t off = kv_offset(h, page, kvh, pos, lane * KP);
+      const int64_t off = kv_offset(h, page, kvh, G.pos[s], lane * KP);
       store_row_bf16<KP>(kcache + off, y);
       store_row_bf16<KP>(vcache + off, v);
     }
@@ -778,12 +831,12 @@ __device__ __forceinline__ void attention_group(const DevProgram& P, const TaskD
   // ---- each sequence's positions over its WS warps (every warp calls: the loop's barrier) ----
   const int s = warp / WS < n ? warp / WS : n - 1;
   int64_t p0 = 0, p1 = 0;
-  if (warp / WS < n) ops::attention_positions(h, t, posv[s], &p0, &p1);
+  if (warp / WS < n) ops::attention_positions(h, t, G.pos[s], &p0, &p1);
   float* wo = reinterpret_cast<float*>(reinterpret_cast<char*>(smem) + ops::attn_kv_offset(h));  // [kWarps][g][hd + 2]
   constexpr int64_t kWarpStaging = int64_t(program::kAttnStreamStages) * program::attn_stream_stage_elems(hd);
-  attn_stream_smem<KP, 8, program::kAttnStreamStages, true>(P, R.pages, task, t.b0 + s, kvh, p0, p1, qs + s * g * hd, g,
-                                                            wo + warp * g * (hd + 2), nullptr,
-                                                            reinterpret_cast<uint16_t*>(prep) + warp * kWarpStaging,
+  attn_stream_smem<KP, 8, program::kAttnStreamStages, true>(P, R.pages, task, t.b0 + s, kvh, p0, p1, G.qs + s * g * hd,
+                                                            g, wo + warp * g * (hd + 2), nullptr,
+                                                            reinterpret_cast<uint16_t*>(G.pos) + warp * kWarpStaging,
                                                             warp % WS, WS);
   if (P.trace && threadIdx.x == 0) R.t_first = dev::globaltimer_ns();  // trace: positions done
   csync();
@@ -806,9 +859,10 @@ __device__ __forceinline__ void attention_group(const DevProgram& P, const TaskD
 __device__ __noinline__ void attention_group_any(const DevProgram& P, const TaskDesc& t, int32_t task, float* smem,
                                                  RingView& R) {
   const int hd = P.h.head_dim;
-  if (hd == 64) attention_group<2>(P, t, task, smem, R);
-  else if (hd == 128) attention_group<4>(P, t, task, smem, R);
-  else if (hd == 32) attention_group<1>(P, t, task, smem, R);
+  const bool pre_done = P.work_bytes > 0;  // pre_wait ran attention_group_pre (the persistent kernel)
+  if (hd == 64) attention_group<2>(P, t, task, smem, R, pre_done);
+  else if (hd == 128) attention_group<4>(P, t, task, smem, R, pre_done);
+  else if (hd == 32) attention_group<1>(P, t, task, smem, R, pre_done);
   else if (threadIdx.x == 0) dev_fail(P, kErrHeadDim, task, hd);
 }
 
@@ -901,7 +955,9 @@ struct DeviceOp<ops::Attention> {
   /// Work that does not depend on this step's producers: the K/V rows of
   /// earlier positions into shared memory.
   static __device__ __forceinline__ void pre_wait(const DevProgram& P, const TaskDesc& t, float* work, const RingView& R) {
-    if (idle_lane(P, t)) return;  // (attn_prefetch returns at once for a task of several sequences)
+    if constexpr (kMm)
+      if (t.b1 - t.b0 > 1) return attention_group_pre(P, t, work, R);
+    if (idle_lane(P, t)) return;
     attn_prefetch(P, t, work, R);
   }
   /// A prefill lane that is done (its positions are in the cache) appends and

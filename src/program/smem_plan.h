@@ -52,12 +52,15 @@ constexpr int64_t attn_stream_buf_end(int64_t hd, int64_t g) {
 }
 /// An Attention task over several sequences (TargetDesc::attn_seqs; the CUDA
 /// kernel's attention_group) keeps, until its warps start streaming, the
-/// sequences' positions (8 x int64), q ([S][g][hd] fp32) and the raw q, k, v
-/// rows ([S][g + 2][hd] bf16) in the staging buffer (attn_stream_buf_offset),
-/// which the streaming loop fills only after every warp has read its q.
+/// sequences' positions and the pages they append to (8 x int64 each), the q
+/// and k head norms' weights ([2][hd] fp32), the RoPE (cos, sin) of each
+/// sequence's position ([S][hd / 2] float2), q ([S][g][hd] fp32) and the raw
+/// q, k, v rows ([S][g + 2][hd] bf16) in the staging buffer
+/// (attn_stream_buf_offset), which the streaming loop fills only after every
+/// warp has read its q.
 inline constexpr int kAttnMaxSeqs = 8;
 constexpr int64_t attn_group_bytes(int64_t hd, int64_t g, int64_t seqs) {
-  return 64 + seqs * g * hd * 4 + seqs * (g + 2) * hd * 2;
+  return 128 + 2 * hd * 4 + seqs * (hd / 2) * 8 + seqs * g * hd * 4 + seqs * (g + 2) * hd * 2;
 }
 static_assert(attn_group_bytes(32, 8, kAttnMaxSeqs) <= kKernelWarps * kAttnStreamStages * attn_stream_stage_elems(32) * 2 &&
               attn_group_bytes(64, 8, kAttnMaxSeqs) <= kKernelWarps * kAttnStreamStages * attn_stream_stage_elems(64) * 2 &&
