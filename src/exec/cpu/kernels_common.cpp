@@ -10,33 +10,52 @@
 
 namespace keel::exec::cpu {
 
-// fp32 dot of weight row (any dtype) with an fp32 vector.
 float dot_row(const uint8_t* w, DType dt, int64_t row, int64_t cols, int64_t k0, int64_t k1, const float* v) {
-  float acc = 0;
+  const int64_t base = row * cols + k0, n = k1 - k0;
   switch (dt) {
     case DType::F32: {
-      const float* r = reinterpret_cast<const float*>(w) + row * cols;
-      for (int64_t k = k0; k < k1; ++k) acc += r[k] * v[k];
-      break;
+      const float* r = reinterpret_cast<const float*>(w) + base;
+      return dot_fixed([r](int64_t k) { return r[k]; }, v + k0, n);
     }
     case DType::BF16: {
-      const uint16_t* r = reinterpret_cast<const uint16_t*>(w) + row * cols;
-      for (int64_t k = k0; k < k1; ++k) acc += bf16_to_f32(r[k]) * v[k];
-      break;
+      const uint16_t* r = reinterpret_cast<const uint16_t*>(w) + base;
+      return dot_fixed([r](int64_t k) { return bf16_to_f32(r[k]); }, v + k0, n);
     }
     case DType::F16: {
-      const uint16_t* r = reinterpret_cast<const uint16_t*>(w) + row * cols;
-      for (int64_t k = k0; k < k1; ++k) acc += f16_to_f32(r[k]) * v[k];
-      break;
+      const uint16_t* r = reinterpret_cast<const uint16_t*>(w) + base;
+      return dot_fixed([r](int64_t k) { return f16_to_f32(r[k]); }, v + k0, n);
     }
   }
-  return acc;
+  return 0;
+}
+
+WeightRows::WeightRows(const TaskContext& c, int32_t buf, int64_t cols)
+    : w_(c.ptr[size_t(buf)]), dt_(c.dtype[size_t(buf)]), cols_(cols) {}
+
+void WeightRows::dots(int64_t r, int64_t k0, int64_t k1, const float* in, int64_t stride, int nb, float* y) {
+  if (nb == 1) {  // one token: straight from the weights
+    y[0] = dot_row(w_, dt_, r, cols_, k0, k1, in);
+    return;
+  }
+  const int64_t n = k1 - k0;
+  const float* row = nullptr;
+  if (dt_ == DType::F32) {
+    row = reinterpret_cast<const float*>(w_) + r * cols_ + k0;
+  } else {  // converted once for all nb tokens (exact, so the dots equal dot_row's)
+    row_.resize(size_t(n));
+    const uint16_t* h = reinterpret_cast<const uint16_t*>(w_) + r * cols_ + k0;
+    if (dt_ == DType::BF16)
+      for (int64_t k = 0; k < n; ++k) row_[size_t(k)] = bf16_to_f32(h[k]);
+    else
+      for (int64_t k = 0; k < n; ++k) row_[size_t(k)] = f16_to_f32(h[k]);
+    row = row_.data();
+  }
+  for (int i = 0; i < nb; ++i) y[i] = dot_fixed([row](int64_t k) { return row[k]; }, in + i * stride + k0, n);
 }
 
 // n = bf16(x * rsqrt(mean(x^2) + eps) * w), the normed input every norm-matvec recomputes.
 void rms_norm_bf16(const TaskContext& c, const float* x, int32_t w_buf, int64_t n, float* out) {
-  float ss = 0;
-  for (int64_t i = 0; i < n; ++i) ss += x[i] * x[i];
+  const float ss = dot_fixed([x](int64_t i) { return x[i]; }, x, n);
   const float inv = 1.0f / std::sqrt(ss / float(n) + c.p->h.rms_eps);
   for (int64_t i = 0; i < n; ++i) out[i] = round_bf16(x[i] * inv * load(c, w_buf, size_t(i)));
 }
@@ -110,8 +129,7 @@ std::pair<float, float> attend(const TaskContext& c, int32_t k_cache, int32_t v_
   float m = -INFINITY;
   for (int64_t pp = p0; pp < p1; ++pp) {
     const uint16_t* k = kv_slot(c, k_cache, b, kvh, pp);
-    float d = 0;
-    for (int64_t i = 0; i < hd; ++i) d += q[i] * bf16_to_f32(k[i]);
+    const float d = dot_fixed([k](int64_t i) { return bf16_to_f32(k[i]); }, q, hd);
     s[pp - p0] = d * h.attn_scale;
     m = std::max(m, s[pp - p0]);
   }

@@ -1,10 +1,15 @@
 // Helpers the CPU twins of the opcodes (src/ops/<op>_cpu.cpp) share: the
 // matvec inner product per weight dtype, the normed input of a norm-matvec, the
-// q/k head epilogue and the KV-cache slot. Plain loops: the CPU executor is the
-// oracle, not the fast path.
+// q/k head epilogue and the KV-cache slot. Plain loops, kept fast by their
+// shape rather than by flags: every dot product adds in one fixed order
+// (dot_fixed: kDotLanes partial sums, then a fixed tree), which GCC vectorizes
+// at -O2/-O3 without fast-math, and a multi-token task reads each weight row
+// once for all its tokens (WeightRows). A value never depends on the thread
+// schedule or on which other tokens share its task.
 #pragma once
 
 #include <utility>
+#include <vector>
 
 #include <cstdint>
 
@@ -12,8 +17,50 @@
 
 namespace keel::exec::cpu {
 
-/// fp32 dot of weight row `row` (stored as dt, `cols` per row) over columns [k0, k1) with v.
+/// Partial sums of dot_fixed: 16 floats are four SSE registers, enough
+/// independent additions to hide the add latency on any x86-64.
+inline constexpr int kDotLanes = 16;
+
+/// The fixed-order fp32 dot of w(0..n) with v[0..n): partial sum j adds
+/// w(i) * v[i] for i = j, j + kDotLanes, ... in turn, then the partials are
+/// added pairwise (j + 8 into j, then + 4, + 2, + 1). No fast-math needed to
+/// vectorize it, and its value is a function of the inputs alone. `w` maps an
+/// index to the fp32 weight (a load and an exact conversion).
+template <class W>
+inline float dot_fixed(W w, const float* v, int64_t n) {
+  float acc[kDotLanes] = {};
+  int64_t i = 0;
+  for (; i + kDotLanes <= n; i += kDotLanes)
+#pragma GCC unroll 16  // = kDotLanes: the partials stay in registers at -O2 too
+    for (int j = 0; j < kDotLanes; ++j) acc[j] += w(i + j) * v[i + j];
+  for (int j = 0; i + j < n; ++j) acc[j] += w(i + j) * v[i + j];
+#pragma GCC unroll 4
+  for (int s = kDotLanes / 2; s > 0; s /= 2)
+#pragma GCC unroll 8
+    for (int j = 0; j < s; ++j) acc[j] += acc[j + s];
+  return acc[0];
+}
+
+/// fp32 dot of weight row `row` (stored as dt, `cols` per row) over columns
+/// [k0, k1) with v[k0, k1), in dot_fixed's order counted from k0.
 float dot_row(const uint8_t* w, DType dt, int64_t row, int64_t cols, int64_t k0, int64_t k1, const float* v);
+
+/// A weight buffer's rows as the matvec twins read them: dots(r, ...) takes
+/// row r against all of a task's token inputs at once, reading (and
+/// converting to fp32) the row once instead of once per token. Each token's
+/// dot is exactly dot_row's, whatever the number of tokens.
+class WeightRows {
+ public:
+  WeightRows(const TaskContext& c, int32_t buf, int64_t cols);
+  /// y[i] = dot_row(row r over [k0, k1), in + i * stride) for i in [0, nb).
+  void dots(int64_t r, int64_t k0, int64_t k1, const float* in, int64_t stride, int nb, float* y);
+
+ private:
+  const uint8_t* w_;
+  DType dt_;
+  int64_t cols_;
+  std::vector<float> row_;  // row r's [k0, k1) in fp32 (BF16, F16 weights)
+};
 
 /// Element i of buffer `buf` as fp32.
 inline float load(const TaskContext& c, int32_t buf, size_t i) {
