@@ -29,7 +29,7 @@ const std::vector<BackendEntry>& backend_registry() {
                    o.shuffle_seed = c.shuffle_seed >= 0 ? uint64_t(c.shuffle_seed) : 0;
                    o.max_context = c.max_context;
                    o.batch = c.batch;
-                   o.prefill_chunk = std::max(c.prefill_chunk, 0);
+                   if (c.prefill_chunk >= 0) o.prefill_chunk = c.prefill_chunk;
                    o.mixed_prefill = c.mixed_prefill;
                    o.prefix_reuse = c.prefix_reuse;
                    o.small_batches = c.small_batches;

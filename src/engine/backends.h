@@ -26,7 +26,7 @@ struct BackendConfig {
   int batch = 1;               // cpu, cuda: sequences per launch (Backend::max_batch)
   /// cpu, cuda: prompt positions per prefill step (a prefill Program of this
   /// many lanes, exec/common/prefill.h); 0: off; -1: the backend's default
-  /// (cuda: kDefaultPrefillChunk, cpu: off).
+  /// (Cuda/CpuBackendOptions::kDefaultPrefillChunk: 64, 16).
   int prefill_chunk = -1;
   /// cpu, cuda with batch > 1: prompt positions per step when a prompt is
   /// prefilled beside decoding sequences (a mixed Program); -1: the

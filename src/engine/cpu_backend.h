@@ -23,8 +23,15 @@ struct CpuBackendOptions {
   uint64_t shuffle_seed = 0;
   int batch = 1;              // sequences per launch (the compiled Program's batch)
   /// > 1: prompts of more than exec::kMinPrefillPositions tokens run through a
-  /// prefill Program of this many lanes first (exec/common/prefill.h).
-  int prefill_chunk = 0;
+  /// prefill Program of this many lanes first (exec/common/prefill.h); 0 or
+  /// 1: prompts decode one position a step. The default suits short and
+  /// long prompts alike (SmolLM2-135M, 2-core x86-64, docs/log/results.md):
+  /// 40 / 120 / 400 prompt tokens in 0.32 / 0.82 / 2.85 s at 16 lanes, 0.38 /
+  /// 0.78 / 2.83 at 32, 0.40 / 0.77 / 3.0 at 64, 0.55 / 1.55 / 5.8 one a step
+  /// (a step's lanes read each weight row once; a shorter chunk computes
+  /// fewer idle lanes in a prompt's last step).
+  int prefill_chunk = kDefaultPrefillChunk;
+  static constexpr int kDefaultPrefillChunk = 16;
   /// With a prefill Program and batch > 1: prompt positions per step when a
   /// prompt is prefilled beside sequences that decode (a mixed Program of
   /// `batch` decode lanes and this many prefill lanes: engine/paged_launch.h);

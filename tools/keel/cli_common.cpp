@@ -65,13 +65,13 @@ void add_backend_flags(CLI::App& cmd, BackendOptions& o) {
   cmd.add_option("--prefill-chunk", o.prefill_chunk,
                  "cpu, cuda: prompt positions per prefill step: a prompt of more than 16 tokens runs through a "
                  "Program of this many lanes (tensor-core tiles, each weight streamed once a step), then decodes "
-                 "from its last token; 0 = every position a decode step (default: cuda 64, cpu 0)")
+                 "from its last token; 0 = every position a decode step (default: cuda 64, cpu 16)")
       ->check(CLI::Range(0, 4096));
   cmd.add_option("--mixed-prefill", o.mixed_prefill,
                  "cpu, cuda with --batch > 1: prompt positions per step when a prompt is prefilled while other "
                  "sequences decode (one step carries their tokens and this many prompt positions), so a joining "
                  "prompt does not stall them; 0 = they wait for its prefill (default: the prefill chunk less the "
-                 "batch, if that leaves a quarter of it: cuda batches up to 48; off without a prefill chunk)")
+                 "batch, if that leaves a quarter of it: cuda batches up to 48, cpu up to 12; off without a prefill chunk)")
       ->check(CLI::Range(0, 4096));
   cmd.add_option("--kv-tokens", o.kv_tokens,
                  "cpu, cuda: KV cache size in tokens, shared by the sequences of a launch: each takes the pages of "
