@@ -952,8 +952,10 @@ struct DeviceOp<ops::Attention> {
     const int g = h.n_heads / h.n_kv_heads;
     return (g <= 8 && (h.head_dim == 32 || h.head_dim == 64 || h.head_dim == 128)) || (g <= 4 && h.head_dim == 256);
   }
-  /// Work that does not depend on this step's producers: the K/V rows of
-  /// earlier positions into shared memory.
+  /// Work that does not depend on this step's producers: for a task of
+  /// several sequences (the batch kernels' attention_group) its prep
+  /// (attention_group_pre: positions, pages, head-norm weights, RoPE tables);
+  /// otherwise the K/V rows of earlier positions into shared memory.
   static __device__ __forceinline__ void pre_wait(const DevProgram& P, const TaskDesc& t, float* work, const RingView& R) {
     if constexpr (kMm)
       if (t.b1 - t.b0 > 1) return attention_group_pre(P, t, work, R);
