@@ -6,7 +6,9 @@ steps after the first of
             stage adds to the step's critical path),
   lat_us  = first task start after its wait - that previous end,
   busy_us = mean busy time of the stage's tasks,
-and one attention -> O-proj hand-off in detail. Works for decode and prefill
+one attention -> O-proj hand-off in detail, and that layer's attention tasks
+against its q/k/v projection's end (when each task's worker was free, when its
+waits were met, its busy time, its end). Works for decode and prefill
 launches alike (`keel bench --prompt-len P --trace X.json` also writes
 X.prefill.json).
 
@@ -49,3 +51,30 @@ a = sorted(e["ts"] + e["dur"] for e in ev if e["name"] in (f"attention L{lm}", f
 o = sorted(e["ts"] for e in ev if e["name"] == f"o_proj L{lm}" and e["args"]["step"] == s2)
 print(f"  step {s2} layer {lm}: last attention chunk ends (us before the last): {[round(a[-1] - x, 2) for x in a[-6:]]}")
 print(f"  first oproj starts after it: {[round(x - a[-1], 2) for x in o[:6]]}")
+# The attention tasks of that layer against the last q/k/v tile's end Q (us
+# after Q; negative: before it): when each task's worker was free (its wait
+# began), when its waits were met (the wait ended, it started), its busy time
+# and its end; the median, 90th percentile and worst task. A task that starts
+# late because its worker was busy shows "free" late; one held by its q/k/v
+# tiles shows "met" after "free".
+q_end = max((e["ts"] + e["dur"] for e in ev if e["name"] == f"qkv L{lm}" and e["args"]["step"] == s2), default=None)
+if q_end is not None:
+    wait_of = {}
+    for e in ev:
+        if e["name"] == "wait":
+            wait_of[(e["tid"], round(e["ts"] + e["dur"], 3))] = e["ts"]
+    rows = []
+    for e in ev:
+        if e["name"] == f"attention L{lm}" and e["args"]["step"] == s2:
+            free = wait_of.get((e["tid"], round(e["ts"], 3)), e["ts"])
+            rows.append((free - q_end, e["ts"] - q_end, e["dur"], e["ts"] + e["dur"] - q_end))
+    if rows:
+        def pct(i, p):
+            v = sorted(r[i] for r in rows)
+            return v[min(len(v) - 1, int(p * len(v)))]
+        print(f"  attention tasks of step {s2} layer {lm} ({len(rows)}), us after the last qkv tile's end: "
+              "free / met / busy / end")
+        for name, p in (("p50", 0.5), ("p90", 0.9), ("max", 1.0)):
+            print(f"    {name}: {pct(0, p):7.2f} {pct(1, p):7.2f} {pct(2, p):7.2f} {pct(3, p):7.2f}")
+        last = max(rows, key=lambda r: r[3])
+        print(f"    last to end: {last[0]:7.2f} {last[1]:7.2f} {last[2]:7.2f} {last[3]:7.2f}")
