@@ -20,7 +20,7 @@ st = collections.defaultdict(lambda: [1e18, 0.0, 0.0, 0, 1e18])  # min start, ma
 waits = {}
 for e in ev:
     if e["name"] == "wait":
-        waits[(e["tid"], e["ts"] + e["dur"])] = e["dur"]; continue
+        waits[(e["tid"], round(e["ts"] + e["dur"], 3))] = e["dur"]; continue  # by (CTA, the task's start)
     parts = e["name"].split()
     op = parts[0]
     k = (e["args"]["step"], int(parts[1][1:]) if len(parts) > 1 else 999, op)
@@ -59,14 +59,10 @@ print(f"  first oproj starts after it: {[round(x - a[-1], 2) for x in o[:6]]}")
 # tiles shows "met" after "free".
 q_end = max((e["ts"] + e["dur"] for e in ev if e["name"] == f"qkv L{lm}" and e["args"]["step"] == s2), default=None)
 if q_end is not None:
-    wait_of = {}
-    for e in ev:
-        if e["name"] == "wait":
-            wait_of[(e["tid"], round(e["ts"] + e["dur"], 3))] = e["ts"]
     rows = []
     for e in ev:
         if e["name"] == f"attention L{lm}" and e["args"]["step"] == s2:
-            free = wait_of.get((e["tid"], round(e["ts"], 3)), e["ts"])
+            free = e["ts"] - waits.get((e["tid"], round(e["ts"], 3)), 0.0)
             rows.append((free - q_end, e["ts"] - q_end, e["dur"], e["ts"] + e["dur"] - q_end))
     if rows:
         def pct(i, p):
