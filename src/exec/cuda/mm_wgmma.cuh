@@ -269,21 +269,41 @@ __device__ __forceinline__ void mm_rows_wg(const DevProgram& P, const Tile& T, R
   MmInputs in([&](int chunk, int buf) { mm_fill_swizzled(M, F, chunk, kc, tp, bufs + size_t(buf) * buf_elems); }, nk,
               na, nst);
   in.prime();
+#if KEEL_DIAG_MM
+  // Diagnostic builds only (KEEL_DIAG_MM defined before the variant includes
+  // program_kernel.cu): thread 0 sums over the task's stages the time waiting
+  // for the input chunk (and the barrier), for the weights, and in the wgmma
+  // (issue to done); the trace's prep_us / stage_us / stream_us carry them and
+  // after_us the rest (setup, epilogues, releases). docs/log/results.md, 2026-12-07.
+  uint64_t dg_t = 0, dg_b = 0, dg_w = 0, dg_m = 0;
+#endif
 #pragma unroll 1
   for (int s = 0; s < nst; ++s) {
+#if KEEL_DIAG_MM
+    if (P.trace && threadIdx.x == 0) dg_t = dev::globaltimer_ns();
+#endif
     in.wait();
     fence_proxy_async_smem();  // chunk s, as this thread copied it, visible to wgmma
     csync();  // chunk s landed for every thread; every warpgroup is done with chunk s - 1's buffer
     in.refill(s);
     const char* stage = G.at(G.slot);
+#if KEEL_DIAG_MM
+    uint64_t dg_1 = 0;
+    if (P.trace && threadIdx.x == 0) dg_1 = dev::globaltimer_ns(), dg_b += dg_1 - dg_t;
+#else
     if (P.trace && threadIdx.x == 0 && s == 0) R.t_prep = R.t_first = dev::globaltimer_ns();
+#endif
     const bool landed = dev::mbar_test_wait(G.full + G.slot, G.phase) || ring_wait_phase(P, R, G.slot, G.phase);
     if (__any_sync(0xffffffffu, !landed)) {  // a warp-uniform exit: the wgmma below stay on a uniform path
       R.seq = G.seq0 + uint32_t(s);
       asm volatile("cp.async.wait_all;" ::: "memory");
       return;  // aborting: the kernel leaves after this task
     }
+#if KEEL_DIAG_MM
+    if (P.trace && threadIdx.x == 0) dg_t = dev::globaltimer_ns(), dg_w += dg_t - dg_1;
+#else
     if (P.trace && threadIdx.x == 0 && s + 1 == nst) R.t_last = dev::globaltimer_ns();
+#endif
     const uint32_t a = dev::smem_addr(stage) + a_wg;
     const uint32_t b = dev::smem_addr(bufs + size_t(use_buf) * buf_elems) + uint32_t(g0 * 8) * 128u;
     if (++use_buf == na) use_buf = 0;
@@ -302,6 +322,9 @@ __device__ __forceinline__ void mm_rows_wg(const DevProgram& P, const Tile& T, R
       case 11: wg_stage<8, false>(d, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
       default: break;
     }
+#if KEEL_DIAG_MM
+    if (P.trace && threadIdx.x == 0) dg_m += dev::globaltimer_ns() - dg_t;
+#endif
     const int used = G.slot;
     const bool keep = stage_out && c + 1 == nk;  // the block's last stage: its slot stages the output
     if (!keep) {
@@ -354,6 +377,13 @@ __device__ __forceinline__ void mm_rows_wg(const DevProgram& P, const Tile& T, R
     ++rb;
   }
   R.seq = G.seq0 + uint32_t(nst);
+#if KEEL_DIAG_MM
+  if (P.trace && threadIdx.x == 0) {
+    R.t_prep = R.dg_waited + dg_b;
+    R.t_first = R.t_prep + dg_w;
+    R.t_last = R.t_first + dg_m;
+  }
+#endif
   csync();
 }
 

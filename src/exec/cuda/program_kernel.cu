@@ -443,6 +443,9 @@ __device__ __forceinline__ void compute(const DevProgram& P, SmemStatic& S, char
       if (S.go != 1) return;
       const uint32_t entry = uint32_t(step) * (i1 - i0) + (i - i0) + 1;
       R.entry = entry;
+#if KEEL_DIAG_MM
+      if (tid == 0) R.dg_waited = t_waited;
+#endif
       if (tid == 0) S.started = entry;
       MmCall mm;
       if constexpr (kMm && KEEL_ATTN_STREAM != 0) R.mm = &mm;

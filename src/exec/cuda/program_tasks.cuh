@@ -239,6 +239,9 @@ struct RingView {
   uint64_t timeout_ns;
   const Tile* tile;  // the current task's tile (shared memory), or null: compute it
   uint64_t t_prep = 0, t_first = 0, t_last = 0;  // trace (thread 0): input ready, first / last stage landed
+#if KEEL_DIAG_MM
+  uint64_t dg_waited = 0;  // diagnostic builds: the task's wait end (mm_wgmma.cuh)
+#endif
   // The CTA's copies (shared memory) of the first kPosCache sequences' positions,
   // taken at the step start, and of the page table (fixed for a launch) when it
   // has at most kPageCache entries; null: read global memory.
