@@ -96,6 +96,11 @@ struct Target {
   /// fewest, a power of two, that leave one round of tasks over the workers:
   /// batch 32 on 132 workers and 8 kv heads 2, batch 64 4), or 1, 2, 4, 8.
   int batch_attn_seqs = 0;
+  /// q rows (lanes x the group's q heads) of one KvAppend / PrefillAttention
+  /// task of a prefill Program at most, at least one lane (0:
+  /// program::kPrefillAttnRows, 32; fewer: more, shorter tasks, each reading
+  /// its kv head's cache once). The GPU presets: 16.
+  int prefill_attn_rows = 0;
   bool l2_evict_first = true;  // weight copies carry an L2 evict-first hint
   /// The matmul tiles' tensor-core instructions (program::MmEngine): Hopper's
   /// warpgroup MMA reading both operands from shared memory, or mma.sync with

@@ -156,6 +156,47 @@ INSTANTIATE_TEST_SUITE_P(All, Prefill_, ::testing::ValuesIn(testing::golden_fixt
                            return m;
                          });
 
+// Target::prefill_attn_rows: kv_append / prefill_attention tasks of fewer
+// lanes (3 here, an odd block and a short last one) than the default's; each
+// lane attends alone in either, so every layer's K/V (which the layers before
+// it attended to produce) are the default Program's to the bit.
+TEST(Prefill, SmallerAttentionBlocksGiveTheSameKv) {
+  const auto& f = fixture(testing::golden_fixture_names().front());
+  Sequence s;
+  s.prompt = f.golden.prompts[0].ids;
+  s.prompt.insert(s.prompt.end(), f.golden.prompts[0].greedy.begin(), f.golden.prompts[0].greedy.end());
+  s.max_new = 1;
+  const int64_t n = int64_t(s.prompt.size()) - 1;
+  ASSERT_GE(n, 8);
+  const int T = 17;
+  const program::Program base = compile_for(f.model, 3, T);
+  compiler::CompileOptions o;
+  o.workers = 3;
+  o.prefill_chunk = T;
+  o.max_context = int(std::min<int64_t>(128, f.model.config.max_position));
+  o.page_size = 16;
+  const int g = int(f.model.config.n_heads / f.model.config.n_kv_heads);
+  o.target.prefill_attn_rows = 3 * g;  // 3 lanes
+  const program::Program small = compiler::compile(f.model.config, o);
+  program::check_or_throw(small, 3);
+  auto widest = [](const program::Program& p, program::Opcode oc) {
+    int32_t w = 0, n_tasks = 0;
+    for (const program::TaskDesc& t : p.tasks)
+      if (program::Opcode(t.opcode) == oc) w = std::max(w, t.b1 - t.b0), ++n_tasks;
+    return std::pair{w, n_tasks};
+  };
+  const auto [w_small, n_small] = widest(small, program::Opcode::PrefillAttention);
+  const auto [w_base, n_base] = widest(base, program::Opcode::PrefillAttention);
+  EXPECT_EQ(w_small, 3);
+  EXPECT_GT(w_base, 3);
+  EXPECT_GT(n_small, n_base);
+  EXPECT_EQ(widest(small, program::Opcode::KvAppend).first, 3);
+  CpuExecutor a(base, f.model), b(small, f.model);
+  a.run({s}, shuffled(1));
+  b.run({s}, shuffled(2));
+  EXPECT_EQ(worst_kv_err(a, b, n), 0.0);
+}
+
 TEST(Prefill, BadRequestsAreErrors) {
   const auto& f = fixture("stories260K");
   program::Program pp = compile_for(f.model, 3, 4);

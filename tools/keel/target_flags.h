@@ -19,6 +19,7 @@ struct TargetFlags {
   std::string mm_engine;  // "wgmma" or "mma"; empty: the target's
   int mm_cols = -1;       // Target::batch_wide_mm_cols (-1: the target's)
   int attn_seqs = -1;     // Target::batch_attn_seqs (-1: the target's)
+  int prefill_attn_rows = -1;  // Target::prefill_attn_rows (-1: the target's)
   int o_split_k = 0, down_split_k = 0, attn_chunks = 0;  // 0: the target's, else the compiler's
   int attn_min_chunk = -1;  // CompileOptions::attn_min_chunk (-1: the compiler's)
   int row_align = 0;        // CompileOptions::row_align (0: the target's)
