@@ -51,8 +51,9 @@ Target gpu_preset(const char* name) {
   t.batch_row_align = 64;
   // Prefill attention in tasks of 16 q rows (4 lanes at 4 q heads a kv head):
   // 128 tasks a layer of a 64-lane step on 8 kv heads instead of 64 on 132
-  // workers (H100, 2000-token prefill, against 32 rows: Qwen3-8B 413.2 ->
-  // 402.5 ms, Llama-3.2-1B 99.2 -> 97.0; 8 rows: 510.7 / 123.2).
+  // workers (H100, 2000-token prefill, against 32 rows, two rounds: Qwen3-8B
+  // 381.0 / 381.6 -> 370.7 / 370.8 ms, Llama-3.2-1B 95.3 / 93.8 -> 91.6 /
+  // 91.7; 8 rows was worse: Qwen3-8B 510.7 against 412-414 in its call).
   t.prefill_attn_rows = 16;
   return t;
 }
