@@ -397,14 +397,25 @@ __device__ __noinline__ void mm_argmax(const DevProgram& P, const MatvecJob& J, 
   csync();
 }
 
-/// A matmul tile the kernel runs itself after the task's body (mm_defer).
-struct MmCall {
-  bool pending = false;
+/// The operands of a deferred matmul tile (mm_defer), in the kernel's static
+/// shared memory (SmemStatic::mm_args), written by thread 0. They used to live
+/// in each thread's local memory, where the stage loop's input copies and the
+/// epilogue reloaded them: with ~28 KiB of L1 beside 227 KiB of shared memory
+/// those loads went to L2, a round trip before each stage's first copy
+/// (docs/log/results.md, 2026-12-07).
+struct MmTileArgs {
   Tile T;
   MatvecJob J;
   MmJob M;
-  float* part = nullptr;  // LmHead: the argmax partials (mm_argmax after the tile), or null
-  int64_t part_stride = 0;
+  float* part;  // LmHead: the argmax partials (mm_argmax after the tile), or null
+  int64_t part_stride;
+};
+
+/// A matmul tile the kernel runs itself after the task's body (mm_defer):
+/// whether one is pending (every compute thread's own flag) and its operands.
+struct MmCall {
+  bool pending = false;
+  MmTileArgs* args = nullptr;  // shared memory
 };
 
 /// The matmul tile of a task body (QkvProj, GateUp, MatvecResidual, LmHead
@@ -419,12 +430,15 @@ __device__ __forceinline__ bool mm_defer(const DevProgram& P, const Tile& T, Rin
   if (R.mm && P.h.target.mm_engine == program::kMmEngineWgmma &&
       ((dev::smem_addr(work) + kMmRedBytes) & (program::kMmStageAlign - 1)) == 0) {
     MmCall& C = *R.mm;
+    if (threadIdx.x == 0) {  // the same values in every thread; mm_run_deferred's barrier publishes them
+      MmTileArgs& A = *C.args;
+      A.T = T;
+      A.J = J;
+      A.M = M;
+      A.part = part;
+      A.part_stride = part_stride;
+    }
     C.pending = true;
-    C.T = T;
-    C.J = J;
-    C.M = M;
-    C.part = part;
-    C.part_stride = part_stride;
     return true;
   }
   mm_rows(P, T, R, J, M, work);
@@ -435,8 +449,10 @@ __device__ __forceinline__ bool mm_defer(const DevProgram& P, const Tile& T, Rin
 __device__ __forceinline__ void mm_run_deferred(const DevProgram& P, RingView& R, MmCall& C, float* work) {
   if (!C.pending) return;
   C.pending = false;
-  mm_rows_wg(P, C.T, R, C.J, C.M, work);
-  if (C.part) mm_argmax(P, C.J, C.M, C.part, C.part_stride);
+  csync();  // thread 0's MmTileArgs visible to every compute thread
+  const MmTileArgs& A = *C.args;
+  mm_rows_wg(P, A.T, R, A.J, A.M, work);
+  if (A.part) mm_argmax(P, A.J, A.M, A.part, A.part_stride);
 }
 
 }  // namespace KEEL_DEVICE_NS

@@ -268,6 +268,9 @@ __device__ __forceinline__ void mm_rows_wg(const DevProgram& P, const Tile& T, R
   MmRingPos G(R);
   MmInputs in([&](int chunk, int buf) { mm_fill_swizzled(M, F, chunk, kc, tp, bufs + size_t(buf) * buf_elems); }, nk,
               na, nst);
+#if !KEEL_DIAG_MM
+  if (P.trace && threadIdx.x == 0) R.t_prep = dev::globaltimer_ns();  // the stage loop's start: setup done
+#endif
   in.prime();
 #if KEEL_DIAG_MM
   // Diagnostic builds only (KEEL_DIAG_MM defined before the variant includes
@@ -290,8 +293,6 @@ __device__ __forceinline__ void mm_rows_wg(const DevProgram& P, const Tile& T, R
 #if KEEL_DIAG_MM
     uint64_t dg_1 = 0;
     if (P.trace && threadIdx.x == 0) dg_1 = dev::globaltimer_ns(), dg_b += dg_1 - dg_t;
-#else
-    if (P.trace && threadIdx.x == 0 && s == 0) R.t_prep = R.t_first = dev::globaltimer_ns();
 #endif
     const bool landed = dev::mbar_test_wait(G.full + G.slot, G.phase) || ring_wait_phase(P, R, G.slot, G.phase);
     if (__any_sync(0xffffffffu, !landed)) {  // a warp-uniform exit: the wgmma below stay on a uniform path
@@ -302,7 +303,10 @@ __device__ __forceinline__ void mm_rows_wg(const DevProgram& P, const Tile& T, R
 #if KEEL_DIAG_MM
     if (P.trace && threadIdx.x == 0) dg_t = dev::globaltimer_ns(), dg_w += dg_t - dg_1;
 #else
-    if (P.trace && threadIdx.x == 0 && s + 1 == nst) R.t_last = dev::globaltimer_ns();
+    if (P.trace && threadIdx.x == 0) {
+      if (s == 0) R.t_first = dev::globaltimer_ns();  // the first stage's input chunk and weights in
+      if (s + 1 == nst) R.t_last = dev::globaltimer_ns();
+    }
 #endif
     const uint32_t a = dev::smem_addr(stage) + a_wg;
     const uint32_t b = dev::smem_addr(bufs + size_t(use_buf) * buf_elems) + uint32_t(g0 * 8) * 128u;

@@ -66,7 +66,8 @@ void write_trace(const program::Program& p, const prog::DevProgram& P, const std
         first = false;
       };
       if (e[2] > e[1]) ev("wait", e[1], e[2], "");
-      // prep_us: wait end -> input vector ready; stage_us: -> first ring stage landed;
+      // prep_us: wait end -> input vector ready (wgmma matmul tiles: their stage loop's
+      // start); stage_us: -> first ring stage landed (wgmma: with its first input chunk);
       // tail_us: the task's code returned -> barrier, signals and this record done
       std::string extra = e[3] ? cat(",\"prep_us\":", us(e[2], e[3]), ",\"stage_us\":", us(e[3], e[4])) : "";
       extra += cat(",\"tail_us\":", us(e[6], e[5]));

@@ -39,6 +39,7 @@
 // registers while the current task runs, so no L2 round trip for them sits
 // between two tasks.
 #include <algorithm>
+#include <type_traits>
 
 #include "exec/cuda/cuda_check.h"
 #ifndef KEEL_KERNEL_VARIANT
@@ -86,7 +87,13 @@ struct alignas(16) SmemStatic {
   uint32_t sig_seq;  // compute: hand-overs published so far
   int32_t pos[kPosCache];     // the first sequences' positions, read at each step's start
   int32_t pages[kPageCache];  // the page table when it fits (it is fixed for a launch)
+#if KEEL_MM && KEEL_ATTN_STREAM
+  // compute: the deferred matmul tile's operands (mm_defer; raw bytes: the
+  // struct's default member initializers are not allowed in __shared__ memory)
+  alignas(16) unsigned char mm_args[sizeof(MmTileArgs)];
+#endif
 };
+static_assert(std::is_trivially_copyable_v<MmTileArgs>);
 
 /// Compute warps, every thread: hands `task` (or -1: the signaller leaves) to the
 /// signaller once this warp's writes are issued.
@@ -448,7 +455,10 @@ __device__ __forceinline__ void compute(const DevProgram& P, SmemStatic& S, char
 #endif
       if (tid == 0) S.started = entry;
       MmCall mm;
-      if constexpr (kMm && KEEL_ATTN_STREAM != 0) R.mm = &mm;
+#if KEEL_MM && KEEL_ATTN_STREAM
+      mm.args = reinterpret_cast<MmTileArgs*>(S.mm_args);
+      R.mm = &mm;
+#endif
       run_task(P, t, int32_t(task), work, S.scratch, R);
       if constexpr (kMm && KEEL_ATTN_STREAM != 0) mm_run_deferred(P, R, mm, work);
       uint64_t t_ran = 0;
