@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <iterator>
 #include <map>
 
 namespace keel::program {
@@ -20,15 +21,29 @@ class IntervalMap {
   template <class Fn>
   void cover(uint64_t lo, uint64_t hi, Fn fn) {
     if (lo >= hi) return;
-    split_at(lo);
-    split_at(hi);
+    // One descent: the first segment starting after lo, then the one before
+    // it (which may hold lo, to split there); the rest is a walk.
+    auto it = m_.upper_bound(lo);
+    if (it != m_.begin()) {
+      auto prev = std::prev(it);
+      if (prev->first == lo) {
+        it = prev;
+      } else if (lo < prev->second.hi) {  // lo inside prev: split it there
+        Seg right = prev->second;
+        prev->second.hi = lo;
+        it = m_.emplace_hint(it, lo, std::move(right));
+      }
+    }
     uint64_t cur = lo;
-    auto it = m_.lower_bound(lo);
     while (cur < hi) {
-      if (it == m_.end() || it->first > cur) {
+      if (it == m_.end() || it->first > cur) {  // a gap: a fresh segment up to the next one or hi
         Seg s;
         s.hi = it == m_.end() ? hi : std::min(hi, it->first);
         it = m_.emplace_hint(it, cur, std::move(s));
+      } else if (hi < it->second.hi) {  // the last segment runs past hi: split it there
+        Seg right = it->second;
+        it->second.hi = hi;
+        m_.emplace_hint(std::next(it), hi, std::move(right));
       }
       fn(it->first, it->second);
       cur = it->second.hi;
@@ -38,16 +53,6 @@ class IntervalMap {
   void clear() { m_.clear(); }
 
  private:
-  void split_at(uint64_t at) {
-    auto it = m_.upper_bound(at);
-    if (it == m_.begin()) return;
-    --it;
-    if (it->first < at && at < it->second.hi) {
-      Seg right = it->second;
-      it->second.hi = at;
-      m_.emplace(at, std::move(right));
-    }
-  }
   std::map<uint64_t, Seg> m_;
 };
 
