@@ -8,10 +8,17 @@
 // both operands by TMA (128-byte swizzle) through an S-slot ring; warpgroup w
 // multiplies rows 64 w .. 64 w + 63 against all BN tokens (wgmma m64nBNk16,
 // four k-steps a stage), keeps one stage's wgmma in flight and frees the slot
-// of the one before (lane 0 of each warp arrives); the loader runs ahead into the next tile while the
-// compute warpgroups store the last one. Prints us, TFLOP/s and the error
-// against a plain fp32 GEMM (two shapes, 192 tokens each).
-//   nvcc -O3 -std=c++17 -arch=sm_90a gemm_tile.cu -o gt && ./gt
+// of the one before (lane 0 of each warp arrives); the loader runs ahead
+// into the next tile while the compute warpgroups store the last one.
+// Variants: BN 256 / 128, 3-6 slots, stores straight from the accumulators
+// or through shared memory, the inputs loaded by the loader or by compute
+// thread 0 (gemm()'s comment). Prints us, TFLOP/s and the error against a
+// plain fp32 GEMM (two shapes, 192 tokens each, every variant).
+//   nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a gemm_tile.cu -o gt && ./gt
+// H100 80GB HBM3, 2026-12-07 (docs/log/results.md): BN 256, 4 slots, stores
+// through shared memory: 744-789 TFLOP/s on Qwen3-8B's prefill matrices at
+// 2000 tokens, cuBLAS 754-796; the inputs loaded by compute thread 0 cost
+// nothing but on down_proj (-11%); 3 slots 5-18% slower than 4.
 // Compare: torch.nn.functional.linear on the same shapes (gemm_tile_peer.py).
 #include <cuda.h>
 #include <cuda_bf16.h>
@@ -91,17 +98,26 @@ struct Shape {
   int M, K, T;
 };
 
+// store: 0 none, 1 straight from the accumulators (2-byte stores), 2 through
+// a per-warp shared buffer (8-byte stores of 4 rows of one token).
+// b_by_compute: the loader warpgroup's thread loads only the weights; compute
+// thread 0 loads the inputs, each into a slot once all
+// eight compute warps released it (what the megakernel would do: its loader
+// never waits for a counter, the compute warps do). S ahead: a tile's
+// first S at its start, then stage k + S once the warps released stage k.
 template <int BN, int S>
 __global__ void __launch_bounds__(384, 1) gemm(const __grid_constant__ CUtensorMap mw, const __grid_constant__ CUtensorMap mx,
-                                               __nv_bfloat16* __restrict__ Y, Shape sh, int store) {
+                                               __nv_bfloat16* __restrict__ Y, Shape sh, int store, int b_by_compute) {
   extern __shared__ __align__(1024) unsigned char smem_raw[];
-  __shared__ uint64_t full[S], empty[S];
+  __shared__ uint64_t full[S], bfull[S], empty[S];
+  __shared__ __align__(16) __nv_bfloat16 ostage[8][8 * 16];  // per compute warp: 8 tokens x 16 rows
   unsigned char* sm = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
   constexpr int A_BYTES = BM * BK * 2, B_BYTES = BN * BK * 2, STAGE = A_BYTES + B_BYTES;
   const int tid = threadIdx.x, wg = tid / 128;
   if (tid == 0) {
     for (int s = 0; s < S; ++s) {
       mbar_init(&full[s], 1);
+      mbar_init(&bfull[s], 1);
       mbar_init(&empty[s], 8);  // lane 0 of each compute warp
     }
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
@@ -117,9 +133,9 @@ __global__ void __launch_bounds__(384, 1) gemm(const __grid_constant__ CUtensorM
         for (int kb = 0; kb < KB; ++kb, ++q) {
           const int s = q % S;
           if (q >= S) wait(&empty[s], ((q / S) - 1) & 1);
-          expect_tx(&full[s], STAGE);
+          expect_tx(&full[s], b_by_compute ? A_BYTES : STAGE);
           tma2d(sm + s * STAGE, &mw, kb * BK, m0, &full[s]);
-          tma2d(sm + s * STAGE + A_BYTES, &mx, kb * BK, n0, &full[s]);
+          if (!b_by_compute) tma2d(sm + s * STAGE + A_BYTES, &mx, kb * BK, n0, &full[s]);
         }
       }
     }
@@ -128,14 +144,24 @@ __global__ void __launch_bounds__(384, 1) gemm(const __grid_constant__ CUtensorM
   asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
   const int lane = tid % 32, warp = (tid % 128) / 32;
   uint32_t q = 0;
+  // Compute thread 0's input loads: stage number qb of the ring (tile t's k-block kb).
+  auto load_b = [&](uint32_t qb, int n0, int kb) {
+    const int s = qb % S;
+    if (qb >= S) wait(&empty[s], ((qb / S) - 1) & 1);
+    expect_tx(&bfull[s], B_BYTES);
+    tma2d(sm + s * STAGE + A_BYTES, &mx, kb * BK, n0, &bfull[s]);
+  };
   for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
     const int m0 = (t / NT) * BM, n0 = (t % NT) * BN;
+    if (b_by_compute && tid == 0)  // the tile's first S stages (once the last tile's warps released their slots)
+      for (int kb = 0; kb < S && kb < KB; ++kb) load_b(q + kb, n0, kb);
     float d[BN / 2];
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) d[i] = 0.f;
     for (int kb = 0; kb < KB; ++kb, ++q) {
       const int s = q % S;
       wait(&full[s], (q / S) & 1);
+      if (b_by_compute) wait(&bfull[s], (q / S) & 1);
       const uint32_t a = sa(sm + s * STAGE) + wg * 64 * 128, b = sa(sm + s * STAGE + A_BYTES);
       const uint64_t da = desc(a), db = desc(b);
       asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
@@ -144,11 +170,13 @@ __global__ void __launch_bounds__(384, 1) gemm(const __grid_constant__ CUtensorM
       asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
       asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory");
       if (kb > 0 && lane == 0) arrive(&empty[(q - 1) % S]);
+      if (b_by_compute && tid == 0 && kb > 0 && kb - 1 + S < KB) load_b(q - 1 + S, n0, kb - 1 + S);
     }
     asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
     if (lane == 0) arrive(&empty[(q - 1) % S]);
-    if (store) {
-      const int m = m0 + wg * 64 + warp * 16 + lane / 4;
+    const int mw0 = m0 + wg * 64 + warp * 16;  // this warp's 16 rows
+    if (store == 1) {
+      const int m = mw0 + lane / 4;
 #pragma unroll
       for (int j = 0; j < BN / 8; ++j) {
         const int n = n0 + 8 * j + 2 * (lane % 4);
@@ -160,6 +188,21 @@ __global__ void __launch_bounds__(384, 1) gemm(const __grid_constant__ CUtensorM
           Y[size_t(n + 1) * sh.M + m] = __float2bfloat16(d[4 * j + 1]);
           Y[size_t(n + 1) * sh.M + m + 8] = __float2bfloat16(d[4 * j + 3]);
         }
+      }
+    } else if (store == 2) {
+      __nv_bfloat16* o = ostage[(tid / 32) % 8];
+      const int g = lane / 4, tq = lane % 4, tok = lane / 4, r4 = (lane % 4) * 4;
+#pragma unroll
+      for (int j = 0; j < BN / 8; ++j) {
+        o[(2 * tq) * 16 + g] = __float2bfloat16(d[4 * j]);
+        o[(2 * tq + 1) * 16 + g] = __float2bfloat16(d[4 * j + 1]);
+        o[(2 * tq) * 16 + g + 8] = __float2bfloat16(d[4 * j + 2]);
+        o[(2 * tq + 1) * 16 + g + 8] = __float2bfloat16(d[4 * j + 3]);
+        __syncwarp();
+        const int n = n0 + 8 * j + tok;
+        const uint2 v = *reinterpret_cast<const uint2*>(o + tok * 16 + r4);
+        if (n < sh.T) *reinterpret_cast<uint2*>(Y + size_t(n) * sh.M + mw0 + r4) = v;
+        __syncwarp();
       }
     }
   }
@@ -204,17 +247,17 @@ static CUtensorMap map2d(const void* base, int rows, int cols, int box_rows) {
 
 template <int BN, int S>
 static float run(const Shape& sh, const __nv_bfloat16* W, const __nv_bfloat16* X, __nv_bfloat16* Y, int ctas, int store,
-                 int reps) {
+                 int reps, int bbc = 0) {
   const CUtensorMap mw = map2d(W, sh.M, sh.K, BM), mx = map2d(X, sh.T, sh.K, BN);
   const size_t smem = size_t(S) * (BM + BN) * BK * 2 + 1024;
   CK(cudaFuncSetAttribute(gemm<BN, S>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   cudaEvent_t e0, e1;
   CK(cudaEventCreate(&e0));
   CK(cudaEventCreate(&e1));
-  gemm<BN, S><<<ctas, 384, smem>>>(mw, mx, Y, sh, store);
+  gemm<BN, S><<<ctas, 384, smem>>>(mw, mx, Y, sh, store, bbc);
   CK(cudaDeviceSynchronize());
   CK(cudaEventRecord(e0));
-  for (int r = 0; r < reps; ++r) gemm<BN, S><<<ctas, 384, smem>>>(mw, mx, Y, sh, store);
+  for (int r = 0; r < reps; ++r) gemm<BN, S><<<ctas, 384, smem>>>(mw, mx, Y, sh, store, bbc);
   CK(cudaEventRecord(e1));
   CK(cudaEventSynchronize(e1));
   float ms = 0;
@@ -253,9 +296,17 @@ int main(int argc, char** argv) {
   for (int ci : {0, 4}) {
     const Shape sh = cases[size_t(ci)].sh;
     ref_gemm<<<dim3((sh.M + 255) / 256, 192), 256>>>(W, X, R, sh);
-    for (int v = 0; v < 2; ++v) {
+    const char* vname[5] = {"BN256 S4 direct", "BN128 S6 direct", "BN256 S4 staged", "BN256 S3 staged, inputs by compute",
+                            "BN256 S4 staged, inputs by compute"};
+    for (int v = 0; v < 5; ++v) {
       CK(cudaMemset(Y, 0, ymax * 2));
-      if (v == 0) run<256, 4>(sh, W, X, Y, sms, 1, 1); else run<128, 6>(sh, W, X, Y, sms, 1, 1);
+      switch (v) {
+        case 0: run<256, 4>(sh, W, X, Y, sms, 1, 1); break;
+        case 1: run<128, 6>(sh, W, X, Y, sms, 1, 1); break;
+        case 2: run<256, 4>(sh, W, X, Y, sms, 2, 1); break;
+        case 3: run<256, 3>(sh, W, X, Y, sms, 2, 1, 1); break;
+        default: run<256, 4>(sh, W, X, Y, sms, 2, 1, 1); break;
+      }
       std::vector<__nv_bfloat16> y(size_t(sh.T) * sh.M);
       std::vector<float> r(y.size());
       CK(cudaMemcpy(y.data(), Y, y.size() * 2, cudaMemcpyDeviceToHost));
@@ -268,18 +319,21 @@ int main(int argc, char** argv) {
         maxr = std::max(maxr, double(std::fabs(r[i])));
       }
       // bf16 output rounding: 2^-8 of the largest value; fp32 sums in another order add far less.
-      printf("check %s BN=%d: max |err| %.4g of max |y| %.4g -> %s\n", cases[size_t(ci)].name, v == 0 ? 256 : 128, maxe,
-             maxr, maxe <= maxr / 128 ? "ok" : "WRONG");
+      printf("check %s %s: max |err| %.4g of max |y| %.4g -> %s\n", cases[size_t(ci)].name, vname[v], maxe, maxr,
+             maxe <= maxr / 128 ? "ok" : "WRONG");
     }
   }
-  printf("%-18s %6s %6s %6s | %9s %7s | %9s %7s | %9s %7s | %9s\n", "shape", "M", "K", "T", "BN256 us", "TFLOP/s",
-         "BN128 us", "TFLOP/s", "nostore", "TFLOP/s", "x60 BN256");
+  printf("us (TFLOP/s); S: ring slots; staged: stores through shared memory; by compute: compute thread 0 loads the inputs\n");
+  printf("%-18s %6s %6s %5s | %14s | %14s | %14s | %14s | %14s | %14s\n", "shape", "M", "K", "T", "BN256 S4 direct",
+         "BN128 S6 direct", "BN256 S4 staged", "S3 stg by comp", "S4 stg by comp", "BN256 no store");
   for (auto& c : cases) {
     const double fl = 2.0 * c.sh.M * double(c.sh.K) * c.sh.T;
-    const float a = run<256, 4>(c.sh, W, X, Y, sms, 1, 10), b = run<128, 6>(c.sh, W, X, Y, sms, 1, 10);
-    const float n = run<256, 4>(c.sh, W, X, Y, sms, 0, 10), h = run<256, 4>(c.sh, W, X, Y, 60, 1, 10);
-    printf("%-18s %6d %6d %6d | %9.1f %7.0f | %9.1f %7.0f | %9.1f %7.0f | %9.1f\n", c.name, c.sh.M, c.sh.K, c.sh.T, a,
-           fl / a / 1e6, b, fl / b / 1e6, n, fl / n / 1e6, h);
+    const float v[6] = {run<256, 4>(c.sh, W, X, Y, sms, 1, 10),    run<128, 6>(c.sh, W, X, Y, sms, 1, 10),
+                        run<256, 4>(c.sh, W, X, Y, sms, 2, 10),    run<256, 3>(c.sh, W, X, Y, sms, 2, 10, 1),
+                        run<256, 4>(c.sh, W, X, Y, sms, 2, 10, 1), run<256, 4>(c.sh, W, X, Y, sms, 0, 10)};
+    printf("%-18s %6d %6d %5d", c.name, c.sh.M, c.sh.K, c.sh.T);
+    for (float x : v) printf(" | %7.1f (%4.0f)", x, fl / x / 1e6);
+    printf("\n");
   }
   return 0;
 }
