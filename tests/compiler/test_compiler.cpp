@@ -12,6 +12,7 @@
 #include <set>
 
 #include "program/checker.h"
+#include "program/interval_map.h"
 #include "compiler/compiler.h"
 #include "compiler/fuse.h"
 #include "compiler/passes.h"
@@ -42,6 +43,42 @@ CompileOptions opts(int w, int b, int ctx = 128) {
 }
 
 std::string op_name(const Program& p, const TaskDesc& t) { return p.ops[t.op].name; }
+
+// --- the interval map of the dependency pass and the checker ---------------------
+
+// cover() visits exactly the segments of [lo, hi) in order: a segment that
+// straddles lo or hi is split there (both halves keep its payload), gaps get
+// fresh segments, and the rest of the map is left as it was.
+TEST(IntervalMap, CoverSplitsAtTheEndsAndFillsGaps) {
+  struct Seg {
+    uint64_t hi = 0;
+    std::vector<int> marks;
+  };
+  IntervalMap<Seg> m;
+  auto mark = [&](uint64_t lo, uint64_t hi, int id) {
+    std::vector<std::pair<uint64_t, uint64_t>> seen;
+    m.cover(lo, hi, [&](uint64_t at, Seg& s) {
+      seen.push_back({at, s.hi});
+      s.marks.push_back(id);
+    });
+    return seen;
+  };
+  using V = std::vector<std::pair<uint64_t, uint64_t>>;
+  EXPECT_EQ(mark(10, 20, 1), (V{{10, 20}}));                       // a gap: one fresh segment
+  EXPECT_EQ(mark(15, 30, 2), (V{{15, 20}, {20, 30}}));             // split at 15, a gap after 20
+  EXPECT_EQ(mark(5, 12, 3), (V{{5, 10}, {10, 12}}));               // a gap before, split at 12
+  EXPECT_EQ(mark(12, 15, 4), (V{{12, 15}}));                       // exactly one segment
+  EXPECT_EQ(mark(17, 18, 5), (V{{17, 18}}));                       // inside one segment: split at both ends
+  EXPECT_EQ(mark(0, 40, 6),
+            (V{{0, 5}, {5, 10}, {10, 12}, {12, 15}, {15, 17}, {17, 18}, {18, 20}, {20, 30}, {30, 40}}));
+  EXPECT_TRUE(mark(7, 7, 7).empty());                               // an empty range visits nothing
+  // The payloads: each piece remembers every access that covered it.
+  std::vector<std::vector<int>> marks;
+  m.cover(0, 40, [&](uint64_t, Seg& s) { marks.push_back(s.marks); });
+  const std::vector<std::vector<int>> want = {{6}, {3, 6}, {1, 3, 6}, {1, 4, 6}, {1, 2, 6},
+                                              {1, 2, 5, 6}, {1, 2, 6}, {2, 6}, {6}};
+  EXPECT_EQ(marks, want);
+}
 
 // --- fuse ---------------------------------------------------------------------
 
