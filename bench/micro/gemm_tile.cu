@@ -18,7 +18,7 @@
 // H100 80GB HBM3, 2026-12-07 (docs/log/results.md): BN 256, 4 slots, stores
 // through shared memory: 744-789 TFLOP/s on Qwen3-8B's prefill matrices at
 // 2000 tokens, cuBLAS 754-796; the inputs loaded by compute thread 0 cost
-// nothing but on down_proj (-11%); 3 slots 5-18% slower than 4.
+// nothing but on down_proj (-11%); 3 slots 6-21% slower than 4.
 // Compare: torch.nn.functional.linear on the same shapes (gemm_tile_peer.py).
 #include <cuda.h>
 #include <cuda_bf16.h>
