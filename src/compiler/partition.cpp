@@ -4,9 +4,10 @@
 // and give worker w the rows worth (lambda - load_w), rounded to row_align. So
 // every operator is spread over the workers that are behind, and the per-worker
 // totals stay level across the whole step (in Programs of several tokens a
-// step, the workers predicted to finish first get the first rows). QKV rows are water-filled too (the
-// q/k epilogues that need whole heads live in the Attention tasks). Coarse
-// tasks (attention chunks, steps) go to the least-loaded worker, in order.
+// step, the workers predicted to finish first get the first rows). QKV rows
+// are water-filled too (the q/k epilogues that need whole heads live in the
+// Attention tasks). Coarse tasks (attention chunks, steps) go to the
+// least-loaded worker, in order.
 #include <algorithm>
 #include <cstring>
 #include <numeric>
@@ -158,9 +159,9 @@ struct Partitioner {
     // so that the moved tiles stay aligned within their slices.
     std::vector<int> order(static_cast<size_t>(W));
     for (int w = 0; w < W; ++w) order[size_t(w)] = w;
-    bool aligned = b.p.h.batch > 1;
-    for (size_t i = 0; i + 1 < cuts.size(); ++i) aligned = aligned && (cuts[i + 1] - cuts[i]) % align == 0;
-    if (aligned) {
+    bool reorder = b.p.h.batch > 1;
+    for (size_t i = 0; i + 1 < cuts.size(); ++i) reorder = reorder && (cuts[i + 1] - cuts[i]) % align == 0;
+    if (reorder) {
       auto finish = [&](int w) { return avail(w) + double(amount[size_t(w)]) * per_unit_us; };
       std::stable_sort(order.begin(), order.end(), [&](int x, int y) { return finish(x) < finish(y); });
     }
