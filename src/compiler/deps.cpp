@@ -1,5 +1,5 @@
-// The dependency pass. Two decode steps are replayed in program order over one
-// interval map per address space (task_accesses gives each task's ranges); each
+// The dependency pass. Two decode steps are replayed in program order over the
+// address spaces (program/access_map.h; task_accesses gives each task's ranges); each
 // segment remembers its last writers (several when they are atomic accumulates
 // of one operator, which commute) and the readers since. A read depends on the
 // last writers (RAW); a write on the last writers and the readers since (WAW,
@@ -13,7 +13,7 @@
 #include <unordered_map>
 
 #include "compiler/passes.h"
-#include "program/interval_map.h"
+#include "program/access_map.h"
 #include "core/error.h"
 #include "ops/attention.h"
 
@@ -29,7 +29,6 @@ struct Seg {
   int32_t accum_op = -1;          // writers are accumulates of this operator
   std::vector<uint32_t> before;   // accesses every member of that group must follow
 };
-using SegMap = IntervalMap<Seg>;
 
 struct VecHash {
   size_t operator()(const std::vector<uint32_t>& v) const {
@@ -49,7 +48,7 @@ void build_dependencies(Build& b) {
   for (uint32_t t = 0; t < N; ++t) task_accesses(p, p.tasks[t], acc[t]);
 
   // 1. Producers of each task in the steady state (step 1), same step only.
-  std::unordered_map<uint32_t, SegMap> spaces;
+  AccessMap<Seg> spaces(p);
   std::vector<std::vector<uint32_t>> same(N);
   std::vector<uint32_t> stamp(2 * size_t(N), UINT32_MAX);
   std::vector<uint32_t> D;
@@ -66,8 +65,7 @@ void build_dependencies(Build& b) {
           }
       };
       for (const Access& a : acc[t]) {
-        SegMap& m = spaces[a.space];
-        m.cover(a.lo, a.hi, [&](uint64_t, Seg& s) {
+        spaces.cover(a, [&](Seg& s, const Access&) {
           switch (a.mode) {
             case AccessMode::Read:
               add(s.writers);

@@ -81,7 +81,16 @@ void AccessSink::ws(int32_t buf, uint64_t lo, uint64_t hi, AccessMode m) {
 }
 
 void AccessSink::rows(int32_t buf, int b0, int b1, uint64_t cols, uint64_t c0, uint64_t c1, AccessMode m) {
-  for (int b = b0; b < b1; ++b) ws(buf, b * cols + c0, b * cols + c1, m);
+  if (b0 >= b1) return;
+  KEEL_CHECK(b0 >= 0 && c0 <= c1 && c1 <= cols, "program: access to columns [", c0, ",", c1, ") of rows [", b0, ",",
+             b1, ") of ", cols, " columns of '", p.buffer(buf).name_view(), "'");
+  ws(buf, uint64_t(b1 - 1) * cols + c0, uint64_t(b1 - 1) * cols + c1, m);  // the last row's bounds check
+  program::Access& a = out.back();
+  const uint64_t pitch = cols * dtype_size(DType(p.buffer(buf).dtype));
+  a.lo -= uint64_t(b1 - 1 - b0) * pitch;
+  a.hi -= uint64_t(b1 - 1 - b0) * pitch;
+  a.nrows = uint32_t(b1 - b0);
+  a.pitch = pitch;
 }
 
 void AccessSink::kv(int32_t buf, uint64_t lo, uint64_t hi, AccessMode m) {

@@ -74,7 +74,7 @@ struct AccessSink {
   int32_t need(int32_t id, const char* field) const;
   /// Elements [lo, hi) of a workspace buffer.
   void ws(int32_t buf, uint64_t lo, uint64_t hi, AccessMode m);
-  /// Row-major [B, cols] buffer: elements [c0, c1) of rows b0..b1.
+  /// Row-major [B, cols] buffer: elements [c0, c1) of rows b0..b1, as one Access of b1 - b0 rows.
   void rows(int32_t buf, int b0, int b1, uint64_t cols, uint64_t c0, uint64_t c1, AccessMode m);
   /// KV units [lo, hi) of KV buffer `buf`.
   void kv(int32_t buf, uint64_t lo, uint64_t hi, AccessMode m);

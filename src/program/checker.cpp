@@ -7,9 +7,8 @@
 
 #include <algorithm>
 #include <map>
-#include <unordered_map>
 
-#include "program/interval_map.h"
+#include "program/access_map.h"
 #include "core/error.h"
 
 namespace keel::program {
@@ -27,7 +26,6 @@ struct Seg {
   int32_t accum_op = -1;    // writers are atomic accumulates of this operator
   std::vector<Inst> before; // what the accumulate group's members must all follow
 };
-using SegMap = IntervalMap<Seg>;
 
 /// Most vector-clock entries (4 bytes each) the checker allocates: 1 GiB.
 constexpr uint64_t kMaxClockEntries = uint64_t(1) << 28;
@@ -155,7 +153,7 @@ struct Checker {
   }
 
   bool races() {
-    std::unordered_map<uint32_t, SegMap> spaces;
+    AccessMap<Seg> spaces(p);
     std::vector<Access> acc;
     for (int s = 0; s < S; ++s)
       for (uint32_t t = 0; t < N; ++t) {
@@ -165,13 +163,9 @@ struct Checker {
         const int32_t op = p.tasks[t].op;
         for (const Access& a : acc) {
           ++r.accesses;
-          SegMap& m = spaces[a.space];
           bool ok = true;
-          m.cover(a.lo, a.hi, [&](uint64_t lo, Seg& seg) {
+          spaces.cover(a, [&](Seg& seg, const Access& here) {
             if (!ok) return;
-            Access here = a;
-            here.lo = lo;
-            here.hi = seg.hi;
             auto unordered = [&](const Inst& o, const char* kind) {
               ok = fail(cat("checker: ", inst(me), (a.mode == AccessMode::Read ? " reads " : " writes "),
                             describe_access(p, here), " ", kind, " ", inst(o), " without waiting for it"));

@@ -241,6 +241,15 @@ std::string describe_access(const Program& p, const Access& a) {
     hi = (a.hi - b.offset) / es;
   }
   const char* unit = a.space == 0 ? "" : " (sequence*n_kv_heads + kv head)";
+  if (a.space == 0 && a.nrows > 1) {
+    const uint64_t es = dtype_size(DType(b.dtype));
+    if (b.cols > 0 && a.pitch == uint64_t(b.cols) * es) {
+      const uint64_t cols = uint64_t(b.cols), r0 = lo / cols;
+      return cat(b.name_view(), "[rows ", r0, "..", r0 + a.nrows, ", elements ", lo % cols, "..", lo % cols + (hi - lo),
+                 ")");
+    }
+    return cat(b.name_view(), "[", lo, ",", hi, ") and ", a.nrows - 1, " more ranges ", a.pitch, " bytes apart");
+  }
   return cat(b.name_view(), "[", lo, ",", hi, ")", unit);
 }
 

@@ -499,17 +499,23 @@ std::string target_name(const ProgramHeader& h);
 
 enum class AccessMode : uint8_t { Read = 0, Write = 1, Accumulate = 2 };
 
+/// Bytes (units) [lo, hi), and in the workspace nrows - 1 more ranges of the
+/// same length, `pitch` bytes apart: the same columns of a block of rows
+/// (AccessSink::rows), kept as one rectangle (program/access_map.h).
 struct Access {
   uint32_t space = 0;
-  uint64_t lo = 0, hi = 0;  // [lo, hi)
+  uint64_t lo = 0, hi = 0;  // [lo, hi) of the first row
   AccessMode mode = AccessMode::Read;
   int32_t buffer = -1;      // for messages
+  uint32_t nrows = 1;       // rows (workspace only; 1 in a KV space)
+  uint64_t pitch = 0;       // bytes from one row's range to the next (nrows > 1)
 };
 
 /// Appends the accesses of `t` to `out` (reads before writes).
 void task_accesses(const Program& p, const TaskDesc& t, std::vector<Access>& out);
 
-/// Formats an access range as "buffer[elements lo..hi)" for messages.
+/// Formats an access range as "buffer[elements lo..hi)" (a block of rows:
+/// "buffer[rows b0..b1, elements c0..c1)") for messages.
 std::string describe_access(const Program& p, const Access& a);
 
 }  // namespace keel::program

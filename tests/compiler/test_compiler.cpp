@@ -12,6 +12,7 @@
 #include <set>
 
 #include "program/checker.h"
+#include "program/access_map.h"
 #include "program/interval_map.h"
 #include "compiler/compiler.h"
 #include "compiler/fuse.h"
@@ -78,6 +79,92 @@ TEST(IntervalMap, CoverSplitsAtTheEndsAndFillsGaps) {
   const std::vector<std::vector<int>> want = {{6}, {3, 6}, {1, 3, 6}, {1, 4, 6}, {1, 2, 6},
                                               {1, 2, 5, 6}, {1, 2, 6}, {2, 6}, {6}};
   EXPECT_EQ(marks, want);
+}
+
+// AccessMap visits, for any access, exactly the places a byte map would, with
+// the same history: buffers on the same bytes with other row geometries (the
+// memory plan's reuse) included. Random buffers that alias in every way (same
+// offset and shape, other pitch, a shifted start, one row) and random accesses
+// (blocks of rows, plain byte ranges) to the buffers marked accessed: each
+// access collects the last writers of the places it covers and becomes their
+// writer; the reference does the same per byte. The sets must agree.
+TEST(AccessMap, SameProducersAsAByteMap) {
+  struct Seg {
+    uint64_t hi = 0;
+    int writer = -1;
+  };
+  std::mt19937 rng(12345);
+  for (int round = 0; round < 40; ++round) {
+    SCOPED_TRACE(cat("round ", round));
+    Program p;
+    struct Shape {
+      uint64_t offset, rows, cols;
+      DType dt;
+    };
+    std::vector<Shape> shapes;
+    const int nb = 2 + int(rng() % 5);
+    for (int i = 0; i < nb; ++i) {
+      const DType dt = rng() % 2 ? DType::BF16 : DType::F32;
+      const uint64_t rows = 1 + rng() % 6, cols = 1 + rng() % 12;
+      uint64_t offset = (rng() % 24) * 2;  // even: both dtypes' elements stay whole in other grids' messages
+      if (i > 0 && rng() % 3 == 0) offset = shapes[rng() % i].offset;  // the same start as another buffer
+      shapes.push_back({offset, rows, cols, dt});
+      BufferDesc d;
+      std::snprintf(d.name, sizeof d.name, "b%d", i);
+      d.kind = uint8_t(rng() % 2 ? BufferKind::Activation : BufferKind::State);
+      d.dtype = uint8_t(dt);
+      d.offset = offset;
+      d.count = rows * cols;
+      d.rows = int64_t(rows);
+      d.cols = int64_t(cols);
+      p.buffers.push_back(d);
+    }
+    if (round % 4 == 0) p.buffers.push_back(p.buffers[0]);  // an identical twin: one shared grid
+    // Some buffers no task touches: their grids are left out, and the others
+    // must not miss any history for it.
+    std::vector<uint8_t> accessed(p.buffers.size(), 1);
+    std::vector<int32_t> touched;
+    for (size_t i = 0; i < accessed.size(); ++i) {
+      if (i > 0 && rng() % 4 == 0) accessed[i] = 0;
+      if (accessed[i]) touched.push_back(int32_t(i));
+    }
+    AccessMap<Seg> m(p, accessed);
+    std::vector<int> last(512, -1);  // the byte map
+    for (int k = 0; k < 300; ++k) {
+      const int32_t bi = touched[rng() % touched.size()];
+      const BufferDesc& b = p.buffers[size_t(bi)];
+      const uint64_t es = dtype_size(DType(b.dtype));
+      Access a;
+      a.buffer = bi;
+      a.mode = AccessMode::Write;
+      if (rng() % 2) {  // a block of rows
+        const uint64_t r0 = rng() % uint64_t(b.rows), r1 = r0 + 1 + rng() % (uint64_t(b.rows) - r0);
+        const uint64_t c0 = rng() % uint64_t(b.cols), c1 = c0 + 1 + rng() % (uint64_t(b.cols) - c0);
+        a.lo = b.offset + (r0 * uint64_t(b.cols) + c0) * es;
+        a.hi = b.offset + (r0 * uint64_t(b.cols) + c1) * es;
+        a.nrows = uint32_t(r1 - r0);
+        a.pitch = uint64_t(b.cols) * es;
+      } else {  // elements [e0, e1) of the whole buffer
+        const uint64_t e0 = rng() % b.count, e1 = e0 + 1 + rng() % (b.count - e0);
+        a.lo = b.offset + e0 * es;
+        a.hi = b.offset + e1 * es;
+      }
+      std::set<int> want, got;
+      for (uint64_t r = 0; r < a.nrows; ++r)
+        for (uint64_t x = a.lo + r * a.pitch; x < a.hi + r * a.pitch; ++x) {
+          if (last[x] >= 0) want.insert(last[x]);
+          last[x] = k;
+        }
+      uint64_t visited = 0;
+      m.cover(a, [&](Seg& sg, const Access& piece) {
+        if (sg.writer >= 0) got.insert(sg.writer);
+        sg.writer = k;
+        visited += (piece.hi - piece.lo) * piece.nrows;
+      });
+      EXPECT_EQ(got, want) << "access " << k << ": " << describe_access(p, a);
+      EXPECT_GE(visited, (a.hi - a.lo) * a.nrows);  // every byte at least once (its own grid)
+    }
+  }
 }
 
 // --- fuse ---------------------------------------------------------------------
@@ -393,7 +480,9 @@ TEST(Accesses, QkvAndAttentionFootprints) {
     std::set<std::pair<uint64_t, uint64_t>> qkv_reads, qkv_writes;
     std::set<std::pair<int32_t, AccessMode>> kv, other;  // (buffer, mode)
     for (const Access& a : acc) {
-      if (a.buffer == qkv0) (a.mode == AccessMode::Read ? qkv_reads : qkv_writes).insert({a.lo, a.hi});
+      if (a.buffer == qkv0)  // each row of a block of rows (AccessSink::rows: nrows rows, pitch bytes apart)
+        for (uint64_t r = 0; r < a.nrows; ++r)
+          (a.mode == AccessMode::Read ? qkv_reads : qkv_writes).insert({a.lo + r * a.pitch, a.hi + r * a.pitch});
       else if (a.buffer == part0 || a.buffer == attn0) other.insert({a.buffer, a.mode});
       if (a.space != 0) {
         kv.insert({a.buffer, a.mode});
