@@ -177,6 +177,38 @@ struct Partitioner {
     }
   }
 
+  // Lanes of a matrix operator's tasks: all of them up to kMmMaxTokens (the
+  // tensor-core tile's most tokens); more (a long prefill chunk) in G groups
+  // of at most kMmMaxTokens, balanced and a multiple of 8 (mma's token
+  // groups). Returns G and the group size.
+  std::pair<int, int> lane_groups() const {
+    const int B = b.p.h.batch;
+    if (B <= program::kMmMaxTokens) return {1, B};
+    const int G = (B + program::kMmMaxTokens - 1) / program::kMmMaxTokens;
+    const int n = ((B + G - 1) / G + 7) / 8 * 8;
+    return {(B + n - 1) / n, n};
+  }
+  // water_fill_cuts over the G lane groups' copies of the rows (`cuts` repeated
+  // G times, group-major, so no tile straddles two groups): fn(worker, u0, u1,
+  // b0, b1) with rows [u0, u1) and lanes [b0, b1). Equal levels give group g's
+  // rows to its own workers in the same order as the other groups', so tasks
+  // that read the same weight rows run at about the same time (the second
+  // reads hit L2).
+  template <class Fn>
+  void water_fill_lanes(const std::vector<int64_t>& cuts, uint64_t unit_bytes, Fn fn) {
+    const auto [G, n] = lane_groups();
+    const int B = b.p.h.batch;
+    if (G == 1) return water_fill_cuts(cuts, unit_bytes, [&](int w, int64_t u0, int64_t u1) { fn(w, u0, u1, 0, B); });
+    const int64_t units = cuts.back();
+    std::vector<int64_t> all;
+    for (int g = 0; g < G; ++g)
+      for (size_t i = g == 0 ? 0 : 1; i < cuts.size(); ++i) all.push_back(int64_t(g) * units + cuts[i]);
+    water_fill_cuts(all, unit_bytes, [&](int w, int64_t v0, int64_t v1) {
+      const int64_t g = v0 / units;
+      fn(w, v0 - g * units, v1 - g * units, int(g) * n, std::min(B, int(g + 1) * n));
+    });
+  }
+
   // The raw [q; k; v] rows, water-filled like gate/up; a tile lies inside one
   // part (q, k or v), so it streams one weight matrix.
   void qkv(const graph::Op& op) {
@@ -186,9 +218,10 @@ struct Partitioner {
     uint16_t o = begin_op("qkv", Opcode::QkvProj, op.layer);
     const char* pre[3] = {"q_", "k_", "v_"};
     const int32_t x = b.id(op.inputs.at(0)), norm = b.id_or_none(op.weight("norm")), out = b.id(op.outputs.at(0));
-    water_fill_cuts(cuts, uint64_t(H) * es, [&](int worker, int64_t u0, int64_t u1) {
+    water_fill_lanes(cuts, uint64_t(H) * es, [&](int worker, int64_t u0, int64_t u1, int b0, int b1) {
       const int part = u0 < off[1] ? 0 : u0 < off[2] ? 1 : 2;
       TaskDesc t = tile_task(Opcode::QkvProj, o, op.layer, u0, u1, 0, H);
+      t.b0 = b0, t.b1 = b1;
       ops::QkvProjOperands v;
       v.x = x;
       v.norm_w = norm;
@@ -357,9 +390,12 @@ struct Partitioner {
                   bias = b.id_or_none(op.weight("bias"));
     // Units: S slices of R rows; slice j covers k in [j*K/S, (j+1)*K/S).
     const uint64_t unit_bytes = uint64_t((K + S - 1) / S) * es;
-    water_fill(R * S, R, unit_bytes, [&](int worker, int64_t u0, int64_t u1) {
+    std::vector<int64_t> cuts;
+    for (int64_t u = 0; u <= R * S; u += R) cuts.push_back(u);
+    water_fill_lanes(cuts, unit_bytes, [&](int worker, int64_t u0, int64_t u1, int b0, int b1) {
       const int64_t j = u0 / R;
       TaskDesc t = tile_task(Opcode::MatvecResidual, o, op.layer, u0 - j * R, u1 - j * R, j * K / S, (j + 1) * K / S);
+      t.b0 = b0, t.b1 = b1;
       t.flags = S > 1 ? kFlagAtomicAccumulate : 0;
       ops::MatvecResidualOperands v;
       v.a = in;
@@ -376,8 +412,9 @@ struct Partitioner {
   void gate_up(const graph::Op& op) {
     uint16_t o = begin_op("gate_up", Opcode::GateUp, op.layer);
     const int64_t I = c.intermediate;
-    water_fill(I, I, uint64_t(2 * c.hidden) * es, [&](int worker, int64_t u0, int64_t u1) {
+    water_fill_lanes({0, I}, uint64_t(2 * c.hidden) * es, [&](int worker, int64_t u0, int64_t u1, int b0, int b1) {
       TaskDesc t = tile_task(Opcode::GateUp, o, op.layer, u0, u1, 0, c.hidden);
+      t.b0 = b0, t.b1 = b1;
       ops::GateUpOperands v;
       v.x = b.id(op.inputs.at(0));
       v.norm_w = b.id_or_none(op.weight("norm"));
@@ -416,18 +453,24 @@ struct Partitioner {
     am.count = uint64_t(b.p.h.batch) * 2 * tile;
   }
 
-  // The normed rows of a batch Program: one task per sequence, to the
-  // least-loaded workers (each reads x[b] and writes its bf16 row).
+  // The normed rows of a batch Program, to the least-loaded workers (each
+  // task reads x[b] and writes its bf16 rows): one task per sequence, or with
+  // more lanes than workers (a long prefill chunk) blocks of ceil(lanes /
+  // workers) lanes, one round of tasks (a task a lane cost its fixed cost
+  // again for each, and split every buffer it touches into rows of one lane
+  // for the dependency pass).
   void rms_norm(const graph::Op& op) {
     uint16_t o = begin_op(op.name.c_str(), Opcode::RmsNorm, op.layer);
-    for (int bb = 0; bb < b.p.h.batch; ++bb) {
+    const int B = b.p.h.batch, n = (B + W - 1) / W;
+    for (int bb = 0; bb < B; bb += n) {
       TaskDesc t = seq_task(Opcode::RmsNorm, o, op.layer, bb);
+      t.b1 = std::min(bb + n, B);
       ops::RmsNormOperands v;
       v.x = b.id(op.inputs.at(0));
       v.norm_w = b.id(op.weight("norm"));
       v.out = b.id(op.outputs.at(0));
       v.to(t);
-      emit(t, least_loaded(), double(c.hidden) * 6 / b.bytes_per_us_per_worker);
+      emit(t, least_loaded(), double(t.b1 - t.b0) * double(c.hidden) * 6 / b.bytes_per_us_per_worker);
     }
     end_op();
   }

@@ -429,11 +429,24 @@ TEST(Target, RowsPerStageNeverExceedAStage) {
     }
   }
   EXPECT_GT(tiles, 0);
-  // More sequences than a matmul task serves, or f32 weights: global memory.
+  // More sequences than a matmul task serves: the matrix operators' tasks take
+  // groups of lanes (65: 40 + 25), each a matmul tile; the LM head keeps
+  // every lane, so it reads global memory.
   CompileOptions b65 = b3;
   b65.batch = kMmMaxTokens + 1;
   const Program big = compile(testing::tiny_config(model::Arch::Llama), b65);
-  for (const TaskDesc& t : big.tasks) EXPECT_EQ(stage_rows(t), 0u);
+  std::set<std::pair<int, int>> groups;
+  for (const TaskDesc& t : big.tasks) {
+    const Opcode op = Opcode(t.opcode);
+    if (op == Opcode::QkvProj || op == Opcode::GateUp || op == Opcode::MatvecResidual) {
+      groups.insert({t.b0, t.b1});
+      // (whole 64-column boxes: the tiny config's down_proj slices of 176 columns read global memory)
+      EXPECT_EQ(stage_rows(t) > 0, (t.k1 - t.k0) % kMmBoxCols == 0) << describe_task(big, uint32_t(&t - big.tasks.data()));
+    } else {
+      EXPECT_EQ(stage_rows(t), 0u) << describe_task(big, uint32_t(&t - big.tasks.data()));
+    }
+  }
+  EXPECT_EQ(groups, (std::set<std::pair<int, int>>{{0, 40}, {40, 65}}));
 }
 
 // Over 16 tokens a step on the wgmma engine, a one-matrix tile streams up to

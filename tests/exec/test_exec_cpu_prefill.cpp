@@ -14,9 +14,11 @@
 #include <algorithm>
 #include <cmath>
 #include <iostream>
+#include <set>
 
 #include "common/kv_compare.h"
 #include "common/run_options.h"
+#include "common/variant_model.h"
 #include "compiler/compiler.h"
 #include "engine/cpu_backend.h"
 #include "ops/attention.h"
@@ -155,6 +157,54 @@ INSTANTIATE_TEST_SUITE_P(All, Prefill_, ::testing::ValuesIn(testing::golden_fixt
                            std::replace(m.begin(), m.end(), '-', '_');
                            return m;
                          });
+
+// A chunk of more lanes than one matmul tile takes (kMmMaxTokens): the
+// matrix operators' tasks split the lanes in groups (130 lanes: 48 + 48 + 34,
+// so tiles start past lane 0 and end off a multiple of 8), and the norms take
+// blocks of lanes (130 over 3 workers: 44, 44, 42). A 150-token random prompt
+// in two chunks (130 + 19 positions) against the reference forward pass, in
+// shuffle mode, and the checker passes the Program.
+TEST(Prefill, ChunksWiderThanAMatmulTileMatchTheReference) {
+  const auto& f = fixture("tiny-qwen3");
+  const int64_t V = f.model.config.vocab;
+  compiler::CompileOptions o;
+  o.workers = 3;
+  o.prefill_chunk = 130;
+  o.max_context = 160;
+  o.page_size = 16;
+  const program::Program pp = compiler::compile(f.model.config, o);
+  ASSERT_EQ(pp.h.seq_lanes, 130);
+  program::check_or_throw(pp, 3);
+  std::set<std::pair<int, int>> groups;  // (b0, b1) of the matrix tasks
+  int norm_lanes = 0;
+  for (const program::TaskDesc& t : pp.tasks) {
+    const program::Opcode op = program::Opcode(t.opcode);
+    if (op == program::Opcode::QkvProj || op == program::Opcode::GateUp || op == program::Opcode::MatvecResidual)
+      groups.insert({t.b0, t.b1});
+    if (op == program::Opcode::RmsNorm) norm_lanes = std::max(norm_lanes, t.b1 - t.b0);
+  }
+  EXPECT_EQ(groups, (std::set<std::pair<int, int>>{{0, 48}, {48, 96}, {96, 130}}));
+  EXPECT_EQ(norm_lanes, 44);
+  o.prefill_chunk = 0;
+  const program::Program dp = compiler::compile(f.model.config, o);
+  Sequence s;
+  s.prompt = testing::random_ids(150, V, 31);
+  s.max_new = 1;
+  const int64_t n = int64_t(s.prompt.size()) - 1;
+  CpuExecutor pre(pp, f.model), dec(dp, f.model);
+  const RunResult pr = pre.run({s}, shuffled(7));
+  EXPECT_EQ(pr.steps, 2);
+  pre.copy_kv_to(dec, 0, 0, n);
+  Sequence d = s;
+  d.kv_filled = int32_t(n);
+  RunOptions ro = shuffled(8);
+  ro.capture_logits = true;
+  const RunResult r = dec.run({d}, ro);
+  ASSERT_EQ(r.seqs[0].logits.size(), size_t(V));
+  reference::Forward ref(f.model, dp.h.max_context);
+  const std::vector<float> want = ref.forward(s.prompt, true);
+  EXPECT_LT(rel_err(r.seqs[0].logits.data(), &want[size_t(n) * V], size_t(V)), kLogitsTol);
+}
 
 // Target::prefill_attn_rows: kv_append / prefill_attention tasks of fewer
 // lanes (3 here, an odd block and a short last one) than the default's; each

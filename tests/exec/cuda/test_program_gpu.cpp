@@ -713,7 +713,8 @@ TEST(ProgramGpu, AttentionGroupsMatchCpu) {
 // Chunked prefill (prefill Programs, exec/common/prefill.h) on the GPU against
 // the same Programs on the CPU executor: each prompt's positions [0, P - 1)
 // through a prefill Program of T lanes (T = 64: the matmul engine's widest
-// tiles; 5 and 17: odd lane counts, partial last chunks), its K/V copied into
+// tiles; 130: matmul tasks of lane groups 48 + 48 + 34, norms of blocks of
+// lanes; 5 and 17: odd lane counts, partial last chunks), its K/V copied into
 // a decode Program's cache (batch 1), or written into a cache the two
 // executors share (a ragged batch of 2: kv_sequences, kv_slot), then decoded
 // from the last prompt token: the K/V of every layer and the logits at the
@@ -732,6 +733,7 @@ TEST(ProgramGpu, PrefillChunksMatchCpu) {
                         {"hd64 g4", {256, 512, 8, 2, 64, 2, 1024, 2048}, 5, 61},
                         {"hd128 g8", {256, 512, 8, 1, 128, 2, 1024, 2048}, 17, 200},
                         {"hd128 g8", {256, 512, 8, 1, 128, 2, 1024, 2048}, 64, 1000},
+                        {"hd128 g8", {256, 512, 8, 1, 128, 2, 1024, 2048}, 130, 400},
                         {"stories260K", {}, 17, 100}};
   for (const Case& c : cases) {
     model::testing::TempDir dir;
