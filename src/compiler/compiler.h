@@ -104,8 +104,7 @@ void plan_target(Program& p, const Target& t);
 /// Prefill lanes of the mixed Program (CompileOptions::decode_lanes) beside
 /// `decode_lanes` decode lanes, for a backend whose prefill Program has
 /// `prefill_chunk` lanes: `prefill_chunk` - `decode_lanes`, so a mixed step
-/// has the lanes of a prefill step (a step of more lanes than one matmul tile
-/// serves, program::kMmMaxTokens, would leave the tensor-core tiles). 0 (no
+/// has the lanes of a prefill step and costs about as much. 0 (no
 /// mixed Program: a joining prompt's prefill makes the others wait) when that
 /// is below a quarter of prefill_chunk (so few positions a step that the
 /// prompt would wait far longer for its first token), or below 2, or when

@@ -96,10 +96,6 @@ CudaBackend::CudaBackend(const model::Model& m, const CudaBackendOptions& opt) {
                                                            : compiler::mixed_prefill_lanes(p.h.batch, chunk),
                                     p.h.max_context - 1);
     if (prefill_ && lanes > 1 && p.h.batch > 1) {
-      if (p.h.batch + lanes > program::kMmMaxTokens)
-        std::fprintf(stderr, "cuda backend: a mixed step of %d decode and %d prefill lanes is more than the %d a "
-                     "tensor-core matmul tile serves: its matrix tasks run as slower per-lane matvecs\n", p.h.batch,
-                     lanes, program::kMmMaxTokens);
       po.decode_lanes = p.h.batch;
       po.prefill_chunk = lanes;
       try {
