@@ -10,6 +10,7 @@
 #include "compiler/passes.h"
 #include "core/error.h"
 #include "model/rope.h"
+#include "program/smem_plan.h"
 
 namespace keel::compiler {
 
@@ -71,11 +72,17 @@ void plan_buffers(Build& b) {
   const uint64_t g_heads = uint64_t(c.n_heads / c.n_kv_heads);
   const uint64_t part = uint64_t(B) * c.n_kv_heads * h.n_chunks * g_heads * (c.head_dim + 2);
   const uint64_t kv_count = uint64_t(h.n_pages) * c.n_kv_heads * h.page_size * c.head_dim;
+  // The attention chunks' partials, where Attention tasks run: not in a
+  // prefill Program whose lanes all attend with PrefillAttention (the memory
+  // plan would give each layer's unused partials bytes of their own: 77 MiB
+  // for Qwen3-8B at 64 lanes, growing with the lanes).
+  const bool chunks = program::n_decode_lanes(h) > 0 ||
+                      !program::prefill_attn_serves(c.head_dim, int64_t(g_heads), h.seq_lanes);
   for (int l = 0; l < c.n_layers; ++l) {
     const int64_t qkv = c.q_dim() + 2 * c.kv_dim();  // raw [q; k; v] rows (QkvProj's output)
     add_buffer(b, cat("qkv.", l), BufferKind::Activation, DType::BF16, uint64_t(B) * qkv, B, qkv, l);
-    add_buffer(b, cat("attn_part.", l), BufferKind::Activation, DType::F32, part, B,
-               int64_t(part / B), l);
+    if (chunks)
+      add_buffer(b, cat("attn_part.", l), BufferKind::Activation, DType::F32, part, B, int64_t(part / B), l);
     add_buffer(b, cat("attn.", l), BufferKind::Activation, DType::BF16, uint64_t(B) * c.q_dim(), B, c.q_dim(), l);
     add_buffer(b, cat("h.", l), BufferKind::Activation, DType::BF16, uint64_t(B) * c.intermediate, B,
                c.intermediate, l);
