@@ -288,6 +288,25 @@ TEST(Buffers, KvPagesSizeTheArena) {
   EXPECT_THROW(compile(c, o), Error);
 }
 
+// Attention partials exist where Attention tasks run: decode and mixed
+// Programs, not a prefill Program whose lanes all attend with
+// PrefillAttention (tiny Qwen3's head_dim 16 is one it serves).
+TEST(Buffers, PrefillProgramsHoldNoAttentionPartials) {
+  const model::ModelConfig c = tiny(model::Arch::Qwen3);
+  auto has_part = [&](int batch, int prefill, int decode_lanes) {
+    CompileOptions o = opts(7, batch);
+    o.prefill_chunk = prefill;
+    o.decode_lanes = decode_lanes;
+    const Program p = compile(c, o);
+    bool any = false;
+    for (int l = 0; l < c.n_layers; ++l) any = any || p.find_buffer(cat("attn_part.", l)) >= 0;
+    return any;
+  };
+  EXPECT_TRUE(has_part(3, 0, 0));   // decode
+  EXPECT_FALSE(has_part(1, 8, 0));  // prefill
+  EXPECT_TRUE(has_part(1, 8, 3));   // mixed: its decode lanes' chunks
+}
+
 TEST(Buffers, LayersShareActivationBytesAndLiveOnesDoNot) {
   Program p = compile(tiny(model::Arch::Qwen3), opts(7, 3));
   const BufferDesc& q0 = p.buffer(p.find_buffer("qkv.0"));
