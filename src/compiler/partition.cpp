@@ -328,7 +328,8 @@ struct Partitioner {
     const program::ProgramHeader& h = b.p.h;
     const int nkv = int(c.n_kv_heads), g = int(c.n_heads / c.n_kv_heads);
     const int D = int(program::n_decode_lanes(h)), L = int(h.seq_lanes);
-    const int most = int(program::prefill_attn_lanes(g, L)), rows = b.opt.target.prefill_attn_rows;
+    const int most = int(program::prefill_attn_lanes(g, L));
+    const int rows = L > program::kMmMaxTokens ? b.opt.target.prefill_attn_rows_wide : b.opt.target.prefill_attn_rows;
     const int Lb = rows > 0 ? std::clamp(rows / g, 1, most) : most, nseq = (h.batch - D) / L;
     const bool window = c.window(op.layer) > 0;
     const double ready0 = ready;

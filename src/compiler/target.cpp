@@ -54,6 +54,7 @@ Target gpu_preset(const char* name) {
   // workers (H100, 2000-token prefill, against 32 rows, two rounds: Qwen3-8B
   // 381.0 / 381.6 -> 370.7 / 370.8 ms, Llama-3.2-1B 95.3 / 93.8 -> 91.6 /
   // 91.7; 8 rows was worse: Qwen3-8B 510.7 against 412-414 in its call).
+  // Wider steps keep 32 (prefill_attn_rows_wide 0).
   t.prefill_attn_rows = 16;
   return t;
 }

@@ -93,7 +93,8 @@ CudaBackend::CudaBackend(const model::Model& m, const CudaBackendOptions& opt) {
     // so a prompt joining a running batch is prefilled while the others
     // decode (engine/paged_launch.h). Without it the others wait.
     const int lanes = std::min<int>(opt.mixed_prefill >= 0 ? opt.mixed_prefill
-                                                           : compiler::mixed_prefill_lanes(p.h.batch, chunk),
+                                                           : compiler::mixed_prefill_lanes(
+                                                                 p.h.batch, std::min(chunk, opt.kMixedStepLanes)),
                                     p.h.max_context - 1);
     if (prefill_ && lanes > 1 && p.h.batch > 1) {
       po.decode_lanes = p.h.batch;

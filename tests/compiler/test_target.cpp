@@ -721,3 +721,29 @@ TEST(Partition, WideProgramsHandTheFirstRowsToTheFirstToFinish) {
 
 }  // namespace
 }  // namespace keel::compiler
+
+namespace keel::compiler {
+namespace {
+// The GPU presets' prefill attention blocks: 16 q rows (4 lanes at Qwen3-8B's
+// 4 q heads a kv head) in steps of up to 64 lanes, 32 rows (8 lanes) in wider
+// ones (Target::prefill_attn_rows_wide); an explicit --prefill-attn-rows sets
+// both (tools/keel/target_flags.cpp).
+TEST(Target, WidePrefillStepsTakeBlocksOf32Rows) {
+  auto block_lanes = [](int lanes, int wide_rows) {
+    Target t = target_preset("h100");
+    if (wide_rows >= 0) t.prefill_attn_rows_wide = wide_rows;
+    CompileOptions o = for_target(t);
+    o.prefill_chunk = lanes;
+    const Program p = compile(qwen3_8b_two_layers(), o);
+    std::set<int> n;
+    for (const TaskDesc& d : p.tasks)
+      if (Opcode(d.opcode) == Opcode::PrefillAttention) n.insert(d.b1 - d.b0);
+    return n;
+  };
+  EXPECT_EQ(block_lanes(64, -1), (std::set<int>{4}));
+  EXPECT_EQ(block_lanes(256, -1), (std::set<int>{8}));
+  EXPECT_EQ(block_lanes(100, -1), (std::set<int>{4, 8}));  // 12 blocks of 8 and one of 4
+  EXPECT_EQ(block_lanes(256, 16), (std::set<int>{4}));
+}
+}  // namespace
+}  // namespace keel::compiler

@@ -65,7 +65,7 @@ void add_backend_flags(CLI::App& cmd, BackendOptions& o) {
   cmd.add_option("--prefill-chunk", o.prefill_chunk,
                  "cpu, cuda: prompt positions per prefill step: a prompt of more than 16 tokens runs through a "
                  "Program of this many lanes (tensor-core tiles, each weight streamed once a step), then decodes "
-                 "from its last token; 0 = every position a decode step (default: cuda 64, cpu 16)")
+                 "from its last token; 0 = every position a decode step (default: cuda 256, cpu 16)")
       ->check(CLI::Range(0, 4096));
   cmd.add_option("--mixed-prefill", o.mixed_prefill,
                  "cpu, cuda with --batch > 1: prompt positions per step when a prompt is prefilled while other "

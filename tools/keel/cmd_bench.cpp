@@ -21,7 +21,7 @@ namespace {
 struct BenchArgs {
   std::string model, config, launch = "megakernel", trace, dtype = "bf16";
   bool random_weights = false, json = false;
-  int tokens = 256, batch = 1, prefill_chunk = 64;
+  int tokens = 256, batch = 1, prefill_chunk = 256;  // the cuda backend's default (CudaBackendOptions)
   int64_t context = 512, prompt_len = 0;
   TargetFlags target;
 };

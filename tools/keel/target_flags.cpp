@@ -41,7 +41,8 @@ void add_target_flags(CLI::App& c, TargetFlags& f, const std::string& default_ta
       ->check(CLI::Range(0, 1 << 16));
   c.add_option("--prefill-attn-rows", f.prefill_attn_rows,
                "Prefill Programs: most q rows (lanes x q heads a kv head, at least one lane) of one kv_append / "
-               "prefill_attention task (0: 32; default: the target's, 16 on h100/h200)")
+               "prefill_attention task (0: 32; default: the target's, on h100/h200 16 in steps of up to 64 lanes, "
+               "32 in wider ones)")
       ->check(CLI::Range(0, 4096));
   c.add_option("--attn-chunks", f.attn_chunks, "KV chunks per (sequence, kv head) (0: fill the workers)")
       ->check(CLI::Range(0, 1 << 16));
@@ -82,7 +83,7 @@ compiler::Target resolve_target(const TargetFlags& f, int device) {
     t.mm_engine = t.batch_mm_engine = f.mm_engine == "mma" ? program::kMmEngineMma : program::kMmEngineWgmma;
   if (f.mm_cols >= 0) t.batch_wide_mm_cols = f.mm_cols;
   if (f.attn_seqs >= 0) t.batch_attn_seqs = f.attn_seqs;
-  if (f.prefill_attn_rows >= 0) t.prefill_attn_rows = f.prefill_attn_rows;
+  if (f.prefill_attn_rows >= 0) t.prefill_attn_rows = t.prefill_attn_rows_wide = f.prefill_attn_rows;
   return t;
 }
 

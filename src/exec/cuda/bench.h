@@ -50,8 +50,9 @@ struct BenchOptions {
   int64_t prompt_len = 0;
   /// Prompt positions per prefill step when timing prefill (exec/common/prefill.h):
   /// a prefill Program of this many lanes on the same weights; 0 or 1: the
-  /// prompts run as decode steps.
-  int prefill_chunk = 64;
+  /// prompts run as decode steps. `keel bench`'s default, the cuda backend's
+  /// (engine::CudaBackendOptions::kDefaultPrefillChunk).
+  int prefill_chunk = 256;
 };
 
 struct BenchRow {
