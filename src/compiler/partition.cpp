@@ -102,10 +102,14 @@ struct Partitioner {
   // calls fn(worker, u0, u1) for each tile, in row order.
   template <class Fn>
   void water_fill(int64_t units, int64_t slice, uint64_t unit_bytes, Fn fn) {
+    water_fill_cuts(slice_cuts(units, slice), unit_bytes, fn);
+  }
+  /// 0, slice, 2 slice, ..., units.
+  static std::vector<int64_t> slice_cuts(int64_t units, int64_t slice) {
     std::vector<int64_t> cuts;
     for (int64_t u = 0; u < units; u += slice) cuts.push_back(u);
     cuts.push_back(units);
-    water_fill_cuts(cuts, unit_bytes, fn);
+    return cuts;
   }
   template <class Fn>
   void water_fill_cuts(const std::vector<int64_t>& cuts, uint64_t unit_bytes, Fn fn) {
@@ -391,9 +395,7 @@ struct Partitioner {
                   bias = b.id_or_none(op.weight("bias"));
     // Units: S slices of R rows; slice j covers k in [j*K/S, (j+1)*K/S).
     const uint64_t unit_bytes = uint64_t((K + S - 1) / S) * es;
-    std::vector<int64_t> cuts;
-    for (int64_t u = 0; u <= R * S; u += R) cuts.push_back(u);
-    water_fill_lanes(cuts, unit_bytes, [&](int worker, int64_t u0, int64_t u1, int b0, int b1) {
+    water_fill_lanes(slice_cuts(R * S, R), unit_bytes, [&](int worker, int64_t u0, int64_t u1, int b0, int b1) {
       const int64_t j = u0 / R;
       TaskDesc t = tile_task(Opcode::MatvecResidual, o, op.layer, u0 - j * R, u1 - j * R, j * K / S, (j + 1) * K / S);
       t.b0 = b0, t.b1 = b1;
