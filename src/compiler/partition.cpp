@@ -181,14 +181,16 @@ struct Partitioner {
     }
   }
 
-  // Lanes of a matrix operator's tasks: all of them up to kMmMaxTokens (the
-  // tensor-core tile's most tokens); more (a long prefill chunk) in G groups
-  // of at most kMmMaxTokens, balanced and a multiple of 8 (mma's token
-  // groups). Returns G and the group size.
+  // Lanes of a matrix operator's tasks: all of them up to T = kMmMaxTokens
+  // (the tensor-core tile's most tokens) or the target's wide tiles' tokens
+  // (mm_tokens_for); more (a long prefill chunk) in G groups of at most T,
+  // balanced and a multiple of 8 (mma's token groups). Returns G and the
+  // group size.
   std::pair<int, int> lane_groups() const {
     const int B = b.p.h.batch;
-    if (B <= program::kMmMaxTokens) return {1, B};
-    const int G = (B + program::kMmMaxTokens - 1) / program::kMmMaxTokens;
+    const int wide = mm_tokens_for(b.opt.target, B), T = wide > 0 ? wide : program::kMmMaxTokens;
+    if (B <= T) return {1, B};
+    const int G = (B + T - 1) / T;
     const int n = ((B + G - 1) / G + 7) / 8 * 8;
     return {(B + n - 1) / n, n};
   }

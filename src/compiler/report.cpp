@@ -226,7 +226,7 @@ std::string to_json(const Program& p) {
                  {"loader_hold", tg.loader_hold}, {"l2_evict_first", tg.l2_evict_first},
                  {"o_split_k", tg.o_split_k}, {"down_split_k", tg.down_split_k},
                  {"mm_engine", tg.mm_engine == kMmEngineWgmma ? "wgmma" : "mma"}, {"row_align", tg.row_align},
-                 {"mm_cols", tg.mm_cols}};
+                 {"mm_cols", tg.mm_cols}, {"mm_tokens", tg.mm_tokens}};
   j["well_known"] = {{"x", h.buf_x}, {"state", h.buf_state}, {"control", h.buf_control},
                      {"tokens", h.buf_tokens}, {"ring", h.buf_ring}, {"page_table", h.buf_page_table},
                      {"logits", h.buf_logits}, {"argmax", h.buf_argmax}, {"embed", h.buf_embed},

@@ -56,6 +56,13 @@ Target gpu_preset(const char* name) {
   // 91.7; 8 rows was worse: Qwen3-8B 510.7 against 412-414 in its call).
   // Wider steps keep 32 (prefill_attn_rows_wide 0).
   t.prefill_attn_rows = 16;
+  // Steps of more than 64 lanes: matmul tasks of up to 128 tokens (the
+  // kernel's wide variant: one wgmma of N 128 a k-step and warpgroup for a
+  // tall block, against two of N 32 over 64-token lane groups). H100,
+  // 2026-12-07, 2000-token prefill in steps of 256, two interleaved rounds
+  // against 64: Qwen3-8B 224.9 / 222.6 -> 209.2 / 210.0 ms; Llama-3.2-1B
+  // 47.5 -> 48.0 / 48.0 (the same within 1%).
+  t.batch_wide_mm_tokens = 128;
   return t;
 }
 
@@ -111,8 +118,19 @@ Target target_of(const program::Program& p) {
   t.down_split_k = t.batch_wide_down_split_k = d.down_split_k;
   t.row_align = t.batch_row_align = d.row_align > 0 ? d.row_align : 8;
   t.batch_wide_mm_cols = d.mm_cols;
+  t.batch_wide_mm_tokens = d.mm_tokens;
   t.batch_attn_seqs = d.attn_seqs > 0 ? d.attn_seqs : 1;
   return t;
+}
+
+int mm_tokens_for(const Target& t, int batch) {
+  KEEL_CHECK(t.batch_wide_mm_tokens == 0 ||
+                 (t.batch_wide_mm_tokens % program::kMmBoxCols == 0 && t.batch_wide_mm_tokens >= program::kMmMaxTokens &&
+                  t.batch_wide_mm_tokens <= program::kMmWideMaxTokens),
+             "compile: target ", t.name, ": matmul tasks of ", t.batch_wide_mm_tokens,
+             " tokens must be 0 or a multiple of 64 from ", program::kMmMaxTokens, " to ", program::kMmWideMaxTokens);
+  const bool wide = batch > program::kMmMaxTokens && t.mm_engine == program::kMmEngineWgmma;
+  return wide && t.batch_wide_mm_tokens > program::kMmMaxTokens ? t.batch_wide_mm_tokens : 0;
 }
 
 namespace {
@@ -163,7 +181,7 @@ void plan_target(Program& p, const Target& t) {
                              : small                ? t.batch_small_max_stages
                              : p.h.n_chunks <= 2    ? t.batch_few_chunks_max_stages
                                                     : t.batch_max_stages;
-  const uint32_t stage_bytes = wide ? t.batch_wide_stage_bytes : small ? t.batch_small_stage_bytes : t.stage_bytes;
+  uint32_t stage_bytes = wide ? t.batch_wide_stage_bytes : small ? t.batch_small_stage_bytes : t.stage_bytes;
   const int mm_engine = wide ? t.mm_engine : t.batch_mm_engine;  // (one sequence: no matmul tiles)
   KEEL_CHECK(max_stages_opt >= 0 && max_stages_opt <= program::kMaxRingStages && max_inflight >= 0 &&
                  (loader_hold == 0 || loader_hold == 1) &&
@@ -186,6 +204,16 @@ void plan_target(Program& p, const Target& t) {
              "compile: target ", t.name, ": matmul stage columns ", t.batch_wide_mm_cols, " must be 0 or a multiple of ",
              program::kMmBoxCols, " up to ", program::kMmMaxCols);
   d.mm_cols = wide ? t.batch_wide_mm_cols : 0;
+  d.mm_tokens = mm_tokens_for(t, p.h.batch);
+  if (program::mm_wide(p.h)) {
+    // Wide tiles: an input buffer of the tile's tokens x at most
+    // mm_max_cols_tokens columns (128: 32 KiB), and a stage of one tall
+    // block's chunk (128 rows x those columns, 32 KiB), so that more of them
+    // are in flight (4 beside the work area, where 64 KiB stages left 2).
+    const int cap = program::mm_max_cols_tokens(program::mm_tile_tokens(p.h));
+    if (d.mm_cols == 0 || d.mm_cols > cap) d.mm_cols = cap;
+    if (stage_bytes > 0) stage_bytes = std::min<uint32_t>(stage_bytes, program::kMmTallRows * uint32_t(d.mm_cols) * 2);
+  }
   // The largest attention group the partition made (a power of two: the
   // kernel gives each of a task's sequences kKernelWarps / attn_seqs warps).
   int seqs = 1;
@@ -239,6 +267,7 @@ std::string describe_target(const program::ProgramHeader& h) {
                 d.mm_engine == program::kMmEngineWgmma ? "wgmma" : "mma.sync");
   std::string s = buf;
   if (d.mm_cols > 0) s += " in stages of at most " + std::to_string(d.mm_cols) + " columns";
+  if (program::mm_wide(h)) s += ", wide tiles of up to " + std::to_string(program::mm_max_tokens(h)) + " tokens";
   if (d.attn_seqs > 1) s += "; attention tasks of up to " + std::to_string(d.attn_seqs) + " sequences";
   // Which loop a long attention chunk runs (the work area decides: a ring
   // stage more can cost the staged loop, docs/compiler.md).

@@ -91,6 +91,12 @@ struct Target {
   /// TargetDesc::mm_cols); a work area too large for two 64 KiB stages halves
   /// the stage, and then only tiles of up to 64 rows take 256 columns.
   int batch_wide_mm_cols = 256;
+  /// Programs of more than 64 tokens a step on the wgmma engine (a prefill
+  /// chunk over 64 lanes, a batch over 64): most lanes of one matmul task
+  /// (TargetDesc::mm_tokens: 0 or 64 keeps program::kMmMaxTokens, else 128 =
+  /// program::kMmWideMaxTokens), which the CUDA kernel's wide variant runs as
+  /// wide tiles: each weight stage multiplied by all of a task's tokens.
+  int batch_wide_mm_tokens = 0;
   /// Sequences of one attention task in Programs of several sequences with
   /// one chunk each (program::attn_group_serves): 0, the compiler's (the
   /// fewest, a power of two, that leave one round of tasks over the workers:
@@ -159,6 +165,11 @@ Target target_for_device(const std::string& device_name, int sms, uint32_t smem_
 /// The Target a Program was compiled for, from its header (so a recompile can
 /// keep its ring and loader policy).
 Target target_of(const program::Program& p);
+
+/// TargetDesc::mm_tokens of a Program of `batch` lanes a step compiled for
+/// `t`: Target::batch_wide_mm_tokens past program::kMmMaxTokens lanes on the
+/// wgmma engine, else 0.
+int mm_tokens_for(const Target& t, int batch);
 
 /// One line: "h200: 132 SMs, 227 KiB/block; ring 3 x 64 KiB, work 27 KiB, ...".
 std::string describe_target(const program::ProgramHeader& h);

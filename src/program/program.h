@@ -328,7 +328,12 @@ struct TargetDesc {
   /// one): the CUDA kernel gives each of a task's sequences 8 / attn_seqs
   /// warps (attention_group). The largest group the Program holds.
   int32_t attn_seqs = 0;
-  uint32_t reserved[1] = {};
+  /// Most tokens (lanes) of one matmul task (0: program::kMmMaxTokens, 64; or
+  /// 128 in Programs of more than 64 lanes): the wide tiles of the CUDA
+  /// kernel's wide variant, each weight stage multiplied by up to
+  /// program::kMmWideMaxTokens tokens (program::mm_max_tokens). A former
+  /// reserved word.
+  int32_t mm_tokens = 0;
 };
 static_assert(sizeof(TargetDesc) == 112);
 

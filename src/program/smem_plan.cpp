@@ -67,7 +67,7 @@ uint32_t mm_work_bytes(const ProgramHeader& h) {
   if (h.batch <= 1) return 0;
   // The split-warp partials (4 row groups x 2 matrices x 32 lanes x 4 floats),
   // then two input buffers of [tokens][max cols + 8] bf16.
-  return kMmRedBytes + 2 * uint32_t(mm_tokens(h.batch)) * uint32_t(mm_stage_cols(h) + 8) * 2;
+  return kMmRedBytes + 2 * uint32_t(mm_tile_tokens(h)) * uint32_t(mm_stage_cols(h) + 8) * 2;
 }
 
 TileSource tile_source(const Program& p, const TaskDesc& t) {
@@ -125,7 +125,9 @@ StagePlan plan_stage(const Program& p, const TaskDesc& t, uint32_t stage_bytes, 
   }
   // TMA boxes of kMmBoxCols columns; the inputs are copied in 16-byte pieces
   // (their rows, cols elements, and k0 aligned to 8 elements).
-  if (nseq > kMmMaxTokens || dt != DType::BF16 || (k1 - k0) % kMmBoxCols != 0 || cols % 8 != 0 || k0 % 8 != 0 ||
+  // (LmHead's logits leave the tile from its accumulators: at most kMmMaxTokens tokens.)
+  const int max_seq = Opcode(t.opcode) == Opcode::LmHead ? kMmMaxTokens : mm_max_tokens(p.h);
+  if (nseq > max_seq || dt != DType::BF16 || (k1 - k0) % kMmBoxCols != 0 || cols % 8 != 0 || k0 % 8 != 0 ||
       stage_bytes % kMmStageAlign != 0)
     return {};
   const int64_t cap = std::min<int64_t>(mm_max_rows(p.h.target.mm_engine, p.h.batch, int(nmat)), (rows + 15) / 16 * 16);
@@ -158,6 +160,10 @@ void check_plan(const Program& p, const DTypeOf& given) {
              "program: bad loader policy (max in flight ", g.max_inflight, ", hold ", g.loader_hold, ")");
   KEEL_CHECK(g.mm_engine == kMmEngineMma || g.mm_engine == kMmEngineWgmma, "program: unknown matmul engine ",
              g.mm_engine, " (0: mma.sync, 1: wgmma)");
+  KEEL_CHECK(g.mm_tokens == 0 || (g.mm_tokens % kMmBoxCols == 0 && g.mm_tokens >= kMmMaxTokens &&
+                                    g.mm_tokens <= kMmWideMaxTokens && g.mm_engine == kMmEngineWgmma),
+             "program: matmul tasks of ", g.mm_tokens, " tokens (0, or a multiple of 64 from ", kMmMaxTokens, " to ",
+             kMmWideMaxTokens, ", on the wgmma engine)");
   KEEL_CHECK(g.mm_cols >= 0 && g.mm_cols <= kMmMaxCols && g.mm_cols % kMmBoxCols == 0, "program: matmul stage columns ",
              g.mm_cols, " (0, or a multiple of ", kMmBoxCols, " up to ", kMmMaxCols, ")");
   KEEL_CHECK(g.attn_seqs >= 0 && g.attn_seqs <= kAttnMaxSeqs && (g.attn_seqs & (g.attn_seqs - 1)) == 0 &&

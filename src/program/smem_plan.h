@@ -165,6 +165,25 @@ inline constexpr uint32_t kMmStageAlign = 1024;  // a stage's alignment (the 128
 
 /// Rows of a matmul input buffer: the batch rounded up to 8 (mma's groups), at most kMmMaxTokens.
 constexpr int mm_tokens(int batch) { return ((batch < kMmMaxTokens ? batch : kMmMaxTokens) + 7) / 8 * 8; }
+/// Wide matmul tiles (TargetDesc::mm_tokens; the CUDA kernel's wide variant):
+/// a task multiplies each weight stage by up to this many tokens, each
+/// warpgroup one wgmma of up to N 128 (one matrix: its 64 rows x every token)
+/// or two of N 64 (GateUp's two matrices: half the tokens each). At 256
+/// tokens (N 256, 128 accumulators a thread) ptxas serialises the kernel's
+/// wgmma for want of registers (C7511), so 128 is the most.
+inline constexpr int kMmWideMaxTokens = 128;
+/// Most lanes of one matmul task of `h`: TargetDesc::mm_tokens, 0 = kMmMaxTokens.
+constexpr int mm_max_tokens(const ProgramHeader& h) { return h.target.mm_tokens > 0 ? h.target.mm_tokens : kMmMaxTokens; }
+/// Rows of a matmul input buffer of `h`: mm_tokens(batch), or past
+/// kMmMaxTokens (wide tiles) the batch up to mm_max_tokens rounded up to 64,
+/// which the wide tiles' wgmma widths (multiples of 32 a warpgroup, 64 for
+/// one matrix) never read past.
+constexpr int mm_tile_tokens(const ProgramHeader& h) {
+  const int t = h.batch < mm_max_tokens(h) ? h.batch : mm_max_tokens(h);
+  return t <= kMmMaxTokens ? mm_tokens(t) : (t + 63) / 64 * 64;
+}
+/// Whether a Program's matmul tiles are wide (the CUDA kernel's gemm variant runs it).
+constexpr bool mm_wide(const ProgramHeader& h) { return mm_tile_tokens(h) > kMmMaxTokens; }
 /// Weight rows per matrix in a stage at most: kMmTallRows for one matrix on
 /// the wgmma engine (Programs of more than 16 tokens a step), where each
 /// warpgroup multiplies its own 64 rows by all the tokens, so an input chunk
@@ -178,20 +197,21 @@ constexpr uint32_t mm_max_rows(int mm_engine, int batch, int nmat) {
 /// Columns per stage of a matmul tile at most: 512 for up to 8 sequences,
 /// 256 for 16, 128 for 32 or more (an input buffer stays near 8 to 17 KiB,
 /// so the work area leaves room for three 64 KiB stages at batch 8).
-constexpr int mm_max_cols(int batch) {
-  const int t = mm_tokens(batch);
-  return t <= 8 ? 512 : t <= 16 ? 256 : 128;
-}
+/// The same for a tile of t tokens (wide tiles too: 128 columns of up to 128
+/// tokens, an input buffer of at most 32 KiB).
+constexpr int mm_max_cols_tokens(int t) { return t <= 8 ? 512 : t <= 16 ? 256 : 128; }
+constexpr int mm_max_cols(int batch) { return mm_max_cols_tokens(mm_tokens(batch)); }
 /// The Program's bound on a matmul stage's columns: the target's
-/// (TargetDesc::mm_cols, a multiple of kMmBoxCols up to kMmMaxCols) or mm_max_cols(batch).
+/// (TargetDesc::mm_cols, a multiple of kMmBoxCols up to kMmMaxCols) or
+/// mm_max_cols of its tile's tokens.
 constexpr int mm_stage_cols(const ProgramHeader& h) {
-  return h.target.mm_cols > 0 ? h.target.mm_cols : mm_max_cols(h.batch);
+  return h.target.mm_cols > 0 ? h.target.mm_cols : mm_max_cols_tokens(mm_tile_tokens(h));
 }
 inline constexpr int kMmMaxCols = 512;  // TargetDesc::mm_cols at most
 inline constexpr uint32_t kMmRedBytes = 4 * 2 * 32 * 4 * 4;  // the split-warp partials at the work area's start
 
 /// Work-area bytes of the matmul engine of a Program (0 for batch 1): the
-/// partials and two input buffers of mm_tokens(batch) x (mm_stage_cols + 8).
+/// partials and two input buffers of mm_tile_tokens(h) x (mm_stage_cols + 8).
 uint32_t mm_work_bytes(const ProgramHeader& h);
 
 /// Which weight bytes a matvec-family task reads (the same as exec/cuda
@@ -212,7 +232,7 @@ struct StagePlan {
 /// The plan of task `t` (the compiler records it as stage_rows(t) and
 /// stage_cols(t)):
 ///  * one sequence: whole row segments [k0, k1), as many rows as fit a stage;
-///  * 2 .. kMmMaxTokens sequences with bf16 weights whose slice k1 - k0 is a
+///  * 2 .. mm_max_tokens(h) sequences (LmHead: kMmMaxTokens) with bf16 weights whose slice k1 - k0 is a
 ///    multiple of kMmBoxCols, in stages that are a multiple of kMmStageAlign:
 ///    a matmul tile of min(mm_max_rows(), the task's rows rounded up to 16) rows x
 ///    the largest multiple of kMmBoxCols columns that divides k1 - k0 (in at

@@ -429,11 +429,14 @@ TEST(Target, RowsPerStageNeverExceedAStage) {
     }
   }
   EXPECT_GT(tiles, 0);
-  // More sequences than a matmul task serves: the matrix operators' tasks take
-  // groups of lanes (65: 40 + 25), each a matmul tile; the LM head keeps
-  // every lane, so it reads global memory.
+  // More sequences than a matmul task serves (kMmMaxTokens without the wide
+  // tiles): the matrix operators' tasks take groups of lanes (65: 40 + 25),
+  // each a matmul tile; the LM head keeps every lane, so it reads global
+  // memory. (The presets' wide tiles serve all 65 in one group:
+  // Target.WideTilesTakeUpTo128Tokens.)
   CompileOptions b65 = b3;
   b65.batch = kMmMaxTokens + 1;
+  b65.target.batch_wide_mm_tokens = 0;
   const Program big = compile(testing::tiny_config(model::Arch::Llama), b65);
   std::set<std::pair<int, int>> groups;
   for (const TaskDesc& t : big.tasks) {
@@ -744,6 +747,50 @@ TEST(Target, WidePrefillStepsTakeBlocksOf32Rows) {
   EXPECT_EQ(block_lanes(256, -1), (std::set<int>{8}));
   EXPECT_EQ(block_lanes(100, -1), (std::set<int>{4, 8}));  // 12 blocks of 8 and one of 4
   EXPECT_EQ(block_lanes(256, 16), (std::set<int>{4}));
+}
+
+// Target::batch_wide_mm_tokens: a step of more than 64 lanes on the wgmma
+// engine takes matmul tasks of up to 128 tokens (the CUDA kernel's wide
+// variant), stages of one tall block's 128 columns (32 KiB), and a
+// recompile from the Program's own options gives the same Program; a step
+// of 64 lanes or fewer is the same Program as without the knob.
+TEST(Target, WideTilesTakeUpTo128Tokens) {
+  Target t = target_preset("h100");
+  t.batch_wide_mm_tokens = 128;
+  CompileOptions o = for_target(t);
+  o.prefill_chunk = 256;
+  const Program p = compile(qwen3_8b_two_layers(), o);
+  EXPECT_EQ(p.h.target.mm_tokens, 128);
+  EXPECT_TRUE(program::mm_wide(p.h));
+  EXPECT_EQ(program::mm_tile_tokens(p.h), 128);
+  EXPECT_EQ(p.h.target.mm_cols, 128);
+  EXPECT_EQ(p.h.target.stage_bytes, 32768u);
+  EXPECT_GE(p.h.target.work_bytes, program::mm_work_bytes(p.h));
+  std::set<std::pair<int, int>> groups;
+  std::set<uint32_t> rows;
+  for (const TaskDesc& d : p.tasks) {
+    const Opcode op = Opcode(d.opcode);
+    if (op != Opcode::QkvProj && op != Opcode::GateUp && op != Opcode::MatvecResidual) continue;
+    groups.insert({d.b0, d.b1});
+    EXPECT_EQ(stage_cols(d), 128u) << describe_task(p, uint32_t(&d - p.tasks.data()));
+    if (op != Opcode::GateUp) rows.insert(stage_rows(d));
+  }
+  EXPECT_EQ(groups, (std::set<std::pair<int, int>>{{0, 128}, {128, 256}}));
+  EXPECT_TRUE(rows.count(128u)) << "tall blocks";
+  program::check_plan(p);
+  EXPECT_EQ(program_hash(compile(qwen3_8b_two_layers(), options_of(p))), program_hash(p));
+  // 64 lanes: not wide, the same Program as the preset's
+  o.prefill_chunk = 64;
+  const Program narrow = compile(qwen3_8b_two_layers(), o);
+  EXPECT_EQ(narrow.h.target.mm_tokens, 0);
+  CompileOptions base = for_target(target_preset("h100"));
+  base.prefill_chunk = 64;
+  EXPECT_EQ(program_hash(narrow), program_hash(compile(qwen3_8b_two_layers(), base)));
+  // The mma.sync engine has no wide tiles.
+  t.mm_engine = program::kMmEngineMma;
+  o = for_target(t);
+  o.prefill_chunk = 256;
+  EXPECT_EQ(compile(qwen3_8b_two_layers(), o).h.target.mm_tokens, 0);
 }
 }  // namespace
 }  // namespace keel::compiler

@@ -158,13 +158,16 @@ INSTANTIATE_TEST_SUITE_P(All, Prefill_, ::testing::ValuesIn(testing::golden_fixt
                            return m;
                          });
 
-// A chunk of more lanes than one matmul tile takes (kMmMaxTokens): the
-// matrix operators' tasks split the lanes in groups (130 lanes: 48 + 48 + 34,
-// so tiles start past lane 0 and end off a multiple of 8), and the norms take
-// blocks of lanes (130 over 3 workers: 44, 44, 42). A 150-token random prompt
-// in two chunks (130 + 19 positions) against the reference forward pass, in
+// A chunk of more lanes than one matmul tile takes (kMmMaxTokens, or the
+// wide tiles' 128: Target::batch_wide_mm_tokens): the matrix operators' tasks
+// split the lanes in groups (130 lanes: 48 + 48 + 34, wide 72 + 58, so tiles
+// start past lane 0 and end off a multiple of 8), and the norms take blocks
+// of lanes (130 over 3 workers: 44, 44, 42). A 150-token random prompt in
+// two chunks (130 + 19 positions) against the reference forward pass, in
 // shuffle mode, and the checker passes the Program.
-TEST(Prefill, ChunksWiderThanAMatmulTileMatchTheReference) {
+class PrefillWide : public ::testing::TestWithParam<int> {};
+
+TEST_P(PrefillWide, ChunksWiderThanAMatmulTileMatchTheReference) {
   const auto& f = fixture("tiny-qwen3");
   const int64_t V = f.model.config.vocab;
   compiler::CompileOptions o;
@@ -172,8 +175,10 @@ TEST(Prefill, ChunksWiderThanAMatmulTileMatchTheReference) {
   o.prefill_chunk = 130;
   o.max_context = 160;
   o.page_size = 16;
+  o.target.batch_wide_mm_tokens = GetParam();
   const program::Program pp = compiler::compile(f.model.config, o);
   ASSERT_EQ(pp.h.seq_lanes, 130);
+  EXPECT_EQ(pp.h.target.mm_tokens, GetParam());
   program::check_or_throw(pp, 3);
   std::set<std::pair<int, int>> groups;  // (b0, b1) of the matrix tasks
   int norm_lanes = 0;
@@ -183,7 +188,10 @@ TEST(Prefill, ChunksWiderThanAMatmulTileMatchTheReference) {
       groups.insert({t.b0, t.b1});
     if (op == program::Opcode::RmsNorm) norm_lanes = std::max(norm_lanes, t.b1 - t.b0);
   }
-  EXPECT_EQ(groups, (std::set<std::pair<int, int>>{{0, 48}, {48, 96}, {96, 130}}));
+  const std::set<std::pair<int, int>> want_groups =
+      GetParam() == 0 ? std::set<std::pair<int, int>>{{0, 48}, {48, 96}, {96, 130}}
+                      : std::set<std::pair<int, int>>{{0, 72}, {72, 130}};
+  EXPECT_EQ(groups, want_groups);
   EXPECT_EQ(norm_lanes, 44);
   o.prefill_chunk = 0;
   const program::Program dp = compiler::compile(f.model.config, o);
@@ -205,6 +213,8 @@ TEST(Prefill, ChunksWiderThanAMatmulTileMatchTheReference) {
   const std::vector<float> want = ref.forward(s.prompt, true);
   EXPECT_LT(rel_err(r.seqs[0].logits.data(), &want[size_t(n) * V], size_t(V)), kLogitsTol);
 }
+
+INSTANTIATE_TEST_SUITE_P(Tokens, PrefillWide, ::testing::Values(0, 128));
 
 // Target::prefill_attn_rows: kv_append / prefill_attention tasks of fewer
 // lanes (3 here, an odd block and a short last one) than the default's; each

@@ -76,7 +76,7 @@ int run_bench(const BenchArgs& a) {
                              {"l2_evict_first", t.l2_evict_first}, {"o_split_k", t.o_split_k},
                              {"down_split_k", t.down_split_k},
                              {"mm_engine", t.mm_engine == program::kMmEngineWgmma ? "wgmma" : "mma"}, {"row_align", t.row_align},
-                             {"mm_cols", t.mm_cols}, {"attn_seqs", t.attn_seqs > 0 ? t.attn_seqs : 1}};
+                             {"mm_cols", t.mm_cols}, {"mm_tokens", t.mm_tokens}, {"attn_seqs", t.attn_seqs > 0 ? t.attn_seqs : 1}};
     nlohmann::json options = {{"workers", rep.header.n_workers}, {"batch", o.batch}, {"max_context", o.max_context},
                               {"page_size", o.page_size}, {"ring_len", o.ring_len}, {"row_align", o.row_align},
                               {"o_split_k", o.o_split_k}, {"down_split_k", o.down_split_k},
@@ -94,7 +94,8 @@ int run_bench(const BenchArgs& a) {
                         {"first_timed_position", rep.first_position}, {"last_timed_position", rep.last_position},
                         {"rows", rows}};
     if (rep.prompt_len > 0) j["prefill"] = {{"prompt_len", rep.prompt_len}, {"prompts", a.batch}, {"ms", rep.prefill_ms},
-                                          {"prefill_chunk", rep.prefill_chunk}};
+                                          {"prefill_chunk", rep.prefill_chunk}, {"program_hash", rep.prefill_hash},
+                                          {"kernel_variant", rep.prefill_variant}};
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     std::printf("%s", rep.table(name).c_str());

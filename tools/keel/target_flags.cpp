@@ -31,6 +31,10 @@ void add_target_flags(CLI::App& c, TargetFlags& f, const std::string& default_ta
                "Programs of more than 16 tokens a step: most columns of a matmul tile's ring stage, a multiple of 64 up "
                "to 512 (default: the target's, 256; 0: 128)")
       ->check(CLI::Range(0, program::kMmMaxCols));
+  c.add_option("--mm-tokens", f.mm_tokens,
+               "Programs of more than 64 tokens a step (prefill chunks, batches) on the wgmma engine: most tokens of "
+               "one matmul task, 64 (or 0) or the wide tiles' 128 (default: the target's)")
+      ->check(CLI::IsMember({0, 64, 128}));
   c.add_option("--attn-seqs", f.attn_seqs,
                "Batches with one attention chunk a sequence and kv head: sequences of one attention task, 1, 2, 4 or "
                "8 (default: the target's, 0: the fewest that leave one round of tasks over the SMs)")
@@ -82,6 +86,7 @@ compiler::Target resolve_target(const TargetFlags& f, int device) {
   if (!f.mm_engine.empty())
     t.mm_engine = t.batch_mm_engine = f.mm_engine == "mma" ? program::kMmEngineMma : program::kMmEngineWgmma;
   if (f.mm_cols >= 0) t.batch_wide_mm_cols = f.mm_cols;
+  if (f.mm_tokens >= 0) t.batch_wide_mm_tokens = f.mm_tokens;
   if (f.attn_seqs >= 0) t.batch_attn_seqs = f.attn_seqs;
   if (f.prefill_attn_rows >= 0) t.prefill_attn_rows = t.prefill_attn_rows_wide = f.prefill_attn_rows;
   return t;
@@ -106,6 +111,7 @@ std::string compile_flags_of(const program::ProgramHeader& h) {
              " --max-stages ", t.max_stages, " --max-inflight ", t.max_inflight, " --loader-hold ", t.loader_hold,
              " --l2-hint ", t.l2_evict_first, " --mm-engine ", t.mm_engine == program::kMmEngineMma ? "mma" : "wgmma",
              program::mm_tokens(h.batch) > 16 ? cat(" --mm-cols ", t.mm_cols) : std::string(),
+             t.mm_tokens > 0 ? cat(" --mm-tokens ", t.mm_tokens) : std::string(),
              h.batch > 1 ? cat(" --attn-seqs ", t.attn_seqs > 0 ? t.attn_seqs : 1) : std::string(), " --o-split-k ", o.o_split_k, " --down-split-k ", o.down_split_k,
              " --attn-chunks ", o.attn_chunks, " --attn-min-chunk ", h.opt_attn_min_chunk - 1,
              o.row_align != compiler::CompileOptions{}.row_align ? cat(" --row-align ", o.row_align) : std::string(),

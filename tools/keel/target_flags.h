@@ -18,6 +18,7 @@ struct TargetFlags {
   int stage_kib = -1, max_stages = -1, max_inflight = -1, loader_hold = -1, l2_hint = -1;  // -1: the target's
   std::string mm_engine;  // "wgmma" or "mma"; empty: the target's
   int mm_cols = -1;       // Target::batch_wide_mm_cols (-1: the target's)
+  int mm_tokens = -1;     // Target::batch_wide_mm_tokens (-1: the target's)
   int attn_seqs = -1;     // Target::batch_attn_seqs (-1: the target's)
   int prefill_attn_rows = -1;  // Target::prefill_attn_rows (-1: the target's)
   int o_split_k = 0, down_split_k = 0, attn_chunks = 0;  // 0: the target's, else the compiler's

@@ -123,6 +123,10 @@ BenchReport bench_executor(ProgramExecutor& ex, const BenchOptions& opt, Program
     r.prefill_ms = run_prefilled(ex, prefill, seqs, {}).first_token_ms;
     r.prompt_len = opt.prompt_len;
     r.prefill_chunk = prefill ? prefill->program().h.seq_lanes : 0;
+    if (prefill) {
+      r.prefill_hash = program::hash_hex(program::program_hash(prefill->program()));
+      r.prefill_variant = prefill->last_kernel_variant();
+    }
     if (prefill && !opt.trace_json.empty()) {  // a third, traced run: the prefill launch's first 4 steps
       const std::string path = prefill_trace_path(opt.trace_json);
       note(opt, cat("tracing the prefill launch's first 4 steps into ", path));
@@ -201,7 +205,9 @@ std::string BenchReport::table(const std::string& model_name) const {
   if (prompt_len > 0) {
     std::snprintf(buf, sizeof buf, "prefill: %d prompt(s) of %lld tokens, first token after %.2f ms (%s)\n", batch,
                   (long long)prompt_len, prefill_ms,
-                  prefill_chunk > 1 ? cat(prefill_chunk, " positions a prefill step").c_str() : "as decode steps");
+                  prefill_chunk > 1 ? cat(prefill_chunk, " positions a prefill step, Program ", prefill_hash,
+                                          ", kernel ", prefill_variant).c_str()
+                                    : "as decode steps");
     s += buf;
   }
   return s;

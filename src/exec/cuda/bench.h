@@ -81,6 +81,8 @@ struct BenchReport {
   int64_t prompt_len = 0;      // BenchOptions::prompt_len
   int prefill_chunk = 0;       // lanes of the prefill Program timed (0: prompts ran as decode steps)
   double prefill_ms = 0;       // time to the first token of `batch` prompts of prompt_len tokens (0: not timed)
+  std::string prefill_hash;    // the prefill Program's program_hash, and the kernel variant it ran on
+  std::string prefill_variant;
   std::vector<BenchRow> rows;
   /// A small Markdown table.
   std::string table(const std::string& model_name) const;

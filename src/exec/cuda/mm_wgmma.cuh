@@ -24,14 +24,31 @@
 // and warpgroup 1 hands its partials over through shared memory. A tall
 // block (one matrix, more than 64 rows: program::mm_max_rows) gives each
 // warpgroup its own 64 rows and every token: tokens 0-31 and 32-63 as two
-// wgmma into the registers GateUp's two matrices use.
+// wgmma into the registers GateUp's two matrices use. The wide variant
+// (KEEL_MM_WIDE: tasks of up to 128 tokens) issues one wgmma as wide as a
+// warpgroup's tokens instead, and stages a block's output in windows of
+// tokens that fit the slot.
 #pragma once
 
 namespace keel::exec::cuda::prog {
 inline namespace KEEL_DEVICE_NS {
 
-inline constexpr int kWgMaxGroups = program::kMmMaxTokens / 8 / 2;  // token groups per warpgroup: 4 (a tall block's: 8)
-inline constexpr int kWgAcc = kWgMaxGroups * 4;                     // fp32 accumulators per thread and matrix
+#ifndef KEEL_MM_WIDE
+#define KEEL_MM_WIDE 0
+#endif
+/// The wide variant (program_kernel_wide.cu): tasks of up to
+/// program::kMmWideMaxTokens tokens; a warpgroup's wgmma is as wide as its
+/// tokens (rounded up: one matrix of a tall block to 64, else to 32), so
+/// each weight panel is read from shared memory once for them all.
+inline constexpr bool kWgWide = KEEL_MM_WIDE != 0;
+static_assert(!kWgWide || KEEL_MM_WIDE == program::kMmWideMaxTokens);
+inline constexpr int kWgMaxTokens = kWgWide ? KEEL_MM_WIDE : program::kMmMaxTokens;
+inline constexpr int kWgMaxGroups = kWgMaxTokens / 8 / 2;  // token groups per warpgroup: 4, wide 8 (a tall block's: twice)
+inline constexpr int kWgAcc = kWgMaxGroups * 4;            // fp32 accumulators per thread and matrix
+/// Token groups of a warpgroup the fragment-layout epilogue serves (LmHead's
+/// logits: at most kMmMaxTokens tokens, program::plan_stage; a task of one
+/// token group); every other kind stages its output (mm_out_staged).
+inline constexpr int kWgDirectGroups = program::kMmMaxTokens / 8;
 
 /// A K-major operand with the 128-byte swizzle at shared address `addr`: 8-row groups 1024 bytes apart.
 __device__ __forceinline__ uint64_t wg_desc(uint32_t addr) {
@@ -75,6 +92,20 @@ KEEL_WG_MMA(32,
             "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, "
             "%12, %13, %14, %15", "16", "17", "18",
             KEEL_WG_D4(0), KEEL_WG_D4(4), KEEL_WG_D4(8), KEEL_WG_D4(12))
+// The wide variant's widths (a warpgroup's tokens of one matrix up to 128, of each of two up to 64).
+KEEL_WG_MMA(64,
+            "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+            "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31", "32", "33", "34",
+            KEEL_WG_D4(0), KEEL_WG_D4(4), KEEL_WG_D4(8), KEEL_WG_D4(12), KEEL_WG_D4(16), KEEL_WG_D4(20),
+            KEEL_WG_D4(24), KEEL_WG_D4(28))
+KEEL_WG_MMA(128,
+            "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+            "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+            "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+            "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63", "64", "65", "66",
+            KEEL_WG_D4(0), KEEL_WG_D4(4), KEEL_WG_D4(8), KEEL_WG_D4(12), KEEL_WG_D4(16), KEEL_WG_D4(20),
+            KEEL_WG_D4(24), KEEL_WG_D4(28), KEEL_WG_D4(32), KEEL_WG_D4(36), KEEL_WG_D4(40), KEEL_WG_D4(44),
+            KEEL_WG_D4(48), KEEL_WG_D4(52), KEEL_WG_D4(56), KEEL_WG_D4(60))
 #undef KEEL_WG_MMA
 #undef KEEL_WG_D4
 
@@ -95,7 +126,7 @@ __device__ __forceinline__ void wg_stage(float (&d)[kWgRegs], uint32_t a, uint32
     const uint64_t da1 = wg_desc(a + a_mat1 + uint32_t(p) * a_panel);
 #pragma unroll
     for (int j = 0; j < 4; ++j) {  // 32 bytes = 16 columns a k-step: +2 in the descriptor's address field
-      if constexpr (G > kWgMaxGroups) {  // a tall block's tokens 32 .. 8 G into the second half (4 KiB further in B)
+      if constexpr (G > kWgMaxGroups && !kWgWide) {  // a tall block's tokens 32 .. 8 G into the second half (4 KiB further in B)
         WgMma<kWgMaxGroups * 8>::template run<0>(d, da + 2 * j, db + 2 * j, acc);
         WgMma<(G - kWgMaxGroups) * 8>::template run<kWgAcc>(d, da + 2 * j, db + 2 * j + kWgMaxGroups * 8 * 8, acc);
       } else {
@@ -135,21 +166,25 @@ __device__ __forceinline__ void mm_fill_swizzled(const MmJob& M, const MmFillIdx
 /// copies of the epilogue's code (its "after" time in the trace of a
 /// batch-64 step: 4.5 / 5.4 us for down_proj / o_proj, which stage, 9.4 /
 /// 15.7 for qkv / gate_up, which did not). `rows0`: the block's first row in
-/// the tile; `r_wg`: this warpgroup's first row in the block. Starts and ends
-/// with a barrier, after which the caller may release the slot.
+/// the tile; `r_wg`: this warpgroup's first row in the block. WIN (the wide
+/// variant, whose block may not fit the slot at once): only the tokens [t0,
+/// t0 + tw) (t0 a multiple of 8), the caller passing over the block's tokens
+/// window by window. Starts and ends with a barrier, after which the caller
+/// may release the slot.
+template <bool WIN>
 __device__ __forceinline__ void mm_out_staged(const DevProgram& P, const MatvecJob& J, const MmJob& M, float* o,
                                               int pitch, int plane, bool two, int rows0, int cap,
                                               const float (&d)[kWgRegs], int r_wg, int wi, int g, int tq, int g0,
-                                              int ng) {
-  csync();  // the other warpgroup's wgmma may still read this slot's weights
+                                              int ng, int t0 = 0, int tw = 0) {
+  csync();  // the other warpgroup's wgmma may still read this slot's weights (or the last window's stores this slot)
 #pragma unroll
   for (int j = 0; j < 2 * kWgMaxGroups; ++j) {
     if (j < ng) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int rr = r_wg + wi * 16 + g + (e >= 2 ? 8 : 0), bt = (g0 + j) * 8 + 2 * tq + (e & 1);
+        const int rr = r_wg + wi * 16 + g + (e >= 2 ? 8 : 0), bt = (g0 + j) * 8 + 2 * tq + (e & 1) - (WIN ? t0 : 0);
         const int at = bt * pitch + (rr ^ (((bt >> 1) & 3) << 3));  // (the xor stays below pitch)
-        if (rr < cap) {
+        if (rr < cap && (!WIN || unsigned(bt) < unsigned(tw))) {
           o[at] = d[4 * j + e];
           if (j < kWgMaxGroups && two) o[plane + at] = d[kWgAcc + 4 * j + e];  // GateUp's up rows
         }
@@ -158,9 +193,10 @@ __device__ __forceinline__ void mm_out_staged(const DevProgram& P, const MatvecJ
   }
   csync();
   const int n8 = (cap + 7) / 8;
-  for (int i = int(threadIdx.x); i < M.nb * n8; i += kThreads) {
-    const int bt = i / n8, r0 = (i % n8) * 8;
-    const float* src = o + bt * pitch + (r0 ^ (((bt >> 1) & 3) << 3));  // rows r0 .. r0 + 7 stay contiguous
+  const int nbw = WIN ? min(M.nb - t0, tw) : M.nb;
+  for (int i = int(threadIdx.x); i < nbw * n8; i += kThreads) {
+    const int lt = i / n8, bt = lt + (WIN ? t0 : 0), r0 = (i % n8) * 8;
+    const float* src = o + lt * pitch + (r0 ^ (((lt >> 1) & 3) << 3));  // rows r0 .. r0 + 7 stay contiguous
     float v[8], u[8];
     *reinterpret_cast<float4*>(v) = *reinterpret_cast<const float4*>(src);
     *reinterpret_cast<float4*>(v + 4) = *reinterpret_cast<const float4*>(src + 4);
@@ -232,10 +268,12 @@ __device__ __forceinline__ void mm_rows_wg(const DevProgram& P, const Tile& T, R
   const int ntg = warp_uniform((M.nb + 7) / 8);
   const bool tall = cap > int(program::kMmRows);  // warpgroup wg: rows [64 wg, 64 wg + 64), every token
   const bool ksplit = !tall && ntg == 1;          // one token group: the warpgroups split the panels
-  const int h = (ntg + 1) / 2;
+  // Token groups of warpgroup 0 when they split them (the wide variant: a
+  // multiple of 4, so both warpgroups' rounded widths stay inside tp rows).
+  const int h = kWgWide ? ((ntg + 1) / 2 + 3) / 4 * 4 : (ntg + 1) / 2;
   const int g0 = tall || ksplit || wg == 0 ? 0 : h;                  // this warpgroup's first token group
-  const int ng_mine = tall ? ntg : ksplit ? 1 : wg == 0 ? h : ntg - h;  // and how many (0: none)
-  const int tp = program::mm_tokens(P.h.batch);           // rows of an input panel
+  const int ng_mine = tall ? ntg : ksplit ? 1 : wg == 0 ? min(h, ntg) : max(ntg - h, 0);  // and how many (0: none)
+  const int tp = program::mm_tile_tokens(P.h);            // rows of an input panel
   const int np = warp_uniform(kc / program::kMmBoxCols);   // panels a stage
   const uint32_t a_panel = uint32_t(cap) * (program::kMmBoxCols * 2);
   const uint32_t a_mat1 = uint32_t(np) * a_panel;
@@ -248,9 +286,15 @@ __device__ __forceinline__ void mm_rows_wg(const DevProgram& P, const Tile& T, R
   const size_t buf_elems = size_t(tp) * program::mm_stage_cols(P.h);
   const int na = max(2, min(kMmMaxSlots, int((P.work_bytes - kMmRedBytes) / (buf_elems * 2))));
   const int p0 = ksplit ? wg : 0, pstep = ksplit ? 2 : 1;
-  const int kind = ng_mine == 0                   ? -1
-                   : ng_mine > kWgMaxGroups        ? 8 + ng_mine - kWgMaxGroups - 1  // tall, N over 32
-                                                   : (T.nmat == 2 ? 1 : 0) + 2 * (ng_mine - 1);
+  // wg_stage's instance: the wide variant's widths are rounded up (a tall
+  // block's to 64 tokens: 12, 13; else to 32: 14 + 2 (0, 1) + two; one token
+  // group: as below); tokens past the task's only make columns the epilogue
+  // drops.
+  const int kind = ng_mine == 0             ? -1
+                   : kWgWide && tall        ? 12 + (ng_mine + 7) / 8 - 1
+                   : kWgWide && ng_mine > 1 ? 14 + 2 * ((ng_mine + 3) / 4 - 1) + (T.nmat == 2 ? 1 : 0)
+                   : ng_mine > kWgMaxGroups ? 8 + ng_mine - kWgMaxGroups - 1  // tall, N over 32
+                                            : (T.nmat == 2 ? 1 : 0) + 2 * (ng_mine - 1);
   const int g = lane >> 2, tq = lane & 3;
 
   float d[kWgRegs];  // written by the row block's first k-step (acc = 0)
@@ -259,8 +303,14 @@ __device__ __forceinline__ void mm_rows_wg(const DevProgram& P, const Tile& T, R
   // a block's last stage slot, when it fits (GateUp: both matrices' rows).
   const bool two = T.nmat == 2;
   const int out_plane = tp * out_pitch;
+  // The wide variant stages windows of tw tokens (a multiple of 8) where the block's tokens do not fit at once.
+  const int tw = kWgWide ? min(tp, int(R.stage_bytes / (size_t(two ? 2 : 1) * out_pitch * 4)) / 8 * 8) : tp;
   const bool stage_out = warp_uniform(J.kind != kEpiLogits && !ksplit &&
-                                      size_t(two ? 2 : 1) * out_plane * 4 <= R.stage_bytes) != 0;
+                                      (kWgWide ? tw >= 8 : size_t(two ? 2 : 1) * out_plane * 4 <= R.stage_bytes)) != 0;
+  if (kWgWide && !stage_out && ntg > kWgDirectGroups) {  // (program::plan_stage never makes one)
+    if (threadIdx.x == 0) dev_fail(P, kErrMmTile, -1, M.nb);
+    return;  // the kernel leaves after this task
+  }
   int acc = 0;
 
   const MmFillIdx F(kc);
@@ -314,6 +364,7 @@ __device__ __forceinline__ void mm_rows_wg(const DevProgram& P, const Tile& T, R
     switch (kind) {
       case 0: wg_stage<1, false>(d, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
       case 1: wg_stage<1, true>(d, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
+#if !KEEL_MM_WIDE
       case 2: wg_stage<2, false>(d, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
       case 3: wg_stage<2, true>(d, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
       case 4: wg_stage<3, false>(d, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
@@ -324,6 +375,14 @@ __device__ __forceinline__ void mm_rows_wg(const DevProgram& P, const Tile& T, R
       case 9: wg_stage<6, false>(d, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
       case 10: wg_stage<7, false>(d, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
       case 11: wg_stage<8, false>(d, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
+#else
+      case 12: wg_stage<8, false>(d, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
+      case 13: wg_stage<16, false>(d, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
+      case 14: wg_stage<4, false>(d, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
+      case 15: wg_stage<4, true>(d, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
+      case 16: wg_stage<8, false>(d, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
+      case 17: wg_stage<8, true>(d, a, a_panel, a_mat1, b, b_panel, p0, pstep, np, acc); break;
+#endif
       default: break;
     }
 #if KEEL_DIAG_MM
@@ -340,8 +399,15 @@ __device__ __forceinline__ void mm_rows_wg(const DevProgram& P, const Tile& T, R
     c = 0;
     if (keep) {  // through the slot as [token][row], then 16-byte reds or stores
       float* o = reinterpret_cast<float*>(G.at(used));
-      mm_out_staged(P, J, M, o, out_pitch, out_plane, two, rb * cap, cap, d, tall ? wg * 64 : 0, wi, g, tq, g0,
-                    ng_mine);
+      if constexpr (kWgWide) {
+#pragma unroll 1
+        for (int t0 = 0; t0 < M.nb; t0 += tw)
+          mm_out_staged<true>(P, J, M, o, out_pitch, tw * out_pitch, two, rb * cap, cap, d, tall ? wg * 64 : 0, wi, g,
+                              tq, g0, ng_mine, t0, tw);
+      } else {
+        mm_out_staged<false>(P, J, M, o, out_pitch, out_plane, two, rb * cap, cap, d, tall ? wg * 64 : 0, wi, g, tq,
+                             g0, ng_mine);
+      }
       __syncwarp();
       if (lane == 0) dev::mbar_arrive(G.empty + used);
       acc = 0;
@@ -362,7 +428,7 @@ __device__ __forceinline__ void mm_rows_wg(const DevProgram& P, const Tile& T, R
     }
     if (ng_mine > 0 && (!ksplit || wg == 0)) {
 #pragma unroll
-      for (int j = 0; j < 2 * kWgMaxGroups; ++j) {  // groups past kWgMaxGroups: a tall block's
+      for (int j = 0; j < kWgDirectGroups; ++j) {  // groups past kWgMaxGroups: a tall block's
         if (j < ng_mine) {
 #pragma unroll
           for (int e = 0; e < 4; ++e) {

@@ -141,6 +141,7 @@ DeviceFacts device_facts(int device) {
     for (bool long_context : {false, true})
       f.static_smem = std::max(f.static_smem,
                                uint32_t(prog::static_smem_bytes(prog::kernel_variant(batch, long_context))));
+  f.static_smem = std::max(f.static_smem, uint32_t(prog::static_smem_bytes(prog::KernelVariant::Wide)));
   return f;
 }
 
@@ -209,8 +210,8 @@ void ProgramExecutor::setup(const model::Model* m, const ProgramExecutorOptions&
   check_program_fits(p, facts, opt.keep_worker_count);  // before the attribute: smem must fit the opt-in limit
   // Both variants this Program may launch (short and long context).
   facts.max_ctas = std::min(
-      prog::max_coresident_ctas(I.device, I.smem, prog::kernel_variant(prog::batch_variant(h), false)),
-      prog::max_coresident_ctas(I.device, I.smem, prog::kernel_variant(prog::batch_variant(h), true)));
+      prog::max_coresident_ctas(I.device, I.smem, prog::kernel_variant(prog::batch_variant(h), false, program::mm_wide(h))),
+      prog::max_coresident_ctas(I.device, I.smem, prog::kernel_variant(prog::batch_variant(h), true, program::mm_wide(h))));
   check_program_fits(p, facts, opt.keep_worker_count);
   // ---- memory: weights (unique tensors) + KV + workspace must fit ----
   struct WeightSrc {

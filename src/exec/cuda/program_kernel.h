@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "program/program.h"
+#include "program/smem_plan.h"
 
 namespace keel::exec::cuda::prog {
 
@@ -31,7 +32,7 @@ enum DevError : int32_t {
   kErrBadOpcode = 4,
   kErrHeadDim = 5,    // head_dim > kMaxHeadDim
   kErrSmemAlign = 6,  // the ring does not start 1024-byte aligned (batch kernel's TMA boxes)
-  kErrMmTile = 7,     // a matmul tile taller than kMmRows reached the mma.sync engine (a kernel variant without wgmma)
+  kErrMmTile = 7,     // a matmul tile taller than kMmRows reached the mma.sync engine (a kernel variant without wgmma), or a wide tile the fragment epilogue cannot serve
 };
 
 /// Per-CTA state, written when the CTA stops (normally or not), for the
@@ -181,22 +182,33 @@ KEEL_KERNEL_VARIANT_API
 namespace batch_long_kernel {
 KEEL_KERNEL_VARIANT_API
 }
+namespace wide_kernel {
+KEEL_KERNEL_VARIANT_API
+}
 #undef KEEL_KERNEL_VARIANT_API
 
 /// Whether a Program runs on the batch variant of the kernel (several sequences).
 inline bool batch_variant(const program::ProgramHeader& h) { return h.batch > 1; }
 
-enum class KernelVariant { Decode, DecodeLong, Batch, BatchLong };
-inline KernelVariant kernel_variant(bool batch, bool long_context) {
-  return batch ? (long_context ? KernelVariant::BatchLong : KernelVariant::Batch)
-               : (long_context ? KernelVariant::DecodeLong : KernelVariant::Decode);
+/// The fifth variant, wide (program_kernel_wide.cu): the long batch variant
+/// with the wide matmul tiles of Programs whose tasks multiply a stage by more
+/// than 64 tokens (program::mm_wide): larger wgmma accumulators, which the
+/// other variants' register allocation does not carry.
+enum class KernelVariant { Decode, DecodeLong, Batch, BatchLong, Wide };
+inline KernelVariant kernel_variant(bool batch, bool long_context, bool wide = false) {
+  return wide    ? KernelVariant::Wide
+         : batch ? (long_context ? KernelVariant::BatchLong : KernelVariant::Batch)
+                 : (long_context ? KernelVariant::DecodeLong : KernelVariant::Decode);
 }
-inline KernelVariant kernel_variant(const DevProgram& P) { return kernel_variant(batch_variant(P.h), P.attn_stream); }
+inline KernelVariant kernel_variant(const DevProgram& P) {
+  return kernel_variant(batch_variant(P.h), P.attn_stream, program::mm_wide(P.h));
+}
 inline const char* kernel_variant_name(KernelVariant v) {
   switch (v) {
     case KernelVariant::Decode: return "decode";
     case KernelVariant::DecodeLong: return "decode_long";
     case KernelVariant::Batch: return "batch";
+    case KernelVariant::Wide: return "wide";
     default: return "batch_long";
   }
 }
@@ -206,6 +218,7 @@ inline const char* kernel_variant_name(KernelVariant v) {
     case KernelVariant::Decode: return decode_kernel::call;          \
     case KernelVariant::DecodeLong: return decode_long_kernel::call; \
     case KernelVariant::Batch: return batch_kernel::call;            \
+    case KernelVariant::Wide: return wide_kernel::call;              \
     default: return batch_long_kernel::call;                         \
   }
 

@@ -728,12 +728,18 @@ TEST(ProgramGpu, PrefillChunksMatchCpu) {
     const char* name;
     LlamaShape shape;
     int lanes, prompt;
+    int mm_tokens = 0;  // Target::batch_wide_mm_tokens: 128, the wide variant's tiles
   };
   const Case cases[] = {{"hd64 g4", {256, 512, 8, 2, 64, 2, 1024, 2048}, 64, 300},
                         {"hd64 g4", {256, 512, 8, 2, 64, 2, 1024, 2048}, 5, 61},
                         {"hd128 g8", {256, 512, 8, 1, 128, 2, 1024, 2048}, 17, 200},
                         {"hd128 g8", {256, 512, 8, 1, 128, 2, 1024, 2048}, 64, 1000},
                         {"hd128 g8", {256, 512, 8, 1, 128, 2, 1024, 2048}, 130, 400},
+                        // wide tiles: lane groups of 72 + 58, one of 100 (13 token groups: a
+                        // tall block's N 128, GateUp's warpgroups 8 + 5 groups), 128 + 128
+                        {"hd128 g8", {256, 512, 8, 1, 128, 2, 1024, 2048}, 130, 400, 128},
+                        {"hd64 g4", {256, 512, 8, 2, 64, 2, 1024, 2048}, 100, 333, 128},
+                        {"hd64 g4", {256, 512, 8, 2, 64, 2, 1024, 2048}, 256, 700, 128},
                         {"stories260K", {}, 17, 100}};
   for (const Case& c : cases) {
     model::testing::TempDir dir;
@@ -741,10 +747,11 @@ TEST(ProgramGpu, PrefillChunksMatchCpu) {
     if (!stories) write_llama(dir, c.shape);
     const model::Model m = model::Model::load(stories ? cat(keel_test_shared_dir(), "/models/stories260K") : dir.str());
     for (int batch : {1, 2}) {
-      SCOPED_TRACE(cat(c.name, " T", c.lanes, " prompt ", c.prompt, " B", batch));
+      SCOPED_TRACE(cat(c.name, " T", c.lanes, " prompt ", c.prompt, " B", batch, " mm_tokens ", c.mm_tokens));
       const int ctx = int(std::min<int64_t>(c.prompt + 64, m.config.max_position));
       compiler::CompileOptions po;
       po.target = device_target(0);
+      po.target.batch_wide_mm_tokens = c.mm_tokens;
       po.workers = 7;
       po.prefill_chunk = c.lanes;
       po.max_context = ctx;
@@ -774,6 +781,7 @@ TEST(ProgramGpu, PrefillChunksMatchCpu) {
         exec::Sequence one = seqs[size_t(b)];
         one.kv_slot = shared ? b : 0;
         const exec::RunResult g = gpre.run({one}, ro), w = cpre.run({one}, ro);
+        EXPECT_EQ(gpre.last_kernel_variant() == "wide", c.mm_tokens > 64) << gpre.last_kernel_variant();
         EXPECT_EQ(g.steps, w.steps);
         EXPECT_EQ(g.steps, int((n + c.lanes - 1) / c.lanes));
         for (size_t id = 0; id < pp.buffers.size(); ++id) {  // the prefill's K/V: GPU vs CPU
@@ -797,6 +805,7 @@ TEST(ProgramGpu, PrefillChunksMatchCpu) {
       }
       const double worst = worst_logits_err_vs_cpu(gdec, cdec, seqs);
       std::cout << "[ figures ] prefill " << c.name << " T" << c.lanes << " prompt " << c.prompt << " B" << batch
+                << (c.mm_tokens > 0 ? cat(" mm_tokens ", c.mm_tokens) : std::string())
                 << ": max rel K/V err GPU vs CPU " << worst_kv << ", logits " << worst << "\n";
     }
   }
