@@ -328,7 +328,7 @@ struct Partitioner {
 
   // A prefill Program's prompt lanes: KvAppend tasks (blocks of lanes x kv
   // heads) put the step's k and v in the cache, then PrefillAttention tasks
-  // (the same blocks: program::prefill_attn_lanes lanes, about 32 q rows)
+  // (the same blocks: the target's rows, at most program::prefill_attn_lanes lanes)
   // attend over it, each reading a kv head's cache once for its block.
   void prefill_attention(const graph::Op& op) {
     const program::ProgramHeader& h = b.p.h;
@@ -336,7 +336,7 @@ struct Partitioner {
     const int D = int(program::n_decode_lanes(h)), L = int(h.seq_lanes);
     const int most = int(program::prefill_attn_lanes(g, L));
     const int rows = L > program::kMmMaxTokens ? b.opt.target.prefill_attn_rows_wide : b.opt.target.prefill_attn_rows;
-    const int Lb = rows > 0 ? std::clamp(rows / g, 1, most) : most, nseq = (h.batch - D) / L;
+    const int Lb = std::clamp((rows > 0 ? rows : program::kPrefillAttnRows) / g, 1, most), nseq = (h.batch - D) / L;
     const bool window = c.window(op.layer) > 0;
     const double ready0 = ready;
     auto blocks = [&](Opcode oc, uint16_t o, auto&& fill, double cost, bool windowed) {

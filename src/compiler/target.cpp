@@ -54,8 +54,15 @@ Target gpu_preset(const char* name) {
   // workers (H100, 2000-token prefill, against 32 rows, two rounds: Qwen3-8B
   // 381.0 / 381.6 -> 370.7 / 370.8 ms, Llama-3.2-1B 95.3 / 93.8 -> 91.6 /
   // 91.7; 8 rows was worse: Qwen3-8B 510.7 against 412-414 in its call).
-  // Wider steps keep 32 (prefill_attn_rows_wide 0).
   t.prefill_attn_rows = 16;
+  // Wider steps: 64 rows (16 lanes at 4 q heads a kv head: 128 tasks a layer
+  // of a 256-lane step on 8 kv heads, one round over 132 workers, each
+  // reading its kv head's cache once for twice the lanes of 32 rows). H100,
+  // 2026-12-07, 2000-token prefill in steps of 256 (wide tiles), two
+  // interleaved rounds against 32 rows: Qwen3-8B 209.2 / 208.8 -> 195.5 /
+  // 197.1 ms, Llama-3.2-1B 48.1 / 48.9 -> 44.0 / 44.0. (32 against 16 had
+  // been 268.9 -> 226.2 ms on Qwen3-8B.)
+  t.prefill_attn_rows_wide = 64;
   // Steps of more than 64 lanes: matmul tasks of up to 128 tokens (the
   // kernel's wide variant: one wgmma of N 128 a k-step and warpgroup for a
   // tall block, against two of N 32 over 64-token lane groups). H100,
@@ -120,6 +127,12 @@ Target target_of(const program::Program& p) {
   t.batch_wide_mm_cols = d.mm_cols;
   t.batch_wide_mm_tokens = d.mm_tokens;
   t.batch_attn_seqs = d.attn_seqs > 0 ? d.attn_seqs : 1;
+  // The prefill attention blocks are recorded only by the tasks: the largest
+  // one's q rows give the same blocks again.
+  const int g = p.h.n_kv_heads > 0 ? p.h.n_heads / p.h.n_kv_heads : 1;
+  for (const program::TaskDesc& task : p.tasks)
+    if (program::Opcode(task.opcode) == program::Opcode::PrefillAttention)
+      t.prefill_attn_rows = t.prefill_attn_rows_wide = std::max(t.prefill_attn_rows, (task.b1 - task.b0) * g);
   return t;
 }
 

@@ -108,11 +108,13 @@ struct Target {
   /// its kv head's cache once), in a step of up to program::kMmMaxTokens
   /// lanes. The GPU presets: 16.
   int prefill_attn_rows = 0;
-  /// The same in a wider step (0: program::kPrefillAttnRows, 32, the
-  /// presets' too): at 256 lanes, 32 rows made a 2000-token prefill 16-22%
-  /// faster than 16 (H100, 2026-12-07: Qwen3-8B 268.9 -> 226.2 ms,
-  /// Llama-3.2-1B 62.9 -> 49.0), each block reading its cache once for twice
-  /// the lanes while 256 blocks a layer still fill the workers.
+  /// The same in a wider step (0: program::kPrefillAttnRows, 32; at most
+  /// program::kPrefillAttnRowsWide, 64; the GPU presets: 64): at 256 lanes,
+  /// 32 rows made a 2000-token prefill 16-22% faster than 16 (H100,
+  /// 2026-12-07: Qwen3-8B 268.9 -> 226.2 ms, Llama-3.2-1B 62.9 -> 49.0) and
+  /// 64 another 6-9% (wide tiles: 209 -> 196, 48.5 -> 44.0), each block
+  /// reading its cache once for more lanes while the blocks of a layer still
+  /// take one round of the workers.
   int prefill_attn_rows_wide = 0;
   bool l2_evict_first = true;  // weight copies carry an L2 evict-first hint
   /// The matmul tiles' tensor-core instructions (program::MmEngine): Hopper's
@@ -163,7 +165,8 @@ std::vector<std::string> target_preset_names();
 Target target_for_device(const std::string& device_name, int sms, uint32_t smem_per_block);
 
 /// The Target a Program was compiled for, from its header (so a recompile can
-/// keep its ring and loader policy).
+/// keep its ring and loader policy) and its prefill attention tasks (their
+/// blocks' rows, which the header does not record).
 Target target_of(const program::Program& p);
 
 /// TargetDesc::mm_tokens of a Program of `batch` lanes a step compiled for

@@ -73,8 +73,14 @@ static_assert(attn_group_bytes(32, 8, kAttnMaxSeqs) <= kKernelWarps * kAttnStrea
 /// The compiler gives a task this many lanes: about 32 rows (enough tasks per
 /// layer to fill the SMs at a 64-lane chunk, few enough re-reads of the cache).
 inline constexpr int kPrefillAttnRows = 32;
+/// The most rows of a task in a step of more than kMmMaxTokens lanes
+/// (Target::prefill_attn_rows_wide may ask for up to this many; the default
+/// stays kPrefillAttnRows).
+inline constexpr int kPrefillAttnRowsWide = 64;
+/// The most lanes of a task (the work area holds its rows: kernel_work_bytes).
 constexpr int64_t prefill_attn_lanes(int64_t g, int64_t seq_lanes) {
-  const int64_t l = g >= kPrefillAttnRows ? 1 : kPrefillAttnRows / g;
+  const int64_t rows = seq_lanes > 64 ? kPrefillAttnRowsWide : kPrefillAttnRows;  // (64: kMmMaxTokens)
+  const int64_t l = g >= rows ? 1 : rows / g;
   return l < seq_lanes ? l : seq_lanes;
 }
 /// Row groups of 16 of a task of `rows` rows, and warps a row group's positions are split over.
@@ -160,6 +166,7 @@ using DTypeOf = std::function<DType(int32_t id)>;
 inline constexpr uint32_t kMmRows = 64;       // weight rows per matrix in a stage at most (4 mma row groups of 16)
 inline constexpr uint32_t kMmTallRows = 128;  // the same for one matrix on the wgmma engine (a warpgroup's 64 rows each)
 inline constexpr int kMmMaxTokens = 64;       // sequences one matmul task serves at most
+static_assert(kMmMaxTokens == 64, "prefill_attn_lanes names the steps of more than kMmMaxTokens lanes");
 inline constexpr int kMmBoxCols = 64;         // columns of one TMA box (128 bytes of bf16: the swizzle span)
 inline constexpr uint32_t kMmStageAlign = 1024;  // a stage's alignment (the 128-byte swizzle repeats every 1 KiB)
 

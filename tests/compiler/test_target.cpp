@@ -728,10 +728,10 @@ TEST(Partition, WideProgramsHandTheFirstRowsToTheFirstToFinish) {
 namespace keel::compiler {
 namespace {
 // The GPU presets' prefill attention blocks: 16 q rows (4 lanes at Qwen3-8B's
-// 4 q heads a kv head) in steps of up to 64 lanes, 32 rows (8 lanes) in wider
-// ones (Target::prefill_attn_rows_wide); an explicit --prefill-attn-rows sets
-// both (tools/keel/target_flags.cpp).
-TEST(Target, WidePrefillStepsTakeBlocksOf32Rows) {
+// 4 q heads a kv head) in steps of up to 64 lanes, 64 rows (16 lanes) in
+// wider ones (Target::prefill_attn_rows_wide; 0: 32 rows); an explicit
+// --prefill-attn-rows sets both (tools/keel/target_flags.cpp).
+TEST(Target, WidePrefillStepsTakeBlocksOf64Rows) {
   auto block_lanes = [](int lanes, int wide_rows) {
     Target t = target_preset("h100");
     if (wide_rows >= 0) t.prefill_attn_rows_wide = wide_rows;
@@ -744,9 +744,14 @@ TEST(Target, WidePrefillStepsTakeBlocksOf32Rows) {
     return n;
   };
   EXPECT_EQ(block_lanes(64, -1), (std::set<int>{4}));
-  EXPECT_EQ(block_lanes(256, -1), (std::set<int>{8}));
-  EXPECT_EQ(block_lanes(100, -1), (std::set<int>{4, 8}));  // 12 blocks of 8 and one of 4
+  EXPECT_EQ(block_lanes(256, -1), (std::set<int>{16}));
+  EXPECT_EQ(block_lanes(100, -1), (std::set<int>{4, 16}));  // 6 blocks of 16 and one of 4
+  EXPECT_EQ(block_lanes(256, 0), (std::set<int>{8}));       // 0: program::kPrefillAttnRows
   EXPECT_EQ(block_lanes(256, 16), (std::set<int>{4}));
+  // At most 64 rows in a wide step (program::kPrefillAttnRowsWide), 32 in a narrower one.
+  EXPECT_EQ(block_lanes(256, 64), (std::set<int>{16}));
+  EXPECT_EQ(block_lanes(256, 128), (std::set<int>{16}));
+  EXPECT_EQ(block_lanes(64, 64), (std::set<int>{4}));  // (the narrow steps' rows: the preset's 16)
 }
 
 // Target::batch_wide_mm_tokens: a step of more than 64 lanes on the wgmma

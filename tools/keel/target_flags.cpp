@@ -45,8 +45,8 @@ void add_target_flags(CLI::App& c, TargetFlags& f, const std::string& default_ta
       ->check(CLI::Range(0, 1 << 16));
   c.add_option("--prefill-attn-rows", f.prefill_attn_rows,
                "Prefill Programs: most q rows (lanes x q heads a kv head, at least one lane) of one kv_append / "
-               "prefill_attention task (0: 32; default: the target's, on h100/h200 16 in steps of up to 64 lanes, "
-               "32 in wider ones)")
+               "prefill_attention task (0: 32; at most 32 in steps of up to 64 lanes, 64 in wider ones; default: the "
+               "target's, on h100/h200 16 in steps of up to 64 lanes, 64 in wider ones)")
       ->check(CLI::Range(0, 4096));
   c.add_option("--attn-chunks", f.attn_chunks, "KV chunks per (sequence, kv head) (0: fill the workers)")
       ->check(CLI::Range(0, 1 << 16));

@@ -729,6 +729,7 @@ TEST(ProgramGpu, PrefillChunksMatchCpu) {
     LlamaShape shape;
     int lanes, prompt;
     int mm_tokens = 0;  // Target::batch_wide_mm_tokens: 128, the wide variant's tiles
+    int attn_rows = 0;  // Target::prefill_attn_rows_wide (0: the target's)
   };
   const Case cases[] = {{"hd64 g4", {256, 512, 8, 2, 64, 2, 1024, 2048}, 64, 300},
                         {"hd64 g4", {256, 512, 8, 2, 64, 2, 1024, 2048}, 5, 61},
@@ -740,6 +741,8 @@ TEST(ProgramGpu, PrefillChunksMatchCpu) {
                         {"hd128 g8", {256, 512, 8, 1, 128, 2, 1024, 2048}, 130, 400, 128},
                         {"hd64 g4", {256, 512, 8, 2, 64, 2, 1024, 2048}, 100, 333, 128},
                         {"hd64 g4", {256, 512, 8, 2, 64, 2, 1024, 2048}, 256, 700, 128},
+                        // attention blocks of 64 q rows (16 lanes: 4 row groups, 2 phases)
+                        {"hd64 g4", {256, 512, 8, 2, 64, 2, 1024, 2048}, 256, 700, 128, 64},
                         {"stories260K", {}, 17, 100}};
   for (const Case& c : cases) {
     model::testing::TempDir dir;
@@ -752,6 +755,7 @@ TEST(ProgramGpu, PrefillChunksMatchCpu) {
       compiler::CompileOptions po;
       po.target = device_target(0);
       po.target.batch_wide_mm_tokens = c.mm_tokens;
+      if (c.attn_rows > 0) po.target.prefill_attn_rows_wide = c.attn_rows;
       po.workers = 7;
       po.prefill_chunk = c.lanes;
       po.max_context = ctx;
@@ -806,6 +810,7 @@ TEST(ProgramGpu, PrefillChunksMatchCpu) {
       const double worst = worst_logits_err_vs_cpu(gdec, cdec, seqs);
       std::cout << "[ figures ] prefill " << c.name << " T" << c.lanes << " prompt " << c.prompt << " B" << batch
                 << (c.mm_tokens > 0 ? cat(" mm_tokens ", c.mm_tokens) : std::string())
+                << (c.attn_rows > 0 ? cat(" attn_rows ", c.attn_rows) : std::string())
                 << ": max rel K/V err GPU vs CPU " << worst_kv << ", logits " << worst << "\n";
     }
   }
