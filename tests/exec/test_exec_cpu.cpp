@@ -14,6 +14,7 @@
 #include <iostream>
 #include <map>
 #include <random>
+#include <set>
 
 #include "program/checker.h"
 #include "program/smem_plan.h"
@@ -413,6 +414,44 @@ TEST(CpuExecutor, WideBatchKSlicesMatchReference) {
     std::cout << "[ figures ] " << name << " W7 B64 (h200, O-proj in k-slices): worst logits rel err vs reference "
               << worst << "\n";
   }
+}
+
+// A decode batch of more than 64 sequences for the GPU presets: wide matmul
+// tiles (Target::batch_wide_mm_tokens, 128), so the matrix operators' tasks
+// serve all 100 lanes at once (the CUDA kernel's wide variant), while the LM
+// head keeps every lane (at most kMmMaxTokens a matmul tile: it reads global
+// memory). Every sequence's logits against the reference, in a shuffled schedule.
+TEST(CpuExecutor, WideTileDecodeBatchMatchesReference) {
+  const Loaded& f = fixture("tiny-qwen3");
+  compiler::CompileOptions o;
+  o.target = compiler::target_preset("h100");
+  o.o_split_k = 4;  // (as above: the fixture's K in whole 64-column boxes)
+  o.workers = 7;
+  o.batch = 100;
+  o.max_context = 64;
+  o.page_size = 16;
+  const program::Program p = compiler::compile(f.model.config, o);
+  program::check_or_throw(p, 3);
+  EXPECT_EQ(p.h.target.mm_tokens, 128);
+  EXPECT_TRUE(program::mm_wide(p.h));
+  std::set<std::pair<int, int>> groups;
+  for (const program::TaskDesc& t : p.tasks) {
+    const program::Opcode op = program::Opcode(t.opcode);
+    if (op == program::Opcode::QkvProj || op == program::Opcode::GateUp || op == program::Opcode::MatvecResidual)
+      groups.insert({t.b0, t.b1});
+  }
+  EXPECT_EQ(groups, (std::set<std::pair<int, int>>{{0, 100}}));
+  CpuExecutor ex(p, f.model);
+  reference::Forward ref(f.model, p.h.max_context);
+  std::vector<Sequence> seqs;
+  for (int b = 0; b < o.batch; ++b) {
+    Sequence s;
+    s.prompt = testing::random_ids(size_t(2 + b % 4), p.h.vocab, uint32_t(70 + b));
+    s.max_new = 2;
+    seqs.push_back(s);
+  }
+  const double worst = worst_vs_reference(ex, ref, seqs, shuffled(3));
+  std::cout << "[ figures ] tiny-qwen3 W7 B100 (h100, wide tiles): worst logits rel err vs reference " << worst << "\n";
 }
 
 // Attention tasks over several sequences (Target::batch_attn_seqs), on
