@@ -189,7 +189,7 @@ constexpr int mm_tile_tokens(const ProgramHeader& h) {
   const int t = h.batch < mm_max_tokens(h) ? h.batch : mm_max_tokens(h);
   return t <= kMmMaxTokens ? mm_tokens(t) : (t + 63) / 64 * 64;
 }
-/// Whether a Program's matmul tiles are wide (the CUDA kernel's gemm variant runs it).
+/// Whether a Program's matmul tiles are wide (the CUDA kernel's wide variant runs it).
 constexpr bool mm_wide(const ProgramHeader& h) { return mm_tile_tokens(h) > kMmMaxTokens; }
 /// Weight rows per matrix in a stage at most: kMmTallRows for one matrix on
 /// the wgmma engine (Programs of more than 16 tokens a step), where each

@@ -111,7 +111,7 @@ std::string compile_flags_of(const program::ProgramHeader& h) {
              " --max-stages ", t.max_stages, " --max-inflight ", t.max_inflight, " --loader-hold ", t.loader_hold,
              " --l2-hint ", t.l2_evict_first, " --mm-engine ", t.mm_engine == program::kMmEngineMma ? "mma" : "wgmma",
              program::mm_tokens(h.batch) > 16 ? cat(" --mm-cols ", t.mm_cols) : std::string(),
-             t.mm_tokens > 0 ? cat(" --mm-tokens ", t.mm_tokens) : std::string(),
+             h.batch > program::kMmMaxTokens ? cat(" --mm-tokens ", t.mm_tokens) : std::string(),  // (0 too: the presets' is 128)
              h.batch > 1 ? cat(" --attn-seqs ", t.attn_seqs > 0 ? t.attn_seqs : 1) : std::string(), " --o-split-k ", o.o_split_k, " --down-split-k ", o.down_split_k,
              " --attn-chunks ", o.attn_chunks, " --attn-min-chunk ", h.opt_attn_min_chunk - 1,
              o.row_align != compiler::CompileOptions{}.row_align ? cat(" --row-align ", o.row_align) : std::string(),
